@@ -1,0 +1,1227 @@
+//! From the merged YAML tree to a validated [`Pipeline`]: `extends`, `!reference`, `default`
+//! and the deprecated globals are applied on the tree, then every keyword is typed and
+//! checked. All errors are collected; nothing is returned unless there are none.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::diag::{Diagnostic, Span, did_you_mean};
+use crate::duration;
+use crate::expr;
+use crate::load::deep_merge;
+use crate::model::*;
+use crate::yaml::{Key, Node, Value};
+
+pub const TOP_KEYWORDS: &[&str] = &[
+    "default", "include", "stages", "variables", "workflow", "image", "services", "cache", "before_script", "after_script",
+    "go", "gates", "images", "environments", "alerts",
+];
+pub const SLIPWAY_SECTIONS: &[&str] = &["go", "gates", "images", "environments", "alerts"];
+pub const JOB_KEYWORDS: &[&str] = &[
+    "after_script", "allow_failure", "artifacts", "before_script", "cache", "coverage", "dependencies", "environment", "except",
+    "extends", "image", "inherit", "interruptible", "needs", "only", "parallel", "resource_group", "retry", "rules", "script",
+    "services", "stage", "start_in", "tags", "timeout", "trigger", "variables", "when", "secrets", "id_tokens", "hooks",
+    "release", "pages", "dast_configuration", "identity", "manual_confirmation", "run",
+];
+const IGNORED_JOB_KEYWORDS: &[&str] = &["secrets", "id_tokens", "hooks", "release", "pages", "dast_configuration", "identity", "manual_confirmation"];
+const DEFAULT_KEYWORDS: &[&str] =
+    &["after_script", "artifacts", "before_script", "cache", "hooks", "id_tokens", "image", "interruptible", "retry", "services", "tags", "timeout"];
+const GLOBAL_DEFAULTS: &[&str] = &["image", "services", "cache", "before_script", "after_script"];
+const MAX_EXTENDS_DEPTH: usize = 11;
+const MAX_REFERENCE_DEPTH: usize = 10;
+
+/// The default stages when `stages` is not written.
+pub const DEFAULT_STAGES: &[&str] = &["build", "test", "deploy"];
+
+/// The result of compiling: a pipeline when there were no errors, and every diagnostic
+/// (errors and warnings) either way.
+pub struct Compiled {
+    pub pipeline: Option<Pipeline>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn compile(root: Node) -> Compiled {
+    let mut cx = Cx::default();
+    let pipeline = cx.pipeline(root);
+    let has_errors = cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error);
+    Compiled { pipeline: if has_errors { None } else { pipeline }, diagnostics: cx.diags }
+}
+
+#[derive(Default)]
+struct Cx {
+    diags: Vec<Diagnostic>,
+}
+
+fn is_valid_var_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !s.as_bytes()[0].is_ascii_digit()
+}
+
+impl Cx {
+    fn err(&mut self, span: Span, msg: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::error(span, msg));
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    fn unknown_key(&mut self, key: &Key, place: &str, allowed: &[&str]) {
+        let d = self.err(key.span, format!("unknown keyword `{}` in {place}", key.name));
+        match did_you_mean(&key.name, allowed.iter().copied()) {
+            Some(s) => d.hint = Some(format!("did you mean `{s}`?")),
+            None => d.hint = Some(format!("allowed here: {}", allowed.join(", "))),
+        }
+    }
+
+    fn type_err(&mut self, n: &Node, what: &str, expected: &str) {
+        self.err(n.span, format!("`{what}` must be {expected}, found {}", n.kind()));
+    }
+
+    /// Mapping entries, or an error if the node is not a mapping.
+    fn map<'n>(&mut self, n: &'n Node, what: &str) -> &'n [(Key, Node)] {
+        match &n.value {
+            Value::Map(m) => m,
+            _ => {
+                self.type_err(n, what, "a mapping");
+                &[]
+            }
+        }
+    }
+
+    fn string(&mut self, n: &Node, what: &str) -> Option<String> {
+        match &n.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(_) | Value::Float(_) => n.scalar_string(),
+            _ => {
+                self.type_err(n, what, "a string");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, n: &Node, what: &str) -> Option<bool> {
+        match n.value {
+            Value::Bool(b) => Some(b),
+            _ => {
+                self.type_err(n, what, "`true` or `false`");
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, n: &Node, what: &str, min: i64, max: i64) -> Option<i64> {
+        match n.value {
+            Value::Int(i) if (min..=max).contains(&i) => Some(i),
+            Value::Int(i) => {
+                self.err(n.span, format!("`{what}` must be between {min} and {max}, found {i}"));
+                None
+            }
+            _ => {
+                self.type_err(n, what, "an integer");
+                None
+            }
+        }
+    }
+
+    /// A string or a list of strings.
+    fn strings(&mut self, n: &Node, what: &str) -> Vec<String> {
+        match &n.value {
+            Value::Seq(items) => items.iter().filter_map(|i| self.string(i, &format!("{what}[]"))).collect(),
+            Value::Null => Vec::new(),
+            _ => self.string(n, what).into_iter().collect(),
+        }
+    }
+
+    fn string_list(&mut self, n: &Node, what: &str) -> Vec<String> {
+        match &n.value {
+            Value::Seq(items) => items.iter().filter_map(|i| self.string(i, &format!("{what}[]"))).collect(),
+            _ => {
+                self.type_err(n, what, "a list of strings");
+                Vec::new()
+            }
+        }
+    }
+
+    /// `script`-like values: a string or a list of strings, nested lists (from `!reference`)
+    /// flattened up to 10 levels, as GitLab does.
+    fn script(&mut self, n: &Node, what: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        self.script_into(n, what, 0, &mut out);
+        out
+    }
+
+    fn script_into(&mut self, n: &Node, what: &str, depth: usize, out: &mut Vec<String>) {
+        match &n.value {
+            Value::Str(s) => out.push(s.clone()),
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => out.push(n.scalar_string().unwrap_or_default()),
+            Value::Seq(items) if depth < 10 => {
+                for i in items {
+                    self.script_into(i, what, depth + 1, out);
+                }
+            }
+            Value::Map(m) if depth > 0 => {
+                let first = m.first().map(|(k, _)| k.name.clone()).unwrap_or_default();
+                self.err(n.span, format!("`{what}` line is a mapping, not a command"))
+                    .hint = Some(format!("a command containing `: ` must be quoted, e.g. `- \"{first}: ...\"`"));
+            }
+            Value::Null if depth > 0 => {}
+            _ => self.type_err(n, what, "a string or a list of strings"),
+        }
+    }
+
+    fn duration(&mut self, n: &Node, what: &str) -> Option<std::time::Duration> {
+        let s = match &n.value {
+            Value::Int(i) if *i >= 0 => return Some(std::time::Duration::from_secs(*i as u64)),
+            Value::Str(s) => s.clone(),
+            _ => {
+                self.type_err(n, what, "a duration like `30m` or `1h 30m`");
+                return None;
+            }
+        };
+        match duration::parse(&s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(n.span, format!("invalid duration `{s}` in `{what}`: {e}")).hint =
+                    Some("write durations like `90`, `45s`, `10m`, `1h 30m` or `2 hours`".into());
+                None
+            }
+        }
+    }
+
+    fn when(&mut self, n: &Node, what: &str, allowed: &[&str]) -> Option<When> {
+        let s = self.string(n, what)?;
+        let w = match s.as_str() {
+            "on_success" => When::OnSuccess,
+            "on_failure" => When::OnFailure,
+            "always" => When::Always,
+            "manual" => When::Manual,
+            "delayed" => When::Delayed,
+            "never" => When::Never,
+            _ => When::Never,
+        };
+        if !allowed.contains(&s.as_str()) {
+            let d = self.err(n.span, format!("`{what}` cannot be `{s}`"));
+            d.hint = Some(match did_you_mean(&s, allowed.iter().copied()) {
+                Some(m) => format!("did you mean `{m}`?"),
+                None => format!("allowed: {}", allowed.join(", ")),
+            });
+            return None;
+        }
+        Some(w)
+    }
+
+    fn variables(&mut self, n: &Node, what: &str) -> Vec<Variable> {
+        let mut out = Vec::new();
+        if matches!(n.value, Value::Null) {
+            return out;
+        }
+        for (k, v) in self.map(n, what) {
+            if !is_valid_var_name(&k.name) {
+                self.err(k.span, format!("invalid variable name `{}`", k.name)).hint =
+                    Some("variable names use letters, digits and `_`, and do not start with a digit".into());
+                continue;
+            }
+            let mut var = Variable { name: k.name.clone(), value: String::new(), expand: true, description: None, span: k.span };
+            match &v.value {
+                Value::Map(m) => {
+                    for (vk, vv) in m {
+                        match vk.name.as_str() {
+                            "value" => var.value = self.string(vv, &format!("{what}.{}.value", k.name)).unwrap_or_default(),
+                            "description" => var.description = self.string(vv, "description"),
+                            "expand" => var.expand = self.boolean(vv, &format!("{what}.{}.expand", k.name)).unwrap_or(true),
+                            "options" => {}
+                            _ => self.unknown_key(vk, &format!("variable `{}`", k.name), &["value", "description", "expand", "options"]),
+                        }
+                    }
+                }
+                Value::Null => {}
+                Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) => var.value = v.scalar_string().unwrap_or_default(),
+                _ => {
+                    self.type_err(v, &format!("{what}.{}", k.name), "a string or a mapping with `value`");
+                    continue;
+                }
+            }
+            out.push(var);
+        }
+        out
+    }
+
+    fn if_expr(&mut self, n: &Node, what: &str) -> Option<IfExpr> {
+        let s = self.string(n, what)?;
+        match expr::parse(&s) {
+            Ok(e) => Some(IfExpr { source: s, expr: e }),
+            Err(e) => {
+                // Point inside the expression when it sits on one line of the file.
+                let span = if n.span.start_line == n.span.end_line {
+                    n.span.sub(n.content_offset + e.offset as u32, e.len as u32)
+                } else {
+                    n.span
+                };
+                self.err(span, format!("invalid `{what}` expression: {}", e.message)).hint = Some(
+                    "expressions look like `$CI_COMMIT_BRANCH == \"main\" && $VAR =~ /^v\\d+/` (quote the whole expression in YAML)".into(),
+                );
+                None
+            }
+        }
+    }
+
+    fn rules(&mut self, n: &Node, what: &str, allowed_when: &[&str]) -> Vec<Rule> {
+        let items = match &n.value {
+            Value::Seq(items) => items.as_slice(),
+            _ => {
+                self.type_err(n, what, "a list of rules");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let mut rule = Rule {
+                span: item.span,
+                if_: None,
+                changes: None,
+                exists: None,
+                when: None,
+                start_in: None,
+                allow_failure: None,
+                variables: Vec::new(),
+                needs: None,
+            };
+            // A rule may itself be a list when it came from a `!reference`.
+            if let Value::Seq(_) = item.value {
+                out.extend(self.rules(item, what, allowed_when));
+                continue;
+            }
+            for (k, v) in self.map(item, &format!("{what}[]")) {
+                match k.name.as_str() {
+                    "if" => rule.if_ = self.if_expr(v, &format!("{what}:if")),
+                    "changes" => rule.changes = self.changes(v, &format!("{what}:changes")),
+                    "exists" => {
+                        rule.exists = Some(match &v.value {
+                            Value::Map(m) => {
+                                let mut paths = Vec::new();
+                                for (ek, ev) in m {
+                                    match ek.name.as_str() {
+                                        "paths" => paths = self.strings(ev, "exists:paths"),
+                                        "project" | "ref" => {
+                                            self.err(ek.span, format!("`exists:{}` is not supported offline yet", ek.name));
+                                        }
+                                        _ => self.unknown_key(ek, "`exists`", &["paths", "project", "ref"]),
+                                    }
+                                }
+                                paths
+                            }
+                            _ => self.strings(v, &format!("{what}:exists")),
+                        })
+                    }
+                    "when" => rule.when = self.when(v, &format!("{what}:when"), allowed_when),
+                    "start_in" => rule.start_in = self.duration(v, "start_in"),
+                    "allow_failure" => rule.allow_failure = self.boolean(v, &format!("{what}:allow_failure")),
+                    "variables" => rule.variables = self.variables(v, &format!("{what}:variables")),
+                    "needs" => rule.needs = Some(self.needs(v)),
+                    _ => self.unknown_key(k, &format!("`{what}`"), &["if", "changes", "exists", "when", "start_in", "allow_failure", "variables", "needs"]),
+                }
+            }
+            out.push(rule);
+        }
+        out
+    }
+
+    fn changes(&mut self, n: &Node, what: &str) -> Option<Changes> {
+        match &n.value {
+            Value::Map(m) => {
+                let mut c = Changes { paths: Vec::new(), compare_to: None };
+                for (k, v) in m {
+                    match k.name.as_str() {
+                        "paths" => c.paths = self.strings(v, &format!("{what}:paths")),
+                        "compare_to" => c.compare_to = self.string(v, &format!("{what}:compare_to")),
+                        _ => self.unknown_key(k, &format!("`{what}`"), &["paths", "compare_to"]),
+                    }
+                }
+                Some(c)
+            }
+            _ => Some(Changes { paths: self.strings(n, what), compare_to: None }),
+        }
+    }
+
+    fn filter(&mut self, n: &Node, what: &str) -> Option<Filter> {
+        match &n.value {
+            Value::Map(m) => {
+                let mut f = Filter::default();
+                for (k, v) in m {
+                    match k.name.as_str() {
+                        "refs" => f.refs = self.strings(v, &format!("{what}:refs")),
+                        "variables" => {
+                            let list = match &v.value {
+                                Value::Seq(items) => items.clone(),
+                                _ => vec![v.clone()],
+                            };
+                            f.variables = list.iter().filter_map(|i| self.if_expr(i, &format!("{what}:variables"))).collect();
+                        }
+                        "changes" => f.changes = self.changes(v, &format!("{what}:changes")).map(|c| c.paths).unwrap_or_default(),
+                        "kubernetes" => {}
+                        _ => self.unknown_key(k, &format!("`{what}`"), &["refs", "variables", "changes", "kubernetes"]),
+                    }
+                }
+                Some(f)
+            }
+            _ => Some(Filter { refs: self.strings(n, what), ..Filter::default() }),
+        }
+    }
+
+    fn matrix(&mut self, n: &Node, what: &str) -> Vec<Vec<(String, Vec<String>)>> {
+        let items = match &n.value {
+            Value::Seq(items) => items.as_slice(),
+            _ => {
+                self.type_err(n, what, "a list of variable mappings");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let mut entry = Vec::new();
+            for (k, v) in self.map(item, what) {
+                if !is_valid_var_name(&k.name) {
+                    self.err(k.span, format!("invalid variable name `{}` in `{what}`", k.name));
+                    continue;
+                }
+                let values = match &v.value {
+                    Value::Seq(vals) => vals.iter().filter_map(|x| self.string(x, &format!("{what}.{}", k.name))).collect(),
+                    _ => self.string(v, &format!("{what}.{}", k.name)).into_iter().collect(),
+                };
+                entry.push((k.name.clone(), values));
+            }
+            out.push(entry);
+        }
+        out
+    }
+
+    fn needs(&mut self, n: &Node) -> Vec<Need> {
+        let items = match &n.value {
+            Value::Seq(items) => items.as_slice(),
+            Value::Null => &[],
+            _ => {
+                self.type_err(n, "needs", "a list of job names");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for item in items {
+            match &item.value {
+                Value::Str(s) => out.push(Need { job: s.clone(), span: item.span, artifacts: true, optional: false, matrix: None }),
+                Value::Map(m) => {
+                    let mut need = Need { job: String::new(), span: item.span, artifacts: true, optional: false, matrix: None };
+                    for (k, v) in m {
+                        match k.name.as_str() {
+                            "job" => {
+                                need.job = self.string(v, "needs:job").unwrap_or_default();
+                                need.span = v.span;
+                            }
+                            "artifacts" => need.artifacts = self.boolean(v, "needs:artifacts").unwrap_or(true),
+                            "optional" => need.optional = self.boolean(v, "needs:optional").unwrap_or(false),
+                            "parallel" => {
+                                for (pk, pv) in self.map(v, "needs:parallel") {
+                                    if pk.name == "matrix" {
+                                        need.matrix = Some(self.matrix(pv, "needs:parallel:matrix"));
+                                    } else {
+                                        self.unknown_key(pk, "`needs:parallel`", &["matrix"]);
+                                    }
+                                }
+                            }
+                            "pipeline" | "project" | "ref" => {
+                                self.err(k.span, format!("`needs:{}` (cross-pipeline needs) is not supported offline yet", k.name));
+                            }
+                            _ => self.unknown_key(k, "`needs`", &["job", "artifacts", "optional", "parallel", "pipeline", "project", "ref"]),
+                        }
+                    }
+                    if need.job.is_empty() && !m.iter().any(|(k, _)| matches!(k.name.as_str(), "pipeline" | "project")) {
+                        self.err(item.span, "`needs` entry has no `job`").hint = Some("write `- job: name` or just `- name`".into());
+                        continue;
+                    }
+                    out.push(need);
+                }
+                _ => self.type_err(item, "needs[]", "a job name or a mapping with `job`"),
+            }
+        }
+        out
+    }
+
+    fn artifacts(&mut self, n: &Node) -> Artifacts {
+        let mut a = Artifacts::default();
+        for (k, v) in self.map(n, "artifacts") {
+            match k.name.as_str() {
+                "paths" => a.paths = self.string_list(v, "artifacts:paths"),
+                "exclude" => a.exclude = self.string_list(v, "artifacts:exclude"),
+                "untracked" => a.untracked = self.boolean(v, "artifacts:untracked").unwrap_or(false),
+                "when" => {
+                    a.when = match self.string(v, "artifacts:when").as_deref() {
+                        Some("on_success") | None => ArtifactsWhen::OnSuccess,
+                        Some("on_failure") => ArtifactsWhen::OnFailure,
+                        Some("always") => ArtifactsWhen::Always,
+                        Some(other) => {
+                            self.err(v.span, format!("`artifacts:when` cannot be `{other}`")).hint = Some("allowed: on_success, on_failure, always".into());
+                            ArtifactsWhen::OnSuccess
+                        }
+                    }
+                }
+                "expire_in" => {
+                    let s = self.string(v, "artifacts:expire_in");
+                    if let Some(s) = &s {
+                        if s != "never" {
+                            let _ = self.duration(v, "artifacts:expire_in");
+                        }
+                    }
+                    a.expire_in = s;
+                }
+                "name" => a.name = self.string(v, "artifacts:name"),
+                "expose_as" | "public" | "access" => {}
+                "reports" => {
+                    for (rk, rv) in self.map(v, "artifacts:reports") {
+                        let files = self.strings(rv, &format!("artifacts:reports:{}", rk.name));
+                        match rk.name.as_str() {
+                            "dotenv" => a.dotenv = files,
+                            "junit" => a.junit = files,
+                            _ => {
+                                a.other_reports.insert(rk.name.clone(), files);
+                            }
+                        }
+                    }
+                }
+                _ => self.unknown_key(k, "`artifacts`", &["paths", "exclude", "untracked", "when", "expire_in", "name", "reports", "expose_as", "public", "access"]),
+            }
+        }
+        a
+    }
+
+    fn cache(&mut self, n: &Node) -> Vec<Cache> {
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            Value::Null => Vec::new(),
+            _ => vec![n],
+        };
+        if items.len() > 4 {
+            self.err(n.span, format!("a job may have at most 4 caches, found {}", items.len()));
+        }
+        let mut out = Vec::new();
+        for item in items {
+            let mut c = Cache {
+                key: CacheKey::Literal("default".into()),
+                paths: Vec::new(),
+                untracked: false,
+                policy: CachePolicy::PullPush,
+                when: ArtifactsWhen::OnSuccess,
+                fallback_keys: Vec::new(),
+            };
+            for (k, v) in self.map(item, "cache") {
+                match k.name.as_str() {
+                    "key" => match &v.value {
+                        Value::Map(m) => {
+                            let (mut files, mut prefix) = (Vec::new(), None);
+                            for (kk, kv) in m {
+                                match kk.name.as_str() {
+                                    "files" => files = self.string_list(kv, "cache:key:files"),
+                                    "prefix" => prefix = self.string(kv, "cache:key:prefix"),
+                                    _ => self.unknown_key(kk, "`cache:key`", &["files", "prefix"]),
+                                }
+                            }
+                            if files.is_empty() || files.len() > 2 {
+                                self.err(v.span, "`cache:key:files` must list one or two files");
+                            }
+                            c.key = CacheKey::Files { files, prefix };
+                        }
+                        _ => {
+                            if let Some(s) = self.string(v, "cache:key") {
+                                if s.contains('/') || s == "." || s == ".." {
+                                    self.err(v.span, format!("`cache:key` `{s}` may not contain `/` or be `.`/`..`"));
+                                }
+                                c.key = CacheKey::Literal(s);
+                            }
+                        }
+                    },
+                    "paths" => c.paths = self.string_list(v, "cache:paths"),
+                    "untracked" => c.untracked = self.boolean(v, "cache:untracked").unwrap_or(false),
+                    "policy" => {
+                        c.policy = match self.string(v, "cache:policy").as_deref() {
+                            Some("pull") => CachePolicy::Pull,
+                            Some("push") => CachePolicy::Push,
+                            Some("pull-push") | None => CachePolicy::PullPush,
+                            Some(other) => {
+                                self.err(v.span, format!("`cache:policy` cannot be `{other}`")).hint = Some("allowed: pull, push, pull-push".into());
+                                CachePolicy::PullPush
+                            }
+                        }
+                    }
+                    "when" => {
+                        c.when = match self.string(v, "cache:when").as_deref() {
+                            Some("on_success") | None => ArtifactsWhen::OnSuccess,
+                            Some("on_failure") => ArtifactsWhen::OnFailure,
+                            Some("always") => ArtifactsWhen::Always,
+                            Some(other) => {
+                                self.err(v.span, format!("`cache:when` cannot be `{other}`")).hint = Some("allowed: on_success, on_failure, always".into());
+                                ArtifactsWhen::OnSuccess
+                            }
+                        }
+                    }
+                    "fallback_keys" => c.fallback_keys = self.string_list(v, "cache:fallback_keys"),
+                    "unprotect" => {}
+                    _ => self.unknown_key(k, "`cache`", &["key", "paths", "untracked", "policy", "when", "fallback_keys", "unprotect"]),
+                }
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    fn inherit(&mut self, n: &Node) -> (Inherit, Inherit) {
+        let (mut default, mut variables) = (Inherit::All, Inherit::All);
+        for (k, v) in self.map(n, "inherit") {
+            let value = match &v.value {
+                Value::Bool(true) => Inherit::All,
+                Value::Bool(false) => Inherit::None,
+                Value::Seq(_) => Inherit::Only(self.string_list(v, &format!("inherit:{}", k.name))),
+                _ => {
+                    self.type_err(v, &format!("inherit:{}", k.name), "`true`, `false` or a list of names");
+                    Inherit::All
+                }
+            };
+            match k.name.as_str() {
+                "default" => {
+                    if let Inherit::Only(list) = &value {
+                        for (i, name) in list.iter().enumerate() {
+                            if !DEFAULT_KEYWORDS.contains(&name.as_str()) {
+                                let span = match &v.value {
+                                    Value::Seq(items) => items[i].span,
+                                    _ => v.span,
+                                };
+                                self.err(span, format!("`{name}` is not a `default` keyword")).hint =
+                                    Some(format!("`inherit:default` lists keywords of `default`: {}", DEFAULT_KEYWORDS.join(", ")));
+                            }
+                        }
+                    }
+                    default = value;
+                }
+                "variables" => variables = value,
+                _ => self.unknown_key(k, "`inherit`", &["default", "variables"]),
+            }
+        }
+        (default, variables)
+    }
+
+    fn image_name(&mut self, n: &Node, what: &str) -> Option<String> {
+        match &n.value {
+            Value::Map(m) => m.iter().find(|(k, _)| k.name == "name").and_then(|(_, v)| self.string(v, &format!("{what}:name"))),
+            _ => self.string(n, what),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+
+    fn pipeline(&mut self, root: Node) -> Option<Pipeline> {
+        let entries = match root.value {
+            Value::Map(m) => m,
+            Value::Null => {
+                self.err(root.span, "the pipeline file is empty").hint = Some("define at least one job with a `script`".into());
+                return None;
+            }
+            _ => {
+                self.err(root.span, format!("a pipeline file must be a mapping of jobs and keywords, found {}", root.kind()));
+                return None;
+            }
+        };
+
+        // 1. extends, on every job-like entry (hidden ones included).
+        let templates: HashMap<String, Node> = entries
+            .iter()
+            .filter(|(k, _)| !TOP_KEYWORDS.contains(&k.name.as_str()))
+            .map(|(k, v)| (k.name.clone(), v.clone()))
+            .collect();
+        let mut resolved: HashMap<String, Node> = HashMap::new();
+        for (k, _) in &entries {
+            if templates.contains_key(&k.name) {
+                let mut stack = Vec::new();
+                self.resolve_extends(&k.name, &templates, &mut resolved, &mut stack);
+            }
+        }
+
+        // 2. !reference, against the extended jobs and the other top-level entries.
+        let mut top: HashMap<String, Node> = entries.iter().map(|(k, v)| (k.name.clone(), v.clone())).collect();
+        for (name, node) in &resolved {
+            top.insert(name.clone(), node.clone());
+        }
+        let entries: Vec<(Key, Node)> = entries
+            .into_iter()
+            .map(|(k, v)| {
+                let v = resolved.get(&k.name).cloned().unwrap_or(v);
+                let v = self.resolve_refs(v, &top, 0);
+                (k, v)
+            })
+            .collect();
+
+        // 3. Top-level keywords.
+        let mut stages: Option<(Vec<String>, Span)> = None;
+        let mut variables = Vec::new();
+        let mut workflow = None;
+        let mut defaults: Vec<(Key, Node)> = Vec::new();
+        let mut sections = std::collections::BTreeMap::new();
+        let mut jobs_raw = Vec::new();
+        for (k, v) in &entries {
+            match k.name.as_str() {
+                "stages" => {
+                    let list = self.strings(v, "stages");
+                    let mut seen = HashSet::new();
+                    for s in &list {
+                        if !seen.insert(s.clone()) {
+                            self.err(v.span, format!("stage `{s}` is listed twice in `stages`"));
+                        }
+                    }
+                    stages = Some((list, v.span));
+                }
+                "variables" => variables = self.variables(v, "variables"),
+                "workflow" => {
+                    let mut wf = Workflow { name: None, rules: Vec::new() };
+                    for (wk, wv) in self.map(v, "workflow") {
+                        match wk.name.as_str() {
+                            "rules" => wf.rules = self.rules(wv, "workflow:rules", &["always", "never"]),
+                            "name" => wf.name = self.string(wv, "workflow:name"),
+                            "auto_cancel" => {}
+                            _ => self.unknown_key(wk, "`workflow`", &["rules", "name", "auto_cancel"]),
+                        }
+                    }
+                    workflow = Some(wf);
+                }
+                "default" => {
+                    for (dk, dv) in self.map(v, "default") {
+                        if DEFAULT_KEYWORDS.contains(&dk.name.as_str()) {
+                            defaults.retain(|(d, _)| d.name != dk.name);
+                            defaults.push((dk.clone(), dv.clone()));
+                        } else {
+                            self.unknown_key(dk, "`default`", DEFAULT_KEYWORDS);
+                        }
+                    }
+                }
+                name if GLOBAL_DEFAULTS.contains(&name) => {
+                    if !defaults.iter().any(|(d, _)| d.name == name) {
+                        defaults.push((k.clone(), v.clone()));
+                    }
+                }
+                name if SLIPWAY_SECTIONS.contains(&name) => {
+                    sections.insert(name.to_string(), v.clone());
+                }
+                "include" => {}
+                name if name.starts_with('.') => {}
+                _ => jobs_raw.push((k.clone(), v.clone())),
+            }
+        }
+        // `default:` wins over the deprecated globals whatever the order.
+        if let Some((_, dv)) = entries.iter().find(|(k, _)| k.name == "default") {
+            if let Value::Map(m) = &dv.value {
+                for (dk, dvv) in m {
+                    if DEFAULT_KEYWORDS.contains(&dk.name.as_str()) {
+                        defaults.retain(|(d, _)| d.name != dk.name);
+                        defaults.push((dk.clone(), dvv.clone()));
+                    }
+                }
+            }
+        }
+
+        let declared: Vec<String> = match &stages {
+            Some((s, _)) => s.clone(),
+            None => DEFAULT_STAGES.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut all_stages = vec![".pre".to_string()];
+        all_stages.extend(declared.into_iter().filter(|s| s != ".pre" && s != ".post"));
+        all_stages.push(".post".to_string());
+
+        // 4. Jobs.
+        let mut jobs = Vec::new();
+        for (k, v) in jobs_raw {
+            if let Some(job) = self.job(&k, &v, &defaults, &all_stages) {
+                jobs.push(job);
+            }
+        }
+        if jobs.is_empty() && !self.diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
+            self.err(root.span, "the pipeline has no jobs").hint =
+                Some("a job is a top-level key with a `script`, e.g. `test:\\n  script: go test ./...`".into());
+        }
+        self.check_needs(&jobs, &all_stages);
+
+        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections })
+    }
+
+    fn resolve_extends(&mut self, name: &str, templates: &HashMap<String, Node>, resolved: &mut HashMap<String, Node>, stack: &mut Vec<String>) -> Option<Node> {
+        if let Some(n) = resolved.get(name) {
+            return Some(n.clone());
+        }
+        let node = templates.get(name)?.clone();
+        let Value::Map(entries) = &node.value else {
+            resolved.insert(name.to_string(), node.clone());
+            return Some(node);
+        };
+        let Some((ext_key, ext)) = entries.iter().find(|(k, _)| k.name == "extends") else {
+            resolved.insert(name.to_string(), node.clone());
+            return Some(node);
+        };
+        let parents: Vec<(String, Span)> = match &ext.value {
+            Value::Seq(items) => items.iter().filter_map(|i| self.string(i, "extends").map(|s| (s, i.span))).collect(),
+            _ => self.string(ext, "extends").map(|s| (s, ext.span)).into_iter().collect(),
+        };
+        stack.push(name.to_string());
+        if stack.len() > MAX_EXTENDS_DEPTH {
+            self.err(ext_key.span, format!("`extends` nests more than {MAX_EXTENDS_DEPTH} levels deep")).notes.push(format!("chain: {}", stack.join(" → ")));
+            stack.pop();
+            return None;
+        }
+        let mut merged = Node::new(Value::Map(Vec::new()), node.span);
+        for (parent, span) in parents {
+            if stack.contains(&parent) {
+                let mut chain = stack.clone();
+                chain.push(parent.clone());
+                let start = chain.iter().position(|c| *c == parent).unwrap_or(0);
+                self.err(span, format!("`extends` cycle: `{name}` extends `{parent}`, which extends it back")).notes.push(format!("cycle: {}", chain[start..].join(" → ")));
+                continue;
+            }
+            if !templates.contains_key(&parent) {
+                let d = self.err(span, format!("`{name}` extends `{parent}`, which is not defined"));
+                d.hint = did_you_mean(&parent, templates.keys().map(|s| s.as_str())).map(|s| format!("did you mean `{s}`?"));
+                continue;
+            }
+            if let Some(p) = self.resolve_extends(&parent, templates, resolved, stack) {
+                let p = strip_key(p, "extends");
+                merged = deep_merge(merged, p);
+            }
+        }
+        stack.pop();
+        let own = strip_key(node, "extends");
+        let out = deep_merge(merged, own);
+        resolved.insert(name.to_string(), out.clone());
+        Some(out)
+    }
+
+    fn resolve_refs(&mut self, n: Node, top: &HashMap<String, Node>, depth: usize) -> Node {
+        match n.value {
+            Value::Reference(items) => {
+                if depth >= MAX_REFERENCE_DEPTH {
+                    self.err(n.span, format!("`!reference` nests more than {MAX_REFERENCE_DEPTH} levels deep"));
+                    return Node::new(Value::Null, n.span);
+                }
+                let path: Vec<String> = items.iter().filter_map(|i| i.scalar_string()).collect();
+                if path.is_empty() || path.len() != items.len() {
+                    self.err(n.span, "`!reference` takes a list of names, like `!reference [.setup, script]`");
+                    return Node::new(Value::Null, n.span);
+                }
+                let Some(mut cur) = top.get(&path[0]) else {
+                    let d = self.err(items[0].span, format!("`!reference` to `{}`, which is not defined", path[0]));
+                    d.hint = did_you_mean(&path[0], top.keys().map(|s| s.as_str())).map(|s| format!("did you mean `{s}`?"));
+                    return Node::new(Value::Null, n.span);
+                };
+                for (i, key) in path.iter().enumerate().skip(1) {
+                    match cur.get(key) {
+                        Some(next) => cur = next,
+                        None => {
+                            let d = self.err(items[i].span, format!("`!reference`: `{}` has no key `{key}`", path[..i].join(".")));
+                            if let Some(m) = cur.as_map() {
+                                d.hint = did_you_mean(key, m.iter().map(|(k, _)| k.name.as_str())).map(|s| format!("did you mean `{s}`?"));
+                            }
+                            return Node::new(Value::Null, n.span);
+                        }
+                    }
+                }
+                let target = cur.clone();
+                self.resolve_refs(target, top, depth + 1)
+            }
+            Value::Seq(items) => {
+                let items = items.into_iter().map(|i| self.resolve_refs(i, top, depth)).collect();
+                Node { value: Value::Seq(items), ..n }
+            }
+            Value::Map(m) => {
+                let m = m.into_iter().map(|(k, v)| (k, self.resolve_refs(v, top, depth))).collect();
+                Node { value: Value::Map(m), ..n }
+            }
+            _ => n,
+        }
+    }
+
+    fn job(&mut self, key: &Key, node: &Node, defaults: &[(Key, Node)], stages: &[String]) -> Option<Job> {
+        let entries = match &node.value {
+            Value::Map(m) => m.clone(),
+            _ => {
+                let d = self.err(key.span, format!("job `{}` must be a mapping of keywords, found {}", key.name, node.kind()));
+                d.hint = match did_you_mean(&key.name, TOP_KEYWORDS.iter().chain(JOB_KEYWORDS).copied()) {
+                    Some(s) if TOP_KEYWORDS.contains(&s) => Some(format!("did you mean the top-level keyword `{s}`?")),
+                    Some(s) => Some(format!("`{s}` is a job keyword: indent it under a job")),
+                    None => Some("a job is a mapping with at least `script`".into()),
+                };
+                return None;
+            }
+        };
+        let errors_before = self.diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count();
+        let mut job = Job {
+            name: key.name.clone(),
+            span: key.span,
+            stage: "test".into(),
+            stage_span: key.span,
+            script: Vec::new(),
+            before_script: Vec::new(),
+            after_script: Vec::new(),
+            variables: Vec::new(),
+            inherit_variables: Inherit::All,
+            rules: None,
+            only: None,
+            except: None,
+            when: When::OnSuccess,
+            start_in: None,
+            allow_failure: AllowFailure::default(),
+            needs: None,
+            dependencies: None,
+            parallel: None,
+            retry: Retry::default(),
+            timeout: None,
+            artifacts: None,
+            cache: Vec::new(),
+            resource_group: None,
+            interruptible: false,
+            environment: None,
+            coverage: None,
+            tags: Vec::new(),
+            image: None,
+            services: Vec::new(),
+        };
+        if job.name.is_empty() || job.name.len() > 255 {
+            self.err(key.span, "job names must be 1 to 255 characters long");
+        }
+        // inherit first: it decides which defaults apply.
+        let (inherit_default, inherit_vars) = match entries.iter().find(|(k, _)| k.name == "inherit") {
+            Some((_, v)) => self.inherit(v),
+            None => (Inherit::All, Inherit::All),
+        };
+        job.inherit_variables = inherit_vars;
+        let mut all = entries.clone();
+        for (dk, dv) in defaults {
+            if inherit_default.allows(&dk.name) && !all.iter().any(|(k, _)| k.name == dk.name) {
+                all.push((dk.clone(), dv.clone()));
+            }
+        }
+        let mut has_script = false;
+        let mut start_in_node = None;
+        for (k, v) in &all {
+            let k_in_job = entries.iter().any(|(e, _)| e.name == k.name);
+            match k.name.as_str() {
+                "script" => {
+                    job.script = self.script(v, "script");
+                    has_script = true;
+                }
+                "before_script" => job.before_script = self.script(v, "before_script"),
+                "after_script" => job.after_script = self.script(v, "after_script"),
+                "stage" => {
+                    if let Some(s) = self.string(v, "stage") {
+                        if !stages.contains(&s) {
+                            let d = self.err(v.span, format!("job `{}` uses stage `{s}`, which is not in `stages`", job.name));
+                            d.hint = Some(match did_you_mean(&s, stages.iter().map(|s| s.as_str())) {
+                                Some(m) => format!("did you mean `{m}`?"),
+                                None => format!("declared stages: {}; add `{s}` to `stages`", stages.join(", ")),
+                            });
+                        }
+                        job.stage = s;
+                        job.stage_span = v.span;
+                    }
+                }
+                "variables" => job.variables = self.variables(v, &format!("{}.variables", job.name)),
+                "rules" => job.rules = Some(self.rules(v, "rules", &["on_success", "on_failure", "always", "manual", "delayed", "never"])),
+                "only" => job.only = self.filter(v, "only"),
+                "except" => job.except = self.filter(v, "except"),
+                "when" => {
+                    job.when = self.when(v, "when", &["on_success", "on_failure", "always", "manual", "delayed", "never"]).unwrap_or(When::OnSuccess)
+                }
+                "start_in" => {
+                    job.start_in = self.duration(v, "start_in");
+                    start_in_node = Some(v.span);
+                }
+                "allow_failure" => {
+                    job.allow_failure.explicit = true;
+                    match &v.value {
+                        Value::Bool(b) => job.allow_failure.allowed = *b,
+                        Value::Map(m) => {
+                            job.allow_failure.allowed = true;
+                            for (ak, av) in m {
+                                if ak.name == "exit_codes" {
+                                    job.allow_failure.exit_codes = match &av.value {
+                                        Value::Seq(items) => items.iter().filter_map(|i| self.int(i, "allow_failure:exit_codes", 0, 255)).map(|i| i as i32).collect(),
+                                        _ => self.int(av, "allow_failure:exit_codes", 0, 255).map(|i| i as i32).into_iter().collect(),
+                                    };
+                                } else {
+                                    self.unknown_key(ak, "`allow_failure`", &["exit_codes"]);
+                                }
+                            }
+                        }
+                        _ => self.type_err(v, "allow_failure", "`true`, `false` or `exit_codes: [...]`"),
+                    }
+                }
+                "needs" => job.needs = Some(self.needs(v)),
+                "dependencies" => {
+                    let items = match &v.value {
+                        Value::Seq(items) => items.clone(),
+                        Value::Null => Vec::new(),
+                        _ => {
+                            self.type_err(v, "dependencies", "a list of job names");
+                            Vec::new()
+                        }
+                    };
+                    job.dependencies = Some(items.iter().filter_map(|i| self.string(i, "dependencies[]").map(|s| (s, i.span))).collect());
+                }
+                "parallel" => {
+                    job.parallel = match &v.value {
+                        Value::Int(_) => self.int(v, "parallel", 1, 200).map(|n| Parallel::Count(n as u32)),
+                        Value::Map(m) => {
+                            let mut p = None;
+                            for (pk, pv) in m {
+                                if pk.name == "matrix" {
+                                    let mx = self.matrix(pv, "parallel:matrix");
+                                    let total: usize = mx.iter().map(|e| e.iter().map(|(_, vs)| vs.len().max(1)).product::<usize>()).sum();
+                                    if total > 200 {
+                                        self.err(pv.span, format!("`parallel:matrix` makes {total} jobs; the limit is 200"));
+                                    }
+                                    p = Some(Parallel::Matrix(mx));
+                                } else {
+                                    self.unknown_key(pk, "`parallel`", &["matrix"]);
+                                }
+                            }
+                            p
+                        }
+                        _ => {
+                            self.type_err(v, "parallel", "a number (2..200) or `matrix: [...]`");
+                            None
+                        }
+                    }
+                }
+                "retry" => {
+                    job.retry = match &v.value {
+                        Value::Int(_) => Retry { max: self.int(v, "retry", 0, 2).unwrap_or(0) as u32, ..Retry::default() },
+                        Value::Map(m) => {
+                            let mut r = Retry { max: 0, ..Retry::default() };
+                            for (rk, rv) in m {
+                                match rk.name.as_str() {
+                                    "max" => r.max = self.int(rv, "retry:max", 0, 2).unwrap_or(0) as u32,
+                                    "when" => {
+                                        r.when = self.strings(rv, "retry:when");
+                                        for w in &r.when {
+                                            if !RETRY_WHEN.contains(&w.as_str()) {
+                                                let d = self.err(rv.span, format!("`retry:when` cannot be `{w}`"));
+                                                d.hint = did_you_mean(w, RETRY_WHEN.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+                                            }
+                                        }
+                                    }
+                                    "exit_codes" => {
+                                        r.exit_codes = match &rv.value {
+                                            Value::Seq(items) => items.iter().filter_map(|i| self.int(i, "retry:exit_codes", 0, 255)).map(|i| i as i32).collect(),
+                                            _ => self.int(rv, "retry:exit_codes", 0, 255).map(|i| i as i32).into_iter().collect(),
+                                        }
+                                    }
+                                    _ => self.unknown_key(rk, "`retry`", &["max", "when", "exit_codes"]),
+                                }
+                            }
+                            r
+                        }
+                        _ => {
+                            self.type_err(v, "retry", "a number (0..2) or a mapping with `max`");
+                            Retry::default()
+                        }
+                    }
+                }
+                "timeout" => job.timeout = self.duration(v, "timeout"),
+                "artifacts" => job.artifacts = Some(self.artifacts(v)),
+                "cache" => job.cache = self.cache(v),
+                "resource_group" => job.resource_group = self.string(v, "resource_group"),
+                "interruptible" => job.interruptible = self.boolean(v, "interruptible").unwrap_or(false),
+                "environment" => {
+                    job.environment = match &v.value {
+                        Value::Map(m) => {
+                            let mut env = Environment { name: String::new(), url: None, action: None };
+                            for (ek, ev) in m {
+                                match ek.name.as_str() {
+                                    "name" => env.name = self.string(ev, "environment:name").unwrap_or_default(),
+                                    "url" => env.url = self.string(ev, "environment:url"),
+                                    "action" => env.action = self.string(ev, "environment:action"),
+                                    "on_stop" | "auto_stop_in" | "kubernetes" | "deployment_tier" => {}
+                                    _ => self.unknown_key(ek, "`environment`", &["name", "url", "action", "on_stop", "auto_stop_in", "kubernetes", "deployment_tier"]),
+                                }
+                            }
+                            if env.name.is_empty() {
+                                self.err(v.span, "`environment` needs a `name`");
+                            }
+                            Some(env)
+                        }
+                        _ => self.string(v, "environment").map(|name| Environment { name, url: None, action: None }),
+                    }
+                }
+                "coverage" => {
+                    if let Some(s) = self.string(v, "coverage") {
+                        let inner = s.strip_prefix('/').and_then(|r| r.strip_suffix('/'));
+                        match inner.map(regex::Regex::new) {
+                            Some(Ok(re)) => job.coverage = Some(re),
+                            Some(Err(e)) => {
+                                self.err(v.span, format!("invalid `coverage` regex: {}", e.to_string().lines().last().unwrap_or("")));
+                            }
+                            None => {
+                                self.err(v.span, "`coverage` must be a regex between slashes, like `/total:\\s+(\\d+\\.\\d+)%/`");
+                            }
+                        }
+                    }
+                }
+                "tags" => job.tags = self.strings(v, "tags"),
+                "image" => job.image = self.image_name(v, "image"),
+                "services" => {
+                    job.services = match &v.value {
+                        Value::Seq(items) => items.iter().filter_map(|i| self.image_name(i, "services[]")).collect(),
+                        _ => {
+                            self.type_err(v, "services", "a list of images");
+                            Vec::new()
+                        }
+                    }
+                }
+                "trigger" => {
+                    self.err(k.span, "`trigger` (downstream pipelines) is not supported offline yet")
+                        .hint = Some("run the downstream project's pipeline with `slipway run` in its own directory".into());
+                    has_script = true;
+                }
+                "run" => {
+                    self.err(k.span, "`run` (CI steps) is not supported yet").hint = Some("use `script`".into());
+                    has_script = true;
+                }
+                "extends" | "inherit" => {}
+                name if IGNORED_JOB_KEYWORDS.contains(&name) => {
+                    if k_in_job {
+                        self.diags.push(
+                            Diagnostic::warning(k.span, format!("`{name}` is not supported by slipway yet; job `{}` runs without it", job.name)),
+                        );
+                    }
+                }
+                _ => self.unknown_key(k, &format!("job `{}`", job.name), JOB_KEYWORDS),
+            }
+        }
+        if !has_script {
+            self.err(key.span, format!("job `{}` has no `script`", job.name)).hint =
+                Some("add `script:` with the commands to run, or start the name with `.` to make it a hidden template".into());
+        }
+        if job.when == When::Delayed && job.start_in.is_none() && job.rules.is_none() {
+            self.err(key.span, format!("job `{}` is `when: delayed` but has no `start_in`", job.name)).hint = Some("add e.g. `start_in: 30 minutes`".into());
+        }
+        if let Some(span) = start_in_node {
+            if job.when != When::Delayed && job.rules.is_none() {
+                self.err(span, "`start_in` only applies to `when: delayed` jobs");
+            }
+        }
+        if job.rules.is_some() && (job.only.is_some() || job.except.is_some()) {
+            self.err(key.span, format!("job `{}` uses `rules` together with `only`/`except`", job.name)).hint =
+                Some("GitLab does not allow mixing them: move the conditions into `rules`".into());
+        }
+        if job.when == When::Manual && !job.allow_failure.explicit {
+            // GitLab: manual jobs outside rules default to allow_failure: true.
+            job.allow_failure.allowed = true;
+        }
+        let errors_after = self.diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count();
+        (errors_after == errors_before).then_some(job)
+    }
+
+    fn check_needs(&mut self, jobs: &[Job], stages: &[String]) {
+        let stage_idx = |s: &str| stages.iter().position(|x| x == s).unwrap_or(0);
+        let by_name: HashMap<&str, &Job> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        for job in jobs {
+            let mut all_needs: Vec<&Need> = job.needs.iter().flatten().collect();
+            for r in job.rules.iter().flatten() {
+                all_needs.extend(r.needs.iter().flatten());
+            }
+            for need in all_needs {
+                match by_name.get(need.job.as_str()) {
+                    None if need.optional => {}
+                    None => {
+                        let d = self.err(need.span, format!("job `{}` needs `{}`, which is not defined", job.name, need.job));
+                        d.hint = did_you_mean(&need.job, names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+                    }
+                    Some(other) if stage_idx(&other.stage) > stage_idx(&job.stage) => {
+                        self.err(need.span, format!("job `{}` (stage `{}`) needs `{}`, which is in the later stage `{}`", job.name, job.stage, need.job, other.stage))
+                            .hint = Some("a job can only need jobs in the same or earlier stages".into());
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Some(deps) = &job.dependencies {
+                for (dep, span) in deps {
+                    match by_name.get(dep.as_str()) {
+                        None => {
+                            let d = self.err(*span, format!("job `{}` depends on `{dep}`, which is not defined", job.name));
+                            d.hint = did_you_mean(dep, names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+                        }
+                        Some(other) if stage_idx(&other.stage) >= stage_idx(&job.stage) && !job.needs.iter().flatten().any(|n| n.job == *dep) => {
+                            self.err(*span, format!("job `{}` depends on `{dep}`, which is not in an earlier stage", job.name)).hint =
+                                Some("`dependencies` lists jobs from earlier stages (or jobs in `needs`)".into());
+                        }
+                        Some(_) => {}
+                    }
+                    if let Some(needs) = &job.needs {
+                        if !needs.iter().any(|n| n.job == *dep) {
+                            self.err(*span, format!("job `{}` lists `{dep}` in `dependencies` but not in `needs`", job.name)).hint =
+                                Some("with `needs`, `dependencies` must be a subset of `needs`".into());
+                        }
+                    }
+                }
+            }
+        }
+        // Cycles in the needs graph: report each cycle once, with its whole chain.
+        let mut state: HashMap<&str, u8> = HashMap::new();
+        let mut reported: HashSet<Vec<String>> = HashSet::new();
+        for job in jobs {
+            let mut path: Vec<&str> = Vec::new();
+            self.cycle_dfs(job.name.as_str(), &by_name, &mut state, &mut path, &mut reported);
+        }
+    }
+
+    fn cycle_dfs<'j>(
+        &mut self,
+        name: &'j str,
+        by_name: &HashMap<&'j str, &'j Job>,
+        state: &mut HashMap<&'j str, u8>,
+        path: &mut Vec<&'j str>,
+        reported: &mut HashSet<Vec<String>>,
+    ) {
+        match state.get(name) {
+            Some(2) => return,
+            Some(1) => {
+                let start = path.iter().position(|p| *p == name).unwrap_or(0);
+                let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
+                let mut key = cycle.clone();
+                key.sort();
+                if reported.insert(key) {
+                    cycle.push(name.to_string());
+                    let from = path.last().copied().unwrap_or(name);
+                    let span = by_name
+                        .get(from)
+                        .and_then(|j| j.needs.iter().flatten().find(|n| n.job == name).map(|n| n.span))
+                        .unwrap_or_default();
+                    self.err(span, format!("`needs` cycle: {}", cycle.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" → ")))
+                        .hint = Some("remove one of these `needs` to break the cycle".into());
+                }
+                return;
+            }
+            _ => {}
+        }
+        let Some(job) = by_name.get(name) else { return };
+        state.insert(name, 1);
+        path.push(name);
+        for need in job.needs.iter().flatten() {
+            if let Some((k, _)) = by_name.get_key_value(need.job.as_str()) {
+                self.cycle_dfs(k, by_name, state, path, reported);
+            }
+        }
+        path.pop();
+        state.insert(name, 2);
+    }
+}
+
+pub const RETRY_WHEN: &[&str] = &[
+    "always", "unknown_failure", "script_failure", "api_failure", "stuck_or_timeout_failure", "runner_system_failure",
+    "runner_unsupported", "stale_schedule", "job_execution_timeout", "archived_failure", "unmet_prerequisites",
+    "scheduler_failure", "data_integrity_failure",
+];
+
+fn strip_key(n: Node, key: &str) -> Node {
+    match n.value {
+        Value::Map(m) => Node { value: Value::Map(m.into_iter().filter(|(k, _)| k.name != key).collect()), ..n },
+        _ => n,
+    }
+}

@@ -1,0 +1,41 @@
+//! slipway's pipeline dialect: GitLab CI YAML read with spans ([`yaml`], [`load`]),
+//! validated into a typed model with every error at once ([`compile`]), and planned into a
+//! job DAG for one run ([`plan`]). Synchronous, no IO beyond reading the files it is given,
+//! and no input makes it panic.
+
+pub mod builtin;
+pub mod compile;
+pub mod diag;
+pub mod duration;
+pub mod expr;
+pub mod load;
+pub mod model;
+pub mod plan;
+pub mod vars;
+pub mod yaml;
+
+use std::path::Path;
+
+pub use diag::{Diagnostic, Severity, SourceMap};
+pub use model::Pipeline;
+
+/// Reads, merges and compiles a pipeline file. On failure every diagnostic is returned;
+/// on success the warnings are.
+pub fn load_pipeline(project_dir: &Path, file: &Path, sources: &mut SourceMap) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let root = load::load(project_dir, file, sources)?;
+    finish(root)
+}
+
+/// Like [`load_pipeline`] for text in memory (`name` is what diagnostics call the file).
+pub fn load_pipeline_text(project_dir: &Path, name: &Path, text: &str, sources: &mut SourceMap) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let root = load::load_text(project_dir, name, text.to_string(), sources)?;
+    finish(root)
+}
+
+fn finish(root: yaml::Node) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let c = compile::compile(root);
+    match c.pipeline {
+        Some(p) => Ok((p, c.diagnostics)),
+        None => Err(c.diagnostics),
+    }
+}

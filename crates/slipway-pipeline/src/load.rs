@@ -1,0 +1,226 @@
+//! Reading a pipeline file and its `include:local` files into one merged YAML tree.
+//! This is the only IO the pipeline crate does: reading the files it is pointed at.
+
+use std::path::{Path, PathBuf};
+
+use crate::diag::{Diagnostic, SourceMap, Span, did_you_mean};
+use crate::yaml::{self, Key, Node, Value};
+
+const MAX_INCLUDES: usize = 150;
+
+/// Reads `main` (relative paths in `include:local` resolve against `project_dir`) and merges
+/// every included file into one tree, the including file winning on conflicts.
+pub fn load(project_dir: &Path, main: &Path, sources: &mut SourceMap) -> Result<Node, Vec<Diagnostic>> {
+    let text = std::fs::read_to_string(main).map_err(|e| {
+        let id = sources.add(main, String::new());
+        vec![Diagnostic::error(Span::new(id, 1, 1, 1, 1), format!("cannot read pipeline file: {e}"))]
+    })?;
+    load_text(project_dir, main, text, sources)
+}
+
+/// Like [`load`], for text already in memory (the built-in template, tests).
+pub fn load_text(project_dir: &Path, name: &Path, text: String, sources: &mut SourceMap) -> Result<Node, Vec<Diagnostic>> {
+    let mut l = Loader { project_dir: project_dir.to_path_buf(), sources, errors: Vec::new(), count: 0 };
+    let id = l.sources.add(name, text);
+    let node = match yaml::parse(l.sources.text(id), id) {
+        Ok(n) => n,
+        Err(e) => return Err(e),
+    };
+    let mut stack = vec![name.to_path_buf()];
+    let merged = l.expand(node, &mut stack);
+    if l.errors.is_empty() { Ok(merged) } else { Err(l.errors) }
+}
+
+struct Loader<'a> {
+    project_dir: PathBuf,
+    sources: &'a mut SourceMap,
+    errors: Vec<Diagnostic>,
+    count: usize,
+}
+
+impl Loader<'_> {
+    /// Replaces the `include` key of `node` by the merged contents of the included files.
+    fn expand(&mut self, node: Node, stack: &mut Vec<PathBuf>) -> Node {
+        let Value::Map(entries) = node.value else { return node };
+        let mut own = Vec::new();
+        let mut include = None;
+        for (k, v) in entries {
+            if k.name == "include" { include = Some((k, v)) } else { own.push((k, v)) }
+        }
+        let own = Node::new(Value::Map(own), node.span);
+        let Some((key, inc)) = include else { return own };
+        let mut acc = Node::new(Value::Map(Vec::new()), node.span);
+        let items = match inc.value {
+            Value::Seq(items) => items,
+            _ => vec![inc],
+        };
+        for item in items {
+            for (path, span) in self.include_paths(&item, &key) {
+                if stack.contains(&path) {
+                    let chain: Vec<String> = stack.iter().chain([&path]).map(|p| p.display().to_string()).collect();
+                    self.errors.push(
+                        Diagnostic::error(span, format!("include cycle: `{}` includes itself", path.display()))
+                            .with_note(format!("chain: {}", chain.join(" → "))),
+                    );
+                    continue;
+                }
+                self.count += 1;
+                if self.count > MAX_INCLUDES {
+                    self.errors.push(Diagnostic::error(span, format!("too many includes (more than {MAX_INCLUDES})")));
+                    return own;
+                }
+                let full = self.project_dir.join(&path);
+                let text = match std::fs::read_to_string(&full) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.errors.push(Diagnostic::error(span, format!("cannot read included file `{}`: {e}", path.display())));
+                        continue;
+                    }
+                };
+                let id = self.sources.add(&path, text);
+                match yaml::parse(self.sources.text(id), id) {
+                    Ok(n) => {
+                        if !matches!(n.value, Value::Map(_) | Value::Null) {
+                            self.errors.push(Diagnostic::error(n.span, "an included file must hold a mapping of jobs and keywords"));
+                            continue;
+                        }
+                        stack.push(path.clone());
+                        let n = self.expand(n, stack);
+                        stack.pop();
+                        acc = deep_merge(acc, n);
+                    }
+                    Err(e) => self.errors.extend(e),
+                }
+            }
+        }
+        deep_merge(acc, own)
+    }
+
+    fn include_paths(&mut self, item: &Node, key: &Key) -> Vec<(PathBuf, Span)> {
+        let (local, span) = match &item.value {
+            Value::Str(s) if s.starts_with("https://") || s.starts_with("http://") => {
+                self.offline(item.span, "include:remote");
+                return Vec::new();
+            }
+            Value::Str(s) => (s.clone(), item.span),
+            Value::Map(m) => {
+                let mut local = None;
+                for (k, v) in m {
+                    match k.name.as_str() {
+                        "local" => match v.as_str() {
+                            Some(s) => local = Some((s.to_string(), v.span)),
+                            None => self.errors.push(Diagnostic::error(v.span, format!("`include:local` must be a string path, found {}", v.kind()))),
+                        },
+                        "remote" | "project" | "template" | "component" => self.offline(k.span, &format!("include:{}", k.name)),
+                        "file" | "ref" => {}
+                        "rules" | "inputs" => self.errors.push(
+                            Diagnostic::error(k.span, format!("`include:{}` is not supported yet", k.name))
+                                .with_hint("include the file unconditionally, and put `rules` on the jobs it defines"),
+                        ),
+                        other => {
+                            let mut d = Diagnostic::error(k.span, format!("unknown keyword `{other}` in `include`"));
+                            if let Some(s) = did_you_mean(other, ["local", "remote", "project", "template", "component", "file", "ref", "rules", "inputs"]) {
+                                d = d.with_hint(format!("did you mean `{s}`?"));
+                            }
+                            self.errors.push(d);
+                        }
+                    }
+                }
+                match local {
+                    Some(l) => l,
+                    None => return Vec::new(),
+                }
+            }
+            _ => {
+                self.errors.push(
+                    Diagnostic::error(item.span, format!("`{}` entries must be a path or a mapping like `local: path.yml`, found {}", key.name, item.kind())),
+                );
+                return Vec::new();
+            }
+        };
+        let rel = local.trim_start_matches('/').to_string();
+        if !(rel.ends_with(".yml") || rel.ends_with(".yaml")) {
+            self.errors.push(Diagnostic::error(span, format!("included file `{local}` must end in `.yml` or `.yaml`")));
+            return Vec::new();
+        }
+        if rel.split('/').any(|c| c == "..") {
+            self.errors.push(Diagnostic::error(span, format!("included path `{local}` leaves the project directory")));
+            return Vec::new();
+        }
+        if rel.contains(['*', '?', '[', '{']) {
+            let glob = match globset::GlobBuilder::new(&rel).literal_separator(true).build() {
+                Ok(g) => g.compile_matcher(),
+                Err(e) => {
+                    self.errors.push(Diagnostic::error(span, format!("invalid glob `{local}`: {e}")));
+                    return Vec::new();
+                }
+            };
+            let mut found = Vec::new();
+            walk(&self.project_dir, Path::new(""), &mut |p| {
+                if glob.is_match(p) {
+                    found.push(p.to_path_buf());
+                }
+            });
+            found.sort();
+            if found.is_empty() {
+                self.errors.push(
+                    Diagnostic::error(span, format!("`include:local` pattern `{local}` matches no file"))
+                        .with_hint(format!("patterns are relative to the project root `{}`", self.project_dir.display())),
+                );
+            }
+            return found.into_iter().map(|p| (p, span)).collect();
+        }
+        let path = PathBuf::from(&rel);
+        if !self.project_dir.join(&path).is_file() {
+            self.errors.push(
+                Diagnostic::error(span, format!("included file `{local}` does not exist"))
+                    .with_hint(format!("`include:local` paths are relative to the project root `{}`", self.project_dir.display())),
+            );
+            return Vec::new();
+        }
+        vec![(path, span)]
+    }
+
+    fn offline(&mut self, span: Span, what: &str) {
+        self.errors.push(
+            Diagnostic::error(span, format!("`{what}` is not supported offline yet"))
+                .with_hint("copy the file into the repository and use `include: { local: path/to/file.yml }`"),
+        );
+    }
+}
+
+fn walk(root: &Path, rel: &Path, f: &mut dyn FnMut(&Path)) {
+    let Ok(rd) = std::fs::read_dir(root.join(rel)) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(n) = name.to_str() else { continue };
+        if matches!(n, ".git" | ".slipway" | "node_modules" | "target") {
+            continue;
+        }
+        let p = rel.join(n);
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(root, &p, f),
+            Ok(t) if t.is_file() => f(&p),
+            _ => {}
+        }
+    }
+}
+
+/// GitLab's deep merge: mappings merge key by key (the `over` side wins), everything else is
+/// replaced. Key order is the base's, with new keys appended.
+pub fn deep_merge(base: Node, over: Node) -> Node {
+    match (base.value, over.value) {
+        (Value::Map(mut b), Value::Map(o)) => {
+            for (k, v) in o {
+                if let Some(slot) = b.iter_mut().find(|(bk, _)| bk.name == k.name) {
+                    let old = std::mem::replace(&mut slot.1, Node::new(Value::Null, v.span));
+                    slot.1 = deep_merge(old, v);
+                } else {
+                    b.push((k, v));
+                }
+            }
+            Node::new(Value::Map(b), over.span)
+        }
+        (_, ov) => Node { value: ov, span: over.span, content_offset: over.content_offset },
+    }
+}

@@ -1,0 +1,239 @@
+//! The validated pipeline: what `compile` produces from the YAML tree. Every field is typed;
+//! spans are kept where later stages (planning) may still report errors.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::diag::Span;
+use crate::expr::Expr;
+use crate::yaml::Node;
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Declared stages with `.pre` first and `.post` last.
+    pub stages: Vec<String>,
+    pub variables: Vec<Variable>,
+    pub workflow: Option<Workflow>,
+    /// Visible jobs (hidden `.jobs` dropped) in file order.
+    pub jobs: Vec<Job>,
+    /// slipway's own top-level sections (`go`, `gates`, `images`, `environments`, `alerts`),
+    /// kept as trees for the parts of slipway that own them.
+    pub sections: BTreeMap<String, Node>,
+}
+
+impl Pipeline {
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Variable {
+    pub name: String,
+    pub value: String,
+    /// `expand: false` keeps `$` references literal.
+    pub expand: bool,
+    pub description: Option<String>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    OnSuccess,
+    OnFailure,
+    Always,
+    Manual,
+    Delayed,
+    Never,
+}
+
+impl When {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::OnSuccess => "on_success",
+            When::OnFailure => "on_failure",
+            When::Always => "always",
+            When::Manual => "manual",
+            When::Delayed => "delayed",
+            When::Never => "never",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IfExpr {
+    pub source: String,
+    pub expr: Expr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Changes {
+    pub paths: Vec<String>,
+    pub compare_to: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub span: Span,
+    pub if_: Option<IfExpr>,
+    pub changes: Option<Changes>,
+    pub exists: Option<Vec<String>>,
+    pub when: Option<When>,
+    pub start_in: Option<Duration>,
+    pub allow_failure: Option<bool>,
+    pub variables: Vec<Variable>,
+    pub needs: Option<Vec<Need>>,
+}
+
+/// `only:` / `except:` (the older filter syntax).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub refs: Vec<String>,
+    pub variables: Vec<IfExpr>,
+    pub changes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AllowFailure {
+    pub allowed: bool,
+    /// When non-empty, only these exit codes are allowed to fail.
+    pub exit_codes: Vec<i32>,
+    /// Whether `allow_failure` was written (manual jobs default to allowed otherwise).
+    pub explicit: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Need {
+    pub job: String,
+    pub span: Span,
+    pub artifacts: bool,
+    pub optional: bool,
+    /// `needs:parallel:matrix`: only these matrix instances of `job`.
+    pub matrix: Option<Vec<Vec<(String, Vec<String>)>>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Parallel {
+    Count(u32),
+    /// Each entry: variable → values; instances are the cartesian product per entry.
+    Matrix(Vec<Vec<(String, Vec<String>)>>),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Retry {
+    pub max: u32,
+    pub when: Vec<String>,
+    pub exit_codes: Vec<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArtifactsWhen {
+    #[default]
+    OnSuccess,
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Artifacts {
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub untracked: bool,
+    pub when: ArtifactsWhen,
+    pub expire_in: Option<String>,
+    pub name: Option<String>,
+    pub dotenv: Vec<String>,
+    pub junit: Vec<String>,
+    /// Other `artifacts:reports` kinds, recorded by kind (kept with the artifacts).
+    pub other_reports: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    Pull,
+    Push,
+    PullPush,
+}
+
+#[derive(Debug, Clone)]
+pub enum CacheKey {
+    Literal(String),
+    Files { files: Vec<String>, prefix: Option<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub key: CacheKey,
+    pub paths: Vec<String>,
+    pub untracked: bool,
+    pub policy: CachePolicy,
+    pub when: ArtifactsWhen,
+    pub fallback_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    pub url: Option<String>,
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub span: Span,
+    pub stage: String,
+    pub stage_span: Span,
+    pub script: Vec<String>,
+    pub before_script: Vec<String>,
+    pub after_script: Vec<String>,
+    /// The job's own variables (global ones are merged in by the planner, per `inherit`).
+    pub variables: Vec<Variable>,
+    pub inherit_variables: Inherit,
+    pub rules: Option<Vec<Rule>>,
+    pub only: Option<Filter>,
+    pub except: Option<Filter>,
+    pub when: When,
+    pub start_in: Option<Duration>,
+    pub allow_failure: AllowFailure,
+    pub needs: Option<Vec<Need>>,
+    pub dependencies: Option<Vec<(String, Span)>>,
+    pub parallel: Option<Parallel>,
+    pub retry: Retry,
+    pub timeout: Option<Duration>,
+    pub artifacts: Option<Artifacts>,
+    pub cache: Vec<Cache>,
+    pub resource_group: Option<String>,
+    pub interruptible: bool,
+    pub environment: Option<Environment>,
+    pub coverage: Option<Regex>,
+    pub tags: Vec<String>,
+    pub image: Option<String>,
+    pub services: Vec<String>,
+}
+
+/// `inherit:variables` / `inherit:default`: all, none, or a named list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inherit {
+    All,
+    None,
+    Only(Vec<String>),
+}
+
+impl Inherit {
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            Inherit::All => true,
+            Inherit::None => false,
+            Inherit::Only(list) => list.iter().any(|n| n == name),
+        }
+    }
+}
