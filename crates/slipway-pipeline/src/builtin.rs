@@ -8,9 +8,6 @@ pub const GO_PIPELINE: &str = r#"# The built-in Go pipeline of slipway (written 
 # Job syntax is GitLab CI's: https://docs.gitlab.com/ee/ci/yaml/
 stages: [verify, lint, test, build]
 
-variables:
-  GOFLAGS: -mod=mod
-
 verify:
   stage: verify
   script:

@@ -1,0 +1,341 @@
+//! Running one job on the shell executor: workspace, artifacts and cache in, `before_script`
+//! + `script` in one bash with GitLab's semantics (each command echoed, stop at the first
+//! failure), `after_script` in a fresh bash with its own timeout, retries, then artifacts,
+//! dotenv and cache out. All output goes through the masker before the log and the screen.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use slipway_pipeline::model::{ArtifactsWhen, CachePolicy};
+use slipway_pipeline::plan::PlannedJob;
+
+use crate::files;
+use crate::mask::Masker;
+use crate::process::{self, Cancel, Exit};
+use crate::workspace::{Snapshot, remove_tree};
+use crate::{Msg, RunConfig, Shared};
+
+/// The end of a job as the executor saw it.
+#[derive(Debug, Clone)]
+pub struct JobEnd {
+    pub success: bool,
+    pub canceled: bool,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub coverage: Option<f64>,
+    pub attempts: u32,
+}
+
+/// A file-system-safe name for a job instance (`build: [linux, amd64]` → `build-linux-amd64`).
+pub fn slug(name: &str) -> String {
+    let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '-' }).collect();
+    while s.contains("--") {
+        s = s.replace("--", "-");
+    }
+    let s = s.trim_matches('-').to_string();
+    if s.is_empty() { "job".into() } else { s }
+}
+
+struct Out<'a> {
+    idx: usize,
+    tx: &'a Sender<Msg>,
+    masker: Masker,
+    log: std::fs::File,
+}
+
+impl Out<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        let safe = self.masker.push(b);
+        self.emit(safe);
+    }
+    fn flush(&mut self) {
+        let rest = self.masker.finish();
+        self.emit(rest);
+    }
+    fn emit(&mut self, b: Vec<u8>) {
+        if b.is_empty() {
+            return;
+        }
+        let _ = self.log.write_all(&b);
+        let _ = self.tx.send(Msg::Output(self.idx, b));
+    }
+    /// A line from slipway itself (section headers, notices), masked like everything else.
+    fn notice(&mut self, line: &str) {
+        self.flush();
+        let masked = self.masker.mask_str(line);
+        let _ = writeln!(self.log, "{masked}");
+        let _ = self.tx.send(Msg::Notice(self.idx, masked));
+    }
+}
+
+/// Builds the bash script GitLab Runner would: errexit + pipefail, every command echoed
+/// as `$ command` before it runs.
+pub fn build_script(lines: &[String]) -> String {
+    let mut s = String::from("set -eo pipefail\nset +o noclobber\n");
+    for line in lines {
+        let mut shown = line.lines().next().unwrap_or("").to_string();
+        if line.trim_end().contains('\n') {
+            shown.push_str(" # collapsed multi-line command");
+        }
+        s.push_str("printf '%s\\n' ");
+        s.push_str(&shell_quote(&format!("$ {shown}")));
+        s.push('\n');
+        s.push_str(line);
+        if !line.ends_with('\n') {
+            s.push('\n');
+        }
+    }
+    s
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &Sender<Msg>) -> JobEnd {
+    let cfg: &RunConfig = &shared.config;
+    let slug = slug(&job.name);
+    let log_path = cfg.run_dir.join("logs").join(format!("{slug}.log"));
+    let log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_path) {
+        Ok(f) => f,
+        Err(e) => return system_failure(format!("cannot open the job log {}: {e}", log_path.display())),
+    };
+    let mut out = Out { idx, tx, masker: Masker::new(&cfg.secrets), log };
+    let cancel = &shared.cancel;
+
+    // 1. Workspace.
+    let ws = if cfg.in_place { cfg.project_dir.clone() } else { cfg.run_dir.join("ws").join(&slug) };
+    if !cfg.in_place {
+        let t = Instant::now();
+        if let Err(e) = shared.snapshot.materialize(&ws, cfg.copy_threads) {
+            out.notice(&format!("ERROR: preparing the workspace failed: {e}"));
+            return system_failure(format!("workspace: {e}"));
+        }
+        out.notice(&format!("Preparing workspace: {} files in {:.1?}", shared.snapshot.files.len(), t.elapsed()));
+    }
+    let known: HashSet<PathBuf> = shared.snapshot.files.iter().cloned().collect();
+
+    // 2. Artifacts and dotenv variables of the jobs this one depends on.
+    let mut dotenv: Vec<(String, String)> = Vec::new();
+    for dep in &job.artifacts_from {
+        let dslug = self::slug(dep);
+        match files::restore_artifacts(&cfg.run_dir.join("artifacts").join(&dslug), &ws) {
+            Ok(0) => {}
+            Ok(n) => out.notice(&format!("Downloading artifacts of {dep}: {n} files")),
+            Err(e) => out.notice(&format!("WARNING: restoring artifacts of {dep} failed: {e}")),
+        }
+        if let Ok(text) = std::fs::read_to_string(cfg.run_dir.join("dotenv").join(format!("{dslug}.env"))) {
+            if let Ok(vars) = files::parse_dotenv(&text) {
+                dotenv.extend(vars);
+            }
+        }
+    }
+
+    // 3. Caches.
+    let mut cache_keys = Vec::new();
+    for c in &job.cache {
+        let key = files::cache_key(c, &ws);
+        if c.policy != CachePolicy::Push {
+            let mut keys = vec![key.clone()];
+            keys.extend(c.fallback_keys.iter().cloned());
+            match files::restore_cache(&cfg.cache_dir, &keys, &ws) {
+                Ok(Some(k)) => out.notice(&format!("Restoring cache `{k}`")),
+                Ok(None) => out.notice(&format!("No cache for key `{key}`")),
+                Err(e) => out.notice(&format!("WARNING: restoring cache `{key}` failed: {e}")),
+            }
+        }
+        cache_keys.push(key);
+    }
+
+    // 4. Environment: the user's environment, then the job's variables (dotenv from
+    // dependencies above yaml variables, command-line overrides above all).
+    let mut env: Vec<(String, String)> = job.variables.clone();
+    for (k, v) in &dotenv {
+        if !cfg.overrides.contains(k) {
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    env.push(("CI_PROJECT_DIR".into(), ws.display().to_string()));
+    env.push(("CI_BUILDS_DIR".into(), ws.parent().unwrap_or(&ws).display().to_string()));
+
+    let mut lines = job.before_script.clone();
+    lines.extend(job.script.iter().cloned());
+    let script_path = cfg.run_dir.join("scripts").join(format!("{slug}.sh"));
+    if let Err(e) = std::fs::write(&script_path, build_script(&lines)) {
+        return system_failure(format!("writing the job script: {e}"));
+    }
+    let timeout = job.timeout.unwrap_or(cfg.default_timeout);
+    let mut attempt = 0;
+    let end = loop {
+        attempt += 1;
+        if attempt > 1 {
+            out.notice(&format!("Retrying: attempt {attempt} of {}", job.retry.max + 1));
+            let _ = tx.send(Msg::Started(idx, attempt));
+        }
+        let exit = run_shell(&cfg.shell, &script_path, &ws, &env, timeout, cancel, cfg.grace, &mut out);
+        let (success, exit_code, reason) = match &exit {
+            Ok(Exit::Code(0)) => (true, Some(0), None),
+            Ok(Exit::Code(c)) => (false, Some(*c), Some(format!("exit code {c}"))),
+            Ok(Exit::Signal(s)) => (false, None, Some(format!("killed by signal {s}"))),
+            Ok(Exit::TimedOut) => (false, None, Some(format!("timed out after {}", slipway_pipeline::duration::human(timeout)))),
+            Ok(Exit::Canceled) => (false, None, Some("canceled".into())),
+            Err(e) => (false, None, Some(format!("could not start {}: {e}", cfg.shell.display()))),
+        };
+        if !success && exit.is_ok() {
+            out.notice(&format!("ERROR: Job failed: {}", reason.as_deref().unwrap_or("")));
+        }
+        let canceled = matches!(exit, Ok(Exit::Canceled));
+        // after_script: a fresh shell, even when the script failed, with its own timeout.
+        if !job.after_script.is_empty() && cancel.level() < 2 {
+            out.notice("Running after_script");
+            let status = if success { "success" } else if canceled { "canceled" } else { "failed" };
+            let mut aenv = env.clone();
+            aenv.push(("CI_JOB_STATUS".into(), status.into()));
+            let apath = cfg.run_dir.join("scripts").join(format!("{slug}.after.sh"));
+            if std::fs::write(&apath, build_script(&job.after_script)).is_ok() {
+                // A cancel must not stop after_script from running: use a fresh token.
+                let fresh = Cancel::default();
+                let acancel = if canceled { &fresh } else { cancel };
+                match run_shell(&cfg.shell, &apath, &ws, &aenv, cfg.after_script_timeout, acancel, cfg.grace, &mut out) {
+                    Ok(Exit::Code(0)) => {}
+                    Ok(Exit::TimedOut) => out.notice("WARNING: after_script timed out (its failure does not change the job's status)"),
+                    Ok(other) => out.notice(&format!("WARNING: after_script failed ({other:?}); the job's status is unchanged")),
+                    Err(e) => out.notice(&format!("WARNING: after_script could not start: {e}")),
+                }
+            }
+        }
+        let end = JobEnd { success, canceled, exit_code, reason, coverage: None, attempts: attempt };
+        if success || canceled || attempt > job.retry.max || !should_retry(job, &exit) {
+            break end;
+        }
+    };
+
+    // 5. Outputs: artifacts (with dotenv), caches.
+    let artifacts_wanted = |when: ArtifactsWhen| match when {
+        ArtifactsWhen::OnSuccess => end.success,
+        ArtifactsWhen::OnFailure => !end.success && !end.canceled,
+        ArtifactsWhen::Always => true,
+    };
+    if let Some(a) = &job.artifacts {
+        if artifacts_wanted(a.when) {
+            let dest = cfg.run_dir.join("artifacts").join(&slug);
+            match files::collect_artifacts(&ws, a, &known, &dest) {
+                Ok((files, warnings)) => {
+                    for w in warnings {
+                        out.notice(&format!("WARNING: {w}"));
+                    }
+                    if !files.is_empty() {
+                        out.notice(&format!("Uploading artifacts: {} files", files.len()));
+                    }
+                }
+                Err(e) => out.notice(&format!("WARNING: collecting artifacts failed: {e}")),
+            }
+            for report in &a.dotenv {
+                match std::fs::read_to_string(ws.join(report)) {
+                    Ok(text) => match files::parse_dotenv(&text) {
+                        Ok(vars) => {
+                            let body: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                            let _ = std::fs::create_dir_all(cfg.run_dir.join("dotenv"));
+                            let _ = std::fs::write(cfg.run_dir.join("dotenv").join(format!("{slug}.env")), body);
+                            out.notice(&format!("dotenv report {report}: {} variables for later jobs", vars.len()));
+                        }
+                        Err(e) => out.notice(&format!("WARNING: dotenv report {report} is invalid: {e}")),
+                    },
+                    Err(e) => out.notice(&format!("WARNING: dotenv report {report} not readable: {e}")),
+                }
+            }
+        }
+    }
+    for (c, key) in job.cache.iter().zip(&cache_keys) {
+        if c.policy != CachePolicy::Pull && artifacts_wanted(c.when) {
+            match files::save_cache(&cfg.cache_dir, key, c, &ws, &known) {
+                Ok(n) => out.notice(&format!("Saving cache `{key}`: {n} files")),
+                Err(e) => out.notice(&format!("WARNING: saving cache `{key}` failed: {e}")),
+            }
+        }
+    }
+    out.flush();
+    drop(out);
+
+    let coverage = job.coverage.as_deref().and_then(|re| coverage_from_log(&log_path, re));
+    if !cfg.in_place && !cfg.keep_workspaces {
+        remove_tree(&ws);
+    }
+    JobEnd { coverage, ..end }
+}
+
+fn should_retry(job: &PlannedJob, exit: &std::io::Result<Exit>) -> bool {
+    let r = &job.retry;
+    if !r.exit_codes.is_empty() {
+        return matches!(exit, Ok(Exit::Code(c)) if r.exit_codes.contains(c));
+    }
+    if r.when.is_empty() || r.when.iter().any(|w| w == "always") {
+        return true;
+    }
+    let kind = match exit {
+        Ok(Exit::Code(_)) | Ok(Exit::Signal(_)) => "script_failure",
+        Ok(Exit::TimedOut) => "job_execution_timeout",
+        Ok(Exit::Canceled) => return false,
+        Err(_) => "runner_system_failure",
+    };
+    r.when.iter().any(|w| w == kind || (kind == "job_execution_timeout" && w == "stuck_or_timeout_failure") || w == "unknown_failure" && kind == "runner_system_failure")
+}
+
+#[expect(clippy::too_many_arguments, reason = "one call site per shell kind; a struct would only rename the arguments")]
+fn run_shell(shell: &Path, script: &Path, ws: &Path, env: &[(String, String)], timeout: Duration, cancel: &Cancel, grace: Duration, out: &mut Out) -> std::io::Result<Exit> {
+    let mut cmd = Command::new(shell);
+    cmd.arg("--noprofile").arg("--norc").arg(script).current_dir(ws).env_remove("GITLAB_CI");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = process::spawn(cmd)?;
+    let deadline = Instant::now() + timeout;
+    let exit = child.wait(Some(deadline), cancel, grace, &mut |chunk| out.bytes(chunk));
+    out.flush();
+    Ok(exit)
+}
+
+fn system_failure(reason: String) -> JobEnd {
+    JobEnd { success: false, canceled: false, exit_code: None, reason: Some(reason), coverage: None, attempts: 1 }
+}
+
+/// GitLab's `coverage`: the last match of the regex in the log; its first number is the value.
+pub fn coverage_from_log(log: &Path, pattern: &str) -> Option<f64> {
+    let re = regex::Regex::new(pattern).ok()?;
+    let text = std::fs::read_to_string(log).ok()?;
+    let m = re.find_iter(&text).last()?;
+    let num = regex::Regex::new(r"\d+(?:\.\d+)?").ok()?;
+    num.find(m.as_str())?.as_str().parse().ok()
+}
+
+pub(crate) fn snapshot_for(cfg: &RunConfig) -> std::io::Result<Snapshot> {
+    if cfg.in_place {
+        return Ok(Snapshot { root: cfg.project_dir.clone(), files: Vec::new(), git_dir: None });
+    }
+    Snapshot::take(&cfg.project_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_path_safe() {
+        assert_eq!(slug("build: [linux, amd64]"), "build-linux-amd64");
+        assert_eq!(slug("test 1/3"), "test-1-3");
+        assert_eq!(slug("::"), "job");
+    }
+
+    #[test]
+    fn script_echoes_every_command() {
+        let s = build_script(&["echo 'hi'".into(), "if true; then\n  echo x\nfi\n".into()]);
+        assert!(s.starts_with("set -eo pipefail\n"));
+        assert!(s.contains("printf '%s\\n' '$ echo '\\''hi'\\'''\necho 'hi'\n"));
+        assert!(s.contains("'$ if true; then # collapsed multi-line command'"));
+    }
+}

@@ -1,0 +1,211 @@
+//! The `slipway` binary: the command line, wiring between the crates, exit codes and
+//! terminal UX. Domain logic lives in the library crates.
+
+mod git;
+mod project;
+mod run;
+mod ui;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use ui::{ColorChoice, Ui, UserError, exit};
+
+#[derive(Parser)]
+#[command(name = "slipway", version, about = "CI/CD for Go services: run GitLab-CI-compatible pipelines locally, exactly as CI runs them")]
+#[command(propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Run as if started in DIR.
+    #[arg(short = 'C', long = "project-dir", global = true, value_name = "DIR")]
+    project_dir: Option<PathBuf>,
+    /// When to use colours (NO_COLOR in the environment turns them off for `auto`).
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    color: ColorChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct FileArgs {
+    /// Pipeline file (default: .slipway.yml, .slipway.yaml, .gitlab-ci.yml, else the built-in Go pipeline).
+    #[arg(short, long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Set a variable for this run, overriding the file's (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// `CI_PIPELINE_SOURCE` for rules (push, web, schedule, merge_request_event, ...).
+    #[arg(long, default_value = "push", value_name = "SOURCE")]
+    pub source: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Plan and run the pipeline (or only the named jobs).
+    Run(run::RunArgs),
+    /// Print the expanded pipeline after includes, extends, !reference, rules and matrix.
+    Plan {
+        #[command(flatten)]
+        file: FileArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "yaml")]
+        format: PlanFormat,
+    },
+    /// Check the pipeline file; exit 0 when valid, else print every error (exit 2).
+    Validate {
+        #[command(flatten)]
+        file: FileArgs,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the jobs this commit's pipeline would run, with stage, when and needs.
+    List {
+        #[command(flatten)]
+        file: FileArgs,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the built-in Go pipeline to .slipway.yml so it can be edited.
+    Init {
+        /// Overwrite an existing .slipway.yml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a job's log from a run (default: the latest run).
+    Logs {
+        /// Run number, or the job name when only one argument is given.
+        first: String,
+        /// Job name.
+        second: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PlanFormat {
+    Yaml,
+    Json,
+    Mermaid,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Run(a) => a.json,
+        Command::Validate { json, .. } | Command::List { json, .. } => *json,
+        _ => false,
+    };
+    let ui = Ui::new(cli.color, json);
+    let code = match dispatch(cli, &ui) {
+        Ok(code) => code,
+        Err(e) => match e.downcast::<UserError>() {
+            Ok(user) => {
+                ui.error(&user);
+                if ui.json {
+                    println!("{}", serde_json::json!({"event": "error", "message": user.message, "hint": user.hint, "errors": user.details.unwrap_or_default()}));
+                }
+                exit::USAGE
+            }
+            Err(other) => {
+                eprintln!("{}: {other:#}", ui.paint("31;1", "error"));
+                exit::FAILED
+            }
+        },
+    };
+    ExitCode::from(code as u8)
+}
+
+fn project_dir(cli_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = match cli_dir {
+        Some(d) => d,
+        None => std::env::current_dir()?,
+    };
+    let dir = dir.canonicalize().map_err(|e| UserError::new(format!("project directory `{}`: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "slipway", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Init { force } => {
+            let root = project_dir(cli.project_dir)?;
+            let dest = root.join(".slipway.yml");
+            if dest.exists() && !force {
+                return Err(UserError::new(format!("{} already exists", dest.display())).hint("pass --force to overwrite it").into());
+            }
+            std::fs::write(&dest, slipway_pipeline::builtin::GO_PIPELINE)?;
+            println!("wrote {} (the built-in Go pipeline); edit it, then `slipway run`", dest.display());
+            Ok(exit::OK)
+        }
+        Command::Run(args) => run::run(project_dir(cli.project_dir)?, args, ui),
+        Command::Plan { file, format } => {
+            let root = project_dir(cli.project_dir)?;
+            let (_, plan) = run::load_and_plan(&root, &file, 0, ui)?;
+            match format {
+                PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&slipway_pipeline::plan::to_json(&plan))?),
+                PlanFormat::Yaml => print!("{}", serde_saphyr::to_string(&slipway_pipeline::plan::to_json(&plan))?),
+                PlanFormat::Mermaid => print!("{}", slipway_pipeline::plan::to_mermaid(&plan)),
+            }
+            Ok(exit::OK)
+        }
+        Command::Validate { file, json } => {
+            let root = project_dir(cli.project_dir)?;
+            let (loaded, plan) = run::load_and_plan(&root, &file, 0, ui)?;
+            let what = loaded.source.describe(&root);
+            if json {
+                println!("{}", serde_json::json!({"valid": true, "file": what, "jobs": plan.jobs.len(), "stages": plan.stages}));
+            } else {
+                println!(
+                    "{} {what} is valid: {} in {}",
+                    ui.paint("32;1", "ok:"),
+                    project::plural(plan.jobs.len(), "job"),
+                    project::plural(plan.stages.len(), "stage")
+                );
+            }
+            Ok(exit::OK)
+        }
+        Command::List { file, json } => {
+            let root = project_dir(cli.project_dir)?;
+            let (_, plan) = run::load_and_plan(&root, &file, 0, ui)?;
+            if json {
+                let jobs: Vec<serde_json::Value> = plan
+                    .jobs
+                    .iter()
+                    .map(|j| serde_json::json!({"name": j.name, "stage": j.stage, "when": j.when.as_str(), "needs": j.needs.as_ref().map(|n| n.iter().map(|n| n.job.clone()).collect::<Vec<_>>())}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                let w = plan.jobs.iter().map(|j| j.name.len()).max().unwrap_or(3).max(3);
+                let sw = plan.jobs.iter().map(|j| j.stage.len()).max().unwrap_or(5).max(5);
+                println!("{}", ui.paint("1", &format!("{:<w$}  {:<sw$}  {:<10}  NEEDS", "JOB", "STAGE", "WHEN")));
+                for j in &plan.jobs {
+                    let needs = match &j.needs {
+                        None => "(stage order)".to_string(),
+                        Some(n) if n.is_empty() => "[]".to_string(),
+                        Some(n) => n.iter().map(|n| n.job.as_str()).collect::<Vec<_>>().join(", "),
+                    };
+                    println!("{:<w$}  {:<sw$}  {:<10}  {needs}", j.name, j.stage, j.when.as_str());
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Logs { first, second } => {
+            let root = project_dir(cli.project_dir)?;
+            let (run, job) = match second {
+                Some(job) => (Some(first), job),
+                None => (None, first),
+            };
+            run::print_log(&root, run.as_deref(), &job)
+        }
+    }
+}

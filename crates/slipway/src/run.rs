@@ -1,0 +1,316 @@
+//! `slipway run` and its helpers: variables and secrets from the command line, selecting
+//! jobs, the run directory under `.slipway/runs/<id>/`, Ctrl-C handling, and the run record.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use slipway_pipeline::diag::did_you_mean;
+use slipway_pipeline::plan::Plan;
+use slipway_pipeline::vars::VarMap;
+use slipway_runner::{Cancel, PipelineStatus, RunConfig};
+
+use crate::FileArgs;
+use crate::git::Checkout;
+use crate::project::{self, Loaded, PlanInput};
+use crate::ui::{self, HumanReporter, JsonReporter, Ui, UserError, exit};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Jobs to run (job or instance names); default: the whole pipeline.
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// With JOB arguments: also run the jobs they `need`, transitively.
+    #[arg(long)]
+    pub needs: bool,
+    /// Start this manual job as part of the run (repeatable).
+    #[arg(long, value_name = "JOB")]
+    pub manual: Vec<String>,
+    /// A masked variable: set like --var, never shown in output or logs (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub secret: Vec<String>,
+    /// A dotenv file of masked variables (NAME=VALUE per line).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Vec<PathBuf>,
+    /// How many jobs run at once (default: the number of CPUs).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Run jobs in the working tree itself instead of private workspaces.
+    #[arg(long)]
+    pub in_place: bool,
+    /// Keep job workspaces under .slipway/runs/<id>/ws/ for inspection.
+    #[arg(long)]
+    pub keep_workspaces: bool,
+    /// Refuse jobs that need what slipway cannot give yet (e.g. `image:` without the Docker executor).
+    #[arg(long)]
+    pub strict: bool,
+    /// Print one JSON event per line instead of the human view.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_assignments(list: &[String], flag: &str) -> Result<Vec<(String, String)>> {
+    list.iter()
+        .map(|s| {
+            let (k, v) = s.split_once('=').ok_or_else(|| UserError::new(format!("{flag} `{s}` is not NAME=VALUE")).hint(format!("write e.g. {flag} DEPLOY_ENV=staging")))?;
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || k.as_bytes()[0].is_ascii_digit() {
+                return Err(UserError::new(format!("{flag}: `{k}` is not a valid variable name")).hint("use letters, digits and `_`, not starting with a digit").into());
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn overrides(file: &FileArgs) -> Result<VarMap> {
+    Ok(parse_assignments(&file.vars, "--var")?.into_iter().collect())
+}
+
+/// Loads the pipeline and plans it for the current checkout.
+pub fn load_and_plan(root: &Path, file: &FileArgs, pipeline_id: u64, ui: &Ui) -> Result<(Loaded, Plan)> {
+    let loaded = project::load(root, file.file.as_deref(), ui)?;
+    let checkout = Checkout::read(root);
+    let input = PlanInput { root, checkout: &checkout, pipeline_id, source: &file.source, overrides: overrides(file)? };
+    let plan = project::make_plan(&loaded, &input, ui)?;
+    Ok((loaded, plan))
+}
+
+/// Keeps only the named jobs (and with `needs`, what they need, transitively).
+fn select_jobs(plan: &mut Plan, wanted: &[String], with_needs: bool) -> Result<()> {
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    for w in wanted {
+        let matches: Vec<&str> = plan.jobs.iter().filter(|j| j.name == *w || j.base == *w).map(|j| j.name.as_str()).collect();
+        if matches.is_empty() {
+            let mut e = UserError::new(format!("no job `{w}` in this pipeline"));
+            if let Some(s) = did_you_mean(w, plan.jobs.iter().map(|j| j.name.as_str())) {
+                e = e.hint(format!("did you mean `{s}`?"));
+            } else {
+                e = e.hint("`slipway list` shows the jobs of this commit's pipeline");
+            }
+            return Err(e.into());
+        }
+        keep.extend(matches.into_iter().map(str::to_string));
+    }
+    if with_needs {
+        let mut stack: Vec<String> = keep.iter().cloned().collect();
+        while let Some(n) = stack.pop() {
+            if let Some(j) = plan.job(&n) {
+                for need in j.needs.iter().flatten() {
+                    if keep.insert(need.job.clone()) {
+                        stack.push(need.job.clone());
+                    }
+                }
+            }
+        }
+    }
+    plan.jobs.retain(|j| keep.contains(&j.name));
+    for j in &mut plan.jobs {
+        if let Some(n) = &mut j.needs {
+            n.retain(|n| keep.contains(&n.job));
+        }
+        j.artifacts_from.retain(|a| keep.contains(a));
+    }
+    let stages: Vec<String> = plan.stages.iter().filter(|s| plan.jobs.iter().any(|j| &j.stage == *s)).cloned().collect();
+    plan.stages = stages;
+    Ok(())
+}
+
+fn next_run_id(runs: &Path) -> Result<(u64, PathBuf)> {
+    std::fs::create_dir_all(runs).with_context(|| format!("creating {}", runs.display()))?;
+    let max = std::fs::read_dir(runs)?.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u64>().ok())).max().unwrap_or(0);
+    let mut id = max + 1;
+    loop {
+        let dir = runs.join(id.to_string());
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((id, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id += 1,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+}
+
+fn state_dir(root: &Path) -> Result<PathBuf> {
+    let dir = root.join(".slipway");
+    std::fs::create_dir_all(&dir)?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "# slipway's local state (runs, caches); never committed\n*\n")?;
+    }
+    Ok(dir)
+}
+
+/// Installs Ctrl-C/SIGTERM handling: the first asks jobs to stop (SIGTERM, grace, SIGKILL),
+/// the second kills them at once.
+fn handle_signals(cancel: Cancel, ui: Ui) {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) else { return };
+    std::thread::spawn(move || {
+        for (n, _) in signals.forever().enumerate() {
+            if n == 0 {
+                ui.notice("canceling: stopping running jobs (press Ctrl-C again to kill them now)");
+                cancel.request(1);
+            } else {
+                ui.notice("killing running jobs");
+                cancel.request(2);
+            }
+        }
+    });
+}
+
+pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
+    let loaded = project::load(&root, args.file.file.as_deref(), ui)?;
+    let mut over = overrides(&args.file)?;
+    let mut secrets: Vec<String> = Vec::new();
+    let mut secret_pairs = parse_assignments(&args.secret, "--secret")?;
+    for f in &args.secret_file {
+        let text = std::fs::read_to_string(f).map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
+        let vars = slipway_runner::files::parse_dotenv(&text).map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
+        secret_pairs.extend(vars);
+    }
+    for (k, v) in secret_pairs {
+        if v.len() < 8 {
+            return Err(UserError::new(format!("secret `{k}` is shorter than 8 characters"))
+                .hint("masking very short values would garble the output; GitLab requires 8 or more characters too")
+                .into());
+        }
+        secrets.push(v.clone());
+        over.insert(k, v);
+    }
+
+    let state = state_dir(&root)?;
+    let checkout = Checkout::read(&root);
+    let (run_id, run_dir) = next_run_id(&state.join("runs"))?;
+    let input = PlanInput { root: &root, checkout: &checkout, pipeline_id: run_id, source: &args.file.source, overrides: over.clone() };
+    let plan = project::make_plan(&loaded, &input, ui);
+    let mut plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            return Err(e);
+        }
+    };
+    if !args.jobs.is_empty() {
+        if let Err(e) = select_jobs(&mut plan, &args.jobs, args.needs) {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            return Err(e);
+        }
+    }
+    for m in &args.manual {
+        if !plan.jobs.iter().any(|j| (j.name == *m || j.base == *m) && j.when == slipway_pipeline::model::When::Manual) {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            let mut e = UserError::new(format!("--manual {m}: no manual job of that name in this pipeline"));
+            if let Some(s) = did_you_mean(m, plan.jobs.iter().filter(|j| j.when == slipway_pipeline::model::When::Manual).map(|j| j.name.as_str())) {
+                e = e.hint(format!("did you mean `{s}`?"));
+            }
+            return Err(e.into());
+        }
+    }
+    // Jobs that ask for a container image run on the shell executor until the Docker executor lands.
+    let with_image: Vec<&str> = plan.jobs.iter().filter(|j| j.image.is_some() || !j.services.is_empty()).map(|j| j.name.as_str()).collect();
+    if !with_image.is_empty() {
+        if args.strict {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            return Err(UserError::new(format!("--strict: {} ask for `image:`/`services:`, which need the Docker executor", with_image.join(", ")))
+                .hint("drop --strict to run them on the shell executor")
+                .into());
+        }
+        if !ui.json {
+            for j in &with_image {
+                ui.notice(&format!("note: job `{j}` asks for an image; running it on the shell executor (the Docker executor is not there yet)"));
+            }
+        }
+    }
+
+    std::fs::write(run_dir.join("plan.json"), serde_json::to_vec_pretty(&slipway_pipeline::plan::to_json(&plan))?)?;
+    let mut config = RunConfig::new(root.clone(), run_dir.clone(), state.join("cache"));
+    if let Some(n) = args.concurrency {
+        if n == 0 {
+            return Err(UserError::new("--concurrency must be at least 1").into());
+        }
+        config.concurrency = n;
+    }
+    config.in_place = args.in_place;
+    config.keep_workspaces = args.keep_workspaces;
+    config.manual = args.manual.clone();
+    config.secrets = secrets;
+    config.overrides = over.keys().cloned().collect::<HashSet<_>>();
+
+    let cancel = Cancel::default();
+    handle_signals(cancel.clone(), ui.clone());
+    let what = loaded.source.describe(&root);
+    let result = if ui.json {
+        let jobs: Vec<serde_json::Value> = plan.jobs.iter().map(|j| serde_json::json!({"name": j.name, "stage": j.stage, "when": j.when.as_str()})).collect();
+        println!("{}", serde_json::json!({"event": "pipeline_started", "run_id": run_id, "file": what, "jobs": jobs}));
+        let mut rep = JsonReporter::new(&plan);
+        slipway_runner::run(&plan, config, cancel, &mut rep)?
+    } else {
+        println!(
+            "{} run #{run_id}: {} from {what}",
+            ui.paint("1", "slipway"),
+            project::plural(plan.jobs.len(), "job"),
+        );
+        let mut rep = HumanReporter::new(ui, &plan);
+        slipway_runner::run(&plan, config, cancel, &mut rep)?
+    };
+
+    let jobs: Vec<serde_json::Value> = result.jobs.iter().map(ui::job_json).collect();
+    let summary = serde_json::json!({
+        "event": "pipeline_finished",
+        "run_id": run_id,
+        "status": result.status.as_str(),
+        "duration_ms": ui::duration_ms(result.duration),
+        "jobs": jobs,
+    });
+    std::fs::write(run_dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    let latest = state.join("runs").join("latest");
+    let _ = std::fs::remove_file(&latest);
+    let _ = std::os::unix::fs::symlink(run_id.to_string(), &latest);
+    if ui.json {
+        println!("{summary}");
+    } else {
+        ui::summary_table(ui, &root, &result, run_id);
+    }
+    Ok(match result.status {
+        PipelineStatus::Success => exit::OK,
+        PipelineStatus::Failed => exit::FAILED,
+        PipelineStatus::Canceled => exit::CANCELED,
+    })
+}
+
+/// `slipway logs [RUN] JOB`.
+pub fn print_log(root: &Path, run: Option<&str>, job: &str) -> Result<i32> {
+    let runs = root.join(".slipway").join("runs");
+    let run_dir = match run {
+        Some(r) => runs.join(r),
+        None => runs.join("latest"),
+    };
+    if !run_dir.is_dir() {
+        return Err(UserError::new(match run {
+            Some(r) => format!("no run #{r} in {}", runs.display()),
+            None => format!("no runs yet in {}", root.display()),
+        })
+        .hint("`slipway run` records every run under .slipway/runs/")
+        .into());
+    }
+    let log = run_dir.join("logs").join(format!("{}.log", slipway_runner::exec::slug(job)));
+    match std::fs::read(&log) {
+        Ok(bytes) => {
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+            Ok(exit::OK)
+        }
+        Err(_) => {
+            let names: Vec<String> = std::fs::read_dir(run_dir.join("logs"))
+                .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.strip_suffix(".log")).map(str::to_string)).collect())
+                .unwrap_or_default();
+            let mut e = UserError::new(format!("no log for job `{job}` in {}", run_dir.display()));
+            if let Some(s) = did_you_mean(job, names.iter().map(|s| s.as_str())) {
+                e = e.hint(format!("did you mean `{s}`?"));
+            } else if !names.is_empty() {
+                e = e.hint(format!("jobs with logs: {}", names.join(", ")));
+            }
+            Err(e.into())
+        }
+    }
+}
