@@ -849,7 +849,6 @@ impl Cx {
                 return None;
             }
         };
-        let errors_before = self.diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count();
         let mut job = Job {
             name: key.name.clone(),
             span: key.span,
@@ -1113,8 +1112,9 @@ impl Cx {
             // GitLab: manual jobs outside rules default to allow_failure: true.
             job.allow_failure.allowed = true;
         }
-        let errors_after = self.diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count();
-        (errors_after == errors_before).then_some(job)
+        // A job with errors is still returned so cross-job checks (needs, dependencies) see it;
+        // the pipeline as a whole is refused anyway.
+        Some(job)
     }
 
     fn check_needs(&mut self, jobs: &[Job], stages: &[String]) {

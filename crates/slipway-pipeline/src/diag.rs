@@ -123,11 +123,12 @@ impl SourceMap {
             let _ = writeln!(out, "{blue}{num} |{reset} {line}");
             let _ = writeln!(out, "{blue}{pad} |{reset} {}{lc}{}{reset}", " ".repeat(start), "^".repeat(len));
         }
+        let pad = " ".repeat(d.span.start_line.to_string().len());
         if let Some(h) = &d.hint {
-            let _ = writeln!(out, "  {blue}={reset} {bold}help{reset}: {h}");
+            let _ = writeln!(out, "{pad} {blue}={reset} {bold}help{reset}: {h}");
         }
         for n in &d.notes {
-            let _ = writeln!(out, "  {blue}={reset} {bold}note{reset}: {n}");
+            let _ = writeln!(out, "{pad} {blue}={reset} {bold}note{reset}: {n}");
         }
         out
     }
@@ -146,16 +147,26 @@ impl SourceMap {
     }
 }
 
-/// The closest candidate to `input`, if it is close enough to be a plausible typo.
+/// The closest candidate to `input`, if it is close enough to be a plausible typo: within an
+/// edit distance (with transpositions) of a third of its length, or very similar by
+/// Jaro-Winkler (which catches long names with a changed tail).
 pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let mut best: Option<(f64, &str)> = None;
+    let limit = (input.chars().count() / 3).max(1);
+    let mut best: Option<(usize, f64, &str)> = None;
     for c in candidates {
-        let score = strsim::jaro_winkler(input, c);
-        if score > 0.8 && best.is_none_or(|(b, _)| score > b) {
-            best = Some((score, c));
+        if c == input {
+            continue;
+        }
+        let dist = strsim::osa_distance(input, c);
+        let jw = strsim::jaro_winkler(input, c);
+        if dist > limit && jw < 0.9 {
+            continue;
+        }
+        if best.is_none_or(|(bd, bj, _)| dist < bd || (dist == bd && jw > bj)) {
+            best = Some((dist, jw, c));
         }
     }
-    best.map(|(_, c)| c)
+    best.map(|(_, _, c)| c)
 }
 
 #[cfg(test)]
@@ -179,5 +190,8 @@ mod tests {
         assert_eq!(did_you_mean("neds", ["needs", "script", "stage"]), Some("needs"));
         assert_eq!(did_you_mean("scirpt", ["needs", "script", "stage"]), Some("script"));
         assert_eq!(did_you_mean("zzzzzz", ["needs", "script", "stage"]), None);
+        assert_eq!(did_you_mean("tow", ["one", "two", "three"]), Some("two"));
+        assert_eq!(did_you_mean("biuld", ["build", "test"]), Some("build"));
+        assert_eq!(did_you_mean("x", ["deploy"]), None);
     }
 }

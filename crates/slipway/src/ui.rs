@@ -61,19 +61,17 @@ pub struct Ui {
     /// Colour on stderr/stdout.
     pub color: bool,
     pub json: bool,
-    pub tty: bool,
 }
 
 impl Ui {
     pub fn new(choice: ColorChoice, json: bool) -> Ui {
-        let tty = std::io::stdout().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let color = match choice {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             ColorChoice::Auto => !no_color && std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb"),
         };
-        Ui { color, json, tty }
+        Ui { color, json }
     }
 
     pub fn paint(&self, code: &str, s: &str) -> String {
