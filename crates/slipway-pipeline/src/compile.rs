@@ -849,6 +849,13 @@ impl Cx {
                 return None;
             }
         };
+        // A misspelt top-level keyword looks like a job without a script: say what it is.
+        if !entries.iter().any(|(k, _)| matches!(k.name.as_str(), "script" | "trigger" | "run")) {
+            if let Some(s) = did_you_mean(&key.name, TOP_KEYWORDS.iter().copied()) {
+                self.err(key.span, format!("unknown top-level keyword `{}`", key.name)).hint = Some(format!("did you mean `{s}`?"));
+                return None;
+            }
+        }
         let mut job = Job {
             name: key.name.clone(),
             span: key.span,
