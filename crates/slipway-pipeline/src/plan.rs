@@ -3,7 +3,7 @@
 //! expand `parallel`, resolve `needs`/`dependencies` to job instances, and compute every
 //! job's final variables. The result is the job DAG the runner executes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Span};
@@ -465,7 +465,6 @@ fn matrix_selects(mx: &[Vec<(String, Vec<String>)>], inst: &[(String, String)]) 
 
 /// The plan as a plain tree (for `slipway plan` YAML/JSON output and the run record).
 pub fn to_json(plan: &Plan) -> serde_json::Value {
-    let jobs: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let mut list = Vec::new();
     for j in &plan.jobs {
         let mut m = serde_json::Map::new();
@@ -494,7 +493,7 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
             m.insert("dependencies".into(), j.artifacts_from.clone().into());
         }
         let user_vars: serde_json::Map<String, serde_json::Value> =
-            j.variables.iter().filter(|(k, _)| !k.starts_with("CI_") && k != "CI" && k != "GITLAB_USER_LOGIN").map(|(k, v)| (k.clone(), v.clone().into())).collect();
+            j.variables.iter().filter(|(k, _)| !k.starts_with("CI_") && k != "CI" && k != "SLIPWAY").map(|(k, v)| (k.clone(), v.clone().into())).collect();
         if !user_vars.is_empty() {
             m.insert("variables".into(), user_vars.into());
         }
@@ -506,7 +505,15 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
             m.insert("after_script".into(), j.after_script.clone().into());
         }
         if j.retry.max > 0 {
-            m.insert("retry".into(), serde_json::json!({"max": j.retry.max, "when": j.retry.when, "exit_codes": j.retry.exit_codes}));
+            let mut r = serde_json::Map::new();
+            r.insert("max".into(), j.retry.max.into());
+            if !j.retry.when.is_empty() {
+                r.insert("when".into(), j.retry.when.clone().into());
+            }
+            if !j.retry.exit_codes.is_empty() {
+                r.insert("exit_codes".into(), j.retry.exit_codes.clone().into());
+            }
+            m.insert("retry".into(), r.into());
         }
         if let Some(t) = j.timeout {
             m.insert("timeout".into(), format!("{}s", t.as_secs()).into());
@@ -569,8 +576,27 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
         }
         list.push(serde_json::Value::Object(m));
     }
-    drop(jobs);
-    serde_json::json!({ "name": plan.name, "stages": plan.stages, "jobs": list })
+    let mut out = serde_json::Map::new();
+    if let Some(n) = &plan.name {
+        out.insert("name".into(), n.clone().into());
+    }
+    out.insert("stages".into(), plan.stages.clone().into());
+    out.insert("jobs".into(), list.into());
+    serde_json::Value::Object(out)
+}
+
+fn ancestors_of(i: usize, preds: &[Vec<usize>], memo: &mut Vec<Option<HashSet<usize>>>) -> HashSet<usize> {
+    if let Some(a) = &memo[i] {
+        return a.clone();
+    }
+    memo[i] = Some(HashSet::new()); // guards against cycles (compile rejects them anyway)
+    let mut set = HashSet::new();
+    for &p in &preds[i] {
+        set.insert(p);
+        set.extend(ancestors_of(p, preds, memo));
+    }
+    memo[i] = Some(set.clone());
+    set
 }
 
 /// The plan's job graph as a Mermaid flowchart, one subgraph per stage.
@@ -589,18 +615,22 @@ pub fn to_mermaid(plan: &Plan) -> String {
         }
         out.push_str("  end\n");
     }
-    for j in &plan.jobs {
-        let preds: Vec<&str> = match &j.needs {
-            Some(n) => n.iter().map(|n| n.job.as_str()).collect(),
-            None => {
-                // Stage order: draw edges from the previous non-empty stage only.
-                let prev = plan.stages.iter().position(|s| *s == j.stage).and_then(|i| i.checked_sub(1)).map(|i| plan.stages[i].as_str());
-                plan.jobs.iter().filter(|p| Some(p.stage.as_str()) == prev).map(|p| p.name.as_str()).collect()
-            }
-        };
-        for p in preds {
-            if let (Some(a), Some(b)) = (id.get(p), id.get(j.name.as_str())) {
-                out.push_str(&format!("  {a} --> {b}\n"));
+    // Direct predecessors of every job: its needs, or every job of the earlier stages.
+    let preds: Vec<Vec<usize>> = plan
+        .jobs
+        .iter()
+        .map(|j| match &j.needs {
+            Some(n) => n.iter().filter_map(|n| plan.jobs.iter().position(|p| p.name == n.job)).collect(),
+            None => plan.jobs.iter().enumerate().filter(|(_, p)| p.stage_index < j.stage_index).map(|(i, _)| i).collect(),
+        })
+        .collect();
+    // Draw only the edges that are not implied by a longer path (a transitive reduction).
+    let mut ancestors: Vec<Option<HashSet<usize>>> = vec![None; plan.jobs.len()];
+    for (i, j) in plan.jobs.iter().enumerate() {
+        for &p in &preds[i] {
+            let implied = preds[i].iter().any(|&q| q != p && ancestors_of(q, &preds, &mut ancestors).contains(&p));
+            if !implied {
+                out.push_str(&format!("  {} --> {}\n", id[plan.jobs[p].name.as_str()], id[j.name.as_str()]));
             }
         }
     }

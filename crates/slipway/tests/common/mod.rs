@@ -23,7 +23,7 @@ impl Repo {
             r.write(p, c);
         }
         r.git(&["add", "-A"]);
-        r.git(&["commit", "-q", "-m", "initial commit"]);
+        r.git(&["commit", "-q", "--allow-empty", "-m", "initial commit"]);
         r
     }
 
