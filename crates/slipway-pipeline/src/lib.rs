@@ -21,13 +21,22 @@ pub use model::Pipeline;
 
 /// Reads, merges and compiles a pipeline file. On failure every diagnostic is returned;
 /// on success the warnings are.
-pub fn load_pipeline(project_dir: &Path, file: &Path, sources: &mut SourceMap) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
+pub fn load_pipeline(
+    project_dir: &Path,
+    file: &Path,
+    sources: &mut SourceMap,
+) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
     let root = load::load(project_dir, file, sources)?;
     finish(root)
 }
 
 /// Like [`load_pipeline`] for text in memory (`name` is what diagnostics call the file).
-pub fn load_pipeline_text(project_dir: &Path, name: &Path, text: &str, sources: &mut SourceMap) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
+pub fn load_pipeline_text(
+    project_dir: &Path,
+    name: &Path,
+    text: &str,
+    sources: &mut SourceMap,
+) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
     let root = load::load_text(project_dir, name, text.to_string(), sources)?;
     finish(root)
 }

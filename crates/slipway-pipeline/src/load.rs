@@ -10,17 +10,34 @@ const MAX_INCLUDES: usize = 150;
 
 /// Reads `main` (relative paths in `include:local` resolve against `project_dir`) and merges
 /// every included file into one tree, the including file winning on conflicts.
-pub fn load(project_dir: &Path, main: &Path, sources: &mut SourceMap) -> Result<Node, Vec<Diagnostic>> {
+pub fn load(
+    project_dir: &Path,
+    main: &Path,
+    sources: &mut SourceMap,
+) -> Result<Node, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(main).map_err(|e| {
         let id = sources.add(main, String::new());
-        vec![Diagnostic::error(Span::new(id, 1, 1, 1, 1), format!("cannot read pipeline file: {e}"))]
+        vec![Diagnostic::error(
+            Span::new(id, 1, 1, 1, 1),
+            format!("cannot read pipeline file: {e}"),
+        )]
     })?;
     load_text(project_dir, main, text, sources)
 }
 
 /// Like [`load`], for text already in memory (the built-in template, tests).
-pub fn load_text(project_dir: &Path, name: &Path, text: String, sources: &mut SourceMap) -> Result<Node, Vec<Diagnostic>> {
-    let mut l = Loader { project_dir: project_dir.to_path_buf(), sources, errors: Vec::new(), count: 0 };
+pub fn load_text(
+    project_dir: &Path,
+    name: &Path,
+    text: String,
+    sources: &mut SourceMap,
+) -> Result<Node, Vec<Diagnostic>> {
+    let mut l = Loader {
+        project_dir: project_dir.to_path_buf(),
+        sources,
+        errors: Vec::new(),
+        count: 0,
+    };
     let id = l.sources.add(name, text);
     let node = match yaml::parse(l.sources.text(id), id) {
         Ok(n) => n,
@@ -28,7 +45,11 @@ pub fn load_text(project_dir: &Path, name: &Path, text: String, sources: &mut So
     };
     let mut stack = vec![name.to_path_buf()];
     let merged = l.expand(node, &mut stack);
-    if l.errors.is_empty() { Ok(merged) } else { Err(l.errors) }
+    if l.errors.is_empty() {
+        Ok(merged)
+    } else {
+        Err(l.errors)
+    }
 }
 
 struct Loader<'a> {
@@ -41,14 +62,22 @@ struct Loader<'a> {
 impl Loader<'_> {
     /// Replaces the `include` key of `node` by the merged contents of the included files.
     fn expand(&mut self, node: Node, stack: &mut Vec<PathBuf>) -> Node {
-        let Value::Map(entries) = node.value else { return node };
+        let Value::Map(entries) = node.value else {
+            return node;
+        };
         let mut own = Vec::new();
         let mut include = None;
         for (k, v) in entries {
-            if k.name == "include" { include = Some((k, v)) } else { own.push((k, v)) }
+            if k.name == "include" {
+                include = Some((k, v))
+            } else {
+                own.push((k, v))
+            }
         }
         let own = Node::new(Value::Map(own), node.span);
-        let Some((key, inc)) = include else { return own };
+        let Some((key, inc)) = include else {
+            return own;
+        };
         let mut acc = Node::new(Value::Map(Vec::new()), node.span);
         let items = match inc.value {
             Value::Seq(items) => items,
@@ -57,23 +86,36 @@ impl Loader<'_> {
         for item in items {
             for (path, span) in self.include_paths(&item, &key) {
                 if stack.contains(&path) {
-                    let chain: Vec<String> = stack.iter().chain([&path]).map(|p| p.display().to_string()).collect();
+                    let chain: Vec<String> = stack
+                        .iter()
+                        .chain([&path])
+                        .map(|p| p.display().to_string())
+                        .collect();
                     self.errors.push(
-                        Diagnostic::error(span, format!("include cycle: `{}` includes itself", path.display()))
-                            .with_note(format!("chain: {}", chain.join(" → "))),
+                        Diagnostic::error(
+                            span,
+                            format!("include cycle: `{}` includes itself", path.display()),
+                        )
+                        .with_note(format!("chain: {}", chain.join(" → "))),
                     );
                     continue;
                 }
                 self.count += 1;
                 if self.count > MAX_INCLUDES {
-                    self.errors.push(Diagnostic::error(span, format!("too many includes (more than {MAX_INCLUDES})")));
+                    self.errors.push(Diagnostic::error(
+                        span,
+                        format!("too many includes (more than {MAX_INCLUDES})"),
+                    ));
                     return own;
                 }
                 let full = self.project_dir.join(&path);
                 let text = match std::fs::read_to_string(&full) {
                     Ok(t) => t,
                     Err(e) => {
-                        self.errors.push(Diagnostic::error(span, format!("cannot read included file `{}`: {e}", path.display())));
+                        self.errors.push(Diagnostic::error(
+                            span,
+                            format!("cannot read included file `{}`: {e}", path.display()),
+                        ));
                         continue;
                     }
                 };
@@ -81,7 +123,10 @@ impl Loader<'_> {
                 match yaml::parse(self.sources.text(id), id) {
                     Ok(n) => {
                         if !matches!(n.value, Value::Map(_) | Value::Null) {
-                            self.errors.push(Diagnostic::error(n.span, "an included file must hold a mapping of jobs and keywords"));
+                            self.errors.push(Diagnostic::error(
+                                n.span,
+                                "an included file must hold a mapping of jobs and keywords",
+                            ));
                             continue;
                         }
                         stack.push(path.clone());
@@ -132,26 +177,43 @@ impl Loader<'_> {
                 }
             }
             _ => {
-                self.errors.push(
-                    Diagnostic::error(item.span, format!("`{}` entries must be a path or a mapping like `local: path.yml`, found {}", key.name, item.kind())),
-                );
+                self.errors.push(Diagnostic::error(
+                    item.span,
+                    format!(
+                        "`{}` entries must be a path or a mapping like `local: path.yml`, found {}",
+                        key.name,
+                        item.kind()
+                    ),
+                ));
                 return Vec::new();
             }
         };
         let rel = local.trim_start_matches('/').to_string();
         if !(rel.ends_with(".yml") || rel.ends_with(".yaml")) {
-            self.errors.push(Diagnostic::error(span, format!("included file `{local}` must end in `.yml` or `.yaml`")));
+            self.errors.push(Diagnostic::error(
+                span,
+                format!("included file `{local}` must end in `.yml` or `.yaml`"),
+            ));
             return Vec::new();
         }
         if rel.split('/').any(|c| c == "..") {
-            self.errors.push(Diagnostic::error(span, format!("included path `{local}` leaves the project directory")));
+            self.errors.push(Diagnostic::error(
+                span,
+                format!("included path `{local}` leaves the project directory"),
+            ));
             return Vec::new();
         }
         if rel.contains(['*', '?', '[', '{']) {
-            let glob = match globset::GlobBuilder::new(&rel).literal_separator(true).build() {
+            let glob = match globset::GlobBuilder::new(&rel)
+                .literal_separator(true)
+                .build()
+            {
                 Ok(g) => g.compile_matcher(),
                 Err(e) => {
-                    self.errors.push(Diagnostic::error(span, format!("invalid glob `{local}`: {e}")));
+                    self.errors.push(Diagnostic::error(
+                        span,
+                        format!("invalid glob `{local}`: {e}"),
+                    ));
                     return Vec::new();
                 }
             };
@@ -164,8 +226,14 @@ impl Loader<'_> {
             found.sort();
             if found.is_empty() {
                 self.errors.push(
-                    Diagnostic::error(span, format!("`include:local` pattern `{local}` matches no file"))
-                        .with_hint(format!("patterns are relative to the project root `{}`", self.project_dir.display())),
+                    Diagnostic::error(
+                        span,
+                        format!("`include:local` pattern `{local}` matches no file"),
+                    )
+                    .with_hint(format!(
+                        "patterns are relative to the project root `{}`",
+                        self.project_dir.display()
+                    )),
                 );
             }
             return found.into_iter().map(|p| (p, span)).collect();
@@ -174,7 +242,10 @@ impl Loader<'_> {
         if !self.project_dir.join(&path).is_file() {
             self.errors.push(
                 Diagnostic::error(span, format!("included file `{local}` does not exist"))
-                    .with_hint(format!("`include:local` paths are relative to the project root `{}`", self.project_dir.display())),
+                    .with_hint(format!(
+                        "`include:local` paths are relative to the project root `{}`",
+                        self.project_dir.display()
+                    )),
             );
             return Vec::new();
         }
@@ -183,14 +254,17 @@ impl Loader<'_> {
 
     fn offline(&mut self, span: Span, what: &str) {
         self.errors.push(
-            Diagnostic::error(span, format!("`{what}` is not supported offline yet"))
-                .with_hint("copy the file into the repository and use `include: { local: path/to/file.yml }`"),
+            Diagnostic::error(span, format!("`{what}` is not supported offline yet")).with_hint(
+                "copy the file into the repository and use `include: { local: path/to/file.yml }`",
+            ),
         );
     }
 }
 
 fn walk(root: &Path, rel: &Path, f: &mut dyn FnMut(&Path)) {
-    let Ok(rd) = std::fs::read_dir(root.join(rel)) else { return };
+    let Ok(rd) = std::fs::read_dir(root.join(rel)) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(n) = name.to_str() else { continue };
@@ -221,6 +295,10 @@ pub fn deep_merge(base: Node, over: Node) -> Node {
             }
             Node::new(Value::Map(b), over.span)
         }
-        (_, ov) => Node { value: ov, span: over.span, content_offset: over.content_offset },
+        (_, ov) => Node {
+            value: ov,
+            span: over.span,
+            content_offset: over.content_offset,
+        },
     }
 }

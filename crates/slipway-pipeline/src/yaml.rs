@@ -48,7 +48,11 @@ pub enum Value {
 
 impl Node {
     pub fn new(value: Value, span: Span) -> Node {
-        Node { value, span, content_offset: 0 }
+        Node {
+            value,
+            span,
+            content_offset: 0,
+        }
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -66,7 +70,10 @@ impl Node {
     }
 
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.name == key)
+            .map(|(_, v)| v)
     }
 
     pub fn get_entry(&self, key: &str) -> Option<&(Key, Node)> {
@@ -102,7 +109,13 @@ impl Node {
 /// Parses one YAML file into a tree. Syntax errors stop parsing (YAML cannot be resumed);
 /// other problems (duplicate keys, unknown tags) are collected and parsing goes on.
 pub fn parse(text: &str, file: FileId) -> Result<Node, Vec<Diagnostic>> {
-    let mut b = Builder { file, parser: Parser::new_from_str(text), anchors: HashMap::new(), errors: Vec::new(), nodes: 0 };
+    let mut b = Builder {
+        file,
+        parser: Parser::new_from_str(text),
+        anchors: HashMap::new(),
+        errors: Vec::new(),
+        nodes: 0,
+    };
     let root = b.document();
     match root {
         Ok(root) if b.errors.is_empty() => Ok(root),
@@ -124,7 +137,13 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn span(&self, s: YSpan) -> Span {
-        Span::new(self.file, s.start.line() as u32, s.start.col() as u32 + 1, s.end.line() as u32, s.end.col() as u32 + 1)
+        Span::new(
+            self.file,
+            s.start.line() as u32,
+            s.start.col() as u32 + 1,
+            s.end.line() as u32,
+            s.end.col() as u32 + 1,
+        )
     }
 
     fn next(&mut self) -> Result<(Event<'a>, YSpan), Diagnostic> {
@@ -132,11 +151,22 @@ impl<'a> Builder<'a> {
             Some(Ok(ev)) => Ok(ev),
             Some(Err(e)) => {
                 let m = e.marker();
-                let span = Span::new(self.file, m.line() as u32, m.col() as u32 + 1, m.line() as u32, m.col() as u32 + 2);
-                Err(Diagnostic::error(span, format!("invalid YAML: {}", e.info()))
-                    .with_hint("check the indentation and quoting around this position"))
+                let span = Span::new(
+                    self.file,
+                    m.line() as u32,
+                    m.col() as u32 + 1,
+                    m.line() as u32,
+                    m.col() as u32 + 2,
+                );
+                Err(
+                    Diagnostic::error(span, format!("invalid YAML: {}", e.info()))
+                        .with_hint("check the indentation and quoting around this position"),
+                )
             }
-            None => Err(Diagnostic::error(Span::new(self.file, 1, 1, 1, 1), "invalid YAML: unexpected end of input")),
+            None => Err(Diagnostic::error(
+                Span::new(self.file, 1, 1, 1, 1),
+                "invalid YAML: unexpected end of input",
+            )),
         }
     }
 
@@ -174,7 +204,10 @@ impl<'a> Builder<'a> {
     fn count(&mut self, span: Span) -> Result<(), Diagnostic> {
         self.nodes += 1;
         if self.nodes > MAX_NODES {
-            return Err(Diagnostic::error(span, "the document expands to too many nodes (aliases nested too deeply?)"));
+            return Err(Diagnostic::error(
+                span,
+                "the document expands to too many nodes (aliases nested too deeply?)",
+            ));
         }
         Ok(())
     }
@@ -182,7 +215,10 @@ impl<'a> Builder<'a> {
     fn node(&mut self, ev: Event<'a>, sp: YSpan, depth: usize) -> Result<Node, Diagnostic> {
         let span = self.span(sp);
         if depth > MAX_DEPTH {
-            return Err(Diagnostic::error(span, format!("the document is nested more than {MAX_DEPTH} levels deep")));
+            return Err(Diagnostic::error(
+                span,
+                format!("the document is nested more than {MAX_DEPTH} levels deep"),
+            ));
         }
         self.count(span)?;
         match ev {
@@ -191,15 +227,22 @@ impl<'a> Builder<'a> {
                     let n = n.clone();
                     self.nodes += approx_size(&n);
                     if self.nodes > MAX_NODES {
-                        return Err(Diagnostic::error(span, "the document expands to too many nodes through aliases"));
+                        return Err(Diagnostic::error(
+                            span,
+                            "the document expands to too many nodes through aliases",
+                        ));
                     }
                     Ok(n)
                 }
-                None => Err(Diagnostic::error(span, "alias to an unknown anchor").with_hint("define the `&anchor` before the `*alias` that uses it")),
+                None => Err(Diagnostic::error(span, "alias to an unknown anchor")
+                    .with_hint("define the `&anchor` before the `*alias` that uses it")),
             },
             Event::Scalar(text, style, anchor, tag) => {
                 let mut node = self.scalar(&text, style, tag.as_deref(), span);
-                if style != ScalarStyle::Plain && sp.start.line() == sp.end.line() && matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted) {
+                if style != ScalarStyle::Plain
+                    && sp.start.line() == sp.end.line()
+                    && matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted)
+                {
                     node.content_offset = 1;
                 }
                 if anchor > 0 {
@@ -218,13 +261,20 @@ impl<'a> Builder<'a> {
                     }
                     items.push(self.node(ev, sp2, depth + 1)?);
                 }
-                let full = Span { end_line: end.end_line.max(span.start_line), end_col: end.end_col, ..span };
+                let full = Span {
+                    end_line: end.end_line.max(span.start_line),
+                    end_col: end.end_col,
+                    ..span
+                };
                 let value = match tag.as_deref() {
-                    Some(t) if t.handle == "!" && t.suffix == "reference" => Value::Reference(items),
+                    Some(t) if t.handle == "!" && t.suffix == "reference" => {
+                        Value::Reference(items)
+                    }
                     Some(t) if is_core(t, "seq") => Value::Seq(items),
                     None => Value::Seq(items),
                     Some(t) => {
-                        self.errors.push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
+                        self.errors
+                            .push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
                         Value::Seq(items)
                     }
                 };
@@ -237,7 +287,8 @@ impl<'a> Builder<'a> {
             Event::MappingStart(anchor, tag) => {
                 if let Some(t) = tag.as_deref() {
                     if !is_core(t, "map") {
-                        self.errors.push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
+                        self.errors
+                            .push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
                     }
                 }
                 let node = self.mapping(span, depth)?;
@@ -267,11 +318,20 @@ impl<'a> Builder<'a> {
                 Some(s) => s,
                 None if matches!(key_node.value, Value::Null) => String::new(),
                 None => {
-                    self.errors.push(Diagnostic::error(key_node.span, format!("mapping keys must be plain strings, found {}", key_node.kind())));
+                    self.errors.push(Diagnostic::error(
+                        key_node.span,
+                        format!(
+                            "mapping keys must be plain strings, found {}",
+                            key_node.kind()
+                        ),
+                    ));
                     continue;
                 }
             };
-            let key = Key { name, span: key_node.span };
+            let key = Key {
+                name,
+                span: key_node.span,
+            };
             if key.name == "<<" && matches!(key_node.value, Value::Str(_)) {
                 // YAML merge key: explicit keys always win over merged ones.
                 match value.value {
@@ -280,18 +340,28 @@ impl<'a> Builder<'a> {
                         for item in items {
                             match item.value {
                                 Value::Map(m) => merged.extend(m),
-                                _ => self.errors.push(Diagnostic::error(item.span, "`<<` merges mappings only; this item is not a mapping")),
+                                _ => self.errors.push(Diagnostic::error(
+                                    item.span,
+                                    "`<<` merges mappings only; this item is not a mapping",
+                                )),
                             }
                         }
                     }
-                    _ => self.errors.push(Diagnostic::error(value.span, "`<<` merges mappings only; use `<<: *anchor` with an anchored mapping")),
+                    _ => self.errors.push(Diagnostic::error(
+                        value.span,
+                        "`<<` merges mappings only; use `<<: *anchor` with an anchored mapping",
+                    )),
                 }
                 continue;
             }
             if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == key.name) {
                 self.errors.push(
-                    Diagnostic::error(key.span, format!("duplicate key `{}`", key.name))
-                        .with_hint(format!("`{}` is already defined at line {}; remove one of them", key.name, first.span.start_line)),
+                    Diagnostic::error(key.span, format!("duplicate key `{}`", key.name)).with_hint(
+                        format!(
+                            "`{}` is already defined at line {}; remove one of them",
+                            key.name, first.span.start_line
+                        ),
+                    ),
                 );
                 continue;
             }
@@ -302,17 +372,32 @@ impl<'a> Builder<'a> {
                 entries.push((k, v));
             }
         }
-        let full = Span { end_line: end.end_line.max(span.start_line), end_col: end.end_col, ..span };
+        let full = Span {
+            end_line: end.end_line.max(span.start_line),
+            end_col: end.end_col,
+            ..span
+        };
         Ok(Node::new(Value::Map(entries), full))
     }
 
-    fn scalar(&mut self, text: &str, style: ScalarStyle, tag: Option<&saphyr_parser::Tag>, span: Span) -> Node {
+    fn scalar(
+        &mut self,
+        text: &str,
+        style: ScalarStyle,
+        tag: Option<&saphyr_parser::Tag>,
+        span: Span,
+    ) -> Node {
         if let Some(t) = tag {
             if is_core(t, "str") {
                 return Node::new(Value::Str(text.to_string()), span);
             }
-            if !(is_core(t, "int") || is_core(t, "bool") || is_core(t, "float") || is_core(t, "null")) {
-                self.errors.push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
+            if !(is_core(t, "int")
+                || is_core(t, "bool")
+                || is_core(t, "float")
+                || is_core(t, "null"))
+            {
+                self.errors
+                    .push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
             }
         }
         if style != ScalarStyle::Plain {
@@ -335,8 +420,9 @@ fn is_core(t: &saphyr_parser::Tag, name: &str) -> bool {
 }
 
 fn unknown_tag(span: Span, tag: &str) -> Diagnostic {
-    Diagnostic::error(span, format!("unknown YAML tag `{tag}`"))
-        .with_hint("slipway understands `!reference [job, key]` and the core tags `!!str`, `!!int`, `!!bool`")
+    Diagnostic::error(span, format!("unknown YAML tag `{tag}`")).with_hint(
+        "slipway understands `!reference [job, key]` and the core tags `!!str`, `!!int`, `!!bool`",
+    )
 }
 
 /// YAML 1.2 core-schema resolution of a plain scalar (also accepting the capitalised forms).
@@ -364,7 +450,9 @@ fn resolve_plain(text: &str) -> Value {
         }
     }
     let looks_float = text.bytes().any(|b| b.is_ascii_digit())
-        && text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
         && text.contains(['.', 'e', 'E']);
     if looks_float {
         if let Ok(f) = text.parse::<f64>() {
@@ -407,7 +495,9 @@ mod tests {
     #[test]
     fn reference_tag_is_kept() {
         let n = p("job:\n  script: !reference [.setup, script]\n");
-        assert!(matches!(n.get("job").unwrap().get("script").unwrap().value, Value::Reference(ref v) if v.len() == 2));
+        assert!(
+            matches!(n.get("job").unwrap().get("script").unwrap().value, Value::Reference(ref v) if v.len() == 2)
+        );
     }
 
     #[test]

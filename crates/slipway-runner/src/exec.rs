@@ -33,7 +33,16 @@ pub struct JobEnd {
 
 /// A file-system-safe name for a job instance (`build: [linux, amd64]` → `build-linux-amd64`).
 pub fn slug(name: &str) -> String {
-    let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '-' }).collect();
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     while s.contains("--") {
         s = s.replace("--", "-");
     }
@@ -97,26 +106,53 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &Sender<Msg>) -> JobEnd {
+pub(crate) fn execute(
+    idx: usize,
+    job: &PlannedJob,
+    shared: &Arc<Shared>,
+    tx: &Sender<Msg>,
+) -> JobEnd {
     let cfg: &RunConfig = &shared.config;
     let slug = slug(&job.name);
     let log_path = cfg.run_dir.join("logs").join(format!("{slug}.log"));
-    let log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_path) {
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+    {
         Ok(f) => f,
-        Err(e) => return system_failure(format!("cannot open the job log {}: {e}", log_path.display())),
+        Err(e) => {
+            return system_failure(format!(
+                "cannot open the job log {}: {e}",
+                log_path.display()
+            ));
+        }
     };
-    let mut out = Out { idx, tx, masker: Masker::new(&cfg.secrets), log };
+    let mut out = Out {
+        idx,
+        tx,
+        masker: Masker::new(&cfg.secrets),
+        log,
+    };
     let cancel = &shared.cancel;
 
     // 1. Workspace.
-    let ws = if cfg.in_place { cfg.project_dir.clone() } else { cfg.run_dir.join("ws").join(&slug) };
+    let ws = if cfg.in_place {
+        cfg.project_dir.clone()
+    } else {
+        cfg.run_dir.join("ws").join(&slug)
+    };
     if !cfg.in_place {
         let t = Instant::now();
         if let Err(e) = shared.snapshot.materialize(&ws, cfg.copy_threads) {
             out.notice(&format!("ERROR: preparing the workspace failed: {e}"));
             return system_failure(format!("workspace: {e}"));
         }
-        out.notice(&format!("Preparing workspace: {} files in {:.1?}", shared.snapshot.files.len(), t.elapsed()));
+        out.notice(&format!(
+            "Preparing workspace: {} files in {:.1?}",
+            shared.snapshot.files.len(),
+            t.elapsed()
+        ));
     }
     let known: HashSet<PathBuf> = shared.snapshot.files.iter().cloned().collect();
 
@@ -127,9 +163,13 @@ pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &S
         match files::restore_artifacts(&cfg.run_dir.join("artifacts").join(&dslug), &ws) {
             Ok(0) => {}
             Ok(n) => out.notice(&format!("Downloading artifacts of {dep}: {n} files")),
-            Err(e) => out.notice(&format!("WARNING: restoring artifacts of {dep} failed: {e}")),
+            Err(e) => out.notice(&format!(
+                "WARNING: restoring artifacts of {dep} failed: {e}"
+            )),
         }
-        if let Ok(text) = std::fs::read_to_string(cfg.run_dir.join("dotenv").join(format!("{dslug}.env"))) {
+        if let Ok(text) =
+            std::fs::read_to_string(cfg.run_dir.join("dotenv").join(format!("{dslug}.env")))
+        {
             if let Ok(vars) = files::parse_dotenv(&text) {
                 dotenv.extend(vars);
             }
@@ -161,7 +201,10 @@ pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &S
         }
     }
     env.push(("CI_PROJECT_DIR".into(), ws.display().to_string()));
-    env.push(("CI_BUILDS_DIR".into(), ws.parent().unwrap_or(&ws).display().to_string()));
+    env.push((
+        "CI_BUILDS_DIR".into(),
+        ws.parent().unwrap_or(&ws).display().to_string(),
+    ));
 
     let mut lines = job.before_script.clone();
     lines.extend(job.script.iter().cloned());
@@ -174,26 +217,58 @@ pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &S
     let end = loop {
         attempt += 1;
         if attempt > 1 {
-            out.notice(&format!("Retrying: attempt {attempt} of {}", job.retry.max + 1));
+            out.notice(&format!(
+                "Retrying: attempt {attempt} of {}",
+                job.retry.max + 1
+            ));
             let _ = tx.send(Msg::Started(idx, attempt));
         }
-        let exit = run_shell(&cfg.shell, &script_path, &ws, &env, timeout, cancel, cfg.grace, &mut out);
+        let exit = run_shell(
+            &cfg.shell,
+            &script_path,
+            &ws,
+            &env,
+            timeout,
+            cancel,
+            cfg.grace,
+            &mut out,
+        );
         let (success, exit_code, reason) = match &exit {
             Ok(Exit::Code(0)) => (true, Some(0), None),
             Ok(Exit::Code(c)) => (false, Some(*c), Some(format!("exit code {c}"))),
             Ok(Exit::Signal(s)) => (false, None, Some(format!("killed by signal {s}"))),
-            Ok(Exit::TimedOut) => (false, None, Some(format!("timed out after {}", slipway_pipeline::duration::human(timeout)))),
+            Ok(Exit::TimedOut) => (
+                false,
+                None,
+                Some(format!(
+                    "timed out after {}",
+                    slipway_pipeline::duration::human(timeout)
+                )),
+            ),
             Ok(Exit::Canceled) => (false, None, Some("canceled".into())),
-            Err(e) => (false, None, Some(format!("could not start {}: {e}", cfg.shell.display()))),
+            Err(e) => (
+                false,
+                None,
+                Some(format!("could not start {}: {e}", cfg.shell.display())),
+            ),
         };
         if !success && exit.is_ok() {
-            out.notice(&format!("ERROR: Job failed: {}", reason.as_deref().unwrap_or("")));
+            out.notice(&format!(
+                "ERROR: Job failed: {}",
+                reason.as_deref().unwrap_or("")
+            ));
         }
         let canceled = matches!(exit, Ok(Exit::Canceled));
         // after_script: a fresh shell, even when the script failed, with its own timeout.
         if !job.after_script.is_empty() && cancel.level() < 2 {
             out.notice("Running after_script");
-            let status = if success { "success" } else if canceled { "canceled" } else { "failed" };
+            let status = if success {
+                "success"
+            } else if canceled {
+                "canceled"
+            } else {
+                "failed"
+            };
             let mut aenv = env.clone();
             aenv.push(("CI_JOB_STATUS".into(), status.into()));
             let apath = cfg.run_dir.join("scripts").join(format!("{slug}.after.sh"));
@@ -209,7 +284,14 @@ pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &S
                 }
             }
         }
-        let end = JobEnd { success, canceled, exit_code, reason, coverage: None, attempts: attempt };
+        let end = JobEnd {
+            success,
+            canceled,
+            exit_code,
+            reason,
+            coverage: None,
+            attempts: attempt,
+        };
         if success || canceled || attempt > job.retry.max || !should_retry(job, &exit) {
             break end;
         }
@@ -239,14 +321,25 @@ pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &S
                 match std::fs::read_to_string(ws.join(report)) {
                     Ok(text) => match files::parse_dotenv(&text) {
                         Ok(vars) => {
-                            let body: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                            let body: String =
+                                vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
                             let _ = std::fs::create_dir_all(cfg.run_dir.join("dotenv"));
-                            let _ = std::fs::write(cfg.run_dir.join("dotenv").join(format!("{slug}.env")), body);
-                            out.notice(&format!("dotenv report {report}: {} variables for later jobs", vars.len()));
+                            let _ = std::fs::write(
+                                cfg.run_dir.join("dotenv").join(format!("{slug}.env")),
+                                body,
+                            );
+                            out.notice(&format!(
+                                "dotenv report {report}: {} variables for later jobs",
+                                vars.len()
+                            ));
                         }
-                        Err(e) => out.notice(&format!("WARNING: dotenv report {report} is invalid: {e}")),
+                        Err(e) => {
+                            out.notice(&format!("WARNING: dotenv report {report} is invalid: {e}"))
+                        }
                     },
-                    Err(e) => out.notice(&format!("WARNING: dotenv report {report} not readable: {e}")),
+                    Err(e) => out.notice(&format!(
+                        "WARNING: dotenv report {report} not readable: {e}"
+                    )),
                 }
             }
         }
@@ -262,7 +355,10 @@ pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &S
     out.flush();
     drop(out);
 
-    let coverage = job.coverage.as_deref().and_then(|re| coverage_from_log(&log_path, re));
+    let coverage = job
+        .coverage
+        .as_deref()
+        .and_then(|re| coverage_from_log(&log_path, re));
     if !cfg.in_place && !cfg.keep_workspaces {
         remove_tree(&ws);
     }
@@ -283,13 +379,33 @@ fn should_retry(job: &PlannedJob, exit: &std::io::Result<Exit>) -> bool {
         Ok(Exit::Canceled) => return false,
         Err(_) => "runner_system_failure",
     };
-    r.when.iter().any(|w| w == kind || (kind == "job_execution_timeout" && w == "stuck_or_timeout_failure") || w == "unknown_failure" && kind == "runner_system_failure")
+    r.when.iter().any(|w| {
+        w == kind
+            || (kind == "job_execution_timeout" && w == "stuck_or_timeout_failure")
+            || w == "unknown_failure" && kind == "runner_system_failure"
+    })
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site per shell kind; a struct would only rename the arguments")]
-fn run_shell(shell: &Path, script: &Path, ws: &Path, env: &[(String, String)], timeout: Duration, cancel: &Cancel, grace: Duration, out: &mut Out) -> std::io::Result<Exit> {
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per shell kind; a struct would only rename the arguments"
+)]
+fn run_shell(
+    shell: &Path,
+    script: &Path,
+    ws: &Path,
+    env: &[(String, String)],
+    timeout: Duration,
+    cancel: &Cancel,
+    grace: Duration,
+    out: &mut Out,
+) -> std::io::Result<Exit> {
     let mut cmd = Command::new(shell);
-    cmd.arg("--noprofile").arg("--norc").arg(script).current_dir(ws).env_remove("GITLAB_CI");
+    cmd.arg("--noprofile")
+        .arg("--norc")
+        .arg(script)
+        .current_dir(ws)
+        .env_remove("GITLAB_CI");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -301,7 +417,14 @@ fn run_shell(shell: &Path, script: &Path, ws: &Path, env: &[(String, String)], t
 }
 
 fn system_failure(reason: String) -> JobEnd {
-    JobEnd { success: false, canceled: false, exit_code: None, reason: Some(reason), coverage: None, attempts: 1 }
+    JobEnd {
+        success: false,
+        canceled: false,
+        exit_code: None,
+        reason: Some(reason),
+        coverage: None,
+        attempts: 1,
+    }
 }
 
 /// GitLab's `coverage`: the last match of the regex in the log; its first number is the value.
@@ -315,7 +438,11 @@ pub fn coverage_from_log(log: &Path, pattern: &str) -> Option<f64> {
 
 pub(crate) fn snapshot_for(cfg: &RunConfig) -> std::io::Result<Snapshot> {
     if cfg.in_place {
-        return Ok(Snapshot { root: cfg.project_dir.clone(), files: Vec::new(), git_dir: None });
+        return Ok(Snapshot {
+            root: cfg.project_dir.clone(),
+            files: Vec::new(),
+            git_dir: None,
+        });
     }
     Snapshot::take(&cfg.project_dir)
 }

@@ -53,7 +53,9 @@ pub struct RunConfig {
 
 impl RunConfig {
     pub fn new(project_dir: PathBuf, run_dir: PathBuf, cache_dir: PathBuf) -> RunConfig {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         RunConfig {
             project_dir,
             run_dir,
@@ -113,11 +115,24 @@ pub struct RunResult {
 
 /// What happens during a run, in order, from one thread.
 pub enum Event<'a> {
-    JobStarted { job: usize, name: &'a str, attempt: u32 },
-    Output { job: usize, data: &'a [u8] },
+    JobStarted {
+        job: usize,
+        name: &'a str,
+        attempt: u32,
+    },
+    Output {
+        job: usize,
+        data: &'a [u8],
+    },
     /// A line from slipway about a job (workspace, artifacts, cache, retries), already masked.
-    Notice { job: usize, line: &'a str },
-    JobFinished { job: usize, result: &'a JobResult },
+    Notice {
+        job: usize,
+        line: &'a str,
+    },
+    JobFinished {
+        job: usize,
+        result: &'a JobResult,
+    },
 }
 
 pub trait Reporter {
@@ -139,13 +154,22 @@ pub(crate) struct Shared {
 
 /// Runs the plan to its end. `cancel` stops it: level 1 sends SIGTERM to every running job
 /// (SIGKILL after the grace period), level 2 kills at once.
-pub fn run(plan: &Plan, config: RunConfig, cancel: Cancel, reporter: &mut dyn Reporter) -> std::io::Result<RunResult> {
+pub fn run(
+    plan: &Plan,
+    config: RunConfig,
+    cancel: Cancel,
+    reporter: &mut dyn Reporter,
+) -> std::io::Result<RunResult> {
     let started = Instant::now();
     for d in ["logs", "scripts", "artifacts", "ws"] {
         std::fs::create_dir_all(config.run_dir.join(d))?;
     }
     let snapshot = exec::snapshot_for(&config)?;
-    let shared = Arc::new(Shared { config, snapshot, cancel: cancel.clone() });
+    let shared = Arc::new(Shared {
+        config,
+        snapshot,
+        cancel: cancel.clone(),
+    });
     let cfg = &shared.config;
     let mut sched = Scheduler::new(plan, cfg.concurrency, &cfg.manual);
     let n = plan.jobs.len();
@@ -163,14 +187,20 @@ pub fn run(plan: &Plan, config: RunConfig, cancel: Cancel, reporter: &mut dyn Re
             match action {
                 Action::Start(i) => {
                     start_times[i] = Some(Instant::now());
-                    reporter.event(Event::JobStarted { job: i, name: &plan.jobs[i].name, attempt: 1 });
+                    reporter.event(Event::JobStarted {
+                        job: i,
+                        name: &plan.jobs[i].name,
+                        attempt: 1,
+                    });
                     let job = plan.jobs[i].clone();
                     let shared = Arc::clone(&shared);
                     let tx = tx.clone();
-                    threads.push(std::thread::Builder::new().name(format!("job-{i}")).spawn(move || {
-                        let end = exec::execute(i, &job, &shared, &tx);
-                        let _ = tx.send(Msg::Done(i, end));
-                    })?);
+                    threads.push(std::thread::Builder::new().name(format!("job-{i}")).spawn(
+                        move || {
+                            let end = exec::execute(i, &job, &shared, &tx);
+                            let _ = tx.send(Msg::Done(i, end));
+                        },
+                    )?);
                 }
                 Action::Skip(_, _) => {}
                 Action::WakeAt(t) => wake = Some(t),
@@ -199,7 +229,9 @@ pub fn run(plan: &Plan, config: RunConfig, cancel: Cancel, reporter: &mut dyn Re
             break;
         }
         let timeout = match wake {
-            Some(w) => w.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)),
+            Some(w) => w
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100)),
             None => Duration::from_millis(100),
         };
         let first = match rx.recv_timeout(timeout) {
@@ -213,16 +245,28 @@ pub fn run(plan: &Plan, config: RunConfig, cancel: Cancel, reporter: &mut dyn Re
         }
         for m in pending {
             match m {
-                Msg::Started(i, attempt) => reporter.event(Event::JobStarted { job: i, name: &plan.jobs[i].name, attempt }),
-                Msg::Output(i, data) => reporter.event(Event::Output { job: i, data: &data }),
-                Msg::Notice(i, line) => reporter.event(Event::Notice { job: i, line: &line }),
+                Msg::Started(i, attempt) => reporter.event(Event::JobStarted {
+                    job: i,
+                    name: &plan.jobs[i].name,
+                    attempt,
+                }),
+                Msg::Output(i, data) => reporter.event(Event::Output {
+                    job: i,
+                    data: &data,
+                }),
+                Msg::Notice(i, line) => reporter.event(Event::Notice {
+                    job: i,
+                    line: &line,
+                }),
                 Msg::Done(i, end) => {
                     let outcome = if end.success {
                         Outcome::Success
                     } else if end.canceled {
                         Outcome::Canceled
                     } else {
-                        Outcome::Failed { exit_code: end.exit_code }
+                        Outcome::Failed {
+                            exit_code: end.exit_code,
+                        }
                     };
                     sched.finished(i, outcome);
                     let slug = exec::slug(&plan.jobs[i].name);
@@ -247,7 +291,10 @@ pub fn run(plan: &Plan, config: RunConfig, cancel: Cancel, reporter: &mut dyn Re
         let _ = t.join();
     }
     let _ = std::fs::remove_dir(cfg.run_dir.join("ws"));
-    let jobs: Vec<JobResult> = results.into_iter().map(|r| r.expect("every job reported")).collect();
+    let jobs: Vec<JobResult> = results
+        .into_iter()
+        .map(|r| r.expect("every job reported"))
+        .collect();
     let status = if sched.is_canceled() {
         PipelineStatus::Canceled
     } else if jobs.iter().any(|j| j.status == JobStatus::Failed) {
@@ -255,5 +302,9 @@ pub fn run(plan: &Plan, config: RunConfig, cancel: Cancel, reporter: &mut dyn Re
     } else {
         PipelineStatus::Success
     };
-    Ok(RunResult { status, jobs, duration: started.elapsed() })
+    Ok(RunResult {
+        status,
+        jobs,
+        duration: started.elapsed(),
+    })
 }

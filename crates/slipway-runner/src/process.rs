@@ -43,25 +43,35 @@ pub struct Supervised {
 /// into one pipe.
 pub fn spawn(mut cmd: Command) -> std::io::Result<Supervised> {
     let (mut reader, writer) = std::io::pipe()?;
-    cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .process_group(0);
     let child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipe's write end
     let pgid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
-    let reader = std::thread::Builder::new().name("job-output".into()).spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.send(buf[..n].to_vec()).is_err() {
-                        break;
+    let reader = std::thread::Builder::new()
+        .name("job-output".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
                     }
                 }
             }
-        }
-    })?;
-    Ok(Supervised { child, pgid, output: rx, reader: Some(reader) })
+        })?;
+    Ok(Supervised {
+        child,
+        pgid,
+        output: rx,
+        reader: Some(reader),
+    })
 }
 
 fn signal_group(pgid: i32, sig: i32) -> bool {
@@ -80,7 +90,13 @@ impl Supervised {
 
     /// Waits for the shell to exit, the deadline to pass or a cancel; output must be drained
     /// by the caller through `on_output`, which is called for every chunk as it arrives.
-    pub fn wait(&mut self, deadline: Option<Instant>, cancel: &Cancel, grace: Duration, on_output: &mut dyn FnMut(&[u8])) -> Exit {
+    pub fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        cancel: &Cancel,
+        grace: Duration,
+        on_output: &mut dyn FnMut(&[u8]),
+    ) -> Exit {
         let mut stop: Option<Exit> = None;
         let mut status: Option<ExitStatus> = None;
         let mut term_sent: Option<Instant> = None;
@@ -134,7 +150,10 @@ impl Supervised {
         // so do not wait for it for long.
         let until = Instant::now() + Duration::from_millis(500);
         loop {
-            match self.output.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            match self
+                .output
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
                 Ok(chunk) => on_output(&chunk),
                 Err(_) => break,
             }
@@ -148,7 +167,10 @@ impl Supervised {
             return e;
         }
         let status = status.expect("loop exits with a status");
-        match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
             (Some(c), _) => Exit::Code(c),
             (None, Some(s)) => Exit::Signal(s),
             _ => Exit::Code(1),

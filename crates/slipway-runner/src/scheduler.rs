@@ -28,7 +28,15 @@ pub enum JobStatus {
 
 impl JobStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Success | JobStatus::Failed | JobStatus::AllowedFailure | JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled)
+        matches!(
+            self,
+            JobStatus::Success
+                | JobStatus::Failed
+                | JobStatus::AllowedFailure
+                | JobStatus::Skipped
+                | JobStatus::Manual
+                | JobStatus::Canceled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -87,17 +95,40 @@ pub enum Outcome {
 impl Scheduler {
     /// `manual`: names of manual jobs the user asked to start.
     pub fn new(plan: &Plan, concurrency: usize, manual: &[String]) -> Scheduler {
-        let index: HashMap<&str, usize> = plan.jobs.iter().enumerate().map(|(i, j)| (j.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = plan
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.name.as_str(), i))
+            .collect();
         let jobs = plan
             .jobs
             .iter()
             .map(|j| {
                 let (preds, by_needs) = match &j.needs {
-                    Some(needs) => (needs.iter().filter_map(|n| index.get(n.job.as_str()).copied()).collect(), true),
-                    None => (plan.jobs.iter().enumerate().filter(|(_, p)| p.stage_index < j.stage_index).map(|(i, _)| i).collect(), false),
+                    Some(needs) => (
+                        needs
+                            .iter()
+                            .filter_map(|n| index.get(n.job.as_str()).copied())
+                            .collect(),
+                        true,
+                    ),
+                    None => (
+                        plan.jobs
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| p.stage_index < j.stage_index)
+                            .map(|(i, _)| i)
+                            .collect(),
+                        false,
+                    ),
                 };
                 let started_by_user = manual.iter().any(|m| *m == j.name || *m == j.base);
-                let when = if j.when == When::Manual && started_by_user { When::OnSuccess } else { j.when };
+                let when = if j.when == When::Manual && started_by_user {
+                    When::OnSuccess
+                } else {
+                    j.when
+                };
                 SJob {
                     status: JobStatus::Created,
                     preds,
@@ -110,7 +141,13 @@ impl Scheduler {
                 }
             })
             .collect();
-        Scheduler { jobs, concurrency: concurrency.max(1), running: 0, busy_groups: HashSet::new(), canceled: false }
+        Scheduler {
+            jobs,
+            concurrency: concurrency.max(1),
+            running: 0,
+            busy_groups: HashSet::new(),
+            canceled: false,
+        }
     }
 
     pub fn status(&self, i: usize) -> JobStatus {
@@ -144,8 +181,14 @@ impl Scheduler {
             Outcome::Success => JobStatus::Success,
             Outcome::Canceled => JobStatus::Canceled,
             Outcome::Failed { exit_code } => {
-                let allowed = j.allow_failure && (j.allowed_exit_codes.is_empty() || exit_code.is_some_and(|c| j.allowed_exit_codes.contains(&c)));
-                if allowed { JobStatus::AllowedFailure } else { JobStatus::Failed }
+                let allowed = j.allow_failure
+                    && (j.allowed_exit_codes.is_empty()
+                        || exit_code.is_some_and(|c| j.allowed_exit_codes.contains(&c)));
+                if allowed {
+                    JobStatus::AllowedFailure
+                } else {
+                    JobStatus::Failed
+                }
             }
         };
         self.running -= 1;
@@ -182,7 +225,9 @@ impl Scheduler {
                 if self.jobs[i].status != JobStatus::Created {
                     continue;
                 }
-                let Some(decision) = self.decide(i) else { continue };
+                let Some(decision) = self.decide(i) else {
+                    continue;
+                };
                 changed = true;
                 match decision {
                     Decision::Run => {
@@ -206,7 +251,9 @@ impl Scheduler {
         // Start what is due, within the concurrency limit and resource groups, in plan order.
         let mut wake: Option<Instant> = None;
         for i in 0..self.jobs.len() {
-            let JobStatus::Scheduled(at) = self.jobs[i].status else { continue };
+            let JobStatus::Scheduled(at) = self.jobs[i].status else {
+                continue;
+            };
             if at > now {
                 wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
                 continue;
@@ -240,18 +287,29 @@ impl Scheduler {
         }
         let failed = preds.iter().any(|s| *s == JobStatus::Failed);
         if j.by_needs {
-            if let Some(p) = j.preds.iter().find(|&&p| matches!(self.jobs[p].status, JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled)) {
+            if let Some(p) = j.preds.iter().find(|&&p| {
+                matches!(
+                    self.jobs[p].status,
+                    JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled
+                )
+            }) {
                 if j.when != When::Always {
                     return Some(Decision::Skip(format!("needed job #{p} did not run")));
                 }
             }
-        } else if let Some(p) = j.preds.iter().find(|&&p| self.jobs[p].status == JobStatus::Manual && !self.jobs[p].allow_failure) {
+        } else if let Some(p) = j
+            .preds
+            .iter()
+            .find(|&&p| self.jobs[p].status == JobStatus::Manual && !self.jobs[p].allow_failure)
+        {
             if j.when != When::Always {
                 return Some(Decision::Skip(format!("blocked by manual job #{p}")));
             }
         }
         Some(match j.when {
-            When::OnSuccess | When::Delayed if failed => Decision::Skip("an earlier job failed".into()),
+            When::OnSuccess | When::Delayed if failed => {
+                Decision::Skip("an earlier job failed".into())
+            }
             When::OnSuccess | When::Delayed => Decision::Run,
             When::OnFailure if failed => Decision::Run,
             When::OnFailure => Decision::Skip("`when: on_failure` and nothing failed".into()),
@@ -288,16 +346,27 @@ mod tests {
 
     fn plan(yaml: &str) -> Plan {
         let mut sm = SourceMap::default();
-        let (p, _) = load_pipeline_text(Path::new("."), Path::new("t.yml"), yaml, &mut sm).unwrap_or_else(|e| panic!("{e:?}"));
+        let (p, _) = load_pipeline_text(Path::new("."), Path::new("t.yml"), yaml, &mut sm)
+            .unwrap_or_else(|e| panic!("{e:?}"));
         let mut predefined = slipway_pipeline::vars::VarMap::new();
         predefined.insert("CI_COMMIT_REF_NAME".into(), "main".into());
-        let cx = Context { predefined, overrides: Default::default(), facts: &NoFacts, source: "push".into(), first_job_id: 1 };
+        let cx = Context {
+            predefined,
+            overrides: Default::default(),
+            facts: &NoFacts,
+            source: "push".into(),
+            first_job_id: 1,
+        };
         slipway_pipeline::plan::plan(&p, &cx).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     /// Runs the machine to the end, with `fail` jobs failing; returns each job's final status
     /// and the order jobs started in.
-    fn drive(plan: &Plan, concurrency: usize, fail: &[&str]) -> (Vec<(String, &'static str)>, Vec<String>) {
+    fn drive(
+        plan: &Plan,
+        concurrency: usize,
+        fail: &[&str],
+    ) -> (Vec<(String, &'static str)>, Vec<String>) {
         let mut s = Scheduler::new(plan, concurrency, &[]);
         let mut started = Vec::new();
         let now = Instant::now();
@@ -314,28 +383,50 @@ mod tests {
             }
             assert!(running.len() <= concurrency);
             let i = running.remove(0);
-            let outcome = if fail.contains(&plan.jobs[i].name.as_str()) { Outcome::Failed { exit_code: Some(1) } } else { Outcome::Success };
+            let outcome = if fail.contains(&plan.jobs[i].name.as_str()) {
+                Outcome::Failed { exit_code: Some(1) }
+            } else {
+                Outcome::Success
+            };
             s.finished(i, outcome);
         }
         assert!(s.done());
-        ((0..s.len()).map(|i| (plan.jobs[i].name.clone(), s.status(i).as_str())).collect(), started)
+        (
+            (0..s.len())
+                .map(|i| (plan.jobs[i].name.clone(), s.status(i).as_str()))
+                .collect(),
+            started,
+        )
     }
 
     #[test]
     fn stage_order_and_failure_skips_later_stages() {
-        let p = plan("stages: [a, b, c]\nj1: {stage: a, script: x}\nj2: {stage: b, script: x}\nj3: {stage: c, script: x}\nj4: {stage: c, script: x, when: on_failure}\nj5: {stage: c, script: x, when: always}\n");
+        let p = plan(
+            "stages: [a, b, c]\nj1: {stage: a, script: x}\nj2: {stage: b, script: x}\nj3: {stage: c, script: x}\nj4: {stage: c, script: x, when: on_failure}\nj5: {stage: c, script: x, when: always}\n",
+        );
         let (st, _) = drive(&p, 4, &["j1"]);
         assert_eq!(
             st,
-            vec![("j1".into(), "failed"), ("j2".into(), "skipped"), ("j3".into(), "skipped"), ("j4".into(), "success"), ("j5".into(), "success")]
+            vec![
+                ("j1".into(), "failed"),
+                ("j2".into(), "skipped"),
+                ("j3".into(), "skipped"),
+                ("j4".into(), "success"),
+                ("j5".into(), "success")
+            ]
         );
     }
 
     #[test]
     fn allow_failure_lets_the_pipeline_go_on() {
-        let p = plan("stages: [a, b]\nj1: {stage: a, script: x, allow_failure: true}\nj2: {stage: b, script: x}\n");
+        let p = plan(
+            "stages: [a, b]\nj1: {stage: a, script: x, allow_failure: true}\nj2: {stage: b, script: x}\n",
+        );
         let (st, _) = drive(&p, 1, &["j1"]);
-        assert_eq!(st, vec![("j1".into(), "allowed_failure"), ("j2".into(), "success")]);
+        assert_eq!(
+            st,
+            vec![("j1".into(), "allowed_failure"), ("j2".into(), "success")]
+        );
     }
 
     #[test]
@@ -349,7 +440,9 @@ mod tests {
 
     #[test]
     fn needs_start_jobs_early_and_skip_on_failed_need() {
-        let p = plan("stages: [a, b]\nslow: {stage: a, script: x}\nfast: {stage: a, script: x}\nafter_fast: {stage: b, needs: [fast], script: x}\nafter_all: {stage: b, script: x}\n");
+        let p = plan(
+            "stages: [a, b]\nslow: {stage: a, script: x}\nfast: {stage: a, script: x}\nafter_fast: {stage: b, needs: [fast], script: x}\nafter_all: {stage: b, script: x}\n",
+        );
         let (_, started) = drive(&p, 1, &[]);
         // after_fast starts before after_all because it only waits for `fast`.
         let pos = |n: &str| started.iter().position(|s| s == n).unwrap();
@@ -360,19 +453,35 @@ mod tests {
 
     #[test]
     fn manual_jobs_wait_and_non_blocking_manual_does_not_hold_stages() {
-        let p = plan("stages: [a, b]\ndeploy: {stage: a, script: x, when: manual}\nnext: {stage: b, script: x}\n");
+        let p = plan(
+            "stages: [a, b]\ndeploy: {stage: a, script: x, when: manual}\nnext: {stage: b, script: x}\n",
+        );
         let (st, _) = drive(&p, 2, &[]);
-        assert_eq!(st, vec![("deploy".into(), "manual"), ("next".into(), "success")]);
-        let p = plan("stages: [a, b]\ndeploy: {stage: a, script: x, when: manual, allow_failure: false}\nnext: {stage: b, script: x}\n");
+        assert_eq!(
+            st,
+            vec![("deploy".into(), "manual"), ("next".into(), "success")]
+        );
+        let p = plan(
+            "stages: [a, b]\ndeploy: {stage: a, script: x, when: manual, allow_failure: false}\nnext: {stage: b, script: x}\n",
+        );
         let (st, _) = drive(&p, 2, &[]);
-        assert_eq!(st, vec![("deploy".into(), "manual"), ("next".into(), "skipped")]);
+        assert_eq!(
+            st,
+            vec![("deploy".into(), "manual"), ("next".into(), "skipped")]
+        );
     }
 
     #[test]
     fn concurrency_and_resource_groups_are_respected() {
-        let p = plan("a: {script: x, resource_group: prod}\nb: {script: x, resource_group: prod}\nc: {script: x}\n");
+        let p = plan(
+            "a: {script: x, resource_group: prod}\nb: {script: x, resource_group: prod}\nc: {script: x}\n",
+        );
         let mut s = Scheduler::new(&p, 3, &[]);
-        let started: Vec<Action> = s.step(Instant::now()).into_iter().filter(|a| matches!(a, Action::Start(_))).collect();
+        let started: Vec<Action> = s
+            .step(Instant::now())
+            .into_iter()
+            .filter(|a| matches!(a, Action::Start(_)))
+            .collect();
         assert_eq!(started, vec![Action::Start(0), Action::Start(2)]);
         s.finished(0, Outcome::Success);
         assert_eq!(s.step(Instant::now()), vec![Action::Start(1)]);
@@ -383,7 +492,10 @@ mod tests {
         let p = plan("a: {script: x, when: delayed, start_in: 10s}\n");
         let mut s = Scheduler::new(&p, 1, &[]);
         let t0 = Instant::now();
-        assert_eq!(s.step(t0), vec![Action::WakeAt(t0 + Duration::from_secs(10))]);
+        assert_eq!(
+            s.step(t0),
+            vec![Action::WakeAt(t0 + Duration::from_secs(10))]
+        );
         assert_eq!(s.step(t0 + Duration::from_secs(10)), vec![Action::Start(0)]);
     }
 
@@ -394,7 +506,10 @@ mod tests {
         s.step(Instant::now());
         s.cancel();
         s.finished(0, Outcome::Canceled);
-        assert_eq!((s.status(0), s.status(1)), (JobStatus::Canceled, JobStatus::Canceled));
+        assert_eq!(
+            (s.status(0), s.status(1)),
+            (JobStatus::Canceled, JobStatus::Canceled)
+        );
         assert!(s.done());
     }
 }

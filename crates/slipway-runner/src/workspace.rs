@@ -27,7 +27,13 @@ impl Snapshot {
         let mut files = Vec::new();
         let listed = if git_dir.is_some() {
             Command::new("git")
-                .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+                .args([
+                    "ls-files",
+                    "-z",
+                    "--cached",
+                    "--others",
+                    "--exclude-standard",
+                ])
                 .current_dir(root)
                 .stderr(std::process::Stdio::null())
                 .output()
@@ -51,7 +57,11 @@ impl Snapshot {
             }
             None => walk(root, Path::new(""), &mut files)?,
         }
-        Ok(Snapshot { root: root.to_path_buf(), files, git_dir })
+        Ok(Snapshot {
+            root: root.to_path_buf(),
+            files,
+            git_dir,
+        })
     }
 
     /// Materialises a workspace at `dest` (which must not exist yet).
@@ -86,9 +96,18 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> 
 
 /// Copies `files` (relative to `src`) into `dest`, preserving modes and symlinks, on up to
 /// `threads` threads.
-pub fn copy_files(src: &Path, dest: &Path, files: &[PathBuf], threads: usize) -> std::io::Result<()> {
+pub fn copy_files(
+    src: &Path,
+    dest: &Path,
+    files: &[PathBuf],
+    threads: usize,
+) -> std::io::Result<()> {
     // Directories first, once each, so the copying threads never race on them.
-    let mut dirs: Vec<&Path> = files.iter().filter_map(|f| f.parent()).filter(|p| !p.as_os_str().is_empty()).collect();
+    let mut dirs: Vec<&Path> = files
+        .iter()
+        .filter_map(|f| f.parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
     dirs.sort();
     dirs.dedup();
     for d in dirs {
@@ -96,15 +115,25 @@ pub fn copy_files(src: &Path, dest: &Path, files: &[PathBuf], threads: usize) ->
     }
     let threads = threads.clamp(1, 16);
     if files.len() < 64 || threads == 1 {
-        return files.iter().try_for_each(|f| copy_one(&src.join(f), &dest.join(f)));
+        return files
+            .iter()
+            .try_for_each(|f| copy_one(&src.join(f), &dest.join(f)));
     }
     let chunk = files.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().try_for_each(|f| copy_one(&src.join(f), &dest.join(f)))))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .try_for_each(|f| copy_one(&src.join(f), &dest.join(f)))
+                })
+            })
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("copy thread panicked"))))
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("copy thread panicked")))
+        })
     })
 }
 
@@ -118,7 +147,9 @@ fn copy_one(from: &Path, to: &Path) -> std::io::Result<()> {
     if meta.is_dir() {
         return std::fs::create_dir_all(to);
     }
-    std::fs::copy(from, to).map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), format!("copying {}: {e}", from.display())))
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("copying {}: {e}", from.display())))
 }
 
 /// A private `.git` for a workspace that borrows the project's objects read-only.
@@ -134,7 +165,10 @@ fn git_shim(src: &Path, dest: &Path) -> std::io::Result<()> {
         alternates.push_str(&more);
     }
     std::fs::write(dest.join("objects/info/alternates"), alternates)?;
-    std::fs::write(dest.join("config"), "[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tfilemode = true\n")?;
+    std::fs::write(
+        dest.join("config"),
+        "[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tfilemode = true\n",
+    )?;
     for f in ["HEAD", "packed-refs", "index", "shallow"] {
         if src.join(f).is_file() {
             std::fs::copy(src.join(f), dest.join(f))?;
@@ -144,7 +178,9 @@ fn git_shim(src: &Path, dest: &Path) -> std::io::Result<()> {
 }
 
 fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
-    let Ok(rd) = std::fs::read_dir(src) else { return Ok(()) };
+    let Ok(rd) = std::fs::read_dir(src) else {
+        return Ok(());
+    };
     std::fs::create_dir_all(dest)?;
     for e in rd {
         let e = e?;
@@ -169,7 +205,10 @@ pub fn remove_tree(p: &Path) {
                 if let Ok(t) = e.file_type() {
                     if t.is_dir() {
                         use std::os::unix::fs::PermissionsExt;
-                        let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755));
+                        let _ = std::fs::set_permissions(
+                            e.path(),
+                            std::fs::Permissions::from_mode(0o755),
+                        );
                         make_writable(&e.path());
                     }
                 }
@@ -184,7 +223,9 @@ pub fn remove_tree(p: &Path) {
 pub fn list_tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     fn rec(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(root.join(rel)) else { return };
+        let Ok(rd) = std::fs::read_dir(root.join(rel)) else {
+            return;
+        };
         for e in rd.flatten() {
             let name = e.file_name();
             if rel.as_os_str().is_empty() && name == ".git" {

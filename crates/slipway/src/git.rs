@@ -8,8 +8,17 @@ use std::process::Command;
 use slipway_pipeline::vars::{VarMap, slug};
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).current_dir(dir).stderr(std::process::Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .trim_end_matches('\n')
+            .to_string()
+    })
 }
 
 pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
@@ -31,7 +40,11 @@ pub struct Checkout {
 
 impl Checkout {
     pub fn read(dir: &Path) -> Checkout {
-        let name = dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "project".into());
+        let name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "project".into());
         let top = git(dir, &["rev-parse", "--show-toplevel"]);
         let Some(_top) = top else {
             return Checkout {
@@ -46,21 +59,54 @@ impl Checkout {
                 project_path: name,
             };
         };
-        let sha = git(dir, &["rev-parse", "-q", "--verify", "HEAD"]).unwrap_or_else(|| ZERO_SHA.into());
+        let sha =
+            git(dir, &["rev-parse", "-q", "--verify", "HEAD"]).unwrap_or_else(|| ZERO_SHA.into());
         let branch = git(dir, &["symbolic-ref", "-q", "--short", "HEAD"]);
-        let tag = if branch.is_none() { git(dir, &["describe", "--exact-match", "--tags", "HEAD"]) } else { None };
+        let tag = if branch.is_none() {
+            git(dir, &["describe", "--exact-match", "--tags", "HEAD"])
+        } else {
+            None
+        };
         let message = git(dir, &["log", "-1", "--format=%B"]).unwrap_or_default();
-        let default_branch = git(dir, &["symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD"])
-            .map(|s| s.trim_start_matches("origin/").to_string())
-            .or_else(|| ["main", "master"].iter().find(|b| git(dir, &["rev-parse", "-q", "--verify", &format!("refs/heads/{b}")]).is_some()).map(|s| s.to_string()))
-            .or_else(|| branch.clone())
-            .unwrap_or_else(|| "main".into());
+        let default_branch = git(
+            dir,
+            &["symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD"],
+        )
+        .map(|s| s.trim_start_matches("origin/").to_string())
+        .or_else(|| {
+            ["main", "master"]
+                .iter()
+                .find(|b| {
+                    git(
+                        dir,
+                        &["rev-parse", "-q", "--verify", &format!("refs/heads/{b}")],
+                    )
+                    .is_some()
+                })
+                .map(|s| s.to_string())
+        })
+        .or_else(|| branch.clone())
+        .unwrap_or_else(|| "main".into());
         let before_sha = match &branch {
-            Some(b) if *b != default_branch => git(dir, &["merge-base", "HEAD", &default_branch]).filter(|m| *m != sha).or_else(|| git(dir, &["rev-parse", "-q", "--verify", "HEAD~1"])),
+            Some(b) if *b != default_branch => git(dir, &["merge-base", "HEAD", &default_branch])
+                .filter(|m| *m != sha)
+                .or_else(|| git(dir, &["rev-parse", "-q", "--verify", "HEAD~1"])),
             _ => git(dir, &["rev-parse", "-q", "--verify", "HEAD~1"]),
         };
-        let project_path = git(dir, &["remote", "get-url", "origin"]).and_then(|u| path_from_remote(&u)).unwrap_or_else(|| name.clone());
-        Checkout { is_repo: true, sha, branch, tag, message, default_branch, before_sha, project_name: name, project_path }
+        let project_path = git(dir, &["remote", "get-url", "origin"])
+            .and_then(|u| path_from_remote(&u))
+            .unwrap_or_else(|| name.clone());
+        Checkout {
+            is_repo: true,
+            sha,
+            branch,
+            tag,
+            message,
+            default_branch,
+            before_sha,
+            project_name: name,
+            project_path,
+        }
     }
 
     /// The predefined variables of a run (job-level ones are added by the planner).
@@ -73,7 +119,11 @@ impl Checkout {
         set("SLIPWAY", "true".into());
         set("CI_COMMIT_SHA", self.sha.clone());
         set("CI_COMMIT_SHORT_SHA", self.sha.chars().take(8).collect());
-        let ref_name = self.tag.clone().or_else(|| self.branch.clone()).unwrap_or_else(|| "HEAD".into());
+        let ref_name = self
+            .tag
+            .clone()
+            .or_else(|| self.branch.clone())
+            .unwrap_or_else(|| "HEAD".into());
         if let Some(b) = &self.branch {
             set("CI_COMMIT_BRANCH", b.clone());
         }
@@ -83,8 +133,14 @@ impl Checkout {
         set("CI_COMMIT_REF_SLUG", slug(&ref_name));
         set("CI_COMMIT_REF_NAME", ref_name);
         set("CI_COMMIT_MESSAGE", self.message.clone());
-        set("CI_COMMIT_TITLE", self.message.lines().next().unwrap_or("").to_string());
-        set("CI_COMMIT_BEFORE_SHA", self.before_sha.clone().unwrap_or_else(|| ZERO_SHA.into()));
+        set(
+            "CI_COMMIT_TITLE",
+            self.message.lines().next().unwrap_or("").to_string(),
+        );
+        set(
+            "CI_COMMIT_BEFORE_SHA",
+            self.before_sha.clone().unwrap_or_else(|| ZERO_SHA.into()),
+        );
         set("CI_DEFAULT_BRANCH", self.default_branch.clone());
         set("CI_PIPELINE_ID", pipeline_id.to_string());
         set("CI_PIPELINE_IID", pipeline_id.to_string());
@@ -93,7 +149,13 @@ impl Checkout {
         set("CI_PROJECT_NAME", self.project_name.clone());
         set("CI_PROJECT_PATH", self.project_path.clone());
         set("CI_PROJECT_PATH_SLUG", slug(&self.project_path));
-        set("CI_PROJECT_NAMESPACE", self.project_path.rsplit_once('/').map(|(ns, _)| ns.to_string()).unwrap_or_default());
+        set(
+            "CI_PROJECT_NAMESPACE",
+            self.project_path
+                .rsplit_once('/')
+                .map(|(ns, _)| ns.to_string())
+                .unwrap_or_default(),
+        );
         v
     }
 
@@ -104,10 +166,16 @@ impl Checkout {
             return None;
         }
         let base = match base {
-            Some(b) => git(dir, &["rev-parse", "-q", "--verify", &format!("{b}^{{commit}}")])?,
+            Some(b) => git(
+                dir,
+                &["rev-parse", "-q", "--verify", &format!("{b}^{{commit}}")],
+            )?,
             None => self.before_sha.clone()?,
         };
-        let mut files: Vec<String> = git(dir, &["diff", "--name-only", "--no-renames", &base])?.lines().map(str::to_string).collect();
+        let mut files: Vec<String> = git(dir, &["diff", "--name-only", "--no-renames", &base])?
+            .lines()
+            .map(str::to_string)
+            .collect();
         if let Some(untracked) = git(dir, &["ls-files", "--others", "--exclude-standard"]) {
             files.extend(untracked.lines().map(str::to_string));
         }
@@ -135,8 +203,14 @@ mod tests {
 
     #[test]
     fn project_path_from_remotes() {
-        assert_eq!(path_from_remote("git@gitlab.com:group/sub/proj.git").as_deref(), Some("group/sub/proj"));
-        assert_eq!(path_from_remote("https://github.com/org/repo").as_deref(), Some("org/repo"));
+        assert_eq!(
+            path_from_remote("git@gitlab.com:group/sub/proj.git").as_deref(),
+            Some("group/sub/proj")
+        );
+        assert_eq!(
+            path_from_remote("https://github.com/org/repo").as_deref(),
+            Some("org/repo")
+        );
         assert_eq!(path_from_remote("/local/path"), None);
     }
 }

@@ -14,7 +14,11 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use ui::{ColorChoice, Ui, UserError, exit};
 
 #[derive(Parser)]
-#[command(name = "slipway", version, about = "CI/CD for Go services: run GitLab-CI-compatible pipelines locally, exactly as CI runs them")]
+#[command(
+    name = "slipway",
+    version,
+    about = "CI/CD for Go services: run GitLab-CI-compatible pipelines locally, exactly as CI runs them"
+)]
 #[command(propagate_version = true, max_term_width = 100)]
 struct Cli {
     /// Run as if started in DIR.
@@ -109,7 +113,10 @@ fn main() -> ExitCode {
             Ok(user) => {
                 ui.error(&user);
                 if ui.json {
-                    println!("{}", serde_json::json!({"event": "error", "message": user.message, "hint": user.hint, "errors": user.details.unwrap_or_default()}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"event": "error", "message": user.message, "hint": user.hint, "errors": user.details.unwrap_or_default()})
+                    );
                 }
                 exit::USAGE
             }
@@ -127,24 +134,36 @@ fn project_dir(cli_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         Some(d) => d,
         None => std::env::current_dir()?,
     };
-    let dir = dir.canonicalize().map_err(|e| UserError::new(format!("project directory `{}`: {e}", dir.display())))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| UserError::new(format!("project directory `{}`: {e}", dir.display())))?;
     Ok(dir)
 }
 
 fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "slipway", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "slipway",
+                &mut std::io::stdout(),
+            );
             Ok(exit::OK)
         }
         Command::Init { force } => {
             let root = project_dir(cli.project_dir)?;
             let dest = root.join(".slipway.yml");
             if dest.exists() && !force {
-                return Err(UserError::new(format!("{} already exists", dest.display())).hint("pass --force to overwrite it").into());
+                return Err(UserError::new(format!("{} already exists", dest.display()))
+                    .hint("pass --force to overwrite it")
+                    .into());
             }
             std::fs::write(&dest, slipway_pipeline::builtin::GO_PIPELINE)?;
-            println!("wrote {} (the built-in Go pipeline); edit it, then `slipway run`", dest.display());
+            println!(
+                "wrote {} (the built-in Go pipeline); edit it, then `slipway run`",
+                dest.display()
+            );
             Ok(exit::OK)
         }
         Command::Run(args) => run::run(project_dir(cli.project_dir)?, args, ui),
@@ -152,8 +171,14 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             let root = project_dir(cli.project_dir)?;
             let (_, plan) = run::load_and_plan(&root, &file, 0, ui)?;
             match format {
-                PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&slipway_pipeline::plan::to_json(&plan))?),
-                PlanFormat::Yaml => print!("{}", serde_saphyr::to_string(&slipway_pipeline::plan::to_json(&plan))?),
+                PlanFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&slipway_pipeline::plan::to_json(&plan))?
+                ),
+                PlanFormat::Yaml => print!(
+                    "{}",
+                    serde_saphyr::to_string(&slipway_pipeline::plan::to_json(&plan))?
+                ),
                 PlanFormat::Mermaid => print!("{}", slipway_pipeline::plan::to_mermaid(&plan)),
             }
             Ok(exit::OK)
@@ -163,7 +188,10 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             let (loaded, plan) = run::load_and_plan(&root, &file, 0, ui)?;
             let what = loaded.source.describe(&root);
             if json {
-                println!("{}", serde_json::json!({"valid": true, "file": what, "jobs": plan.jobs.len(), "stages": plan.stages}));
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "file": what, "jobs": plan.jobs.len(), "stages": plan.stages})
+                );
             } else {
                 println!(
                     "{} {what} is valid: {} in {}",
@@ -185,16 +213,43 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
             } else {
-                let w = plan.jobs.iter().map(|j| j.name.len()).max().unwrap_or(3).max(3);
-                let sw = plan.jobs.iter().map(|j| j.stage.len()).max().unwrap_or(5).max(5);
-                println!("{}", ui.paint("1", &format!("{:<w$}  {:<sw$}  {:<10}  NEEDS", "JOB", "STAGE", "WHEN")));
+                let w = plan
+                    .jobs
+                    .iter()
+                    .map(|j| j.name.len())
+                    .max()
+                    .unwrap_or(3)
+                    .max(3);
+                let sw = plan
+                    .jobs
+                    .iter()
+                    .map(|j| j.stage.len())
+                    .max()
+                    .unwrap_or(5)
+                    .max(5);
+                println!(
+                    "{}",
+                    ui.paint(
+                        "1",
+                        &format!("{:<w$}  {:<sw$}  {:<10}  NEEDS", "JOB", "STAGE", "WHEN")
+                    )
+                );
                 for j in &plan.jobs {
                     let needs = match &j.needs {
                         None => "(stage order)".to_string(),
                         Some(n) if n.is_empty() => "[]".to_string(),
-                        Some(n) => n.iter().map(|n| n.job.as_str()).collect::<Vec<_>>().join(", "),
+                        Some(n) => n
+                            .iter()
+                            .map(|n| n.job.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     };
-                    println!("{:<w$}  {:<sw$}  {:<10}  {needs}", j.name, j.stage, j.when.as_str());
+                    println!(
+                        "{:<w$}  {:<sw$}  {:<10}  {needs}",
+                        j.name,
+                        j.stage,
+                        j.when.as_str()
+                    );
                 }
             }
             Ok(exit::OK)

@@ -55,9 +55,19 @@ pub struct RunArgs {
 fn parse_assignments(list: &[String], flag: &str) -> Result<Vec<(String, String)>> {
     list.iter()
         .map(|s| {
-            let (k, v) = s.split_once('=').ok_or_else(|| UserError::new(format!("{flag} `{s}` is not NAME=VALUE")).hint(format!("write e.g. {flag} DEPLOY_ENV=staging")))?;
-            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || k.as_bytes()[0].is_ascii_digit() {
-                return Err(UserError::new(format!("{flag}: `{k}` is not a valid variable name")).hint("use letters, digits and `_`, not starting with a digit").into());
+            let (k, v) = s.split_once('=').ok_or_else(|| {
+                UserError::new(format!("{flag} `{s}` is not NAME=VALUE"))
+                    .hint(format!("write e.g. {flag} DEPLOY_ENV=staging"))
+            })?;
+            if k.is_empty()
+                || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                || k.as_bytes()[0].is_ascii_digit()
+            {
+                return Err(
+                    UserError::new(format!("{flag}: `{k}` is not a valid variable name"))
+                        .hint("use letters, digits and `_`, not starting with a digit")
+                        .into(),
+                );
             }
             Ok((k.to_string(), v.to_string()))
         })
@@ -65,14 +75,27 @@ fn parse_assignments(list: &[String], flag: &str) -> Result<Vec<(String, String)
 }
 
 fn overrides(file: &FileArgs) -> Result<VarMap> {
-    Ok(parse_assignments(&file.vars, "--var")?.into_iter().collect())
+    Ok(parse_assignments(&file.vars, "--var")?
+        .into_iter()
+        .collect())
 }
 
 /// Loads the pipeline and plans it for the current checkout.
-pub fn load_and_plan(root: &Path, file: &FileArgs, pipeline_id: u64, ui: &Ui) -> Result<(Loaded, Plan)> {
+pub fn load_and_plan(
+    root: &Path,
+    file: &FileArgs,
+    pipeline_id: u64,
+    ui: &Ui,
+) -> Result<(Loaded, Plan)> {
     let loaded = project::load(root, file.file.as_deref(), ui)?;
     let checkout = Checkout::read(root);
-    let input = PlanInput { root, checkout: &checkout, pipeline_id, source: &file.source, overrides: overrides(file)? };
+    let input = PlanInput {
+        root,
+        checkout: &checkout,
+        pipeline_id,
+        source: &file.source,
+        overrides: overrides(file)?,
+    };
     let plan = project::make_plan(&loaded, &input, ui)?;
     Ok((loaded, plan))
 }
@@ -81,7 +104,12 @@ pub fn load_and_plan(root: &Path, file: &FileArgs, pipeline_id: u64, ui: &Ui) ->
 fn select_jobs(plan: &mut Plan, wanted: &[String], with_needs: bool) -> Result<()> {
     let mut keep: BTreeSet<String> = BTreeSet::new();
     for w in wanted {
-        let matches: Vec<&str> = plan.jobs.iter().filter(|j| j.name == *w || j.base == *w).map(|j| j.name.as_str()).collect();
+        let matches: Vec<&str> = plan
+            .jobs
+            .iter()
+            .filter(|j| j.name == *w || j.base == *w)
+            .map(|j| j.name.as_str())
+            .collect();
         if matches.is_empty() {
             let mut e = UserError::new(format!("no job `{w}` in this pipeline"));
             if let Some(s) = did_you_mean(w, plan.jobs.iter().map(|j| j.name.as_str())) {
@@ -112,14 +140,23 @@ fn select_jobs(plan: &mut Plan, wanted: &[String], with_needs: bool) -> Result<(
         }
         j.artifacts_from.retain(|a| keep.contains(a));
     }
-    let stages: Vec<String> = plan.stages.iter().filter(|s| plan.jobs.iter().any(|j| &j.stage == *s)).cloned().collect();
+    let stages: Vec<String> = plan
+        .stages
+        .iter()
+        .filter(|s| plan.jobs.iter().any(|j| &j.stage == *s))
+        .cloned()
+        .collect();
     plan.stages = stages;
     Ok(())
 }
 
 fn next_run_id(runs: &Path) -> Result<(u64, PathBuf)> {
     std::fs::create_dir_all(runs).with_context(|| format!("creating {}", runs.display()))?;
-    let max = std::fs::read_dir(runs)?.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u64>().ok())).max().unwrap_or(0);
+    let max = std::fs::read_dir(runs)?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()))
+        .max()
+        .unwrap_or(0);
     let mut id = max + 1;
     loop {
         let dir = runs.join(id.to_string());
@@ -136,7 +173,10 @@ fn state_dir(root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
-        std::fs::write(&ignore, "# slipway's local state (runs, caches); never committed\n*\n")?;
+        std::fs::write(
+            &ignore,
+            "# slipway's local state (runs, caches); never committed\n*\n",
+        )?;
     }
     Ok(dir)
 }
@@ -144,7 +184,11 @@ fn state_dir(root: &Path) -> Result<PathBuf> {
 /// Installs Ctrl-C/SIGTERM handling: the first asks jobs to stop (SIGTERM, grace, SIGKILL),
 /// the second kills them at once.
 fn handle_signals(cancel: Cancel, ui: Ui) {
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) else { return };
+    let Ok(mut signals) =
+        signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+    else {
+        return;
+    };
     std::thread::spawn(move || {
         for (n, _) in signals.forever().enumerate() {
             if n == 0 {
@@ -164,8 +208,10 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
     let mut secrets: Vec<String> = Vec::new();
     let mut secret_pairs = parse_assignments(&args.secret, "--secret")?;
     for f in &args.secret_file {
-        let text = std::fs::read_to_string(f).map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
-        let vars = slipway_runner::files::parse_dotenv(&text).map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
+        let vars = slipway_runner::files::parse_dotenv(&text)
+            .map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
         secret_pairs.extend(vars);
     }
     for (k, v) in secret_pairs {
@@ -181,7 +227,13 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
     let state = state_dir(&root)?;
     let checkout = Checkout::read(&root);
     let (run_id, run_dir) = next_run_id(&state.join("runs"))?;
-    let input = PlanInput { root: &root, checkout: &checkout, pipeline_id: run_id, source: &args.file.source, overrides: over.clone() };
+    let input = PlanInput {
+        root: &root,
+        checkout: &checkout,
+        pipeline_id: run_id,
+        source: &args.file.source,
+        overrides: over.clone(),
+    };
     let plan = project::make_plan(&loaded, &input, ui);
     let mut plan = match plan {
         Ok(p) => p,
@@ -197,23 +249,41 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         }
     }
     for m in &args.manual {
-        if !plan.jobs.iter().any(|j| (j.name == *m || j.base == *m) && j.when == slipway_pipeline::model::When::Manual) {
+        if !plan.jobs.iter().any(|j| {
+            (j.name == *m || j.base == *m) && j.when == slipway_pipeline::model::When::Manual
+        }) {
             let _ = std::fs::remove_dir_all(&run_dir);
-            let mut e = UserError::new(format!("--manual {m}: no manual job of that name in this pipeline"));
-            if let Some(s) = did_you_mean(m, plan.jobs.iter().filter(|j| j.when == slipway_pipeline::model::When::Manual).map(|j| j.name.as_str())) {
+            let mut e = UserError::new(format!(
+                "--manual {m}: no manual job of that name in this pipeline"
+            ));
+            if let Some(s) = did_you_mean(
+                m,
+                plan.jobs
+                    .iter()
+                    .filter(|j| j.when == slipway_pipeline::model::When::Manual)
+                    .map(|j| j.name.as_str()),
+            ) {
                 e = e.hint(format!("did you mean `{s}`?"));
             }
             return Err(e.into());
         }
     }
     // Jobs that ask for a container image run on the shell executor until the Docker executor lands.
-    let with_image: Vec<&str> = plan.jobs.iter().filter(|j| j.image.is_some() || !j.services.is_empty()).map(|j| j.name.as_str()).collect();
+    let with_image: Vec<&str> = plan
+        .jobs
+        .iter()
+        .filter(|j| j.image.is_some() || !j.services.is_empty())
+        .map(|j| j.name.as_str())
+        .collect();
     if !with_image.is_empty() {
         if args.strict {
             let _ = std::fs::remove_dir_all(&run_dir);
-            return Err(UserError::new(format!("--strict: {} ask for `image:`/`services:`, which need the Docker executor", with_image.join(", ")))
-                .hint("drop --strict to run them on the shell executor")
-                .into());
+            return Err(UserError::new(format!(
+                "--strict: {} ask for `image:`/`services:`, which need the Docker executor",
+                with_image.join(", ")
+            ))
+            .hint("drop --strict to run them on the shell executor")
+            .into());
         }
         if !ui.json {
             for j in &with_image {
@@ -222,7 +292,10 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         }
     }
 
-    std::fs::write(run_dir.join("plan.json"), serde_json::to_vec_pretty(&slipway_pipeline::plan::to_json(&plan))?)?;
+    std::fs::write(
+        run_dir.join("plan.json"),
+        serde_json::to_vec_pretty(&slipway_pipeline::plan::to_json(&plan))?,
+    )?;
     let mut config = RunConfig::new(root.clone(), run_dir.clone(), state.join("cache"));
     if let Some(n) = args.concurrency {
         if n == 0 {
@@ -240,8 +313,15 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
     handle_signals(cancel.clone(), ui.clone());
     let what = loaded.source.describe(&root);
     let result = if ui.json {
-        let jobs: Vec<serde_json::Value> = plan.jobs.iter().map(|j| serde_json::json!({"name": j.name, "stage": j.stage, "when": j.when.as_str()})).collect();
-        println!("{}", serde_json::json!({"event": "pipeline_started", "run_id": run_id, "file": what, "jobs": jobs}));
+        let jobs: Vec<serde_json::Value> = plan
+            .jobs
+            .iter()
+            .map(|j| serde_json::json!({"name": j.name, "stage": j.stage, "when": j.when.as_str()}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"event": "pipeline_started", "run_id": run_id, "file": what, "jobs": jobs})
+        );
         let mut rep = JsonReporter::new(&plan);
         slipway_runner::run(&plan, config, cancel, &mut rep)?
     } else {
@@ -262,7 +342,10 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         "duration_ms": ui::duration_ms(result.duration),
         "jobs": jobs,
     });
-    std::fs::write(run_dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
+    std::fs::write(
+        run_dir.join("summary.json"),
+        serde_json::to_vec_pretty(&summary)?,
+    )?;
     let latest = state.join("runs").join("latest");
     let _ = std::fs::remove_file(&latest);
     let _ = std::os::unix::fs::symlink(run_id.to_string(), &latest);
@@ -293,7 +376,9 @@ pub fn print_log(root: &Path, run: Option<&str>, job: &str) -> Result<i32> {
         .hint("`slipway run` records every run under .slipway/runs/")
         .into());
     }
-    let log = run_dir.join("logs").join(format!("{}.log", slipway_runner::exec::slug(job)));
+    let log = run_dir
+        .join("logs")
+        .join(format!("{}.log", slipway_runner::exec::slug(job)));
     match std::fs::read(&log) {
         Ok(bytes) => {
             use std::io::Write;
@@ -302,7 +387,16 @@ pub fn print_log(root: &Path, run: Option<&str>, job: &str) -> Result<i32> {
         }
         Err(_) => {
             let names: Vec<String> = std::fs::read_dir(run_dir.join("logs"))
-                .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.strip_suffix(".log")).map(str::to_string)).collect())
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_str()
+                                .and_then(|s| s.strip_suffix(".log"))
+                                .map(str::to_string)
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             let mut e = UserError::new(format!("no log for job `{job}` in {}", run_dir.display()));
             if let Some(s) = did_you_mean(job, names.iter().map(|s| s.as_str())) {

@@ -29,7 +29,11 @@ pub struct UserError {
 
 impl UserError {
     pub fn new(message: impl Into<String>) -> UserError {
-        UserError { message: message.into(), hint: None, details: None }
+        UserError {
+            message: message.into(),
+            hint: None,
+            details: None,
+        }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> UserError {
         self.hint = Some(hint.into());
@@ -69,13 +73,21 @@ impl Ui {
         let color = match choice {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => !no_color && std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb"),
+            ColorChoice::Auto => {
+                !no_color
+                    && std::io::stderr().is_terminal()
+                    && std::env::var("TERM").map_or(true, |t| t != "dumb")
+            }
         };
         Ui { color, json }
     }
 
     pub fn paint(&self, code: &str, s: &str) -> String {
-        if self.color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
     }
 
     pub fn diagnostic(&self, sources: &SourceMap, d: &Diagnostic) {
@@ -119,8 +131,19 @@ pub struct HumanReporter<'a> {
 
 impl<'a> HumanReporter<'a> {
     pub fn new(ui: &'a Ui, plan: &Plan) -> HumanReporter<'a> {
-        let width = plan.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(4).min(28);
-        HumanReporter { ui, width, partial: HashMap::new(), names: plan.jobs.iter().map(|j| j.name.clone()).collect() }
+        let width = plan
+            .jobs
+            .iter()
+            .map(|j| j.name.chars().count())
+            .max()
+            .unwrap_or(4)
+            .min(28);
+        HumanReporter {
+            ui,
+            width,
+            partial: HashMap::new(),
+            names: plan.jobs.iter().map(|j| j.name.clone()).collect(),
+        }
     }
 
     fn prefix(&self, job: usize) -> String {
@@ -132,7 +155,11 @@ impl<'a> HumanReporter<'a> {
     fn line(&self, job: usize, text: &str) {
         let mut out = std::io::stdout().lock();
         let bar = self.ui.paint("2", "│");
-        let text = if text.starts_with("$ ") { self.ui.paint("32", text) } else { text.to_string() };
+        let text = if text.starts_with("$ ") {
+            self.ui.paint("32", text)
+        } else {
+            text.to_string()
+        };
         let _ = writeln!(out, "{} {bar} {text}", self.prefix(job));
     }
 
@@ -149,7 +176,11 @@ impl Reporter for HumanReporter<'_> {
     fn event(&mut self, ev: Event<'_>) {
         match ev {
             Event::JobStarted { job, attempt, .. } => {
-                let what = if attempt > 1 { format!("started (attempt {attempt})") } else { "started".into() };
+                let what = if attempt > 1 {
+                    format!("started (attempt {attempt})")
+                } else {
+                    "started".into()
+                };
                 self.line(job, &self.ui.paint("1", &what));
             }
             Event::Output { job, data } => {
@@ -158,7 +189,11 @@ impl Reporter for HumanReporter<'_> {
                 let mut lines = Vec::new();
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
-                    lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string());
+                    lines.push(
+                        String::from_utf8_lossy(&line[..line.len() - 1])
+                            .trim_end_matches('\r')
+                            .to_string(),
+                    );
                 }
                 for l in lines {
                     self.line(job, &l);
@@ -171,7 +206,10 @@ impl Reporter for HumanReporter<'_> {
             Event::JobFinished { job, result } => {
                 self.flush_partial(job);
                 if result.attempts == 0 {
-                    if matches!(result.status, JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled) {
+                    if matches!(
+                        result.status,
+                        JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled
+                    ) {
                         self.line(job, &self.ui.paint("2", status_word(result.status)));
                     }
                     return;
@@ -181,7 +219,11 @@ impl Reporter for HumanReporter<'_> {
                     JobStatus::AllowedFailure => "33;1",
                     _ => "31;1",
                 };
-                let mut msg = format!("{} in {}", status_word(result.status), human(result.duration));
+                let mut msg = format!(
+                    "{} in {}",
+                    status_word(result.status),
+                    human(result.duration)
+                );
                 if let Some(r) = &result.reason {
                     if result.status != JobStatus::Success {
                         msg.push_str(&format!(" ({r})"));
@@ -203,9 +245,18 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
                 j.name.clone(),
                 j.stage.clone(),
                 status_word(j.status).to_string(),
-                if j.attempts > 0 { human(j.duration) } else { "-".into() },
-                j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                j.log.as_ref().map(|l| l.strip_prefix(root).unwrap_or(l).display().to_string()).unwrap_or_default(),
+                if j.attempts > 0 {
+                    human(j.duration)
+                } else {
+                    "-".into()
+                },
+                j.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                j.log
+                    .as_ref()
+                    .map(|l| l.strip_prefix(root).unwrap_or(l).display().to_string())
+                    .unwrap_or_default(),
             ]
         })
         .collect();
@@ -218,7 +269,11 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out);
-    let hdr: Vec<String> = head.iter().enumerate().map(|(i, h)| format!("{h:<w$}", w = w[i])).collect();
+    let hdr: Vec<String> = head
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("{h:<w$}", w = w[i]))
+        .collect();
     let _ = writeln!(out, "{}", ui.paint("1", hdr.join("  ").trim_end()));
     for r in &rows {
         let status = &r[2];
@@ -236,7 +291,11 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
             .enumerate()
             .map(|(i, c)| {
                 let padded = format!("{c:<w$}", w = w[i]);
-                if i == 2 { ui.paint(code, &padded) } else { padded }
+                if i == 2 {
+                    ui.paint(code, &padded)
+                } else {
+                    padded
+                }
             })
             .collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
@@ -246,7 +305,11 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
         slipway_runner::PipelineStatus::Failed => ui.paint("31;1", "Pipeline failed"),
         slipway_runner::PipelineStatus::Canceled => ui.paint("31;1", "Pipeline canceled"),
     };
-    let _ = writeln!(out, "\n{word} in {} (run #{run_id}; logs: slipway logs {run_id} JOB)", human(result.duration));
+    let _ = writeln!(
+        out,
+        "\n{word} in {} (run #{run_id}; logs: slipway logs {run_id} JOB)",
+        human(result.duration)
+    );
 }
 
 /// `--json`: one JSON object per line (documented in docs/cli.md).
@@ -257,7 +320,10 @@ pub struct JsonReporter {
 
 impl JsonReporter {
     pub fn new(plan: &Plan) -> JsonReporter {
-        JsonReporter { partial: HashMap::new(), names: plan.jobs.iter().map(|j| j.name.clone()).collect() }
+        JsonReporter {
+            partial: HashMap::new(),
+            names: plan.jobs.iter().map(|j| j.name.clone()).collect(),
+        }
     }
 
     fn emit(v: serde_json::Value) {
@@ -268,7 +334,9 @@ impl JsonReporter {
     fn flush_partial(&mut self, job: usize) {
         if let Some(rest) = self.partial.remove(&job) {
             if !rest.is_empty() {
-                Self::emit(serde_json::json!({"event": "job_log", "job": self.names[job], "line": String::from_utf8_lossy(&rest)}));
+                Self::emit(
+                    serde_json::json!({"event": "job_log", "job": self.names[job], "line": String::from_utf8_lossy(&rest)}),
+                );
             }
         }
     }
@@ -291,19 +359,27 @@ pub fn duration_ms(d: Duration) -> u64 {
 impl Reporter for JsonReporter {
     fn event(&mut self, ev: Event<'_>) {
         match ev {
-            Event::JobStarted { job, attempt, .. } => Self::emit(serde_json::json!({"event": "job_started", "job": self.names[job], "attempt": attempt})),
+            Event::JobStarted { job, attempt, .. } => Self::emit(
+                serde_json::json!({"event": "job_started", "job": self.names[job], "attempt": attempt}),
+            ),
             Event::Output { job, data } => {
                 let buf = self.partial.entry(job).or_default();
                 buf.extend_from_slice(data);
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string();
-                    Self::emit(serde_json::json!({"event": "job_log", "job": self.names[job], "line": text}));
+                    let text = String::from_utf8_lossy(&line[..line.len() - 1])
+                        .trim_end_matches('\r')
+                        .to_string();
+                    Self::emit(
+                        serde_json::json!({"event": "job_log", "job": self.names[job], "line": text}),
+                    );
                 }
             }
             Event::Notice { job, line } => {
                 self.flush_partial(job);
-                Self::emit(serde_json::json!({"event": "job_notice", "job": self.names[job], "message": line}));
+                Self::emit(
+                    serde_json::json!({"event": "job_notice", "job": self.names[job], "message": line}),
+                );
             }
             Event::JobFinished { job, result } => {
                 self.flush_partial(job);

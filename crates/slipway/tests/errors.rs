@@ -15,19 +15,28 @@ fn check(yaml: &str, extra: &[(&str, &str)]) -> String {
     assert_eq!(v.code, 2, "{}", v.debug());
     let run = r.slipway(&["run"]);
     assert_eq!(run.code, 2, "{}", run.debug());
-    assert!(!r.path().join(".slipway/runs/1").exists(), "nothing may run");
+    assert!(
+        !r.path().join(".slipway/runs/1").exists(),
+        "nothing may run"
+    );
     let root = r.path().canonicalize().unwrap();
     v.stderr.replace(&root.display().to_string(), "[ROOT]")
 }
 
 #[test]
 fn unknown_keywords_get_did_you_mean() {
-    insta::assert_snapshot!(check("stages: [build]\nvaraibles:\n  A: 1\nbuild:\n  stage: build\n  scirpt: make\n  neds: []\n  artifacts:\n    path: [bin/]\n", &[]));
+    insta::assert_snapshot!(check(
+        "stages: [build]\nvaraibles:\n  A: 1\nbuild:\n  stage: build\n  scirpt: make\n  neds: []\n  artifacts:\n    path: [bin/]\n",
+        &[]
+    ));
 }
 
 #[test]
 fn wrong_types_say_what_was_expected() {
-    insta::assert_snapshot!(check("job:\n  script: {run: make}\n  retry: many\n  parallel: 500\n  allow_failure: maybe\n  when: sometimes\n  tags: [1.5, {a: b}]\n", &[]));
+    insta::assert_snapshot!(check(
+        "job:\n  script: {run: make}\n  retry: many\n  parallel: 500\n  allow_failure: maybe\n  when: sometimes\n  tags: [1.5, {a: b}]\n",
+        &[]
+    ));
 }
 
 #[test]
@@ -40,7 +49,10 @@ fn needs_problems_unknown_later_stage_and_cycles() {
 
 #[test]
 fn extends_cycles_and_unknown_parents() {
-    insta::assert_snapshot!(check(".a:\n  extends: .b\n.b:\n  extends: .c\n.c:\n  extends: .a\njob:\n  extends: [.a, .tmpl]\n  script: x\n.templ:\n  script: y\n", &[]));
+    insta::assert_snapshot!(check(
+        ".a:\n  extends: .b\n.b:\n  extends: .c\n.c:\n  extends: .a\njob:\n  extends: [.a, .tmpl]\n  script: x\n.templ:\n  script: y\n",
+        &[]
+    ));
 }
 
 #[test]
@@ -69,30 +81,48 @@ fn includes_and_offline_keywords() {
 
 #[test]
 fn duplicate_keys_and_yaml_syntax() {
-    insta::assert_snapshot!(check("job:\n  script: a\n  stage: test\n  script: b\n", &[]));
-    insta::assert_snapshot!("syntax", check("job:\n  script: echo: a: b\n  stage: test\n", &[]));
+    insta::assert_snapshot!(check(
+        "job:\n  script: a\n  stage: test\n  script: b\n",
+        &[]
+    ));
+    insta::assert_snapshot!(
+        "syntax",
+        check("job:\n  script: echo: a: b\n  stage: test\n", &[])
+    );
 }
 
 #[test]
 fn a_command_with_colon_space_needs_quotes() {
-    insta::assert_snapshot!(check("job:\n  script:\n    - echo hello\n    - echo key: value\n", &[]));
+    insta::assert_snapshot!(check(
+        "job:\n  script:\n    - echo hello\n    - echo key: value\n",
+        &[]
+    ));
 }
 
 #[test]
 fn empty_and_jobless_files() {
     insta::assert_snapshot!("empty", check("", &[]));
-    insta::assert_snapshot!("only_hidden", check(".template:\n  script: x\nvariables:\n  A: b\n", &[]));
+    insta::assert_snapshot!(
+        "only_hidden",
+        check(".template:\n  script: x\nvariables:\n  A: b\n", &[])
+    );
     insta::assert_snapshot!("not_a_job", check("stage: build\njob:\n  script: x\n", &[]));
 }
 
 #[test]
 fn rules_that_exclude_every_job() {
-    insta::assert_snapshot!(check("job:\n  rules:\n    - if: $NEVER_SET\n  script: x\n", &[]));
+    insta::assert_snapshot!(check(
+        "job:\n  rules:\n    - if: $NEVER_SET\n  script: x\n",
+        &[]
+    ));
 }
 
 #[test]
 fn a_need_excluded_by_rules() {
-    insta::assert_snapshot!(check("stages: [a, b]\nfirst:\n  stage: a\n  rules:\n    - if: $NEVER_SET\n  script: x\nsecond:\n  stage: b\n  needs: [first]\n  script: x\n", &[]));
+    insta::assert_snapshot!(check(
+        "stages: [a, b]\nfirst:\n  stage: a\n  rules:\n    - if: $NEVER_SET\n  script: x\nsecond:\n  stage: b\n  needs: [first]\n  script: x\n",
+        &[]
+    ));
 }
 
 #[test]
@@ -106,16 +136,31 @@ fn json_output_lists_every_error() {
     assert_eq!(errors.len(), 3, "{ev}");
     assert_eq!(errors[0]["file"], ".gitlab-ci.yml");
     assert_eq!(errors[0]["line"], 1);
-    assert!(errors.iter().any(|e| e["line"] == 2 && e["column"] == 3 && e["hint"] == "did you mean `script`?"), "{ev}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["line"] == 2 && e["column"] == 3 && e["hint"] == "did you mean `script`?"),
+        "{ev}"
+    );
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let r = Repo::new(&[(".slipway.yml", "job:\n  script: x\n")]);
-    for args in [&["run", "--var", "NOEQUALS"][..], &["run", "--var", "1X=2"], &["run", "-j", "0"], &["run", "--manual", "job"], &["plan", "--file", "nope.yml"]] {
+    for args in [
+        &["run", "--var", "NOEQUALS"][..],
+        &["run", "--var", "1X=2"],
+        &["run", "-j", "0"],
+        &["run", "--manual", "job"],
+        &["plan", "--file", "nope.yml"],
+    ] {
         let run = r.slipway(args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.debug());
-        assert!(run.stderr.starts_with("error: "), "{args:?}: {}", run.debug());
+        assert!(
+            run.stderr.starts_with("error: "),
+            "{args:?}: {}",
+            run.debug()
+        );
     }
     let empty = tempfile::tempdir().unwrap();
     let run = slipway_in(empty.path(), &["run"]);

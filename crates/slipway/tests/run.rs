@@ -41,13 +41,30 @@ notify:
     assert_eq!(run.code, 1, "{}", run.debug());
     assert_eq!(
         run.statuses(),
-        st(&[("compile", "success"), ("lint", "allowed_failure"), ("unit", "failed"), ("deploy", "skipped"), ("cleanup", "success"), ("notify", "success")])
+        st(&[
+            ("compile", "success"),
+            ("lint", "allowed_failure"),
+            ("unit", "failed"),
+            ("deploy", "skipped"),
+            ("cleanup", "success"),
+            ("notify", "success")
+        ])
     );
     let unit = run.log("unit");
-    assert_eq!(unit, vec!["$ echo before", "before", "$ false"], "stops at the first failing command");
+    assert_eq!(
+        unit,
+        vec!["$ echo before", "before", "$ false"],
+        "stops at the first failing command"
+    );
     let fin = run.finished();
     assert_eq!(fin["status"], "failed");
-    let unit_job = fin["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "unit").unwrap().clone();
+    let unit_job = fin["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "unit")
+        .unwrap()
+        .clone();
     assert_eq!(unit_job["exit_code"], 1);
     assert!(unit_job["duration_ms"].as_u64().is_some());
 }
@@ -96,26 +113,52 @@ early:
     assert!(!r.path().join("out").exists());
     assert!(!r.path().join("not-an-artifact.txt").exists());
     // Artifacts are kept in the run directory.
-    assert!(r.path().join(".slipway/runs/1/artifacts/make/out/bin.txt").is_file());
-    assert!(!r.path().join(".slipway/runs/1/artifacts/make/out/debug.log").exists());
+    assert!(
+        r.path()
+            .join(".slipway/runs/1/artifacts/make/out/bin.txt")
+            .is_file()
+    );
+    assert!(
+        !r.path()
+            .join(".slipway/runs/1/artifacts/make/out/debug.log")
+            .exists()
+    );
 }
 
 #[test]
 fn jobs_never_change_the_users_files() {
-    let r = Repo::new(&[("data.txt", "original\n"), (".slipway.yml", "clobber:\n  script:\n    - echo changed > data.txt\n    - rm -f .slipway.yml\n    - git status --short\n")]);
+    let r = Repo::new(&[
+        ("data.txt", "original\n"),
+        (
+            ".slipway.yml",
+            "clobber:\n  script:\n    - echo changed > data.txt\n    - rm -f .slipway.yml\n    - git status --short\n",
+        ),
+    ]);
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
-    assert_eq!(std::fs::read_to_string(r.path().join("data.txt")).unwrap(), "original\n");
+    assert_eq!(
+        std::fs::read_to_string(r.path().join("data.txt")).unwrap(),
+        "original\n"
+    );
     assert!(r.path().join(".slipway.yml").exists());
     // git works inside the workspace and sees the job's own changes only.
     let log = run.log("clobber");
     assert!(log.iter().any(|l| l.contains("M data.txt")), "{log:?}");
-    assert!(r.git(&["status", "--short"]).is_empty() || !r.git(&["status", "--short"]).contains("data.txt"));
+    assert!(
+        r.git(&["status", "--short"]).is_empty()
+            || !r.git(&["status", "--short"]).contains("data.txt")
+    );
 }
 
 #[test]
 fn untracked_files_are_in_the_workspace_ignored_ones_are_not() {
-    let r = Repo::new(&[(".gitignore", "secret.env\nbuild/\n"), (".slipway.yml", "look:\n  script:\n    - test -f new.txt\n    - test ! -e secret.env\n    - test ! -e build\n")]);
+    let r = Repo::new(&[
+        (".gitignore", "secret.env\nbuild/\n"),
+        (
+            ".slipway.yml",
+            "look:\n  script:\n    - test -f new.txt\n    - test ! -e secret.env\n    - test ! -e build\n",
+        ),
+    ]);
     r.write("new.txt", "untracked\n");
     r.write("secret.env", "X=1\n");
     r.write("build/big.bin", "x");
@@ -145,7 +188,12 @@ deploy:
     )]);
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
-    assert!(run.log("deploy").contains(&"deploying 1.2.3 (two words)".to_string()), "{:?}", run.log("deploy"));
+    assert!(
+        run.log("deploy")
+            .contains(&"deploying 1.2.3 (two words)".to_string()),
+        "{:?}",
+        run.log("deploy")
+    );
 }
 
 #[test]
@@ -171,10 +219,17 @@ build:
     assert_eq!(first.code, 0, "{}", first.debug());
     assert!(first.log("build").contains(&"cache miss".to_string()));
     let second = r.slipway(&["run", "--json"]);
-    assert!(second.log("build").contains(&"cache hit 1".to_string()), "{:?}", second.log("build"));
+    assert!(
+        second.log("build").contains(&"cache hit 1".to_string()),
+        "{:?}",
+        second.log("build")
+    );
     r.write("deps.lock", "v2\n");
     let third = r.slipway(&["run", "--json"]);
-    assert!(third.log("build").contains(&"cache miss".to_string()), "a new lock file means a new key");
+    assert!(
+        third.log("build").contains(&"cache miss".to_string()),
+        "a new lock file means a new key"
+    );
 }
 
 #[test]
@@ -191,14 +246,31 @@ leak:
     )]);
     r.write("secrets.env", "DB_PASSWORD=correct-horse-battery\n");
     let secrets = r.path().join("secrets.env");
-    let run = r.slipway(&["run", "--json", "--secret", "API_TOKEN=glpat-s3cr3t-t0ken", "--secret-file", secrets.to_str().unwrap()]);
+    let run = r.slipway(&[
+        "run",
+        "--json",
+        "--secret",
+        "API_TOKEN=glpat-s3cr3t-t0ken",
+        "--secret-file",
+        secrets.to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 0, "{}", run.debug());
-    for text in [run.stdout.clone(), run.stderr.clone(), std::fs::read_to_string(r.path().join(".slipway/runs/1/logs/leak.log")).unwrap()] {
-        assert!(!text.contains("glpat-s3cr3t-t0ken") && !text.contains("correct-horse-battery"), "secret leaked:\n{text}");
+    for text in [
+        run.stdout.clone(),
+        run.stderr.clone(),
+        std::fs::read_to_string(r.path().join(".slipway/runs/1/logs/leak.log")).unwrap(),
+    ] {
+        assert!(
+            !text.contains("glpat-s3cr3t-t0ken") && !text.contains("correct-horse-battery"),
+            "secret leaked:\n{text}"
+        );
     }
     let log = run.log("leak");
     assert!(log.contains(&"token is [MASKED]".to_string()), "{log:?}");
-    assert!(log.contains(&"[MASKED]".to_string()), "split secret masked: {log:?}");
+    assert!(
+        log.contains(&"[MASKED]".to_string()),
+        "split secret masked: {log:?}"
+    );
     assert!(log.contains(&"file secret [MASKED]".to_string()));
     let short = r.slipway(&["run", "--secret", "X=short"]);
     assert_eq!(short.code, 2);
@@ -222,9 +294,17 @@ job:
     )]);
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 1);
-    assert!(run.log("job").contains(&"status=failed from_script=unset".to_string()), "{:?}", run.log("job"));
+    assert!(
+        run.log("job")
+            .contains(&"status=failed from_script=unset".to_string()),
+        "{:?}",
+        run.log("job")
+    );
     let fin = run.finished();
-    assert_eq!(fin["jobs"][0]["exit_code"], 7, "after_script's failure does not change the job's result");
+    assert_eq!(
+        fin["jobs"][0]["exit_code"], 7,
+        "after_script's failure does not change the job's result"
+    );
 }
 
 #[test]
@@ -252,17 +332,30 @@ never_retried:
         .events()
         .iter()
         .filter(|e| e["event"] == "job_started")
-        .map(|e| (e["job"].as_str().unwrap().to_string(), e["attempt"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["job"].as_str().unwrap().to_string(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert!(started.contains(&("flaky".into(), 2)));
-    assert!(!started.contains(&("never_retried".into(), 2)), "exit code 1 is not in retry:exit_codes");
-    assert_eq!(run.statuses(), st(&[("flaky", "success"), ("never_retried", "allowed_failure")]));
+    assert!(
+        !started.contains(&("never_retried".into(), 2)),
+        "exit code 1 is not in retry:exit_codes"
+    );
+    assert_eq!(
+        run.statuses(),
+        st(&[("flaky", "success"), ("never_retried", "allowed_failure")])
+    );
 }
 
 #[test]
 fn timeout_stops_the_whole_process_group() {
     let marker = format!("slipway-orphan-{}", std::process::id());
-    let yaml = format!("slow:\n  timeout: 2s\n  script:\n    - bash -c 'exec -a {marker} sleep 300' &\n    - sleep 300\n");
+    let yaml = format!(
+        "slow:\n  timeout: 2s\n  script:\n    - bash -c 'exec -a {marker} sleep 300' &\n    - sleep 300\n"
+    );
     let r = Repo::new(&[(".slipway.yml", &yaml)]);
     let t = std::time::Instant::now();
     let run = r.slipway(&["run", "--json"]);
@@ -271,13 +364,17 @@ fn timeout_stops_the_whole_process_group() {
     let fin = run.finished();
     assert_eq!(fin["jobs"][0]["status"], "failed");
     assert!(run.stdout.contains("timed out after"), "{}", run.debug());
-    assert!(!process_with(&marker), "a background process outlived its job");
+    assert!(
+        !process_with(&marker),
+        "a background process outlived its job"
+    );
 }
 
 #[test]
 fn background_processes_do_not_outlive_a_successful_job() {
     let marker = format!("slipway-bg-{}", std::process::id());
-    let yaml = format!("job:\n  script:\n    - bash -c 'exec -a {marker} sleep 300' &\n    - echo done\n");
+    let yaml =
+        format!("job:\n  script:\n    - bash -c 'exec -a {marker} sleep 300' &\n    - echo done\n");
     let r = Repo::new(&[(".slipway.yml", &yaml)]);
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
@@ -312,12 +409,25 @@ shard:
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
     let names: Vec<String> = run.statuses().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, vec!["build: [linux, amd64]", "build: [linux, arm64]", "build: [darwin, amd64]", "build: [darwin, arm64]", "shard 1/2", "shard 2/2"]);
+    assert_eq!(
+        names,
+        vec![
+            "build: [linux, amd64]",
+            "build: [linux, arm64]",
+            "build: [darwin, amd64]",
+            "build: [darwin, arm64]",
+            "shard 1/2",
+            "shard 2/2"
+        ]
+    );
     assert_eq!(run.log("build: [darwin, arm64]")[1], "darwin/arm64 4/4");
     assert_eq!(run.log("shard 2/2")[1], "shard 2 of 2");
     let plan = r.slipway(&["list", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    assert_eq!(list[4]["needs"], serde_json::json!(["build: [linux, amd64]"]));
+    assert_eq!(
+        list[4]["needs"],
+        serde_json::json!(["build: [linux, amd64]"])
+    );
 }
 
 #[test]
@@ -372,16 +482,42 @@ legacy:
     r.commit("second commit");
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
-    assert_eq!(run.statuses(), st(&[("on_main", "success"), ("has_gomod", "success"), ("manual_deploy", "manual"), ("legacy", "success")]));
+    assert_eq!(
+        run.statuses(),
+        st(&[
+            ("on_main", "success"),
+            ("has_gomod", "success"),
+            ("manual_deploy", "manual"),
+            ("legacy", "success")
+        ])
+    );
     assert_eq!(run.log("on_main")[1], "hello world $TARGET main");
 
-    let run = r.slipway(&["run", "--json", "--var", "SKIP_LEGACY=1", "--manual", "manual_deploy"]);
-    assert_eq!(run.statuses(), st(&[("on_main", "success"), ("has_gomod", "success"), ("manual_deploy", "success")]));
+    let run = r.slipway(&[
+        "run",
+        "--json",
+        "--var",
+        "SKIP_LEGACY=1",
+        "--manual",
+        "manual_deploy",
+    ]);
+    assert_eq!(
+        run.statuses(),
+        st(&[
+            ("on_main", "success"),
+            ("has_gomod", "success"),
+            ("manual_deploy", "success")
+        ])
+    );
 
     r.write("docs/guide/intro.md", "x");
     r.commit("docs change");
     let run = r.slipway(&["run", "--json"]);
-    assert!(run.statuses().iter().any(|(n, _)| n == "docs_changed"), "{:?}", run.statuses());
+    assert!(
+        run.statuses().iter().any(|(n, _)| n == "docs_changed"),
+        "{:?}",
+        run.statuses()
+    );
 
     r.write("x", "y");
     r.commit("please skip-ci");
@@ -392,20 +528,35 @@ legacy:
 
 #[test]
 fn predefined_variables_come_from_git() {
-    let r = Repo::new(&[(".slipway.yml", "vars:\n  script:\n    - echo \"$CI $CI_COMMIT_SHA $CI_COMMIT_SHORT_SHA $CI_COMMIT_BRANCH $CI_COMMIT_REF_SLUG $CI_DEFAULT_BRANCH $CI_JOB_NAME $CI_JOB_STAGE $CI_PIPELINE_SOURCE ${GITLAB_CI:-nogitlab}\"\n    - echo \"$CI_COMMIT_MESSAGE\"\n    - test \"$CI_PROJECT_DIR\" = \"$PWD\"\n")]);
+    let r = Repo::new(&[(
+        ".slipway.yml",
+        "vars:\n  script:\n    - echo \"$CI $CI_COMMIT_SHA $CI_COMMIT_SHORT_SHA $CI_COMMIT_BRANCH $CI_COMMIT_REF_SLUG $CI_DEFAULT_BRANCH $CI_JOB_NAME $CI_JOB_STAGE $CI_PIPELINE_SOURCE ${GITLAB_CI:-nogitlab}\"\n    - echo \"$CI_COMMIT_MESSAGE\"\n    - test \"$CI_PROJECT_DIR\" = \"$PWD\"\n",
+    )]);
     r.git(&["checkout", "-q", "-b", "Feature/Thing_1"]);
     let sha = r.git(&["rev-parse", "HEAD"]);
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
-    assert_eq!(run.log("vars")[1], format!("true {sha} {} Feature/Thing_1 feature-thing-1 main vars test push nogitlab", &sha[..8]));
+    assert_eq!(
+        run.log("vars")[1],
+        format!(
+            "true {sha} {} Feature/Thing_1 feature-thing-1 main vars test push nogitlab",
+            &sha[..8]
+        )
+    );
     assert_eq!(run.log("vars")[3], "initial commit");
 }
 
 #[test]
 fn include_extends_and_reference_compose() {
     let r = Repo::new(&[
-        ("ci/templates/base.yml", ".base:\n  variables:\n    A: from-base\n    B: from-base\n  before_script:\n    - echo setup\n"),
-        ("ci/templates/more.yml", ".more:\n  extends: .base\n  variables:\n    B: from-more\n"),
+        (
+            "ci/templates/base.yml",
+            ".base:\n  variables:\n    A: from-base\n    B: from-base\n  before_script:\n    - echo setup\n",
+        ),
+        (
+            "ci/templates/more.yml",
+            ".more:\n  extends: .base\n  variables:\n    B: from-more\n",
+        ),
         (
             ".slipway.yml",
             r#"
@@ -426,24 +577,47 @@ job:
     ]);
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
-    assert_eq!(run.log("job"), vec!["$ echo setup", "setup", "$ echo \"A=$A B=$B C=$C\"", "A=from-base B=from-more C=from-job", "$ echo done", "done"]);
+    assert_eq!(
+        run.log("job"),
+        vec![
+            "$ echo setup",
+            "setup",
+            "$ echo \"A=$A B=$B C=$C\"",
+            "A=from-base B=from-more C=from-job",
+            "$ echo done",
+            "done"
+        ]
+    );
 }
 
 #[test]
 fn selected_jobs_and_needs_flag() {
-    let r = Repo::new(&[(".slipway.yml", "stages: [a, b]\none:\n  stage: a\n  script: echo one\ntwo:\n  stage: b\n  needs: [one]\n  script: echo two\nthree:\n  stage: b\n  script: echo three\n")]);
+    let r = Repo::new(&[(
+        ".slipway.yml",
+        "stages: [a, b]\none:\n  stage: a\n  script: echo one\ntwo:\n  stage: b\n  needs: [one]\n  script: echo two\nthree:\n  stage: b\n  script: echo three\n",
+    )]);
     let run = r.slipway(&["run", "--json", "two"]);
     assert_eq!(run.statuses(), st(&[("two", "success")]));
     let run = r.slipway(&["run", "--json", "--needs", "two"]);
-    assert_eq!(run.statuses(), st(&[("one", "success"), ("two", "success")]));
+    assert_eq!(
+        run.statuses(),
+        st(&[("one", "success"), ("two", "success")])
+    );
     let bad = r.slipway(&["run", "tow"]);
     assert_eq!(bad.code, 2);
-    assert!(bad.stderr.contains("did you mean `two`?"), "{}", bad.debug());
+    assert!(
+        bad.stderr.contains("did you mean `two`?"),
+        "{}",
+        bad.debug()
+    );
 }
 
 #[test]
 fn delayed_jobs_wait_for_start_in() {
-    let r = Repo::new(&[(".slipway.yml", "later:\n  when: delayed\n  start_in: 1 second\n  script: echo later\n")]);
+    let r = Repo::new(&[(
+        ".slipway.yml",
+        "later:\n  when: delayed\n  start_in: 1 second\n  script: echo later\n",
+    )]);
     let t = std::time::Instant::now();
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
@@ -452,7 +626,10 @@ fn delayed_jobs_wait_for_start_in() {
 
 #[test]
 fn image_jobs_run_on_the_shell_executor_or_are_refused_with_strict() {
-    let r = Repo::new(&[(".gitlab-ci.yml", "test:\n  image: golang:1.25\n  script: echo ran\n")]);
+    let r = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "test:\n  image: golang:1.25\n  script: echo ran\n",
+    )]);
     let run = r.slipway(&["run"]);
     assert_eq!(run.code, 0, "{}", run.debug());
     assert!(run.stderr.contains("running it on the shell executor"));
@@ -463,15 +640,25 @@ fn image_jobs_run_on_the_shell_executor_or_are_refused_with_strict() {
 
 #[test]
 fn runs_are_recorded_and_logs_can_be_read_back() {
-    let r = Repo::new(&[(".slipway.yml", "hello:\n  script: echo hello from the log\n")]);
+    let r = Repo::new(&[(
+        ".slipway.yml",
+        "hello:\n  script: echo hello from the log\n",
+    )]);
     let run = r.slipway(&["run"]);
     assert_eq!(run.code, 0, "{}", run.debug());
     assert!(run.stdout.contains("JOB"), "summary table: {}", run.stdout);
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r.path().join(".slipway/runs/1/summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(r.path().join(".slipway/runs/1/summary.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(summary["status"], "success");
     assert!(r.path().join(".slipway/runs/1/plan.json").is_file());
     let logs = r.slipway(&["logs", "hello"]);
-    assert!(logs.stdout.contains("hello from the log"), "{}", logs.debug());
+    assert!(
+        logs.stdout.contains("hello from the log"),
+        "{}",
+        logs.debug()
+    );
     let logs = r.slipway(&["logs", "1", "hello"]);
     assert_eq!(logs.code, 0);
     let missing = r.slipway(&["logs", "helo"]);

@@ -13,7 +13,10 @@ pub struct Repo {
 impl Repo {
     /// A git repository on branch `main` with the given files committed.
     pub fn new(files: &[(&str, &str)]) -> Repo {
-        let dir = tempfile::Builder::new().prefix("slipway-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-test-")
+            .tempdir()
+            .unwrap();
         let r = Repo { dir };
         r.git(&["init", "-q", "-b", "main"]);
         r.git(&["config", "user.email", "t@example.com"]);
@@ -38,8 +41,16 @@ impl Repo {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git").args(args).current_dir(self.path()).output().unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -58,7 +69,13 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn slipway_in(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(bin()).args(args).current_dir(dir).env("NO_COLOR", "1").env_remove("GITLAB_CI").output().unwrap();
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("GITLAB_CI")
+        .output()
+        .unwrap();
     Run::from(out)
 }
 
@@ -70,45 +87,82 @@ pub struct Run {
 
 impl From<Output> for Run {
     fn from(o: Output) -> Run {
-        Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
     }
 }
 
 impl Run {
     pub fn events(&self) -> Vec<serde_json::Value> {
-        self.stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}"))).collect()
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+            .collect()
     }
 
     /// The final `pipeline_finished` event.
     pub fn finished(&self) -> serde_json::Value {
         let ev = self.events();
-        let last = ev.last().unwrap_or_else(|| panic!("no events; stderr:\n{}", self.stderr)).clone();
-        assert_eq!(last["event"], "pipeline_finished", "last event: {last}\nstderr: {}", self.stderr);
+        let last = ev
+            .last()
+            .unwrap_or_else(|| panic!("no events; stderr:\n{}", self.stderr))
+            .clone();
+        assert_eq!(
+            last["event"], "pipeline_finished",
+            "last event: {last}\nstderr: {}",
+            self.stderr
+        );
         last
     }
 
     /// job name → status from the final event.
     pub fn statuses(&self) -> Vec<(String, String)> {
-        self.finished()["jobs"].as_array().unwrap().iter().map(|j| (j["name"].as_str().unwrap().to_string(), j["status"].as_str().unwrap().to_string())).collect()
+        self.finished()["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                (
+                    j["name"].as_str().unwrap().to_string(),
+                    j["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
     }
 
     /// All log lines of a job, from the JSON events.
     pub fn log(&self, job: &str) -> Vec<String> {
-        self.events().iter().filter(|e| e["event"] == "job_log" && e["job"] == job).map(|e| e["line"].as_str().unwrap().to_string()).collect()
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "job_log" && e["job"] == job)
+            .map(|e| e["line"].as_str().unwrap().to_string())
+            .collect()
     }
 
     pub fn debug(&self) -> String {
-        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
 pub fn st(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 /// Whether any process's command line contains `marker`.
 pub fn process_with(marker: &str) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
     for e in rd.flatten() {
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
