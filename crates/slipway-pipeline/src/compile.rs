@@ -683,10 +683,10 @@ impl Cx {
                 }
                 "expire_in" => {
                     let s = self.string(v, "artifacts:expire_in");
-                    if let Some(s) = &s {
-                        if s != "never" {
-                            let _ = self.duration(v, "artifacts:expire_in");
-                        }
+                    if let Some(s) = &s
+                        && s != "never"
+                    {
+                        let _ = self.duration(v, "artifacts:expire_in");
                     }
                     a.expire_in = s;
                 }
@@ -998,13 +998,13 @@ impl Cx {
             }
         }
         // `default:` wins over the deprecated globals whatever the order.
-        if let Some((_, dv)) = entries.iter().find(|(k, _)| k.name == "default") {
-            if let Value::Map(m) = &dv.value {
-                for (dk, dvv) in m {
-                    if DEFAULT_KEYWORDS.contains(&dk.name.as_str()) {
-                        defaults.retain(|(d, _)| d.name != dk.name);
-                        defaults.push((dk.clone(), dvv.clone()));
-                    }
+        if let Some((_, dv)) = entries.iter().find(|(k, _)| k.name == "default")
+            && let Value::Map(m) = &dv.value
+        {
+            for (dk, dvv) in m {
+                if DEFAULT_KEYWORDS.contains(&dk.name.as_str()) {
+                    defaults.retain(|(d, _)| d.name != dk.name);
+                    defaults.push((dk.clone(), dvv.clone()));
                 }
             }
         }
@@ -1229,15 +1229,14 @@ impl Cx {
         if !entries
             .iter()
             .any(|(k, _)| matches!(k.name.as_str(), "script" | "trigger" | "run"))
+            && let Some(s) = did_you_mean(&key.name, TOP_KEYWORDS.iter().copied())
         {
-            if let Some(s) = did_you_mean(&key.name, TOP_KEYWORDS.iter().copied()) {
-                self.err(
-                    key.span,
-                    format!("unknown top-level keyword `{}`", key.name),
-                )
-                .hint = Some(format!("did you mean `{s}`?"));
-                return None;
-            }
+            self.err(
+                key.span,
+                format!("unknown top-level keyword `{}`", key.name),
+            )
+            .hint = Some(format!("did you mean `{s}`?"));
+            return None;
         }
         let mut job = Job {
             name: key.name.clone(),
@@ -1626,10 +1625,11 @@ impl Cx {
             )
             .hint = Some("add e.g. `start_in: 30 minutes`".into());
         }
-        if let Some(span) = start_in_node {
-            if job.when != When::Delayed && job.rules.is_none() {
-                self.err(span, "`start_in` only applies to `when: delayed` jobs");
-            }
+        if let Some(span) = start_in_node
+            && job.when != When::Delayed
+            && job.rules.is_none()
+        {
+            self.err(span, "`start_in` only applies to `when: delayed` jobs");
         }
         if job.rules.is_some() && (job.only.is_some() || job.except.is_some()) {
             self.err(
@@ -1704,19 +1704,18 @@ impl Cx {
                         }
                         Some(_) => {}
                     }
-                    if let Some(needs) = &job.needs {
-                        if !needs.iter().any(|n| n.job == *dep) {
-                            self.err(
-                                *span,
-                                format!(
-                                    "job `{}` lists `{dep}` in `dependencies` but not in `needs`",
-                                    job.name
-                                ),
-                            )
-                            .hint = Some(
-                                "with `needs`, `dependencies` must be a subset of `needs`".into(),
-                            );
-                        }
+                    if let Some(needs) = &job.needs
+                        && !needs.iter().any(|n| n.job == *dep)
+                    {
+                        self.err(
+                            *span,
+                            format!(
+                                "job `{}` lists `{dep}` in `dependencies` but not in `needs`",
+                                job.name
+                            ),
+                        )
+                        .hint =
+                            Some("with `needs`, `dependencies` must be a subset of `needs`".into());
                     }
                 }
             }

@@ -39,10 +39,7 @@ pub fn load_text(
         count: 0,
     };
     let id = l.sources.add(name, text);
-    let node = match yaml::parse(l.sources.text(id), id) {
-        Ok(n) => n,
-        Err(e) => return Err(e),
-    };
+    let node = yaml::parse(l.sources.text(id), id)?;
     let mut stack = vec![name.to_path_buf()];
     let merged = l.expand(node, &mut stack);
     if l.errors.is_empty() {

@@ -110,6 +110,9 @@ pub struct AllowFailure {
     pub explicit: bool,
 }
 
+/// One `parallel:matrix` entry: each variable with its values.
+pub type MatrixEntry = Vec<(String, Vec<String>)>;
+
 #[derive(Debug, Clone)]
 pub struct Need {
     pub job: String,
@@ -117,14 +120,14 @@ pub struct Need {
     pub artifacts: bool,
     pub optional: bool,
     /// `needs:parallel:matrix`: only these matrix instances of `job`.
-    pub matrix: Option<Vec<Vec<(String, Vec<String>)>>>,
+    pub matrix: Option<Vec<MatrixEntry>>,
 }
 
 #[derive(Debug, Clone)]
 pub enum Parallel {
     Count(u32),
     /// Each entry: variable → values; instances are the cartesian product per entry.
-    Matrix(Vec<Vec<(String, Vec<String>)>>),
+    Matrix(Vec<MatrixEntry>),
 }
 
 #[derive(Debug, Clone, Default)]

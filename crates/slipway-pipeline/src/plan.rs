@@ -98,6 +98,9 @@ pub enum PlanError {
     Invalid(Vec<Diagnostic>),
 }
 
+/// A job instance's name and its matrix variables.
+type Instance = (String, Vec<(String, String)>);
+
 pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
     // Global variables, as the workflow and jobs see them.
     let mut base = cx.predefined.clone();
@@ -125,7 +128,7 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
     let mut jobs: Vec<PlannedJob> = Vec::new();
     let mut next_id = cx.first_job_id;
     // (base job name) → instance names, with their matrix variables.
-    let mut instances: HashMap<&str, Vec<(String, Vec<(String, String)>)>> = HashMap::new();
+    let mut instances: HashMap<&str, Vec<Instance>> = HashMap::new();
     let mut job_rule_needs: HashMap<String, Option<Vec<Need>>> = HashMap::new();
     for job in &p.jobs {
         for (inst_name, inst_vars) in expand_parallel(job) {
@@ -288,10 +291,10 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 };
                 let mut matched = false;
                 for (inst, ivars) in insts {
-                    if let Some(mx) = &need.matrix {
-                        if !matrix_selects(mx, ivars) {
-                            continue;
-                        }
+                    if let Some(mx) = &need.matrix
+                        && !matrix_selects(mx, ivars)
+                    {
+                        continue;
                     }
                     matched = true;
                     out.push(PlannedNeed {
@@ -401,10 +404,10 @@ fn first_matching_rule<'r>(
 }
 
 fn rule_matches(r: &Rule, vars: &dyn Fn(&str) -> Option<String>, facts: &dyn Facts) -> bool {
-    if let Some(e) = &r.if_ {
-        if !expr::eval(&e.expr, vars) {
-            return false;
-        }
+    if let Some(e) = &r.if_
+        && !expr::eval(&e.expr, vars)
+    {
+        return false;
     }
     if let Some(c) = &r.changes {
         let compare_to = c.compare_to.as_deref().map(|s| vars::expand(s, vars));
@@ -412,10 +415,10 @@ fn rule_matches(r: &Rule, vars: &dyn Fn(&str) -> Option<String>, facts: &dyn Fac
             return false;
         }
     }
-    if let Some(ex) = &r.exists {
-        if !ex.iter().any(|g| facts.exists(&vars::expand(g, vars))) {
-            return false;
-        }
+    if let Some(ex) = &r.exists
+        && !ex.iter().any(|g| facts.exists(&vars::expand(g, vars)))
+    {
+        return false;
     }
     true
 }
@@ -463,13 +466,12 @@ fn filters_pass(job: &Job, vars: &dyn Fn(&str) -> Option<String>, cx: &Context) 
     if !(only_refs_ok && only_vars_ok && only_changes_ok) {
         return false;
     }
-    if let Some(except) = &job.except {
-        if except.refs.iter().any(|r| ref_matches(r, vars, cx))
+    if let Some(except) = &job.except
+        && (except.refs.iter().any(|r| ref_matches(r, vars, cx))
             || except.variables.iter().any(|e| expr::eval(&e.expr, vars))
-            || (!except.changes.is_empty() && changes_match(&except.changes, None, vars, cx.facts))
-        {
-            return false;
-        }
+            || (!except.changes.is_empty() && changes_match(&except.changes, None, vars, cx.facts)))
+    {
+        return false;
     }
     true
 }

@@ -285,11 +285,11 @@ impl<'a> Builder<'a> {
                 Ok(node)
             }
             Event::MappingStart(anchor, tag) => {
-                if let Some(t) = tag.as_deref() {
-                    if !is_core(t, "map") {
-                        self.errors
-                            .push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
-                    }
+                if let Some(t) = tag.as_deref()
+                    && !is_core(t, "map")
+                {
+                    self.errors
+                        .push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
                 }
                 let node = self.mapping(span, depth)?;
                 if anchor > 0 {
@@ -416,7 +416,7 @@ fn approx_size(n: &Node) -> usize {
 }
 
 fn is_core(t: &saphyr_parser::Tag, name: &str) -> bool {
-    (t.handle == "!!" && t.suffix == name) || (t.handle == "tag:yaml.org,2002:" && t.suffix == name)
+    (t.handle == "!!" || t.handle == "tag:yaml.org,2002:") && t.suffix == name
 }
 
 fn unknown_tag(span: Span, tag: &str) -> Diagnostic {
@@ -434,30 +434,29 @@ fn resolve_plain(text: &str) -> Value {
         _ => {}
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = text.parse::<i64>() {
-            return Value::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = text.parse::<i64>()
+    {
+        return Value::Int(i);
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Value::Int(i);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Int(i);
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Value::Int(i);
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Int(i);
     }
     let looks_float = text.bytes().any(|b| b.is_ascii_digit())
         && text
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
         && text.contains(['.', 'e', 'E']);
-    if looks_float {
-        if let Ok(f) = text.parse::<f64>() {
-            return Value::Float(f);
-        }
+    if looks_float && let Ok(f) = text.parse::<f64>() {
+        return Value::Float(f);
     }
     match text {
         ".inf" | ".Inf" | ".INF" | "+.inf" => Value::Float(f64::INFINITY),

@@ -1,5 +1,5 @@
 //! Running one job on the shell executor: workspace, artifacts and cache in, `before_script`
-//! + `script` in one bash with GitLab's semantics (each command echoed, stop at the first
+//! and `script` in one bash with GitLab's semantics (each command echoed, stop at the first
 //! failure), `after_script` in a fresh bash with its own timeout, retries, then artifacts,
 //! dotenv and cache out. All output goes through the masker before the log and the screen.
 
@@ -169,10 +169,9 @@ pub(crate) fn execute(
         }
         if let Ok(text) =
             std::fs::read_to_string(cfg.run_dir.join("dotenv").join(format!("{dslug}.env")))
+            && let Ok(vars) = files::parse_dotenv(&text)
         {
-            if let Ok(vars) = files::parse_dotenv(&text) {
-                dotenv.extend(vars);
-            }
+            dotenv.extend(vars);
         }
     }
 
@@ -303,44 +302,43 @@ pub(crate) fn execute(
         ArtifactsWhen::OnFailure => !end.success && !end.canceled,
         ArtifactsWhen::Always => true,
     };
-    if let Some(a) = &job.artifacts {
-        if artifacts_wanted(a.when) {
-            let dest = cfg.run_dir.join("artifacts").join(&slug);
-            match files::collect_artifacts(&ws, a, &known, &dest) {
-                Ok((files, warnings)) => {
-                    for w in warnings {
-                        out.notice(&format!("WARNING: {w}"));
-                    }
-                    if !files.is_empty() {
-                        out.notice(&format!("Uploading artifacts: {} files", files.len()));
-                    }
+    if let Some(a) = &job.artifacts
+        && artifacts_wanted(a.when)
+    {
+        let dest = cfg.run_dir.join("artifacts").join(&slug);
+        match files::collect_artifacts(&ws, a, &known, &dest) {
+            Ok((files, warnings)) => {
+                for w in warnings {
+                    out.notice(&format!("WARNING: {w}"));
                 }
-                Err(e) => out.notice(&format!("WARNING: collecting artifacts failed: {e}")),
+                if !files.is_empty() {
+                    out.notice(&format!("Uploading artifacts: {} files", files.len()));
+                }
             }
-            for report in &a.dotenv {
-                match std::fs::read_to_string(ws.join(report)) {
-                    Ok(text) => match files::parse_dotenv(&text) {
-                        Ok(vars) => {
-                            let body: String =
-                                vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-                            let _ = std::fs::create_dir_all(cfg.run_dir.join("dotenv"));
-                            let _ = std::fs::write(
-                                cfg.run_dir.join("dotenv").join(format!("{slug}.env")),
-                                body,
-                            );
-                            out.notice(&format!(
-                                "dotenv report {report}: {} variables for later jobs",
-                                vars.len()
-                            ));
-                        }
-                        Err(e) => {
-                            out.notice(&format!("WARNING: dotenv report {report} is invalid: {e}"))
-                        }
-                    },
-                    Err(e) => out.notice(&format!(
-                        "WARNING: dotenv report {report} not readable: {e}"
-                    )),
-                }
+            Err(e) => out.notice(&format!("WARNING: collecting artifacts failed: {e}")),
+        }
+        for report in &a.dotenv {
+            match std::fs::read_to_string(ws.join(report)) {
+                Ok(text) => match files::parse_dotenv(&text) {
+                    Ok(vars) => {
+                        let body: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                        let _ = std::fs::create_dir_all(cfg.run_dir.join("dotenv"));
+                        let _ = std::fs::write(
+                            cfg.run_dir.join("dotenv").join(format!("{slug}.env")),
+                            body,
+                        );
+                        out.notice(&format!(
+                            "dotenv report {report}: {} variables for later jobs",
+                            vars.len()
+                        ));
+                    }
+                    Err(e) => {
+                        out.notice(&format!("WARNING: dotenv report {report} is invalid: {e}"))
+                    }
+                },
+                Err(e) => out.notice(&format!(
+                    "WARNING: dotenv report {report} not readable: {e}"
+                )),
             }
         }
     }

@@ -115,10 +115,10 @@ impl Supervised {
                     std::thread::sleep(Duration::from_millis(5));
                 }
             }
-            if status.is_none() {
-                if let Ok(Some(s)) = self.child.try_wait() {
-                    status = Some(s);
-                }
+            if status.is_none()
+                && let Ok(Some(s)) = self.child.try_wait()
+            {
+                status = Some(s);
             }
             if status.is_some() {
                 break;
@@ -149,19 +149,16 @@ impl Supervised {
         // Collect the rest of the output; a process that escaped the group may hold the pipe,
         // so do not wait for it for long.
         let until = Instant::now() + Duration::from_millis(500);
-        loop {
-            match self
-                .output
-                .recv_timeout(until.saturating_duration_since(Instant::now()))
-            {
-                Ok(chunk) => on_output(&chunk),
-                Err(_) => break,
-            }
+        while let Ok(chunk) = self
+            .output
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
+            on_output(&chunk);
         }
-        if let Some(r) = self.reader.take() {
-            if r.is_finished() {
-                let _ = r.join();
-            }
+        if let Some(r) = self.reader.take()
+            && r.is_finished()
+        {
+            let _ = r.join();
         }
         if let Some(e) = stop {
             return e;

@@ -285,26 +285,24 @@ impl Scheduler {
         if preds.iter().any(|s| !s.is_terminal()) {
             return None;
         }
-        let failed = preds.iter().any(|s| *s == JobStatus::Failed);
+        let failed = preds.contains(&JobStatus::Failed);
         if j.by_needs {
             if let Some(p) = j.preds.iter().find(|&&p| {
                 matches!(
                     self.jobs[p].status,
                     JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled
                 )
-            }) {
-                if j.when != When::Always {
-                    return Some(Decision::Skip(format!("needed job #{p} did not run")));
-                }
+            }) && j.when != When::Always
+            {
+                return Some(Decision::Skip(format!("needed job #{p} did not run")));
             }
         } else if let Some(p) = j
             .preds
             .iter()
             .find(|&&p| self.jobs[p].status == JobStatus::Manual && !self.jobs[p].allow_failure)
+            && j.when != When::Always
         {
-            if j.when != When::Always {
-                return Some(Decision::Skip(format!("blocked by manual job #{p}")));
-            }
+            return Some(Decision::Skip(format!("blocked by manual job #{p}")));
         }
         Some(match j.when {
             When::OnSuccess | When::Delayed if failed => {

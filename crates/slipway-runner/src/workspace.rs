@@ -202,15 +202,13 @@ pub fn remove_tree(p: &Path) {
     fn make_writable(p: &Path) {
         if let Ok(rd) = std::fs::read_dir(p) {
             for e in rd.flatten() {
-                if let Ok(t) = e.file_type() {
-                    if t.is_dir() {
-                        use std::os::unix::fs::PermissionsExt;
-                        let _ = std::fs::set_permissions(
-                            e.path(),
-                            std::fs::Permissions::from_mode(0o755),
-                        );
-                        make_writable(&e.path());
-                    }
+                if let Ok(t) = e.file_type()
+                    && t.is_dir()
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ =
+                        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755));
+                    make_writable(&e.path());
                 }
             }
         }

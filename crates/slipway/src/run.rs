@@ -242,11 +242,11 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
             return Err(e);
         }
     };
-    if !args.jobs.is_empty() {
-        if let Err(e) = select_jobs(&mut plan, &args.jobs, args.needs) {
-            let _ = std::fs::remove_dir_all(&run_dir);
-            return Err(e);
-        }
+    if !args.jobs.is_empty()
+        && let Err(e) = select_jobs(&mut plan, &args.jobs, args.needs)
+    {
+        let _ = std::fs::remove_dir_all(&run_dir);
+        return Err(e);
     }
     for m in &args.manual {
         if !plan.jobs.iter().any(|j| {

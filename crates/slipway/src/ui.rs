@@ -164,10 +164,10 @@ impl<'a> HumanReporter<'a> {
     }
 
     fn flush_partial(&mut self, job: usize) {
-        if let Some(rest) = self.partial.remove(&job) {
-            if !rest.is_empty() {
-                self.line(job, &String::from_utf8_lossy(&rest));
-            }
+        if let Some(rest) = self.partial.remove(&job)
+            && !rest.is_empty()
+        {
+            self.line(job, &String::from_utf8_lossy(&rest));
         }
     }
 }
@@ -224,10 +224,10 @@ impl Reporter for HumanReporter<'_> {
                     status_word(result.status),
                     human(result.duration)
                 );
-                if let Some(r) = &result.reason {
-                    if result.status != JobStatus::Success {
-                        msg.push_str(&format!(" ({r})"));
-                    }
+                if let Some(r) = &result.reason
+                    && result.status != JobStatus::Success
+                {
+                    msg.push_str(&format!(" ({r})"));
                 }
                 self.line(job, &self.ui.paint(code, &msg));
             }
@@ -332,12 +332,12 @@ impl JsonReporter {
     }
 
     fn flush_partial(&mut self, job: usize) {
-        if let Some(rest) = self.partial.remove(&job) {
-            if !rest.is_empty() {
-                Self::emit(
-                    serde_json::json!({"event": "job_log", "job": self.names[job], "line": String::from_utf8_lossy(&rest)}),
-                );
-            }
+        if let Some(rest) = self.partial.remove(&job)
+            && !rest.is_empty()
+        {
+            Self::emit(
+                serde_json::json!({"event": "job_log", "job": self.names[job], "line": String::from_utf8_lossy(&rest)}),
+            );
         }
     }
 }
