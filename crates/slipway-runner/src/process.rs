@@ -1,10 +1,14 @@
 //! Child processes in their own process group. Stopping is SIGTERM to the whole group, a grace
 //! period, then SIGKILL; after a job's shell exits, whatever it left behind in its group is
 //! stopped the same way, so no process outlives its job.
+//!
+//! One channel carries everything about a child: output chunks (from a reader thread), the end
+//! of output, and the exit status (from a waiter thread), so the supervising loop wakes the
+//! moment anything happens and never polls.
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -31,47 +35,49 @@ pub enum Exit {
     Canceled,
 }
 
-/// A spawned shell whose stdout and stderr arrive, merged, on `output`.
-pub struct Supervised {
-    child: Child,
-    pgid: i32,
-    pub output: mpsc::Receiver<Vec<u8>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+enum Ev {
+    Output(Vec<u8>),
+    Eof,
+    Exited(std::io::Result<ExitStatus>),
 }
+
+/// A spawned process group whose stdout and stderr arrive merged.
+pub struct Supervised {
+    pgid: i32,
+    events: mpsc::Receiver<Ev>,
+}
+
+/// How often a running child is checked for cancel requests and its deadline.
+const TICK: Duration = Duration::from_millis(50);
 
 /// Spawns `cmd` in a new process group with stdin from /dev/null and stdout+stderr merged
 /// into one pipe.
 pub fn spawn(mut cmd: Command) -> std::io::Result<Supervised> {
     let (mut reader, writer) = std::io::pipe()?;
-    cmd.stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
-        .process_group(0);
-    let child = cmd.spawn()?;
+    cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).process_group(0);
+    let mut child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipe's write end
     let pgid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
-    let reader = std::thread::Builder::new()
-        .name("job-output".into())
-        .spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(buf[..n].to_vec()).is_err() {
-                            break;
-                        }
+    let out_tx = tx.clone();
+    std::thread::Builder::new().name("job-output".into()).spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out_tx.send(Ev::Output(buf[..n].to_vec())).is_err() {
+                        return;
                     }
                 }
             }
-        })?;
-    Ok(Supervised {
-        child,
-        pgid,
-        output: rx,
-        reader: Some(reader),
-    })
+        }
+        let _ = out_tx.send(Ev::Eof);
+    })?;
+    std::thread::Builder::new().name("job-wait".into()).spawn(move || {
+        let _ = tx.send(Ev::Exited(child.wait()));
+    })?;
+    Ok(Supervised { pgid, events: rx })
 }
 
 fn signal_group(pgid: i32, sig: i32) -> bool {
@@ -88,8 +94,8 @@ impl Supervised {
         self.pgid
     }
 
-    /// Waits for the shell to exit, the deadline to pass or a cancel; output must be drained
-    /// by the caller through `on_output`, which is called for every chunk as it arrives.
+    /// Waits for the shell to exit, the deadline to pass or a cancel, handing every output
+    /// chunk to `on_output` as it arrives.
     pub fn wait(
         &mut self,
         deadline: Option<Instant>,
@@ -98,27 +104,21 @@ impl Supervised {
         on_output: &mut dyn FnMut(&[u8]),
     ) -> Exit {
         let mut stop: Option<Exit> = None;
-        let mut status: Option<ExitStatus> = None;
+        let mut status: Option<std::io::Result<ExitStatus>> = None;
+        let mut eof = false;
         let mut term_sent: Option<Instant> = None;
-        loop {
-            // Drain output without blocking for long.
-            match self.output.recv_timeout(Duration::from_millis(20)) {
-                Ok(chunk) => {
-                    on_output(&chunk);
-                    while let Ok(more) = self.output.try_recv() {
-                        on_output(&more);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // Output closed; the shell is done or about to be: poll for its status.
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+        while status.is_none() {
+            let now = Instant::now();
+            let mut wait = TICK;
+            if let Some(d) = deadline {
+                wait = wait.min(d.saturating_duration_since(now).max(Duration::from_millis(1)));
             }
-            if status.is_none()
-                && let Ok(Some(s)) = self.child.try_wait()
-            {
-                status = Some(s);
+            match self.events.recv_timeout(wait) {
+                Ok(Ev::Output(chunk)) => on_output(&chunk),
+                Ok(Ev::Eof) => eof = true,
+                Ok(Ev::Exited(s)) => status = Some(s),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => status = Some(Err(std::io::Error::other("lost the child"))),
             }
             if status.is_some() {
                 break;
@@ -145,36 +145,31 @@ impl Supervised {
             }
         }
         // The shell is gone; stop anything it left behind in its group.
-        self.reap_group(grace);
-        // Collect the rest of the output; a process that escaped the group may hold the pipe,
-        // so do not wait for it for long.
+        self.reap_group(if cancel.level() >= 2 { Duration::ZERO } else { grace });
+        // Collect the rest of the output. A process that escaped the group (setsid) may still
+        // hold the pipe, so do not wait for it for long.
         let until = Instant::now() + Duration::from_millis(500);
-        while let Ok(chunk) = self
-            .output
-            .recv_timeout(until.saturating_duration_since(Instant::now()))
-        {
-            on_output(&chunk);
-        }
-        if let Some(r) = self.reader.take()
-            && r.is_finished()
-        {
-            let _ = r.join();
+        while !eof {
+            match self.events.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(Ev::Output(chunk)) => on_output(&chunk),
+                Ok(Ev::Eof) | Err(_) => eof = true,
+                Ok(Ev::Exited(_)) => {}
+            }
         }
         if let Some(e) = stop {
             return e;
         }
-        let status = status.expect("loop exits with a status");
-        match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
-            (Some(c), _) => Exit::Code(c),
-            (None, Some(s)) => Exit::Signal(s),
+        match status {
+            Some(Ok(s)) => match (s.code(), s.signal()) {
+                (Some(c), _) => Exit::Code(c),
+                (None, Some(sig)) => Exit::Signal(sig),
+                _ => Exit::Code(1),
+            },
             _ => Exit::Code(1),
         }
     }
 
-    fn reap_group(&mut self, grace: Duration) {
+    fn reap_group(&self, grace: Duration) {
         if !group_alive(self.pgid) {
             return;
         }
@@ -184,7 +179,7 @@ impl Supervised {
             if !group_alive(self.pgid) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
         signal_group(self.pgid, libc::SIGKILL);
     }
@@ -195,6 +190,5 @@ impl Drop for Supervised {
         if group_alive(self.pgid) {
             signal_group(self.pgid, libc::SIGKILL);
         }
-        let _ = self.child.try_wait();
     }
 }

@@ -21,6 +21,26 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
     })
 }
 
+fn spawn(dir: &Path, args: &[&str]) -> Option<std::process::Child> {
+    Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn finish(child: Option<std::process::Child>) -> Option<String> {
+    let out = child?.wait_with_output().ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .trim_end_matches('\n')
+            .to_string()
+    })
+}
+
 pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
 /// Facts about the checkout, gathered once per run.
@@ -39,62 +59,89 @@ pub struct Checkout {
 }
 
 impl Checkout {
+    /// Reads the checkout with a handful of git commands started at once (they are the
+    /// largest part of a small run's wall time, so they run in parallel).
     pub fn read(dir: &Path) -> Checkout {
         let name = dir
             .canonicalize()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "project".into());
-        let top = git(dir, &["rev-parse", "--show-toplevel"]);
-        let Some(_top) = top else {
+        let head = spawn(dir, &["log", "-1", "--format=%H%n%P%n%D%n%B"]);
+        let refs = spawn(
+            dir,
+            &[
+                "for-each-ref",
+                "--format=%(refname) %(symref)",
+                "refs/remotes/origin/HEAD",
+                "refs/heads/main",
+                "refs/heads/master",
+            ],
+        );
+        let origin = spawn(dir, &["config", "--get", "remote.origin.url"]);
+        let symbolic = spawn(dir, &["symbolic-ref", "-q", "--short", "HEAD"]);
+        let (head, refs, origin, symbolic) =
+            (finish(head), finish(refs), finish(origin), finish(symbolic));
+
+        let Some(head) = head else {
+            // Not a repository, or one without commits yet.
+            let branch = symbolic;
+            let is_repo = branch.is_some();
             return Checkout {
-                is_repo: false,
+                is_repo,
                 sha: ZERO_SHA.into(),
-                branch: None,
+                default_branch: branch.clone().unwrap_or_else(|| "main".into()),
+                branch,
                 tag: None,
                 message: String::new(),
-                default_branch: "main".into(),
                 before_sha: None,
                 project_name: name.clone(),
-                project_path: name,
+                project_path: origin.as_deref().and_then(path_from_remote).unwrap_or(name),
             };
         };
-        let sha =
-            git(dir, &["rev-parse", "-q", "--verify", "HEAD"]).unwrap_or_else(|| ZERO_SHA.into());
-        let branch = git(dir, &["symbolic-ref", "-q", "--short", "HEAD"]);
+        let mut lines = head.splitn(4, '\n');
+        let sha = lines.next().unwrap_or(ZERO_SHA).to_string();
+        let first_parent = lines
+            .next()
+            .and_then(|p| p.split_whitespace().next())
+            .map(str::to_string);
+        let decorations: Vec<&str> = lines.next().unwrap_or("").split(", ").collect();
+        let message = lines.next().unwrap_or("").trim_end().to_string();
+        let branch = symbolic;
+        // A tag pipeline is a detached HEAD that a tag points at, as in GitLab.
         let tag = if branch.is_none() {
-            git(dir, &["describe", "--exact-match", "--tags", "HEAD"])
+            decorations
+                .iter()
+                .find_map(|d| d.strip_prefix("tag: "))
+                .map(str::to_string)
         } else {
             None
         };
-        let message = git(dir, &["log", "-1", "--format=%B"]).unwrap_or_default();
-        let default_branch = git(
-            dir,
-            &["symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD"],
-        )
-        .map(|s| s.trim_start_matches("origin/").to_string())
-        .or_else(|| {
-            ["main", "master"]
-                .iter()
-                .find(|b| {
-                    git(
-                        dir,
-                        &["rev-parse", "-q", "--verify", &format!("refs/heads/{b}")],
-                    )
-                    .is_some()
-                })
-                .map(|s| s.to_string())
-        })
-        .or_else(|| branch.clone())
-        .unwrap_or_else(|| "main".into());
+        let refs = refs.unwrap_or_default();
+        let default_branch = refs
+            .lines()
+            .find_map(|l| l.strip_prefix("refs/remotes/origin/HEAD refs/remotes/origin/"))
+            .map(str::to_string)
+            .or_else(|| {
+                ["main", "master"]
+                    .into_iter()
+                    .find(|b| {
+                        refs.lines()
+                            .any(|l| l.trim_end() == format!("refs/heads/{b}"))
+                    })
+                    .map(str::to_string)
+            })
+            .or_else(|| branch.clone())
+            .unwrap_or_else(|| "main".into());
         let before_sha = match &branch {
             Some(b) if *b != default_branch => git(dir, &["merge-base", "HEAD", &default_branch])
                 .filter(|m| *m != sha)
-                .or_else(|| git(dir, &["rev-parse", "-q", "--verify", "HEAD~1"])),
-            _ => git(dir, &["rev-parse", "-q", "--verify", "HEAD~1"]),
+                .or(first_parent),
+            _ => first_parent,
         };
-        let project_path = git(dir, &["remote", "get-url", "origin"])
-            .and_then(|u| path_from_remote(&u))
+        let project_path = origin
+            .as_deref()
+            .and_then(path_from_remote)
             .unwrap_or_else(|| name.clone());
         Checkout {
             is_repo: true,

@@ -134,19 +134,25 @@ pub fn plural(n: usize, word: &str) -> String {
 pub struct GitFacts<'a> {
     pub root: &'a Path,
     pub checkout: &'a Checkout,
-    pub files: Vec<String>,
+    /// The project's files, listed on the first `exists` question only.
+    files: std::cell::OnceCell<Vec<String>>,
 }
 
 impl<'a> GitFacts<'a> {
     pub fn new(root: &'a Path, checkout: &'a Checkout) -> GitFacts<'a> {
-        let files = Snapshot::take(root)
-            .map(|s| s.files.iter().map(|f| f.display().to_string()).collect())
-            .unwrap_or_default();
         GitFacts {
             root,
             checkout,
-            files,
+            files: std::cell::OnceCell::new(),
         }
+    }
+
+    fn files(&self) -> &[String] {
+        self.files.get_or_init(|| {
+            Snapshot::take(self.root)
+                .map(|s| s.files.iter().map(|f| f.display().to_string()).collect())
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -163,7 +169,7 @@ impl Facts for GitFacts<'_> {
             return false;
         };
         let m = g.compile_matcher();
-        self.files.iter().any(|f| m.is_match(f))
+        self.files().iter().any(|f| m.is_match(f))
     }
 }
 
