@@ -17,7 +17,7 @@ use slipway_pipeline::plan::PlannedJob;
 use crate::files;
 use crate::mask::Masker;
 use crate::process::{self, Cancel, Exit};
-use crate::workspace::{Snapshot, remove_tree};
+use crate::workspace::{self, Snapshot, remove_tree};
 use crate::{Msg, RunConfig, Shared};
 
 /// The end of a job as the executor saw it.
@@ -136,23 +136,40 @@ pub(crate) fn execute(
     };
     let cancel = &shared.cancel;
 
-    // 1. Workspace.
+    // 1. Workspace: the job's own, kept between runs and synced; a temporary one when
+    // another run is using it.
+    let mut temporary = false;
+    let mut _lock = None;
     let ws = if cfg.in_place {
         cfg.project_dir.clone()
     } else {
-        cfg.run_dir.join("ws").join(&slug)
+        let own = cfg.work_dir.join(&slug);
+        match workspace::lock(&own) {
+            Ok(Some(l)) => {
+                _lock = Some(l);
+                own
+            }
+            _ => {
+                temporary = true;
+                cfg.run_dir.join("ws").join(&slug)
+            }
+        }
     };
     if !cfg.in_place {
         let t = Instant::now();
-        if let Err(e) = shared.snapshot.materialize(&ws, cfg.copy_threads) {
-            out.notice(&format!("ERROR: preparing the workspace failed: {e}"));
-            return system_failure(format!("workspace: {e}"));
+        match shared.snapshot.sync_into(&ws, cfg.copy_threads) {
+            Ok(st) => out.notice(&format!(
+                "Preparing workspace: {} files ({} copied, {} removed) in {:.1?}",
+                shared.snapshot.files.len(),
+                st.copied,
+                st.removed,
+                t.elapsed()
+            )),
+            Err(e) => {
+                out.notice(&format!("ERROR: preparing the workspace failed: {e}"));
+                return system_failure(format!("workspace: {e}"));
+            }
         }
-        out.notice(&format!(
-            "Preparing workspace: {} files in {:.1?}",
-            shared.snapshot.files.len(),
-            t.elapsed()
-        ));
     }
     let known: HashSet<PathBuf> = shared.snapshot.files.iter().cloned().collect();
 
@@ -207,10 +224,14 @@ pub(crate) fn execute(
 
     let mut lines = job.before_script.clone();
     lines.extend(job.script.iter().cloned());
-    let script_path = cfg.run_dir.join("scripts").join(format!("{slug}.sh"));
-    if let Err(e) = std::fs::write(&script_path, build_script(&lines)) {
-        return system_failure(format!("writing the job script: {e}"));
-    }
+    let script = match Script::new(
+        build_script(&lines),
+        &cfg.run_dir.join("scripts"),
+        &format!("{slug}.sh"),
+    ) {
+        Ok(s) => s,
+        Err(e) => return system_failure(format!("writing the job script: {e}")),
+    };
     let timeout = job.timeout.unwrap_or(cfg.default_timeout);
     let mut attempt = 0;
     let end = loop {
@@ -223,14 +244,7 @@ pub(crate) fn execute(
             let _ = tx.send(Msg::Started(idx, attempt));
         }
         let exit = run_shell(
-            &cfg.shell,
-            &script_path,
-            &ws,
-            &env,
-            timeout,
-            cancel,
-            cfg.grace,
-            &mut out,
+            &cfg.shell, &script, &ws, &env, timeout, cancel, cfg.grace, &mut out,
         );
         let (success, exit_code, reason) = match &exit {
             Ok(Exit::Code(0)) => (true, Some(0), None),
@@ -270,8 +284,11 @@ pub(crate) fn execute(
             };
             let mut aenv = env.clone();
             aenv.push(("CI_JOB_STATUS".into(), status.into()));
-            let apath = cfg.run_dir.join("scripts").join(format!("{slug}.after.sh"));
-            if std::fs::write(&apath, build_script(&job.after_script)).is_ok() {
+            if let Ok(apath) = Script::new(
+                build_script(&job.after_script),
+                &cfg.run_dir.join("scripts"),
+                &format!("{slug}.after.sh"),
+            ) {
                 // A cancel must not stop after_script from running: use a fresh token.
                 let fresh = Cancel::default();
                 let acancel = if canceled { &fresh } else { cancel };
@@ -357,8 +374,18 @@ pub(crate) fn execute(
         .coverage
         .as_deref()
         .and_then(|re| coverage_from_log(&log_path, re));
-    if !cfg.in_place && !cfg.keep_workspaces {
-        remove_tree(&ws);
+    if temporary {
+        // Removing a large tree is slow on some filesystems: do it off the job's path.
+        if let Ok(t) = std::thread::Builder::new()
+            .name("ws-cleanup".into())
+            .spawn(move || remove_tree(&ws))
+        {
+            shared
+                .cleanup
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(t);
+        }
     }
     JobEnd { coverage, ..end }
 }
@@ -388,9 +415,29 @@ fn should_retry(job: &PlannedJob, exit: &std::io::Result<Exit>) -> bool {
     clippy::too_many_arguments,
     reason = "one call site per shell kind; a struct would only rename the arguments"
 )]
+/// A job script: passed inline with `-c` when small (no file to create), else as a file.
+enum Script {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl Script {
+    const INLINE_MAX: usize = 64 * 1024;
+
+    fn new(text: String, dir: &Path, name: &str) -> std::io::Result<Script> {
+        if text.len() <= Self::INLINE_MAX && !text.contains('\0') {
+            return Ok(Script::Inline(text));
+        }
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(name);
+        std::fs::write(&path, text)?;
+        Ok(Script::File(path))
+    }
+}
+
 fn run_shell(
     shell: &Path,
-    script: &Path,
+    script: &Script,
     ws: &Path,
     env: &[(String, String)],
     timeout: Duration,
@@ -399,11 +446,12 @@ fn run_shell(
     out: &mut Out,
 ) -> std::io::Result<Exit> {
     let mut cmd = Command::new(shell);
-    cmd.arg("--noprofile")
-        .arg("--norc")
-        .arg(script)
-        .current_dir(ws)
-        .env_remove("GITLAB_CI");
+    cmd.arg("--noprofile").arg("--norc");
+    match script {
+        Script::Inline(text) => cmd.arg("-c").arg(text).arg("slipway-job"),
+        Script::File(path) => cmd.arg(path),
+    };
+    cmd.current_dir(ws).env_remove("GITLAB_CI");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -439,7 +487,8 @@ pub(crate) fn snapshot_for(cfg: &RunConfig) -> std::io::Result<Snapshot> {
         return Ok(Snapshot {
             root: cfg.project_dir.clone(),
             files: Vec::new(),
-            git_dir: None,
+            meta: Vec::new(),
+            git: None,
         });
     }
     Snapshot::take(&cfg.project_dir)

@@ -33,6 +33,8 @@ pub struct RunConfig {
     pub run_dir: PathBuf,
     /// `.slipway/cache`: caches shared between runs.
     pub cache_dir: PathBuf,
+    /// `.slipway/work`: one workspace per job, kept and synced between runs.
+    pub work_dir: PathBuf,
     pub concurrency: usize,
     /// Run in the project directory itself instead of private workspaces.
     pub in_place: bool,
@@ -46,20 +48,24 @@ pub struct RunConfig {
     pub grace: Duration,
     pub default_timeout: Duration,
     pub after_script_timeout: Duration,
-    pub keep_workspaces: bool,
     pub shell: PathBuf,
     pub copy_threads: usize,
+    /// The project's file list, when the caller already took it (saves a `git ls-files`).
+    pub snapshot: Option<Snapshot>,
 }
 
 impl RunConfig {
-    pub fn new(project_dir: PathBuf, run_dir: PathBuf, cache_dir: PathBuf) -> RunConfig {
+    /// A run of `project_dir` recorded in `run_dir`, with caches and workspaces under
+    /// `state_dir` (`.slipway`).
+    pub fn new(project_dir: PathBuf, run_dir: PathBuf, state_dir: &std::path::Path) -> RunConfig {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
         RunConfig {
             project_dir,
             run_dir,
-            cache_dir,
+            cache_dir: state_dir.join("cache"),
+            work_dir: state_dir.join("work"),
             concurrency: cpus,
             in_place: false,
             manual: Vec::new(),
@@ -68,9 +74,9 @@ impl RunConfig {
             grace: Duration::from_secs(5),
             default_timeout: Duration::from_secs(3600),
             after_script_timeout: Duration::from_secs(300),
-            keep_workspaces: false,
             shell: PathBuf::from("bash"),
             copy_threads: cpus,
+            snapshot: None,
         }
     }
 }
@@ -150,6 +156,8 @@ pub(crate) struct Shared {
     pub config: RunConfig,
     pub snapshot: Snapshot,
     pub cancel: Cancel,
+    /// Workspaces being removed in the background; joined before the run returns.
+    pub cleanup: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// Runs the plan to its end. `cancel` stops it: level 1 sends SIGTERM to every running job
@@ -161,14 +169,19 @@ pub fn run(
     reporter: &mut dyn Reporter,
 ) -> std::io::Result<RunResult> {
     let started = Instant::now();
-    for d in ["logs", "scripts", "artifacts", "ws"] {
+    for d in ["logs", "artifacts"] {
         std::fs::create_dir_all(config.run_dir.join(d))?;
     }
-    let snapshot = exec::snapshot_for(&config)?;
+    let mut config = config;
+    let snapshot = match config.snapshot.take() {
+        Some(s) => s,
+        None => exec::snapshot_for(&config)?,
+    };
     let shared = Arc::new(Shared {
         config,
         snapshot,
         cancel: cancel.clone(),
+        cleanup: Default::default(),
     });
     let cfg = &shared.config;
     let mut sched = Scheduler::new(plan, cfg.concurrency, &cfg.manual);
@@ -288,6 +301,10 @@ pub fn run(
         }
     }
     for t in threads {
+        let _ = t.join();
+    }
+    let cleanup = std::mem::take(&mut *shared.cleanup.lock().unwrap_or_else(|e| e.into_inner()));
+    for t in cleanup {
         let _ = t.join();
     }
     let _ = std::fs::remove_dir(cfg.run_dir.join("ws"));

@@ -54,29 +54,36 @@ const TICK: Duration = Duration::from_millis(50);
 /// into one pipe.
 pub fn spawn(mut cmd: Command) -> std::io::Result<Supervised> {
     let (mut reader, writer) = std::io::pipe()?;
-    cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .process_group(0);
     let mut child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipe's write end
     let pgid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
     let out_tx = tx.clone();
-    std::thread::Builder::new().name("job-output".into()).spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if out_tx.send(Ev::Output(buf[..n].to_vec())).is_err() {
-                        return;
+    std::thread::Builder::new()
+        .name("job-output".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if out_tx.send(Ev::Output(buf[..n].to_vec())).is_err() {
+                            return;
+                        }
                     }
                 }
             }
-        }
-        let _ = out_tx.send(Ev::Eof);
-    })?;
-    std::thread::Builder::new().name("job-wait".into()).spawn(move || {
-        let _ = tx.send(Ev::Exited(child.wait()));
-    })?;
+            let _ = out_tx.send(Ev::Eof);
+        })?;
+    std::thread::Builder::new()
+        .name("job-wait".into())
+        .spawn(move || {
+            let _ = tx.send(Ev::Exited(child.wait()));
+        })?;
     Ok(Supervised { pgid, events: rx })
 }
 
@@ -111,14 +118,19 @@ impl Supervised {
             let now = Instant::now();
             let mut wait = TICK;
             if let Some(d) = deadline {
-                wait = wait.min(d.saturating_duration_since(now).max(Duration::from_millis(1)));
+                wait = wait.min(
+                    d.saturating_duration_since(now)
+                        .max(Duration::from_millis(1)),
+                );
             }
             match self.events.recv_timeout(wait) {
                 Ok(Ev::Output(chunk)) => on_output(&chunk),
                 Ok(Ev::Eof) => eof = true,
                 Ok(Ev::Exited(s)) => status = Some(s),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => status = Some(Err(std::io::Error::other("lost the child"))),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    status = Some(Err(std::io::Error::other("lost the child")))
+                }
             }
             if status.is_some() {
                 break;
@@ -145,12 +157,19 @@ impl Supervised {
             }
         }
         // The shell is gone; stop anything it left behind in its group.
-        self.reap_group(if cancel.level() >= 2 { Duration::ZERO } else { grace });
+        self.reap_group(if cancel.level() >= 2 {
+            Duration::ZERO
+        } else {
+            grace
+        });
         // Collect the rest of the output. A process that escaped the group (setsid) may still
         // hold the pipe, so do not wait for it for long.
         let until = Instant::now() + Duration::from_millis(500);
         while !eof {
-            match self.events.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            match self
+                .events
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
                 Ok(Ev::Output(chunk)) => on_output(&chunk),
                 Ok(Ev::Eof) | Err(_) => eof = true,
                 Ok(Ev::Exited(_)) => {}

@@ -41,9 +41,6 @@ pub struct RunArgs {
     /// Run jobs in the working tree itself instead of private workspaces.
     #[arg(long)]
     pub in_place: bool,
-    /// Keep job workspaces under .slipway/runs/<id>/ws/ for inspection.
-    #[arg(long)]
-    pub keep_workspaces: bool,
     /// Refuse jobs that need what slipway cannot give yet (e.g. `image:` without the Docker executor).
     #[arg(long)]
     pub strict: bool,
@@ -203,6 +200,11 @@ fn handle_signals(cancel: Cancel, ui: Ui) {
 }
 
 pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
+    // Listing the project's files takes a git process: start it while the pipeline loads.
+    let snapshot = (!args.in_place).then(|| {
+        let root = root.clone();
+        std::thread::spawn(move || slipway_runner::workspace::Snapshot::take(&root))
+    });
     let loaded = project::load(&root, args.file.file.as_deref(), ui)?;
     let mut over = overrides(&args.file)?;
     let mut secrets: Vec<String> = Vec::new();
@@ -296,7 +298,7 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         run_dir.join("plan.json"),
         serde_json::to_vec_pretty(&slipway_pipeline::plan::to_json(&plan))?,
     )?;
-    let mut config = RunConfig::new(root.clone(), run_dir.clone(), state.join("cache"));
+    let mut config = RunConfig::new(root.clone(), run_dir.clone(), &state);
     if let Some(n) = args.concurrency {
         if n == 0 {
             return Err(UserError::new("--concurrency must be at least 1").into());
@@ -304,7 +306,7 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         config.concurrency = n;
     }
     config.in_place = args.in_place;
-    config.keep_workspaces = args.keep_workspaces;
+    config.snapshot = snapshot.and_then(|t| t.join().ok()).and_then(|r| r.ok());
     config.manual = args.manual.clone();
     config.secrets = secrets;
     config.overrides = over.keys().cloned().collect::<HashSet<_>>();

@@ -683,3 +683,61 @@ fn concurrency_limit_is_respected() {
         assert!(seen <= 1, "more than 2 jobs ran at once");
     }
 }
+
+#[test]
+fn reused_workspaces_are_as_fresh_as_new_ones() {
+    let r = Repo::new(&[
+        ("data.txt", "original\n"),
+        ("tool.sh", "echo tool\n"),
+        (
+            ".slipway.yml",
+            r#"
+job:
+  script:
+    - cat data.txt
+    - test -x tool.sh && echo executable || echo not-executable
+    - test ! -e leftover.txt && test ! -d build && test ! -e .git/refs/tags/job-tag
+    - echo scribble > data.txt
+    - echo junk > leftover.txt
+    - mkdir -p build/deep && echo out > build/deep/o
+    - rm tool.sh && mkdir tool.sh
+    - git tag job-tag
+"#,
+        ),
+    ]);
+    let first = r.slipway(&["run", "--json"]);
+    assert_eq!(first.code, 0, "{}", first.debug());
+    assert_eq!(first.log("job")[1], "original");
+    assert!(first.log("job").contains(&"not-executable".to_string()));
+    // The user changes a file and a mode between runs.
+    r.write("data.txt", "edited by the user\n");
+    std::fs::set_permissions(
+        r.path().join("tool.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let second = r.slipway(&["run", "--json"]);
+    assert_eq!(second.code, 0, "{}", second.debug());
+    assert_eq!(second.log("job")[1], "edited by the user");
+    assert!(second.log("job").contains(&"executable".to_string()));
+    let third = r.slipway(&["run", "--json"]);
+    assert_eq!(
+        third.code,
+        0,
+        "the job's own changes are undone before the next run: {}",
+        third.debug()
+    );
+    assert!(
+        !r.git(&["tag"]).contains("job-tag"),
+        "tags made in a job stay out of the project"
+    );
+    let notice = third
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "job_notice")
+        .unwrap();
+    assert!(
+        notice["message"].as_str().unwrap().contains("removed"),
+        "{notice}"
+    );
+}
