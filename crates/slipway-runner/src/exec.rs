@@ -411,10 +411,6 @@ fn should_retry(job: &PlannedJob, exit: &std::io::Result<Exit>) -> bool {
     })
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site per shell kind; a struct would only rename the arguments"
-)]
 /// A job script: passed inline with `-c` when small (no file to create), else as a file.
 enum Script {
     Inline(String),
@@ -435,6 +431,10 @@ impl Script {
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per shell kind; a struct would only rename the arguments"
+)]
 fn run_shell(
     shell: &Path,
     script: &Script,

@@ -127,11 +127,11 @@ impl Snapshot {
         for rel in listed_files {
             // Files deleted in the work tree are still in the index: skip them. Directories
             // show up for submodules and nested repositories: skip those too.
-            if let Ok(m) = std::fs::symlink_metadata(root.join(&rel)) {
-                if !m.is_dir() {
-                    meta.push(SrcMeta::of(&m));
-                    files.push(rel);
-                }
+            if let Ok(m) = std::fs::symlink_metadata(root.join(&rel))
+                && !m.is_dir()
+            {
+                meta.push(SrcMeta::of(&m));
+                files.push(rel);
             }
         }
         let git = match (is_git, refs) {
