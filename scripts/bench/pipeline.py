@@ -118,7 +118,7 @@ def main():
             out = subprocess.run([args.slipway, "run", "--json", "--concurrency", "1"], cwd=big, env=env, capture_output=True, text=True, check=True).stdout
             for line in out.splitlines():
                 ev = json.loads(line)
-                m = re.match(r"Preparing workspace: (\d+) files \((\d+) copied, (\d+) removed\) in ([\d.]+)(µs|ms|s)$", ev.get("message", ""))
+                m = re.match(r"Preparing workspace: (\d+) files? \((\d+) copied, (\d+) removed\) in ([\d.]+)(µs|ms|s)$", ev.get("message", ""))
                 if m:
                     v = float(m.group(4)) * {"µs": 0.001, "ms": 1, "s": 1000}[m.group(5)]
                     (cold if i % 2 == 0 else warm).append(v)

@@ -325,6 +325,7 @@ impl Cx {
                 name: k.name.clone(),
                 value: String::new(),
                 expand: true,
+                masked: false,
                 description: None,
                 span: k.span,
             };
@@ -343,11 +344,16 @@ impl Cx {
                                     .boolean(vv, &format!("{what}.{}.expand", k.name))
                                     .unwrap_or(true)
                             }
+                            "masked" => {
+                                var.masked = self
+                                    .boolean(vv, &format!("{what}.{}.masked", k.name))
+                                    .unwrap_or(false)
+                            }
                             "options" => {}
                             _ => self.unknown_key(
                                 vk,
                                 &format!("variable `{}`", k.name),
-                                &["value", "description", "expand", "options"],
+                                &["value", "description", "expand", "masked", "options"],
                             ),
                         }
                     }
@@ -364,6 +370,19 @@ impl Cx {
                     );
                     continue;
                 }
+            }
+            if var.masked && var.value.len() < 8 {
+                self.err(
+                    var.span,
+                    format!(
+                        "masked variable `{}` must be at least 8 characters long",
+                        var.name
+                    ),
+                )
+                .hint = Some(
+                    "masking very short values would garble the output (GitLab has the same rule)"
+                        .into(),
+                );
             }
             out.push(var);
         }

@@ -35,6 +35,8 @@ pub struct Variable {
     pub value: String,
     /// `expand: false` keeps `$` references literal.
     pub expand: bool,
+    /// slipway's extension: the value is masked in all output, like `--secret`.
+    pub masked: bool,
     pub description: Option<String>,
     pub span: Span,
 }

@@ -57,6 +57,8 @@ pub struct PlannedJob {
     /// Jobs whose artifacts this job receives.
     pub artifacts_from: Vec<String>,
     pub variables: Vec<(String, String)>,
+    /// Values of the job's variables marked `masked: true`, for the output masker.
+    pub masked: Vec<String>,
     pub script: Vec<String>,
     pub before_script: Vec<String>,
     pub after_script: Vec<String>,
@@ -201,6 +203,21 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
             }
             let final_vars = finalize_vars(&vars, &cx.overrides);
             let fmap: VarMap = final_vars.iter().cloned().collect();
+            let rule_vars = job
+                .rules
+                .as_ref()
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r.variables.iter());
+            let masked: Vec<String> = p
+                .variables
+                .iter()
+                .chain(&job.variables)
+                .chain(rule_vars)
+                .filter(|v| v.masked)
+                .filter_map(|v| fmap.get(&v.name).cloned())
+                .filter(|v| !v.is_empty())
+                .collect();
             let x = |s: &str| vars::expand_map(s, &fmap);
             job_rule_needs.insert(inst_name.clone(), needs);
             instances
@@ -219,6 +236,7 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 needs: None,
                 artifacts_from: Vec::new(),
                 variables: final_vars.clone(),
+                masked,
                 script: job.script.clone(),
                 before_script: job.before_script.clone(),
                 after_script: job.after_script.clone(),
@@ -606,7 +624,14 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
             .variables
             .iter()
             .filter(|(k, _)| !k.starts_with("CI_") && k != "CI" && k != "SLIPWAY")
-            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .map(|(k, v)| {
+                let shown = if j.masked.contains(v) {
+                    "[MASKED]".to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), shown.into())
+            })
             .collect();
         if !user_vars.is_empty() {
             m.insert("variables".into(), user_vars.into());

@@ -131,7 +131,7 @@ pub(crate) fn execute(
     let mut out = Out {
         idx,
         tx,
-        masker: Masker::new(&cfg.secrets),
+        masker: Masker::new(&cfg.secrets.iter().chain(&job.masked).collect::<Vec<_>>()),
         log,
     };
     let cancel = &shared.cancel;
@@ -159,8 +159,13 @@ pub(crate) fn execute(
         let t = Instant::now();
         match shared.snapshot.sync_into(&ws, cfg.copy_threads) {
             Ok(st) => out.notice(&format!(
-                "Preparing workspace: {} files ({} copied, {} removed) in {:.1?}",
+                "Preparing workspace: {} file{} ({} copied, {} removed) in {:.1?}",
                 shared.snapshot.files.len(),
+                if shared.snapshot.files.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
                 st.copied,
                 st.removed,
                 t.elapsed()

@@ -135,6 +135,9 @@ pub enum Event<'a> {
         job: usize,
         line: &'a str,
     },
+    /// Nothing happened for a while (about every 100 ms while jobs run): time to refresh
+    /// a status line.
+    Tick,
     JobFinished {
         job: usize,
         result: &'a JobResult,
@@ -249,7 +252,10 @@ pub fn run(
         };
         let first = match rx.recv_timeout(timeout) {
             Ok(m) => Some(m),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                reporter.event(Event::Tick);
+                None
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => None,
         };
         let mut pending: Vec<Msg> = first.into_iter().collect();

@@ -294,6 +294,10 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         }
     }
 
+    // Secrets from the command line are masked like `masked: true` variables, plan included.
+    for j in &mut plan.jobs {
+        j.masked.extend(secrets.iter().cloned());
+    }
     std::fs::write(
         run_dir.join("plan.json"),
         serde_json::to_vec_pretty(&slipway_pipeline::plan::to_json(&plan))?,
@@ -333,7 +337,9 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
             project::plural(plan.jobs.len(), "job"),
         );
         let mut rep = HumanReporter::new(ui, &plan);
-        slipway_runner::run(&plan, config, cancel, &mut rep)?
+        let result = slipway_runner::run(&plan, config, cancel, &mut rep)?;
+        rep.finish();
+        result
     };
 
     let jobs: Vec<serde_json::Value> = result.jobs.iter().map(ui::job_json).collect();

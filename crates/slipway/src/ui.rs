@@ -121,12 +121,19 @@ fn status_word(s: JobStatus) -> &'static str {
     }
 }
 
-/// The human view: live output prefixed with the job name, then a summary table.
+/// The human view: live output prefixed with the job name; on a terminal, a status line at
+/// the bottom shows the running jobs and the elapsed time.
 pub struct HumanReporter<'a> {
     ui: &'a Ui,
     width: usize,
     partial: HashMap<usize, Vec<u8>>,
     names: Vec<String>,
+    /// Draw the status line (stdout is a terminal).
+    status_line: bool,
+    shown: bool,
+    running: Vec<usize>,
+    done: usize,
+    started: std::time::Instant,
 }
 
 impl<'a> HumanReporter<'a> {
@@ -143,6 +150,11 @@ impl<'a> HumanReporter<'a> {
             width,
             partial: HashMap::new(),
             names: plan.jobs.iter().map(|j| j.name.clone()).collect(),
+            status_line: std::io::stdout().is_terminal(),
+            shown: false,
+            running: Vec::new(),
+            done: 0,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -152,23 +164,80 @@ impl<'a> HumanReporter<'a> {
         self.ui.paint(PALETTE[job % PALETTE.len()], &padded)
     }
 
-    fn line(&self, job: usize, text: &str) {
-        let mut out = std::io::stdout().lock();
+    fn line(&mut self, job: usize, text: &str) {
         let bar = self.ui.paint("2", "│");
         let text = if text.starts_with("$ ") {
             self.ui.paint("32", text)
         } else {
             text.to_string()
         };
+        let mut out = std::io::stdout().lock();
+        if self.shown {
+            let _ = write!(out, "\r\x1b[K");
+        }
         let _ = writeln!(out, "{} {bar} {text}", self.prefix(job));
+        drop(out);
+        self.shown = false;
+        self.draw_status();
+    }
+
+    fn draw_status(&mut self) {
+        if !self.status_line || self.running.is_empty() {
+            return;
+        }
+        let mut names: Vec<&str> = self
+            .running
+            .iter()
+            .take(3)
+            .map(|&i| self.names[i].as_str())
+            .collect();
+        let more = self.running.len().saturating_sub(3);
+        let extra = if more > 0 {
+            format!(" +{more}")
+        } else {
+            String::new()
+        };
+        names.sort_unstable();
+        let status = format!(
+            "running {}{extra} · {}/{} done · {}",
+            names.join(", "),
+            self.done,
+            self.names.len(),
+            human(self.started.elapsed())
+        );
+        let width = terminal_width().saturating_sub(1);
+        let status: String = status.chars().take(width).collect();
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\r\x1b[K{}", self.ui.paint("2", &status));
+        let _ = out.flush();
+        self.shown = true;
+    }
+
+    /// Clears the status line before the summary.
+    pub fn finish(&mut self) {
+        if self.shown {
+            let _ = write!(std::io::stdout().lock(), "\r\x1b[K");
+            self.shown = false;
+        }
     }
 
     fn flush_partial(&mut self, job: usize) {
-        if let Some(rest) = self.partial.remove(&job)
-            && !rest.is_empty()
-        {
-            self.line(job, &String::from_utf8_lossy(&rest));
+        if let Some(rest) = self.partial.remove(&job) {
+            if !rest.is_empty() {
+                self.line(job, &String::from_utf8_lossy(&rest));
+            }
         }
+    }
+}
+
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        ws.ws_col as usize
+    } else {
+        80
     }
 }
 
@@ -176,12 +245,16 @@ impl Reporter for HumanReporter<'_> {
     fn event(&mut self, ev: Event<'_>) {
         match ev {
             Event::JobStarted { job, attempt, .. } => {
+                if !self.running.contains(&job) {
+                    self.running.push(job);
+                }
                 let what = if attempt > 1 {
                     format!("started (attempt {attempt})")
                 } else {
                     "started".into()
                 };
-                self.line(job, &self.ui.paint("1", &what));
+                let what = self.ui.paint("1", &what);
+                self.line(job, &what);
             }
             Event::Output { job, data } => {
                 let buf = self.partial.entry(job).or_default();
@@ -201,16 +274,21 @@ impl Reporter for HumanReporter<'_> {
             }
             Event::Notice { job, line } => {
                 self.flush_partial(job);
-                self.line(job, &self.ui.paint("2", line));
+                let dim = self.ui.paint("2", line);
+                self.line(job, &dim);
             }
+            Event::Tick => self.draw_status(),
             Event::JobFinished { job, result } => {
                 self.flush_partial(job);
+                self.running.retain(|&r| r != job);
+                self.done += 1;
                 if result.attempts == 0 {
                     if matches!(
                         result.status,
                         JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled
                     ) {
-                        self.line(job, &self.ui.paint("2", status_word(result.status)));
+                        let dim = self.ui.paint("2", status_word(result.status));
+                        self.line(job, &dim);
                     }
                     return;
                 }
@@ -224,12 +302,13 @@ impl Reporter for HumanReporter<'_> {
                     status_word(result.status),
                     human(result.duration)
                 );
-                if let Some(r) = &result.reason
-                    && result.status != JobStatus::Success
-                {
-                    msg.push_str(&format!(" ({r})"));
+                if let Some(r) = &result.reason {
+                    if result.status != JobStatus::Success {
+                        msg.push_str(&format!(" ({r})"));
+                    }
                 }
-                self.line(job, &self.ui.paint(code, &msg));
+                let msg = self.ui.paint(code, &msg);
+                self.line(job, &msg);
             }
         }
     }
@@ -359,6 +438,7 @@ pub fn duration_ms(d: Duration) -> u64 {
 impl Reporter for JsonReporter {
     fn event(&mut self, ev: Event<'_>) {
         match ev {
+            Event::Tick => {}
             Event::JobStarted { job, attempt, .. } => Self::emit(
                 serde_json::json!({"event": "job_started", "job": self.names[job], "attempt": attempt}),
             ),

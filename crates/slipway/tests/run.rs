@@ -237,9 +237,13 @@ fn secrets_are_masked_even_when_split_across_writes() {
     let r = Repo::new(&[(
         ".slipway.yml",
         r#"
+variables:
+  FROM_FILE:
+    value: yaml-masked-value-42
+    masked: true
 leak:
   script:
-    - echo "token is $API_TOKEN"
+    - echo "token is $API_TOKEN and $FROM_FILE"
     - printf '%s' "${API_TOKEN:0:5}"; sleep 0.3; printf '%s\n' "${API_TOKEN:5}"
     - echo "file secret $DB_PASSWORD" >&2
 "#,
@@ -266,7 +270,10 @@ leak:
         );
     }
     let log = run.log("leak");
-    assert!(log.contains(&"token is [MASKED]".to_string()), "{log:?}");
+    assert!(
+        log.contains(&"token is [MASKED] and [MASKED]".to_string()),
+        "{log:?}"
+    );
     assert!(
         log.contains(&"[MASKED]".to_string()),
         "split secret masked: {log:?}"
