@@ -222,10 +222,10 @@ impl<'a> HumanReporter<'a> {
     }
 
     fn flush_partial(&mut self, job: usize) {
-        if let Some(rest) = self.partial.remove(&job) {
-            if !rest.is_empty() {
-                self.line(job, &String::from_utf8_lossy(&rest));
-            }
+        if let Some(rest) = self.partial.remove(&job)
+            && !rest.is_empty()
+        {
+            self.line(job, &String::from_utf8_lossy(&rest));
         }
     }
 }
@@ -302,10 +302,10 @@ impl Reporter for HumanReporter<'_> {
                     status_word(result.status),
                     human(result.duration)
                 );
-                if let Some(r) = &result.reason {
-                    if result.status != JobStatus::Success {
-                        msg.push_str(&format!(" ({r})"));
-                    }
+                if let Some(r) = &result.reason
+                    && result.status != JobStatus::Success
+                {
+                    msg.push_str(&format!(" ({r})"));
                 }
                 let msg = self.ui.paint(code, &msg);
                 self.line(job, &msg);
