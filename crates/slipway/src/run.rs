@@ -165,6 +165,34 @@ fn next_run_id(runs: &Path) -> Result<(u64, PathBuf)> {
     }
 }
 
+/// Repairs what an interrupted run left behind: temporary workspaces of runs that are no
+/// longer running (their lock is free) and half-written cache entries of dead processes.
+fn repair(state: &Path) {
+    if let Ok(rd) = std::fs::read_dir(state.join("runs")) {
+        for e in rd.flatten() {
+            let ws = e.path().join("ws");
+            if ws.is_dir() && matches!(slipway_runner::workspace::lock(&ws), Ok(Some(_))) {
+                slipway_runner::workspace::remove_tree(&ws);
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(state.join("cache")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(".tmp-")
+                .or_else(|| name.strip_prefix(".old-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok());
+            // SAFETY: kill(pid, 0) only asks whether the process exists.
+            if let Some(pid) = pid.filter(|&p| unsafe { libc::kill(p, 0) } != 0) {
+                let _ = pid;
+                slipway_runner::workspace::remove_tree(&e.path());
+            }
+        }
+    }
+}
+
 fn state_dir(root: &Path) -> Result<PathBuf> {
     let dir = root.join(".slipway");
     std::fs::create_dir_all(&dir)?;
@@ -228,7 +256,10 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
 
     let state = state_dir(&root)?;
     let checkout = Checkout::read(&root);
+    repair(&state);
     let (run_id, run_dir) = next_run_id(&state.join("runs"))?;
+    // Held while this run lives: tells a later run's repair that our files are in use.
+    let _run_lock = slipway_runner::workspace::lock(&run_dir.join("ws"))?;
     let input = PlanInput {
         root: &root,
         checkout: &checkout,

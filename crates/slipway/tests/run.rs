@@ -748,3 +748,34 @@ job:
         "{notice}"
     );
 }
+
+#[test]
+fn pre_and_post_stages_wrap_the_pipeline() {
+    let r = Repo::new(&[(
+        ".slipway.yml",
+        "stages: [build]\nlast:\n  stage: .post\n  script: echo last\nmiddle:\n  stage: build\n  script: echo middle\nfirst:\n  stage: .pre\n  script: echo first\n",
+    )]);
+    let run = r.slipway(&["run", "--json", "-j", "4"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let order: Vec<String> = run
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "job_finished")
+        .map(|e| e["job"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order, vec!["first", "middle", "last"]);
+}
+
+#[test]
+fn leftovers_of_an_interrupted_run_are_repaired() {
+    let r = Repo::new(&[(".slipway.yml", "job:\n  script: echo ok\n")]);
+    let stale_ws = r.path().join(".slipway/runs/41/ws/job");
+    std::fs::create_dir_all(&stale_ws).unwrap();
+    std::fs::write(stale_ws.join("f"), "x").unwrap();
+    let stale_cache = r.path().join(".slipway/cache/.tmp-999999999-key");
+    std::fs::create_dir_all(&stale_cache).unwrap();
+    let run = r.slipway(&["run", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    assert!(!stale_ws.exists() && !stale_cache.exists());
+    assert_eq!(run.finished()["run_id"], 42);
+}
