@@ -89,19 +89,19 @@ impl Snapshot {
                 .spawn()
                 .ok()
         };
-        let (ls, refs) = if is_git {
-            (
-                spawn(&[
-                    "ls-files",
-                    "-z",
-                    "--cached",
-                    "--others",
-                    "--exclude-standard",
-                ]),
-                spawn(&["for-each-ref", "--format=%(objectname) %(refname)"]),
-            )
+        // `git ls-files` also works in a subdirectory of a work tree (it lists that directory);
+        // the private `.git` is only made when the project is the top of its repository.
+        let ls = spawn(&[
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ]);
+        let refs = if is_git {
+            spawn(&["for-each-ref", "--format=%(objectname) %(refname)"])
         } else {
-            (None, None)
+            None
         };
         let output = |c: Option<std::process::Child>| {
             c.and_then(|c| c.wait_with_output().ok())

@@ -129,7 +129,11 @@ fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
+/// The project root: `-C DIR` as given; otherwise the nearest directory, from the current
+/// one up to the repository's top, that has a pipeline file or a `go.mod` (so slipway works
+/// from a subdirectory, as git does), else the current directory.
 fn project_dir(cli_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let explicit = cli_dir.is_some();
     let dir = match cli_dir {
         Some(d) => d,
         None => std::env::current_dir()?,
@@ -137,6 +141,22 @@ fn project_dir(cli_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let dir = dir
         .canonicalize()
         .map_err(|e| UserError::new(format!("project directory `{}`: {e}", dir.display())))?;
+    if explicit {
+        return Ok(dir);
+    }
+    let has_pipeline = |d: &std::path::Path| {
+        project::PIPELINE_FILES.iter().any(|f| d.join(f).is_file()) || d.join("go.mod").is_file()
+    };
+    let mut cur = Some(dir.as_path());
+    while let Some(d) = cur {
+        if has_pipeline(d) {
+            return Ok(d.to_path_buf());
+        }
+        if d.join(".git").exists() {
+            break;
+        }
+        cur = d.parent();
+    }
     Ok(dir)
 }
 
