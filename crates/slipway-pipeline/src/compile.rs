@@ -209,6 +209,22 @@ impl Cx {
         }
     }
 
+    /// An exit code or a list of them (0..=255).
+    fn exit_codes(&mut self, n: &Node, what: &str) -> Vec<i32> {
+        match &n.value {
+            Value::Seq(items) => items
+                .iter()
+                .filter_map(|i| self.int(i, what, 0, 255))
+                .map(|i| i as i32)
+                .collect(),
+            _ => self
+                .int(n, what, 0, 255)
+                .map(|i| i as i32)
+                .into_iter()
+                .collect(),
+        }
+    }
+
     /// A string or a list of strings.
     fn strings(&mut self, n: &Node, what: &str) -> Vec<String> {
         match &n.value {
@@ -1385,20 +1401,8 @@ impl Cx {
                             job.allow_failure.allowed = true;
                             for (ak, av) in m {
                                 if ak.name == "exit_codes" {
-                                    job.allow_failure.exit_codes = match &av.value {
-                                        Value::Seq(items) => items
-                                            .iter()
-                                            .filter_map(|i| {
-                                                self.int(i, "allow_failure:exit_codes", 0, 255)
-                                            })
-                                            .map(|i| i as i32)
-                                            .collect(),
-                                        _ => self
-                                            .int(av, "allow_failure:exit_codes", 0, 255)
-                                            .map(|i| i as i32)
-                                            .into_iter()
-                                            .collect(),
-                                    };
+                                    job.allow_failure.exit_codes =
+                                        self.exit_codes(av, "allow_failure:exit_codes");
                                 } else {
                                     self.unknown_key(ak, "`allow_failure`", &["exit_codes"]);
                                 }
@@ -1493,20 +1497,7 @@ impl Cx {
                                         }
                                     }
                                     "exit_codes" => {
-                                        r.exit_codes = match &rv.value {
-                                            Value::Seq(items) => items
-                                                .iter()
-                                                .filter_map(|i| {
-                                                    self.int(i, "retry:exit_codes", 0, 255)
-                                                })
-                                                .map(|i| i as i32)
-                                                .collect(),
-                                            _ => self
-                                                .int(rv, "retry:exit_codes", 0, 255)
-                                                .map(|i| i as i32)
-                                                .into_iter()
-                                                .collect(),
-                                        }
+                                        r.exit_codes = self.exit_codes(rv, "retry:exit_codes")
                                     }
                                     _ => self.unknown_key(
                                         rk,

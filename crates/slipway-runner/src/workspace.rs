@@ -493,27 +493,16 @@ pub fn remove_tree(p: &Path) {
     let _ = std::fs::remove_dir_all(p);
 }
 
-/// All regular files and symlinks below `dir`, relative to it (skipping `.git`).
+/// All regular files and symlinks below `dir`, relative to it (skipping `.git`), sorted.
 pub fn list_tree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    fn rec(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(root.join(rel)) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            if rel.as_os_str().is_empty() && name == ".git" {
-                continue;
-            }
-            let p = rel.join(&name);
-            match e.file_type() {
-                Ok(t) if t.is_dir() => rec(root, &p, out),
-                Ok(_) => out.push(p),
-                Err(_) => {}
-            }
-        }
-    }
-    rec(dir, Path::new(""), &mut out);
+    let mut all = HashMap::new();
+    walk_meta(dir, Path::new(""), &mut all);
+    let mut out: Vec<PathBuf> = all
+        .into_iter()
+        .filter(|(_, m)| !m.is_dir())
+        .map(|(p, _)| p)
+        .collect();
+    out.sort();
     out
 }
 

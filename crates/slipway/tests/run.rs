@@ -786,14 +786,20 @@ fn works_from_a_subdirectory_and_for_a_project_inside_a_repository() {
         (".slipway.yml", "top:\n  script: echo top\n"),
         ("src/deep/file.txt", "x"),
         ("services/api/.gitignore", "build/\n"),
-        ("services/api/.slipway.yml", "api:\n  script:\n    - test -f main.txt\n    - test ! -e build\n    - test ! -e ../../.slipway.yml\n"),
+        (
+            "services/api/.slipway.yml",
+            "api:\n  script:\n    - test -f main.txt\n    - test ! -e build\n    - test ! -e ../../.slipway.yml\n",
+        ),
         ("services/api/main.txt", "x"),
     ]);
     r.write("services/api/build/out.bin", "ignored");
     let from_sub = slipway_in(&r.path().join("src/deep"), &["run", "--json"]);
     assert_eq!(from_sub.code, 0, "{}", from_sub.debug());
     assert_eq!(from_sub.statuses(), st(&[("top", "success")]));
-    assert!(r.path().join(".slipway/runs/1").is_dir(), "the run is recorded at the project root");
+    assert!(
+        r.path().join(".slipway/runs/1").is_dir(),
+        "the run is recorded at the project root"
+    );
     let nested = slipway_in(&r.path().join("services/api"), &["run", "--json"]);
     assert_eq!(nested.code, 0, "{}", nested.debug());
     assert_eq!(nested.statuses(), st(&[("api", "success")]));
