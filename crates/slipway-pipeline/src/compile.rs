@@ -115,6 +115,10 @@ pub struct Compiled {
 pub fn compile(root: Node) -> Compiled {
     let mut cx = Cx::default();
     let pipeline = cx.pipeline(root);
+    // A template's problem reaches every job that extends it: report each place once.
+    let mut seen = HashSet::new();
+    cx.diags
+        .retain(|d| seen.insert((d.span, d.message.clone())));
     let has_errors = cx
         .diags
         .iter()

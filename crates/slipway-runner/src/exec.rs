@@ -294,10 +294,13 @@ pub(crate) fn execute(
                 &cfg.run_dir.join("scripts"),
                 &format!("{slug}.after.sh"),
             ) {
-                // A cancel must not stop after_script from running: use a fresh token.
-                let fresh = Cancel::default();
-                let acancel = if canceled { &fresh } else { cancel };
-                match run_shell(&cfg.shell, &apath, &ws, &aenv, cfg.after_script_timeout, acancel, cfg.grace, &mut out) {
+                // A cancel must not stop after_script from running; a second Ctrl-C does.
+                let acancel = if canceled {
+                    cancel.only_kill()
+                } else {
+                    cancel.clone()
+                };
+                match run_shell(&cfg.shell, &apath, &ws, &aenv, cfg.after_script_timeout, &acancel, cfg.grace, &mut out) {
                     Ok(Exit::Code(0)) => {}
                     Ok(Exit::TimedOut) => out.notice("WARNING: after_script timed out (its failure does not change the job's status)"),
                     Ok(other) => out.notice(&format!("WARNING: after_script failed ({other:?}); the job's status is unchanged")),

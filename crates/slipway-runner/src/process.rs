@@ -13,16 +13,41 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-/// Cancellation requested by the user: 0 none, 1 graceful (SIGTERM, grace, SIGKILL), 2 now.
-#[derive(Clone, Default)]
-pub struct Cancel(Arc<AtomicU8>);
+/// Cancellation requested by the user: level 0 none, 1 graceful (SIGTERM, grace, SIGKILL),
+/// 2 now. A token may be told to react only from level 2 on (`after_script` of a job that
+/// was canceled still runs, but a second Ctrl-C stops it).
+#[derive(Clone)]
+pub struct Cancel {
+    level: Arc<AtomicU8>,
+    from: u8,
+}
+
+impl Default for Cancel {
+    fn default() -> Cancel {
+        Cancel {
+            level: Arc::default(),
+            from: 1,
+        }
+    }
+}
 
 impl Cancel {
     pub fn request(&self, level: u8) {
-        self.0.fetch_max(level, Ordering::SeqCst);
+        self.level.fetch_max(level, Ordering::SeqCst);
     }
     pub fn level(&self) -> u8 {
-        self.0.load(Ordering::SeqCst)
+        self.level.load(Ordering::SeqCst)
+    }
+    /// Whether a supervised process should be stopped.
+    pub fn stopping(&self) -> bool {
+        self.level() >= self.from
+    }
+    /// The same token, reacting only to "kill now".
+    pub fn only_kill(&self) -> Cancel {
+        Cancel {
+            level: Arc::clone(&self.level),
+            from: 2,
+        }
     }
 }
 
@@ -66,7 +91,7 @@ pub fn spawn(mut cmd: Command) -> std::io::Result<Supervised> {
     std::thread::Builder::new()
         .name("job-output".into())
         .spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; 16 * 1024];
             loop {
                 match reader.read(&mut buf) {
                     Ok(0) | Err(_) => break,
@@ -137,7 +162,7 @@ impl Supervised {
             }
             let now = Instant::now();
             if stop.is_none() {
-                if cancel.level() > 0 {
+                if cancel.stopping() {
                     stop = Some(Exit::Canceled);
                 } else if deadline.is_some_and(|d| now >= d) {
                     stop = Some(Exit::TimedOut);

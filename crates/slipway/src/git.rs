@@ -68,20 +68,27 @@ impl Checkout {
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "project".into());
         let head = spawn(dir, &["log", "-1", "--format=%H%n%P%n%D%n%B"]);
-        let refs = spawn(
-            dir,
-            &[
-                "for-each-ref",
-                "--format=%(refname) %(symref)",
-                "refs/remotes/origin/HEAD",
-                "refs/heads/main",
-                "refs/heads/master",
-            ],
-        );
-        let origin = spawn(dir, &["config", "--get", "remote.origin.url"]);
-        let symbolic = spawn(dir, &["symbolic-ref", "-q", "--short", "HEAD"]);
-        let (head, refs, origin, symbolic) =
-            (finish(head), finish(refs), finish(origin), finish(symbolic));
+        // The rest is small files in a plain `.git` directory: read them instead of starting
+        // three more git processes; anything unusual (worktrees, subdirectories) asks git.
+        let (refs, origin, symbolic) = match read_ref_files(&dir.join(".git")) {
+            Some(f) => (Some(f.refs), f.origin, f.symbolic),
+            None => {
+                let refs = spawn(
+                    dir,
+                    &[
+                        "for-each-ref",
+                        "--format=%(refname) %(symref)",
+                        "refs/remotes/origin/HEAD",
+                        "refs/heads/main",
+                        "refs/heads/master",
+                    ],
+                );
+                let origin = spawn(dir, &["config", "--get", "remote.origin.url"]);
+                let symbolic = spawn(dir, &["symbolic-ref", "-q", "--short", "HEAD"]);
+                (finish(refs), finish(origin), finish(symbolic))
+            }
+        };
+        let head = finish(head);
 
         let Some(head) = head else {
             // Not a repository, or one without commits yet.
@@ -232,6 +239,64 @@ impl Checkout {
     }
 }
 
+struct RefFiles {
+    /// The checked-out branch (`None` when HEAD is detached).
+    symbolic: Option<String>,
+    /// `for-each-ref --format='%(refname) %(symref)'` of origin/HEAD, main and master.
+    refs: String,
+    origin: Option<String>,
+}
+
+fn read_ref_files(git_dir: &Path) -> Option<RefFiles> {
+    if !git_dir.is_dir() {
+        return None;
+    }
+    let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
+    let symbolic = head
+        .trim()
+        .strip_prefix("ref: refs/heads/")
+        .map(str::to_string);
+    let packed = std::fs::read_to_string(git_dir.join("packed-refs")).unwrap_or_default();
+    let mut refs = String::new();
+    if let Ok(t) = std::fs::read_to_string(git_dir.join("refs/remotes/origin/HEAD")) {
+        if let Some(target) = t.trim().strip_prefix("ref: ") {
+            refs.push_str(&format!("refs/remotes/origin/HEAD {target}\n"));
+        }
+    }
+    for b in ["main", "master"] {
+        let r = format!("refs/heads/{b}");
+        if git_dir.join(&r).is_file() || packed.lines().any(|l| l.ends_with(&format!(" {r}"))) {
+            refs.push_str(&format!("{r} \n"));
+        }
+    }
+    let config = std::fs::read_to_string(git_dir.join("config")).ok()?;
+    if config
+        .lines()
+        .any(|l| l.trim_start().starts_with("[include"))
+    {
+        return None; // let git resolve included configuration
+    }
+    let mut section = String::new();
+    let mut origin = None;
+    for line in config.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.to_string();
+        } else if section == "[remote \"origin\"]" {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.trim() == "url" {
+                    origin = Some(v.trim().to_string());
+                }
+            }
+        }
+    }
+    Some(RefFiles {
+        symbolic,
+        refs,
+        origin,
+    })
+}
+
 fn path_from_remote(url: &str) -> Option<String> {
     let u = url.trim_end_matches('/').trim_end_matches(".git");
     let path = if let Some((_, rest)) = u.split_once("://") {
@@ -247,6 +312,87 @@ fn path_from_remote(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sh(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    #[test]
+    fn reading_ref_files_agrees_with_git() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        sh(p, &["init", "-q", "-b", "trunk"]);
+        sh(
+            p,
+            &[
+                "-c",
+                "user.email=a@b",
+                "-c",
+                "user.name=n",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "one",
+            ],
+        );
+        sh(p, &["branch", "master"]);
+        sh(p, &["pack-refs", "--all"]);
+        sh(
+            p,
+            &[
+                "remote",
+                "add",
+                "origin",
+                "git@example.com:group/sub/proj.git",
+            ],
+        );
+        sh(p, &["update-ref", "refs/remotes/origin/trunk", "HEAD"]);
+        sh(
+            p,
+            &[
+                "symbolic-ref",
+                "refs/remotes/origin/HEAD",
+                "refs/remotes/origin/trunk",
+            ],
+        );
+        let files = read_ref_files(&p.join(".git")).unwrap();
+        assert_eq!(files.symbolic.as_deref(), Some("trunk"));
+        assert_eq!(
+            files.origin.as_deref(),
+            Some("git@example.com:group/sub/proj.git")
+        );
+        let by_git = finish(spawn(
+            p,
+            &[
+                "for-each-ref",
+                "--format=%(refname) %(symref)",
+                "refs/remotes/origin/HEAD",
+                "refs/heads/main",
+                "refs/heads/master",
+            ],
+        ))
+        .unwrap();
+        let mut a: Vec<&str> = files.refs.lines().map(str::trim_end).collect();
+        let mut b: Vec<&str> = by_git.lines().map(str::trim_end).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        let c = Checkout::read(p);
+        assert_eq!(
+            (c.default_branch.as_str(), c.project_path.as_str()),
+            ("trunk", "group/sub/proj")
+        );
+        sh(p, &["checkout", "-q", "--detach"]);
+        assert_eq!(read_ref_files(&p.join(".git")).unwrap().symbolic, None);
+    }
 
     #[test]
     fn project_path_from_remotes() {

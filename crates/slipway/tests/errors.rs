@@ -167,3 +167,45 @@ fn usage_errors_exit_2() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("slipway init"), "{}", run.debug());
 }
+
+#[test]
+fn include_cycles_show_the_chain() {
+    // Include errors stop before compiling: the merged file would be incomplete and every
+    // later error a guess.
+    insta::assert_snapshot!(check(
+        "include: ci/a.yml\njob:\n  script: x\n",
+        &[
+            ("ci/a.yml", "include: ci/b.yml\n"),
+            ("ci/b.yml", "include: ci/a.yml\n")
+        ]
+    ));
+}
+
+#[test]
+fn bad_references() {
+    insta::assert_snapshot!(check(
+        ".setup:\n  script: [echo setup]\njob:\n  script:\n    - !reference [.setpu, script]\n    - !reference [.setup, scirpt]\n    - !reference []\n",
+        &[]
+    ));
+}
+
+#[test]
+fn variables_and_masking_rules() {
+    insta::assert_snapshot!(check(
+        "variables:\n  1BAD: x\n  TOKEN:\n    value: short\n    masked: true\n  OPT:\n    value: x\n    expand: maybe\n    colour: red\njob:\n  script: x\n",
+        &[]
+    ));
+}
+
+#[test]
+fn a_template_error_is_reported_once_not_per_job() {
+    let out = check(
+        ".tmpl:\n  script: [!reference [.nope, script]]\na:\n  extends: .tmpl\nb:\n  extends: .tmpl\n",
+        &[],
+    );
+    assert_eq!(
+        out.matches("error: `!reference` to `.nope`").count(),
+        1,
+        "{out}"
+    );
+}
