@@ -258,10 +258,10 @@ fn read_ref_files(git_dir: &Path) -> Option<RefFiles> {
         .map(str::to_string);
     let packed = std::fs::read_to_string(git_dir.join("packed-refs")).unwrap_or_default();
     let mut refs = String::new();
-    if let Ok(t) = std::fs::read_to_string(git_dir.join("refs/remotes/origin/HEAD")) {
-        if let Some(target) = t.trim().strip_prefix("ref: ") {
-            refs.push_str(&format!("refs/remotes/origin/HEAD {target}\n"));
-        }
+    if let Ok(t) = std::fs::read_to_string(git_dir.join("refs/remotes/origin/HEAD"))
+        && let Some(target) = t.trim().strip_prefix("ref: ")
+    {
+        refs.push_str(&format!("refs/remotes/origin/HEAD {target}\n"));
     }
     for b in ["main", "master"] {
         let r = format!("refs/heads/{b}");
@@ -282,12 +282,11 @@ fn read_ref_files(git_dir: &Path) -> Option<RefFiles> {
         let line = line.trim();
         if line.starts_with('[') {
             section = line.to_string();
-        } else if section == "[remote \"origin\"]" {
-            if let Some((k, v)) = line.split_once('=') {
-                if k.trim() == "url" {
-                    origin = Some(v.trim().to_string());
-                }
-            }
+        } else if section == "[remote \"origin\"]"
+            && let Some((k, v)) = line.split_once('=')
+            && k.trim() == "url"
+        {
+            origin = Some(v.trim().to_string());
         }
     }
     Some(RefFiles {
