@@ -3,7 +3,6 @@
 //! failure), `after_script` in a fresh bash with its own timeout, retries, then artifacts,
 //! dotenv and cache out. All output goes through the masker before the log and the screen.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -176,7 +175,7 @@ pub(crate) fn execute(
             }
         }
     }
-    let known: HashSet<PathBuf> = shared.snapshot.files.iter().cloned().collect();
+    let known = &shared.known;
 
     // 2. Artifacts and dotenv variables of the jobs this one depends on.
     let mut dotenv: Vec<(String, String)> = Vec::new();
@@ -331,7 +330,7 @@ pub(crate) fn execute(
         && artifacts_wanted(a.when)
     {
         let dest = cfg.run_dir.join("artifacts").join(&slug);
-        match files::collect_artifacts(&ws, a, &known, &dest) {
+        match files::collect_artifacts(&ws, a, known, &dest) {
             Ok((files, warnings)) => {
                 for w in warnings {
                     out.notice(&format!("WARNING: {w}"));
@@ -369,7 +368,7 @@ pub(crate) fn execute(
     }
     for (c, key) in job.cache.iter().zip(&cache_keys) {
         if c.policy != CachePolicy::Pull && artifacts_wanted(c.when) {
-            match files::save_cache(&cfg.cache_dir, key, c, &ws, &known) {
+            match files::save_cache(&cfg.cache_dir, key, c, &ws, known) {
                 Ok(n) => out.notice(&format!("Saving cache `{key}`: {n} files")),
                 Err(e) => out.notice(&format!("WARNING: saving cache `{key}` failed: {e}")),
             }

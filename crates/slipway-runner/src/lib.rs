@@ -158,6 +158,8 @@ pub(crate) enum Msg {
 pub(crate) struct Shared {
     pub config: RunConfig,
     pub snapshot: Snapshot,
+    /// The snapshot's files as a set (artifacts and caches use it for `untracked`).
+    pub known: HashSet<PathBuf>,
     pub cancel: Cancel,
     /// Workspaces being removed in the background; joined before the run returns.
     pub cleanup: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -180,9 +182,11 @@ pub fn run(
         Some(s) => s,
         None => exec::snapshot_for(&config)?,
     };
+    let known = snapshot.files.iter().cloned().collect();
     let shared = Arc::new(Shared {
         config,
         snapshot,
+        known,
         cancel: cancel.clone(),
         cleanup: Default::default(),
     });

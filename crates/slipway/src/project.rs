@@ -179,10 +179,17 @@ pub struct PlanInput<'a> {
     pub pipeline_id: u64,
     pub source: &'a str,
     pub overrides: VarMap,
+    /// The project's files when already listed (saves a second `git ls-files`).
+    pub snapshot: Option<&'a Snapshot>,
 }
 
 pub fn make_plan(loaded: &Loaded, input: &PlanInput, ui: &Ui) -> Result<Plan> {
     let facts = GitFacts::new(input.root, input.checkout);
+    if let Some(s) = input.snapshot {
+        let _ = facts
+            .files
+            .set(s.files.iter().map(|f| f.display().to_string()).collect());
+    }
     let cx = Context {
         predefined: input
             .checkout

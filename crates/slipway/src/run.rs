@@ -92,6 +92,7 @@ pub fn load_and_plan(
         pipeline_id,
         source: &file.source,
         overrides: overrides(file)?,
+        snapshot: None,
     };
     let plan = project::make_plan(&loaded, &input, ui)?;
     Ok((loaded, plan))
@@ -260,12 +261,15 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
     let (run_id, run_dir) = next_run_id(&state.join("runs"))?;
     // Held while this run lives: tells a later run's repair that our files are in use.
     let _run_lock = slipway_runner::workspace::lock(&run_dir.join("ws"))?;
+    // The file list answers `rules:exists` too; it was taken while the pipeline loaded.
+    let snapshot = snapshot.and_then(|t| t.join().ok()).and_then(|r| r.ok());
     let input = PlanInput {
         root: &root,
         checkout: &checkout,
         pipeline_id: run_id,
         source: &args.file.source,
         overrides: over.clone(),
+        snapshot: snapshot.as_ref(),
     };
     let plan = project::make_plan(&loaded, &input, ui);
     let mut plan = match plan {
@@ -341,7 +345,7 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         config.concurrency = n;
     }
     config.in_place = args.in_place;
-    config.snapshot = snapshot.and_then(|t| t.join().ok()).and_then(|r| r.ok());
+    config.snapshot = snapshot;
     config.manual = args.manual.clone();
     config.secrets = secrets;
     config.overrides = over.keys().cloned().collect::<HashSet<_>>();
