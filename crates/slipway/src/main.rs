@@ -2,6 +2,7 @@
 //! terminal UX. Domain logic lives in the library crates.
 
 mod git;
+mod gocmd;
 mod project;
 mod run;
 mod ui;
@@ -85,6 +86,11 @@ enum Command {
         /// Job name.
         second: Option<String>,
     },
+    /// Go-aware commands: `slipway go test`.
+    Go {
+        #[command(subcommand)]
+        command: gocmd::GoCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -103,6 +109,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Run(a) => a.json,
+        Command::Go {
+            command: gocmd::GoCommand::Test(a),
+        } => a.json,
         Command::Validate { json, .. } | Command::List { json, .. } => *json,
         _ => false,
     };
@@ -187,6 +196,15 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Command::Run(args) => run::run(project_dir(cli.project_dir)?, args, ui),
+        Command::Go { command } => {
+            let dir = match cli.project_dir {
+                Some(d) => d.canonicalize().map_err(|e| {
+                    UserError::new(format!("project directory `{}`: {e}", d.display()))
+                })?,
+                None => std::env::current_dir()?,
+            };
+            gocmd::run(&dir, command, ui)
+        }
         Command::Plan { file, format } => {
             let root = project_dir(cli.project_dir)?;
             let (_, plan) = run::load_and_plan(&root, &file, 0, ui)?;

@@ -1,0 +1,31 @@
+//! slipway's Go toolchain intelligence: `go test -json` streams ([`test2json`]), coverage
+//! profiles ([`cover`]), test reports ([`report`], [`junit`]) and the `go test` driver with
+//! reruns of failed tests ([`gotest`]). It runs `go` (and only `go`).
+
+pub mod cover;
+pub mod gotest;
+pub mod junit;
+pub mod report;
+pub mod test2json;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoError {
+    #[error("the Go toolchain is not installed (no `go` on PATH)")]
+    GoMissing,
+    #[error("{} is not inside a Go module (no go.mod here or above)", .0.display())]
+    NotAModule(PathBuf),
+    #[error("go failed: {message}")]
+    GoFailed { message: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The directory of the Go module `dir` is in (the nearest `go.mod` at or above it).
+pub fn module_root(dir: &Path) -> Result<PathBuf, GoError> {
+    dir.ancestors()
+        .find(|d| d.join("go.mod").is_file())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| GoError::NotAModule(dir.to_path_buf()))
+}

@@ -1,0 +1,305 @@
+//! `slipway go ...`: Go-aware commands that work on their own in any CI. For now `go test`:
+//! a readable live view of `go test -json`, reports (tests.json, JUnit, coverage) and reruns
+//! of failed tests with flaky detection.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use slipway_golang::gotest::{self, Live, TestOptions};
+use slipway_golang::test2json::{PackageStatus, Progress};
+use slipway_golang::{GoError, cover, junit};
+
+use crate::ui::{Ui, UserError, exit};
+
+#[derive(Subcommand)]
+pub enum GoCommand {
+    /// Run `go test -json` with a live view, reports, coverage and reruns of failed tests.
+    Test(GoTestArgs),
+}
+
+#[derive(Args)]
+pub struct GoTestArgs {
+    /// Package patterns (default `./...`).
+    #[arg(value_name = "PACKAGES")]
+    pub packages: Vec<String>,
+    /// Flags passed to `go test` as they are (after `--`), e.g. `-- -race -count=1`.
+    #[arg(last = true, value_name = "GO TEST FLAGS")]
+    pub go_flags: Vec<String>,
+    /// Re-run failed tests up to N times; a test that fails, then passes, is reported flaky.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub rerun_fails: u32,
+    /// Also write a JUnit XML report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Where tests.json, coverage.out and coverage.json go.
+    #[arg(long, value_name = "DIR", default_value = ".slipway/reports")]
+    pub reports: PathBuf,
+    /// Do not collect coverage.
+    #[arg(long)]
+    pub no_cover: bool,
+    /// Print one JSON object per line instead of the human view (the last is the summary).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn go_error(e: GoError) -> anyhow::Error {
+    match e {
+        GoError::GoMissing => UserError::new("the Go toolchain is not installed: no `go` on PATH")
+            .hint("install Go 1.22 or newer (https://go.dev/dl), or run `scripts/setup` and `source scripts/env` in a slipway checkout")
+            .into(),
+        GoError::NotAModule(dir) => UserError::new(format!("{} is not in a Go module (no go.mod here or above)", dir.display()))
+            .hint("run it in a Go module, or create one with `go mod init example.com/name`")
+            .into(),
+        GoError::GoFailed { message } => {
+            let m = message.trim().to_string();
+            let hint = if m.contains("matched no packages")
+                || m.contains("no packages to test")
+                || m.contains("cannot find")
+                || m.contains("is not in std")
+                || m.contains("no such file or directory")
+            {
+                "check the package patterns (e.g. `./...`, `./internal/...`); `go list ./...` shows what exists"
+            } else {
+                "this is what `go test` printed"
+            };
+            UserError::new(format!("go test could not run: {m}")).hint(hint).into()
+        }
+        GoError::Io(m) => anyhow::anyhow!(m),
+    }
+}
+
+fn go_version() -> Result<String> {
+    let out = std::process::Command::new("go")
+        .args(["env", "GOVERSION"])
+        .output()
+        .map_err(|_| go_error(GoError::GoMissing))?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let minor: Option<u32> = v
+        .strip_prefix("go1.")
+        .and_then(|r| r.split(['.', 'r', 'b']).next())
+        .and_then(|m| m.parse().ok());
+    if minor.is_some_and(|m| m < 21) {
+        return Err(
+            UserError::new(format!("{v} is too old: slipway needs Go 1.21 or newer"))
+                .hint("install a newer Go from https://go.dev/dl")
+                .into(),
+        );
+    }
+    Ok(v)
+}
+
+pub fn run(root: &Path, cmd: GoCommand, ui: &Ui) -> Result<i32> {
+    match cmd {
+        GoCommand::Test(args) => test(root, args, ui),
+    }
+}
+
+fn emit(v: serde_json::Value) {
+    let _ = writeln!(std::io::stdout().lock(), "{v}");
+}
+
+fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
+    let module = slipway_golang::module_root(root).map_err(go_error)?;
+    let version = go_version()?;
+    let reports = if args.reports.is_absolute() {
+        args.reports.clone()
+    } else {
+        root.join(&args.reports)
+    };
+    std::fs::create_dir_all(&reports)?;
+    let profile_path = reports.join("coverage.out");
+    let _ = std::fs::remove_file(&profile_path);
+    let opts = TestOptions {
+        dir: module.clone(),
+        packages: args.packages.clone(),
+        go_flags: args.go_flags.clone(),
+        coverprofile: (!args.no_cover).then(|| profile_path.clone()),
+        rerun_fails: args.rerun_fails,
+    };
+    if !ui.json {
+        eprintln!(
+            "{}",
+            ui.paint("2", &format!("go test ({version}) in {}", module.display()))
+        );
+    }
+    let json = ui.json;
+    let mut live = |l: Live| match l {
+        Live::Progress(Progress::PackageDone(p)) => {
+            if json {
+                emit(
+                    serde_json::json!({"event": "package", "name": p.name, "status": p.status.as_str(), "elapsed_ms": (p.elapsed_s * 1000.0) as u64, "coverage": p.coverage}),
+                );
+                return;
+            }
+            let (word, code) = match p.status {
+                PackageStatus::Ok => ("ok  ", "32"),
+                PackageStatus::Fail => ("FAIL", "31;1"),
+                PackageStatus::BuildFailed => ("FAIL", "31;1"),
+                PackageStatus::NoTests | PackageStatus::SkippedUnaffected => ("?   ", "2"),
+            };
+            let mut line = format!("{} {}", ui.paint(code, word), p.name);
+            match p.status {
+                PackageStatus::BuildFailed => {
+                    line.push_str(&format!("  {}", ui.paint("31", "[build failed]")))
+                }
+                PackageStatus::NoTests => line.push_str(&ui.paint("2", "  [no tests]")),
+                _ => line.push_str(&format!("  {:.2}s", p.elapsed_s)),
+            }
+            if let Some(c) = p.coverage {
+                line.push_str(&format!("  coverage {c:.1}%"));
+            }
+            println!("{line}");
+            if p.status == PackageStatus::BuildFailed {
+                for l in p.output.iter().filter(|l| !l.starts_with("FAIL\t")) {
+                    println!("    {l}");
+                }
+            }
+        }
+        Live::Progress(Progress::TestFailed(t)) => {
+            if json {
+                emit(
+                    serde_json::json!({"event": "test_failed", "package": t.package, "test": t.name, "reason": t.reason, "output": t.output}),
+                );
+                return;
+            }
+            let why = t
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            println!(
+                "{} {}.{}{why}",
+                ui.paint("31;1", "--- FAIL"),
+                t.package,
+                t.name
+            );
+            for l in t
+                .output
+                .iter()
+                .filter(|l| !l.starts_with("=== RUN") && !l.starts_with("--- FAIL"))
+            {
+                println!("    {l}");
+            }
+        }
+        Live::Rerun { attempt, tests } => {
+            if json {
+                emit(serde_json::json!({"event": "rerun", "attempt": attempt, "tests": tests}));
+            } else {
+                println!(
+                    "{}",
+                    ui.paint(
+                        "33",
+                        &format!("re-running {tests} failed test(s), attempt {attempt}")
+                    )
+                );
+            }
+        }
+        Live::Flaky { package, test } => {
+            if json {
+                emit(serde_json::json!({"event": "flaky", "package": package, "test": test}));
+            } else {
+                println!(
+                    "{} {package}.{test} (failed, then passed)",
+                    ui.paint("33;1", "FLAKY")
+                );
+            }
+        }
+    };
+    let run = gotest::run(&opts, &mut live).map_err(go_error)?;
+    let report = run.report;
+
+    // Reports.
+    std::fs::write(
+        reports.join("tests.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    if let Some(j) = &args.junit {
+        let j = if j.is_absolute() {
+            j.clone()
+        } else {
+            root.join(j)
+        };
+        if let Some(parent) = j.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&j, junit::render(&report))?;
+    }
+    let mut total = None;
+    if let Some(profile) = &run.profile {
+        std::fs::write(&profile_path, profile.render())?;
+        let t = profile.total();
+        total = Some(t.percent);
+        let (functions, _) = match gotest::cover_func(&module, &profile_path) {
+            Ok(out) => cover::parse_func_output(&out),
+            Err(_) => (Vec::new(), None),
+        };
+        let cov = serde_json::json!({
+            "total": t,
+            "packages": profile.by_package(),
+            "functions": functions,
+        });
+        std::fs::write(
+            reports.join("coverage.json"),
+            serde_json::to_vec_pretty(&cov)?,
+        )?;
+    }
+
+    let s = report.summary();
+    if json {
+        let packages: Vec<serde_json::Value> = report
+            .packages
+            .iter()
+            .map(|p| serde_json::json!({"name": p.name, "status": p.status.as_str()}))
+            .collect();
+        emit(serde_json::json!({
+            "event": "summary",
+            "passed": s.passed,
+            "failed": s.failed,
+            "skipped": s.skipped,
+            "flaky": s.flaky,
+            "coverage": {"total": total.map(|t| (t * 10.0).round() / 10.0)},
+            "packages": packages,
+            "duration_ms": (s.duration_s * 1000.0) as u64,
+        }));
+    } else {
+        for l in run.stray.iter().filter(|l| !l.trim().is_empty()) {
+            eprintln!("{}", ui.paint("2", l));
+        }
+        let slow = report.slowest(5);
+        if !slow.is_empty() {
+            println!("\n{}", ui.paint("1", "slowest tests"));
+            for t in slow {
+                println!("  {:>7.2}s  {}.{}", t.elapsed_s, t.package, t.name);
+            }
+        }
+        let cov = total
+            .map(|t| format!(", coverage {t:.1}%"))
+            .unwrap_or_default();
+        let verdict = if report.failed() {
+            ui.paint("31;1", "FAIL")
+        } else {
+            ui.paint("32;1", "PASS")
+        };
+        println!(
+            "\n{verdict}: {} passed, {} failed, {} skipped, {} flaky in {} packages{cov} ({:.1}s)",
+            s.passed, s.failed, s.skipped, s.flaky, s.packages, s.duration_s
+        );
+        println!(
+            "{}",
+            ui.paint(
+                "2",
+                &format!(
+                    "reports: {}",
+                    reports.strip_prefix(root).unwrap_or(&reports).display()
+                )
+            )
+        );
+    }
+    Ok(if report.failed() {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
