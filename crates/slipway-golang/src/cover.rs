@@ -37,16 +37,8 @@ pub struct Ratio {
 
 impl Ratio {
     fn new(covered: u64, statements: u64) -> Ratio {
-        let percent = if statements == 0 {
-            0.0
-        } else {
-            covered as f64 * 100.0 / statements as f64
-        };
-        Ratio {
-            covered,
-            statements,
-            percent,
-        }
+        let percent = if statements == 0 { 0.0 } else { covered as f64 * 100.0 / statements as f64 };
+        Ratio { covered, statements, percent }
     }
 }
 
@@ -72,48 +64,25 @@ impl Profile {
             if p.mode.is_empty() {
                 return Err(ProfileError::NoMode);
             }
-            let err = |m: &str| ProfileError::Line {
-                line: i + 1,
-                message: m.to_string(),
-            };
+            let err = |m: &str| ProfileError::Line { line: i + 1, message: m.to_string() };
             // file:startLine.startCol,endLine.endCol numStmt count  (file may contain ':')
-            let (file, rest) = line
-                .rsplit_once(':')
-                .ok_or_else(|| err("expected `file:range statements count`"))?;
+            let (file, rest) = line.rsplit_once(':').ok_or_else(|| err("expected `file:range statements count`"))?;
             let mut parts = rest.split(' ');
             let range = parts.next().ok_or_else(|| err("missing range"))?;
-            let stmts: u64 = parts
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| err("bad statement count"))?;
-            let count: u64 = parts
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| err("bad hit count"))?;
+            let stmts: u64 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| err("bad statement count"))?;
+            let count: u64 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| err("bad hit count"))?;
             let (start, end) = range.split_once(',').ok_or_else(|| err("bad range"))?;
             let lc = |s: &str| -> Option<(u32, u32)> {
                 let (l, c) = s.split_once('.')?;
                 Some((l.parse().ok()?, c.parse().ok()?))
             };
-            let ((sl, sc), (el, ec)) = (
-                lc(start).ok_or_else(|| err("bad range start"))?,
-                lc(end).ok_or_else(|| err("bad range end"))?,
-            );
-            let key = BlockKey {
-                file: file.to_string(),
-                start_line: sl,
-                start_col: sc,
-                end_line: el,
-                end_col: ec,
-            };
+            let ((sl, sc), (el, ec)) =
+                (lc(start).ok_or_else(|| err("bad range start"))?, lc(end).ok_or_else(|| err("bad range end"))?);
+            let key = BlockKey { file: file.to_string(), start_line: sl, start_col: sc, end_line: el, end_col: ec };
             let set_mode = p.mode == "set";
             let slot = p.blocks.entry(key).or_insert((stmts, 0));
             // go tool cover merges duplicate blocks: OR in set mode, sum otherwise.
-            slot.1 = if set_mode {
-                (slot.1 | count).min(1)
-            } else {
-                slot.1.saturating_add(count)
-            };
+            slot.1 = if set_mode { (slot.1 | count).min(1) } else { slot.1.saturating_add(count) };
         }
         if p.mode.is_empty() {
             return Err(ProfileError::NoMode);
@@ -122,9 +91,7 @@ impl Profile {
     }
 
     pub fn total(&self) -> Ratio {
-        let (c, s) = self.blocks.values().fold((0, 0), |(c, s), (n, hit)| {
-            (c + if *hit > 0 { n } else { &0 }, s + n)
-        });
+        let (c, s) = self.blocks.values().fold((0, 0), |(c, s), (n, hit)| (c + if *hit > 0 { n } else { &0 }, s + n));
         Ratio::new(c, s)
     }
 
@@ -132,21 +99,14 @@ impl Profile {
     pub fn by_package(&self) -> BTreeMap<String, Ratio> {
         let mut acc: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         for (k, (n, hit)) in &self.blocks {
-            let pkg = k
-                .file
-                .rsplit_once('/')
-                .map(|(d, _)| d)
-                .unwrap_or("")
-                .to_string();
+            let pkg = k.file.rsplit_once('/').map(|(d, _)| d).unwrap_or("").to_string();
             let e = acc.entry(pkg).or_default();
             e.1 += n;
             if *hit > 0 {
                 e.0 += n;
             }
         }
-        acc.into_iter()
-            .map(|(k, (c, s))| (k, Ratio::new(c, s)))
-            .collect()
+        acc.into_iter().map(|(k, (c, s))| (k, Ratio::new(c, s))).collect()
     }
 
     /// Writes the merged profile back in Go's format.
@@ -177,11 +137,7 @@ pub fn parse_func_output(text: &str) -> (Vec<FuncCoverage>, Option<f64>) {
     let mut total = None;
     for line in text.lines() {
         let cols: Vec<&str> = line.split('\t').filter(|c| !c.is_empty()).collect();
-        let Some(pct) = cols
-            .last()
-            .and_then(|p| p.trim().strip_suffix('%'))
-            .and_then(|p| p.parse::<f64>().ok())
-        else {
+        let Some(pct) = cols.last().and_then(|p| p.trim().strip_suffix('%')).and_then(|p| p.parse::<f64>().ok()) else {
             continue;
         };
         if cols.first().is_some_and(|c| c.starts_with("total:")) {
@@ -196,12 +152,7 @@ pub fn parse_func_output(text: &str) -> (Vec<FuncCoverage>, Option<f64>) {
             Some((f, l)) => (f.to_string(), l.parse().unwrap_or(0)),
             None => (loc.to_string(), 0),
         };
-        funcs.push(FuncCoverage {
-            file,
-            line: line_no,
-            function: cols[1].trim().to_string(),
-            percent: pct,
-        });
+        funcs.push(FuncCoverage { file, line: line_no, function: cols[1].trim().to_string(), percent: pct });
     }
     (funcs, total)
 }
@@ -222,34 +173,18 @@ mod tests {
             "mode: set\nex.com/a/a.go:3.24,3.40 1 1\nex.com/a/a.go:5.24,6.11 1 0\nex.com/a/a.go:6.11,8.3 1 0\nex.com/a/a.go:9.2,9.11 1 0\nex.com/b/b.go:1.1,2.2 2 0\nmode: set\nex.com/a/a.go:5.24,6.11 1 1\n",
         )
         .unwrap();
-        assert_eq!(
-            p.total(),
-            Ratio {
-                covered: 2,
-                statements: 6,
-                percent: 100.0 / 3.0
-            }
-        );
+        assert_eq!(p.total(), Ratio { covered: 2, statements: 6, percent: 100.0 / 3.0 });
         let by = p.by_package();
         assert_eq!(by["ex.com/a"].covered, 2);
         assert_eq!(by["ex.com/b"].statements, 2);
-        assert!(
-            p.render()
-                .starts_with("mode: set\nex.com/a/a.go:3.24,3.40 1 1\n")
-        );
+        assert!(p.render().starts_with("mode: set\nex.com/a/a.go:3.24,3.40 1 1\n"));
     }
 
     #[test]
     fn bad_profiles_are_refused_with_the_line() {
         assert_eq!(Profile::parse("hello"), Err(ProfileError::NoMode));
-        assert!(matches!(
-            Profile::parse("mode: set\nx.go:1.1,2.2 one 1\n"),
-            Err(ProfileError::Line { line: 2, .. })
-        ));
-        assert!(matches!(
-            Profile::parse("mode: set\nmode: count\n"),
-            Err(ProfileError::Line { line: 2, .. })
-        ));
+        assert!(matches!(Profile::parse("mode: set\nx.go:1.1,2.2 one 1\n"), Err(ProfileError::Line { line: 2, .. })));
+        assert!(matches!(Profile::parse("mode: set\nmode: count\n"), Err(ProfileError::Line { line: 2, .. })));
     }
 
     #[test]
@@ -260,12 +195,7 @@ mod tests {
         assert_eq!(t, Some(25.0));
         assert_eq!(
             f[1],
-            FuncCoverage {
-                file: "example.com/fx/ok/ok.go".into(),
-                line: 5,
-                function: "Unused".into(),
-                percent: 0.0
-            }
+            FuncCoverage { file: "example.com/fx/ok/ok.go".into(), line: 5, function: "Unused".into(), percent: 0.0 }
         );
     }
 }

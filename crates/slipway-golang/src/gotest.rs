@@ -24,6 +24,8 @@ pub struct TestOptions {
     pub coverprofile: Option<PathBuf>,
     /// Re-run failed tests up to this many times.
     pub rerun_fails: u32,
+    /// Test only the packages a change since this commit affects.
+    pub changed_since: Option<String>,
 }
 
 /// What a live view is told.
@@ -40,6 +42,8 @@ pub enum Live {
         package: String,
         test: String,
     },
+    /// The change-based selection: what is tested, what is skipped and why.
+    Selected(crate::changes::Selection),
 }
 
 pub struct TestRun {
@@ -85,9 +89,7 @@ fn go_test(
             live(Live::Progress(p));
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| GoError::Io(format!("waiting for go: {e}")))?;
+    let status = child.wait().map_err(|e| GoError::Io(format!("waiting for go: {e}")))?;
     let stderr = err_thread.join().unwrap_or_default();
     let mut results = reader.finish();
     let mut stray = std::mem::take(&mut results.stray);
@@ -97,10 +99,7 @@ fn go_test(
 
 /// `-run` pattern that selects exactly this (sub)test: each path element anchored and quoted.
 pub fn run_pattern(name: &str) -> String {
-    name.split('/')
-        .map(|part| format!("^{}$", quote_meta(part)))
-        .collect::<Vec<_>>()
-        .join("/")
+    name.split('/').map(|part| format!("^{}$", quote_meta(part))).collect::<Vec<_>>().join("/")
 }
 
 fn quote_meta(s: &str) -> String {
@@ -116,16 +115,26 @@ fn quote_meta(s: &str) -> String {
 
 pub fn run(opts: &TestOptions, live: &mut dyn FnMut(Live)) -> Result<TestRun, GoError> {
     let started = Instant::now();
-    let packages = if opts.packages.is_empty() {
-        vec!["./...".to_string()]
-    } else {
-        opts.packages.clone()
-    };
+    let mut packages = if opts.packages.is_empty() { vec!["./...".to_string()] } else { opts.packages.clone() };
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    if let Some(base) = &opts.changed_since {
+        let changed = crate::changes::changed_files(&opts.dir, base)?;
+        let sel = crate::changes::select(&opts.dir, &packages, &changed)?;
+        if sel.everything.is_none() {
+            packages = sel.affected.clone();
+            skipped = sel.skipped.clone();
+        }
+        live(Live::Selected(sel));
+        if packages.is_empty() {
+            let mut report = Report::from_results(&Results::default(), started.elapsed().as_secs_f64());
+            report.packages = skipped.iter().map(|(p, _)| skipped_package(p)).collect();
+            return Ok(TestRun { report, profile: None, stray: Vec::new() });
+        }
+    }
     let mut args: Vec<String> = Vec::new();
     if let Some(p) = &opts.coverprofile {
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| GoError::Io(format!("creating {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| GoError::Io(format!("creating {}: {e}", parent.display())))?;
         }
         args.push(format!("-coverprofile={}", p.display()));
     }
@@ -133,14 +142,11 @@ pub fn run(opts: &TestOptions, live: &mut dyn FnMut(Live)) -> Result<TestRun, Go
     args.extend(packages.iter().cloned());
     let (results, stray, code) = go_test(&opts.dir, &args, live)?;
     if results.packages.is_empty() && code != Some(0) {
-        return Err(GoError::GoFailed {
-            message: stray.join("\n"),
-        });
+        return Err(GoError::GoFailed { message: stray.join("\n") });
     }
     // Patterns that match nothing come back as "setup failed" packages: that is bad input,
     // not a test failure, when it is all there is.
-    let setup_failed =
-        |p: &crate::test2json::PackageResult| p.output.iter().any(|l| l.contains("[setup failed]"));
+    let setup_failed = |p: &crate::test2json::PackageResult| p.output.iter().any(|l| l.contains("[setup failed]"));
     if !results.packages.is_empty() && results.packages.iter().all(setup_failed) {
         let message = results
             .packages
@@ -153,6 +159,8 @@ pub fn run(opts: &TestOptions, live: &mut dyn FnMut(Live)) -> Result<TestRun, Go
         return Err(GoError::GoFailed { message });
     }
     let mut report = Report::from_results(&results, 0.0);
+    report.packages.extend(skipped.iter().map(|(p, _)| skipped_package(p)));
+    report.packages.sort_by(|a, b| a.name.cmp(&b.name));
 
     // Re-run only what failed, package by package, up to `rerun_fails` times.
     for attempt in 2..=opts.rerun_fails + 1 {
@@ -173,60 +181,32 @@ pub fn run(opts: &TestOptions, live: &mut dyn FnMut(Live)) -> Result<TestRun, Go
         if failing.is_empty() {
             break;
         }
-        live(Live::Rerun {
-            attempt,
-            tests: failing.len(),
-        });
-        let mut by_pkg: std::collections::BTreeMap<String, Vec<String>> =
-            std::collections::BTreeMap::new();
+        live(Live::Rerun { attempt, tests: failing.len() });
+        let mut by_pkg: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
         for (p, t) in failing {
             by_pkg.entry(p).or_default().push(t);
         }
         for (pkg, tests) in by_pkg {
-            let pattern = tests
-                .iter()
-                .map(|t| run_pattern(t))
-                .collect::<Vec<_>>()
-                .join("|");
-            let mut args: Vec<String> = opts
-                .go_flags
-                .iter()
-                .filter(|f| !f.starts_with("-run") && !f.starts_with("-count"))
-                .cloned()
-                .collect();
+            let pattern = tests.iter().map(|t| run_pattern(t)).collect::<Vec<_>>().join("|");
+            let mut args: Vec<String> =
+                opts.go_flags.iter().filter(|f| !f.starts_with("-run") && !f.starts_with("-count")).cloned().collect();
             args.push("-count=1".into());
             args.push(format!("-run={pattern}"));
             args.push(pkg.clone());
             let mut quiet = |_l: Live| {};
             let (again, _, _) = go_test(&opts.dir, &args, &mut quiet)?;
-            for t in report
-                .tests
-                .iter_mut()
-                .filter(|t| t.package == pkg && t.status == TestStatus::Fail)
-            {
-                let now = again
-                    .tests
-                    .iter()
-                    .find(|a| a.package == pkg && a.name == t.name);
+            for t in report.tests.iter_mut().filter(|t| t.package == pkg && t.status == TestStatus::Fail) {
+                let now = again.tests.iter().find(|a| a.package == pkg && a.name == t.name);
                 t.attempts = attempt;
                 if now.is_some_and(|a| a.status == TestStatus::Pass) {
                     t.status = TestStatus::Pass;
                     t.flaky = true;
-                    live(Live::Flaky {
-                        package: pkg.clone(),
-                        test: t.name.clone(),
-                    });
+                    live(Live::Flaky { package: pkg.clone(), test: t.name.clone() });
                 }
             }
-            let still_failing = report
-                .tests
-                .iter()
-                .any(|t| t.package == pkg && t.status == TestStatus::Fail);
+            let still_failing = report.tests.iter().any(|t| t.package == pkg && t.status == TestStatus::Fail);
             if !still_failing
-                && let Some(p) = report
-                    .packages
-                    .iter_mut()
-                    .find(|p| p.name == pkg && p.status == PackageStatus::Fail)
+                && let Some(p) = report.packages.iter_mut().find(|p| p.name == pkg && p.status == PackageStatus::Fail)
             {
                 p.status = PackageStatus::Ok;
             }
@@ -235,19 +215,24 @@ pub fn run(opts: &TestOptions, live: &mut dyn FnMut(Live)) -> Result<TestRun, Go
     report.duration_s = started.elapsed().as_secs_f64();
     let profile = match &opts.coverprofile {
         Some(p) => match std::fs::read_to_string(p) {
-            Ok(text) => Some(
-                Profile::parse(&text)
-                    .map_err(|e| GoError::Io(format!("coverage profile {}: {e}", p.display())))?,
-            ),
+            Ok(text) => {
+                Some(Profile::parse(&text).map_err(|e| GoError::Io(format!("coverage profile {}: {e}", p.display())))?)
+            }
             Err(_) => None, // no package built: no profile
         },
         None => None,
     };
-    Ok(TestRun {
-        report,
-        profile,
-        stray,
-    })
+    Ok(TestRun { report, profile, stray })
+}
+
+fn skipped_package(name: &str) -> crate::test2json::PackageResult {
+    crate::test2json::PackageResult {
+        name: name.to_string(),
+        status: PackageStatus::SkippedUnaffected,
+        elapsed_s: 0.0,
+        output: Vec::new(),
+        coverage: None,
+    }
 }
 
 /// `go tool cover -func` on a profile, run in the module directory.
@@ -258,16 +243,10 @@ pub fn cover_func(dir: &Path, profile: &Path) -> Result<String, GoError> {
         .current_dir(dir)
         .output()
         .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                GoError::GoMissing
-            } else {
-                GoError::Io(e.to_string())
-            }
+            if e.kind() == std::io::ErrorKind::NotFound { GoError::GoMissing } else { GoError::Io(e.to_string()) }
         })?;
     if !out.status.success() {
-        return Err(GoError::GoFailed {
-            message: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
+        return Err(GoError::GoFailed { message: String::from_utf8_lossy(&out.stderr).into_owned() });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -279,9 +258,6 @@ mod tests {
     #[test]
     fn run_patterns_anchor_and_quote_each_level() {
         assert_eq!(run_pattern("TestA"), "^TestA$");
-        assert_eq!(
-            run_pattern("TestA/case_1.5_(x)"),
-            "^TestA$/^case_1\\.5_\\(x\\)$"
-        );
+        assert_eq!(run_pattern("TestA/case_1.5_(x)"), "^TestA$/^case_1\\.5_\\(x\\)$");
     }
 }

@@ -28,11 +28,7 @@ pub fn escape(s: &str) -> String {
 pub fn render(report: &Report) -> String {
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let total = |f: &dyn Fn(&ReportTest) -> bool| report.tests.iter().filter(|t| f(t)).count();
-    let build_errors = report
-        .packages
-        .iter()
-        .filter(|p| p.status == PackageStatus::BuildFailed)
-        .count();
+    let build_errors = report.packages.iter().filter(|p| p.status == PackageStatus::BuildFailed).count();
     let _ = writeln!(
         x,
         "<testsuites name=\"go test\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
@@ -43,20 +39,10 @@ pub fn render(report: &Report) -> String {
         report.duration_s
     );
     for p in &report.packages {
-        let tests: Vec<&ReportTest> = report
-            .tests
-            .iter()
-            .filter(|t| t.package == p.name)
-            .collect();
+        let tests: Vec<&ReportTest> = report.tests.iter().filter(|t| t.package == p.name).collect();
         let build_failed = p.status == PackageStatus::BuildFailed;
-        let failures = tests
-            .iter()
-            .filter(|t| t.status == TestStatus::Fail)
-            .count();
-        let skipped = tests
-            .iter()
-            .filter(|t| t.status == TestStatus::Skip)
-            .count();
+        let failures = tests.iter().filter(|t| t.status == TestStatus::Fail).count();
+        let skipped = tests.iter().filter(|t| t.status == TestStatus::Skip).count();
         let _ = writeln!(
             x,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{}\" skipped=\"{skipped}\" time=\"{:.3}\">",
@@ -112,11 +98,7 @@ pub fn render(report: &Report) -> String {
                         .find(|l| !l.starts_with("---") && !l.starts_with("==="))
                         .map(|l| l.trim())
                         .unwrap_or("skipped");
-                    let _ = writeln!(
-                        x,
-                        ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                        escape(msg)
-                    );
+                    let _ = writeln!(x, ">\n      <skipped message=\"{}\"/>\n    </testcase>", escape(msg));
                 }
             }
         }
@@ -132,9 +114,6 @@ mod tests {
 
     #[test]
     fn escapes_markup_and_control_characters() {
-        assert_eq!(
-            escape("a<b & \"c\" \u{1b}[31m"),
-            "a&lt;b &amp; &quot;c&quot; \u{fffd}[31m"
-        );
+        assert_eq!(escape("a<b & \"c\" \u{1b}[31m"), "a&lt;b &amp; &quot;c&quot; \u{fffd}[31m");
     }
 }

@@ -2,6 +2,7 @@
 //! profiles ([`cover`]), test reports ([`report`], [`junit`]) and the `go test` driver with
 //! reruns of failed tests ([`gotest`]). It runs `go` (and only `go`).
 
+pub mod changes;
 pub mod cover;
 pub mod gotest;
 pub mod junit;
@@ -18,6 +19,8 @@ pub enum GoError {
     NotAModule(PathBuf),
     #[error("go failed: {message}")]
     GoFailed { message: String },
+    #[error("git: {0}")]
+    Git(String),
     #[error("{0}")]
     Io(String),
 }

@@ -56,21 +56,11 @@ impl Report {
             .collect();
         let mut packages = r.packages.clone();
         packages.sort_by(|a, b| a.name.cmp(&b.name));
-        Report {
-            version: 1,
-            packages,
-            tests,
-            duration_s,
-        }
+        Report { version: 1, packages, tests, duration_s }
     }
 
     pub fn summary(&self) -> Summary {
-        let count = |s: TestStatus| {
-            self.tests
-                .iter()
-                .filter(|t| t.status == s && !t.flaky)
-                .count()
-        };
+        let count = |s: TestStatus| self.tests.iter().filter(|t| t.status == s && !t.flaky).count();
         Summary {
             passed: count(TestStatus::Pass),
             failed: count(TestStatus::Fail),
@@ -84,10 +74,7 @@ impl Report {
     /// Whether anything failed for real (flaky tests do not count).
     pub fn failed(&self) -> bool {
         self.tests.iter().any(|t| t.status == TestStatus::Fail)
-            || self
-                .packages
-                .iter()
-                .any(|p| matches!(p.status, PackageStatus::Fail | PackageStatus::BuildFailed))
+            || self.packages.iter().any(|p| matches!(p.status, PackageStatus::Fail | PackageStatus::BuildFailed))
     }
 
     /// The slowest tests, slowest first.

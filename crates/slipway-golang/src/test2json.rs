@@ -150,10 +150,7 @@ impl Reader {
         match action {
             "build-output" => {
                 if let (Some(ip), Some(out)) = (ev.import_path, ev.output) {
-                    push_limited(
-                        self.build_output.entry(ip).or_default(),
-                        out.trim_end_matches('\n').to_string(),
-                    );
+                    push_limited(self.build_output.entry(ip).or_default(), out.trim_end_matches('\n').to_string());
                 }
                 return Vec::new();
             }
@@ -178,10 +175,7 @@ impl Reader {
                 Vec::new()
             }
             (Some(test), "pass" | "fail" | "skip") => {
-                let open = self
-                    .open
-                    .remove(&(pkg.clone(), test.clone()))
-                    .unwrap_or_default();
+                let open = self.open.remove(&(pkg.clone(), test.clone())).unwrap_or_default();
                 let status = match action {
                     "pass" => TestStatus::Pass,
                     "fail" => TestStatus::Fail,
@@ -197,20 +191,13 @@ impl Reader {
                     reason: None,
                 };
                 self.tests.push(r.clone());
-                if status == TestStatus::Fail {
-                    vec![Progress::TestFailed(r)]
-                } else {
-                    Vec::new()
-                }
+                if status == TestStatus::Fail { vec![Progress::TestFailed(r)] } else { Vec::new() }
             }
             (Some(_), _) => Vec::new(), // pause, cont, bench, unknown
             (None, "output") => {
                 push_limited(
                     self.pkg_output.entry(pkg).or_default(),
-                    ev.output
-                        .unwrap_or_default()
-                        .trim_end_matches('\n')
-                        .to_string(),
+                    ev.output.unwrap_or_default().trim_end_matches('\n').to_string(),
                 );
                 Vec::new()
             }
@@ -235,25 +222,15 @@ impl Reader {
         let mut output = self.pkg_output.remove(&pkg).unwrap_or_default();
         // Tests that started and never reported: the binary died (timeout, crash, os.Exit).
         let mut unfinished: Vec<(String, OpenTest)> = Vec::new();
-        let keys: Vec<(String, String)> = self
-            .open
-            .keys()
-            .filter(|(p, _)| *p == pkg)
-            .cloned()
-            .collect();
+        let keys: Vec<(String, String)> = self.open.keys().filter(|(p, _)| *p == pkg).cloned().collect();
         for k in keys {
             if let Some(t) = self.open.remove(&k) {
                 unfinished.push((k.1, t));
             }
         }
         unfinished.sort_by(|a, b| a.0.cmp(&b.0));
-        let timed_out = unfinished.iter().any(|(_, t)| {
-            t.output
-                .iter()
-                .any(|l| l.starts_with("panic: test timed out"))
-        }) || output
-            .iter()
-            .any(|l| l.starts_with("panic: test timed out"));
+        let timed_out = unfinished.iter().any(|(_, t)| t.output.iter().any(|l| l.starts_with("panic: test timed out")))
+            || output.iter().any(|l| l.starts_with("panic: test timed out"));
         for (name, t) in unfinished {
             if !t.started && t.output.is_empty() {
                 continue;
@@ -275,9 +252,7 @@ impl Reader {
         }
         let tests_here = self.tests.iter().filter(|t| t.package == pkg).count();
         let build_failed = failed_build.is_some()
-            || output
-                .iter()
-                .any(|l| l.contains("[build failed]") || l.contains("[setup failed]"));
+            || output.iter().any(|l| l.contains("[build failed]") || l.contains("[setup failed]"));
         if let Some(fb) = &failed_build {
             let mut lines = self.build_output.remove(fb).unwrap_or_default();
             lines.append(&mut output);
@@ -290,13 +265,7 @@ impl Reader {
             _ => PackageStatus::Ok,
         };
         let coverage = output.iter().rev().find_map(|l| parse_coverage_line(l));
-        let r = PackageResult {
-            name: pkg,
-            status,
-            elapsed_s: elapsed,
-            output,
-            coverage,
-        };
+        let r = PackageResult { name: pkg, status, elapsed_s: elapsed, output, coverage };
         self.packages.push(r.clone());
         progress.push(Progress::PackageDone(r));
         progress
@@ -331,11 +300,7 @@ impl Reader {
                 });
             }
         }
-        Results {
-            packages: self.packages,
-            tests: self.tests,
-            stray: self.stray,
-        }
+        Results { packages: self.packages, tests: self.tests, stray: self.stray }
     }
 }
 
@@ -400,14 +365,7 @@ mod tests {
             r#"{"Action":"fail","Package":"p","Elapsed":0.1}"#,
             "\n",
         ));
-        assert_eq!(
-            (
-                r.count(TestStatus::Pass),
-                r.count(TestStatus::Fail),
-                r.count(TestStatus::Skip)
-            ),
-            (0, 2, 1)
-        );
+        assert_eq!((r.count(TestStatus::Pass), r.count(TestStatus::Fail), r.count(TestStatus::Skip)), (0, 2, 1));
         assert_eq!(r.packages[0].status, PackageStatus::Fail);
         let sub = r.tests.iter().find(|t| t.name == "TestA/sub").unwrap();
         assert_eq!(sub.output, vec!["    a_test.go:9: boom"]);
@@ -438,27 +396,18 @@ mod tests {
         ));
         let status = |n: &str| r.packages.iter().find(|p| p.name == n).unwrap().status;
         assert_eq!(status("b"), PackageStatus::BuildFailed);
-        assert_eq!(
-            r.packages.iter().find(|p| p.name == "b").unwrap().output,
-            vec!["b/b.go:3:1: bad"]
-        );
+        assert_eq!(r.packages.iter().find(|p| p.name == "b").unwrap().output, vec!["b/b.go:3:1: bad"]);
         assert_eq!(status("s"), PackageStatus::Fail);
         assert_eq!(status("n"), PackageStatus::NoTests);
         assert_eq!(status("never"), PackageStatus::Fail);
         let slow = r.tests.iter().find(|t| t.name == "TestSlow").unwrap();
-        assert_eq!(
-            (slow.status, slow.reason.as_deref()),
-            (TestStatus::Fail, Some("timed out"))
-        );
+        assert_eq!((slow.status, slow.reason.as_deref()), (TestStatus::Fail, Some("timed out")));
         assert_eq!(r.stray.len(), 2);
     }
 
     #[test]
     fn coverage_lines() {
-        assert_eq!(
-            parse_coverage_line("ok  \tp\t0.005s\tcoverage: 25.0% of statements"),
-            Some(25.0)
-        );
+        assert_eq!(parse_coverage_line("ok  \tp\t0.005s\tcoverage: 25.0% of statements"), Some(25.0));
         assert_eq!(parse_coverage_line("coverage: [no statements]"), None);
     }
 

@@ -68,16 +68,8 @@ pub const JOB_KEYWORDS: &[&str] = &[
     "manual_confirmation",
     "run",
 ];
-const IGNORED_JOB_KEYWORDS: &[&str] = &[
-    "secrets",
-    "id_tokens",
-    "hooks",
-    "release",
-    "pages",
-    "dast_configuration",
-    "identity",
-    "manual_confirmation",
-];
+const IGNORED_JOB_KEYWORDS: &[&str] =
+    &["secrets", "id_tokens", "hooks", "release", "pages", "dast_configuration", "identity", "manual_confirmation"];
 const DEFAULT_KEYWORDS: &[&str] = &[
     "after_script",
     "artifacts",
@@ -92,13 +84,7 @@ const DEFAULT_KEYWORDS: &[&str] = &[
     "tags",
     "timeout",
 ];
-const GLOBAL_DEFAULTS: &[&str] = &[
-    "image",
-    "services",
-    "cache",
-    "before_script",
-    "after_script",
-];
+const GLOBAL_DEFAULTS: &[&str] = &["image", "services", "cache", "before_script", "after_script"];
 const MAX_EXTENDS_DEPTH: usize = 11;
 const MAX_REFERENCE_DEPTH: usize = 10;
 
@@ -117,16 +103,9 @@ pub fn compile(root: Node) -> Compiled {
     let pipeline = cx.pipeline(root);
     // A template's problem reaches every job that extends it: report each place once.
     let mut seen = HashSet::new();
-    cx.diags
-        .retain(|d| seen.insert((d.span, d.message.clone())));
-    let has_errors = cx
-        .diags
-        .iter()
-        .any(|d| d.severity == crate::diag::Severity::Error);
-    Compiled {
-        pipeline: if has_errors { None } else { pipeline },
-        diagnostics: cx.diags,
-    }
+    cx.diags.retain(|d| seen.insert((d.span, d.message.clone())));
+    let has_errors = cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error);
+    Compiled { pipeline: if has_errors { None } else { pipeline }, diagnostics: cx.diags }
 }
 
 #[derive(Default)]
@@ -135,9 +114,7 @@ struct Cx {
 }
 
 fn is_valid_var_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.as_bytes()[0].is_ascii_digit()
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !s.as_bytes()[0].is_ascii_digit()
 }
 
 impl Cx {
@@ -147,10 +124,7 @@ impl Cx {
     }
 
     fn unknown_key(&mut self, key: &Key, place: &str, allowed: &[&str]) {
-        let d = self.err(
-            key.span,
-            format!("unknown keyword `{}` in {place}", key.name),
-        );
+        let d = self.err(key.span, format!("unknown keyword `{}` in {place}", key.name));
         match did_you_mean(&key.name, allowed.iter().copied()) {
             Some(s) => d.hint = Some(format!("did you mean `{s}`?")),
             None => d.hint = Some(format!("allowed here: {}", allowed.join(", "))),
@@ -158,10 +132,7 @@ impl Cx {
     }
 
     fn type_err(&mut self, n: &Node, what: &str, expected: &str) {
-        self.err(
-            n.span,
-            format!("`{what}` must be {expected}, found {}", n.kind()),
-        );
+        self.err(n.span, format!("`{what}` must be {expected}, found {}", n.kind()));
     }
 
     /// Mapping entries, or an error if the node is not a mapping.
@@ -200,10 +171,7 @@ impl Cx {
         match n.value {
             Value::Int(i) if (min..=max).contains(&i) => Some(i),
             Value::Int(i) => {
-                self.err(
-                    n.span,
-                    format!("`{what}` must be between {min} and {max}, found {i}"),
-                );
+                self.err(n.span, format!("`{what}` must be between {min} and {max}, found {i}"));
                 None
             }
             _ => {
@@ -216,26 +184,15 @@ impl Cx {
     /// An exit code or a list of them (0..=255).
     fn exit_codes(&mut self, n: &Node, what: &str) -> Vec<i32> {
         match &n.value {
-            Value::Seq(items) => items
-                .iter()
-                .filter_map(|i| self.int(i, what, 0, 255))
-                .map(|i| i as i32)
-                .collect(),
-            _ => self
-                .int(n, what, 0, 255)
-                .map(|i| i as i32)
-                .into_iter()
-                .collect(),
+            Value::Seq(items) => items.iter().filter_map(|i| self.int(i, what, 0, 255)).map(|i| i as i32).collect(),
+            _ => self.int(n, what, 0, 255).map(|i| i as i32).into_iter().collect(),
         }
     }
 
     /// A string or a list of strings.
     fn strings(&mut self, n: &Node, what: &str) -> Vec<String> {
         match &n.value {
-            Value::Seq(items) => items
-                .iter()
-                .filter_map(|i| self.string(i, &format!("{what}[]")))
-                .collect(),
+            Value::Seq(items) => items.iter().filter_map(|i| self.string(i, &format!("{what}[]"))).collect(),
             Value::Null => Vec::new(),
             _ => self.string(n, what).into_iter().collect(),
         }
@@ -243,10 +200,7 @@ impl Cx {
 
     fn string_list(&mut self, n: &Node, what: &str) -> Vec<String> {
         match &n.value {
-            Value::Seq(items) => items
-                .iter()
-                .filter_map(|i| self.string(i, &format!("{what}[]")))
-                .collect(),
+            Value::Seq(items) => items.iter().filter_map(|i| self.string(i, &format!("{what}[]"))).collect(),
             _ => {
                 self.type_err(n, what, "a list of strings");
                 Vec::new()
@@ -265,9 +219,7 @@ impl Cx {
     fn script_into(&mut self, n: &Node, what: &str, depth: usize, out: &mut Vec<String>) {
         match &n.value {
             Value::Str(s) => out.push(s.clone()),
-            Value::Int(_) | Value::Float(_) | Value::Bool(_) => {
-                out.push(n.scalar_string().unwrap_or_default())
-            }
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => out.push(n.scalar_string().unwrap_or_default()),
             Value::Seq(items) if depth < 10 => {
                 for i in items {
                     self.script_into(i, what, depth + 1, out);
@@ -275,10 +227,8 @@ impl Cx {
             }
             Value::Map(m) if depth > 0 => {
                 let first = m.first().map(|(k, _)| k.name.clone()).unwrap_or_default();
-                self.err(n.span, format!("`{what}` line is a mapping, not a command"))
-                    .hint = Some(format!(
-                    "a command containing `: ` must be quoted, e.g. `- \"{first}: ...\"`"
-                ));
+                self.err(n.span, format!("`{what}` line is a mapping, not a command")).hint =
+                    Some(format!("a command containing `: ` must be quoted, e.g. `- \"{first}: ...\"`"));
             }
             Value::Null if depth > 0 => {}
             _ => self.type_err(n, what, "a string or a list of strings"),
@@ -297,8 +247,7 @@ impl Cx {
         match duration::parse(&s) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.err(n.span, format!("invalid duration `{s}` in `{what}`: {e}"))
-                    .hint =
+                self.err(n.span, format!("invalid duration `{s}` in `{what}`: {e}")).hint =
                     Some("write durations like `90`, `45s`, `10m`, `1h 30m` or `2 hours`".into());
                 None
             }
@@ -334,11 +283,8 @@ impl Cx {
         }
         for (k, v) in self.map(n, what) {
             if !is_valid_var_name(&k.name) {
-                self.err(k.span, format!("invalid variable name `{}`", k.name))
-                    .hint = Some(
-                    "variable names use letters, digits and `_`, and do not start with a digit"
-                        .into(),
-                );
+                self.err(k.span, format!("invalid variable name `{}`", k.name)).hint =
+                    Some("variable names use letters, digits and `_`, and do not start with a digit".into());
                 continue;
             }
             let mut var = Variable {
@@ -354,20 +300,14 @@ impl Cx {
                     for (vk, vv) in m {
                         match vk.name.as_str() {
                             "value" => {
-                                var.value = self
-                                    .string(vv, &format!("{what}.{}.value", k.name))
-                                    .unwrap_or_default()
+                                var.value = self.string(vv, &format!("{what}.{}.value", k.name)).unwrap_or_default()
                             }
                             "description" => var.description = self.string(vv, "description"),
                             "expand" => {
-                                var.expand = self
-                                    .boolean(vv, &format!("{what}.{}.expand", k.name))
-                                    .unwrap_or(true)
+                                var.expand = self.boolean(vv, &format!("{what}.{}.expand", k.name)).unwrap_or(true)
                             }
                             "masked" => {
-                                var.masked = self
-                                    .boolean(vv, &format!("{what}.{}.masked", k.name))
-                                    .unwrap_or(false)
+                                var.masked = self.boolean(vv, &format!("{what}.{}.masked", k.name)).unwrap_or(false)
                             }
                             "options" => {}
                             _ => self.unknown_key(
@@ -383,26 +323,13 @@ impl Cx {
                     var.value = v.scalar_string().unwrap_or_default()
                 }
                 _ => {
-                    self.type_err(
-                        v,
-                        &format!("{what}.{}", k.name),
-                        "a string or a mapping with `value`",
-                    );
+                    self.type_err(v, &format!("{what}.{}", k.name), "a string or a mapping with `value`");
                     continue;
                 }
             }
             if var.masked && var.value.len() < 8 {
-                self.err(
-                    var.span,
-                    format!(
-                        "masked variable `{}` must be at least 8 characters long",
-                        var.name
-                    ),
-                )
-                .hint = Some(
-                    "masking very short values would garble the output (GitLab has the same rule)"
-                        .into(),
-                );
+                self.err(var.span, format!("masked variable `{}` must be at least 8 characters long", var.name)).hint =
+                    Some("masking very short values would garble the output (GitLab has the same rule)".into());
             }
             out.push(var);
         }
@@ -468,17 +395,10 @@ impl Cx {
                                         "project" | "ref" => {
                                             self.err(
                                                 ek.span,
-                                                format!(
-                                                    "`exists:{}` is not supported offline yet",
-                                                    ek.name
-                                                ),
+                                                format!("`exists:{}` is not supported offline yet", ek.name),
                                             );
                                         }
-                                        _ => self.unknown_key(
-                                            ek,
-                                            "`exists`",
-                                            &["paths", "project", "ref"],
-                                        ),
+                                        _ => self.unknown_key(ek, "`exists`", &["paths", "project", "ref"]),
                                     }
                                 }
                                 paths
@@ -488,24 +408,13 @@ impl Cx {
                     }
                     "when" => rule.when = self.when(v, &format!("{what}:when"), allowed_when),
                     "start_in" => rule.start_in = self.duration(v, "start_in"),
-                    "allow_failure" => {
-                        rule.allow_failure = self.boolean(v, &format!("{what}:allow_failure"))
-                    }
+                    "allow_failure" => rule.allow_failure = self.boolean(v, &format!("{what}:allow_failure")),
                     "variables" => rule.variables = self.variables(v, &format!("{what}:variables")),
                     "needs" => rule.needs = Some(self.needs(v)),
                     _ => self.unknown_key(
                         k,
                         &format!("`{what}`"),
-                        &[
-                            "if",
-                            "changes",
-                            "exists",
-                            "when",
-                            "start_in",
-                            "allow_failure",
-                            "variables",
-                            "needs",
-                        ],
+                        &["if", "changes", "exists", "when", "start_in", "allow_failure", "variables", "needs"],
                     ),
                 }
             }
@@ -517,25 +426,17 @@ impl Cx {
     fn changes(&mut self, n: &Node, what: &str) -> Option<Changes> {
         match &n.value {
             Value::Map(m) => {
-                let mut c = Changes {
-                    paths: Vec::new(),
-                    compare_to: None,
-                };
+                let mut c = Changes { paths: Vec::new(), compare_to: None };
                 for (k, v) in m {
                     match k.name.as_str() {
                         "paths" => c.paths = self.strings(v, &format!("{what}:paths")),
-                        "compare_to" => {
-                            c.compare_to = self.string(v, &format!("{what}:compare_to"))
-                        }
+                        "compare_to" => c.compare_to = self.string(v, &format!("{what}:compare_to")),
                         _ => self.unknown_key(k, &format!("`{what}`"), &["paths", "compare_to"]),
                     }
                 }
                 Some(c)
             }
-            _ => Some(Changes {
-                paths: self.strings(n, what),
-                compare_to: None,
-            }),
+            _ => Some(Changes { paths: self.strings(n, what), compare_to: None }),
         }
     }
 
@@ -551,31 +452,19 @@ impl Cx {
                                 Value::Seq(items) => items.clone(),
                                 _ => vec![v.clone()],
                             };
-                            f.variables = list
-                                .iter()
-                                .filter_map(|i| self.if_expr(i, &format!("{what}:variables")))
-                                .collect();
+                            f.variables =
+                                list.iter().filter_map(|i| self.if_expr(i, &format!("{what}:variables"))).collect();
                         }
                         "changes" => {
-                            f.changes = self
-                                .changes(v, &format!("{what}:changes"))
-                                .map(|c| c.paths)
-                                .unwrap_or_default()
+                            f.changes = self.changes(v, &format!("{what}:changes")).map(|c| c.paths).unwrap_or_default()
                         }
                         "kubernetes" => {}
-                        _ => self.unknown_key(
-                            k,
-                            &format!("`{what}`"),
-                            &["refs", "variables", "changes", "kubernetes"],
-                        ),
+                        _ => self.unknown_key(k, &format!("`{what}`"), &["refs", "variables", "changes", "kubernetes"]),
                     }
                 }
                 Some(f)
             }
-            _ => Some(Filter {
-                refs: self.strings(n, what),
-                ..Filter::default()
-            }),
+            _ => Some(Filter { refs: self.strings(n, what), ..Filter::default() }),
         }
     }
 
@@ -592,21 +481,14 @@ impl Cx {
             let mut entry = Vec::new();
             for (k, v) in self.map(item, what) {
                 if !is_valid_var_name(&k.name) {
-                    self.err(
-                        k.span,
-                        format!("invalid variable name `{}` in `{what}`", k.name),
-                    );
+                    self.err(k.span, format!("invalid variable name `{}` in `{what}`", k.name));
                     continue;
                 }
                 let values = match &v.value {
-                    Value::Seq(vals) => vals
-                        .iter()
-                        .filter_map(|x| self.string(x, &format!("{what}.{}", k.name)))
-                        .collect(),
-                    _ => self
-                        .string(v, &format!("{what}.{}", k.name))
-                        .into_iter()
-                        .collect(),
+                    Value::Seq(vals) => {
+                        vals.iter().filter_map(|x| self.string(x, &format!("{what}.{}", k.name))).collect()
+                    }
+                    _ => self.string(v, &format!("{what}.{}", k.name)).into_iter().collect(),
                 };
                 entry.push((k.name.clone(), values));
             }
@@ -627,65 +509,43 @@ impl Cx {
         let mut out = Vec::new();
         for item in items {
             match &item.value {
-                Value::Str(s) => out.push(Need {
-                    job: s.clone(),
-                    span: item.span,
-                    artifacts: true,
-                    optional: false,
-                    matrix: None,
-                }),
+                Value::Str(s) => {
+                    out.push(Need { job: s.clone(), span: item.span, artifacts: true, optional: false, matrix: None })
+                }
                 Value::Map(m) => {
-                    let mut need = Need {
-                        job: String::new(),
-                        span: item.span,
-                        artifacts: true,
-                        optional: false,
-                        matrix: None,
-                    };
+                    let mut need =
+                        Need { job: String::new(), span: item.span, artifacts: true, optional: false, matrix: None };
                     for (k, v) in m {
                         match k.name.as_str() {
                             "job" => {
                                 need.job = self.string(v, "needs:job").unwrap_or_default();
                                 need.span = v.span;
                             }
-                            "artifacts" => {
-                                need.artifacts = self.boolean(v, "needs:artifacts").unwrap_or(true)
-                            }
-                            "optional" => {
-                                need.optional = self.boolean(v, "needs:optional").unwrap_or(false)
-                            }
+                            "artifacts" => need.artifacts = self.boolean(v, "needs:artifacts").unwrap_or(true),
+                            "optional" => need.optional = self.boolean(v, "needs:optional").unwrap_or(false),
                             "parallel" => {
                                 for (pk, pv) in self.map(v, "needs:parallel") {
                                     if pk.name == "matrix" {
-                                        need.matrix =
-                                            Some(self.matrix(pv, "needs:parallel:matrix"));
+                                        need.matrix = Some(self.matrix(pv, "needs:parallel:matrix"));
                                     } else {
                                         self.unknown_key(pk, "`needs:parallel`", &["matrix"]);
                                     }
                                 }
                             }
                             "pipeline" | "project" | "ref" => {
-                                self.err(k.span, format!("`needs:{}` (cross-pipeline needs) is not supported offline yet", k.name));
+                                self.err(
+                                    k.span,
+                                    format!("`needs:{}` (cross-pipeline needs) is not supported offline yet", k.name),
+                                );
                             }
                             _ => self.unknown_key(
                                 k,
                                 "`needs`",
-                                &[
-                                    "job",
-                                    "artifacts",
-                                    "optional",
-                                    "parallel",
-                                    "pipeline",
-                                    "project",
-                                    "ref",
-                                ],
+                                &["job", "artifacts", "optional", "parallel", "pipeline", "project", "ref"],
                             ),
                         }
                     }
-                    if need.job.is_empty()
-                        && !m
-                            .iter()
-                            .any(|(k, _)| matches!(k.name.as_str(), "pipeline" | "project"))
+                    if need.job.is_empty() && !m.iter().any(|(k, _)| matches!(k.name.as_str(), "pipeline" | "project"))
                     {
                         self.err(item.span, "`needs` entry has no `job`").hint =
                             Some("write `- job: name` or just `- name`".into());
@@ -705,17 +565,15 @@ impl Cx {
             match k.name.as_str() {
                 "paths" => a.paths = self.string_list(v, "artifacts:paths"),
                 "exclude" => a.exclude = self.string_list(v, "artifacts:exclude"),
-                "untracked" => {
-                    a.untracked = self.boolean(v, "artifacts:untracked").unwrap_or(false)
-                }
+                "untracked" => a.untracked = self.boolean(v, "artifacts:untracked").unwrap_or(false),
                 "when" => {
                     a.when = match self.string(v, "artifacts:when").as_deref() {
                         Some("on_success") | None => ArtifactsWhen::OnSuccess,
                         Some("on_failure") => ArtifactsWhen::OnFailure,
                         Some("always") => ArtifactsWhen::Always,
                         Some(other) => {
-                            self.err(v.span, format!("`artifacts:when` cannot be `{other}`"))
-                                .hint = Some("allowed: on_success, on_failure, always".into());
+                            self.err(v.span, format!("`artifacts:when` cannot be `{other}`")).hint =
+                                Some("allowed: on_success, on_failure, always".into());
                             ArtifactsWhen::OnSuccess
                         }
                     }
@@ -771,10 +629,7 @@ impl Cx {
             _ => vec![n],
         };
         if items.len() > 4 {
-            self.err(
-                n.span,
-                format!("a job may have at most 4 caches, found {}", items.len()),
-            );
+            self.err(n.span, format!("a job may have at most 4 caches, found {}", items.len()));
         }
         let mut out = Vec::new();
         for item in items {
@@ -806,29 +661,22 @@ impl Cx {
                         _ => {
                             if let Some(s) = self.string(v, "cache:key") {
                                 if s.contains('/') || s == "." || s == ".." {
-                                    self.err(
-                                        v.span,
-                                        format!(
-                                            "`cache:key` `{s}` may not contain `/` or be `.`/`..`"
-                                        ),
-                                    );
+                                    self.err(v.span, format!("`cache:key` `{s}` may not contain `/` or be `.`/`..`"));
                                 }
                                 c.key = CacheKey::Literal(s);
                             }
                         }
                     },
                     "paths" => c.paths = self.string_list(v, "cache:paths"),
-                    "untracked" => {
-                        c.untracked = self.boolean(v, "cache:untracked").unwrap_or(false)
-                    }
+                    "untracked" => c.untracked = self.boolean(v, "cache:untracked").unwrap_or(false),
                     "policy" => {
                         c.policy = match self.string(v, "cache:policy").as_deref() {
                             Some("pull") => CachePolicy::Pull,
                             Some("push") => CachePolicy::Push,
                             Some("pull-push") | None => CachePolicy::PullPush,
                             Some(other) => {
-                                self.err(v.span, format!("`cache:policy` cannot be `{other}`"))
-                                    .hint = Some("allowed: pull, push, pull-push".into());
+                                self.err(v.span, format!("`cache:policy` cannot be `{other}`")).hint =
+                                    Some("allowed: pull, push, pull-push".into());
                                 CachePolicy::PullPush
                             }
                         }
@@ -839,8 +687,8 @@ impl Cx {
                             Some("on_failure") => ArtifactsWhen::OnFailure,
                             Some("always") => ArtifactsWhen::Always,
                             Some(other) => {
-                                self.err(v.span, format!("`cache:when` cannot be `{other}`"))
-                                    .hint = Some("allowed: on_success, on_failure, always".into());
+                                self.err(v.span, format!("`cache:when` cannot be `{other}`")).hint =
+                                    Some("allowed: on_success, on_failure, always".into());
                                 ArtifactsWhen::OnSuccess
                             }
                         }
@@ -850,15 +698,7 @@ impl Cx {
                     _ => self.unknown_key(
                         k,
                         "`cache`",
-                        &[
-                            "key",
-                            "paths",
-                            "untracked",
-                            "policy",
-                            "when",
-                            "fallback_keys",
-                            "unprotect",
-                        ],
+                        &["key", "paths", "untracked", "policy", "when", "fallback_keys", "unprotect"],
                     ),
                 }
             }
@@ -875,11 +715,7 @@ impl Cx {
                 Value::Bool(false) => Inherit::None,
                 Value::Seq(_) => Inherit::Only(self.string_list(v, &format!("inherit:{}", k.name))),
                 _ => {
-                    self.type_err(
-                        v,
-                        &format!("inherit:{}", k.name),
-                        "`true`, `false` or a list of names",
-                    );
+                    self.type_err(v, &format!("inherit:{}", k.name), "`true`, `false` or a list of names");
                     Inherit::All
                 }
             };
@@ -892,8 +728,7 @@ impl Cx {
                                     Value::Seq(items) => items[i].span,
                                     _ => v.span,
                                 };
-                                self.err(span, format!("`{name}` is not a `default` keyword"))
-                                    .hint = Some(format!(
+                                self.err(span, format!("`{name}` is not a `default` keyword")).hint = Some(format!(
                                     "`inherit:default` lists keywords of `default`: {}",
                                     DEFAULT_KEYWORDS.join(", ")
                                 ));
@@ -911,10 +746,9 @@ impl Cx {
 
     fn image_name(&mut self, n: &Node, what: &str) -> Option<String> {
         match &n.value {
-            Value::Map(m) => m
-                .iter()
-                .find(|(k, _)| k.name == "name")
-                .and_then(|(_, v)| self.string(v, &format!("{what}:name"))),
+            Value::Map(m) => {
+                m.iter().find(|(k, _)| k.name == "name").and_then(|(_, v)| self.string(v, &format!("{what}:name")))
+            }
             _ => self.string(n, what),
         }
     }
@@ -932,10 +766,7 @@ impl Cx {
             _ => {
                 self.err(
                     root.span,
-                    format!(
-                        "a pipeline file must be a mapping of jobs and keywords, found {}",
-                        root.kind()
-                    ),
+                    format!("a pipeline file must be a mapping of jobs and keywords, found {}", root.kind()),
                 );
                 return None;
             }
@@ -956,10 +787,7 @@ impl Cx {
         }
 
         // 2. !reference, against the extended jobs and the other top-level entries.
-        let mut top: HashMap<String, Node> = entries
-            .iter()
-            .map(|(k, v)| (k.name.clone(), v.clone()))
-            .collect();
+        let mut top: HashMap<String, Node> = entries.iter().map(|(k, v)| (k.name.clone(), v.clone())).collect();
         for (name, node) in &resolved {
             top.insert(name.clone(), node.clone());
         }
@@ -993,22 +821,13 @@ impl Cx {
                 }
                 "variables" => variables = self.variables(v, "variables"),
                 "workflow" => {
-                    let mut wf = Workflow {
-                        name: None,
-                        rules: Vec::new(),
-                    };
+                    let mut wf = Workflow { name: None, rules: Vec::new() };
                     for (wk, wv) in self.map(v, "workflow") {
                         match wk.name.as_str() {
-                            "rules" => {
-                                wf.rules = self.rules(wv, "workflow:rules", &["always", "never"])
-                            }
+                            "rules" => wf.rules = self.rules(wv, "workflow:rules", &["always", "never"]),
                             "name" => wf.name = self.string(wv, "workflow:name"),
                             "auto_cancel" => {}
-                            _ => self.unknown_key(
-                                wk,
-                                "`workflow`",
-                                &["rules", "name", "auto_cancel"],
-                            ),
+                            _ => self.unknown_key(wk, "`workflow`", &["rules", "name", "auto_cancel"]),
                         }
                     }
                     workflow = Some(wf);
@@ -1063,26 +882,13 @@ impl Cx {
                 jobs.push(job);
             }
         }
-        if jobs.is_empty()
-            && !self
-                .diags
-                .iter()
-                .any(|d| d.severity == crate::diag::Severity::Error)
-        {
-            self.err(root.span, "the pipeline has no jobs").hint = Some(
-                "a job is a top-level key with a `script`, e.g. `test:\\n  script: go test ./...`"
-                    .into(),
-            );
+        if jobs.is_empty() && !self.diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
+            self.err(root.span, "the pipeline has no jobs").hint =
+                Some("a job is a top-level key with a `script`, e.g. `test:\\n  script: go test ./...`".into());
         }
         self.check_needs(&jobs, &all_stages);
 
-        Some(Pipeline {
-            stages: all_stages,
-            variables,
-            workflow,
-            jobs,
-            sections,
-        })
+        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections })
     }
 
     fn resolve_extends(
@@ -1105,24 +911,14 @@ impl Cx {
             return Some(node);
         };
         let parents: Vec<(String, Span)> = match &ext.value {
-            Value::Seq(items) => items
-                .iter()
-                .filter_map(|i| self.string(i, "extends").map(|s| (s, i.span)))
-                .collect(),
-            _ => self
-                .string(ext, "extends")
-                .map(|s| (s, ext.span))
-                .into_iter()
-                .collect(),
+            Value::Seq(items) => items.iter().filter_map(|i| self.string(i, "extends").map(|s| (s, i.span))).collect(),
+            _ => self.string(ext, "extends").map(|s| (s, ext.span)).into_iter().collect(),
         };
         stack.push(name.to_string());
         if stack.len() > MAX_EXTENDS_DEPTH {
-            self.err(
-                ext_key.span,
-                format!("`extends` nests more than {MAX_EXTENDS_DEPTH} levels deep"),
-            )
-            .notes
-            .push(format!("chain: {}", stack.join(" → ")));
+            self.err(ext_key.span, format!("`extends` nests more than {MAX_EXTENDS_DEPTH} levels deep"))
+                .notes
+                .push(format!("chain: {}", stack.join(" → ")));
             stack.pop();
             return None;
         }
@@ -1132,21 +928,15 @@ impl Cx {
                 let mut chain = stack.clone();
                 chain.push(parent.clone());
                 let start = chain.iter().position(|c| *c == parent).unwrap_or(0);
-                self.err(
-                    span,
-                    format!("`extends` cycle: `{name}` extends `{parent}`, which extends it back"),
-                )
-                .notes
-                .push(format!("cycle: {}", chain[start..].join(" → ")));
+                self.err(span, format!("`extends` cycle: `{name}` extends `{parent}`, which extends it back"))
+                    .notes
+                    .push(format!("cycle: {}", chain[start..].join(" → ")));
                 continue;
             }
             if !templates.contains_key(&parent) {
-                let d = self.err(
-                    span,
-                    format!("`{name}` extends `{parent}`, which is not defined"),
-                );
-                d.hint = did_you_mean(&parent, templates.keys().map(|s| s.as_str()))
-                    .map(|s| format!("did you mean `{s}`?"));
+                let d = self.err(span, format!("`{name}` extends `{parent}`, which is not defined"));
+                d.hint =
+                    did_you_mean(&parent, templates.keys().map(|s| s.as_str())).map(|s| format!("did you mean `{s}`?"));
                 continue;
             }
             if let Some(p) = self.resolve_extends(&parent, templates, resolved, stack) {
@@ -1165,27 +955,18 @@ impl Cx {
         match n.value {
             Value::Reference(items) => {
                 if depth >= MAX_REFERENCE_DEPTH {
-                    self.err(
-                        n.span,
-                        format!("`!reference` nests more than {MAX_REFERENCE_DEPTH} levels deep"),
-                    );
+                    self.err(n.span, format!("`!reference` nests more than {MAX_REFERENCE_DEPTH} levels deep"));
                     return Node::new(Value::Null, n.span);
                 }
                 let path: Vec<String> = items.iter().filter_map(|i| i.scalar_string()).collect();
                 if path.is_empty() || path.len() != items.len() {
-                    self.err(
-                        n.span,
-                        "`!reference` takes a list of names, like `!reference [.setup, script]`",
-                    );
+                    self.err(n.span, "`!reference` takes a list of names, like `!reference [.setup, script]`");
                     return Node::new(Value::Null, n.span);
                 }
                 let Some(mut cur) = top.get(&path[0]) else {
-                    let d = self.err(
-                        items[0].span,
-                        format!("`!reference` to `{}`, which is not defined", path[0]),
-                    );
-                    d.hint = did_you_mean(&path[0], top.keys().map(|s| s.as_str()))
-                        .map(|s| format!("did you mean `{s}`?"));
+                    let d = self.err(items[0].span, format!("`!reference` to `{}`, which is not defined", path[0]));
+                    d.hint =
+                        did_you_mean(&path[0], top.keys().map(|s| s.as_str())).map(|s| format!("did you mean `{s}`?"));
                     return Node::new(Value::Null, n.span);
                 };
                 for (i, key) in path.iter().enumerate().skip(1) {
@@ -1194,10 +975,7 @@ impl Cx {
                         None => {
                             let d = self.err(
                                 items[i].span,
-                                format!(
-                                    "`!reference`: `{}` has no key `{key}`",
-                                    path[..i].join(".")
-                                ),
+                                format!("`!reference`: `{}` has no key `{key}`", path[..i].join(".")),
                             );
                             if let Some(m) = cur.as_map() {
                                 d.hint = did_you_mean(key, m.iter().map(|(k, _)| k.name.as_str()))
@@ -1211,70 +989,37 @@ impl Cx {
                 self.resolve_refs(target, top, depth + 1)
             }
             Value::Seq(items) => {
-                let items = items
-                    .into_iter()
-                    .map(|i| self.resolve_refs(i, top, depth))
-                    .collect();
-                Node {
-                    value: Value::Seq(items),
-                    ..n
-                }
+                let items = items.into_iter().map(|i| self.resolve_refs(i, top, depth)).collect();
+                Node { value: Value::Seq(items), ..n }
             }
             Value::Map(m) => {
-                let m = m
-                    .into_iter()
-                    .map(|(k, v)| (k, self.resolve_refs(v, top, depth)))
-                    .collect();
-                Node {
-                    value: Value::Map(m),
-                    ..n
-                }
+                let m = m.into_iter().map(|(k, v)| (k, self.resolve_refs(v, top, depth))).collect();
+                Node { value: Value::Map(m), ..n }
             }
             _ => n,
         }
     }
 
-    fn job(
-        &mut self,
-        key: &Key,
-        node: &Node,
-        defaults: &[(Key, Node)],
-        stages: &[String],
-    ) -> Option<Job> {
+    fn job(&mut self, key: &Key, node: &Node, defaults: &[(Key, Node)], stages: &[String]) -> Option<Job> {
         let entries = match &node.value {
             Value::Map(m) => m.clone(),
             _ => {
-                let d = self.err(
-                    key.span,
-                    format!(
-                        "job `{}` must be a mapping of keywords, found {}",
-                        key.name,
-                        node.kind()
-                    ),
-                );
-                d.hint =
-                    match did_you_mean(&key.name, TOP_KEYWORDS.iter().chain(JOB_KEYWORDS).copied())
-                    {
-                        Some(s) if TOP_KEYWORDS.contains(&s) => {
-                            Some(format!("did you mean the top-level keyword `{s}`?"))
-                        }
-                        Some(s) => Some(format!("`{s}` is a job keyword: indent it under a job")),
-                        None => Some("a job is a mapping with at least `script`".into()),
-                    };
+                let d = self
+                    .err(key.span, format!("job `{}` must be a mapping of keywords, found {}", key.name, node.kind()));
+                d.hint = match did_you_mean(&key.name, TOP_KEYWORDS.iter().chain(JOB_KEYWORDS).copied()) {
+                    Some(s) if TOP_KEYWORDS.contains(&s) => Some(format!("did you mean the top-level keyword `{s}`?")),
+                    Some(s) => Some(format!("`{s}` is a job keyword: indent it under a job")),
+                    None => Some("a job is a mapping with at least `script`".into()),
+                };
                 return None;
             }
         };
         // A misspelt top-level keyword looks like a job without a script: say what it is.
-        if !entries
-            .iter()
-            .any(|(k, _)| matches!(k.name.as_str(), "script" | "trigger" | "run"))
+        if !entries.iter().any(|(k, _)| matches!(k.name.as_str(), "script" | "trigger" | "run"))
             && let Some(s) = did_you_mean(&key.name, TOP_KEYWORDS.iter().copied())
         {
-            self.err(
-                key.span,
-                format!("unknown top-level keyword `{}`", key.name),
-            )
-            .hint = Some(format!("did you mean `{s}`?"));
+            self.err(key.span, format!("unknown top-level keyword `{}`", key.name)).hint =
+                Some(format!("did you mean `{s}`?"));
             return None;
         }
         let mut job = Job {
@@ -1312,11 +1057,10 @@ impl Cx {
             self.err(key.span, "job names must be 1 to 255 characters long");
         }
         // inherit first: it decides which defaults apply.
-        let (inherit_default, inherit_vars) =
-            match entries.iter().find(|(k, _)| k.name == "inherit") {
-                Some((_, v)) => self.inherit(v),
-                None => (Inherit::All, Inherit::All),
-            };
+        let (inherit_default, inherit_vars) = match entries.iter().find(|(k, _)| k.name == "inherit") {
+            Some((_, v)) => self.inherit(v),
+            None => (Inherit::All, Inherit::All),
+        };
         job.inherit_variables = inherit_vars;
         let mut all = entries.clone();
         for (dk, dv) in defaults {
@@ -1338,59 +1082,30 @@ impl Cx {
                 "stage" => {
                     if let Some(s) = self.string(v, "stage") {
                         if !stages.contains(&s) {
-                            let d = self.err(
-                                v.span,
-                                format!(
-                                    "job `{}` uses stage `{s}`, which is not in `stages`",
-                                    job.name
-                                ),
-                            );
-                            d.hint =
-                                Some(match did_you_mean(&s, stages.iter().map(|s| s.as_str())) {
-                                    Some(m) => format!("did you mean `{m}`?"),
-                                    None => format!(
-                                        "declared stages: {}; add `{s}` to `stages`",
-                                        stages.join(", ")
-                                    ),
-                                });
+                            let d = self
+                                .err(v.span, format!("job `{}` uses stage `{s}`, which is not in `stages`", job.name));
+                            d.hint = Some(match did_you_mean(&s, stages.iter().map(|s| s.as_str())) {
+                                Some(m) => format!("did you mean `{m}`?"),
+                                None => format!("declared stages: {}; add `{s}` to `stages`", stages.join(", ")),
+                            });
                         }
                         job.stage = s;
                         job.stage_span = v.span;
                     }
                 }
-                "variables" => {
-                    job.variables = self.variables(v, &format!("{}.variables", job.name))
-                }
+                "variables" => job.variables = self.variables(v, &format!("{}.variables", job.name)),
                 "rules" => {
                     job.rules = Some(self.rules(
                         v,
                         "rules",
-                        &[
-                            "on_success",
-                            "on_failure",
-                            "always",
-                            "manual",
-                            "delayed",
-                            "never",
-                        ],
+                        &["on_success", "on_failure", "always", "manual", "delayed", "never"],
                     ))
                 }
                 "only" => job.only = self.filter(v, "only"),
                 "except" => job.except = self.filter(v, "except"),
                 "when" => {
                     job.when = self
-                        .when(
-                            v,
-                            "when",
-                            &[
-                                "on_success",
-                                "on_failure",
-                                "always",
-                                "manual",
-                                "delayed",
-                                "never",
-                            ],
-                        )
+                        .when(v, "when", &["on_success", "on_failure", "always", "manual", "delayed", "never"])
                         .unwrap_or(When::OnSuccess)
                 }
                 "start_in" => {
@@ -1405,18 +1120,13 @@ impl Cx {
                             job.allow_failure.allowed = true;
                             for (ak, av) in m {
                                 if ak.name == "exit_codes" {
-                                    job.allow_failure.exit_codes =
-                                        self.exit_codes(av, "allow_failure:exit_codes");
+                                    job.allow_failure.exit_codes = self.exit_codes(av, "allow_failure:exit_codes");
                                 } else {
                                     self.unknown_key(ak, "`allow_failure`", &["exit_codes"]);
                                 }
                             }
                         }
-                        _ => self.type_err(
-                            v,
-                            "allow_failure",
-                            "`true`, `false` or `exit_codes: [...]`",
-                        ),
+                        _ => self.type_err(v, "allow_failure", "`true`, `false` or `exit_codes: [...]`"),
                     }
                 }
                 "needs" => job.needs = Some(self.needs(v)),
@@ -1430,17 +1140,12 @@ impl Cx {
                         }
                     };
                     job.dependencies = Some(
-                        items
-                            .iter()
-                            .filter_map(|i| self.string(i, "dependencies[]").map(|s| (s, i.span)))
-                            .collect(),
+                        items.iter().filter_map(|i| self.string(i, "dependencies[]").map(|s| (s, i.span))).collect(),
                     );
                 }
                 "parallel" => {
                     job.parallel = match &v.value {
-                        Value::Int(_) => self
-                            .int(v, "parallel", 1, 200)
-                            .map(|n| Parallel::Count(n as u32)),
+                        Value::Int(_) => self.int(v, "parallel", 1, 200).map(|n| Parallel::Count(n as u32)),
                         Value::Map(m) => {
                             let mut p = None;
                             for (pk, pv) in m {
@@ -1448,14 +1153,13 @@ impl Cx {
                                     let mx = self.matrix(pv, "parallel:matrix");
                                     let total: usize = mx
                                         .iter()
-                                        .map(|e| {
-                                            e.iter()
-                                                .map(|(_, vs)| vs.len().max(1))
-                                                .product::<usize>()
-                                        })
+                                        .map(|e| e.iter().map(|(_, vs)| vs.len().max(1)).product::<usize>())
                                         .sum();
                                     if total > 200 {
-                                        self.err(pv.span, format!("`parallel:matrix` makes {total} jobs; the limit is 200"));
+                                        self.err(
+                                            pv.span,
+                                            format!("`parallel:matrix` makes {total} jobs; the limit is 200"),
+                                        );
                                     }
                                     p = Some(Parallel::Matrix(mx));
                                 } else {
@@ -1472,42 +1176,26 @@ impl Cx {
                 }
                 "retry" => {
                     job.retry = match &v.value {
-                        Value::Int(_) => Retry {
-                            max: self.int(v, "retry", 0, 2).unwrap_or(0) as u32,
-                            ..Retry::default()
-                        },
+                        Value::Int(_) => {
+                            Retry { max: self.int(v, "retry", 0, 2).unwrap_or(0) as u32, ..Retry::default() }
+                        }
                         Value::Map(m) => {
-                            let mut r = Retry {
-                                max: 0,
-                                ..Retry::default()
-                            };
+                            let mut r = Retry { max: 0, ..Retry::default() };
                             for (rk, rv) in m {
                                 match rk.name.as_str() {
-                                    "max" => {
-                                        r.max = self.int(rv, "retry:max", 0, 2).unwrap_or(0) as u32
-                                    }
+                                    "max" => r.max = self.int(rv, "retry:max", 0, 2).unwrap_or(0) as u32,
                                     "when" => {
                                         r.when = self.strings(rv, "retry:when");
                                         for w in &r.when {
                                             if !RETRY_WHEN.contains(&w.as_str()) {
-                                                let d = self.err(
-                                                    rv.span,
-                                                    format!("`retry:when` cannot be `{w}`"),
-                                                );
-                                                d.hint =
-                                                    did_you_mean(w, RETRY_WHEN.iter().copied())
-                                                        .map(|s| format!("did you mean `{s}`?"));
+                                                let d = self.err(rv.span, format!("`retry:when` cannot be `{w}`"));
+                                                d.hint = did_you_mean(w, RETRY_WHEN.iter().copied())
+                                                    .map(|s| format!("did you mean `{s}`?"));
                                             }
                                         }
                                     }
-                                    "exit_codes" => {
-                                        r.exit_codes = self.exit_codes(rv, "retry:exit_codes")
-                                    }
-                                    _ => self.unknown_key(
-                                        rk,
-                                        "`retry`",
-                                        &["max", "when", "exit_codes"],
-                                    ),
+                                    "exit_codes" => r.exit_codes = self.exit_codes(rv, "retry:exit_codes"),
+                                    _ => self.unknown_key(rk, "`retry`", &["max", "when", "exit_codes"]),
                                 }
                             }
                             r
@@ -1522,27 +1210,17 @@ impl Cx {
                 "artifacts" => job.artifacts = Some(self.artifacts(v)),
                 "cache" => job.cache = self.cache(v),
                 "resource_group" => job.resource_group = self.string(v, "resource_group"),
-                "interruptible" => {
-                    job.interruptible = self.boolean(v, "interruptible").unwrap_or(false)
-                }
+                "interruptible" => job.interruptible = self.boolean(v, "interruptible").unwrap_or(false),
                 "environment" => {
                     job.environment = match &v.value {
                         Value::Map(m) => {
-                            let mut env = Environment {
-                                name: String::new(),
-                                url: None,
-                                action: None,
-                            };
+                            let mut env = Environment { name: String::new(), url: None, action: None };
                             for (ek, ev) in m {
                                 match ek.name.as_str() {
-                                    "name" => {
-                                        env.name =
-                                            self.string(ev, "environment:name").unwrap_or_default()
-                                    }
+                                    "name" => env.name = self.string(ev, "environment:name").unwrap_or_default(),
                                     "url" => env.url = self.string(ev, "environment:url"),
                                     "action" => env.action = self.string(ev, "environment:action"),
-                                    "on_stop" | "auto_stop_in" | "kubernetes"
-                                    | "deployment_tier" => {}
+                                    "on_stop" | "auto_stop_in" | "kubernetes" | "deployment_tier" => {}
                                     _ => self.unknown_key(
                                         ek,
                                         "`environment`",
@@ -1563,11 +1241,7 @@ impl Cx {
                             }
                             Some(env)
                         }
-                        _ => self.string(v, "environment").map(|name| Environment {
-                            name,
-                            url: None,
-                            action: None,
-                        }),
+                        _ => self.string(v, "environment").map(|name| Environment { name, url: None, action: None }),
                     }
                 }
                 "coverage" => {
@@ -1578,14 +1252,14 @@ impl Cx {
                             Some(Err(e)) => {
                                 self.err(
                                     v.span,
-                                    format!(
-                                        "invalid `coverage` regex: {}",
-                                        e.to_string().lines().last().unwrap_or("")
-                                    ),
+                                    format!("invalid `coverage` regex: {}", e.to_string().lines().last().unwrap_or("")),
                                 );
                             }
                             None => {
-                                self.err(v.span, "`coverage` must be a regex between slashes, like `/total:\\s+(\\d+\\.\\d+)%/`");
+                                self.err(
+                                    v.span,
+                                    "`coverage` must be a regex between slashes, like `/total:\\s+(\\d+\\.\\d+)%/`",
+                                );
                             }
                         }
                     }
@@ -1594,10 +1268,7 @@ impl Cx {
                 "image" => job.image = self.image_name(v, "image"),
                 "services" => {
                     job.services = match &v.value {
-                        Value::Seq(items) => items
-                            .iter()
-                            .filter_map(|i| self.image_name(i, "services[]"))
-                            .collect(),
+                        Value::Seq(items) => items.iter().filter_map(|i| self.image_name(i, "services[]")).collect(),
                         _ => {
                             self.type_err(v, "services", "a list of images");
                             Vec::new()
@@ -1605,39 +1276,35 @@ impl Cx {
                     }
                 }
                 "trigger" => {
-                    self.err(k.span, "`trigger` (downstream pipelines) is not supported offline yet")
-                        .hint = Some("run the downstream project's pipeline with `slipway run` in its own directory".into());
+                    self.err(k.span, "`trigger` (downstream pipelines) is not supported offline yet").hint =
+                        Some("run the downstream project's pipeline with `slipway run` in its own directory".into());
                     has_script = true;
                 }
                 "run" => {
-                    self.err(k.span, "`run` (CI steps) is not supported yet")
-                        .hint = Some("use `script`".into());
+                    self.err(k.span, "`run` (CI steps) is not supported yet").hint = Some("use `script`".into());
                     has_script = true;
                 }
                 "extends" | "inherit" => {}
                 name if IGNORED_JOB_KEYWORDS.contains(&name) => {
                     if k_in_job {
-                        self.diags.push(
-                            Diagnostic::warning(k.span, format!("`{name}` is not supported by slipway yet; job `{}` runs without it", job.name)),
-                        );
+                        self.diags.push(Diagnostic::warning(
+                            k.span,
+                            format!("`{name}` is not supported by slipway yet; job `{}` runs without it", job.name),
+                        ));
                     }
                 }
                 _ => self.unknown_key(k, &format!("job `{}`", job.name), JOB_KEYWORDS),
             }
         }
         if !has_script {
-            self.err(key.span, format!("job `{}` has no `script`", job.name)).hint =
-                Some("add `script:` with the commands to run, or start the name with `.` to make it a hidden template".into());
+            self.err(key.span, format!("job `{}` has no `script`", job.name)).hint = Some(
+                "add `script:` with the commands to run, or start the name with `.` to make it a hidden template"
+                    .into(),
+            );
         }
         if job.when == When::Delayed && job.start_in.is_none() && job.rules.is_none() {
-            self.err(
-                key.span,
-                format!(
-                    "job `{}` is `when: delayed` but has no `start_in`",
-                    job.name
-                ),
-            )
-            .hint = Some("add e.g. `start_in: 30 minutes`".into());
+            self.err(key.span, format!("job `{}` is `when: delayed` but has no `start_in`", job.name)).hint =
+                Some("add e.g. `start_in: 30 minutes`".into());
         }
         if let Some(span) = start_in_node
             && job.when != When::Delayed
@@ -1646,14 +1313,7 @@ impl Cx {
             self.err(span, "`start_in` only applies to `when: delayed` jobs");
         }
         if job.rules.is_some() && (job.only.is_some() || job.except.is_some()) {
-            self.err(
-                key.span,
-                format!(
-                    "job `{}` uses `rules` together with `only`/`except`",
-                    job.name
-                ),
-            )
-            .hint =
+            self.err(key.span, format!("job `{}` uses `rules` together with `only`/`except`", job.name)).hint =
                 Some("GitLab does not allow mixing them: move the conditions into `rules`".into());
         }
         if job.when == When::Manual && !job.allow_failure.explicit {
@@ -1678,19 +1338,19 @@ impl Cx {
                 match by_name.get(need.job.as_str()) {
                     None if need.optional => {}
                     None => {
-                        let d = self.err(
-                            need.span,
-                            format!(
-                                "job `{}` needs `{}`, which is not defined",
-                                job.name, need.job
-                            ),
-                        );
-                        d.hint = did_you_mean(&need.job, names.iter().copied())
-                            .map(|s| format!("did you mean `{s}`?"));
+                        let d = self
+                            .err(need.span, format!("job `{}` needs `{}`, which is not defined", job.name, need.job));
+                        d.hint = did_you_mean(&need.job, names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
                     }
                     Some(other) if stage_idx(&other.stage) > stage_idx(&job.stage) => {
-                        self.err(need.span, format!("job `{}` (stage `{}`) needs `{}`, which is in the later stage `{}`", job.name, job.stage, need.job, other.stage))
-                            .hint = Some("a job can only need jobs in the same or earlier stages".into());
+                        self.err(
+                            need.span,
+                            format!(
+                                "job `{}` (stage `{}`) needs `{}`, which is in the later stage `{}`",
+                                job.name, job.stage, need.job, other.stage
+                            ),
+                        )
+                        .hint = Some("a job can only need jobs in the same or earlier stages".into());
                     }
                     Some(_) => {}
                 }
@@ -1699,22 +1359,19 @@ impl Cx {
                 for (dep, span) in deps {
                     match by_name.get(dep.as_str()) {
                         None => {
-                            let d = self.err(
-                                *span,
-                                format!(
-                                    "job `{}` depends on `{dep}`, which is not defined",
-                                    job.name
-                                ),
-                            );
-                            d.hint = did_you_mean(dep, names.iter().copied())
-                                .map(|s| format!("did you mean `{s}`?"));
+                            let d =
+                                self.err(*span, format!("job `{}` depends on `{dep}`, which is not defined", job.name));
+                            d.hint = did_you_mean(dep, names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
                         }
                         Some(other)
                             if stage_idx(&other.stage) >= stage_idx(&job.stage)
                                 && !job.needs.iter().flatten().any(|n| n.job == *dep) =>
                         {
-                            self.err(*span, format!("job `{}` depends on `{dep}`, which is not in an earlier stage", job.name)).hint =
-                                Some("`dependencies` lists jobs from earlier stages (or jobs in `needs`)".into());
+                            self.err(
+                                *span,
+                                format!("job `{}` depends on `{dep}`, which is not in an earlier stage", job.name),
+                            )
+                            .hint = Some("`dependencies` lists jobs from earlier stages (or jobs in `needs`)".into());
                         }
                         Some(_) => {}
                     }
@@ -1723,13 +1380,9 @@ impl Cx {
                     {
                         self.err(
                             *span,
-                            format!(
-                                "job `{}` lists `{dep}` in `dependencies` but not in `needs`",
-                                job.name
-                            ),
+                            format!("job `{}` lists `{dep}` in `dependencies` but not in `needs`", job.name),
                         )
-                        .hint =
-                            Some("with `needs`, `dependencies` must be a subset of `needs`".into());
+                        .hint = Some("with `needs`, `dependencies` must be a subset of `needs`".into());
                     }
                 }
             }
@@ -1739,13 +1392,7 @@ impl Cx {
         let mut reported: HashSet<Vec<String>> = HashSet::new();
         for job in jobs {
             let mut path: Vec<&str> = Vec::new();
-            self.cycle_dfs(
-                job.name.as_str(),
-                &by_name,
-                &mut state,
-                &mut path,
-                &mut reported,
-            );
+            self.cycle_dfs(job.name.as_str(), &by_name, &mut state, &mut path, &mut reported);
         }
     }
 
@@ -1769,23 +1416,13 @@ impl Cx {
                     let from = path.last().copied().unwrap_or(name);
                     let span = by_name
                         .get(from)
-                        .and_then(|j| {
-                            j.needs
-                                .iter()
-                                .flatten()
-                                .find(|n| n.job == name)
-                                .map(|n| n.span)
-                        })
+                        .and_then(|j| j.needs.iter().flatten().find(|n| n.job == name).map(|n| n.span))
                         .unwrap_or_default();
                     self.err(
                         span,
                         format!(
                             "`needs` cycle: {}",
-                            cycle
-                                .iter()
-                                .map(|c| format!("`{c}`"))
-                                .collect::<Vec<_>>()
-                                .join(" → ")
+                            cycle.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" → ")
                         ),
                     )
                     .hint = Some("remove one of these `needs` to break the cycle".into());
@@ -1825,10 +1462,7 @@ pub const RETRY_WHEN: &[&str] = &[
 
 fn strip_key(n: Node, key: &str) -> Node {
     match n.value {
-        Value::Map(m) => Node {
-            value: Value::Map(m.into_iter().filter(|(k, _)| k.name != key).collect()),
-            ..n
-        },
+        Value::Map(m) => Node { value: Value::Map(m.into_iter().filter(|(k, _)| k.name != key).collect()), ..n },
         _ => n,
     }
 }

@@ -20,24 +20,13 @@ pub struct Span {
 
 impl Span {
     pub fn new(file: FileId, start_line: u32, start_col: u32, end_line: u32, end_col: u32) -> Span {
-        Span {
-            file,
-            start_line,
-            start_col,
-            end_line,
-            end_col,
-        }
+        Span { file, start_line, start_col, end_line, end_col }
     }
 
     /// A span of `len` columns starting `offset` columns into this span's first line.
     pub fn sub(self, offset: u32, len: u32) -> Span {
         let col = self.start_col + offset;
-        Span {
-            start_col: col,
-            end_line: self.start_line,
-            end_col: col + len.max(1),
-            ..self
-        }
+        Span { start_col: col, end_line: self.start_line, end_col: col + len.max(1), ..self }
     }
 }
 
@@ -59,20 +48,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity: Severity::Error,
-            span,
-            message: message.into(),
-            hint: None,
-            notes: Vec::new(),
-        }
+        Diagnostic { severity: Severity::Error, span, message: message.into(), hint: None, notes: Vec::new() }
     }
 
     pub fn warning(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(span, message)
-        }
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(span, message) }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Diagnostic {
@@ -99,50 +79,27 @@ impl SourceMap {
     }
 
     pub fn path(&self, id: FileId) -> &Path {
-        self.files
-            .get(id.0 as usize)
-            .map(|(p, _)| p.as_path())
-            .unwrap_or(Path::new("<unknown>"))
+        self.files.get(id.0 as usize).map(|(p, _)| p.as_path()).unwrap_or(Path::new("<unknown>"))
     }
 
     pub fn text(&self, id: FileId) -> &str {
-        self.files
-            .get(id.0 as usize)
-            .map(|(_, t)| t.as_str())
-            .unwrap_or("")
+        self.files.get(id.0 as usize).map(|(_, t)| t.as_str()).unwrap_or("")
     }
 
     pub fn find(&self, path: &Path) -> Option<FileId> {
-        self.files
-            .iter()
-            .position(|(p, _)| p == path)
-            .map(|i| FileId(i as u32))
+        self.files.iter().position(|(p, _)| p == path).map(|i| FileId(i as u32))
     }
 
     /// `file:line:col` of a span.
     pub fn location(&self, span: Span) -> String {
-        format!(
-            "{}:{}:{}",
-            self.path(span.file).display(),
-            span.start_line,
-            span.start_col
-        )
+        format!("{}:{}:{}", self.path(span.file).display(), span.start_line, span.start_col)
     }
 
     /// Renders a diagnostic the way rustc and ripgrep users expect:
     /// message, location, the quoted line with a caret underline, hint and notes.
     pub fn render(&self, d: &Diagnostic, color: bool) -> String {
-        let (red, yellow, blue, bold, reset) = if color {
-            (
-                "\x1b[31;1m",
-                "\x1b[33;1m",
-                "\x1b[34;1m",
-                "\x1b[1m",
-                "\x1b[0m",
-            )
-        } else {
-            ("", "", "", "", "")
-        };
+        let (red, yellow, blue, bold, reset) =
+            if color { ("\x1b[31;1m", "\x1b[33;1m", "\x1b[34;1m", "\x1b[1m", "\x1b[0m") } else { ("", "", "", "", "") };
         let (label, lc) = match d.severity {
             Severity::Error => ("error", red),
             Severity::Warning => ("warning", yellow),
@@ -150,11 +107,7 @@ impl SourceMap {
         let mut out = String::new();
         let _ = writeln!(out, "{lc}{label}{reset}{bold}: {}{reset}", d.message);
         let _ = writeln!(out, "  {blue}-->{reset} {}", self.location(d.span));
-        if let Some(line) = self
-            .text(d.span.file)
-            .lines()
-            .nth(d.span.start_line.saturating_sub(1) as usize)
-        {
+        if let Some(line) = self.text(d.span.file).lines().nth(d.span.start_line.saturating_sub(1) as usize) {
             let num = d.span.start_line.to_string();
             let pad = " ".repeat(num.len());
             let line = line.replace('\t', " ");
@@ -168,12 +121,7 @@ impl SourceMap {
             let len = len.min(width.saturating_sub(start).max(1));
             let _ = writeln!(out, "{blue}{pad} |{reset}");
             let _ = writeln!(out, "{blue}{num} |{reset} {line}");
-            let _ = writeln!(
-                out,
-                "{blue}{pad} |{reset} {}{lc}{}{reset}",
-                " ".repeat(start),
-                "^".repeat(len)
-            );
+            let _ = writeln!(out, "{blue}{pad} |{reset} {}{lc}{}{reset}", " ".repeat(start), "^".repeat(len));
         }
         let pad = " ".repeat(d.span.start_line.to_string().len());
         if let Some(h) = &d.hint {
@@ -202,10 +150,7 @@ impl SourceMap {
 /// The closest candidate to `input`, if it is close enough to be a plausible typo: within an
 /// edit distance (with transpositions) of a third of its length, or very similar by
 /// Jaro-Winkler (which catches long names with a changed tail).
-pub fn did_you_mean<'a>(
-    input: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (input.chars().count() / 3).max(1);
     let mut best: Option<(usize, f64, &str)> = None;
     for c in candidates {
@@ -232,11 +177,8 @@ mod tests {
     fn render_quotes_the_line_and_points_at_the_column() {
         let mut sm = SourceMap::default();
         let f = sm.add(Path::new(".slipway.yml"), "build:\n  neds: [test]\n".into());
-        let d = Diagnostic::error(
-            Span::new(f, 2, 3, 2, 7),
-            "unknown keyword `neds` in job `build`",
-        )
-        .with_hint("did you mean `needs`?");
+        let d = Diagnostic::error(Span::new(f, 2, 3, 2, 7), "unknown keyword `neds` in job `build`")
+            .with_hint("did you mean `needs`?");
         let r = sm.render(&d, false);
         assert_eq!(
             r,
@@ -246,14 +188,8 @@ mod tests {
 
     #[test]
     fn did_you_mean_finds_close_keywords_only() {
-        assert_eq!(
-            did_you_mean("neds", ["needs", "script", "stage"]),
-            Some("needs")
-        );
-        assert_eq!(
-            did_you_mean("scirpt", ["needs", "script", "stage"]),
-            Some("script")
-        );
+        assert_eq!(did_you_mean("neds", ["needs", "script", "stage"]), Some("needs"));
+        assert_eq!(did_you_mean("scirpt", ["needs", "script", "stage"]), Some("script"));
         assert_eq!(did_you_mean("zzzzzz", ["needs", "script", "stage"]), None);
         assert_eq!(did_you_mean("tow", ["one", "two", "three"]), Some("two"));
         assert_eq!(did_you_mean("biuld", ["build", "test"]), Some("build"));

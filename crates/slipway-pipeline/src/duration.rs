@@ -24,19 +24,13 @@ pub fn parse(src: &str) -> Result<Duration, String> {
         if rest.is_empty() {
             break;
         }
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
             return Err(format!("expected a number at `{rest}`"));
         }
-        let n: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("`{}` is not a number", &rest[..num_len]))?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| format!("`{}` is not a number", &rest[..num_len]))?;
         rest = rest[num_len..].trim_start();
-        let unit_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let mult = match unit {
@@ -48,9 +42,7 @@ pub fn parse(src: &str) -> Result<Duration, String> {
             "mo" | "mon" | "mos" | "month" | "months" => 2_592_000.0,
             "y" | "yr" | "yrs" | "year" | "years" => 31_536_000.0,
             other => {
-                return Err(format!(
-                    "unknown time unit `{other}` (use s, m, h, d or w, or words like `minutes`)"
-                ));
+                return Err(format!("unknown time unit `{other}` (use s, m, h, d or w, or words like `minutes`)"));
             }
         };
         total += n * mult;

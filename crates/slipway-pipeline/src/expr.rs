@@ -53,11 +53,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize, usize)>, ExprError> {
     let chars: Vec<char> = src.chars().collect();
     let mut i = 0;
     let mut out = Vec::new();
-    let err = |offset: usize, len: usize, m: &str| ExprError {
-        offset,
-        len,
-        message: m.to_string(),
-    };
+    let err = |offset: usize, len: usize, m: &str| ExprError { offset, len, message: m.to_string() };
     while i < chars.len() {
         let c = chars[i];
         let start = i;
@@ -116,11 +112,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize, usize)>, ExprError> {
                 loop {
                     match chars.get(i) {
                         None => {
-                            return Err(err(
-                                start,
-                                i - start,
-                                "unterminated regular expression (missing closing `/`)",
-                            ));
+                            return Err(err(start, i - start, "unterminated regular expression (missing closing `/`)"));
                         }
                         Some('\\') if chars.get(i + 1) == Some(&'/') => {
                             pat.push('/');
@@ -189,18 +181,12 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize, usize)>, ExprError> {
                     return Err(ExprError {
                         offset: start,
                         len: i - start,
-                        message: format!(
-                            "unexpected word `{word}`: variables start with `$` and strings are quoted"
-                        ),
+                        message: format!("unexpected word `{word}`: variables start with `$` and strings are quoted"),
                     });
                 }
             }
             '&' | '|' => {
-                return Err(err(
-                    start,
-                    1,
-                    &format!("`{c}` must be doubled: use `{c}{c}`"),
-                ));
+                return Err(err(start, 1, &format!("`{c}` must be doubled: use `{c}{c}`")));
             }
             _ => return Err(err(start, 1, &format!("unexpected character `{c}`"))),
         }
@@ -245,11 +231,7 @@ impl P {
             self.pos += 1;
             let e = self.or()?;
             if self.peek() != Some(&Tok::RParen) {
-                return Err(ExprError {
-                    offset: open,
-                    len: 1,
-                    message: "unclosed `(`".into(),
-                });
+                return Err(ExprError { offset: open, len: 1, message: "unclosed `(`".into() });
             }
             self.pos += 1;
             return Ok(e);
@@ -274,8 +256,7 @@ impl P {
             return Err(ExprError {
                 offset: self.end,
                 len: 1,
-                message: "expression ends too early: expected a variable, string, regex or null"
-                    .into(),
+                message: "expression ends too early: expected a variable, string, regex or null".into(),
             });
         };
         self.pos += 1;
@@ -284,20 +265,13 @@ impl P {
             Tok::Str(s) => Operand::Str(s),
             Tok::Null => Operand::Null,
             Tok::Regex(p, flags) => {
-                Operand::Regex(compile_regex(&p, &flags).map_err(|m| ExprError {
-                    offset: off,
-                    len,
-                    message: m,
-                })?)
+                Operand::Regex(compile_regex(&p, &flags).map_err(|m| ExprError { offset: off, len, message: m })?)
             }
             other => {
                 return Err(ExprError {
                     offset: off,
                     len,
-                    message: format!(
-                        "unexpected {}: expected a variable, string, regex or null",
-                        describe(&other)
-                    ),
+                    message: format!("unexpected {}: expected a variable, string, regex or null", describe(&other)),
                 });
             }
         })
@@ -323,18 +297,12 @@ fn compile_regex(pattern: &str, flags: &str) -> Result<Regex, String> {
             'm' => prefix.push_str("(?m)"),
             's' => prefix.push_str("(?s)"),
             other => {
-                return Err(format!(
-                    "unknown regular expression flag `{other}` (supported: i, m, s)"
-                ));
+                return Err(format!("unknown regular expression flag `{other}` (supported: i, m, s)"));
             }
         }
     }
-    Regex::new(&format!("{prefix}{pattern}")).map_err(|e| {
-        format!(
-            "invalid regular expression: {}",
-            e.to_string().lines().last().unwrap_or("")
-        )
-    })
+    Regex::new(&format!("{prefix}{pattern}"))
+        .map_err(|e| format!("invalid regular expression: {}", e.to_string().lines().last().unwrap_or("")))
 }
 
 /// Parses an expression; errors carry the character offset within `src`.
@@ -342,11 +310,7 @@ pub fn parse(src: &str) -> Result<Expr, ExprError> {
     let toks = lex(src)?;
     let end = src.chars().count();
     if toks.is_empty() {
-        return Err(ExprError {
-            offset: 0,
-            len: 1,
-            message: "empty expression".into(),
-        });
+        return Err(ExprError { offset: 0, len: 1, message: "empty expression".into() });
     }
     let mut p = P { toks, pos: 0, end };
     let e = p.or()?;
@@ -355,11 +319,7 @@ pub fn parse(src: &str) -> Result<Expr, ExprError> {
             Tok::RParen => "unmatched `)`".to_string(),
             _ => "expected `&&`, `||` or the end of the expression".to_string(),
         };
-        return Err(ExprError {
-            offset: *off,
-            len: *len,
-            message,
-        });
+        return Err(ExprError { offset: *off, len: *len, message });
     }
     Ok(e)
 }
@@ -402,9 +362,7 @@ pub fn eval(e: &Expr, vars: &dyn Fn(&str) -> Option<String>) -> bool {
                 CmpOp::Match | CmpOp::NoMatch => {
                     let matched = match (lv, rv) {
                         (Val::S(Some(s)), Val::R(re)) => re.is_match(&s),
-                        (Val::S(Some(s)), Val::S(Some(p))) => {
-                            regex_from_string(&p).is_some_and(|re| re.is_match(&s))
-                        }
+                        (Val::S(Some(s)), Val::S(Some(p))) => regex_from_string(&p).is_some_and(|re| re.is_match(&s)),
                         _ => false,
                     };
                     matched == (*op == CmpOp::Match)
@@ -426,22 +384,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn check(src: &str, vars: &[(&str, &str)]) -> bool {
-        let m: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let e = parse(src).unwrap_or_else(|e| panic!("{src}: {e:?}"));
         eval(&e, &|k| m.get(k).cloned())
     }
 
     #[test]
     fn gitlab_semantics() {
-        let v = [
-            ("CI_COMMIT_BRANCH", "main"),
-            ("EMPTY", ""),
-            ("CI_COMMIT_TAG", "v1.2.0"),
-            ("PAT", "/^v\\d+/"),
-        ];
+        let v = [("CI_COMMIT_BRANCH", "main"), ("EMPTY", ""), ("CI_COMMIT_TAG", "v1.2.0"), ("PAT", "/^v\\d+/")];
         assert!(check("$CI_COMMIT_BRANCH == \"main\"", &v));
         assert!(check("$CI_COMMIT_BRANCH != 'dev'", &v));
         assert!(check("$CI_COMMIT_BRANCH", &v));
@@ -455,14 +405,8 @@ mod tests {
         assert!(!check("$UNDEFINED =~ /.*/", &v));
         assert!(check("$CI_COMMIT_TAG =~ $PAT", &v));
         // && binds tighter than ||
-        assert!(check(
-            "$UNDEFINED || $CI_COMMIT_BRANCH == 'main' && $CI_COMMIT_TAG",
-            &v
-        ));
-        assert!(!check(
-            "($UNDEFINED || $CI_COMMIT_BRANCH == 'main') && $EMPTY",
-            &v
-        ));
+        assert!(check("$UNDEFINED || $CI_COMMIT_BRANCH == 'main' && $CI_COMMIT_TAG", &v));
+        assert!(!check("($UNDEFINED || $CI_COMMIT_BRANCH == 'main') && $EMPTY", &v));
         assert!(check("${CI_COMMIT_BRANCH} == \"main\"", &v));
     }
 

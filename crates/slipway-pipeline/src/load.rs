@@ -10,17 +10,10 @@ const MAX_INCLUDES: usize = 150;
 
 /// Reads `main` (relative paths in `include:local` resolve against `project_dir`) and merges
 /// every included file into one tree, the including file winning on conflicts.
-pub fn load(
-    project_dir: &Path,
-    main: &Path,
-    sources: &mut SourceMap,
-) -> Result<Node, Vec<Diagnostic>> {
+pub fn load(project_dir: &Path, main: &Path, sources: &mut SourceMap) -> Result<Node, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(main).map_err(|e| {
         let id = sources.add(main, String::new());
-        vec![Diagnostic::error(
-            Span::new(id, 1, 1, 1, 1),
-            format!("cannot read pipeline file: {e}"),
-        )]
+        vec![Diagnostic::error(Span::new(id, 1, 1, 1, 1), format!("cannot read pipeline file: {e}"))]
     })?;
     load_text(project_dir, main, text, sources)
 }
@@ -32,21 +25,12 @@ pub fn load_text(
     text: String,
     sources: &mut SourceMap,
 ) -> Result<Node, Vec<Diagnostic>> {
-    let mut l = Loader {
-        project_dir: project_dir.to_path_buf(),
-        sources,
-        errors: Vec::new(),
-        count: 0,
-    };
+    let mut l = Loader { project_dir: project_dir.to_path_buf(), sources, errors: Vec::new(), count: 0 };
     let id = l.sources.add(name, text);
     let node = yaml::parse(l.sources.text(id), id)?;
     let mut stack = vec![name.to_path_buf()];
     let merged = l.expand(node, &mut stack);
-    if l.errors.is_empty() {
-        Ok(merged)
-    } else {
-        Err(l.errors)
-    }
+    if l.errors.is_empty() { Ok(merged) } else { Err(l.errors) }
 }
 
 struct Loader<'a> {
@@ -65,11 +49,7 @@ impl Loader<'_> {
         let mut own = Vec::new();
         let mut include = None;
         for (k, v) in entries {
-            if k.name == "include" {
-                include = Some((k, v))
-            } else {
-                own.push((k, v))
-            }
+            if k.name == "include" { include = Some((k, v)) } else { own.push((k, v)) }
         }
         let own = Node::new(Value::Map(own), node.span);
         let Some((key, inc)) = include else {
@@ -83,26 +63,16 @@ impl Loader<'_> {
         for item in items {
             for (path, span) in self.include_paths(&item, &key) {
                 if stack.contains(&path) {
-                    let chain: Vec<String> = stack
-                        .iter()
-                        .chain([&path])
-                        .map(|p| p.display().to_string())
-                        .collect();
+                    let chain: Vec<String> = stack.iter().chain([&path]).map(|p| p.display().to_string()).collect();
                     self.errors.push(
-                        Diagnostic::error(
-                            span,
-                            format!("include cycle: `{}` includes itself", path.display()),
-                        )
-                        .with_note(format!("chain: {}", chain.join(" → "))),
+                        Diagnostic::error(span, format!("include cycle: `{}` includes itself", path.display()))
+                            .with_note(format!("chain: {}", chain.join(" → "))),
                     );
                     continue;
                 }
                 self.count += 1;
                 if self.count > MAX_INCLUDES {
-                    self.errors.push(Diagnostic::error(
-                        span,
-                        format!("too many includes (more than {MAX_INCLUDES})"),
-                    ));
+                    self.errors.push(Diagnostic::error(span, format!("too many includes (more than {MAX_INCLUDES})")));
                     return own;
                 }
                 let full = self.project_dir.join(&path);
@@ -151,9 +121,14 @@ impl Loader<'_> {
                     match k.name.as_str() {
                         "local" => match v.as_str() {
                             Some(s) => local = Some((s.to_string(), v.span)),
-                            None => self.errors.push(Diagnostic::error(v.span, format!("`include:local` must be a string path, found {}", v.kind()))),
+                            None => self.errors.push(Diagnostic::error(
+                                v.span,
+                                format!("`include:local` must be a string path, found {}", v.kind()),
+                            )),
                         },
-                        "remote" | "project" | "template" | "component" => self.offline(k.span, &format!("include:{}", k.name)),
+                        "remote" | "project" | "template" | "component" => {
+                            self.offline(k.span, &format!("include:{}", k.name))
+                        }
                         "file" | "ref" => {}
                         "rules" | "inputs" => self.errors.push(
                             Diagnostic::error(k.span, format!("`include:{}` is not supported yet", k.name))
@@ -161,7 +136,20 @@ impl Loader<'_> {
                         ),
                         other => {
                             let mut d = Diagnostic::error(k.span, format!("unknown keyword `{other}` in `include`"));
-                            if let Some(s) = did_you_mean(other, ["local", "remote", "project", "template", "component", "file", "ref", "rules", "inputs"]) {
+                            if let Some(s) = did_you_mean(
+                                other,
+                                [
+                                    "local",
+                                    "remote",
+                                    "project",
+                                    "template",
+                                    "component",
+                                    "file",
+                                    "ref",
+                                    "rules",
+                                    "inputs",
+                                ],
+                            ) {
                                 d = d.with_hint(format!("did you mean `{s}`?"));
                             }
                             self.errors.push(d);
@@ -187,30 +175,18 @@ impl Loader<'_> {
         };
         let rel = local.trim_start_matches('/').to_string();
         if !(rel.ends_with(".yml") || rel.ends_with(".yaml")) {
-            self.errors.push(Diagnostic::error(
-                span,
-                format!("included file `{local}` must end in `.yml` or `.yaml`"),
-            ));
+            self.errors.push(Diagnostic::error(span, format!("included file `{local}` must end in `.yml` or `.yaml`")));
             return Vec::new();
         }
         if rel.split('/').any(|c| c == "..") {
-            self.errors.push(Diagnostic::error(
-                span,
-                format!("included path `{local}` leaves the project directory"),
-            ));
+            self.errors.push(Diagnostic::error(span, format!("included path `{local}` leaves the project directory")));
             return Vec::new();
         }
         if rel.contains(['*', '?', '[', '{']) {
-            let glob = match globset::GlobBuilder::new(&rel)
-                .literal_separator(true)
-                .build()
-            {
+            let glob = match globset::GlobBuilder::new(&rel).literal_separator(true).build() {
                 Ok(g) => g.compile_matcher(),
                 Err(e) => {
-                    self.errors.push(Diagnostic::error(
-                        span,
-                        format!("invalid glob `{local}`: {e}"),
-                    ));
+                    self.errors.push(Diagnostic::error(span, format!("invalid glob `{local}`: {e}")));
                     return Vec::new();
                 }
             };
@@ -223,27 +199,18 @@ impl Loader<'_> {
             found.sort();
             if found.is_empty() {
                 self.errors.push(
-                    Diagnostic::error(
-                        span,
-                        format!("`include:local` pattern `{local}` matches no file"),
-                    )
-                    .with_hint(format!(
-                        "patterns are relative to the project root `{}`",
-                        self.project_dir.display()
-                    )),
+                    Diagnostic::error(span, format!("`include:local` pattern `{local}` matches no file")).with_hint(
+                        format!("patterns are relative to the project root `{}`", self.project_dir.display()),
+                    ),
                 );
             }
             return found.into_iter().map(|p| (p, span)).collect();
         }
         let path = PathBuf::from(&rel);
         if !self.project_dir.join(&path).is_file() {
-            self.errors.push(
-                Diagnostic::error(span, format!("included file `{local}` does not exist"))
-                    .with_hint(format!(
-                        "`include:local` paths are relative to the project root `{}`",
-                        self.project_dir.display()
-                    )),
-            );
+            self.errors.push(Diagnostic::error(span, format!("included file `{local}` does not exist")).with_hint(
+                format!("`include:local` paths are relative to the project root `{}`", self.project_dir.display()),
+            ));
             return Vec::new();
         }
         vec![(path, span)]
@@ -251,9 +218,8 @@ impl Loader<'_> {
 
     fn offline(&mut self, span: Span, what: &str) {
         self.errors.push(
-            Diagnostic::error(span, format!("`{what}` is not supported offline yet")).with_hint(
-                "copy the file into the repository and use `include: { local: path/to/file.yml }`",
-            ),
+            Diagnostic::error(span, format!("`{what}` is not supported offline yet"))
+                .with_hint("copy the file into the repository and use `include: { local: path/to/file.yml }`"),
         );
     }
 }
@@ -292,10 +258,6 @@ pub fn deep_merge(base: Node, over: Node) -> Node {
             }
             Node::new(Value::Map(b), over.span)
         }
-        (_, ov) => Node {
-            value: ov,
-            span: over.span,
-            content_offset: over.content_offset,
-        },
+        (_, ov) => Node { value: ov, span: over.span, content_offset: over.content_offset },
     }
 }

@@ -171,10 +171,7 @@ pub enum CachePolicy {
 #[derive(Debug, Clone)]
 pub enum CacheKey {
     Literal(String),
-    Files {
-        files: Vec<String>,
-        prefix: Option<String>,
-    },
+    Files { files: Vec<String>, prefix: Option<String> },
 }
 
 #[derive(Debug, Clone)]

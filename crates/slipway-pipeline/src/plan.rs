@@ -118,9 +118,7 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 Some(r) if r.when != Some(When::Never) => wf_vars = r.variables.clone(),
                 Some(r) => return Err(PlanError::Workflow(r.span)),
                 None => {
-                    return Err(PlanError::Workflow(
-                        wf.rules.first().map(|r| r.span).unwrap_or_default(),
-                    ));
+                    return Err(PlanError::Workflow(wf.rules.first().map(|r| r.span).unwrap_or_default()));
                 }
             }
         }
@@ -172,18 +170,12 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 match first_matching_rule(rules, &lookup, cx.facts) {
                     None => continue,
                     Some(r) => {
-                        when = r.when.unwrap_or(if job.when == When::Never {
-                            When::OnSuccess
-                        } else {
-                            job.when
-                        });
+                        when = r.when.unwrap_or(if job.when == When::Never { When::OnSuccess } else { job.when });
                         if r.start_in.is_some() {
                             start_in = r.start_in;
                         }
                         allow_failure = AllowFailure {
-                            allowed: r
-                                .allow_failure
-                                .unwrap_or(job.allow_failure.explicit && job.allow_failure.allowed),
+                            allowed: r.allow_failure.unwrap_or(job.allow_failure.explicit && job.allow_failure.allowed),
                             exit_codes: job.allow_failure.exit_codes.clone(),
                             explicit: r.allow_failure.is_some() || job.allow_failure.explicit,
                         };
@@ -203,12 +195,7 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
             }
             let final_vars = finalize_vars(&vars, &cx.overrides);
             let fmap: VarMap = final_vars.iter().cloned().collect();
-            let rule_vars = job
-                .rules
-                .as_ref()
-                .into_iter()
-                .flatten()
-                .flat_map(|r| r.variables.iter());
+            let rule_vars = job.rules.as_ref().into_iter().flatten().flat_map(|r| r.variables.iter());
             let masked: Vec<String> = p
                 .variables
                 .iter()
@@ -220,10 +207,7 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 .collect();
             let x = |s: &str| vars::expand_map(s, &fmap);
             job_rule_needs.insert(inst_name.clone(), needs);
-            instances
-                .entry(job.name.as_str())
-                .or_default()
-                .push((inst_name.clone(), inst_vars.clone()));
+            instances.entry(job.name.as_str()).or_default().push((inst_name.clone(), inst_vars.clone()));
             jobs.push(PlannedJob {
                 name: inst_name,
                 base: job.name.clone(),
@@ -255,10 +239,9 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                         let mut c = c.clone();
                         c.key = match c.key {
                             CacheKey::Literal(k) => CacheKey::Literal(x(&k)),
-                            CacheKey::Files { files, prefix } => CacheKey::Files {
-                                files,
-                                prefix: prefix.map(|p| x(&p)),
-                            },
+                            CacheKey::Files { files, prefix } => {
+                                CacheKey::Files { files, prefix: prefix.map(|p| x(&p)) }
+                            }
                         };
                         c.paths = c.paths.iter().map(|s| x(s)).collect();
                         c.fallback_keys = c.fallback_keys.iter().map(|s| x(s)).collect();
@@ -281,17 +264,12 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
         }
     }
     if jobs.is_empty() {
-        return Err(PlanError::Empty(
-            p.jobs.first().map(|j| j.span).unwrap_or_default(),
-        ));
+        return Err(PlanError::Empty(p.jobs.first().map(|j| j.span).unwrap_or_default()));
     }
 
     // Resolve needs and dependencies against the included instances.
     let mut errors = Vec::new();
-    let included: Vec<(String, usize)> = jobs
-        .iter()
-        .map(|j| (j.name.clone(), j.stage_index))
-        .collect();
+    let included: Vec<(String, usize)> = jobs.iter().map(|j| (j.name.clone(), j.stage_index)).collect();
     for pj in &mut jobs {
         let job = p.job(&pj.base).expect("planned from this pipeline");
         let needs = job_rule_needs.remove(&pj.name).flatten();
@@ -301,8 +279,14 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 let Some(insts) = instances.get(need.job.as_str()) else {
                     if !need.optional {
                         errors.push(
-                            Diagnostic::error(need.span, format!("job `{}` needs `{}`, but `{}` is not in this pipeline (its rules excluded it)", pj.name, need.job, need.job))
-                                .with_hint("mark the need `optional: true`, or give both jobs the same rules"),
+                            Diagnostic::error(
+                                need.span,
+                                format!(
+                                    "job `{}` needs `{}`, but `{}` is not in this pipeline (its rules excluded it)",
+                                    pj.name, need.job, need.job
+                                ),
+                            )
+                            .with_hint("mark the need `optional: true`, or give both jobs the same rules"),
                         );
                     }
                     continue;
@@ -315,13 +299,16 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                         continue;
                     }
                     matched = true;
-                    out.push(PlannedNeed {
-                        job: inst.clone(),
-                        artifacts: need.artifacts,
-                    });
+                    out.push(PlannedNeed { job: inst.clone(), artifacts: need.artifacts });
                 }
                 if !matched && !need.optional {
-                    errors.push(Diagnostic::error(need.span, format!("job `{}` needs `{}` with a `parallel:matrix` that matches none of its instances", pj.name, need.job)));
+                    errors.push(Diagnostic::error(
+                        need.span,
+                        format!(
+                            "job `{}` needs `{}` with a `parallel:matrix` that matches none of its instances",
+                            pj.name, need.job
+                        ),
+                    ));
                 }
             }
             pj.needs = Some(out);
@@ -329,24 +316,10 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
         pj.artifacts_from = match (&job.dependencies, &pj.needs) {
             (Some(deps), _) => deps
                 .iter()
-                .flat_map(|(d, _)| {
-                    instances
-                        .get(d.as_str())
-                        .into_iter()
-                        .flatten()
-                        .map(|(n, _)| n.clone())
-                })
+                .flat_map(|(d, _)| instances.get(d.as_str()).into_iter().flatten().map(|(n, _)| n.clone()))
                 .collect(),
-            (None, Some(needs)) => needs
-                .iter()
-                .filter(|n| n.artifacts)
-                .map(|n| n.job.clone())
-                .collect(),
-            (None, None) => included
-                .iter()
-                .filter(|(_, s)| *s < pj.stage_index)
-                .map(|(n, _)| n.clone())
-                .collect(),
+            (None, Some(needs)) => needs.iter().filter(|n| n.artifacts).map(|n| n.job.clone()).collect(),
+            (None, None) => included.iter().filter(|(_, s)| *s < pj.stage_index).map(|(n, _)| n.clone()).collect(),
         };
     }
     if !errors.is_empty() {
@@ -399,11 +372,7 @@ fn finalize_vars(vars: &[(String, String, bool)], overrides: &VarMap) -> Vec<(St
             let (v, e) = &raw[&k];
             let value = if *e && v.contains('$') {
                 vars::expand(v, &|name| {
-                    if name == k {
-                        None
-                    } else {
-                        raw.get(name).map(|(v, _)| v.clone())
-                    }
+                    if name == k { None } else { raw.get(name).map(|(v, _)| v.clone()) }
                 })
             } else {
                 v.clone()
@@ -454,15 +423,8 @@ fn changes_match(
     for p in paths {
         let p = vars::expand(p, vars);
         // `dir/` and `dir/**/*` both mean "anything below dir".
-        let p = if p.ends_with('/') {
-            format!("{p}**")
-        } else {
-            p
-        };
-        if let Ok(g) = globset::GlobBuilder::new(&p)
-            .literal_separator(true)
-            .build()
-        {
+        let p = if p.ends_with('/') { format!("{p}**") } else { p };
+        if let Ok(g) = globset::GlobBuilder::new(&p).literal_separator(true).build() {
             b.add(g);
         }
     }
@@ -471,16 +433,11 @@ fn changes_match(
 }
 
 fn filters_pass(job: &Job, vars: &dyn Fn(&str) -> Option<String>, cx: &Context) -> bool {
-    let default_only = Filter {
-        refs: vec!["branches".into(), "tags".into()],
-        ..Filter::default()
-    };
+    let default_only = Filter { refs: vec!["branches".into(), "tags".into()], ..Filter::default() };
     let only = job.only.as_ref().unwrap_or(&default_only);
     let only_refs_ok = only.refs.is_empty() || only.refs.iter().any(|r| ref_matches(r, vars, cx));
-    let only_vars_ok =
-        only.variables.is_empty() || only.variables.iter().any(|e| expr::eval(&e.expr, vars));
-    let only_changes_ok =
-        only.changes.is_empty() || changes_match(&only.changes, None, vars, cx.facts);
+    let only_vars_ok = only.variables.is_empty() || only.variables.iter().any(|e| expr::eval(&e.expr, vars));
+    let only_changes_ok = only.changes.is_empty() || changes_match(&only.changes, None, vars, cx.facts);
     if !(only_refs_ok && only_vars_ok && only_changes_ok) {
         return false;
     }
@@ -509,9 +466,7 @@ fn ref_matches(pattern: &str, vars: &dyn Fn(&str) -> Option<String>, cx: &Contex
         | "external"
         | "chat"
         | "merge_requests"
-        | "external_pull_requests" => {
-            cx.source == pattern.trim_end_matches('s') || cx.source == pattern
-        }
+        | "external_pull_requests" => cx.source == pattern.trim_end_matches('s') || cx.source == pattern,
         p if p.starts_with('/') && p.len() > 1 => match expr::parse(&format!("$R =~ {p}")) {
             Ok(e) => expr::eval(&e, &|_| Some(ref_name.clone())),
             Err(_) => false,
@@ -527,10 +482,7 @@ fn expand_parallel(job: &Job) -> Vec<(String, Vec<(String, String)>)> {
             .map(|i| {
                 (
                     format!("{} {i}/{n}", job.name),
-                    vec![
-                        ("CI_NODE_INDEX".into(), i.to_string()),
-                        ("CI_NODE_TOTAL".into(), n.to_string()),
-                    ],
+                    vec![("CI_NODE_INDEX".into(), i.to_string()), ("CI_NODE_TOTAL".into(), n.to_string())],
                 )
             })
             .collect(),
@@ -556,14 +508,8 @@ fn expand_parallel(job: &Job) -> Vec<(String, Vec<(String, String)>)> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, mut c)| {
-                    let name = format!(
-                        "{}: [{}]",
-                        job.name,
-                        c.iter()
-                            .map(|(_, v)| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
+                    let name =
+                        format!("{}: [{}]", job.name, c.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", "));
                     c.push(("CI_NODE_INDEX".into(), (i + 1).to_string()));
                     c.push(("CI_NODE_TOTAL".into(), total.to_string()));
                     (name, c)
@@ -574,11 +520,7 @@ fn expand_parallel(job: &Job) -> Vec<(String, Vec<(String, String)>)> {
 }
 
 fn matrix_selects(mx: &[Vec<(String, Vec<String>)>], inst: &[(String, String)]) -> bool {
-    mx.iter().any(|entry| {
-        entry
-            .iter()
-            .all(|(k, vals)| inst.iter().any(|(ik, iv)| ik == k && vals.contains(iv)))
-    })
+    mx.iter().any(|entry| entry.iter().all(|(k, vals)| inst.iter().any(|(ik, iv)| ik == k && vals.contains(iv))))
 }
 
 /// The plan as a plain tree (for `slipway plan` YAML/JSON output and the run record).
@@ -625,11 +567,7 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
             .iter()
             .filter(|(k, _)| !k.starts_with("CI_") && k != "CI" && k != "SLIPWAY")
             .map(|(k, v)| {
-                let shown = if j.masked.contains(v) {
-                    "[MASKED]".to_string()
-                } else {
-                    v.clone()
-                };
+                let shown = if j.masked.contains(v) { "[MASKED]".to_string() } else { v.clone() };
                 (k.clone(), shown.into())
             })
             .collect();
@@ -704,20 +642,13 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
                 .collect();
             m.insert("cache".into(), caches.into());
         }
-        for (k, v) in [
-            ("resource_group", &j.resource_group),
-            ("image", &j.image),
-            ("coverage", &j.coverage),
-        ] {
+        for (k, v) in [("resource_group", &j.resource_group), ("image", &j.image), ("coverage", &j.coverage)] {
             if let Some(v) = v {
                 m.insert(k.into(), v.clone().into());
             }
         }
         if let Some(e) = &j.environment {
-            m.insert(
-                "environment".into(),
-                serde_json::json!({"name": e.name, "url": e.url}),
-            );
+            m.insert("environment".into(), serde_json::json!({"name": e.name, "url": e.url}));
         }
         if !j.tags.is_empty() {
             m.insert("tags".into(), j.tags.clone().into());
@@ -733,11 +664,7 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
-fn ancestors_of(
-    i: usize,
-    preds: &[Vec<usize>],
-    memo: &mut Vec<Option<HashSet<usize>>>,
-) -> HashSet<usize> {
+fn ancestors_of(i: usize, preds: &[Vec<usize>], memo: &mut Vec<Option<HashSet<usize>>>) -> HashSet<usize> {
     if let Some(a) = &memo[i] {
         return a.clone();
     }
@@ -753,18 +680,11 @@ fn ancestors_of(
 
 /// The plan's job graph as a Mermaid flowchart, one subgraph per stage.
 pub fn to_mermaid(plan: &Plan) -> String {
-    let id: HashMap<&str, String> = plan
-        .jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (j.name.as_str(), format!("j{i}")))
-        .collect();
+    let id: HashMap<&str, String> =
+        plan.jobs.iter().enumerate().map(|(i, j)| (j.name.as_str(), format!("j{i}"))).collect();
     let mut out = String::from("flowchart LR\n");
     for (si, stage) in plan.stages.iter().enumerate() {
-        out.push_str(&format!(
-            "  subgraph s{si}[\"{}\"]\n",
-            stage.replace('"', "#quot;")
-        ));
+        out.push_str(&format!("  subgraph s{si}[\"{}\"]\n", stage.replace('"', "#quot;")));
         for j in plan.jobs.iter().filter(|j| &j.stage == stage) {
             let label = j.name.replace('"', "#quot;");
             let shape = match j.when {
@@ -780,32 +700,19 @@ pub fn to_mermaid(plan: &Plan) -> String {
         .jobs
         .iter()
         .map(|j| match &j.needs {
-            Some(n) => n
-                .iter()
-                .filter_map(|n| plan.jobs.iter().position(|p| p.name == n.job))
-                .collect(),
-            None => plan
-                .jobs
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.stage_index < j.stage_index)
-                .map(|(i, _)| i)
-                .collect(),
+            Some(n) => n.iter().filter_map(|n| plan.jobs.iter().position(|p| p.name == n.job)).collect(),
+            None => {
+                plan.jobs.iter().enumerate().filter(|(_, p)| p.stage_index < j.stage_index).map(|(i, _)| i).collect()
+            }
         })
         .collect();
     // Draw only the edges that are not implied by a longer path (a transitive reduction).
     let mut ancestors: Vec<Option<HashSet<usize>>> = vec![None; plan.jobs.len()];
     for (i, j) in plan.jobs.iter().enumerate() {
         for &p in &preds[i] {
-            let implied = preds[i]
-                .iter()
-                .any(|&q| q != p && ancestors_of(q, &preds, &mut ancestors).contains(&p));
+            let implied = preds[i].iter().any(|&q| q != p && ancestors_of(q, &preds, &mut ancestors).contains(&p));
             if !implied {
-                out.push_str(&format!(
-                    "  {} --> {}\n",
-                    id[plan.jobs[p].name.as_str()],
-                    id[j.name.as_str()]
-                ));
+                out.push_str(&format!("  {} --> {}\n", id[plan.jobs[p].name.as_str()], id[j.name.as_str()]));
             }
         }
     }

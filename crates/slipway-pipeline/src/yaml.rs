@@ -48,11 +48,7 @@ pub enum Value {
 
 impl Node {
     pub fn new(value: Value, span: Span) -> Node {
-        Node {
-            value,
-            span,
-            content_offset: 0,
-        }
+        Node { value, span, content_offset: 0 }
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -70,10 +66,7 @@ impl Node {
     }
 
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?
-            .iter()
-            .find(|(k, _)| k.name == key)
-            .map(|(_, v)| v)
+        self.as_map()?.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
     }
 
     pub fn get_entry(&self, key: &str) -> Option<&(Key, Node)> {
@@ -109,13 +102,8 @@ impl Node {
 /// Parses one YAML file into a tree. Syntax errors stop parsing (YAML cannot be resumed);
 /// other problems (duplicate keys, unknown tags) are collected and parsing goes on.
 pub fn parse(text: &str, file: FileId) -> Result<Node, Vec<Diagnostic>> {
-    let mut b = Builder {
-        file,
-        parser: Parser::new_from_str(text),
-        anchors: HashMap::new(),
-        errors: Vec::new(),
-        nodes: 0,
-    };
+    let mut b =
+        Builder { file, parser: Parser::new_from_str(text), anchors: HashMap::new(), errors: Vec::new(), nodes: 0 };
     let root = b.document();
     match root {
         Ok(root) if b.errors.is_empty() => Ok(root),
@@ -151,22 +139,12 @@ impl<'a> Builder<'a> {
             Some(Ok(ev)) => Ok(ev),
             Some(Err(e)) => {
                 let m = e.marker();
-                let span = Span::new(
-                    self.file,
-                    m.line() as u32,
-                    m.col() as u32 + 1,
-                    m.line() as u32,
-                    m.col() as u32 + 2,
-                );
-                Err(
-                    Diagnostic::error(span, format!("invalid YAML: {}", e.info()))
-                        .with_hint("check the indentation and quoting around this position"),
-                )
+                let span =
+                    Span::new(self.file, m.line() as u32, m.col() as u32 + 1, m.line() as u32, m.col() as u32 + 2);
+                Err(Diagnostic::error(span, format!("invalid YAML: {}", e.info()))
+                    .with_hint("check the indentation and quoting around this position"))
             }
-            None => Err(Diagnostic::error(
-                Span::new(self.file, 1, 1, 1, 1),
-                "invalid YAML: unexpected end of input",
-            )),
+            None => Err(Diagnostic::error(Span::new(self.file, 1, 1, 1, 1), "invalid YAML: unexpected end of input")),
         }
     }
 
@@ -184,8 +162,13 @@ impl<'a> Builder<'a> {
                     let node = self.node(ev, sp2, 0)?;
                     if root.is_some() {
                         self.errors.push(
-                            Diagnostic::error(node.span, "a pipeline file holds one YAML document; found another after `---`")
-                                .with_hint("remove the `---` line, or move the second document into its own file and `include` it"),
+                            Diagnostic::error(
+                                node.span,
+                                "a pipeline file holds one YAML document; found another after `---`",
+                            )
+                            .with_hint(
+                                "remove the `---` line, or move the second document into its own file and `include` it",
+                            ),
                         );
                     } else {
                         root = Some(node);
@@ -204,10 +187,7 @@ impl<'a> Builder<'a> {
     fn count(&mut self, span: Span) -> Result<(), Diagnostic> {
         self.nodes += 1;
         if self.nodes > MAX_NODES {
-            return Err(Diagnostic::error(
-                span,
-                "the document expands to too many nodes (aliases nested too deeply?)",
-            ));
+            return Err(Diagnostic::error(span, "the document expands to too many nodes (aliases nested too deeply?)"));
         }
         Ok(())
     }
@@ -215,10 +195,7 @@ impl<'a> Builder<'a> {
     fn node(&mut self, ev: Event<'a>, sp: YSpan, depth: usize) -> Result<Node, Diagnostic> {
         let span = self.span(sp);
         if depth > MAX_DEPTH {
-            return Err(Diagnostic::error(
-                span,
-                format!("the document is nested more than {MAX_DEPTH} levels deep"),
-            ));
+            return Err(Diagnostic::error(span, format!("the document is nested more than {MAX_DEPTH} levels deep")));
         }
         self.count(span)?;
         match ev {
@@ -227,10 +204,7 @@ impl<'a> Builder<'a> {
                     let n = n.clone();
                     self.nodes += approx_size(&n);
                     if self.nodes > MAX_NODES {
-                        return Err(Diagnostic::error(
-                            span,
-                            "the document expands to too many nodes through aliases",
-                        ));
+                        return Err(Diagnostic::error(span, "the document expands to too many nodes through aliases"));
                     }
                     Ok(n)
                 }
@@ -261,20 +235,13 @@ impl<'a> Builder<'a> {
                     }
                     items.push(self.node(ev, sp2, depth + 1)?);
                 }
-                let full = Span {
-                    end_line: end.end_line.max(span.start_line),
-                    end_col: end.end_col,
-                    ..span
-                };
+                let full = Span { end_line: end.end_line.max(span.start_line), end_col: end.end_col, ..span };
                 let value = match tag.as_deref() {
-                    Some(t) if t.handle == "!" && t.suffix == "reference" => {
-                        Value::Reference(items)
-                    }
+                    Some(t) if t.handle == "!" && t.suffix == "reference" => Value::Reference(items),
                     Some(t) if is_core(t, "seq") => Value::Seq(items),
                     None => Value::Seq(items),
                     Some(t) => {
-                        self.errors
-                            .push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
+                        self.errors.push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
                         Value::Seq(items)
                     }
                 };
@@ -288,8 +255,7 @@ impl<'a> Builder<'a> {
                 if let Some(t) = tag.as_deref()
                     && !is_core(t, "map")
                 {
-                    self.errors
-                        .push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
+                    self.errors.push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
                 }
                 let node = self.mapping(span, depth)?;
                 if anchor > 0 {
@@ -320,18 +286,12 @@ impl<'a> Builder<'a> {
                 None => {
                     self.errors.push(Diagnostic::error(
                         key_node.span,
-                        format!(
-                            "mapping keys must be plain strings, found {}",
-                            key_node.kind()
-                        ),
+                        format!("mapping keys must be plain strings, found {}", key_node.kind()),
                     ));
                     continue;
                 }
             };
-            let key = Key {
-                name,
-                span: key_node.span,
-            };
+            let key = Key { name, span: key_node.span };
             if key.name == "<<" && matches!(key_node.value, Value::Str(_)) {
                 // YAML merge key: explicit keys always win over merged ones.
                 match value.value {
@@ -355,14 +315,9 @@ impl<'a> Builder<'a> {
                 continue;
             }
             if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == key.name) {
-                self.errors.push(
-                    Diagnostic::error(key.span, format!("duplicate key `{}`", key.name)).with_hint(
-                        format!(
-                            "`{}` is already defined at line {}; remove one of them",
-                            key.name, first.span.start_line
-                        ),
-                    ),
-                );
+                self.errors.push(Diagnostic::error(key.span, format!("duplicate key `{}`", key.name)).with_hint(
+                    format!("`{}` is already defined at line {}; remove one of them", key.name, first.span.start_line),
+                ));
                 continue;
             }
             entries.push((key, value));
@@ -372,32 +327,17 @@ impl<'a> Builder<'a> {
                 entries.push((k, v));
             }
         }
-        let full = Span {
-            end_line: end.end_line.max(span.start_line),
-            end_col: end.end_col,
-            ..span
-        };
+        let full = Span { end_line: end.end_line.max(span.start_line), end_col: end.end_col, ..span };
         Ok(Node::new(Value::Map(entries), full))
     }
 
-    fn scalar(
-        &mut self,
-        text: &str,
-        style: ScalarStyle,
-        tag: Option<&saphyr_parser::Tag>,
-        span: Span,
-    ) -> Node {
+    fn scalar(&mut self, text: &str, style: ScalarStyle, tag: Option<&saphyr_parser::Tag>, span: Span) -> Node {
         if let Some(t) = tag {
             if is_core(t, "str") {
                 return Node::new(Value::Str(text.to_string()), span);
             }
-            if !(is_core(t, "int")
-                || is_core(t, "bool")
-                || is_core(t, "float")
-                || is_core(t, "null"))
-            {
-                self.errors
-                    .push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
+            if !(is_core(t, "int") || is_core(t, "bool") || is_core(t, "float") || is_core(t, "null")) {
+                self.errors.push(unknown_tag(span, &format!("{}{}", t.handle, t.suffix)));
             }
         }
         if style != ScalarStyle::Plain {
@@ -420,9 +360,8 @@ fn is_core(t: &saphyr_parser::Tag, name: &str) -> bool {
 }
 
 fn unknown_tag(span: Span, tag: &str) -> Diagnostic {
-    Diagnostic::error(span, format!("unknown YAML tag `{tag}`")).with_hint(
-        "slipway understands `!reference [job, key]` and the core tags `!!str`, `!!int`, `!!bool`",
-    )
+    Diagnostic::error(span, format!("unknown YAML tag `{tag}`"))
+        .with_hint("slipway understands `!reference [job, key]` and the core tags `!!str`, `!!int`, `!!bool`")
 }
 
 /// YAML 1.2 core-schema resolution of a plain scalar (also accepting the capitalised forms).
@@ -451,9 +390,7 @@ fn resolve_plain(text: &str) -> Value {
         return Value::Int(i);
     }
     let looks_float = text.bytes().any(|b| b.is_ascii_digit())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
         && text.contains(['.', 'e', 'E']);
     if looks_float && let Ok(f) = text.parse::<f64>() {
         return Value::Float(f);
@@ -494,9 +431,7 @@ mod tests {
     #[test]
     fn reference_tag_is_kept() {
         let n = p("job:\n  script: !reference [.setup, script]\n");
-        assert!(
-            matches!(n.get("job").unwrap().get("script").unwrap().value, Value::Reference(ref v) if v.len() == 2)
-        );
+        assert!(matches!(n.get("job").unwrap().get("script").unwrap().value, Value::Reference(ref v) if v.len() == 2));
     }
 
     #[test]
@@ -530,7 +465,10 @@ mod tests {
     fn billion_laughs_is_refused() {
         let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
-            s.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n", p = i - 1));
+            s.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n",
+                p = i - 1
+            ));
         }
         assert!(parse(&s, FileId(0)).is_err());
     }

@@ -43,9 +43,7 @@ test:
 
 fn front_end(text: &str) {
     let mut sm = SourceMap::default();
-    if let Ok((p, _)) =
-        load_pipeline_text(Path::new("/nonexistent"), Path::new("t.yml"), text, &mut sm)
-    {
+    if let Ok((p, _)) = load_pipeline_text(Path::new("/nonexistent"), Path::new("t.yml"), text, &mut sm) {
         let cx = Context {
             predefined: Default::default(),
             overrides: Default::default(),
@@ -92,8 +90,6 @@ fn the_seed_itself_is_valid() {
 fn deep_nesting_is_refused_not_overflowed() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     front_end(&deep);
-    let deep_map = (0..5000)
-        .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
-        .collect::<String>();
+    let deep_map = (0..5000).map(|i| format!("{}k{i}:\n", "  ".repeat(i))).collect::<String>();
     front_end(&deep_map);
 }

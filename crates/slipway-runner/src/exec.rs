@@ -34,13 +34,7 @@ pub struct JobEnd {
 pub fn slug(name: &str) -> String {
     let mut s: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '-' })
         .collect();
     while s.contains("--") {
         s = s.replace("--", "-");
@@ -105,34 +99,17 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-pub(crate) fn execute(
-    idx: usize,
-    job: &PlannedJob,
-    shared: &Arc<Shared>,
-    tx: &Sender<Msg>,
-) -> JobEnd {
+pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &Sender<Msg>) -> JobEnd {
     let cfg: &RunConfig = &shared.config;
     let slug = slug(&job.name);
     let log_path = cfg.run_dir.join("logs").join(format!("{slug}.log"));
-    let log = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-    {
+    let log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_path) {
         Ok(f) => f,
         Err(e) => {
-            return system_failure(format!(
-                "cannot open the job log {}: {e}",
-                log_path.display()
-            ));
+            return system_failure(format!("cannot open the job log {}: {e}", log_path.display()));
         }
     };
-    let mut out = Out {
-        idx,
-        tx,
-        masker: Masker::new(&cfg.secrets.iter().chain(&job.masked).collect::<Vec<_>>()),
-        log,
-    };
+    let mut out = Out { idx, tx, masker: Masker::new(&cfg.secrets.iter().chain(&job.masked).collect::<Vec<_>>()), log };
     let cancel = &shared.cancel;
 
     // 1. Workspace: the job's own, kept between runs and synced; a temporary one when
@@ -160,11 +137,7 @@ pub(crate) fn execute(
             Ok(st) => out.notice(&format!(
                 "Preparing workspace: {} file{} ({} copied, {} removed) in {:.1?}",
                 shared.snapshot.files.len(),
-                if shared.snapshot.files.len() == 1 {
-                    ""
-                } else {
-                    "s"
-                },
+                if shared.snapshot.files.len() == 1 { "" } else { "s" },
                 st.copied,
                 st.removed,
                 t.elapsed()
@@ -184,12 +157,9 @@ pub(crate) fn execute(
         match files::restore_artifacts(&cfg.run_dir.join("artifacts").join(&dslug), &ws) {
             Ok(0) => {}
             Ok(n) => out.notice(&format!("Downloading artifacts of {dep}: {n} files")),
-            Err(e) => out.notice(&format!(
-                "WARNING: restoring artifacts of {dep} failed: {e}"
-            )),
+            Err(e) => out.notice(&format!("WARNING: restoring artifacts of {dep} failed: {e}")),
         }
-        if let Ok(text) =
-            std::fs::read_to_string(cfg.run_dir.join("dotenv").join(format!("{dslug}.env")))
+        if let Ok(text) = std::fs::read_to_string(cfg.run_dir.join("dotenv").join(format!("{dslug}.env")))
             && let Ok(vars) = files::parse_dotenv(&text)
         {
             dotenv.extend(vars);
@@ -221,18 +191,11 @@ pub(crate) fn execute(
         }
     }
     env.push(("CI_PROJECT_DIR".into(), ws.display().to_string()));
-    env.push((
-        "CI_BUILDS_DIR".into(),
-        ws.parent().unwrap_or(&ws).display().to_string(),
-    ));
+    env.push(("CI_BUILDS_DIR".into(), ws.parent().unwrap_or(&ws).display().to_string()));
 
     let mut lines = job.before_script.clone();
     lines.extend(job.script.iter().cloned());
-    let script = match Script::new(
-        build_script(&lines),
-        &cfg.run_dir.join("scripts"),
-        &format!("{slug}.sh"),
-    ) {
+    let script = match Script::new(build_script(&lines), &cfg.run_dir.join("scripts"), &format!("{slug}.sh")) {
         Ok(s) => s,
         Err(e) => return system_failure(format!("writing the job script: {e}")),
     };
@@ -241,39 +204,22 @@ pub(crate) fn execute(
     let end = loop {
         attempt += 1;
         if attempt > 1 {
-            out.notice(&format!(
-                "Retrying: attempt {attempt} of {}",
-                job.retry.max + 1
-            ));
+            out.notice(&format!("Retrying: attempt {attempt} of {}", job.retry.max + 1));
             let _ = tx.send(Msg::Started(idx, attempt));
         }
-        let exit = run_shell(
-            &cfg.shell, &script, &ws, &env, timeout, cancel, cfg.grace, &mut out,
-        );
+        let exit = run_shell(&cfg.shell, &script, &ws, &env, timeout, cancel, cfg.grace, &mut out);
         let (success, exit_code, reason) = match &exit {
             Ok(Exit::Code(0)) => (true, Some(0), None),
             Ok(Exit::Code(c)) => (false, Some(*c), Some(format!("exit code {c}"))),
             Ok(Exit::Signal(s)) => (false, None, Some(format!("killed by signal {s}"))),
-            Ok(Exit::TimedOut) => (
-                false,
-                None,
-                Some(format!(
-                    "timed out after {}",
-                    slipway_pipeline::duration::human(timeout)
-                )),
-            ),
+            Ok(Exit::TimedOut) => {
+                (false, None, Some(format!("timed out after {}", slipway_pipeline::duration::human(timeout))))
+            }
             Ok(Exit::Canceled) => (false, None, Some("canceled".into())),
-            Err(e) => (
-                false,
-                None,
-                Some(format!("could not start {}: {e}", cfg.shell.display())),
-            ),
+            Err(e) => (false, None, Some(format!("could not start {}: {e}", cfg.shell.display()))),
         };
         if !success && exit.is_ok() {
-            out.notice(&format!(
-                "ERROR: Job failed: {}",
-                reason.as_deref().unwrap_or("")
-            ));
+            out.notice(&format!("ERROR: Job failed: {}", reason.as_deref().unwrap_or("")));
         }
         let canceled = matches!(exit, Ok(Exit::Canceled));
         // after_script: a fresh shell, even when the script failed, with its own timeout.
@@ -288,33 +234,25 @@ pub(crate) fn execute(
             };
             let mut aenv = env.clone();
             aenv.push(("CI_JOB_STATUS".into(), status.into()));
-            if let Ok(apath) = Script::new(
-                build_script(&job.after_script),
-                &cfg.run_dir.join("scripts"),
-                &format!("{slug}.after.sh"),
-            ) {
+            if let Ok(apath) =
+                Script::new(build_script(&job.after_script), &cfg.run_dir.join("scripts"), &format!("{slug}.after.sh"))
+            {
                 // A cancel must not stop after_script from running; a second Ctrl-C does.
-                let acancel = if canceled {
-                    cancel.only_kill()
-                } else {
-                    cancel.clone()
-                };
-                match run_shell(&cfg.shell, &apath, &ws, &aenv, cfg.after_script_timeout, &acancel, cfg.grace, &mut out) {
+                let acancel = if canceled { cancel.only_kill() } else { cancel.clone() };
+                match run_shell(&cfg.shell, &apath, &ws, &aenv, cfg.after_script_timeout, &acancel, cfg.grace, &mut out)
+                {
                     Ok(Exit::Code(0)) => {}
-                    Ok(Exit::TimedOut) => out.notice("WARNING: after_script timed out (its failure does not change the job's status)"),
-                    Ok(other) => out.notice(&format!("WARNING: after_script failed ({other:?}); the job's status is unchanged")),
+                    Ok(Exit::TimedOut) => {
+                        out.notice("WARNING: after_script timed out (its failure does not change the job's status)")
+                    }
+                    Ok(other) => {
+                        out.notice(&format!("WARNING: after_script failed ({other:?}); the job's status is unchanged"))
+                    }
                     Err(e) => out.notice(&format!("WARNING: after_script could not start: {e}")),
                 }
             }
         }
-        let end = JobEnd {
-            success,
-            canceled,
-            exit_code,
-            reason,
-            coverage: None,
-            attempts: attempt,
-        };
+        let end = JobEnd { success, canceled, exit_code, reason, coverage: None, attempts: attempt };
         if success || canceled || attempt > job.retry.max || !should_retry(job, &exit) {
             break end;
         }
@@ -347,22 +285,12 @@ pub(crate) fn execute(
                     Ok(vars) => {
                         let body: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
                         let _ = std::fs::create_dir_all(cfg.run_dir.join("dotenv"));
-                        let _ = std::fs::write(
-                            cfg.run_dir.join("dotenv").join(format!("{slug}.env")),
-                            body,
-                        );
-                        out.notice(&format!(
-                            "dotenv report {report}: {} variables for later jobs",
-                            vars.len()
-                        ));
+                        let _ = std::fs::write(cfg.run_dir.join("dotenv").join(format!("{slug}.env")), body);
+                        out.notice(&format!("dotenv report {report}: {} variables for later jobs", vars.len()));
                     }
-                    Err(e) => {
-                        out.notice(&format!("WARNING: dotenv report {report} is invalid: {e}"))
-                    }
+                    Err(e) => out.notice(&format!("WARNING: dotenv report {report} is invalid: {e}")),
                 },
-                Err(e) => out.notice(&format!(
-                    "WARNING: dotenv report {report} not readable: {e}"
-                )),
+                Err(e) => out.notice(&format!("WARNING: dotenv report {report} not readable: {e}")),
             }
         }
     }
@@ -377,21 +305,11 @@ pub(crate) fn execute(
     out.flush();
     drop(out);
 
-    let coverage = job
-        .coverage
-        .as_deref()
-        .and_then(|re| coverage_from_log(&log_path, re));
+    let coverage = job.coverage.as_deref().and_then(|re| coverage_from_log(&log_path, re));
     if temporary {
         // Removing a large tree is slow on some filesystems: do it off the job's path.
-        if let Ok(t) = std::thread::Builder::new()
-            .name("ws-cleanup".into())
-            .spawn(move || remove_tree(&ws))
-        {
-            shared
-                .cleanup
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(t);
+        if let Ok(t) = std::thread::Builder::new().name("ws-cleanup".into()).spawn(move || remove_tree(&ws)) {
+            shared.cleanup.lock().unwrap_or_else(|e| e.into_inner()).push(t);
         }
     }
     JobEnd { coverage, ..end }
@@ -438,10 +356,7 @@ impl Script {
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site per shell kind; a struct would only rename the arguments"
-)]
+#[expect(clippy::too_many_arguments, reason = "one call site per shell kind; a struct would only rename the arguments")]
 fn run_shell(
     shell: &Path,
     script: &Script,
@@ -470,14 +385,7 @@ fn run_shell(
 }
 
 fn system_failure(reason: String) -> JobEnd {
-    JobEnd {
-        success: false,
-        canceled: false,
-        exit_code: None,
-        reason: Some(reason),
-        coverage: None,
-        attempts: 1,
-    }
+    JobEnd { success: false, canceled: false, exit_code: None, reason: Some(reason), coverage: None, attempts: 1 }
 }
 
 /// GitLab's `coverage`: the last match of the regex in the log; its first number is the value.
@@ -491,12 +399,7 @@ pub fn coverage_from_log(log: &Path, pattern: &str) -> Option<f64> {
 
 pub(crate) fn snapshot_for(cfg: &RunConfig) -> std::io::Result<Snapshot> {
     if cfg.in_place {
-        return Ok(Snapshot {
-            root: cfg.project_dir.clone(),
-            files: Vec::new(),
-            meta: Vec::new(),
-            git: None,
-        });
+        return Ok(Snapshot { root: cfg.project_dir.clone(), files: Vec::new(), meta: Vec::new(), git: None });
     }
     Snapshot::take(&cfg.project_dir)
 }

@@ -30,10 +30,7 @@ fn globset(patterns: &[String]) -> Option<GlobSet> {
             b.add(g);
         }
         // A pattern naming a directory also covers everything below it.
-        if let Ok(g) = GlobBuilder::new(&format!("{p}/**"))
-            .literal_separator(true)
-            .build()
-        {
+        if let Ok(g) = GlobBuilder::new(&format!("{p}/**")).literal_separator(true).build() {
             b.add(g);
         }
     }
@@ -54,20 +51,14 @@ pub fn select(
     for p in paths {
         let np = normalize(p);
         if np.is_empty() || np.split('/').any(|c| c == "..") {
-            warnings.push(format!(
-                "artifact path `{p}` is outside the workspace; skipped"
-            ));
+            warnings.push(format!("artifact path `{p}` is outside the workspace; skipped"));
             continue;
         }
         let before = out.len();
         if !has_glob(&np) {
             let full = ws.join(&np);
             match std::fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => out.extend(
-                    list_tree(&full)
-                        .into_iter()
-                        .map(|f| PathBuf::from(&np).join(f)),
-                ),
+                Ok(m) if m.is_dir() => out.extend(list_tree(&full).into_iter().map(|f| PathBuf::from(&np).join(f))),
                 Ok(_) => out.push(PathBuf::from(&np)),
                 Err(_) => {}
             }
@@ -141,15 +132,11 @@ pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, String> {
             || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             || k.as_bytes()[0].is_ascii_digit()
         {
-            return Err(format!(
-                "line {}: `{k}` is not a valid variable name",
-                i + 1
-            ));
+            return Err(format!("line {}: `{k}` is not a valid variable name", i + 1));
         }
         let v = v.trim();
         let v = if v.len() >= 2
-            && ((v.starts_with('"') && v.ends_with('"'))
-                || (v.starts_with('\'') && v.ends_with('\'')))
+            && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
         {
             &v[1..v.len() - 1]
         } else {
@@ -158,10 +145,7 @@ pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, String> {
         out.push((k.to_string(), v.to_string()));
     }
     if out.len() > 50 {
-        return Err(format!(
-            "{} variables; a dotenv report may hold at most 50",
-            out.len()
-        ));
+        return Err(format!("{} variables; a dotenv report may hold at most 50", out.len()));
     }
     Ok(out)
 }
@@ -181,12 +165,7 @@ pub fn cache_key(c: &Cache, ws: &Path) -> String {
                 }
                 h.update([0]);
             }
-            let hex: String = h
-                .finalize()
-                .iter()
-                .take(20)
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hex: String = h.finalize().iter().take(20).map(|b| format!("{b:02x}")).collect();
             match prefix {
                 Some(p) if !p.is_empty() => format!("{p}-{hex}"),
                 _ => hex,
@@ -197,29 +176,12 @@ pub fn cache_key(c: &Cache, ws: &Path) -> String {
 }
 
 fn sanitize_key(k: &str) -> String {
-    let k: String = k
-        .chars()
-        .map(|c| {
-            if c == '/' || c == '\\' || c.is_control() {
-                '-'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if k.is_empty() || k == "." || k == ".." {
-        "default".into()
-    } else {
-        k
-    }
+    let k: String = k.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '-' } else { c }).collect();
+    if k.is_empty() || k == "." || k == ".." { "default".into() } else { k }
 }
 
 /// Restores the first cache found among `keys` into the workspace; returns the key used.
-pub fn restore_cache(
-    cache_root: &Path,
-    keys: &[String],
-    ws: &Path,
-) -> std::io::Result<Option<String>> {
+pub fn restore_cache(cache_root: &Path, keys: &[String], ws: &Path) -> std::io::Result<Option<String>> {
     for k in keys {
         let dir = cache_root.join(sanitize_key(k));
         if dir.is_dir() {
@@ -265,14 +227,7 @@ mod tests {
     #[test]
     fn dotenv_parsing() {
         let v = parse_dotenv("# c\nA=1\nexport B=\"two words\"\n\nC='x=y'\n").unwrap();
-        assert_eq!(
-            v,
-            vec![
-                ("A".into(), "1".into()),
-                ("B".into(), "two words".into()),
-                ("C".into(), "x=y".into())
-            ]
-        );
+        assert_eq!(v, vec![("A".into(), "1".into()), ("B".into(), "two words".into()), ("C".into(), "x=y".into())]);
         assert!(parse_dotenv("NOEQUALS\n").unwrap_err().contains("line 1"));
         assert!(parse_dotenv("1X=2\n").is_err());
     }
@@ -285,21 +240,11 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, f).unwrap();
         }
-        let (files, warn) = select(
-            d.path(),
-            &["dist/".into(), "*.log".into(), "nope".into()],
-            &["dist/sub/**".into()],
-            None,
-        );
+        let (files, warn) =
+            select(d.path(), &["dist/".into(), "*.log".into(), "nope".into()], &["dist/sub/**".into()], None);
         assert_eq!(files, vec![PathBuf::from("dist/a"), PathBuf::from("x.log")]);
-        assert_eq!(
-            warn,
-            vec!["no files matched artifact path `nope`".to_string()]
-        );
+        assert_eq!(warn, vec!["no files matched artifact path `nope`".to_string()]);
         let (files, _) = select(d.path(), &["**/*.log".into()], &[], None);
-        assert_eq!(
-            files,
-            vec![PathBuf::from("deep/q/r.log"), PathBuf::from("x.log")]
-        );
+        assert_eq!(files, vec![PathBuf::from("deep/q/r.log"), PathBuf::from("x.log")]);
     }
 }

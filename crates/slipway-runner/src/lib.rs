@@ -58,9 +58,7 @@ impl RunConfig {
     /// A run of `project_dir` recorded in `run_dir`, with caches and workspaces under
     /// `state_dir` (`.slipway`).
     pub fn new(project_dir: PathBuf, run_dir: PathBuf, state_dir: &std::path::Path) -> RunConfig {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         RunConfig {
             project_dir,
             run_dir,
@@ -167,12 +165,7 @@ pub(crate) struct Shared {
 
 /// Runs the plan to its end. `cancel` stops it: level 1 sends SIGTERM to every running job
 /// (SIGKILL after the grace period), level 2 kills at once.
-pub fn run(
-    plan: &Plan,
-    config: RunConfig,
-    cancel: Cancel,
-    reporter: &mut dyn Reporter,
-) -> std::io::Result<RunResult> {
+pub fn run(plan: &Plan, config: RunConfig, cancel: Cancel, reporter: &mut dyn Reporter) -> std::io::Result<RunResult> {
     let started = Instant::now();
     for d in ["logs", "artifacts"] {
         std::fs::create_dir_all(config.run_dir.join(d))?;
@@ -183,13 +176,7 @@ pub fn run(
         None => exec::snapshot_for(&config)?,
     };
     let known = snapshot.files.iter().cloned().collect();
-    let shared = Arc::new(Shared {
-        config,
-        snapshot,
-        known,
-        cancel: cancel.clone(),
-        cleanup: Default::default(),
-    });
+    let shared = Arc::new(Shared { config, snapshot, known, cancel: cancel.clone(), cleanup: Default::default() });
     let cfg = &shared.config;
     let mut sched = Scheduler::new(plan, cfg.concurrency, &cfg.manual);
     let n = plan.jobs.len();
@@ -207,20 +194,14 @@ pub fn run(
             match action {
                 Action::Start(i) => {
                     start_times[i] = Some(Instant::now());
-                    reporter.event(Event::JobStarted {
-                        job: i,
-                        name: &plan.jobs[i].name,
-                        attempt: 1,
-                    });
+                    reporter.event(Event::JobStarted { job: i, name: &plan.jobs[i].name, attempt: 1 });
                     let job = plan.jobs[i].clone();
                     let shared = Arc::clone(&shared);
                     let tx = tx.clone();
-                    threads.push(std::thread::Builder::new().name(format!("job-{i}")).spawn(
-                        move || {
-                            let end = exec::execute(i, &job, &shared, &tx);
-                            let _ = tx.send(Msg::Done(i, end));
-                        },
-                    )?);
+                    threads.push(std::thread::Builder::new().name(format!("job-{i}")).spawn(move || {
+                        let end = exec::execute(i, &job, &shared, &tx);
+                        let _ = tx.send(Msg::Done(i, end));
+                    })?);
                 }
                 Action::Skip(_, _) => {}
                 Action::WakeAt(t) => wake = Some(t),
@@ -249,9 +230,7 @@ pub fn run(
             break;
         }
         let timeout = match wake {
-            Some(w) => w
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(100)),
+            Some(w) => w.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)),
             None => Duration::from_millis(100),
         };
         let first = match rx.recv_timeout(timeout) {
@@ -268,28 +247,18 @@ pub fn run(
         }
         for m in pending {
             match m {
-                Msg::Started(i, attempt) => reporter.event(Event::JobStarted {
-                    job: i,
-                    name: &plan.jobs[i].name,
-                    attempt,
-                }),
-                Msg::Output(i, data) => reporter.event(Event::Output {
-                    job: i,
-                    data: &data,
-                }),
-                Msg::Notice(i, line) => reporter.event(Event::Notice {
-                    job: i,
-                    line: &line,
-                }),
+                Msg::Started(i, attempt) => {
+                    reporter.event(Event::JobStarted { job: i, name: &plan.jobs[i].name, attempt })
+                }
+                Msg::Output(i, data) => reporter.event(Event::Output { job: i, data: &data }),
+                Msg::Notice(i, line) => reporter.event(Event::Notice { job: i, line: &line }),
                 Msg::Done(i, end) => {
                     let outcome = if end.success {
                         Outcome::Success
                     } else if end.canceled {
                         Outcome::Canceled
                     } else {
-                        Outcome::Failed {
-                            exit_code: end.exit_code,
-                        }
+                        Outcome::Failed { exit_code: end.exit_code }
                     };
                     sched.finished(i, outcome);
                     let slug = exec::slug(&plan.jobs[i].name);
@@ -318,10 +287,7 @@ pub fn run(
         let _ = t.join();
     }
     let _ = std::fs::remove_dir(cfg.run_dir.join("ws"));
-    let jobs: Vec<JobResult> = results
-        .into_iter()
-        .map(|r| r.expect("every job reported"))
-        .collect();
+    let jobs: Vec<JobResult> = results.into_iter().map(|r| r.expect("every job reported")).collect();
     let status = if sched.is_canceled() {
         PipelineStatus::Canceled
     } else if jobs.iter().any(|j| j.status == JobStatus::Failed) {
@@ -329,9 +295,5 @@ pub fn run(
     } else {
         PipelineStatus::Success
     };
-    Ok(RunResult {
-        status,
-        jobs,
-        duration: started.elapsed(),
-    })
+    Ok(RunResult { status, jobs, duration: started.elapsed() })
 }

@@ -15,11 +15,7 @@ pub struct Masker {
 impl Masker {
     /// A masker for these values; empty values are ignored.
     pub fn new<S: AsRef<[u8]>>(secrets: &[S]) -> Masker {
-        let mut secrets: Vec<Vec<u8>> = secrets
-            .iter()
-            .map(|s| s.as_ref().to_vec())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let mut secrets: Vec<Vec<u8>> = secrets.iter().map(|s| s.as_ref().to_vec()).filter(|s| !s.is_empty()).collect();
         secrets.sort();
         secrets.dedup();
         let ac = if secrets.is_empty() {
@@ -32,11 +28,7 @@ impl Masker {
                     .expect("literal patterns always build"),
             )
         };
-        Masker {
-            secrets,
-            ac,
-            pending: Vec::new(),
-        }
+        Masker { secrets, ac, pending: Vec::new() }
     }
 
     /// Feeds a chunk; returns the bytes that are safe to emit now.
@@ -82,9 +74,7 @@ impl Masker {
     }
 
     fn could_extend(&self, tail: &[u8]) -> bool {
-        self.secrets
-            .iter()
-            .any(|s| s.len() > tail.len() && s.starts_with(tail))
+        self.secrets.iter().any(|s| s.len() > tail.len() && s.starts_with(tail))
     }
 
     /// Length of the longest suffix of `buf` that is a proper prefix of some secret.
@@ -93,11 +83,7 @@ impl Masker {
         let upper = max.saturating_sub(1).min(buf.len());
         (1..=upper)
             .rev()
-            .find(|&n| {
-                self.secrets
-                    .iter()
-                    .any(|s| s.len() > n && s.starts_with(&buf[buf.len() - n..]))
-            })
+            .find(|&n| self.secrets.iter().any(|s| s.len() > n && s.starts_with(&buf[buf.len() - n..])))
             .unwrap_or(0)
     }
 }
@@ -120,30 +106,15 @@ mod tests {
     #[test]
     fn masks_whole_and_split_secrets() {
         assert_eq!(run(&["hunter22"], &[b"pw=hunter22!\n"]), "pw=[MASKED]!\n");
-        assert_eq!(
-            run(&["hunter22"], &[b"pw=hun", b"ter22!\n"]),
-            "pw=[MASKED]!\n"
-        );
-        assert_eq!(
-            run(
-                &["hunter22"],
-                &[b"h", b"u", b"n", b"t", b"e", b"r", b"2", b"2"]
-            ),
-            "[MASKED]"
-        );
+        assert_eq!(run(&["hunter22"], &[b"pw=hun", b"ter22!\n"]), "pw=[MASKED]!\n");
+        assert_eq!(run(&["hunter22"], &[b"h", b"u", b"n", b"t", b"e", b"r", b"2", b"2"]), "[MASKED]");
         assert_eq!(run(&["hunter22"], &[b"hunter2"]), "hunter2");
     }
 
     #[test]
     fn prefers_the_longest_secret() {
-        assert_eq!(
-            run(&["secret12", "secret1234"], &[b"x secret1234 y"]),
-            "x [MASKED] y"
-        );
-        assert_eq!(
-            run(&["secret12", "secret1234"], &[b"x secret12", b"34 y"]),
-            "x [MASKED] y"
-        );
+        assert_eq!(run(&["secret12", "secret1234"], &[b"x secret1234 y"]), "x [MASKED] y");
+        assert_eq!(run(&["secret12", "secret1234"], &[b"x secret12", b"34 y"]), "x [MASKED] y");
     }
 
     #[test]

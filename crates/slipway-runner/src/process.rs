@@ -24,10 +24,7 @@ pub struct Cancel {
 
 impl Default for Cancel {
     fn default() -> Cancel {
-        Cancel {
-            level: Arc::default(),
-            from: 1,
-        }
+        Cancel { level: Arc::default(), from: 1 }
     }
 }
 
@@ -44,10 +41,7 @@ impl Cancel {
     }
     /// The same token, reacting only to "kill now".
     pub fn only_kill(&self) -> Cancel {
-        Cancel {
-            level: Arc::clone(&self.level),
-            from: 2,
-        }
+        Cancel { level: Arc::clone(&self.level), from: 2 }
     }
 }
 
@@ -79,36 +73,29 @@ const TICK: Duration = Duration::from_millis(50);
 /// into one pipe.
 pub fn spawn(mut cmd: Command) -> std::io::Result<Supervised> {
     let (mut reader, writer) = std::io::pipe()?;
-    cmd.stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
-        .process_group(0);
+    cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).process_group(0);
     let mut child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipe's write end
     let pgid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
     let out_tx = tx.clone();
-    std::thread::Builder::new()
-        .name("job-output".into())
-        .spawn(move || {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if out_tx.send(Ev::Output(buf[..n].to_vec())).is_err() {
-                            return;
-                        }
+    std::thread::Builder::new().name("job-output".into()).spawn(move || {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out_tx.send(Ev::Output(buf[..n].to_vec())).is_err() {
+                        return;
                     }
                 }
             }
-            let _ = out_tx.send(Ev::Eof);
-        })?;
-    std::thread::Builder::new()
-        .name("job-wait".into())
-        .spawn(move || {
-            let _ = tx.send(Ev::Exited(child.wait()));
-        })?;
+        }
+        let _ = out_tx.send(Ev::Eof);
+    })?;
+    std::thread::Builder::new().name("job-wait".into()).spawn(move || {
+        let _ = tx.send(Ev::Exited(child.wait()));
+    })?;
     Ok(Supervised { pgid, events: rx })
 }
 
@@ -143,10 +130,7 @@ impl Supervised {
             let now = Instant::now();
             let mut wait = TICK;
             if let Some(d) = deadline {
-                wait = wait.min(
-                    d.saturating_duration_since(now)
-                        .max(Duration::from_millis(1)),
-                );
+                wait = wait.min(d.saturating_duration_since(now).max(Duration::from_millis(1)));
             }
             match self.events.recv_timeout(wait) {
                 Ok(Ev::Output(chunk)) => on_output(&chunk),
@@ -182,19 +166,12 @@ impl Supervised {
             }
         }
         // The shell is gone; stop anything it left behind in its group.
-        self.reap_group(if cancel.level() >= 2 {
-            Duration::ZERO
-        } else {
-            grace
-        });
+        self.reap_group(if cancel.level() >= 2 { Duration::ZERO } else { grace });
         // Collect the rest of the output. A process that escaped the group (setsid) may still
         // hold the pipe, so do not wait for it for long.
         let until = Instant::now() + Duration::from_millis(500);
         while !eof {
-            match self
-                .events
-                .recv_timeout(until.saturating_duration_since(Instant::now()))
-            {
+            match self.events.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(Ev::Output(chunk)) => on_output(&chunk),
                 Ok(Ev::Eof) | Err(_) => eof = true,
                 Ok(Ev::Exited(_)) => {}

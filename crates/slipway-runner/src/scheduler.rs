@@ -95,24 +95,13 @@ pub enum Outcome {
 impl Scheduler {
     /// `manual`: names of manual jobs the user asked to start.
     pub fn new(plan: &Plan, concurrency: usize, manual: &[String]) -> Scheduler {
-        let index: HashMap<&str, usize> = plan
-            .jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| (j.name.as_str(), i))
-            .collect();
+        let index: HashMap<&str, usize> = plan.jobs.iter().enumerate().map(|(i, j)| (j.name.as_str(), i)).collect();
         let jobs = plan
             .jobs
             .iter()
             .map(|j| {
                 let (preds, by_needs) = match &j.needs {
-                    Some(needs) => (
-                        needs
-                            .iter()
-                            .filter_map(|n| index.get(n.job.as_str()).copied())
-                            .collect(),
-                        true,
-                    ),
+                    Some(needs) => (needs.iter().filter_map(|n| index.get(n.job.as_str()).copied()).collect(), true),
                     None => (
                         plan.jobs
                             .iter()
@@ -124,11 +113,7 @@ impl Scheduler {
                     ),
                 };
                 let started_by_user = manual.iter().any(|m| *m == j.name || *m == j.base);
-                let when = if j.when == When::Manual && started_by_user {
-                    When::OnSuccess
-                } else {
-                    j.when
-                };
+                let when = if j.when == When::Manual && started_by_user { When::OnSuccess } else { j.when };
                 SJob {
                     status: JobStatus::Created,
                     preds,
@@ -141,13 +126,7 @@ impl Scheduler {
                 }
             })
             .collect();
-        Scheduler {
-            jobs,
-            concurrency: concurrency.max(1),
-            running: 0,
-            busy_groups: HashSet::new(),
-            canceled: false,
-        }
+        Scheduler { jobs, concurrency: concurrency.max(1), running: 0, busy_groups: HashSet::new(), canceled: false }
     }
 
     pub fn status(&self, i: usize) -> JobStatus {
@@ -184,11 +163,7 @@ impl Scheduler {
                 let allowed = j.allow_failure
                     && (j.allowed_exit_codes.is_empty()
                         || exit_code.is_some_and(|c| j.allowed_exit_codes.contains(&c)));
-                if allowed {
-                    JobStatus::AllowedFailure
-                } else {
-                    JobStatus::Failed
-                }
+                if allowed { JobStatus::AllowedFailure } else { JobStatus::Failed }
             }
         };
         self.running -= 1;
@@ -287,27 +262,22 @@ impl Scheduler {
         }
         let failed = preds.contains(&JobStatus::Failed);
         if j.by_needs {
-            if let Some(p) = j.preds.iter().find(|&&p| {
-                matches!(
-                    self.jobs[p].status,
-                    JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled
-                )
-            }) && j.when != When::Always
+            if let Some(p) = j
+                .preds
+                .iter()
+                .find(|&&p| matches!(self.jobs[p].status, JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled))
+                && j.when != When::Always
             {
                 return Some(Decision::Skip(format!("needed job #{p} did not run")));
             }
-        } else if let Some(p) = j
-            .preds
-            .iter()
-            .find(|&&p| self.jobs[p].status == JobStatus::Manual && !self.jobs[p].allow_failure)
+        } else if let Some(p) =
+            j.preds.iter().find(|&&p| self.jobs[p].status == JobStatus::Manual && !self.jobs[p].allow_failure)
             && j.when != When::Always
         {
             return Some(Decision::Skip(format!("blocked by manual job #{p}")));
         }
         Some(match j.when {
-            When::OnSuccess | When::Delayed if failed => {
-                Decision::Skip("an earlier job failed".into())
-            }
+            When::OnSuccess | When::Delayed if failed => Decision::Skip("an earlier job failed".into()),
             When::OnSuccess | When::Delayed => Decision::Run,
             When::OnFailure if failed => Decision::Run,
             When::OnFailure => Decision::Skip("`when: on_failure` and nothing failed".into()),
@@ -344,8 +314,8 @@ mod tests {
 
     fn plan(yaml: &str) -> Plan {
         let mut sm = SourceMap::default();
-        let (p, _) = load_pipeline_text(Path::new("."), Path::new("t.yml"), yaml, &mut sm)
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let (p, _) =
+            load_pipeline_text(Path::new("."), Path::new("t.yml"), yaml, &mut sm).unwrap_or_else(|e| panic!("{e:?}"));
         let mut predefined = slipway_pipeline::vars::VarMap::new();
         predefined.insert("CI_COMMIT_REF_NAME".into(), "main".into());
         let cx = Context {
@@ -360,11 +330,7 @@ mod tests {
 
     /// Runs the machine to the end, with `fail` jobs failing; returns each job's final status
     /// and the order jobs started in.
-    fn drive(
-        plan: &Plan,
-        concurrency: usize,
-        fail: &[&str],
-    ) -> (Vec<(String, &'static str)>, Vec<String>) {
+    fn drive(plan: &Plan, concurrency: usize, fail: &[&str]) -> (Vec<(String, &'static str)>, Vec<String>) {
         let mut s = Scheduler::new(plan, concurrency, &[]);
         let mut started = Vec::new();
         let now = Instant::now();
@@ -389,12 +355,7 @@ mod tests {
             s.finished(i, outcome);
         }
         assert!(s.done());
-        (
-            (0..s.len())
-                .map(|i| (plan.jobs[i].name.clone(), s.status(i).as_str()))
-                .collect(),
-            started,
-        )
+        ((0..s.len()).map(|i| (plan.jobs[i].name.clone(), s.status(i).as_str())).collect(), started)
     }
 
     #[test]
@@ -417,14 +378,9 @@ mod tests {
 
     #[test]
     fn allow_failure_lets_the_pipeline_go_on() {
-        let p = plan(
-            "stages: [a, b]\nj1: {stage: a, script: x, allow_failure: true}\nj2: {stage: b, script: x}\n",
-        );
+        let p = plan("stages: [a, b]\nj1: {stage: a, script: x, allow_failure: true}\nj2: {stage: b, script: x}\n");
         let (st, _) = drive(&p, 1, &["j1"]);
-        assert_eq!(
-            st,
-            vec![("j1".into(), "allowed_failure"), ("j2".into(), "success")]
-        );
+        assert_eq!(st, vec![("j1".into(), "allowed_failure"), ("j2".into(), "success")]);
     }
 
     #[test]
@@ -451,35 +407,22 @@ mod tests {
 
     #[test]
     fn manual_jobs_wait_and_non_blocking_manual_does_not_hold_stages() {
-        let p = plan(
-            "stages: [a, b]\ndeploy: {stage: a, script: x, when: manual}\nnext: {stage: b, script: x}\n",
-        );
+        let p = plan("stages: [a, b]\ndeploy: {stage: a, script: x, when: manual}\nnext: {stage: b, script: x}\n");
         let (st, _) = drive(&p, 2, &[]);
-        assert_eq!(
-            st,
-            vec![("deploy".into(), "manual"), ("next".into(), "success")]
-        );
+        assert_eq!(st, vec![("deploy".into(), "manual"), ("next".into(), "success")]);
         let p = plan(
             "stages: [a, b]\ndeploy: {stage: a, script: x, when: manual, allow_failure: false}\nnext: {stage: b, script: x}\n",
         );
         let (st, _) = drive(&p, 2, &[]);
-        assert_eq!(
-            st,
-            vec![("deploy".into(), "manual"), ("next".into(), "skipped")]
-        );
+        assert_eq!(st, vec![("deploy".into(), "manual"), ("next".into(), "skipped")]);
     }
 
     #[test]
     fn concurrency_and_resource_groups_are_respected() {
-        let p = plan(
-            "a: {script: x, resource_group: prod}\nb: {script: x, resource_group: prod}\nc: {script: x}\n",
-        );
+        let p = plan("a: {script: x, resource_group: prod}\nb: {script: x, resource_group: prod}\nc: {script: x}\n");
         let mut s = Scheduler::new(&p, 3, &[]);
-        let started: Vec<Action> = s
-            .step(Instant::now())
-            .into_iter()
-            .filter(|a| matches!(a, Action::Start(_)))
-            .collect();
+        let started: Vec<Action> =
+            s.step(Instant::now()).into_iter().filter(|a| matches!(a, Action::Start(_))).collect();
         assert_eq!(started, vec![Action::Start(0), Action::Start(2)]);
         s.finished(0, Outcome::Success);
         assert_eq!(s.step(Instant::now()), vec![Action::Start(1)]);
@@ -490,10 +433,7 @@ mod tests {
         let p = plan("a: {script: x, when: delayed, start_in: 10s}\n");
         let mut s = Scheduler::new(&p, 1, &[]);
         let t0 = Instant::now();
-        assert_eq!(
-            s.step(t0),
-            vec![Action::WakeAt(t0 + Duration::from_secs(10))]
-        );
+        assert_eq!(s.step(t0), vec![Action::WakeAt(t0 + Duration::from_secs(10))]);
         assert_eq!(s.step(t0 + Duration::from_secs(10)), vec![Action::Start(0)]);
     }
 
@@ -504,10 +444,7 @@ mod tests {
         s.step(Instant::now());
         s.cancel();
         s.finished(0, Outcome::Canceled);
-        assert_eq!(
-            (s.status(0), s.status(1)),
-            (JobStatus::Canceled, JobStatus::Canceled)
-        );
+        assert_eq!((s.status(0), s.status(1)), (JobStatus::Canceled, JobStatus::Canceled));
         assert!(s.done());
     }
 }

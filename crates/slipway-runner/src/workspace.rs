@@ -91,22 +91,10 @@ impl Snapshot {
         };
         // `git ls-files` also works in a subdirectory of a work tree (it lists that directory);
         // the private `.git` is only made when the project is the top of its repository.
-        let ls = spawn(&[
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-        ]);
-        let refs = if is_git {
-            spawn(&["for-each-ref", "--format=%(objectname) %(refname)"])
-        } else {
-            None
-        };
+        let ls = spawn(&["ls-files", "-z", "--cached", "--others", "--exclude-standard"]);
+        let refs = if is_git { spawn(&["for-each-ref", "--format=%(objectname) %(refname)"]) } else { None };
         let output = |c: Option<std::process::Child>| {
-            c.and_then(|c| c.wait_with_output().ok())
-                .filter(|o| o.status.success())
-                .map(|o| o.stdout)
+            c.and_then(|c| c.wait_with_output().ok()).filter(|o| o.status.success()).map(|o| o.stdout)
         };
         let (listed, refs) = (output(ls), output(refs));
         let mut listed_files = Vec::new();
@@ -138,12 +126,7 @@ impl Snapshot {
             (true, Some(refs)) => git_seed(&git_dir, String::from_utf8_lossy(&refs).into_owned()),
             _ => None,
         };
-        Ok(Snapshot {
-            root: root.to_path_buf(),
-            files,
-            meta,
-            git,
-        })
+        Ok(Snapshot { root: root.to_path_buf(), files, meta, git })
     }
 
     /// Makes `dest` hold exactly the project's files (plus a private `.git`), reusing what a
@@ -151,10 +134,7 @@ impl Snapshot {
     pub fn sync_into(&self, dest: &Path, threads: usize) -> std::io::Result<SyncStats> {
         let marker = marker_path(dest);
         // Copies made before the marker's ctime and untouched since are still good.
-        let synced_at = std::fs::metadata(&marker)
-            .ok()
-            .filter(|_| dest.is_dir())
-            .map(|m| (m.ctime(), m.ctime_nsec()));
+        let synced_at = std::fs::metadata(&marker).ok().filter(|_| dest.is_dir()).map(|m| (m.ctime(), m.ctime_nsec()));
         std::fs::create_dir_all(dest)?;
         let mut stats = SyncStats::default();
 
@@ -170,22 +150,14 @@ impl Snapshot {
                 p = d.parent();
             }
         }
-        let wanted_files: HashMap<&Path, SrcMeta> = self
-            .files
-            .iter()
-            .map(|f| f.as_path())
-            .zip(self.meta.iter().copied())
-            .collect();
+        let wanted_files: HashMap<&Path, SrcMeta> =
+            self.files.iter().map(|f| f.as_path()).zip(self.meta.iter().copied()).collect();
 
         // Remove what does not belong, shallowest first so a removed tree is removed once.
         let mut extras: Vec<(&PathBuf, bool)> = existing
             .iter()
             .filter(|(p, m)| {
-                if m.is_dir() {
-                    !wanted_dirs.contains(p.as_path())
-                } else {
-                    !wanted_files.contains_key(p.as_path())
-                }
+                if m.is_dir() { !wanted_dirs.contains(p.as_path()) } else { !wanted_files.contains_key(p.as_path()) }
             })
             .map(|(p, m)| (p, m.is_dir()))
             .collect();
@@ -229,46 +201,29 @@ impl Snapshot {
         }
         // The marker's ctime is the baseline of the next sync (same clock as the files');
         // its content changes every time so the write surely updates it.
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         std::fs::write(&marker, stamp.to_string())?;
         Ok(stats)
     }
 }
 
 fn marker_path(dest: &Path) -> PathBuf {
-    let mut name = dest
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".synced");
     dest.with_file_name(name)
 }
 
 /// An exclusive lock on a workspace (released when dropped); `None` when another run holds it.
 pub fn lock(dest: &Path) -> std::io::Result<Option<File>> {
-    let mut name = dest
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".lock");
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dest.with_file_name(name))?;
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(dest.with_file_name(name))?;
     // SAFETY: flock(2) on a descriptor we own.
-    let r = unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            libc::LOCK_EX | libc::LOCK_NB,
-        )
-    };
+    let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX | libc::LOCK_NB) };
     Ok((r == 0).then_some(f))
 }
 
@@ -310,18 +265,9 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> 
 
 /// Copies `files` (relative to `src`) into `dest`, preserving modes and symlinks, on up to
 /// `threads` threads.
-pub fn copy_files(
-    src: &Path,
-    dest: &Path,
-    files: &[PathBuf],
-    threads: usize,
-) -> std::io::Result<()> {
+pub fn copy_files(src: &Path, dest: &Path, files: &[PathBuf], threads: usize) -> std::io::Result<()> {
     // Directories first, once each, so the copying threads never race on them.
-    let mut dirs: Vec<&Path> = files
-        .iter()
-        .filter_map(|f| f.parent())
-        .filter(|p| !p.as_os_str().is_empty())
-        .collect();
+    let mut dirs: Vec<&Path> = files.iter().filter_map(|f| f.parent()).filter(|p| !p.as_os_str().is_empty()).collect();
     dirs.sort();
     dirs.dedup();
     for d in dirs {
@@ -329,25 +275,17 @@ pub fn copy_files(
     }
     let threads = threads.clamp(1, 16);
     if files.len() < 64 || threads == 1 {
-        return files
-            .iter()
-            .try_for_each(|f| copy_one(&src.join(f), &dest.join(f)));
+        return files.iter().try_for_each(|f| copy_one(&src.join(f), &dest.join(f)));
     }
     let chunk = files.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .try_for_each(|f| copy_one(&src.join(f), &dest.join(f)))
-                })
-            })
+            .map(|part| s.spawn(move || part.iter().try_for_each(|f| copy_one(&src.join(f), &dest.join(f)))))
             .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("copy thread panicked")))
-        })
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("copy thread panicked"))))
     })
 }
 
@@ -361,36 +299,21 @@ fn copy_one(from: &Path, to: &Path) -> std::io::Result<()> {
     if meta.is_dir() {
         return std::fs::create_dir_all(to);
     }
-    let fail = |e: std::io::Error| {
-        std::io::Error::new(e.kind(), format!("copying {}: {e}", from.display()))
-    };
+    let fail = |e: std::io::Error| std::io::Error::new(e.kind(), format!("copying {}: {e}", from.display()));
     let mode = meta.mode() & 0o7777;
     let mut src = File::open(from).map_err(fail)?;
-    let mut dst = match OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(to)
-    {
+    let mut dst = match OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(to) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             // A read-only copy from an earlier sync: replace it.
             let _ = std::fs::remove_file(to);
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(mode)
-                .open(to)
-                .map_err(fail)?
+            OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(to).map_err(fail)?
         }
         Err(e) => return Err(fail(e)),
     };
     // io::copy between files uses copy_file_range (a reflink where the filesystem can).
     std::io::copy(&mut src, &mut dst).map_err(fail)?;
-    dst.set_permissions(Permissions::from_mode(mode))
-        .map_err(fail)?;
+    dst.set_permissions(Permissions::from_mode(mode)).map_err(fail)?;
     // The copy keeps the source's mtime: that is how the next sync knows it is current.
     if let Ok(mtime) = meta.modified() {
         let _ = dst.set_modified(mtime);
@@ -402,9 +325,7 @@ fn git_seed(git_dir: &Path, refs: String) -> Option<GitSeed> {
     let git_dir = git_dir.canonicalize().ok()?;
     let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
     let head = match head.trim().strip_prefix("ref: ") {
-        Some(r) => refs
-            .lines()
-            .find_map(|l| l.strip_suffix(&format!(" {r}")).map(str::to_string))?,
+        Some(r) => refs.lines().find_map(|l| l.strip_suffix(&format!(" {r}")).map(str::to_string))?,
         None => head.trim().to_string(),
     };
     let mut packed = String::from("# pack-refs with: sorted\n");
@@ -424,9 +345,7 @@ fn git_seed(git_dir: &Path, refs: String) -> Option<GitSeed> {
         alternates,
         head: format!("{head}\n"),
         packed_refs: packed,
-        index: std::fs::read(git_dir.join("index"))
-            .ok()
-            .map(std::sync::Arc::new),
+        index: std::fs::read(git_dir.join("index")).ok().map(std::sync::Arc::new),
     })
 }
 
@@ -444,17 +363,11 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn git_shim(seed: &GitSeed, dest: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dest.join("objects/info"))?;
     // Refs a previous job created are dropped; packed-refs below holds the project's.
-    if std::fs::read_dir(dest.join("refs"))
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-    {
+    if std::fs::read_dir(dest.join("refs")).map(|mut d| d.next().is_some()).unwrap_or(false) {
         remove_tree(&dest.join("refs"));
     }
     std::fs::create_dir_all(dest.join("refs"))?;
-    write_if_changed(
-        &dest.join("objects/info/alternates"),
-        seed.alternates.as_bytes(),
-    )?;
+    write_if_changed(&dest.join("objects/info/alternates"), seed.alternates.as_bytes())?;
     write_if_changed(
         &dest.join("config"),
         b"[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tfilemode = true\n",
@@ -482,8 +395,7 @@ pub fn remove_tree(p: &Path) {
                     && t.is_dir()
                 {
                     use std::os::unix::fs::PermissionsExt;
-                    let _ =
-                        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755));
+                    let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755));
                     make_writable(&e.path());
                 }
             }
@@ -497,11 +409,7 @@ pub fn remove_tree(p: &Path) {
 pub fn list_tree(dir: &Path) -> Vec<PathBuf> {
     let mut all = HashMap::new();
     walk_meta(dir, Path::new(""), &mut all);
-    let mut out: Vec<PathBuf> = all
-        .into_iter()
-        .filter(|(_, m)| !m.is_dir())
-        .map(|(p, _)| p)
-        .collect();
+    let mut out: Vec<PathBuf> = all.into_iter().filter(|(_, m)| !m.is_dir()).map(|(p, _)| p).collect();
     out.sort();
     out
 }

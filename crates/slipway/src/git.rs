@@ -8,17 +8,8 @@ use std::process::Command;
 use slipway_pipeline::vars::{VarMap, slug};
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
-            .trim_end_matches('\n')
-            .to_string()
-    })
+    let out = Command::new("git").args(args).current_dir(dir).stderr(std::process::Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
 }
 
 fn spawn(dir: &Path, args: &[&str]) -> Option<std::process::Child> {
@@ -34,11 +25,7 @@ fn spawn(dir: &Path, args: &[&str]) -> Option<std::process::Child> {
 
 fn finish(child: Option<std::process::Child>) -> Option<String> {
     let out = child?.wait_with_output().ok()?;
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
-            .trim_end_matches('\n')
-            .to_string()
-    })
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
 }
 
 pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
@@ -108,19 +95,13 @@ impl Checkout {
         };
         let mut lines = head.splitn(4, '\n');
         let sha = lines.next().unwrap_or(ZERO_SHA).to_string();
-        let first_parent = lines
-            .next()
-            .and_then(|p| p.split_whitespace().next())
-            .map(str::to_string);
+        let first_parent = lines.next().and_then(|p| p.split_whitespace().next()).map(str::to_string);
         let decorations: Vec<&str> = lines.next().unwrap_or("").split(", ").collect();
         let message = lines.next().unwrap_or("").trim_end().to_string();
         let branch = symbolic;
         // A tag pipeline is a detached HEAD that a tag points at, as in GitLab.
         let tag = if branch.is_none() {
-            decorations
-                .iter()
-                .find_map(|d| d.strip_prefix("tag: "))
-                .map(str::to_string)
+            decorations.iter().find_map(|d| d.strip_prefix("tag: ")).map(str::to_string)
         } else {
             None
         };
@@ -132,24 +113,18 @@ impl Checkout {
             .or_else(|| {
                 ["main", "master"]
                     .into_iter()
-                    .find(|b| {
-                        refs.lines()
-                            .any(|l| l.trim_end() == format!("refs/heads/{b}"))
-                    })
+                    .find(|b| refs.lines().any(|l| l.trim_end() == format!("refs/heads/{b}")))
                     .map(str::to_string)
             })
             .or_else(|| branch.clone())
             .unwrap_or_else(|| "main".into());
         let before_sha = match &branch {
-            Some(b) if *b != default_branch => git(dir, &["merge-base", "HEAD", &default_branch])
-                .filter(|m| *m != sha)
-                .or(first_parent),
+            Some(b) if *b != default_branch => {
+                git(dir, &["merge-base", "HEAD", &default_branch]).filter(|m| *m != sha).or(first_parent)
+            }
             _ => first_parent,
         };
-        let project_path = origin
-            .as_deref()
-            .and_then(path_from_remote)
-            .unwrap_or_else(|| name.clone());
+        let project_path = origin.as_deref().and_then(path_from_remote).unwrap_or_else(|| name.clone());
         Checkout {
             is_repo: true,
             sha,
@@ -173,11 +148,7 @@ impl Checkout {
         set("SLIPWAY", "true".into());
         set("CI_COMMIT_SHA", self.sha.clone());
         set("CI_COMMIT_SHORT_SHA", self.sha.chars().take(8).collect());
-        let ref_name = self
-            .tag
-            .clone()
-            .or_else(|| self.branch.clone())
-            .unwrap_or_else(|| "HEAD".into());
+        let ref_name = self.tag.clone().or_else(|| self.branch.clone()).unwrap_or_else(|| "HEAD".into());
         if let Some(b) = &self.branch {
             set("CI_COMMIT_BRANCH", b.clone());
         }
@@ -187,14 +158,8 @@ impl Checkout {
         set("CI_COMMIT_REF_SLUG", slug(&ref_name));
         set("CI_COMMIT_REF_NAME", ref_name);
         set("CI_COMMIT_MESSAGE", self.message.clone());
-        set(
-            "CI_COMMIT_TITLE",
-            self.message.lines().next().unwrap_or("").to_string(),
-        );
-        set(
-            "CI_COMMIT_BEFORE_SHA",
-            self.before_sha.clone().unwrap_or_else(|| ZERO_SHA.into()),
-        );
+        set("CI_COMMIT_TITLE", self.message.lines().next().unwrap_or("").to_string());
+        set("CI_COMMIT_BEFORE_SHA", self.before_sha.clone().unwrap_or_else(|| ZERO_SHA.into()));
         set("CI_DEFAULT_BRANCH", self.default_branch.clone());
         set("CI_PIPELINE_ID", pipeline_id.to_string());
         set("CI_PIPELINE_IID", pipeline_id.to_string());
@@ -205,10 +170,7 @@ impl Checkout {
         set("CI_PROJECT_PATH_SLUG", slug(&self.project_path));
         set(
             "CI_PROJECT_NAMESPACE",
-            self.project_path
-                .rsplit_once('/')
-                .map(|(ns, _)| ns.to_string())
-                .unwrap_or_default(),
+            self.project_path.rsplit_once('/').map(|(ns, _)| ns.to_string()).unwrap_or_default(),
         );
         v
     }
@@ -220,16 +182,11 @@ impl Checkout {
             return None;
         }
         let base = match base {
-            Some(b) => git(
-                dir,
-                &["rev-parse", "-q", "--verify", &format!("{b}^{{commit}}")],
-            )?,
+            Some(b) => git(dir, &["rev-parse", "-q", "--verify", &format!("{b}^{{commit}}")])?,
             None => self.before_sha.clone()?,
         };
-        let mut files: Vec<String> = git(dir, &["diff", "--name-only", "--no-renames", &base])?
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let mut files: Vec<String> =
+            git(dir, &["diff", "--name-only", "--no-renames", &base])?.lines().map(str::to_string).collect();
         if let Some(untracked) = git(dir, &["ls-files", "--others", "--exclude-standard"]) {
             files.extend(untracked.lines().map(str::to_string));
         }
@@ -252,10 +209,7 @@ fn read_ref_files(git_dir: &Path) -> Option<RefFiles> {
         return None;
     }
     let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
-    let symbolic = head
-        .trim()
-        .strip_prefix("ref: refs/heads/")
-        .map(str::to_string);
+    let symbolic = head.trim().strip_prefix("ref: refs/heads/").map(str::to_string);
     let packed = std::fs::read_to_string(git_dir.join("packed-refs")).unwrap_or_default();
     let mut refs = String::new();
     if let Ok(t) = std::fs::read_to_string(git_dir.join("refs/remotes/origin/HEAD"))
@@ -270,10 +224,7 @@ fn read_ref_files(git_dir: &Path) -> Option<RefFiles> {
         }
     }
     let config = std::fs::read_to_string(git_dir.join("config")).ok()?;
-    if config
-        .lines()
-        .any(|l| l.trim_start().starts_with("[include"))
-    {
+    if config.lines().any(|l| l.trim_start().starts_with("[include")) {
         return None; // let git resolve included configuration
     }
     let mut section = String::new();
@@ -289,11 +240,7 @@ fn read_ref_files(git_dir: &Path) -> Option<RefFiles> {
             origin = Some(v.trim().to_string());
         }
     }
-    Some(RefFiles {
-        symbolic,
-        refs,
-        origin,
-    })
+    Some(RefFiles { symbolic, refs, origin })
 }
 
 fn path_from_remote(url: &str) -> Option<String> {
@@ -313,13 +260,7 @@ mod tests {
     use super::*;
 
     fn sh(dir: &Path, args: &[&str]) {
-        let ok = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap()
-            .status
-            .success();
+        let ok = Command::new("git").args(args).current_dir(dir).output().unwrap().status.success();
         assert!(ok, "git {args:?}");
     }
 
@@ -328,46 +269,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
         sh(p, &["init", "-q", "-b", "trunk"]);
-        sh(
-            p,
-            &[
-                "-c",
-                "user.email=a@b",
-                "-c",
-                "user.name=n",
-                "commit",
-                "-q",
-                "--allow-empty",
-                "-m",
-                "one",
-            ],
-        );
+        sh(p, &["-c", "user.email=a@b", "-c", "user.name=n", "commit", "-q", "--allow-empty", "-m", "one"]);
         sh(p, &["branch", "master"]);
         sh(p, &["pack-refs", "--all"]);
-        sh(
-            p,
-            &[
-                "remote",
-                "add",
-                "origin",
-                "git@example.com:group/sub/proj.git",
-            ],
-        );
+        sh(p, &["remote", "add", "origin", "git@example.com:group/sub/proj.git"]);
         sh(p, &["update-ref", "refs/remotes/origin/trunk", "HEAD"]);
-        sh(
-            p,
-            &[
-                "symbolic-ref",
-                "refs/remotes/origin/HEAD",
-                "refs/remotes/origin/trunk",
-            ],
-        );
+        sh(p, &["symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/trunk"]);
         let files = read_ref_files(&p.join(".git")).unwrap();
         assert_eq!(files.symbolic.as_deref(), Some("trunk"));
-        assert_eq!(
-            files.origin.as_deref(),
-            Some("git@example.com:group/sub/proj.git")
-        );
+        assert_eq!(files.origin.as_deref(), Some("git@example.com:group/sub/proj.git"));
         let by_git = finish(spawn(
             p,
             &[
@@ -385,24 +295,15 @@ mod tests {
         b.sort();
         assert_eq!(a, b);
         let c = Checkout::read(p);
-        assert_eq!(
-            (c.default_branch.as_str(), c.project_path.as_str()),
-            ("trunk", "group/sub/proj")
-        );
+        assert_eq!((c.default_branch.as_str(), c.project_path.as_str()), ("trunk", "group/sub/proj"));
         sh(p, &["checkout", "-q", "--detach"]);
         assert_eq!(read_ref_files(&p.join(".git")).unwrap().symbolic, None);
     }
 
     #[test]
     fn project_path_from_remotes() {
-        assert_eq!(
-            path_from_remote("git@gitlab.com:group/sub/proj.git").as_deref(),
-            Some("group/sub/proj")
-        );
-        assert_eq!(
-            path_from_remote("https://github.com/org/repo").as_deref(),
-            Some("org/repo")
-        );
+        assert_eq!(path_from_remote("git@gitlab.com:group/sub/proj.git").as_deref(), Some("group/sub/proj"));
+        assert_eq!(path_from_remote("https://github.com/org/repo").as_deref(), Some("org/repo"));
         assert_eq!(path_from_remote("/local/path"), None);
     }
 }

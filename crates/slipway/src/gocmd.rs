@@ -39,6 +39,10 @@ pub struct GoTestArgs {
     /// Do not collect coverage.
     #[arg(long)]
     pub no_cover: bool,
+    /// Test only packages affected by changes since REF (a commit, branch or tag); `auto`:
+    /// since `$CI_COMMIT_BEFORE_SHA`, else the merge base with `$CI_DEFAULT_BRANCH`.
+    #[arg(long, value_name = "REF")]
+    pub changed_since: Option<String>,
     /// Print one JSON object per line instead of the human view (the last is the summary).
     #[arg(long)]
     pub json: bool,
@@ -66,6 +70,9 @@ fn go_error(e: GoError) -> anyhow::Error {
             };
             UserError::new(format!("go test could not run: {m}")).hint(hint).into()
         }
+        GoError::Git(m) => UserError::new(format!("--changed-since: {m}"))
+            .hint("give a commit, branch or tag that exists, e.g. `--changed-since origin/main`")
+            .into(),
         GoError::Io(m) => anyhow::anyhow!(m),
     }
 }
@@ -76,16 +83,12 @@ fn go_version() -> Result<String> {
         .output()
         .map_err(|_| go_error(GoError::GoMissing))?;
     let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let minor: Option<u32> = v
-        .strip_prefix("go1.")
-        .and_then(|r| r.split(['.', 'r', 'b']).next())
-        .and_then(|m| m.parse().ok());
+    let minor: Option<u32> =
+        v.strip_prefix("go1.").and_then(|r| r.split(['.', 'r', 'b']).next()).and_then(|m| m.parse().ok());
     if minor.is_some_and(|m| m < 21) {
-        return Err(
-            UserError::new(format!("{v} is too old: slipway needs Go 1.21 or newer"))
-                .hint("install a newer Go from https://go.dev/dl")
-                .into(),
-        );
+        return Err(UserError::new(format!("{v} is too old: slipway needs Go 1.21 or newer"))
+            .hint("install a newer Go from https://go.dev/dl")
+            .into());
     }
     Ok(v)
 }
@@ -96,6 +99,28 @@ pub fn run(root: &Path, cmd: GoCommand, ui: &Ui) -> Result<i32> {
     }
 }
 
+/// `--changed-since auto`: the pipeline's before-SHA, else the merge base with the default
+/// branch; `None` (test everything) when neither is known.
+fn auto_base(module: &Path, ui: &Ui) -> Option<String> {
+    let zero = |s: &str| s.is_empty() || s.bytes().all(|b| b == b'0');
+    if let Ok(b) = std::env::var("CI_COMMIT_BEFORE_SHA")
+        && !zero(&b)
+    {
+        return Some(b);
+    }
+    let default = std::env::var("CI_DEFAULT_BRANCH").unwrap_or_else(|_| "main".into());
+    let out =
+        std::process::Command::new("git").args(["merge-base", "HEAD", &default]).current_dir(module).output().ok()?;
+    let base = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !base.is_empty() {
+        return Some(base);
+    }
+    if !ui.json {
+        eprintln!("{}", ui.paint("2", "--changed-since auto: no base commit known; testing everything"));
+    }
+    None
+}
+
 fn emit(v: serde_json::Value) {
     let _ = writeln!(std::io::stdout().lock(), "{v}");
 }
@@ -103,11 +128,7 @@ fn emit(v: serde_json::Value) {
 fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
     let module = slipway_golang::module_root(root).map_err(go_error)?;
     let version = go_version()?;
-    let reports = if args.reports.is_absolute() {
-        args.reports.clone()
-    } else {
-        root.join(&args.reports)
-    };
+    let reports = if args.reports.is_absolute() { args.reports.clone() } else { root.join(&args.reports) };
     std::fs::create_dir_all(&reports)?;
     let profile_path = reports.join("coverage.out");
     let _ = std::fs::remove_file(&profile_path);
@@ -117,12 +138,13 @@ fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
         go_flags: args.go_flags.clone(),
         coverprofile: (!args.no_cover).then(|| profile_path.clone()),
         rerun_fails: args.rerun_fails,
+        changed_since: match args.changed_since.as_deref() {
+            Some("auto") => auto_base(&module, ui),
+            other => other.map(str::to_string),
+        },
     };
     if !ui.json {
-        eprintln!(
-            "{}",
-            ui.paint("2", &format!("go test ({version}) in {}", module.display()))
-        );
+        eprintln!("{}", ui.paint("2", &format!("go test ({version}) in {}", module.display())));
     }
     let json = ui.json;
     let mut live = |l: Live| match l {
@@ -137,13 +159,12 @@ fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
                 PackageStatus::Ok => ("ok  ", "32"),
                 PackageStatus::Fail => ("FAIL", "31;1"),
                 PackageStatus::BuildFailed => ("FAIL", "31;1"),
-                PackageStatus::NoTests | PackageStatus::SkippedUnaffected => ("?   ", "2"),
+                PackageStatus::NoTests => ("?   ", "2"),
+                PackageStatus::SkippedUnaffected => ("skip", "2"),
             };
             let mut line = format!("{} {}", ui.paint(code, word), p.name);
             match p.status {
-                PackageStatus::BuildFailed => {
-                    line.push_str(&format!("  {}", ui.paint("31", "[build failed]")))
-                }
+                PackageStatus::BuildFailed => line.push_str(&format!("  {}", ui.paint("31", "[build failed]"))),
                 PackageStatus::NoTests => line.push_str(&ui.paint("2", "  [no tests]")),
                 _ => line.push_str(&format!("  {:.2}s", p.elapsed_s)),
             }
@@ -164,22 +185,9 @@ fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
                 );
                 return;
             }
-            let why = t
-                .reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
-            println!(
-                "{} {}.{}{why}",
-                ui.paint("31;1", "--- FAIL"),
-                t.package,
-                t.name
-            );
-            for l in t
-                .output
-                .iter()
-                .filter(|l| !l.starts_with("=== RUN") && !l.starts_with("--- FAIL"))
-            {
+            let why = t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            println!("{} {}.{}{why}", ui.paint("31;1", "--- FAIL"), t.package, t.name);
+            for l in t.output.iter().filter(|l| !l.starts_with("=== RUN") && !l.starts_with("--- FAIL")) {
                 println!("    {l}");
             }
         }
@@ -187,23 +195,40 @@ fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
             if json {
                 emit(serde_json::json!({"event": "rerun", "attempt": attempt, "tests": tests}));
             } else {
+                println!("{}", ui.paint("33", &format!("re-running {tests} failed test(s), attempt {attempt}")));
+            }
+        }
+        Live::Selected(sel) => {
+            if json {
+                let skipped: Vec<serde_json::Value> =
+                    sel.skipped.iter().map(|(p, why)| serde_json::json!({"package": p, "why": why})).collect();
+                emit(
+                    serde_json::json!({"event": "selection", "tested": sel.affected, "skipped": skipped, "everything": sel.everything}),
+                );
+            } else if let Some(why) = &sel.everything {
+                println!("{}", ui.paint("2", &format!("testing everything: {why}")));
+            } else {
                 println!(
                     "{}",
                     ui.paint(
-                        "33",
-                        &format!("re-running {tests} failed test(s), attempt {attempt}")
+                        "2",
+                        &format!(
+                            "testing {} affected package(s); skipping {} unaffected:",
+                            sel.affected.len(),
+                            sel.skipped.len()
+                        )
                     )
                 );
+                for (p, why) in &sel.skipped {
+                    println!("{}", ui.paint("2", &format!("  skip {p} ({why})")));
+                }
             }
         }
         Live::Flaky { package, test } => {
             if json {
                 emit(serde_json::json!({"event": "flaky", "package": package, "test": test}));
             } else {
-                println!(
-                    "{} {package}.{test} (failed, then passed)",
-                    ui.paint("33;1", "FLAKY")
-                );
+                println!("{} {package}.{test} (failed, then passed)", ui.paint("33;1", "FLAKY"));
             }
         }
     };
@@ -211,16 +236,9 @@ fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
     let report = run.report;
 
     // Reports.
-    std::fs::write(
-        reports.join("tests.json"),
-        serde_json::to_vec_pretty(&report)?,
-    )?;
+    std::fs::write(reports.join("tests.json"), serde_json::to_vec_pretty(&report)?)?;
     if let Some(j) = &args.junit {
-        let j = if j.is_absolute() {
-            j.clone()
-        } else {
-            root.join(j)
-        };
+        let j = if j.is_absolute() { j.clone() } else { root.join(j) };
         if let Some(parent) = j.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -240,19 +258,13 @@ fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
             "packages": profile.by_package(),
             "functions": functions,
         });
-        std::fs::write(
-            reports.join("coverage.json"),
-            serde_json::to_vec_pretty(&cov)?,
-        )?;
+        std::fs::write(reports.join("coverage.json"), serde_json::to_vec_pretty(&cov)?)?;
     }
 
     let s = report.summary();
     if json {
-        let packages: Vec<serde_json::Value> = report
-            .packages
-            .iter()
-            .map(|p| serde_json::json!({"name": p.name, "status": p.status.as_str()}))
-            .collect();
+        let packages: Vec<serde_json::Value> =
+            report.packages.iter().map(|p| serde_json::json!({"name": p.name, "status": p.status.as_str()})).collect();
         emit(serde_json::json!({
             "event": "summary",
             "passed": s.passed,
@@ -274,32 +286,24 @@ fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
                 println!("  {:>7.2}s  {}.{}", t.elapsed_s, t.package, t.name);
             }
         }
-        let cov = total
-            .map(|t| format!(", coverage {t:.1}%"))
-            .unwrap_or_default();
-        let verdict = if report.failed() {
-            ui.paint("31;1", "FAIL")
-        } else {
-            ui.paint("32;1", "PASS")
-        };
+        let cov = total.map(|t| format!(", coverage {t:.1}%")).unwrap_or_default();
+        let unaffected_count = report.packages.iter().filter(|p| p.status == PackageStatus::SkippedUnaffected).count();
+        let unaffected =
+            if unaffected_count > 0 { format!(" ({unaffected_count} unaffected, skipped)") } else { String::new() };
+        let verdict = if report.failed() { ui.paint("31;1", "FAIL") } else { ui.paint("32;1", "PASS") };
         println!(
-            "\n{verdict}: {} passed, {} failed, {} skipped, {} flaky in {} packages{cov} ({:.1}s)",
-            s.passed, s.failed, s.skipped, s.flaky, s.packages, s.duration_s
+            "\n{verdict}: {} passed, {} failed, {} skipped, {} flaky in {} packages{unaffected}{cov} ({:.1}s)",
+            s.passed,
+            s.failed,
+            s.skipped,
+            s.flaky,
+            s.packages - unaffected_count,
+            s.duration_s
         );
         println!(
             "{}",
-            ui.paint(
-                "2",
-                &format!(
-                    "reports: {}",
-                    reports.strip_prefix(root).unwrap_or(&reports).display()
-                )
-            )
+            ui.paint("2", &format!("reports: {}", reports.strip_prefix(root).unwrap_or(&reports).display()))
         );
     }
-    Ok(if report.failed() {
-        exit::FAILED
-    } else {
-        exit::OK
-    })
+    Ok(if report.failed() { exit::FAILED } else { exit::OK })
 }

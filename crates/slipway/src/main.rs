@@ -109,9 +109,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Run(a) => a.json,
-        Command::Go {
-            command: gocmd::GoCommand::Test(a),
-        } => a.json,
+        Command::Go { command: gocmd::GoCommand::Test(a) } => a.json,
         Command::Validate { json, .. } | Command::List { json, .. } => *json,
         _ => false,
     };
@@ -147,15 +145,12 @@ fn project_dir(cli_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         Some(d) => d,
         None => std::env::current_dir()?,
     };
-    let dir = dir
-        .canonicalize()
-        .map_err(|e| UserError::new(format!("project directory `{}`: {e}", dir.display())))?;
+    let dir = dir.canonicalize().map_err(|e| UserError::new(format!("project directory `{}`: {e}", dir.display())))?;
     if explicit {
         return Ok(dir);
     }
-    let has_pipeline = |d: &std::path::Path| {
-        project::PIPELINE_FILES.iter().any(|f| d.join(f).is_file()) || d.join("go.mod").is_file()
-    };
+    let has_pipeline =
+        |d: &std::path::Path| project::PIPELINE_FILES.iter().any(|f| d.join(f).is_file()) || d.join("go.mod").is_file();
     let mut cur = Some(dir.as_path());
     while let Some(d) = cur {
         if has_pipeline(d) {
@@ -172,12 +167,7 @@ fn project_dir(cli_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "slipway",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(shell, &mut Cli::command(), "slipway", &mut std::io::stdout());
             Ok(exit::OK)
         }
         Command::Init { force } => {
@@ -189,18 +179,15 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
                     .into());
             }
             std::fs::write(&dest, slipway_pipeline::builtin::GO_PIPELINE)?;
-            println!(
-                "wrote {} (the built-in Go pipeline); edit it, then `slipway run`",
-                dest.display()
-            );
+            println!("wrote {} (the built-in Go pipeline); edit it, then `slipway run`", dest.display());
             Ok(exit::OK)
         }
         Command::Run(args) => run::run(project_dir(cli.project_dir)?, args, ui),
         Command::Go { command } => {
             let dir = match cli.project_dir {
-                Some(d) => d.canonicalize().map_err(|e| {
-                    UserError::new(format!("project directory `{}`: {e}", d.display()))
-                })?,
+                Some(d) => {
+                    d.canonicalize().map_err(|e| UserError::new(format!("project directory `{}`: {e}", d.display())))?
+                }
                 None => std::env::current_dir()?,
             };
             gocmd::run(&dir, command, ui)
@@ -209,14 +196,10 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             let root = project_dir(cli.project_dir)?;
             let (_, plan) = run::load_and_plan(&root, &file, 0, ui)?;
             match format {
-                PlanFormat::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&slipway_pipeline::plan::to_json(&plan))?
-                ),
-                PlanFormat::Yaml => print!(
-                    "{}",
-                    serde_saphyr::to_string(&slipway_pipeline::plan::to_json(&plan))?
-                ),
+                PlanFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&slipway_pipeline::plan::to_json(&plan))?)
+                }
+                PlanFormat::Yaml => print!("{}", serde_saphyr::to_string(&slipway_pipeline::plan::to_json(&plan))?),
                 PlanFormat::Mermaid => print!("{}", slipway_pipeline::plan::to_mermaid(&plan)),
             }
             Ok(exit::OK)
@@ -251,43 +234,16 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
             } else {
-                let w = plan
-                    .jobs
-                    .iter()
-                    .map(|j| j.name.len())
-                    .max()
-                    .unwrap_or(3)
-                    .max(3);
-                let sw = plan
-                    .jobs
-                    .iter()
-                    .map(|j| j.stage.len())
-                    .max()
-                    .unwrap_or(5)
-                    .max(5);
-                println!(
-                    "{}",
-                    ui.paint(
-                        "1",
-                        &format!("{:<w$}  {:<sw$}  {:<10}  NEEDS", "JOB", "STAGE", "WHEN")
-                    )
-                );
+                let w = plan.jobs.iter().map(|j| j.name.len()).max().unwrap_or(3).max(3);
+                let sw = plan.jobs.iter().map(|j| j.stage.len()).max().unwrap_or(5).max(5);
+                println!("{}", ui.paint("1", &format!("{:<w$}  {:<sw$}  {:<10}  NEEDS", "JOB", "STAGE", "WHEN")));
                 for j in &plan.jobs {
                     let needs = match &j.needs {
                         None => "(stage order)".to_string(),
                         Some(n) if n.is_empty() => "[]".to_string(),
-                        Some(n) => n
-                            .iter()
-                            .map(|n| n.job.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        Some(n) => n.iter().map(|n| n.job.as_str()).collect::<Vec<_>>().join(", "),
                     };
-                    println!(
-                        "{:<w$}  {:<sw$}  {:<10}  {needs}",
-                        j.name,
-                        j.stage,
-                        j.when.as_str()
-                    );
+                    println!("{:<w$}  {:<sw$}  {:<10}  {needs}", j.name, j.stage, j.when.as_str());
                 }
             }
             Ok(exit::OK)

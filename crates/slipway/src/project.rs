@@ -33,16 +33,9 @@ impl Source {
 
 pub fn find_source(root: &Path, file: Option<&Path>) -> Result<Source, UserError> {
     if let Some(f) = file {
-        let p = if f.is_absolute() {
-            f.to_path_buf()
-        } else {
-            root.join(f)
-        };
+        let p = if f.is_absolute() { f.to_path_buf() } else { root.join(f) };
         if !p.is_file() {
-            return Err(UserError::new(format!(
-                "pipeline file `{}` does not exist",
-                f.display()
-            )));
+            return Err(UserError::new(format!("pipeline file `{}` does not exist", f.display())));
         }
         return Ok(Source::File(p));
     }
@@ -76,58 +69,33 @@ pub fn load(root: &Path, file: Option<&Path>, ui: &Ui) -> Result<Loaded> {
                 .map_err(|e| UserError::new(format!("cannot read {}: {e}", shown.display())))?;
             slipway_pipeline::load_pipeline_text(root, &shown, &text, &mut sources)
         }
-        Source::BuiltinGo => slipway_pipeline::load_pipeline_text(
-            root,
-            Path::new(builtin::NAME),
-            builtin::GO_PIPELINE,
-            &mut sources,
-        ),
+        Source::BuiltinGo => {
+            slipway_pipeline::load_pipeline_text(root, Path::new(builtin::NAME), builtin::GO_PIPELINE, &mut sources)
+        }
     };
     match result {
         Ok((pipeline, warnings)) => {
             for w in &warnings {
                 ui.diagnostic(&sources, w);
             }
-            Ok(Loaded {
-                source,
-                pipeline,
-                sources,
-            })
+            Ok(Loaded { source, pipeline, sources })
         }
         Err(diags) => Err(invalid(&source, root, &sources, diags, ui).into()),
     }
 }
 
-pub fn invalid(
-    source: &Source,
-    root: &Path,
-    sources: &SourceMap,
-    mut diags: Vec<Diagnostic>,
-    ui: &Ui,
-) -> UserError {
+pub fn invalid(source: &Source, root: &Path, sources: &SourceMap, mut diags: Vec<Diagnostic>, ui: &Ui) -> UserError {
     diags.sort_by_key(|d| (d.span.file.0, d.span.start_line, d.span.start_col));
     for d in &diags {
         ui.diagnostic(sources, d);
     }
-    let errors = diags
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
+    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
     let json: Vec<serde_json::Value> = diags.iter().map(|d| sources.to_json(d)).collect();
-    UserError::new(format!(
-        "{} in {}; nothing ran",
-        plural(errors, "error"),
-        source.describe(root)
-    ))
-    .silent_detail(json)
+    UserError::new(format!("{} in {}; nothing ran", plural(errors, "error"), source.describe(root))).silent_detail(json)
 }
 
 pub fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
 
 /// Answers the planner's questions from git and the project's file list.
@@ -140,11 +108,7 @@ pub struct GitFacts<'a> {
 
 impl<'a> GitFacts<'a> {
     pub fn new(root: &'a Path, checkout: &'a Checkout) -> GitFacts<'a> {
-        GitFacts {
-            root,
-            checkout,
-            files: std::cell::OnceCell::new(),
-        }
+        GitFacts { root, checkout, files: std::cell::OnceCell::new() }
     }
 
     fn files(&self) -> &[String] {
@@ -162,10 +126,7 @@ impl Facts for GitFacts<'_> {
     }
 
     fn exists(&self, glob: &str) -> bool {
-        let Ok(g) = globset::GlobBuilder::new(glob.trim_start_matches("./"))
-            .literal_separator(true)
-            .build()
-        else {
+        let Ok(g) = globset::GlobBuilder::new(glob.trim_start_matches("./")).literal_separator(true).build() else {
             return false;
         };
         let m = g.compile_matcher();
@@ -186,14 +147,10 @@ pub struct PlanInput<'a> {
 pub fn make_plan(loaded: &Loaded, input: &PlanInput, ui: &Ui) -> Result<Plan> {
     let facts = GitFacts::new(input.root, input.checkout);
     if let Some(s) = input.snapshot {
-        let _ = facts
-            .files
-            .set(s.files.iter().map(|f| f.display().to_string()).collect());
+        let _ = facts.files.set(s.files.iter().map(|f| f.display().to_string()).collect());
     }
     let cx = Context {
-        predefined: input
-            .checkout
-            .predefined(input.root, input.pipeline_id, input.source),
+        predefined: input.checkout.predefined(input.root, input.pipeline_id, input.source),
         overrides: input.overrides.clone(),
         facts: &facts,
         source: input.source.to_string(),
@@ -207,12 +164,15 @@ pub fn make_plan(loaded: &Loaded, input: &PlanInput, ui: &Ui) -> Result<Plan> {
             Err(invalid(&loaded.source, input.root, &loaded.sources, vec![d], ui).into())
         }
         Err(PlanError::Empty(span)) => {
-            let d = Diagnostic::error(span, "every job was excluded by `rules`, `only`/`except` or `when: never`: the pipeline is empty")
-                .with_hint("check the jobs' rules against this commit (`slipway list`), or pass variables with `--var NAME=VALUE`");
+            let d = Diagnostic::error(
+                span,
+                "every job was excluded by `rules`, `only`/`except` or `when: never`: the pipeline is empty",
+            )
+            .with_hint(
+                "check the jobs' rules against this commit (`slipway list`), or pass variables with `--var NAME=VALUE`",
+            );
             Err(invalid(&loaded.source, input.root, &loaded.sources, vec![d], ui).into())
         }
-        Err(PlanError::Invalid(diags)) => {
-            Err(invalid(&loaded.source, input.root, &loaded.sources, diags, ui).into())
-        }
+        Err(PlanError::Invalid(diags)) => Err(invalid(&loaded.source, input.root, &loaded.sources, diags, ui).into()),
     }
 }

@@ -60,11 +60,9 @@ fn parse_assignments(list: &[String], flag: &str) -> Result<Vec<(String, String)
                 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 || k.as_bytes()[0].is_ascii_digit()
             {
-                return Err(
-                    UserError::new(format!("{flag}: `{k}` is not a valid variable name"))
-                        .hint("use letters, digits and `_`, not starting with a digit")
-                        .into(),
-                );
+                return Err(UserError::new(format!("{flag}: `{k}` is not a valid variable name"))
+                    .hint("use letters, digits and `_`, not starting with a digit")
+                    .into());
             }
             Ok((k.to_string(), v.to_string()))
         })
@@ -72,18 +70,11 @@ fn parse_assignments(list: &[String], flag: &str) -> Result<Vec<(String, String)
 }
 
 fn overrides(file: &FileArgs) -> Result<VarMap> {
-    Ok(parse_assignments(&file.vars, "--var")?
-        .into_iter()
-        .collect())
+    Ok(parse_assignments(&file.vars, "--var")?.into_iter().collect())
 }
 
 /// Loads the pipeline and plans it for the current checkout.
-pub fn load_and_plan(
-    root: &Path,
-    file: &FileArgs,
-    pipeline_id: u64,
-    ui: &Ui,
-) -> Result<(Loaded, Plan)> {
+pub fn load_and_plan(root: &Path, file: &FileArgs, pipeline_id: u64, ui: &Ui) -> Result<(Loaded, Plan)> {
     let loaded = project::load(root, file.file.as_deref(), ui)?;
     let checkout = Checkout::read(root);
     let input = PlanInput {
@@ -102,12 +93,8 @@ pub fn load_and_plan(
 fn select_jobs(plan: &mut Plan, wanted: &[String], with_needs: bool) -> Result<()> {
     let mut keep: BTreeSet<String> = BTreeSet::new();
     for w in wanted {
-        let matches: Vec<&str> = plan
-            .jobs
-            .iter()
-            .filter(|j| j.name == *w || j.base == *w)
-            .map(|j| j.name.as_str())
-            .collect();
+        let matches: Vec<&str> =
+            plan.jobs.iter().filter(|j| j.name == *w || j.base == *w).map(|j| j.name.as_str()).collect();
         if matches.is_empty() {
             let mut e = UserError::new(format!("no job `{w}` in this pipeline"));
             if let Some(s) = did_you_mean(w, plan.jobs.iter().map(|j| j.name.as_str())) {
@@ -138,12 +125,8 @@ fn select_jobs(plan: &mut Plan, wanted: &[String], with_needs: bool) -> Result<(
         }
         j.artifacts_from.retain(|a| keep.contains(a));
     }
-    let stages: Vec<String> = plan
-        .stages
-        .iter()
-        .filter(|s| plan.jobs.iter().any(|j| &j.stage == *s))
-        .cloned()
-        .collect();
+    let stages: Vec<String> =
+        plan.stages.iter().filter(|s| plan.jobs.iter().any(|j| &j.stage == *s)).cloned().collect();
     plan.stages = stages;
     Ok(())
 }
@@ -199,10 +182,7 @@ fn state_dir(root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
-        std::fs::write(
-            &ignore,
-            "# slipway's local state (runs, caches); never committed\n*\n",
-        )?;
+        std::fs::write(&ignore, "# slipway's local state (runs, caches); never committed\n*\n")?;
     }
     Ok(dir)
 }
@@ -210,9 +190,7 @@ fn state_dir(root: &Path) -> Result<PathBuf> {
 /// Installs Ctrl-C/SIGTERM handling: the first asks jobs to stop (SIGTERM, grace, SIGKILL),
 /// the second kills them at once.
 fn handle_signals(cancel: Cancel, ui: Ui) {
-    let Ok(mut signals) =
-        signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-    else {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) else {
         return;
     };
     std::thread::spawn(move || {
@@ -239,8 +217,8 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
     let mut secrets: Vec<String> = Vec::new();
     let mut secret_pairs = parse_assignments(&args.secret, "--secret")?;
     for f in &args.secret_file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
+        let text =
+            std::fs::read_to_string(f).map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
         let vars = slipway_runner::files::parse_dotenv(&text)
             .map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
         secret_pairs.extend(vars);
@@ -286,19 +264,13 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         return Err(e);
     }
     for m in &args.manual {
-        if !plan.jobs.iter().any(|j| {
-            (j.name == *m || j.base == *m) && j.when == slipway_pipeline::model::When::Manual
-        }) {
+        if !plan.jobs.iter().any(|j| (j.name == *m || j.base == *m) && j.when == slipway_pipeline::model::When::Manual)
+        {
             let _ = std::fs::remove_dir_all(&run_dir);
-            let mut e = UserError::new(format!(
-                "--manual {m}: no manual job of that name in this pipeline"
-            ));
+            let mut e = UserError::new(format!("--manual {m}: no manual job of that name in this pipeline"));
             if let Some(s) = did_you_mean(
                 m,
-                plan.jobs
-                    .iter()
-                    .filter(|j| j.when == slipway_pipeline::model::When::Manual)
-                    .map(|j| j.name.as_str()),
+                plan.jobs.iter().filter(|j| j.when == slipway_pipeline::model::When::Manual).map(|j| j.name.as_str()),
             ) {
                 e = e.hint(format!("did you mean `{s}`?"));
             }
@@ -306,12 +278,8 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         }
     }
     // Jobs that ask for a container image run on the shell executor until the Docker executor lands.
-    let with_image: Vec<&str> = plan
-        .jobs
-        .iter()
-        .filter(|j| j.image.is_some() || !j.services.is_empty())
-        .map(|j| j.name.as_str())
-        .collect();
+    let with_image: Vec<&str> =
+        plan.jobs.iter().filter(|j| j.image.is_some() || !j.services.is_empty()).map(|j| j.name.as_str()).collect();
     if !with_image.is_empty() {
         if args.strict {
             let _ = std::fs::remove_dir_all(&run_dir);
@@ -333,10 +301,7 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
     for j in &mut plan.jobs {
         j.masked.extend(secrets.iter().cloned());
     }
-    std::fs::write(
-        run_dir.join("plan.json"),
-        serde_json::to_vec_pretty(&slipway_pipeline::plan::to_json(&plan))?,
-    )?;
+    std::fs::write(run_dir.join("plan.json"), serde_json::to_vec_pretty(&slipway_pipeline::plan::to_json(&plan))?)?;
     let mut config = RunConfig::new(root.clone(), run_dir.clone(), &state);
     if let Some(n) = args.concurrency {
         if n == 0 {
@@ -359,18 +324,11 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
             .iter()
             .map(|j| serde_json::json!({"name": j.name, "stage": j.stage, "when": j.when.as_str()}))
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({"event": "pipeline_started", "run_id": run_id, "file": what, "jobs": jobs})
-        );
+        println!("{}", serde_json::json!({"event": "pipeline_started", "run_id": run_id, "file": what, "jobs": jobs}));
         let mut rep = JsonReporter::new(&plan);
         slipway_runner::run(&plan, config, cancel, &mut rep)?
     } else {
-        println!(
-            "{} run #{run_id}: {} from {what}",
-            ui.paint("1", "slipway"),
-            project::plural(plan.jobs.len(), "job"),
-        );
+        println!("{} run #{run_id}: {} from {what}", ui.paint("1", "slipway"), project::plural(plan.jobs.len(), "job"),);
         let mut rep = HumanReporter::new(ui, &plan);
         let result = slipway_runner::run(&plan, config, cancel, &mut rep)?;
         rep.finish();
@@ -385,10 +343,7 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         "duration_ms": ui::duration_ms(result.duration),
         "jobs": jobs,
     });
-    std::fs::write(
-        run_dir.join("summary.json"),
-        serde_json::to_vec_pretty(&summary)?,
-    )?;
+    std::fs::write(run_dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
     let latest = state.join("runs").join("latest");
     let _ = std::fs::remove_file(&latest);
     let _ = std::os::unix::fs::symlink(run_id.to_string(), &latest);
@@ -419,9 +374,7 @@ pub fn print_log(root: &Path, run: Option<&str>, job: &str) -> Result<i32> {
         .hint("`slipway run` records every run under .slipway/runs/")
         .into());
     }
-    let log = run_dir
-        .join("logs")
-        .join(format!("{}.log", slipway_runner::exec::slug(job)));
+    let log = run_dir.join("logs").join(format!("{}.log", slipway_runner::exec::slug(job)));
     match std::fs::read(&log) {
         Ok(bytes) => {
             use std::io::Write;
@@ -432,12 +385,7 @@ pub fn print_log(root: &Path, run: Option<&str>, job: &str) -> Result<i32> {
             let names: Vec<String> = std::fs::read_dir(run_dir.join("logs"))
                 .map(|rd| {
                     rd.flatten()
-                        .filter_map(|e| {
-                            e.file_name()
-                                .to_str()
-                                .and_then(|s| s.strip_suffix(".log"))
-                                .map(str::to_string)
-                        })
+                        .filter_map(|e| e.file_name().to_str().and_then(|s| s.strip_suffix(".log")).map(str::to_string))
                         .collect()
                 })
                 .unwrap_or_default();

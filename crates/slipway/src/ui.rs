@@ -29,11 +29,7 @@ pub struct UserError {
 
 impl UserError {
     pub fn new(message: impl Into<String>) -> UserError {
-        UserError {
-            message: message.into(),
-            hint: None,
-            details: None,
-        }
+        UserError { message: message.into(), hint: None, details: None }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> UserError {
         self.hint = Some(hint.into());
@@ -74,20 +70,14 @@ impl Ui {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             ColorChoice::Auto => {
-                !no_color
-                    && std::io::stderr().is_terminal()
-                    && std::env::var("TERM").map_or(true, |t| t != "dumb")
+                !no_color && std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")
             }
         };
         Ui { color, json }
     }
 
     pub fn paint(&self, code: &str, s: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
+        if self.color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
     }
 
     pub fn diagnostic(&self, sources: &SourceMap, d: &Diagnostic) {
@@ -138,13 +128,7 @@ pub struct HumanReporter<'a> {
 
 impl<'a> HumanReporter<'a> {
     pub fn new(ui: &'a Ui, plan: &Plan) -> HumanReporter<'a> {
-        let width = plan
-            .jobs
-            .iter()
-            .map(|j| j.name.chars().count())
-            .max()
-            .unwrap_or(4)
-            .min(28);
+        let width = plan.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(4).min(28);
         HumanReporter {
             ui,
             width,
@@ -166,11 +150,7 @@ impl<'a> HumanReporter<'a> {
 
     fn line(&mut self, job: usize, text: &str) {
         let bar = self.ui.paint("2", "│");
-        let text = if text.starts_with("$ ") {
-            self.ui.paint("32", text)
-        } else {
-            text.to_string()
-        };
+        let text = if text.starts_with("$ ") { self.ui.paint("32", text) } else { text.to_string() };
         let mut out = std::io::stdout().lock();
         if self.shown {
             let _ = write!(out, "\r\x1b[K");
@@ -185,18 +165,9 @@ impl<'a> HumanReporter<'a> {
         if !self.status_line || self.running.is_empty() {
             return;
         }
-        let mut names: Vec<&str> = self
-            .running
-            .iter()
-            .take(3)
-            .map(|&i| self.names[i].as_str())
-            .collect();
+        let mut names: Vec<&str> = self.running.iter().take(3).map(|&i| self.names[i].as_str()).collect();
         let more = self.running.len().saturating_sub(3);
-        let extra = if more > 0 {
-            format!(" +{more}")
-        } else {
-            String::new()
-        };
+        let extra = if more > 0 { format!(" +{more}") } else { String::new() };
         names.sort_unstable();
         let status = format!(
             "running {}{extra} · {}/{} done · {}",
@@ -234,11 +205,7 @@ fn terminal_width() -> usize {
     // SAFETY: TIOCGWINSZ fills a winsize struct we own.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_col > 0 {
-        ws.ws_col as usize
-    } else {
-        80
-    }
+    if ok && ws.ws_col > 0 { ws.ws_col as usize } else { 80 }
 }
 
 impl Reporter for HumanReporter<'_> {
@@ -248,11 +215,7 @@ impl Reporter for HumanReporter<'_> {
                 if !self.running.contains(&job) {
                     self.running.push(job);
                 }
-                let what = if attempt > 1 {
-                    format!("started (attempt {attempt})")
-                } else {
-                    "started".into()
-                };
+                let what = if attempt > 1 { format!("started (attempt {attempt})") } else { "started".into() };
                 let what = self.ui.paint("1", &what);
                 self.line(job, &what);
             }
@@ -262,11 +225,7 @@ impl Reporter for HumanReporter<'_> {
                 let mut lines = Vec::new();
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
-                    lines.push(
-                        String::from_utf8_lossy(&line[..line.len() - 1])
-                            .trim_end_matches('\r')
-                            .to_string(),
-                    );
+                    lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string());
                 }
                 for l in lines {
                     self.line(job, &l);
@@ -283,10 +242,7 @@ impl Reporter for HumanReporter<'_> {
                 self.running.retain(|&r| r != job);
                 self.done += 1;
                 if result.attempts == 0 {
-                    if matches!(
-                        result.status,
-                        JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled
-                    ) {
+                    if matches!(result.status, JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled) {
                         let dim = self.ui.paint("2", status_word(result.status));
                         self.line(job, &dim);
                     }
@@ -297,11 +253,7 @@ impl Reporter for HumanReporter<'_> {
                     JobStatus::AllowedFailure => "33;1",
                     _ => "31;1",
                 };
-                let mut msg = format!(
-                    "{} in {}",
-                    status_word(result.status),
-                    human(result.duration)
-                );
+                let mut msg = format!("{} in {}", status_word(result.status), human(result.duration));
                 if let Some(r) = &result.reason
                     && result.status != JobStatus::Success
                 {
@@ -324,18 +276,9 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
                 j.name.clone(),
                 j.stage.clone(),
                 status_word(j.status).to_string(),
-                if j.attempts > 0 {
-                    human(j.duration)
-                } else {
-                    "-".into()
-                },
-                j.exit_code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                j.log
-                    .as_ref()
-                    .map(|l| l.strip_prefix(root).unwrap_or(l).display().to_string())
-                    .unwrap_or_default(),
+                if j.attempts > 0 { human(j.duration) } else { "-".into() },
+                j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                j.log.as_ref().map(|l| l.strip_prefix(root).unwrap_or(l).display().to_string()).unwrap_or_default(),
             ]
         })
         .collect();
@@ -348,11 +291,7 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out);
-    let hdr: Vec<String> = head
-        .iter()
-        .enumerate()
-        .map(|(i, h)| format!("{h:<w$}", w = w[i]))
-        .collect();
+    let hdr: Vec<String> = head.iter().enumerate().map(|(i, h)| format!("{h:<w$}", w = w[i])).collect();
     let _ = writeln!(out, "{}", ui.paint("1", hdr.join("  ").trim_end()));
     for r in &rows {
         let status = &r[2];
@@ -370,11 +309,7 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
             .enumerate()
             .map(|(i, c)| {
                 let padded = format!("{c:<w$}", w = w[i]);
-                if i == 2 {
-                    ui.paint(code, &padded)
-                } else {
-                    padded
-                }
+                if i == 2 { ui.paint(code, &padded) } else { padded }
             })
             .collect();
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
@@ -384,11 +319,7 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
         slipway_runner::PipelineStatus::Failed => ui.paint("31;1", "Pipeline failed"),
         slipway_runner::PipelineStatus::Canceled => ui.paint("31;1", "Pipeline canceled"),
     };
-    let _ = writeln!(
-        out,
-        "\n{word} in {} (run #{run_id}; logs: slipway logs {run_id} JOB)",
-        human(result.duration)
-    );
+    let _ = writeln!(out, "\n{word} in {} (run #{run_id}; logs: slipway logs {run_id} JOB)", human(result.duration));
 }
 
 /// `--json`: one JSON object per line (documented in docs/cli.md).
@@ -399,10 +330,7 @@ pub struct JsonReporter {
 
 impl JsonReporter {
     pub fn new(plan: &Plan) -> JsonReporter {
-        JsonReporter {
-            partial: HashMap::new(),
-            names: plan.jobs.iter().map(|j| j.name.clone()).collect(),
-        }
+        JsonReporter { partial: HashMap::new(), names: plan.jobs.iter().map(|j| j.name.clone()).collect() }
     }
 
     fn emit(v: serde_json::Value) {
@@ -439,27 +367,21 @@ impl Reporter for JsonReporter {
     fn event(&mut self, ev: Event<'_>) {
         match ev {
             Event::Tick => {}
-            Event::JobStarted { job, attempt, .. } => Self::emit(
-                serde_json::json!({"event": "job_started", "job": self.names[job], "attempt": attempt}),
-            ),
+            Event::JobStarted { job, attempt, .. } => {
+                Self::emit(serde_json::json!({"event": "job_started", "job": self.names[job], "attempt": attempt}))
+            }
             Event::Output { job, data } => {
                 let buf = self.partial.entry(job).or_default();
                 buf.extend_from_slice(data);
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let text = String::from_utf8_lossy(&line[..line.len() - 1])
-                        .trim_end_matches('\r')
-                        .to_string();
-                    Self::emit(
-                        serde_json::json!({"event": "job_log", "job": self.names[job], "line": text}),
-                    );
+                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string();
+                    Self::emit(serde_json::json!({"event": "job_log", "job": self.names[job], "line": text}));
                 }
             }
             Event::Notice { job, line } => {
                 self.flush_partial(job);
-                Self::emit(
-                    serde_json::json!({"event": "job_notice", "job": self.names[job], "message": line}),
-                );
+                Self::emit(serde_json::json!({"event": "job_notice", "job": self.names[job], "message": line}));
             }
             Event::JobFinished { job, result } => {
                 self.flush_partial(job);

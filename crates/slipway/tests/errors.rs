@@ -15,10 +15,7 @@ fn check(yaml: &str, extra: &[(&str, &str)]) -> String {
     assert_eq!(v.code, 2, "{}", v.debug());
     let run = r.slipway(&["run"]);
     assert_eq!(run.code, 2, "{}", run.debug());
-    assert!(
-        !r.path().join(".slipway/runs/1").exists(),
-        "nothing may run"
-    );
+    assert!(!r.path().join(".slipway/runs/1").exists(), "nothing may run");
     let root = r.path().canonicalize().unwrap();
     v.stderr.replace(&root.display().to_string(), "[ROOT]")
 }
@@ -81,40 +78,25 @@ fn includes_and_offline_keywords() {
 
 #[test]
 fn duplicate_keys_and_yaml_syntax() {
-    insta::assert_snapshot!(check(
-        "job:\n  script: a\n  stage: test\n  script: b\n",
-        &[]
-    ));
-    insta::assert_snapshot!(
-        "syntax",
-        check("job:\n  script: echo: a: b\n  stage: test\n", &[])
-    );
+    insta::assert_snapshot!(check("job:\n  script: a\n  stage: test\n  script: b\n", &[]));
+    insta::assert_snapshot!("syntax", check("job:\n  script: echo: a: b\n  stage: test\n", &[]));
 }
 
 #[test]
 fn a_command_with_colon_space_needs_quotes() {
-    insta::assert_snapshot!(check(
-        "job:\n  script:\n    - echo hello\n    - echo key: value\n",
-        &[]
-    ));
+    insta::assert_snapshot!(check("job:\n  script:\n    - echo hello\n    - echo key: value\n", &[]));
 }
 
 #[test]
 fn empty_and_jobless_files() {
     insta::assert_snapshot!("empty", check("", &[]));
-    insta::assert_snapshot!(
-        "only_hidden",
-        check(".template:\n  script: x\nvariables:\n  A: b\n", &[])
-    );
+    insta::assert_snapshot!("only_hidden", check(".template:\n  script: x\nvariables:\n  A: b\n", &[]));
     insta::assert_snapshot!("not_a_job", check("stage: build\njob:\n  script: x\n", &[]));
 }
 
 #[test]
 fn rules_that_exclude_every_job() {
-    insta::assert_snapshot!(check(
-        "job:\n  rules:\n    - if: $NEVER_SET\n  script: x\n",
-        &[]
-    ));
+    insta::assert_snapshot!(check("job:\n  rules:\n    - if: $NEVER_SET\n  script: x\n", &[]));
 }
 
 #[test]
@@ -136,12 +118,7 @@ fn json_output_lists_every_error() {
     assert_eq!(errors.len(), 3, "{ev}");
     assert_eq!(errors[0]["file"], ".gitlab-ci.yml");
     assert_eq!(errors[0]["line"], 1);
-    assert!(
-        errors
-            .iter()
-            .any(|e| e["line"] == 2 && e["column"] == 3 && e["hint"] == "did you mean `script`?"),
-        "{ev}"
-    );
+    assert!(errors.iter().any(|e| e["line"] == 2 && e["column"] == 3 && e["hint"] == "did you mean `script`?"), "{ev}");
 }
 
 #[test]
@@ -156,11 +133,7 @@ fn usage_errors_exit_2() {
     ] {
         let run = r.slipway(args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.debug());
-        assert!(
-            run.stderr.starts_with("error: "),
-            "{args:?}: {}",
-            run.debug()
-        );
+        assert!(run.stderr.starts_with("error: "), "{args:?}: {}", run.debug());
     }
     let empty = tempfile::tempdir().unwrap();
     let run = slipway_in(empty.path(), &["run"]);
@@ -174,10 +147,7 @@ fn include_cycles_show_the_chain() {
     // later error a guess.
     insta::assert_snapshot!(check(
         "include: ci/a.yml\njob:\n  script: x\n",
-        &[
-            ("ci/a.yml", "include: ci/b.yml\n"),
-            ("ci/b.yml", "include: ci/a.yml\n")
-        ]
+        &[("ci/a.yml", "include: ci/b.yml\n"), ("ci/b.yml", "include: ci/a.yml\n")]
     ));
 }
 
@@ -199,13 +169,7 @@ fn variables_and_masking_rules() {
 
 #[test]
 fn a_template_error_is_reported_once_not_per_job() {
-    let out = check(
-        ".tmpl:\n  script: [!reference [.nope, script]]\na:\n  extends: .tmpl\nb:\n  extends: .tmpl\n",
-        &[],
-    );
-    assert_eq!(
-        out.matches("error: `!reference` to `.nope`").count(),
-        1,
-        "{out}"
-    );
+    let out =
+        check(".tmpl:\n  script: [!reference [.nope, script]]\na:\n  extends: .tmpl\nb:\n  extends: .tmpl\n", &[]);
+    assert_eq!(out.matches("error: `!reference` to `.nope`").count(), 1, "{out}");
 }

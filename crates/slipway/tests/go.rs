@@ -11,11 +11,7 @@ use std::process::Command;
 use common::*;
 
 fn require_go() {
-    let ok = Command::new("go")
-        .arg("version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new("go").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
     assert!(
         ok,
         "the Go toolchain is not on PATH: run `scripts/setup` and `source scripts/env` (or use `scripts/test`)"
@@ -55,34 +51,15 @@ fn built_in_go_pipeline_builds_tests_and_stamps_the_example() {
             ("build", "success")
         ])
     );
-    assert!(
-        run.log("test")
-            .iter()
-            .any(|l| l.starts_with("ok") && l.contains("coverage:")),
-        "{:?}",
-        run.log("test")
-    );
-    let coverage = run
-        .events()
-        .iter()
-        .find(|e| e["event"] == "job_finished" && e["job"] == "test")
-        .unwrap()["coverage"]
-        .as_f64();
-    assert!(
-        coverage.is_some_and(|c| c > 0.0),
-        "coverage parsed from the log"
-    );
+    assert!(run.log("test").iter().any(|l| l.starts_with("ok") && l.contains("coverage:")), "{:?}", run.log("test"));
+    let coverage =
+        run.events().iter().find(|e| e["event"] == "job_finished" && e["job"] == "test").unwrap()["coverage"].as_f64();
+    assert!(coverage.is_some_and(|c| c > 0.0), "coverage parsed from the log");
 
     // The built binary is an artifact; run it and ask its version.
-    let bin = r
-        .path()
-        .join(".slipway/runs/1/artifacts/build/dist/hello-service");
+    let bin = r.path().join(".slipway/runs/1/artifacts/build/dist/hello-service");
     assert!(bin.is_file(), "build artifact");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(&bin).arg("-addr").arg(&addr).spawn().unwrap();
     let mut body = None;
@@ -97,10 +74,7 @@ fn built_in_go_pipeline_builds_tests_and_stamps_the_example() {
     let _ = child.wait();
     let sha = r.git(&["rev-parse", "--short=8", "HEAD"]);
     let body = body.expect("hello-service answered");
-    assert!(
-        body.contains(&format!("{{\"version\":\"{sha}\"}}")),
-        "{body}"
-    );
+    assert!(body.contains(&format!("{{\"version\":\"{sha}\"}}")), "{body}");
 }
 
 #[test]
@@ -109,20 +83,10 @@ fn built_in_go_pipeline_catches_unformatted_code_and_untidy_modules() {
     let r = Repo::new(&[]);
     copy_example(r.path());
     r.write("extra.go", "package main\nfunc   unformatted() {}\n");
-    r.write(
-        "go.mod",
-        "module example.com/hello-service\n\ngo 1.22\n\nrequire example.com/unused v1.0.0\n",
-    );
+    r.write("go.mod", "module example.com/hello-service\n\ngo 1.22\n\nrequire example.com/unused v1.0.0\n");
     r.commit("bad");
     let run = r.slipway(&["run", "--json", "gofmt", "verify"]);
     assert_eq!(run.code, 1, "{}", run.debug());
-    assert_eq!(
-        run.statuses(),
-        st(&[("verify", "failed"), ("gofmt", "failed")])
-    );
-    assert!(
-        run.log("gofmt").iter().any(|l| l.ends_with("extra.go")),
-        "{:?}",
-        run.log("gofmt")
-    );
+    assert_eq!(run.statuses(), st(&[("verify", "failed"), ("gofmt", "failed")]));
+    assert!(run.log("gofmt").iter().any(|l| l.ends_with("extra.go")), "{:?}", run.log("gofmt"));
 }

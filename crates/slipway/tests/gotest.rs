@@ -11,11 +11,7 @@ use std::process::Command;
 use common::*;
 
 fn require_go() {
-    let ok = Command::new("go")
-        .arg("version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new("go").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
     assert!(
         ok,
         "the Go toolchain is not on PATH: run `scripts/setup` and `source scripts/env` (or use `scripts/test`)"
@@ -26,10 +22,7 @@ fn require_go() {
 fn fixture() -> tempfile::TempDir {
     require_go();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/testfx");
-    let dir = tempfile::Builder::new()
-        .prefix("slipway-gofx-")
-        .tempdir()
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("slipway-gofx-").tempdir().unwrap();
     copy_dir(&src, dir.path());
     dir
 }
@@ -51,24 +44,14 @@ fn copy_dir(src: &Path, dest: &Path) {
 }
 
 fn summary(run: &Run) -> serde_json::Value {
-    let last = run
-        .events()
-        .last()
-        .cloned()
-        .unwrap_or_else(|| panic!("no events: {}", run.debug()));
+    let last = run.events().last().cloned().unwrap_or_else(|| panic!("no events: {}", run.debug()));
     assert_eq!(last["event"], "summary", "{}", run.debug());
     last
 }
 
 /// Counts of test-level pass/fail/skip events in raw `go test -json` output.
 fn go_counts(dir: &Path, args: &[&str]) -> (usize, usize, usize) {
-    let out = Command::new("go")
-        .arg("test")
-        .arg("-json")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let out = Command::new("go").arg("test").arg("-json").args(args).current_dir(dir).output().unwrap();
     let mut c = (0, 0, 0);
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -91,10 +74,7 @@ fn go_counts(dir: &Path, args: &[&str]) -> (usize, usize, usize) {
 fn counts_statuses_and_coverage_match_the_go_toolchain() {
     let fx = fixture();
     let junit = fx.path().join("out/junit.xml");
-    let run = slipway_in(
-        fx.path(),
-        &["go", "test", "--json", "--junit", junit.to_str().unwrap()],
-    );
+    let run = slipway_in(fx.path(), &["go", "test", "--json", "--junit", junit.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}", run.debug());
     let s = summary(&run);
     let (pass, fail, skip) = go_counts(fx.path(), &["./..."]);
@@ -129,77 +109,30 @@ fn counts_statuses_and_coverage_match_the_go_toolchain() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let go_total: f64 = text
-        .lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .trim_end_matches('%')
-        .parse()
-        .unwrap();
+    let go_total: f64 =
+        text.lines().last().unwrap().split_whitespace().last().unwrap().trim_end_matches('%').parse().unwrap();
     let ours = s["coverage"]["total"].as_f64().unwrap();
-    assert!(
-        (ours - go_total).abs() < 0.05,
-        "slipway {ours} vs go tool cover {go_total}"
-    );
+    assert!((ours - go_total).abs() < 0.05, "slipway {ours} vs go tool cover {go_total}");
     let cov: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(reports.join("coverage.json")).unwrap())
-            .unwrap();
-    assert!(
-        cov["functions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["function"] == "Never" && f["percent"] == 0.0)
-    );
+        serde_json::from_str(&std::fs::read_to_string(reports.join("coverage.json")).unwrap()).unwrap();
+    assert!(cov["functions"].as_array().unwrap().iter().any(|f| f["function"] == "Never" && f["percent"] == 0.0));
 
     // tests.json holds every test with its output on failure.
     let tests: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(reports.join("tests.json")).unwrap())
-            .unwrap();
-    let bad = tests["tests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "TestTable/bad")
-        .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(reports.join("tests.json")).unwrap()).unwrap();
+    let bad = tests["tests"].as_array().unwrap().iter().find(|t| t["name"] == "TestTable/bad").unwrap();
     assert_eq!(bad["status"], "fail");
-    assert!(
-        bad["output"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l.as_str().unwrap().contains("bad row"))
-    );
+    assert!(bad["output"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("bad row")));
 
     // JUnit parses and has what CI tools read.
     let xml = std::fs::read_to_string(&junit).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed JUnit XML");
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "testsuites");
-    let cases: Vec<_> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("testcase"))
-        .collect();
-    assert_eq!(
-        cases.len(),
-        pass + fail + skip + 1,
-        "one case per test plus one for the broken build"
-    );
-    assert_eq!(
-        doc.descendants()
-            .filter(|n| n.has_tag_name("failure"))
-            .count(),
-        fail
-    );
-    assert_eq!(
-        doc.descendants()
-            .filter(|n| n.has_tag_name("error"))
-            .count(),
-        1
-    );
+    let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    assert_eq!(cases.len(), pass + fail + skip + 1, "one case per test plus one for the broken build");
+    assert_eq!(doc.descendants().filter(|n| n.has_tag_name("failure")).count(), fail);
+    assert_eq!(doc.descendants().filter(|n| n.has_tag_name("error")).count(), 1);
     assert_eq!(root.attribute("failures"), Some(fail.to_string().as_str()));
 }
 
@@ -208,25 +141,11 @@ fn human_view_shows_failures_and_a_summary() {
     let fx = fixture();
     let run = slipway_in(fx.path(), &["go", "test", "./calc", "./fail", "./broken"]);
     assert_eq!(run.code, 1, "{}", run.debug());
-    assert!(
-        run.stdout
-            .contains("--- FAIL example.com/testfx/fail.TestFails"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("--- FAIL example.com/testfx/fail.TestFails"), "{}", run.stdout);
     assert!(run.stdout.contains("expected 1, got 2"));
     assert!(run.stdout.contains("[build failed]"));
-    assert!(
-        run.stdout.contains("not an int"),
-        "build errors are shown: {}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("FAIL: 6 passed, 3 failed, 1 skipped, 0 flaky in 3 packages"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("not an int"), "build errors are shown: {}", run.stdout);
+    assert!(run.stdout.contains("FAIL: 6 passed, 3 failed, 1 skipped, 0 flaky in 3 packages"), "{}", run.stdout);
 }
 
 #[test]
@@ -234,34 +153,17 @@ fn rerun_fails_reports_flaky_tests_and_passes() {
     let fx = fixture();
     let marker: PathBuf = fx.path().join("flaky-marker");
     let out = Command::new(bin())
-        .args([
-            "go",
-            "test",
-            "--json",
-            "--rerun-fails",
-            "2",
-            "./flaky",
-            "./calc",
-        ])
+        .args(["go", "test", "--json", "--rerun-fails", "2", "./flaky", "./calc"])
         .current_dir(fx.path())
         .env("SLIPWAY_FLAKY_MARKER", &marker)
         .output()
         .unwrap();
     let run = Run::from(out);
-    assert_eq!(
-        run.code,
-        0,
-        "a flaky test does not fail the run: {}",
-        run.debug()
-    );
+    assert_eq!(run.code, 0, "a flaky test does not fail the run: {}", run.debug());
     let s = summary(&run);
     assert_eq!(s["flaky"], 1);
     assert_eq!(s["failed"], 0);
-    assert!(
-        run.events()
-            .iter()
-            .any(|e| e["event"] == "flaky" && e["test"] == "TestSometimes")
-    );
+    assert!(run.events().iter().any(|e| e["event"] == "flaky" && e["test"] == "TestSometimes"));
     // Without reruns the same failure is a failure.
     std::fs::remove_file(&marker).unwrap();
     let out = Command::new(bin())
@@ -276,32 +178,18 @@ fn rerun_fails_reports_flaky_tests_and_passes() {
 #[test]
 fn reruns_do_not_hide_real_failures() {
     let fx = fixture();
-    let run = slipway_in(
-        fx.path(),
-        &["go", "test", "--json", "--rerun-fails", "1", "./fail"],
-    );
+    let run = slipway_in(fx.path(), &["go", "test", "--json", "--rerun-fails", "1", "./fail"]);
     assert_eq!(run.code, 1);
-    assert!(
-        run.events()
-            .iter()
-            .any(|e| e["event"] == "rerun" && e["attempt"] == 2)
-    );
+    assert!(run.events().iter().any(|e| e["event"] == "rerun" && e["attempt"] == 2));
     assert_eq!(summary(&run)["flaky"], 0);
 }
 
 #[test]
 fn timeouts_are_reported_as_such() {
     let fx = fixture();
-    let run = slipway_in(
-        fx.path(),
-        &["go", "test", "--json", "./slow", "--", "-timeout", "1s"],
-    );
+    let run = slipway_in(fx.path(), &["go", "test", "--json", "./slow", "--", "-timeout", "1s"]);
     assert_eq!(run.code, 1, "{}", run.debug());
-    let failed = run
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "test_failed")
-        .expect("a failed test");
+    let failed = run.events().into_iter().find(|e| e["event"] == "test_failed").expect("a failed test");
     assert_eq!(failed["test"], "TestSleeps");
     assert_eq!(failed["reason"], "timed out");
 }
@@ -311,26 +199,94 @@ fn bad_input_gets_exit_code_2() {
     let fx = fixture();
     let run = slipway_in(fx.path(), &["go", "test", "./does-not-exist/..."]);
     assert_eq!(run.code, 2, "{}", run.debug());
-    assert!(
-        run.stderr.contains("go test could not run"),
-        "{}",
-        run.debug()
-    );
+    assert!(run.stderr.contains("go test could not run"), "{}", run.debug());
     let not_module = tempfile::tempdir().unwrap();
     let run = slipway_in(not_module.path(), &["go", "test"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("not in a Go module"), "{}", run.debug());
-    let no_go = Command::new(bin())
-        .args(["go", "test"])
-        .current_dir(fx.path())
-        .env("PATH", "/nonexistent")
-        .output()
-        .unwrap();
+    let no_go =
+        Command::new(bin()).args(["go", "test"]).current_dir(fx.path()).env("PATH", "/nonexistent").output().unwrap();
     let run = Run::from(no_go);
     assert_eq!(run.code, 2);
-    assert!(
-        run.stderr.contains("Go toolchain is not installed"),
-        "{}",
-        run.debug()
+    assert!(run.stderr.contains("Go toolchain is not installed"), "{}", run.debug());
+}
+
+/// A git repository holding a copy of the 23-package graph fixture.
+fn graph_repo() -> Repo {
+    require_go();
+    let r = Repo::new(&[]);
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/graph"), r.path());
+    r.commit("graph fixture");
+    r
+}
+
+fn tested(run: &Run) -> Vec<String> {
+    let sel = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "selection")
+        .unwrap_or_else(|| panic!("no selection: {}", run.debug()));
+    sel["tested"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().trim_start_matches("example.com/graph/").to_string())
+        .collect()
+}
+
+#[test]
+fn changed_since_tests_the_changed_package_and_its_dependents_only() {
+    let r = graph_repo();
+    r.write(
+        "report/format/format.go",
+        &(std::fs::read_to_string(r.path().join("report/format/format.go")).unwrap() + "\n// touched\n"),
     );
+    let run = r.slipway(&["go", "test", "--json", "--changed-since", "HEAD"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    assert_eq!(tested(&run), vec!["cmd/tool", "report/format"]);
+    let s = summary(&run);
+    let skipped = s["packages"].as_array().unwrap().iter().filter(|p| p["status"] == "skipped_unaffected").count();
+    assert_eq!(skipped, 21);
+    // A change deep in the graph reaches everything that imports it, through test imports too.
+    r.git(&["checkout", "-q", "--", "."]);
+    r.write(
+        "util/strutil/strutil.go",
+        &(std::fs::read_to_string(r.path().join("util/strutil/strutil.go")).unwrap() + "\n// touched\n"),
+    );
+    let run = r.slipway(&["go", "test", "--json", "--changed-since", "HEAD"]);
+    let t = tested(&run);
+    for p in [
+        "util/strutil",
+        "config",
+        "auth",
+        "api",
+        "api/handlers",
+        "cmd/server",
+        "cmd/tool",
+        "store/file",
+        "search",
+        "notify/email",
+    ] {
+        assert!(t.contains(&p.to_string()), "{p} depends on util/strutil: {t:?}");
+    }
+    assert!(!t.contains(&"billing/tax".to_string()));
+    // testdata belongs to its package.
+    r.git(&["checkout", "-q", "--", "."]);
+    r.write("report/format/testdata/golden.txt", "changed\n");
+    let run = r.slipway(&["go", "test", "--json", "--changed-since", "HEAD"]);
+    assert_eq!(tested(&run), vec!["cmd/tool", "report/format"]);
+}
+
+#[test]
+fn changed_since_tests_everything_when_the_module_changes() {
+    let r = graph_repo();
+    r.write("go.mod", "module example.com/graph\n\ngo 1.22\n\n// touched\n");
+    let run = r.slipway(&["go", "test", "--json", "--changed-since", "HEAD"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let sel = run.events().into_iter().find(|e| e["event"] == "selection").unwrap();
+    assert_eq!(sel["everything"], "go.mod changed");
+    assert_eq!(sel["tested"].as_array().unwrap().len(), 23);
+    let bad = r.slipway(&["go", "test", "--changed-since", "no-such-ref"]);
+    assert_eq!(bad.code, 2, "{}", bad.debug());
+    assert!(bad.stderr.contains("`no-such-ref` is not a commit"), "{}", bad.debug());
 }

@@ -69,14 +69,8 @@ fn plan_as_json_is_machine_readable() {
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["stages"], serde_json::json!(["build", "test", "deploy"]));
     assert_eq!(v["jobs"][0]["name"], "build: [linux]");
-    assert_eq!(
-        v["jobs"][0]["cache"][0]["key"], "go-main",
-        "variables in cache:key are expanded"
-    );
-    assert_eq!(
-        v["jobs"][3]["dependencies"],
-        serde_json::json!(["build: [linux]", "build: [darwin]", "test"])
-    );
+    assert_eq!(v["jobs"][0]["cache"][0]["key"], "go-main", "variables in cache:key are expanded");
+    assert_eq!(v["jobs"][3]["dependencies"], serde_json::json!(["build: [linux]", "build: [darwin]", "test"]));
 }
 
 #[test]
@@ -86,10 +80,7 @@ fn list_and_validate() {
     insta::assert_snapshot!(out.stdout);
     let out = r.slipway(&["validate"]);
     assert_eq!(out.code, 0);
-    assert_eq!(
-        out.stdout,
-        "ok: .slipway.yml is valid: 4 jobs in 3 stages\n"
-    );
+    assert_eq!(out.stdout, "ok: .slipway.yml is valid: 4 jobs in 3 stages\n");
 }
 
 #[test]
@@ -100,11 +91,7 @@ fn file_lookup_order_and_file_flag() {
         ("other.yml", "from_other:\n  script: x\n"),
     ]);
     assert!(r.slipway(&["list"]).stdout.contains("from_slipway"));
-    assert!(
-        r.slipway(&["list", "--file", "other.yml"])
-            .stdout
-            .contains("from_other")
-    );
+    assert!(r.slipway(&["list", "--file", "other.yml"]).stdout.contains("from_other"));
     std::fs::remove_file(r.path().join(".slipway.yaml")).unwrap();
     assert!(r.slipway(&["list"]).stdout.contains("from_gitlab"));
 }
@@ -117,11 +104,7 @@ fn init_writes_the_built_in_go_pipeline() {
     let init = r.slipway(&["init"]);
     assert_eq!(init.code, 0);
     assert!(r.path().join(".slipway.yml").is_file());
-    assert_eq!(
-        r.slipway(&["list"]).stdout,
-        builtin.stdout,
-        "the written file is the built-in pipeline"
-    );
+    assert_eq!(r.slipway(&["list"]).stdout, builtin.stdout, "the written file is the built-in pipeline");
     let again = r.slipway(&["init"]);
     assert_eq!(again.code, 2);
     assert!(again.stderr.contains("--force"));

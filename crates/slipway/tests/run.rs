@@ -51,20 +51,10 @@ notify:
         ])
     );
     let unit = run.log("unit");
-    assert_eq!(
-        unit,
-        vec!["$ echo before", "before", "$ false"],
-        "stops at the first failing command"
-    );
+    assert_eq!(unit, vec!["$ echo before", "before", "$ false"], "stops at the first failing command");
     let fin = run.finished();
     assert_eq!(fin["status"], "failed");
-    let unit_job = fin["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["name"] == "unit")
-        .unwrap()
-        .clone();
+    let unit_job = fin["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "unit").unwrap().clone();
     assert_eq!(unit_job["exit_code"], 1);
     assert!(unit_job["duration_ms"].as_u64().is_some());
 }
@@ -113,16 +103,8 @@ early:
     assert!(!r.path().join("out").exists());
     assert!(!r.path().join("not-an-artifact.txt").exists());
     // Artifacts are kept in the run directory.
-    assert!(
-        r.path()
-            .join(".slipway/runs/1/artifacts/make/out/bin.txt")
-            .is_file()
-    );
-    assert!(
-        !r.path()
-            .join(".slipway/runs/1/artifacts/make/out/debug.log")
-            .exists()
-    );
+    assert!(r.path().join(".slipway/runs/1/artifacts/make/out/bin.txt").is_file());
+    assert!(!r.path().join(".slipway/runs/1/artifacts/make/out/debug.log").exists());
 }
 
 #[test]
@@ -136,18 +118,12 @@ fn jobs_never_change_the_users_files() {
     ]);
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
-    assert_eq!(
-        std::fs::read_to_string(r.path().join("data.txt")).unwrap(),
-        "original\n"
-    );
+    assert_eq!(std::fs::read_to_string(r.path().join("data.txt")).unwrap(), "original\n");
     assert!(r.path().join(".slipway.yml").exists());
     // git works inside the workspace and sees the job's own changes only.
     let log = run.log("clobber");
     assert!(log.iter().any(|l| l.contains("M data.txt")), "{log:?}");
-    assert!(
-        r.git(&["status", "--short"]).is_empty()
-            || !r.git(&["status", "--short"]).contains("data.txt")
-    );
+    assert!(r.git(&["status", "--short"]).is_empty() || !r.git(&["status", "--short"]).contains("data.txt"));
 }
 
 #[test]
@@ -188,12 +164,7 @@ deploy:
     )]);
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
-    assert!(
-        run.log("deploy")
-            .contains(&"deploying 1.2.3 (two words)".to_string()),
-        "{:?}",
-        run.log("deploy")
-    );
+    assert!(run.log("deploy").contains(&"deploying 1.2.3 (two words)".to_string()), "{:?}", run.log("deploy"));
 }
 
 #[test]
@@ -219,17 +190,10 @@ build:
     assert_eq!(first.code, 0, "{}", first.debug());
     assert!(first.log("build").contains(&"cache miss".to_string()));
     let second = r.slipway(&["run", "--json"]);
-    assert!(
-        second.log("build").contains(&"cache hit 1".to_string()),
-        "{:?}",
-        second.log("build")
-    );
+    assert!(second.log("build").contains(&"cache hit 1".to_string()), "{:?}", second.log("build"));
     r.write("deps.lock", "v2\n");
     let third = r.slipway(&["run", "--json"]);
-    assert!(
-        third.log("build").contains(&"cache miss".to_string()),
-        "a new lock file means a new key"
-    );
+    assert!(third.log("build").contains(&"cache miss".to_string()), "a new lock file means a new key");
 }
 
 #[test]
@@ -270,14 +234,8 @@ leak:
         );
     }
     let log = run.log("leak");
-    assert!(
-        log.contains(&"token is [MASKED] and [MASKED]".to_string()),
-        "{log:?}"
-    );
-    assert!(
-        log.contains(&"[MASKED]".to_string()),
-        "split secret masked: {log:?}"
-    );
+    assert!(log.contains(&"token is [MASKED] and [MASKED]".to_string()), "{log:?}");
+    assert!(log.contains(&"[MASKED]".to_string()), "split secret masked: {log:?}");
     assert!(log.contains(&"file secret [MASKED]".to_string()));
     let short = r.slipway(&["run", "--secret", "X=short"]);
     assert_eq!(short.code, 2);
@@ -301,17 +259,9 @@ job:
     )]);
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 1);
-    assert!(
-        run.log("job")
-            .contains(&"status=failed from_script=unset".to_string()),
-        "{:?}",
-        run.log("job")
-    );
+    assert!(run.log("job").contains(&"status=failed from_script=unset".to_string()), "{:?}", run.log("job"));
     let fin = run.finished();
-    assert_eq!(
-        fin["jobs"][0]["exit_code"], 7,
-        "after_script's failure does not change the job's result"
-    );
+    assert_eq!(fin["jobs"][0]["exit_code"], 7, "after_script's failure does not change the job's result");
 }
 
 #[test]
@@ -339,30 +289,18 @@ never_retried:
         .events()
         .iter()
         .filter(|e| e["event"] == "job_started")
-        .map(|e| {
-            (
-                e["job"].as_str().unwrap().to_string(),
-                e["attempt"].as_u64().unwrap(),
-            )
-        })
+        .map(|e| (e["job"].as_str().unwrap().to_string(), e["attempt"].as_u64().unwrap()))
         .collect();
     assert!(started.contains(&("flaky".into(), 2)));
-    assert!(
-        !started.contains(&("never_retried".into(), 2)),
-        "exit code 1 is not in retry:exit_codes"
-    );
-    assert_eq!(
-        run.statuses(),
-        st(&[("flaky", "success"), ("never_retried", "allowed_failure")])
-    );
+    assert!(!started.contains(&("never_retried".into(), 2)), "exit code 1 is not in retry:exit_codes");
+    assert_eq!(run.statuses(), st(&[("flaky", "success"), ("never_retried", "allowed_failure")]));
 }
 
 #[test]
 fn timeout_stops_the_whole_process_group() {
     let marker = format!("slipway-orphan-{}", std::process::id());
-    let yaml = format!(
-        "slow:\n  timeout: 2s\n  script:\n    - bash -c 'exec -a {marker} sleep 300' &\n    - sleep 300\n"
-    );
+    let yaml =
+        format!("slow:\n  timeout: 2s\n  script:\n    - bash -c 'exec -a {marker} sleep 300' &\n    - sleep 300\n");
     let r = Repo::new(&[(".slipway.yml", &yaml)]);
     let t = std::time::Instant::now();
     let run = r.slipway(&["run", "--json"]);
@@ -371,17 +309,13 @@ fn timeout_stops_the_whole_process_group() {
     let fin = run.finished();
     assert_eq!(fin["jobs"][0]["status"], "failed");
     assert!(run.stdout.contains("timed out after"), "{}", run.debug());
-    assert!(
-        !process_with(&marker),
-        "a background process outlived its job"
-    );
+    assert!(!process_with(&marker), "a background process outlived its job");
 }
 
 #[test]
 fn background_processes_do_not_outlive_a_successful_job() {
     let marker = format!("slipway-bg-{}", std::process::id());
-    let yaml =
-        format!("job:\n  script:\n    - bash -c 'exec -a {marker} sleep 300' &\n    - echo done\n");
+    let yaml = format!("job:\n  script:\n    - bash -c 'exec -a {marker} sleep 300' &\n    - echo done\n");
     let r = Repo::new(&[(".slipway.yml", &yaml)]);
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
@@ -431,10 +365,7 @@ shard:
     assert_eq!(run.log("shard 2/2")[1], "shard 2 of 2");
     let plan = r.slipway(&["list", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    assert_eq!(
-        list[4]["needs"],
-        serde_json::json!(["build: [linux, amd64]"])
-    );
+    assert_eq!(list[4]["needs"], serde_json::json!(["build: [linux, amd64]"]));
 }
 
 #[test]
@@ -491,40 +422,17 @@ legacy:
     assert_eq!(run.code, 0, "{}", run.debug());
     assert_eq!(
         run.statuses(),
-        st(&[
-            ("on_main", "success"),
-            ("has_gomod", "success"),
-            ("manual_deploy", "manual"),
-            ("legacy", "success")
-        ])
+        st(&[("on_main", "success"), ("has_gomod", "success"), ("manual_deploy", "manual"), ("legacy", "success")])
     );
     assert_eq!(run.log("on_main")[1], "hello world $TARGET main");
 
-    let run = r.slipway(&[
-        "run",
-        "--json",
-        "--var",
-        "SKIP_LEGACY=1",
-        "--manual",
-        "manual_deploy",
-    ]);
-    assert_eq!(
-        run.statuses(),
-        st(&[
-            ("on_main", "success"),
-            ("has_gomod", "success"),
-            ("manual_deploy", "success")
-        ])
-    );
+    let run = r.slipway(&["run", "--json", "--var", "SKIP_LEGACY=1", "--manual", "manual_deploy"]);
+    assert_eq!(run.statuses(), st(&[("on_main", "success"), ("has_gomod", "success"), ("manual_deploy", "success")]));
 
     r.write("docs/guide/intro.md", "x");
     r.commit("docs change");
     let run = r.slipway(&["run", "--json"]);
-    assert!(
-        run.statuses().iter().any(|(n, _)| n == "docs_changed"),
-        "{:?}",
-        run.statuses()
-    );
+    assert!(run.statuses().iter().any(|(n, _)| n == "docs_changed"), "{:?}", run.statuses());
 
     r.write("x", "y");
     r.commit("please skip-ci");
@@ -545,10 +453,7 @@ fn predefined_variables_come_from_git() {
     assert_eq!(run.code, 0, "{}", run.debug());
     assert_eq!(
         run.log("vars")[1],
-        format!(
-            "true {sha} {} Feature/Thing_1 feature-thing-1 main vars test push nogitlab",
-            &sha[..8]
-        )
+        format!("true {sha} {} Feature/Thing_1 feature-thing-1 main vars test push nogitlab", &sha[..8])
     );
     assert_eq!(run.log("vars")[3], "initial commit");
 }
@@ -560,10 +465,7 @@ fn include_extends_and_reference_compose() {
             "ci/templates/base.yml",
             ".base:\n  variables:\n    A: from-base\n    B: from-base\n  before_script:\n    - echo setup\n",
         ),
-        (
-            "ci/templates/more.yml",
-            ".more:\n  extends: .base\n  variables:\n    B: from-more\n",
-        ),
+        ("ci/templates/more.yml", ".more:\n  extends: .base\n  variables:\n    B: from-more\n"),
         (
             ".slipway.yml",
             r#"
@@ -606,25 +508,15 @@ fn selected_jobs_and_needs_flag() {
     let run = r.slipway(&["run", "--json", "two"]);
     assert_eq!(run.statuses(), st(&[("two", "success")]));
     let run = r.slipway(&["run", "--json", "--needs", "two"]);
-    assert_eq!(
-        run.statuses(),
-        st(&[("one", "success"), ("two", "success")])
-    );
+    assert_eq!(run.statuses(), st(&[("one", "success"), ("two", "success")]));
     let bad = r.slipway(&["run", "tow"]);
     assert_eq!(bad.code, 2);
-    assert!(
-        bad.stderr.contains("did you mean `two`?"),
-        "{}",
-        bad.debug()
-    );
+    assert!(bad.stderr.contains("did you mean `two`?"), "{}", bad.debug());
 }
 
 #[test]
 fn delayed_jobs_wait_for_start_in() {
-    let r = Repo::new(&[(
-        ".slipway.yml",
-        "later:\n  when: delayed\n  start_in: 1 second\n  script: echo later\n",
-    )]);
+    let r = Repo::new(&[(".slipway.yml", "later:\n  when: delayed\n  start_in: 1 second\n  script: echo later\n")]);
     let t = std::time::Instant::now();
     let run = r.slipway(&["run", "--json"]);
     assert_eq!(run.code, 0, "{}", run.debug());
@@ -633,10 +525,7 @@ fn delayed_jobs_wait_for_start_in() {
 
 #[test]
 fn image_jobs_run_on_the_shell_executor_or_are_refused_with_strict() {
-    let r = Repo::new(&[(
-        ".gitlab-ci.yml",
-        "test:\n  image: golang:1.25\n  script: echo ran\n",
-    )]);
+    let r = Repo::new(&[(".gitlab-ci.yml", "test:\n  image: golang:1.25\n  script: echo ran\n")]);
     let run = r.slipway(&["run"]);
     assert_eq!(run.code, 0, "{}", run.debug());
     assert!(run.stderr.contains("running it on the shell executor"));
@@ -647,25 +536,16 @@ fn image_jobs_run_on_the_shell_executor_or_are_refused_with_strict() {
 
 #[test]
 fn runs_are_recorded_and_logs_can_be_read_back() {
-    let r = Repo::new(&[(
-        ".slipway.yml",
-        "hello:\n  script: echo hello from the log\n",
-    )]);
+    let r = Repo::new(&[(".slipway.yml", "hello:\n  script: echo hello from the log\n")]);
     let run = r.slipway(&["run"]);
     assert_eq!(run.code, 0, "{}", run.debug());
     assert!(run.stdout.contains("JOB"), "summary table: {}", run.stdout);
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(r.path().join(".slipway/runs/1/summary.json")).unwrap(),
-    )
-    .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.path().join(".slipway/runs/1/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["status"], "success");
     assert!(r.path().join(".slipway/runs/1/plan.json").is_file());
     let logs = r.slipway(&["logs", "hello"]);
-    assert!(
-        logs.stdout.contains("hello from the log"),
-        "{}",
-        logs.debug()
-    );
+    assert!(logs.stdout.contains("hello from the log"), "{}", logs.debug());
     let logs = r.slipway(&["logs", "1", "hello"]);
     assert_eq!(logs.code, 0);
     let missing = r.slipway(&["logs", "helo"]);
@@ -718,35 +598,16 @@ job:
     assert!(first.log("job").contains(&"not-executable".to_string()));
     // The user changes a file and a mode between runs.
     r.write("data.txt", "edited by the user\n");
-    std::fs::set_permissions(
-        r.path().join("tool.sh"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(r.path().join("tool.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let second = r.slipway(&["run", "--json"]);
     assert_eq!(second.code, 0, "{}", second.debug());
     assert_eq!(second.log("job")[1], "edited by the user");
     assert!(second.log("job").contains(&"executable".to_string()));
     let third = r.slipway(&["run", "--json"]);
-    assert_eq!(
-        third.code,
-        0,
-        "the job's own changes are undone before the next run: {}",
-        third.debug()
-    );
-    assert!(
-        !r.git(&["tag"]).contains("job-tag"),
-        "tags made in a job stay out of the project"
-    );
-    let notice = third
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "job_notice")
-        .unwrap();
-    assert!(
-        notice["message"].as_str().unwrap().contains("removed"),
-        "{notice}"
-    );
+    assert_eq!(third.code, 0, "the job's own changes are undone before the next run: {}", third.debug());
+    assert!(!r.git(&["tag"]).contains("job-tag"), "tags made in a job stay out of the project");
+    let notice = third.events().into_iter().find(|e| e["event"] == "job_notice").unwrap();
+    assert!(notice["message"].as_str().unwrap().contains("removed"), "{notice}");
 }
 
 #[test]
@@ -796,10 +657,7 @@ fn works_from_a_subdirectory_and_for_a_project_inside_a_repository() {
     let from_sub = slipway_in(&r.path().join("src/deep"), &["run", "--json"]);
     assert_eq!(from_sub.code, 0, "{}", from_sub.debug());
     assert_eq!(from_sub.statuses(), st(&[("top", "success")]));
-    assert!(
-        r.path().join(".slipway/runs/1").is_dir(),
-        "the run is recorded at the project root"
-    );
+    assert!(r.path().join(".slipway/runs/1").is_dir(), "the run is recorded at the project root");
     let nested = slipway_in(&r.path().join("services/api"), &["run", "--json"]);
     assert_eq!(nested.code, 0, "{}", nested.debug());
     assert_eq!(nested.statuses(), st(&[("api", "success")]));

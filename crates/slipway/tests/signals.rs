@@ -46,10 +46,7 @@ fn ctrl_c_cancels_gracefully_and_runs_after_script() {
     let run = Run::from(out);
     assert_eq!(run.code, 130, "{}", run.debug());
     assert_eq!(run.finished()["status"], "canceled");
-    assert_eq!(
-        run.statuses(),
-        st(&[("long", "canceled"), ("later", "canceled")])
-    );
+    assert_eq!(run.statuses(), st(&[("long", "canceled"), ("later", "canceled")]));
     assert!(
         run.log("long").contains(&"after canceled".to_string()),
         "after_script runs on cancel: {:?}",
@@ -61,25 +58,17 @@ fn ctrl_c_cancels_gracefully_and_runs_after_script() {
 #[test]
 fn second_ctrl_c_kills_at_once() {
     let marker = format!("slipway-stubborn-{}", std::process::id());
-    let yaml = format!(
-        "stubborn:\n  script:\n    - trap '' TERM\n    - bash -c 'exec -a {marker} sleep 300'\n"
-    );
+    let yaml = format!("stubborn:\n  script:\n    - trap '' TERM\n    - bash -c 'exec -a {marker} sleep 300'\n");
     let r = Repo::new(&[(".slipway.yml", &yaml)]);
     let child = start(&r);
     wait_for(&marker);
     let t = Instant::now();
     sigint(child.id());
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        process_with(&marker),
-        "SIGTERM is ignored by this job, so it is still there"
-    );
+    assert!(process_with(&marker), "SIGTERM is ignored by this job, so it is still there");
     sigint(child.id());
     let run = Run::from(child.wait_with_output().unwrap());
-    assert!(
-        t.elapsed() < Duration::from_secs(4),
-        "second Ctrl-C must not wait for the grace period"
-    );
+    assert!(t.elapsed() < Duration::from_secs(4), "second Ctrl-C must not wait for the grace period");
     assert_eq!(run.code, 130, "{}", run.debug());
     assert!(!process_with(&marker), "job process left behind");
 }

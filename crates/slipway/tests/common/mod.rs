@@ -13,10 +13,7 @@ pub struct Repo {
 impl Repo {
     /// A git repository on branch `main` with the given files committed.
     pub fn new(files: &[(&str, &str)]) -> Repo {
-        let dir = tempfile::Builder::new()
-            .prefix("slipway-test-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("slipway-test-").tempdir().unwrap();
         let r = Repo { dir };
         r.git(&["init", "-q", "-b", "main"]);
         r.git(&["config", "user.email", "t@example.com"]);
@@ -41,16 +38,8 @@ impl Repo {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(self.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("git").args(args).current_dir(self.path()).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -69,13 +58,8 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn slipway_in(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("GITLAB_CI")
-        .output()
-        .unwrap();
+    let out =
+        Command::new(bin()).args(args).current_dir(dir).env("NO_COLOR", "1").env_remove("GITLAB_CI").output().unwrap();
     Run::from(out)
 }
 
@@ -107,15 +91,8 @@ impl Run {
     /// The final `pipeline_finished` event.
     pub fn finished(&self) -> serde_json::Value {
         let ev = self.events();
-        let last = ev
-            .last()
-            .unwrap_or_else(|| panic!("no events; stderr:\n{}", self.stderr))
-            .clone();
-        assert_eq!(
-            last["event"], "pipeline_finished",
-            "last event: {last}\nstderr: {}",
-            self.stderr
-        );
+        let last = ev.last().unwrap_or_else(|| panic!("no events; stderr:\n{}", self.stderr)).clone();
+        assert_eq!(last["event"], "pipeline_finished", "last event: {last}\nstderr: {}", self.stderr);
         last
     }
 
@@ -125,12 +102,7 @@ impl Run {
             .as_array()
             .unwrap()
             .iter()
-            .map(|j| {
-                (
-                    j["name"].as_str().unwrap().to_string(),
-                    j["status"].as_str().unwrap().to_string(),
-                )
-            })
+            .map(|j| (j["name"].as_str().unwrap().to_string(), j["status"].as_str().unwrap().to_string()))
             .collect()
     }
 
@@ -144,18 +116,12 @@ impl Run {
     }
 
     pub fn debug(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
 pub fn st(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
+    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
 /// Whether any process's command line contains `marker`.
