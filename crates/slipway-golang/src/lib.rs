@@ -2,6 +2,7 @@
 //! profiles ([`cover`]), test reports ([`report`], [`junit`]) and the `go test` driver with
 //! reruns of failed tests ([`gotest`]). It runs `go` (and only `go`).
 
+pub mod build;
 pub mod changes;
 pub mod cover;
 pub mod gotest;

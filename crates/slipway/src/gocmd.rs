@@ -17,6 +17,40 @@ use crate::ui::{Ui, UserError, exit};
 pub enum GoCommand {
     /// Run `go test -json` with a live view, reports, coverage and reruns of failed tests.
     Test(GoTestArgs),
+    /// Build every main package for a platform matrix into dist/ with SHA256SUMS and manifest.json.
+    Build(GoBuildArgs),
+}
+
+#[derive(Args)]
+pub struct GoBuildArgs {
+    /// Package patterns to look for main packages in (default `./...`).
+    #[arg(value_name = "PACKAGES")]
+    pub packages: Vec<String>,
+    /// Flags passed to `go build` as they are (after `--`).
+    #[arg(last = true, value_name = "GO BUILD FLAGS")]
+    pub go_flags: Vec<String>,
+    /// Platforms as os/arch, comma-separated (default: this machine's), e.g.
+    /// `linux/amd64,linux/arm64,darwin/arm64,windows/amd64`.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub platform: Vec<String>,
+    /// The version to stamp (default: `git describe --tags --always --dirty`).
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+    /// The variable `-ldflags -X` sets to the version.
+    #[arg(long, value_name = "PKG.VAR", default_value = "main.version")]
+    pub version_var: String,
+    /// Output directory.
+    #[arg(long, value_name = "DIR", default_value = "dist")]
+    pub out: PathBuf,
+    /// Build with cgo (CGO_ENABLED=1); the default is CGO_ENABLED=0.
+    #[arg(long)]
+    pub cgo: bool,
+    /// Builds at once (default: the number of CPUs).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Print the manifest as JSON instead of the human view.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -96,6 +130,7 @@ fn go_version() -> Result<String> {
 pub fn run(root: &Path, cmd: GoCommand, ui: &Ui) -> Result<i32> {
     match cmd {
         GoCommand::Test(args) => test(root, args, ui),
+        GoCommand::Build(args) => build(root, args, ui),
     }
 }
 
@@ -119,6 +154,128 @@ fn auto_base(module: &Path, ui: &Ui) -> Option<String> {
         eprintln!("{}", ui.paint("2", "--changed-since auto: no base commit known; testing everything"));
     }
     None
+}
+
+fn build(root: &Path, args: GoBuildArgs, ui: &Ui) -> Result<i32> {
+    use slipway_golang::build::{self, BuildEvent, BuildOptions, Platform};
+    let module = slipway_golang::module_root(root).map_err(go_error)?;
+    go_version()?;
+    let known = build::dist_list(&module).map_err(go_error)?;
+    let mut platforms = Vec::new();
+    let wanted: Vec<String> = if args.platform.is_empty() {
+        let out = std::process::Command::new("go").args(["env", "GOOS", "GOARCH"]).current_dir(&module).output()?;
+        vec![String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>().join("/")]
+    } else {
+        args.platform.clone()
+    };
+    for w in &wanted {
+        let w = w.trim();
+        match Platform::parse(w).filter(|_| known.iter().any(|k| k == w)) {
+            Some(p) => {
+                if !platforms.contains(&p) {
+                    platforms.push(p);
+                }
+            }
+            None => {
+                let mut e = UserError::new(format!("unknown platform `{w}`"));
+                e = match slipway_pipeline::diag::did_you_mean(w, known.iter().map(String::as_str)) {
+                    Some(s) => e.hint(format!("did you mean `{s}`? (`go tool dist list` shows them all)")),
+                    None => e.hint("platforms are os/arch as `go tool dist list` prints them, e.g. linux/amd64"),
+                };
+                return Err(e.into());
+            }
+        }
+    }
+    let packages = build::main_packages(&module, &args.packages).map_err(go_error)?;
+    if packages.is_empty() {
+        return Err(UserError::new("no main package to build")
+            .hint("`slipway go build` builds the packages named `main` among the patterns (default `./...`)")
+            .into());
+    }
+    let version = args.version.clone().unwrap_or_else(|| build::default_version(&module));
+    let out_dir = if args.out.is_absolute() { args.out.clone() } else { root.join(&args.out) };
+    std::fs::create_dir_all(&out_dir)?;
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let total = packages.len() * platforms.len();
+    if !args.json {
+        eprintln!(
+            "{}",
+            ui.paint(
+                "2",
+                &format!(
+                    "building {} binar{} for {} platform{} ({} at a time), version {version}",
+                    packages.len(),
+                    if packages.len() == 1 { "y" } else { "ies" },
+                    platforms.len(),
+                    if platforms.len() == 1 { "" } else { "s" },
+                    jobs.min(total)
+                )
+            )
+        );
+    }
+    let opts = BuildOptions {
+        dir: module.clone(),
+        packages,
+        platforms,
+        version,
+        version_var: args.version_var.clone(),
+        out_dir: out_dir.clone(),
+        cgo: args.cgo,
+        jobs,
+        extra_flags: args.go_flags.clone(),
+    };
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let json = args.json;
+    let on = |ev: BuildEvent| {
+        if json {
+            return;
+        }
+        match ev {
+            BuildEvent::Started { .. } => {}
+            BuildEvent::Finished { artifact, seconds } => {
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                println!(
+                    "[{n}/{total}] {} {}  {:.1} MB  {seconds:.1}s",
+                    ui.paint("32", "ok"),
+                    artifact.file,
+                    artifact.size as f64 / 1_048_576.0
+                );
+            }
+            BuildEvent::Failed { package, platform, .. } => {
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                println!("[{n}/{total}] {} {package} for {platform}", ui.paint("31;1", "FAIL"));
+            }
+        }
+    };
+    match build::build(&opts, &on) {
+        Ok(m) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                println!(
+                    "{}",
+                    ui.paint(
+                        "2",
+                        &format!(
+                            "wrote {} binaries, SHA256SUMS and manifest.json to {}",
+                            m.artifacts.len(),
+                            out_dir.strip_prefix(root).unwrap_or(&out_dir).display()
+                        )
+                    )
+                );
+            }
+            Ok(exit::OK)
+        }
+        Err(GoError::GoFailed { message }) => {
+            eprintln!(
+                "{}: the build failed; {} is unchanged\n{message}",
+                ui.paint("31;1", "error"),
+                out_dir.strip_prefix(root).unwrap_or(&out_dir).display()
+            );
+            Ok(exit::FAILED)
+        }
+        Err(e) => Err(go_error(e)),
+    }
 }
 
 fn emit(v: serde_json::Value) {

@@ -20,7 +20,7 @@ use ui::{ColorChoice, Ui, UserError, exit};
     version,
     about = "CI/CD for Go services: run GitLab-CI-compatible pipelines locally, exactly as CI runs them"
 )]
-#[command(propagate_version = true, max_term_width = 100)]
+#[command(max_term_width = 100)]
 struct Cli {
     /// Run as if started in DIR.
     #[arg(short = 'C', long = "project-dir", global = true, value_name = "DIR")]
@@ -110,6 +110,7 @@ fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Run(a) => a.json,
         Command::Go { command: gocmd::GoCommand::Test(a) } => a.json,
+        Command::Go { command: gocmd::GoCommand::Build(a) } => a.json,
         Command::Validate { json, .. } | Command::List { json, .. } => *json,
         _ => false,
     };
@@ -256,5 +257,15 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             };
             run::print_log(&root, run.as_deref(), &job)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

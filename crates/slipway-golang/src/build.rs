@@ -1,0 +1,309 @@
+//! `slipway go build`: every main package for a matrix of platforms, `CGO_ENABLED=0` and
+//! `-trimpath` by default, the version stamped with `-ldflags -X`, platforms built in
+//! parallel within the core count; then `dist/SHA256SUMS` and `dist/manifest.json`, whose
+//! facts (module, VCS revision, dirty flag, Go version) are read back from each binary's
+//! embedded build info (`go version -m`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use crate::GoError;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+}
+
+impl Platform {
+    pub fn parse(s: &str) -> Option<Platform> {
+        let (os, arch) = s.trim().split_once('/')?;
+        (!os.is_empty() && !arch.is_empty() && !arch.contains('/'))
+            .then(|| Platform { os: os.into(), arch: arch.into() })
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)
+    }
+}
+
+/// The platforms this Go can build for (`go tool dist list`).
+pub fn dist_list(dir: &Path) -> Result<Vec<String>, GoError> {
+    let out = go(dir).args(["tool", "dist", "list"]).output().map_err(spawn_err)?;
+    if !out.status.success() {
+        return Err(GoError::GoFailed { message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+}
+
+fn go(dir: &Path) -> Command {
+    let mut c = Command::new("go");
+    c.current_dir(dir);
+    c
+}
+
+fn spawn_err(e: std::io::Error) -> GoError {
+    if e.kind() == std::io::ErrorKind::NotFound { GoError::GoMissing } else { GoError::Io(e.to_string()) }
+}
+
+/// A main package: its import path, directory and binary name.
+#[derive(Debug, Clone)]
+pub struct MainPackage {
+    pub import_path: String,
+    pub name: String,
+}
+
+/// The main packages among `patterns`.
+pub fn main_packages(dir: &Path, patterns: &[String]) -> Result<Vec<MainPackage>, GoError> {
+    let pats: Vec<String> = if patterns.is_empty() { vec!["./...".into()] } else { patterns.to_vec() };
+    let out = go(dir)
+        .args(["list", "-f", "{{if eq .Name \"main\"}}{{.ImportPath}}{{end}}"])
+        .args(&pats)
+        .output()
+        .map_err(spawn_err)?;
+    if !out.status.success() {
+        return Err(GoError::GoFailed { message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    let mut v: Vec<MainPackage> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|ip| MainPackage { import_path: ip.to_string(), name: ip.rsplit('/').next().unwrap_or(ip).to_string() })
+        .collect();
+    v.sort_by(|a, b| a.import_path.cmp(&b.import_path));
+    Ok(v)
+}
+
+/// `git describe --tags --always --dirty`, or `dev` outside git.
+pub fn default_version(dir: &Path) -> String {
+    Command::new("git")
+        .args(["describe", "--tags", "--always", "--dirty"])
+        .current_dir(dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "dev".into())
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub dir: PathBuf,
+    pub packages: Vec<MainPackage>,
+    pub platforms: Vec<Platform>,
+    pub version: String,
+    /// The `-X` target, e.g. `main.version`.
+    pub version_var: String,
+    pub out_dir: PathBuf,
+    pub cgo: bool,
+    /// Builds at once.
+    pub jobs: usize,
+    pub extra_flags: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Artifact {
+    pub name: String,
+    pub package: String,
+    pub os: String,
+    pub arch: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+    /// From the binary's build info.
+    pub go_version: String,
+    pub module: String,
+    pub vcs_revision: Option<String>,
+    pub vcs_modified: Option<bool>,
+}
+
+pub enum BuildEvent<'a> {
+    Started { package: &'a str, platform: &'a Platform },
+    Finished { artifact: &'a Artifact, seconds: f64 },
+    Failed { package: &'a str, platform: &'a Platform, output: &'a str },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Manifest {
+    pub module: String,
+    pub version: String,
+    pub go_version: String,
+    pub vcs_revision: Option<String>,
+    pub vcs_modified: Option<bool>,
+    pub artifacts: Vec<Artifact>,
+}
+
+/// Builds every (package, platform) pair; returns the artifacts sorted by file name, or the
+/// failures. Output files are written to `out_dir/.tmp` first and moved in place only when
+/// the whole matrix built, so a failed build never leaves a half-updated `dist/`.
+pub fn build(opts: &BuildOptions, on: &(dyn Fn(BuildEvent) + Sync)) -> Result<Manifest, GoError> {
+    // Build outputs must not make the work tree look modified: Go stamps `vcs.modified` into
+    // binaries, and an untracked dist/ would make the next build differ from this one.
+    let ignore = opts.out_dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::create_dir_all(&opts.out_dir)
+            .map_err(|e| GoError::Io(format!("creating {}: {e}", opts.out_dir.display())))?;
+        std::fs::write(&ignore, "# build outputs of slipway go build\n*\n").map_err(|e| GoError::Io(e.to_string()))?;
+    }
+    let staging = opts.out_dir.join(".tmp");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| GoError::Io(format!("creating {}: {e}", staging.display())))?;
+    let work: Vec<(usize, &MainPackage, &Platform)> = opts
+        .packages
+        .iter()
+        .flat_map(|p| opts.platforms.iter().map(move |pl| (p, pl)))
+        .enumerate()
+        .map(|(i, (p, pl))| (i, p, pl))
+        .collect();
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<Result<Artifact, String>>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.clamp(1, work.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                        let i = *n;
+                        *n += 1;
+                        i
+                    };
+                    let Some((_, pkg, pl)) = work.get(i) else { break };
+                    on(BuildEvent::Started { package: &pkg.import_path, platform: pl });
+                    let t = std::time::Instant::now();
+                    let r = build_one(opts, pkg, pl, &staging);
+                    match &r {
+                        Ok(a) => on(BuildEvent::Finished { artifact: a, seconds: t.elapsed().as_secs_f64() }),
+                        Err(out) => on(BuildEvent::Failed { package: &pkg.import_path, platform: pl, output: out }),
+                    }
+                    results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let failures: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+    if !failures.is_empty() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(GoError::GoFailed { message: failures.join("\n") });
+    }
+    let mut artifacts: Vec<Artifact> = results.into_iter().filter_map(Result::ok).collect();
+    artifacts.sort_by(|a, b| a.file.cmp(&b.file));
+    for a in &artifacts {
+        std::fs::rename(staging.join(&a.file), opts.out_dir.join(&a.file))
+            .map_err(|e| GoError::Io(format!("moving {}: {e}", a.file)))?;
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    let sums: String = artifacts.iter().map(|a| format!("{}  {}\n", a.sha256, a.file)).collect();
+    std::fs::write(opts.out_dir.join("SHA256SUMS"), sums).map_err(|e| GoError::Io(e.to_string()))?;
+    let first = artifacts.first();
+    let manifest = Manifest {
+        module: first.map(|a| a.module.clone()).unwrap_or_default(),
+        version: opts.version.clone(),
+        go_version: first.map(|a| a.go_version.clone()).unwrap_or_default(),
+        vcs_revision: first.and_then(|a| a.vcs_revision.clone()),
+        vcs_modified: first.and_then(|a| a.vcs_modified),
+        artifacts,
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| GoError::Io(e.to_string()))?;
+    std::fs::write(opts.out_dir.join("manifest.json"), json).map_err(|e| GoError::Io(e.to_string()))?;
+    Ok(manifest)
+}
+
+fn build_one(opts: &BuildOptions, pkg: &MainPackage, pl: &Platform, staging: &Path) -> Result<Artifact, String> {
+    let exe = if pl.os == "windows" { ".exe" } else { "" };
+    let file = format!("{}_{}_{}{exe}", pkg.name, pl.os, pl.arch);
+    let out = staging.join(&file);
+    let ldflags = format!("-X '{}={}'", opts.version_var, opts.version.replace('\'', ""));
+    let output = go(&opts.dir)
+        .arg("build")
+        .arg("-trimpath")
+        .arg(format!("-ldflags={ldflags}"))
+        .args(&opts.extra_flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(&pkg.import_path)
+        .env("GOOS", &pl.os)
+        .env("GOARCH", &pl.arch)
+        .env("CGO_ENABLED", if opts.cgo { "1" } else { "0" })
+        .output()
+        .map_err(|e| format!("{} for {pl}: cannot run go: {e}", pkg.import_path))?;
+    if !output.status.success() {
+        return Err(format!("{} for {pl}:\n{}", pkg.import_path, String::from_utf8_lossy(&output.stderr).trim_end()));
+    }
+    let bytes = std::fs::read(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let info = go(&opts.dir).args(["version", "-m"]).arg(&out).output().map_err(|e| e.to_string())?;
+    let info = parse_build_info(&String::from_utf8_lossy(&info.stdout));
+    Ok(Artifact {
+        name: pkg.name.clone(),
+        package: pkg.import_path.clone(),
+        os: pl.os.clone(),
+        arch: pl.arch.clone(),
+        file,
+        size: bytes.len() as u64,
+        sha256,
+        go_version: info.go_version,
+        module: info.module,
+        vcs_revision: info.vcs_revision,
+        vcs_modified: info.vcs_modified,
+    })
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct BuildInfo {
+    pub go_version: String,
+    pub module: String,
+    pub vcs_revision: Option<String>,
+    pub vcs_modified: Option<bool>,
+}
+
+/// Parses `go version -m FILE`.
+pub fn parse_build_info(text: &str) -> BuildInfo {
+    let mut b = BuildInfo::default();
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 {
+            b.go_version = line.rsplit(' ').next().unwrap_or("").to_string();
+            continue;
+        }
+        let cols: Vec<&str> = line.trim_start_matches('\t').split('\t').collect();
+        match cols.as_slice() {
+            ["mod", path, ..] => b.module = path.to_string(),
+            ["build", kv] => match kv.split_once('=') {
+                Some(("vcs.revision", v)) => b.vcs_revision = Some(v.to_string()),
+                Some(("vcs.modified", v)) => b.vcs_modified = Some(v == "true"),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_and_platforms() {
+        let b = parse_build_info(
+            "/tmp/hs: go1.25.5\n\tpath\texample.com/hs\n\tmod\texample.com/hs\t(devel)\t\n\tbuild\tvcs.revision=abc\n\tbuild\tvcs.modified=true\n",
+        );
+        assert_eq!(
+            b,
+            BuildInfo {
+                go_version: "go1.25.5".into(),
+                module: "example.com/hs".into(),
+                vcs_revision: Some("abc".into()),
+                vcs_modified: Some(true)
+            }
+        );
+        assert_eq!(Platform::parse("linux/arm64"), Some(Platform { os: "linux".into(), arch: "arm64".into() }));
+        assert_eq!(Platform::parse("linux"), None);
+        assert_eq!(Platform::parse("a/b/c"), None);
+    }
+}
