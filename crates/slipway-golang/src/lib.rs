@@ -9,6 +9,7 @@ pub mod gotest;
 pub mod junit;
 pub mod report;
 pub mod test2json;
+pub mod vet;
 
 use std::path::{Path, PathBuf};
 

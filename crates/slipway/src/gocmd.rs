@@ -19,6 +19,39 @@ pub enum GoCommand {
     Test(GoTestArgs),
     /// Build every main package for a platform matrix into dist/ with SHA256SUMS and manifest.json.
     Build(GoBuildArgs),
+    /// `go vet` findings and `gofmt -l` findings as a report (exit 1 when there are any).
+    Vet(GoVetArgs),
+    /// Module checks: `slipway go mod check` (go mod verify and a tidy check).
+    Mod {
+        #[command(subcommand)]
+        command: GoModCommand,
+    },
+}
+
+#[derive(Args)]
+pub struct GoVetArgs {
+    /// Package patterns (default `./...`).
+    #[arg(value_name = "PACKAGES")]
+    pub packages: Vec<String>,
+    /// Where vet.json goes.
+    #[arg(long, value_name = "DIR", default_value = ".slipway/reports")]
+    pub reports: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum GoModCommand {
+    /// `go mod verify`, and whether `go mod tidy` would change go.mod/go.sum (with the diff).
+    Check {
+        /// Where mod.json goes.
+        #[arg(long, value_name = "DIR", default_value = ".slipway/reports")]
+        reports: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -131,6 +164,8 @@ pub fn run(root: &Path, cmd: GoCommand, ui: &Ui) -> Result<i32> {
     match cmd {
         GoCommand::Test(args) => test(root, args, ui),
         GoCommand::Build(args) => build(root, args, ui),
+        GoCommand::Vet(args) => vet(root, args, ui),
+        GoCommand::Mod { command: GoModCommand::Check { reports, json } } => mod_check(root, &reports, json, ui),
     }
 }
 
@@ -154,6 +189,76 @@ fn auto_base(module: &Path, ui: &Ui) -> Option<String> {
         eprintln!("{}", ui.paint("2", "--changed-since auto: no base commit known; testing everything"));
     }
     None
+}
+
+fn reports_dir(root: &Path, reports: &Path) -> Result<PathBuf> {
+    let dir = if reports.is_absolute() { reports.to_path_buf() } else { root.join(reports) };
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn vet(root: &Path, args: GoVetArgs, ui: &Ui) -> Result<i32> {
+    let module = slipway_golang::module_root(root).map_err(go_error)?;
+    go_version()?;
+    let report = slipway_golang::vet::vet(&module, &args.packages).map_err(go_error)?;
+    let dir = reports_dir(root, &args.reports)?;
+    std::fs::write(dir.join("vet.json"), serde_json::to_vec_pretty(&report)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.findings {
+            println!(
+                "{}:{}:{}: {} {}",
+                f.file,
+                f.line,
+                f.column,
+                f.message,
+                ui.paint("2", &format!("({})", f.analyzer))
+            );
+        }
+        for e in &report.errors {
+            println!("{} {e}", ui.paint("31;1", "error:"));
+        }
+        for f in &report.unformatted {
+            println!("{f}: {}", ui.paint("33", "not gofmt-formatted (run gofmt -w)"));
+        }
+        let verdict = if report.clean() { ui.paint("32;1", "ok") } else { ui.paint("31;1", "FAIL") };
+        println!(
+            "{verdict}: {} vet finding(s), {} unformatted file(s), {} package error(s)",
+            report.findings.len(),
+            report.unformatted.len(),
+            report.errors.len()
+        );
+    }
+    Ok(if report.clean() { exit::OK } else { exit::FAILED })
+}
+
+fn mod_check(root: &Path, reports: &Path, json: bool, ui: &Ui) -> Result<i32> {
+    let module = slipway_golang::module_root(root).map_err(go_error)?;
+    go_version()?;
+    let report = slipway_golang::vet::mod_check(&module).map_err(go_error)?;
+    let dir = reports_dir(root, reports)?;
+    std::fs::write(dir.join("mod.json"), serde_json::to_vec_pretty(&report)?)?;
+    let ok = report.verified && report.tidy;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if report.verified {
+            println!("{} go mod verify: {}", ui.paint("32", "ok  "), report.verify_output);
+        } else {
+            println!("{} go mod verify:\n{}", ui.paint("31;1", "FAIL"), report.verify_output);
+        }
+        if report.tidy {
+            println!("{} go.mod and go.sum are tidy", ui.paint("32", "ok  "));
+        } else {
+            println!(
+                "{} go mod tidy would change go.mod/go.sum:\n{}",
+                ui.paint("31;1", "FAIL"),
+                report.tidy_diff.trim_end()
+            );
+        }
+    }
+    Ok(if ok { exit::OK } else { exit::FAILED })
 }
 
 fn build(root: &Path, args: GoBuildArgs, ui: &Ui) -> Result<i32> {

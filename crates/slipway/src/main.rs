@@ -111,6 +111,7 @@ fn main() -> ExitCode {
         Command::Run(a) => a.json,
         Command::Go { command: gocmd::GoCommand::Test(a) } => a.json,
         Command::Go { command: gocmd::GoCommand::Build(a) } => a.json,
+        Command::Go { command: gocmd::GoCommand::Vet(a) } => a.json,
         Command::Validate { json, .. } | Command::List { json, .. } => *json,
         _ => false,
     };
