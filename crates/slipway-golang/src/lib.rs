@@ -5,6 +5,7 @@
 pub mod build;
 pub mod changes;
 pub mod cover;
+pub mod gate;
 pub mod gotest;
 pub mod junit;
 pub mod report;

@@ -755,6 +755,98 @@ impl Cx {
 
     // ---------------------------------------------------------------------------------------
 
+    fn percent(&mut self, n: &Node, what: &str) -> Option<f64> {
+        let v = match &n.value {
+            Value::Int(i) => *i as f64,
+            Value::Float(f) => *f,
+            Value::Str(s) => match s.trim().trim_end_matches('%').trim().parse::<f64>() {
+                Ok(v) => v,
+                Err(_) => {
+                    self.type_err(n, what, "a percentage like `70` or `70%`");
+                    return None;
+                }
+            },
+            _ => {
+                self.type_err(n, what, "a percentage like `70` or `70%`");
+                return None;
+            }
+        };
+        if !(0.0..=100.0).contains(&v) {
+            self.err(n.span, format!("`{what}` must be between 0 and 100, found {v}"));
+            return None;
+        }
+        Some(v)
+    }
+
+    fn count(&mut self, n: &Node, what: &str) -> Option<u64> {
+        self.int(n, what, 0, i64::MAX).map(|v| v as u64)
+    }
+
+    /// The `gates:` section.
+    fn gates(&mut self, n: &Node) -> Gates {
+        let mut g = Gates::default();
+        for (k, v) in self.map(n, "gates") {
+            let entries = self.map(v, &format!("gates:{}", k.name)).to_vec();
+            match k.name.as_str() {
+                "coverage" => {
+                    for (gk, gv) in &entries {
+                        match gk.name.as_str() {
+                            "total" => g.coverage_total = self.percent(gv, "gates:coverage:total"),
+                            "per_package" => g.coverage_per_package = self.percent(gv, "gates:coverage:per_package"),
+                            _ => self.unknown_key(gk, "`gates:coverage`", &["total", "per_package"]),
+                        }
+                    }
+                }
+                "tests" => {
+                    for (gk, gv) in &entries {
+                        match gk.name.as_str() {
+                            "failed" => g.tests_failed = self.count(gv, "gates:tests:failed"),
+                            "pass_rate" => g.pass_rate = self.percent(gv, "gates:tests:pass_rate"),
+                            "flaky" => g.flaky = self.count(gv, "gates:tests:flaky"),
+                            _ => self.unknown_key(gk, "`gates:tests`", &["failed", "pass_rate", "flaky"]),
+                        }
+                    }
+                }
+                "vet" => {
+                    for (gk, gv) in &entries {
+                        match gk.name.as_str() {
+                            "findings" => g.vet_findings = self.count(gv, "gates:vet:findings"),
+                            "unformatted" => g.unformatted = self.count(gv, "gates:vet:unformatted"),
+                            _ => self.unknown_key(gk, "`gates:vet`", &["findings", "unformatted"]),
+                        }
+                    }
+                }
+                "mod" => {
+                    for (gk, gv) in &entries {
+                        match gk.name.as_str() {
+                            "tidy" => g.mod_tidy = self.boolean(gv, "gates:mod:tidy").unwrap_or(false),
+                            _ => self.unknown_key(gk, "`gates:mod`", &["tidy"]),
+                        }
+                    }
+                }
+                "binary" => {
+                    for (gk, gv) in &entries {
+                        match gk.name.as_str() {
+                            "max_size" => {
+                                let text = gv.scalar_string().unwrap_or_default();
+                                match duration::parse_size(&text) {
+                                    Ok(b) => g.binary_size = Some(b),
+                                    Err(e) => {
+                                        self.err(gv.span, format!("invalid `gates:binary:max_size`: {e}")).hint =
+                                            Some("write sizes like `20MB` or `800KB`".into());
+                                    }
+                                }
+                            }
+                            _ => self.unknown_key(gk, "`gates:binary`", &["max_size"]),
+                        }
+                    }
+                }
+                _ => self.unknown_key(k, "`gates`", &["coverage", "tests", "vet", "mod", "binary"]),
+            }
+        }
+        g
+    }
+
     fn pipeline(&mut self, root: Node) -> Option<Pipeline> {
         let entries = match root.value {
             Value::Map(m) => m,
@@ -806,6 +898,7 @@ impl Cx {
         let mut workflow = None;
         let mut defaults: Vec<(Key, Node)> = Vec::new();
         let mut sections = std::collections::BTreeMap::new();
+        let mut gates = None;
         let mut jobs_raw = Vec::new();
         for (k, v) in &entries {
             match k.name.as_str() {
@@ -848,6 +941,9 @@ impl Cx {
                     }
                 }
                 name if SLIPWAY_SECTIONS.contains(&name) => {
+                    if name == "gates" {
+                        gates = Some(self.gates(v));
+                    }
                     sections.insert(name.to_string(), v.clone());
                 }
                 "include" => {}
@@ -888,7 +984,7 @@ impl Cx {
         }
         self.check_needs(&jobs, &all_stages);
 
-        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections })
+        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections, gates })
     }
 
     fn resolve_extends(

@@ -54,6 +54,21 @@ pub fn parse(src: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
+/// Parses sizes like `20MB`, `15 MiB`, `800k` or `1048576` (bytes; K/M/G are powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let n: f64 = s[..split].parse().map_err(|_| format!("`{s}` does not start with a number"))?;
+    let mult = match s[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1048576.0,
+        "g" | "gb" | "gib" => 1073741824.0,
+        other => return Err(format!("unknown size unit `{other}` (use B, KB, MB or GB)")),
+    };
+    Ok((n * mult) as u64)
+}
+
 /// Formats a duration compactly for humans (`1h 30m`, `45s`, `850ms`).
 pub fn human(d: Duration) -> String {
     let ms = d.as_millis();
@@ -92,6 +107,14 @@ mod tests {
         ] {
             assert_eq!(parse(s).unwrap().as_secs(), secs, "{s}");
         }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("20MB"), Ok(20 * 1048576));
+        assert_eq!(parse_size("1.5 KiB"), Ok(1536));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12 parsecs").unwrap_err().contains("parsecs"));
     }
 
     #[test]

@@ -21,6 +21,23 @@ pub struct Pipeline {
     /// slipway's own top-level sections (`go`, `gates`, `images`, `environments`, `alerts`),
     /// kept as trees for the parts of slipway that own them.
     pub sections: BTreeMap<String, Node>,
+    /// The `gates:` section, validated.
+    pub gates: Option<Gates>,
+}
+
+/// Quality gates (`gates:`): thresholds over the Go reports; `None` gates are off.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gates {
+    pub coverage_total: Option<f64>,
+    pub coverage_per_package: Option<f64>,
+    pub tests_failed: Option<u64>,
+    pub pass_rate: Option<f64>,
+    pub flaky: Option<u64>,
+    pub vet_findings: Option<u64>,
+    pub unformatted: Option<u64>,
+    pub mod_tidy: bool,
+    /// Bytes.
+    pub binary_size: Option<u64>,
 }
 
 impl Pipeline {

@@ -1,6 +1,7 @@
 //! The `slipway` binary: the command line, wiring between the crates, exit codes and
 //! terminal UX. Domain logic lives in the library crates.
 
+mod gatecmd;
 mod git;
 mod gocmd;
 mod project;
@@ -86,7 +87,9 @@ enum Command {
         /// Job name.
         second: Option<String>,
     },
-    /// Go-aware commands: `slipway go test`.
+    /// Check quality gates (the `gates:` section or flags) against the Go reports.
+    Gate(gatecmd::GateArgs),
+    /// Go-aware commands: `slipway go test|build|vet|mod check`.
     Go {
         #[command(subcommand)]
         command: gocmd::GoCommand,
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
         Command::Run(a) => a.json,
+        Command::Gate(a) => a.json,
         Command::Go { command: gocmd::GoCommand::Test(a) } => a.json,
         Command::Go { command: gocmd::GoCommand::Build(a) } => a.json,
         Command::Go { command: gocmd::GoCommand::Vet(a) } => a.json,
@@ -185,6 +189,7 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Command::Run(args) => run::run(project_dir(cli.project_dir)?, args, ui),
+        Command::Gate(args) => gatecmd::run(&project_dir(cli.project_dir)?, args, ui),
         Command::Go { command } => {
             let dir = match cli.project_dir {
                 Some(d) => {

@@ -1,0 +1,81 @@
+//! `slipway gate` over real reports of `slipway go test` on the fixture module.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn fixture_with_reports() -> tempfile::TempDir {
+    let ok = Command::new("go").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(
+        ok,
+        "the Go toolchain is not on PATH: run `scripts/setup` and `source scripts/env` (or use `scripts/test`)"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/testfx");
+    for pkg in ["calc", "fail"] {
+        std::fs::create_dir_all(d.path().join(pkg)).unwrap();
+        for e in std::fs::read_dir(src.join(pkg)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), d.path().join(pkg).join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(src.join("go.mod"), d.path().join("go.mod")).unwrap();
+    let run = slipway_in(d.path(), &["go", "test", "./calc", "./fail"]);
+    assert_eq!(run.code, 1, "{}", run.debug());
+    d
+}
+
+#[test]
+fn gates_from_the_pipeline_file_and_flags() {
+    let d = fixture_with_reports();
+    std::fs::write(
+        d.path().join(".slipway.yml"),
+        "gates:\n  coverage:\n    total: 30%\n  tests:\n    flaky: 0\ntest:\n  script: slipway go test\n",
+    )
+    .unwrap();
+    let run = slipway_in(d.path(), &["gate", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["passed"], true);
+    assert_eq!(v["gates"][0]["gate"], "coverage.total");
+    assert_eq!(v["gates"][0]["actual"], "37.5%");
+
+    let run = slipway_in(d.path(), &["gate", "--coverage-min", "70", "--max-failed", "0"]);
+    assert_eq!(run.code, 1, "{}", run.debug());
+    assert!(run.stdout.contains("coverage.total  37.5%   ≥ 70.0%    FAIL"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("example.com/testfx/fail.TestTable/bad"),
+        "the failing tests are blamed: {}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("2 of 3 gates failed"), "{}", run.stdout);
+}
+
+#[test]
+fn bad_gate_input_gets_exit_code_2() {
+    let d = fixture_with_reports();
+    let run = slipway_in(d.path(), &["gate"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no quality gate is configured"), "{}", run.debug());
+    let run = slipway_in(d.path(), &["gate", "--max-vet", "0"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("needs .slipway/reports/vet.json, which no job produced"), "{}", run.debug());
+    std::fs::write(d.path().join(".slipway/reports/tests.json"), "<testsuites/>").unwrap();
+    let run = slipway_in(d.path(), &["gate", "--max-failed", "0"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("is not a test report"), "{}", run.debug());
+    let run = slipway_in(d.path(), &["gate", "--coverage-min", "170"]);
+    assert_eq!(run.code, 2);
+    std::fs::write(
+        d.path().join(".slipway.yml"),
+        "gates:\n  coverage:\n    totl: 170\n  binary:\n    max_size: 3 parsecs\njob:\n  script: x\n",
+    )
+    .unwrap();
+    let run = slipway_in(d.path(), &["gate"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("did you mean `total`?"), "{}", run.debug());
+    assert!(run.stderr.contains(".slipway.yml:5:15"), "{}", run.debug());
+}
