@@ -6,49 +6,68 @@ pub const NAME: &str = "<built-in Go pipeline>";
 
 pub const GO_PIPELINE: &str = r#"# The built-in Go pipeline of slipway (written by `slipway init`; edit freely).
 # Job syntax is GitLab CI's: https://docs.gitlab.com/ee/ci/yaml/
-stages: [verify, lint, test, build]
+# Each step is a slipway command that also works on its own in any CI.
+stages: [verify, lint, test, gate, build]
+
+# Quality gates checked by the `quality` job (see docs/go.md). Example:
+# gates:
+#   coverage:
+#     total: 70
 
 verify:
   stage: verify
   script:
     - go mod download
-    - go mod verify
-    - go mod tidy -diff
+    - slipway go mod check
+  artifacts:
+    when: always
+    reports:
+      gomod: .slipway/reports/mod.json
 
 vet:
   stage: lint
   needs: []
   script:
-    - go vet ./...
-
-gofmt:
-  stage: lint
-  needs: []
-  script:
-    - unformatted="$(gofmt -l $(go list -f '{{.Dir}}' ./...))"
-    - if [ -n "$unformatted" ]; then echo "gofmt needed on:"; echo "$unformatted"; exit 1; fi
+    - slipway go vet
+  artifacts:
+    when: always
+    reports:
+      govet: .slipway/reports/vet.json
 
 test:
   stage: test
   needs: []
   script:
     - |
+      race=""
       if [ "$(go env CGO_ENABLED)" = "1" ] && command -v "$(go env CC)" >/dev/null 2>&1; then
-        go test -race -cover ./...
+        race="-race"
       else
-        echo "cgo unavailable: running without -race"
-        go test -cover ./...
+        echo "cgo unavailable: testing without -race"
       fi
-  coverage: '/coverage: \d+\.\d+% of statements/'
+      # SLIPWAY_CHANGED_SINCE=auto tests only what the change affects (see docs/go.md).
+      slipway go test ${SLIPWAY_CHANGED_SINCE:+--changed-since "$SLIPWAY_CHANGED_SINCE"} --junit .slipway/reports/junit.xml -- $race
+  coverage: '/coverage (\d+\.\d+)%/'
+  artifacts:
+    when: always
+    reports:
+      gotest: .slipway/reports/tests.json
+      coverage: .slipway/reports/coverage.json
+      junit: .slipway/reports/junit.xml
+
+quality:
+  stage: gate
+  needs: [verify, vet, test]
+  script:
+    # Failed tests, vet findings and an untidy module always stop the pipeline; a coverage
+    # minimum comes from the gates: section, or from --var SLIPWAY_COVERAGE_MIN=70.
+    - slipway gate --max-failed 0 --max-vet 0 --tidy ${SLIPWAY_COVERAGE_MIN:+--coverage-min "$SLIPWAY_COVERAGE_MIN"}
 
 build:
   stage: build
-  variables:
-    CGO_ENABLED: "0"
+  needs: [quality]
   script:
-    - mkdir -p dist
-    - go build -trimpath -ldflags "-X main.version=${CI_COMMIT_SHORT_SHA:-dev}" -o dist/ ./...
-    - ls -l dist
+    - slipway go build --version "${CI_COMMIT_TAG:-$CI_COMMIT_SHORT_SHA}"
   artifacts:
     paths:
       - dist/

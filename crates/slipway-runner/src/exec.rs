@@ -192,6 +192,13 @@ pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &S
     }
     env.push(("CI_PROJECT_DIR".into(), ws.display().to_string()));
     env.push(("CI_BUILDS_DIR".into(), ws.parent().unwrap_or(&ws).display().to_string()));
+    if !cfg.path_prepend.is_empty() && !env.iter().any(|(k, _)| k == "PATH") {
+        let mut dirs = cfg.path_prepend.clone();
+        dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+        if let Ok(p) = std::env::join_paths(dirs) {
+            env.push(("PATH".into(), p.to_string_lossy().into_owned()));
+        }
+    }
 
     let mut lines = job.before_script.clone();
     lines.extend(job.script.iter().cloned());

@@ -50,6 +50,8 @@ pub struct RunConfig {
     pub after_script_timeout: Duration,
     pub shell: PathBuf,
     pub copy_threads: usize,
+    /// Directories put in front of the jobs' `PATH` (slipway puts its own, so jobs can call it).
+    pub path_prepend: Vec<PathBuf>,
     /// The project's file list, when the caller already took it (saves a `git ls-files`).
     pub snapshot: Option<Snapshot>,
 }
@@ -74,6 +76,7 @@ impl RunConfig {
             after_script_timeout: Duration::from_secs(300),
             shell: PathBuf::from("bash"),
             copy_threads: cpus,
+            path_prepend: Vec::new(),
             snapshot: None,
         }
     }

@@ -193,6 +193,10 @@ fn auto_base(module: &Path, ui: &Ui) -> Option<String> {
 
 fn reports_dir(root: &Path, reports: &Path) -> Result<PathBuf> {
     let dir = if reports.is_absolute() { reports.to_path_buf() } else { root.join(reports) };
+    // Reports under .slipway/ must not show up as changes to git (or to Go's VCS stamping).
+    if let Some(state) = dir.ancestors().find(|a| a.file_name().is_some_and(|n| n == ".slipway")) {
+        crate::run::ensure_state_dir(state)?;
+    }
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -390,8 +394,7 @@ fn emit(v: serde_json::Value) {
 fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
     let module = slipway_golang::module_root(root).map_err(go_error)?;
     let version = go_version()?;
-    let reports = if args.reports.is_absolute() { args.reports.clone() } else { root.join(&args.reports) };
-    std::fs::create_dir_all(&reports)?;
+    let reports = reports_dir(root, &args.reports)?;
     let profile_path = reports.join("coverage.out");
     let _ = std::fs::remove_file(&profile_path);
     let opts = TestOptions {

@@ -179,12 +179,18 @@ fn repair(state: &Path) {
 
 fn state_dir(root: &Path) -> Result<PathBuf> {
     let dir = root.join(".slipway");
-    std::fs::create_dir_all(&dir)?;
+    ensure_state_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Creates a `.slipway` directory with the `.gitignore` that keeps it out of git.
+pub fn ensure_state_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
-        std::fs::write(&ignore, "# slipway's local state (runs, caches); never committed\n*\n")?;
+        std::fs::write(&ignore, "# slipway's local state (runs, caches, reports); never committed\n*\n")?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Installs Ctrl-C/SIGTERM handling: the first asks jobs to stop (SIGTERM, grace, SIGKILL),
@@ -310,6 +316,10 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         config.concurrency = n;
     }
     config.in_place = args.in_place;
+    // Jobs can call `slipway` itself (the built-in Go pipeline does).
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        config.path_prepend.push(dir);
+    }
     config.snapshot = snapshot;
     config.manual = args.manual.clone();
     config.secrets = secrets;
