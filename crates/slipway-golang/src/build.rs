@@ -150,8 +150,10 @@ pub fn build(opts: &BuildOptions, on: &(dyn Fn(BuildEvent) + Sync)) -> Result<Ma
             .map_err(|e| GoError::Io(format!("creating {}: {e}", opts.out_dir.display())))?;
         std::fs::write(&ignore, "# build outputs of slipway go build\n*\n").map_err(|e| GoError::Io(e.to_string()))?;
     }
-    let staging = opts.out_dir.join(".tmp");
-    let _ = std::fs::remove_dir_all(&staging);
+    // Binaries are built into a staging directory that is kept between builds: `go build`
+    // skips linking when the output there is already up to date, and dist/ itself is only
+    // touched once the whole matrix has built.
+    let staging = opts.out_dir.join(".build");
     std::fs::create_dir_all(&staging).map_err(|e| GoError::Io(format!("creating {}: {e}", staging.display())))?;
     let work: Vec<(usize, &MainPackage, &Platform)> = opts
         .packages
@@ -188,16 +190,17 @@ pub fn build(opts: &BuildOptions, on: &(dyn Fn(BuildEvent) + Sync)) -> Result<Ma
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     let failures: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
     if !failures.is_empty() {
-        let _ = std::fs::remove_dir_all(&staging);
         return Err(GoError::GoFailed { message: failures.join("\n") });
     }
     let mut artifacts: Vec<Artifact> = results.into_iter().filter_map(Result::ok).collect();
     artifacts.sort_by(|a, b| a.file.cmp(&b.file));
     for a in &artifacts {
-        std::fs::rename(staging.join(&a.file), opts.out_dir.join(&a.file))
+        // Copy (a reflink where the filesystem can), then rename: each file is replaced whole.
+        let tmp = opts.out_dir.join(format!(".{}.tmp", a.file));
+        std::fs::copy(staging.join(&a.file), &tmp).map_err(|e| GoError::Io(format!("copying {}: {e}", a.file)))?;
+        std::fs::rename(&tmp, opts.out_dir.join(&a.file))
             .map_err(|e| GoError::Io(format!("moving {}: {e}", a.file)))?;
     }
-    let _ = std::fs::remove_dir_all(&staging);
     let sums: String = artifacts.iter().map(|a| format!("{}  {}\n", a.sha256, a.file)).collect();
     std::fs::write(opts.out_dir.join("SHA256SUMS"), sums).map_err(|e| GoError::Io(e.to_string()))?;
     let first = artifacts.first();

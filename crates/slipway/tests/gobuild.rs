@@ -98,5 +98,5 @@ fn bad_input_and_failed_builds() {
     assert_eq!(bad.code, 1, "{}", bad.debug());
     assert!(bad.stderr.contains("broken.go"), "{}", bad.debug());
     assert_eq!(std::fs::read(r.path().join("dist/SHA256SUMS")).unwrap(), before);
-    assert!(!r.path().join("dist/.tmp").exists());
+    assert!(!r.path().join("dist/broken").exists());
 }
