@@ -25,6 +25,39 @@ pub struct GateConfig {
     pub mod_tidy: bool,
     /// Maximum size of each built binary, bytes.
     pub binary_size: Option<u64>,
+    /// Total coverage must not drop below the baseline (the last passing run on the default
+    /// branch); the gate passes when there is no baseline yet.
+    pub coverage_no_decrease: bool,
+    pub baseline: Option<Baseline>,
+}
+
+/// The coverage of the last run whose gates passed on the default branch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Baseline {
+    pub total: f64,
+    pub commit: String,
+}
+
+const BASELINE: &str = "baseline/coverage.json";
+
+pub fn read_baseline(state_dir: &Path) -> Option<Baseline> {
+    serde_json::from_str(&std::fs::read_to_string(state_dir.join(BASELINE)).ok()?).ok()
+}
+
+pub fn write_baseline(state_dir: &Path, b: &Baseline) -> std::io::Result<()> {
+    let path = state_dir.join(BASELINE);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(b).unwrap_or_default())?;
+    std::fs::rename(tmp, path)
+}
+
+/// The total coverage in a coverage.json, if it is there.
+pub fn coverage_total(files: &ReportFiles) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&files.coverage).ok()?).ok()?;
+    v["total"]["percent"].as_f64()
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -103,8 +136,14 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
     let mut push = |gate: &str, actual: String, threshold: String, passed: bool, blame: Vec<String>| {
         out.push(GateResult { gate: gate.into(), actual, threshold, passed, blame });
     };
-    if cfg.coverage_total.is_some() || cfg.coverage_per_package.is_some() {
-        let gate = if cfg.coverage_total.is_some() { "coverage.total" } else { "coverage.per_package" };
+    if cfg.coverage_total.is_some() || cfg.coverage_per_package.is_some() || cfg.coverage_no_decrease {
+        let gate = if cfg.coverage_total.is_some() {
+            "coverage.total"
+        } else if cfg.coverage_per_package.is_some() {
+            "coverage.per_package"
+        } else {
+            "coverage.no_decrease"
+        };
         let cov = load(&files.coverage, gate, "coverage", "slipway go test")?;
         let total = field(&cov, "total", &files.coverage, "coverage")?;
         let percent = total.get("percent").and_then(|p| p.as_f64()).ok_or_else(|| GateError::Foreign {
@@ -156,6 +195,27 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
                 .fold(f64::INFINITY, f64::min);
             let actual = if lowest.is_finite() { format!("lowest {}", pct(lowest)) } else { "no packages".into() };
             push("coverage.per_package", actual, format!("≥ {}", pct(min)), low.is_empty(), low);
+        }
+        if cfg.coverage_no_decrease {
+            match &cfg.baseline {
+                Some(b) => {
+                    let passed = percent + 0.05 >= b.total;
+                    let short: String = b.commit.chars().take(8).collect();
+                    let blame = if passed {
+                        Vec::new()
+                    } else {
+                        vec![format!("down {:.1} points since {short}", b.total - percent)]
+                    };
+                    push(
+                        "coverage.no_decrease",
+                        pct(percent),
+                        format!("≥ {} (baseline {short})", pct(b.total)),
+                        passed,
+                        blame,
+                    );
+                }
+                None => push("coverage.no_decrease", pct(percent), "no baseline yet".into(), true, Vec::new()),
+            }
         }
     }
     if cfg.tests_failed.is_some() || cfg.pass_rate.is_some() || cfg.flaky.is_some() {

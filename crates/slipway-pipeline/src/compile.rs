@@ -793,7 +793,10 @@ impl Cx {
                         match gk.name.as_str() {
                             "total" => g.coverage_total = self.percent(gv, "gates:coverage:total"),
                             "per_package" => g.coverage_per_package = self.percent(gv, "gates:coverage:per_package"),
-                            _ => self.unknown_key(gk, "`gates:coverage`", &["total", "per_package"]),
+                            "no_decrease" => {
+                                g.coverage_no_decrease = self.boolean(gv, "gates:coverage:no_decrease").unwrap_or(false)
+                            }
+                            _ => self.unknown_key(gk, "`gates:coverage`", &["total", "per_package", "no_decrease"]),
                         }
                     }
                 }

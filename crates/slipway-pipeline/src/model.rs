@@ -30,6 +30,7 @@ pub struct Pipeline {
 pub struct Gates {
     pub coverage_total: Option<f64>,
     pub coverage_per_package: Option<f64>,
+    pub coverage_no_decrease: bool,
     pub tests_failed: Option<u64>,
     pub pass_rate: Option<f64>,
     pub flaky: Option<u64>,

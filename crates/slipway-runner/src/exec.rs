@@ -192,6 +192,7 @@ pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &S
     }
     env.push(("CI_PROJECT_DIR".into(), ws.display().to_string()));
     env.push(("CI_BUILDS_DIR".into(), ws.parent().unwrap_or(&ws).display().to_string()));
+    env.extend(cfg.extra_env.iter().cloned());
     if !cfg.path_prepend.is_empty() && !env.iter().any(|(k, _)| k == "PATH") {
         let mut dirs = cfg.path_prepend.clone();
         dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));

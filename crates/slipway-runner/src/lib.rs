@@ -52,6 +52,8 @@ pub struct RunConfig {
     pub copy_threads: usize,
     /// Directories put in front of the jobs' `PATH` (slipway puts its own, so jobs can call it).
     pub path_prepend: Vec<PathBuf>,
+    /// Variables every job gets on top of its own (`SLIPWAY_STATE_DIR`).
+    pub extra_env: Vec<(String, String)>,
     /// The project's file list, when the caller already took it (saves a `git ls-files`).
     pub snapshot: Option<Snapshot>,
 }
@@ -77,6 +79,7 @@ impl RunConfig {
             shell: PathBuf::from("bash"),
             copy_threads: cpus,
             path_prepend: Vec::new(),
+            extra_env: Vec::new(),
             snapshot: None,
         }
     }

@@ -46,12 +46,33 @@ pub struct GateArgs {
     /// The module must be tidy and verified.
     #[arg(long)]
     pub tidy: bool,
+    /// Total coverage must not drop below the last passing run on the default branch.
+    #[arg(long)]
+    pub coverage_no_drop: bool,
     /// Maximum size of each built binary (e.g. 20MB).
     #[arg(long, value_name = "SIZE")]
     pub max_binary_size: Option<String>,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+fn git_out(dir: &Path, args: &[&str]) -> Option<String> {
+    let o = std::process::Command::new("git").args(args).current_dir(dir).output().ok()?;
+    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// In a pipeline, `CI_COMMIT_BRANCH == CI_DEFAULT_BRANCH`; on its own, the checked-out branch
+/// is `main`/`master` or origin's default.
+fn on_default_branch(root: &Path) -> bool {
+    if let (Ok(b), Ok(d)) = (std::env::var("CI_COMMIT_BRANCH"), std::env::var("CI_DEFAULT_BRANCH")) {
+        return b == d;
+    }
+    if std::env::var_os("CI_DEFAULT_BRANCH").is_some() {
+        return false; // a pipeline for a tag or a detached HEAD
+    }
+    let c = crate::git::Checkout::read(root);
+    c.branch.as_deref() == Some(c.default_branch.as_str())
 }
 
 fn percent(v: Option<f64>, flag: &str) -> Result<Option<f64>> {
@@ -79,6 +100,8 @@ pub fn run(root: &Path, args: GateArgs, ui: &Ui) -> Result<i32> {
                 unformatted: g.unformatted,
                 mod_tidy: g.mod_tidy,
                 binary_size: g.binary_size,
+                coverage_no_decrease: g.coverage_no_decrease,
+                baseline: None,
             };
         }
     }
@@ -103,6 +126,13 @@ pub fn run(root: &Path, args: GateArgs, ui: &Ui) -> Result<i32> {
         }
     }
     cfg.mod_tidy |= args.tidy;
+    cfg.coverage_no_decrease |= args.coverage_no_drop;
+    // The coverage baseline lives with the project's runs: in a pipeline job the runner says
+    // where (SLIPWAY_STATE_DIR); on its own, the project's .slipway.
+    let state_dir = std::env::var_os("SLIPWAY_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| root.join(".slipway"));
+    if cfg.coverage_no_decrease {
+        cfg.baseline = gate::read_baseline(&state_dir);
+    }
     if let Some(s) = &args.max_binary_size {
         cfg.binary_size = Some(
             slipway_pipeline::duration::parse_size(s)
@@ -130,6 +160,19 @@ pub fn run(root: &Path, args: GateArgs, ui: &Ui) -> Result<i32> {
         }
     })?;
     let failed = results.iter().filter(|r| !r.passed).count();
+    // A passing run on the default branch becomes the new coverage baseline.
+    let files = ReportFiles::in_dirs(&reports, &dist);
+    let mut baseline_note = None;
+    if failed == 0
+        && on_default_branch(root)
+        && let Some(total) = gate::coverage_total(&files)
+    {
+        let commit =
+            std::env::var("CI_COMMIT_SHA").ok().or_else(|| git_out(root, &["rev-parse", "HEAD"])).unwrap_or_default();
+        if gate::write_baseline(&state_dir, &gate::Baseline { total, commit }).is_ok() {
+            baseline_note = Some(format!("coverage baseline for the default branch: {total:.1}%"));
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"passed": failed == 0, "gates": results}))?);
     } else {
@@ -152,6 +195,11 @@ pub fn run(root: &Path, args: GateArgs, ui: &Ui) -> Result<i32> {
         } else {
             println!("\n{}", ui.paint("32;1", &format!("all {} gates passed", results.len())));
         }
+    }
+    if let Some(n) = baseline_note
+        && !args.json
+    {
+        println!("{}", ui.paint("2", &n));
     }
     Ok(if failed > 0 { exit::FAILED } else { exit::OK })
 }

@@ -316,6 +316,8 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         config.concurrency = n;
     }
     config.in_place = args.in_place;
+    // Jobs can reach the project's slipway state (the coverage baseline of `slipway gate`).
+    config.extra_env.push(("SLIPWAY_STATE_DIR".into(), state.display().to_string()));
     // Jobs can call `slipway` itself (the built-in Go pipeline does).
     if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
         config.path_prepend.push(dir);

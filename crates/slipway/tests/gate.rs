@@ -79,3 +79,37 @@ fn bad_gate_input_gets_exit_code_2() {
     assert!(run.stderr.contains("did you mean `total`?"), "{}", run.debug());
     assert!(run.stderr.contains(".slipway.yml:5:15"), "{}", run.debug());
 }
+
+#[test]
+fn coverage_may_not_drop_below_the_default_branch_baseline() {
+    let d = fixture_with_reports();
+    let state = d.path().join("state");
+    let gate = |branch: &str| {
+        let out = Command::new(bin())
+            .args(["gate", "--coverage-no-drop", "--json"])
+            .current_dir(d.path())
+            .env("SLIPWAY_STATE_DIR", &state)
+            .env("CI_COMMIT_BRANCH", branch)
+            .env("CI_DEFAULT_BRANCH", "main")
+            .env("CI_COMMIT_SHA", "0123456789abcdef")
+            .output()
+            .unwrap();
+        Run::from(out)
+    };
+    let first = gate("main");
+    assert_eq!(first.code, 0, "{}", first.debug());
+    let v: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(v["gates"][0]["threshold"], "no baseline yet");
+    let baseline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("baseline/coverage.json")).unwrap()).unwrap();
+    assert_eq!(baseline["total"], 37.5);
+    // Coverage drops on a feature branch: the gate fails and the baseline stays.
+    let cov = d.path().join(".slipway/reports/coverage.json");
+    let lower = std::fs::read_to_string(&cov).unwrap().replacen("\"percent\": 37.5", "\"percent\": 30.0", 1);
+    std::fs::write(&cov, lower).unwrap();
+    let dropped = gate("feature");
+    assert_eq!(dropped.code, 1, "{}", dropped.debug());
+    let v: serde_json::Value = serde_json::from_str(&dropped.stdout).unwrap();
+    assert_eq!(v["gates"][0]["blame"][0], "down 7.5 points since 01234567");
+    assert_eq!(v["gates"][0]["threshold"], "≥ 37.5% (baseline 01234567)");
+}
