@@ -782,6 +782,51 @@ impl Cx {
         self.int(n, what, 0, i64::MAX).map(|v| v as u64)
     }
 
+    /// The `go:` section.
+    fn go_section(&mut self, n: &Node) -> GoConfig {
+        let mut g = GoConfig::default();
+        for (k, v) in self.map(n, "go") {
+            match k.name.as_str() {
+                "packages" => g.packages = self.strings(v, "go:packages"),
+                "platforms" => {
+                    let items: Vec<Node> = match &v.value {
+                        Value::Seq(items) => items.clone(),
+                        _ => vec![v.clone()],
+                    };
+                    for item in items {
+                        let Some(p) = self.string(&item, "go:platforms[]") else { continue };
+                        for one in p.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                            match one.split_once('/') {
+                                Some((os, arch)) if !os.is_empty() && !arch.is_empty() && !arch.contains('/') => {
+                                    g.platforms.push(one.to_string())
+                                }
+                                _ => {
+                                    self.err(item.span, format!("platform `{one}` is not os/arch")).hint = Some(
+                                        "write platforms as `go tool dist list` prints them, e.g. linux/amd64".into(),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                "version_var" => {
+                    g.version_var = self.string(v, "go:version_var");
+                    if let Some(var) = &g.version_var
+                        && !var.contains('.')
+                    {
+                        self.err(
+                            v.span,
+                            format!("`go:version_var` `{var}` must be package.variable, like main.version"),
+                        );
+                    }
+                }
+                "cgo" => g.cgo = self.boolean(v, "go:cgo"),
+                _ => self.unknown_key(k, "`go`", &["packages", "platforms", "version_var", "cgo"]),
+            }
+        }
+        g
+    }
+
     /// The `gates:` section.
     fn gates(&mut self, n: &Node) -> Gates {
         let mut g = Gates::default();
@@ -902,6 +947,7 @@ impl Cx {
         let mut defaults: Vec<(Key, Node)> = Vec::new();
         let mut sections = std::collections::BTreeMap::new();
         let mut gates = None;
+        let mut go = None;
         let mut jobs_raw = Vec::new();
         for (k, v) in &entries {
             match k.name.as_str() {
@@ -947,6 +993,9 @@ impl Cx {
                     if name == "gates" {
                         gates = Some(self.gates(v));
                     }
+                    if name == "go" {
+                        go = Some(self.go_section(v));
+                    }
                     sections.insert(name.to_string(), v.clone());
                 }
                 "include" => {}
@@ -987,7 +1036,7 @@ impl Cx {
         }
         self.check_needs(&jobs, &all_stages);
 
-        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections, gates })
+        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections, gates, go })
     }
 
     fn resolve_extends(

@@ -23,6 +23,20 @@ pub struct Pipeline {
     pub sections: BTreeMap<String, Node>,
     /// The `gates:` section, validated.
     pub gates: Option<Gates>,
+    /// The `go:` section, validated.
+    pub go: Option<GoConfig>,
+}
+
+/// The `go:` section: defaults for `slipway go build`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GoConfig {
+    /// Package patterns holding the main packages to build.
+    pub packages: Vec<String>,
+    /// `os/arch` platforms.
+    pub platforms: Vec<String>,
+    /// The `-ldflags -X` target for the version, e.g. `main.version`.
+    pub version_var: Option<String>,
+    pub cgo: Option<bool>,
 }
 
 /// Quality gates (`gates:`): thresholds over the Go reports; `None` gates are off.

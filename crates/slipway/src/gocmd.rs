@@ -265,9 +265,27 @@ fn mod_check(root: &Path, reports: &Path, json: bool, ui: &Ui) -> Result<i32> {
     Ok(if ok { exit::OK } else { exit::FAILED })
 }
 
-fn build(root: &Path, args: GoBuildArgs, ui: &Ui) -> Result<i32> {
+fn build(root: &Path, mut args: GoBuildArgs, ui: &Ui) -> Result<i32> {
     use slipway_golang::build::{self, BuildEvent, BuildOptions, Platform};
     let module = slipway_golang::module_root(root).map_err(go_error)?;
+    // The pipeline file's `go:` section gives the defaults; flags win.
+    if crate::project::find_source(root, None).is_ok() {
+        let loaded = crate::project::load(root, None, ui)?;
+        if let Some(g) = loaded.pipeline.go {
+            if args.packages.is_empty() {
+                args.packages = g.packages;
+            }
+            if args.platform.is_empty() {
+                args.platform = g.platforms;
+            }
+            if args.version_var == "main.version"
+                && let Some(v) = g.version_var
+            {
+                args.version_var = v;
+            }
+            args.cgo |= g.cgo.unwrap_or(false);
+        }
+    }
     go_version()?;
     let known = build::dist_list(&module).map_err(go_error)?;
     let mut platforms = Vec::new();

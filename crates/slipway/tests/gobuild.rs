@@ -100,3 +100,30 @@ fn bad_input_and_failed_builds() {
     assert_eq!(std::fs::read(r.path().join("dist/SHA256SUMS")).unwrap(), before);
     assert!(!r.path().join("dist/broken").exists());
 }
+
+#[test]
+fn the_go_section_sets_the_defaults() {
+    let r = example_repo();
+    r.write(
+        ".slipway.yml",
+        "go:\n  platforms: [linux/arm64]\n  version_var: main.version\nbuild:\n  script: slipway go build\n",
+    );
+    r.commit("go section");
+    let run = r.slipway(&["go", "build", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let m: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(m["artifacts"][0]["file"], "hello-service_linux_arm64");
+    // Flags win over the section.
+    let run = r.slipway(&["go", "build", "--json", "--platform", "linux/amd64"]);
+    let m: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(m["artifacts"][0]["file"], "hello-service_linux_amd64");
+    r.write(".slipway.yml", "go:\n  platforms: [linux]\n  vresion_var: x\nbuild:\n  script: slipway go build\n");
+    let run = r.slipway(&["go", "build"]);
+    assert_eq!(run.code, 2, "{}", run.debug());
+    assert!(
+        run.stderr.contains("platform `linux` is not os/arch") && run.stderr.contains(".slipway.yml:2:15"),
+        "{}",
+        run.debug()
+    );
+    assert!(run.stderr.contains("did you mean `version_var`?"), "{}", run.debug());
+}
