@@ -153,8 +153,12 @@ pub fn build(opts: &BuildOptions, on: &(dyn Fn(BuildEvent) + Sync)) -> Result<Ma
     // Binaries are built into a staging directory that is kept between builds: `go build`
     // skips linking when the output there is already up to date, and dist/ itself is only
     // touched once the whole matrix has built.
-    let staging = opts.out_dir.join(".build");
+    let state = opts.dir.join(".slipway");
+    let staging = state.join("go-build");
     std::fs::create_dir_all(&staging).map_err(|e| GoError::Io(format!("creating {}: {e}", staging.display())))?;
+    if !state.join(".gitignore").exists() {
+        let _ = std::fs::write(state.join(".gitignore"), "# slipway's local state; never committed\n*\n");
+    }
     let work: Vec<(usize, &MainPackage, &Platform)> = opts
         .packages
         .iter()

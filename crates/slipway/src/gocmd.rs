@@ -384,8 +384,9 @@ fn build(root: &Path, mut args: GoBuildArgs, ui: &Ui) -> Result<i32> {
                     ui.paint(
                         "2",
                         &format!(
-                            "wrote {} binaries, SHA256SUMS and manifest.json to {}",
+                            "wrote {} binar{}, SHA256SUMS and manifest.json to {}",
                             m.artifacts.len(),
+                            if m.artifacts.len() == 1 { "y" } else { "ies" },
                             out_dir.strip_prefix(root).unwrap_or(&out_dir).display()
                         )
                     )
