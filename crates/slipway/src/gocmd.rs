@@ -69,9 +69,9 @@ pub struct GoBuildArgs {
     /// The version to stamp (default: `git describe --tags --always --dirty`).
     #[arg(long, value_name = "V")]
     pub version: Option<String>,
-    /// The variable `-ldflags -X` sets to the version.
-    #[arg(long, value_name = "PKG.VAR", default_value = "main.version")]
-    pub version_var: String,
+    /// The variable `-ldflags -X` sets to the version (default `main.version`).
+    #[arg(long, value_name = "PKG.VAR")]
+    pub version_var: Option<String>,
     /// Output directory.
     #[arg(long, value_name = "DIR", default_value = "dist")]
     pub out: PathBuf,
@@ -278,10 +278,8 @@ fn build(root: &Path, mut args: GoBuildArgs, ui: &Ui) -> Result<i32> {
             if args.platform.is_empty() {
                 args.platform = g.platforms;
             }
-            if args.version_var == "main.version"
-                && let Some(v) = g.version_var
-            {
-                args.version_var = v;
+            if args.version_var.is_none() {
+                args.version_var = g.version_var;
             }
             args.cgo |= g.cgo.unwrap_or(false);
         }
@@ -345,7 +343,7 @@ fn build(root: &Path, mut args: GoBuildArgs, ui: &Ui) -> Result<i32> {
         packages,
         platforms,
         version,
-        version_var: args.version_var.clone(),
+        version_var: args.version_var.clone().unwrap_or_else(|| "main.version".into()),
         out_dir: out_dir.clone(),
         cgo: args.cgo,
         jobs,
