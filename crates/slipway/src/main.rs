@@ -4,6 +4,7 @@
 mod gatecmd;
 mod git;
 mod gocmd;
+mod imagecmd;
 mod project;
 mod run;
 mod ui;
@@ -94,6 +95,11 @@ enum Command {
         #[command(subcommand)]
         command: gocmd::GoCommand,
     },
+    /// Container images without a daemon: `slipway image build|inspect`.
+    Image {
+        #[command(subcommand)]
+        command: imagecmd::ImageCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -116,6 +122,7 @@ fn main() -> ExitCode {
         Command::Go { command: gocmd::GoCommand::Test(a) } => a.json,
         Command::Go { command: gocmd::GoCommand::Build(a) } => a.json,
         Command::Go { command: gocmd::GoCommand::Vet(a) } => a.json,
+        Command::Image { command: imagecmd::ImageCommand::Build(a) } => a.json,
         Command::Validate { json, .. } | Command::List { json, .. } => *json,
         _ => false,
     };
@@ -190,6 +197,15 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         }
         Command::Run(args) => run::run(project_dir(cli.project_dir)?, args, ui),
         Command::Gate(args) => gatecmd::run(&project_dir(cli.project_dir)?, args, ui),
+        Command::Image { command } => {
+            let dir = match cli.project_dir {
+                Some(d) => {
+                    d.canonicalize().map_err(|e| UserError::new(format!("project directory `{}`: {e}", d.display())))?
+                }
+                None => std::env::current_dir()?,
+            };
+            imagecmd::run(&dir, command, ui)
+        }
         Command::Go { command } => {
             let dir = match cli.project_dir {
                 Some(d) => {

@@ -1,0 +1,358 @@
+//! Building an image from Go binaries, without a daemon: a layer of base files (users, CA
+//! certificates, optionally tzdata), a layer with the binary, the config, one manifest per
+//! platform and an index over them. Everything is deterministic — entries sorted, owners and
+//! modes fixed, times from `created` (SOURCE_DATE_EPOCH or the commit time), gzip without a
+//! timestamp, JSON with sorted keys — so the same inputs give the same digests.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flate2::{Compression, GzBuilder};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::{MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER, MEDIA_MANIFEST, OciError};
+
+/// One binary and the platform it is for.
+#[derive(Debug, Clone)]
+pub struct BinaryInput {
+    pub os: String,
+    pub arch: String,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// The program's name: the binary goes to /usr/local/bin/<name>.
+    pub name: String,
+    pub binaries: Vec<BinaryInput>,
+    /// Numeric user and group the program runs as (65532: "nonroot").
+    pub user: u32,
+    pub ca_certs: Option<PathBuf>,
+    pub zoneinfo: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    /// `8080/tcp`, `53/udp`.
+    pub ports: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Seconds since the epoch for every timestamp in the image.
+    pub created: i64,
+}
+
+/// A content-addressed blob.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub media_type: &'static str,
+    pub digest: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Blob {
+    fn new(media_type: &'static str, bytes: Vec<u8>) -> Blob {
+        Blob { media_type, digest: sha256(&bytes), bytes }
+    }
+
+    pub fn descriptor(&self) -> Value {
+        json!({"mediaType": self.media_type, "digest": self.digest, "size": self.bytes.len()})
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    let hex: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// JSON with object keys sorted at every level, compact: the canonical bytes we digest.
+pub fn canonical(v: &Value) -> Vec<u8> {
+    fn sort(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, sort(v))).collect();
+                Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_vec(&sort(v)).unwrap_or_default()
+}
+
+#[derive(Debug, Clone)]
+pub struct PlatformImage {
+    pub os: String,
+    pub arch: String,
+    pub manifest: Blob,
+    pub config: Blob,
+    pub layers: Vec<Blob>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub platforms: Vec<PlatformImage>,
+    /// The index over the platforms (present even for one platform).
+    pub index: Blob,
+}
+
+impl Image {
+    /// The digest a registry or `docker` calls the image: the index when there are several
+    /// platforms, the manifest when there is one.
+    pub fn digest(&self) -> &str {
+        if self.platforms.len() == 1 { &self.platforms[0].manifest.digest } else { &self.index.digest }
+    }
+
+    pub fn blobs(&self) -> Vec<&Blob> {
+        let mut v: Vec<&Blob> = Vec::new();
+        for p in &self.platforms {
+            v.extend(p.layers.iter());
+            v.push(&p.config);
+            v.push(&p.manifest);
+        }
+        v.push(&self.index);
+        v
+    }
+}
+
+struct TarBuilder {
+    entries: BTreeMap<String, (Option<Vec<u8>>, u32)>, // path → (file content or dir, mode)
+}
+
+impl TarBuilder {
+    fn new() -> TarBuilder {
+        TarBuilder { entries: BTreeMap::new() }
+    }
+
+    fn dir(&mut self, path: &str) {
+        self.entries.entry(format!("{}/", path.trim_end_matches('/'))).or_insert((None, 0o755));
+    }
+
+    fn file(&mut self, path: &str, bytes: Vec<u8>, mode: u32) {
+        let mut parent = Path::new(path).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            self.dir(&p.display().to_string());
+            parent = p.parent();
+        }
+        self.entries.insert(path.to_string(), (Some(bytes), mode));
+    }
+
+    /// The uncompressed tar (sorted entries, root-owned, fixed times).
+    fn finish(self, mtime: u64) -> Result<Vec<u8>, OciError> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, (content, mode)) in self.entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_mtime(mtime);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mode(mode);
+            match content {
+                None => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    h.set_cksum();
+                    b.append_data(&mut h, &path, std::io::empty()).map_err(OciError::io("writing a layer"))?;
+                }
+                Some(bytes) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(bytes.len() as u64);
+                    h.set_cksum();
+                    b.append_data(&mut h, &path, bytes.as_slice()).map_err(OciError::io("writing a layer"))?;
+                }
+            }
+        }
+        b.into_inner().map_err(OciError::io("writing a layer"))
+    }
+}
+
+/// A gzip of the tar with no name and no timestamp in its header.
+fn gzip(data: &[u8]) -> Result<Vec<u8>, OciError> {
+    let mut enc = GzBuilder::new().mtime(0).write(Vec::new(), Compression::fast());
+    enc.write_all(data).map_err(OciError::io("compressing a layer"))?;
+    enc.finish().map_err(OciError::io("compressing a layer"))
+}
+
+fn walk_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(root.join(rel)) else { return };
+    for e in rd.flatten() {
+        let p = rel.join(e.file_name());
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk_files(root, &p, out),
+            Ok(t) if t.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+fn base_layer(spec: &ImageSpec) -> Result<(Vec<u8>, Vec<&'static str>), OciError> {
+    let mut t = TarBuilder::new();
+    let mut what = vec!["users"];
+    let u = spec.user;
+    t.file(
+        "etc/passwd",
+        format!("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{u}:{u}:nonroot:/home/nonroot:/sbin/nologin\n")
+            .into_bytes(),
+        0o644,
+    );
+    t.file("etc/group", format!("root:x:0:\nnonroot:x:{u}:\n").into_bytes(), 0o644);
+    t.dir("home/nonroot");
+    t.dir("tmp");
+    if let Some(ca) = &spec.ca_certs {
+        let bytes = std::fs::read(ca).map_err(|e| OciError::Input(format!("CA certificates {}: {e}", ca.display())))?;
+        t.file("etc/ssl/certs/ca-certificates.crt", bytes, 0o644);
+        what.push("CA certificates");
+    }
+    if let Some(zi) = &spec.zoneinfo {
+        let mut files = Vec::new();
+        walk_files(zi, Path::new(""), &mut files);
+        if files.is_empty() {
+            return Err(OciError::Input(format!("no time zone files in {}", zi.display())));
+        }
+        for f in files {
+            let bytes =
+                std::fs::read(zi.join(&f)).map_err(|e| OciError::Input(format!("{}: {e}", zi.join(&f).display())))?;
+            t.file(&format!("usr/share/zoneinfo/{}", f.display()), bytes, 0o644);
+        }
+        what.push("tzdata");
+    }
+    Ok((t.finish(spec.created.max(0) as u64)?, what))
+}
+
+fn rfc3339(secs: i64) -> String {
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+/// Builds the image in memory.
+pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
+    if spec.binaries.is_empty() {
+        return Err(OciError::Input("no binaries to put in the image".into()));
+    }
+    let (base_tar, base_what) = base_layer(spec)?;
+    let base = Blob::new(MEDIA_LAYER, gzip(&base_tar)?);
+    let base_diff = sha256(&base_tar);
+    let created = rfc3339(spec.created);
+    let entry = format!("/usr/local/bin/{}", spec.name);
+    let mut platforms = Vec::new();
+    for b in &spec.binaries {
+        let bytes = std::fs::read(&b.path).map_err(|e| OciError::Input(format!("binary {}: {e}", b.path.display())))?;
+        match crate::binary::platform_of(&bytes) {
+            Some((os, arch)) if os == b.os && arch == b.arch => {}
+            Some((os, arch)) => {
+                return Err(OciError::Input(format!(
+                    "{} is a {os}/{arch} executable, not {}/{}: build it with GOOS={} GOARCH={}",
+                    b.path.display(),
+                    b.os,
+                    b.arch,
+                    b.os,
+                    b.arch
+                )));
+            }
+            None => {
+                return Err(OciError::Input(format!(
+                    "{} is not an executable (no ELF, PE or Mach-O header)",
+                    b.path.display()
+                )));
+            }
+        }
+        let mut t = TarBuilder::new();
+        t.file(entry.trim_start_matches('/'), bytes, 0o755);
+        let app_tar = t.finish(spec.created.max(0) as u64)?;
+        let app = Blob::new(MEDIA_LAYER, gzip(&app_tar)?);
+        let mut env: Vec<String> = vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()];
+        if spec.ca_certs.is_some() {
+            env.push("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt".into());
+        }
+        env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut cfg = json!({
+            "User": format!("{0}:{0}", spec.user),
+            "Entrypoint": [entry],
+            "Env": env,
+            "Labels": spec.labels,
+        });
+        if !spec.args.is_empty() {
+            cfg["Cmd"] = json!(spec.args);
+        }
+        if let Some(w) = &spec.workdir {
+            cfg["WorkingDir"] = json!(w);
+        }
+        if !spec.ports.is_empty() {
+            let ports: BTreeMap<&String, Value> = spec.ports.iter().map(|p| (p, json!({}))).collect();
+            cfg["ExposedPorts"] = json!(ports);
+        }
+        let config = json!({
+            "architecture": b.arch,
+            "os": b.os,
+            "created": created,
+            "config": cfg,
+            "rootfs": {"type": "layers", "diff_ids": [base_diff, sha256(&app_tar)]},
+            "history": [
+                {"created": created, "created_by": format!("slipway image build: {}", base_what.join(", "))},
+                {"created": created, "created_by": format!("slipway image build: {entry}")},
+            ],
+        });
+        let config = Blob::new(MEDIA_CONFIG, canonical(&config));
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": config.descriptor(),
+            "layers": [base.descriptor(), app.descriptor()],
+            "annotations": {"org.opencontainers.image.created": created},
+        });
+        let manifest = Blob::new(MEDIA_MANIFEST, canonical(&manifest));
+        platforms.push(PlatformImage {
+            os: b.os.clone(),
+            arch: b.arch.clone(),
+            manifest,
+            config,
+            layers: vec![base.clone(), app],
+        });
+    }
+    platforms.sort_by(|a, b| (&a.os, &a.arch).cmp(&(&b.os, &b.arch)));
+    let manifests: Vec<Value> = platforms
+        .iter()
+        .map(|p| {
+            let mut d = p.manifest.descriptor();
+            d["platform"] = json!({"os": p.os, "architecture": p.arch});
+            d
+        })
+        .collect();
+    let index = Blob::new(
+        MEDIA_INDEX,
+        canonical(&json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests})),
+    );
+    Ok(Image { platforms, index })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        assert_eq!(canonical(&json!({"b": 1, "a": {"d": 2, "c": 3}})), br#"{"a":{"c":3,"d":2},"b":1}"#.to_vec());
+    }
+
+    #[test]
+    fn gzip_is_deterministic() {
+        assert_eq!(gzip(b"hello").unwrap(), gzip(b"hello").unwrap());
+        assert_eq!(&gzip(b"hello").unwrap()[4..8], &[0, 0, 0, 0], "no timestamp");
+    }
+}

@@ -1,0 +1,229 @@
+//! Writing images out: an OCI image layout directory (`oci-layout`, `index.json`,
+//! `blobs/sha256/…`), and a tar archive that is at once an OCI layout and a `docker save`
+//! archive (`manifest.json`), so both `skopeo`/`umoci` and `docker load` read it.
+//! Reading back for `slipway image inspect` works on either.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::build::{Image, PlatformImage, canonical};
+use crate::{MEDIA_INDEX, OciError};
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+fn hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+fn top_descriptor(image: &Image, tag: &str) -> Value {
+    let mut d = if image.platforms.len() == 1 {
+        let p = &image.platforms[0];
+        let mut d = p.manifest.descriptor();
+        d["platform"] = json!({"os": p.os, "architecture": p.arch});
+        d
+    } else {
+        image.index.descriptor()
+    };
+    d["annotations"] = json!({ REF_NAME: tag });
+    d
+}
+
+/// Writes (or adds to) an OCI image layout; the tag replaces an earlier image of that tag.
+pub fn write_layout(image: &Image, dir: &Path, tag: &str) -> Result<(), OciError> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(OciError::io("creating the layout"))?;
+    for b in image.blobs() {
+        let path = blobs.join(hex(&b.digest));
+        if !path.exists() {
+            let tmp = blobs.join(format!(".{}.tmp", hex(&b.digest)));
+            std::fs::write(&tmp, &b.bytes).map_err(OciError::io("writing a blob"))?;
+            std::fs::rename(&tmp, &path).map_err(OciError::io("writing a blob"))?;
+        }
+    }
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(OciError::io("writing oci-layout"))?;
+    let mut manifests: Vec<Value> = std::fs::read_to_string(dir.join("index.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["manifests"].as_array().cloned())
+        .unwrap_or_default();
+    manifests.retain(|m| m["annotations"][REF_NAME] != tag);
+    manifests.push(top_descriptor(image, tag));
+    let index = json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests});
+    let tmp = dir.join(".index.json.tmp");
+    std::fs::write(&tmp, canonical(&index)).map_err(OciError::io("writing index.json"))?;
+    std::fs::rename(&tmp, dir.join("index.json")).map_err(OciError::io("writing index.json"))
+}
+
+/// Writes a tar that is an OCI layout and a docker archive of one platform (`docker load`
+/// takes one platform; it is `platform` when given, else linux/amd64 when present, else the
+/// first).
+pub fn write_tarball(
+    image: &Image,
+    file: &Path,
+    repo_tag: &str,
+    platform: Option<(&str, &str)>,
+    mtime: u64,
+) -> Result<String, OciError> {
+    let chosen: &PlatformImage = platform
+        .and_then(|(os, arch)| image.platforms.iter().find(|p| p.os == os && p.arch == arch))
+        .or_else(|| image.platforms.iter().find(|p| p.os == "linux" && p.arch == "amd64"))
+        .or_else(|| image.platforms.first())
+        .ok_or_else(|| OciError::Input("the image has no platforms".into()))?;
+    let tag = repo_tag.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for b in image.blobs() {
+        files.insert(format!("blobs/sha256/{}", hex(&b.digest)), b.bytes.clone());
+    }
+    files.insert("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec());
+    let index = json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [top_descriptor(image, tag)]});
+    files.insert("index.json".into(), canonical(&index));
+    let docker = json!([{
+        "Config": format!("blobs/sha256/{}", hex(&chosen.config.digest)),
+        "RepoTags": [repo_tag],
+        "Layers": chosen.layers.iter().map(|l| format!("blobs/sha256/{}", hex(&l.digest))).collect::<Vec<_>>(),
+    }]);
+    files.insert("manifest.json".into(), serde_json::to_vec(&docker).unwrap_or_default());
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for path in files.keys() {
+        let mut p = Path::new(path).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(format!("{}/", d.display()));
+            p = d.parent();
+        }
+    }
+    for d in dirs {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_mtime(mtime);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, &d, std::io::empty()).map_err(OciError::io("writing the archive"))?;
+    }
+    for (path, bytes) in &files {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_mtime(mtime);
+        h.set_size(bytes.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, path, bytes.as_slice()).map_err(OciError::io("writing the archive"))?;
+    }
+    let data = b.into_inner().map_err(OciError::io("writing the archive"))?;
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(OciError::io("writing the archive"))?;
+    std::fs::rename(&tmp, file).map_err(OciError::io("writing the archive"))?;
+    Ok(chosen.manifest.digest.clone())
+}
+
+/// A read-only view of a layout directory or archive.
+pub struct Store {
+    blobs: BTreeMap<String, Vec<u8>>,
+    pub index: Value,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, OciError> {
+        if path.is_dir() {
+            let index = std::fs::read_to_string(path.join("index.json")).map_err(|_| {
+                OciError::Input(format!("{} is not an OCI image layout (no index.json)", path.display()))
+            })?;
+            let index: Value = serde_json::from_str(&index)
+                .map_err(|e| OciError::Input(format!("{}/index.json: {e}", path.display())))?;
+            let mut blobs = BTreeMap::new();
+            for e in std::fs::read_dir(path.join("blobs/sha256")).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    let bytes = std::fs::read(e.path()).map_err(OciError::io("reading a blob"))?;
+                    blobs.insert(format!("sha256:{name}"), bytes);
+                }
+            }
+            return Ok(Store { blobs, index });
+        }
+        let mut f = std::fs::File::open(path).map_err(|e| OciError::Input(format!("{}: {e}", path.display())))?;
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).map_err(OciError::io("reading the archive"))?;
+        let mut blobs = BTreeMap::new();
+        let mut index = None;
+        let mut a = tar::Archive::new(data.as_slice());
+        let entries =
+            a.entries().map_err(|e| OciError::Input(format!("{} is not a tar archive: {e}", path.display())))?;
+        for e in entries {
+            let mut e = e.map_err(|e| OciError::Input(format!("{}: malformed archive: {e}", path.display())))?;
+            let name = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes)
+                .map_err(|e| OciError::Input(format!("{}: malformed archive: {e}", path.display())))?;
+            if let Some(h) = name.strip_prefix("blobs/sha256/") {
+                blobs.insert(format!("sha256:{h}"), bytes);
+            } else if name == "index.json" {
+                index = serde_json::from_slice(&bytes).ok();
+            }
+        }
+        let index = index.ok_or_else(|| {
+            OciError::Input(format!(
+                "{} holds no OCI index.json (a `docker save` archive of another tool?)",
+                path.display()
+            ))
+        })?;
+        Ok(Store { blobs, index })
+    }
+
+    /// A blob's bytes, checked against its digest.
+    pub fn blob(&self, digest: &str) -> Result<&[u8], OciError> {
+        let b = self.blobs.get(digest).ok_or_else(|| OciError::Input(format!("blob {digest} is missing")))?;
+        if crate::build::sha256(b) != digest {
+            return Err(OciError::Input(format!("blob {digest} does not match its digest")));
+        }
+        Ok(b)
+    }
+
+    pub fn json(&self, digest: &str) -> Result<Value, OciError> {
+        serde_json::from_slice(self.blob(digest)?).map_err(|e| OciError::Input(format!("blob {digest}: {e}")))
+    }
+}
+
+/// A summary of every image in a layout or archive, for `slipway image inspect`.
+pub fn inspect(path: &Path) -> Result<Value, OciError> {
+    let store = Store::open(path)?;
+    let mut images = Vec::new();
+    for top in store.index["manifests"].as_array().into_iter().flatten() {
+        let digest = top["digest"].as_str().unwrap_or("").to_string();
+        let tag = top["annotations"][REF_NAME].as_str().map(str::to_string);
+        let node = store.json(&digest)?;
+        let manifests: Vec<(String, Value)> = if node["manifests"].is_array() {
+            node["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| (m["digest"].as_str().unwrap_or("").to_string(), m.clone()))
+                .collect()
+        } else {
+            vec![(digest.clone(), top.clone())]
+        };
+        let mut platforms = Vec::new();
+        for (md, _) in manifests {
+            let m = store.json(&md)?;
+            let cfg_digest = m["config"]["digest"].as_str().unwrap_or("").to_string();
+            let cfg = store.json(&cfg_digest)?;
+            let layers: Vec<Value> = m["layers"].as_array().cloned().unwrap_or_default();
+            let size: u64 = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
+            platforms.push(json!({
+                "platform": format!("{}/{}", cfg["os"].as_str().unwrap_or("?"), cfg["architecture"].as_str().unwrap_or("?")),
+                "manifest": md,
+                "layers": layers.len(),
+                "size": size,
+                "user": cfg["config"]["User"],
+                "entrypoint": cfg["config"]["Entrypoint"],
+                "labels": cfg["config"]["Labels"],
+                "created": cfg["created"],
+            }));
+        }
+        images.push(json!({"tag": tag, "digest": digest, "platforms": platforms}));
+    }
+    Ok(json!({"images": images}))
+}

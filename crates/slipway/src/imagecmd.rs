@@ -1,0 +1,282 @@
+//! `slipway image build|inspect`: container images straight from the binaries of
+//! `slipway go build`, without a Docker daemon, as an OCI layout and/or an archive that
+//! `docker load` reads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use slipway_oci::OciError;
+use slipway_oci::build::{BinaryInput, ImageSpec};
+
+use crate::ui::{Ui, UserError, exit};
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build an image from Go binaries (dist/manifest.json of `slipway go build`, or --binary).
+    Build(Box<ImageBuildArgs>),
+    /// Show the images in an OCI layout directory or archive.
+    Inspect {
+        /// A layout directory or an archive written by `slipway image build`.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct ImageBuildArgs {
+    /// The manifest of `slipway go build`.
+    #[arg(long, value_name = "FILE", default_value = "dist/manifest.json")]
+    pub from: PathBuf,
+    /// A binary and its platform, as os/arch=PATH (repeatable; replaces --from).
+    #[arg(long, value_name = "OS/ARCH=PATH")]
+    pub binary: Vec<String>,
+    /// The program's name (default: the binary's); it goes to /usr/local/bin/NAME.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The image's tag (default: the version in the manifest, else `latest`).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Write an OCI image layout to DIR (default dist/image when no output is given).
+    #[arg(long, value_name = "DIR")]
+    pub layout: Option<PathBuf>,
+    /// Write an archive that is an OCI layout and `docker load`-able.
+    #[arg(long, value_name = "FILE")]
+    pub tarball: Option<PathBuf>,
+    /// Numeric user (and group) the program runs as.
+    #[arg(long, default_value_t = 65532)]
+    pub user: u32,
+    /// Arguments after the entrypoint (repeatable).
+    #[arg(long = "arg", value_name = "ARG")]
+    pub args: Vec<String>,
+    /// Environment variables (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Exposed ports, e.g. 8080 or 53/udp (repeatable).
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<String>,
+    /// Labels (repeatable); org.opencontainers.image.* are filled from git.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Working directory.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// Include the host's /usr/share/zoneinfo.
+    #[arg(long)]
+    pub tzdata: bool,
+    /// Leave out the host's CA certificates.
+    #[arg(long)]
+    pub no_ca_certs: bool,
+    /// Print one JSON object: the digest, each platform's manifest digest, the outputs.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn oci_error(e: OciError) -> anyhow::Error {
+    match e {
+        OciError::Input(m) => UserError::new(m).into(),
+        OciError::Io(m) => anyhow::anyhow!(m),
+    }
+}
+
+fn pair(s: &str, flag: &str) -> Result<(String, String)> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| UserError::new(format!("{flag} `{s}` is not KEY=VALUE")).into())
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let o = std::process::Command::new("git").args(args).current_dir(dir).output().ok()?;
+    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|s| !s.is_empty())
+}
+
+pub fn run(root: &Path, cmd: ImageCommand, ui: &Ui) -> Result<i32> {
+    match cmd {
+        ImageCommand::Build(a) => build(root, *a, ui),
+        ImageCommand::Inspect { path, json } => inspect(&path, json, ui),
+    }
+}
+
+fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
+    let started = std::time::Instant::now();
+    let mut binaries = Vec::new();
+    let mut name = a.name.clone();
+    let mut version = None;
+    let mut revision = None;
+    if a.binary.is_empty() {
+        let from = if a.from.is_absolute() { a.from.clone() } else { root.join(&a.from) };
+        let text = std::fs::read_to_string(&from).map_err(|_| {
+            UserError::new(format!("no binaries: {} does not exist", a.from.display()))
+                .hint("run `slipway go build` first, or name binaries with --binary linux/amd64=PATH")
+        })?;
+        let m: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| UserError::new(format!("{} is not a build manifest: {e}", from.display())))?;
+        let arts = m["artifacts"].as_array().cloned().unwrap_or_default();
+        let names: std::collections::BTreeSet<String> =
+            arts.iter().filter_map(|x| x["name"].as_str().map(str::to_string)).collect();
+        let chosen = match (&name, names.len()) {
+            (Some(n), _) => n.clone(),
+            (None, 1) => names.iter().next().cloned().unwrap_or_default(),
+            (None, 0) => return Err(UserError::new(format!("{} lists no binaries", from.display())).into()),
+            (None, _) => {
+                return Err(UserError::new(format!(
+                    "{} holds several programs: {}",
+                    from.display(),
+                    names.into_iter().collect::<Vec<_>>().join(", ")
+                ))
+                .hint("choose one with --name")
+                .into());
+            }
+        };
+        for x in arts.iter().filter(|x| x["name"] == chosen.as_str()) {
+            binaries.push(BinaryInput {
+                os: x["os"].as_str().unwrap_or("").into(),
+                arch: x["arch"].as_str().unwrap_or("").into(),
+                path: from.parent().unwrap_or(root).join(x["file"].as_str().unwrap_or("")),
+            });
+        }
+        if binaries.is_empty() {
+            return Err(UserError::new(format!("no binary named `{chosen}` in {}", from.display())).into());
+        }
+        name = Some(chosen);
+        version = m["version"].as_str().map(str::to_string);
+        revision = m["vcs_revision"].as_str().map(str::to_string);
+    } else {
+        for b in &a.binary {
+            let (plat, path) =
+                b.split_once('=').ok_or_else(|| UserError::new(format!("--binary `{b}` is not os/arch=PATH")))?;
+            let (os, arch) = plat
+                .split_once('/')
+                .ok_or_else(|| UserError::new(format!("--binary `{b}`: `{plat}` is not os/arch")))?;
+            let path = if Path::new(path).is_absolute() { PathBuf::from(path) } else { root.join(path) };
+            if name.is_none() {
+                name = path.file_stem().map(|s| s.to_string_lossy().split('_').next().unwrap_or("app").to_string());
+            }
+            binaries.push(BinaryInput { os: os.into(), arch: arch.into(), path });
+        }
+    }
+    let name = name.unwrap_or_else(|| "app".into());
+    let tag = a.tag.clone().or(version.clone()).unwrap_or_else(|| "latest".into());
+    if tag.is_empty()
+        || tag.len() > 128
+        || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        || tag.starts_with(['.', '-'])
+    {
+        return Err(UserError::new(format!("`{tag}` is not a valid image tag"))
+            .hint("tags use letters, digits, `_`, `.` and `-` (at most 128), not starting with `.` or `-`")
+            .into());
+    }
+    let created = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .or_else(|| git(root, &["log", "-1", "--format=%ct"]).and_then(|s| s.parse().ok()))
+        .unwrap_or(0);
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(src) = git(root, &["config", "--get", "remote.origin.url"]) {
+        labels.insert("org.opencontainers.image.source".into(), src);
+    }
+    if let Some(rev) = revision.or_else(|| git(root, &["rev-parse", "HEAD"])) {
+        labels.insert("org.opencontainers.image.revision".into(), rev);
+    }
+    labels.insert("org.opencontainers.image.version".into(), tag.clone());
+    labels.insert("org.opencontainers.image.title".into(), name.clone());
+    for l in &a.label {
+        let (k, v) = pair(l, "--label")?;
+        labels.insert(k, v);
+    }
+    let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let zi = Path::new("/usr/share/zoneinfo");
+    if a.tzdata && !zi.is_dir() {
+        return Err(UserError::new("--tzdata: this host has no /usr/share/zoneinfo")
+            .hint("install the tzdata package")
+            .into());
+    }
+    let spec = ImageSpec {
+        name: name.clone(),
+        binaries,
+        user: a.user,
+        ca_certs: (!a.no_ca_certs && ca.is_file()).then(|| ca.to_path_buf()),
+        zoneinfo: a.tzdata.then(|| zi.to_path_buf()),
+        args: a.args.clone(),
+        env: a.env.iter().map(|e| pair(e, "--env")).collect::<Result<_>>()?,
+        workdir: a.workdir.clone(),
+        ports: a.port.iter().map(|p| if p.contains('/') { p.clone() } else { format!("{p}/tcp") }).collect(),
+        labels,
+        created,
+    };
+    let image = slipway_oci::build::build(&spec).map_err(oci_error)?;
+    let layout = match (&a.layout, &a.tarball) {
+        (None, None) => Some(root.join("dist/image")),
+        (Some(l), _) => Some(if l.is_absolute() { l.clone() } else { root.join(l) }),
+        (None, Some(_)) => None,
+    };
+    if let Some(l) = &layout {
+        slipway_oci::layout::write_layout(&image, l, &tag).map_err(oci_error)?;
+    }
+    if let Some(t) = &a.tarball {
+        let t = if t.is_absolute() { t.clone() } else { root.join(t) };
+        if let Some(parent) = t.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        slipway_oci::layout::write_tarball(&image, &t, &format!("{name}:{tag}"), None, created.max(0) as u64)
+            .map_err(oci_error)?;
+    }
+    let platforms: Vec<serde_json::Value> = image
+        .platforms
+        .iter()
+        .map(|p| serde_json::json!({"platform": format!("{}/{}", p.os, p.arch), "digest": p.manifest.digest}))
+        .collect();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": name,
+                "tag": tag,
+                "digest": image.digest(),
+                "platforms": platforms,
+                "layout": layout.map(|l| l.display().to_string()),
+                "tarball": a.tarball.as_ref().map(|t| t.display().to_string()),
+            })
+        );
+    } else {
+        println!("{} {name}:{tag}  {}", ui.paint("32", "built"), image.digest());
+        for p in &image.platforms {
+            println!("  {}/{}  {}", p.os, p.arch, p.manifest.digest);
+        }
+        println!("{}", ui.paint("2", &format!("in {:.0?}", started.elapsed())));
+    }
+    Ok(exit::OK)
+}
+
+fn inspect(path: &Path, json: bool, ui: &Ui) -> Result<i32> {
+    let v = slipway_oci::layout::inspect(path).map_err(oci_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(exit::OK);
+    }
+    for img in v["images"].as_array().into_iter().flatten() {
+        println!(
+            "{} {}",
+            ui.paint("1", img["tag"].as_str().unwrap_or("(untagged)")),
+            img["digest"].as_str().unwrap_or("")
+        );
+        for p in img["platforms"].as_array().into_iter().flatten() {
+            println!(
+                "  {}  {}  {} layers, {:.1} MiB  user {}  entrypoint {}",
+                p["platform"].as_str().unwrap_or(""),
+                p["manifest"].as_str().unwrap_or(""),
+                p["layers"],
+                p["size"].as_u64().unwrap_or(0) as f64 / 1048576.0,
+                p["user"].as_str().unwrap_or("root"),
+                p["entrypoint"]
+            );
+            for (k, val) in p["labels"].as_object().into_iter().flatten() {
+                println!("{}", ui.paint("2", &format!("    {k}={}", val.as_str().unwrap_or(""))));
+            }
+        }
+    }
+    Ok(exit::OK)
+}

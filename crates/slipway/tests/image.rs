@@ -1,0 +1,166 @@
+//! `slipway image build|inspect` without a Docker daemon, checked with the real `skopeo`
+//! and `umoci` (Debian packages installed by scripts/setup), and by running the unpacked
+//! binary.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn require(tool: &str, version_flag: &str) {
+    let ok = Command::new(tool).arg(version_flag).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "`{tool}` is not installed: run `scripts/setup` (or `apt-get install {tool}`)");
+}
+
+/// The example service, committed, with `slipway go build` run for two platforms.
+fn built_example(platforms: &str) -> Repo {
+    require("go", "version");
+    let r = Repo::new(&[]);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
+    for f in ["go.mod", "main.go", "main_test.go"] {
+        std::fs::copy(src.join(f), r.path().join(f)).unwrap();
+    }
+    r.commit("hello-service");
+    r.git(&["tag", "v2.0.0"]);
+    let b = r.slipway(&["go", "build", "--platform", platforms]);
+    assert_eq!(b.code, 0, "{}", b.debug());
+    r
+}
+
+fn json(run: &Run) -> serde_json::Value {
+    serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.debug()))
+}
+
+#[test]
+fn multi_platform_images_are_reproducible_and_readable_by_skopeo() {
+    require("skopeo", "--version");
+    let r = built_example("linux/amd64,linux/arm64");
+    let first = r.slipway(&["image", "build", "--json", "--port", "8080"]);
+    assert_eq!(first.code, 0, "{}", first.debug());
+    let v = json(&first);
+    assert_eq!(v["tag"], "v2.0.0");
+    assert_eq!(v["platforms"].as_array().unwrap().len(), 2);
+    // Same inputs, same digest — even from a fresh layout directory.
+    std::fs::remove_dir_all(r.path().join("dist/image")).unwrap();
+    let again = json(&r.slipway(&["image", "build", "--json", "--port", "8080"]));
+    assert_eq!(v["digest"], again["digest"], "{v}\n{again}");
+
+    let out = Command::new("skopeo")
+        .args(["inspect", "--override-arch", "arm64", "--config", "oci:dist/image:v2.0.0"])
+        .current_dir(r.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cfg["architecture"], "arm64");
+    assert_eq!(cfg["config"]["User"], "65532:65532");
+    assert_eq!(cfg["config"]["Entrypoint"], serde_json::json!(["/usr/local/bin/hello-service"]));
+    assert_eq!(cfg["config"]["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+    assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.revision"], r.git(&["rev-parse", "HEAD"]));
+    assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.version"], "v2.0.0");
+    // skopeo sees the digest we printed (the index's), and our per-platform manifests in it.
+    let out = Command::new("skopeo").args(["inspect", "oci:dist/image:v2.0.0"]).current_dir(r.path()).output().unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["Digest"], v["digest"]);
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "oci:dist/image:v2.0.0"])
+        .current_dir(r.path())
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&out.stdout);
+    for p in v["platforms"].as_array().unwrap() {
+        assert!(raw.contains(p["digest"].as_str().unwrap()), "{raw}");
+    }
+    // skopeo copies it to another layout with the same digests.
+    let copy = r.path().join("copy");
+    let out = Command::new("skopeo")
+        .args(["copy", "--all", "oci:dist/image:v2.0.0"])
+        .arg(format!("oci:{}:v2.0.0", copy.display()))
+        .current_dir(r.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let copied = json(&r.slipway(&["image", "inspect", "--json", "copy"]));
+    assert_eq!(copied["images"][0]["digest"], v["digest"]);
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn the_unpacked_image_holds_a_working_service() {
+    require("umoci", "--version");
+    let r = built_example("linux/amd64");
+    let run = r.slipway(&["image", "build", "--layout", "img", "--tarball", "img.tar", "--tag", "t1"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let bundle = r.path().join("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--image", "img:t1"])
+        .arg(&bundle)
+        .current_dir(r.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rootfs = bundle.join("rootfs");
+    let bin = rootfs.join("usr/local/bin/hello-service");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&bin).unwrap().permissions().mode() & 0o777, 0o755);
+    assert!(std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap().contains("nonroot:x:65532:65532"));
+    if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        assert!(rootfs.join("etc/ssl/certs/ca-certificates.crt").is_file());
+    }
+    // The binary from the image serves.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(&bin).arg("-addr").arg(&addr).spawn().unwrap();
+    let mut body = None;
+    for _ in 0..100 {
+        body = http_get(&addr, "/healthz");
+        if body.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.expect("the service answered").starts_with("HTTP/1.0 200"));
+    // The archive is a docker archive too.
+    require("skopeo", "--version");
+    let out =
+        Command::new("skopeo").args(["inspect", "docker-archive:img.tar"]).current_dir(r.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["Architecture"], "amd64");
+    let inspect = r.slipway(&["image", "inspect", "img.tar"]);
+    assert_eq!(inspect.code, 0, "{}", inspect.debug());
+    assert!(inspect.stdout.contains("linux/amd64"), "{}", inspect.stdout);
+}
+
+#[test]
+fn bad_image_input_is_refused() {
+    let r = built_example("linux/amd64");
+    let wrong = r.slipway(&["image", "build", "--binary", "linux/arm64=dist/hello-service_linux_amd64"]);
+    assert_eq!(wrong.code, 2, "{}", wrong.debug());
+    assert!(wrong.stderr.contains("is a linux/amd64 executable, not linux/arm64"), "{}", wrong.debug());
+    let not_exe = r.slipway(&["image", "build", "--binary", "linux/amd64=go.mod"]);
+    assert_eq!(not_exe.code, 2);
+    assert!(not_exe.stderr.contains("not an executable"), "{}", not_exe.debug());
+    let bad_tag = r.slipway(&["image", "build", "--tag=bad:tag"]);
+    assert_eq!(bad_tag.code, 2);
+    assert!(bad_tag.stderr.contains("not a valid image tag"), "{}", bad_tag.debug());
+    std::fs::remove_dir_all(r.path().join("dist")).unwrap();
+    let none = r.slipway(&["image", "build"]);
+    assert_eq!(none.code, 2);
+    assert!(none.stderr.contains("slipway go build"), "{}", none.debug());
+    std::fs::write(r.path().join("junk.tar"), b"not a tar").unwrap();
+    let junk = r.slipway(&["image", "inspect", "junk.tar"]);
+    assert_eq!(junk.code, 2, "{}", junk.debug());
+}
