@@ -164,11 +164,44 @@ impl TarBuilder {
     }
 }
 
-/// A gzip of the tar with no name and no timestamp in its header.
+/// A gzip of `data` with no name and no timestamp in its header. Large inputs are cut into
+/// fixed 1 MiB pieces compressed on all cores and concatenated as gzip members — a valid gzip
+/// stream (RFC 1952 allows several members; Go's readers, hence Docker, containerd, skopeo
+/// and umoci, read them all) that is still the same bytes for the same input.
 fn gzip(data: &[u8]) -> Result<Vec<u8>, OciError> {
-    let mut enc = GzBuilder::new().mtime(0).write(Vec::new(), Compression::fast());
-    enc.write_all(data).map_err(OciError::io("compressing a layer"))?;
-    enc.finish().map_err(OciError::io("compressing a layer"))
+    const PIECE: usize = 1 << 20;
+    let member = |piece: &[u8]| -> Result<Vec<u8>, OciError> {
+        let mut enc = GzBuilder::new().mtime(0).write(Vec::with_capacity(piece.len() / 2), Compression::fast());
+        enc.write_all(piece).map_err(OciError::io("compressing a layer"))?;
+        enc.finish().map_err(OciError::io("compressing a layer"))
+    };
+    if data.len() <= PIECE {
+        return member(data);
+    }
+    let pieces: Vec<&[u8]> = data.chunks(PIECE).collect();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(pieces.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<Option<Result<Vec<u8>, OciError>>> = (0..pieces.len()).map(|_| None).collect();
+    let slots: Vec<std::sync::Mutex<&mut Option<Result<Vec<u8>, OciError>>>> =
+        out.iter_mut().map(std::sync::Mutex::new).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(piece) = pieces.get(i) else { break };
+                    let r = member(piece);
+                    **slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    drop(slots);
+    let mut all = Vec::with_capacity(data.len() / 2);
+    for r in out {
+        all.extend(r.unwrap_or_else(|| Err(OciError::Io("a compression thread stopped".into())))?);
+    }
+    Ok(all)
 }
 
 fn walk_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
@@ -351,8 +384,14 @@ mod tests {
     }
 
     #[test]
-    fn gzip_is_deterministic() {
+    fn gzip_is_deterministic_and_decodes() {
         assert_eq!(gzip(b"hello").unwrap(), gzip(b"hello").unwrap());
         assert_eq!(&gzip(b"hello").unwrap()[4..8], &[0, 0, 0, 0], "no timestamp");
+        let big: Vec<u8> = (0..3_500_000u32).map(|i| (i % 251) as u8).collect();
+        let z = gzip(&big).unwrap();
+        assert_eq!(z, gzip(&big).unwrap());
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(z.as_slice()), &mut back).unwrap();
+        assert_eq!(back, big);
     }
 }

@@ -164,3 +164,39 @@ fn bad_image_input_is_refused() {
     let junk = r.slipway(&["image", "inspect", "junk.tar"]);
     assert_eq!(junk.code, 2, "{}", junk.debug());
 }
+
+#[test]
+fn the_archive_loads_into_docker_and_the_container_serves() {
+    require("docker", "--version");
+    let info = Command::new("docker").arg("info").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(info, "no Docker Engine answers: run `scripts/dockerd` (scripts/test does)");
+    let r = built_example("linux/amd64");
+    let tag = format!("t{}", std::process::id());
+    let run = r.slipway(&["image", "build", "--tarball", "img.tar", "--tag", &tag]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let load = Command::new("docker").args(["load", "-i", "img.tar"]).current_dir(r.path()).output().unwrap();
+    assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    let image = format!("hello-service:{tag}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let name = format!("slipway-test-{tag}");
+    let started = Command::new("docker")
+        .args(["run", "-d", "--rm", "--network", "host", "--name", &name, &image, "-addr", &addr])
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let mut body = None;
+    for _ in 0..100 {
+        body = http_get(&addr, "/version");
+        if body.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let user = Command::new("docker").args(["inspect", "-f", "{{.Config.User}}", &image]).output().unwrap();
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    let body = body.expect("the container answered");
+    assert!(body.starts_with("HTTP/1.0 200") && body.contains("\"version\":\"v2.0.0\""), "{body}");
+    assert_eq!(String::from_utf8_lossy(&user.stdout).trim(), "65532:65532");
+}
