@@ -181,25 +181,30 @@ fn gzip(data: &[u8]) -> Result<Vec<u8>, OciError> {
     let pieces: Vec<&[u8]> = data.chunks(PIECE).collect();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(pieces.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut out: Vec<Option<Result<Vec<u8>, OciError>>> = (0..pieces.len()).map(|_| None).collect();
-    let slots: Vec<std::sync::Mutex<&mut Option<Result<Vec<u8>, OciError>>>> =
-        out.iter_mut().map(std::sync::Mutex::new).collect();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(piece) = pieces.get(i) else { break };
-                    let r = member(piece);
-                    **slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-                }
-            });
+    // Each thread takes the next piece and returns what it compressed, by index.
+    let mut done: Vec<(usize, Vec<u8>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<(usize, Vec<u8>)>, OciError> {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(piece) = pieces.get(i) else { return Ok(mine) };
+                        mine.push((i, member(piece)?));
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.join().map_err(|_| OciError::Io("a compression thread panicked".into()))??);
         }
-    });
-    drop(slots);
+        Ok::<_, OciError>(all)
+    })?;
+    done.sort_by_key(|(i, _)| *i);
     let mut all = Vec::with_capacity(data.len() / 2);
-    for r in out {
-        all.extend(r.unwrap_or_else(|| Err(OciError::Io("a compression thread stopped".into())))?);
+    for (_, bytes) in done {
+        all.extend(bytes);
     }
     Ok(all)
 }
