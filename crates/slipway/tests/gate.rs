@@ -8,11 +8,7 @@ use std::process::Command;
 use common::*;
 
 fn fixture_with_reports() -> tempfile::TempDir {
-    let ok = Command::new("go").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(
-        ok,
-        "the Go toolchain is not on PATH: run `scripts/setup` and `source scripts/env` (or use `scripts/test`)"
-    );
+    require_go();
     let d = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/testfx");
     for pkg in ["calc", "fail"] {

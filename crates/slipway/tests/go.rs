@@ -4,33 +4,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-fn require_go() {
-    let ok = Command::new("go").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(
-        ok,
-        "the Go toolchain is not on PATH: run `scripts/setup` and `source scripts/env` (or use `scripts/test`)"
-    );
-}
 
 fn copy_example(dest: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
     for f in ["go.mod", "main.go", "main_test.go"] {
         std::fs::copy(src.join(f), dest.join(f)).unwrap();
     }
-}
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
 }
 
 #[test]
@@ -65,17 +48,9 @@ fn built_in_go_pipeline_builds_tests_and_stamps_the_example() {
         "reports are artifacts"
     );
     assert!(bin.is_file(), "build artifact");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut child = Command::new(&bin).arg("-addr").arg(&addr).spawn().unwrap();
-    let mut body = None;
-    for _ in 0..100 {
-        body = http_get(&addr, "/version");
-        if body.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let body = wait_http(&addr, "/version");
     let _ = child.kill();
     let _ = child.wait();
     let sha = r.git(&["rev-parse", "--short=8", "HEAD"]);

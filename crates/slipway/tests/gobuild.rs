@@ -9,14 +9,6 @@ use std::process::Command;
 
 use common::*;
 
-fn require_go() {
-    let ok = Command::new("go").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(
-        ok,
-        "the Go toolchain is not on PATH: run `scripts/setup` and `source scripts/env` (or use `scripts/test`)"
-    );
-}
-
 fn example_repo() -> Repo {
     require_go();
     let r = Repo::new(&[]);

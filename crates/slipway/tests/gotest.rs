@@ -10,14 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-fn require_go() {
-    let ok = Command::new("go").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(
-        ok,
-        "the Go toolchain is not on PATH: run `scripts/setup` and `source scripts/env` (or use `scripts/test`)"
-    );
-}
-
 /// A private copy of the fixture module.
 fn fixture() -> tempfile::TempDir {
     require_go();

@@ -7,11 +7,7 @@ use std::process::Command;
 use common::*;
 
 fn module(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let ok = Command::new("go").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(
-        ok,
-        "the Go toolchain is not on PATH: run `scripts/setup` and `source scripts/env` (or use `scripts/test`)"
-    );
+    require_go();
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("go.mod"), "module example.com/vetfx\n\ngo 1.22\n").unwrap();
     for (p, c) in files {

@@ -4,16 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-fn require(tool: &str, version_flag: &str) {
-    let ok = Command::new(tool).arg(version_flag).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "`{tool}` is not installed: run `scripts/setup` (or `apt-get install {tool}`)");
-}
 
 /// The example service, committed, with `slipway go build` run for two platforms.
 fn built_example(platforms: &str) -> Repo {
@@ -87,14 +81,6 @@ fn multi_platform_images_are_reproducible_and_readable_by_skopeo() {
     assert_eq!(copied["images"][0]["digest"], v["digest"]);
 }
 
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
 #[test]
 fn the_unpacked_image_holds_a_working_service() {
     require("umoci", "--version");
@@ -118,17 +104,9 @@ fn the_unpacked_image_holds_a_working_service() {
         assert!(rootfs.join("etc/ssl/certs/ca-certificates.crt").is_file());
     }
     // The binary from the image serves.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut child = Command::new(&bin).arg("-addr").arg(&addr).spawn().unwrap();
-    let mut body = None;
-    for _ in 0..100 {
-        body = http_get(&addr, "/healthz");
-        if body.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let body = wait_http(&addr, "/healthz");
     let _ = child.kill();
     let _ = child.wait();
     assert!(body.expect("the service answered").starts_with("HTTP/1.0 200"));
@@ -177,22 +155,14 @@ fn the_archive_loads_into_docker_and_the_container_serves() {
     let load = Command::new("docker").args(["load", "-i", "img.tar"]).current_dir(r.path()).output().unwrap();
     assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
     let image = format!("hello-service:{tag}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let name = format!("slipway-test-{tag}");
     let started = Command::new("docker")
         .args(["run", "-d", "--rm", "--network", "host", "--name", &name, &image, "-addr", &addr])
         .output()
         .unwrap();
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-    let mut body = None;
-    for _ in 0..100 {
-        body = http_get(&addr, "/version");
-        if body.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let body = wait_http(&addr, "/version");
     let user = Command::new("docker").args(["inspect", "-f", "{{.Config.User}}", &image]).output().unwrap();
     let _ = Command::new("docker").args(["rm", "-f", &name]).output();
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();

@@ -139,3 +139,40 @@ pub fn process_with(marker: &str) -> bool {
     }
     false
 }
+
+/// Fails the test with how to install `tool` when it is missing.
+pub fn require(tool: &str, version_flag: &str) {
+    let ok = Command::new(tool).arg(version_flag).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "`{tool}` is not available: run `scripts/setup` and `source scripts/env` (or use `scripts/test`)");
+}
+
+pub fn require_go() {
+    require("go", "version");
+}
+
+/// A plain HTTP/1.0 GET on loopback; the whole response, or `None` when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// Polls `http_get` until a server answers (up to ~10 s).
+pub fn wait_http(addr: &str, path: &str) -> Option<String> {
+    for _ in 0..100 {
+        if let Some(b) = http_get(addr, path) {
+            return Some(b);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
+}
+
+/// A free loopback address.
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("127.0.0.1:{port}")
+}
