@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod build;
 pub mod layout;
+pub mod registry;
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -19,6 +20,20 @@ pub enum OciError {
     Input(String),
     #[error("{0}")]
     Io(String),
+    /// The registry refused the credentials or the push.
+    #[error("{0}")]
+    Auth(String),
+    /// The registry answered something unexpected.
+    #[error("registry: {0}")]
+    Registry(String),
+}
+
+/// Docker's tag grammar: letters, digits, `_`, `.`, `-`; at most 128; not starting with `.`/`-`.
+pub fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && !tag.starts_with(['.', '-'])
 }
 
 impl OciError {

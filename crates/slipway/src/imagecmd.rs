@@ -16,6 +16,8 @@ use crate::ui::{Ui, UserError, exit};
 pub enum ImageCommand {
     /// Build an image from Go binaries (dist/manifest.json of `slipway go build`, or --binary).
     Build(Box<ImageBuildArgs>),
+    /// Push an image from an OCI layout to a registry (blobs first, the tag last).
+    Push(PushArgs),
     /// Show the images in an OCI layout directory or archive.
     Inspect {
         /// A layout directory or an archive written by `slipway image build`.
@@ -24,6 +26,37 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// The layout `slipway image build` wrote (default dist/image).
+    #[arg(long, value_name = "DIR", default_value = "dist/image")]
+    pub layout: PathBuf,
+    /// Which tag of the layout to push (default: the reference's tag).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Where to: host[:port]/name[:tag] (repeatable).
+    #[arg(required = true, value_name = "REF")]
+    pub refs: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Print one JSON object per reference.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct RegistryArgs {
+    /// Allow a plain-HTTP registry that is not on loopback.
+    #[arg(long)]
+    pub insecure_registry: bool,
+    /// Registry user (else SLIPWAY_REGISTRY_USER, else ~/.docker/config.json).
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the registry password from standard input (else SLIPWAY_REGISTRY_PASSWORD).
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 #[derive(Args)]
@@ -70,6 +103,11 @@ pub struct ImageBuildArgs {
     /// Leave out the host's CA certificates.
     #[arg(long)]
     pub no_ca_certs: bool,
+    /// Also push to this reference, host[:port]/name[:tag] (repeatable).
+    #[arg(long, value_name = "REF")]
+    pub push: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Print one JSON object: the digest, each platform's manifest digest, the outputs.
     #[arg(long)]
     pub json: bool,
@@ -79,7 +117,61 @@ fn oci_error(e: OciError) -> anyhow::Error {
     match e {
         OciError::Input(m) => UserError::new(m).into(),
         OciError::Io(m) => anyhow::anyhow!(m),
+        OciError::Auth(m) => UserError::new(m)
+            .hint("give credentials with --username and --password-stdin (or SLIPWAY_REGISTRY_USER/SLIPWAY_REGISTRY_PASSWORD, or docker login)")
+            .into(),
+        OciError::Registry(m) => anyhow::anyhow!(m),
     }
+}
+
+fn credentials(host: &str, args: &RegistryArgs) -> Result<Option<slipway_oci::registry::Credentials>> {
+    use slipway_oci::registry::Credentials;
+    let user = args.username.clone().or_else(|| std::env::var("SLIPWAY_REGISTRY_USER").ok());
+    if let Some(username) = user {
+        let password = if args.password_stdin {
+            let mut p = String::new();
+            std::io::stdin().read_line(&mut p)?;
+            p.trim_end_matches(['\n', '\r']).to_string()
+        } else {
+            std::env::var("SLIPWAY_REGISTRY_PASSWORD").map_err(|_| {
+                UserError::new(format!("no password for {username}"))
+                    .hint("pass --password-stdin or set SLIPWAY_REGISTRY_PASSWORD")
+            })?
+        };
+        return Ok(Some(Credentials { username, password }));
+    }
+    // docker login's file: {"auths": {"host": {"auth": base64("user:pass")}}}.
+    let home = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+    if let Some(dir) = home
+        && let Ok(text) = std::fs::read_to_string(dir.join("config.json"))
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        && let Some(auth) = v["auths"][host]["auth"].as_str()
+    {
+        use base64::Engine as _;
+        if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(auth)
+            && let Some((u, p)) = String::from_utf8_lossy(&raw).split_once(':')
+        {
+            return Ok(Some(Credentials { username: u.to_string(), password: p.to_string() }));
+        }
+    }
+    Ok(None)
+}
+
+fn push_to(layout: &Path, tag: &str, reference: &str, args: &RegistryArgs) -> Result<serde_json::Value> {
+    let r = slipway_oci::registry::Reference::parse(reference).map_err(oci_error)?;
+    let creds = credentials(&r.host, args)?;
+    let mut client = slipway_oci::registry::Client::new(&r, args.insecure_registry, creds).map_err(oci_error)?;
+    let store = slipway_oci::layout::Store::open(layout).map_err(oci_error)?;
+    let report = slipway_oci::registry::push(&store, tag, &r, &mut client).map_err(oci_error)?;
+    Ok(serde_json::json!({
+        "ref": reference,
+        "digest": report.digest,
+        "uploaded": report.uploaded,
+        "skipped": report.skipped,
+        "bytes_uploaded": report.bytes_uploaded,
+    }))
 }
 
 fn pair(s: &str, flag: &str) -> Result<(String, String)> {
@@ -97,6 +189,7 @@ pub fn run(root: &Path, cmd: ImageCommand, ui: &Ui) -> Result<i32> {
     match cmd {
         ImageCommand::Build(a) => build(root, *a, ui),
         ImageCommand::Inspect { path, json } => inspect(&path, json, ui),
+        ImageCommand::Push(a) => push(root, a, ui),
     }
 }
 
@@ -224,6 +317,21 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         slipway_oci::layout::write_tarball(&image, &t, &format!("{name}:{tag}"), None, created.max(0) as u64)
             .map_err(oci_error)?;
     }
+    let mut pushed = Vec::new();
+    if !a.push.is_empty() {
+        let dir = match &layout {
+            Some(l) => l.clone(),
+            None => {
+                let tmp = root.join(".slipway/image-push");
+                let _ = std::fs::remove_dir_all(&tmp);
+                slipway_oci::layout::write_layout(&image, &tmp, &tag).map_err(oci_error)?;
+                tmp
+            }
+        };
+        for reference in &a.push {
+            pushed.push(push_to(&dir, &tag, reference, &a.registry)?);
+        }
+    }
     let platforms: Vec<serde_json::Value> = image
         .platforms
         .iter()
@@ -239,6 +347,7 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
                 "platforms": platforms,
                 "layout": layout.map(|l| l.display().to_string()),
                 "tarball": a.tarball.as_ref().map(|t| t.display().to_string()),
+                "pushed": pushed,
             })
         );
     } else {
@@ -246,9 +355,40 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         for p in &image.platforms {
             println!("  {}/{}  {}", p.os, p.arch, p.manifest.digest);
         }
+        for v in &pushed {
+            print_push(v, false, ui);
+        }
         println!("{}", ui.paint("2", &format!("in {:.0?}", started.elapsed())));
     }
     Ok(exit::OK)
+}
+
+fn push(root: &Path, a: PushArgs, ui: &Ui) -> Result<i32> {
+    let layout = if a.layout.is_absolute() { a.layout.clone() } else { root.join(&a.layout) };
+    for reference in &a.refs {
+        let tag = match &a.tag {
+            Some(t) => t.clone(),
+            None => slipway_oci::registry::Reference::parse(reference).map_err(oci_error)?.tag,
+        };
+        let v = push_to(&layout, &tag, reference, &a.registry)?;
+        print_push(&v, a.json, ui);
+    }
+    Ok(exit::OK)
+}
+
+fn print_push(v: &serde_json::Value, json: bool, ui: &Ui) {
+    if json {
+        println!("{v}");
+    } else {
+        println!(
+            "{} {}  {}  ({} blobs uploaded, {} already there)",
+            ui.paint("32", "pushed"),
+            v["ref"].as_str().unwrap_or(""),
+            v["digest"].as_str().unwrap_or(""),
+            v["uploaded"],
+            v["skipped"]
+        );
+    }
 }
 
 fn inspect(path: &Path, json: bool, ui: &Ui) -> Result<i32> {

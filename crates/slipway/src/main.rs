@@ -123,6 +123,7 @@ fn main() -> ExitCode {
         Command::Go { command: gocmd::GoCommand::Build(a) } => a.json,
         Command::Go { command: gocmd::GoCommand::Vet(a) } => a.json,
         Command::Image { command: imagecmd::ImageCommand::Build(a) } => a.json,
+        Command::Image { command: imagecmd::ImageCommand::Push(a) } => a.json,
         Command::Validate { json, .. } | Command::List { json, .. } => *json,
         _ => false,
     };

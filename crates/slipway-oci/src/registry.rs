@@ -1,0 +1,369 @@
+//! Pushing to a registry over the OCI distribution API: blobs first (`HEAD` to skip what the
+//! registry has, then a monolithic upload), manifests next, the tag last — so a tag never
+//! points at an incomplete image — and the digest the registry reports checked against ours.
+//! Auth: anonymous, basic, and the bearer-token flow from a `WWW-Authenticate` challenge.
+//! Transient failures (connection errors, 429, 5xx) are retried with backoff.
+//! Plain HTTP only, for loopback registries or with `insecure`; TLS comes with the next step.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use ureq::http;
+
+use crate::OciError;
+use crate::layout::Store;
+
+/// `host[:port]/repository[:tag]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub host: String,
+    pub repository: String,
+    pub tag: String,
+}
+
+impl Reference {
+    pub fn parse(s: &str) -> Result<Reference, OciError> {
+        let bad = |why: &str| {
+            OciError::Input(format!("`{s}` is not an image reference: {why} (write host[:port]/name[:tag])"))
+        };
+        let (host, rest) = s.split_once('/').ok_or_else(|| bad("no registry host"))?;
+        if !(host.contains('.') || host.contains(':') || host == "localhost") {
+            return Err(bad("the first part must be a registry host like registry.example.com or 127.0.0.1:5000"));
+        }
+        let (repo, tag) = match rest.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, t),
+            _ => (rest, "latest"),
+        };
+        let repo_ok = !repo.is_empty()
+            && repo.split('/').all(|c| {
+                !c.is_empty()
+                    && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+            });
+        if !repo_ok {
+            return Err(bad("repository names use lowercase letters, digits, `.`, `_`, `-` and `/`"));
+        }
+        if !crate::valid_tag(tag) {
+            return Err(bad(&format!("`{tag}` is not a valid tag")));
+        }
+        Ok(Reference { host: host.into(), repository: repo.into(), tag: tag.into() })
+    }
+
+    fn is_loopback(&self) -> bool {
+        let h = self.host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&self.host);
+        h == "localhost" || h.starts_with("127.") || h == "[::1]"
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    credentials: Option<Credentials>,
+    /// The `Authorization` header that worked last.
+    auth: Option<String>,
+    pub retries: u32,
+}
+
+struct Reply {
+    status: u16,
+    location: Option<String>,
+    digest: Option<String>,
+    challenge: Option<String>,
+    body: String,
+}
+
+impl Client {
+    pub fn new(r: &Reference, insecure: bool, credentials: Option<Credentials>) -> Result<Client, OciError> {
+        if !(r.is_loopback() || insecure) {
+            return Err(OciError::Input(format!(
+                "{} is not a loopback registry: pushing over HTTPS is not built yet; use --insecure-registry for a plain-HTTP registry",
+                r.host
+            )));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(300)))
+            .max_redirects(5)
+            .build()
+            .into();
+        Ok(Client { agent, base: format!("http://{}", r.host), credentials, auth: None, retries: 3 })
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}{location}", self.base)
+        }
+    }
+
+    fn once(&self, method: &str, url: &str, content_type: Option<&str>, body: &[u8]) -> Result<Reply, ureq::Error> {
+        let mut b = http::Request::builder().method(method).uri(url);
+        if let Some(a) = &self.auth {
+            b = b.header("Authorization", a);
+        }
+        if let Some(ct) = content_type {
+            b = b.header("Content-Type", ct);
+        }
+        b = b.header(
+            "Accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, */*",
+        );
+        let req = b.body(body.to_vec()).map_err(ureq::Error::Http)?;
+        let mut resp = self.agent.run(req)?;
+        let h = |k: &str| resp.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (location, digest, challenge) = (h("Location"), h("Docker-Content-Digest"), h("WWW-Authenticate"));
+        let status = resp.status().as_u16();
+        let body = if method == "HEAD" { String::new() } else { resp.body_mut().read_to_string().unwrap_or_default() };
+        Ok(Reply { status, location, digest, challenge, body })
+    }
+
+    /// One request with retries on transient failures and one round of authentication.
+    fn send(&mut self, method: &str, url: &str, content_type: Option<&str>, body: &[u8]) -> Result<Reply, OciError> {
+        let mut authenticated = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = self.once(method, url, content_type, body);
+            match r {
+                Ok(reply) if reply.status == 401 && !authenticated => {
+                    authenticated = true;
+                    self.authenticate(reply.challenge.as_deref().unwrap_or(""))?;
+                    continue;
+                }
+                Ok(reply) if (reply.status == 429 || reply.status >= 500) && attempt <= self.retries => {}
+                Ok(reply) => return Ok(reply),
+                Err(e) if attempt > self.retries => {
+                    return Err(OciError::Io(format!("{method} {url}: {e} (after {} attempts)", attempt)));
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(5))));
+        }
+    }
+
+    fn authenticate(&mut self, challenge: &str) -> Result<(), OciError> {
+        let creds = self.credentials.clone();
+        let basic = creds.as_ref().map(|c| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))
+            )
+        });
+        let lower = challenge.to_ascii_lowercase();
+        if lower.starts_with("basic") {
+            self.auth =
+                Some(basic.ok_or_else(|| OciError::Auth("the registry wants a user name and password".into()))?);
+            return Ok(());
+        }
+        if lower.starts_with("bearer") {
+            let params = parse_challenge(&challenge[6..]);
+            let realm = params
+                .iter()
+                .find(|(k, _)| k == "realm")
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| OciError::Auth("bearer challenge without realm".into()))?;
+            let mut url = realm.clone();
+            let query: Vec<String> = params
+                .iter()
+                .filter(|(k, _)| k == "service" || k == "scope")
+                .map(|(k, v)| format!("{k}={}", urlencode(v)))
+                .collect();
+            if !query.is_empty() {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(&query.join("&"));
+            }
+            let mut b = http::Request::builder().method("GET").uri(&url);
+            if let Some(basic) = &basic {
+                b = b.header("Authorization", basic);
+            }
+            let req = b.body(Vec::<u8>::new()).map_err(|e| OciError::Io(e.to_string()))?;
+            let mut resp = self.agent.run(req).map_err(|e| OciError::Io(format!("token request to {realm}: {e}")))?;
+            if resp.status().as_u16() != 200 {
+                return Err(OciError::Auth(format!("the token service at {realm} answered {}", resp.status())));
+            }
+            let v: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap_or_default())
+                .map_err(|e| OciError::Auth(format!("token reply: {e}")))?;
+            let token = v["token"]
+                .as_str()
+                .or(v["access_token"].as_str())
+                .ok_or_else(|| OciError::Auth("token reply without a token".into()))?;
+            self.auth = Some(format!("Bearer {token}"));
+            return Ok(());
+        }
+        Err(OciError::Auth(format!("unsupported authentication challenge `{challenge}`")))
+    }
+}
+
+fn parse_challenge(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some((k, after)) = rest.split_once('=') else { break };
+        let k = k.trim().trim_start_matches(',').trim().to_string();
+        let after = after.trim_start();
+        let (v, next) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (q[..end].to_string(), q.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        out.push((k, v));
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PushReport {
+    pub digest: String,
+    pub uploaded: usize,
+    pub skipped: usize,
+    pub bytes_uploaded: u64,
+}
+
+/// Pushes the image tagged `tag` in `store` to `r`.
+pub fn push(store: &Store, tag: &str, r: &Reference, client: &mut Client) -> Result<PushReport, OciError> {
+    let top = store.index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .cloned()
+        .ok_or_else(|| OciError::Input(format!("no image tagged `{tag}` in the layout")))?;
+    let top_digest = top["digest"].as_str().unwrap_or("").to_string();
+    let top_media = top["mediaType"].as_str().unwrap_or(crate::MEDIA_MANIFEST).to_string();
+    let top_json = store.json(&top_digest)?;
+    // (digest, media type) of each platform manifest, then their blobs.
+    let manifests: Vec<(String, String)> = if top_json["manifests"].is_array() {
+        top_json["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["digest"].as_str().unwrap_or("").to_string(),
+                    m["mediaType"].as_str().unwrap_or(crate::MEDIA_MANIFEST).to_string(),
+                )
+            })
+            .collect()
+    } else {
+        vec![(top_digest.clone(), top_media.clone())]
+    };
+    let mut blobs: Vec<String> = Vec::new();
+    for (md, _) in &manifests {
+        let m = store.json(md)?;
+        for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().into_iter().flatten()) {
+            if let Some(dg) = d["digest"].as_str()
+                && !blobs.iter().any(|b| b == dg)
+            {
+                blobs.push(dg.to_string());
+            }
+        }
+    }
+    let repo = &r.repository;
+    let mut report = PushReport { digest: top_digest.clone(), ..PushReport::default() };
+    for digest in &blobs {
+        let bytes = store.blob(digest)?;
+        let url = format!("{}/v2/{repo}/blobs/{digest}", client.base);
+        let head = client.send("HEAD", &url, None, &[])?;
+        if head.status == 200 {
+            report.skipped += 1;
+            continue;
+        }
+        check_auth(&head, r)?;
+        let start = client.send("POST", &format!("{}/v2/{repo}/blobs/uploads/", client.base), None, &[])?;
+        check_auth(&start, r)?;
+        if start.status != 202 {
+            return Err(OciError::Registry(format!("starting an upload: {} {}", start.status, start.body.trim())));
+        }
+        let location = client
+            .absolute(start.location.as_deref().ok_or_else(|| OciError::Registry("upload without a Location".into()))?);
+        let put_url =
+            format!("{location}{}digest={}", if location.contains('?') { '&' } else { '?' }, urlencode(digest));
+        let done = client.send("PUT", &put_url, Some("application/octet-stream"), bytes)?;
+        if done.status != 201 {
+            return Err(OciError::Registry(format!("uploading {digest}: {} {}", done.status, done.body.trim())));
+        }
+        report.uploaded += 1;
+        report.bytes_uploaded += bytes.len() as u64;
+    }
+    // Platform manifests by digest, then the top by tag.
+    let put_manifest = |client: &mut Client, reference: &str, digest: &str, media: &str| -> Result<(), OciError> {
+        let bytes = store.blob(digest)?;
+        let url = format!("{}/v2/{repo}/manifests/{reference}", client.base);
+        let reply = client.send("PUT", &url, Some(media), bytes)?;
+        check_auth(&reply, r)?;
+        if reply.status != 201 {
+            return Err(OciError::Registry(format!(
+                "putting manifest {digest}: {} {}",
+                reply.status,
+                reply.body.trim()
+            )));
+        }
+        if let Some(d) = reply.digest.filter(|d| d != digest) {
+            return Err(OciError::Registry(format!("the registry stored manifest {digest} as {d}: digest mismatch")));
+        }
+        Ok(())
+    };
+    if top_json["manifests"].is_array() {
+        for (md, media) in &manifests {
+            put_manifest(client, md, md, media)?;
+        }
+    }
+    put_manifest(client, &r.tag, &top_digest, &top_media)?;
+    Ok(report)
+}
+
+fn check_auth(reply: &Reply, r: &Reference) -> Result<(), OciError> {
+    match reply.status {
+        401 => Err(OciError::Auth(format!("{} refused the credentials (401)", r.host))),
+        403 => Err(OciError::Auth(format!("{} forbids pushing to {} (403)", r.host, r.repository))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        assert_eq!(
+            Reference::parse("127.0.0.1:5000/team/app:v1").unwrap(),
+            Reference { host: "127.0.0.1:5000".into(), repository: "team/app".into(), tag: "v1".into() }
+        );
+        assert_eq!(Reference::parse("localhost/app").unwrap().tag, "latest");
+        assert!(Reference::parse("app:v1").is_err());
+        assert!(Reference::parse("127.0.0.1:5000/App:v1").is_err());
+        assert!(Reference::parse("127.0.0.1:5000/app:-x").is_err());
+    }
+
+    #[test]
+    fn challenges() {
+        let p = parse_challenge(
+            r#"realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(p[0], ("realm".into(), "https://auth.example.com/token".into()));
+        assert_eq!(p[2], ("scope".into(), "repository:a/b:pull,push".into()));
+    }
+}

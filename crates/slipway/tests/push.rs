@@ -1,0 +1,170 @@
+//! `slipway image push` and `image build --push` against a real registry (Debian's
+//! `docker-registry`) started on loopback by the test, with and without htpasswd auth;
+//! read back with `skopeo`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// A docker-registry on a free loopback port; stopped when dropped.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        require("docker-registry", "--version");
+        let dir = tempfile::tempdir().unwrap();
+        let addr = free_addr();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, pass)) = htpasswd {
+            let file = dir.path().join("htpasswd");
+            let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output();
+            let out = out
+                .ok()
+                .filter(|o| o.status.success())
+                .expect("`htpasswd` is not available: run `scripts/setup` (Debian's apache2-utils)");
+            std::fs::write(&file, &out.stdout).unwrap();
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: slipway-test\n    path: {}\n", file.display()));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let r = Registry { child, addr, _dir: dir };
+        assert!(wait_http(&r.addr, "/v2/").is_some(), "the registry did not start");
+        r
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn example_with_image(platforms: &str) -> Repo {
+    require_go();
+    let r = Repo::new(&[]);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
+    for f in ["go.mod", "main.go", "main_test.go"] {
+        std::fs::copy(src.join(f), r.path().join(f)).unwrap();
+    }
+    r.commit("hello-service");
+    r.git(&["tag", "v3.0.0"]);
+    let b = r.slipway(&["go", "build", "--platform", platforms]);
+    assert_eq!(b.code, 0, "{}", b.debug());
+    let i = r.slipway(&["image", "build"]);
+    assert_eq!(i.code, 0, "{}", i.debug());
+    r
+}
+
+fn json_lines(run: &Run) -> Vec<serde_json::Value> {
+    run.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {}", run.debug()))).collect()
+}
+
+#[test]
+fn push_uploads_once_and_skopeo_reads_it_back() {
+    require("skopeo", "--version");
+    let reg = Registry::start(None);
+    let r = example_with_image("linux/amd64,linux/arm64");
+    let reference = format!("{}/team/hello:v3.0.0", reg.addr);
+    let first = r.slipway(&["image", "push", "--json", &reference]);
+    assert_eq!(first.code, 0, "{}", first.debug());
+    let f = &json_lines(&first)[0];
+    assert!(f["uploaded"].as_u64().unwrap() >= 4, "{f}");
+    // A second push of the unchanged image uploads nothing.
+    let second = json_lines(&r.slipway(&["image", "push", "--json", &reference]))[0].clone();
+    assert_eq!(second["uploaded"], 0, "{second}");
+    assert_eq!(second["digest"], f["digest"]);
+    // skopeo sees our digest and both platforms.
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["Digest"], f["digest"]);
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .unwrap();
+    let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2);
+    // build --push does both at once, under another tag.
+    let built =
+        r.slipway(&["image", "build", "--json", "--tag", "again", "--push", &format!("{}/team/hello:again", reg.addr)]);
+    assert_eq!(built.code, 0, "{}", built.debug());
+    let v: serde_json::Value = serde_json::from_str(built.stdout.trim()).unwrap();
+    assert_eq!(v["pushed"][0]["uploaded"], 2, "only the two configs are new (their version label changed): {v}");
+}
+
+#[test]
+fn auth_is_asked_for_and_used() {
+    let reg = Registry::start(Some(("ci", "s3cret-pass")));
+    let r = example_with_image("linux/amd64");
+    let reference = format!("{}/team/hello:v3.0.0", reg.addr);
+    let refused = Command::new(bin())
+        .args(["image", "push", &reference])
+        .current_dir(r.path())
+        .env("HOME", r.path())
+        .output()
+        .unwrap();
+    let refused = Run::from(refused);
+    assert_eq!(refused.code, 2, "{}", refused.debug());
+    assert!(refused.stderr.contains("wants a user name and password"), "{}", refused.debug());
+    let wrong = Command::new(bin())
+        .args(["image", "push", &reference])
+        .current_dir(r.path())
+        .env("SLIPWAY_REGISTRY_USER", "ci")
+        .env("SLIPWAY_REGISTRY_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    let wrong = Run::from(wrong);
+    assert_eq!(wrong.code, 2, "{}", wrong.debug());
+    assert!(wrong.stderr.contains("refused the credentials"), "{}", wrong.debug());
+    let mut ok = Command::new(bin())
+        .args(["image", "push", "--json", "--username", "ci", "--password-stdin", &reference])
+        .current_dir(r.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    ok.stdin.take().unwrap().write_all(b"s3cret-pass\n").unwrap();
+    let ok = Run::from(ok.wait_with_output().unwrap());
+    assert_eq!(ok.code, 0, "{}", ok.debug());
+    assert!(!ok.stdout.contains("s3cret-pass") && !ok.stderr.contains("s3cret-pass"));
+}
+
+#[test]
+fn bad_references_and_unreachable_registries() {
+    let r = example_with_image("linux/amd64");
+    let bad = r.slipway(&["image", "push", "hello:v1"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("not an image reference"), "{}", bad.debug());
+    let remote = r.slipway(&["image", "push", "registry.example.com/team/hello:v1"]);
+    assert_eq!(remote.code, 2);
+    assert!(remote.stderr.contains("--insecure-registry"), "{}", remote.debug());
+    let nobody = free_addr();
+    let down = r.slipway(&["image", "push", &format!("{nobody}/team/hello:v3.0.0")]);
+    assert_eq!(down.code, 1, "{}", down.debug());
+    assert!(down.stderr.contains("after 4 attempts"), "{}", down.debug());
+    let missing = r.slipway(&["image", "push", "--tag", "nope", &format!("{nobody}/team/hello:v1")]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("no image tagged `nope`"), "{}", missing.debug());
+}
