@@ -159,6 +159,47 @@ fn credentials(host: &str, args: &RegistryArgs) -> Result<Option<slipway_oci::re
     Ok(None)
 }
 
+/// Expands `{{version}}`, `{{commit_short}}` and `{{branch}}` in a reference.
+fn expand_ref(root: &Path, reference: &str, version: &str) -> Result<String> {
+    if !reference.contains("{{") {
+        return Ok(reference.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = reference;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find("}}")
+            .map(|e| start + e)
+            .ok_or_else(|| UserError::new(format!("`{reference}`: unclosed `{{{{`")))?;
+        let name = rest[start + 2..end].trim();
+        let value = match name {
+            "version" => version.to_string(),
+            "commit_short" => git(root, &["rev-parse", "--short=8", "HEAD"]).unwrap_or_default(),
+            "branch" => std::env::var("CI_COMMIT_BRANCH")
+                .ok()
+                .or_else(|| git(root, &["symbolic-ref", "-q", "--short", "HEAD"]))
+                .map(|b| slipway_pipeline::vars::slug(&b))
+                .unwrap_or_default(),
+            other => {
+                return Err(UserError::new(format!("`{reference}`: unknown template `{{{{{other}}}}}`"))
+                    .hint("templates: {{version}}, {{commit_short}}, {{branch}}")
+                    .into());
+            }
+        };
+        if value.is_empty() {
+            return Err(UserError::new(format!(
+                "`{reference}`: `{{{{{name}}}}}` is empty here (no git commit or branch)"
+            ))
+            .into());
+        }
+        out.push_str(&value);
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 fn push_to(layout: &Path, tag: &str, reference: &str, args: &RegistryArgs) -> Result<serde_json::Value> {
     let r = slipway_oci::registry::Reference::parse(reference).map_err(oci_error)?;
     let creds = credentials(&r.host, args)?;
@@ -329,7 +370,8 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
             }
         };
         for reference in &a.push {
-            pushed.push(push_to(&dir, &tag, reference, &a.registry)?);
+            let reference = expand_ref(root, reference, &tag)?;
+            pushed.push(push_to(&dir, &tag, &reference, &a.registry)?);
         }
     }
     let platforms: Vec<serde_json::Value> = image
@@ -366,11 +408,12 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
 fn push(root: &Path, a: PushArgs, ui: &Ui) -> Result<i32> {
     let layout = if a.layout.is_absolute() { a.layout.clone() } else { root.join(&a.layout) };
     for reference in &a.refs {
+        let reference = expand_ref(root, reference, a.tag.as_deref().unwrap_or(""))?;
         let tag = match &a.tag {
             Some(t) => t.clone(),
-            None => slipway_oci::registry::Reference::parse(reference).map_err(oci_error)?.tag,
+            None => slipway_oci::registry::Reference::parse(&reference).map_err(oci_error)?.tag,
         };
-        let v = push_to(&layout, &tag, reference, &a.registry)?;
+        let v = push_to(&layout, &tag, &reference, &a.registry)?;
         print_push(&v, a.json, ui);
     }
     Ok(exit::OK)
