@@ -232,6 +232,106 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+impl Client {
+    /// GETs a manifest (or index) by tag or digest; checks the digest when asked by digest.
+    pub fn manifest(&mut self, r: &Reference, reference: &str) -> Result<Vec<u8>, OciError> {
+        let url = format!("{}/v2/{}/manifests/{reference}", self.base, r.repository);
+        let reply = self.get_bytes(&url)?;
+        match reply.0 {
+            401 => return Err(OciError::Auth(format!("{} refused the credentials (401)", r.host))),
+            403 => return Err(OciError::Auth(format!("{} forbids reading {} (403)", r.host, r.repository))),
+            200 => {}
+            404 => return Err(OciError::Input(format!("{}/{}:{reference} does not exist", r.host, r.repository))),
+            s => return Err(OciError::Registry(format!("GET {url}: {s}"))),
+        }
+        if reference.starts_with("sha256:") && crate::build::sha256(&reply.1) != reference {
+            return Err(OciError::Registry(format!("manifest {reference} does not match its digest")));
+        }
+        Ok(reply.1)
+    }
+
+    /// GETs a blob and checks its digest.
+    pub fn blob(&mut self, r: &Reference, digest: &str) -> Result<Vec<u8>, OciError> {
+        let url = format!("{}/v2/{}/blobs/{digest}", self.base, r.repository);
+        let (status, bytes) = self.get_bytes(&url)?;
+        if status != 200 {
+            return Err(OciError::Registry(format!("GET {url}: {status}")));
+        }
+        if crate::build::sha256(&bytes) != digest {
+            return Err(OciError::Registry(format!("blob {digest} does not match its digest")));
+        }
+        Ok(bytes)
+    }
+
+    fn get_bytes(&mut self, url: &str) -> Result<(u16, Vec<u8>), OciError> {
+        // Reuse the retry/auth path, then fetch the bytes with the header that worked.
+        let first = self.send("HEAD", url, None, &[])?;
+        if first.status != 200 {
+            return Ok((first.status, Vec::new()));
+        }
+        let mut b = http::Request::builder().method("GET").uri(url).header(
+            "Accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
+        );
+        if let Some(a) = &self.auth {
+            b = b.header("Authorization", a);
+        }
+        let req = b.body(Vec::<u8>::new()).map_err(|e| OciError::Io(e.to_string()))?;
+        let mut resp = self.agent.run(req).map_err(|e| OciError::Io(format!("GET {url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(512 * 1024 * 1024)
+            .read_to_vec()
+            .map_err(|e| OciError::Io(format!("GET {url}: {e}")))?;
+        Ok((status, bytes))
+    }
+}
+
+/// The same summary as `layout::inspect`, for an image in a registry.
+pub fn inspect(r: &Reference, client: &mut Client) -> Result<serde_json::Value, OciError> {
+    let top = client.manifest(r, &r.tag)?;
+    let digest = crate::build::sha256(&top);
+    let node: serde_json::Value =
+        serde_json::from_slice(&top).map_err(|e| OciError::Registry(format!("manifest: {e}")))?;
+    let manifests: Vec<String> = if node["manifests"].is_array() {
+        node["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["digest"].as_str().map(str::to_string))
+            .collect()
+    } else {
+        vec![digest.clone()]
+    };
+    let mut platforms = Vec::new();
+    for md in manifests {
+        let m: serde_json::Value = if md == digest {
+            node.clone()
+        } else {
+            serde_json::from_slice(&client.manifest(r, &md)?)
+                .map_err(|e| OciError::Registry(format!("manifest {md}: {e}")))?
+        };
+        let cfg_digest = m["config"]["digest"].as_str().unwrap_or("").to_string();
+        let cfg: serde_json::Value = serde_json::from_slice(&client.blob(r, &cfg_digest)?)
+            .map_err(|e| OciError::Registry(format!("config: {e}")))?;
+        let layers: Vec<serde_json::Value> = m["layers"].as_array().cloned().unwrap_or_default();
+        let size: u64 = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
+        platforms.push(serde_json::json!({
+            "platform": format!("{}/{}", cfg["os"].as_str().unwrap_or("?"), cfg["architecture"].as_str().unwrap_or("?")),
+            "manifest": md,
+            "layers": layers.len(),
+            "size": size,
+            "user": cfg["config"]["User"],
+            "entrypoint": cfg["config"]["Entrypoint"],
+            "labels": cfg["config"]["Labels"],
+            "created": cfg["created"],
+        }));
+    }
+    Ok(serde_json::json!({"images": [{"tag": r.tag, "digest": digest, "platforms": platforms}]}))
+}
+
 /// What a push did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PushReport {

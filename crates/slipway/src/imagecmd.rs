@@ -18,10 +18,12 @@ pub enum ImageCommand {
     Build(Box<ImageBuildArgs>),
     /// Push an image from an OCI layout to a registry (blobs first, the tag last).
     Push(PushArgs),
-    /// Show the images in an OCI layout directory or archive.
+    /// Show the images in an OCI layout directory, an archive, or a registry (host/name:tag).
     Inspect {
-        /// A layout directory or an archive written by `slipway image build`.
-        path: PathBuf,
+        /// A layout directory, an archive written by `slipway image build`, or a reference.
+        path: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -229,7 +231,7 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 pub fn run(root: &Path, cmd: ImageCommand, ui: &Ui) -> Result<i32> {
     match cmd {
         ImageCommand::Build(a) => build(root, *a, ui),
-        ImageCommand::Inspect { path, json } => inspect(&path, json, ui),
+        ImageCommand::Inspect { path, registry, json } => inspect(root, &path, &registry, json, ui),
         ImageCommand::Push(a) => push(root, a, ui),
     }
 }
@@ -434,8 +436,20 @@ fn print_push(v: &serde_json::Value, json: bool, ui: &Ui) {
     }
 }
 
-fn inspect(path: &Path, json: bool, ui: &Ui) -> Result<i32> {
-    let v = slipway_oci::layout::inspect(path).map_err(oci_error)?;
+fn inspect(root: &Path, what: &str, registry: &RegistryArgs, json: bool, ui: &Ui) -> Result<i32> {
+    let local = if Path::new(what).is_absolute() { PathBuf::from(what) } else { root.join(what) };
+    let v = if local.exists() {
+        slipway_oci::layout::inspect(&local).map_err(oci_error)?
+    } else {
+        let r = slipway_oci::registry::Reference::parse(what).map_err(|_| {
+            UserError::new(format!("`{what}` is neither a layout, an archive nor an image reference"))
+                .hint("give a directory, a .tar, or host[:port]/name[:tag]")
+        })?;
+        let creds = credentials(&r.host, registry)?;
+        let mut client =
+            slipway_oci::registry::Client::new(&r, registry.insecure_registry, creds).map_err(oci_error)?;
+        slipway_oci::registry::inspect(&r, &mut client).map_err(oci_error)?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(exit::OK);

@@ -104,6 +104,16 @@ fn push_uploads_once_and_skopeo_reads_it_back() {
         .unwrap();
     let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
     assert_eq!(raw["manifests"].as_array().unwrap().len(), 2);
+    // slipway inspects it in the registry the same way as locally.
+    let remote = r.slipway(&["image", "inspect", "--json", &reference]);
+    assert_eq!(remote.code, 0, "{}", remote.debug());
+    let remote: serde_json::Value = serde_json::from_str(&remote.stdout).unwrap();
+    let local: serde_json::Value =
+        serde_json::from_str(&r.slipway(&["image", "inspect", "--json", "dist/image"]).stdout).unwrap();
+    assert_eq!(remote["images"][0]["platforms"], local["images"][0]["platforms"]);
+    let gone = r.slipway(&["image", "inspect", &format!("{}/team/nothing:v1", reg.addr)]);
+    assert_eq!(gone.code, 2, "{}", gone.debug());
+    assert!(gone.stderr.contains("does not exist"), "{}", gone.debug());
     // build --push does both at once, under another tag.
     let built =
         r.slipway(&["image", "build", "--json", "--tag", "again", "--push", &format!("{}/team/hello:again", reg.addr)]);
