@@ -7,12 +7,18 @@ pub const NAME: &str = "<built-in Go pipeline>";
 pub const GO_PIPELINE: &str = r#"# The built-in Go pipeline of slipway (written by `slipway init`; edit freely).
 # Job syntax is GitLab CI's: https://docs.gitlab.com/ee/ci/yaml/
 # Each step is a slipway command that also works on its own in any CI.
-stages: [verify, lint, test, gate, build]
+stages: [verify, lint, test, gate, build, package]
 
 # Quality gates checked by the `quality` job (see docs/go.md). Example:
 # gates:
 #   coverage:
 #     total: 70
+#
+# A container image made by the `container` job (see docs/images.md). Example:
+# images:
+#   registry: registry.example.com/team/app
+#   tags: ["{{version}}", "{{commit_short}}"]
+#   ports: [8080]
 
 verify:
   stage: verify
@@ -71,4 +77,15 @@ build:
   artifacts:
     paths:
       - dist/
+
+container:
+  stage: package
+  needs: [build]
+  script:
+    - slipway image build --if-configured --json > image.json
+    - cat image.json
+  artifacts:
+    paths:
+      - image.json
+      - dist/image/
 "#;

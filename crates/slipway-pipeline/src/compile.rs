@@ -782,6 +782,40 @@ impl Cx {
         self.int(n, what, 0, i64::MAX).map(|v| v as u64)
     }
 
+    /// The `images:` section.
+    fn images_section(&mut self, n: &Node) -> ImagesConfig {
+        let mut c = ImagesConfig::default();
+        for (k, v) in self.map(n, "images") {
+            match k.name.as_str() {
+                "name" => c.name = self.string(v, "images:name"),
+                "registry" => {
+                    c.registry = self.string(v, "images:registry");
+                    if let Some(r) = &c.registry {
+                        let host = r.split('/').next().unwrap_or("");
+                        if !r.contains('/') || !(host.contains('.') || host.contains(':') || host == "localhost") {
+                            self.err(v.span, format!("`images:registry` `{r}` must be host[:port]/repository")).hint =
+                                Some("e.g. registry.example.com/team/app or 127.0.0.1:5000/app (the tags come from `tags`)".into());
+                        } else if r.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+                            self.err(v.span, "`images:registry` holds no tag; list tags under `images:tags`");
+                        }
+                    }
+                }
+                "tags" => c.tags = self.strings(v, "images:tags"),
+                "user" => c.user = self.int(v, "images:user", 0, u32::MAX as i64).map(|u| u as u32),
+                "ports" => {
+                    c.ports = match &v.value {
+                        Value::Seq(items) => items.iter().filter_map(|i| i.scalar_string()).collect(),
+                        _ => v.scalar_string().into_iter().collect(),
+                    }
+                }
+                "env" => c.env = self.variables(v, "images:env").into_iter().map(|var| (var.name, var.value)).collect(),
+                "tzdata" => c.tzdata = self.boolean(v, "images:tzdata").unwrap_or(false),
+                _ => self.unknown_key(k, "`images`", &["name", "registry", "tags", "user", "ports", "env", "tzdata"]),
+            }
+        }
+        c
+    }
+
     /// The `go:` section.
     fn go_section(&mut self, n: &Node) -> GoConfig {
         let mut g = GoConfig::default();
@@ -948,6 +982,7 @@ impl Cx {
         let mut sections = std::collections::BTreeMap::new();
         let mut gates = None;
         let mut go = None;
+        let mut images = None;
         let mut jobs_raw = Vec::new();
         for (k, v) in &entries {
             match k.name.as_str() {
@@ -996,6 +1031,9 @@ impl Cx {
                     if name == "go" {
                         go = Some(self.go_section(v));
                     }
+                    if name == "images" {
+                        images = Some(self.images_section(v));
+                    }
                     sections.insert(name.to_string(), v.clone());
                 }
                 "include" => {}
@@ -1036,7 +1074,7 @@ impl Cx {
         }
         self.check_needs(&jobs, &all_stages);
 
-        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections, gates, go })
+        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections, gates, go, images })
     }
 
     fn resolve_extends(

@@ -25,6 +25,23 @@ pub struct Pipeline {
     pub gates: Option<Gates>,
     /// The `go:` section, validated.
     pub go: Option<GoConfig>,
+    /// The `images:` section, validated.
+    pub images: Option<ImagesConfig>,
+}
+
+/// The `images:` section: what `slipway image build` makes and where it pushes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImagesConfig {
+    /// The program (binary name) to package.
+    pub name: Option<String>,
+    /// Repository to push to, `host[:port]/path` (no tag).
+    pub registry: Option<String>,
+    /// Tags (templates allowed: `{{version}}`, `{{commit_short}}`, `{{branch}}`).
+    pub tags: Vec<String>,
+    pub user: Option<u32>,
+    pub ports: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub tzdata: bool,
 }
 
 /// The `go:` section: defaults for `slipway go build`.

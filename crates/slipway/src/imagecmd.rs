@@ -81,9 +81,9 @@ pub struct ImageBuildArgs {
     /// Write an archive that is an OCI layout and `docker load`-able.
     #[arg(long, value_name = "FILE")]
     pub tarball: Option<PathBuf>,
-    /// Numeric user (and group) the program runs as.
-    #[arg(long, default_value_t = 65532)]
-    pub user: u32,
+    /// Numeric user (and group) the program runs as (default 65532).
+    #[arg(long)]
+    pub user: Option<u32>,
     /// Arguments after the entrypoint (repeatable).
     #[arg(long = "arg", value_name = "ARG")]
     pub args: Vec<String>,
@@ -105,6 +105,9 @@ pub struct ImageBuildArgs {
     /// Leave out the host's CA certificates.
     #[arg(long)]
     pub no_ca_certs: bool,
+    /// Do nothing (exit 0) when the pipeline file has no `images:` section.
+    #[arg(long)]
+    pub if_configured: bool,
     /// Also push to this reference, host[:port]/name[:tag] (repeatable).
     #[arg(long, value_name = "REF")]
     pub push: Vec<String>,
@@ -236,8 +239,48 @@ pub fn run(root: &Path, cmd: ImageCommand, ui: &Ui) -> Result<i32> {
     }
 }
 
-fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
+fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
     let started = std::time::Instant::now();
+    // The pipeline file's `images:` section gives the defaults; flags win.
+    let mut configured = None;
+    if crate::project::find_source(root, None).is_ok() {
+        configured = crate::project::load(root, None, ui)?.pipeline.images;
+    }
+    match &configured {
+        None if a.if_configured => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"built": false, "reason": "no images: section in the pipeline file"})
+                );
+            } else {
+                println!("{}", ui.paint("2", "no `images:` section in the pipeline file: no image to build"));
+            }
+            return Ok(exit::OK);
+        }
+        None => {}
+        Some(c) => {
+            if a.name.is_none() {
+                a.name = c.name.clone();
+            }
+            if a.user.is_none() {
+                a.user = c.user;
+            }
+            if a.port.is_empty() {
+                a.port = c.ports.clone();
+            }
+            if a.env.is_empty() {
+                a.env = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            }
+            a.tzdata |= c.tzdata;
+            if a.push.is_empty()
+                && let Some(reg) = &c.registry
+            {
+                let tags = if c.tags.is_empty() { vec!["{{version}}".to_string()] } else { c.tags.clone() };
+                a.push = tags.iter().map(|t| format!("{reg}:{t}")).collect();
+            }
+        }
+    }
     let mut binaries = Vec::new();
     let mut name = a.name.clone();
     let mut version = None;
@@ -333,7 +376,7 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
     let spec = ImageSpec {
         name: name.clone(),
         binaries,
-        user: a.user,
+        user: a.user.unwrap_or(65532),
         ca_certs: (!a.no_ca_certs && ca.is_file()).then(|| ca.to_path_buf()),
         zoneinfo: a.tzdata.then(|| zi.to_path_buf()),
         args: a.args.clone(),
@@ -385,6 +428,7 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         println!(
             "{}",
             serde_json::json!({
+                "built": true,
                 "name": name,
                 "tag": tag,
                 "digest": image.digest(),

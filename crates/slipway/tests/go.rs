@@ -31,7 +31,8 @@ fn built_in_go_pipeline_builds_tests_and_stamps_the_example() {
             ("vet", "success"),
             ("test", "success"),
             ("quality", "success"),
-            ("build", "success")
+            ("build", "success"),
+            ("container", "success")
         ])
     );
     assert!(run.log("test").iter().any(|l| l.starts_with("ok") && l.contains("coverage")), "{:?}", run.log("test"));
@@ -75,7 +76,8 @@ fn built_in_go_pipeline_stops_at_unformatted_code_untidy_modules_and_low_coverag
             ("vet", "failed"),
             ("test", "success"),
             ("quality", "skipped"),
-            ("build", "skipped")
+            ("build", "skipped"),
+            ("container", "skipped")
         ])
     );
     assert!(run.log("vet").iter().any(|l| l.starts_with("extra.go: not gofmt-formatted")), "{:?}", run.log("vet"));
@@ -94,7 +96,8 @@ fn built_in_go_pipeline_stops_at_unformatted_code_untidy_modules_and_low_coverag
             ("vet", "success"),
             ("test", "success"),
             ("quality", "failed"),
-            ("build", "skipped")
+            ("build", "skipped"),
+            ("container", "skipped")
         ])
     );
     assert!(

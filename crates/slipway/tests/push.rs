@@ -178,3 +178,41 @@ fn bad_references_and_unreachable_registries() {
     assert_eq!(missing.code, 2);
     assert!(missing.stderr.contains("no image tagged `nope`"), "{}", missing.debug());
 }
+
+#[test]
+fn the_pipeline_builds_and_pushes_the_configured_image() {
+    require("skopeo", "--version");
+    let reg = Registry::start(None);
+    require_go();
+    let r = Repo::new(&[]);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
+    for f in ["go.mod", "main.go", "main_test.go"] {
+        std::fs::copy(src.join(f), r.path().join(f)).unwrap();
+    }
+    assert_eq!(r.slipway(&["init"]).code, 0);
+    let mut file = std::fs::read_to_string(r.path().join(".slipway.yml")).unwrap();
+    file.push_str(&format!(
+        "\nimages:\n  registry: {}/team/hello\n  tags: [\"{{{{commit_short}}}}\", stable]\n  ports: [8080]\n",
+        reg.addr
+    ));
+    std::fs::write(r.path().join(".slipway.yml"), file).unwrap();
+    r.commit("pipeline with an image");
+    let run = r.slipway(&["run", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    assert!(run.statuses().contains(&("container".to_string(), "success".to_string())));
+    // The pushed digests are an artifact of the pipeline.
+    let image: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(r.path().join(".slipway/runs/1/artifacts/container/image.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(image["built"], true);
+    let short = r.git(&["rev-parse", "--short=8", "HEAD"]);
+    assert_eq!(image["pushed"][0]["ref"], format!("{}/team/hello:{short}", reg.addr));
+    assert_eq!(image["pushed"][1]["ref"], format!("{}/team/hello:stable", reg.addr));
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{}/team/hello:stable", reg.addr)])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["Digest"], image["digest"]);
+}
