@@ -265,8 +265,30 @@ fn build_one(opts: &BuildOptions, pkg: &MainPackage, pl: &Platform, staging: &Pa
 pub struct BuildInfo {
     pub go_version: String,
     pub module: String,
+    /// The main module's version (`(devel)` for a local build).
+    pub module_version: String,
     pub vcs_revision: Option<String>,
     pub vcs_modified: Option<bool>,
+    /// The modules compiled in, as the binary records them (replacements applied).
+    pub deps: Vec<Dep>,
+}
+
+/// A dependency module recorded in a binary's build info.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Dep {
+    pub path: String,
+    pub version: String,
+    /// The go.sum hash (`h1:…`), when recorded.
+    pub sum: Option<String>,
+}
+
+/// Build info of a binary (`go version -m`), run in `dir`.
+pub fn read_build_info(dir: &Path, binary: &Path) -> Result<BuildInfo, GoError> {
+    let out = go(dir).args(["version", "-m"]).arg(binary).output().map_err(spawn_err)?;
+    if !out.status.success() {
+        return Err(GoError::GoFailed { message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    Ok(parse_build_info(&String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Parses `go version -m FILE`.
@@ -279,7 +301,25 @@ pub fn parse_build_info(text: &str) -> BuildInfo {
         }
         let cols: Vec<&str> = line.trim_start_matches('\t').split('\t').collect();
         match cols.as_slice() {
-            ["mod", path, ..] => b.module = path.to_string(),
+            ["mod", path, version, ..] => {
+                b.module = path.to_string();
+                b.module_version = version.to_string();
+            }
+            ["mod", path] => b.module = path.to_string(),
+            ["dep", path, version, rest @ ..] => b.deps.push(Dep {
+                path: path.to_string(),
+                version: version.to_string(),
+                sum: rest.first().filter(|s| !s.is_empty()).map(|s| s.to_string()),
+            }),
+            ["=>", path, version, rest @ ..] => {
+                if let Some(last) = b.deps.last_mut() {
+                    *last = Dep {
+                        path: path.to_string(),
+                        version: version.to_string(),
+                        sum: rest.first().filter(|s| !s.is_empty()).map(|s| s.to_string()),
+                    };
+                }
+            }
             ["build", kv] => match kv.split_once('=') {
                 Some(("vcs.revision", v)) => b.vcs_revision = Some(v.to_string()),
                 Some(("vcs.modified", v)) => b.vcs_modified = Some(v == "true"),
@@ -305,10 +345,18 @@ mod tests {
             BuildInfo {
                 go_version: "go1.25.5".into(),
                 module: "example.com/hs".into(),
+                module_version: "(devel)".into(),
                 vcs_revision: Some("abc".into()),
-                vcs_modified: Some(true)
+                vcs_modified: Some(true),
+                deps: Vec::new(),
             }
         );
+        let d = parse_build_info(
+            "x: go1.25.5\n\tpath\tex.com/a\n\tmod\tex.com/a\t(devel)\t\n\tdep\tgolang.org/x/text\tv0.14.0\th1:ScX5w1eTa3QqT8oi6+ziP7dTV1S2+ALU0bI+0zXKWiQ=\n\tdep\tex.com/old\tv1.0.0\th1:x\n\t=>\tex.com/new\tv1.1.0\th1:y\n",
+        );
+        assert_eq!(d.deps.len(), 2);
+        assert_eq!(d.deps[0].sum.as_deref(), Some("h1:ScX5w1eTa3QqT8oi6+ziP7dTV1S2+ALU0bI+0zXKWiQ="));
+        assert_eq!(d.deps[1], Dep { path: "ex.com/new".into(), version: "v1.1.0".into(), sum: Some("h1:y".into()) });
         assert_eq!(Platform::parse("linux/arm64"), Some(Platform { os: "linux".into(), arch: "arm64".into() }));
         assert_eq!(Platform::parse("linux"), None);
         assert_eq!(Platform::parse("a/b/c"), None);

@@ -33,9 +33,25 @@ fn top_descriptor(image: &Image, tag: &str) -> Value {
 
 /// Writes (or adds to) an OCI image layout; the tag replaces an earlier image of that tag.
 pub fn write_layout(image: &Image, dir: &Path, tag: &str) -> Result<(), OciError> {
+    write_blobs(dir, &image.blobs())?;
+    add_to_index(dir, top_descriptor(image, tag), tag)
+}
+
+/// Adds the SBOM artifact to a layout, tagged `sha256-<image hex>.sbom` as in a registry
+/// without the referrers API.
+pub fn write_attachment(att: &crate::sbom::Attachment, dir: &Path, image_digest: &str) -> Result<(), OciError> {
+    write_blobs(dir, &att.blobs())?;
+    let tag = crate::sbom::fallback_tag(image_digest);
+    let mut d = att.manifest.descriptor();
+    d["artifactType"] = json!(crate::sbom::MEDIA_SPDX);
+    d["annotations"] = json!({ REF_NAME: tag });
+    add_to_index(dir, d, &tag)
+}
+
+fn write_blobs(dir: &Path, list: &[&crate::build::Blob]) -> Result<(), OciError> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(OciError::io("creating the layout"))?;
-    for b in image.blobs() {
+    for b in list {
         let path = blobs.join(hex(&b.digest));
         if !path.exists() {
             let tmp = blobs.join(format!(".{}.tmp", hex(&b.digest)));
@@ -44,14 +60,18 @@ pub fn write_layout(image: &Image, dir: &Path, tag: &str) -> Result<(), OciError
         }
     }
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
-        .map_err(OciError::io("writing oci-layout"))?;
+        .map_err(OciError::io("writing oci-layout"))
+}
+
+/// Points `tag` in index.json at `descriptor` (replacing what it pointed at), atomically.
+fn add_to_index(dir: &Path, descriptor: Value, tag: &str) -> Result<(), OciError> {
     let mut manifests: Vec<Value> = std::fs::read_to_string(dir.join("index.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .and_then(|v| v["manifests"].as_array().cloned())
         .unwrap_or_default();
     manifests.retain(|m| m["annotations"][REF_NAME] != tag);
-    manifests.push(top_descriptor(image, tag));
+    manifests.push(descriptor);
     let index = json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests});
     let tmp = dir.join(".index.json.tmp");
     std::fs::write(&tmp, canonical(&index)).map_err(OciError::io("writing index.json"))?;
@@ -191,7 +211,16 @@ impl Store {
 pub fn inspect(path: &Path) -> Result<Value, OciError> {
     let store = Store::open(path)?;
     let mut images = Vec::new();
+    let tags: Vec<String> = store.index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["annotations"][REF_NAME].as_str().map(str::to_string))
+        .collect();
     for top in store.index["manifests"].as_array().into_iter().flatten() {
+        if top["artifactType"].is_string() {
+            continue; // an SBOM: shown with its image
+        }
         let digest = top["digest"].as_str().unwrap_or("").to_string();
         let tag = top["annotations"][REF_NAME].as_str().map(str::to_string);
         let node = store.json(&digest)?;
@@ -223,7 +252,8 @@ pub fn inspect(path: &Path) -> Result<Value, OciError> {
                 "created": cfg["created"],
             }));
         }
-        images.push(json!({"tag": tag, "digest": digest, "platforms": platforms}));
+        let sbom = tags.contains(&crate::sbom::fallback_tag(&digest));
+        images.push(json!({"tag": tag, "digest": digest, "sbom": sbom, "platforms": platforms}));
     }
     Ok(json!({"images": images}))
 }

@@ -7,6 +7,7 @@ pub mod binary;
 pub mod build;
 pub mod layout;
 pub mod registry;
+pub mod sbom;
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -71,6 +71,8 @@ pub struct Client {
 
 struct Reply {
     status: u16,
+    /// `OCI-Subject`: the registry indexed the manifest's subject (it has the referrers API).
+    subject: Option<String>,
     location: Option<String>,
     digest: Option<String>,
     challenge: Option<String>,
@@ -117,10 +119,11 @@ impl Client {
         let req = b.body(body.to_vec()).map_err(ureq::Error::Http)?;
         let mut resp = self.agent.run(req)?;
         let h = |k: &str| resp.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let (location, digest, challenge) = (h("Location"), h("Docker-Content-Digest"), h("WWW-Authenticate"));
+        let (location, digest, challenge, subject) =
+            (h("Location"), h("Docker-Content-Digest"), h("WWW-Authenticate"), h("OCI-Subject"));
         let status = resp.status().as_u16();
         let body = if method == "HEAD" { String::new() } else { resp.body_mut().read_to_string().unwrap_or_default() };
-        Ok(Reply { status, location, digest, challenge, body })
+        Ok(Reply { status, subject, location, digest, challenge, body })
     }
 
     /// One request with retries on transient failures and one round of authentication.
@@ -336,6 +339,8 @@ pub fn inspect(r: &Reference, client: &mut Client) -> Result<serde_json::Value, 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PushReport {
     pub digest: String,
+    /// Where the SBOM went: `referrers` or the fallback tag; `None` without an SBOM.
+    pub sbom: Option<String>,
     pub uploaded: usize,
     pub skipped: usize,
     pub bytes_uploaded: u64,
@@ -383,29 +388,7 @@ pub fn push(store: &Store, tag: &str, r: &Reference, client: &mut Client) -> Res
     let repo = &r.repository;
     let mut report = PushReport { digest: top_digest.clone(), ..PushReport::default() };
     for digest in &blobs {
-        let bytes = store.blob(digest)?;
-        let url = format!("{}/v2/{repo}/blobs/{digest}", client.base);
-        let head = client.send("HEAD", &url, None, &[])?;
-        if head.status == 200 {
-            report.skipped += 1;
-            continue;
-        }
-        check_auth(&head, r)?;
-        let start = client.send("POST", &format!("{}/v2/{repo}/blobs/uploads/", client.base), None, &[])?;
-        check_auth(&start, r)?;
-        if start.status != 202 {
-            return Err(OciError::Registry(format!("starting an upload: {} {}", start.status, start.body.trim())));
-        }
-        let location = client
-            .absolute(start.location.as_deref().ok_or_else(|| OciError::Registry("upload without a Location".into()))?);
-        let put_url =
-            format!("{location}{}digest={}", if location.contains('?') { '&' } else { '?' }, urlencode(digest));
-        let done = client.send("PUT", &put_url, Some("application/octet-stream"), bytes)?;
-        if done.status != 201 {
-            return Err(OciError::Registry(format!("uploading {digest}: {} {}", done.status, done.body.trim())));
-        }
-        report.uploaded += 1;
-        report.bytes_uploaded += bytes.len() as u64;
+        upload_blob(store, digest, r, client, &mut report)?;
     }
     // Platform manifests by digest, then the top by tag.
     let put_manifest = |client: &mut Client, reference: &str, digest: &str, media: &str| -> Result<(), OciError> {
@@ -431,7 +414,82 @@ pub fn push(store: &Store, tag: &str, r: &Reference, client: &mut Client) -> Res
         }
     }
     put_manifest(client, &r.tag, &top_digest, &top_media)?;
+
+    // The SBOM, when the layout has one for this image: referrers API, else the fallback tag.
+    let sbom_tag = crate::sbom::fallback_tag(&top_digest);
+    let attachment = store.index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == sbom_tag.as_str())
+        .and_then(|m| m["digest"].as_str().map(str::to_string));
+    if let Some(md) = attachment {
+        let m = store.json(&md)?;
+        for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().into_iter().flatten()) {
+            if let Some(dg) = d["digest"].as_str() {
+                upload_blob(store, dg, r, client, &mut report)?;
+            }
+        }
+        let bytes = store.blob(&md)?;
+        let reply = client.send(
+            "PUT",
+            &format!("{}/v2/{repo}/manifests/{md}", client.base),
+            Some(crate::MEDIA_MANIFEST),
+            bytes,
+        )?;
+        check_auth(&reply, r)?;
+        if reply.status != 201 {
+            return Err(OciError::Registry(format!("putting the SBOM {md}: {} {}", reply.status, reply.body.trim())));
+        }
+        if reply.subject.is_some() {
+            report.sbom = Some("referrers".into());
+        } else {
+            let url = format!("{}/v2/{repo}/manifests/{sbom_tag}", client.base);
+            let reply = client.send("PUT", &url, Some(crate::MEDIA_MANIFEST), bytes)?;
+            if reply.status != 201 {
+                return Err(OciError::Registry(format!(
+                    "tagging the SBOM {sbom_tag}: {} {}",
+                    reply.status,
+                    reply.body.trim()
+                )));
+            }
+            report.sbom = Some(sbom_tag);
+        }
+    }
     Ok(report)
+}
+
+fn upload_blob(
+    store: &Store,
+    digest: &str,
+    r: &Reference,
+    client: &mut Client,
+    report: &mut PushReport,
+) -> Result<(), OciError> {
+    let repo = &r.repository;
+    let bytes = store.blob(digest)?;
+    let url = format!("{}/v2/{repo}/blobs/{digest}", client.base);
+    let head = client.send("HEAD", &url, None, &[])?;
+    if head.status == 200 {
+        report.skipped += 1;
+        return Ok(());
+    }
+    check_auth(&head, r)?;
+    let start = client.send("POST", &format!("{}/v2/{repo}/blobs/uploads/", client.base), None, &[])?;
+    check_auth(&start, r)?;
+    if start.status != 202 {
+        return Err(OciError::Registry(format!("starting an upload: {} {}", start.status, start.body.trim())));
+    }
+    let location = client
+        .absolute(start.location.as_deref().ok_or_else(|| OciError::Registry("upload without a Location".into()))?);
+    let put_url = format!("{location}{}digest={}", if location.contains('?') { '&' } else { '?' }, urlencode(digest));
+    let done = client.send("PUT", &put_url, Some("application/octet-stream"), bytes)?;
+    if done.status != 201 {
+        return Err(OciError::Registry(format!("uploading {digest}: {} {}", done.status, done.body.trim())));
+    }
+    report.uploaded += 1;
+    report.bytes_uploaded += bytes.len() as u64;
+    Ok(())
 }
 
 fn check_auth(reply: &Reply, r: &Reference) -> Result<(), OciError> {

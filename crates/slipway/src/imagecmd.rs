@@ -99,6 +99,10 @@ pub struct ImageBuildArgs {
     /// Working directory.
     #[arg(long)]
     pub workdir: Option<String>,
+    /// Leave out the SBOM (SPDX JSON of the Go modules in the binaries, kept as an artifact
+    /// referring to the image).
+    #[arg(long)]
+    pub no_sbom: bool,
     /// Include the host's /usr/share/zoneinfo.
     #[arg(long)]
     pub tzdata: bool,
@@ -217,6 +221,7 @@ fn push_to(layout: &Path, tag: &str, reference: &str, args: &RegistryArgs) -> Re
         "uploaded": report.uploaded,
         "skipped": report.skipped,
         "bytes_uploaded": report.bytes_uploaded,
+        "sbom": report.sbom,
     }))
 }
 
@@ -224,6 +229,37 @@ fn pair(s: &str, flag: &str) -> Result<(String, String)> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| UserError::new(format!("{flag} `{s}` is not KEY=VALUE")).into())
+}
+
+/// The modules compiled into the binaries, from their build info (`go version -m`).
+fn sbom_input(
+    root: &Path,
+    name: &str,
+    binaries: &[BinaryInput],
+) -> std::result::Result<slipway_oci::sbom::SbomInput, String> {
+    use slipway_oci::sbom::{Module, SbomInput};
+    let mut input: Option<SbomInput> = None;
+    for b in binaries {
+        let info = slipway_golang::build::read_build_info(root, &b.path).map_err(|e| e.to_string())?;
+        if info.module.is_empty() {
+            return Err(format!("{} carries no Go build info", b.path.display()));
+        }
+        let entry = input.get_or_insert_with(|| SbomInput {
+            name: name.to_string(),
+            main: Module { path: info.module.clone(), version: info.module_version.clone(), sum: None },
+            go_version: info.go_version.clone(),
+            deps: Vec::new(),
+        });
+        for d in info.deps {
+            let m = Module { path: d.path, version: d.version, sum: d.sum };
+            if !entry.deps.contains(&m) {
+                entry.deps.push(m);
+            }
+        }
+    }
+    let mut input = input.ok_or("no binaries")?;
+    input.deps.sort_by(|a, b| (&a.path, &a.version).cmp(&(&b.path, &b.version)));
+    Ok(input)
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
@@ -387,6 +423,28 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         created,
     };
     let image = slipway_oci::build::build(&spec).map_err(oci_error)?;
+    let created_rfc = image.platforms.first().and_then(|p| {
+        serde_json::from_slice::<serde_json::Value>(&p.config.bytes)
+            .ok()
+            .and_then(|c| c["created"].as_str().map(str::to_string))
+    });
+    let attachment = if a.no_sbom {
+        None
+    } else {
+        match sbom_input(root, &name, &spec.binaries) {
+            Ok(input) => Some(slipway_oci::sbom::attach(
+                &image,
+                &input,
+                created_rfc.as_deref().unwrap_or("1970-01-01T00:00:00Z"),
+            )),
+            Err(why) => {
+                if !a.json {
+                    eprintln!("{}", ui.paint("33", &format!("note: no SBOM: {why}")));
+                }
+                None
+            }
+        }
+    };
     let layout = match (&a.layout, &a.tarball) {
         (None, None) => Some(root.join("dist/image")),
         (Some(l), _) => Some(if l.is_absolute() { l.clone() } else { root.join(l) }),
@@ -394,6 +452,9 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
     };
     if let Some(l) = &layout {
         slipway_oci::layout::write_layout(&image, l, &tag).map_err(oci_error)?;
+        if let Some(att) = &attachment {
+            slipway_oci::layout::write_attachment(att, l, image.digest()).map_err(oci_error)?;
+        }
     }
     if let Some(t) = &a.tarball {
         let t = if t.is_absolute() { t.clone() } else { root.join(t) };
@@ -411,6 +472,9 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
                 let tmp = root.join(".slipway/image-push");
                 let _ = std::fs::remove_dir_all(&tmp);
                 slipway_oci::layout::write_layout(&image, &tmp, &tag).map_err(oci_error)?;
+                if let Some(att) = &attachment {
+                    slipway_oci::layout::write_attachment(att, &tmp, image.digest()).map_err(oci_error)?;
+                }
                 tmp
             }
         };
@@ -499,8 +563,9 @@ fn inspect(root: &Path, what: &str, registry: &RegistryArgs, json: bool, ui: &Ui
         return Ok(exit::OK);
     }
     for img in v["images"].as_array().into_iter().flatten() {
+        let sbom = if img["sbom"] == true { "  (SBOM attached)" } else { "" };
         println!(
-            "{} {}",
+            "{} {}{sbom}",
             ui.paint("1", img["tag"].as_str().unwrap_or("(untagged)")),
             img["digest"].as_str().unwrap_or("")
         );

@@ -104,6 +104,21 @@ fn push_uploads_once_and_skopeo_reads_it_back() {
         .unwrap();
     let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
     assert_eq!(raw["manifests"].as_array().unwrap().len(), 2);
+    // The SBOM went along, under the fallback tag (this registry has no referrers API).
+    let sbom_tag = f["sbom"].as_str().expect("an SBOM was pushed").to_string();
+    assert_eq!(sbom_tag, format!("sha256-{}.sbom", f["digest"].as_str().unwrap().trim_start_matches("sha256:")));
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/team/hello:{sbom_tag}", reg.addr)])
+        .output()
+        .unwrap();
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(art["artifactType"], "application/spdx+json");
+    assert_eq!(art["subject"]["digest"], f["digest"]);
+    let layer = art["layers"][0]["digest"].as_str().unwrap();
+    let blob = http_get(&reg.addr, &format!("/v2/team/hello/blobs/{layer}")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(blob.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    assert_eq!(doc["packages"][0]["name"], "example.com/hello-service");
     // slipway inspects it in the registry the same way as locally.
     let remote = r.slipway(&["image", "inspect", "--json", &reference]);
     assert_eq!(remote.code, 0, "{}", remote.debug());
@@ -111,6 +126,7 @@ fn push_uploads_once_and_skopeo_reads_it_back() {
     let local: serde_json::Value =
         serde_json::from_str(&r.slipway(&["image", "inspect", "--json", "dist/image"]).stdout).unwrap();
     assert_eq!(remote["images"][0]["platforms"], local["images"][0]["platforms"]);
+    assert_eq!(local["images"][0]["sbom"], true, "the layout keeps the SBOM beside the image");
     let gone = r.slipway(&["image", "inspect", &format!("{}/team/nothing:v1", reg.addr)]);
     assert_eq!(gone.code, 2, "{}", gone.debug());
     assert!(gone.stderr.contains("does not exist"), "{}", gone.debug());
@@ -119,7 +135,8 @@ fn push_uploads_once_and_skopeo_reads_it_back() {
         r.slipway(&["image", "build", "--json", "--tag", "again", "--push", &format!("{}/team/hello:again", reg.addr)]);
     assert_eq!(built.code, 0, "{}", built.debug());
     let v: serde_json::Value = serde_json::from_str(built.stdout.trim()).unwrap();
-    assert_eq!(v["pushed"][0]["uploaded"], 2, "only the two configs are new (their version label changed): {v}");
+    // New: the two configs (their version label changed) and the SBOM (it names the image).
+    assert_eq!(v["pushed"][0]["uploaded"], 3, "{v}");
 }
 
 #[test]
