@@ -39,6 +39,33 @@ pub struct ImageSpec {
     pub labels: BTreeMap<String, String>,
     /// Seconds since the epoch for every timestamp in the image.
     pub created: i64,
+    /// The base image, per platform; empty for `scratch` (then slipway adds its own base
+    /// layer: users, CA certificates, tzdata).
+    pub base: Vec<BasePlatform>,
+}
+
+/// One platform of a base image: its layers and its config.
+#[derive(Debug, Clone)]
+pub struct BasePlatform {
+    pub os: String,
+    pub arch: String,
+    pub layers: Vec<Blob>,
+    /// The image config (`config`, `rootfs.diff_ids`, `history`, ...).
+    pub config: Value,
+}
+
+/// Layer media types a base may use (compressed with gzip, or not at all).
+pub fn layer_media_type(m: &str) -> Option<&'static str> {
+    match m {
+        MEDIA_LAYER | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(MEDIA_LAYER),
+        "application/vnd.oci.image.layer.v1.tar" => Some("application/vnd.oci.image.layer.v1.tar"),
+        _ => None,
+    }
+}
+
+/// Gzips an uncompressed layer (a base from `docker save`).
+pub fn compress_layer(tar: &[u8]) -> Result<Blob, OciError> {
+    Ok(Blob::new(MEDIA_LAYER, gzip(tar)?))
 }
 
 /// A content-addressed blob.
@@ -50,7 +77,7 @@ pub struct Blob {
 }
 
 impl Blob {
-    fn new(media_type: &'static str, bytes: Vec<u8>) -> Blob {
+    pub(crate) fn new(media_type: &'static str, bytes: Vec<u8>) -> Blob {
         Blob { media_type, digest: sha256(&bytes), bytes }
     }
 
@@ -307,17 +334,48 @@ pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
         t.file(entry.trim_start_matches('/'), bytes, 0o755);
         let app_tar = t.finish(spec.created.max(0) as u64)?;
         let app = Blob::new(MEDIA_LAYER, gzip(&app_tar)?);
-        let mut env: Vec<String> = vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()];
-        if spec.ca_certs.is_some() {
+        let base_image = if spec.base.is_empty() {
+            None
+        } else {
+            Some(spec.base.iter().find(|p| p.os == b.os && p.arch == b.arch).ok_or_else(|| {
+                let has: Vec<String> = spec.base.iter().map(|p| format!("{}/{}", p.os, p.arch)).collect();
+                OciError::Input(format!("the base image has no {}/{} (it has {})", b.os, b.arch, has.join(", ")))
+            })?)
+        };
+        // Environment: the base's (or a PATH for scratch), then ours; a name set twice keeps ours.
+        let mut env: Vec<String> = match base_image {
+            Some(bp) => bp.config["config"]["Env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str().map(str::to_string))
+                .collect(),
+            None => vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()],
+        };
+        if spec.ca_certs.is_some() && base_image.is_none() {
             env.push("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt".into());
         }
-        env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        for (k, v) in &spec.env {
+            env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k.as_str()));
+            env.push(format!("{k}={v}"));
+        }
+        let mut labels: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(bp) = base_image {
+            for (k, v) in bp.config["config"]["Labels"].as_object().into_iter().flatten() {
+                labels.insert(k.clone(), v.as_str().unwrap_or("").to_string());
+            }
+        }
+        labels.extend(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut cfg = json!({
             "User": format!("{0}:{0}", spec.user),
             "Entrypoint": [entry],
             "Env": env,
-            "Labels": spec.labels,
+            "Labels": labels,
         });
+        if let Some(w) = base_image.and_then(|bp| bp.config["config"]["WorkingDir"].as_str()).filter(|w| !w.is_empty())
+        {
+            cfg["WorkingDir"] = json!(w);
+        }
         if !spec.args.is_empty() {
             cfg["Cmd"] = json!(spec.args);
         }
@@ -328,33 +386,50 @@ pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
             let ports: BTreeMap<&String, Value> = spec.ports.iter().map(|p| (p, json!({}))).collect();
             cfg["ExposedPorts"] = json!(ports);
         }
+        let (mut layers, mut diff_ids, mut history): (Vec<Blob>, Vec<Value>, Vec<Value>) = match base_image {
+            Some(bp) => (
+                bp.layers.clone(),
+                bp.config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default(),
+                bp.config["history"].as_array().cloned().unwrap_or_default(),
+            ),
+            None => (
+                vec![base.clone()],
+                vec![json!(base_diff)],
+                vec![
+                    json!({"created": created, "created_by": format!("slipway image build: {}", base_what.join(", "))}),
+                ],
+            ),
+        };
+        if diff_ids.len() != layers.len() {
+            return Err(OciError::Input(format!(
+                "the base image for {}/{} has {} layers but {} diff_ids",
+                b.os,
+                b.arch,
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        history.push(json!({"created": created, "created_by": format!("slipway image build: {entry}")}));
+        diff_ids.push(json!(sha256(&app_tar)));
+        layers.push(app);
         let config = json!({
             "architecture": b.arch,
             "os": b.os,
             "created": created,
             "config": cfg,
-            "rootfs": {"type": "layers", "diff_ids": [base_diff, sha256(&app_tar)]},
-            "history": [
-                {"created": created, "created_by": format!("slipway image build: {}", base_what.join(", "))},
-                {"created": created, "created_by": format!("slipway image build: {entry}")},
-            ],
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": history,
         });
         let config = Blob::new(MEDIA_CONFIG, canonical(&config));
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
             "config": config.descriptor(),
-            "layers": [base.descriptor(), app.descriptor()],
+            "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
             "annotations": {"org.opencontainers.image.created": created},
         });
         let manifest = Blob::new(MEDIA_MANIFEST, canonical(&manifest));
-        platforms.push(PlatformImage {
-            os: b.os.clone(),
-            arch: b.arch.clone(),
-            manifest,
-            config,
-            layers: vec![base.clone(), app],
-        });
+        platforms.push(PlatformImage { os: b.os.clone(), arch: b.arch.clone(), manifest, config, layers });
     }
     platforms.sort_by(|a, b| (&a.os, &a.arch).cmp(&(&b.os, &b.arch)));
     let manifests: Vec<Value> = platforms

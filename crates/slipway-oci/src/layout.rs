@@ -257,3 +257,109 @@ pub fn inspect(path: &Path) -> Result<Value, OciError> {
     }
     Ok(json!({"images": images}))
 }
+
+/// One platform of a base image, from its manifest and a way to fetch blobs (checked).
+pub fn base_platform(
+    manifest: &Value,
+    get: &mut dyn FnMut(&str) -> Result<Vec<u8>, OciError>,
+) -> Result<crate::build::BasePlatform, OciError> {
+    let cfg_digest = manifest["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| OciError::Input("the base manifest has no config".into()))?;
+    let config: Value =
+        serde_json::from_slice(&get(cfg_digest)?).map_err(|e| OciError::Input(format!("base config: {e}")))?;
+    let mut layers = Vec::new();
+    for l in manifest["layers"].as_array().into_iter().flatten() {
+        let media = l["mediaType"].as_str().unwrap_or("");
+        let media = crate::build::layer_media_type(media).ok_or_else(|| {
+            OciError::Input(format!("base layers of type `{media}` are not supported (gzip or uncompressed tar only)"))
+        })?;
+        let digest = l["digest"].as_str().unwrap_or("").to_string();
+        let bytes = get(&digest)?;
+        layers.push(crate::build::Blob { media_type: media, digest, bytes });
+    }
+    Ok(crate::build::BasePlatform {
+        os: config["os"].as_str().unwrap_or("").to_string(),
+        arch: config["architecture"].as_str().unwrap_or("").to_string(),
+        layers,
+        config,
+    })
+}
+
+/// The base image tagged `tag` (or the only image) in a layout or OCI archive, every platform.
+pub fn base_from_store(store: &Store, tag: Option<&str>) -> Result<Vec<crate::build::BasePlatform>, OciError> {
+    let entries: Vec<&Value> =
+        store.index["manifests"].as_array().into_iter().flatten().filter(|m| !m["artifactType"].is_string()).collect();
+    let top = match tag {
+        Some(t) => entries.iter().find(|m| m["annotations"][REF_NAME] == t).copied(),
+        None if entries.len() == 1 => entries.first().copied(),
+        None => return Err(OciError::Input("the base layout holds several images: name one with `:tag`".into())),
+    }
+    .ok_or_else(|| OciError::Input(format!("no image tagged `{}` in the base layout", tag.unwrap_or(""))))?;
+    let digest = top["digest"].as_str().unwrap_or("");
+    let node = store.json(digest)?;
+    let manifests: Vec<Value> = if node["manifests"].is_array() {
+        node["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| store.json(m["digest"].as_str().unwrap_or("")))
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![node]
+    };
+    let mut get = |d: &str| store.blob(d).map(<[u8]>::to_vec);
+    manifests.iter().map(|m| base_platform(m, &mut get)).collect()
+}
+
+/// A base from a `docker save` archive (layers are uncompressed tars there; they are gzipped
+/// and checked against the config's diff_ids). An OCI archive works too.
+pub fn base_from_archive(path: &Path) -> Result<Vec<crate::build::BasePlatform>, OciError> {
+    if let Ok(store) = Store::open(path) {
+        return base_from_store(&store, None);
+    }
+    let data = std::fs::read(path).map_err(|e| OciError::Input(format!("{}: {e}", path.display())))?;
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut a = tar::Archive::new(data.as_slice());
+    for e in a.entries().map_err(|e| OciError::Input(format!("{} is not a tar archive: {e}", path.display())))? {
+        let mut e = e.map_err(|e| OciError::Input(format!("{}: malformed archive: {e}", path.display())))?;
+        let name = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).map_err(|e| OciError::Input(format!("{}: {e}", path.display())))?;
+        files.insert(name, bytes);
+    }
+    let manifest: Value = files.get("manifest.json").and_then(|b| serde_json::from_slice(b).ok()).ok_or_else(|| {
+        OciError::Input(format!(
+            "{} is neither an OCI archive nor a `docker save` archive (no manifest.json)",
+            path.display()
+        ))
+    })?;
+    let entry = &manifest[0];
+    let config_bytes = files
+        .get(entry["Config"].as_str().unwrap_or(""))
+        .ok_or_else(|| OciError::Input("the archive's config is missing".into()))?;
+    let config: Value =
+        serde_json::from_slice(config_bytes).map_err(|e| OciError::Input(format!("archive config: {e}")))?;
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str().map(str::to_string))
+        .collect();
+    let mut layers = Vec::new();
+    for (i, l) in entry["Layers"].as_array().into_iter().flatten().enumerate() {
+        let name = l.as_str().unwrap_or("");
+        let tar =
+            files.get(name).ok_or_else(|| OciError::Input(format!("layer {name} is missing from the archive")))?;
+        if diff_ids.get(i).map(String::as_str) != Some(crate::build::sha256(tar).as_str()) {
+            return Err(OciError::Input(format!("layer {name} does not match the config's diff_id")));
+        }
+        layers.push(crate::build::compress_layer(tar)?);
+    }
+    Ok(vec![crate::build::BasePlatform {
+        os: config["os"].as_str().unwrap_or("linux").to_string(),
+        arch: config["architecture"].as_str().unwrap_or("amd64").to_string(),
+        layers,
+        config,
+    }])
+}

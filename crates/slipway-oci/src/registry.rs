@@ -500,6 +500,33 @@ fn check_auth(reply: &Reply, r: &Reference) -> Result<(), OciError> {
     }
 }
 
+/// A base image from a registry: every platform of the tag (manifests, configs and layers
+/// checked against their digests).
+pub fn pull_base(r: &Reference, client: &mut Client) -> Result<Vec<crate::build::BasePlatform>, OciError> {
+    let top = client.manifest(r, &r.tag)?;
+    let node: serde_json::Value =
+        serde_json::from_slice(&top).map_err(|e| OciError::Registry(format!("manifest: {e}")))?;
+    let manifests: Vec<serde_json::Value> = if node["manifests"].is_array() {
+        let mut v = Vec::new();
+        for m in node["manifests"].as_array().into_iter().flatten() {
+            let d = m["digest"].as_str().unwrap_or("");
+            v.push(
+                serde_json::from_slice(&client.manifest(r, d)?)
+                    .map_err(|e| OciError::Registry(format!("manifest {d}: {e}")))?,
+            );
+        }
+        v
+    } else {
+        vec![node]
+    };
+    let mut out = Vec::new();
+    for m in &manifests {
+        let mut get = |d: &str| client.blob(r, d);
+        out.push(crate::layout::base_platform(m, &mut get)?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -810,7 +810,12 @@ impl Cx {
                 }
                 "env" => c.env = self.variables(v, "images:env").into_iter().map(|var| (var.name, var.value)).collect(),
                 "tzdata" => c.tzdata = self.boolean(v, "images:tzdata").unwrap_or(false),
-                _ => self.unknown_key(k, "`images`", &["name", "registry", "tags", "user", "ports", "env", "tzdata"]),
+                "base" => c.base = self.string(v, "images:base"),
+                _ => self.unknown_key(
+                    k,
+                    "`images`",
+                    &["name", "registry", "tags", "user", "ports", "env", "tzdata", "base"],
+                ),
             }
         }
         c

@@ -42,6 +42,8 @@ pub struct ImagesConfig {
     pub ports: Vec<String>,
     pub env: Vec<(String, String)>,
     pub tzdata: bool,
+    /// `scratch`, a layout, an archive or a registry reference.
+    pub base: Option<String>,
 }
 
 /// The `go:` section: defaults for `slipway go build`.

@@ -99,6 +99,10 @@ pub struct ImageBuildArgs {
     /// Working directory.
     #[arg(long)]
     pub workdir: Option<String>,
+    /// The base image: `scratch` (default), an OCI layout directory (`DIR` or `DIR:TAG`), an
+    /// archive (`docker save` or OCI), or a registry reference (host[:port]/name:tag).
+    #[arg(long, value_name = "BASE")]
+    pub base: Option<String>,
     /// Leave out the SBOM (SPDX JSON of the Go modules in the binaries, kept as an artifact
     /// referring to the image).
     #[arg(long)]
@@ -231,6 +235,29 @@ fn pair(s: &str, flag: &str) -> Result<(String, String)> {
         .ok_or_else(|| UserError::new(format!("{flag} `{s}` is not KEY=VALUE")).into())
 }
 
+/// Loads `--base`: a layout directory (optionally `:tag`), an archive, or a registry reference.
+fn load_base(root: &Path, base: &str, registry: &RegistryArgs) -> Result<Vec<slipway_oci::build::BasePlatform>> {
+    let local = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { root.join(p) };
+    let (path, tag) = match base.rsplit_once(':') {
+        Some((p, t)) if local(p).is_dir() => (local(p), Some(t)),
+        _ => (local(base), None),
+    };
+    if path.is_dir() {
+        let store = slipway_oci::layout::Store::open(&path).map_err(oci_error)?;
+        return slipway_oci::layout::base_from_store(&store, tag).map_err(oci_error);
+    }
+    if path.is_file() {
+        return slipway_oci::layout::base_from_archive(&path).map_err(oci_error);
+    }
+    let r = slipway_oci::registry::Reference::parse(base).map_err(|_| {
+        UserError::new(format!("--base `{base}` is neither scratch, a layout, an archive nor an image reference"))
+            .hint("e.g. --base dist/base, --base base.tar, --base 127.0.0.1:5000/library/base:1")
+    })?;
+    let creds = credentials(&r.host, registry)?;
+    let mut client = slipway_oci::registry::Client::new(&r, registry.insecure_registry, creds).map_err(oci_error)?;
+    slipway_oci::registry::pull_base(&r, &mut client).map_err(oci_error)
+}
+
 /// The modules compiled into the binaries, from their build info (`go version -m`).
 fn sbom_input(
     root: &Path,
@@ -309,6 +336,9 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
                 a.env = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
             }
             a.tzdata |= c.tzdata;
+            if a.base.is_none() {
+                a.base = c.base.clone();
+            }
             if a.push.is_empty()
                 && let Some(reg) = &c.registry
             {
@@ -421,6 +451,10 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         ports: a.port.iter().map(|p| if p.contains('/') { p.clone() } else { format!("{p}/tcp") }).collect(),
         labels,
         created,
+        base: match a.base.as_deref() {
+            None | Some("scratch") => Vec::new(),
+            Some(b) => load_base(root, b, &a.registry)?,
+        },
     };
     let image = slipway_oci::build::build(&spec).map_err(oci_error)?;
     let created_rfc = image.platforms.first().and_then(|p| {

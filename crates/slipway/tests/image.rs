@@ -170,3 +170,84 @@ fn the_archive_loads_into_docker_and_the_container_serves() {
     assert!(body.starts_with("HTTP/1.0 200") && body.contains("\"version\":\"v2.0.0\""), "{body}");
     assert_eq!(String::from_utf8_lossy(&user.stdout).trim(), "65532:65532");
 }
+
+#[test]
+fn a_base_image_from_docker_save_or_a_layout() {
+    require("docker", "--version");
+    assert!(
+        Command::new("docker").arg("info").output().map(|o| o.status.success()).unwrap_or(false),
+        "run scripts/dockerd"
+    );
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.is_file(), "busybox is not installed: run scripts/setup (Debian's busybox-static)");
+    let r = built_example("linux/amd64");
+    // A base made without any registry: a busybox rootfs, docker import, docker save.
+    let root = r.path().join("baseroot");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/ls")).unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .args(["-cf", "base-rootfs.tar", "."])
+        .current_dir(r.path())
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let tag = format!("slipway-test-base:{}", std::process::id());
+    let import = Command::new("docker")
+        .args(["import", "-c", "ENV PATH=/usr/local/bin:/bin", "base-rootfs.tar", &tag])
+        .current_dir(r.path())
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let save = Command::new("docker").args(["save", "-o", "base.tar", &tag]).current_dir(r.path()).output().unwrap();
+    assert!(save.status.success(), "{}", String::from_utf8_lossy(&save.stderr));
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+
+    let image_tag = format!("b{}", std::process::id());
+    let run = r.slipway(&[
+        "image",
+        "build",
+        "--base",
+        "base.tar",
+        "--tarball",
+        "img.tar",
+        "--layout",
+        "img",
+        "--tag",
+        &image_tag,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let load = Command::new("docker").args(["load", "-i", "img.tar"]).current_dir(r.path()).output().unwrap();
+    assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    let image = format!("hello-service:{image_tag}");
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "host", "--entrypoint", "/bin/sh", &image, "-c", "ls /usr/local/bin; id -u"])
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello-service\n65532\n", "the base's shell sees our binary");
+
+    // That image, as an OCI layout, is itself a base: its layers come first.
+    let stacked = r.slipway(&[
+        "image",
+        "build",
+        "--base",
+        &format!("img:{image_tag}"),
+        "--layout",
+        "stacked",
+        "--tag",
+        "s1",
+        "--json",
+    ]);
+    assert_eq!(stacked.code, 0, "{}", stacked.debug());
+    let v: serde_json::Value =
+        serde_json::from_str(&r.slipway(&["image", "inspect", "--json", "stacked"]).stdout).unwrap();
+    assert_eq!(v["images"][0]["platforms"][0]["layers"], 3);
+    let missing = r.slipway(&["image", "build", "--base", "img:nope"]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("no image tagged `nope`"), "{}", missing.debug());
+}

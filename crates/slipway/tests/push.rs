@@ -137,6 +137,33 @@ fn push_uploads_once_and_skopeo_reads_it_back() {
     let v: serde_json::Value = serde_json::from_str(built.stdout.trim()).unwrap();
     // New: the two configs (their version label changed) and the SBOM (it names the image).
     assert_eq!(v["pushed"][0]["uploaded"], 3, "{v}");
+    // The pushed image serves as a base straight from the registry.
+    let based =
+        r.slipway(&["image", "build", "--base", &reference, "--layout", "based", "--tag", "b1", "--json", "--no-sbom"]);
+    assert_eq!(based.code, 0, "{}", based.debug());
+    let v: serde_json::Value =
+        serde_json::from_str(&r.slipway(&["image", "inspect", "--json", "based"]).stdout).unwrap();
+    for p in v["images"][0]["platforms"].as_array().unwrap() {
+        assert_eq!(p["layers"], 3, "two base layers and ours: {p}");
+    }
+    // Tag templates, several tags per push.
+    let templated = r.slipway(&[
+        "image",
+        "build",
+        "--json",
+        "--push",
+        &format!("{}/team/hello:{{{{version}}}}-{{{{commit_short}}}}", reg.addr),
+        "--push",
+        &format!("{}/team/hello:{{{{branch}}}}", reg.addr),
+    ]);
+    assert_eq!(templated.code, 0, "{}", templated.debug());
+    let v: serde_json::Value = serde_json::from_str(templated.stdout.trim()).unwrap();
+    let short = r.git(&["rev-parse", "--short=8", "HEAD"]);
+    assert_eq!(v["pushed"][0]["ref"], format!("{}/team/hello:v3.0.0-{short}", reg.addr));
+    assert_eq!(v["pushed"][1]["ref"], format!("{}/team/hello:main", reg.addr));
+    let bad = r.slipway(&["image", "build", "--push", &format!("{}/team/hello:{{{{nope}}}}", reg.addr)]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("unknown template"), "{}", bad.debug());
 }
 
 #[test]
