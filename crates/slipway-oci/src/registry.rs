@@ -3,7 +3,8 @@
 //! points at an incomplete image — and the digest the registry reports checked against ours.
 //! Auth: anonymous, basic, and the bearer-token flow from a `WWW-Authenticate` challenge.
 //! Transient failures (connection errors, 429, 5xx) are retried with backoff.
-//! Plain HTTP only, for loopback registries or with `insecure`; TLS comes with the next step.
+//! HTTPS (rustls, Mozilla's roots or a given CA); plain HTTP for `--insecure-registry` and for
+//! loopback registries that do not speak TLS.
 
 use std::time::Duration;
 
@@ -80,20 +81,51 @@ struct Reply {
 }
 
 impl Client {
-    pub fn new(r: &Reference, insecure: bool, credentials: Option<Credentials>) -> Result<Client, OciError> {
-        if !(r.is_loopback() || insecure) {
-            return Err(OciError::Input(format!(
-                "{} is not a loopback registry: pushing over HTTPS is not built yet; use --insecure-registry for a plain-HTTP registry",
-                r.host
-            )));
+    /// A client for `r`'s registry. HTTPS, verified against Mozilla's roots or the PEM
+    /// certificates of `ca` when given; plain HTTP with `insecure`; a loopback registry is
+    /// tried over HTTPS first and over plain HTTP when it does not speak TLS (as Docker does).
+    pub fn new(
+        r: &Reference,
+        insecure: bool,
+        credentials: Option<Credentials>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Client, OciError> {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).map_err(|e| OciError::Input(format!("--registry-ca {}: {e}", ca.display())))?;
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(OciError::Input(format!("--registry-ca {}: no PEM certificate in it", ca.display())));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(300)))
             .max_redirects(5)
+            .tls_config(tls.build())
             .build()
             .into();
-        Ok(Client { agent, base: format!("http://{}", r.host), credentials, auth: None, retries: 3 })
+        let https = format!("https://{}", r.host);
+        let base = if insecure {
+            format!("http://{}", r.host)
+        } else if r.is_loopback() {
+            // Does it speak TLS? A handshake failure means plain HTTP.
+            match agent.get(&format!("{https}/v2/")).call() {
+                Ok(_) => https,
+                // It speaks TLS but we do not trust it: stay on HTTPS so the error says so.
+                Err(e) if e.to_string().to_ascii_lowercase().contains("certificate") => https,
+                Err(_) => format!("http://{}", r.host),
+            }
+        } else {
+            https
+        };
+        Ok(Client { agent, base, credentials, auth: None, retries: 3 })
     }
 
     fn absolute(&self, location: &str) -> String {
@@ -141,6 +173,12 @@ impl Client {
                 }
                 Ok(reply) if (reply.status == 429 || reply.status >= 500) && attempt <= self.retries => {}
                 Ok(reply) => return Ok(reply),
+                // A certificate the client does not trust will not get better by retrying.
+                Err(e) if e.to_string().to_ascii_lowercase().contains("certificate") => {
+                    return Err(OciError::Io(format!(
+                        "{method} {url}: {e} (give the registry's CA with --registry-ca)"
+                    )));
+                }
                 Err(e) if attempt > self.retries => {
                     return Err(OciError::Io(format!("{method} {url}: {e} (after {} attempts)", attempt)));
                 }

@@ -50,9 +50,12 @@ pub struct PushArgs {
 
 #[derive(Args, Clone)]
 pub struct RegistryArgs {
-    /// Allow a plain-HTTP registry that is not on loopback.
+    /// Talk plain HTTP to the registry (loopback registries without TLS are detected).
     #[arg(long)]
     pub insecure_registry: bool,
+    /// Trust these PEM certificates for the registry's TLS (instead of Mozilla's roots).
+    #[arg(long, value_name = "FILE")]
+    pub registry_ca: Option<PathBuf>,
     /// Registry user (else SLIPWAY_REGISTRY_USER, else ~/.docker/config.json).
     #[arg(long, value_name = "USER")]
     pub username: Option<String>,
@@ -216,7 +219,8 @@ fn expand_ref(root: &Path, reference: &str, version: &str) -> Result<String> {
 fn push_to(layout: &Path, tag: &str, reference: &str, args: &RegistryArgs) -> Result<serde_json::Value> {
     let r = slipway_oci::registry::Reference::parse(reference).map_err(oci_error)?;
     let creds = credentials(&r.host, args)?;
-    let mut client = slipway_oci::registry::Client::new(&r, args.insecure_registry, creds).map_err(oci_error)?;
+    let mut client = slipway_oci::registry::Client::new(&r, args.insecure_registry, creds, args.registry_ca.as_deref())
+        .map_err(oci_error)?;
     let store = slipway_oci::layout::Store::open(layout).map_err(oci_error)?;
     let report = slipway_oci::registry::push(&store, tag, &r, &mut client).map_err(oci_error)?;
     Ok(serde_json::json!({
@@ -254,7 +258,9 @@ fn load_base(root: &Path, base: &str, registry: &RegistryArgs) -> Result<Vec<sli
             .hint("e.g. --base dist/base, --base base.tar, --base 127.0.0.1:5000/library/base:1")
     })?;
     let creds = credentials(&r.host, registry)?;
-    let mut client = slipway_oci::registry::Client::new(&r, registry.insecure_registry, creds).map_err(oci_error)?;
+    let mut client =
+        slipway_oci::registry::Client::new(&r, registry.insecure_registry, creds, registry.registry_ca.as_deref())
+            .map_err(oci_error)?;
     slipway_oci::registry::pull_base(&r, &mut client).map_err(oci_error)
 }
 
@@ -589,7 +595,8 @@ fn inspect(root: &Path, what: &str, registry: &RegistryArgs, json: bool, ui: &Ui
         })?;
         let creds = credentials(&r.host, registry)?;
         let mut client =
-            slipway_oci::registry::Client::new(&r, registry.insecure_registry, creds).map_err(oci_error)?;
+            slipway_oci::registry::Client::new(&r, registry.insecure_registry, creds, registry.registry_ca.as_deref())
+                .map_err(oci_error)?;
         slipway_oci::registry::inspect(&r, &mut client).map_err(oci_error)?
     };
     if json {

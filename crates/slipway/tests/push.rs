@@ -18,6 +18,12 @@ struct Registry {
 
 impl Registry {
     fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        Registry::start_with(htpasswd, false)
+    }
+
+    /// With `tls`, a self-signed certificate for 127.0.0.1 is made with openssl; it is at
+    /// `<dir>/cert.pem` (see `ca`).
+    fn start_with(htpasswd: Option<(&str, &str)>, tls: bool) -> Registry {
         require("docker-registry", "--version");
         let dir = tempfile::tempdir().unwrap();
         let addr = free_addr();
@@ -35,6 +41,77 @@ impl Registry {
             std::fs::write(&file, &out.stdout).unwrap();
             config.push_str(&format!("auth:\n  htpasswd:\n    realm: slipway-test\n    path: {}\n", file.display()));
         }
+        if tls {
+            // A CA and a server certificate for 127.0.0.1 signed by it (TLS libraries refuse a
+            // self-signed certificate used as its own CA).
+            let d = dir.path();
+            let run = |args: &[&str]| {
+                let out = Command::new("openssl")
+                    .args(args)
+                    .current_dir(d)
+                    .output()
+                    .expect("openssl is needed for the TLS test");
+                assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            };
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=slipway-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ]);
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ]);
+            std::fs::write(
+                d.join("ext"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            )
+            .unwrap();
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                "cert.pem",
+                "-extfile",
+                "ext",
+            ]);
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            ));
+        }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -44,8 +121,15 @@ impl Registry {
             .spawn()
             .unwrap();
         let r = Registry { child, addr, _dir: dir };
+        // A TLS registry answers plain HTTP with a 400, which is enough to know it is up.
         assert!(wait_http(&r.addr, "/v2/").is_some(), "the registry did not start");
         r
+    }
+}
+
+impl Registry {
+    fn ca(&self) -> std::path::PathBuf {
+        self._dir.path().join("ca.pem")
     }
 }
 
@@ -211,9 +295,6 @@ fn bad_references_and_unreachable_registries() {
     let bad = r.slipway(&["image", "push", "hello:v1"]);
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains("not an image reference"), "{}", bad.debug());
-    let remote = r.slipway(&["image", "push", "registry.example.com/team/hello:v1"]);
-    assert_eq!(remote.code, 2);
-    assert!(remote.stderr.contains("--insecure-registry"), "{}", remote.debug());
     let nobody = free_addr();
     let down = r.slipway(&["image", "push", &format!("{nobody}/team/hello:v3.0.0")]);
     assert_eq!(down.code, 1, "{}", down.debug());
@@ -259,4 +340,21 @@ fn the_pipeline_builds_and_pushes_the_configured_image() {
         .unwrap();
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["Digest"], image["digest"]);
+}
+
+#[test]
+fn https_registries_are_verified() {
+    let reg = Registry::start_with(None, true);
+    let r = example_with_image("linux/amd64");
+    let reference = format!("{}/team/hello:v3.0.0", reg.addr);
+    // Not trusted: the certificate error is reported, nothing is pushed.
+    let untrusted = r.slipway(&["image", "push", &reference]);
+    assert_ne!(untrusted.code, 0, "{}", untrusted.debug());
+    assert!(untrusted.stderr.to_ascii_lowercase().contains("certificate"), "{}", untrusted.debug());
+    // Trusted with its CA: pushed over HTTPS.
+    let ca = reg.ca();
+    let ok = r.slipway(&["image", "push", "--json", "--registry-ca", ca.to_str().unwrap(), &reference]);
+    assert_eq!(ok.code, 0, "{}", ok.debug());
+    let inspect = r.slipway(&["image", "inspect", "--json", "--registry-ca", ca.to_str().unwrap(), &reference]);
+    assert_eq!(inspect.code, 0, "{}", inspect.debug());
 }
