@@ -68,10 +68,16 @@ pub struct Client {
     /// The `Authorization` header that worked last.
     auth: Option<String>,
     pub retries: u32,
+    /// Blobs larger than this go up in chunks (`PATCH` with `Content-Range`).
+    pub chunk_size: usize,
+    /// Repositories of the same registry to try mounting blobs from before uploading them.
+    pub mount_from: Vec<String>,
 }
 
 struct Reply {
     status: u16,
+    /// `Range` of an upload in progress (`0-N`).
+    range: Option<String>,
     /// `OCI-Subject`: the registry indexed the manifest's subject (it has the referrers API).
     subject: Option<String>,
     location: Option<String>,
@@ -125,7 +131,12 @@ impl Client {
         } else {
             https
         };
-        Ok(Client { agent, base, credentials, auth: None, retries: 3 })
+        let chunk_size = std::env::var("SLIPWAY_PUSH_CHUNK_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or(16 << 20);
+        Ok(Client { agent, base, credentials, auth: None, retries: 3, chunk_size, mount_from: Vec::new() })
     }
 
     fn absolute(&self, location: &str) -> String {
@@ -136,8 +147,18 @@ impl Client {
         }
     }
 
-    fn once(&self, method: &str, url: &str, content_type: Option<&str>, body: &[u8]) -> Result<Reply, ureq::Error> {
+    fn once(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Reply, ureq::Error> {
         let mut b = http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            b = b.header(*k, v);
+        }
         if let Some(a) = &self.auth {
             b = b.header("Authorization", a);
         }
@@ -153,18 +174,30 @@ impl Client {
         let h = |k: &str| resp.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (location, digest, challenge, subject) =
             (h("Location"), h("Docker-Content-Digest"), h("WWW-Authenticate"), h("OCI-Subject"));
+        let range = h("Range");
         let status = resp.status().as_u16();
         let body = if method == "HEAD" { String::new() } else { resp.body_mut().read_to_string().unwrap_or_default() };
-        Ok(Reply { status, subject, location, digest, challenge, body })
+        Ok(Reply { status, range, subject, location, digest, challenge, body })
     }
 
     /// One request with retries on transient failures and one round of authentication.
     fn send(&mut self, method: &str, url: &str, content_type: Option<&str>, body: &[u8]) -> Result<Reply, OciError> {
+        self.send_with(method, url, content_type, &[], body)
+    }
+
+    fn send_with(
+        &mut self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Reply, OciError> {
         let mut authenticated = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let r = self.once(method, url, content_type, body);
+            let r = self.once(method, url, content_type, headers, body);
             match r {
                 Ok(reply) if reply.status == 401 && !authenticated => {
                     authenticated = true;
@@ -377,6 +410,8 @@ pub fn inspect(r: &Reference, client: &mut Client) -> Result<serde_json::Value, 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PushReport {
     pub digest: String,
+    /// Blobs the registry took from another repository instead of an upload.
+    pub mounted: usize,
     /// Where the SBOM went: `referrers` or the fallback tag; `None` without an SBOM.
     pub sbom: Option<String>,
     pub uploaded: usize,
@@ -513,15 +548,71 @@ fn upload_blob(
         return Ok(());
     }
     check_auth(&head, r)?;
-    let start = client.send("POST", &format!("{}/v2/{repo}/blobs/uploads/", client.base), None, &[])?;
-    check_auth(&start, r)?;
-    if start.status != 202 {
-        return Err(OciError::Registry(format!("starting an upload: {} {}", start.status, start.body.trim())));
+    // A cross-repository mount costs nothing when the registry has the blob elsewhere.
+    let mut location = None;
+    for from in client.mount_from.clone().iter().filter(|f| *f != repo) {
+        let url =
+            format!("{}/v2/{repo}/blobs/uploads/?mount={}&from={}", client.base, urlencode(digest), urlencode(from));
+        let reply = client.send("POST", &url, None, &[])?;
+        check_auth(&reply, r)?;
+        if reply.status == 201 {
+            report.mounted += 1;
+            return Ok(());
+        }
+        if reply.status == 202 {
+            // Not mountable: the registry opened an ordinary upload instead.
+            location = reply.location.clone();
+            break;
+        }
     }
-    let location = client
-        .absolute(start.location.as_deref().ok_or_else(|| OciError::Registry("upload without a Location".into()))?);
+    let location = match location {
+        Some(l) => l,
+        None => {
+            let start = client.send("POST", &format!("{}/v2/{repo}/blobs/uploads/", client.base), None, &[])?;
+            check_auth(&start, r)?;
+            if start.status != 202 {
+                return Err(OciError::Registry(format!("starting an upload: {} {}", start.status, start.body.trim())));
+            }
+            start.location.ok_or_else(|| OciError::Registry("upload without a Location".into()))?
+        }
+    };
+    let mut location = client.absolute(&location);
+    let mut rest: &[u8] = bytes;
+    if bytes.len() > client.chunk_size {
+        // Chunked: PATCH each piece with its Content-Range; the registry says how far it got.
+        let mut offset = 0usize;
+        while offset < bytes.len() {
+            let end = (offset + client.chunk_size).min(bytes.len());
+            let headers = [("Content-Range", format!("{offset}-{}", end - 1))];
+            let reply = client.send_with(
+                "PATCH",
+                &location,
+                Some("application/octet-stream"),
+                &headers,
+                &bytes[offset..end],
+            )?;
+            if reply.status != 202 {
+                return Err(OciError::Registry(format!(
+                    "uploading {digest} (bytes {offset}-{}): {} {}",
+                    end - 1,
+                    reply.status,
+                    reply.body.trim()
+                )));
+            }
+            // Continue after what the registry holds (it may be less than we sent).
+            offset =
+                match reply.range.as_deref().and_then(|r| r.rsplit('-').next()).and_then(|n| n.parse::<usize>().ok()) {
+                    Some(last) => last + 1,
+                    None => end,
+                };
+            if let Some(l) = reply.location {
+                location = client.absolute(&l);
+            }
+        }
+        rest = &[];
+    }
     let put_url = format!("{location}{}digest={}", if location.contains('?') { '&' } else { '?' }, urlencode(digest));
-    let done = client.send("PUT", &put_url, Some("application/octet-stream"), bytes)?;
+    let done = client.send("PUT", &put_url, Some("application/octet-stream"), rest)?;
     if done.status != 201 {
         return Err(OciError::Registry(format!("uploading {digest}: {} {}", done.status, done.body.trim())));
     }

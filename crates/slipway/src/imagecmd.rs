@@ -53,6 +53,10 @@ pub struct RegistryArgs {
     /// Talk plain HTTP to the registry (loopback registries without TLS are detected).
     #[arg(long)]
     pub insecure_registry: bool,
+    /// Try to mount blobs from this repository of the same registry before uploading them
+    /// (repeatable; repositories pushed to earlier in the same command are tried too).
+    #[arg(long, value_name = "REPO")]
+    pub mount_from: Vec<String>,
     /// Trust these PEM certificates for the registry's TLS (instead of Mozilla's roots).
     #[arg(long, value_name = "FILE")]
     pub registry_ca: Option<PathBuf>,
@@ -160,11 +164,39 @@ fn credentials(host: &str, args: &RegistryArgs) -> Result<Option<slipway_oci::re
     let home = std::env::var_os("DOCKER_CONFIG")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
-    if let Some(dir) = home
-        && let Ok(text) = std::fs::read_to_string(dir.join("config.json"))
-        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-        && let Some(auth) = v["auths"][host]["auth"].as_str()
-    {
+    let config: Option<serde_json::Value> = home
+        .and_then(|dir| std::fs::read_to_string(dir.join("config.json")).ok())
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let Some(v) = config else { return Ok(None) };
+    // A credential helper (`credHelpers` for this host, else `credsStore`) answers first.
+    if let Some(helper) = v["credHelpers"][host].as_str().or(v["credsStore"].as_str()) {
+        let program = format!("docker-credential-{helper}");
+        let mut child = std::process::Command::new(&program)
+            .arg("get")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                UserError::new(format!("{program}: {e}"))
+                    .hint("install the credential helper, or remove it from ~/.docker/config.json")
+            })?;
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().expect("piped");
+            let _ = stdin.write_all(host.as_bytes());
+        }
+        let out = child.wait_with_output()?;
+        if out.status.success() {
+            let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .map_err(|e| UserError::new(format!("{program} answered something that is not JSON: {e}")))?;
+            if let (Some(u), Some(p)) = (reply["Username"].as_str(), reply["Secret"].as_str()) {
+                return Ok(Some(Credentials { username: u.to_string(), password: p.to_string() }));
+            }
+        }
+        // "credentials not found": fall through to anonymous access.
+    }
+    if let Some(auth) = v["auths"][host]["auth"].as_str() {
         use base64::Engine as _;
         if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(auth)
             && let Some((u, p)) = String::from_utf8_lossy(&raw).split_once(':')
@@ -216,17 +248,29 @@ fn expand_ref(root: &Path, reference: &str, version: &str) -> Result<String> {
     Ok(out)
 }
 
+thread_local! {
+    /// (host, repository) pairs pushed to by this command: later pushes mount from them.
+    static PUSHED: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn push_to(layout: &Path, tag: &str, reference: &str, args: &RegistryArgs) -> Result<serde_json::Value> {
     let r = slipway_oci::registry::Reference::parse(reference).map_err(oci_error)?;
     let creds = credentials(&r.host, args)?;
     let mut client = slipway_oci::registry::Client::new(&r, args.insecure_registry, creds, args.registry_ca.as_deref())
         .map_err(oci_error)?;
+    // Repositories this command already pushed to on the same registry, and --mount-from.
+    client.mount_from = args.mount_from.clone();
+    let pushed_here: Vec<String> =
+        PUSHED.with(|p| p.borrow().iter().filter(|(h, _)| *h == r.host).map(|(_, repo)| repo.clone()).collect());
+    client.mount_from.extend(pushed_here);
     let store = slipway_oci::layout::Store::open(layout).map_err(oci_error)?;
     let report = slipway_oci::registry::push(&store, tag, &r, &mut client).map_err(oci_error)?;
+    PUSHED.with(|p| p.borrow_mut().push((r.host.clone(), r.repository.clone())));
     Ok(serde_json::json!({
         "ref": reference,
         "digest": report.digest,
         "uploaded": report.uploaded,
+        "mounted": report.mounted,
         "skipped": report.skipped,
         "bytes_uploaded": report.bytes_uploaded,
         "sbom": report.sbom,

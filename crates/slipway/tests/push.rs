@@ -358,3 +358,86 @@ fn https_registries_are_verified() {
     let inspect = r.slipway(&["image", "inspect", "--json", "--registry-ca", ca.to_str().unwrap(), &reference]);
     assert_eq!(inspect.code, 0, "{}", inspect.debug());
 }
+
+#[test]
+fn big_blobs_go_in_chunks_and_other_repositories_mount_them() {
+    require("skopeo", "--version");
+    let reg = Registry::start(None);
+    let r = example_with_image("linux/amd64");
+    let a = format!("{}/team/one:v3.0.0", reg.addr);
+    let b = format!("{}/team/two:v3.0.0", reg.addr);
+    // 1 MiB chunks: the binary's layer goes up in several PATCHes.
+    let out = Command::new(bin())
+        .args(["image", "push", "--json", &a, &b])
+        .current_dir(r.path())
+        .env("SLIPWAY_PUSH_CHUNK_SIZE", "1048576")
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let lines = json_lines(&run);
+    assert!(lines[0]["uploaded"].as_u64().unwrap() >= 3, "{}", lines[0]);
+    // The second repository gets the layers by mount, not upload.
+    assert!(lines[1]["mounted"].as_u64().unwrap() >= 3, "{}", lines[1]);
+    assert_eq!(lines[1]["bytes_uploaded"], 0, "{}", lines[1]);
+    for reference in [&a, &b] {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", &format!("docker://{reference}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(info["Digest"], lines[0]["digest"]);
+    }
+    // And the chunked layer is intact: skopeo copies it back byte for byte.
+    let copy = r.path().join("copied");
+    let out = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", &format!("docker://{a}")])
+        .arg(format!("oci:{}:x", copy.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn credentials_come_from_docker_config_and_credential_helpers() {
+    let reg = Registry::start(Some(("ci", "s3cret-pass")));
+    let r = example_with_image("linux/amd64");
+    let reference = format!("{}/team/hello:v3.0.0", reg.addr);
+    // docker login's file.
+    let docker = r.path().join("dockercfg");
+    std::fs::create_dir_all(&docker).unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("ci:s3cret-pass");
+    std::fs::write(
+        docker.join("config.json"),
+        format!("{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}}}", reg.addr),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["image", "push", &reference])
+        .current_dir(r.path())
+        .env("DOCKER_CONFIG", &docker)
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    // A credential helper speaking docker's protocol (get, host on stdin, JSON out).
+    let helpers = r.path().join("helpers");
+    std::fs::create_dir_all(&helpers).unwrap();
+    let helper = helpers.join("docker-credential-slipwaytest");
+    std::fs::write(&helper, "#!/bin/sh\nread host\nprintf '{\"ServerURL\":\"%s\",\"Username\":\"ci\",\"Secret\":\"s3cret-pass\"}' \"$host\"\n").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&helper).unwrap().permissions(), 0o755);
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(docker.join("config.json"), "{\"credsStore\": \"slipwaytest\"}").unwrap();
+    let path = format!("{}:{}", helpers.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new(bin())
+        .args(["image", "push", "--json", &format!("{}/team/other:v3.0.0", reg.addr)])
+        .current_dir(r.path())
+        .env("DOCKER_CONFIG", &docker)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 0, "{}", run.debug());
+}
