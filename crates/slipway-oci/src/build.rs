@@ -42,6 +42,9 @@ pub struct ImageSpec {
     /// The base image, per platform; empty for `scratch` (then slipway adds its own base
     /// layer: users, CA certificates, tzdata).
     pub base: Vec<BasePlatform>,
+    /// Extra files (ko's kodata): a file or directory on the host and where it goes in the
+    /// image (an absolute path). They get a layer of their own, under the binary's.
+    pub files: Vec<(PathBuf, String)>,
 }
 
 /// One platform of a base image: its layers and its config.
@@ -282,6 +285,49 @@ fn base_layer(spec: &ImageSpec) -> Result<(Vec<u8>, Vec<&'static str>), OciError
     Ok((t.finish(spec.created.max(0) as u64)?, what))
 }
 
+/// Adds `src` (a file or a directory, recursively) at `dest`: root-owned, world-readable,
+/// executable where the source is. Symbolic links and special files are refused rather than
+/// silently left out.
+fn add_tree(t: &mut TarBuilder, src: &Path, dest: &str) -> Result<(), OciError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let what = |e: std::io::Error| OciError::Input(format!("extra files: {}: {e}", src.display()));
+    let meta = std::fs::symlink_metadata(src).map_err(what)?;
+    if meta.is_dir() {
+        t.dir(dest);
+        let mut names: Vec<_> = std::fs::read_dir(src)
+            .map_err(what)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(what)?;
+        names.sort();
+        for n in names {
+            add_tree(t, &src.join(&n), &format!("{dest}/{}", n.to_string_lossy()))?;
+        }
+        Ok(())
+    } else if meta.is_file() {
+        let bytes = std::fs::read(src).map_err(what)?;
+        t.file(dest, bytes, if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 });
+        Ok(())
+    } else {
+        Err(OciError::Input(format!(
+            "extra files: {} is a symbolic link or a special file; copy what it points to instead",
+            src.display()
+        )))
+    }
+}
+
+/// The layer of extra files, if any.
+fn files_layer(spec: &ImageSpec) -> Result<Option<Vec<u8>>, OciError> {
+    if spec.files.is_empty() {
+        return Ok(None);
+    }
+    let mut t = TarBuilder::new();
+    for (src, dest) in &spec.files {
+        add_tree(&mut t, src, dest.trim_start_matches('/').trim_end_matches('/'))?;
+    }
+    Ok(Some(t.finish(spec.created.max(0) as u64)?))
+}
+
 fn rfc3339(secs: i64) -> String {
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
     let days = secs.div_euclid(86400);
@@ -308,6 +354,10 @@ pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
     let base_diff = sha256(&base_tar);
     let created = rfc3339(spec.created);
     let entry = format!("/usr/local/bin/{}", spec.name);
+    let files = match files_layer(spec)? {
+        Some(tar) => Some((Blob::new(MEDIA_LAYER, gzip(&tar)?), sha256(&tar))),
+        None => None,
+    };
     let mut platforms = Vec::new();
     for b in &spec.binaries {
         let bytes = std::fs::read(&b.path).map_err(|e| OciError::Input(format!("binary {}: {e}", b.path.display())))?;
@@ -408,6 +458,13 @@ pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
                 layers.len(),
                 diff_ids.len()
             )));
+        }
+        if let Some((blob, diff)) = &files {
+            let dests: Vec<&str> = spec.files.iter().map(|(_, d)| d.as_str()).collect();
+            history
+                .push(json!({"created": created, "created_by": format!("slipway image build: {}", dests.join(", "))}));
+            diff_ids.push(json!(diff));
+            layers.push(blob.clone());
         }
         history.push(json!({"created": created, "created_by": format!("slipway image build: {entry}")}));
         diff_ids.push(json!(sha256(&app_tar)));

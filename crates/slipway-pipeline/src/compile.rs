@@ -811,10 +811,27 @@ impl Cx {
                 "env" => c.env = self.variables(v, "images:env").into_iter().map(|var| (var.name, var.value)).collect(),
                 "tzdata" => c.tzdata = self.boolean(v, "images:tzdata").unwrap_or(false),
                 "base" => c.base = self.string(v, "images:base"),
+                "files" => {
+                    for (src, dest) in self.map(v, "images:files") {
+                        let Some(d) = self.string(dest, &format!("images:files:{}", src.name)) else { continue };
+                        if !d.starts_with('/') || d.split('/').any(|c| c == "..") || d.trim_matches('/').is_empty() {
+                            self.err(
+                                dest.span,
+                                format!(
+                                    "`images:files:{}`: `{d}` must be an absolute path in the image, without `..`",
+                                    src.name
+                                ),
+                            )
+                            .hint = Some("map a project path to where it goes, e.g. `kodata: /var/run/ko`".into());
+                        } else {
+                            c.files.push((src.name.clone(), d));
+                        }
+                    }
+                }
                 _ => self.unknown_key(
                     k,
                     "`images`",
-                    &["name", "registry", "tags", "user", "ports", "env", "tzdata", "base"],
+                    &["name", "registry", "tags", "user", "ports", "env", "tzdata", "base", "files"],
                 ),
             }
         }

@@ -44,6 +44,8 @@ pub struct ImagesConfig {
     pub tzdata: bool,
     /// `scratch`, a layout, an archive or a registry reference.
     pub base: Option<String>,
+    /// Extra files: source (relative to the project) → absolute destination in the image.
+    pub files: Vec<(String, String)>,
 }
 
 /// The `go:` section: defaults for `slipway go build`.

@@ -64,7 +64,7 @@ fn git_out(dir: &Path, args: &[&str]) -> Option<String> {
 
 /// In a pipeline, `CI_COMMIT_BRANCH == CI_DEFAULT_BRANCH`; on its own, the checked-out branch
 /// is `main`/`master` or origin's default.
-fn on_default_branch(root: &Path) -> bool {
+pub(crate) fn on_default_branch(root: &Path) -> bool {
     if let (Ok(b), Ok(d)) = (std::env::var("CI_COMMIT_BRANCH"), std::env::var("CI_DEFAULT_BRANCH")) {
         return b == d;
     }

@@ -110,6 +110,10 @@ pub struct ImageBuildArgs {
     /// archive (`docker save` or OCI), or a registry reference (host[:port]/name:tag).
     #[arg(long, value_name = "BASE")]
     pub base: Option<String>,
+    /// Extra files or directories, as SRC:DEST (DEST an absolute path in the image; repeatable),
+    /// e.g. `--file kodata:/var/run/ko`.
+    #[arg(long, value_name = "SRC:DEST")]
+    pub file: Vec<String>,
     /// Leave out the SBOM (SPDX JSON of the Go modules in the binaries, kept as an artifact
     /// referring to the image).
     #[arg(long)]
@@ -205,6 +209,26 @@ fn credentials(host: &str, args: &RegistryArgs) -> Result<Option<slipway_oci::re
         }
     }
     Ok(None)
+}
+
+/// `SRC:DEST` of `--file`: SRC relative to the project, DEST absolute and without `..`.
+fn extra_file(root: &Path, f: &str) -> Result<(PathBuf, String)> {
+    let Some((src, dest)) = f.rsplit_once(':').filter(|(s, d)| !s.is_empty() && !d.is_empty()) else {
+        return Err(UserError::new(format!("--file `{f}`: expected SRC:DEST"))
+            .hint("e.g. --file kodata:/var/run/ko (a file or directory of the project, and where it goes)")
+            .into());
+    };
+    if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") || dest.trim_matches('/').is_empty() {
+        return Err(UserError::new(format!(
+            "--file `{f}`: the destination `{dest}` must be an absolute path in the image, without `..`"
+        ))
+        .into());
+    }
+    let path = root.join(src);
+    if !path.exists() {
+        return Err(UserError::new(format!("--file `{f}`: {} does not exist", path.display())).into());
+    }
+    Ok((path, dest.to_string()))
 }
 
 /// Expands `{{version}}`, `{{commit_short}}` and `{{branch}}` in a reference.
@@ -386,14 +410,26 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
                 a.env = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
             }
             a.tzdata |= c.tzdata;
+            if a.file.is_empty() {
+                a.file = c.files.iter().map(|(src, dest)| format!("{src}:{dest}")).collect();
+            }
             if a.base.is_none() {
                 a.base = c.base.clone();
             }
             if a.push.is_empty()
                 && let Some(reg) = &c.registry
             {
-                let tags = if c.tags.is_empty() { vec!["{{version}}".to_string()] } else { c.tags.clone() };
-                a.push = tags.iter().map(|t| format!("{reg}:{t}")).collect();
+                let tags = if c.tags.is_empty() { vec!["{{version}}".into(), "latest".into()] } else { c.tags.clone() };
+                // `latest` follows the default branch, as docker/metadata-action does: a
+                // feature branch must not move what `docker pull` gets by default.
+                let default_branch = crate::gatecmd::on_default_branch(root);
+                for t in tags {
+                    if t == "latest" && !default_branch {
+                        ui.notice(&format!("{reg}:latest is pushed from the default branch only; skipped"));
+                    } else {
+                        a.push.push(format!("{reg}:{t}"));
+                    }
+                }
             }
         }
     }
@@ -501,6 +537,7 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         ports: a.port.iter().map(|p| if p.contains('/') { p.clone() } else { format!("{p}/tcp") }).collect(),
         labels,
         created,
+        files: a.file.iter().map(|f| extra_file(root, f)).collect::<Result<_>>()?,
         base: match a.base.as_deref() {
             None | Some("scratch") => Vec::new(),
             Some(b) => load_base(root, b, &a.registry)?,

@@ -173,3 +173,11 @@ fn a_template_error_is_reported_once_not_per_job() {
         check(".tmpl:\n  script: [!reference [.nope, script]]\na:\n  extends: .tmpl\nb:\n  extends: .tmpl\n", &[]);
     assert_eq!(out.matches("error: `!reference` to `.nope`").count(), 1, "{out}");
 }
+
+#[test]
+fn bad_images_sections() {
+    insta::assert_snapshot!(check(
+        "images:\n  registry: reg.example.com/app:v1\n  files:\n    kodata: var/run/ko\n    static: /srv/../etc\n  tagz: [latest]\njob:\n  script: x\n",
+        &[]
+    ));
+}

@@ -85,7 +85,24 @@ fn multi_platform_images_are_reproducible_and_readable_by_skopeo() {
 fn the_unpacked_image_holds_a_working_service() {
     require("umoci", "--version");
     let r = built_example("linux/amd64");
-    let run = r.slipway(&["image", "build", "--layout", "img", "--tarball", "img.tar", "--tag", "t1"]);
+    // Extra files (ko's kodata): a directory with a nested file and an executable script.
+    std::fs::create_dir_all(r.path().join("kodata/static")).unwrap();
+    std::fs::write(r.path().join("kodata/static/index.html"), "<h1>hi</h1>").unwrap();
+    std::fs::write(r.path().join("kodata/run.sh"), "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(r.path().join("kodata/run.sh"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let run = r.slipway(&[
+        "image",
+        "build",
+        "--layout",
+        "img",
+        "--tarball",
+        "img.tar",
+        "--tag",
+        "t1",
+        "--file",
+        "kodata:/var/run/ko",
+    ]);
     assert_eq!(run.code, 0, "{}", run.debug());
     let bundle = r.path().join("bundle");
     let out = Command::new("umoci")
@@ -97,7 +114,9 @@ fn the_unpacked_image_holds_a_working_service() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rootfs = bundle.join("rootfs");
     let bin = rootfs.join("usr/local/bin/hello-service");
-    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::read_to_string(rootfs.join("var/run/ko/static/index.html")).unwrap(), "<h1>hi</h1>");
+    let script = std::fs::metadata(rootfs.join("var/run/ko/run.sh")).unwrap();
+    assert_eq!(script.permissions().mode() & 0o777, 0o755, "executable, readable by the non-root user");
     assert_eq!(std::fs::metadata(&bin).unwrap().permissions().mode() & 0o777, 0o755);
     assert!(std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap().contains("nonroot:x:65532:65532"));
     if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
@@ -128,6 +147,12 @@ fn bad_image_input_is_refused() {
     let wrong = r.slipway(&["image", "build", "--binary", "linux/arm64=dist/hello-service_linux_amd64"]);
     assert_eq!(wrong.code, 2, "{}", wrong.debug());
     assert!(wrong.stderr.contains("is a linux/amd64 executable, not linux/arm64"), "{}", wrong.debug());
+    let missing = r.slipway(&["image", "build", "--file", "kodata:/var/run/ko"]);
+    assert_eq!(missing.code, 2, "{}", missing.debug());
+    assert!(missing.stderr.contains("kodata does not exist"), "{}", missing.debug());
+    let relative = r.slipway(&["image", "build", "--file", "go.mod:etc/go.mod"]);
+    assert_eq!(relative.code, 2, "{}", relative.debug());
+    assert!(relative.stderr.contains("must be an absolute path in the image"), "{}", relative.debug());
     let not_exe = r.slipway(&["image", "build", "--binary", "linux/amd64=go.mod"]);
     assert_eq!(not_exe.code, 2);
     assert!(not_exe.stderr.contains("not an executable"), "{}", not_exe.debug());

@@ -441,3 +441,27 @@ fn credentials_come_from_docker_config_and_credential_helpers() {
     let run = Run::from(out);
     assert_eq!(run.code, 0, "{}", run.debug());
 }
+
+#[test]
+fn latest_is_pushed_from_the_default_branch_only() {
+    let reg = Registry::start(None);
+    let r = example_with_image("linux/amd64");
+    assert_eq!(r.slipway(&["init"]).code, 0);
+    let mut file = std::fs::read_to_string(r.path().join(".slipway.yml")).unwrap();
+    file.push_str(&format!("\nimages:\n  registry: {}/team/hello\n", reg.addr));
+    std::fs::write(r.path().join(".slipway.yml"), file).unwrap();
+    r.commit("an image to push");
+    let refs = |run: &Run| -> Vec<String> {
+        assert_eq!(run.code, 0, "{}", run.debug());
+        let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        v["pushed"].as_array().unwrap().iter().map(|p| p["ref"].as_str().unwrap().to_string()).collect()
+    };
+    // On main: the version and `latest`.
+    let main = r.slipway(&["image", "build", "--json"]);
+    assert_eq!(refs(&main), [format!("{}/team/hello:v3.0.0", reg.addr), format!("{}/team/hello:latest", reg.addr)]);
+    // On a feature branch: `latest` stays where it was, and the user is told why.
+    r.git(&["checkout", "-q", "-b", "feature/x"]);
+    let feature = r.slipway(&["image", "build", "--json"]);
+    assert_eq!(refs(&feature), [format!("{}/team/hello:v3.0.0", reg.addr)]);
+    assert!(feature.stderr.contains("default branch only"), "{}", feature.debug());
+}
