@@ -72,6 +72,48 @@ pub struct Client {
     pub chunk_size: usize,
     /// Repositories of the same registry to try mounting blobs from before uploading them.
     pub mount_from: Vec<String>,
+    /// Told about each blob of a push and the bytes sent so far (for progress bars).
+    pub progress: Option<ProgressFn>,
+    /// The blob being uploaded and the offset of the request body in it.
+    current: Option<(String, u64)>,
+}
+
+/// What a push is doing, for progress displays.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// A blob is next: its digest and size.
+    Blob { digest: &'a str, size: u64 },
+    /// So many bytes of it have been sent.
+    Sent { digest: &'a str, bytes: u64 },
+    /// It is in the registry: `uploaded`, `exists` (HEAD found it) or `mounted`.
+    Done { digest: &'a str, how: &'static str },
+}
+
+pub type ProgressFn = std::sync::Arc<dyn Fn(Progress<'_>) + Send + Sync>;
+
+/// Request bodies larger than this are streamed from a reader that reports progress (with
+/// chunked transfer encoding, as `docker push` sends its uploads).
+const STREAM_ABOVE: usize = 1 << 20;
+
+/// A request body that reports how much of it the HTTP client has read.
+struct Reporting<'a> {
+    data: &'a [u8],
+    pos: usize,
+    digest: &'a str,
+    offset: u64,
+    progress: Option<&'a ProgressFn>,
+}
+
+impl std::io::Read for Reporting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.data.len() - self.pos).min(256 * 1024);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        if let Some(p) = self.progress {
+            p(Progress::Sent { digest: self.digest, bytes: self.offset + self.pos as u64 });
+        }
+        Ok(n)
+    }
 }
 
 struct Reply {
@@ -136,7 +178,17 @@ impl Client {
             .and_then(|v| v.parse().ok())
             .filter(|&n: &usize| n > 0)
             .unwrap_or(16 << 20);
-        Ok(Client { agent, base, credentials, auth: None, retries: 3, chunk_size, mount_from: Vec::new() })
+        Ok(Client {
+            agent,
+            base,
+            credentials,
+            auth: None,
+            retries: 3,
+            chunk_size,
+            mount_from: Vec::new(),
+            progress: None,
+            current: None,
+        })
     }
 
     fn absolute(&self, location: &str) -> String {
@@ -169,8 +221,15 @@ impl Client {
             "Accept",
             "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, */*",
         );
-        let req = b.body(body.to_vec()).map_err(ureq::Error::Http)?;
-        let mut resp = self.agent.run(req)?;
+        let mut resp = match &self.current {
+            Some((digest, offset)) if body.len() > STREAM_ABOVE => {
+                let progress = self.progress.as_ref();
+                let mut reader = Reporting { data: body, pos: 0, digest, offset: *offset, progress };
+                let req = b.body(ureq::SendBody::from_reader(&mut reader)).map_err(ureq::Error::Http)?;
+                self.agent.run(req)?
+            }
+            _ => self.agent.run(b.body(body.to_vec()).map_err(ureq::Error::Http)?)?,
+        };
         let h = |k: &str| resp.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (location, digest, challenge, subject) =
             (h("Location"), h("Docker-Content-Digest"), h("WWW-Authenticate"), h("OCI-Subject"));
@@ -539,13 +598,34 @@ fn upload_blob(
     client: &mut Client,
     report: &mut PushReport,
 ) -> Result<(), OciError> {
-    let repo = &r.repository;
     let bytes = store.blob(digest)?;
+    let tell = |client: &Client, p: Progress<'_>| {
+        if let Some(f) = &client.progress {
+            f(p)
+        }
+    };
+    tell(client, Progress::Blob { digest, size: bytes.len() as u64 });
+    let how = send_blob(digest, bytes, r, client, report)?;
+    client.current = None;
+    tell(client, Progress::Done { digest, how });
+    Ok(())
+}
+
+/// Gets one blob into the repository: skipped when there, mounted when it can be, else
+/// uploaded (monolithic, or in chunks when large). Says which.
+fn send_blob(
+    digest: &str,
+    bytes: &[u8],
+    r: &Reference,
+    client: &mut Client,
+    report: &mut PushReport,
+) -> Result<&'static str, OciError> {
+    let repo = &r.repository;
     let url = format!("{}/v2/{repo}/blobs/{digest}", client.base);
     let head = client.send("HEAD", &url, None, &[])?;
     if head.status == 200 {
         report.skipped += 1;
-        return Ok(());
+        return Ok("exists");
     }
     check_auth(&head, r)?;
     // A cross-repository mount costs nothing when the registry has the blob elsewhere.
@@ -557,7 +637,7 @@ fn upload_blob(
         check_auth(&reply, r)?;
         if reply.status == 201 {
             report.mounted += 1;
-            return Ok(());
+            return Ok("mounted");
         }
         if reply.status == 202 {
             // Not mountable: the registry opened an ordinary upload instead.
@@ -583,6 +663,7 @@ fn upload_blob(
         let mut offset = 0usize;
         while offset < bytes.len() {
             let end = (offset + client.chunk_size).min(bytes.len());
+            client.current = Some((digest.to_string(), offset as u64));
             let headers = [("Content-Range", format!("{offset}-{}", end - 1))];
             let reply = client.send_with(
                 "PATCH",
@@ -611,6 +692,7 @@ fn upload_blob(
         }
         rest = &[];
     }
+    client.current = Some((digest.to_string(), 0));
     let put_url = format!("{location}{}digest={}", if location.contains('?') { '&' } else { '?' }, urlencode(digest));
     let done = client.send("PUT", &put_url, Some("application/octet-stream"), rest)?;
     if done.status != 201 {
@@ -618,7 +700,7 @@ fn upload_blob(
     }
     report.uploaded += 1;
     report.bytes_uploaded += bytes.len() as u64;
-    Ok(())
+    Ok("uploaded")
 }
 
 fn check_auth(reply: &Reply, r: &Reference) -> Result<(), OciError> {

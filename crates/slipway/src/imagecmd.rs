@@ -287,6 +287,7 @@ fn push_to(layout: &Path, tag: &str, reference: &str, args: &RegistryArgs) -> Re
     let pushed_here: Vec<String> =
         PUSHED.with(|p| p.borrow().iter().filter(|(h, _)| *h == r.host).map(|(_, repo)| repo.clone()).collect());
     client.mount_from.extend(pushed_here);
+    client.progress = progress_bars();
     let store = slipway_oci::layout::Store::open(layout).map_err(oci_error)?;
     let report = slipway_oci::registry::push(&store, tag, &r, &mut client).map_err(oci_error)?;
     PUSHED.with(|p| p.borrow_mut().push((r.host.clone(), r.repository.clone())));
@@ -298,6 +299,50 @@ fn push_to(layout: &Path, tag: &str, reference: &str, args: &RegistryArgs) -> Re
         "skipped": report.skipped,
         "bytes_uploaded": report.bytes_uploaded,
         "sbom": report.sbom,
+    }))
+}
+
+/// One progress bar per blob on stderr, like `docker push`: short digest, bytes sent, rate,
+/// then `uploaded`, `exists` or `mounted`. Nothing when stderr is not a terminal.
+fn progress_bars() -> Option<slipway_oci::registry::ProgressFn> {
+    use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use slipway_oci::registry::Progress;
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() || std::env::var("TERM").is_ok_and(|t| t == "dumb") {
+        return None;
+    }
+    let all = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let bars = std::sync::Mutex::new(std::collections::HashMap::<String, ProgressBar>::new());
+    Some(std::sync::Arc::new(move |p: Progress<'_>| {
+        let mut bars = bars.lock().unwrap_or_else(|e| e.into_inner());
+        let short = |d: &str| d.trim_start_matches("sha256:").chars().take(12).collect::<String>();
+        match p {
+            Progress::Blob { digest, size } => {
+                let bar = all.add(ProgressBar::new(size).with_style(style.clone()).with_prefix(short(digest)));
+                bars.insert(digest.to_string(), bar);
+            }
+            Progress::Sent { digest, bytes } => {
+                if let Some(b) = bars.get(digest) {
+                    b.set_position(bytes);
+                }
+            }
+            Progress::Done { digest, how } => {
+                if let Some(b) = bars.remove(digest) {
+                    if how == "uploaded" {
+                        b.set_position(b.length().unwrap_or(0));
+                        b.finish_with_message(how);
+                    } else {
+                        // Nothing was sent: no bar or rate, just what happened.
+                        b.finish_and_clear();
+                        all.remove(&b);
+                        let _ = all.println(format!("{} {how}", short(digest)));
+                    }
+                }
+            }
+        }
     }))
 }
 

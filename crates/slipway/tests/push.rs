@@ -465,3 +465,32 @@ fn latest_is_pushed_from_the_default_branch_only() {
     assert_eq!(refs(&feature), [format!("{}/team/hello:v3.0.0", reg.addr)]);
     assert!(feature.stderr.contains("default branch only"), "{}", feature.debug());
 }
+
+#[test]
+fn a_terminal_shows_a_progress_bar_per_blob() {
+    require("script", "--version");
+    let reg = Registry::start(None);
+    let r = example_with_image("linux/amd64");
+    let reference = format!("{}/team/hello:v3.0.0", reg.addr);
+    // `script` gives the push a pseudo-terminal, as a user's shell would.
+    let on_tty = |what: &str| {
+        let cmd = format!("{} image push {reference}", bin().display());
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .current_dir(r.path())
+            .env("TERM", "xterm")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let first = on_tty("first push");
+    assert!(first.contains("/s uploaded"), "a bar per blob, ending in `uploaded`: {first}");
+    assert!(first.contains("MiB"), "sizes are shown: {first}");
+    let second = on_tty("second push");
+    assert!(second.contains(" exists") && !second.contains("/s uploaded"), "{second}");
+    // Without a terminal there are no bars.
+    let plain = r.slipway(&["image", "push", &reference]);
+    assert_eq!(plain.code, 0, "{}", plain.debug());
+    assert!(!plain.stderr.contains("exists"), "{}", plain.debug());
+}
