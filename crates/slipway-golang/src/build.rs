@@ -282,13 +282,68 @@ pub struct Dep {
     pub sum: Option<String>,
 }
 
-/// Build info of a binary (`go version -m`), run in `dir`.
+/// Build info of a binary: read from the file when it is in the inline form that Go 1.18 and
+/// later write, else from `go version -m` run in `dir`.
 pub fn read_build_info(dir: &Path, binary: &Path) -> Result<BuildInfo, GoError> {
+    if let Ok(bytes) = std::fs::read(binary)
+        && let Some(text) = embedded_build_info(&bytes)
+    {
+        return Ok(parse_build_info(&text));
+    }
     let out = go(dir).args(["version", "-m"]).arg(binary).output().map_err(spawn_err)?;
     if !out.status.success() {
         return Err(GoError::GoFailed { message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
     Ok(parse_build_info(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The build info that the Go linker embeds (the `.go.buildinfo` data: a 32-byte header
+/// starting `\xff Go buildinf:`, flags bit 1 = strings inline, then the Go version and the
+/// module info as varint-length strings), rendered as `go version -m` prints it. `None` for
+/// anything else (older Go, not a Go binary), so that the caller can ask `go`.
+pub fn embedded_build_info(bytes: &[u8]) -> Option<String> {
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    fn varint(b: &[u8]) -> Option<(usize, usize)> {
+        let (mut v, mut shift) = (0usize, 0u32);
+        for (i, &c) in b.iter().enumerate().take(10) {
+            v |= ((c & 0x7f) as usize).checked_shl(shift)?;
+            if c & 0x80 == 0 {
+                return Some((v, i + 1));
+            }
+            shift += 7;
+        }
+        None
+    }
+    fn string(b: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (len, n) = varint(b)?;
+        let rest = b.get(n..)?;
+        Some((rest.get(..len)?, rest.get(len..)?))
+    }
+    // The linker aligns the header to 16 bytes; a copy of the magic in other data (a program
+    // that reads build info itself) does not parse as a header and is passed over.
+    for at in memchr::memmem::find_iter(bytes, MAGIC) {
+        let Some(header) = bytes.get(at..at + 32) else { continue };
+        if header[15] & 2 == 0 {
+            continue;
+        }
+        let Some((version, rest)) = string(&bytes[at + 32..]) else { continue };
+        let Some((modinfo, _)) = string(rest) else { continue };
+        let version = std::str::from_utf8(version).ok().filter(|v| v.starts_with("go"))?;
+        // The module info is wrapped in 16-byte sentinels.
+        let modinfo = if modinfo.len() >= 33 && modinfo[modinfo.len() - 17] == b'\n' {
+            &modinfo[16..modinfo.len() - 16]
+        } else {
+            &[][..]
+        };
+        let mut text = format!("binary: {version}\n");
+        for line in String::from_utf8_lossy(modinfo).lines() {
+            text.push('\t');
+            text.push_str(line);
+            text.push('\n');
+        }
+        return Some(text);
+    }
+    None
 }
 
 /// Parses `go version -m FILE`.
@@ -334,6 +389,38 @@ pub fn parse_build_info(text: &str) -> BuildInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The build info read from the file is what `go version -m` reports: for a service built
+    /// here, and for the go command itself (which holds the magic string in its own data too,
+    /// as it reads build info).
+    #[test]
+    fn embedded_build_info_matches_go_version_m() {
+        let tmp = tempfile::tempdir().unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
+        let bin = tmp.path().join("hello");
+        let built = std::process::Command::new("go")
+            .args(["build", "-trimpath", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(&example)
+            .env("CGO_ENABLED", "0")
+            .output()
+            .expect("go on PATH (. scripts/env)");
+        assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+        let goroot = std::process::Command::new("go").args(["env", "GOROOT"]).output().unwrap();
+        let go = Path::new(String::from_utf8_lossy(&goroot.stdout).trim()).join("bin/go");
+        for b in [bin.as_path(), go.as_path()] {
+            let out = std::process::Command::new("go").args(["version", "-m"]).arg(b).output().unwrap();
+            let expected = parse_build_info(&String::from_utf8_lossy(&out.stdout));
+            let text = embedded_build_info(&std::fs::read(b).unwrap()).expect("inline build info");
+            assert_eq!(parse_build_info(&text), expected, "{}", b.display());
+            assert!(expected.go_version.starts_with("go"), "{expected:?}");
+            if b == bin {
+                assert_eq!(expected.module, "example.com/hello-service", "{expected:?}");
+            }
+        }
+        assert_eq!(embedded_build_info(b"\x7fELF not go"), None);
+    }
 
     #[test]
     fn build_info_and_platforms() {

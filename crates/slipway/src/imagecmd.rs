@@ -408,6 +408,25 @@ fn sbom_input(
     Ok(input)
 }
 
+/// Several git commands at once; each one's trimmed output, `None` when it failed or said nothing.
+fn git_all<const N: usize>(dir: &Path, commands: [&[&str]; N]) -> [Option<String>; N] {
+    use std::process::{Command, Stdio};
+    let children = commands.map(|args| {
+        Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+    });
+    children.map(|c| {
+        let o = c?.wait_with_output().ok()?;
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|s| !s.is_empty())
+    })
+}
+
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let o = std::process::Command::new("git").args(args).current_dir(dir).output().ok()?;
     o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|s| !s.is_empty())
@@ -545,16 +564,19 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
             .hint("tags use letters, digits, `_`, `.` and `-` (at most 128), not starting with `.` or `-`")
             .into());
     }
-    let created = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .or_else(|| git(root, &["log", "-1", "--format=%ct"]).and_then(|s| s.parse().ok()))
-        .unwrap_or(0);
+    // The commit (time and hash) and the origin, from two git processes run side by side.
+    let [head, origin] = git_all(root, [&["log", "-1", "--format=%ct %H"], &["config", "--get", "remote.origin.url"]]);
+    let (commit_time, commit) = match head.as_deref().and_then(|h| h.split_once(' ')) {
+        Some((t, h)) => (t.parse::<i64>().ok(), Some(h.to_string())),
+        None => (None, None),
+    };
+    let created =
+        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok()).or(commit_time).unwrap_or(0);
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(src) = git(root, &["config", "--get", "remote.origin.url"]) {
+    if let Some(src) = origin {
         labels.insert("org.opencontainers.image.source".into(), src);
     }
-    if let Some(rev) = revision.or_else(|| git(root, &["rev-parse", "HEAD"])) {
+    if let Some(rev) = revision.or(commit) {
         labels.insert("org.opencontainers.image.revision".into(), rev);
     }
     labels.insert("org.opencontainers.image.version".into(), tag.clone());
