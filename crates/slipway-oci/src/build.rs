@@ -12,7 +12,7 @@ use flate2::{Compression, GzBuilder};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::{MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER, MEDIA_MANIFEST, OciError};
+use crate::{MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER, MEDIA_LAYER_TAR, MEDIA_MANIFEST, OciError};
 
 /// One binary and the platform it is for.
 #[derive(Debug, Clone)]
@@ -45,6 +45,9 @@ pub struct ImageSpec {
     /// Extra files (ko's kodata): a file or directory on the host and where it goes in the
     /// image (an absolute path). They get a layer of their own, under the binary's.
     pub files: Vec<(PathBuf, String)>,
+    /// Gzip the layers (what registries expect); without, layers are plain tar
+    /// (`application/vnd.oci.image.layer.v1.tar`), for images that stay on this machine.
+    pub compress: bool,
 }
 
 /// One platform of a base image: its layers and its config.
@@ -61,7 +64,7 @@ pub struct BasePlatform {
 pub fn layer_media_type(m: &str) -> Option<&'static str> {
     match m {
         MEDIA_LAYER | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(MEDIA_LAYER),
-        "application/vnd.oci.image.layer.v1.tar" => Some("application/vnd.oci.image.layer.v1.tar"),
+        MEDIA_LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => Some(MEDIA_LAYER_TAR),
         _ => None,
     }
 }
@@ -344,18 +347,33 @@ fn rfc3339(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
+/// A layer blob and its diff_id (the digest of the uncompressed tar). Compressed, the tar is
+/// hashed beside the compression rather than after it.
+fn layer(tar: Vec<u8>, compress: bool) -> Result<(Blob, String), OciError> {
+    if !compress {
+        let blob = Blob::new(MEDIA_LAYER_TAR, tar);
+        let diff = blob.digest.clone();
+        return Ok((blob, diff));
+    }
+    let (z, diff) = std::thread::scope(|s| {
+        let diff = s.spawn(|| sha256(&tar));
+        let z = gzip(&tar);
+        (z, diff.join().unwrap_or_else(|_| sha256(&tar)))
+    });
+    Ok((Blob::new(MEDIA_LAYER, z?), diff))
+}
+
 /// Builds the image in memory.
 pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
     if spec.binaries.is_empty() {
         return Err(OciError::Input("no binaries to put in the image".into()));
     }
     let (base_tar, base_what) = base_layer(spec)?;
-    let base = Blob::new(MEDIA_LAYER, gzip(&base_tar)?);
-    let base_diff = sha256(&base_tar);
+    let (base, base_diff) = layer(base_tar, spec.compress)?;
     let created = rfc3339(spec.created);
     let entry = format!("/usr/local/bin/{}", spec.name);
     let files = match files_layer(spec)? {
-        Some(tar) => Some((Blob::new(MEDIA_LAYER, gzip(&tar)?), sha256(&tar))),
+        Some(tar) => Some(layer(tar, spec.compress)?),
         None => None,
     };
     let mut platforms = Vec::new();
@@ -383,7 +401,7 @@ pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
         let mut t = TarBuilder::new();
         t.file(entry.trim_start_matches('/'), bytes, 0o755);
         let app_tar = t.finish(spec.created.max(0) as u64)?;
-        let app = Blob::new(MEDIA_LAYER, gzip(&app_tar)?);
+        let (app, app_diff) = layer(app_tar, spec.compress)?;
         let base_image = if spec.base.is_empty() {
             None
         } else {
@@ -467,7 +485,7 @@ pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
             layers.push(blob.clone());
         }
         history.push(json!({"created": created, "created_by": format!("slipway image build: {entry}")}));
-        diff_ids.push(json!(sha256(&app_tar)));
+        diff_ids.push(json!(app_diff));
         layers.push(app);
         let config = json!({
             "architecture": b.arch,

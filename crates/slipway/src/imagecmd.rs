@@ -114,6 +114,10 @@ pub struct ImageBuildArgs {
     /// e.g. `--file kodata:/var/run/ko`.
     #[arg(long, value_name = "SRC:DEST")]
     pub file: Vec<String>,
+    /// Layer compression: `gzip` (default; what registries expect) or `none` (plain tar layers,
+    /// quicker for images that stay on this machine, e.g. `--tarball` for `docker load`).
+    #[arg(long, value_name = "ALGORITHM", default_value = "gzip", value_parser = ["gzip", "none"])]
+    pub compression: String,
     /// Leave out the SBOM (SPDX JSON of the Go modules in the binaries, kept as an artifact
     /// referring to the image).
     #[arg(long)]
@@ -604,6 +608,7 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         ports: a.port.iter().map(|p| if p.contains('/') { p.clone() } else { format!("{p}/tcp") }).collect(),
         labels,
         created,
+        compress: a.compression == "gzip",
         files: a.file.iter().map(|f| extra_file(root, f)).collect::<Result<_>>()?,
         base: match a.base.as_deref() {
             None | Some("scratch") => Vec::new(),
