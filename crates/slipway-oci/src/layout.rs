@@ -144,6 +144,8 @@ pub fn write_tarball(
 pub struct Store {
     blobs: BTreeMap<String, Vec<u8>>,
     pub index: Value,
+    /// The layout directory or archive it was read from, for messages.
+    origin: String,
 }
 
 impl Store {
@@ -162,7 +164,7 @@ impl Store {
                     blobs.insert(format!("sha256:{name}"), bytes);
                 }
             }
-            return Ok(Store { blobs, index });
+            return Ok(Store { blobs, index, origin: path.display().to_string() });
         }
         let mut f = std::fs::File::open(path).map_err(|e| OciError::Input(format!("{}: {e}", path.display())))?;
         let mut data = Vec::new();
@@ -190,14 +192,20 @@ impl Store {
                 path.display()
             ))
         })?;
-        Ok(Store { blobs, index })
+        Ok(Store { blobs, index, origin: path.display().to_string() })
     }
 
     /// A blob's bytes, checked against its digest.
     pub fn blob(&self, digest: &str) -> Result<&[u8], OciError> {
-        let b = self.blobs.get(digest).ok_or_else(|| OciError::Input(format!("blob {digest} is missing")))?;
+        let b = self
+            .blobs
+            .get(digest)
+            .ok_or_else(|| OciError::Input(format!("blob {digest} is missing from {}", self.origin)))?;
         if crate::build::sha256(b) != digest {
-            return Err(OciError::Input(format!("blob {digest} does not match its digest")));
+            return Err(OciError::Input(format!(
+                "blob {digest} in {} does not match its digest (the file was changed or damaged): build the image again",
+                self.origin
+            )));
         }
         Ok(b)
     }

@@ -494,3 +494,35 @@ fn a_terminal_shows_a_progress_bar_per_blob() {
     assert_eq!(plain.code, 0, "{}", plain.debug());
     assert!(!plain.stderr.contains("exists"), "{}", plain.debug());
 }
+
+#[test]
+fn a_corrupt_blob_is_refused_and_nothing_is_tagged() {
+    require("skopeo", "--version");
+    let reg = Registry::start(None);
+    let r = example_with_image("linux/amd64");
+    // Flip one byte in the middle of the largest blob (the binary's layer).
+    let blobs = r.path().join("dist/image/blobs/sha256");
+    let largest = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&largest, bytes).unwrap();
+    let reference = format!("{}/team/hello:v3.0.0", reg.addr);
+    let push = r.slipway(&["image", "push", &reference]);
+    assert_ne!(push.code, 0, "{}", push.debug());
+    assert!(
+        push.stderr.contains("does not match its digest") && push.stderr.contains("build the image again"),
+        "{}",
+        push.debug()
+    );
+    // The tag was never written: the manifest goes last.
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the tag must not exist: {}", String::from_utf8_lossy(&out.stdout));
+}
