@@ -1,4 +1,4 @@
-//! `slipway image build|inspect`: container images straight from the binaries of
+//! `slipway image build|push|inspect`: container images straight from the binaries of
 //! `slipway go build`, without a Docker daemon, as an OCI layout and/or an archive that
 //! `docker load` reads.
 

@@ -95,7 +95,7 @@ enum Command {
         #[command(subcommand)]
         command: gocmd::GoCommand,
     },
-    /// Container images without a daemon: `slipway image build|inspect`.
+    /// Container images without a daemon: `slipway image build|push|inspect`.
     Image {
         #[command(subcommand)]
         command: imagecmd::ImageCommand,
