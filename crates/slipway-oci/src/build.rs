@@ -48,6 +48,9 @@ pub struct ImageSpec {
     /// Gzip the layers (what registries expect); without, layers are plain tar
     /// (`application/vnd.oci.image.layer.v1.tar`), for images that stay on this machine.
     pub compress: bool,
+    /// A directory that keeps compressed layers by the digest of their tar, so an unchanged
+    /// layer is not compressed again (`None`: compress every time).
+    pub layer_cache: Option<PathBuf>,
 }
 
 /// One platform of a base image: its layers and its config.
@@ -349,10 +352,45 @@ fn rfc3339(secs: i64) -> String {
 
 /// A layer blob and its diff_id (the digest of the uncompressed tar). Compressed, the tar is
 /// hashed beside the compression rather than after it.
-fn layer(tar: Vec<u8>, compress: bool) -> Result<(Blob, String), OciError> {
-    if !compress {
+fn layer(tar: Vec<u8>, spec: &ImageSpec) -> Result<(Blob, String), OciError> {
+    if !spec.compress {
         let blob = Blob::new(MEDIA_LAYER_TAR, tar);
         let diff = blob.digest.clone();
+        return Ok((blob, diff));
+    }
+    if let Some(cache) = &spec.layer_cache {
+        // The same tar always compresses to the same bytes, so a layer built before is taken
+        // from the cache: a file named by both digests, checked on the way back in.
+        let diff = sha256(&tar);
+        let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+        let found = std::fs::read_dir(cache).into_iter().flatten().flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (d, b) = name.strip_suffix(".gz")?.split_once('.')?;
+            (d == hex(&diff)).then(|| (e.path(), format!("sha256:{b}")))
+        });
+        if let Some((path, blob_digest)) = found
+            && let Ok(bytes) = std::fs::read(&path)
+        {
+            let blob = Blob::new(MEDIA_LAYER, bytes);
+            if blob.digest == blob_digest {
+                // Recently used entries survive the trimming below.
+                let _ = std::fs::File::options()
+                    .append(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                return Ok((blob, diff));
+            }
+            let _ = std::fs::remove_file(&path); // damaged: compress again
+        }
+        let blob = Blob::new(MEDIA_LAYER, gzip(&tar)?);
+        if std::fs::create_dir_all(cache).is_ok() {
+            let name = format!("{}.{}.gz", hex(&diff), hex(&blob.digest));
+            let tmp = cache.join(format!(".{name}.tmp"));
+            if std::fs::write(&tmp, &blob.bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, cache.join(name));
+            }
+            trim_cache(cache, LAYER_CACHE_ENTRIES);
+        }
         return Ok((blob, diff));
     }
     let (z, diff) = std::thread::scope(|s| {
@@ -363,17 +401,37 @@ fn layer(tar: Vec<u8>, compress: bool) -> Result<(Blob, String), OciError> {
     Ok((Blob::new(MEDIA_LAYER, z?), diff))
 }
 
+/// Compressed layers kept in the cache (the most recently used).
+const LAYER_CACHE_ENTRIES: usize = 24;
+
+/// Removes all but the `keep` most recently used entries (and stray temporary files).
+fn trim_cache(cache: &Path, keep: usize) {
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(cache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?.modified().ok()?;
+            Some((m, e.path()))
+        })
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (_, path) in entries.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Builds the image in memory.
 pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
     if spec.binaries.is_empty() {
         return Err(OciError::Input("no binaries to put in the image".into()));
     }
     let (base_tar, base_what) = base_layer(spec)?;
-    let (base, base_diff) = layer(base_tar, spec.compress)?;
+    let (base, base_diff) = layer(base_tar, spec)?;
     let created = rfc3339(spec.created);
     let entry = format!("/usr/local/bin/{}", spec.name);
     let files = match files_layer(spec)? {
-        Some(tar) => Some(layer(tar, spec.compress)?),
+        Some(tar) => Some(layer(tar, spec)?),
         None => None,
     };
     let mut platforms = Vec::new();
@@ -401,7 +459,7 @@ pub fn build(spec: &ImageSpec) -> Result<Image, OciError> {
         let mut t = TarBuilder::new();
         t.file(entry.trim_start_matches('/'), bytes, 0o755);
         let app_tar = t.finish(spec.created.max(0) as u64)?;
-        let (app, app_diff) = layer(app_tar, spec.compress)?;
+        let (app, app_diff) = layer(app_tar, spec)?;
         let base_image = if spec.base.is_empty() {
             None
         } else {

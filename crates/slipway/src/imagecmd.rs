@@ -118,6 +118,9 @@ pub struct ImageBuildArgs {
     /// quicker for images that stay on this machine, e.g. `--tarball` for `docker load`).
     #[arg(long, value_name = "ALGORITHM", default_value = "gzip", value_parser = ["gzip", "none"])]
     pub compression: String,
+    /// Compress every layer again instead of taking unchanged ones from .slipway/cache/layers.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Leave out the SBOM (SPDX JSON of the Go modules in the binaries, kept as an artifact
     /// referring to the image).
     #[arg(long)]
@@ -213,6 +216,20 @@ fn credentials(host: &str, args: &RegistryArgs) -> Result<Option<slipway_oci::re
         }
     }
     Ok(None)
+}
+
+/// Where compressed layers are kept: in a pipeline job, the project's state directory that
+/// slipway passes down (SLIPWAY_STATE_DIR); on its own, the project's `.slipway`.
+fn layer_cache_dir(root: &Path) -> Option<PathBuf> {
+    let state = match std::env::var_os("SLIPWAY_STATE_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let d = root.join(".slipway");
+            crate::run::ensure_state_dir(&d).ok()?;
+            d
+        }
+    };
+    Some(state.join("cache/layers"))
 }
 
 /// `SRC:DEST` of `--file`: SRC relative to the project, DEST absolute and without `..`.
@@ -609,6 +626,7 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         labels,
         created,
         compress: a.compression == "gzip",
+        layer_cache: if a.no_cache { None } else { layer_cache_dir(root) },
         files: a.file.iter().map(|f| extra_file(root, f)).collect::<Result<_>>()?,
         base: match a.base.as_deref() {
             None | Some("scratch") => Vec::new(),

@@ -280,3 +280,25 @@ fn a_base_image_from_docker_save_or_a_layout() {
     assert_eq!(missing.code, 2);
     assert!(missing.stderr.contains("no image tagged `nope`"), "{}", missing.debug());
 }
+
+#[test]
+fn unchanged_layers_come_from_the_cache_with_the_same_digest() {
+    let r = built_example("linux/amd64");
+    let fresh = json(&r.slipway(&["image", "build", "--json", "--no-cache", "--layout", "a"]));
+    let cache = r.path().join(".slipway/cache/layers");
+    assert!(!cache.exists() || std::fs::read_dir(&cache).unwrap().count() == 0, "--no-cache writes nothing");
+    let first = json(&r.slipway(&["image", "build", "--json", "--layout", "b"]));
+    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 2, "the base and the binary layers: {entries:?}");
+    let second = json(&r.slipway(&["image", "build", "--json", "--layout", "c"]));
+    assert_eq!(fresh["digest"], first["digest"]);
+    assert_eq!(first["digest"], second["digest"]);
+    // A damaged entry is noticed (its bytes no longer match the digest in its name) and replaced.
+    let biggest = entries.iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    std::fs::write(biggest, b"not gzip").unwrap();
+    let third = json(&r.slipway(&["image", "build", "--json", "--layout", "d"]));
+    assert_eq!(third["digest"], fresh["digest"]);
+    assert!(std::fs::metadata(biggest).unwrap().len() > 1000, "rewritten");
+    // The cache stays out of git.
+    assert_eq!(r.git(&["status", "--porcelain", "--", ".slipway"]), "");
+}
