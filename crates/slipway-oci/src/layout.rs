@@ -247,18 +247,7 @@ pub fn inspect(path: &Path) -> Result<Value, OciError> {
             let m = store.json(&md)?;
             let cfg_digest = m["config"]["digest"].as_str().unwrap_or("").to_string();
             let cfg = store.json(&cfg_digest)?;
-            let layers: Vec<Value> = m["layers"].as_array().cloned().unwrap_or_default();
-            let size: u64 = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
-            platforms.push(json!({
-                "platform": format!("{}/{}", cfg["os"].as_str().unwrap_or("?"), cfg["architecture"].as_str().unwrap_or("?")),
-                "manifest": md,
-                "layers": layers.len(),
-                "size": size,
-                "user": cfg["config"]["User"],
-                "entrypoint": cfg["config"]["Entrypoint"],
-                "labels": cfg["config"]["Labels"],
-                "created": cfg["created"],
-            }));
+            platforms.push(platform_summary(&md, &m, &cfg));
         }
         let sbom = tags.contains(&crate::sbom::fallback_tag(&digest));
         images.push(json!({"tag": tag, "digest": digest, "sbom": sbom, "platforms": platforms}));
@@ -370,4 +359,20 @@ pub fn base_from_archive(path: &Path) -> Result<Vec<crate::build::BasePlatform>,
         layers,
         config,
     }])
+}
+
+/// What `image inspect` shows of one platform: from its manifest (digest `md`) and config.
+pub(crate) fn platform_summary(md: &str, manifest: &Value, cfg: &Value) -> Value {
+    let layers = manifest["layers"].as_array().map_or(&[][..], |l| l.as_slice());
+    let size: u64 = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
+    json!({
+        "platform": format!("{}/{}", cfg["os"].as_str().unwrap_or("?"), cfg["architecture"].as_str().unwrap_or("?")),
+        "manifest": md,
+        "layers": layers.len(),
+        "size": size,
+        "user": cfg["config"]["User"],
+        "entrypoint": cfg["config"]["Entrypoint"],
+        "labels": cfg["config"]["Labels"],
+        "created": cfg["created"],
+    })
 }

@@ -449,18 +449,7 @@ pub fn inspect(r: &Reference, client: &mut Client) -> Result<serde_json::Value, 
         let cfg_digest = m["config"]["digest"].as_str().unwrap_or("").to_string();
         let cfg: serde_json::Value = serde_json::from_slice(&client.blob(r, &cfg_digest)?)
             .map_err(|e| OciError::Registry(format!("config: {e}")))?;
-        let layers: Vec<serde_json::Value> = m["layers"].as_array().cloned().unwrap_or_default();
-        let size: u64 = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
-        platforms.push(serde_json::json!({
-            "platform": format!("{}/{}", cfg["os"].as_str().unwrap_or("?"), cfg["architecture"].as_str().unwrap_or("?")),
-            "manifest": md,
-            "layers": layers.len(),
-            "size": size,
-            "user": cfg["config"]["User"],
-            "entrypoint": cfg["config"]["Entrypoint"],
-            "labels": cfg["config"]["Labels"],
-            "created": cfg["created"],
-        }));
+        platforms.push(crate::layout::platform_summary(&md, &m, &cfg));
     }
     Ok(serde_json::json!({"images": [{"tag": r.tag, "digest": digest, "platforms": platforms}]}))
 }

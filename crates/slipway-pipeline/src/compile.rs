@@ -814,7 +814,7 @@ impl Cx {
                 "files" => {
                     for (src, dest) in self.map(v, "images:files") {
                         let Some(d) = self.string(dest, &format!("images:files:{}", src.name)) else { continue };
-                        if !d.starts_with('/') || d.split('/').any(|c| c == "..") || d.trim_matches('/').is_empty() {
+                        if !crate::model::is_image_path(&d) {
                             self.err(
                                 dest.span,
                                 format!(

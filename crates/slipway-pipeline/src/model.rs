@@ -48,6 +48,11 @@ pub struct ImagesConfig {
     pub files: Vec<(String, String)>,
 }
 
+/// Whether `d` can be where extra files go in an image: absolute, not `/`, without `..`.
+pub fn is_image_path(d: &str) -> bool {
+    d.starts_with('/') && !d.split('/').any(|c| c == "..") && !d.trim_matches('/').is_empty()
+}
+
 /// The `go:` section: defaults for `slipway go build`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GoConfig {

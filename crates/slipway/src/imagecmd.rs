@@ -239,7 +239,7 @@ fn extra_file(root: &Path, f: &str) -> Result<(PathBuf, String)> {
             .hint("e.g. --file kodata:/var/run/ko (a file or directory of the project, and where it goes)")
             .into());
     };
-    if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") || dest.trim_matches('/').is_empty() {
+    if !slipway_pipeline::model::is_image_path(dest) {
         return Err(UserError::new(format!(
             "--file `{f}`: the destination `{dest}` must be an absolute path in the image, without `..`"
         ))
