@@ -594,8 +594,9 @@ fn upload_blob(
         }
     };
     tell(client, Progress::Blob { digest, size: bytes.len() as u64 });
-    let how = send_blob(digest, bytes, r, client, report)?;
+    let how = send_blob(digest, bytes, r, client, report);
     client.current = None;
+    let how = how?;
     tell(client, Progress::Done { digest, how });
     Ok(())
 }
