@@ -4,17 +4,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-fn copy_example(dest: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
-    for f in ["go.mod", "main.go", "main_test.go"] {
-        std::fs::copy(src.join(f), dest.join(f)).unwrap();
-    }
-}
 
 #[test]
 fn built_in_go_pipeline_builds_tests_and_stamps_the_example() {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -12,10 +11,7 @@ use common::*;
 fn example_repo() -> Repo {
     require_go();
     let r = Repo::new(&[]);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
-    for f in ["go.mod", "main.go", "main_test.go"] {
-        std::fs::copy(src.join(f), r.path().join(f)).unwrap();
-    }
+    copy_example(r.path());
     r.commit("hello-service");
     r.git(&["tag", "v1.4.0"]);
     r

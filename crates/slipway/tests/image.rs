@@ -13,10 +13,7 @@ use common::*;
 fn built_example(platforms: &str) -> Repo {
     require("go", "version");
     let r = Repo::new(&[]);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
-    for f in ["go.mod", "main.go", "main_test.go"] {
-        std::fs::copy(src.join(f), r.path().join(f)).unwrap();
-    }
+    copy_example(r.path());
     r.commit("hello-service");
     r.git(&["tag", "v2.0.0"]);
     let b = r.slipway(&["go", "build", "--platform", platforms]);

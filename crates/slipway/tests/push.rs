@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::*;
@@ -143,10 +142,7 @@ impl Drop for Registry {
 fn example_with_image(platforms: &str) -> Repo {
     require_go();
     let r = Repo::new(&[]);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
-    for f in ["go.mod", "main.go", "main_test.go"] {
-        std::fs::copy(src.join(f), r.path().join(f)).unwrap();
-    }
+    copy_example(r.path());
     r.commit("hello-service");
     r.git(&["tag", "v3.0.0"]);
     let b = r.slipway(&["go", "build", "--platform", platforms]);
@@ -310,10 +306,7 @@ fn the_pipeline_builds_and_pushes_the_configured_image() {
     let reg = Registry::start(None);
     require_go();
     let r = Repo::new(&[]);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
-    for f in ["go.mod", "main.go", "main_test.go"] {
-        std::fs::copy(src.join(f), r.path().join(f)).unwrap();
-    }
+    copy_example(r.path());
     assert_eq!(r.slipway(&["init"]).code, 0);
     let mut file = std::fs::read_to_string(r.path().join(".slipway.yml")).unwrap();
     file.push_str(&format!(

@@ -176,3 +176,11 @@ pub fn free_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     format!("127.0.0.1:{port}")
 }
+
+/// Copies the bundled example service (examples/hello-service) into `dest`.
+pub fn copy_example(dest: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
+    for f in ["go.mod", "main.go", "main_test.go"] {
+        std::fs::copy(src.join(f), dest.join(f)).unwrap();
+    }
+}
