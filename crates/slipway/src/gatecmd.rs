@@ -57,11 +57,6 @@ pub struct GateArgs {
     pub json: bool,
 }
 
-fn git_out(dir: &Path, args: &[&str]) -> Option<String> {
-    let o = std::process::Command::new("git").args(args).current_dir(dir).output().ok()?;
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
-
 /// In a pipeline, `CI_COMMIT_BRANCH == CI_DEFAULT_BRANCH`; on its own, the checked-out branch
 /// is `main`/`master` or origin's default.
 pub(crate) fn on_default_branch(root: &Path) -> bool {
@@ -167,8 +162,10 @@ pub fn run(root: &Path, args: GateArgs, ui: &Ui) -> Result<i32> {
         && on_default_branch(root)
         && let Some(total) = gate::coverage_total(&files)
     {
-        let commit =
-            std::env::var("CI_COMMIT_SHA").ok().or_else(|| git_out(root, &["rev-parse", "HEAD"])).unwrap_or_default();
+        let commit = std::env::var("CI_COMMIT_SHA")
+            .ok()
+            .or_else(|| crate::git::output(root, &["rev-parse", "HEAD"]))
+            .unwrap_or_default();
         if gate::write_baseline(&state_dir, &gate::Baseline { total, commit }).is_ok() {
             baseline_note = Some(format!("coverage baseline for the default branch: {total:.1}%"));
         }

@@ -12,7 +12,7 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
 }
 
-fn spawn(dir: &Path, args: &[&str]) -> Option<std::process::Child> {
+pub(crate) fn spawn(dir: &Path, args: &[&str]) -> Option<std::process::Child> {
     Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -23,9 +23,14 @@ fn spawn(dir: &Path, args: &[&str]) -> Option<std::process::Child> {
         .ok()
 }
 
-fn finish(child: Option<std::process::Child>) -> Option<String> {
+pub(crate) fn finish(child: Option<std::process::Child>) -> Option<String> {
     let out = child?.wait_with_output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
+}
+
+/// One git command's output, trimmed; `None` when it failed or printed nothing.
+pub(crate) fn output(dir: &Path, args: &[&str]) -> Option<String> {
+    finish(spawn(dir, args)).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";

@@ -268,10 +268,10 @@ fn expand_ref(root: &Path, reference: &str, version: &str) -> Result<String> {
         let name = rest[start + 2..end].trim();
         let value = match name {
             "version" => version.to_string(),
-            "commit_short" => git(root, &["rev-parse", "--short=8", "HEAD"]).unwrap_or_default(),
+            "commit_short" => crate::git::output(root, &["rev-parse", "--short=8", "HEAD"]).unwrap_or_default(),
             "branch" => std::env::var("CI_COMMIT_BRANCH")
                 .ok()
-                .or_else(|| git(root, &["symbolic-ref", "-q", "--short", "HEAD"]))
+                .or_else(|| crate::git::output(root, &["symbolic-ref", "-q", "--short", "HEAD"]))
                 .map(|b| slipway_pipeline::vars::slug(&b))
                 .unwrap_or_default(),
             other => {
@@ -429,30 +429,6 @@ fn sbom_input(
     Ok(input)
 }
 
-/// Several git commands at once; each one's trimmed output, `None` when it failed or said nothing.
-fn git_all<const N: usize>(dir: &Path, commands: [&[&str]; N]) -> [Option<String>; N] {
-    use std::process::{Command, Stdio};
-    let children = commands.map(|args| {
-        Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()
-    });
-    children.map(|c| {
-        let o = c?.wait_with_output().ok()?;
-        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|s| !s.is_empty())
-    })
-}
-
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let o = std::process::Command::new("git").args(args).current_dir(dir).output().ok()?;
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|s| !s.is_empty())
-}
-
 pub fn run(root: &Path, cmd: ImageCommand, ui: &Ui) -> Result<i32> {
     match cmd {
         ImageCommand::Build(a) => build(root, *a, ui),
@@ -586,7 +562,9 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
             .into());
     }
     // The commit (time and hash) and the origin, from two git processes run side by side.
-    let [head, origin] = git_all(root, [&["log", "-1", "--format=%ct %H"], &["config", "--get", "remote.origin.url"]]);
+    let head = crate::git::spawn(root, &["log", "-1", "--format=%ct %H"]);
+    let origin = crate::git::spawn(root, &["config", "--get", "remote.origin.url"]);
+    let (head, origin) = (crate::git::finish(head), crate::git::finish(origin).filter(|o| !o.is_empty()));
     let (commit_time, commit) = match head.as_deref().and_then(|h| h.split_once(' ')) {
         Some((t, h)) => (t.parse::<i64>().ok(), Some(h.to_string())),
         None => (None, None),
