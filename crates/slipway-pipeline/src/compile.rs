@@ -11,6 +11,8 @@ use crate::load::deep_merge;
 use crate::model::*;
 use crate::yaml::{Key, Node, Value};
 
+mod environments;
+
 pub const TOP_KEYWORDS: &[&str] = &[
     "default",
     "include",
@@ -1005,6 +1007,7 @@ impl Cx {
         let mut gates = None;
         let mut go = None;
         let mut images = None;
+        let mut environments = Vec::new();
         let mut jobs_raw = Vec::new();
         for (k, v) in &entries {
             match k.name.as_str() {
@@ -1056,6 +1059,9 @@ impl Cx {
                     if name == "images" {
                         images = Some(self.images_section(v));
                     }
+                    if name == "environments" {
+                        environments = self.environments(v);
+                    }
                     sections.insert(name.to_string(), v.clone());
                 }
                 "include" => {}
@@ -1096,7 +1102,7 @@ impl Cx {
         }
         self.check_needs(&jobs, &all_stages);
 
-        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections, gates, go, images })
+        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections, gates, go, images, environments })
     }
 
     fn resolve_extends(

@@ -7,6 +7,7 @@ pub mod builtin;
 pub mod compile;
 pub mod diag;
 pub mod duration;
+pub mod environment;
 pub mod expr;
 pub mod load;
 pub mod model;

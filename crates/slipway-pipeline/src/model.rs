@@ -27,6 +27,8 @@ pub struct Pipeline {
     pub go: Option<GoConfig>,
     /// The `images:` section, validated.
     pub images: Option<ImagesConfig>,
+    /// The `environments:` section, validated, in file order.
+    pub environments: Vec<crate::environment::Environment>,
 }
 
 /// The `images:` section: what `slipway image build` makes and where it pushes.

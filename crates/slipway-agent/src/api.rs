@@ -1,0 +1,90 @@
+//! The agent's HTTP API on its Unix socket (JSON; wire types from `slipway-api`). Handlers
+//! only hand requests to the supervisors and return their answers.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use slipway_api::{AgentInfo, EnvSpec, ErrorBody};
+
+use crate::{ApplyError, Shared};
+
+type S = State<Arc<Shared>>;
+
+pub fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/agent", get(info))
+        .route("/v1/envs", get(envs))
+        .route("/v1/envs/{name}", get(env).put(apply).delete(remove))
+        .route("/v1/envs/{name}/logs", get(logs))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+pub fn metrics_router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new().route("/metrics", get(metrics)).with_state(shared)
+}
+
+fn error(status: StatusCode, error: String, hint: Option<String>) -> Response {
+    (status, Json(ErrorBody { error, hint })).into_response()
+}
+
+async fn info(State(s): S) -> Json<AgentInfo> {
+    Json(AgentInfo { version: env!("CARGO_PKG_VERSION").into(), pid: std::process::id(), started_at_ms: s.started_at_ms })
+}
+
+async fn envs(State(s): S) -> Response {
+    Json(s.all().await).into_response()
+}
+
+async fn env(State(s): S, Path(name): Path<String>) -> Response {
+    match s.status(&name).await {
+        Some(st) => Json(st).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("the agent runs nothing for `{name}`"), None),
+    }
+}
+
+async fn apply(State(s): S, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+    let spec: EnvSpec = match serde_json::from_slice(&body) {
+        Ok(spec) => spec,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid environment spec: {e}"), None),
+    };
+    match s.apply(&name, spec).await {
+        Ok(st) => Json(st).into_response(),
+        Err(ApplyError::Listen { addr, source }) if source.kind() == std::io::ErrorKind::AddrInUse => error(
+            StatusCode::CONFLICT,
+            format!("address {addr} is already in use"),
+            Some(format!(
+                "another process listens there (see `ss -ltnp 'sport = :{}'`): stop it or choose another `listen`",
+                addr.rsplit(':').next().unwrap_or("")
+            )),
+        ),
+        Err(e @ ApplyError::Listen { .. }) => error(StatusCode::CONFLICT, e.to_string(), None),
+        Err(e @ ApplyError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
+    }
+}
+
+async fn remove(State(s): S, Path(name): Path<String>) -> Response {
+    if s.remove(&name, true).await {
+        Json(serde_json::json!({"removed": name})).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("the agent runs nothing for `{name}`"), None)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    lines: Option<usize>,
+}
+
+async fn logs(State(s): S, Path(name): Path<String>, Query(q): Query<LogQuery>) -> Response {
+    s.log_tail(&name, q.lines.unwrap_or(100)).into_response()
+}
+
+async fn metrics(State(s): S) -> Response {
+    let text = crate::metrics::render(&s.all().await);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}

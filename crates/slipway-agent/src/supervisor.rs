@@ -1,0 +1,548 @@
+//! One environment's supervisor: a task that alone owns the environment's instances and
+//! reacts to a closed set of events (a new desired state, an exit, a probe result, a tick).
+//! It starts and stops instances to match the desired counts, health-checks them, restarts
+//! crashed ones with back-off, drains the ones it removes, and publishes the route table the
+//! proxy reads.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use slipway_api::{EnvSpec, EnvStatus, GroupSpec, GroupStatus, InstanceState, InstanceStatus, ProbeSpec};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::proxy::{self, Backend, HttpClient, RouteGroup, RouteTable, Routes, Stats};
+use crate::{health, logs, reaper};
+
+/// Starting instances are probed this often (or at the health interval, if shorter), so a
+/// rollout moves on as soon as an instance answers.
+const STARTING_PROBE: Duration = Duration::from_millis(100);
+/// How long an instance stays out of the route table before its in-flight count is trusted
+/// (a request may have picked it just before the table changed).
+const DRAIN_SETTLE: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+pub enum Cmd {
+    Apply(Box<EnvSpec>, oneshot::Sender<Result<EnvStatus, ApplyError>>),
+    Status(oneshot::Sender<EnvStatus>),
+    /// Stop everything (draining first); answers when nothing runs any more.
+    Shutdown(oneshot::Sender<()>),
+}
+
+enum Ev {
+    Exited { id: u64, how: String },
+    Probed { id: u64, result: Result<(), String> },
+}
+
+struct Instance {
+    id: u64,
+    release: i64,
+    version: String,
+    port: u16,
+    pid: Option<u32>,
+    state: InstanceState,
+    restarts: u32,
+    crashes_in_a_row: u32,
+    passes: u32,
+    fails: u32,
+    last_error: Option<String>,
+    next_probe: Instant,
+    probing: bool,
+    restart_at: Option<Instant>,
+    /// Set once the instance is out of traffic: when it was taken out, and its deadline.
+    drain: Option<(Instant, Instant)>,
+    /// SIGTERM sent; SIGKILL at this instant.
+    kill_at: Option<Instant>,
+    inflight: Arc<std::sync::atomic::AtomicU64>,
+}
+
+pub struct Supervisor {
+    name: String,
+    spec: Option<EnvSpec>,
+    instances: Vec<Instance>,
+    stats: HashMap<i64, Arc<Stats>>,
+    next_id: u64,
+    routes: Routes,
+    preview_routes: Routes,
+    listener: Option<(String, watch::Sender<bool>)>,
+    preview_listener: Option<(String, watch::Sender<bool>)>,
+    client: HttpClient,
+    log: mpsc::UnboundedSender<String>,
+    log_path: PathBuf,
+    pid_dir: PathBuf,
+    events_tx: mpsc::UnboundedSender<Ev>,
+    shutdown: Vec<oneshot::Sender<()>>,
+}
+
+/// Starts the supervisor task of an environment.
+pub fn start(name: String, log_dir: PathBuf, pid_dir: PathBuf, client: HttpClient) -> mpsc::UnboundedSender<Cmd> {
+    let (tx, mut cmds) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let log_path = logs::path(&log_dir, &name);
+    let mut s = Supervisor {
+        log: logs::writer(log_path.clone()),
+        log_path,
+        name,
+        spec: None,
+        instances: Vec::new(),
+        stats: HashMap::new(),
+        next_id: 1,
+        routes: Routes::default(),
+        preview_routes: Routes::default(),
+        listener: None,
+        preview_listener: None,
+        client,
+        pid_dir,
+        events_tx,
+        shutdown: Vec::new(),
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::Apply(spec, reply)) => {
+                        let r = s.apply(*spec);
+                        let _ = reply.send(r.map(|()| s.status()));
+                    }
+                    Some(Cmd::Status(reply)) => { let _ = reply.send(s.status()); }
+                    Some(Cmd::Shutdown(reply)) => {
+                        s.spec = Some(EnvSpec { groups: Vec::new(), ..s.spec.clone().unwrap_or_else(empty_spec) });
+                        s.shutdown.push(reply);
+                    }
+                    None => break,
+                },
+                Some(ev) = events.recv() => s.on_event(ev),
+                _ = tick.tick() => {}
+            }
+            s.reconcile();
+            if !s.shutdown.is_empty() && s.instances.is_empty() {
+                s.close_listeners();
+                for r in s.shutdown.drain(..) {
+                    let _ = r.send(());
+                }
+                break;
+            }
+        }
+    });
+    tx
+}
+
+fn empty_spec() -> EnvSpec {
+    EnvSpec {
+        listen: String::new(),
+        preview_listen: None,
+        health: slipway_api::HealthSpec {
+            probe: ProbeSpec::Tcp,
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            successes: 1,
+            failures: 3,
+        },
+        stop_grace_ms: 10_000,
+        drain_timeout_ms: 30_000,
+        groups: Vec::new(),
+    }
+}
+
+fn bind(addr: &str) -> Result<std::net::TcpListener, ApplyError> {
+    let parsed: std::net::SocketAddr =
+        addr.parse().map_err(|_| ApplyError::Invalid(format!("`{addr}` is not an address with a port")))?;
+    // SO_REUSEADDR, as every server sets, so an entry point can be re-bound right after it closed.
+    let socket = if parsed.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .map_err(|source| ApplyError::Listen { addr: addr.into(), source })?;
+    socket.set_reuseaddr(true).map_err(|source| ApplyError::Listen { addr: addr.into(), source })?;
+    socket.bind(parsed).map_err(|source| ApplyError::Listen { addr: addr.into(), source })?;
+    let l = socket.listen(1024).map_err(|source| ApplyError::Listen { addr: addr.into(), source })?;
+    l.into_std().map_err(|source| ApplyError::Listen { addr: addr.into(), source })
+}
+
+impl Supervisor {
+    fn apply(&mut self, spec: EnvSpec) -> Result<(), ApplyError> {
+        let mut releases = std::collections::HashSet::new();
+        for g in &spec.groups {
+            if g.command.is_empty() || g.command[0].is_empty() {
+                return Err(ApplyError::Invalid(format!("release {} has no command", g.release)));
+            }
+            if !releases.insert(g.release) {
+                return Err(ApplyError::Invalid(format!("release {} is listed twice", g.release)));
+            }
+        }
+        // Bind new entry points before changing anything, so a taken port changes nothing.
+        let new_main = match &self.listener {
+            Some((addr, _)) if *addr == spec.listen => None,
+            _ => Some(bind(&spec.listen)?),
+        };
+        let new_preview = match (&spec.preview_listen, &self.preview_listener) {
+            (Some(p), Some((addr, _))) if p == addr => None,
+            (Some(p), _) => Some(bind(p)?),
+            (None, _) => None,
+        };
+        if let Some(l) = new_main {
+            let (tx, rx) = watch::channel(false);
+            proxy::serve(l, self.name.clone(), self.routes.clone(), false, self.client.clone(), rx)
+                .map_err(|source| ApplyError::Listen { addr: spec.listen.clone(), source })?;
+            if let Some((_, old)) = self.listener.replace((spec.listen.clone(), tx)) {
+                let _ = old.send(true);
+            }
+        }
+        if let Some(l) = new_preview {
+            let (tx, rx) = watch::channel(false);
+            let addr = spec.preview_listen.clone().unwrap_or_default();
+            proxy::serve(l, self.name.clone(), self.preview_routes.clone(), true, self.client.clone(), rx)
+                .map_err(|source| ApplyError::Listen { addr: addr.clone(), source })?;
+            if let Some((_, old)) = self.preview_listener.replace((addr, tx)) {
+                let _ = old.send(true);
+            }
+        }
+        if spec.preview_listen.is_none()
+            && let Some((_, old)) = self.preview_listener.take()
+        {
+            let _ = old.send(true);
+        }
+        for g in &spec.groups {
+            self.stats.entry(g.release).or_default();
+        }
+        self.spec = Some(spec);
+        Ok(())
+    }
+
+    fn close_listeners(&mut self) {
+        for (_, tx) in self.listener.take().into_iter().chain(self.preview_listener.take()) {
+            let _ = tx.send(true);
+        }
+    }
+
+    fn group_spec(&self, release: i64) -> Option<&GroupSpec> {
+        self.spec.as_ref()?.groups.iter().find(|g| g.release == release)
+    }
+
+    fn on_event(&mut self, ev: Ev) {
+        match ev {
+            Ev::Exited { id, how } => {
+                let Some(i) = self.instances.iter().position(|i| i.id == id) else { return };
+                let inst = &mut self.instances[i];
+                if let Some(pid) = inst.pid.take() {
+                    reaper::kill_group(pid, libc::SIGKILL);
+                    reaper::forget(&self.pid_dir, pid);
+                }
+                if inst.kill_at.is_some() || inst.drain.is_some() {
+                    let _ = self.log.send(format!("{}#{} | slipway: stopped ({how})\n", inst.version, inst.id));
+                    self.instances.remove(i);
+                    return;
+                }
+                inst.state = InstanceState::Crashed;
+                inst.restarts += 1;
+                inst.crashes_in_a_row += 1;
+                inst.passes = 0;
+                inst.probing = false;
+                inst.last_error = Some(how.clone());
+                let backoff = Duration::from_millis(250 * (1u64 << inst.crashes_in_a_row.min(7))).min(Duration::from_secs(30));
+                inst.restart_at = Some(Instant::now() + backoff);
+                let _ = self
+                    .log
+                    .send(format!("{}#{} | slipway: {how}; restarting in {backoff:?}\n", inst.version, inst.id));
+            }
+            Ev::Probed { id, result } => {
+                let Some(spec) = self.spec.as_ref() else { return };
+                let (successes, failures, interval) =
+                    (spec.health.successes, spec.health.failures, Duration::from_millis(spec.health.interval_ms));
+                let Some(inst) = self.instances.iter_mut().find(|i| i.id == id) else { return };
+                inst.probing = false;
+                if inst.pid.is_none() || inst.drain.is_some() {
+                    return;
+                }
+                match result {
+                    Ok(()) => {
+                        inst.passes += 1;
+                        inst.fails = 0;
+                        if inst.passes >= successes && inst.state != InstanceState::Healthy {
+                            inst.state = InstanceState::Healthy;
+                            inst.crashes_in_a_row = 0;
+                            inst.last_error = None;
+                        }
+                    }
+                    Err(e) => {
+                        inst.fails += 1;
+                        inst.passes = 0;
+                        inst.last_error = Some(e);
+                        if inst.state == InstanceState::Healthy && inst.fails >= failures {
+                            inst.state = InstanceState::Unhealthy;
+                            let _ = self.log.send(format!(
+                                "{}#{} | slipway: unhealthy ({}); out of traffic\n",
+                                inst.version,
+                                inst.id,
+                                inst.last_error.as_deref().unwrap_or("")
+                            ));
+                        }
+                    }
+                }
+                let every = if inst.state == InstanceState::Starting { interval.min(STARTING_PROBE) } else { interval };
+                inst.next_probe = Instant::now() + every;
+            }
+        }
+    }
+
+    /// Brings the instances one step closer to the desired state and republishes routes.
+    fn reconcile(&mut self) {
+        let now = Instant::now();
+        let Some(spec) = self.spec.clone() else { return };
+        let drain_timeout = Duration::from_millis(spec.drain_timeout_ms);
+        // Remove what is no longer wanted: whole releases, then surplus instances.
+        for g in &spec.groups {
+            let live: Vec<usize> = (0..self.instances.len())
+                .filter(|&i| self.instances[i].release == g.release && self.instances[i].drain.is_none())
+                .collect();
+            if live.len() as u32 > g.instances {
+                let mut order = live;
+                // Least useful first: crashed, starting, unhealthy, then the newest healthy.
+                order.sort_by_key(|&i| {
+                    let inst = &self.instances[i];
+                    let rank = match inst.state {
+                        InstanceState::Crashed => 0,
+                        InstanceState::Starting => 1,
+                        InstanceState::Unhealthy => 2,
+                        _ => 3,
+                    };
+                    (rank, std::cmp::Reverse(inst.id))
+                });
+                let surplus = order.len() - g.instances as usize;
+                for &i in &order[..surplus] {
+                    self.instances[i].drain = Some((now, now + drain_timeout));
+                }
+            }
+        }
+        for inst in &mut self.instances {
+            if inst.drain.is_none() && !spec.groups.iter().any(|g| g.release == inst.release) {
+                inst.drain = Some((now, now + drain_timeout));
+            }
+        }
+        // Start what is missing.
+        for g in &spec.groups {
+            let live = self.instances.iter().filter(|i| i.release == g.release && i.drain.is_none()).count() as u32;
+            for _ in live..g.instances {
+                self.spawn_new(g);
+            }
+        }
+        // Draining → stopping → gone.
+        let grace = Duration::from_millis(spec.stop_grace_ms);
+        let mut gone = Vec::new();
+        for inst in &mut self.instances {
+            let Some((since, deadline)) = inst.drain else { continue };
+            if inst.pid.is_none() {
+                gone.push(inst.id);
+                continue;
+            }
+            if inst.kill_at.is_none() {
+                let idle = inst.inflight.load(Ordering::SeqCst) == 0;
+                if now >= since + DRAIN_SETTLE && (idle || now >= deadline) {
+                    reaper::kill_group(inst.pid.unwrap_or(0), libc::SIGTERM);
+                    inst.kill_at = Some(now + grace);
+                    inst.state = InstanceState::Draining;
+                } else {
+                    inst.state = InstanceState::Draining;
+                }
+            } else if inst.kill_at.is_some_and(|k| now >= k) {
+                reaper::kill_group(inst.pid.unwrap_or(0), libc::SIGKILL);
+            }
+        }
+        self.instances.retain(|i| !gone.contains(&i.id));
+        // Restarts and probes.
+        for idx in 0..self.instances.len() {
+            let inst = &self.instances[idx];
+            if inst.drain.is_some() {
+                continue;
+            }
+            if inst.state == InstanceState::Crashed && inst.restart_at.is_some_and(|t| now >= t) {
+                let Some(g) = self.group_spec(inst.release).cloned() else { continue };
+                self.restart(idx, &g);
+                continue;
+            }
+            let inst = &mut self.instances[idx];
+            if inst.pid.is_some() && !inst.probing && now >= inst.next_probe {
+                inst.probing = true;
+                let (id, port, tx) = (inst.id, inst.port, self.events_tx.clone());
+                let probe = spec.health.probe.clone();
+                let timeout = Duration::from_millis(spec.health.timeout_ms);
+                tokio::spawn(async move {
+                    let result = health::probe(&probe, port, timeout).await;
+                    let _ = tx.send(Ev::Probed { id, result });
+                });
+            }
+        }
+        self.publish_routes(&spec);
+        self.stats.retain(|r, _| {
+            spec.groups.iter().any(|g| g.release == *r) || self.instances.iter().any(|i| i.release == *r)
+        });
+    }
+
+    fn publish_routes(&self, spec: &EnvSpec) {
+        let groups: Vec<RouteGroup> = spec
+            .groups
+            .iter()
+            .map(|g| RouteGroup {
+                weight: g.weight,
+                preview: g.preview,
+                backends: self
+                    .instances
+                    .iter()
+                    .filter(|i| i.release == g.release && i.drain.is_none() && i.state == InstanceState::Healthy)
+                    .map(|i| Backend {
+                        addr: std::net::SocketAddr::from(([127, 0, 0, 1], i.port)),
+                        inflight: Arc::clone(&i.inflight),
+                    })
+                    .collect(),
+                stats: self.stats.get(&g.release).cloned().unwrap_or_default(),
+                next: Arc::default(),
+            })
+            .collect();
+        self.routes.set(RouteTable { groups: groups.clone() });
+        self.preview_routes.set(RouteTable { groups });
+    }
+
+    fn spawn_new(&mut self, g: &GroupSpec) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let port = free_port().unwrap_or(0);
+        self.instances.push(Instance {
+            id,
+            release: g.release,
+            version: g.version.clone(),
+            port,
+            pid: None,
+            state: InstanceState::Starting,
+            restarts: 0,
+            crashes_in_a_row: 0,
+            passes: 0,
+            fails: 0,
+            last_error: None,
+            next_probe: Instant::now(),
+            probing: false,
+            restart_at: None,
+            drain: None,
+            kill_at: None,
+            inflight: Arc::default(),
+        });
+        let idx = self.instances.len() - 1;
+        self.launch(idx, g);
+    }
+
+    fn restart(&mut self, idx: usize, g: &GroupSpec) {
+        let inst = &mut self.instances[idx];
+        inst.restart_at = None;
+        inst.state = InstanceState::Starting;
+        inst.passes = 0;
+        inst.fails = 0;
+        self.launch(idx, g);
+    }
+
+    fn launch(&mut self, idx: usize, g: &GroupSpec) {
+        let inst = &mut self.instances[idx];
+        let port = inst.port.to_string();
+        let prefix = format!("{}#{}", inst.version, inst.id);
+        let args: Vec<String> = g.command[1..].iter().map(|a| a.replace("{{port}}", &port)).collect();
+        let mut cmd = tokio::process::Command::new(&g.command[0]);
+        cmd.args(&args)
+            .envs(g.env.iter().map(|(k, v)| (k, v)))
+            .env("PORT", &port)
+            .env("SLIPWAY_ENVIRONMENT", &self.name)
+            .env("SLIPWAY_VERSION", &g.version)
+            .env("SLIPWAY_INSTANCE", inst.id.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0);
+        if let Some(w) = &g.workdir {
+            cmd.current_dir(w);
+        }
+        inst.next_probe = Instant::now() + Duration::from_millis(20);
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let pid = child.id().unwrap_or(0);
+                inst.pid = Some(pid);
+                reaper::remember(&self.pid_dir, pid);
+                if let Some(out) = child.stdout.take() {
+                    logs::pump(out, prefix.clone(), self.log.clone());
+                }
+                if let Some(err) = child.stderr.take() {
+                    logs::pump(err, prefix.clone(), self.log.clone());
+                }
+                let _ = self.log.send(format!("{prefix} | slipway: started pid {pid} on port {port}\n"));
+                let (tx, id) = (self.events_tx.clone(), inst.id);
+                tokio::spawn(async move {
+                    let how = match child.wait().await {
+                        Ok(st) => match (st.code(), std::os::unix::process::ExitStatusExt::signal(&st)) {
+                            (Some(c), _) => format!("exited with {c}"),
+                            (_, Some(s)) => format!("killed by signal {s}"),
+                            _ => "exited".into(),
+                        },
+                        Err(e) => format!("lost: {e}"),
+                    };
+                    let _ = tx.send(Ev::Exited { id, how });
+                });
+            }
+            Err(e) => {
+                let how = format!("cannot start `{}`: {e}", g.command[0]);
+                let _ = self.log.send(format!("{prefix} | slipway: {how}\n"));
+                let _ = self.events_tx.send(Ev::Exited { id: inst.id, how });
+            }
+        }
+    }
+
+    fn status(&self) -> EnvStatus {
+        let spec = self.spec.clone().unwrap_or_else(empty_spec);
+        let mut groups: Vec<GroupStatus> = spec
+            .groups
+            .iter()
+            .map(|g| GroupStatus {
+                release: g.release,
+                version: g.version.clone(),
+                weight: g.weight,
+                desired: g.instances,
+                instances: Vec::new(),
+                traffic: self.stats.get(&g.release).map(|s| s.snapshot()).unwrap_or_default(),
+            })
+            .collect();
+        for inst in &self.instances {
+            let gi = match groups.iter().position(|g| g.release == inst.release) {
+                Some(gi) => gi,
+                None => {
+                    groups.push(GroupStatus {
+                        release: inst.release,
+                        version: inst.version.clone(),
+                        weight: 0,
+                        desired: 0,
+                        instances: Vec::new(),
+                        traffic: self.stats.get(&inst.release).map(|s| s.snapshot()).unwrap_or_default(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            groups[gi].instances.push(InstanceStatus {
+                id: inst.id,
+                port: inst.port,
+                pid: inst.pid,
+                state: if inst.drain.is_some() { InstanceState::Draining } else { inst.state },
+                restarts: inst.restarts,
+                last_error: inst.last_error.clone(),
+                log: self.log_path.display().to_string(),
+            });
+        }
+        EnvStatus { name: self.name.clone(), listen: spec.listen, preview_listen: spec.preview_listen, groups }
+    }
+}
+
+fn free_port() -> Option<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok().map(|a| a.port())
+}

@@ -1,0 +1,124 @@
+//! [`AgentClient`]: the typed client of the agent's Unix-socket API. One connection per call
+//! (calls are rare and the socket is local); errors say whether the agent is not running.
+
+use std::path::{Path, PathBuf};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{AgentInfo, EnvSpec, EnvStatus, ErrorBody};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no agent answers at {}", .socket.display())]
+    NotRunning { socket: PathBuf },
+    #[error("{error}")]
+    Status { status: u16, error: String, hint: Option<String> },
+    #[error("talking to the agent at {}: {message}", .socket.display())]
+    Transport { socket: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    socket: PathBuf,
+}
+
+impl AgentClient {
+    pub fn new(socket: impl Into<PathBuf>) -> AgentClient {
+        AgentClient { socket: socket.into() }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub async fn info(&self) -> Result<AgentInfo, ApiError> {
+        self.call(Method::GET, "/v1/agent", None::<&()>).await
+    }
+
+    pub async fn envs(&self) -> Result<Vec<EnvStatus>, ApiError> {
+        self.call(Method::GET, "/v1/envs", None::<&()>).await
+    }
+
+    /// `None` when the agent runs nothing for this environment.
+    pub async fn env(&self, name: &str) -> Result<Option<EnvStatus>, ApiError> {
+        match self.call(Method::GET, &format!("/v1/envs/{name}"), None::<&()>).await {
+            Ok(s) => Ok(Some(s)),
+            Err(ApiError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the environment's desired state; answers once the agent accepted it (entry
+    /// points bound, instances being started or stopped).
+    pub async fn apply(&self, name: &str, spec: &EnvSpec) -> Result<EnvStatus, ApiError> {
+        self.call(Method::PUT, &format!("/v1/envs/{name}"), Some(spec)).await
+    }
+
+    /// Stops everything of the environment.
+    pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
+        let _: serde_json::Value = self.call(Method::DELETE, &format!("/v1/envs/{name}"), None::<&()>).await?;
+        Ok(())
+    }
+
+    /// The last `lines` lines of the environment's instance logs, oldest first.
+    pub async fn logs(&self, name: &str, lines: usize) -> Result<String, ApiError> {
+        let body = self.raw(Method::GET, &format!("/v1/envs/{name}/logs?lines={lines}"), None).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The agent's Prometheus exposition.
+    pub async fn metrics(&self) -> Result<String, ApiError> {
+        let body = self.raw(Method::GET, "/metrics", None).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ApiError> {
+        let body = body.map(|b| serde_json::to_vec(b).expect("wire types serialize"));
+        let bytes = self.raw(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| self.transport(format!("reading the answer to {path}: {e}")))
+    }
+
+    async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, ApiError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                ApiError::NotRunning { socket: self.socket.clone() }
+            }
+            _ => self.transport(e.to_string()),
+        })?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|e| self.transport(e.to_string()))?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "agent")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("valid request");
+        let resp = sender.send_request(req).await.map_err(|e| self.transport(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| self.transport(e.to_string()))?.to_bytes();
+        if status == StatusCode::OK {
+            return Ok(bytes);
+        }
+        let (error, hint) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => (b.error, b.hint),
+            Err(_) => (String::from_utf8_lossy(&bytes).trim().to_string(), None),
+        };
+        Err(ApiError::Status { status: status.as_u16(), error, hint })
+    }
+
+    fn transport(&self, message: String) -> ApiError {
+        ApiError::Transport { socket: self.socket.clone(), message }
+    }
+}

@@ -1,0 +1,430 @@
+//! Compiles the `environments:` section: every field checked with its position, then the
+//! checks across environments (promotion chains, entry points used twice).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::Cx;
+use crate::diag::{Span, did_you_mean};
+use crate::environment::*;
+use crate::yaml::{Node, Value};
+
+const ENV_KEYS: &[&str] = &[
+    "target",
+    "service",
+    "instances",
+    "listen",
+    "strategy",
+    "health",
+    "promote_from",
+    "protection",
+    "stop_grace",
+    "drain_timeout",
+];
+
+impl Cx {
+    /// The `environments:` section, in file order.
+    pub(super) fn environments(&mut self, n: &Node) -> Vec<Environment> {
+        let mut out = Vec::new();
+        let mut spans: HashMap<String, (Span, Option<Span>, Option<Span>)> = HashMap::new();
+        for (k, v) in self.map(n, "environments") {
+            if !k.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || k.name.is_empty() {
+                self.err(k.span, format!("environment name `{}` may only use letters, digits, `-` and `_`", k.name));
+                continue;
+            }
+            let path = format!("environments:{}", k.name);
+            let mut listen_span = None;
+            let mut promote_span = None;
+            if let Some(env) = self.environment(&k.name, v, &path, &mut listen_span, &mut promote_span) {
+                spans.insert(env.name.clone(), (k.span, listen_span, promote_span));
+                out.push(env);
+            }
+        }
+        // Across environments: promotion sources exist and form no cycle; entry points are unique.
+        let names: Vec<&str> = out.iter().map(|e| e.name.as_str()).collect();
+        for e in &out {
+            let Some(from) = &e.promote_from else { continue };
+            let span = spans[&e.name].2.unwrap_or(spans[&e.name].0);
+            if from == &e.name {
+                self.err(span, format!("`environments:{}:promote_from` names the environment itself", e.name));
+            } else if !names.contains(&from.as_str()) {
+                let d = self.err(span, format!("`environments:{}:promote_from`: no environment `{from}`", e.name));
+                d.hint = Some(match did_you_mean(from, names.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("environments here: {}", names.join(", ")),
+                });
+            }
+        }
+        let by_name: BTreeMap<&str, &Environment> = out.iter().map(|e| (e.name.as_str(), e)).collect();
+        for e in &out {
+            let mut chain = vec![e.name.as_str()];
+            let mut cur = e;
+            while let Some(next) = cur.promote_from.as_deref().and_then(|f| by_name.get(f)) {
+                if next.name == e.name {
+                    chain.push(&next.name);
+                    let span = spans[&e.name].2.unwrap_or(spans[&e.name].0);
+                    self.err(span, format!("promotion cycle: {}", chain.join(" ← ")));
+                    break;
+                }
+                if chain.contains(&next.name.as_str()) {
+                    break;
+                }
+                chain.push(&next.name);
+                cur = next;
+            }
+        }
+        let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+        for e in &out {
+            let mut addrs = vec![(e.listen.as_str(), "listen")];
+            if let Strategy::BlueGreen { preview: Some(p), .. } = &e.strategy {
+                addrs.push((p.as_str(), "strategy:preview"));
+            }
+            for (a, field) in addrs {
+                let Ok(addr) = a.parse::<SocketAddr>() else { continue };
+                let what = format!("`environments:{}:{field}`", e.name);
+                if let Some(other) = seen.insert(addr, what.clone()) {
+                    let span = spans[&e.name].1.unwrap_or(spans[&e.name].0);
+                    self.err(span, format!("{what} uses {addr}, already the address of {other}")).hint =
+                        Some("every entry point needs its own address".into());
+                }
+            }
+        }
+        out
+    }
+
+    fn environment(
+        &mut self,
+        name: &str,
+        n: &Node,
+        path: &str,
+        listen_span: &mut Option<Span>,
+        promote_span: &mut Option<Span>,
+    ) -> Option<Environment> {
+        let mut env = Environment {
+            name: name.to_string(),
+            target: Target::Local,
+            service: Service::default(),
+            instances: 1,
+            listen: String::new(),
+            strategy: Strategy::Rolling { max_surge: Scale::Percent(25), max_unavailable: Scale::Percent(25) },
+            health: HealthCheck::default(),
+            promote_from: None,
+            protection: Protection::default(),
+            stop_grace: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        };
+        let errors_before = self.error_count();
+        let mut strategy_node = None;
+        for (k, v) in self.map(n, path) {
+            let field = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "target" => {
+                    if let Some(t) = self.string(v, &field) {
+                        match t.as_str() {
+                            "local" => env.target = Target::Local,
+                            "ssh" | "docker" | "kubernetes" => {
+                                self.err(v.span, format!("`{field}`: the `{t}` target is not available yet")).hint =
+                                    Some("deploy to `local` (the agent on this machine) for now".into());
+                            }
+                            _ => {
+                                self.err(v.span, format!("`{field}`: unknown target `{t}`")).hint =
+                                    Some("targets: local".into());
+                            }
+                        }
+                    }
+                }
+                "service" => env.service = self.service(v, &field),
+                "instances" => env.instances = self.int(v, &field, 1, 1000).map_or(1, |i| i as u32),
+                "listen" => {
+                    *listen_span = Some(v.span);
+                    if let Some(l) = self.string(v, &field) {
+                        if l.parse::<SocketAddr>().is_err() {
+                            self.err(v.span, format!("`{field}`: `{l}` is not an address with a port")).hint =
+                                Some("write host:port with an IP, e.g. `127.0.0.1:8080` or `[::1]:8080`".into());
+                        }
+                        env.listen = l;
+                    }
+                }
+                "strategy" => strategy_node = Some(v),
+                "health" => env.health = self.health(v, &field),
+                "promote_from" => {
+                    *promote_span = Some(v.span);
+                    env.promote_from = self.string(v, &field);
+                }
+                "protection" => env.protection = self.protection(v, &field),
+                "stop_grace" => env.stop_grace = self.duration(v, &field).unwrap_or(env.stop_grace),
+                "drain_timeout" => env.drain_timeout = self.duration(v, &field).unwrap_or(env.drain_timeout),
+                _ => self.unknown_key(k, &format!("`{path}`"), ENV_KEYS),
+            }
+        }
+        if env.listen.is_empty() && !matches!(n.value, Value::Map(_)) {
+            return None;
+        }
+        if env.listen.is_empty() {
+            self.err(n.span, format!("`{path}` needs `listen`, the address its traffic enters at")).hint =
+                Some("e.g. `listen: 127.0.0.1:8080`".into());
+        }
+        if let Some(s) = strategy_node {
+            env.strategy = self.strategy(s, &format!("{path}:strategy"), env.instances);
+        }
+        (self.error_count() == errors_before).then_some(env)
+    }
+
+    fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count()
+    }
+
+    fn service(&mut self, n: &Node, path: &str) -> Service {
+        let mut s = Service::default();
+        for (k, v) in self.map(n, path) {
+            let field = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "binary" => s.binary = self.string(v, &field),
+                "args" => s.args = self.string_list(v, &field),
+                "env" => s.env = self.variables(v, &field).into_iter().map(|var| (var.name, var.value)).collect(),
+                "workdir" => s.workdir = self.string(v, &field),
+                _ => self.unknown_key(k, &format!("`{path}`"), &["binary", "args", "env", "workdir"]),
+            }
+        }
+        s
+    }
+
+    fn scale(&mut self, n: &Node, what: &str) -> Option<Scale> {
+        match &n.value {
+            Value::Int(i) if (0..=10_000).contains(i) => Some(Scale::Count(*i as u32)),
+            Value::Str(s) if s.trim().ends_with('%') => match s.trim().trim_end_matches('%').trim().parse::<u32>() {
+                Ok(p) if p <= 100 => Some(Scale::Percent(p)),
+                _ => {
+                    self.err(n.span, format!("`{what}`: `{s}` is not a percentage from 0% to 100%"));
+                    None
+                }
+            },
+            _ => {
+                self.type_err(n, what, "a count like `1` or a percentage like `25%`");
+                None
+            }
+        }
+    }
+
+    fn strategy(&mut self, n: &Node, path: &str, instances: u32) -> Strategy {
+        let entries = self.map(n, path);
+        let kind_node = entries.iter().find(|(k, _)| k.name == "type").map(|(_, v)| v);
+        let Some(kind_node) = kind_node else {
+            self.err(n.span, format!("`{path}` needs `type`")).hint =
+                Some("`type: rolling`, `type: canary` or `type: blue-green`".into());
+            return Strategy::Rolling { max_surge: Scale::Percent(25), max_unavailable: Scale::Percent(25) };
+        };
+        let kind = self.string(kind_node, &format!("{path}:type")).unwrap_or_default();
+        let allowed: &[&str] = match kind.as_str() {
+            "rolling" => &["type", "max_surge", "max_unavailable"],
+            "canary" => &["type", "steps", "analysis"],
+            "blue-green" | "blue_green" => &["type", "preview", "keep_old"],
+            _ => {
+                let d = self.err(kind_node.span, format!("`{path}:type`: unknown strategy `{kind}`"));
+                d.hint = Some(match did_you_mean(&kind, ["rolling", "canary", "blue-green"]) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "strategies: rolling, canary, blue-green".into(),
+                });
+                return Strategy::Rolling { max_surge: Scale::Percent(25), max_unavailable: Scale::Percent(25) };
+            }
+        };
+        let mut surge = Scale::Percent(25);
+        let mut unavailable = Scale::Percent(25);
+        let mut steps = Vec::new();
+        let mut steps_span = None;
+        let mut analysis = Analysis::default();
+        let mut preview = None;
+        let mut keep_old = Duration::from_secs(600);
+        for (k, v) in entries {
+            let field = format!("{path}:{}", k.name);
+            if !allowed.contains(&k.name.as_str()) {
+                self.unknown_key(k, &format!("`{path}` (type {kind})"), allowed);
+                continue;
+            }
+            match k.name.as_str() {
+                "max_surge" => surge = self.scale(v, &field).unwrap_or(surge),
+                "max_unavailable" => unavailable = self.scale(v, &field).unwrap_or(unavailable),
+                "steps" => {
+                    steps_span = Some(v.span);
+                    steps = self.canary_steps(v, &field);
+                }
+                "analysis" => analysis = self.analysis(v, &field),
+                "preview" => {
+                    if let Some(p) = self.string(v, &field) {
+                        if p.parse::<SocketAddr>().is_err() {
+                            self.err(v.span, format!("`{field}`: `{p}` is not an address with a port")).hint =
+                                Some("e.g. `127.0.0.1:8181`".into());
+                        }
+                        preview = Some(p);
+                    }
+                }
+                "keep_old" => keep_old = self.duration(v, &field).unwrap_or(keep_old),
+                _ => {}
+            }
+        }
+        match kind.as_str() {
+            "rolling" => {
+                if surge.resolve(instances, true) == 0 && matches!(unavailable, Scale::Count(0)) {
+                    self.err(n.span, format!("`{path}`: `max_surge` and `max_unavailable` cannot both be 0")).hint =
+                        Some("allow one extra instance (`max_surge: 1`) or one missing (`max_unavailable: 1`)".into());
+                }
+                Strategy::Rolling { max_surge: surge, max_unavailable: unavailable }
+            }
+            "canary" => {
+                if steps.is_empty() && steps_span.is_none() {
+                    steps = vec![
+                        CanaryStep::Weight(10),
+                        CanaryStep::Pause(Duration::from_secs(60)),
+                        CanaryStep::Weight(50),
+                        CanaryStep::Pause(Duration::from_secs(60)),
+                    ];
+                }
+                if !matches!(steps.iter().rev().find(|s| matches!(s, CanaryStep::Weight(_))), Some(CanaryStep::Weight(100))) {
+                    steps.push(CanaryStep::Weight(100));
+                }
+                Strategy::Canary { steps, analysis }
+            }
+            _ => Strategy::BlueGreen { preview, keep_old },
+        }
+    }
+
+    fn canary_steps(&mut self, n: &Node, path: &str) -> Vec<CanaryStep> {
+        let Value::Seq(items) = &n.value else {
+            self.type_err(n, path, "a list of steps like `{weight: 10, pause: 30s}`");
+            return Vec::new();
+        };
+        let mut steps = Vec::new();
+        let mut last = 0;
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("{path}[{i}]");
+            for (k, v) in self.map(item, &field) {
+                let f = format!("{field}:{}", k.name);
+                match k.name.as_str() {
+                    "weight" => {
+                        if let Some(w) = self.int(v, &f, 1, 100) {
+                            if (w as u32) <= last {
+                                self.err(v.span, format!("`{f}`: weights must grow, {w} follows {last}"));
+                            }
+                            last = w as u32;
+                            steps.push(CanaryStep::Weight(w as u32));
+                        }
+                    }
+                    "pause" => match &v.value {
+                        Value::Str(s) if s == "manual" => steps.push(CanaryStep::Manual),
+                        _ => {
+                            if let Some(d) = self.duration(v, &f) {
+                                steps.push(CanaryStep::Pause(d))
+                            }
+                        }
+                    },
+                    _ => self.unknown_key(k, &format!("`{field}`"), &["weight", "pause"]),
+                }
+            }
+        }
+        steps
+    }
+
+    fn analysis(&mut self, n: &Node, path: &str) -> Analysis {
+        let mut a = Analysis::default();
+        for (k, v) in self.map(n, path) {
+            let f = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "interval" => {
+                    a.interval = self.duration(v, &f).unwrap_or(a.interval);
+                    if a.interval.is_zero() {
+                        self.err(v.span, format!("`{f}` must be longer than 0"));
+                    }
+                }
+                "max_error_rate" => a.max_error_rate = self.percent(v, &f).map_or(a.max_error_rate, |p| p / 100.0),
+                "max_p95" => a.max_p95 = self.duration(v, &f),
+                "max_p99" => a.max_p99 = self.duration(v, &f),
+                "min_requests" => a.min_requests = self.count(v, &f).unwrap_or(a.min_requests),
+                "compare_stable" => a.compare_stable = self.boolean(v, &f).unwrap_or(a.compare_stable),
+                _ => self.unknown_key(
+                    k,
+                    &format!("`{path}`"),
+                    &["interval", "max_error_rate", "max_p95", "max_p99", "min_requests", "compare_stable"],
+                ),
+            }
+        }
+        a
+    }
+
+    fn health(&mut self, n: &Node, path: &str) -> HealthCheck {
+        let mut h = HealthCheck::default();
+        let mut probes = 0;
+        for (k, v) in self.map(n, path) {
+            let f = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "http" => {
+                    probes += 1;
+                    if let Some(p) = self.string(v, &f) {
+                        if !p.starts_with('/') {
+                            self.err(v.span, format!("`{f}`: `{p}` must be a path starting with `/`")).hint =
+                                Some("e.g. `http: /healthz`".into());
+                        }
+                        h.probe = Probe::Http(p);
+                    }
+                }
+                "tcp" => {
+                    probes += 1;
+                    if self.boolean(v, &f) == Some(false) {
+                        self.err(v.span, format!("`{f}` can only be `true`; leave it out for no TCP check"));
+                    }
+                    h.probe = Probe::Tcp;
+                }
+                "command" => {
+                    probes += 1;
+                    if let Some(c) = self.string(v, &f) {
+                        h.probe = Probe::Command(c);
+                    }
+                }
+                "interval" => h.interval = self.nonzero_duration(v, &f).unwrap_or(h.interval),
+                "timeout" => h.timeout = self.nonzero_duration(v, &f).unwrap_or(h.timeout),
+                "deadline" => h.deadline = self.nonzero_duration(v, &f).unwrap_or(h.deadline),
+                "successes" => h.successes = self.int(v, &f, 1, 100).map_or(h.successes, |i| i as u32),
+                "failures" => h.failures = self.int(v, &f, 1, 100).map_or(h.failures, |i| i as u32),
+                _ => self.unknown_key(
+                    k,
+                    &format!("`{path}`"),
+                    &["http", "tcp", "command", "interval", "timeout", "deadline", "successes", "failures"],
+                ),
+            }
+        }
+        if probes > 1 {
+            self.err(n.span, format!("`{path}` has {probes} probes; choose one of `http`, `tcp`, `command`"));
+        }
+        h
+    }
+
+    fn nonzero_duration(&mut self, n: &Node, what: &str) -> Option<Duration> {
+        let d = self.duration(n, what)?;
+        if d.is_zero() {
+            self.err(n.span, format!("`{what}` must be longer than 0"));
+            return None;
+        }
+        Some(d)
+    }
+
+    fn protection(&mut self, n: &Node, path: &str) -> Protection {
+        let mut p = Protection::default();
+        for (k, v) in self.map(n, path) {
+            let f = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "approvals" => p.approvals = self.int(v, &f, 0, 100).map_or(0, |i| i as u32),
+                "approvers" => p.approvers = self.strings(v, &f),
+                "branches" => {
+                    p.branches = self.strings(v, &f);
+                    for b in &p.branches {
+                        if globset::Glob::new(b).is_err() {
+                            self.err(v.span, format!("`{f}`: `{b}` is not a valid glob"));
+                        }
+                    }
+                }
+                _ => self.unknown_key(k, &format!("`{path}`"), &["approvals", "approvers", "branches"]),
+            }
+        }
+        p
+    }
+}

@@ -1,0 +1,179 @@
+//! The `environments:` section's validated model: where a service runs, how many instances,
+//! how a new release replaces the old one, how health is judged, and who may deploy.
+
+use std::time::Duration;
+
+/// One environment (`environments:<name>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    pub name: String,
+    pub target: Target,
+    pub service: Service,
+    /// Instances of the service (≥ 1).
+    pub instances: u32,
+    /// The traffic entry point: `host:port` the agent's proxy listens on.
+    pub listen: String,
+    pub strategy: Strategy,
+    pub health: HealthCheck,
+    /// The environment whose running artifacts `slipway promote` deploys here.
+    pub promote_from: Option<String>,
+    pub protection: Protection,
+    /// SIGTERM → this long → SIGKILL when an instance stops.
+    pub stop_grace: Duration,
+    /// How long an instance taken out of traffic may finish its requests before it is stopped.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The agent on this machine.
+    Local,
+}
+
+/// What to run: a binary of the build and how to start it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Service {
+    /// The binary's name in the build's manifest; `None` when the build has exactly one.
+    pub binary: Option<String>,
+    /// Arguments; `{{port}}` is replaced by the instance's port (which is also in `$PORT`).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+}
+
+/// A count of instances, or a percentage of the desired count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Scale {
+    /// Kubernetes' rounding: surge rounds up, unavailability rounds down.
+    pub fn resolve(self, total: u32, round_up: bool) -> u32 {
+        match self {
+            Scale::Count(n) => n,
+            Scale::Percent(p) => {
+                let x = u64::from(total) * u64::from(p);
+                (if round_up { x.div_ceil(100) } else { x / 100 }) as u32
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Scale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scale::Count(n) => write!(f, "{n}"),
+            Scale::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    Rolling { max_surge: Scale, max_unavailable: Scale },
+    Canary { steps: Vec<CanaryStep>, analysis: Analysis },
+    BlueGreen { preview: Option<String>, keep_old: Duration },
+}
+
+impl Strategy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Rolling { .. } => "rolling",
+            Strategy::Canary { .. } => "canary",
+            Strategy::BlueGreen { .. } => "blue-green",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CanaryStep {
+    /// Send this percentage of traffic to the new release.
+    Weight(u32),
+    /// Hold the current weight this long, analysing the new release's traffic.
+    Pause(Duration),
+    /// Hold until `slipway approve`.
+    Manual,
+}
+
+/// How a canary's own traffic is judged at each analysis interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub interval: Duration,
+    /// Highest share of 5xx answers (0..=1).
+    pub max_error_rate: f64,
+    pub max_p95: Option<Duration>,
+    pub max_p99: Option<Duration>,
+    /// Fewer requests than this in an interval are not judged.
+    pub min_requests: u64,
+    /// Also fail when the canary's error rate exceeds the stable release's by more than
+    /// `max_error_rate`.
+    pub compare_stable: bool,
+}
+
+impl Default for Analysis {
+    fn default() -> Analysis {
+        Analysis {
+            interval: Duration::from_secs(10),
+            max_error_rate: 0.01,
+            max_p95: None,
+            max_p99: None,
+            min_requests: 10,
+            compare_stable: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// GET this path on the instance; 2xx or 3xx is healthy.
+    Http(String),
+    /// The instance's port accepts a connection.
+    Tcp,
+    /// `sh -c` exits 0 (`$PORT` is set).
+    Command(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes before an instance takes traffic.
+    pub successes: u32,
+    /// Consecutive failures before a healthy instance is taken out of traffic.
+    pub failures: u32,
+    /// A new release that is not healthy by then is rolled back.
+    pub deadline: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> HealthCheck {
+        HealthCheck {
+            probe: Probe::Tcp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            successes: 1,
+            failures: 3,
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Who may deploy, from where.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Protection {
+    /// Approvals a release needs before it deploys here.
+    pub approvals: u32,
+    /// Who may approve (empty: anyone).
+    pub approvers: Vec<String>,
+    /// Branches (globs) deploys may come from (empty: any).
+    pub branches: Vec<String>,
+}
+
+impl Protection {
+    pub fn is_protected(&self) -> bool {
+        self.approvals > 0 || !self.branches.is_empty()
+    }
+}
