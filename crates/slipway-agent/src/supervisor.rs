@@ -297,7 +297,16 @@ impl Supervisor {
     /// Brings the instances one step closer to the desired state and republishes routes.
     fn reconcile(&mut self) {
         let now = Instant::now();
-        let Some(spec) = self.spec.clone() else { return };
+        let Some(mut spec) = self.spec.clone() else { return };
+        // Groups past their retirement leave on their own (kept in the spec until replaced).
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        for g in &mut spec.groups {
+            if g.retire_at_ms.is_some_and(|t| wall >= t) {
+                g.instances = 0;
+                g.weight = 0;
+                g.preview = false;
+            }
+        }
         let drain_timeout = Duration::from_millis(spec.drain_timeout_ms);
         // Remove what is no longer wanted: whole releases, then surplus instances.
         for g in &spec.groups {

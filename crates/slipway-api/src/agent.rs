@@ -36,6 +36,10 @@ pub struct GroupSpec {
     /// Whether the preview entry point routes to this group.
     #[serde(default)]
     pub preview: bool,
+    /// Unix milliseconds after which the agent stops the group by itself (the old set that
+    /// blue-green keeps for an instant switch back).
+    #[serde(default)]
+    pub retire_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

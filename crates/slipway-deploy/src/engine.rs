@@ -1,0 +1,763 @@
+//! The deploy engine: takes an environment's lock, records the release and each step before
+//! it acts, drives the agent through the strategy's steps, waits on health checks and canary
+//! analysis, and rolls back to the release before when a gate fails. It is the single writer
+//! of releases; the agent only runs what it is told.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use slipway_api::{AgentClient, EnvSpec, EnvStatus, GroupSpec, HealthSpec, ProbeSpec, Traffic};
+use slipway_pipeline::environment::{CanaryStep, Environment, Probe, Strategy};
+use slipway_store::{Lock, NewRelease, Release, ReleaseStatus, Store};
+
+use crate::artifacts::{self, ArtifactSet};
+use crate::plan::{self, Verdict};
+use crate::{DeployError, exit};
+
+/// Receives one line per thing the engine does.
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+const LEASE: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(100);
+
+pub enum Reason {
+    Deploy,
+    Promote { from: Release },
+    Rollback { to: Release },
+}
+
+pub struct Outcome {
+    pub release: Release,
+    pub url: String,
+    pub took: Duration,
+}
+
+pub struct Engine {
+    pub store: Store,
+    pub agent: AgentClient,
+    pub data_dir: std::path::PathBuf,
+    /// Who deploys (recorded in each release).
+    pub actor: String,
+    /// This process, as a lock owner.
+    pub owner: String,
+    /// How long to wait for another deploy of the environment to finish.
+    pub lock_wait: Duration,
+    /// How long a protected deploy waits for its approvals.
+    pub approval_wait: Duration,
+    pub progress: Progress,
+}
+
+/// A gate failed: the new release is not good.
+struct Failure(String);
+
+enum Step {
+    Failed(Failure),
+    Error(DeployError),
+}
+
+impl From<DeployError> for Step {
+    fn from(e: DeployError) -> Step {
+        Step::Error(e)
+    }
+}
+
+impl From<slipway_api::ApiError> for Step {
+    fn from(e: slipway_api::ApiError) -> Step {
+        Step::Error(e.into())
+    }
+}
+
+impl From<slipway_store::StoreError> for Step {
+    fn from(e: slipway_store::StoreError) -> Step {
+        Step::Error(e.into())
+    }
+}
+
+/// The agent group that runs a release: a rollback reuses the instances of the release it
+/// returns to (so switching back to a set that still runs is instant).
+pub fn group_id(r: &Release) -> i64 {
+    match r.reason.as_str() {
+        "rollback" | "auto-rollback" => r.source_release.unwrap_or(r.id),
+        _ => r.id,
+    }
+}
+
+/// The parts of an environment a release records and hashes.
+pub fn config_json(env: &Environment) -> serde_json::Value {
+    json!({
+        "service": {
+            "binary": env.service.binary,
+            "args": env.service.args,
+            "env": env.service.env,
+            "workdir": env.service.workdir,
+        },
+        "instances": env.instances,
+        "listen": env.listen,
+        "strategy": env.strategy.name(),
+        "health": health_spec(env),
+    })
+}
+
+pub fn config_hash(config: &serde_json::Value) -> String {
+    format!("{:x}", Sha256::digest(config.to_string().as_bytes()))
+}
+
+fn health_spec(env: &Environment) -> HealthSpec {
+    let h = &env.health;
+    HealthSpec {
+        probe: match &h.probe {
+            Probe::Http(path) => ProbeSpec::Http { path: path.clone() },
+            Probe::Tcp => ProbeSpec::Tcp,
+            Probe::Command(c) => ProbeSpec::Command { command: c.clone() },
+        },
+        interval_ms: h.interval.as_millis() as u64,
+        timeout_ms: h.timeout.as_millis() as u64,
+        successes: h.successes,
+        failures: h.failures,
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    slipway_store::now_ms() as u64
+}
+
+impl Engine {
+    fn say(&self, line: impl AsRef<str>) {
+        (self.progress)(line.as_ref());
+    }
+
+    fn base_spec(&self, env: &Environment, groups: Vec<GroupSpec>) -> EnvSpec {
+        EnvSpec {
+            listen: env.listen.clone(),
+            preview_listen: match &env.strategy {
+                Strategy::BlueGreen { preview, .. } => preview.clone(),
+                _ => None,
+            },
+            health: health_spec(env),
+            stop_grace_ms: env.stop_grace.as_millis() as u64,
+            drain_timeout_ms: env.drain_timeout.as_millis() as u64,
+            groups,
+        }
+    }
+
+    /// The agent group of a release with `instances` and `weight`.
+    fn group(&self, r: &Release, instances: u32, weight: u32) -> GroupSpec {
+        let svc = &r.config["service"];
+        let binary = artifacts::stored_path(&self.data_dir, &r.artifacts[0].sha256);
+        let mut command = vec![binary.display().to_string()];
+        command.extend(svc["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)));
+        let env = svc["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string())))
+            .collect();
+        GroupSpec {
+            release: group_id(r),
+            version: r.version.clone(),
+            command,
+            env,
+            workdir: svc["workdir"].as_str().map(str::to_string),
+            instances,
+            weight,
+            preview: false,
+            retire_at_ms: None,
+        }
+    }
+
+    async fn apply(&self, env: &Environment, release: i64, step: &str, groups: Vec<GroupSpec>) -> Result<EnvStatus, Step> {
+        let detail = json!({
+            "groups": groups.iter().map(|g| json!({"release": g.release, "version": g.version, "instances": g.instances, "weight": g.weight})).collect::<Vec<_>>()
+        });
+        self.store.record_step(release, step, &detail).await?;
+        Ok(self.agent.apply(&env.name, &self.base_spec(env, groups)).await?)
+    }
+
+    // ----- the commands ----------------------------------------------------------------
+
+    /// Deploys new artifacts to `env`.
+    pub async fn deploy(
+        &self,
+        env: &Environment,
+        set: &ArtifactSet,
+        branch: Option<String>,
+        reason: Reason,
+    ) -> Result<Outcome, DeployError> {
+        let config = config_json(env);
+        let (reason_name, source, version, artifacts, commit, branch) = match &reason {
+            Reason::Deploy => ("deploy", None, set.version.clone(), vec![set.binary.clone()], set.commit.clone(), branch),
+            Reason::Promote { from } => (
+                "promote",
+                Some(from.id),
+                from.version.clone(),
+                from.artifacts.clone(),
+                from.commit.clone(),
+                from.branch.clone(),
+            ),
+            Reason::Rollback { to } => {
+                ("rollback", Some(group_id(to)), to.version.clone(), to.artifacts.clone(), to.commit.clone(), to.branch.clone())
+            }
+        };
+        // A rollback runs what ran then, arguments and environment included.
+        let config = match &reason {
+            Reason::Rollback { to } => to.config.clone(),
+            _ => config,
+        };
+        if !matches!(reason, Reason::Rollback { .. }) {
+            self.check_branch(env, branch.as_deref())?;
+        }
+        let new = NewRelease {
+            environment: env.name.clone(),
+            version,
+            artifacts,
+            config_hash: config_hash(&config),
+            config,
+            commit,
+            branch,
+            actor: self.actor.clone(),
+            reason: reason_name.into(),
+            source_release: source,
+            status: ReleaseStatus::Queued,
+        };
+        self.run(env, new).await
+    }
+
+    /// Promotes what runs in `from` to `to`: the same artifacts, never a rebuild.
+    pub async fn promote(&self, from: &Environment, to: &Environment) -> Result<Outcome, DeployError> {
+        let Some(source) = self.store.current(&from.name).await? else {
+            return Err(DeployError::input(format!("`{}` has never been deployed: nothing to promote", from.name))
+                .hint(format!("deploy it first: slipway deploy {}", from.name)));
+        };
+        if source.status != ReleaseStatus::Healthy {
+            return Err(DeployError::input(format!(
+                "`{}` runs release #{} ({}) which is {}, not healthy",
+                from.name,
+                source.id,
+                source.version,
+                source.status.as_str()
+            )));
+        }
+        if to.promote_from.as_deref().is_some_and(|f| f != from.name) {
+            return Err(DeployError::input(format!(
+                "`{}` is promoted from `{}`, not from `{}`",
+                to.name,
+                to.promote_from.as_deref().unwrap_or(""),
+                from.name
+            )));
+        }
+        self.say(format!("promoting {} (release #{} in {}) to {}", source.version, source.id, from.name, to.name));
+        let dummy = ArtifactSet { version: source.version.clone(), commit: None, binary: source.artifacts[0].clone() };
+        self.deploy(to, &dummy, None, Reason::Promote { from: source }).await
+    }
+
+    /// Rolls `env` back to the release before the current one (or to `version`).
+    pub async fn rollback(&self, env: &Environment, version: Option<&str>) -> Result<Outcome, DeployError> {
+        let Some(current) = self.store.current(&env.name).await? else {
+            return Err(DeployError::input(format!("`{}` has never been deployed: nothing to roll back", env.name)));
+        };
+        let good = self.store.good_releases(&env.name).await?;
+        let target = good.into_iter().find(|r| {
+            group_id(r) != group_id(&current)
+                && r.artifacts != current.artifacts
+                && match version {
+                    Some(v) => r.version == v,
+                    None => r.id < current.id,
+                }
+        });
+        let Some(target) = target else {
+            return Err(match version {
+                Some(v) => DeployError::input(format!(
+                    "`{}` has no earlier healthy release of version {v} to roll back to",
+                    env.name
+                ))
+                .hint(format!("see the releases with `slipway history {}`", env.name)),
+                None => DeployError::input(format!(
+                    "`{}` has no release before {} (#{}) to roll back to",
+                    env.name, current.version, current.id
+                )),
+            });
+        };
+        self.say(format!("rolling {} back from {} to {} (release #{})", env.name, current.version, target.version, target.id));
+        let set = ArtifactSet { version: target.version.clone(), commit: None, binary: target.artifacts[0].clone() };
+        self.deploy(env, &set, None, Reason::Rollback { to: target }).await
+    }
+
+    /// Approves the release waiting in `env` (or `release`).
+    pub async fn approve(&self, env: &Environment, release: Option<i64>, approver: &str) -> Result<Release, DeployError> {
+        if !env.protection.approvers.is_empty() && !env.protection.approvers.iter().any(|a| a == approver) {
+            return Err(DeployError::new(exit::REFUSED, format!("`{approver}` may not approve deploys to `{}`", env.name))
+                .hint(format!("approvers: {}", env.protection.approvers.join(", "))));
+        }
+        let r = match release {
+            Some(id) => self.store.release(id).await?.filter(|r| r.environment == env.name),
+            None => self.store.unfinished(&env.name).await?.into_iter().last(),
+        };
+        let Some(r) = r else {
+            return Err(match release {
+                Some(id) => DeployError::input(format!("`{}` has no release #{id}", env.name)),
+                None => DeployError::input(format!("no release of `{}` waits for an approval", env.name)),
+            });
+        };
+        self.store.approve(&env.name, r.id, approver).await?;
+        Ok(r)
+    }
+
+    fn check_branch(&self, env: &Environment, branch: Option<&str>) -> Result<(), DeployError> {
+        let p = &env.protection;
+        if p.branches.is_empty() {
+            return Ok(());
+        }
+        let allowed = branch.is_some_and(|b| {
+            p.branches.iter().any(|g| globset::Glob::new(g).is_ok_and(|g| g.compile_matcher().is_match(b)))
+        });
+        if allowed {
+            return Ok(());
+        }
+        Err(DeployError::new(
+            exit::REFUSED,
+            format!(
+                "`{}` only takes deploys from {}; this one comes from {}",
+                env.name,
+                p.branches.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", "),
+                branch.map_or("no branch (detached HEAD)".to_string(), |b| format!("`{b}`"))
+            ),
+        )
+        .hint(format!("deploy from an allowed branch, or promote into `{}` from the environment before it", env.name)))
+    }
+
+    // ----- one release, start to end -----------------------------------------------------
+
+    async fn run(&self, env: &Environment, new: NewRelease) -> Result<Outcome, DeployError> {
+        let started = Instant::now();
+        let release = self.store.create_release(&new).await?;
+        self.say(format!("release #{}: {} {} ({}) by {}", release.id, env.name, release.version, release.reason, release.actor));
+        if env.protection.approvals > 0 && release.reason != "rollback" {
+            self.wait_approvals(env, &release).await?;
+        }
+        self.acquire(env, &release).await?;
+        // Keep the lease alive while we work; losing it means someone recovered the lock.
+        let (store, name, owner) = (self.store.clone(), env.name.clone(), self.owner.clone());
+        let renew = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 3).await;
+                if !store.renew(&name, &owner, LEASE).await.unwrap_or(false) {
+                    break;
+                }
+            }
+        });
+        let result = self.rollout(env, &release).await;
+        renew.abort();
+        let _ = self.store.unlock(&env.name, &self.owner).await;
+        let release = self.store.release(release.id).await?.unwrap_or(release);
+        result.map(|()| Outcome { release, url: format!("http://{}", env.listen), took: started.elapsed() })
+    }
+
+    async fn wait_approvals(&self, env: &Environment, release: &Release) -> Result<(), DeployError> {
+        let need = env.protection.approvals as usize;
+        let deadline = Instant::now() + self.approval_wait;
+        let mut said = false;
+        loop {
+            let have = self.store.approvals(release.id).await?.len();
+            if have >= need {
+                self.say(format!("approved ({have} of {need})"));
+                return Ok(());
+            }
+            if !said {
+                self.say(format!(
+                    "`{}` is protected: waiting for {} approval(s) — `slipway approve {} {}`",
+                    env.name,
+                    need - have,
+                    env.name,
+                    release.id
+                ));
+                said = true;
+            }
+            if Instant::now() >= deadline {
+                let why = format!("{have} of {need} approval(s) after {}", plan::fmt_duration(self.approval_wait));
+                self.store.set_status(release.id, ReleaseStatus::Failed, Some(&format!("not approved: {why}"))).await?;
+                return Err(DeployError::new(exit::REFUSED, format!("release #{} was not approved: {why}", release.id))
+                    .hint(format!("approve with `slipway approve {} {}` and deploy again", env.name, release.id)));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Takes the environment's lock, waiting for a running deploy; a newer queued deploy
+    /// supersedes this one. Repairs what a crashed deploy left.
+    async fn acquire(&self, env: &Environment, release: &Release) -> Result<(), DeployError> {
+        let deadline = Instant::now() + self.lock_wait;
+        let mut said = false;
+        loop {
+            match self.store.lock(&env.name, &self.owner, Some(release.id), LEASE).await? {
+                Lock::Acquired => break,
+                Lock::Recovered { previous_owner, release: held } => {
+                    self.say(format!(
+                        "recovered the lock of `{}` from {previous_owner}{} (its lease ran out)",
+                        env.name,
+                        held.map(|r| format!(", which was deploying #{r}")).unwrap_or_default()
+                    ));
+                    break;
+                }
+                Lock::Held { owner, release: held, .. } => {
+                    let newer = self
+                        .store
+                        .unfinished(&env.name)
+                        .await?
+                        .into_iter()
+                        .find(|r| r.id > release.id && r.status == ReleaseStatus::Queued && r.reason != "rollback");
+                    if let Some(newer) = newer
+                        && release.reason != "rollback"
+                    {
+                        let why = format!("superseded by #{} ({}) while queued", newer.id, newer.version);
+                        self.store.set_status(release.id, ReleaseStatus::Superseded, Some(&why)).await?;
+                        return Err(DeployError::new(exit::BUSY, format!("release #{} was {why}", release.id)));
+                    }
+                    if !said {
+                        self.say(format!(
+                            "waiting for the deploy of `{}`{} ({owner}) to finish",
+                            env.name,
+                            held.map(|r| format!(" (#{r})")).unwrap_or_default()
+                        ));
+                        said = true;
+                    }
+                    if Instant::now() >= deadline {
+                        let why = format!("`{}` was still locked by {owner} after {}", env.name, plan::fmt_duration(self.lock_wait));
+                        self.store.set_status(release.id, ReleaseStatus::Failed, Some(&why)).await?;
+                        return Err(DeployError::new(exit::BUSY, why).hint("try again when it finishes, or wait longer with --wait"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        self.repair_locked(env, Some(release.id)).await
+    }
+
+    /// With the lock held: releases another process left deploying are marked failed and
+    /// the agent is put back on the current release.
+    async fn repair_locked(&self, env: &Environment, ours: Option<i64>) -> Result<(), DeployError> {
+        let stale: Vec<Release> = self
+            .store
+            .unfinished(&env.name)
+            .await?
+            .into_iter()
+            .filter(|r| Some(r.id) != ours && r.status == ReleaseStatus::Deploying)
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let current = self.store.current(&env.name).await?;
+        for r in &stale {
+            let steps = self.store.steps(r.id).await?;
+            let why = format!(
+                "interrupted after {} step(s): the deploying process stopped; {}",
+                steps.len(),
+                match &current {
+                    Some(c) => format!("back on {} (#{})", c.version, c.id),
+                    None => "nothing was running before".into(),
+                }
+            );
+            self.say(format!("repairing `{}`: release #{} ({}) was {why}", env.name, r.id, r.version));
+            self.store.set_status(r.id, ReleaseStatus::Failed, Some(&why)).await?;
+        }
+        match &current {
+            Some(c) => {
+                let g = self.group(c, env.instances, 100);
+                let id = group_id(c);
+                self.store.record_step(c.id, "repair", &json!({"interrupted": stale.iter().map(|r| r.id).collect::<Vec<_>>()})).await?;
+                self.agent.apply(&env.name, &self.base_spec(env, vec![g])).await?;
+                match self.wait_healthy(env, id, env.instances).await {
+                    Ok(()) | Err(Step::Failed(_)) => {}
+                    Err(Step::Error(e)) => return Err(e),
+                }
+            }
+            None => {
+                if self.agent.env(&env.name).await?.is_some() {
+                    self.agent.remove(&env.name).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Repairs an environment if a crashed deploy left it mid-way and nobody holds its lock.
+    pub async fn repair(&self, env: &Environment) -> Result<(), DeployError> {
+        match self.store.lock(&env.name, &self.owner, None, LEASE).await? {
+            Lock::Held { .. } => Ok(()),
+            _ => {
+                let r = self.repair_locked(env, None).await;
+                let _ = self.store.unlock(&env.name, &self.owner).await;
+                r
+            }
+        }
+    }
+
+    async fn rollout(&self, env: &Environment, release: &Release) -> Result<(), DeployError> {
+        self.store.set_status(release.id, ReleaseStatus::Deploying, None).await?;
+        if let Err(e) = artifacts::verify(&self.data_dir, &release.artifacts[0]) {
+            self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await?;
+            return Err(e);
+        }
+        let current = self.store.current(&env.name).await?;
+        let live = match self.agent.env(&env.name).await {
+            Ok(l) => l,
+            Err(e) => {
+                let e = DeployError::from(e);
+                self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await?;
+                return Err(e);
+            }
+        };
+        let old = current.clone().filter(|c| group_id(c) != group_id(release));
+        let result = match &old {
+            None => self.first(env, release).await,
+            Some(old) => {
+                let running = live.as_ref().and_then(|l| l.group(group_id(old))).map_or(0, |g| g.healthy());
+                let target_running =
+                    live.as_ref().and_then(|l| l.group(group_id(release))).map_or(0, |g| g.healthy());
+                if release.reason == "rollback" && target_running >= env.instances {
+                    self.switch_back(env, release).await
+                } else {
+                    match &env.strategy {
+                        Strategy::Rolling { .. } => self.rolling(env, old, release, running).await,
+                        Strategy::Canary { steps, analysis } => self.canary(env, old, release, steps, analysis).await,
+                        Strategy::BlueGreen { keep_old, .. } => self.blue_green(env, old, release, *keep_old).await,
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.store.set_status(release.id, ReleaseStatus::Healthy, None).await?;
+                let then = if release.reason == "rollback" { ReleaseStatus::RolledBack } else { ReleaseStatus::Replaced };
+                self.store.set_current(&env.name, release.id, then).await?;
+                self.say(format!("✓ {} {} is healthy ({} instance(s)) at http://{}", env.name, release.version, env.instances, env.listen));
+                Ok(())
+            }
+            Err(Step::Failed(Failure(why))) => Err(self.undo(env, release, old.as_ref(), &why).await),
+            Err(Step::Error(e)) => {
+                // The agent or the store failed under us: put the old release back if we can.
+                let _ = self.undo(env, release, old.as_ref(), &e.message).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts the old release back in full (or stops everything when there was none).
+    async fn undo(&self, env: &Environment, release: &Release, old: Option<&Release>, why: &str) -> DeployError {
+        let started = Instant::now();
+        self.say(format!("✗ {why}"));
+        let outcome = match old {
+            Some(old) => {
+                self.say(format!("rolling back to {} (#{})", old.version, old.id));
+                let g = self.group(old, env.instances, 100);
+                match self.apply(env, release.id, "rollback", vec![g]).await {
+                    Ok(_) => {
+                        let healthy = self.wait_healthy(env, group_id(old), env.instances).await;
+                        let auto = NewRelease {
+                            environment: env.name.clone(),
+                            version: old.version.clone(),
+                            artifacts: old.artifacts.clone(),
+                            config_hash: old.config_hash.clone(),
+                            config: old.config.clone(),
+                            commit: old.commit.clone(),
+                            branch: old.branch.clone(),
+                            actor: self.actor.clone(),
+                            reason: "auto-rollback".into(),
+                            source_release: Some(group_id(old)),
+                            status: ReleaseStatus::Deploying,
+                        };
+                        match self.store.create_release(&auto).await {
+                            Ok(a) => {
+                                let detail = format!("after #{} ({}) failed: {why}", release.id, release.version);
+                                let status = if healthy.is_ok() { ReleaseStatus::Healthy } else { ReleaseStatus::Failed };
+                                let _ = self.store.set_status(a.id, status, Some(&detail)).await;
+                                let _ = self.store.set_current(&env.name, a.id, ReleaseStatus::Replaced).await;
+                                format!("rolled back to {} (#{}) in {:.1}s", old.version, a.id, started.elapsed().as_secs_f64())
+                            }
+                            Err(e) => format!("rollback recorded badly: {e}"),
+                        }
+                    }
+                    Err(Step::Error(e)) => format!("could not roll back: {}", e.message),
+                    Err(Step::Failed(Failure(f))) => format!("could not roll back: {f}"),
+                }
+            }
+            None => match self.agent.remove(&env.name).await {
+                Ok(()) => "stopped it; nothing ran here before".to_string(),
+                Err(slipway_api::ApiError::Status { status: 404, .. }) => "nothing ran here before".to_string(),
+                Err(e) => format!("could not stop it: {e}"),
+            },
+        };
+        let detail = format!("{why}; {outcome}");
+        let _ = self.store.set_status(release.id, ReleaseStatus::Failed, Some(&detail)).await;
+        self.say(&outcome);
+        DeployError::new(exit::FAILED, format!("release #{} ({}) of `{}` failed: {detail}", release.id, release.version, env.name))
+    }
+
+    /// Waits until `want` instances of the group pass their health checks, or fails at the
+    /// deadline (sooner when instances keep crashing) with what the checks said.
+    async fn wait_healthy(&self, env: &Environment, group: i64, want: u32) -> Result<(), Step> {
+        let deadline = Instant::now() + env.health.deadline;
+        loop {
+            let status = self.agent.env(&env.name).await?;
+            let g = status.as_ref().and_then(|s| s.group(group));
+            let healthy = g.map_or(0, |g| g.healthy());
+            if healthy >= want {
+                return Ok(());
+            }
+            let crashing = g.and_then(|g| g.instances.iter().find(|i| i.restarts >= 3));
+            if Instant::now() >= deadline || crashing.is_some() {
+                let version = g.map_or(String::new(), |g| g.version.clone());
+                let last = g
+                    .and_then(|g| g.instances.iter().find_map(|i| i.last_error.clone().map(|e| format!("instance {}: {e}", i.id))))
+                    .unwrap_or_else(|| "no health check answered".into());
+                return Err(Step::Failed(Failure(match crashing {
+                    Some(i) => format!("{version} keeps crashing (instance {} restarted {} times): {last}", i.id, i.restarts),
+                    None => format!(
+                        "{version} was not healthy within {}: {healthy} of {want} instance(s) healthy; {last}",
+                        plan::fmt_duration(env.health.deadline)
+                    ),
+                })));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    // ----- strategies ----------------------------------------------------------------------
+
+    async fn first(&self, env: &Environment, new: &Release) -> Result<(), Step> {
+        self.say(format!("starting {} instance(s) of {}", env.instances, new.version));
+        self.apply(env, new.id, "start", vec![self.group(new, env.instances, 100)]).await?;
+        self.wait_healthy(env, group_id(new), env.instances).await
+    }
+
+    async fn switch_back(&self, env: &Environment, new: &Release) -> Result<(), Step> {
+        self.say(format!("{} still runs: switching all traffic back at once", new.version));
+        self.apply(env, new.id, "switch", vec![self.group(new, env.instances, 100)]).await?;
+        Ok(())
+    }
+
+    async fn rolling(&self, env: &Environment, old: &Release, new: &Release, running: u32) -> Result<(), Step> {
+        let (surge, unavailable) = plan::fenceposts(env);
+        let old_count = if running == 0 { env.instances } else { running };
+        let batches = plan::rolling_batches(old_count, env.instances, surge, unavailable);
+        self.say(format!(
+            "rolling update {} → {} in {} batch(es) (max surge {surge}, max unavailable {unavailable})",
+            old.version,
+            new.version,
+            batches.len()
+        ));
+        for (i, b) in batches.iter().enumerate() {
+            self.say(format!("batch {}/{}: {} {} · {} {}", i + 1, batches.len(), old.version, b.old, new.version, b.new));
+            let mut groups = Vec::new();
+            if b.old > 0 {
+                groups.push(self.group(old, b.old, b.old));
+            }
+            groups.push(self.group(new, b.new, b.new.max(1)));
+            self.apply(env, new.id, "batch", groups).await?;
+            self.wait_healthy(env, group_id(new), b.new).await?;
+        }
+        Ok(())
+    }
+
+    async fn canary(
+        &self,
+        env: &Environment,
+        old: &Release,
+        new: &Release,
+        steps: &[CanaryStep],
+        analysis: &slipway_pipeline::environment::Analysis,
+    ) -> Result<(), Step> {
+        let n = env.instances;
+        let mut weight = 0;
+        for step in steps {
+            match step {
+                CanaryStep::Weight(w) => {
+                    weight = *w;
+                    let k = if weight >= 100 { n } else { plan::canary_instances(n, weight) };
+                    self.say(format!("canary: {weight}% of traffic to {} ({k} instance(s))", new.version));
+                    let groups = vec![self.group(old, n, 100 - weight), self.group(new, k, weight)];
+                    self.apply(env, new.id, "weight", groups).await?;
+                    self.wait_healthy(env, group_id(new), k).await?;
+                }
+                CanaryStep::Pause(d) => {
+                    self.say(format!("canary: holding {} at {weight}%, analysing", plan::fmt_duration(*d)));
+                    self.analyse(env, old, new, analysis, Instant::now() + *d, None).await?;
+                }
+                CanaryStep::Manual => {
+                    self.say(format!(
+                        "canary: holding at {weight}% until `slipway approve {} {}` (analysing meanwhile)",
+                        env.name, new.id
+                    ));
+                    let since = slipway_store::now_ms();
+                    self.analyse(env, old, new, analysis, Instant::now() + Duration::from_secs(7 * 24 * 3600), Some((new.id, since)))
+                        .await?;
+                }
+            }
+        }
+        self.say(format!("canary: {} takes all traffic; stopping {}", new.version, old.version));
+        self.apply(env, new.id, "finish", vec![self.group(new, n, 100)]).await?;
+        Ok(())
+    }
+
+    /// Judges the canary every interval until `until` (or until an approval newer than
+    /// `approval.1` arrives for release `approval.0`).
+    async fn analyse(
+        &self,
+        env: &Environment,
+        old: &Release,
+        new: &Release,
+        a: &slipway_pipeline::environment::Analysis,
+        until: Instant,
+        approval: Option<(i64, i64)>,
+    ) -> Result<(), Step> {
+        let sample = |s: &Option<EnvStatus>, id: i64| -> Traffic {
+            s.as_ref().and_then(|s| s.group(id)).map(|g| g.traffic.clone()).unwrap_or_default()
+        };
+        let status = self.agent.env(&env.name).await?;
+        let (mut c0, mut s0) = (sample(&status, group_id(new)), sample(&status, group_id(old)));
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            tokio::time::sleep(a.interval.min(until - now)).await;
+            if let Some((id, since)) = approval
+                && self.store.approvals(id).await?.iter().any(|x| x.at_ms >= since)
+            {
+                self.say("canary: approved");
+                return Ok(());
+            }
+            let status = self.agent.env(&env.name).await?;
+            let (c1, s1) = (sample(&status, group_id(new)), sample(&status, group_id(old)));
+            let verdict = plan::judge(&c1.since(&c0), &s1.since(&s0), a);
+            self.store.record_step(new.id, "analysis", &json!({"verdict": format!("{verdict:?}")})).await?;
+            match verdict {
+                Verdict::Pass(s) => self.say(format!("analysis: pass ({s})")),
+                Verdict::Inconclusive(s) => self.say(format!("analysis: not judged ({s})")),
+                Verdict::Fail(why) => return Err(Step::Failed(Failure(format!("canary analysis failed: {why}")))),
+            }
+            (c0, s0) = (c1, s1);
+        }
+    }
+
+    async fn blue_green(&self, env: &Environment, old: &Release, new: &Release, keep_old: Duration) -> Result<(), Step> {
+        let n = env.instances;
+        let preview = match &env.strategy {
+            Strategy::BlueGreen { preview: Some(p), .. } => format!(", preview at http://{p}"),
+            _ => String::new(),
+        };
+        self.say(format!("blue-green: starting {n} instance(s) of {} beside {}{preview}", new.version, old.version));
+        let mut green = self.group(new, n, 0);
+        green.preview = true;
+        self.apply(env, new.id, "start", vec![self.group(old, n, 100), green.clone()]).await?;
+        self.wait_healthy(env, group_id(new), n).await?;
+        self.say(format!("blue-green: switching all traffic to {}", new.version));
+        let mut blue = self.group(old, n, 0);
+        blue.retire_at_ms = Some(now_unix_ms() + keep_old.as_millis() as u64);
+        green.weight = 100;
+        self.apply(env, new.id, "switch", vec![blue, green]).await?;
+        self.say(format!("blue-green: {} stays up {} for an instant switch back", old.version, plan::fmt_duration(keep_old)));
+        Ok(())
+    }
+}
