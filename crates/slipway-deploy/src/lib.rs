@@ -8,7 +8,7 @@ pub mod artifacts;
 mod engine;
 pub mod plan;
 
-pub use engine::{Engine, Outcome, Progress, Reason};
+pub use engine::{Engine, Outcome, Progress, Reason, config_hash, config_json, group_id as group_id_of};
 
 /// Exit codes of the deploy commands (documented in docs/cli.md).
 pub mod exit {

@@ -3,6 +3,9 @@
 
 /// The name diagnostics and `slipway plan` give the built-in pipeline.
 pub const NAME: &str = "<built-in Go pipeline>";
+/// The name a pipeline file includes the built-in Go pipeline by:
+/// `include: [{template: slipway/go.yml}]`, then adds or overrides what it needs.
+pub const TEMPLATE: &str = "slipway/go.yml";
 
 pub const GO_PIPELINE: &str = r#"# The built-in Go pipeline of slipway (written by `slipway init`; edit freely).
 # Job syntax is GitLab CI's: https://docs.gitlab.com/ee/ci/yaml/

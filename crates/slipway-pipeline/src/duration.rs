@@ -34,6 +34,7 @@ pub fn parse(src: &str) -> Result<Duration, String> {
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let mult = match unit {
+            "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 0.001,
             "" | "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
             "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
             "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
@@ -42,7 +43,7 @@ pub fn parse(src: &str) -> Result<Duration, String> {
             "mo" | "mon" | "mos" | "month" | "months" => 2_592_000.0,
             "y" | "yr" | "yrs" | "year" | "years" => 31_536_000.0,
             other => {
-                return Err(format!("unknown time unit `{other}` (use s, m, h, d or w, or words like `minutes`)"));
+                return Err(format!("unknown time unit `{other}` (use ms, s, m, h, d or w, or words like `minutes`)"));
             }
         };
         total += n * mult;

@@ -76,7 +76,12 @@ impl Loader<'_> {
                     return own;
                 }
                 let full = self.project_dir.join(&path);
-                let text = match std::fs::read_to_string(&full) {
+                let read = if path == Path::new(crate::builtin::NAME) {
+                    Ok(crate::builtin::GO_PIPELINE.to_string())
+                } else {
+                    std::fs::read_to_string(&full)
+                };
+                let text = match read {
                     Ok(t) => t,
                     Err(e) => {
                         self.errors.push(Diagnostic::error(
@@ -119,6 +124,9 @@ impl Loader<'_> {
                 let mut local = None;
                 for (k, v) in m {
                     match k.name.as_str() {
+                        "template" if v.as_str() == Some(crate::builtin::TEMPLATE) => {
+                            return vec![(PathBuf::from(crate::builtin::NAME), v.span)];
+                        }
                         "local" => match v.as_str() {
                             Some(s) => local = Some((s.to_string(), v.span)),
                             None => self.errors.push(Diagnostic::error(
@@ -126,9 +134,18 @@ impl Loader<'_> {
                                 format!("`include:local` must be a string path, found {}", v.kind()),
                             )),
                         },
-                        "remote" | "project" | "template" | "component" => {
-                            self.offline(k.span, &format!("include:{}", k.name))
-                        }
+                        "template" => self.errors.push(
+                            Diagnostic::error(
+                                v.span,
+                                format!("unknown template `{}`", v.as_str().unwrap_or_default()),
+                            )
+                            .with_hint(format!(
+                                "slipway's built-in template is `{}` (the built-in Go pipeline); GitLab's \
+                                 templates are not available offline: copy the file in and use `include:local`",
+                                crate::builtin::TEMPLATE
+                            )),
+                        ),
+                        "remote" | "project" | "component" => self.offline(k.span, &format!("include:{}", k.name)),
                         "file" | "ref" => {}
                         "rules" | "inputs" => self.errors.push(
                             Diagnostic::error(k.span, format!("`include:{}` is not supported yet", k.name))

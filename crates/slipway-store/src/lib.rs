@@ -175,8 +175,8 @@ impl Store {
     pub async fn create_release(&self, r: &NewRelease) -> Result<Release, StoreError> {
         let id: i64 = sqlx::query(
             "INSERT INTO releases (environment, version, artifacts, config_hash, config, commit_sha, branch, actor,
-                                   reason, source_release, status, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                                   reason, source_release, status, created_at, started_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(&r.environment)
         .bind(&r.version)
@@ -190,6 +190,7 @@ impl Store {
         .bind(r.source_release)
         .bind(r.status.as_str())
         .bind(now_ms())
+        .bind((r.status == ReleaseStatus::Deploying).then(now_ms))
         .fetch_one(&self.pool)
         .await?
         .get(0);

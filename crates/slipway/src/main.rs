@@ -1,10 +1,12 @@
 //! The `slipway` binary: the command line, wiring between the crates, exit codes and
 //! terminal UX. Domain logic lives in the library crates.
 
+mod deploycmd;
 mod gatecmd;
 mod git;
 mod gocmd;
 mod imagecmd;
+mod loadcmd;
 mod project;
 mod run;
 mod ui;
@@ -27,6 +29,10 @@ struct Cli {
     /// Run as if started in DIR.
     #[arg(short = 'C', long = "project-dir", global = true, value_name = "DIR")]
     project_dir: Option<PathBuf>,
+    /// Where the store, artifacts and the agent's socket live (default:
+    /// $XDG_DATA_HOME/slipway, else ~/.local/share/slipway).
+    #[arg(long, global = true, env = "SLIPWAY_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// When to use colours (NO_COLOR in the environment turns them off for `auto`).
     #[arg(long, global = true, value_enum, default_value = "auto")]
     color: ColorChoice,
@@ -84,10 +90,37 @@ enum Command {
     /// Print a job's log from a run (default: the latest run).
     Logs {
         /// Run number, or the job name when only one argument is given.
-        first: String,
+        #[arg(required_unless_present = "env")]
+        first: Option<String>,
         /// Job name.
         second: Option<String>,
+        /// Show a deployed environment's instance logs instead of a job's.
+        #[arg(long, value_name = "ENV", conflicts_with_all = ["first", "second"])]
+        env: Option<String>,
+        /// Lines of an environment's log to show.
+        #[arg(short = 'n', long, default_value_t = 100, requires = "env")]
+        lines: usize,
+        /// Keep printing an environment's log as it grows.
+        #[arg(short = 'F', long, requires = "env")]
+        follow: bool,
     },
+    /// Deploy the build (or a version deployed before) to an environment.
+    Deploy(deploycmd::DeployArgs),
+    /// Deploy what runs in one environment to the next, the exact same artifacts.
+    Promote(deploycmd::PromoteArgs),
+    /// Go back to the release before the current one (or `--to VERSION`).
+    Rollback(deploycmd::RollbackArgs),
+    /// Approve a release waiting for a protected environment, or a canary's manual pause.
+    Approve(deploycmd::ApproveArgs),
+    /// Each environment's version, health and entry point.
+    Status(deploycmd::StatusArgs),
+    /// An environment's releases, newest first, with outcome and duration.
+    History(deploycmd::HistoryArgs),
+    /// A bounded HTTP load generator for tests and benchmarks (prints JSON).
+    #[command(hide = true)]
+    Loadtest(loadcmd::LoadArgs),
+    /// The agent: supervises service instances, health checks, entry points (`run|start|stop|status`).
+    Agent(deploycmd::AgentArgs),
     /// Check quality gates (the `gates:` section or flags) against the Go reports.
     Gate(gatecmd::GateArgs),
     /// Go-aware commands: `slipway go test|build|vet|mod check`.
@@ -125,6 +158,11 @@ fn main() -> ExitCode {
         Command::Image { command: imagecmd::ImageCommand::Build(a) } => a.json,
         Command::Image { command: imagecmd::ImageCommand::Push(a) } => a.json,
         Command::Validate { json, .. } | Command::List { json, .. } => *json,
+        Command::Deploy(a) => a.common.json,
+        Command::Promote(a) => a.common.json,
+        Command::Rollback(a) => a.common.json,
+        Command::Status(a) => a.json,
+        Command::History(a) => a.json,
         _ => false,
     };
     let ui = Ui::new(cli.color, json);
@@ -272,14 +310,36 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Logs { first, second } => {
+        Command::Logs { first, second, env, lines, follow } => {
+            if let Some(env) = env {
+                return deploycmd::logs(&deploycmd::data_dir(cli.data_dir), &env, lines, follow);
+            }
             let root = project_dir(cli.project_dir)?;
+            let first = first.unwrap_or_default();
             let (run, job) = match second {
                 Some(job) => (Some(first), job),
                 None => (None, first),
             };
             run::print_log(&root, run.as_deref(), &job)
         }
+        Command::Deploy(args) => {
+            deploycmd::deploy(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+        }
+        Command::Promote(args) => {
+            deploycmd::promote(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+        }
+        Command::Rollback(args) => {
+            deploycmd::rollback(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+        }
+        Command::Approve(args) => {
+            deploycmd::approve(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+        }
+        Command::Status(args) => {
+            deploycmd::status(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+        }
+        Command::History(args) => deploycmd::history(&deploycmd::data_dir(cli.data_dir), args, ui),
+        Command::Loadtest(args) => loadcmd::run(args),
+        Command::Agent(args) => deploycmd::agent(&deploycmd::data_dir(cli.data_dir), args, ui),
     }
 }
 

@@ -28,6 +28,11 @@ impl Cx {
     pub(super) fn environments(&mut self, n: &Node) -> Vec<Environment> {
         let mut out = Vec::new();
         let mut spans: HashMap<String, (Span, Option<Span>, Option<Span>)> = HashMap::new();
+        // Every declared name counts for `promote_from`, even an environment with errors of its own.
+        let declared: Vec<String> = match &n.value {
+            Value::Map(m) => m.iter().map(|(k, _)| k.name.clone()).collect(),
+            _ => Vec::new(),
+        };
         for (k, v) in self.map(n, "environments") {
             if !k.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || k.name.is_empty() {
                 self.err(k.span, format!("environment name `{}` may only use letters, digits, `-` and `_`", k.name));
@@ -42,7 +47,7 @@ impl Cx {
             }
         }
         // Across environments: promotion sources exist and form no cycle; entry points are unique.
-        let names: Vec<&str> = out.iter().map(|e| e.name.as_str()).collect();
+        let names: Vec<&str> = declared.iter().map(String::as_str).collect();
         for e in &out {
             let Some(from) = &e.promote_from else { continue };
             let span = spans[&e.name].2.unwrap_or(spans[&e.name].0);
