@@ -33,7 +33,11 @@ fn error(status: StatusCode, error: String, hint: Option<String>) -> Response {
 }
 
 async fn info(State(s): S) -> Json<AgentInfo> {
-    Json(AgentInfo { version: env!("CARGO_PKG_VERSION").into(), pid: std::process::id(), started_at_ms: s.started_at_ms })
+    Json(AgentInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        started_at_ms: s.started_at_ms,
+    })
 }
 
 async fn envs(State(s): S) -> Response {

@@ -45,11 +45,7 @@ async fn run(spec: &ProbeSpec, port: u16) -> Result<(), String> {
             let resp = sender.send_request(req).await.map_err(|e| format!("{what}: {e}"))?;
             let status = resp.status();
             let _ = resp.into_body().collect().await;
-            if status.is_success() || status.is_redirection() {
-                Ok(())
-            } else {
-                Err(format!("{what}: {status}"))
-            }
+            if status.is_success() || status.is_redirection() { Ok(()) } else { Err(format!("{what}: {status}")) }
         }
         ProbeSpec::Command { command } => {
             let out = tokio::process::Command::new("sh")
@@ -66,7 +62,11 @@ async fn run(spec: &ProbeSpec, port: u16) -> Result<(), String> {
             } else {
                 let err = String::from_utf8_lossy(&out.stderr);
                 let last = err.lines().last().unwrap_or("").trim();
-                Err(format!("{what}: {}{}", out.status, if last.is_empty() { String::new() } else { format!(": {last}") }))
+                Err(format!(
+                    "{what}: {}{}",
+                    out.status,
+                    if last.is_empty() { String::new() } else { format!(": {last}") }
+                ))
             }
         }
     }

@@ -56,13 +56,18 @@ pub fn render(envs: &[EnvStatus]) -> String {
         &|o| {
             for e in envs {
                 for g in &e.groups {
-                    let labels =
-                        format!("environment=\"{}\",version=\"{}\",release=\"{}\"", label(&e.name), label(&g.version), g.release);
+                    let labels = format!(
+                        "environment=\"{}\",version=\"{}\",release=\"{}\"",
+                        label(&e.name),
+                        label(&g.version),
+                        g.release
+                    );
                     let mut acc = 0;
                     for (i, n) in g.traffic.latency.iter().enumerate() {
                         acc += n;
                         let le = LATENCY_BUCKETS_MS.get(i).map_or("+Inf".to_string(), |ms| format!("{}", ms / 1000.0));
-                        let _ = writeln!(o, "slipway_proxy_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {acc}");
+                        let _ =
+                            writeln!(o, "slipway_proxy_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {acc}");
                     }
                     let sum = g.traffic.latency_sum_us as f64 / 1e6;
                     let _ = writeln!(o, "slipway_proxy_request_duration_seconds_sum{{{labels}}} {sum}");
@@ -82,7 +87,10 @@ pub fn render(envs: &[EnvStatus]) -> String {
                     InstanceState::Crashed,
                 ] {
                     let n = g.instances.iter().filter(|i| i.state == state).count();
-                    let s = serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                    let s = serde_json::to_value(state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
                     let _ = writeln!(
                         o,
                         "slipway_instances{{environment=\"{}\",version=\"{}\",release=\"{}\",state=\"{s}\"}} {n}",

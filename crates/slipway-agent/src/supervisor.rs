@@ -248,7 +248,8 @@ impl Supervisor {
                 inst.passes = 0;
                 inst.probing = false;
                 inst.last_error = Some(how.clone());
-                let backoff = Duration::from_millis(250 * (1u64 << inst.crashes_in_a_row.min(7))).min(Duration::from_secs(30));
+                let backoff =
+                    Duration::from_millis(250 * (1u64 << inst.crashes_in_a_row.min(7))).min(Duration::from_secs(30));
                 inst.restart_at = Some(Instant::now() + backoff);
                 let _ = self
                     .log
@@ -299,7 +300,8 @@ impl Supervisor {
         let now = Instant::now();
         let Some(mut spec) = self.spec.clone() else { return };
         // Groups past their retirement leave on their own (kept in the spec until replaced).
-        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let wall =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         for g in &mut spec.groups {
             if g.retire_at_ms.is_some_and(|t| wall >= t) {
                 g.instances = 0;

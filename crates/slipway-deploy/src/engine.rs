@@ -19,7 +19,6 @@ use crate::{DeployError, exit};
 /// Receives one line per thing the engine does.
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
-const LEASE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(100);
 
 pub enum Reason {
@@ -46,6 +45,8 @@ pub struct Engine {
     pub lock_wait: Duration,
     /// How long a protected deploy waits for its approvals.
     pub approval_wait: Duration,
+    /// The deploy lock's lease: a crashed deploy blocks the environment at most this long.
+    pub lease: Duration,
     pub progress: Progress,
 }
 
@@ -167,7 +168,13 @@ impl Engine {
         }
     }
 
-    async fn apply(&self, env: &Environment, release: i64, step: &str, groups: Vec<GroupSpec>) -> Result<EnvStatus, Step> {
+    async fn apply(
+        &self,
+        env: &Environment,
+        release: i64,
+        step: &str,
+        groups: Vec<GroupSpec>,
+    ) -> Result<EnvStatus, Step> {
         let detail = json!({
             "groups": groups.iter().map(|g| json!({"release": g.release, "version": g.version, "instances": g.instances, "weight": g.weight})).collect::<Vec<_>>()
         });
@@ -187,7 +194,9 @@ impl Engine {
     ) -> Result<Outcome, DeployError> {
         let config = config_json(env);
         let (reason_name, source, version, artifacts, commit, branch) = match &reason {
-            Reason::Deploy => ("deploy", None, set.version.clone(), vec![set.binary.clone()], set.commit.clone(), branch),
+            Reason::Deploy => {
+                ("deploy", None, set.version.clone(), vec![set.binary.clone()], set.commit.clone(), branch)
+            }
             Reason::Promote { from } => (
                 "promote",
                 Some(from.id),
@@ -196,9 +205,14 @@ impl Engine {
                 from.commit.clone(),
                 from.branch.clone(),
             ),
-            Reason::Rollback { to } => {
-                ("rollback", Some(group_id(to)), to.version.clone(), to.artifacts.clone(), to.commit.clone(), to.branch.clone())
-            }
+            Reason::Rollback { to } => (
+                "rollback",
+                Some(group_id(to)),
+                to.version.clone(),
+                to.artifacts.clone(),
+                to.commit.clone(),
+                to.branch.clone(),
+            ),
         };
         // A rollback runs what ran then, arguments and environment included.
         let config = match &reason {
@@ -279,16 +293,27 @@ impl Engine {
                 )),
             });
         };
-        self.say(format!("rolling {} back from {} to {} (release #{})", env.name, current.version, target.version, target.id));
+        self.say(format!(
+            "rolling {} back from {} to {} (release #{})",
+            env.name, current.version, target.version, target.id
+        ));
         let set = ArtifactSet { version: target.version.clone(), commit: None, binary: target.artifacts[0].clone() };
         self.deploy(env, &set, None, Reason::Rollback { to: target }).await
     }
 
     /// Approves the release waiting in `env` (or `release`).
-    pub async fn approve(&self, env: &Environment, release: Option<i64>, approver: &str) -> Result<Release, DeployError> {
+    pub async fn approve(
+        &self,
+        env: &Environment,
+        release: Option<i64>,
+        approver: &str,
+    ) -> Result<Release, DeployError> {
         if !env.protection.approvers.is_empty() && !env.protection.approvers.iter().any(|a| a == approver) {
-            return Err(DeployError::new(exit::REFUSED, format!("`{approver}` may not approve deploys to `{}`", env.name))
-                .hint(format!("approvers: {}", env.protection.approvers.join(", "))));
+            return Err(DeployError::new(
+                exit::REFUSED,
+                format!("`{approver}` may not approve deploys to `{}`", env.name),
+            )
+            .hint(format!("approvers: {}", env.protection.approvers.join(", "))));
         }
         let r = match release {
             Some(id) => self.store.release(id).await?.filter(|r| r.environment == env.name),
@@ -332,17 +357,20 @@ impl Engine {
     async fn run(&self, env: &Environment, new: NewRelease) -> Result<Outcome, DeployError> {
         let started = Instant::now();
         let release = self.store.create_release(&new).await?;
-        self.say(format!("release #{}: {} {} ({}) by {}", release.id, env.name, release.version, release.reason, release.actor));
+        self.say(format!(
+            "release #{}: {} {} ({}) by {}",
+            release.id, env.name, release.version, release.reason, release.actor
+        ));
         if env.protection.approvals > 0 && release.reason != "rollback" {
             self.wait_approvals(env, &release).await?;
         }
         self.acquire(env, &release).await?;
         // Keep the lease alive while we work; losing it means someone recovered the lock.
-        let (store, name, owner) = (self.store.clone(), env.name.clone(), self.owner.clone());
+        let (store, name, owner, lease) = (self.store.clone(), env.name.clone(), self.owner.clone(), self.lease);
         let renew = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(LEASE / 3).await;
-                if !store.renew(&name, &owner, LEASE).await.unwrap_or(false) {
+                tokio::time::sleep(lease / 3).await;
+                if !store.renew(&name, &owner, lease).await.unwrap_or(false) {
                     break;
                 }
             }
@@ -377,8 +405,11 @@ impl Engine {
             if Instant::now() >= deadline {
                 let why = format!("{have} of {need} approval(s) after {}", plan::fmt_duration(self.approval_wait));
                 self.store.set_status(release.id, ReleaseStatus::Failed, Some(&format!("not approved: {why}"))).await?;
-                return Err(DeployError::new(exit::REFUSED, format!("release #{} was not approved: {why}", release.id))
-                    .hint(format!("approve with `slipway approve {} {}` and deploy again", env.name, release.id)));
+                return Err(DeployError::new(
+                    exit::REFUSED,
+                    format!("release #{} was not approved: {why}", release.id),
+                )
+                .hint(format!("approve with `slipway approve {} {}` and deploy again", env.name, release.id)));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -390,7 +421,7 @@ impl Engine {
         let deadline = Instant::now() + self.lock_wait;
         let mut said = false;
         loop {
-            match self.store.lock(&env.name, &self.owner, Some(release.id), LEASE).await? {
+            match self.store.lock(&env.name, &self.owner, Some(release.id), self.lease).await? {
                 Lock::Acquired => break,
                 Lock::Recovered { previous_owner, release: held } => {
                     self.say(format!(
@@ -423,9 +454,14 @@ impl Engine {
                         said = true;
                     }
                     if Instant::now() >= deadline {
-                        let why = format!("`{}` was still locked by {owner} after {}", env.name, plan::fmt_duration(self.lock_wait));
+                        let why = format!(
+                            "`{}` was still locked by {owner} after {}",
+                            env.name,
+                            plan::fmt_duration(self.lock_wait)
+                        );
                         self.store.set_status(release.id, ReleaseStatus::Failed, Some(&why)).await?;
-                        return Err(DeployError::new(exit::BUSY, why).hint("try again when it finishes, or wait longer with --wait"));
+                        return Err(DeployError::new(exit::BUSY, why)
+                            .hint("try again when it finishes, or wait longer with --wait"));
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -465,7 +501,13 @@ impl Engine {
             Some(c) => {
                 let g = self.group(c, env.instances, 100);
                 let id = group_id(c);
-                self.store.record_step(c.id, "repair", &json!({"interrupted": stale.iter().map(|r| r.id).collect::<Vec<_>>()})).await?;
+                self.store
+                    .record_step(
+                        c.id,
+                        "repair",
+                        &json!({"interrupted": stale.iter().map(|r| r.id).collect::<Vec<_>>()}),
+                    )
+                    .await?;
                 self.agent.apply(&env.name, &self.base_spec(env, vec![g])).await?;
                 match self.wait_healthy(env, id, env.instances).await {
                     Ok(()) | Err(Step::Failed(_)) => {}
@@ -483,7 +525,7 @@ impl Engine {
 
     /// Repairs an environment if a crashed deploy left it mid-way and nobody holds its lock.
     pub async fn repair(&self, env: &Environment) -> Result<(), DeployError> {
-        match self.store.lock(&env.name, &self.owner, None, LEASE).await? {
+        match self.store.lock(&env.name, &self.owner, None, self.lease).await? {
             Lock::Held { .. } => Ok(()),
             _ => {
                 let r = self.repair_locked(env, None).await;
@@ -513,8 +555,7 @@ impl Engine {
             None => self.first(env, release).await,
             Some(old) => {
                 let running = live.as_ref().and_then(|l| l.group(group_id(old))).map_or(0, |g| g.healthy());
-                let target_running =
-                    live.as_ref().and_then(|l| l.group(group_id(release))).map_or(0, |g| g.healthy());
+                let target_running = live.as_ref().and_then(|l| l.group(group_id(release))).map_or(0, |g| g.healthy());
                 if release.reason == "rollback" && target_running >= env.instances {
                     self.switch_back(env, release).await
                 } else {
@@ -529,9 +570,13 @@ impl Engine {
         match result {
             Ok(()) => {
                 self.store.set_status(release.id, ReleaseStatus::Healthy, None).await?;
-                let then = if release.reason == "rollback" { ReleaseStatus::RolledBack } else { ReleaseStatus::Replaced };
+                let then =
+                    if release.reason == "rollback" { ReleaseStatus::RolledBack } else { ReleaseStatus::Replaced };
                 self.store.set_current(&env.name, release.id, then).await?;
-                self.say(format!("✓ {} {} is healthy ({} instance(s)) at http://{}", env.name, release.version, env.instances, env.listen));
+                self.say(format!(
+                    "✓ {} {} is healthy ({} instance(s)) at http://{}",
+                    env.name, release.version, env.instances, env.listen
+                ));
                 Ok(())
             }
             Err(Step::Failed(Failure(why))) => Err(self.undo(env, release, old.as_ref(), &why).await),
@@ -570,10 +615,16 @@ impl Engine {
                         match self.store.create_release(&auto).await {
                             Ok(a) => {
                                 let detail = format!("after #{} ({}) failed: {why}", release.id, release.version);
-                                let status = if healthy.is_ok() { ReleaseStatus::Healthy } else { ReleaseStatus::Failed };
+                                let status =
+                                    if healthy.is_ok() { ReleaseStatus::Healthy } else { ReleaseStatus::Failed };
                                 let _ = self.store.set_status(a.id, status, Some(&detail)).await;
                                 let _ = self.store.set_current(&env.name, a.id, ReleaseStatus::Replaced).await;
-                                format!("rolled back to {} (#{}) in {:.1}s", old.version, a.id, started.elapsed().as_secs_f64())
+                                format!(
+                                    "rolled back to {} (#{}) in {:.1}s",
+                                    old.version,
+                                    a.id,
+                                    started.elapsed().as_secs_f64()
+                                )
                             }
                             Err(e) => format!("rollback recorded badly: {e}"),
                         }
@@ -591,7 +642,10 @@ impl Engine {
         let detail = format!("{why}; {outcome}");
         let _ = self.store.set_status(release.id, ReleaseStatus::Failed, Some(&detail)).await;
         self.say(&outcome);
-        DeployError::new(exit::FAILED, format!("release #{} ({}) of `{}` failed: {detail}", release.id, release.version, env.name))
+        DeployError::new(
+            exit::FAILED,
+            format!("release #{} ({}) of `{}` failed: {detail}", release.id, release.version, env.name),
+        )
     }
 
     /// Waits until `want` instances of the group pass their health checks, or fails at the
@@ -609,15 +663,37 @@ impl Engine {
             if Instant::now() >= deadline || crashing.is_some() {
                 let version = g.map_or(String::new(), |g| g.version.clone());
                 let last = g
-                    .and_then(|g| g.instances.iter().find_map(|i| i.last_error.clone().map(|e| format!("instance {}: {e}", i.id))))
+                    .and_then(|g| {
+                        g.instances.iter().find_map(|i| i.last_error.clone().map(|e| format!("instance {}: {e}", i.id)))
+                    })
                     .unwrap_or_else(|| "no health check answered".into());
                 return Err(Step::Failed(Failure(match crashing {
-                    Some(i) => format!("{version} keeps crashing (instance {} restarted {} times): {last}", i.id, i.restarts),
+                    Some(i) => {
+                        format!("{version} keeps crashing (instance {} restarted {} times): {last}", i.id, i.restarts)
+                    }
                     None => format!(
                         "{version} was not healthy within {}: {healthy} of {want} instance(s) healthy; {last}",
                         plan::fmt_duration(env.health.deadline)
                     ),
                 })));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the agent has drained and stopped every instance of a group that left the
+    /// spec (bounded by the drain timeout and the stop grace period).
+    async fn wait_gone(&self, env: &Environment, group: i64) -> Result<(), Step> {
+        let deadline = Instant::now() + env.drain_timeout + env.stop_grace + Duration::from_secs(5);
+        loop {
+            let status = self.agent.env(&env.name).await?;
+            let left = status.as_ref().and_then(|s| s.group(group)).map_or(0, |g| g.instances.len());
+            if left == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.say(format!("{left} old instance(s) still stopping; the agent finishes that on its own"));
+                return Ok(());
             }
             tokio::time::sleep(POLL).await;
         }
@@ -648,7 +724,15 @@ impl Engine {
             batches.len()
         ));
         for (i, b) in batches.iter().enumerate() {
-            self.say(format!("batch {}/{}: {} {} · {} {}", i + 1, batches.len(), old.version, b.old, new.version, b.new));
+            self.say(format!(
+                "batch {}/{}: {} {} · {} {}",
+                i + 1,
+                batches.len(),
+                old.version,
+                b.old,
+                new.version,
+                b.new
+            ));
             let mut groups = Vec::new();
             if b.old > 0 {
                 groups.push(self.group(old, b.old, b.old));
@@ -657,7 +741,7 @@ impl Engine {
             self.apply(env, new.id, "batch", groups).await?;
             self.wait_healthy(env, group_id(new), b.new).await?;
         }
-        Ok(())
+        self.wait_gone(env, group_id(old)).await
     }
 
     async fn canary(
@@ -690,14 +774,21 @@ impl Engine {
                         env.name, new.id
                     ));
                     let since = slipway_store::now_ms();
-                    self.analyse(env, old, new, analysis, Instant::now() + Duration::from_secs(7 * 24 * 3600), Some((new.id, since)))
-                        .await?;
+                    self.analyse(
+                        env,
+                        old,
+                        new,
+                        analysis,
+                        Instant::now() + Duration::from_secs(7 * 24 * 3600),
+                        Some((new.id, since)),
+                    )
+                    .await?;
                 }
             }
         }
         self.say(format!("canary: {} takes all traffic; stopping {}", new.version, old.version));
         self.apply(env, new.id, "finish", vec![self.group(new, n, 100)]).await?;
-        Ok(())
+        self.wait_gone(env, group_id(old)).await
     }
 
     /// Judges the canary every interval until `until` (or until an approval newer than
@@ -741,7 +832,13 @@ impl Engine {
         }
     }
 
-    async fn blue_green(&self, env: &Environment, old: &Release, new: &Release, keep_old: Duration) -> Result<(), Step> {
+    async fn blue_green(
+        &self,
+        env: &Environment,
+        old: &Release,
+        new: &Release,
+        keep_old: Duration,
+    ) -> Result<(), Step> {
         let n = env.instances;
         let preview = match &env.strategy {
             Strategy::BlueGreen { preview: Some(p), .. } => format!(", preview at http://{p}"),
@@ -757,7 +854,11 @@ impl Engine {
         blue.retire_at_ms = Some(now_unix_ms() + keep_old.as_millis() as u64);
         green.weight = 100;
         self.apply(env, new.id, "switch", vec![blue, green]).await?;
-        self.say(format!("blue-green: {} stays up {} for an instant switch back", old.version, plan::fmt_duration(keep_old)));
+        self.say(format!(
+            "blue-green: {} stays up {} for an instant switch back",
+            old.version,
+            plan::fmt_duration(keep_old)
+        ));
         Ok(())
     }
 }

@@ -64,10 +64,11 @@ impl From<slipway_store::StoreError> for DeployError {
 impl From<slipway_api::ApiError> for DeployError {
     fn from(e: slipway_api::ApiError) -> DeployError {
         match e {
-            slipway_api::ApiError::NotRunning { socket } => {
-                DeployError::new(exit::NO_AGENT, format!("no agent is running (nothing answers at {})", socket.display()))
-                    .hint("start it with `slipway agent --detach` (or run `slipway agent` under systemd)")
-            }
+            slipway_api::ApiError::NotRunning { socket } => DeployError::new(
+                exit::NO_AGENT,
+                format!("no agent is running (nothing answers at {})", socket.display()),
+            )
+            .hint("start it with `slipway agent start` (or run `slipway agent run` under systemd)"),
             slipway_api::ApiError::Status { status, error, hint } => DeployError {
                 code: if status == 409 || status == 400 { exit::INPUT } else { exit::FAILED },
                 message: format!("the agent refused: {error}"),

@@ -68,7 +68,10 @@ pub fn describe(env: &Environment, old: Option<(&str, u32)>, new_version: &str) 
                 "rolling update {old_version} → {new_version}: max surge {surge}, max unavailable {unavailable}"
             ));
             for b in rolling_batches(old_count, n, surge, unavailable) {
-                steps.push(format!("{old_version}: {} instance(s), {new_version}: {} instance(s); {health}", b.old, b.new));
+                steps.push(format!(
+                    "{old_version}: {} instance(s), {new_version}: {} instance(s); {health}",
+                    b.old, b.new
+                ));
             }
         }
         Strategy::Canary { steps: canary, analysis } => {
@@ -117,9 +120,9 @@ pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.1}s", d.as_secs_f64())
@@ -138,7 +141,10 @@ pub enum Verdict {
 /// stable release's traffic in the same window.
 pub fn judge(canary: &Traffic, stable: &Traffic, a: &Analysis) -> Verdict {
     if canary.requests < a.min_requests {
-        return Verdict::Inconclusive(format!("{} request(s), fewer than {} to judge", canary.requests, a.min_requests));
+        return Verdict::Inconclusive(format!(
+            "{} request(s), fewer than {} to judge",
+            canary.requests, a.min_requests
+        ));
     }
     let rate = canary.error_rate();
     let summary = format!(
@@ -223,7 +229,12 @@ mod tests {
 
     #[test]
     fn canary_verdicts() {
-        let a = Analysis { max_error_rate: 0.05, min_requests: 20, max_p99: Some(Duration::from_millis(100)), ..Analysis::default() };
+        let a = Analysis {
+            max_error_rate: 0.05,
+            min_requests: 20,
+            max_p99: Some(Duration::from_millis(100)),
+            ..Analysis::default()
+        };
         let stable = traffic(200, 0, 0);
         assert!(matches!(judge(&traffic(10, 5, 0), &stable, &a), Verdict::Inconclusive(_)));
         assert!(matches!(judge(&traffic(100, 1, 0), &stable, &a), Verdict::Pass(_)));

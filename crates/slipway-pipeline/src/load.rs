@@ -135,15 +135,12 @@ impl Loader<'_> {
                             )),
                         },
                         "template" => self.errors.push(
-                            Diagnostic::error(
-                                v.span,
-                                format!("unknown template `{}`", v.as_str().unwrap_or_default()),
-                            )
-                            .with_hint(format!(
-                                "slipway's built-in template is `{}` (the built-in Go pipeline); GitLab's \
+                            Diagnostic::error(v.span, format!("unknown template `{}`", v.as_str().unwrap_or_default()))
+                                .with_hint(format!(
+                                    "slipway's built-in template is `{}` (the built-in Go pipeline); GitLab's \
                                  templates are not available offline: copy the file in and use `include:local`",
-                                crate::builtin::TEMPLATE
-                            )),
+                                    crate::builtin::TEMPLATE
+                                )),
                         ),
                         "remote" | "project" | "component" => self.offline(k.span, &format!("include:{}", k.name)),
                         "file" | "ref" => {}

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -122,8 +124,15 @@ pub struct Release {
 pub enum Lock {
     Acquired,
     /// The lock's lease had run out (its holder crashed or hung): taken over.
-    Recovered { previous_owner: String, release: Option<i64> },
-    Held { owner: String, release: Option<i64>, lease_until_ms: i64 },
+    Recovered {
+        previous_owner: String,
+        release: Option<i64>,
+    },
+    Held {
+        owner: String,
+        release: Option<i64>,
+        lease_until_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,11 +173,18 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(open)?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
+        // Two commands opening a new store at once must not both migrate it: the first holds
+        // this lock while it does.
+        let lock_path = data_dir.join("slipway.db.lock");
+        let lock = std::fs::File::create(&lock_path).map_err(|e| open(sqlx::Error::Io(e)))?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
             .await
-            .map_err(|source| StoreError::Migrate { path: path.clone(), source })?;
+            .map_err(|e| open(sqlx::Error::Io(std::io::Error::other(e))))?
+            .map_err(|e| open(sqlx::Error::Io(e)))?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(open)?;
+        let migrated = sqlx::migrate!("./migrations").run(&pool).await;
+        drop(lock);
+        migrated.map_err(|source| StoreError::Migrate { path: path.clone(), source })?;
         Ok(Store { pool })
     }
 
@@ -438,10 +454,11 @@ impl Store {
     }
 
     pub async fn approvals(&self, release: i64) -> Result<Vec<Approval>, StoreError> {
-        let rows = sqlx::query("SELECT release_id, approver, created_at FROM approvals WHERE release_id = ? ORDER BY id")
-            .bind(release)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT release_id, approver, created_at FROM approvals WHERE release_id = ? ORDER BY id")
+                .bind(release)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.iter().map(|r| Approval { release: r.get(0), approver: r.get(1), at_ms: r.get(2) }).collect())
     }
 }
@@ -478,7 +495,12 @@ mod tests {
         NewRelease {
             environment: env.into(),
             version: version.into(),
-            artifacts: vec![Artifact { name: "app".into(), platform: "linux/amd64".into(), sha256: "ab".into(), size: 1 }],
+            artifacts: vec![Artifact {
+                name: "app".into(),
+                platform: "linux/amd64".into(),
+                sha256: "ab".into(),
+                size: 1,
+            }],
             config_hash: "h".into(),
             config: serde_json::json!({"instances": 3}),
             commit: Some("c0ffee".into()),
@@ -501,10 +523,10 @@ mod tests {
         store.set_status(b.id, ReleaseStatus::Healthy, None).await.expect("status");
         store.set_current("dev", b.id, ReleaseStatus::Replaced).await.expect("current");
         let h = store.history("dev", 10).await.expect("history");
-        assert_eq!(h.iter().map(|r| (r.version.as_str(), r.status)).collect::<Vec<_>>(), [
-            ("v2", ReleaseStatus::Healthy),
-            ("v1", ReleaseStatus::Replaced)
-        ]);
+        assert_eq!(
+            h.iter().map(|r| (r.version.as_str(), r.status)).collect::<Vec<_>>(),
+            [("v2", ReleaseStatus::Healthy), ("v1", ReleaseStatus::Replaced)]
+        );
         assert_eq!(store.current("dev").await.expect("current").map(|r| r.id), Some(b.id));
         assert_eq!(h[1].artifacts[0].sha256, "ab");
         assert!(h[1].finished_at_ms.is_some());
@@ -522,7 +544,9 @@ mod tests {
         let store = Store::open(dir.path()).await.expect("open");
         let lease = Duration::from_millis(200);
         assert_eq!(store.lock("dev", "a", Some(1), lease).await.expect("lock"), Lock::Acquired);
-        assert!(matches!(store.lock("dev", "b", Some(2), lease).await.expect("lock"), Lock::Held { owner, .. } if owner == "a"));
+        assert!(
+            matches!(store.lock("dev", "b", Some(2), lease).await.expect("lock"), Lock::Held { owner, .. } if owner == "a")
+        );
         assert!(store.renew("dev", "a", lease).await.expect("renew"));
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(

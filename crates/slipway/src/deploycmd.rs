@@ -209,6 +209,12 @@ fn engine(data: &Path, ui: &Ui, common: &CommonArgs, store: Store) -> Engine {
         owner: format!("pid {} on {}", std::process::id(), hostname()),
         lock_wait: common.wait,
         approval_wait: common.wait,
+        // A crashed deploy holds its environment at most this long (SLIPWAY_LOCK_LEASE, e.g. `15s`).
+        lease: std::env::var("SLIPWAY_LOCK_LEASE")
+            .ok()
+            .and_then(|s| slipway_pipeline::duration::parse(&s).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(15)),
         progress: Arc::new(move |line: &str| {
             let t = format!("[{:>6.1}s]", start.elapsed().as_secs_f64());
             if color {
@@ -267,10 +273,13 @@ async fn resolve_artifacts(
             .transpose()?;
         return match from_build {
             Some(set) if &set.version == v => Ok(set),
-            other => Err(DeployError::input(format!("no artifacts of version `{v}`: it was never deployed{}", match other {
-                Some(set) => format!(" and the newest build is {}", set.version),
-                None => String::new(),
-            }))
+            other => Err(DeployError::input(format!(
+                "no artifacts of version `{v}`: it was never deployed{}",
+                match other {
+                    Some(set) => format!(" and the newest build is {}", set.version),
+                    None => String::new(),
+                }
+            ))
             .hint("build it (`slipway go build --version V`), or pass --artifacts PATH")),
         };
     }
@@ -386,7 +395,13 @@ async fn dry_run(engine: &Engine, root: &Path, env: &Environment, args: &DeployA
         _ => None,
     };
     let old = current.as_ref().map(|c| (c.version.as_str(), running.unwrap_or(env.instances)));
-    println!("deploy {version} to {} ({}, {} instance(s), entry point {}):", env.name, env.strategy.name(), env.instances, env.listen);
+    println!(
+        "deploy {version} to {} ({}, {} instance(s), entry point {}):",
+        env.name,
+        env.strategy.name(),
+        env.instances,
+        env.listen
+    );
     for (i, s) in plan::describe(env, old, &version).iter().enumerate() {
         println!("  {}. {s}", i + 1);
     }
@@ -461,7 +476,8 @@ pub fn approve(root: &Path, data: &Path, args: ApproveArgs, ui: &Ui) -> Result<i
 }
 
 fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.round(jiff::Unit::Second).map_or(t, |x| x).to_string())
+    jiff::Timestamp::from_millisecond(ms)
+        .map_or_else(|_| ms.to_string(), |t| t.round(jiff::Unit::Second).map_or(t, |x| x).to_string())
 }
 
 fn ago(ms: i64) -> String {
@@ -506,7 +522,11 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
         }
         if let Some(only) = &args.env {
             if !names.contains(only) {
-                return Ok(report(ui, find_env(&envs, only).err().unwrap_or_else(|| DeployError::input("?")), args.json));
+                return Ok(report(
+                    ui,
+                    find_env(&envs, only).err().unwrap_or_else(|| DeployError::input("?")),
+                    args.json,
+                ));
             }
             names.retain(|n| n == only);
         }
@@ -522,12 +542,17 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
             let unfinished = store.unfinished(name).await?;
             let latest = store.history(name, 1).await?.into_iter().next();
             let live = if agent_up { engine.agent.env(name).await.ok().flatten() } else { None };
-            let total = env.map_or_else(|| current.as_ref().and_then(|c| c.config["instances"].as_u64()).unwrap_or(0) as u32, |e| e.instances);
+            let total = env.map_or_else(
+                || current.as_ref().and_then(|c| c.config["instances"].as_u64()).unwrap_or(0) as u32,
+                |e| e.instances,
+            );
             let healthy = match (&current, &live) {
                 (Some(c), Some(l)) => l.group(slipway_deploy::group_id_of(c)).map_or(0, |g| g.healthy()),
                 _ => 0,
             };
-            let listen = env.map(|e| e.listen.clone()).or_else(|| current.as_ref().and_then(|c| c.config["listen"].as_str().map(str::to_string)));
+            let listen = env
+                .map(|e| e.listen.clone())
+                .or_else(|| current.as_ref().and_then(|c| c.config["listen"].as_str().map(str::to_string)));
             let (status, detail) = if unfinished.iter().any(|r| r.status == ReleaseStatus::Deploying) {
                 ("deploying".to_string(), unfinished.last().map(|r| format!("release #{} ({})", r.id, r.version)))
             } else if current.is_none() {
@@ -541,7 +566,10 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
             } else if current.as_ref().is_some_and(|c| c.reason == "auto-rollback")
                 || latest.as_ref().is_some_and(|l| l.status == ReleaseStatus::Failed)
             {
-                ("rolled back".to_string(), latest.and_then(|l| l.status_detail.map(|d| format!("#{} {}: {d}", l.id, l.version))))
+                (
+                    "rolled back".to_string(),
+                    latest.and_then(|l| l.status_detail.map(|d| format!("#{} {}: {d}", l.id, l.version))),
+                )
             } else {
                 ("healthy".to_string(), None)
             };
@@ -608,7 +636,12 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
     })
 }
 
-fn print_table<const N: usize>(ui: &Ui, head: &[&str; N], rows: &[[String; N]], color: impl Fn(usize, &str) -> Option<&'static str>) {
+fn print_table<const N: usize>(
+    ui: &Ui,
+    head: &[&str; N],
+    rows: &[[String; N]],
+    color: impl Fn(usize, &str) -> Option<&'static str>,
+) {
     let mut w = head.map(|h| h.chars().count());
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -657,20 +690,21 @@ fn release_json(r: &Release) -> serde_json::Value {
     })
 }
 
-pub fn history(data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i32> {
+pub fn history(root: &Path, data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i32> {
+    let envs = match crate::project::find_source(root, None) {
+        Ok(_) => environments(root, None, ui)?,
+        Err(_) => Vec::new(),
+    };
     runtime()?.block_on(async {
         let store = match open_store(data).await {
             Ok(s) => s,
             Err(e) => return Ok(report(ui, e, args.json)),
         };
         let releases = store.history(&args.env, args.limit).await?;
-        if releases.is_empty() && store.current(&args.env).await?.is_none() {
-            return Ok(report(
-                ui,
-                DeployError::input(format!("`{}` has no releases", args.env))
-                    .hint(format!("deploy it with `slipway deploy {}`; environments with releases: see `slipway status`", args.env)),
-                args.json,
-            ));
+        if releases.is_empty()
+            && let Err(e) = find_env(&envs, &args.env)
+        {
+            return Ok(report(ui, e, args.json));
         }
         if args.json {
             let mut list = Vec::new();
@@ -764,7 +798,8 @@ pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
         AgentAction::Run => {
             init_tracing();
             let rt = runtime()?;
-            let config = slipway_agent::AgentConfig { data_dir: data.to_path_buf(), metrics_listen: args.metrics_listen };
+            let config =
+                slipway_agent::AgentConfig { data_dir: data.to_path_buf(), metrics_listen: args.metrics_listen };
             let r = rt.block_on(slipway_agent::run(config, async {
                 use tokio::signal::unix::{SignalKind, signal};
                 let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -776,12 +811,11 @@ pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
             }));
             match r {
                 Ok(()) => Ok(exit::OK),
-                Err(slipway_agent::AgentError::AlreadyRunning(d)) => Err(UserError::new(format!(
-                    "an agent already runs for {}",
-                    d.display()
-                ))
-                .hint("stop it with `slipway agent stop`, or use another --data-dir")
-                .into()),
+                Err(slipway_agent::AgentError::AlreadyRunning(d)) => {
+                    Err(UserError::new(format!("an agent already runs for {}", d.display()))
+                        .hint("stop it with `slipway agent stop`, or use another --data-dir")
+                        .into())
+                }
                 Err(e) => Err(e.into()),
             }
         }
@@ -805,7 +839,12 @@ pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 if let Ok(info) = rt.block_on(client.info()) {
-                    println!("agent started (pid {}) at {}; log: {}", info.pid, client.socket().display(), log_path.display());
+                    println!(
+                        "agent started (pid {}) at {}; log: {}",
+                        info.pid,
+                        client.socket().display(),
+                        log_path.display()
+                    );
                     return Ok(exit::OK);
                 }
                 if let Some(st) = child.try_wait()? {
@@ -850,7 +889,9 @@ pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
                         let groups: Vec<String> = e
                             .groups
                             .iter()
-                            .map(|g| format!("{} {}/{} healthy, weight {}", g.version, g.healthy(), g.desired, g.weight))
+                            .map(|g| {
+                                format!("{} {}/{} healthy, weight {}", g.version, g.healthy(), g.desired, g.weight)
+                            })
                             .collect();
                         println!("  {} on {}: {}", e.name, e.listen, groups.join("; "));
                     }

@@ -337,7 +337,9 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Status(args) => {
             deploycmd::status(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
         }
-        Command::History(args) => deploycmd::history(&deploycmd::data_dir(cli.data_dir), args, ui),
+        Command::History(args) => {
+            deploycmd::history(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+        }
         Command::Loadtest(args) => loadcmd::run(args),
         Command::Agent(args) => deploycmd::agent(&deploycmd::data_dir(cli.data_dir), args, ui),
     }

@@ -285,7 +285,10 @@ impl Cx {
                         CanaryStep::Pause(Duration::from_secs(60)),
                     ];
                 }
-                if !matches!(steps.iter().rev().find(|s| matches!(s, CanaryStep::Weight(_))), Some(CanaryStep::Weight(100))) {
+                if !matches!(
+                    steps.iter().rev().find(|s| matches!(s, CanaryStep::Weight(_))),
+                    Some(CanaryStep::Weight(100))
+                ) {
                     steps.push(CanaryStep::Weight(100));
                 }
                 Strategy::Canary { steps, analysis }

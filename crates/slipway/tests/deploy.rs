@@ -1,0 +1,565 @@
+//! Deploys through a real agent: real Go builds of the websvc fixture (good and bad
+//! versions), the agent's supervisor and proxy on loopback, the SQLite store, and the
+//! `slipway loadtest` client sending steady traffic while releases change.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Builds of the websvc fixture by version, shared by every test process (built once, under
+/// a file lock, into the target's temporary directory).
+fn build(version: &str) -> PathBuf {
+    require_go();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("websvc-builds");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = std::fs::File::create(root.join(".lock")).unwrap();
+    // SAFETY: flock(2) on a descriptor we own; released when `lock` drops.
+    unsafe {
+        libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX);
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc/main.go");
+    let stamp = format!("{}", std::fs::read_to_string(&src).unwrap().len());
+    let out = root.join(version);
+    if std::fs::read_to_string(out.join(".stamp")).is_ok_and(|s| s == stamp) {
+        return out;
+    }
+    let work = tempfile::tempdir().unwrap();
+    for f in ["go.mod", "main.go"] {
+        std::fs::copy(src.with_file_name(f), work.path().join(f)).unwrap();
+    }
+    let r = slipway_in(work.path(), &["go", "build", "--version", version]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(work.path().join("dist")).unwrap().flatten() {
+        std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
+    }
+    std::fs::write(out.join(".stamp"), stamp).unwrap();
+    out
+}
+
+/// A project (the websvc fixture with a pipeline file) and its own data directory.
+struct Site {
+    repo: Repo,
+    data: tempfile::TempDir,
+    agent: Option<Child>,
+}
+
+impl Site {
+    fn new(environments: &str) -> Site {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
+        let repo = Repo::new(&[
+            ("go.mod", &std::fs::read_to_string(src.join("go.mod")).unwrap()),
+            ("main.go", &std::fs::read_to_string(src.join("main.go")).unwrap()),
+            (".slipway.yml", &format!("include:\n  - template: slipway/go.yml\nenvironments:\n{environments}")),
+        ]);
+        let data = tempfile::Builder::new().prefix("slipway-data-").tempdir().unwrap();
+        Site { repo, data, agent: None }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(self.repo.path())
+            .env("NO_COLOR", "1")
+            .env("SLIPWAY_DATA_DIR", self.data.path())
+            .env("SLIPWAY_USER", "tester")
+            .env("SLIPWAY_LOCK_LEASE", "2s");
+        c
+    }
+
+    fn sw(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd(args).output().unwrap())
+    }
+
+    fn deploy(&self, env: &str, version: &str) -> Run {
+        let dir = build(version);
+        self.sw(&["deploy", env, "--artifacts", dir.to_str().unwrap()])
+    }
+
+    fn start_agent(&mut self) {
+        let child = self.cmd(&["agent", "run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        self.agent = Some(child);
+        let socket = self.data.path().join("agent.sock");
+        let t = Instant::now();
+        while !self.sw(&["agent", "status"]).stdout.starts_with("agent") {
+            assert!(t.elapsed() < Duration::from_secs(10), "the agent did not start");
+            assert!(socket.parent().unwrap().exists());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop_agent(&mut self, signal: i32) {
+        if let Some(mut c) = self.agent.take() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(c.id() as i32, signal);
+            }
+            c.wait().unwrap();
+        }
+    }
+
+    /// `slipway loadtest` in the background against `addr` until `stop()`.
+    fn load(&self, addr: &str, rate: u32) -> Load {
+        let stop = self.data.path().join(format!("stop-load-{}", addr.replace([':', '.'], "-")));
+        let _ = std::fs::remove_file(&stop);
+        let child = self
+            .cmd(&[
+                "loadtest",
+                &format!("http://{addr}/"),
+                "--rate",
+                &rate.to_string(),
+                "--duration",
+                "60s",
+                "--stop-file",
+                stop.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        Load { child, stop }
+    }
+
+    fn status(&self) -> Vec<serde_json::Value> {
+        let r = self.sw(&["status", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.debug());
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+
+    fn history(&self, env: &str) -> Vec<serde_json::Value> {
+        let r = self.sw(&["history", env, "--json"]);
+        assert_eq!(r.code, 0, "{}", r.debug());
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+
+    /// Processes running a binary of this site's artifact store.
+    fn instances(&self) -> usize {
+        let store = self.data.path().join("artifacts");
+        let mut n = 0;
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(exe) = std::fs::read_link(e.path().join("exe"))
+                && exe.starts_with(&store)
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.stop_agent(libc::SIGTERM);
+    }
+}
+
+struct Load {
+    child: Child,
+    stop: PathBuf,
+}
+
+impl Load {
+    fn stop(self) -> serde_json::Value {
+        std::fs::write(&self.stop, "").unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn body(addr: &str) -> String {
+    let r = http_get(addr, "/").unwrap_or_default();
+    r.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string()
+}
+
+fn rolling(addr: &str, extra: &str) -> String {
+    format!(
+        "  web:\n    instances: 3\n    listen: {addr}\n    strategy: {{type: rolling, max_surge: 1, max_unavailable: 0}}\n    health: {{http: /healthz, interval: 200ms, deadline: 4s}}\n    drain_timeout: 5s\n{extra}"
+    )
+}
+
+#[test]
+fn rolling_update_under_load_loses_no_request_and_a_bad_release_rolls_back() {
+    let addr = free_addr();
+    let mut site = Site::new(&rolling(&addr, ""));
+    site.start_agent();
+    let r = site.deploy("web", "v1");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(body(&addr), "v1");
+
+    let load = site.load(&addr, 300);
+    let r = site.deploy("web", "v2");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("batch 4/4"), "three instances, surge 1: four batches\n{}", r.stderr);
+    std::thread::sleep(Duration::from_millis(300));
+    let l = load.stop();
+    assert_eq!(l["failed"], 0, "requests failed during the rolling update: {l}");
+    assert!(l["by_body"]["v1"].as_u64().unwrap() > 0 && l["by_body"]["v2"].as_u64().unwrap() > 0, "{l}");
+    assert_eq!(body(&addr), "v2");
+    assert_eq!(site.instances(), 3, "old instances are stopped");
+
+    // A release that never passes its health check: rolled back, traffic never left v2.
+    let load = site.load(&addr, 200);
+    let r = site.deploy("web", "v3-unhealthy");
+    let l = load.stop();
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(r.stderr.contains("was not healthy within 4s") && r.stderr.contains("GET /healthz: 503"), "{}", r.stderr);
+    assert!(r.stderr.contains("rolled back to v2"), "{}", r.stderr);
+    assert_eq!(l["failed"], 0, "{l}");
+    assert_eq!(l["by_body"].as_object().unwrap().keys().collect::<Vec<_>>(), ["v2"], "{l}");
+    let h = site.history("web");
+    let outcome: Vec<(&str, &str, &str)> = h
+        .iter()
+        .map(|r| (r["version"].as_str().unwrap(), r["reason"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            ("v2", "auto-rollback", "healthy"),
+            ("v3-unhealthy", "deploy", "failed"),
+            ("v2", "deploy", "replaced"),
+            ("v1", "deploy", "replaced"),
+        ]
+    );
+    assert!(h[1]["detail"].as_str().unwrap().contains("503"), "{}", h[1]);
+    assert_eq!(h[1]["actor"], "tester");
+    assert_eq!(h[0]["artifacts"], h[2]["artifacts"], "the rollback runs v2's exact artifacts");
+
+    let st = site.status();
+    let web = st.iter().find(|e| e["environment"] == "web").unwrap();
+    assert_eq!(web["version"], "v2");
+    assert_eq!(web["status"], "rolled back");
+    assert_eq!((web["healthy"].as_u64(), web["total"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(web["url"], format!("http://{addr}"));
+    assert!(web["updated_at"].as_str().unwrap().ends_with('Z'));
+
+    // A release that crashes at start is judged as soon as it keeps crashing.
+    let t = Instant::now();
+    let r = site.deploy("web", "v5-crash");
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(r.stderr.contains("keeps crashing") && r.stderr.contains("exited with 3"), "{}", r.stderr);
+    assert!(t.elapsed() < Duration::from_secs(4), "crash loops are caught before the deadline");
+
+    // Rollback by hand goes to the release before the current one: v1.
+    let r = site.sw(&["rollback", "web"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(body(&addr), "v1");
+    assert_eq!(site.history("web")[0]["reason"], "rollback");
+    // Deploying what already runs changes nothing.
+    let r = site.deploy("web", "v1");
+    assert!(r.stdout.contains("nothing to do"), "{}", r.debug());
+
+    site.stop_agent(libc::SIGTERM);
+    assert_eq!(site.instances(), 0, "stopping the agent stops every instance");
+    assert!(http_get(&addr, "/").is_none(), "the entry point is closed");
+}
+
+#[test]
+fn a_canary_that_answers_errors_is_stopped_by_analysis() {
+    let addr = free_addr();
+    let env = format!(
+        "  web:\n    instances: 2\n    listen: {addr}\n    strategy:\n      type: canary\n      steps: [{{weight: 30, pause: 20s}}]\n      analysis: {{interval: 1s, max_error_rate: 5%, min_requests: 20}}\n    health: {{http: /healthz, interval: 200ms, deadline: 4s}}\n"
+    );
+    let mut site = Site::new(&env);
+    site.start_agent();
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    let load = site.load(&addr, 200);
+    let t = Instant::now();
+    let r = site.deploy("web", "v4-errors");
+    let took = t.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let l = load.stop();
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(r.stderr.contains("canary analysis failed: error rate"), "{}", r.stderr);
+    // Detected within two analysis intervals (plus start-up), and only the canary's share failed.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    let (failed, total) = (l["failed"].as_u64().unwrap(), l["requests"].as_u64().unwrap());
+    assert!(failed > 0 && (failed as f64) < 0.3 * 0.34 * total as f64 + 5.0, "{l}");
+    let window = l["last_failure_ms"].as_u64().unwrap() - l["first_failure_ms"].as_u64().unwrap();
+    assert!(window <= 2_500, "failures lasted {window} ms: {l}");
+    assert_eq!(body(&addr), "v1");
+    assert_eq!(site.history("web")[0]["reason"], "auto-rollback");
+
+    // A good canary goes through its steps to 100%.
+    let env_short = env.replace("pause: 20s", "pause: 2s");
+    site.repo.write(".slipway.yml", &format!("include:\n  - template: slipway/go.yml\nenvironments:\n{env_short}"));
+    let load = site.load(&addr, 200);
+    let r = site.deploy("web", "v2");
+    let l = load.stop();
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("analysis: pass"), "{}", r.stderr);
+    assert_eq!(l["failed"], 0, "{l}");
+    assert_eq!(body(&addr), "v2");
+    assert_eq!(site.instances(), 2);
+}
+
+#[test]
+fn blue_green_switches_at_once_and_back_instantly() {
+    let (addr, preview) = (free_addr(), free_addr());
+    let env = format!(
+        "  web:\n    instances: 2\n    listen: {addr}\n    strategy: {{type: blue-green, preview: \"{preview}\", keep_old: 5m}}\n    health: {{http: /healthz, interval: 200ms, deadline: 4s}}\n"
+    );
+    let mut site = Site::new(&env);
+    site.start_agent();
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    let load = site.load(&addr, 300);
+    let r = site.deploy("web", "v2");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(body(&addr), "v2");
+    assert_eq!(body(&preview), "v2", "the preview entry point shows the new set");
+    assert_eq!(site.instances(), 4, "the old set stays up for a switch back");
+    let t = Instant::now();
+    let r = site.sw(&["rollback", "web"]);
+    let took = t.elapsed();
+    let l = load.stop();
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("switching all traffic back at once"), "{}", r.stderr);
+    assert!(took < Duration::from_secs(1), "switch back took {took:?}");
+    assert_eq!(body(&addr), "v1");
+    assert_eq!(l["failed"], 0, "{l}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_changes_nothing() {
+    let addr = free_addr();
+    let extra = format!(
+        "  staging:\n    promote_from: web\n    listen: {}\n  prod:\n    listen: {}\n    protection: {{branches: [release/*]}}\n",
+        free_addr(),
+        free_addr()
+    );
+    let mut site = Site::new(&rolling(&addr, &extra));
+
+    // No agent yet.
+    let r = site.deploy("web", "v1");
+    assert_eq!(r.code, 3, "{}", r.debug());
+    assert!(r.stderr.contains("no agent is running") && r.stderr.contains("slipway agent start"), "{}", r.stderr);
+    site.start_agent();
+
+    let r = site.sw(&["deploy", "wbe"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("unknown environment `wbe`") && r.stderr.contains("did you mean `web`?"), "{}", r.stderr);
+    let r = site.sw(&["promote", "web", "staging"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("`web` has never been deployed"), "{}", r.stderr);
+    let r = site.sw(&["rollback", "web"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    let r = site.sw(&["deploy", "web", "--artifacts", "/nonexistent/dist"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("do not exist"), "{}", r.stderr);
+    let r = site.sw(&["deploy", "web", "--version", "v9"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("no artifacts of version `v9`"), "{}", r.stderr);
+
+    // A binary changed after the build no longer matches the manifest.
+    let tampered = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(build("v1")).unwrap().flatten() {
+        std::fs::copy(e.path(), tampered.path().join(e.file_name())).unwrap();
+    }
+    let bin = std::fs::read_dir(tampered.path())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().contains("_linux_"))
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(bin.path())
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"))
+        .unwrap();
+    let r = site.sw(&["deploy", "web", "--artifacts", tampered.path().to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("does not match its checksum"), "{}", r.stderr);
+
+    // Protected: only release/* branches may deploy to prod.
+    let r = site.deploy("prod", "v1");
+    assert_eq!(r.code, 5, "{}", r.debug());
+    assert!(r.stderr.contains("only takes deploys from `release/*`") && r.stderr.contains("`main`"), "{}", r.stderr);
+
+    // The entry point's port is taken: refused before anything starts.
+    let taken = std::net::TcpListener::bind(&addr).unwrap();
+    let r = site.deploy("web", "v1");
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains(&format!("address {addr} is already in use")), "{}", r.stderr);
+    drop(taken);
+    assert_eq!(site.instances(), 0);
+    let st = site.status();
+    assert!(st.iter().all(|e| e["status"] == "not deployed"), "{st:?}");
+    let h = site.history("web");
+    assert!(h.iter().all(|r| r["status"] == "failed"), "every attempt is recorded as failed: {h:?}");
+
+    // Now it works, and promotion copies the exact artifacts.
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    let r = site.sw(&["promote", "web", "staging"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let (w, s) = (&site.history("web")[0], &site.history("staging")[0]);
+    assert_eq!(s["reason"], "promote");
+    assert_eq!(w["artifacts"], s["artifacts"]);
+    let r = site.sw(&["history", "nowhere"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+}
+
+#[test]
+fn a_protected_environment_waits_for_an_approval() {
+    let addr = free_addr();
+    let env = format!(
+        "  prod:\n    listen: {addr}\n    protection: {{approvals: 1, approvers: [alice]}}\n    health: {{http: /healthz, interval: 200ms}}\n"
+    );
+    let mut site = Site::new(&env);
+    site.start_agent();
+    let dir = build("v1");
+    let waiting = site
+        .cmd(&["deploy", "prod", "--artifacts", dir.to_str().unwrap(), "--wait", "20s"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while site.history("prod").is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(http_get(&addr, "/").is_none(), "nothing runs before the approval");
+    let r = site.sw(&["approve", "prod", "--as", "mallory"]);
+    assert_eq!(r.code, 5, "{}", r.debug());
+    assert!(r.stderr.contains("`mallory` may not approve"), "{}", r.stderr);
+    let r = site.sw(&["approve", "prod", "--as", "alice"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(body(&addr), "v1");
+}
+
+#[test]
+fn a_deploy_killed_half_way_is_repaired_by_the_next_command() {
+    let addr = free_addr();
+    let mut site = Site::new(&rolling(&addr, "").replace("deadline: 4s", "deadline: 60s"));
+    site.start_agent();
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    let dir = build("v3-unhealthy");
+    let mut deploying =
+        site.cmd(&["deploy", "web", "--artifacts", dir.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    while site.history("web")[0]["status"] != "deploying" {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    deploying.kill().unwrap();
+    deploying.wait().unwrap();
+    assert_eq!(site.history("web")[0]["status"], "deploying", "the record still says deploying");
+    std::thread::sleep(Duration::from_millis(2_200)); // the lock's lease (SLIPWAY_LOCK_LEASE=2s)
+    let st = site.status();
+    let web = st.iter().find(|e| e["environment"] == "web").unwrap();
+    assert_eq!((web["version"].as_str(), web["healthy"].as_u64()), (Some("v1"), Some(3)), "{st:?}");
+    let h = site.history("web");
+    assert_eq!(h[0]["status"], "failed");
+    assert!(h[0]["detail"].as_str().unwrap().contains("interrupted"), "{}", h[0]);
+    let t = Instant::now();
+    loop {
+        let agent = site.sw(&["agent", "status"]);
+        if !agent.stdout.contains("v3-unhealthy") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "the agent still runs v3: {}", agent.stdout);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(site.instances(), 3);
+}
+
+#[test]
+fn a_restarted_agent_brings_environments_back_and_leaves_no_orphans() {
+    let addr = free_addr();
+    let mut site = Site::new(&rolling(&addr, ""));
+    site.start_agent();
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    site.stop_agent(libc::SIGTERM);
+    assert_eq!(site.instances(), 0);
+    site.start_agent();
+    assert_eq!(wait_body(&addr, "v1"), "v1", "restored from the agent's own state");
+    assert_eq!(site.instances(), 3);
+
+    // Killed outright, the agent leaves its instances; the next one stops them first.
+    site.stop_agent(libc::SIGKILL);
+    assert_eq!(site.instances(), 3);
+    site.start_agent();
+    assert_eq!(wait_body(&addr, "v1"), "v1");
+    let t = Instant::now();
+    while site.instances() != 3 {
+        assert!(t.elapsed() < Duration::from_secs(5), "{} instances", site.instances());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = site.sw(&["logs", "--env", "web", "-n", "500"]);
+    assert!(logs.stdout.contains("websvc v1 listening"), "{}", logs.debug());
+}
+
+fn wait_body(addr: &str, want: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let b = body(addr);
+        if b == want || t.elapsed() > Duration::from_secs(10) {
+            return b;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_proxy_passes_upgrades_and_http2_and_exports_metrics() {
+    let addr = free_addr();
+    let metrics = free_addr();
+    let mut site = Site::new(&rolling(&addr, ""));
+    let child = site
+        .cmd(&["agent", "run", "--metrics-listen", &metrics])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    site.agent = Some(child);
+    wait_http(&metrics, "/metrics").expect("metrics answer");
+    assert_eq!(site.deploy("web", "v1").code, 0);
+
+    // An Upgrade handshake, then raw bytes both ways.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping through the proxy").unwrap();
+    let mut got = Vec::new();
+    while got.len() < 22 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"ping through the proxy");
+
+    // HTTP/2 with prior knowledge (h2c), when curl can speak it.
+    let curl = Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", &format!("http://{addr}/"), "-w", " %{http_version}"])
+        .output();
+    if let Ok(out) = curl
+        && out.status.success()
+    {
+        assert_eq!(String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["v1", "2"]);
+    }
+
+    for _ in 0..10 {
+        body(&addr);
+    }
+    let text = http_get(&metrics, "/metrics").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("slipway_proxy_requests_total{environment=\"web\",version=\"v1\""))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 10, "{line}");
+    assert!(
+        text.contains("slipway_instances{environment=\"web\",version=\"v1\",release=\"1\",state=\"healthy\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("slipway_proxy_request_duration_seconds_bucket"));
+}
