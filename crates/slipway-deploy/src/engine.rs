@@ -470,8 +470,9 @@ impl Engine {
         self.repair_locked(env, Some(release.id)).await
     }
 
-    /// With the lock held: releases another process left deploying are marked failed and
-    /// the agent is put back on the current release.
+    /// With the lock held: releases another process left deploying are marked failed, and
+    /// when the agent runs anything but the current release in full (a deploy or an agent
+    /// that died mid-way), the current release is put back.
     async fn repair_locked(&self, env: &Environment, ours: Option<i64>) -> Result<(), DeployError> {
         let stale: Vec<Release> = self
             .store
@@ -480,9 +481,6 @@ impl Engine {
             .into_iter()
             .filter(|r| Some(r.id) != ours && r.status == ReleaseStatus::Deploying)
             .collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
         let current = self.store.current(&env.name).await?;
         for r in &stale {
             let steps = self.store.steps(r.id).await?;
@@ -497,10 +495,29 @@ impl Engine {
             self.say(format!("repairing `{}`: release #{} ({}) was {why}", env.name, r.id, r.version));
             self.store.set_status(r.id, ReleaseStatus::Failed, Some(&why)).await?;
         }
-        match &current {
-            Some(c) => {
-                let g = self.group(c, env.instances, 100);
+        let live = self.agent.env(&env.name).await?;
+        match (&current, &live) {
+            (Some(c), live) => {
                 let id = group_id(c);
+                // The instance count the current release was deployed with, not today's file.
+                let want = c.config["instances"].as_u64().map_or(env.instances, |n| n as u32);
+                let drift = match live {
+                    None => true,
+                    Some(l) => {
+                        l.groups.iter().any(|g| g.release != id && g.weight > 0)
+                            || l.group(id).is_none_or(|g| g.desired != want || g.weight == 0)
+                    }
+                };
+                if !drift {
+                    return Ok(());
+                }
+                if stale.is_empty() {
+                    self.say(format!(
+                        "repairing `{}`: the agent does not run {} (#{}) as released; putting it back",
+                        env.name, c.version, c.id
+                    ));
+                }
+                let g = self.group(c, want, 100);
                 self.store
                     .record_step(
                         c.id,
@@ -509,16 +526,13 @@ impl Engine {
                     )
                     .await?;
                 self.agent.apply(&env.name, &self.base_spec(env, vec![g])).await?;
-                match self.wait_healthy(env, id, env.instances).await {
+                match self.wait_healthy(env, id, want).await {
                     Ok(()) | Err(Step::Failed(_)) => {}
                     Err(Step::Error(e)) => return Err(e),
                 }
             }
-            None => {
-                if self.agent.env(&env.name).await?.is_some() {
-                    self.agent.remove(&env.name).await?;
-                }
-            }
+            (None, Some(_)) => self.agent.remove(&env.name).await?,
+            (None, None) => {}
         }
         Ok(())
     }

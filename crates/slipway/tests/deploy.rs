@@ -563,3 +563,81 @@ fn the_proxy_passes_upgrades_and_http2_and_exports_metrics() {
     );
     assert!(text.contains("slipway_proxy_request_duration_seconds_bucket"));
 }
+
+#[test]
+fn deploys_queue_per_environment_and_the_newest_queued_one_wins() {
+    let addr = free_addr();
+    let mut site = Site::new(&rolling(&addr, "").replace("deadline: 4s", "deadline: 60s"));
+    site.start_agent();
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    // A deploy that holds the lock (its release never gets healthy; deadline 60 s).
+    let slow = build("v3-unhealthy");
+    let mut holder =
+        site.cmd(&["deploy", "web", "--artifacts", slow.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap();
+    let wait_for = |status: &str, n: usize| {
+        let t = Instant::now();
+        while site.history("web").iter().filter(|r| r["status"] == status).count() < n {
+            assert!(t.elapsed() < Duration::from_secs(15), "no {n} `{status}` releases: {:?}", site.history("web"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("deploying", 1);
+    let (v1, v2) = (build("v1"), build("v2"));
+    let older = site
+        .cmd(&["deploy", "web", "--force", "--artifacts", v1.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("queued", 1);
+    let newer =
+        site.cmd(&["deploy", "web", "--artifacts", v2.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+    let older = older.wait_with_output().unwrap();
+    assert_eq!(older.status.code(), Some(4), "{}", String::from_utf8_lossy(&older.stderr));
+    assert!(
+        String::from_utf8_lossy(&older.stderr).contains("superseded by"),
+        "{}",
+        String::from_utf8_lossy(&older.stderr)
+    );
+    // The lock holder dies; once its lease runs out the queued deploy repairs and proceeds.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let newer = newer.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&newer.stderr);
+    assert!(newer.status.success(), "{err}");
+    assert!(err.contains("recovered the lock") && err.contains("interrupted"), "{err}");
+    assert_eq!(body(&addr), "v2");
+    let outcomes: Vec<String> = site
+        .history("web")
+        .iter()
+        .map(|r| format!("{} {}", r["version"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(outcomes, ["v2 healthy", "v1 superseded", "v3-unhealthy failed", "v1 replaced"]);
+}
+
+#[test]
+fn a_manual_canary_pause_waits_for_approve() {
+    let addr = free_addr();
+    let env = format!(
+        "  web:\n    instances: 2\n    listen: {addr}\n    strategy:\n      type: canary\n      steps: [{{weight: 50, pause: manual}}]\n      analysis: {{interval: 500ms}}\n    health: {{http: /healthz, interval: 200ms}}\n"
+    );
+    let mut site = Site::new(&env);
+    site.start_agent();
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    let v2 = build("v2");
+    let canary =
+        site.cmd(&["deploy", "web", "--artifacts", v2.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10), "both versions answer at 50%: {seen:?}");
+        seen.insert(body(&addr));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(site.history("web")[0]["status"], "deploying", "held until approved");
+    let r = site.sw(&["approve", "web"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let out = canary.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("canary: approved"));
+    assert_eq!(body(&addr), "v2");
+}

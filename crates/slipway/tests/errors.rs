@@ -181,3 +181,11 @@ fn bad_images_sections() {
         &[]
     ));
 }
+
+#[test]
+fn environments_errors_have_field_paths_and_positions() {
+    insta::assert_snapshot!(check(
+        "job:\n  script: x\nenvironments:\n  dev:\n    instances: 0\n    listen: localhost\n    strategy: {type: rollin}\n    health: {http: healthz, interval: 0s, tcp: true}\n  staging:\n    promote_from: dve\n    listen: 127.0.0.1:8080\n    strategy:\n      type: canary\n      steps: [{weight: 50}, {weight: 20, pause: 1m}]\n      analysis: {max_error_rate: 150%}\n    servce: {}\n  prod:\n    target: kubernetes\n    listen: 127.0.0.1:8080\n    strategy: {type: rolling, max_surge: 0, max_unavailable: 0}\n    protection: {branches: ['[main']}\n  qa:\n    promote_from: qa2\n    listen: 127.0.0.1:9001\n  qa2:\n    promote_from: qa\n    listen: 127.0.0.1:9002\n",
+        &[]
+    ));
+}

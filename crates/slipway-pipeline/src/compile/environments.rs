@@ -26,7 +26,7 @@ const ENV_KEYS: &[&str] = &[
 impl Cx {
     /// The `environments:` section, in file order.
     pub(super) fn environments(&mut self, n: &Node) -> Vec<Environment> {
-        let mut out = Vec::new();
+        let mut all = Vec::new();
         let mut spans: HashMap<String, (Span, Option<Span>, Option<Span>)> = HashMap::new();
         // Every declared name counts for `promote_from`, even an environment with errors of its own.
         let declared: Vec<String> = match &n.value {
@@ -41,11 +41,14 @@ impl Cx {
             let path = format!("environments:{}", k.name);
             let mut listen_span = None;
             let mut promote_span = None;
+            let before = self.error_count();
             if let Some(env) = self.environment(&k.name, v, &path, &mut listen_span, &mut promote_span) {
                 spans.insert(env.name.clone(), (k.span, listen_span, promote_span));
-                out.push(env);
+                all.push((env, self.error_count() == before));
             }
         }
+        // The checks across environments see every one, even those with errors of their own.
+        let out: Vec<Environment> = all.iter().map(|(e, _)| e.clone()).collect();
         // Across environments: promotion sources exist and form no cycle; entry points are unique.
         let names: Vec<&str> = declared.iter().map(String::as_str).collect();
         for e in &out {
@@ -95,7 +98,7 @@ impl Cx {
                 }
             }
         }
-        out
+        all.into_iter().filter(|(_, valid)| *valid).map(|(e, _)| e).collect()
     }
 
     fn environment(
@@ -119,7 +122,6 @@ impl Cx {
             stop_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
         };
-        let errors_before = self.error_count();
         let mut strategy_node = None;
         for (k, v) in self.map(n, path) {
             let field = format!("{path}:{}", k.name);
@@ -173,7 +175,7 @@ impl Cx {
         if let Some(s) = strategy_node {
             env.strategy = self.strategy(s, &format!("{path}:strategy"), env.instances);
         }
-        (self.error_count() == errors_before).then_some(env)
+        Some(env)
     }
 
     fn error_count(&self) -> usize {
