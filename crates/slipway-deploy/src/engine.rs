@@ -356,15 +356,29 @@ impl Engine {
 
     async fn run(&self, env: &Environment, new: NewRelease) -> Result<Outcome, DeployError> {
         let started = Instant::now();
+        // Without an agent nothing can happen: say so before recording anything.
+        self.agent.info().await?;
         let release = self.store.create_release(&new).await?;
         self.say(format!(
             "release #{}: {} {} ({}) by {}",
             release.id, env.name, release.version, release.reason, release.actor
         ));
-        if env.protection.approvals > 0 && release.reason != "rollback" {
-            self.wait_approvals(env, &release).await?;
+        let ready = async {
+            if env.protection.approvals > 0 && release.reason != "rollback" {
+                self.wait_approvals(env, &release).await?;
+            }
+            self.acquire(env, &release).await
+        };
+        if let Err(e) = ready.await {
+            // The release never started: record why (unless it already says), free the lock.
+            if let Ok(Some(r)) = self.store.release(release.id).await
+                && matches!(r.status, ReleaseStatus::Queued | ReleaseStatus::Deploying)
+            {
+                let _ = self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await;
+            }
+            let _ = self.store.unlock(&env.name, &self.owner).await;
+            return Err(e);
         }
-        self.acquire(env, &release).await?;
         // Keep the lease alive while we work; losing it means someone recovered the lock.
         let (store, name, owner, lease) = (self.store.clone(), env.name.clone(), self.owner.clone(), self.lease);
         let renew = tokio::spawn(async move {
