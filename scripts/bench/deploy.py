@@ -14,6 +14,8 @@ of requests to the entry point measures, each scenario repeated:
   unhealthy a release that never passes its health check: failed requests, time from the
             verdict to the old release serving everything again
   crash     a release that exits at start: time to the verdict
+  degrade   a canary (30%) that passes its health checks, then fails them and answers 500:
+            time from its first failed request to traffic back on the old release
 
 Prints medians. Needs: scripts/setup, a release build of slipway.
 Usage: scripts/bench/deploy.py [--runs N] [--rate R]
@@ -147,7 +149,7 @@ def main():
     env.setdefault("GOCACHE", os.path.join(tools, "go-cache"))
     with tempfile.TemporaryDirectory(prefix="slipway-deploybench-") as tmp:
         b = Bench(args.slipway, tmp, env)
-        for v in ["v1", "v2", "v3-unhealthy", "v4-errors", "v5-crash"]:
+        for v in ["v1", "v2", "v3-unhealthy", "v4-errors", "v5-crash", "v6-degrade"]:
             b.build(v)
         b.sw("agent", "start")
         try:
@@ -232,6 +234,18 @@ def run(b, args):
         assert p.returncode == 1 and "keeps crashing" in p.stderr, p.stderr
         took.append(t)
     print(f"crash     a release that exits at start: rolled back {med(took):.2f} s after the deploy began (deadline 5 s)")
+
+    # a canary that turns bad after it became healthy
+    window, fails, reqs = [], [], []
+    for _ in range(args.runs):
+        finish = b.load(b.ports["can"], 500)
+        _, p = b.deploy("can", "v6-degrade", check=False)
+        r = finish()
+        assert p.returncode == 1 and "became unhealthy" in p.stderr, p.stderr
+        window.append((r["last_failure_ms"] - r["first_failure_ms"]) / 1000)
+        fails.append(r["failed"]); reqs.append(r["requests"])
+    print(f"degrade   canary healthy, then failing (health every 200 ms, 3 failures), 500 req/s × {args.runs}: "
+          f"traffic back on the old release {med(window):.2f} s after its first failed request; failed {sum(fails)} of {sum(reqs)} requests")
 
 
 if __name__ == "__main__":

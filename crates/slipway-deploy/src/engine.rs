@@ -781,12 +781,13 @@ impl Engine {
         analysis: &slipway_pipeline::environment::Analysis,
     ) -> Result<(), Step> {
         let n = env.instances;
+        let k_of = |w: u32| if w >= 100 { n } else { plan::canary_instances(n, w) };
         let mut weight = 0;
         for step in steps {
             match step {
                 CanaryStep::Weight(w) => {
                     weight = *w;
-                    let k = if weight >= 100 { n } else { plan::canary_instances(n, weight) };
+                    let k = k_of(weight);
                     self.say(format!("canary: {weight}% of traffic to {} ({k} instance(s))", new.version));
                     let groups = vec![self.group(old, n, 100 - weight), self.group(new, k, weight)];
                     self.apply(env, new.id, "weight", groups).await?;
@@ -794,7 +795,7 @@ impl Engine {
                 }
                 CanaryStep::Pause(d) => {
                     self.say(format!("canary: holding {} at {weight}%, analysing", plan::fmt_duration(*d)));
-                    self.analyse(env, old, new, analysis, Instant::now() + *d, None).await?;
+                    self.analyse(env, old, new, analysis, Instant::now() + *d, None, k_of(weight)).await?;
                 }
                 CanaryStep::Manual => {
                     self.say(format!(
@@ -802,15 +803,8 @@ impl Engine {
                         env.name, new.id
                     ));
                     let since = slipway_store::now_ms();
-                    self.analyse(
-                        env,
-                        old,
-                        new,
-                        analysis,
-                        Instant::now() + Duration::from_secs(7 * 24 * 3600),
-                        Some((new.id, since)),
-                    )
-                    .await?;
+                    let until = Instant::now() + Duration::from_secs(7 * 24 * 3600);
+                    self.analyse(env, old, new, analysis, until, Some((new.id, since)), k_of(weight)).await?;
                 }
             }
         }
@@ -820,7 +814,9 @@ impl Engine {
     }
 
     /// Judges the canary every interval until `until` (or until an approval newer than
-    /// `approval.1` arrives for release `approval.0`).
+    /// `approval.1` arrives for release `approval.0`); fails as soon as fewer than `want` of
+    /// its instances are healthy (an unhealthy canary gets no traffic to judge).
+    #[expect(clippy::too_many_arguments, reason = "one call site per pause kind; a struct would only rename them")]
     async fn analyse(
         &self,
         env: &Environment,
@@ -829,25 +825,46 @@ impl Engine {
         a: &slipway_pipeline::environment::Analysis,
         until: Instant,
         approval: Option<(i64, i64)>,
+        want: u32,
     ) -> Result<(), Step> {
         let sample = |s: &Option<EnvStatus>, id: i64| -> Traffic {
             s.as_ref().and_then(|s| s.group(id)).map(|g| g.traffic.clone()).unwrap_or_default()
         };
         let status = self.agent.env(&env.name).await?;
         let (mut c0, mut s0) = (sample(&status, group_id(new)), sample(&status, group_id(old)));
+        let mut next_verdict = Instant::now() + a.interval;
         loop {
             let now = Instant::now();
             if now >= until {
                 return Ok(());
             }
-            tokio::time::sleep(a.interval.min(until - now)).await;
+            // Health is watched between verdicts too.
+            tokio::time::sleep(POLL.min(until - now)).await;
+            let status = self.agent.env(&env.name).await?;
+            if let Some(g) = status.as_ref().and_then(|s| s.group(group_id(new)))
+                && g.healthy() < want
+            {
+                let last = g
+                    .instances
+                    .iter()
+                    .find_map(|i| i.last_error.clone().map(|e| format!("instance {}: {e}", i.id)))
+                    .unwrap_or_default();
+                return Err(Step::Failed(Failure(format!(
+                    "canary {} became unhealthy: {} of {want} instance(s) healthy; {last}",
+                    new.version,
+                    g.healthy()
+                ))));
+            }
             if let Some((id, since)) = approval
                 && self.store.approvals(id).await?.iter().any(|x| x.at_ms >= since)
             {
                 self.say("canary: approved");
                 return Ok(());
             }
-            let status = self.agent.env(&env.name).await?;
+            if Instant::now() < next_verdict.min(until) {
+                continue;
+            }
+            next_verdict += a.interval;
             let (c1, s1) = (sample(&status, group_id(new)), sample(&status, group_id(old)));
             let verdict = plan::judge(&c1.since(&c0), &s1.since(&s0), a);
             self.store.record_step(new.id, "analysis", &json!({"verdict": format!("{verdict:?}")})).await?;

@@ -562,6 +562,24 @@ fn the_proxy_passes_upgrades_and_http2_and_exports_metrics() {
         "{text}"
     );
     assert!(text.contains("slipway_proxy_request_duration_seconds_bucket"));
+    // Prometheus' own linter accepts the exposition.
+    require("promtool", "--version");
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exposition = text.split("\r\n\r\n").nth(1).unwrap().to_string();
+    lint.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = lint.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -640,4 +658,25 @@ fn a_manual_canary_pause_waits_for_approve() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("canary: approved"));
     assert_eq!(body(&addr), "v2");
+}
+
+#[test]
+fn a_canary_that_turns_unhealthy_loses_its_traffic_within_seconds() {
+    let addr = free_addr();
+    let env = format!(
+        "  web:\n    instances: 2\n    listen: {addr}\n    strategy:\n      type: canary\n      steps: [{{weight: 50, pause: 30s}}]\n      analysis: {{interval: 10s}}\n    health: {{http: /healthz, interval: 200ms, failures: 2, deadline: 4s}}\n"
+    );
+    let mut site = Site::new(&env);
+    site.start_agent();
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    let load = site.load(&addr, 200);
+    let r = site.deploy("web", "v6-degrade");
+    std::thread::sleep(Duration::from_millis(300));
+    let l = load.stop();
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(r.stderr.contains("canary v6-degrade became unhealthy") && r.stderr.contains("503"), "{}", r.stderr);
+    // From the first failed request (the release turned bad) to the last (traffic back on v1).
+    let window = l["last_failure_ms"].as_u64().unwrap() - l["first_failure_ms"].as_u64().unwrap();
+    assert!(window < 5_000, "failures for {window} ms: {l}");
+    assert_eq!(body(&addr), "v1");
 }
