@@ -129,6 +129,9 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// Latency differences below this are not held against a canary.
+const LATENCY_NOISE_MS: f64 = 5.0;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Pass(String),
@@ -171,10 +174,22 @@ pub fn judge(canary: &Traffic, stable: &Traffic, a: &Analysis) -> Verdict {
         ));
     }
     for (q, limit, name) in [(0.95, a.max_p95, "p95"), (0.99, a.max_p99, "p99")] {
-        if let (Some(limit), Some(v)) = (limit, canary.quantile_ms(q))
+        let Some(v) = canary.quantile_ms(q) else { continue };
+        if let Some(limit) = limit
             && v > limit.as_secs_f64() * 1000.0
         {
             return Verdict::Fail(format!("{name} latency {v:.1}ms is above {}", fmt_duration(limit)));
+        }
+        if a.compare_stable
+            && stable.requests >= a.min_requests
+            && let Some(s) = stable.quantile_ms(q)
+            && v > s * (1.0 + a.max_latency_increase)
+            && v - s > LATENCY_NOISE_MS
+        {
+            return Verdict::Fail(format!(
+                "{name} latency {v:.1}ms is more than {:.0}% above the stable release's {s:.1}ms",
+                a.max_latency_increase * 100.0
+            ));
         }
     }
     Verdict::Pass(summary)
@@ -246,9 +261,23 @@ mod tests {
             Verdict::Fail(why) => assert!(why.starts_with("p99"), "{why}"),
             v => panic!("{v:?}"),
         }
-        // Compared with the stable release: 4% is fine alone but not when stable has none?
-        let strict = Analysis { max_error_rate: 0.02, ..a.clone() };
-        assert!(matches!(judge(&traffic(100, 3, 0), &traffic(100, 2, 0), &strict), Verdict::Fail(_)));
+        // Compared with the stable release: 3% passes a 5% threshold, but not when the stable
+        // release fails none and the allowed difference is 2 points.
+        let strict = Analysis { max_error_rate: 0.04, ..a.clone() };
+        assert!(matches!(
+            judge(&traffic(100, 3, 0), &traffic(100, 0, 0), &Analysis { max_error_rate: 0.02, ..a.clone() }),
+            Verdict::Fail(_)
+        ));
+        assert!(matches!(judge(&traffic(100, 3, 0), &traffic(100, 0, 0), &strict), Verdict::Pass(_)));
+        // Latency against the stable release: 10% slow requests (100–250 ms) lift p95 far above
+        // a stable p95 under 1 ms; without the comparison only the fixed p99 limit counts.
+        let relaxed = Analysis { max_p99: None, ..a.clone() };
+        match judge(&traffic(100, 0, 10), &traffic(100, 0, 0), &relaxed) {
+            Verdict::Fail(why) => assert!(why.starts_with("p95") && why.contains("stable"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+        let alone = Analysis { compare_stable: false, ..relaxed };
+        assert!(matches!(judge(&traffic(100, 0, 10), &traffic(100, 0, 0), &alone), Verdict::Pass(_)));
     }
 
     #[test]

@@ -107,9 +107,13 @@ pub struct Analysis {
     pub max_p99: Option<Duration>,
     /// Fewer requests than this in an interval are not judged.
     pub min_requests: u64,
-    /// Also fail when the canary's error rate exceeds the stable release's by more than
-    /// `max_error_rate`.
+    /// Also compare with the stable release in the same window: fail when the canary's
+    /// error rate exceeds the stable one's by more than `max_error_rate`, or its p95/p99
+    /// latency exceeds the stable one's by more than `max_latency_increase` (and by more than
+    /// 5 ms, below which latency differences are noise).
     pub compare_stable: bool,
+    /// How much slower than the stable release the canary may be (0.5 = 50%).
+    pub max_latency_increase: f64,
 }
 
 impl Default for Analysis {
@@ -121,6 +125,7 @@ impl Default for Analysis {
             max_p99: None,
             min_requests: 10,
             compare_stable: true,
+            max_latency_increase: 1.0,
         }
     }
 }

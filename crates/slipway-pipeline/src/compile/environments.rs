@@ -351,10 +351,37 @@ impl Cx {
                 "max_p99" => a.max_p99 = self.duration(v, &f),
                 "min_requests" => a.min_requests = self.count(v, &f).unwrap_or(a.min_requests),
                 "compare_stable" => a.compare_stable = self.boolean(v, &f).unwrap_or(a.compare_stable),
+                "max_latency_increase" => {
+                    let pct = match &v.value {
+                        Value::Int(i) if (0..=10_000).contains(i) => Some(*i as f64),
+                        Value::Str(s) => s
+                            .trim()
+                            .trim_end_matches('%')
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|p| (0.0..=10_000.0).contains(p)),
+                        _ => None,
+                    };
+                    match pct {
+                        Some(p) => a.max_latency_increase = p / 100.0,
+                        None => {
+                            self.err(v.span, format!("`{f}` must be a percentage like `50%` (0% to 10000%)"));
+                        }
+                    }
+                }
                 _ => self.unknown_key(
                     k,
                     &format!("`{path}`"),
-                    &["interval", "max_error_rate", "max_p95", "max_p99", "min_requests", "compare_stable"],
+                    &[
+                        "interval",
+                        "max_error_rate",
+                        "max_p95",
+                        "max_p99",
+                        "min_requests",
+                        "compare_stable",
+                        "max_latency_increase",
+                    ],
                 ),
             }
         }
