@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use slipway_api::{AgentClient, EnvSpec, EnvStatus, GroupSpec, HealthSpec, ProbeSpec, Traffic};
-use slipway_pipeline::environment::{CanaryStep, Environment, Probe, Strategy};
+use slipway_pipeline::environment::{CanaryStep, Environment, Probe, Strategy, Target};
 use slipway_store::{Lock, NewRelease, Release, ReleaseStatus, Store};
 
 use crate::artifacts::{self, ArtifactSet};
@@ -51,9 +51,9 @@ pub struct Engine {
 }
 
 /// A gate failed: the new release is not good.
-struct Failure(String);
+pub(crate) struct Failure(pub(crate) String);
 
-enum Step {
+pub(crate) enum Step {
     Failed(Failure),
     Error(DeployError),
 }
@@ -120,12 +120,24 @@ fn health_spec(env: &Environment) -> HealthSpec {
     }
 }
 
+/// Where an environment answers: its entry point, or its hosts.
+pub fn entry_points(env: &Environment) -> String {
+    match &env.target {
+        Target::Local => format!("http://{}", env.listen),
+        Target::Ssh(t) if !env.listen.is_empty() => {
+            let _ = t;
+            format!("http://{}", env.listen)
+        }
+        Target::Ssh(t) => t.hosts.iter().map(|h| format!("http://{}:{}", h.host, h.port)).collect::<Vec<_>>().join(" "),
+    }
+}
+
 fn now_unix_ms() -> u64 {
     slipway_store::now_ms() as u64
 }
 
 impl Engine {
-    fn say(&self, line: impl AsRef<str>) {
+    pub(crate) fn say(&self, line: impl AsRef<str>) {
         (self.progress)(line.as_ref());
     }
 
@@ -357,7 +369,9 @@ impl Engine {
     async fn run(&self, env: &Environment, new: NewRelease) -> Result<Outcome, DeployError> {
         let started = Instant::now();
         // Without an agent nothing can happen: say so before recording anything.
-        self.agent.info().await?;
+        if matches!(env.target, Target::Local) {
+            self.agent.info().await?;
+        }
         let release = self.store.create_release(&new).await?;
         self.say(format!(
             "release #{}: {} {} ({}) by {}",
@@ -393,7 +407,7 @@ impl Engine {
         renew.abort();
         let _ = self.store.unlock(&env.name, &self.owner).await;
         let release = self.store.release(release.id).await?.unwrap_or(release);
-        result.map(|()| Outcome { release, url: format!("http://{}", env.listen), took: started.elapsed() })
+        result.map(|()| Outcome { release, url: entry_points(env), took: started.elapsed() })
     }
 
     async fn wait_approvals(&self, env: &Environment, release: &Release) -> Result<(), DeployError> {
@@ -509,6 +523,16 @@ impl Engine {
             self.say(format!("repairing `{}`: release #{} ({}) was {why}", env.name, r.id, r.version));
             self.store.set_status(r.id, ReleaseStatus::Failed, Some(&why)).await?;
         }
+        if let Target::Ssh(t) = &env.target {
+            if !stale.is_empty()
+                && let Some(c) = &current
+            {
+                for line in self.ssh_restore(env, t, c).await {
+                    self.say(format!("repairing `{}`: {line}", env.name));
+                }
+            }
+            return Ok(());
+        }
         let live = self.agent.env(&env.name).await?;
         match (&current, &live) {
             (Some(c), live) => {
@@ -570,27 +594,34 @@ impl Engine {
             return Err(e);
         }
         let current = self.store.current(&env.name).await?;
-        let live = match self.agent.env(&env.name).await {
-            Ok(l) => l,
-            Err(e) => {
-                let e = DeployError::from(e);
-                self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await?;
-                return Err(e);
-            }
-        };
         let old = current.clone().filter(|c| group_id(c) != group_id(release));
-        let result = match &old {
-            None => self.first(env, release).await,
-            Some(old) => {
-                let running = live.as_ref().and_then(|l| l.group(group_id(old))).map_or(0, |g| g.healthy());
-                let target_running = live.as_ref().and_then(|l| l.group(group_id(release))).map_or(0, |g| g.healthy());
-                if release.reason == "rollback" && target_running >= env.instances {
-                    self.switch_back(env, release).await
-                } else {
-                    match &env.strategy {
-                        Strategy::Rolling { .. } => self.rolling(env, old, release, running).await,
-                        Strategy::Canary { steps, analysis } => self.canary(env, old, release, steps, analysis).await,
-                        Strategy::BlueGreen { keep_old, .. } => self.blue_green(env, old, release, *keep_old).await,
+        let result = if let Target::Ssh(t) = &env.target {
+            self.ssh_rollout(env, t, old.as_ref(), release).await
+        } else {
+            let live = match self.agent.env(&env.name).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let e = DeployError::from(e);
+                    self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await?;
+                    return Err(e);
+                }
+            };
+            match &old {
+                None => self.first(env, release).await,
+                Some(old) => {
+                    let running = live.as_ref().and_then(|l| l.group(group_id(old))).map_or(0, |g| g.healthy());
+                    let target_running =
+                        live.as_ref().and_then(|l| l.group(group_id(release))).map_or(0, |g| g.healthy());
+                    if release.reason == "rollback" && target_running >= env.instances {
+                        self.switch_back(env, release).await
+                    } else {
+                        match &env.strategy {
+                            Strategy::Rolling { .. } => self.rolling(env, old, release, running).await,
+                            Strategy::Canary { steps, analysis } => {
+                                self.canary(env, old, release, steps, analysis).await
+                            }
+                            Strategy::BlueGreen { keep_old, .. } => self.blue_green(env, old, release, *keep_old).await,
+                        }
                     }
                 }
             }
@@ -602,8 +633,11 @@ impl Engine {
                     if release.reason == "rollback" { ReleaseStatus::RolledBack } else { ReleaseStatus::Replaced };
                 self.store.set_current(&env.name, release.id, then).await?;
                 self.say(format!(
-                    "✓ {} {} is healthy ({} instance(s)) at http://{}",
-                    env.name, release.version, env.instances, env.listen
+                    "✓ {} {} is healthy ({} instance(s)) at {}",
+                    env.name,
+                    release.version,
+                    env.instances,
+                    entry_points(env)
                 ));
                 Ok(())
             }
@@ -622,11 +656,19 @@ impl Engine {
         self.say(format!("✗ {why}"));
         let outcome = match old {
             Some(old) => {
-                self.say(format!("rolling back to {} (#{})", old.version, old.id));
-                let g = self.group(old, env.instances, 100);
-                match self.apply(env, release.id, "rollback", vec![g]).await {
-                    Ok(_) => {
-                        let healthy = self.wait_healthy(env, group_id(old), env.instances).await;
+                let restored = if matches!(env.target, Target::Ssh(_)) {
+                    // The hosts were put back by the rollout itself, host by host.
+                    Ok(Ok(()))
+                } else {
+                    self.say(format!("rolling back to {} (#{})", old.version, old.id));
+                    let g = self.group(old, env.instances, 100);
+                    match self.apply(env, release.id, "rollback", vec![g]).await {
+                        Ok(_) => Ok(self.wait_healthy(env, group_id(old), env.instances).await),
+                        Err(e) => Err(e),
+                    }
+                };
+                match restored {
+                    Ok(healthy) => {
                         let auto = NewRelease {
                             environment: env.name.clone(),
                             version: old.version.clone(),
@@ -661,6 +703,7 @@ impl Engine {
                     Err(Step::Failed(Failure(f))) => format!("could not roll back: {f}"),
                 }
             }
+            None if matches!(env.target, Target::Ssh(_)) => "nothing ran here before".to_string(),
             None => match self.agent.remove(&env.name).await {
                 Ok(()) => "stopped it; nothing ran here before".to_string(),
                 Err(slipway_api::ApiError::Status { status: 404, .. }) => "nothing ran here before".to_string(),

@@ -6,9 +6,15 @@
 
 pub mod artifacts;
 mod engine;
+mod hosts;
 pub mod plan;
+mod ssh;
+mod systemd;
 
-pub use engine::{Engine, Outcome, Progress, Reason, config_hash, config_json, group_id as group_id_of};
+pub use hosts::{HostState, release_dir_name};
+pub use systemd::unit as systemd_unit;
+
+pub use engine::{Engine, Outcome, Progress, Reason, config_hash, config_json, entry_points, group_id as group_id_of};
 
 /// Exit codes of the deploy commands (documented in docs/cli.md).
 pub mod exit {

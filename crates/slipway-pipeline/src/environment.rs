@@ -24,10 +24,75 @@ pub struct Environment {
     pub drain_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// The agent on this machine.
     Local,
+    /// Linux hosts over SSH, the service run by systemd.
+    Ssh(SshTarget),
+}
+
+/// `target: ssh` and its `ssh:` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    pub hosts: Vec<SshHost>,
+    /// Private key file (relative to the project); default: ssh's own (agent, ~/.ssh).
+    pub identity: Option<String>,
+    /// known_hosts file (relative to the project); default: ssh's own. Never skipped.
+    pub known_hosts: Option<String>,
+    /// Where releases live on a host: `<root>/<service>/releases/<version>`, `<root>/<service>/current`.
+    pub root: String,
+    /// The systemd unit and directory name (default: the binary's name).
+    pub service: Option<String>,
+    /// Releases kept on each host (the current one included).
+    pub keep: u32,
+    /// The unit's `User=`; default a `DynamicUser=`.
+    pub user: Option<String>,
+    pub connect_timeout: std::time::Duration,
+    /// Each remote step's limit.
+    pub command_timeout: std::time::Duration,
+}
+
+/// One host: `ssh://user@host:port`, and the port the service listens on there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshHost {
+    pub user: String,
+    pub host: String,
+    pub ssh_port: u16,
+    /// The service's port on this host (`{{port}}`, `$PORT`, and the health check's).
+    pub port: u16,
+}
+
+impl SshHost {
+    pub fn label(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.ssh_port)
+    }
+}
+
+/// Parses `ssh://user@host[:port]` (port 22 by default; IPv6 hosts in brackets).
+pub fn parse_ssh_url(s: &str) -> Result<(String, String, u16), String> {
+    let rest = s.strip_prefix("ssh://").ok_or("must start with `ssh://`")?;
+    let (user, hostport) = rest.split_once('@').ok_or("needs a user: `ssh://user@host`")?;
+    if user.is_empty() || hostport.contains('/') {
+        return Err("must be `ssh://user@host[:port]`".into());
+    }
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or("an IPv6 host needs a closing `]`")?;
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    let port = match port {
+        Some(p) => p.parse::<u16>().map_err(|_| format!("port `{p}` is not a number from 1 to 65535"))?,
+        None => 22,
+    };
+    Ok((user.to_string(), host, port))
 }
 
 /// What to run: a binary of the build and how to start it.

@@ -171,8 +171,27 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
+/// The pipeline file's environments, with the ssh key and known_hosts paths made absolute
+/// (they are relative to the project).
 fn environments(root: &Path, file: Option<&Path>, ui: &Ui) -> Result<Vec<Environment>> {
-    Ok(crate::project::load(root, file, ui)?.pipeline.environments)
+    let mut envs = crate::project::load(root, file, ui)?.pipeline.environments;
+    for e in &mut envs {
+        if let slipway_pipeline::environment::Target::Ssh(t) = &mut e.target {
+            for p in [&mut t.identity, &mut t.known_hosts].into_iter().flatten() {
+                let abs = root.join(shellexpand_home(p));
+                *p = abs.display().to_string();
+            }
+        }
+    }
+    Ok(envs)
+}
+
+/// `~/x` → `$HOME/x`.
+fn shellexpand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
 }
 
 fn find_env(envs: &[Environment], name: &str) -> Result<Environment, DeployError> {
@@ -500,6 +519,7 @@ struct Row {
     url: String,
     updated_at: Option<i64>,
     detail: Option<String>,
+    hosts: Option<Vec<serde_json::Value>>,
 }
 
 pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32> {
@@ -534,7 +554,9 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
         let mut rows = Vec::new();
         for name in &names {
             let env = envs.iter().find(|e| &e.name == name);
-            if agent_up && let Some(env) = env {
+            if let Some(env) = env
+                && (agent_up || matches!(env.target, slipway_pipeline::environment::Target::Ssh(_)))
+            {
                 // A deploy that crashed mid-way is repaired here when nobody else holds the lock.
                 let _ = engine.repair(env).await;
             }
@@ -553,10 +575,53 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
             let listen = env
                 .map(|e| e.listen.clone())
                 .or_else(|| current.as_ref().and_then(|c| c.config["listen"].as_str().map(str::to_string)));
+            let mut hosts_json = None;
+            let mut healthy = healthy;
+            let mut total = total;
+            let ssh_drift = match (env, &current) {
+                (Some(e), Some(c)) if matches!(e.target, slipway_pipeline::environment::Target::Ssh(_)) => {
+                    let states = engine.inspect_hosts(e, c).await;
+                    total = states.len() as u32;
+                    healthy = states.iter().filter(|h| h.matches(c)).count() as u32;
+                    hosts_json = Some(
+                        states
+                            .iter()
+                            .map(|h| {
+                                serde_json::json!({"host": h.host, "release": h.release_dir, "sha256": h.sha256, "active": h.active, "matches": h.matches(c), "error": h.error})
+                            })
+                            .collect(),
+                    );
+                    let drifted: Vec<String> = states
+                        .iter()
+                        .filter(|h| !h.matches(c))
+                        .map(|h| match &h.error {
+                            Some(e) => format!("{}: {e}", h.host),
+                            None => format!(
+                                "{} runs {} ({}), expected {} ({})",
+                                h.host,
+                                h.release_dir.as_deref().unwrap_or("nothing"),
+                                h.active,
+                                slipway_deploy::release_dir_name(c),
+                                "active"
+                            ),
+                        })
+                        .collect();
+                    Some(drifted)
+                }
+                _ => None,
+            };
             let (status, detail) = if unfinished.iter().any(|r| r.status == ReleaseStatus::Deploying) {
                 ("deploying".to_string(), unfinished.last().map(|r| format!("release #{} ({})", r.id, r.version)))
             } else if current.is_none() {
                 ("not deployed".to_string(), None)
+            } else if let Some(drifted) = &ssh_drift {
+                if drifted.is_empty() {
+                    ("healthy".to_string(), None)
+                } else if healthy == 0 {
+                    ("failed".to_string(), Some(format!("drift: {}", drifted.join("; "))))
+                } else {
+                    ("drift".to_string(), Some(format!("hosts differ from the release record: {}", drifted.join("; "))))
+                }
             } else if !agent_up {
                 ("unknown".to_string(), Some("no agent is running: `slipway agent start`".to_string()))
             } else if healthy == 0 {
@@ -579,16 +644,22 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
                 status,
                 healthy,
                 total,
-                url: listen.map(|l| format!("http://{l}")).unwrap_or_default(),
+                url: match env {
+                    Some(e) if matches!(e.target, slipway_pipeline::environment::Target::Ssh(_)) => {
+                        slipway_deploy::entry_points(e)
+                    }
+                    _ => listen.map(|l| format!("http://{l}")).unwrap_or_default(),
+                },
                 updated_at: current.as_ref().map(|c| c.finished_at_ms.unwrap_or(c.created_at_ms)),
                 detail,
+                hosts: hosts_json,
             });
         }
         if args.json {
             let list: Vec<serde_json::Value> = rows
                 .iter()
                 .map(|r| {
-                    serde_json::json!({
+                    let mut v = serde_json::json!({
                         "environment": r.environment,
                         "version": r.version,
                         "status": r.status,
@@ -596,7 +667,11 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
                         "total": r.total,
                         "url": r.url,
                         "updated_at": r.updated_at.map(rfc3339),
-                    })
+                    });
+                    if let Some(h) = &r.hosts {
+                        v["hosts"] = serde_json::Value::Array(h.clone());
+                    }
+                    v
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&list)?);
@@ -623,7 +698,7 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
                 Some(match v {
                     "healthy" => "32",
                     "deploying" => "36",
-                    "degraded" | "rolled back" | "unknown" => "33",
+                    "degraded" | "rolled back" | "unknown" | "drift" => "33",
                     "failed" => "31",
                     _ => "2",
                 })

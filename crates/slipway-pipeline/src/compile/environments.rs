@@ -12,6 +12,7 @@ use crate::yaml::{Node, Value};
 
 const ENV_KEYS: &[&str] = &[
     "target",
+    "ssh",
     "service",
     "instances",
     "listen",
@@ -123,25 +124,29 @@ impl Cx {
             drain_timeout: Duration::from_secs(30),
         };
         let mut strategy_node = None;
+        let mut target_name = ("local".to_string(), n.span);
+        let mut ssh_node = None;
         for (k, v) in self.map(n, path) {
             let field = format!("{path}:{}", k.name);
             match k.name.as_str() {
                 "target" => {
                     if let Some(t) = self.string(v, &field) {
+                        target_name = (t.clone(), v.span);
                         match t.as_str() {
-                            "local" => env.target = Target::Local,
-                            "ssh" | "docker" | "kubernetes" => {
+                            "local" | "ssh" => {}
+                            "docker" | "kubernetes" => {
                                 self.err(v.span, format!("`{field}`: the `{t}` target is not available yet")).hint =
                                     Some("deploy to `local` (the agent on this machine) for now".into());
                             }
                             _ => {
                                 self.err(v.span, format!("`{field}`: unknown target `{t}`")).hint =
-                                    Some("targets: local".into());
+                                    Some("targets: local, ssh".into());
                             }
                         }
                     }
                 }
                 "service" => env.service = self.service(v, &field),
+                "ssh" => ssh_node = Some((k.span, v)),
                 "instances" => env.instances = self.int(v, &field, 1, 1000).map_or(1, |i| i as u32),
                 "listen" => {
                     *listen_span = Some(v.span);
@@ -165,17 +170,165 @@ impl Cx {
                 _ => self.unknown_key(k, &format!("`{path}`"), ENV_KEYS),
             }
         }
-        if env.listen.is_empty() && !matches!(n.value, Value::Map(_)) {
+        if !matches!(n.value, Value::Map(_)) {
             return None;
         }
-        if env.listen.is_empty() {
+        match (target_name.0.as_str(), ssh_node) {
+            ("ssh", Some((_, node))) => {
+                if let Some(t) = self.ssh_target(node, &format!("{path}:ssh")) {
+                    env.instances = t.hosts.len() as u32;
+                    env.target = Target::Ssh(t);
+                }
+            }
+            ("ssh", None) => {
+                self.err(target_name.1, format!("`{path}`: `target: ssh` needs an `ssh:` section with `hosts`")).hint =
+                    Some("e.g. `ssh: {hosts: [\"ssh://deploy@10.0.0.5\"], port: 8080}`".into());
+            }
+            (_, Some((span, _))) => {
+                self.err(span, format!("`{path}:ssh` is only for `target: ssh`"));
+            }
+            _ => {}
+        }
+        if env.listen.is_empty() && matches!(env.target, Target::Ssh(_)) {
+            // The hosts are the entry points (or the load balancer in front of them).
+        } else if env.listen.is_empty() {
             self.err(n.span, format!("`{path}` needs `listen`, the address its traffic enters at")).hint =
                 Some("e.g. `listen: 127.0.0.1:8080`".into());
         }
         if let Some(s) = strategy_node {
             env.strategy = self.strategy(s, &format!("{path}:strategy"), env.instances);
+            if matches!(env.target, Target::Ssh(_)) && !matches!(env.strategy, Strategy::Rolling { .. }) {
+                self.err(
+                    s.span,
+                    format!("`{path}:strategy`: `{}` is not available for `target: ssh` yet", env.strategy.name()),
+                )
+                .hint = Some("ssh hosts are updated with `type: rolling` (`max_unavailable` hosts at a time)".into());
+            }
+        } else if matches!(env.target, Target::Ssh(_)) {
+            // One host at a time unless told otherwise.
+            env.strategy = Strategy::Rolling { max_surge: Scale::Count(0), max_unavailable: Scale::Count(1) };
         }
         Some(env)
+    }
+
+    fn ssh_target(&mut self, n: &Node, path: &str) -> Option<SshTarget> {
+        let mut t = SshTarget {
+            hosts: Vec::new(),
+            identity: None,
+            known_hosts: None,
+            root: "/opt/slipway".into(),
+            service: None,
+            keep: 5,
+            user: None,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(120),
+        };
+        let mut port = None;
+        let mut hosts: Vec<(String, Option<u16>, Span)> = Vec::new();
+        let mut hosts_span = n.span;
+        for (k, v) in self.map(n, path) {
+            let f = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "hosts" => {
+                    hosts_span = v.span;
+                    let items: Vec<Node> = match &v.value {
+                        Value::Seq(items) => items.clone(),
+                        _ => vec![v.clone()],
+                    };
+                    for (i, item) in items.iter().enumerate() {
+                        let fi = format!("{f}[{i}]");
+                        match &item.value {
+                            Value::Map(m) => {
+                                let mut url = None;
+                                let mut p = None;
+                                for (hk, hv) in m {
+                                    match hk.name.as_str() {
+                                        "url" => url = self.string(hv, &format!("{fi}:url")),
+                                        "port" => p = self.int(hv, &format!("{fi}:port"), 1, 65535).map(|p| p as u16),
+                                        _ => self.unknown_key(hk, &format!("`{fi}`"), &["url", "port"]),
+                                    }
+                                }
+                                match url {
+                                    Some(u) => hosts.push((u, p, item.span)),
+                                    None => {
+                                        self.err(item.span, format!("`{fi}` needs `url: ssh://user@host`"));
+                                    }
+                                }
+                            }
+                            _ => {
+                                if let Some(u) = self.string(item, &fi) {
+                                    hosts.push((u, None, item.span));
+                                }
+                            }
+                        }
+                    }
+                }
+                "port" => port = self.int(v, &f, 1, 65535).map(|p| p as u16),
+                "identity" => t.identity = self.string(v, &f),
+                "known_hosts" => t.known_hosts = self.string(v, &f),
+                "root" => {
+                    if let Some(r) = self.string(v, &f) {
+                        if !r.starts_with('/') || r.contains("..") || r.contains(char::is_whitespace) {
+                            self.err(v.span, format!("`{f}`: `{r}` must be an absolute path without `..` or spaces"));
+                        }
+                        t.root = r.trim_end_matches('/').to_string();
+                    }
+                }
+                "service" => {
+                    if let Some(s) = self.string(v, &f) {
+                        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                            self.err(v.span, format!("`{f}`: `{s}` is not a valid unit name (letters, digits, `-_.`)"));
+                        }
+                        t.service = Some(s);
+                    }
+                }
+                "keep" => t.keep = self.int(v, &f, 2, 100).map_or(t.keep, |k| k as u32),
+                "user" => t.user = self.string(v, &f),
+                "connect_timeout" => t.connect_timeout = self.nonzero_duration(v, &f).unwrap_or(t.connect_timeout),
+                "command_timeout" => t.command_timeout = self.nonzero_duration(v, &f).unwrap_or(t.command_timeout),
+                _ => self.unknown_key(
+                    k,
+                    &format!("`{path}`"),
+                    &[
+                        "hosts",
+                        "port",
+                        "identity",
+                        "known_hosts",
+                        "root",
+                        "service",
+                        "keep",
+                        "user",
+                        "connect_timeout",
+                        "command_timeout",
+                    ],
+                ),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (url, p, span) in hosts {
+            match parse_ssh_url(&url) {
+                Ok((user, host, ssh_port)) => {
+                    let Some(service_port) = p.or(port) else {
+                        self.err(span, format!("`{path}`: host `{url}` has no service port")).hint =
+                            Some("set `port:` for all hosts, or `{url: ..., port: N}` for this one".into());
+                        continue;
+                    };
+                    if !seen.insert((host.clone(), ssh_port)) {
+                        self.err(span, format!("`{path}`: host `{url}` is listed twice"));
+                    }
+                    t.hosts.push(SshHost { user, host, ssh_port, port: service_port });
+                }
+                Err(e) => {
+                    self.err(span, format!("`{path}:hosts`: `{url}` {e}")).hint =
+                        Some("write hosts as `ssh://user@host` or `ssh://user@host:2222`".into());
+                }
+            }
+        }
+        if t.hosts.is_empty() {
+            self.err(hosts_span, format!("`{path}` needs at least one host in `hosts`"));
+            return None;
+        }
+        Some(t)
     }
 
     fn error_count(&self) -> usize {

@@ -1,0 +1,469 @@
+//! The `ssh` target: a release rolled out across Linux hosts with systemd. Every host first
+//! gets the release staged (binary uploaded once and checked by SHA-256, `run` script, env
+//! file, unit) without touching what runs; then hosts switch in batches of `max_unavailable`
+//! (`current` link, restart, health check). The first host that fails stops the rollout: its
+//! batch and every host already switched go back to the previous release (a link switch and
+//! a restart, no upload), and the report says which host failed at which step and why.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use slipway_pipeline::environment::{Environment, Probe, SshHost, SshTarget, Strategy};
+use slipway_store::Release;
+use tokio::task::JoinSet;
+
+use crate::engine::{Failure, Step};
+use crate::ssh::{Conn, HostError, sq};
+use crate::{Engine, artifacts, systemd};
+
+/// A release's directory name on a host: version and digest, so a rebuilt version never
+/// overwrites the bytes that run.
+pub fn release_dir_name(r: &Release) -> String {
+    let v: String =
+        r.version.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    format!("{v}-{}", &r.artifacts[0].sha256[..12])
+}
+
+fn service_name(t: &SshTarget, r: &Release) -> String {
+    t.service.clone().unwrap_or_else(|| r.artifacts[0].name.clone())
+}
+
+/// What one host runs, read back from it.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    pub host: String,
+    /// The release directory `current` points to.
+    pub release_dir: Option<String>,
+    pub sha256: Option<String>,
+    /// `systemctl is-active`.
+    pub active: String,
+    pub error: Option<String>,
+}
+
+impl HostState {
+    pub fn matches(&self, r: &Release) -> bool {
+        self.release_dir.as_deref() == Some(release_dir_name(r).as_str())
+            && self.sha256.as_deref() == Some(r.artifacts[0].sha256.as_str())
+            && self.active == "active"
+    }
+}
+
+struct Plan {
+    env: Environment,
+    target: SshTarget,
+    service: String,
+    binary: String,
+    sha: String,
+    local: PathBuf,
+    dir: String,
+    version: String,
+}
+
+async fn stage(c: Arc<Conn>, p: Arc<Plan>) -> Result<bool, HostError> {
+    let rel = format!("{}/{}/releases/{}", p.target.root, p.service, p.dir);
+    let check = format!(
+        "set -e\n\
+         command -v systemctl >/dev/null 2>&1 || {{ echo 'systemctl not found: the ssh target needs a host with systemd' >&2; exit 3; }}\n\
+         mkdir -p {rel}\n\
+         if [ -f {bin} ] && [ \"$(sha256sum {bin} | cut -d' ' -f1)\" = {sha} ]; then echo present; else echo missing; fi",
+        rel = sq(&rel),
+        bin = sq(&format!("{rel}/{}", p.binary)),
+        sha = sq(&p.sha),
+    );
+    let present = c.run("check", &check, None).await?.trim() == "present";
+    if !present {
+        let part = format!("{rel}/.{}.part", p.binary);
+        let upload = format!(
+            "set -e\n\
+             cat > {part}\n\
+             got=$(sha256sum {part} | cut -d' ' -f1)\n\
+             if [ \"$got\" != {sha} ]; then rm -f {part}; echo \"checksum mismatch after upload: sha256:$got\" >&2; exit 4; fi\n\
+             chmod 0755 {part}\n\
+             mv -f {part} {bin}",
+            part = sq(&part),
+            sha = sq(&p.sha),
+            bin = sq(&format!("{rel}/{}", p.binary)),
+        );
+        if let Err(e) = c.run("upload", &upload, Some(&p.local)).await {
+            let _ = c.run("clean up", &format!("rm -f {}", sq(&part)), None).await;
+            return Err(e);
+        }
+    }
+    let port = c.host.port;
+    let files = format!(
+        "set -e\n\
+         umask 077\n\
+         printf '%s' {env} > {rel}/env\n\
+         umask 022\n\
+         printf '%s' {run} > {rel}/run\n\
+         chmod 0755 {rel}/run\n\
+         printf '%s' {unit} > /etc/systemd/system/.{svc}.service.part\n\
+         mv -f /etc/systemd/system/.{svc}.service.part /etc/systemd/system/{svc}.service\n\
+         systemctl daemon-reload",
+        env = sq(&systemd::env_file(&p.env, &p.version, port)),
+        run = sq(&systemd::run_script(&p.env, &rel, &p.binary, port)),
+        unit = sq(&systemd::unit(&p.env, &p.target, &p.service)),
+        rel = sq(&rel),
+        svc = p.service,
+    );
+    c.run("write unit", &files, None).await?;
+    Ok(!present)
+}
+
+/// Points `current` at `dir` and restarts the unit.
+async fn switch(c: &Conn, t: &SshTarget, service: &str, dir: &str) -> Result<(), HostError> {
+    let base = format!("{}/{service}", t.root);
+    let script = format!(
+        "set -e\n\
+         cd {base}\n\
+         [ -d releases/{dir} ] || {{ echo 'release {dir} is not on this host' >&2; exit 5; }}\n\
+         ln -sfn releases/{dir} .current.part\n\
+         mv -Tf .current.part current\n\
+         systemctl enable --quiet {service} 2>/dev/null || true\n\
+         systemctl restart {service}",
+        base = sq(&base),
+        dir = dir,
+    );
+    c.run("restart", &script, None).await.map(|_| ())
+}
+
+/// Stops and disables the unit (a first release that failed).
+async fn stop(c: &Conn, t: &SshTarget, service: &str) -> Result<(), HostError> {
+    let script = format!(
+        "systemctl disable --now {service} 2>/dev/null || true; rm -f {}",
+        sq(&format!("{}/{service}/current", t.root))
+    );
+    c.run("stop", &script, None).await.map(|_| ())
+}
+
+/// Probes the service on the host until `successes` passes in a row, or fails at the
+/// deadline (sooner when systemd keeps restarting it) with the unit's last log lines.
+async fn healthy(c: &Conn, env: &Environment, service: &str) -> Result<(), HostError> {
+    let h = &env.health;
+    let deadline = Instant::now() + h.deadline;
+    let mut passes = 0;
+    let mut last = String::from("no check answered yet");
+    let mut next_unit_check = Instant::now() + Duration::from_secs(1);
+    loop {
+        match probe(c, &env.health.probe, h.timeout).await {
+            Ok(()) => {
+                passes += 1;
+                if passes >= h.successes {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                passes = 0;
+                last = e;
+            }
+        }
+        let crashing = if Instant::now() >= next_unit_check {
+            next_unit_check = Instant::now() + Duration::from_secs(1);
+            let show = c.run("health", &format!("systemctl show -p NRestarts --value {service}"), None).await?;
+            show.trim().parse::<u32>().unwrap_or(0) >= 3
+        } else {
+            false
+        };
+        if crashing || Instant::now() >= deadline {
+            let journal = c
+                .run(
+                    "health",
+                    &format!(
+                        "systemctl is-active {service}; journalctl -u {service} -n 5 --no-pager -o cat 2>/dev/null"
+                    ),
+                    None,
+                )
+                .await
+                .unwrap_or_else(|e| e.message.clone());
+            let lines: Vec<&str> = journal.lines().filter(|l| !l.trim().is_empty()).collect();
+            return Err(HostError {
+                host: c.host.label(),
+                step: "health check".into(),
+                message: format!(
+                    "{}: {last}; unit {}",
+                    if crashing {
+                        "keeps restarting".to_string()
+                    } else {
+                        format!("not healthy within {}", crate::plan::fmt_duration(h.deadline))
+                    },
+                    lines.iter().rev().take(3).rev().copied().collect::<Vec<_>>().join(" | ")
+                ),
+            });
+        }
+        tokio::time::sleep(h.interval.min(Duration::from_millis(250))).await;
+    }
+}
+
+async fn probe(c: &Conn, p: &Probe, timeout: Duration) -> Result<(), String> {
+    let addr = (c.host.host.as_str(), c.host.port);
+    let work = async {
+        match p {
+            Probe::Tcp => {
+                tokio::net::TcpStream::connect(addr).await.map(|_| ()).map_err(|e| format!("TCP connect: {e}"))
+            }
+            Probe::Http(path) => {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("GET {path}: {e}"))?;
+                let req = format!(
+                    "GET {path} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: slipway-health\r\n\r\n",
+                    c.host.host, c.host.port
+                );
+                s.write_all(req.as_bytes()).await.map_err(|e| format!("GET {path}: {e}"))?;
+                let mut head = vec![0u8; 64];
+                let n = s.read(&mut head).await.map_err(|e| format!("GET {path}: {e}"))?;
+                let line = String::from_utf8_lossy(&head[..n]).lines().next().unwrap_or("").to_string();
+                let code: u16 = line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                if (200..400).contains(&code) { Ok(()) } else { Err(format!("GET {path}: {}", line.trim())) }
+            }
+            Probe::Command(cmd) => c
+                .run("health", &format!("PORT={} sh -c {}", c.host.port, sq(cmd)), None)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("`{cmd}`: {}", e.message)),
+        }
+    };
+    tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+}
+
+/// Keeps the newest `keep` releases (never the current one).
+async fn prune(c: &Conn, t: &SshTarget, service: &str) {
+    let script = format!(
+        "cd {} 2>/dev/null || exit 0\n\
+         cur=$(readlink ../current | sed 's|^releases/||')\n\
+         ls -1t | awk 'NR>{}' | while read -r r; do [ \"$r\" = \"$cur\" ] || rm -rf -- \"$r\"; done",
+        sq(&format!("{}/{service}/releases", t.root)),
+        t.keep
+    );
+    let _ = c.run("prune", &script, None).await;
+}
+
+async fn inspect_one(c: &Conn, t: &SshTarget, service: &str, binary: &str) -> HostState {
+    let base = format!("{}/{service}", t.root);
+    let script = format!(
+        "l=$(readlink {base}/current 2>/dev/null || true); echo \"${{l#releases/}}\"\n\
+         sha256sum {base}/current/{binary} 2>/dev/null | cut -d' ' -f1; echo\n\
+         systemctl is-active {service} 2>/dev/null || true",
+        base = sq(&base),
+        binary = sq(binary),
+    );
+    match c.run("inspect", &script, None).await {
+        Ok(out) => {
+            let lines: Vec<&str> = out.lines().map(str::trim).collect();
+            let non_empty = |s: Option<&&str>| s.filter(|x| !x.is_empty()).map(|x| x.to_string());
+            HostState {
+                host: c.host.label(),
+                release_dir: non_empty(lines.first()),
+                sha256: non_empty(lines.get(1)),
+                active: lines.iter().rev().find(|l| !l.is_empty()).map_or("unknown".into(), |s| s.to_string()),
+                error: None,
+            }
+        }
+        Err(e) => HostState {
+            host: c.host.label(),
+            release_dir: None,
+            sha256: None,
+            active: "unknown".into(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+fn conns(t: &SshTarget) -> Result<Vec<Arc<Conn>>, Step> {
+    let dir = crate::ssh::control_dir()
+        .map_err(|e| Step::Error(crate::DeployError::new(crate::exit::FAILED, e.to_string())))?;
+    Ok(t.hosts.iter().map(|h| Arc::new(Conn::new(h, t, &dir))).collect())
+}
+
+async fn close_all(conns: &[Arc<Conn>]) {
+    for c in conns {
+        c.close().await;
+    }
+}
+
+impl Engine {
+    /// Reads what every host of an ssh environment runs.
+    pub async fn inspect_hosts(&self, env: &Environment, release: &Release) -> Vec<HostState> {
+        let slipway_pipeline::environment::Target::Ssh(t) = &env.target else { return Vec::new() };
+        let Ok(conns) = conns(t) else { return Vec::new() };
+        let service = service_name(t, release);
+        let mut set = JoinSet::new();
+        for (i, c) in conns.iter().enumerate() {
+            let (c, t, service, binary) =
+                (Arc::clone(c), t.clone(), service.clone(), release.artifacts[0].name.clone());
+            set.spawn(async move { (i, inspect_one(&c, &t, &service, &binary).await) });
+        }
+        let mut states: Vec<(usize, HostState)> = set.join_all().await;
+        states.sort_by_key(|(i, _)| *i);
+        close_all(&conns).await;
+        states.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Puts every host of an ssh environment back on `current` where it runs anything else
+    /// (after an interrupted deploy); returns one line per host it changed.
+    pub(crate) async fn ssh_restore(&self, env: &Environment, t: &SshTarget, current: &Release) -> Vec<String> {
+        let Ok(conns) = conns(t) else { return Vec::new() };
+        let service = service_name(t, current);
+        let mut out = Vec::new();
+        for c in &conns {
+            let state = inspect_one(c, t, &service, &current.artifacts[0].name).await;
+            if state.matches(current) {
+                continue;
+            }
+            let r = match switch(c, t, &service, &release_dir_name(current)).await {
+                Ok(()) => {
+                    healthy(c, env, &service).await.map(|()| format!("{}: back on {}", c.host.label(), current.version))
+                }
+                Err(e) => Err(e),
+            };
+            out.push(r.unwrap_or_else(|e| format!("could not restore {e}")));
+        }
+        close_all(&conns).await;
+        out
+    }
+
+    pub(crate) async fn ssh_rollout(
+        &self,
+        env: &Environment,
+        t: &SshTarget,
+        old: Option<&Release>,
+        new: &Release,
+    ) -> Result<(), Step> {
+        let conns = conns(t)?;
+        let r = self.ssh_rollout_on(env, t, old, new, &conns).await;
+        close_all(&conns).await;
+        r
+    }
+
+    async fn ssh_rollout_on(
+        &self,
+        env: &Environment,
+        t: &SshTarget,
+        old: Option<&Release>,
+        new: &Release,
+        conns: &[Arc<Conn>],
+    ) -> Result<(), Step> {
+        let local = artifacts::verify(&self.data_dir, &new.artifacts[0])?;
+        let plan = Arc::new(Plan {
+            env: env.clone(),
+            target: t.clone(),
+            service: service_name(t, new),
+            binary: new.artifacts[0].name.clone(),
+            sha: new.artifacts[0].sha256.clone(),
+            local,
+            dir: release_dir_name(new),
+            version: new.version.clone(),
+        });
+        // 1. Stage everywhere; nothing that runs changes, so a failure here needs no rollback.
+        self.say(format!("staging {} on {} host(s)", new.version, conns.len()));
+        self.store
+            .record_step(new.id, "stage", &json!({"hosts": t.hosts.iter().map(SshHost::label).collect::<Vec<_>>()}))
+            .await?;
+        let mut set = JoinSet::new();
+        for c in conns {
+            let (c, p) = (Arc::clone(c), Arc::clone(&plan));
+            set.spawn(async move { (c.host.label(), stage(c, p).await) });
+        }
+        let mut failed = Vec::new();
+        for (host, r) in set.join_all().await {
+            match r {
+                Ok(uploaded) => self.say(format!(
+                    "{host}: staged ({})",
+                    if uploaded { "uploaded, checksum verified" } else { "already there" }
+                )),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        if !failed.is_empty() {
+            return Err(Step::Failed(Failure(format!("staging failed on {}; no host was changed", failed.join("; ")))));
+        }
+        // 2. Switch in batches.
+        let batch = match env.strategy {
+            Strategy::Rolling { max_unavailable, .. } => max_unavailable.resolve(conns.len() as u32, false).max(1),
+            _ => 1,
+        } as usize;
+        let mut switched: Vec<usize> = Vec::new();
+        let indices: Vec<usize> = (0..conns.len()).collect();
+        for (b, chunk) in indices.chunks(batch).enumerate() {
+            let names: Vec<String> = chunk.iter().map(|&i| conns[i].host.label()).collect();
+            self.say(format!(
+                "batch {}/{}: {} → {}",
+                b + 1,
+                conns.len().div_ceil(batch),
+                names.join(", "),
+                new.version
+            ));
+            self.store.record_step(new.id, "switch", &json!({"hosts": names})).await?;
+            let mut set = JoinSet::new();
+            for &i in chunk {
+                let (c, p) = (Arc::clone(&conns[i]), Arc::clone(&plan));
+                set.spawn(async move {
+                    let r = match switch(&c, &p.target, &p.service, &p.dir).await {
+                        Ok(()) => healthy(&c, &p.env, &p.service).await,
+                        Err(e) => Err(e),
+                    };
+                    (i, r)
+                });
+            }
+            let results = set.join_all().await;
+            switched.extend(chunk);
+            let errors: Vec<String> =
+                results.iter().filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string())).collect();
+            if errors.is_empty() {
+                for n in &names {
+                    self.say(format!("{n}: healthy on {}", new.version));
+                }
+                continue;
+            }
+            // 3. Put every switched host back.
+            let report = self.ssh_undo(env, t, old, &plan.service, conns, &switched).await;
+            let untouched = conns.len() - switched.len();
+            return Err(Step::Failed(Failure(format!(
+                "{}; {report}{}",
+                errors.join("; "),
+                if untouched > 0 { format!("; {untouched} host(s) never switched") } else { String::new() }
+            ))));
+        }
+        for c in conns {
+            prune(c, t, &plan.service).await;
+        }
+        Ok(())
+    }
+
+    async fn ssh_undo(
+        &self,
+        env: &Environment,
+        t: &SshTarget,
+        old: Option<&Release>,
+        service: &str,
+        conns: &[Arc<Conn>],
+        switched: &[usize],
+    ) -> String {
+        let mut set = JoinSet::new();
+        for &i in switched {
+            let (c, t, env, service) = (Arc::clone(&conns[i]), t.clone(), env.clone(), service.to_string());
+            let old_dir = old.map(release_dir_name);
+            set.spawn(async move {
+                let r = match &old_dir {
+                    Some(d) => match switch(&c, &t, &service, d).await {
+                        Ok(()) => healthy(&c, &env, &service).await,
+                        Err(e) => Err(e),
+                    },
+                    None => stop(&c, &t, &service).await,
+                };
+                (c.host.label(), r)
+            });
+        }
+        let mut lines = Vec::new();
+        for (host, r) in set.join_all().await {
+            lines.push(match (r, old) {
+                (Ok(()), Some(o)) => format!("{host} back on {}", o.version),
+                (Ok(()), None) => format!("{host} stopped"),
+                (Err(e), _) => format!("{host} NOT restored ({e})"),
+            });
+        }
+        lines.sort();
+        lines.join(", ")
+    }
+}

@@ -1,0 +1,387 @@
+//! The `ssh` target against real hosts: Debian containers booted with systemd as PID 1 in the
+//! local Docker Engine (image from `scripts/systemd-image`), each with its own sshd on a
+//! loopback port and a temporary key pair; the service is the websvc fixture built by Go.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const IMAGE: &str = "slipway-test/debian-systemd:bookworm";
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker runs");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Hosts: systemd containers on the host network, each with sshd on its own port.
+struct Hosts {
+    names: Vec<String>,
+    pub ssh_ports: Vec<u16>,
+    pub ports: Vec<u16>,
+    keys: tempfile::TempDir,
+}
+
+impl Hosts {
+    fn start(n: usize, extra: &[&str]) -> Hosts {
+        require("docker", "--version");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/systemd-image");
+        let st = Command::new("bash").arg(root).status().unwrap();
+        assert!(
+            st.success(),
+            "scripts/systemd-image failed (needs root, debootstrap and dockerd: scripts/test does it all)"
+        );
+        let keys = tempfile::tempdir().unwrap();
+        let key = keys.path().join("id");
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "slipway-test", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let mut h = Hosts { names: Vec::new(), ssh_ports: Vec::new(), ports: Vec::new(), keys };
+        for i in 0..n {
+            let name = format!("slipway-test-{}-{i}", std::process::id());
+            let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+            let mut args = vec![
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                "host",
+                "--cgroupns=host",
+                "-v",
+                "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+                "--tmpfs",
+                "/run",
+                "--tmpfs",
+                "/run/lock",
+                "-e",
+                "container=docker",
+                "--security-opt",
+                "seccomp=unconfined",
+                "--cap-add",
+                "SYS_ADMIN",
+                "--cap-add",
+                "NET_ADMIN",
+                "--cap-add",
+                "SYS_PTRACE",
+                "--cap-add",
+                "SYS_BOOT",
+            ];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&[IMAGE, "/sbin/init"]);
+            docker(&args);
+            h.names.push(name);
+            h.ssh_ports.push(free_port());
+            h.ports.push(free_port());
+        }
+        for (i, name) in h.names.iter().enumerate() {
+            let t = Instant::now();
+            loop {
+                let state =
+                    Command::new("docker").args(["exec", name, "systemctl", "is-system-running"]).output().unwrap();
+                let s = String::from_utf8_lossy(&state.stdout).trim().to_string();
+                if s == "running" || s == "degraded" {
+                    break;
+                }
+                assert!(t.elapsed() < Duration::from_secs(30), "{name} did not boot: {s}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let script = format!(
+                "ssh-keygen -A >/dev/null && mkdir -p /root/.ssh /run/sshd && chmod 700 /root/.ssh && printf '%s' '{}' > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && /usr/sbin/sshd -p {} -o ListenAddress=127.0.0.1 -o PermitRootLogin=prohibit-password -o PasswordAuthentication=no",
+                public.trim(),
+                h.ssh_ports[i]
+            );
+            docker(&["exec", name, "sh", "-c", &script]);
+        }
+        // known_hosts from the hosts themselves (the test is the one trusting them).
+        let mut known = String::new();
+        for p in &h.ssh_ports {
+            let t = Instant::now();
+            loop {
+                let out = Command::new("ssh-keyscan").args(["-p", &p.to_string(), "127.0.0.1"]).output().unwrap();
+                if !out.stdout.is_empty() {
+                    known.push_str(&String::from_utf8_lossy(&out.stdout));
+                    break;
+                }
+                assert!(t.elapsed() < Duration::from_secs(10), "sshd on {p} did not answer");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        std::fs::write(h.keys.path().join("known_hosts"), known).unwrap();
+        h
+    }
+
+    fn key(&self) -> PathBuf {
+        self.keys.path().join("id")
+    }
+
+    fn known_hosts(&self) -> PathBuf {
+        self.keys.path().join("known_hosts")
+    }
+
+    /// Runs a command on host `i` (over docker, not over the deploy's ssh).
+    fn exec(&self, i: usize, cmd: &str) -> String {
+        let out = Command::new("docker").args(["exec", &self.names[i], "sh", "-c", cmd]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn environment(&self, name: &str, extra: &str) -> String {
+        let hosts: Vec<String> = (0..self.names.len())
+            .map(|i| format!("{{url: \"ssh://root@127.0.0.1:{}\", port: {}}}", self.ssh_ports[i], self.ports[i]))
+            .collect();
+        format!(
+            "  {name}:\n    target: ssh\n    ssh:\n      hosts: [{}]\n      identity: {}\n      known_hosts: {}\n      command_timeout: 60s\n    service:\n      args: [\"-v\"]\n    health: {{http: /healthz, interval: 200ms, deadline: 5s}}\n{extra}",
+            hosts.join(", "),
+            self.key().display(),
+            self.known_hosts().display()
+        )
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("docker").args(["rm", "-f", n]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+fn build(version: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("websvc-ssh-builds");
+    let out = root.join(version);
+    let lock_dir = root.clone();
+    std::fs::create_dir_all(&lock_dir).unwrap();
+    let lock = std::fs::File::create(lock_dir.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
+    let stamp = std::fs::read_to_string(src.join("main.go")).unwrap().len().to_string();
+    if std::fs::read_to_string(out.join(".stamp")).is_ok_and(|s| s == stamp) {
+        return out;
+    }
+    require_go();
+    let work = tempfile::tempdir().unwrap();
+    for f in ["go.mod", "main.go"] {
+        std::fs::copy(src.join(f), work.path().join(f)).unwrap();
+    }
+    let r = slipway_in(work.path(), &["go", "build", "--version", version]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(work.path().join("dist")).unwrap().flatten() {
+        std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
+    }
+    std::fs::write(out.join(".stamp"), stamp).unwrap();
+    out
+}
+
+struct Project {
+    repo: Repo,
+    data: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(environments: &str) -> Project {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
+        let repo = Repo::new(&[
+            ("go.mod", &std::fs::read_to_string(src.join("go.mod")).unwrap()),
+            ("main.go", &std::fs::read_to_string(src.join("main.go")).unwrap()),
+            (".slipway.yml", &format!("include:\n  - template: slipway/go.yml\nenvironments:\n{environments}")),
+        ]);
+        Project { repo, data: tempfile::tempdir().unwrap() }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(self.repo.path())
+            .env("NO_COLOR", "1")
+            .env("SLIPWAY_DATA_DIR", self.data.path())
+            .env("SLIPWAY_USER", "tester")
+            .env("SLIPWAY_LOCK_LEASE", "2s");
+        c
+    }
+
+    fn sw(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd(args).output().unwrap())
+    }
+
+    fn deploy(&self, env: &str, version: &str) -> Run {
+        self.sw(&["deploy", env, "--artifacts", build(version).to_str().unwrap()])
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let r = self.sw(&["status", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.debug());
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()[0].clone()
+    }
+
+    fn history(&self, env: &str) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.sw(&["history", env, "--json"]).stdout).unwrap()
+    }
+}
+
+fn answer(port: u16) -> String {
+    http_get(&format!("127.0.0.1:{port}"), "/")
+        .map(|r| r.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn hosts_roll_in_batches_roll_back_and_report_drift() {
+    let hosts = Hosts::start(2, &[]);
+    let project = Project::new(&hosts.environment("prod", ""));
+    let r = project.deploy("prod", "v1");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("uploaded, checksum verified"), "{}", r.stderr);
+    for i in 0..2 {
+        assert_eq!(answer(hosts.ports[i]), "v1");
+        assert_eq!(hosts.exec(i, "systemctl is-active websvc"), "active");
+        assert_eq!(
+            hosts.exec(i, "systemctl show -p DynamicUser,NoNewPrivileges,ProtectSystem websvc"),
+            "DynamicUser=yes\nProtectSystem=strict\nNoNewPrivileges=yes"
+        );
+        assert_eq!(hosts.exec(i, "systemd-analyze verify /etc/systemd/system/websvc.service 2>&1; echo $?"), "0");
+        assert_eq!(hosts.exec(i, "stat -c %a /opt/slipway/websvc/current/env"), "600");
+    }
+
+    // v2 while every host is polled: at most max_unavailable (1) host out of service at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new(AtomicUsize::new(0));
+    let poller = {
+        let (stop, worst, ports) = (Arc::clone(&stop), Arc::clone(&worst), hosts.ports.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let down = ports.iter().filter(|p| !matches!(answer(**p).as_str(), "v1" | "v2")).count();
+                worst.fetch_max(down, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let r = project.deploy("prod", "v2");
+    stop.store(true, Ordering::SeqCst);
+    poller.join().unwrap();
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("batch 2/2"), "{}", r.stderr);
+    assert!(worst.load(Ordering::SeqCst) <= 1, "{} hosts were out of service at once", worst.load(Ordering::SeqCst));
+    assert_eq!((answer(hosts.ports[0]), answer(hosts.ports[1])), ("v2".into(), "v2".into()));
+
+    // v3 fails its health check on the first host: that host goes back to v2, the second is never touched.
+    let r = project.deploy("prod", "v3-unhealthy");
+    assert_eq!(r.code, 1, "{}", r.debug());
+    let host0 = format!("root@127.0.0.1:{}", hosts.ssh_ports[0]);
+    assert!(r.stderr.contains(&format!("{host0} at `health check`")) && r.stderr.contains("503"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{host0} back on v2")) && r.stderr.contains("1 host(s) never switched"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!((answer(hosts.ports[0]), answer(hosts.ports[1])), ("v2".into(), "v2".into()));
+    assert_eq!(project.history("prod")[0]["reason"], "auto-rollback");
+
+    // Rollback by hand: a link switch and a restart; the binary is already there.
+    let r = project.sw(&["rollback", "prod"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("already there") && !r.stderr.contains("uploaded"), "{}", r.stderr);
+    assert_eq!((answer(hosts.ports[0]), answer(hosts.ports[1])), ("v1".into(), "v1".into()));
+
+    // Drift: a host whose unit was stopped behind slipway's back.
+    hosts.exec(1, "systemctl stop websvc");
+    let st = project.status();
+    assert_eq!(st["status"], "drift", "{st}");
+    assert_eq!((st["healthy"].as_u64(), st["total"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(st["hosts"][1]["active"], "inactive");
+    assert_eq!(st["hosts"][0]["matches"], true);
+}
+
+#[test]
+fn host_failures_are_reported_and_change_nothing() {
+    // The second host's release directory is a 1 MiB tmpfs: the upload cannot fit.
+    let hosts = Hosts::start(2, &[]);
+    let project = Project::new(&hosts.environment("prod", ""));
+    assert_eq!(project.deploy("prod", "v1").code, 0);
+    hosts.exec(
+        1,
+        "mount -t tmpfs -o size=1m tmpfs /opt/slipway/websvc/releases && mkdir -p /opt/slipway/websvc/releases/keep",
+    );
+    let r = project.deploy("prod", "v2");
+    assert_eq!(r.code, 1, "{}", r.debug());
+    let host1 = format!("root@127.0.0.1:{}", hosts.ssh_ports[1]);
+    assert!(
+        r.stderr.contains(&format!("{host1} at `upload`")) && r.stderr.contains("No space left on device"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("no host was changed"), "{}", r.stderr);
+    assert_eq!((answer(hosts.ports[0]), answer(hosts.ports[1])), ("v1".into(), "v1".into()));
+    hosts.exec(1, "umount /opt/slipway/websvc/releases");
+
+    // Unknown host key: known_hosts is never bypassed.
+    let known = std::fs::read_to_string(hosts.known_hosts()).unwrap();
+    std::fs::write(hosts.known_hosts(), "").unwrap();
+    let r = project.deploy("prod", "v2");
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(r.stderr.contains("host key") && r.stderr.contains("ssh-keyscan"), "{}", r.stderr);
+    std::fs::write(hosts.known_hosts(), known).unwrap();
+
+    // Authentication refused: another key.
+    let other = tempfile::tempdir().unwrap();
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(other.path().join("id"))
+        .status()
+        .unwrap();
+    let env = hosts
+        .environment("prod", "")
+        .replace(&hosts.key().display().to_string(), &other.path().join("id").display().to_string());
+    let wrong = Project::new(&env);
+    let r = wrong.deploy("prod", "v1");
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(r.stderr.contains("authentication refused"), "{}", r.stderr);
+
+    // Unreachable: nothing listens on that port.
+    let env = hosts.environment("prod", "").replace(&hosts.ssh_ports[0].to_string(), &free_port().to_string());
+    let r = Project::new(&env).deploy("prod", "v1");
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(r.stderr.contains("host unreachable"), "{}", r.stderr);
+}
+
+#[test]
+fn a_deploy_killed_between_hosts_is_repaired() {
+    let hosts = Hosts::start(2, &[]);
+    let project = Project::new(&hosts.environment("prod", "").replace("deadline: 5s", "deadline: 30s"));
+    assert_eq!(project.deploy("prod", "v1").code, 0);
+    // v3 never gets healthy: the first host waits on its health check when the deploy is killed.
+    let mut deploying = project
+        .cmd(&["deploy", "prod", "--artifacts", build("v3-unhealthy").to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while hosts.exec(0, "readlink /opt/slipway/websvc/current").contains("v1") {
+        assert!(t.elapsed() < Duration::from_secs(20), "the first host never switched");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    deploying.kill().unwrap();
+    deploying.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(2_200)); // the lock's lease
+    let st = project.status();
+    assert_eq!((st["version"].as_str(), st["status"].as_str()), (Some("v1"), Some("healthy")), "{st}");
+    assert_eq!((answer(hosts.ports[0]), answer(hosts.ports[1])), ("v1".into(), "v1".into()));
+    let h = project.history("prod");
+    assert_eq!(h[0]["status"], "failed");
+    assert!(h[0]["detail"].as_str().unwrap().contains("interrupted"), "{}", h[0]);
+}
