@@ -48,6 +48,8 @@ pub struct Engine {
     /// The deploy lock's lease: a crashed deploy blocks the environment at most this long.
     pub lease: Duration,
     pub progress: Progress,
+    /// The release this engine is deploying (to mark it when the deploy is interrupted).
+    pub active: std::sync::Mutex<Option<i64>>,
 }
 
 /// A gate failed: the new release is not good.
@@ -373,6 +375,7 @@ impl Engine {
             self.agent.info().await?;
         }
         let release = self.store.create_release(&new).await?;
+        *self.active.lock().expect("active lock") = Some(release.id);
         self.say(format!(
             "release #{}: {} {} ({}) by {}",
             release.id, env.name, release.version, release.reason, release.actor
@@ -513,7 +516,7 @@ impl Engine {
         for r in &stale {
             let steps = self.store.steps(r.id).await?;
             let why = format!(
-                "interrupted after {} step(s): the deploying process stopped; {}",
+                "interrupted after {} step(s) (the deploy was stopped or its process died); {}",
                 steps.len(),
                 match &current {
                     Some(c) => format!("back on {} (#{})", c.version, c.id),
@@ -571,6 +574,19 @@ impl Engine {
             }
             (None, Some(_)) => self.agent.remove(&env.name).await?,
             (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Records that the release this engine was deploying was interrupted while it still
+    /// waited (for the lock or approvals); a release that had started is left to `repair`.
+    pub async fn cancel_waiting(&self) -> Result<(), DeployError> {
+        let id = *self.active.lock().expect("active lock");
+        if let Some(id) = id
+            && let Some(r) = self.store.release(id).await?
+            && r.status == ReleaseStatus::Queued
+        {
+            self.store.set_status(id, ReleaseStatus::Failed, Some("canceled while it waited")).await?;
         }
         Ok(())
     }

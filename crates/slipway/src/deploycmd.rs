@@ -234,6 +234,7 @@ fn engine(data: &Path, ui: &Ui, common: &CommonArgs, store: Store) -> Engine {
             .and_then(|s| slipway_pipeline::duration::parse(&s).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(15)),
+        active: Default::default(),
         progress: Arc::new(move |line: &str| {
             let t = format!("[{:>6.1}s]", start.elapsed().as_secs_f64());
             if color {
@@ -312,6 +313,37 @@ async fn resolve_artifacts(
     artifacts::import(&engine.data_dir, &path, env.service.binary.as_deref(), args.version.as_deref())
 }
 
+/// Runs a deploy until it ends or the user interrupts it (Ctrl-C, SIGTERM). An interrupted
+/// deploy stops where it is and is repaired at once: the environment goes back to its
+/// current release and the release records that it was interrupted (exit 130).
+async fn interruptible(
+    engine: &Engine,
+    env: &Environment,
+    deploy: impl std::future::Future<Output = Result<slipway_deploy::Outcome, DeployError>>,
+) -> Result<slipway_deploy::Outcome, DeployError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return deploy.await;
+    };
+    tokio::select! {
+        r = deploy => r,
+        _ = int.recv() => stopped(engine, env).await,
+        _ = term.recv() => stopped(engine, env).await,
+    }
+}
+
+async fn stopped(engine: &Engine, env: &Environment) -> Result<slipway_deploy::Outcome, DeployError> {
+    (engine.progress)("interrupted: putting the current release back");
+    let _ = engine.cancel_waiting().await;
+    let repaired = engine.repair(env).await;
+    let mut e = DeployError::new(exit::CANCELED, format!("the deploy to `{}` was interrupted", env.name));
+    e.hint = Some(match repaired {
+        Ok(()) => format!("`{}` is back on its current release; see `slipway history {}`", env.name, env.name),
+        Err(r) => format!("repairing failed ({}); `slipway status` retries it", r.message),
+    });
+    Err(e)
+}
+
 fn outcome_json(o: &slipway_deploy::Outcome) -> serde_json::Value {
     serde_json::json!({
         "ok": true,
@@ -388,7 +420,7 @@ pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32
             }
             return Ok(exit::OK);
         }
-        Ok(finish(ui, json, engine.deploy(&env, &set, branch, Reason::Deploy).await))
+        Ok(finish(ui, json, interruptible(&engine, &env, engine.deploy(&env, &set, branch, Reason::Deploy)).await))
     })
 }
 
@@ -449,7 +481,7 @@ pub fn promote(root: &Path, data: &Path, args: PromoteArgs, ui: &Ui) -> Result<i
             Err(e) => return Ok(report(ui, e, json)),
         };
         let engine = engine(data, ui, &args.common, store);
-        Ok(finish(ui, json, engine.promote(&from, &to).await))
+        Ok(finish(ui, json, interruptible(&engine, &to, engine.promote(&from, &to)).await))
     })
 }
 
@@ -466,7 +498,7 @@ pub fn rollback(root: &Path, data: &Path, args: RollbackArgs, ui: &Ui) -> Result
             Err(e) => return Ok(report(ui, e, json)),
         };
         let engine = engine(data, ui, &args.common, store);
-        Ok(finish(ui, json, engine.rollback(&env, args.to.as_deref()).await))
+        Ok(finish(ui, json, interruptible(&engine, &env, engine.rollback(&env, args.to.as_deref())).await))
     })
 }
 

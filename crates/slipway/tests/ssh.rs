@@ -384,4 +384,26 @@ fn a_deploy_killed_between_hosts_is_repaired() {
     let h = project.history("prod");
     assert_eq!(h[0]["status"], "failed");
     assert!(h[0]["detail"].as_str().unwrap().contains("interrupted"), "{}", h[0]);
+
+    // Ctrl-C: the deploy stops where it is and puts every host back at once (exit 130).
+    let deploying = project
+        .cmd(&["deploy", "prod", "--artifacts", build("v3-unhealthy").to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while hosts.exec(0, "readlink /opt/slipway/websvc/current").contains("v1") {
+        assert!(t.elapsed() < Duration::from_secs(20), "the first host never switched");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(deploying.id() as i32, libc::SIGINT);
+    }
+    let out = deploying.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("was interrupted") && err.contains("back on v1"), "{err}");
+    assert_eq!((answer(hosts.ports[0]), answer(hosts.ports[1])), ("v1".into(), "v1".into()));
+    assert!(project.history("prod")[0]["detail"].as_str().unwrap().contains("interrupted"));
 }
