@@ -189,3 +189,11 @@ fn environments_errors_have_field_paths_and_positions() {
         &[]
     ));
 }
+
+#[test]
+fn ssh_target_errors_name_the_host_and_field() {
+    insta::assert_snapshot!(check(
+        "job:\n  script: x\nenvironments:\n  prod:\n    target: ssh\n    ssh:\n      hosts: [\"root@10.0.0.1\", \"ssh://deploy@10.0.0.2:99999\", {url: \"ssh://deploy@10.0.0.3\"}, \"ssh://deploy@10.0.0.4\", \"ssh://deploy@10.0.0.4\"]\n      port: 8080\n      root: opt/slipway\n      keep: 1\n      idenity: key\n    strategy: {type: canary}\n  staging:\n    target: ssh\n    listen: 127.0.0.1:8080\n  dev:\n    ssh: {hosts: [\"ssh://a@b\"]}\n    listen: 127.0.0.1:8081\n",
+        &[]
+    ));
+}
