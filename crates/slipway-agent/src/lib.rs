@@ -7,6 +7,7 @@
 //! ([`reaper`]) and starts the instances afresh.
 
 mod api;
+mod docker;
 mod health;
 mod logs;
 mod metrics;
@@ -57,6 +58,8 @@ pub(crate) struct Shared {
     pid_dir: PathBuf,
     client: proxy::HttpClient,
     started_at_ms: u64,
+    /// The label value on this agent's containers (its data directory).
+    agent_label: String,
     /// Serializes changes of one environment at a time (apply, remove) with persisting them.
     change: tokio::sync::Mutex<()>,
 }
@@ -75,7 +78,13 @@ impl Shared {
         let mut envs = self.envs.lock().expect("envs lock");
         envs.entry(name.to_string())
             .or_insert_with(|| {
-                supervisor::start(name.to_string(), self.log_dir.clone(), self.pid_dir.clone(), self.client.clone())
+                supervisor::start(
+                    name.to_string(),
+                    self.log_dir.clone(),
+                    self.pid_dir.clone(),
+                    self.client.clone(),
+                    self.agent_label.clone(),
+                )
             })
             .clone()
     }
@@ -159,6 +168,15 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     if killed > 0 {
         tracing::warn!(killed, "stopped instances a previous agent left running");
     }
+    let agent_label = config.data_dir.canonicalize().unwrap_or_else(|_| config.data_dir.clone()).display().to_string();
+    if let Ok(d) = docker::connect()
+        && d.ping().await.is_ok()
+    {
+        let removed = docker::remove_leftovers(&d, &agent_label).await;
+        if removed > 0 {
+            tracing::warn!(removed, "removed containers a previous agent left");
+        }
+    }
     let state_file = dir.join("state.json");
     let specs: BTreeMap<String, EnvSpec> = match std::fs::read(&state_file) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
@@ -177,6 +195,7 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
         pid_dir,
         client: proxy::client(),
         started_at_ms,
+        agent_label,
         change: tokio::sync::Mutex::new(()),
     });
     for (name, spec) in specs {

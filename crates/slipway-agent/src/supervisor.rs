@@ -40,8 +40,19 @@ pub enum Cmd {
 }
 
 enum Ev {
-    Exited { id: u64, how: String },
-    Probed { id: u64, result: Result<(), String> },
+    Exited {
+        id: u64,
+        how: String,
+    },
+    /// A container instance is running.
+    Started {
+        id: u64,
+        container: String,
+    },
+    Probed {
+        id: u64,
+        result: Result<(), String>,
+    },
 }
 
 struct Instance {
@@ -50,6 +61,9 @@ struct Instance {
     version: String,
     port: u16,
     pid: Option<u32>,
+    /// A container instance: its ID once started (empty while it starts).
+    container: Option<String>,
+    container_name: Option<String>,
     state: InstanceState,
     restarts: u32,
     crashes_in_a_row: u32,
@@ -82,10 +96,26 @@ pub struct Supervisor {
     pid_dir: PathBuf,
     events_tx: mpsc::UnboundedSender<Ev>,
     shutdown: Vec<oneshot::Sender<()>>,
+    /// The Docker Engine, connected when a group first runs containers.
+    docker: Option<bollard::Docker>,
+    /// The label value marking this agent's containers.
+    agent_label: String,
+}
+
+impl Instance {
+    fn alive(&self) -> bool {
+        self.pid.is_some() || self.container.is_some()
+    }
 }
 
 /// Starts the supervisor task of an environment.
-pub fn start(name: String, log_dir: PathBuf, pid_dir: PathBuf, client: HttpClient) -> mpsc::UnboundedSender<Cmd> {
+pub fn start(
+    name: String,
+    log_dir: PathBuf,
+    pid_dir: PathBuf,
+    client: HttpClient,
+    agent_label: String,
+) -> mpsc::UnboundedSender<Cmd> {
     let (tx, mut cmds) = mpsc::unbounded_channel();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let log_path = logs::path(&log_dir, &name);
@@ -105,6 +135,8 @@ pub fn start(name: String, log_dir: PathBuf, pid_dir: PathBuf, client: HttpClien
         pid_dir,
         events_tx,
         shutdown: Vec::new(),
+        docker: None,
+        agent_label,
     };
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
@@ -172,7 +204,7 @@ impl Supervisor {
     fn apply(&mut self, spec: EnvSpec) -> Result<(), ApplyError> {
         let mut releases = std::collections::HashSet::new();
         for g in &spec.groups {
-            if g.command.is_empty() || g.command[0].is_empty() {
+            if g.container.is_none() && (g.command.is_empty() || g.command[0].is_empty()) {
                 return Err(ApplyError::Invalid(format!("release {} has no command", g.release)));
             }
             if !releases.insert(g.release) {
@@ -230,6 +262,11 @@ impl Supervisor {
 
     fn on_event(&mut self, ev: Ev) {
         match ev {
+            Ev::Started { id, container } => {
+                if let Some(inst) = self.instances.iter_mut().find(|i| i.id == id) {
+                    inst.container = Some(container);
+                }
+            }
             Ev::Exited { id, how } => {
                 let Some(i) = self.instances.iter().position(|i| i.id == id) else { return };
                 let inst = &mut self.instances[i];
@@ -237,6 +274,7 @@ impl Supervisor {
                     reaper::kill_group(pid, libc::SIGKILL);
                     reaper::forget(&self.pid_dir, pid);
                 }
+                inst.container = None;
                 if inst.kill_at.is_some() || inst.drain.is_some() {
                     let _ = self.log.send(format!("{}#{} | slipway: stopped ({how})\n", inst.version, inst.id));
                     self.instances.remove(i);
@@ -261,7 +299,7 @@ impl Supervisor {
                     (spec.health.successes, spec.health.failures, Duration::from_millis(spec.health.interval_ms));
                 let Some(inst) = self.instances.iter_mut().find(|i| i.id == id) else { return };
                 inst.probing = false;
-                if inst.pid.is_none() || inst.drain.is_some() {
+                if !inst.alive() || inst.drain.is_some() {
                     return;
                 }
                 match result {
@@ -351,21 +389,33 @@ impl Supervisor {
         let mut gone = Vec::new();
         for inst in &mut self.instances {
             let Some((since, deadline)) = inst.drain else { continue };
-            if inst.pid.is_none() {
+            if !inst.alive() {
                 gone.push(inst.id);
                 continue;
             }
             if inst.kill_at.is_none() {
                 let idle = inst.inflight.load(Ordering::SeqCst) == 0;
                 if now >= since + DRAIN_SETTLE && (idle || now >= deadline) {
-                    reaper::kill_group(inst.pid.unwrap_or(0), libc::SIGTERM);
-                    inst.kill_at = Some(now + grace);
+                    match (&inst.container, &self.docker) {
+                        (Some(c), Some(d)) if !c.is_empty() => {
+                            crate::docker::stop(d.clone(), c.clone(), grace.as_secs() as i64);
+                            inst.kill_at = Some(now + grace + Duration::from_secs(5));
+                        }
+                        (Some(_), _) => continue, // still starting: stop it once it runs
+                        _ => {
+                            reaper::kill_group(inst.pid.unwrap_or(0), libc::SIGTERM);
+                            inst.kill_at = Some(now + grace);
+                        }
+                    }
                     inst.state = InstanceState::Draining;
                 } else {
                     inst.state = InstanceState::Draining;
                 }
             } else if inst.kill_at.is_some_and(|k| now >= k) {
-                reaper::kill_group(inst.pid.unwrap_or(0), libc::SIGKILL);
+                match (&inst.container, &self.docker) {
+                    (Some(c), Some(d)) => crate::docker::stop(d.clone(), c.clone(), 0),
+                    _ => reaper::kill_group(inst.pid.unwrap_or(0), libc::SIGKILL),
+                }
             }
         }
         self.instances.retain(|i| !gone.contains(&i.id));
@@ -381,7 +431,7 @@ impl Supervisor {
                 continue;
             }
             let inst = &mut self.instances[idx];
-            if inst.pid.is_some() && !inst.probing && now >= inst.next_probe {
+            if inst.container.as_deref() != Some("") && inst.alive() && !inst.probing && now >= inst.next_probe {
                 inst.probing = true;
                 let (id, port, tx) = (inst.id, inst.port, self.events_tx.clone());
                 let probe = spec.health.probe.clone();
@@ -432,6 +482,8 @@ impl Supervisor {
             version: g.version.clone(),
             port,
             pid: None,
+            container: None,
+            container_name: None,
             state: InstanceState::Starting,
             restarts: 0,
             crashes_in_a_row: 0,
@@ -459,6 +511,9 @@ impl Supervisor {
     }
 
     fn launch(&mut self, idx: usize, g: &GroupSpec) {
+        if g.container.is_some() {
+            return self.launch_container(idx, g);
+        }
         let inst = &mut self.instances[idx];
         let port = inst.port.to_string();
         let prefix = format!("{}#{}", inst.version, inst.id);
@@ -511,6 +566,77 @@ impl Supervisor {
         }
     }
 
+    fn launch_container(&mut self, idx: usize, g: &GroupSpec) {
+        let spec = g.container.clone().expect("a container group");
+        if self.docker.is_none() {
+            match crate::docker::connect() {
+                Ok(d) => self.docker = Some(d),
+                Err(e) => {
+                    let id = self.instances[idx].id;
+                    let _ = self.events_tx.send(Ev::Exited { id, how: e });
+                    return;
+                }
+            }
+        }
+        let docker = self.docker.clone().expect("connected above");
+        let grace = self.spec.as_ref().map_or(10, |s| (s.stop_grace_ms / 1000).max(1) as i64);
+        let inst = &mut self.instances[idx];
+        let port = inst.port.to_string();
+        let prefix = format!("{}#{}", inst.version, inst.id);
+        let clean = |s: &str| {
+            s.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect::<String>()
+        };
+        // Container names are global to the engine: the agent's own tag keeps two data
+        // directories (two agents) apart.
+        let tag = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.agent_label.hash(&mut h);
+            format!("{:08x}", h.finish() as u32)
+        };
+        let name = format!("slipway-{}-{}-{}-{tag}", clean(&self.name), clean(&inst.version), inst.id);
+        inst.container = Some(String::new());
+        inst.container_name = Some(name.clone());
+        inst.next_probe = Instant::now() + Duration::from_millis(20);
+        let mut env: Vec<String> = g.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push(format!("PORT={port}"));
+        env.push(format!("SLIPWAY_ENVIRONMENT={}", self.name));
+        env.push(format!("SLIPWAY_VERSION={}", g.version));
+        env.push(format!("SLIPWAY_INSTANCE={}", inst.id));
+        let labels = std::collections::HashMap::from([
+            (crate::docker::LABEL_AGENT.to_string(), self.agent_label.clone()),
+            ("dev.slipway.environment".to_string(), self.name.clone()),
+            ("dev.slipway.release".to_string(), g.release.to_string()),
+            ("dev.slipway.version".to_string(), g.version.clone()),
+            ("dev.slipway.instance".to_string(), inst.id.to_string()),
+        ]);
+        let launch = crate::docker::Launch {
+            name: name.clone(),
+            spec,
+            args: g.command.iter().map(|a| a.replace("{{port}}", &port)).collect(),
+            env,
+            workdir: g.workdir.clone(),
+            labels,
+            stop_grace_secs: grace,
+        };
+        let (tx, id, log) = (self.events_tx.clone(), inst.id, self.log.clone());
+        tokio::spawn(async move {
+            match crate::docker::start(&docker, launch).await {
+                Ok(cid) => {
+                    let _ = log.send(format!("{prefix} | slipway: started container {name} on port {port}\n"));
+                    crate::docker::pump_logs(docker.clone(), cid.clone(), prefix, log);
+                    let _ = tx.send(Ev::Started { id, container: cid.clone() });
+                    let how = crate::docker::wait(&docker, &cid).await;
+                    let _ = tx.send(Ev::Exited { id, how });
+                }
+                Err(e) => {
+                    let _ = log.send(format!("{prefix} | slipway: {e}\n"));
+                    let _ = tx.send(Ev::Exited { id, how: e });
+                }
+            }
+        });
+    }
+
     fn status(&self) -> EnvStatus {
         let spec = self.spec.clone().unwrap_or_else(empty_spec);
         let mut groups: Vec<GroupStatus> = spec
@@ -544,6 +670,7 @@ impl Supervisor {
                 id: inst.id,
                 port: inst.port,
                 pid: inst.pid,
+                container: inst.container_name.clone(),
                 state: if inst.drain.is_some() { InstanceState::Draining } else { inst.state },
                 restarts: inst.restarts,
                 last_error: inst.last_error.clone(),

@@ -40,6 +40,20 @@ pub struct GroupSpec {
     /// blue-green keeps for an instant switch back).
     #[serde(default)]
     pub retire_at_ms: Option<u64>,
+    /// Run each instance as a container of this image on the local Docker Engine instead of
+    /// a process; `command` is then the arguments after the image's entrypoint.
+    #[serde(default)]
+    pub container: Option<ContainerSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerSpec {
+    /// The image ID, `sha256:<hex>` (the config digest).
+    pub image: String,
+    #[serde(default)]
+    pub memory: Option<i64>,
+    #[serde(default)]
+    pub nano_cpus: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -110,6 +124,9 @@ pub struct InstanceStatus {
     pub id: u64,
     pub port: u16,
     pub pid: Option<u32>,
+    /// The container's name, for container instances.
+    #[serde(default)]
+    pub container: Option<String>,
     pub state: InstanceState,
     pub restarts: u32,
     /// The last health check or exit failure, e.g. `GET /healthz: 503` or `exited with 1`.

@@ -177,3 +177,59 @@ pub fn verify(data_dir: &Path, a: &Artifact) -> Result<PathBuf, DeployError> {
             .hint("the data directory lost it; deploy from the build again")),
     }
 }
+
+/// Where an image's archive is kept, by its image ID (the config digest).
+pub fn stored_image(data_dir: &Path, image_id_hex: &str) -> PathBuf {
+    data_dir.join("artifacts").join("images").join(format!("{image_id_hex}.tar"))
+}
+
+/// Reads an image archive (`slipway image build --tarball`, or `docker save`): its image ID
+/// (config digest) and tag; the version is the tag unless given. The archive is kept in the
+/// artifact store so any release can be loaded again.
+pub fn import_image_archive(data_dir: &Path, path: &Path, version: Option<&str>) -> Result<ArtifactSet, DeployError> {
+    let bad = |why: String| {
+        DeployError::input(format!("{}: {why}", path.display()))
+            .hint("give an image archive: `slipway image build --tarball dist/image.tar` (or `docker save`)")
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut archive = tar::Archive::new(file);
+    let mut manifest = None;
+    for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        if entry.path().ok().is_some_and(|p| p.as_os_str() == "manifest.json") {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).map_err(|e| bad(e.to_string()))?;
+            manifest = Some(text);
+            break;
+        }
+    }
+    let manifest = manifest.ok_or_else(|| bad("not an image archive (no manifest.json)".into()))?;
+    let m: serde_json::Value = serde_json::from_str(&manifest).map_err(|e| bad(format!("manifest.json: {e}")))?;
+    let config = m[0]["Config"].as_str().ok_or_else(|| bad("manifest.json names no config".into()))?;
+    let hex = config.rsplit('/').next().unwrap_or("").trim_end_matches(".json").to_string();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(format!("unexpected config entry `{config}`")));
+    }
+    let tag = m[0]["RepoTags"][0].as_str().unwrap_or("");
+    let (name, tag) = match tag.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n.to_string(), Some(t.to_string())),
+        _ => ("image".to_string(), None),
+    };
+    let version = match (version, tag) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(t)) if t != "latest" => t,
+        _ => return Err(bad("the archive's tag gives no version".into()).hint("pass --version V")),
+    };
+    let dest = stored_image(data_dir, &hex);
+    if !dest.exists() {
+        let dir = dest.parent().expect("has a parent");
+        let io =
+            |e: std::io::Error| DeployError::input(format!("storing {} in {}: {e}", path.display(), dir.display()));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = dir.join(format!(".{hex}.{}", std::process::id()));
+        std::fs::copy(path, &tmp).map_err(io)?;
+        std::fs::rename(&tmp, &dest).map_err(io)?;
+    }
+    let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+    Ok(ArtifactSet { version, commit: None, binary: Artifact { name, platform: host_platform(), sha256: hex, size } })
+}

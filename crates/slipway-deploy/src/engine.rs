@@ -100,6 +100,11 @@ pub fn config_json(env: &Environment) -> serde_json::Value {
         "listen": env.listen,
         "strategy": env.strategy.name(),
         "health": health_spec(env),
+        "target": match &env.target {
+            Target::Local => json!("local"),
+            Target::Ssh(_) => json!("ssh"),
+            Target::Docker(d) => json!({"docker": {"memory": d.memory, "nano_cpus": d.nano_cpus}}),
+        },
     })
 }
 
@@ -125,7 +130,7 @@ fn health_spec(env: &Environment) -> HealthSpec {
 /// Where an environment answers: its entry point, or its hosts.
 pub fn entry_points(env: &Environment) -> String {
     match &env.target {
-        Target::Local => format!("http://{}", env.listen),
+        Target::Local | Target::Docker(_) => format!("http://{}", env.listen),
         Target::Ssh(t) if !env.listen.is_empty() => {
             let _ = t;
             format!("http://{}", env.listen)
@@ -160,8 +165,14 @@ impl Engine {
     /// The agent group of a release with `instances` and `weight`.
     fn group(&self, r: &Release, instances: u32, weight: u32) -> GroupSpec {
         let svc = &r.config["service"];
+        let docker = &r.config["target"]["docker"];
+        let container = docker.is_object().then(|| slipway_api::ContainerSpec {
+            image: format!("sha256:{}", r.artifacts[0].sha256),
+            memory: docker["memory"].as_i64(),
+            nano_cpus: docker["nano_cpus"].as_i64(),
+        });
         let binary = artifacts::stored_path(&self.data_dir, &r.artifacts[0].sha256);
-        let mut command = vec![binary.display().to_string()];
+        let mut command = if container.is_some() { Vec::new() } else { vec![binary.display().to_string()] };
         command.extend(svc["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)));
         let env = svc["env"]
             .as_array()
@@ -179,6 +190,7 @@ impl Engine {
             weight,
             preview: false,
             retire_at_ms: None,
+            container,
         }
     }
 
@@ -371,7 +383,7 @@ impl Engine {
     async fn run(&self, env: &Environment, new: NewRelease) -> Result<Outcome, DeployError> {
         let started = Instant::now();
         // Without an agent nothing can happen: say so before recording anything.
-        if matches!(env.target, Target::Local) {
+        if matches!(env.target, Target::Local | Target::Docker(_)) {
             self.agent.info().await?;
         }
         let release = self.store.create_release(&new).await?;
@@ -605,7 +617,16 @@ impl Engine {
 
     async fn rollout(&self, env: &Environment, release: &Release) -> Result<(), DeployError> {
         self.store.set_status(release.id, ReleaseStatus::Deploying, None).await?;
-        if let Err(e) = artifacts::verify(&self.data_dir, &release.artifacts[0]) {
+        let ready = if matches!(env.target, Target::Docker(_)) {
+            crate::docker::ensure_image(&self.data_dir, &release.artifacts[0].sha256).await.map(|loaded| {
+                if loaded {
+                    self.say(format!("loaded image sha256:{} into Docker", &release.artifacts[0].sha256[..12]));
+                }
+            })
+        } else {
+            artifacts::verify(&self.data_dir, &release.artifacts[0]).map(|_| ())
+        };
+        if let Err(e) = ready {
             self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await?;
             return Err(e);
         }

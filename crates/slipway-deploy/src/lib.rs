@@ -5,12 +5,14 @@
 //! repaired to the old or the new release by the next command.
 
 pub mod artifacts;
+mod docker;
 mod engine;
 mod hosts;
 pub mod plan;
 mod ssh;
 mod systemd;
 
+pub use docker::{ContainerState, containers as docker_containers};
 pub use hosts::{HostState, release_dir_name};
 pub use systemd::unit as systemd_unit;
 

@@ -24,12 +24,26 @@ pub struct Environment {
     pub drain_timeout: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Target {
     /// The agent on this machine.
     Local,
     /// Linux hosts over SSH, the service run by systemd.
     Ssh(SshTarget),
+    /// Containers on this machine's Docker Engine, behind the agent's proxy.
+    Docker(DockerTarget),
+}
+
+/// `target: docker` and its `docker:` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerTarget {
+    /// Memory limit per container, bytes.
+    pub memory: Option<u64>,
+    /// CPU limit per container, in billionths of a CPU (Docker's NanoCpus; 500000000 = half).
+    pub nano_cpus: Option<i64>,
+    /// Images of this many releases stay loaded (and their archives stored), so a rollback
+    /// needs no pull or load.
+    pub keep_images: u32,
 }
 
 /// `target: ssh` and its `ssh:` settings.

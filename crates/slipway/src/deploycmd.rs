@@ -281,11 +281,30 @@ async fn resolve_artifacts(
     env: &Environment,
     args: &DeployArgs,
 ) -> Result<artifacts::ArtifactSet, DeployError> {
+    let docker = matches!(env.target, slipway_pipeline::environment::Target::Docker(_));
+    if docker && (args.artifacts.is_some() || args.version.is_none() || root.join("dist/image.tar").is_file()) {
+        let path = match &args.artifacts {
+            Some(p) => p.clone(),
+            None if root.join("dist/image.tar").is_file() => root.join("dist/image.tar"),
+            None => {
+                return Err(DeployError::input(format!("`{}` runs containers: no image archive to deploy", env.name))
+                    .hint("build one: `slipway image build --tarball dist/image.tar`, or pass --artifacts IMAGE.tar"));
+            }
+        };
+        return artifacts::import_image_archive(&engine.data_dir, &path, args.version.as_deref());
+    }
     if args.artifacts.is_none()
         && let Some(v) = &args.version
     {
         if let Some(r) = engine.store.find_version(v).await? {
-            artifacts::verify(&engine.data_dir, &r.artifacts[0])?;
+            if docker {
+                if !artifacts::stored_image(&engine.data_dir, &r.artifacts[0].sha256).is_file() {
+                    return Err(DeployError::input(format!("the image archive of {v} is no longer stored"))
+                        .hint("deploy it from its archive: --artifacts IMAGE.tar"));
+                }
+            } else {
+                artifacts::verify(&engine.data_dir, &r.artifacts[0])?;
+            }
             return Ok(artifacts::ArtifactSet { version: r.version, commit: r.commit, binary: r.artifacts[0].clone() });
         }
         let from_build = newest_build(root)
@@ -432,6 +451,10 @@ async fn dry_run(engine: &Engine, root: &Path, env: &Environment, args: &DeployA
     };
     let version = match (&args.version, &path) {
         (Some(v), _) => v.clone(),
+        (None, _) if matches!(env.target, slipway_pipeline::environment::Target::Docker(_)) => {
+            let p = args.artifacts.clone().unwrap_or_else(|| root.join("dist/image.tar"));
+            artifacts::import_image_archive(&tempfile_dir()?, &p, None)?.version
+        }
         (None, Some(p)) => {
             let tmp = tempfile_dir()?;
             artifacts::import(&tmp, p, env.service.binary.as_deref(), None)?.version
@@ -639,6 +662,26 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
                         })
                         .collect();
                     Some(drifted)
+                }
+                (Some(e), Some(c)) if matches!(e.target, slipway_pipeline::environment::Target::Docker(_)) && agent_up => {
+                    // Containers labelled with the environment that the agent does not run as
+                    // released: strays, or a group's container on another image.
+                    let groups: Vec<i64> = live.as_ref().map(|l| l.groups.iter().map(|g| g.release).collect()).unwrap_or_default();
+                    let want = format!("sha256:{}", c.artifacts[0].sha256);
+                    match slipway_deploy::docker_containers(name).await {
+                        Ok(cs) => {
+                            let drifted: Vec<String> = cs
+                                .iter()
+                                .filter(|k| {
+                                    k.release.is_none_or(|r| !groups.contains(&r))
+                                        || (k.release == Some(slipway_deploy::group_id_of(c)) && k.image != want)
+                                })
+                                .map(|k| format!("container {} ({}, image {}) is not part of the release", k.name, k.state, k.image.trim_start_matches("sha256:").chars().take(12).collect::<String>()))
+                                .collect();
+                            if drifted.is_empty() { None } else { Some(drifted) }
+                        }
+                        Err(e) => Some(vec![e.message]),
+                    }
                 }
                 _ => None,
             };

@@ -680,3 +680,121 @@ fn a_canary_that_turns_unhealthy_loses_its_traffic_within_seconds() {
     assert!(window < 5_000, "failures for {window} ms: {l}");
     assert_eq!(body(&addr), "v1");
 }
+
+/// An image archive of a websvc build (`slipway image build --tarball`), next to the build.
+fn image(version: &str) -> PathBuf {
+    let dir = build(version);
+    let tar = dir.join("image.tar");
+    if !tar.exists() {
+        let r = slipway_in(
+            &dir,
+            &[
+                "image",
+                "build",
+                "--from",
+                "manifest.json",
+                "--name",
+                "websvc",
+                "--tag",
+                version,
+                "--tarball",
+                "image.tar.part",
+                "--compression",
+                "none",
+                "--no-sbom",
+            ],
+        );
+        assert_eq!(r.code, 0, "{}", r.debug());
+        std::fs::rename(dir.join("image.tar.part"), &tar).unwrap();
+    }
+    tar
+}
+
+fn docker_out(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
+    require("docker", "--version");
+    let addr = free_addr();
+    let env = format!(
+        "  web:\n    target: docker\n    docker: {{memory: 64MiB, cpus: 0.5}}\n    instances: 2\n    listen: {addr}\n    strategy: {{type: rolling, max_surge: 1, max_unavailable: 0}}\n    health: {{http: /healthz, interval: 200ms, deadline: 5s}}\n"
+    );
+    let mut site = Site::new(&env);
+    site.start_agent();
+    let deploy = |v: &str| site.sw(&["deploy", "web", "--artifacts", image(v).to_str().unwrap()]);
+    let r = deploy("v1");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("loaded image"), "{}", r.stderr);
+    assert_eq!(body(&addr), "v1");
+    let label = "label=dev.slipway.environment=web".to_string();
+    let ids = docker_out(&["ps", "-q", "--filter", &label]);
+    assert_eq!(ids.lines().count(), 2, "{ids}");
+    let first = ids.lines().next().unwrap();
+    let inspect = docker_out(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.NetworkMode}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{index .Config.Labels \"dev.slipway.version\"}} {{.HostConfig.RestartPolicy.Name}}",
+        first,
+    ]);
+    assert_eq!(inspect, format!("host {} 500000000 v1 no", 64 * 1024 * 1024));
+
+    let load = site.load(&addr, 300);
+    let r = deploy("v2");
+    let l = load.stop();
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(l["failed"], 0, "{l}");
+    assert!(l["by_body"]["v1"].as_u64().unwrap() > 0 && l["by_body"]["v2"].as_u64().unwrap() > 0, "{l}");
+    assert_eq!(docker_out(&["ps", "-q", "--filter", &label]).lines().count(), 2, "old containers are gone");
+
+    let r = deploy("v3-unhealthy");
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(r.stderr.contains("GET /healthz: 503") && r.stderr.contains("rolled back to v2"), "{}", r.stderr);
+    assert_eq!(body(&addr), "v2");
+
+    // Rolling back uses the image still loaded: nothing to load or pull.
+    let r = site.sw(&["rollback", "web"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(!r.stderr.contains("loaded image"), "{}", r.stderr);
+    assert_eq!(body(&addr), "v1");
+
+    // A container with the environment's label that the release does not account for.
+    let stray = format!("slipway-test-stray-{}", std::process::id());
+    let v1_image = docker_out(&[
+        "inspect",
+        "-f",
+        "{{.Image}}",
+        docker_out(&["ps", "-q", "--filter", &label]).lines().next().unwrap(),
+    ]);
+    docker_out(&[
+        "run",
+        "-d",
+        "--name",
+        &stray,
+        "--network",
+        "host",
+        "-e",
+        &format!("PORT={}", free_addr().rsplit(':').next().unwrap()),
+        "--label",
+        "dev.slipway.environment=web",
+        &v1_image,
+    ]);
+    let st = site.status();
+    let web = st.iter().find(|e| e["environment"] == "web").unwrap();
+    assert_eq!(web["status"], "drift", "{st:?}");
+    let _ = Command::new("docker").args(["rm", "-f", &stray]).output();
+
+    // A killed agent leaves its containers; the next one removes them and starts afresh.
+    site.stop_agent(libc::SIGKILL);
+    assert_eq!(docker_out(&["ps", "-q", "--filter", &label]).lines().count(), 2);
+    site.start_agent();
+    let t = Instant::now();
+    while body(&addr) != "v1" || docker_out(&["ps", "-q", "--filter", &label]).lines().count() != 2 {
+        assert!(t.elapsed() < Duration::from_secs(15), "{}", docker_out(&["ps", "-a", "--filter", &label]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    site.stop_agent(libc::SIGTERM);
+    assert_eq!(docker_out(&["ps", "-aq", "--filter", &label]), "", "stopping the agent removes its containers");
+}

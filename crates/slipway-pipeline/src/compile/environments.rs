@@ -13,6 +13,7 @@ use crate::yaml::{Node, Value};
 const ENV_KEYS: &[&str] = &[
     "target",
     "ssh",
+    "docker",
     "service",
     "instances",
     "listen",
@@ -126,6 +127,7 @@ impl Cx {
         let mut strategy_node = None;
         let mut target_name = ("local".to_string(), n.span);
         let mut ssh_node = None;
+        let mut docker_node = None;
         for (k, v) in self.map(n, path) {
             let field = format!("{path}:{}", k.name);
             match k.name.as_str() {
@@ -133,20 +135,21 @@ impl Cx {
                     if let Some(t) = self.string(v, &field) {
                         target_name = (t.clone(), v.span);
                         match t.as_str() {
-                            "local" | "ssh" => {}
-                            "docker" | "kubernetes" => {
+                            "local" | "ssh" | "docker" => {}
+                            "kubernetes" => {
                                 self.err(v.span, format!("`{field}`: the `{t}` target is not available yet")).hint =
                                     Some("deploy to `local` (the agent on this machine) for now".into());
                             }
                             _ => {
                                 self.err(v.span, format!("`{field}`: unknown target `{t}`")).hint =
-                                    Some("targets: local, ssh".into());
+                                    Some("targets: local, ssh, docker".into());
                             }
                         }
                     }
                 }
                 "service" => env.service = self.service(v, &field),
                 "ssh" => ssh_node = Some((k.span, v)),
+                "docker" => docker_node = Some((k.span, v)),
                 "instances" => env.instances = self.int(v, &field, 1, 1000).map_or(1, |i| i as u32),
                 "listen" => {
                     *listen_span = Some(v.span);
@@ -189,6 +192,15 @@ impl Cx {
             }
             _ => {}
         }
+        match (target_name.0.as_str(), docker_node) {
+            ("docker", node) => {
+                env.target = Target::Docker(self.docker_target(node.map(|(_, n)| n), &format!("{path}:docker")))
+            }
+            (_, Some((span, _))) => {
+                self.err(span, format!("`{path}:docker` is only for `target: docker`"));
+            }
+            _ => {}
+        }
         if env.listen.is_empty() && matches!(env.target, Target::Ssh(_)) {
             // The hosts are the entry points (or the load balancer in front of them).
         } else if env.listen.is_empty() {
@@ -209,6 +221,37 @@ impl Cx {
             env.strategy = Strategy::Rolling { max_surge: Scale::Count(0), max_unavailable: Scale::Count(1) };
         }
         Some(env)
+    }
+
+    fn docker_target(&mut self, n: Option<&Node>, path: &str) -> DockerTarget {
+        let mut t = DockerTarget { memory: None, nano_cpus: None, keep_images: 5 };
+        let Some(n) = n else { return t };
+        for (k, v) in self.map(n, path) {
+            let f = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "memory" => {
+                    let text = v.scalar_string().unwrap_or_default();
+                    match crate::duration::parse_size(&text) {
+                        Ok(b) if b >= 6 * 1024 * 1024 => t.memory = Some(b),
+                        Ok(_) => {
+                            self.err(v.span, format!("`{f}`: Docker needs at least 6 MiB, found `{text}`"));
+                        }
+                        Err(e) => {
+                            self.err(v.span, format!("`{f}`: `{text}`: {e}")).hint =
+                                Some("e.g. `256MiB` or `1g`".into());
+                        }
+                    }
+                }
+                "cpus" => match &v.value {
+                    Value::Int(i) if *i > 0 && *i <= 1024 => t.nano_cpus = Some(*i * 1_000_000_000),
+                    Value::Float(x) if *x > 0.0 && *x <= 1024.0 => t.nano_cpus = Some((*x * 1e9) as i64),
+                    _ => self.type_err(v, &f, "a number of CPUs above 0, like `0.5` or `2`"),
+                },
+                "keep_images" => t.keep_images = self.int(v, &f, 2, 100).map_or(t.keep_images, |k| k as u32),
+                _ => self.unknown_key(k, &format!("`{path}`"), &["memory", "cpus", "keep_images"]),
+            }
+        }
+        t
     }
 
     fn ssh_target(&mut self, n: &Node, path: &str) -> Option<SshTarget> {

@@ -1,0 +1,116 @@
+//! Container instances on the local Docker Engine (its API over /var/run/docker.sock, through
+//! bollard): create and start with host networking, labels recording the release, resource
+//! limits and the instance's environment; follow the logs; wait for the exit; stop with the
+//! grace period (Docker sends SIGTERM, then SIGKILL); remove. Containers carry the agent's
+//! label, so a new agent removes what a killed one left.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use slipway_api::ContainerSpec;
+use tokio::sync::mpsc;
+
+pub const LABEL_AGENT: &str = "dev.slipway.agent";
+
+pub fn connect() -> Result<Docker, String> {
+    Docker::connect_with_local_defaults().map_err(|e| format!("the Docker Engine: {e}"))
+}
+
+/// What a container instance is started with.
+pub struct Launch {
+    pub name: String,
+    pub spec: ContainerSpec,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub labels: HashMap<String, String>,
+    pub stop_grace_secs: i64,
+}
+
+/// Creates and starts the container (replacing a stale one of the same name).
+pub async fn start(docker: &Docker, l: Launch) -> Result<String, String> {
+    let _ = docker.remove_container(&l.name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    let body = ContainerCreateBody {
+        image: Some(l.spec.image.clone()),
+        cmd: if l.args.is_empty() { None } else { Some(l.args) },
+        env: Some(l.env),
+        working_dir: l.workdir,
+        labels: Some(l.labels),
+        stop_timeout: Some(l.stop_grace_secs),
+        host_config: Some(HostConfig {
+            network_mode: Some("host".into()),
+            memory: l.spec.memory,
+            nano_cpus: l.spec.nano_cpus,
+            // The agent is the supervisor: it restarts with back-off and health checks.
+            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(Some(CreateContainerOptionsBuilder::new().name(&l.name).build()), body)
+        .await
+        .map_err(|e| format!("creating container {}: {e}", l.name))?;
+    docker.start_container(&created.id, None).await.map_err(|e| format!("starting container {}: {e}", l.name))?;
+    Ok(created.id)
+}
+
+/// Follows the container's output into the log, line by line.
+pub fn pump_logs(docker: Docker, id: String, prefix: String, log: mpsc::UnboundedSender<String>) {
+    tokio::spawn(async move {
+        let opts = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
+        let mut stream = docker.logs(&id, Some(opts));
+        let mut partial = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            while let Some(i) = partial.find('\n') {
+                let line: String = partial.drain(..=i).collect();
+                if log.send(format!("{prefix} | {}\n", line.trim_end())).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Waits for the container to exit; returns how it ended, then removes it.
+pub async fn wait(docker: &Docker, id: &str) -> String {
+    let mut stream = docker.wait_container(id, None::<WaitContainerOptions>);
+    let how = match stream.next().await {
+        Some(Ok(r)) => format!("exited with {}", r.status_code),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => format!("exited with {code}"),
+        Some(Err(e)) => format!("lost: {e}"),
+        None => "exited".into(),
+    };
+    let _ = docker.remove_container(id, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    how
+}
+
+/// Stops the container: SIGTERM, `grace` seconds, SIGKILL (Docker does both).
+pub fn stop(docker: Docker, id: String, grace: i64) {
+    tokio::spawn(async move {
+        let _ = docker.stop_container(&id, Some(StopContainerOptionsBuilder::new().t(grace as i32).build())).await;
+    });
+}
+
+/// Removes the containers a previous agent of this data directory left; returns how many.
+pub async fn remove_leftovers(docker: &Docker, agent: &str) -> usize {
+    let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_AGENT}={agent}")])]);
+    let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    let Ok(list) = docker.list_containers(Some(opts)).await else { return 0 };
+    let mut n = 0;
+    for c in list {
+        if let Some(id) = c.id {
+            let _ = docker.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+            n += 1;
+        }
+    }
+    n
+}

@@ -1,0 +1,86 @@
+//! The Docker Engine side of the `docker` target, as the deploy engine sees it: making sure a
+//! release's image is loaded (from the archive kept in the artifact store — never pulled when
+//! it is there), and listing the environment's containers for the drift check.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bollard::Docker;
+use bollard::query_parameters::{ImportImageOptionsBuilder, ListContainersOptionsBuilder};
+use futures_util::StreamExt;
+
+use crate::{DeployError, artifacts, exit};
+
+fn connect() -> Result<Docker, DeployError> {
+    Docker::connect_with_local_defaults().map_err(|e| {
+        DeployError::new(exit::FAILED, format!("cannot reach the Docker Engine: {e}"))
+            .hint("start it (`dockerd`, or `systemctl start docker`) — the docker target needs it")
+    })
+}
+
+fn down(e: bollard::errors::Error) -> DeployError {
+    DeployError::new(exit::FAILED, format!("the Docker Engine: {e}"))
+        .hint("is dockerd running? (`docker info`); start it, or deploy to another target")
+}
+
+/// Loads the image with this ID unless the engine has it.
+pub async fn ensure_image(data_dir: &Path, image_id_hex: &str) -> Result<bool, DeployError> {
+    let docker = connect()?;
+    docker.ping().await.map_err(down)?;
+    match docker.inspect_image(&format!("sha256:{image_id_hex}")).await {
+        Ok(_) => return Ok(false),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(e) => return Err(down(e)),
+    }
+    let archive = artifacts::stored_image(data_dir, image_id_hex);
+    let bytes = std::fs::read(&archive).map_err(|e| {
+        DeployError::input(format!(
+            "image sha256:{image_id_hex} is not loaded and its archive {} is gone: {e}",
+            archive.display()
+        ))
+        .hint("deploy from the image archive again (`--artifacts dist/image.tar`)")
+    })?;
+    let mut stream = docker.import_image(
+        ImportImageOptionsBuilder::new().quiet(true).build(),
+        bollard::body_full(bytes.into()),
+        None,
+    );
+    while let Some(item) = stream.next().await {
+        item.map_err(|e| DeployError::new(exit::FAILED, format!("loading {} into Docker: {e}", archive.display())))?;
+    }
+    docker.inspect_image(&format!("sha256:{image_id_hex}")).await.map_err(|e| {
+        DeployError::new(
+            exit::FAILED,
+            format!("{} loaded, but the engine has no image sha256:{image_id_hex}: {e}", archive.display()),
+        )
+    })?;
+    Ok(true)
+}
+
+/// One container of an environment, as the engine reports it.
+#[derive(Debug, Clone)]
+pub struct ContainerState {
+    pub name: String,
+    pub image: String,
+    pub release: Option<i64>,
+    pub state: String,
+}
+
+/// The containers labelled with the environment.
+pub async fn containers(environment: &str) -> Result<Vec<ContainerState>, DeployError> {
+    let docker = connect()?;
+    let filters = HashMap::from([("label".to_string(), vec![format!("dev.slipway.environment={environment}")])]);
+    let list = docker
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+        .await
+        .map_err(down)?;
+    Ok(list
+        .into_iter()
+        .map(|c| ContainerState {
+            name: c.names.and_then(|n| n.first().cloned()).unwrap_or_default().trim_start_matches('/').to_string(),
+            image: c.image_id.unwrap_or_default(),
+            release: c.labels.as_ref().and_then(|l| l.get("dev.slipway.release")).and_then(|r| r.parse().ok()),
+            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+        })
+        .collect())
+}
