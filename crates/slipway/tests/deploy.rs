@@ -356,7 +356,7 @@ fn bad_input_gets_a_clear_message_and_changes_nothing() {
 
     // A binary changed after the build no longer matches the manifest.
     let tampered = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(build("v1")).unwrap().flatten() {
+    for e in std::fs::read_dir(build("v1")).unwrap().flatten().filter(|e| e.path().is_file()) {
         std::fs::copy(e.path(), tampered.path().join(e.file_name())).unwrap();
     }
     let bin = std::fs::read_dir(tampered.path())
@@ -727,7 +727,6 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
     let deploy = |v: &str| site.sw(&["deploy", "web", "--artifacts", image(v).to_str().unwrap()]);
     let r = deploy("v1");
     assert_eq!(r.code, 0, "{}", r.debug());
-    assert!(r.stderr.contains("loaded image"), "{}", r.stderr);
     assert_eq!(body(&addr), "v1");
     let label = "label=dev.slipway.environment=web".to_string();
     let ids = docker_out(&["ps", "-q", "--filter", &label]);
