@@ -14,6 +14,7 @@ of requests to the entry point measures, each scenario repeated:
   unhealthy a release that never passes its health check: failed requests, time from the
             verdict to the old release serving everything again
   crash     a release that exits at start: time to the verdict
+  docker    a rolling update of 3 containers (surge 1) on the Docker Engine: failed requests
   degrade   a canary (30%) that passes its health checks, then fails them and answers 500:
             time from its first failed request to traffic back on the old release
 
@@ -47,6 +48,12 @@ environments:
     listen: 127.0.0.1:{bg}
     strategy: {{type: blue-green, keep_old: 1s}}
     health: {{http: /healthz, interval: 200ms, deadline: 5s}}
+  dock:
+    target: docker
+    instances: 3
+    listen: 127.0.0.1:{dock}
+    strategy: {{type: rolling, max_surge: 1, max_unavailable: 0}}
+    health: {{http: /healthz, interval: 200ms, deadline: 10s}}
   can:
     instances: 2
     listen: 127.0.0.1:{can}
@@ -69,7 +76,7 @@ class Bench:
         self.slipway, self.tmp, self.env = slipway, tmp, env
         self.project = os.path.join(tmp, "websvc")
         shutil.copytree(os.path.join(ROOT, "fixtures/go/websvc"), self.project)
-        self.ports = {"web": free_port(), "bg": free_port(), "can": free_port()}
+        self.ports = {"web": free_port(), "bg": free_port(), "can": free_port(), "dock": free_port()}
         with open(os.path.join(self.project, ".slipway.yml"), "w") as f:
             f.write(ENVIRONMENTS.format(**self.ports))
         self.env = dict(env, SLIPWAY_DATA_DIR=os.path.join(tmp, "data"), NO_COLOR="1", SLIPWAY_USER="bench")
@@ -86,9 +93,17 @@ class Bench:
         shutil.copytree(os.path.join(self.project, "dist"), out)
         return out
 
+    def image(self, version):
+        d = os.path.join(self.tmp, "builds", version)
+        self.sw("image", "build", "--from", os.path.join(d, "manifest.json"), "--name", "websvc", "--tag", version,
+                "--tarball", os.path.join(d, "image.tar"), "--compression", "none", "--no-sbom")
+
     def deploy(self, env, version, check=True):
         t = time.perf_counter()
-        p = self.sw("deploy", env, "--artifacts", os.path.join(self.tmp, "builds", version), check=check)
+        artifact = os.path.join(self.tmp, "builds", version)
+        if env == "dock":
+            artifact = os.path.join(artifact, "image.tar")
+        p = self.sw("deploy", env, "--artifacts", artifact, check=check)
         return time.perf_counter() - t, p
 
     def load(self, port, rate, path="/"):
@@ -151,6 +166,8 @@ def main():
         b = Bench(args.slipway, tmp, env)
         for v in ["v1", "v2", "v3-unhealthy", "v4-errors", "v5-crash", "v6-degrade"]:
             b.build(v)
+        for v in ["v1", "v2"]:
+            b.image(v)
         b.sw("agent", "start")
         try:
             run(b, args)
@@ -234,6 +251,21 @@ def run(b, args):
         assert p.returncode == 1 and "keeps crashing" in p.stderr, p.stderr
         took.append(t)
     print(f"crash     a release that exits at start: rolled back {med(took):.2f} s after the deploy began (deadline 5 s)")
+
+    # containers: a rolling update under load
+    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        b.deploy("dock", "v1")
+        fails, reqs, took = [], [], []
+        version = "v1"
+        for _ in range(args.runs):
+            version = "v2" if version == "v1" else "v1"
+            finish = b.load(b.ports["dock"], 500)
+            t, _ = b.deploy("dock", version)
+            r = finish()
+            fails.append(r["failed"]); reqs.append(r["requests"]); took.append(t)
+        print(f"docker    3 containers, surge 1, 500 req/s × {args.runs}: failed {sum(fails)} of {sum(reqs)} requests; deploy {med(took):.2f} s")
+    else:
+        print("docker    skipped: no Docker Engine answers (scripts/dockerd)")
 
     # a canary that turns bad after it became healthy
     window, fails, reqs = [], [], []
