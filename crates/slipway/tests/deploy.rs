@@ -753,6 +753,29 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
     assert!(r.stderr.contains("GET /healthz: 503") && r.stderr.contains("rolled back to v2"), "{}", r.stderr);
     assert_eq!(body(&addr), "v2");
 
+    // A container that exits at once is caught as a crash loop; v2 keeps serving.
+    let r = deploy("v5-crash");
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(r.stderr.contains("keeps crashing") && r.stderr.contains("exited with 3"), "{}", r.stderr);
+    assert_eq!(body(&addr), "v2");
+    // An archive that is not there, and a Docker Engine that does not answer.
+    let r = site.sw(&["deploy", "web", "--artifacts", "/nonexistent/image.tar"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(
+        r.stderr.contains("/nonexistent/image.tar") && r.stderr.contains("slipway image build --tarball"),
+        "{}",
+        r.stderr
+    );
+    let down = Run::from(
+        site.cmd(&["deploy", "web", "--artifacts", image("v1").to_str().unwrap()])
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(down.code, 1, "{}", down.debug());
+    assert!(down.stderr.contains("Docker Engine") && down.stderr.contains("dockerd"), "{}", down.stderr);
+    assert_eq!(body(&addr), "v2", "nothing changed");
+
     // Rolling back uses the image still loaded: nothing to load or pull.
     let r = site.sw(&["rollback", "web"]);
     assert_eq!(r.code, 0, "{}", r.debug());
