@@ -23,8 +23,13 @@ fn down(e: bollard::errors::Error) -> DeployError {
         .hint("is dockerd running? (`docker info`); start it, or deploy to another target")
 }
 
-/// Loads the image with this ID unless the engine has it.
-pub async fn ensure_image(data_dir: &Path, image_id_hex: &str) -> Result<bool, DeployError> {
+/// Loads the image with this ID unless the engine has it: from the archive kept in the
+/// artifact store, else by pulling its digest-pinned reference.
+pub async fn ensure_image(
+    data_dir: &Path,
+    image_id_hex: &str,
+    pinned_reference: Option<&str>,
+) -> Result<bool, DeployError> {
     let docker = connect()?;
     docker.ping().await.map_err(down)?;
     match docker.inspect_image(&format!("sha256:{image_id_hex}")).await {
@@ -33,6 +38,19 @@ pub async fn ensure_image(data_dir: &Path, image_id_hex: &str) -> Result<bool, D
         Err(e) => return Err(down(e)),
     }
     let archive = artifacts::stored_image(data_dir, image_id_hex);
+    if !archive.exists()
+        && let Some(pinned) = pinned_reference
+    {
+        // Pulled by digest from its registry: the same bytes, whatever its tags say now.
+        let (id, _) = pull(pinned).await?;
+        if id != image_id_hex {
+            return Err(DeployError::new(
+                exit::FAILED,
+                format!("{pinned} is image sha256:{id}, the release expects sha256:{image_id_hex}"),
+            ));
+        }
+        return Ok(true);
+    }
     let bytes = std::fs::read(&archive).map_err(|e| {
         DeployError::input(format!(
             "image sha256:{image_id_hex} is not loaded and its archive {} is gone: {e}",
@@ -83,4 +101,51 @@ pub async fn containers(environment: &str) -> Result<Vec<ContainerState>, Deploy
             state: c.state.map(|s| s.to_string()).unwrap_or_default(),
         })
         .collect())
+}
+
+/// Pulls `reference` (a tag or a digest) and returns the image ID (hex) and the reference
+/// pinned by manifest digest (`repo@sha256:...`), which is what the release records.
+pub async fn pull(reference: &str) -> Result<(String, String), DeployError> {
+    let docker = connect()?;
+    docker.ping().await.map_err(down)?;
+    let mut stream = docker.create_image(
+        Some(bollard::query_parameters::CreateImageOptionsBuilder::new().from_image(reference).build()),
+        None,
+        None,
+    );
+    while let Some(item) = stream.next().await {
+        item.map_err(|e| {
+            DeployError::input(format!("pulling {reference}: {e}"))
+                .hint("check the reference and that the registry answers (`slipway image inspect REF`)")
+        })?;
+    }
+    let img = docker.inspect_image(reference).await.map_err(down)?;
+    let id = img.id.unwrap_or_default().trim_start_matches("sha256:").to_string();
+    let repo = repository(reference);
+    let pinned = img
+        .repo_digests
+        .unwrap_or_default()
+        .into_iter()
+        .find(|d| d.split('@').next() == Some(repo))
+        .ok_or_else(|| DeployError::input(format!("{reference} has no digest from its registry")))?;
+    Ok((id, pinned))
+}
+
+/// `host:5000/team/app:tag` → `host:5000/team/app`; `repo@sha256:…` → `repo`.
+pub fn repository(reference: &str) -> &str {
+    let no_digest = reference.split('@').next().unwrap_or(reference);
+    match no_digest.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => no_digest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repositories_drop_tags_and_digests_but_not_ports() {
+        assert_eq!(super::repository("127.0.0.1:5000/team/app:v2"), "127.0.0.1:5000/team/app");
+        assert_eq!(super::repository("127.0.0.1:5000/team/app"), "127.0.0.1:5000/team/app");
+        assert_eq!(super::repository("127.0.0.1:5000/app@sha256:abc"), "127.0.0.1:5000/app");
+    }
 }

@@ -618,7 +618,9 @@ impl Engine {
     async fn rollout(&self, env: &Environment, release: &Release) -> Result<(), DeployError> {
         self.store.set_status(release.id, ReleaseStatus::Deploying, None).await?;
         let ready = if matches!(env.target, Target::Docker(_)) {
-            crate::docker::ensure_image(&self.data_dir, &release.artifacts[0].sha256).await.map(|loaded| {
+            let a = &release.artifacts[0];
+            let pinned = a.name.contains("@sha256:").then_some(a.name.as_str());
+            crate::docker::ensure_image(&self.data_dir, &a.sha256, pinned).await.map(|loaded| {
                 if loaded {
                     self.say(format!("loaded image sha256:{} into Docker", &release.artifacts[0].sha256[..12]));
                 }

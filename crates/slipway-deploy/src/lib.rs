@@ -12,7 +12,7 @@ pub mod plan;
 mod ssh;
 mod systemd;
 
-pub use docker::{ContainerState, containers as docker_containers};
+pub use docker::{ContainerState, containers as docker_containers, pull as docker_pull};
 pub use hosts::{HostState, release_dir_name};
 pub use systemd::unit as systemd_unit;
 

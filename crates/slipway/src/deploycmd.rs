@@ -61,6 +61,10 @@ pub struct DeployArgs {
     /// the label of a bare binary given with --artifacts.
     #[arg(long, value_name = "V")]
     pub version: Option<String>,
+    /// For `target: docker`: an image in a registry (`host/repo:tag` or `host/repo@sha256:…`),
+    /// pulled and recorded by digest.
+    #[arg(long, value_name = "REF", conflicts_with = "artifacts")]
+    pub image: Option<String>,
     /// Print the steps the deploy would take, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -282,6 +286,23 @@ async fn resolve_artifacts(
     args: &DeployArgs,
 ) -> Result<artifacts::ArtifactSet, DeployError> {
     let docker = matches!(env.target, slipway_pipeline::environment::Target::Docker(_));
+    if let Some(reference) = &args.image {
+        if !docker {
+            return Err(DeployError::input(format!("--image is for `target: docker`; `{}` runs binaries", env.name))
+                .hint("pass --artifacts dist/ (or a binary) instead"));
+        }
+        let (id, pinned) = slipway_deploy::docker_pull(reference).await?;
+        let tag =
+            reference.split('@').next().and_then(|r| r.rsplit_once(':')).map(|(_, t)| t).filter(|t| !t.contains('/'));
+        let version = match (&args.version, tag) {
+            (Some(v), _) => v.clone(),
+            (None, Some(t)) if t != "latest" => t.to_string(),
+            _ => return Err(DeployError::input(format!("{reference} gives no version")).hint("pass --version V")),
+        };
+        let binary =
+            slipway_store::Artifact { name: pinned, platform: artifacts::host_platform(), sha256: id, size: 0 };
+        return Ok(artifacts::ArtifactSet { version, commit: None, binary });
+    }
     if docker && (args.artifacts.is_some() || args.version.is_none() || root.join("dist/image.tar").is_file()) {
         let path = match &args.artifacts {
             Some(p) => p.clone(),
@@ -298,7 +319,9 @@ async fn resolve_artifacts(
     {
         if let Some(r) = engine.store.find_version(v).await? {
             if docker {
-                if !artifacts::stored_image(&engine.data_dir, &r.artifacts[0].sha256).is_file() {
+                if !artifacts::stored_image(&engine.data_dir, &r.artifacts[0].sha256).is_file()
+                    && !r.artifacts[0].name.contains("@sha256:")
+                {
                     return Err(DeployError::input(format!("the image archive of {v} is no longer stored"))
                         .hint("deploy it from its archive: --artifacts IMAGE.tar"));
                 }

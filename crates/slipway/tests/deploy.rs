@@ -808,6 +808,60 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
     assert_eq!(web["status"], "drift", "{st:?}");
     let _ = Command::new("docker").args(["rm", "-f", &stray]).output();
 
+    // From a registry: pushed by `slipway image build --push`, deployed by reference,
+    // recorded (and re-pulled when needed) by digest.
+    require("docker-registry", "--version");
+    let reg_dir = tempfile::tempdir().unwrap();
+    let reg = free_addr();
+    let config = reg_dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {reg}\n",
+            reg_dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut registry = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_http(&reg, "/v2/").expect("the registry answers");
+    let work = tempfile::tempdir().unwrap();
+    let manifest = build("v2").join("manifest.json");
+    let reference = format!("{reg}/websvc:v2");
+    let r = slipway_in(
+        work.path(),
+        &[
+            "image",
+            "build",
+            "--from",
+            manifest.to_str().unwrap(),
+            "--name",
+            "websvc",
+            "--tag",
+            "v2",
+            "--push",
+            &reference,
+            "--no-sbom",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let r = site.sw(&["deploy", "web", "--image", &reference, "--force"]);
+    let _ = registry.kill();
+    let _ = registry.wait();
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(body(&addr), "v2");
+    let h = site.history("web");
+    let pinned = h[0]["artifacts"][0]["name"].as_str().unwrap();
+    assert!(pinned.starts_with(&format!("{reg}/websvc@sha256:")), "{pinned}");
+    let r = site.sw(&["rollback", "web"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(body(&addr), "v1");
+
     // A killed agent leaves its containers; the next one removes them and starts afresh.
     site.stop_agent(libc::SIGKILL);
     assert_eq!(docker_out(&["ps", "-q", "--filter", &label]).lines().count(), 2);
