@@ -140,6 +140,27 @@ pub fn repository(reference: &str) -> &str {
     }
 }
 
+/// Removes the images (and their stored archives) of releases beyond the newest `keep`;
+/// an image still used by a container stays. Returns what was removed.
+pub async fn prune(data_dir: &Path, keep_ids: &[String], drop_ids: &[String]) -> Vec<String> {
+    let Ok(docker) = connect() else { return Vec::new() };
+    let mut removed = Vec::new();
+    for id in drop_ids.iter().filter(|id| !keep_ids.contains(id)) {
+        let image_gone = match docker
+            .remove_image(&format!("sha256:{id}"), None::<bollard::query_parameters::RemoveImageOptions>, None)
+            .await
+        {
+            Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => true,
+            Err(_) => false, // in use, or the engine refused: keep it and its archive
+        };
+        if image_gone {
+            let _ = std::fs::remove_file(artifacts::stored_image(data_dir, id));
+            removed.push(id.chars().take(12).collect());
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -671,6 +671,9 @@ impl Engine {
                 let then =
                     if release.reason == "rollback" { ReleaseStatus::RolledBack } else { ReleaseStatus::Replaced };
                 self.store.set_current(&env.name, release.id, then).await?;
+                if let Target::Docker(d) = &env.target {
+                    self.prune_images(env, d.keep_images).await;
+                }
                 self.say(format!(
                     "✓ {} {} is healthy ({} instance(s)) at {}",
                     env.name,
@@ -686,6 +689,34 @@ impl Engine {
                 let _ = self.undo(env, release, old.as_ref(), &e.message).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Keeps the images of the newest `keep` distinct releases of the environment (the
+    /// current one included) and removes older ones.
+    async fn prune_images(&self, env: &Environment, keep: u32) {
+        let Ok(all) = self.store.history(&env.name, 1000).await else { return };
+        let mut keep_ids: Vec<String> = Vec::new();
+        let mut drop_ids: Vec<String> = Vec::new();
+        for r in all.iter().filter(|r| {
+            matches!(r.status, ReleaseStatus::Healthy | ReleaseStatus::Replaced | ReleaseStatus::RolledBack)
+        }) {
+            let id = r.artifacts[0].sha256.clone();
+            if keep_ids.contains(&id) || drop_ids.contains(&id) {
+                continue;
+            }
+            if keep_ids.len() < keep as usize { keep_ids.push(id) } else { drop_ids.push(id) }
+        }
+        // Failed releases' images go too, unless a kept release uses the same image.
+        for r in all.iter().filter(|r| r.status == ReleaseStatus::Failed) {
+            let id = r.artifacts[0].sha256.clone();
+            if !keep_ids.contains(&id) && !drop_ids.contains(&id) {
+                drop_ids.push(id);
+            }
+        }
+        let removed = crate::docker::prune(&self.data_dir, &keep_ids, &drop_ids).await;
+        if !removed.is_empty() {
+            self.say(format!("removed {} old image(s): {} (keep_images: {keep})", removed.len(), removed.join(", ")));
         }
     }
 

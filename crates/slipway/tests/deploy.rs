@@ -720,7 +720,7 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
     require("docker", "--version");
     let addr = free_addr();
     let env = format!(
-        "  web:\n    target: docker\n    docker: {{memory: 64MiB, cpus: 0.5}}\n    instances: 2\n    listen: {addr}\n    strategy: {{type: rolling, max_surge: 1, max_unavailable: 0}}\n    health: {{http: /healthz, interval: 200ms, deadline: 5s}}\n"
+        "  web:\n    target: docker\n    docker: {{memory: 64MiB, cpus: 0.5, keep_images: 2}}\n    instances: 2\n    listen: {addr}\n    strategy: {{type: rolling, max_surge: 1, max_unavailable: 0}}\n    health: {{http: /healthz, interval: 200ms, deadline: 5s}}\n"
     );
     let mut site = Site::new(&env);
     site.start_agent();
@@ -861,6 +861,17 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
     let r = site.sw(&["rollback", "web"]);
     assert_eq!(r.code, 0, "{}", r.debug());
     assert_eq!(body(&addr), "v1");
+
+    // keep_images: 2 — the failed releases' images and archives are gone, v1's and v2's stay.
+    let h = site.history("web");
+    let image_of =
+        |v: &str| h.iter().find(|r| r["version"] == v).unwrap()["artifacts"][0]["sha256"].as_str().unwrap().to_string();
+    let stored = |id: &str| site.data.path().join("artifacts/images").join(format!("{id}.tar")).exists();
+    assert!(!stored(&image_of("v3-unhealthy")) && !stored(&image_of("v5-crash")), "{h:?}");
+    assert!(stored(&image_of("v1")));
+    assert!(
+        docker_out(&["image", "inspect", "-f", "{{.Id}}", &format!("sha256:{}", image_of("v3-unhealthy"))]).is_empty()
+    );
 
     // A killed agent leaves its containers; the next one removes them and starts afresh.
     site.stop_agent(libc::SIGKILL);
