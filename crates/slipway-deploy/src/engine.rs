@@ -36,6 +36,9 @@ pub struct Outcome {
 pub struct Engine {
     pub store: Store,
     pub agent: AgentClient,
+    /// When the environment's agent is on another machine: how to reach it over SSH (one
+    /// host; `root` is its data directory). Binaries are uploaded there before they run.
+    pub remote: Option<slipway_pipeline::environment::SshTarget>,
     pub data_dir: std::path::PathBuf,
     /// Who deploys (recorded in each release).
     pub actor: String,
@@ -171,7 +174,10 @@ impl Engine {
             memory: docker["memory"].as_i64(),
             nano_cpus: docker["nano_cpus"].as_i64(),
         });
-        let binary = artifacts::stored_path(&self.data_dir, &r.artifacts[0].sha256);
+        let binary = match &self.remote {
+            Some(t) => artifacts::stored_path(std::path::Path::new(&t.root), &r.artifacts[0].sha256),
+            None => artifacts::stored_path(&self.data_dir, &r.artifacts[0].sha256),
+        };
         let mut command = if container.is_some() { Vec::new() } else { vec![binary.display().to_string()] };
         command.extend(svc["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)));
         let env = svc["env"]
@@ -617,7 +623,22 @@ impl Engine {
 
     async fn rollout(&self, env: &Environment, release: &Release) -> Result<(), DeployError> {
         self.store.set_status(release.id, ReleaseStatus::Deploying, None).await?;
-        let ready = if matches!(env.target, Target::Docker(_)) {
+        let ready = if let Some(t) = &self.remote {
+            match artifacts::verify(&self.data_dir, &release.artifacts[0]) {
+                Ok(local) => {
+                    crate::hosts::upload_to_agent(t, &release.artifacts[0].sha256, &local).await.map(|uploaded| {
+                        if uploaded {
+                            self.say(format!(
+                                "uploaded {} to the agent on {}",
+                                release.artifacts[0].name,
+                                t.hosts[0].label()
+                            ));
+                        }
+                    })
+                }
+                Err(e) => Err(e),
+            }
+        } else if matches!(env.target, Target::Docker(_)) {
             let a = &release.artifacts[0];
             let pinned = a.name.contains("@sha256:").then_some(a.name.as_str());
             crate::docker::ensure_image(&self.data_dir, &a.sha256, pinned).await.map(|loaded| {

@@ -282,6 +282,49 @@ async fn close_all(conns: &[Arc<Conn>]) {
     }
 }
 
+/// Puts a binary into a remote agent's artifact store (`<data_dir>/artifacts/sha256/<hex>`),
+/// checked by SHA-256 there; false when it was already there.
+pub(crate) async fn upload_to_agent(
+    t: &SshTarget,
+    sha: &str,
+    local: &std::path::Path,
+) -> Result<bool, crate::DeployError> {
+    let fail = |e: HostError| crate::DeployError::new(crate::exit::FAILED, format!("remote agent: {e}"));
+    let conns = conns(t)
+        .map_err(|_| crate::DeployError::new(crate::exit::FAILED, "cannot create the ssh control directory"))?;
+    let c = &conns[0];
+    let dest = format!("{}/artifacts/sha256/{sha}", t.root);
+    let script = format!(
+        "set -e\n\
+         if [ -f {dest} ] && [ \"$(sha256sum {dest} | cut -d' ' -f1)\" = {sha} ]; then echo present; exit 0; fi\n\
+         mkdir -p {dir}\n\
+         cat > {dest}.part\n\
+         got=$(sha256sum {dest}.part | cut -d' ' -f1)\n\
+         if [ \"$got\" != {sha} ]; then rm -f {dest}.part; echo \"checksum mismatch after upload: sha256:$got\" >&2; exit 4; fi\n\
+         chmod 0555 {dest}.part\n\
+         mv -f {dest}.part {dest}\n\
+         echo uploaded",
+        dest = sq(&dest),
+        dir = sq(&format!("{}/artifacts/sha256", t.root)),
+        sha = sq(sha),
+    );
+    let r = c.run("upload", &script, Some(local)).await.map_err(fail);
+    close_all(&conns).await;
+    Ok(r?.trim() == "uploaded")
+}
+
+/// Opens a tunnel to a remote agent's socket.
+pub async fn agent_tunnel(t: &SshTarget) -> Result<(crate::ssh::Tunnel, Arc<Conn>), crate::DeployError> {
+    let dir = crate::ssh::control_dir().map_err(|e| crate::DeployError::new(crate::exit::FAILED, e.to_string()))?;
+    let c = Arc::new(Conn::new(&t.hosts[0], t, &dir));
+    let remote = format!("{}/agent.sock", t.root);
+    match c.tunnel(&dir, &remote).await {
+        Ok(tun) => Ok((tun, c)),
+        Err(e) => Err(crate::DeployError::new(crate::exit::NO_AGENT, format!("no agent reachable: {e}"))
+            .hint(format!("start it on {}: `slipway agent start --data-dir {}`", t.hosts[0].host, t.root))),
+    }
+}
+
 impl Engine {
     /// Reads what every host of an ssh environment runs.
     pub async fn inspect_hosts(&self, env: &Environment, release: &Release) -> Vec<HostState> {

@@ -13,7 +13,8 @@ mod ssh;
 mod systemd;
 
 pub use docker::{ContainerState, containers as docker_containers, pull as docker_pull};
-pub use hosts::{HostState, release_dir_name};
+pub use hosts::{HostState, agent_tunnel, release_dir_name};
+pub use ssh::Tunnel;
 pub use systemd::unit as systemd_unit;
 
 pub use engine::{Engine, Outcome, Progress, Reason, config_hash, config_json, entry_points, group_id as group_id_of};
@@ -104,6 +105,7 @@ pub(crate) mod tests {
             health: HealthCheck::default(),
             promote_from: None,
             protection: Protection::default(),
+            agent: None,
             stop_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
         }

@@ -163,6 +163,66 @@ fn classify(code: Option<i32>, stderr: &str, host: &SshHost) -> String {
     }
 }
 
+/// A forwarded Unix socket: `local` reaches `remote` on the host while this lives.
+pub struct Tunnel {
+    child: tokio::process::Child,
+    pub local: PathBuf,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.local);
+    }
+}
+
+impl Conn {
+    /// Forwards a local socket in `dir` to `remote` (a Unix socket on the host) until the
+    /// returned tunnel is dropped; answers once the forward is up.
+    pub async fn tunnel(&self, dir: &Path, remote: &str) -> Result<Tunnel, HostError> {
+        let local = dir.join(format!("agent-{}.sock", self.host.ssh_port));
+        let _ = std::fs::remove_file(&local);
+        // A connection of its own: ssh takes the first value of an option, and a shared master
+        // would end with the other steps' `-O exit`.
+        let mut args = Vec::new();
+        let mut it = self.args.iter().peekable();
+        while let Some(a) = it.next() {
+            if a == "-o" && it.peek().is_some_and(|o| o.starts_with("Control")) {
+                it.next();
+                continue;
+            }
+            args.push(a.clone());
+        }
+        let mut cmd = tokio::process::Command::new("ssh");
+        cmd.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"])
+            .args(&args)
+            .args(["-N", "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes", "-L"])
+            .arg(format!("{}:{remote}", local.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| self.err("tunnel", format!("cannot run ssh: {e}")))?;
+        let deadline = std::time::Instant::now() + self.timeout.min(Duration::from_secs(30));
+        loop {
+            if local.exists() {
+                return Ok(Tunnel { child, local });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err).await;
+                }
+                return Err(self.err("tunnel", classify(status.code(), err.trim(), &self.host)));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(self.err("tunnel", "the forward to the agent's socket did not come up"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// A private directory for the control sockets of one deploy (short: socket paths are limited).
 pub fn control_dir() -> std::io::Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("slipway-ssh-{}", std::process::id()));

@@ -18,6 +18,8 @@ pub struct Environment {
     /// The environment whose running artifacts `slipway promote` deploys here.
     pub promote_from: Option<String>,
     pub protection: Protection,
+    /// The agent runs on another machine, reached over SSH (`agent:`); `None` is this one.
+    pub agent: Option<RemoteAgent>,
     /// SIGTERM → this long → SIGKILL when an instance stops.
     pub stop_grace: Duration,
     /// How long an instance taken out of traffic may finish its requests before it is stopped.
@@ -44,6 +46,14 @@ pub struct DockerTarget {
     /// Images of this many releases stay loaded (and their archives stored), so a rollback
     /// needs no pull or load.
     pub keep_images: u32,
+}
+
+/// An agent on another machine: its socket is reached through an SSH tunnel and the
+/// release's binary is uploaded to its data directory. `ssh.hosts` holds the one host and
+/// `ssh.root` the remote data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAgent {
+    pub ssh: SshTarget,
 }
 
 /// `target: ssh` and its `ssh:` settings.

@@ -227,6 +227,7 @@ fn engine(data: &Path, ui: &Ui, common: &CommonArgs, store: Store) -> Engine {
     Engine {
         store,
         agent: AgentClient::new(slipway_agent::socket_path(data)),
+        remote: None,
         data_dir: data.to_path_buf(),
         actor: actor(),
         owner: format!("pid {} on {}", std::process::id(), hostname()),
@@ -248,6 +249,26 @@ fn engine(data: &Path, ui: &Ui, common: &CommonArgs, store: Store) -> Engine {
             }
         }),
     }
+}
+
+/// Points the engine at the environment's agent: this machine's, or another machine's through
+/// an SSH tunnel (kept open while the returned tunnel lives).
+async fn reach(mut engine: Engine, env: &Environment) -> Result<(Engine, Option<slipway_deploy::Tunnel>), DeployError> {
+    let Some(remote) = &env.agent else { return Ok((engine, None)) };
+    let (tunnel, _conn) = slipway_deploy::agent_tunnel(&remote.ssh).await?;
+    engine.agent = AgentClient::new(tunnel.local.clone());
+    if let Err(e) = engine.agent.info().await {
+        let (host, dir) = (&remote.ssh.hosts[0], &remote.ssh.root);
+        return Err(DeployError::new(
+            dexit::NO_AGENT,
+            format!("no agent answers on {} at {dir}/agent.sock ({e})", host.label()),
+        )
+        .hint(format!(
+            "start it there: `slipway agent start --data-dir {dir}` (or a systemd unit running `slipway agent run`)"
+        )));
+    }
+    engine.remote = Some(remote.ssh.clone());
+    Ok((engine, Some(tunnel)))
 }
 
 fn hostname() -> String {
@@ -434,7 +455,10 @@ pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32
             Ok(s) => s,
             Err(e) => return Ok(report(ui, e, json)),
         };
-        let engine = engine(data, ui, &args.common, store);
+        let (engine, _tunnel) = match reach(engine(data, ui, &args.common, store), &env).await {
+            Ok(r) => r,
+            Err(e) => return Ok(report(ui, e, json)),
+        };
         if args.dry_run {
             return Ok(match dry_run(&engine, root, &env, &args).await {
                 Ok(()) => exit::OK,
@@ -526,7 +550,10 @@ pub fn promote(root: &Path, data: &Path, args: PromoteArgs, ui: &Ui) -> Result<i
             Ok(s) => s,
             Err(e) => return Ok(report(ui, e, json)),
         };
-        let engine = engine(data, ui, &args.common, store);
+        let (engine, _tunnel) = match reach(engine(data, ui, &args.common, store), &to).await {
+            Ok(r) => r,
+            Err(e) => return Ok(report(ui, e, json)),
+        };
         Ok(finish(ui, json, interruptible(&engine, &to, engine.promote(&from, &to)).await))
     })
 }
@@ -543,7 +570,10 @@ pub fn rollback(root: &Path, data: &Path, args: RollbackArgs, ui: &Ui) -> Result
             Ok(s) => s,
             Err(e) => return Ok(report(ui, e, json)),
         };
-        let engine = engine(data, ui, &args.common, store);
+        let (engine, _tunnel) = match reach(engine(data, ui, &args.common, store), &env).await {
+            Ok(r) => r,
+            Err(e) => return Ok(report(ui, e, json)),
+        };
         Ok(finish(ui, json, interruptible(&engine, &env, engine.rollback(&env, args.to.as_deref())).await))
     })
 }
@@ -628,10 +658,19 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
             }
             names.retain(|n| n == only);
         }
-        let agent_up = engine.agent.info().await.is_ok();
+        let local_up = engine.agent.info().await.is_ok();
         let mut rows = Vec::new();
         for name in &names {
             let env = envs.iter().find(|e| &e.name == name);
+            // An environment whose agent is elsewhere is read through its own tunnel.
+            let remote = match env.filter(|e| e.agent.is_some()) {
+                Some(e) => reach(self::engine(data, ui, &common, store.clone()), e).await.ok(),
+                None => None,
+            };
+            let (engine, agent_up) = match &remote {
+                Some((r, _)) => (r, r.agent.info().await.is_ok()),
+                None => (&engine, local_up && env.is_none_or(|e| e.agent.is_none())),
+            };
             if let Some(env) = env
                 && (agent_up || matches!(env.target, slipway_pipeline::environment::Target::Ssh(_)))
             {

@@ -407,3 +407,38 @@ fn a_deploy_killed_between_hosts_is_repaired() {
     assert_eq!((answer(hosts.ports[0]), answer(hosts.ports[1])), ("v1".into(), "v1".into()));
     assert!(project.history("prod")[0]["detail"].as_str().unwrap().contains("interrupted"));
 }
+
+#[test]
+fn an_agent_on_another_machine_is_driven_over_ssh() {
+    let hosts = Hosts::start(1, &[]);
+    let addr = format!("127.0.0.1:{}", hosts.ports[0]);
+    let env = format!(
+        "  far:\n    agent: {{ssh: \"ssh://root@127.0.0.1:{}\", identity: {}, known_hosts: {}, data_dir: /var/lib/slipway}}\n    instances: 2\n    listen: {addr}\n    strategy: {{type: canary, steps: [{{weight: 50, pause: 2s}}], analysis: {{interval: 1s}}}}\n    health: {{http: /healthz, interval: 200ms, deadline: 8s}}\n",
+        hosts.ssh_ports[0],
+        hosts.key().display(),
+        hosts.known_hosts().display()
+    );
+    let project = Project::new(&env);
+    // No agent there yet: said so, with how to start it.
+    let r = project.deploy("far", "v1");
+    assert_eq!(r.code, 3, "{}", r.debug());
+    assert!(r.stderr.contains("slipway agent start --data-dir /var/lib/slipway"), "{}", r.stderr);
+    // The same slipway binary runs the agent on the other machine.
+    docker(&["cp", bin().to_str().unwrap(), &format!("{}:/usr/local/bin/slipway", hosts.names[0])]);
+    docker(&["exec", &hosts.names[0], "slipway", "--data-dir", "/var/lib/slipway", "agent", "start"]);
+    let r = project.deploy("far", "v1");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("uploaded websvc to the agent on"), "{}", r.stderr);
+    assert_eq!(answer(hosts.ports[0]), "v1");
+    let r = project.deploy("far", "v2");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("canary: 50% of traffic to v2"), "{}", r.stderr);
+    assert_eq!(answer(hosts.ports[0]), "v2");
+    let st = project.status();
+    assert_eq!(
+        (st["version"].as_str(), st["status"].as_str(), st["healthy"].as_u64()),
+        (Some("v2"), Some("healthy"), Some(2)),
+        "{st}"
+    );
+    assert_eq!(hosts.exec(0, "ls /var/lib/slipway/artifacts/sha256 | wc -l"), "2", "each binary uploaded once");
+}

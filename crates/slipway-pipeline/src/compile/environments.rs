@@ -14,6 +14,7 @@ const ENV_KEYS: &[&str] = &[
     "target",
     "ssh",
     "docker",
+    "agent",
     "service",
     "instances",
     "listen",
@@ -121,6 +122,7 @@ impl Cx {
             health: HealthCheck::default(),
             promote_from: None,
             protection: Protection::default(),
+            agent: None,
             stop_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
         };
@@ -128,6 +130,7 @@ impl Cx {
         let mut target_name = ("local".to_string(), n.span);
         let mut ssh_node = None;
         let mut docker_node = None;
+        let mut agent_node = None;
         for (k, v) in self.map(n, path) {
             let field = format!("{path}:{}", k.name);
             match k.name.as_str() {
@@ -150,6 +153,7 @@ impl Cx {
                 "service" => env.service = self.service(v, &field),
                 "ssh" => ssh_node = Some((k.span, v)),
                 "docker" => docker_node = Some((k.span, v)),
+                "agent" => agent_node = Some((k.span, v)),
                 "instances" => env.instances = self.int(v, &field, 1, 1000).map_or(1, |i| i as u32),
                 "listen" => {
                     *listen_span = Some(v.span);
@@ -192,6 +196,13 @@ impl Cx {
             }
             _ => {}
         }
+        match (target_name.0.as_str(), agent_node) {
+            ("local", Some((_, node))) => env.agent = self.remote_agent(node, &format!("{path}:agent")),
+            (_, Some((span, _))) => {
+                self.err(span, format!("`{path}:agent` (a remote agent) is only for `target: local` yet"));
+            }
+            _ => {}
+        }
         match (target_name.0.as_str(), docker_node) {
             ("docker", node) => {
                 env.target = Target::Docker(self.docker_target(node.map(|(_, n)| n), &format!("{path}:docker")))
@@ -221,6 +232,53 @@ impl Cx {
             env.strategy = Strategy::Rolling { max_surge: Scale::Count(0), max_unavailable: Scale::Count(1) };
         }
         Some(env)
+    }
+
+    /// `agent: {ssh: URL, identity, known_hosts, data_dir}`.
+    fn remote_agent(&mut self, n: &Node, path: &str) -> Option<RemoteAgent> {
+        let mut url = None;
+        let mut t = SshTarget {
+            hosts: Vec::new(),
+            identity: None,
+            known_hosts: None,
+            root: "/var/lib/slipway".into(),
+            service: None,
+            keep: 5,
+            user: None,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(120),
+        };
+        for (k, v) in self.map(n, path) {
+            let f = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "ssh" => url = self.string(v, &f).map(|u| (u, v.span)),
+                "identity" => t.identity = self.string(v, &f),
+                "known_hosts" => t.known_hosts = self.string(v, &f),
+                "data_dir" => {
+                    if let Some(d) = self.string(v, &f) {
+                        if !d.starts_with('/') || d.contains(char::is_whitespace) {
+                            self.err(v.span, format!("`{f}`: `{d}` must be an absolute path without spaces"));
+                        }
+                        t.root = d.trim_end_matches('/').to_string();
+                    }
+                }
+                _ => self.unknown_key(k, &format!("`{path}`"), &["ssh", "identity", "known_hosts", "data_dir"]),
+            }
+        }
+        let Some((url, span)) = url else {
+            self.err(n.span, format!("`{path}` needs `ssh: ssh://user@host`"));
+            return None;
+        };
+        match parse_ssh_url(&url) {
+            Ok((user, host, ssh_port)) => {
+                t.hosts.push(SshHost { user, host, ssh_port, port: 0 });
+                Some(RemoteAgent { ssh: t })
+            }
+            Err(e) => {
+                self.err(span, format!("`{path}:ssh`: `{url}` {e}"));
+                None
+            }
+        }
     }
 
     fn docker_target(&mut self, n: Option<&Node>, path: &str) -> DockerTarget {
