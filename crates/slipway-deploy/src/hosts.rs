@@ -270,6 +270,26 @@ async fn inspect_one(c: &Conn, t: &SshTarget, service: &str, binary: &str) -> Ho
     }
 }
 
+/// The order hosts switch in: by `group` when hosts have groups (in the order groups first
+/// appear; ungrouped hosts alone), else `max_unavailable` hosts at a time.
+fn batches(t: &SshTarget, strategy: &Strategy) -> Vec<Vec<usize>> {
+    if t.hosts.iter().any(|h| h.group.is_some()) {
+        let mut out: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        for (i, h) in t.hosts.iter().enumerate() {
+            match out.iter_mut().find(|(g, _)| h.group.is_some() && *g == h.group) {
+                Some((_, v)) => v.push(i),
+                None => out.push((h.group.clone(), vec![i])),
+            }
+        }
+        return out.into_iter().map(|(_, v)| v).collect();
+    }
+    let size = match strategy {
+        Strategy::Rolling { max_unavailable, .. } => max_unavailable.resolve(t.hosts.len() as u32, false).max(1),
+        _ => 1,
+    } as usize;
+    (0..t.hosts.len()).collect::<Vec<_>>().chunks(size).map(<[usize]>::to_vec).collect()
+}
+
 fn conns(t: &SshTarget) -> Result<Vec<Arc<Conn>>, Step> {
     let dir = crate::ssh::control_dir()
         .map_err(|e| Step::Error(crate::DeployError::new(crate::exit::FAILED, e.to_string())))?;
@@ -422,24 +442,14 @@ impl Engine {
             return Err(Step::Failed(Failure(format!("staging failed on {}; no host was changed", failed.join("; ")))));
         }
         // 2. Switch in batches.
-        let batch = match env.strategy {
-            Strategy::Rolling { max_unavailable, .. } => max_unavailable.resolve(conns.len() as u32, false).max(1),
-            _ => 1,
-        } as usize;
+        let batches = batches(t, &env.strategy);
         let mut switched: Vec<usize> = Vec::new();
-        let indices: Vec<usize> = (0..conns.len()).collect();
-        for (b, chunk) in indices.chunks(batch).enumerate() {
+        for (b, chunk) in batches.iter().enumerate() {
             let names: Vec<String> = chunk.iter().map(|&i| conns[i].host.label()).collect();
-            self.say(format!(
-                "batch {}/{}: {} → {}",
-                b + 1,
-                conns.len().div_ceil(batch),
-                names.join(", "),
-                new.version
-            ));
+            self.say(format!("batch {}/{}: {} → {}", b + 1, batches.len(), names.join(", "), new.version));
             self.store.record_step(new.id, "switch", &json!({"hosts": names})).await?;
             let mut set = JoinSet::new();
-            for &i in chunk {
+            for &i in chunk.iter() {
                 let (c, p) = (Arc::clone(&conns[i]), Arc::clone(&plan));
                 set.spawn(async move {
                     let r = match switch(&c, &p.target, &p.service, &p.dir).await {
@@ -450,7 +460,7 @@ impl Engine {
                 });
             }
             let results = set.join_all().await;
-            switched.extend(chunk);
+            switched.extend(chunk.iter().copied());
             let errors: Vec<String> =
                 results.iter().filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string())).collect();
             if errors.is_empty() {
@@ -508,5 +518,43 @@ impl Engine {
         }
         lines.sort();
         lines.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use slipway_pipeline::environment::{Scale, SshHost, SshTarget, Strategy};
+
+    fn target(groups: &[Option<&str>]) -> SshTarget {
+        SshTarget {
+            hosts: groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| SshHost {
+                    user: "u".into(),
+                    host: format!("h{i}"),
+                    ssh_port: 22,
+                    port: 80,
+                    group: g.map(str::to_string),
+                })
+                .collect(),
+            identity: None,
+            known_hosts: None,
+            root: "/opt/slipway".into(),
+            service: None,
+            keep: 5,
+            user: None,
+            connect_timeout: std::time::Duration::from_secs(1),
+            command_timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn hosts_switch_by_group_or_by_max_unavailable() {
+        let rolling = |n| Strategy::Rolling { max_surge: Scale::Count(0), max_unavailable: Scale::Count(n) };
+        assert_eq!(super::batches(&target(&[None, None, None]), &rolling(2)), [vec![0, 1], vec![2]]);
+        assert_eq!(super::batches(&target(&[None, None, None]), &rolling(1)), [vec![0], vec![1], vec![2]]);
+        let grouped = target(&[Some("eu"), Some("us"), Some("eu"), None]);
+        assert_eq!(super::batches(&grouped, &rolling(1)), [vec![0, 2], vec![1], vec![3]]);
     }
 }

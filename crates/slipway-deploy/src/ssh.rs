@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn ssh_failures_say_what_to_do() {
-        let h = SshHost { user: "deploy".into(), host: "10.0.0.5".into(), ssh_port: 2222, port: 8080 };
+        let h = SshHost { user: "deploy".into(), host: "10.0.0.5".into(), ssh_port: 2222, port: 8080, group: None };
         assert!(classify(Some(255), "Host key verification failed.", &h).contains("ssh-keyscan -p 2222 10.0.0.5"));
         assert!(
             classify(Some(255), "deploy@10.0.0.5: Permission denied (publickey).", &h)

@@ -85,6 +85,9 @@ pub struct SshHost {
     pub ssh_port: u16,
     /// The service's port on this host (`{{port}}`, `$PORT`, and the health check's).
     pub port: u16,
+    /// Hosts of one group switch together, group after group (instead of `max_unavailable`
+    /// hosts at a time).
+    pub group: Option<String>,
 }
 
 impl SshHost {

@@ -271,7 +271,7 @@ impl Cx {
         };
         match parse_ssh_url(&url) {
             Ok((user, host, ssh_port)) => {
-                t.hosts.push(SshHost { user, host, ssh_port, port: 0 });
+                t.hosts.push(SshHost { user, host, ssh_port, port: 0, group: None });
                 Some(RemoteAgent { ssh: t })
             }
             Err(e) => {
@@ -325,7 +325,7 @@ impl Cx {
             command_timeout: Duration::from_secs(120),
         };
         let mut port = None;
-        let mut hosts: Vec<(String, Option<u16>, Span)> = Vec::new();
+        let mut hosts: Vec<(String, Option<u16>, Option<String>, Span)> = Vec::new();
         let mut hosts_span = n.span;
         for (k, v) in self.map(n, path) {
             let f = format!("{path}:{}", k.name);
@@ -342,15 +342,17 @@ impl Cx {
                             Value::Map(m) => {
                                 let mut url = None;
                                 let mut p = None;
+                                let mut group = None;
                                 for (hk, hv) in m {
                                     match hk.name.as_str() {
                                         "url" => url = self.string(hv, &format!("{fi}:url")),
                                         "port" => p = self.int(hv, &format!("{fi}:port"), 1, 65535).map(|p| p as u16),
-                                        _ => self.unknown_key(hk, &format!("`{fi}`"), &["url", "port"]),
+                                        "group" => group = self.string(hv, &format!("{fi}:group")),
+                                        _ => self.unknown_key(hk, &format!("`{fi}`"), &["url", "port", "group"]),
                                     }
                                 }
                                 match url {
-                                    Some(u) => hosts.push((u, p, item.span)),
+                                    Some(u) => hosts.push((u, p, group, item.span)),
                                     None => {
                                         self.err(item.span, format!("`{fi}` needs `url: ssh://user@host`"));
                                     }
@@ -358,7 +360,7 @@ impl Cx {
                             }
                             _ => {
                                 if let Some(u) = self.string(item, &fi) {
-                                    hosts.push((u, None, item.span));
+                                    hosts.push((u, None, None, item.span));
                                 }
                             }
                         }
@@ -406,7 +408,7 @@ impl Cx {
             }
         }
         let mut seen = std::collections::HashSet::new();
-        for (url, p, span) in hosts {
+        for (url, p, group, span) in hosts {
             match parse_ssh_url(&url) {
                 Ok((user, host, ssh_port)) => {
                     let Some(service_port) = p.or(port) else {
@@ -417,7 +419,7 @@ impl Cx {
                     if !seen.insert((host.clone(), ssh_port)) {
                         self.err(span, format!("`{path}`: host `{url}` is listed twice"));
                     }
-                    t.hosts.push(SshHost { user, host, ssh_port, port: service_port });
+                    t.hosts.push(SshHost { user, host, ssh_port, port: service_port, group });
                 }
                 Err(e) => {
                     self.err(span, format!("`{path}:hosts`: `{url}` {e}")).hint =
