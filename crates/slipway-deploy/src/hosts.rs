@@ -538,14 +538,7 @@ mod tests {
                     group: g.map(str::to_string),
                 })
                 .collect(),
-            identity: None,
-            known_hosts: None,
-            root: "/opt/slipway".into(),
-            service: None,
-            keep: 5,
-            user: None,
-            connect_timeout: std::time::Duration::from_secs(1),
-            command_timeout: std::time::Duration::from_secs(1),
+            ..SshTarget::new("/opt/slipway")
         }
     }
 

@@ -77,6 +77,23 @@ pub struct SshTarget {
     pub command_timeout: std::time::Duration,
 }
 
+impl SshTarget {
+    /// No hosts yet, everything else at its default; `root` as given.
+    pub fn new(root: &str) -> SshTarget {
+        SshTarget {
+            hosts: Vec::new(),
+            identity: None,
+            known_hosts: None,
+            root: root.into(),
+            service: None,
+            keep: 5,
+            user: None,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
 /// One host: `ssh://user@host:port`, and the port the service listens on there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshHost {

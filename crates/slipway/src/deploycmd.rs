@@ -442,6 +442,17 @@ fn finish(ui: &Ui, json: bool, r: Result<slipway_deploy::Outcome, DeployError>) 
     }
 }
 
+/// The environment's engine: the store opened, its agent reached (kept while the tunnel lives).
+async fn prepare(
+    data: &Path,
+    ui: &Ui,
+    common: &CommonArgs,
+    env: &Environment,
+) -> Result<(Engine, Option<slipway_deploy::Tunnel>), DeployError> {
+    let store = open_store(data).await?;
+    reach(engine(data, ui, common, store), env).await
+}
+
 pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32> {
     let envs = environments(root, args.common.file.as_deref(), ui)?;
     let rt = runtime()?;
@@ -451,11 +462,7 @@ pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32
             Ok(e) => e,
             Err(e) => return Ok(report(ui, e, json)),
         };
-        let store = match open_store(data).await {
-            Ok(s) => s,
-            Err(e) => return Ok(report(ui, e, json)),
-        };
-        let (engine, _tunnel) = match reach(engine(data, ui, &args.common, store), &env).await {
+        let (engine, _tunnel) = match prepare(data, ui, &args.common, &env).await {
             Ok(r) => r,
             Err(e) => return Ok(report(ui, e, json)),
         };
@@ -546,11 +553,7 @@ pub fn promote(root: &Path, data: &Path, args: PromoteArgs, ui: &Ui) -> Result<i
             (Ok(f), Ok(t)) => (f, t),
             (Err(e), _) | (_, Err(e)) => return Ok(report(ui, e, json)),
         };
-        let store = match open_store(data).await {
-            Ok(s) => s,
-            Err(e) => return Ok(report(ui, e, json)),
-        };
-        let (engine, _tunnel) = match reach(engine(data, ui, &args.common, store), &to).await {
+        let (engine, _tunnel) = match prepare(data, ui, &args.common, &to).await {
             Ok(r) => r,
             Err(e) => return Ok(report(ui, e, json)),
         };
@@ -566,11 +569,7 @@ pub fn rollback(root: &Path, data: &Path, args: RollbackArgs, ui: &Ui) -> Result
             Ok(e) => e,
             Err(e) => return Ok(report(ui, e, json)),
         };
-        let store = match open_store(data).await {
-            Ok(s) => s,
-            Err(e) => return Ok(report(ui, e, json)),
-        };
-        let (engine, _tunnel) = match reach(engine(data, ui, &args.common, store), &env).await {
+        let (engine, _tunnel) = match prepare(data, ui, &args.common, &env).await {
             Ok(r) => r,
             Err(e) => return Ok(report(ui, e, json)),
         };
@@ -586,11 +585,10 @@ pub fn approve(root: &Path, data: &Path, args: ApproveArgs, ui: &Ui) -> Result<i
             Ok(e) => e,
             Err(e) => return Ok(report(ui, e, false)),
         };
-        let store = match open_store(data).await {
-            Ok(s) => s,
+        let engine = match open_store(data).await {
+            Ok(store) => engine(data, ui, &common, store),
             Err(e) => return Ok(report(ui, e, false)),
         };
-        let engine = engine(data, ui, &common, store);
         let who = args.approver.clone().unwrap_or_else(actor);
         match engine.approve(&env, args.release, &who).await {
             Ok(r) => {

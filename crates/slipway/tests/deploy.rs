@@ -4,42 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Builds of the websvc fixture by version, shared by every test process (built once, under
-/// a file lock, into the target's temporary directory).
 fn build(version: &str) -> PathBuf {
-    require_go();
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("websvc-builds");
-    std::fs::create_dir_all(&root).unwrap();
-    let lock = std::fs::File::create(root.join(".lock")).unwrap();
-    // SAFETY: flock(2) on a descriptor we own; released when `lock` drops.
-    unsafe {
-        libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX);
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc/main.go");
-    let stamp = format!("{}", std::fs::read_to_string(&src).unwrap().len());
-    let out = root.join(version);
-    if std::fs::read_to_string(out.join(".stamp")).is_ok_and(|s| s == stamp) {
-        return out;
-    }
-    let work = tempfile::tempdir().unwrap();
-    for f in ["go.mod", "main.go"] {
-        std::fs::copy(src.with_file_name(f), work.path().join(f)).unwrap();
-    }
-    let r = slipway_in(work.path(), &["go", "build", "--version", version]);
-    assert_eq!(r.code, 0, "{}", r.debug());
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
-    for e in std::fs::read_dir(work.path().join("dist")).unwrap().flatten() {
-        std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
-    }
-    std::fs::write(out.join(".stamp"), stamp).unwrap();
-    out
+    websvc_build(version)
 }
 
 /// A project (the websvc fixture with a pipeline file) and its own data directory.
@@ -51,25 +23,13 @@ struct Site {
 
 impl Site {
     fn new(environments: &str) -> Site {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
-        let repo = Repo::new(&[
-            ("go.mod", &std::fs::read_to_string(src.join("go.mod")).unwrap()),
-            ("main.go", &std::fs::read_to_string(src.join("main.go")).unwrap()),
-            (".slipway.yml", &format!("include:\n  - template: slipway/go.yml\nenvironments:\n{environments}")),
-        ]);
+        let repo = websvc_project(environments);
         let data = tempfile::Builder::new().prefix("slipway-data-").tempdir().unwrap();
         Site { repo, data, agent: None }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.args(args)
-            .current_dir(self.repo.path())
-            .env("NO_COLOR", "1")
-            .env("SLIPWAY_DATA_DIR", self.data.path())
-            .env("SLIPWAY_USER", "tester")
-            .env("SLIPWAY_LOCK_LEASE", "2s");
-        c
+        deploy_cmd(self.repo.path(), self.data.path(), args)
     }
 
     fn sw(&self, args: &[&str]) -> Run {

@@ -161,31 +161,7 @@ impl Drop for Hosts {
 }
 
 fn build(version: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("websvc-ssh-builds");
-    let out = root.join(version);
-    let lock_dir = root.clone();
-    std::fs::create_dir_all(&lock_dir).unwrap();
-    let lock = std::fs::File::create(lock_dir.join(".lock")).unwrap();
-    lock.lock().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
-    let stamp = std::fs::read_to_string(src.join("main.go")).unwrap().len().to_string();
-    if std::fs::read_to_string(out.join(".stamp")).is_ok_and(|s| s == stamp) {
-        return out;
-    }
-    require_go();
-    let work = tempfile::tempdir().unwrap();
-    for f in ["go.mod", "main.go"] {
-        std::fs::copy(src.join(f), work.path().join(f)).unwrap();
-    }
-    let r = slipway_in(work.path(), &["go", "build", "--version", version]);
-    assert_eq!(r.code, 0, "{}", r.debug());
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
-    for e in std::fs::read_dir(work.path().join("dist")).unwrap().flatten() {
-        std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
-    }
-    std::fs::write(out.join(".stamp"), stamp).unwrap();
-    out
+    websvc_build(version)
 }
 
 struct Project {
@@ -195,24 +171,11 @@ struct Project {
 
 impl Project {
     fn new(environments: &str) -> Project {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
-        let repo = Repo::new(&[
-            ("go.mod", &std::fs::read_to_string(src.join("go.mod")).unwrap()),
-            ("main.go", &std::fs::read_to_string(src.join("main.go")).unwrap()),
-            (".slipway.yml", &format!("include:\n  - template: slipway/go.yml\nenvironments:\n{environments}")),
-        ]);
-        Project { repo, data: tempfile::tempdir().unwrap() }
+        Project { repo: websvc_project(environments), data: tempfile::tempdir().unwrap() }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.args(args)
-            .current_dir(self.repo.path())
-            .env("NO_COLOR", "1")
-            .env("SLIPWAY_DATA_DIR", self.data.path())
-            .env("SLIPWAY_USER", "tester")
-            .env("SLIPWAY_LOCK_LEASE", "2s");
-        c
+        deploy_cmd(self.repo.path(), self.data.path(), args)
     }
 
     fn sw(&self, args: &[&str]) -> Run {

@@ -237,17 +237,7 @@ impl Cx {
     /// `agent: {ssh: URL, identity, known_hosts, data_dir}`.
     fn remote_agent(&mut self, n: &Node, path: &str) -> Option<RemoteAgent> {
         let mut url = None;
-        let mut t = SshTarget {
-            hosts: Vec::new(),
-            identity: None,
-            known_hosts: None,
-            root: "/var/lib/slipway".into(),
-            service: None,
-            keep: 5,
-            user: None,
-            connect_timeout: Duration::from_secs(10),
-            command_timeout: Duration::from_secs(120),
-        };
+        let mut t = SshTarget::new("/var/lib/slipway");
         for (k, v) in self.map(n, path) {
             let f = format!("{path}:{}", k.name);
             match k.name.as_str() {
@@ -313,17 +303,7 @@ impl Cx {
     }
 
     fn ssh_target(&mut self, n: &Node, path: &str) -> Option<SshTarget> {
-        let mut t = SshTarget {
-            hosts: Vec::new(),
-            identity: None,
-            known_hosts: None,
-            root: "/opt/slipway".into(),
-            service: None,
-            keep: 5,
-            user: None,
-            connect_timeout: Duration::from_secs(10),
-            command_timeout: Duration::from_secs(120),
-        };
+        let mut t = SshTarget::new("/opt/slipway");
         let mut port = None;
         let mut hosts: Vec<(String, Option<u16>, Option<String>, Span)> = Vec::new();
         let mut hosts_span = n.span;

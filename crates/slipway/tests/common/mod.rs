@@ -184,3 +184,54 @@ pub fn copy_example(dest: &Path) {
         std::fs::copy(src.join(f), dest.join(f)).unwrap();
     }
 }
+
+/// Builds of the websvc fixture (fixtures/go/websvc) by version, shared by every test process:
+/// built once, under a file lock, into the target's temporary directory.
+pub fn websvc_build(version: &str) -> PathBuf {
+    require_go();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("websvc-builds");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = std::fs::File::create(root.join(".lock")).unwrap();
+    lock.lock().unwrap(); // released when `lock` drops
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc/main.go");
+    let stamp = format!("{}", std::fs::read_to_string(&src).unwrap().len());
+    let out = root.join(version);
+    if std::fs::read_to_string(out.join(".stamp")).is_ok_and(|s| s == stamp) {
+        return out;
+    }
+    let work = tempfile::tempdir().unwrap();
+    for f in ["go.mod", "main.go"] {
+        std::fs::copy(src.with_file_name(f), work.path().join(f)).unwrap();
+    }
+    let r = slipway_in(work.path(), &["go", "build", "--version", version]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(work.path().join("dist")).unwrap().flatten() {
+        std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
+    }
+    std::fs::write(out.join(".stamp"), stamp).unwrap();
+    out
+}
+
+/// A repository holding the websvc fixture and a pipeline file with these environments.
+pub fn websvc_project(environments: &str) -> Repo {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
+    Repo::new(&[
+        ("go.mod", &std::fs::read_to_string(src.join("go.mod")).unwrap()),
+        ("main.go", &std::fs::read_to_string(src.join("main.go")).unwrap()),
+        (".slipway.yml", &format!("include:\n  - template: slipway/go.yml\nenvironments:\n{environments}")),
+    ])
+}
+
+/// `slipway ARGS` in `dir` with its own data directory, a fixed user and a short lock lease.
+pub fn deploy_cmd(dir: &Path, data: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("SLIPWAY_DATA_DIR", data)
+        .env("SLIPWAY_USER", "tester")
+        .env("SLIPWAY_LOCK_LEASE", "2s");
+    c
+}
