@@ -20,6 +20,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/v1/envs", get(envs))
         .route("/v1/envs/{name}", get(env).put(apply).delete(remove))
         .route("/v1/envs/{name}/logs", get(logs))
+        .route("/v1/images/{id}", axum::routing::post(load_image))
         .route("/metrics", get(metrics))
         .with_state(shared)
 }
@@ -76,6 +77,17 @@ async fn remove(State(s): S, Path(name): Path<String>) -> Response {
         Json(serde_json::json!({"removed": name})).into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("the agent runs nothing for `{name}`"), None)
+    }
+}
+
+async fn load_image(State(s): S, Path(id): Path<String>) -> Response {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(StatusCode::BAD_REQUEST, format!("`{id}` is not an image ID (64 hex digits)"), None);
+    }
+    let archive = s.data_dir.join("artifacts/images").join(format!("{id}.tar"));
+    match crate::docker::ensure_image(&id, &archive).await {
+        Ok(loaded) => Json(serde_json::json!({"loaded": loaded})).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, e, Some("is dockerd running on the agent's machine?".into())),
     }
 }
 

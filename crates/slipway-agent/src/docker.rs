@@ -100,6 +100,25 @@ pub fn stop(docker: Docker, id: String, grace: i64) {
     });
 }
 
+/// Loads `sha256:<id>` from `archive` unless the engine has it; true when it loaded.
+pub async fn ensure_image(id: &str, archive: &std::path::Path) -> Result<bool, String> {
+    let docker = connect()?;
+    let image = format!("sha256:{id}");
+    match docker.inspect_image(&image).await {
+        Ok(_) => return Ok(false),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(e) => return Err(format!("the Docker Engine: {e}")),
+    }
+    let bytes = std::fs::read(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
+    let opts = bollard::query_parameters::ImportImageOptionsBuilder::new().quiet(true).build();
+    let mut stream = docker.import_image(opts, bollard::body_full(bytes.into()), None);
+    while let Some(item) = stream.next().await {
+        item.map_err(|e| format!("loading {}: {e}", archive.display()))?;
+    }
+    docker.inspect_image(&image).await.map_err(|e| format!("{} loaded, but no {image}: {e}", archive.display()))?;
+    Ok(true)
+}
+
 /// Removes the containers a previous agent of this data directory left; returns how many.
 pub async fn remove_leftovers(docker: &Docker, agent: &str) -> usize {
     let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_AGENT}={agent}")])]);

@@ -60,6 +60,7 @@ pub(crate) struct Shared {
     started_at_ms: u64,
     /// The label value on this agent's containers (its data directory).
     agent_label: String,
+    data_dir: PathBuf,
     /// Serializes changes of one environment at a time (apply, remove) with persisting them.
     change: tokio::sync::Mutex<()>,
 }
@@ -196,6 +197,7 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
         client: proxy::client(),
         started_at_ms,
         agent_label,
+        data_dir: config.data_dir.clone(),
         change: tokio::sync::Mutex::new(()),
     });
     for (name, spec) in specs {

@@ -58,6 +58,13 @@ impl AgentClient {
         self.call(Method::PUT, &format!("/v1/envs/{name}"), Some(spec)).await
     }
 
+    /// Makes the agent's Docker Engine hold image `sha256:<id>`, loading it from the archive in
+    /// the agent's data directory (`artifacts/images/<id>.tar`) when it does not; true when it loaded.
+    pub async fn load_image(&self, id: &str) -> Result<bool, ApiError> {
+        let v: serde_json::Value = self.call(Method::POST, &format!("/v1/images/{id}"), None::<&()>).await?;
+        Ok(v["loaded"].as_bool().unwrap_or(false))
+    }
+
     /// Stops everything of the environment.
     pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
         let _: serde_json::Value = self.call(Method::DELETE, &format!("/v1/envs/{name}"), None::<&()>).await?;

@@ -624,20 +624,7 @@ impl Engine {
     async fn rollout(&self, env: &Environment, release: &Release) -> Result<(), DeployError> {
         self.store.set_status(release.id, ReleaseStatus::Deploying, None).await?;
         let ready = if let Some(t) = &self.remote {
-            match artifacts::verify(&self.data_dir, &release.artifacts[0]) {
-                Ok(local) => {
-                    crate::hosts::upload_to_agent(t, &release.artifacts[0].sha256, &local).await.map(|uploaded| {
-                        if uploaded {
-                            self.say(format!(
-                                "uploaded {} to the agent on {}",
-                                release.artifacts[0].name,
-                                t.hosts[0].label()
-                            ));
-                        }
-                    })
-                }
-                Err(e) => Err(e),
-            }
+            self.ready_remote(env, t, release).await
         } else if matches!(env.target, Target::Docker(_)) {
             let a = &release.artifacts[0];
             let pinned = a.name.contains("@sha256:").then_some(a.name.as_str());
@@ -711,6 +698,39 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Puts a release's artifact on a remote agent's machine: the binary into its artifact
+    /// store, or the image archive, then loaded into its Docker Engine by the agent.
+    async fn ready_remote(
+        &self,
+        env: &Environment,
+        t: &slipway_pipeline::environment::SshTarget,
+        release: &Release,
+    ) -> Result<(), DeployError> {
+        let a = &release.artifacts[0];
+        let host = t.hosts[0].label();
+        if matches!(env.target, Target::Docker(_)) {
+            let archive = artifacts::stored_image(&self.data_dir, &a.sha256);
+            let file_sha = artifacts::sha256_file(&archive).map_err(|e| {
+                DeployError::input(format!("the image archive {} is needed for a remote agent: {e}", archive.display()))
+                    .hint("deploy from an image archive (--artifacts IMAGE.tar)")
+            })?;
+            let rel = format!("artifacts/images/{}.tar", a.sha256);
+            if crate::hosts::upload_to_agent(t, &rel, &file_sha, &archive).await? {
+                self.say(format!("uploaded image archive {} to the agent on {host}", &a.sha256[..12]));
+            }
+            if self.agent.load_image(&a.sha256).await? {
+                self.say(format!("loaded image sha256:{} into Docker on {host}", &a.sha256[..12]));
+            }
+            return Ok(());
+        }
+        let local = artifacts::verify(&self.data_dir, a)?;
+        let rel = format!("artifacts/sha256/{}", a.sha256);
+        if crate::hosts::upload_to_agent(t, &rel, &a.sha256, &local).await? {
+            self.say(format!("uploaded {} to the agent on {host}", a.name));
+        }
+        Ok(())
     }
 
     /// Keeps the images of the newest `keep` distinct releases of the environment (the

@@ -302,10 +302,12 @@ async fn close_all(conns: &[Arc<Conn>]) {
     }
 }
 
-/// Puts a binary into a remote agent's artifact store (`<data_dir>/artifacts/sha256/<hex>`),
-/// checked by SHA-256 there; false when it was already there.
+/// Puts a file into a remote agent's data directory at `rel` (`artifacts/sha256/<hex>` for a
+/// binary, `artifacts/images/<id>.tar` for an image archive), checked there against the file's
+/// SHA-256 `sha`; false when it was already there.
 pub(crate) async fn upload_to_agent(
     t: &SshTarget,
+    rel: &str,
     sha: &str,
     local: &std::path::Path,
 ) -> Result<bool, crate::DeployError> {
@@ -313,7 +315,8 @@ pub(crate) async fn upload_to_agent(
     let conns = conns(t)
         .map_err(|_| crate::DeployError::new(crate::exit::FAILED, "cannot create the ssh control directory"))?;
     let c = &conns[0];
-    let dest = format!("{}/artifacts/sha256/{sha}", t.root);
+    let dest = format!("{}/{rel}", t.root);
+    let dir = dest.rsplit_once('/').map_or(t.root.clone(), |(d, _)| d.to_string());
     let script = format!(
         "set -e\n\
          if [ -f {dest} ] && [ \"$(sha256sum {dest} | cut -d' ' -f1)\" = {sha} ]; then echo present; exit 0; fi\n\
@@ -325,7 +328,7 @@ pub(crate) async fn upload_to_agent(
          mv -f {dest}.part {dest}\n\
          echo uploaded",
         dest = sq(&dest),
-        dir = sq(&format!("{}/artifacts/sha256", t.root)),
+        dir = sq(&dir),
         sha = sq(sha),
     );
     let r = c.run("upload", &script, Some(local)).await.map_err(fail);

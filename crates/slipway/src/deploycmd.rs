@@ -723,7 +723,11 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
                         .collect();
                     Some(drifted)
                 }
-                (Some(e), Some(c)) if matches!(e.target, slipway_pipeline::environment::Target::Docker(_)) && agent_up => {
+                (Some(e), Some(c))
+                    if matches!(e.target, slipway_pipeline::environment::Target::Docker(_))
+                        && agent_up
+                        && e.agent.is_none() =>
+                {
                     // Containers labelled with the environment that the agent does not run as
                     // released: strays, or a group's container on another image.
                     let groups: Vec<i64> = live.as_ref().map(|l| l.groups.iter().map(|g| g.release).collect()).unwrap_or_default();

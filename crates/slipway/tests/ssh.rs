@@ -405,3 +405,124 @@ fn an_agent_on_another_machine_is_driven_over_ssh() {
     );
     assert_eq!(hosts.exec(0, "ls /var/lib/slipway/artifacts/sha256 | wc -l"), "2", "each binary uploaded once");
 }
+
+/// An sshd of the test's own on this machine (loopback port, temporary host key, its own
+/// authorized_keys): "another machine" that has this machine's Docker Engine.
+struct LocalSshd {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl LocalSshd {
+    fn start() -> LocalSshd {
+        require("/usr/sbin/sshd", "-V");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for name in ["host_key", "id"] {
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(name))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        std::fs::copy(d.join("id.pub"), d.join("authorized_keys")).unwrap();
+        let port = free_port();
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let known = loop {
+            let out = Command::new("ssh-keyscan").args(["-p", &port.to_string(), "127.0.0.1"]).output().unwrap();
+            if !out.stdout.is_empty() {
+                break out.stdout;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "sshd did not answer");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::fs::write(d.join("known_hosts"), known).unwrap();
+        LocalSshd { child, port, dir }
+    }
+}
+
+impl Drop for LocalSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn containers_on_another_machines_docker_engine_through_its_agent() {
+    require("docker", "--version");
+    let sshd = LocalSshd::start();
+    let remote = tempfile::Builder::new().prefix("slipway-remote-").tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = sshd.dir.path();
+    let env = format!(
+        "  far:\n    target: docker\n    agent: {{ssh: \"ssh://root@127.0.0.1:{}\", identity: {}, known_hosts: {}, data_dir: {}}}\n    instances: 2\n    listen: {addr}\n    strategy: {{type: rolling, max_surge: 1, max_unavailable: 0}}\n    health: {{http: /healthz, interval: 200ms, deadline: 8s}}\n",
+        sshd.port,
+        d.join("id").display(),
+        d.join("known_hosts").display(),
+        remote.path().display()
+    );
+    let project = Project::new(&env);
+    let st = Command::new(bin()).args(["--data-dir"]).arg(remote.path()).args(["agent", "start"]).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let image = |v: &str| {
+        let dir = build(v);
+        let tar = dir.join(format!("image-{}.tar", std::process::id()));
+        let r = slipway_in(
+            tempfile::tempdir().unwrap().path(),
+            &[
+                "image",
+                "build",
+                "--from",
+                dir.join("manifest.json").to_str().unwrap(),
+                "--name",
+                "websvc",
+                "--tag",
+                v,
+                "--tarball",
+                tar.to_str().unwrap(),
+                "--compression",
+                "none",
+                "--no-sbom",
+            ],
+        );
+        assert_eq!(r.code, 0, "{}", r.debug());
+        tar
+    };
+    let (v1, v2) = (image("v1"), image("v2"));
+    let r = project.sw(&["deploy", "far", "--artifacts", v1.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("uploaded image archive"), "{}", r.stderr);
+    assert_eq!(answer(addr.rsplit(':').next().unwrap().parse().unwrap()), "v1");
+    let r = project.sw(&["deploy", "far", "--artifacts", v2.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(answer(addr.rsplit(':').next().unwrap().parse().unwrap()), "v2");
+    // The containers belong to the other agent (its data directory is their label).
+    let label = format!("label=dev.slipway.agent={}", remote.path().canonicalize().unwrap().display());
+    let ids = Command::new("docker").args(["ps", "-q", "--filter", &label]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ids.stdout).lines().count(), 2);
+    assert!(remote.path().join("artifacts/images").read_dir().unwrap().count() >= 2, "archives uploaded there");
+    let st = project.status();
+    assert_eq!((st["version"].as_str(), st["status"].as_str()), (Some("v2"), Some("healthy")), "{st}");
+    let _ = Command::new(bin()).args(["--data-dir"]).arg(remote.path()).args(["agent", "stop"]).output();
+    let _ = std::fs::remove_file(v1);
+    let _ = std::fs::remove_file(v2);
+}

@@ -197,9 +197,9 @@ impl Cx {
             _ => {}
         }
         match (target_name.0.as_str(), agent_node) {
-            ("local", Some((_, node))) => env.agent = self.remote_agent(node, &format!("{path}:agent")),
+            ("local" | "docker", Some((_, node))) => env.agent = self.remote_agent(node, &format!("{path}:agent")),
             (_, Some((span, _))) => {
-                self.err(span, format!("`{path}:agent` (a remote agent) is only for `target: local` yet"));
+                self.err(span, format!("`{path}:agent` (a remote agent) is for `target: local` and `target: docker`"));
             }
             _ => {}
         }
