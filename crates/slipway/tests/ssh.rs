@@ -293,6 +293,27 @@ fn host_failures_are_reported_and_change_nothing() {
     hosts.exec(1, "umount /opt/slipway/websvc/releases");
 
     // Unknown host key: known_hosts is never bypassed.
+    // systemctl fails on the first host (a drop-in whose ExecStartPre fails): the report says
+    // so with systemctl's stderr, and also that the host could not be restored; the second host
+    // was never touched.
+    hosts.exec(0, "mkdir -p /etc/systemd/system/websvc.service.d && printf '[Service]\\nExecStartPre=/bin/false\\n' > /etc/systemd/system/websvc.service.d/broken.conf && systemctl daemon-reload");
+    let r = project.deploy("prod", "v2");
+    assert_eq!(r.code, 1, "{}", r.debug());
+    let host0 = format!("root@127.0.0.1:{}", hosts.ssh_ports[0]);
+    assert!(
+        r.stderr.contains(&format!("{host0} at `restart`: exited with 1")) && r.stderr.contains("websvc.service"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("{host0} NOT restored")) && r.stderr.contains("1 host(s) never switched"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(answer(hosts.ports[1]), "v1");
+    hosts.exec(0, "rm -r /etc/systemd/system/websvc.service.d && systemctl daemon-reload && systemctl restart websvc");
+    assert_eq!(answer(hosts.ports[0]), "v1");
+
     let known = std::fs::read_to_string(hosts.known_hosts()).unwrap();
     std::fs::write(hosts.known_hosts(), "").unwrap();
     let r = project.deploy("prod", "v2");
