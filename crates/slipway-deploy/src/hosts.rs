@@ -91,7 +91,9 @@ async fn stage(c: Arc<Conn>, p: Arc<Plan>) -> Result<bool, HostError> {
             return Err(e);
         }
     }
-    let port = c.host.port;
+    let template = p.target.instances > 1;
+    let port = (!template).then_some(c.host.port);
+    let unit_file = if template { format!("{}@.service", p.service) } else { format!("{}.service", p.service) };
     let files = format!(
         "set -e\n\
          umask 077\n\
@@ -99,55 +101,64 @@ async fn stage(c: Arc<Conn>, p: Arc<Plan>) -> Result<bool, HostError> {
          umask 022\n\
          printf '%s' {run} > {rel}/run\n\
          chmod 0755 {rel}/run\n\
-         printf '%s' {unit} > /etc/systemd/system/.{svc}.service.part\n\
-         mv -f /etc/systemd/system/.{svc}.service.part /etc/systemd/system/{svc}.service\n\
+         printf '%s' {unit} > /etc/systemd/system/.{unit_file}.part\n\
+         mv -f /etc/systemd/system/.{unit_file}.part /etc/systemd/system/{unit_file}\n\
          systemctl daemon-reload",
         env = sq(&systemd::env_file(&p.env, &p.version, port)),
         run = sq(&systemd::run_script(&p.env, &rel, &p.binary, port)),
         unit = sq(&systemd::unit(&p.env, &p.target, &p.service)),
         rel = sq(&rel),
-        svc = p.service,
     );
     c.run("write unit", &files, None).await?;
     Ok(!present)
 }
 
-/// Points `current` at `dir` and restarts the unit.
-async fn switch(c: &Conn, t: &SshTarget, service: &str, dir: &str) -> Result<(), HostError> {
+/// Points `current` at `dir`, then restarts the host's units one by one, each followed by its
+/// health check (so a host with several instances keeps answering on the others).
+async fn switch(c: &Conn, env: &Environment, t: &SshTarget, service: &str, dir: &str) -> Result<(), HostError> {
     let base = format!("{}/{service}", t.root);
+    let units = t.units(service, &c.host);
+    let names: Vec<String> = units.iter().map(|(u, _)| u.clone()).collect();
     let script = format!(
         "set -e\n\
          cd {base}\n\
          [ -d releases/{dir} ] || {{ echo 'release {dir} is not on this host' >&2; exit 5; }}\n\
          ln -sfn releases/{dir} .current.part\n\
          mv -Tf .current.part current\n\
-         systemctl enable --quiet {service} 2>/dev/null || true\n\
-         systemctl restart {service}",
+         systemctl enable --quiet {units} 2>/dev/null || true",
         base = sq(&base),
         dir = dir,
+        units = names.join(" "),
     );
-    c.run("restart", &script, None).await.map(|_| ())
+    c.run("switch", &script, None).await?;
+    for (unit, port) in &units {
+        c.run("restart", &format!("systemctl restart {unit}"), None).await?;
+        healthy(c, env, unit, *port).await?;
+    }
+    Ok(())
 }
 
-/// Stops and disables the unit (a first release that failed).
+/// Stops and disables the units (a first release that failed).
 async fn stop(c: &Conn, t: &SshTarget, service: &str) -> Result<(), HostError> {
+    let units: Vec<String> = t.units(service, &c.host).into_iter().map(|(u, _)| u).collect();
     let script = format!(
-        "systemctl disable --now {service} 2>/dev/null || true; rm -f {}",
+        "systemctl disable --now {} 2>/dev/null || true; rm -f {}",
+        units.join(" "),
         sq(&format!("{}/{service}/current", t.root))
     );
     c.run("stop", &script, None).await.map(|_| ())
 }
 
-/// Probes the service on the host until `successes` passes in a row, or fails at the
+/// Probes one instance on the host until `successes` passes in a row, or fails at the
 /// deadline (sooner when systemd keeps restarting it) with the unit's last log lines.
-async fn healthy(c: &Conn, env: &Environment, service: &str) -> Result<(), HostError> {
+async fn healthy(c: &Conn, env: &Environment, unit: &str, port: u16) -> Result<(), HostError> {
     let h = &env.health;
     let deadline = Instant::now() + h.deadline;
     let mut passes = 0;
     let mut last = String::from("no check answered yet");
     let mut next_unit_check = Instant::now() + Duration::from_secs(1);
     loop {
-        match probe(c, &env.health.probe, h.timeout).await {
+        match probe(c, &env.health.probe, h.timeout, port).await {
             Ok(()) => {
                 passes += 1;
                 if passes >= h.successes {
@@ -161,7 +172,7 @@ async fn healthy(c: &Conn, env: &Environment, service: &str) -> Result<(), HostE
         }
         let crashing = if Instant::now() >= next_unit_check {
             next_unit_check = Instant::now() + Duration::from_secs(1);
-            let show = c.run("health", &format!("systemctl show -p NRestarts --value {service}"), None).await?;
+            let show = c.run("health", &format!("systemctl show -p NRestarts --value {unit}"), None).await?;
             show.trim().parse::<u32>().unwrap_or(0) >= 3
         } else {
             false
@@ -170,9 +181,7 @@ async fn healthy(c: &Conn, env: &Environment, service: &str) -> Result<(), HostE
             let journal = c
                 .run(
                     "health",
-                    &format!(
-                        "systemctl is-active {service}; journalctl -u {service} -n 5 --no-pager -o cat 2>/dev/null"
-                    ),
+                    &format!("systemctl is-active {unit}; journalctl -u {unit} -n 5 --no-pager -o cat 2>/dev/null"),
                     None,
                 )
                 .await
@@ -182,12 +191,13 @@ async fn healthy(c: &Conn, env: &Environment, service: &str) -> Result<(), HostE
                 host: c.host.label(),
                 step: "health check".into(),
                 message: format!(
-                    "{}: {last}; unit {}",
+                    "{}{}: {last}; unit {}",
                     if crashing {
                         "keeps restarting".to_string()
                     } else {
                         format!("not healthy within {}", crate::plan::fmt_duration(h.deadline))
                     },
+                    if t_is_template(unit) { format!(" ({unit})") } else { String::new() },
                     lines.iter().rev().take(3).rev().copied().collect::<Vec<_>>().join(" | ")
                 ),
             });
@@ -196,8 +206,12 @@ async fn healthy(c: &Conn, env: &Environment, service: &str) -> Result<(), HostE
     }
 }
 
-async fn probe(c: &Conn, p: &Probe, timeout: Duration) -> Result<(), String> {
-    let addr = (c.host.host.as_str(), c.host.port);
+fn t_is_template(unit: &str) -> bool {
+    unit.contains('@')
+}
+
+async fn probe(c: &Conn, p: &Probe, timeout: Duration, port: u16) -> Result<(), String> {
+    let addr = (c.host.host.as_str(), port);
     let work = async {
         match p {
             Probe::Tcp => {
@@ -208,7 +222,7 @@ async fn probe(c: &Conn, p: &Probe, timeout: Duration) -> Result<(), String> {
                 let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("GET {path}: {e}"))?;
                 let req = format!(
                     "GET {path} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: slipway-health\r\n\r\n",
-                    c.host.host, c.host.port
+                    c.host.host, port
                 );
                 s.write_all(req.as_bytes()).await.map_err(|e| format!("GET {path}: {e}"))?;
                 let mut head = vec![0u8; 64];
@@ -218,7 +232,7 @@ async fn probe(c: &Conn, p: &Probe, timeout: Duration) -> Result<(), String> {
                 if (200..400).contains(&code) { Ok(()) } else { Err(format!("GET {path}: {}", line.trim())) }
             }
             Probe::Command(cmd) => c
-                .run("health", &format!("PORT={} sh -c {}", c.host.port, sq(cmd)), None)
+                .run("health", &format!("PORT={port} sh -c {}", sq(cmd)), None)
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("`{cmd}`: {}", e.message)),
@@ -241,12 +255,15 @@ async fn prune(c: &Conn, t: &SshTarget, service: &str) {
 
 async fn inspect_one(c: &Conn, t: &SshTarget, service: &str, binary: &str) -> HostState {
     let base = format!("{}/{service}", t.root);
+    let units: Vec<String> = t.units(service, &c.host).into_iter().map(|(u, _)| u).collect();
+    // One line per unit from is-active; the host is "active" only when every unit is.
     let script = format!(
         "l=$(readlink {base}/current 2>/dev/null || true); echo \"${{l#releases/}}\"\n\
          sha256sum {base}/current/{binary} 2>/dev/null | cut -d' ' -f1; echo\n\
-         systemctl is-active {service} 2>/dev/null || true",
+         s=active; for u in {units}; do a=$(systemctl is-active $u 2>/dev/null || true); [ \"$a\" = active ] || s=$a; done; echo $s",
         base = sq(&base),
         binary = sq(binary),
+        units = units.join(" "),
     );
     match c.run("inspect", &script, None).await {
         Ok(out) => {
@@ -377,12 +394,9 @@ impl Engine {
             if state.matches(current) {
                 continue;
             }
-            let r = match switch(c, t, &service, &release_dir_name(current)).await {
-                Ok(()) => {
-                    healthy(c, env, &service).await.map(|()| format!("{}: back on {}", c.host.label(), current.version))
-                }
-                Err(e) => Err(e),
-            };
+            let r = switch(c, env, t, &service, &release_dir_name(current))
+                .await
+                .map(|()| format!("{}: back on {}", c.host.label(), current.version));
             out.push(r.unwrap_or_else(|e| format!("could not restore {e}")));
         }
         close_all(&conns).await;
@@ -455,10 +469,7 @@ impl Engine {
             for &i in chunk.iter() {
                 let (c, p) = (Arc::clone(&conns[i]), Arc::clone(&plan));
                 set.spawn(async move {
-                    let r = match switch(&c, &p.target, &p.service, &p.dir).await {
-                        Ok(()) => healthy(&c, &p.env, &p.service).await,
-                        Err(e) => Err(e),
-                    };
+                    let r = switch(&c, &p.env, &p.target, &p.service, &p.dir).await;
                     (i, r)
                 });
             }
@@ -502,10 +513,7 @@ impl Engine {
             let old_dir = old.map(release_dir_name);
             set.spawn(async move {
                 let r = match &old_dir {
-                    Some(d) => match switch(&c, &t, &service, d).await {
-                        Ok(()) => healthy(&c, &env, &service).await,
-                        Err(e) => Err(e),
-                    },
+                    Some(d) => switch(&c, &env, &t, &service, d).await,
                     None => stop(&c, &t, &service).await,
                 };
                 (c.host.label(), r)

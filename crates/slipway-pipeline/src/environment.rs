@@ -75,6 +75,9 @@ pub struct SshTarget {
     pub connect_timeout: std::time::Duration,
     /// Each remote step's limit.
     pub command_timeout: std::time::Duration,
+    /// Instances per host: above 1, a template unit `<service>@.service` runs one instance per
+    /// port (`port`, `port+1`, …), restarted one at a time so the host keeps answering.
+    pub instances: u32,
 }
 
 impl SshTarget {
@@ -90,7 +93,16 @@ impl SshTarget {
             user: None,
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(120),
+            instances: 1,
         }
+    }
+
+    /// The units on a host and their ports.
+    pub fn units(&self, service: &str, host: &SshHost) -> Vec<(String, u16)> {
+        if self.instances <= 1 {
+            return vec![(service.to_string(), host.port)];
+        }
+        (0..self.instances as u16).map(|i| (format!("{service}@{}", host.port + i), host.port + i)).collect()
     }
 }
 

@@ -312,7 +312,11 @@ fn host_failures_are_reported_and_change_nothing() {
     );
     assert_eq!(answer(hosts.ports[1]), "v1");
     hosts.exec(0, "rm -r /etc/systemd/system/websvc.service.d && systemctl daemon-reload && systemctl restart websvc");
-    assert_eq!(answer(hosts.ports[0]), "v1");
+    let t = Instant::now();
+    while answer(hosts.ports[0]) != "v1" {
+        assert!(t.elapsed() < Duration::from_secs(10), "the first host did not come back on v1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let known = std::fs::read_to_string(hosts.known_hosts()).unwrap();
     std::fs::write(hosts.known_hosts(), "").unwrap();
@@ -546,4 +550,52 @@ fn containers_on_another_machines_docker_engine_through_its_agent() {
     let _ = Command::new(bin()).args(["--data-dir"]).arg(remote.path()).args(["agent", "stop"]).output();
     let _ = std::fs::remove_file(v1);
     let _ = std::fs::remove_file(v2);
+}
+
+#[test]
+fn several_instances_per_host_restart_one_at_a_time() {
+    let mut hosts = Hosts::start(1, &[]);
+    // Two consecutive free ports: the template unit's instances are `port` and `port+1`.
+    let base = loop {
+        let p = free_port();
+        if p < 65535 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    hosts.ports[0] = base;
+    let env = hosts
+        .environment("prod", "")
+        .replace("      command_timeout: 60s\n", "      command_timeout: 60s\n      instances: 2\n");
+    let project = Project::new(&env);
+    let r = project.deploy("prod", "v1");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!((answer(base), answer(base + 1)), ("v1".into(), "v1".into()));
+    assert_eq!(hosts.exec(0, &format!("systemctl is-active websvc@{base} websvc@{}", base + 1)), "active\nactive");
+    assert_eq!(hosts.exec(0, &format!("systemd-analyze verify websvc@{base}.service 2>&1; echo $?")), "0");
+
+    // While v2 rolls in, the host always answers on at least one of its ports.
+    let stop = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new(AtomicUsize::new(0));
+    let poller = {
+        let (stop, worst) = (Arc::clone(&stop), Arc::clone(&worst));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let down = [base, base + 1].iter().filter(|p| !matches!(answer(**p).as_str(), "v1" | "v2")).count();
+                worst.fetch_max(down, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let r = project.deploy("prod", "v2");
+    stop.store(true, Ordering::SeqCst);
+    poller.join().unwrap();
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(worst.load(Ordering::SeqCst) <= 1, "both instances were down at once");
+    assert_eq!((answer(base), answer(base + 1)), ("v2".into(), "v2".into()));
+    let st = project.status();
+    assert_eq!(
+        (st["status"].as_str(), st["healthy"].as_u64(), st["total"].as_u64()),
+        (Some("healthy"), Some(1), Some(1)),
+        "{st}"
+    );
 }

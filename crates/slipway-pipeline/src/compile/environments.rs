@@ -183,7 +183,7 @@ impl Cx {
         match (target_name.0.as_str(), ssh_node) {
             ("ssh", Some((_, node))) => {
                 if let Some(t) = self.ssh_target(node, &format!("{path}:ssh")) {
-                    env.instances = t.hosts.len() as u32;
+                    env.instances = t.hosts.len() as u32 * t.instances;
                     env.target = Target::Ssh(t);
                 }
             }
@@ -366,6 +366,7 @@ impl Cx {
                     }
                 }
                 "keep" => t.keep = self.int(v, &f, 2, 100).map_or(t.keep, |k| k as u32),
+                "instances" => t.instances = self.int(v, &f, 1, 64).map_or(1, |n| n as u32),
                 "user" => t.user = self.string(v, &f),
                 "connect_timeout" => t.connect_timeout = self.nonzero_duration(v, &f).unwrap_or(t.connect_timeout),
                 "command_timeout" => t.command_timeout = self.nonzero_duration(v, &f).unwrap_or(t.command_timeout),
