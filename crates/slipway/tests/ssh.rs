@@ -197,6 +197,27 @@ impl Project {
     }
 }
 
+/// Runs `work` while polling every port every 10 ms; returns its result and the most ports
+/// that did not answer v1 or v2 at the same moment.
+fn most_down_during<T>(ports: &[u16], work: impl FnOnce() -> T) -> (T, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new(AtomicUsize::new(0));
+    let poller = {
+        let (stop, worst, ports) = (Arc::clone(&stop), Arc::clone(&worst), ports.to_vec());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let down = ports.iter().filter(|p| !matches!(answer(**p).as_str(), "v1" | "v2")).count();
+                worst.fetch_max(down, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let r = work();
+    stop.store(true, Ordering::SeqCst);
+    poller.join().unwrap();
+    (r, worst.load(Ordering::SeqCst))
+}
+
 fn answer(port: u16) -> String {
     http_get(&format!("127.0.0.1:{port}"), "/")
         .map(|r| r.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string())
@@ -222,24 +243,10 @@ fn hosts_roll_in_batches_roll_back_and_report_drift() {
     }
 
     // v2 while every host is polled: at most max_unavailable (1) host out of service at once.
-    let stop = Arc::new(AtomicBool::new(false));
-    let worst = Arc::new(AtomicUsize::new(0));
-    let poller = {
-        let (stop, worst, ports) = (Arc::clone(&stop), Arc::clone(&worst), hosts.ports.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let down = ports.iter().filter(|p| !matches!(answer(**p).as_str(), "v1" | "v2")).count();
-                worst.fetch_max(down, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
-    let r = project.deploy("prod", "v2");
-    stop.store(true, Ordering::SeqCst);
-    poller.join().unwrap();
+    let (r, worst) = most_down_during(&hosts.ports, || project.deploy("prod", "v2"));
     assert_eq!(r.code, 0, "{}", r.debug());
     assert!(r.stderr.contains("batch 2/2"), "{}", r.stderr);
-    assert!(worst.load(Ordering::SeqCst) <= 1, "{} hosts were out of service at once", worst.load(Ordering::SeqCst));
+    assert!(worst <= 1, "{worst} hosts were out of service at once");
     assert_eq!((answer(hosts.ports[0]), answer(hosts.ports[1])), ("v2".into(), "v2".into()));
 
     // v3 fails its health check on the first host: that host goes back to v2, the second is never touched.
@@ -574,23 +581,9 @@ fn several_instances_per_host_restart_one_at_a_time() {
     assert_eq!(hosts.exec(0, &format!("systemd-analyze verify websvc@{base}.service 2>&1; echo $?")), "0");
 
     // While v2 rolls in, the host always answers on at least one of its ports.
-    let stop = Arc::new(AtomicBool::new(false));
-    let worst = Arc::new(AtomicUsize::new(0));
-    let poller = {
-        let (stop, worst) = (Arc::clone(&stop), Arc::clone(&worst));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let down = [base, base + 1].iter().filter(|p| !matches!(answer(**p).as_str(), "v1" | "v2")).count();
-                worst.fetch_max(down, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
-    let r = project.deploy("prod", "v2");
-    stop.store(true, Ordering::SeqCst);
-    poller.join().unwrap();
+    let (r, worst) = most_down_during(&[base, base + 1], || project.deploy("prod", "v2"));
     assert_eq!(r.code, 0, "{}", r.debug());
-    assert!(worst.load(Ordering::SeqCst) <= 1, "both instances were down at once");
+    assert!(worst <= 1, "both instances were down at once");
     assert_eq!((answer(base), answer(base + 1)), ("v2".into(), "v2".into()));
     let st = project.status();
     assert_eq!(
