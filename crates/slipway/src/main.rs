@@ -22,7 +22,7 @@ use ui::{ColorChoice, Ui, UserError, exit};
 #[command(
     name = "slipway",
     version,
-    about = "CI/CD for Go services: run GitLab-CI-compatible pipelines locally, exactly as CI runs them"
+    about = "CI/CD for Go services: GitLab-CI-compatible pipelines, Go-aware builds and tests, daemonless images, and deploys with health checks and rollback"
 )]
 #[command(max_term_width = 100)]
 struct Cli {
