@@ -134,10 +134,7 @@ fn health_spec(env: &Environment) -> HealthSpec {
 pub fn entry_points(env: &Environment) -> String {
     match &env.target {
         Target::Local | Target::Docker(_) => format!("http://{}", env.listen),
-        Target::Ssh(t) if !env.listen.is_empty() => {
-            let _ = t;
-            format!("http://{}", env.listen)
-        }
+        Target::Ssh(_) if !env.listen.is_empty() => format!("http://{}", env.listen),
         Target::Ssh(t) => t.hosts.iter().map(|h| format!("http://{}:{}", h.host, h.port)).collect::<Vec<_>>().join(" "),
     }
 }

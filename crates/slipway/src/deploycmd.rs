@@ -507,12 +507,9 @@ async fn dry_run(engine: &Engine, root: &Path, env: &Environment, args: &DeployA
         (Some(v), _) => v.clone(),
         (None, _) if matches!(env.target, slipway_pipeline::environment::Target::Docker(_)) => {
             let p = args.artifacts.clone().unwrap_or_else(|| root.join("dist/image.tar"));
-            artifacts::import_image_archive(&tempfile_dir()?, &p, None)?.version
+            with_scratch(|tmp| artifacts::import_image_archive(tmp, &p, None))?.version
         }
-        (None, Some(p)) => {
-            let tmp = tempfile_dir()?;
-            artifacts::import(&tmp, p, env.service.binary.as_deref(), None)?.version
-        }
+        (None, Some(p)) => with_scratch(|tmp| artifacts::import(tmp, p, env.service.binary.as_deref(), None))?.version,
         (None, None) => {
             return Err(DeployError::input("no build to deploy").hint("build first, or pass --artifacts PATH"));
         }
@@ -539,10 +536,14 @@ async fn dry_run(engine: &Engine, root: &Path, env: &Environment, args: &DeployA
     Ok(())
 }
 
-fn tempfile_dir() -> Result<PathBuf, DeployError> {
+/// Runs `f` with a scratch data directory that is removed afterwards (a dry run checks the
+/// artifacts without keeping a copy).
+fn with_scratch<T>(f: impl FnOnce(&Path) -> Result<T, DeployError>) -> Result<T, DeployError> {
     let d = std::env::temp_dir().join(format!("slipway-dry-run-{}", std::process::id()));
     std::fs::create_dir_all(&d).map_err(|e| DeployError::input(e.to_string()))?;
-    Ok(d)
+    let r = f(&d);
+    let _ = std::fs::remove_dir_all(&d);
+    r
 }
 
 pub fn promote(root: &Path, data: &Path, args: PromoteArgs, ui: &Ui) -> Result<i32> {

@@ -359,17 +359,21 @@ fn a_deploy_killed_between_hosts_is_repaired() {
     let hosts = Hosts::start(2, &[]);
     let project = Project::new(&hosts.environment("prod", "").replace("deadline: 5s", "deadline: 30s"));
     assert_eq!(project.deploy("prod", "v1").code, 0);
-    // v3 never gets healthy: the first host waits on its health check when the deploy is killed.
-    let mut deploying = project
-        .cmd(&["deploy", "prod", "--artifacts", build("v3-unhealthy").to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while hosts.exec(0, "readlink /opt/slipway/websvc/current").contains("v1") {
-        assert!(t.elapsed() < Duration::from_secs(20), "the first host never switched");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // v3 never gets healthy: the first host waits on its health check when the deploy is stopped.
+    let start_v3 = || {
+        let child = project
+            .cmd(&["deploy", "prod", "--artifacts", build("v3-unhealthy").to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while hosts.exec(0, "readlink /opt/slipway/websvc/current").contains("v1") {
+            assert!(t.elapsed() < Duration::from_secs(20), "the first host never switched");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    };
+    let mut deploying = start_v3();
     deploying.kill().unwrap();
     deploying.wait().unwrap();
     std::thread::sleep(Duration::from_millis(2_200)); // the lock's lease
@@ -381,16 +385,7 @@ fn a_deploy_killed_between_hosts_is_repaired() {
     assert!(h[0]["detail"].as_str().unwrap().contains("interrupted"), "{}", h[0]);
 
     // Ctrl-C: the deploy stops where it is and puts every host back at once (exit 130).
-    let deploying = project
-        .cmd(&["deploy", "prod", "--artifacts", build("v3-unhealthy").to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while hosts.exec(0, "readlink /opt/slipway/websvc/current").contains("v1") {
-        assert!(t.elapsed() < Duration::from_secs(20), "the first host never switched");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let deploying = start_v3();
     // SAFETY: signalling our own child.
     unsafe {
         libc::kill(deploying.id() as i32, libc::SIGINT);
