@@ -42,7 +42,7 @@ pub async fn ensure_image(
         && let Some(pinned) = pinned_reference
     {
         // Pulled by digest from its registry: the same bytes, whatever its tags say now.
-        let (id, _) = pull(pinned).await?;
+        let (id, _) = pull(pinned, None).await?;
         if id != image_id_hex {
             return Err(DeployError::new(
                 exit::FAILED,
@@ -105,18 +105,23 @@ pub async fn containers(environment: &str) -> Result<Vec<ContainerState>, Deploy
 
 /// Pulls `reference` (a tag or a digest) and returns the image ID (hex) and the reference
 /// pinned by manifest digest (`repo@sha256:...`), which is what the release records.
-pub async fn pull(reference: &str) -> Result<(String, String), DeployError> {
+/// `credentials` (user, password) go to the engine for this pull only.
+pub async fn pull(reference: &str, credentials: Option<(String, String)>) -> Result<(String, String), DeployError> {
     let docker = connect()?;
     docker.ping().await.map_err(down)?;
-    let mut stream = docker.create_image(
-        Some(bollard::query_parameters::CreateImageOptionsBuilder::new().from_image(reference).build()),
-        None,
-        None,
-    );
+    let credentials = credentials.map(|(username, password)| bollard::auth::DockerCredentials {
+        username: Some(username),
+        password: Some(password),
+        serveraddress: reference.split('/').next().map(str::to_string),
+        ..Default::default()
+    });
+    let opts = bollard::query_parameters::CreateImageOptionsBuilder::new().from_image(reference).build();
+    let mut stream = docker.create_image(Some(opts), None, credentials);
     while let Some(item) = stream.next().await {
         item.map_err(|e| {
-            DeployError::input(format!("pulling {reference}: {e}"))
-                .hint("check the reference and that the registry answers (`slipway image inspect REF`)")
+            DeployError::input(format!("pulling {reference}: {e}")).hint(
+                "check the reference, that the registry answers (`slipway image inspect REF`), and credentials (--username, --password-stdin)",
+            )
         })?;
     }
     let img = docker.inspect_image(reference).await.map_err(down)?;

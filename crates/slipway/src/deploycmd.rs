@@ -65,6 +65,12 @@ pub struct DeployArgs {
     /// pulled and recorded by digest.
     #[arg(long, value_name = "REF", conflicts_with = "artifacts")]
     pub image: Option<String>,
+    /// Registry user for --image (else SLIPWAY_REGISTRY_USER, else ~/.docker/config.json).
+    #[arg(long, value_name = "USER", requires = "image")]
+    pub username: Option<String>,
+    /// Read the registry password for --image from standard input (else SLIPWAY_REGISTRY_PASSWORD).
+    #[arg(long, requires = "image")]
+    pub password_stdin: bool,
     /// Print the steps the deploy would take, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -312,7 +318,19 @@ async fn resolve_artifacts(
             return Err(DeployError::input(format!("--image is for `target: docker`; `{}` runs binaries", env.name))
                 .hint("pass --artifacts dist/ (or a binary) instead"));
         }
-        let (id, pinned) = slipway_deploy::docker_pull(reference).await?;
+        // Credentials only travel to the engine for this pull; they are never recorded.
+        let host = reference.split('/').next().unwrap_or("");
+        let registry = crate::imagecmd::RegistryArgs {
+            insecure_registry: false,
+            mount_from: Vec::new(),
+            registry_ca: None,
+            username: args.username.clone(),
+            password_stdin: args.password_stdin,
+        };
+        let creds = crate::imagecmd::credentials(host, &registry)
+            .map_err(|e| DeployError::input(e.to_string()))?
+            .map(|c| (c.username, c.password));
+        let (id, pinned) = slipway_deploy::docker_pull(reference, creds).await?;
         let tag =
             reference.split('@').next().and_then(|r| r.rsplit_once(':')).map(|(_, t)| t).filter(|t| !t.contains('/'));
         let version = match (&args.version, tag) {

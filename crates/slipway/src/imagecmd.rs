@@ -155,7 +155,9 @@ fn oci_error(e: OciError) -> anyhow::Error {
     }
 }
 
-fn credentials(host: &str, args: &RegistryArgs) -> Result<Option<slipway_oci::registry::Credentials>> {
+/// Registry credentials for `host`: flags, else SLIPWAY_REGISTRY_USER/PASSWORD, else docker
+/// login's config (with its credential helpers).
+pub(crate) fn credentials(host: &str, args: &RegistryArgs) -> Result<Option<slipway_oci::registry::Credentials>> {
     use slipway_oci::registry::Credentials;
     let user = args.username.clone().or_else(|| std::env::var("SLIPWAY_REGISTRY_USER").ok());
     if let Some(username) = user {

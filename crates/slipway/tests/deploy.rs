@@ -768,17 +768,24 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
     assert_eq!(web["status"], "drift", "{st:?}");
     let _ = Command::new("docker").args(["rm", "-f", &stray]).output();
 
-    // From a registry: pushed by `slipway image build --push`, deployed by reference,
-    // recorded (and re-pulled when needed) by digest.
+    // From a registry that wants a password: pushed by `slipway image build --push`, deployed
+    // by reference, recorded (and re-pulled when needed) by digest.
     require("docker-registry", "--version");
     let reg_dir = tempfile::tempdir().unwrap();
     let reg = free_addr();
     let config = reg_dir.path().join("config.yml");
+    let users = Command::new("htpasswd").args(["-Bbn", "deployer", "s3cret-pass"]).output();
+    let users = users
+        .ok()
+        .filter(|o| o.status.success())
+        .expect("`htpasswd` is needed: run `scripts/setup` (Debian's apache2-utils)");
+    std::fs::write(reg_dir.path().join("htpasswd"), &users.stdout).unwrap();
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {reg}\n",
-            reg_dir.path().join("data").display()
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {reg}\nauth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+            reg_dir.path().join("data").display(),
+            reg_dir.path().join("htpasswd").display()
         ),
     )
     .unwrap();
@@ -793,8 +800,12 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
     let work = tempfile::tempdir().unwrap();
     let manifest = build("v2").join("manifest.json");
     let reference = format!("{reg}/websvc:v2");
-    let r = slipway_in(
-        work.path(),
+    let with_password = |args: &[&str], dir: &std::path::Path| {
+        let mut c = deploy_cmd(dir, site.data.path(), args);
+        c.env("SLIPWAY_REGISTRY_USER", "deployer").env("SLIPWAY_REGISTRY_PASSWORD", "s3cret-pass");
+        Run::from(c.output().unwrap())
+    };
+    let r = with_password(
         &[
             "image",
             "build",
@@ -808,12 +819,21 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
             &reference,
             "--no-sbom",
         ],
+        work.path(),
     );
     assert_eq!(r.code, 0, "{}", r.debug());
     let r = site.sw(&["deploy", "web", "--image", &reference, "--force"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(
+        r.stderr.contains(&format!("pulling {reference}")) && r.stderr.contains("--password-stdin"),
+        "{}",
+        r.stderr
+    );
+    let r = with_password(&["deploy", "web", "--image", &reference, "--force"], site.repo.path());
     let _ = registry.kill();
     let _ = registry.wait();
     assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(!site.sw(&["history", "web", "--json"]).stdout.contains("s3cret-pass"), "the password is never recorded");
     assert_eq!(body(&addr), "v2");
     let h = site.history("web");
     let pinned = h[0]["artifacts"][0]["name"].as_str().unwrap();
