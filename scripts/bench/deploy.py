@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import DEFAULT_SLIPWAY, ROOT, free_port, tool_env
 
 ENVIRONMENTS = """include:
   - template: slipway/go.yml
@@ -63,12 +63,6 @@ environments:
       analysis: {{interval: 1s, max_error_rate: 5%, min_requests: 20}}
     health: {{http: /healthz, interval: 200ms, deadline: 5s}}
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Bench:
@@ -157,11 +151,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rate", type=int, default=1000, help="req/s for the proxy overhead runs")
     ap.add_argument("--seconds", type=int, default=5, help="length of each proxy overhead run")
-    ap.add_argument("--slipway", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "slipway"))
+    ap.add_argument("--slipway", default=DEFAULT_SLIPWAY)
     args = ap.parse_args()
-    tools = os.path.join(ROOT, ".tools")
-    env = dict(os.environ, PATH=os.path.join(tools, "bin") + os.pathsep + os.environ["PATH"], GOTOOLCHAIN="local", GOPROXY="off")
-    env.setdefault("GOCACHE", os.path.join(tools, "go-cache"))
+    env = tool_env()
     with tempfile.TemporaryDirectory(prefix="slipway-deploybench-") as tmp:
         b = Bench(args.slipway, tmp, env)
         for v in ["v1", "v2", "v3-unhealthy", "v4-errors", "v5-crash", "v6-degrade"]:

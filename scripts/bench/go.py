@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import DEFAULT_SLIPWAY, ROOT, tool_env
 PLATFORMS = ["linux/amd64", "linux/arm64", "darwin/arm64", "windows/amd64"]
 
 
@@ -41,11 +41,9 @@ def git(cwd, *args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--slipway", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "slipway"))
+    ap.add_argument("--slipway", default=DEFAULT_SLIPWAY)
     args = ap.parse_args()
-    tools = os.path.join(ROOT, ".tools")
-    env = dict(os.environ, PATH=os.path.join(tools, "bin") + os.pathsep + os.environ["PATH"], GOTOOLCHAIN="local", GOPROXY="off", NO_COLOR="1")
-    env.setdefault("GOCACHE", os.path.join(tools, "go-cache"))
+    env = tool_env(NO_COLOR="1")
     sw = args.slipway
     with tempfile.TemporaryDirectory(prefix="slipway-gobench-") as tmp:
         graph = os.path.join(tmp, "graph")

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import DEFAULT_SLIPWAY, ROOT, tool_env
 
 
 def timed(cmd, cwd, env):
@@ -34,11 +34,9 @@ def timed(cmd, cwd, env):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--slipway", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "slipway"))
+    ap.add_argument("--slipway", default=DEFAULT_SLIPWAY)
     args = ap.parse_args()
-    tools = os.path.join(ROOT, ".tools")
-    env = dict(os.environ, PATH=os.path.join(tools, "bin") + os.pathsep + os.environ["PATH"], GOTOOLCHAIN="local", GOPROXY="off", DOCKER_BUILDKIT="0")
-    env.setdefault("GOCACHE", os.path.join(tools, "go-cache"))
+    env = tool_env(DOCKER_BUILDKIT="0")
     with tempfile.TemporaryDirectory(prefix="slipway-imgbench-") as tmp:
         src = os.path.join(tmp, "app")
         shutil.copytree(os.path.join(ROOT, "examples/hello-service"), src, ignore=shutil.ignore_patterns(".slipway", "dist"))

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import DEFAULT_SLIPWAY, ROOT
 
 SCENARIOS = {
     "3 stages x 4 jobs": "stages: [one, two, three]\n"
@@ -66,7 +66,7 @@ def clean(cwd):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--slipway", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "slipway"))
+    ap.add_argument("--slipway", default=DEFAULT_SLIPWAY)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--dir", default=None, help="where the fixture repositories go (default: the temp dir)")
     args = ap.parse_args()

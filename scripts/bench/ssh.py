@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -27,14 +26,8 @@ import threading
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import DEFAULT_SLIPWAY, ROOT, free_port, tool_env
 IMAGE = "slipway-test/debian-systemd:bookworm"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sh(*cmd, **kw):
@@ -69,11 +62,9 @@ class Poller:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--slipway", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "slipway"))
+    ap.add_argument("--slipway", default=DEFAULT_SLIPWAY)
     args = ap.parse_args()
-    tools = os.path.join(ROOT, ".tools")
-    env = dict(os.environ, PATH=os.path.join(tools, "bin") + os.pathsep + os.environ["PATH"], GOTOOLCHAIN="local", GOPROXY="off", NO_COLOR="1")
-    env.setdefault("GOCACHE", os.path.join(tools, "go-cache"))
+    env = tool_env(NO_COLOR="1")
     subprocess.run(["bash", os.path.join(ROOT, "scripts/systemd-image")], check=True)
     names = [f"slipway-bench-{os.getpid()}-{i}" for i in range(2)]
     with tempfile.TemporaryDirectory(prefix="slipway-sshbench-") as tmp:
