@@ -68,17 +68,19 @@ impl ReleaseStatus {
         }
     }
 
+    const ALL: [ReleaseStatus; 7] = [
+        ReleaseStatus::Queued,
+        ReleaseStatus::Deploying,
+        ReleaseStatus::Healthy,
+        ReleaseStatus::Failed,
+        ReleaseStatus::RolledBack,
+        ReleaseStatus::Superseded,
+        ReleaseStatus::Replaced,
+    ];
+
+    /// The status stored as `s` (the inverse of [`ReleaseStatus::as_str`]).
     fn parse(s: &str) -> Option<ReleaseStatus> {
-        Some(match s {
-            "queued" => ReleaseStatus::Queued,
-            "deploying" => ReleaseStatus::Deploying,
-            "healthy" => ReleaseStatus::Healthy,
-            "failed" => ReleaseStatus::Failed,
-            "rolled_back" => ReleaseStatus::RolledBack,
-            "superseded" => ReleaseStatus::Superseded,
-            "replaced" => ReleaseStatus::Replaced,
-            _ => return None,
-        })
+        ReleaseStatus::ALL.into_iter().find(|status| status.as_str() == s)
     }
 }
 
@@ -536,6 +538,15 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).await.expect("reopen");
         assert_eq!(store.history("dev", 10).await.expect("history").len(), 2);
+    }
+
+    #[test]
+    fn statuses_read_back_as_written_and_as_the_api_shows_them() {
+        for status in ReleaseStatus::ALL {
+            assert_eq!(ReleaseStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        assert_eq!(ReleaseStatus::parse("gone"), None);
     }
 
     #[tokio::test(flavor = "current_thread")]
