@@ -991,7 +991,33 @@ pub fn history(root: &Path, data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i
     })
 }
 
-pub fn logs(data: &Path, env: &str, lines: usize, follow: bool) -> Result<i32> {
+pub fn logs(root: &Path, data: &Path, env: &str, lines: usize, follow: bool, ui: &Ui) -> Result<i32> {
+    // An environment whose agent is on another machine: its logs come through that agent's API.
+    let envs = match crate::project::find_source(root, None) {
+        Ok(_) => environments(root, None, ui)?,
+        Err(_) => Vec::new(),
+    };
+    if let Some(e) = envs.iter().find(|e| e.name == env && e.agent.is_some()) {
+        if follow {
+            return Err(UserError::new(format!("`-F` is not available for `{env}`: its agent is on another machine"))
+                .hint("leave out -F to print the last lines")
+                .into());
+        }
+        let common = CommonArgs { file: None, wait: Duration::ZERO, json: false };
+        return runtime()?.block_on(async {
+            let (engine, _tunnel) = match prepare(data, ui, &common, e).await {
+                Ok(r) => r,
+                Err(err) => return Ok(report(ui, err, false)),
+            };
+            match engine.agent.logs(env, lines).await {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(exit::OK)
+                }
+                Err(err) => Ok(report(ui, err.into(), false)),
+            }
+        });
+    }
     let path = data.join("agent/logs").join(format!("{env}.log"));
     let text = std::fs::read_to_string(&path).map_err(|_| {
         UserError::new(format!("no logs for environment `{env}` in {}", data.display()))

@@ -312,7 +312,8 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         }
         Command::Logs { first, second, env, lines, follow } => {
             if let Some(env) = env {
-                return deploycmd::logs(&deploycmd::data_dir(cli.data_dir), &env, lines, follow);
+                let root = project_dir(cli.project_dir)?;
+                return deploycmd::logs(&root, &deploycmd::data_dir(cli.data_dir), &env, lines, follow, ui);
             }
             let root = project_dir(cli.project_dir)?;
             let first = first.unwrap_or_default();

@@ -431,6 +431,10 @@ fn an_agent_on_another_machine_is_driven_over_ssh() {
         "{st}"
     );
     assert_eq!(hosts.exec(0, "ls /var/lib/slipway/artifacts/sha256 | wc -l"), "2", "each binary uploaded once");
+    // Its instances' output comes back through the tunnel.
+    let logs = project.sw(&["logs", "--env", "far", "-n", "200"]);
+    assert_eq!(logs.code, 0, "{}", logs.debug());
+    assert!(logs.stdout.contains("websvc v2 listening"), "{}", logs.stdout);
 }
 
 /// An sshd of the test's own on this machine (loopback port, temporary host key, its own
