@@ -77,12 +77,6 @@ impl AgentClient {
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
-    /// The agent's Prometheus exposition.
-    pub async fn metrics(&self) -> Result<String, ApiError> {
-        let body = self.raw(Method::GET, "/metrics", None).await?;
-        Ok(String::from_utf8_lossy(&body).into_owned())
-    }
-
     async fn call<T: DeserializeOwned, B: Serialize>(
         &self,
         method: Method,

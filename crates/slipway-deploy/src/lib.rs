@@ -15,7 +15,6 @@ mod systemd;
 pub use docker::{ContainerState, containers as docker_containers, pull as docker_pull};
 pub use hosts::{HostState, agent_tunnel, release_dir_name};
 pub use ssh::Tunnel;
-pub use systemd::unit as systemd_unit;
 
 pub use engine::{Engine, Outcome, Progress, Reason, config_hash, config_json, entry_points, group_id as group_id_of};
 
