@@ -520,11 +520,7 @@ impl Supervisor {
         let args: Vec<String> = g.command[1..].iter().map(|a| a.replace("{{port}}", &port)).collect();
         let mut cmd = tokio::process::Command::new(&g.command[0]);
         cmd.args(&args)
-            .envs(g.env.iter().map(|(k, v)| (k, v)))
-            .env("PORT", &port)
-            .env("SLIPWAY_ENVIRONMENT", &self.name)
-            .env("SLIPWAY_VERSION", &g.version)
-            .env("SLIPWAY_INSTANCE", inst.id.to_string())
+            .envs(instance_env(&self.name, g, inst.id, inst.port))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -598,11 +594,8 @@ impl Supervisor {
         inst.container = Some(String::new());
         inst.container_name = Some(name.clone());
         inst.next_probe = Instant::now() + Duration::from_millis(20);
-        let mut env: Vec<String> = g.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.push(format!("PORT={port}"));
-        env.push(format!("SLIPWAY_ENVIRONMENT={}", self.name));
-        env.push(format!("SLIPWAY_VERSION={}", g.version));
-        env.push(format!("SLIPWAY_INSTANCE={}", inst.id));
+        let env: Vec<String> =
+            instance_env(&self.name, g, inst.id, inst.port).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         let labels = std::collections::HashMap::from([
             (crate::docker::LABEL_AGENT.to_string(), self.agent_label.clone()),
             ("dev.slipway.environment".to_string(), self.name.clone()),
@@ -679,6 +672,17 @@ impl Supervisor {
         }
         EnvStatus { name: self.name.clone(), listen: spec.listen, preview_listen: spec.preview_listen, groups }
     }
+}
+
+/// An instance's environment, process or container alike: the service's, then `PORT` and
+/// the `SLIPWAY_*` variables.
+fn instance_env(env: &str, g: &GroupSpec, id: u64, port: u16) -> Vec<(String, String)> {
+    let mut vars = g.env.clone();
+    vars.push(("PORT".into(), port.to_string()));
+    vars.push(("SLIPWAY_ENVIRONMENT".into(), env.to_string()));
+    vars.push(("SLIPWAY_VERSION".into(), g.version.clone()));
+    vars.push(("SLIPWAY_INSTANCE".into(), id.to_string()));
+    vars
 }
 
 fn free_port() -> Option<u16> {
