@@ -6,6 +6,8 @@ import socket
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_SLIPWAY = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "slipway")
+# The load generator the deploy benchmark drives (`cargo build --release -p slipway-testkit`).
+DEFAULT_LOAD = os.path.join(os.path.dirname(DEFAULT_SLIPWAY), "slipway-load")
 
 
 def tool_env(**extra):

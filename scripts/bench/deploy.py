@@ -2,7 +2,7 @@
 """scripts/bench/deploy.py — deploys under load on the local agent, measured.
 
 Builds the websvc fixture in several versions (good, unhealthy, answering errors), starts
-an agent in a temporary data directory, and with `slipway loadtest` sending a steady rate
+an agent in a temporary data directory, and with `slipway-load` (slipway-testkit, built with `cargo build --release -p slipway-testkit`) sending a steady rate
 of requests to the entry point measures, each scenario repeated:
 
   proxy     p50/p99 latency through the agent's proxy vs straight to one instance, same
@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import time
 
-from common import DEFAULT_SLIPWAY, ROOT, free_port, tool_env
+from common import DEFAULT_LOAD, DEFAULT_SLIPWAY, ROOT, free_port, tool_env
 
 ENVIRONMENTS = """include:
   - template: slipway/go.yml
@@ -66,8 +66,8 @@ environments:
 
 
 class Bench:
-    def __init__(self, slipway, tmp, env):
-        self.slipway, self.tmp, self.env = slipway, tmp, env
+    def __init__(self, slipway, load_bin, tmp, env):
+        self.slipway, self.load_bin, self.tmp, self.env = slipway, load_bin, tmp, env
         self.project = os.path.join(tmp, "websvc")
         shutil.copytree(os.path.join(ROOT, "fixtures/go/websvc"), self.project)
         self.ports = {"web": free_port(), "bg": free_port(), "can": free_port(), "dock": free_port()}
@@ -105,7 +105,7 @@ class Bench:
         if os.path.exists(stop):
             os.remove(stop)
         p = subprocess.Popen(
-            [self.slipway, "loadtest", f"http://127.0.0.1:{port}{path}", "--rate", str(rate), "--duration", "120s", "--stop-file", stop],
+            [self.load_bin, f"http://127.0.0.1:{port}{path}", "--rate", str(rate), "--duration", "120s", "--stop-file", stop],
             env=self.env, stdout=subprocess.PIPE, text=True,
         )
         time.sleep(0.5)
@@ -118,7 +118,7 @@ class Bench:
         return finish
 
     def timed_load(self, port, rate, seconds):
-        p = subprocess.run([self.slipway, "loadtest", f"http://127.0.0.1:{port}/", "--rate", str(rate), "--duration", f"{seconds}s"],
+        p = subprocess.run([self.load_bin, f"http://127.0.0.1:{port}/", "--rate", str(rate), "--duration", f"{seconds}s"],
                            env=self.env, capture_output=True, text=True, check=True)
         return json.loads(p.stdout)
 
@@ -152,10 +152,11 @@ def main():
     ap.add_argument("--rate", type=int, default=1000, help="req/s for the proxy overhead runs")
     ap.add_argument("--seconds", type=int, default=5, help="length of each proxy overhead run")
     ap.add_argument("--slipway", default=DEFAULT_SLIPWAY)
+    ap.add_argument("--load", default=DEFAULT_LOAD, help="the slipway-load binary (cargo build --release -p slipway-testkit)")
     args = ap.parse_args()
     env = tool_env()
     with tempfile.TemporaryDirectory(prefix="slipway-deploybench-") as tmp:
-        b = Bench(args.slipway, tmp, env)
+        b = Bench(args.slipway, args.load, tmp, env)
         for v in ["v1", "v2", "v3-unhealthy", "v4-errors", "v5-crash", "v6-degrade"]:
             b.build(v)
         for v in ["v1", "v2"]:

@@ -38,6 +38,7 @@ async fn info(State(s): S) -> Json<AgentInfo> {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
         started_at_ms: s.started_at_ms,
+        platform: Some(slipway_model::manifest::host_platform()),
     })
 }
 

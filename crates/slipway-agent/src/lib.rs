@@ -4,7 +4,7 @@
 //! ([`proxy`]), and answers the typed API of `slipway-api` on a Unix socket. It keeps its own
 //! desired state in `<data-dir>/agent/state.json` (it never opens the store), so a restarted
 //! agent brings every environment back: it kills what a crashed predecessor left running
-//! ([`reaper`]) and starts the instances afresh.
+//! (`slipway_sys::process::Records`) and starts the instances afresh.
 
 mod api;
 mod docker;
@@ -12,15 +12,15 @@ mod health;
 mod logs;
 mod metrics;
 pub mod proxy;
-mod reaper;
 mod supervisor;
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use slipway_api::{EnvSpec, EnvStatus};
+use slipway_sys::process::Records;
 use tokio::sync::{mpsc, oneshot};
 
 pub use supervisor::ApplyError;
@@ -33,9 +33,7 @@ pub struct AgentConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
-pub fn socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("agent.sock")
-}
+pub use slipway_api::socket_path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -55,7 +53,7 @@ pub(crate) struct Shared {
     specs: Mutex<BTreeMap<String, EnvSpec>>,
     state_file: PathBuf,
     log_dir: PathBuf,
-    pid_dir: PathBuf,
+    pids: Records,
     client: proxy::HttpClient,
     started_at_ms: u64,
     /// The label value on this agent's containers (its data directory).
@@ -82,7 +80,7 @@ impl Shared {
                 supervisor::start(
                     name.to_string(),
                     self.log_dir.clone(),
-                    self.pid_dir.clone(),
+                    self.pids.clone(),
                     self.client.clone(),
                     self.agent_label.clone(),
                 )
@@ -165,7 +163,8 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(AgentError::AlreadyRunning(config.data_dir.clone()));
     }
-    let killed = reaper::kill_leftovers(&pid_dir);
+    let pids = Records::new(&pid_dir).map_err(io(pid_dir.display().to_string()))?;
+    let killed = pids.kill_leftovers();
     if killed > 0 {
         tracing::warn!(killed, "stopped instances a previous agent left running");
     }
@@ -193,7 +192,7 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
         specs: Mutex::default(),
         state_file,
         log_dir,
-        pid_dir,
+        pids,
         client: proxy::client(),
         started_at_ms,
         agent_label,

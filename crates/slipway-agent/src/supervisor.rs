@@ -14,7 +14,9 @@ use slipway_api::{EnvSpec, EnvStatus, GroupSpec, GroupStatus, InstanceState, Ins
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::proxy::{self, Backend, HttpClient, RouteGroup, RouteTable, Routes, Stats};
-use crate::{health, logs, reaper};
+use slipway_sys::process::{self as sys, Records};
+
+use crate::{health, logs};
 
 /// Starting instances are probed this often (or at the health interval, if shorter), so a
 /// rollout moves on as soon as an instance answers.
@@ -93,7 +95,7 @@ pub struct Supervisor {
     client: HttpClient,
     log: mpsc::UnboundedSender<String>,
     log_path: PathBuf,
-    pid_dir: PathBuf,
+    pids: Records,
     events_tx: mpsc::UnboundedSender<Ev>,
     shutdown: Vec<oneshot::Sender<()>>,
     /// The Docker Engine, connected when a group first runs containers.
@@ -112,7 +114,7 @@ impl Instance {
 pub fn start(
     name: String,
     log_dir: PathBuf,
-    pid_dir: PathBuf,
+    pids: Records,
     client: HttpClient,
     agent_label: String,
 ) -> mpsc::UnboundedSender<Cmd> {
@@ -132,7 +134,7 @@ pub fn start(
         listener: None,
         preview_listener: None,
         client,
-        pid_dir,
+        pids,
         events_tx,
         shutdown: Vec::new(),
         docker: None,
@@ -271,8 +273,8 @@ impl Supervisor {
                 let Some(i) = self.instances.iter().position(|i| i.id == id) else { return };
                 let inst = &mut self.instances[i];
                 if let Some(pid) = inst.pid.take() {
-                    reaper::kill_group(pid, libc::SIGKILL);
-                    reaper::forget(&self.pid_dir, pid);
+                    sys::signal_group(pid, sys::SIGKILL);
+                    self.pids.forget(pid);
                 }
                 inst.container = None;
                 if inst.kill_at.is_some() || inst.drain.is_some() {
@@ -403,7 +405,7 @@ impl Supervisor {
                         }
                         (Some(_), _) => continue, // still starting: stop it once it runs
                         _ => {
-                            reaper::kill_group(inst.pid.unwrap_or(0), libc::SIGTERM);
+                            sys::signal_group(inst.pid.unwrap_or(0), sys::SIGTERM);
                             inst.kill_at = Some(now + grace);
                         }
                     }
@@ -414,7 +416,9 @@ impl Supervisor {
             } else if inst.kill_at.is_some_and(|k| now >= k) {
                 match (&inst.container, &self.docker) {
                     (Some(c), Some(d)) => crate::docker::stop(d.clone(), c.clone(), 0),
-                    _ => reaper::kill_group(inst.pid.unwrap_or(0), libc::SIGKILL),
+                    _ => {
+                        sys::signal_group(inst.pid.unwrap_or(0), sys::SIGKILL);
+                    }
                 }
             }
         }
@@ -533,7 +537,7 @@ impl Supervisor {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 inst.pid = Some(pid);
-                reaper::remember(&self.pid_dir, pid);
+                self.pids.remember(pid);
                 if let Some(out) = child.stdout.take() {
                     logs::pump(out, prefix.clone(), self.log.clone());
                 }

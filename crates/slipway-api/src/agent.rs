@@ -199,6 +199,9 @@ pub struct AgentInfo {
     pub version: String,
     pub pid: u32,
     pub started_at_ms: u64,
+    /// The agent's machine, Go's way (`linux/amd64`): which of a release's binaries it runs.
+    #[serde(default)]
+    pub platform: Option<String>,
 }
 
 /// An error answer: `{"error": ..., "hint": ...}`.

@@ -3,11 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use slipway_net::HttpMethod as Method;
 
 use crate::{AgentInfo, EnvSpec, EnvStatus, ErrorBody};
 
@@ -88,35 +86,20 @@ impl AgentClient {
         serde_json::from_slice(&bytes).map_err(|e| self.transport(format!("reading the answer to {path}: {e}")))
     }
 
-    async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, ApiError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                ApiError::NotRunning { socket: self.socket.clone() }
-            }
-            _ => self.transport(e.to_string()),
-        })?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(io).await.map_err(|e| self.transport(e.to_string()))?;
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "agent")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .expect("valid request");
-        let resp = sender.send_request(req).await.map_err(|e| self.transport(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(|e| self.transport(e.to_string()))?.to_bytes();
-        if status == StatusCode::OK {
-            return Ok(bytes);
+    async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, ApiError> {
+        let resp =
+            slipway_net::unix(&self.socket, method, path, body.unwrap_or_default()).await.map_err(|e| match e {
+                slipway_net::Error::NotListening(_) => ApiError::NotRunning { socket: self.socket.clone() },
+                e => self.transport(e.to_string()),
+            })?;
+        if resp.status == 200 {
+            return Ok(resp.body.to_vec());
         }
-        let (error, hint) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+        let (error, hint) = match serde_json::from_slice::<ErrorBody>(&resp.body) {
             Ok(b) => (b.error, b.hint),
-            Err(_) => (String::from_utf8_lossy(&bytes).trim().to_string(), None),
+            Err(_) => (String::from_utf8_lossy(&resp.body).trim().to_string(), None),
         };
-        Err(ApiError::Status { status: status.as_u16(), error, hint })
+        Err(ApiError::Status { status: resp.status, error, hint })
     }
 
     fn transport(&self, message: String) -> ApiError {

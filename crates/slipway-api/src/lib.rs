@@ -7,3 +7,8 @@ mod client;
 
 pub use agent::*;
 pub use client::{AgentClient, ApiError};
+
+/// Where an agent listens: `<data-dir>/agent.sock`.
+pub fn socket_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("agent.sock")
+}

@@ -9,17 +9,17 @@ use bollard::Docker;
 use bollard::query_parameters::{ImportImageOptionsBuilder, ListContainersOptionsBuilder};
 use futures_util::StreamExt;
 
-use crate::{DeployError, artifacts, exit};
+use crate::{DeployError, ErrorKind, artifacts};
 
 fn connect() -> Result<Docker, DeployError> {
     Docker::connect_with_local_defaults().map_err(|e| {
-        DeployError::new(exit::FAILED, format!("cannot reach the Docker Engine: {e}"))
+        DeployError::new(ErrorKind::Failed, format!("cannot reach the Docker Engine: {e}"))
             .hint("start it (`dockerd`, or `systemctl start docker`) — the docker target needs it")
     })
 }
 
 fn down(e: bollard::errors::Error) -> DeployError {
-    DeployError::new(exit::FAILED, format!("the Docker Engine: {e}"))
+    DeployError::new(ErrorKind::Failed, format!("the Docker Engine: {e}"))
         .hint("is dockerd running? (`docker info`); start it, or deploy to another target")
 }
 
@@ -45,7 +45,7 @@ pub async fn ensure_image(
         let (id, _) = pull(pinned, None).await?;
         if id != image_id_hex {
             return Err(DeployError::new(
-                exit::FAILED,
+                ErrorKind::Failed,
                 format!("{pinned} is image sha256:{id}, the release expects sha256:{image_id_hex}"),
             ));
         }
@@ -64,11 +64,13 @@ pub async fn ensure_image(
         None,
     );
     while let Some(item) = stream.next().await {
-        item.map_err(|e| DeployError::new(exit::FAILED, format!("loading {} into Docker: {e}", archive.display())))?;
+        item.map_err(|e| {
+            DeployError::new(ErrorKind::Failed, format!("loading {} into Docker: {e}", archive.display()))
+        })?;
     }
     docker.inspect_image(&format!("sha256:{image_id_hex}")).await.map_err(|e| {
         DeployError::new(
-            exit::FAILED,
+            ErrorKind::Failed,
             format!("{} loaded, but the engine has no image sha256:{image_id_hex}: {e}", archive.display()),
         )
     })?;

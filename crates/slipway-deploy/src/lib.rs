@@ -1,52 +1,50 @@
-//! slipway's deploy engine: releases of an environment's service rolled out by a strategy
-//! (rolling, canary, blue-green) through a target (the local agent for now), gated by
-//! health checks and canary analysis, rolled back automatically when a gate fails, and
-//! persisted step by step in the store before each step acts, so an interrupted deploy is
-//! repaired to the old or the new release by the next command.
+//! slipway's deploy engine, as a service the CLI and the server call alike: a request (deploy,
+//! promote, rollback, approve) with an actor goes in; typed events come out as it works, and a
+//! typed outcome or error at the end. Releases are rolled out by a strategy (rolling, canary,
+//! blue-green) through a [`target::Target`] — the local agent, an agent on another machine,
+//! Docker, or ssh + systemd hosts — gated by health checks and canary analysis, rolled back
+//! automatically when a gate fails, and persisted step by step in the store before each step
+//! acts, so an interrupted deploy is repaired to the old or the new release.
+//!
+//! The engine never matches on the kind of target and never prints; [`observe`] answers
+//! "what runs, is it healthy, does it drift" without changing anything.
 
 pub mod artifacts;
 mod docker;
 mod engine;
-mod hosts;
+mod events;
+pub mod observe;
 pub mod plan;
 mod ssh;
 mod systemd;
+pub mod target;
 
-pub use docker::{ContainerState, containers as docker_containers, pull as docker_pull};
-pub use hosts::{HostState, agent_tunnel, release_dir_name};
+pub use docker::pull as docker_pull;
+pub use engine::{Engine, EngineConfig, Outcome};
+pub use events::{Events, Sink};
+pub use slipway_model::event::DeployErrorKind as ErrorKind;
 pub use ssh::Tunnel;
 
-pub use engine::{Engine, Outcome, Progress, Reason, config_hash, config_json, entry_points, group_id as group_id_of};
-
-/// Exit codes of the deploy commands (documented in docs/cli.md).
-pub mod exit {
-    /// The deploy failed (and was rolled back when it could be).
-    pub const FAILED: i32 = 1;
-    /// Bad input: unknown environment, missing or mismatched artifacts, nothing to roll back to.
-    pub const INPUT: i32 = 2;
-    /// No agent answers on the data directory's socket.
-    pub const NO_AGENT: i32 = 3;
-    /// Another deploy holds the environment, or a newer one superseded this one.
-    pub const BUSY: i32 = 4;
-    /// Protection refused it: branch not allowed, approvals missing or not allowed.
-    pub const REFUSED: i32 = 5;
-}
-
-/// Why a deploy command did not succeed; `code` is its exit code.
-#[derive(Debug)]
+/// Why a deploy request did not succeed: a kind a program can act on, a message that says
+/// what happened, and a hint that says what to do.
+#[derive(Debug, Clone)]
 pub struct DeployError {
-    pub code: i32,
+    pub kind: ErrorKind,
     pub message: String,
     pub hint: Option<String>,
 }
 
 impl DeployError {
-    pub fn new(code: i32, message: impl Into<String>) -> DeployError {
-        DeployError { code, message: message.into(), hint: None }
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> DeployError {
+        DeployError { kind, message: message.into(), hint: None }
     }
 
     pub fn input(message: impl Into<String>) -> DeployError {
-        DeployError::new(exit::INPUT, message)
+        DeployError::new(ErrorKind::Input, message)
+    }
+
+    pub fn failed(message: impl Into<String>) -> DeployError {
+        DeployError::new(ErrorKind::Failed, message)
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> DeployError {
@@ -65,7 +63,7 @@ impl std::error::Error for DeployError {}
 
 impl From<slipway_store::StoreError> for DeployError {
     fn from(e: slipway_store::StoreError) -> DeployError {
-        DeployError::new(exit::FAILED, e.to_string())
+        DeployError::failed(e.to_string())
     }
 }
 
@@ -73,40 +71,19 @@ impl From<slipway_api::ApiError> for DeployError {
     fn from(e: slipway_api::ApiError) -> DeployError {
         match e {
             slipway_api::ApiError::NotRunning { socket } => DeployError::new(
-                exit::NO_AGENT,
+                ErrorKind::NoAgent,
                 format!("no agent is running (nothing answers at {})", socket.display()),
             )
             .hint("start it with `slipway agent start` (or run `slipway agent run` under systemd)"),
             slipway_api::ApiError::Status { status, error, hint } => DeployError {
-                code: if status == 409 || status == 400 { exit::INPUT } else { exit::FAILED },
+                kind: if status == 409 || status == 400 { ErrorKind::Input } else { ErrorKind::Failed },
                 message: format!("the agent refused: {error}"),
                 hint,
             },
-            e => DeployError::new(exit::FAILED, e.to_string()),
+            e => DeployError::failed(e.to_string()),
         }
     }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::time::Duration;
-
-    use slipway_pipeline::environment::*;
-
-    pub fn env() -> Environment {
-        Environment {
-            name: "dev".into(),
-            target: Target::Local,
-            service: Service::default(),
-            instances: 3,
-            listen: "127.0.0.1:8080".into(),
-            strategy: Strategy::Rolling { max_surge: Scale::Count(1), max_unavailable: Scale::Count(0) },
-            health: HealthCheck::default(),
-            promote_from: None,
-            protection: Protection::default(),
-            agent: None,
-            stop_grace: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(30),
-        }
-    }
-}
+pub(crate) mod tests;

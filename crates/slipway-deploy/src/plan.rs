@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use slipway_api::Traffic;
-use slipway_pipeline::environment::{Analysis, CanaryStep, Environment, Strategy};
+use slipway_model::environment::{Analysis, CanaryStep, Environment, Strategy};
 
 /// One batch of a rolling update: the instance counts to reach before the next batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn fenceposts_round_like_kubernetes() {
-        use slipway_pipeline::environment::Scale;
+        use slipway_model::environment::Scale;
         let mut env = crate::tests::env();
         env.instances = 3;
         env.strategy = Strategy::Rolling { max_surge: Scale::Percent(25), max_unavailable: Scale::Percent(25) };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use slipway_pipeline::environment::{SshHost, SshTarget};
+use slipway_model::environment::{SshHost, SshTarget};
 use tokio::io::AsyncReadExt;
 
 /// Why a step on a host failed.

@@ -2,7 +2,7 @@
 //! release, a `run` script and an environment file, so that everything a release needs lives
 //! in its own directory and a rollback is only a link switch and a restart.
 
-use slipway_pipeline::environment::{Environment, SshTarget};
+use slipway_model::environment::{Environment, SshTarget};
 
 /// Quotes an argument for the `run` script (POSIX shell).
 fn shell(s: &str) -> String {

@@ -80,15 +80,7 @@ pub fn main_packages(dir: &Path, patterns: &[String]) -> Result<Vec<MainPackage>
 
 /// `git describe --tags --always --dirty`, or `dev` outside git.
 pub fn default_version(dir: &Path) -> String {
-    Command::new("git")
-        .args(["describe", "--tags", "--always", "--dirty"])
-        .current_dir(dir)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "dev".into())
+    slipway_git::describe(dir).unwrap_or_else(|| "dev".into())
 }
 
 #[derive(Debug, Clone)]
@@ -106,36 +98,15 @@ pub struct BuildOptions {
     pub extra_flags: Vec<String>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Artifact {
-    pub name: String,
-    pub package: String,
-    pub os: String,
-    pub arch: String,
-    pub file: String,
-    pub size: u64,
-    pub sha256: String,
-    /// From the binary's build info.
-    pub go_version: String,
-    pub module: String,
-    pub vcs_revision: Option<String>,
-    pub vcs_modified: Option<bool>,
-}
+/// A built binary and the facts read back from it; the manifest's entry.
+pub use slipway_model::manifest::BuildArtifact as Artifact;
+/// `dist/manifest.json`: one type for the builder, images and deploys.
+pub use slipway_model::manifest::BuildManifest as Manifest;
 
 pub enum BuildEvent<'a> {
     Started { package: &'a str, platform: &'a Platform },
     Finished { artifact: &'a Artifact, seconds: f64 },
     Failed { package: &'a str, platform: &'a Platform, output: &'a str },
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Manifest {
-    pub module: String,
-    pub version: String,
-    pub go_version: String,
-    pub vcs_revision: Option<String>,
-    pub vcs_modified: Option<bool>,
-    pub artifacts: Vec<Artifact>,
 }
 
 /// Builds every (package, platform) pair; returns the artifacts sorted by file name, or the

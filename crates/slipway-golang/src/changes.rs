@@ -39,25 +39,10 @@ pub struct Selection {
 
 /// Files changed since `base` (committed, in the work tree, and untracked), as absolute paths.
 pub fn changed_files(dir: &Path, base: &str) -> Result<Vec<PathBuf>, GoError> {
-    let git = |args: &[&str]| -> Result<String, GoError> {
-        let out =
-            Command::new("git").args(args).current_dir(dir).output().map_err(|e| GoError::Io(format!("git: {e}")))?;
-        if !out.status.success() {
-            return Err(GoError::Git(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let top = PathBuf::from(git(&["rev-parse", "--show-toplevel"])?.trim());
-    git(&["rev-parse", "--verify", "-q", &format!("{base}^{{commit}}")])
-        .map_err(|_| GoError::Git(format!("`{base}` is not a commit in this repository")))?;
-    let mut files: BTreeSet<PathBuf> = BTreeSet::new();
-    for l in git(&["diff", "--name-only", "--no-renames", base])?.lines() {
-        files.insert(top.join(l));
-    }
-    for l in git(&["ls-files", "--others", "--exclude-standard", "--full-name", ":/"])?.lines() {
-        files.insert(top.join(l));
-    }
-    Ok(files.into_iter().collect())
+    slipway_git::changed_since(dir, base).map_err(|e| match e {
+        slipway_git::GitError::Missing(e) => GoError::Io(format!("git: {e}")),
+        slipway_git::GitError::Failed { message, .. } => GoError::Git(message),
+    })
 }
 
 /// Selects the packages matching `patterns` in the module at `dir` that `changed` affects.

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod build;
+pub mod credentials;
 pub mod layout;
 pub mod registry;
 pub mod sbom;

@@ -1003,7 +1003,6 @@ impl Cx {
         let mut variables = Vec::new();
         let mut workflow = None;
         let mut defaults: Vec<(Key, Node)> = Vec::new();
-        let mut sections = std::collections::BTreeMap::new();
         let mut gates = None;
         let mut go = None;
         let mut images = None;
@@ -1062,7 +1061,17 @@ impl Cx {
                     if name == "environments" {
                         environments = self.environments(v);
                     }
-                    sections.insert(name.to_string(), v.clone());
+                    if name == "alerts" {
+                        // Nothing may be kept and silently ignored: alert rules come with the
+                        // server's monitoring, and until then the section is refused.
+                        self.err(
+                            k.span,
+                            "the `alerts:` section is not supported yet: nothing would evaluate its rules",
+                        )
+                        .hint = Some(
+                            "remove it for now; alert rules arrive with `slipway server` (see docs/pipeline.md)".into(),
+                        );
+                    }
                 }
                 "include" => {}
                 name if name.starts_with('.') => {}
@@ -1102,7 +1111,7 @@ impl Cx {
         }
         self.check_needs(&jobs, &all_stages);
 
-        Some(Pipeline { stages: all_stages, variables, workflow, jobs, sections, gates, go, images, environments })
+        Some(Pipeline { stages: all_stages, variables, workflow, jobs, gates, go, images, environments })
     }
 
     fn resolve_extends(

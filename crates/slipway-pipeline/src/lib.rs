@@ -7,7 +7,7 @@ pub mod builtin;
 pub mod compile;
 pub mod diag;
 pub mod duration;
-pub mod environment;
+pub use slipway_model::environment;
 pub mod expr;
 pub mod load;
 pub mod model;

@@ -8,7 +8,6 @@ use regex::Regex;
 
 use crate::diag::Span;
 use crate::expr::Expr;
-use crate::yaml::Node;
 
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -18,9 +17,6 @@ pub struct Pipeline {
     pub workflow: Option<Workflow>,
     /// Visible jobs (hidden `.jobs` dropped) in file order.
     pub jobs: Vec<Job>,
-    /// slipway's own top-level sections (`go`, `gates`, `images`, `environments`, `alerts`),
-    /// kept as trees for the parts of slipway that own them.
-    pub sections: BTreeMap<String, Node>,
     /// The `gates:` section, validated.
     pub gates: Option<Gates>,
     /// The `go:` section, validated.

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use slipway_pipeline::model::{ArtifactsWhen, CachePolicy};
@@ -17,7 +16,7 @@ use crate::files;
 use crate::mask::Masker;
 use crate::process::{self, Cancel, Exit};
 use crate::workspace::{self, Snapshot, remove_tree};
-use crate::{Msg, RunConfig, Shared};
+use crate::{Executor, JobOutput, RunConfig, Shared};
 
 /// The end of a job as the executor saw it.
 #[derive(Debug, Clone)]
@@ -44,8 +43,7 @@ pub fn slug(name: &str) -> String {
 }
 
 struct Out<'a> {
-    idx: usize,
-    tx: &'a Sender<Msg>,
+    out: &'a JobOutput,
     masker: Masker,
     log: std::fs::File,
 }
@@ -64,14 +62,14 @@ impl Out<'_> {
             return;
         }
         let _ = self.log.write_all(&b);
-        let _ = self.tx.send(Msg::Output(self.idx, b));
+        self.out.output(b);
     }
     /// A line from slipway itself (section headers, notices), masked like everything else.
     fn notice(&mut self, line: &str) {
         self.flush();
         let masked = self.masker.mask_str(line);
         let _ = writeln!(self.log, "{masked}");
-        let _ = self.tx.send(Msg::Notice(self.idx, masked));
+        self.out.notice(masked);
     }
 }
 
@@ -99,7 +97,25 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &Sender<Msg>) -> JobEnd {
+/// The shell executor: each job in its own workspace, run by bash on this machine.
+pub struct Shell {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Executor for Shell {
+    fn execute(&self, _index: usize, job: &PlannedJob, out: &JobOutput) -> JobEnd {
+        execute(job, &self.shared, out)
+    }
+
+    fn finish(&self) {
+        let cleanup = std::mem::take(&mut *self.shared.cleanup.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in cleanup {
+            let _ = t.join();
+        }
+    }
+}
+
+fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEnd {
     let cfg: &RunConfig = &shared.config;
     let slug = slug(&job.name);
     let log_path = cfg.run_dir.join("logs").join(format!("{slug}.log"));
@@ -109,7 +125,8 @@ pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &S
             return system_failure(format!("cannot open the job log {}: {e}", log_path.display()));
         }
     };
-    let mut out = Out { idx, tx, masker: Masker::new(&cfg.secrets.iter().chain(&job.masked).collect::<Vec<_>>()), log };
+    let mut out =
+        Out { out: job_out, masker: Masker::new(&cfg.secrets.iter().chain(&job.masked).collect::<Vec<_>>()), log };
     let cancel = &shared.cancel;
 
     // 1. Workspace: the job's own, kept between runs and synced; a temporary one when
@@ -213,7 +230,7 @@ pub(crate) fn execute(idx: usize, job: &PlannedJob, shared: &Arc<Shared>, tx: &S
         attempt += 1;
         if attempt > 1 {
             out.notice(&format!("Retrying: attempt {attempt} of {}", job.retry.max + 1));
-            let _ = tx.send(Msg::Started(idx, attempt));
+            job_out.attempt(attempt);
         }
         let exit = run_shell(&cfg.shell, &script, &ws, &env, timeout, cancel, cfg.grace, &mut out);
         let (success, exit_code, reason) = match &exit {

@@ -1,25 +1,31 @@
-//! slipway's runner: the pipeline state machine ([`scheduler`]), the shell executor
-//! ([`exec`]), process groups ([`process`]), the secret masker ([`mask`]), workspaces,
-//! artifacts and caches. [`run`] drives a planned pipeline to its end and reports every step
-//! to a [`Reporter`]. It knows nothing about HTTP or SQL.
+//! slipway's runner: the pipeline state machine ([`scheduler`]), the [`Executor`] seam with
+//! the shell executor behind it ([`exec`]), the secret masker ([`mask`]), workspaces,
+//! artifacts and caches, how a project is loaded and planned ([`project`]) and where local
+//! runs are recorded ([`record`]). [`run`] drives a planned pipeline to its end and sends every
+//! step, as an owned [`RunEvent`], to a [`Sink`] it owns. It knows nothing about HTTP or SQL.
 
 pub mod exec;
 pub mod files;
 pub mod mask;
 pub mod process;
+pub mod project;
+pub mod record;
 pub mod scheduler;
 pub mod workspace;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use slipway_pipeline::plan::Plan;
+use slipway_model::event::{RunEvent, Stamped};
+use slipway_model::run::{JobRecord, JobState, PipelineStatus, RunRecord};
+use slipway_model::time::now_ms;
+use slipway_pipeline::plan::{Plan, PlannedJob};
 
 pub use process::Cancel;
-pub use scheduler::{JobStatus, Outcome};
+pub use scheduler::Outcome;
 
 use exec::JobEnd;
 use scheduler::{Action, Scheduler};
@@ -90,7 +96,7 @@ impl RunConfig {
 pub struct JobResult {
     pub name: String,
     pub stage: String,
-    pub status: JobStatus,
+    pub status: JobState,
     pub exit_code: Option<i32>,
     pub duration: Duration,
     pub reason: Option<String>,
@@ -99,19 +105,17 @@ pub struct JobResult {
     pub log: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PipelineStatus {
-    Success,
-    Failed,
-    Canceled,
-}
-
-impl PipelineStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PipelineStatus::Success => "success",
-            PipelineStatus::Failed => "failed",
-            PipelineStatus::Canceled => "canceled",
+impl JobResult {
+    pub fn record(&self) -> JobRecord {
+        JobRecord {
+            name: self.name.clone(),
+            stage: self.stage.clone(),
+            status: self.status,
+            exit_code: self.exit_code,
+            duration_ms: self.duration.as_millis() as u64,
+            reason: self.reason.clone(),
+            coverage: self.coverage,
+            attempts: self.attempts,
         }
     }
 }
@@ -123,33 +127,56 @@ pub struct RunResult {
     pub duration: Duration,
 }
 
-/// What happens during a run, in order, from one thread.
-pub enum Event<'a> {
-    JobStarted {
-        job: usize,
-        name: &'a str,
-        attempt: u32,
-    },
-    Output {
-        job: usize,
-        data: &'a [u8],
-    },
-    /// A line from slipway about a job (workspace, artifacts, cache, retries), already masked.
-    Notice {
-        job: usize,
-        line: &'a str,
-    },
-    /// Nothing happened for a while (about every 100 ms while jobs run): time to refresh
-    /// a status line.
-    Tick,
-    JobFinished {
-        job: usize,
-        result: &'a JobResult,
-    },
+impl RunResult {
+    pub fn record(&self, run_id: u64) -> RunRecord {
+        RunRecord {
+            run_id,
+            status: self.status,
+            duration_ms: self.duration.as_millis() as u64,
+            jobs: self.jobs.iter().map(JobResult::record).collect(),
+        }
+    }
 }
 
-pub trait Reporter {
-    fn event(&mut self, ev: Event<'_>);
+/// Receives a run's events, in order, from the run's loop (one thread).
+pub trait Sink: Send {
+    fn event(&mut self, event: Stamped<RunEvent>);
+    /// Nothing happened for a while (about every 100 ms while jobs run): time to refresh a
+    /// status line.
+    fn tick(&mut self) {}
+}
+
+/// Where a job's output goes while it runs: to the run's loop, which masks nothing (the
+/// executor already did), splits lines and hands them to the sink.
+pub struct JobOutput {
+    idx: usize,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl JobOutput {
+    /// A chunk of the job's output (already masked).
+    pub fn output(&self, data: Vec<u8>) {
+        let _ = self.tx.send(Msg::Output(self.idx, data));
+    }
+
+    /// A line from slipway about the job (already masked).
+    pub fn notice(&self, line: String) {
+        let _ = self.tx.send(Msg::Notice(self.idx, line));
+    }
+
+    /// An attempt of the job started (retries start more than one).
+    pub fn attempt(&self, attempt: u32) {
+        let _ = self.tx.send(Msg::Started(self.idx, attempt));
+    }
+}
+
+/// Runs jobs: the shell executor today ([`exec::Shell`]); the Docker executor sits behind the
+/// same trait.
+pub trait Executor: Send + Sync {
+    /// Runs job `index` of the plan to its end, reporting through `out`.
+    fn execute(&self, index: usize, job: &PlannedJob, out: &JobOutput) -> JobEnd;
+    /// Called once after the last job, before the run returns (joins background cleanups).
+    fn finish(&self) {}
 }
 
 pub(crate) enum Msg {
@@ -169,10 +196,9 @@ pub(crate) struct Shared {
     pub cleanup: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
-/// Runs the plan to its end. `cancel` stops it: level 1 sends SIGTERM to every running job
-/// (SIGKILL after the grace period), level 2 kills at once.
-pub fn run(plan: &Plan, config: RunConfig, cancel: Cancel, reporter: &mut dyn Reporter) -> std::io::Result<RunResult> {
-    let started = Instant::now();
+/// Runs the plan to its end on the shell executor. `cancel` stops it: level 1 sends SIGTERM
+/// to every running job (SIGKILL after the grace period), level 2 kills at once.
+pub fn run<S: Sink>(plan: &Plan, config: RunConfig, cancel: Cancel, sink: S) -> std::io::Result<(RunResult, S)> {
     for d in ["logs", "artifacts"] {
         std::fs::create_dir_all(config.run_dir.join(d))?;
     }
@@ -182,124 +208,167 @@ pub fn run(plan: &Plan, config: RunConfig, cancel: Cancel, reporter: &mut dyn Re
         None => exec::snapshot_for(&config)?,
     };
     let known = snapshot.files.iter().cloned().collect();
+    let drive =
+        Drive { concurrency: config.concurrency, manual: config.manual.clone(), logs: config.run_dir.join("logs") };
     let shared = Arc::new(Shared { config, snapshot, known, cancel: cancel.clone(), cleanup: Default::default() });
-    let cfg = &shared.config;
-    let mut sched = Scheduler::new(plan, cfg.concurrency, &cfg.manual);
+    let shell = exec::Shell { shared };
+    let r = run_on(plan, &shell, &drive, &cancel, sink);
+    let _ = std::fs::remove_dir(drive.logs.parent().unwrap_or(&drive.logs).join("ws"));
+    r
+}
+
+/// How the loop drives an executor.
+pub struct Drive {
+    pub concurrency: usize,
+    /// Manual jobs to start with the run (by instance or job name).
+    pub manual: Vec<String>,
+    /// Where the executor writes each job's log (`<slug>.log`), for the record.
+    pub logs: PathBuf,
+}
+
+/// Runs the plan to its end on `executor`: the one event loop that owns the scheduler,
+/// starts a thread per job and turns what the jobs report into events for `sink`.
+pub fn run_on<S: Sink>(
+    plan: &Plan,
+    executor: &dyn Executor,
+    drive: &Drive,
+    cancel: &Cancel,
+    mut sink: S,
+) -> std::io::Result<(RunResult, S)> {
+    let started = Instant::now();
+    let mut sched = Scheduler::new(plan, drive.concurrency, &drive.manual);
     let n = plan.jobs.len();
     let mut results: Vec<Option<JobResult>> = vec![None; n];
     let mut start_times: Vec<Option<Instant>> = vec![None; n];
+    let mut partial: HashMap<usize, Vec<u8>> = HashMap::new();
     let (tx, rx) = mpsc::channel::<Msg>();
-    let mut threads = Vec::new();
-    let mut wake: Option<Instant> = None;
-
-    loop {
-        if cancel.level() > 0 && !sched.is_canceled() {
-            sched.cancel();
-        }
-        for action in sched.step(Instant::now()) {
-            match action {
-                Action::Start(i) => {
-                    start_times[i] = Some(Instant::now());
-                    reporter.event(Event::JobStarted { job: i, name: &plan.jobs[i].name, attempt: 1 });
-                    let job = plan.jobs[i].clone();
-                    let shared = Arc::clone(&shared);
-                    let tx = tx.clone();
-                    threads.push(std::thread::Builder::new().name(format!("job-{i}")).spawn(move || {
-                        let end = exec::execute(i, &job, &shared, &tx);
-                        let _ = tx.send(Msg::Done(i, end));
-                    })?);
+    let mut wake: Option<i64> = None;
+    let emit = |sink: &mut S, e: RunEvent| sink.event(Stamped::now(e));
+    let name = |i: usize| plan.jobs[i].name.clone();
+    std::thread::scope(|scope| -> std::io::Result<()> {
+        loop {
+            if cancel.level() > 0 && !sched.is_canceled() {
+                sched.cancel();
+            }
+            for action in sched.step(now_ms()) {
+                match action {
+                    Action::Start(i) => {
+                        start_times[i] = Some(Instant::now());
+                        emit(&mut sink, RunEvent::JobStarted { job: name(i), attempt: 1 });
+                        let job = &plan.jobs[i];
+                        let out = JobOutput { idx: i, tx: tx.clone() };
+                        std::thread::Builder::new().name(format!("job-{i}")).spawn_scoped(scope, move || {
+                            let end = executor.execute(i, job, &out);
+                            let _ = out.tx.send(Msg::Done(i, end));
+                        })?;
+                    }
+                    Action::Skip(_, _) => {}
+                    Action::WakeAt(t) => wake = Some(t),
                 }
-                Action::Skip(_, _) => {}
-                Action::WakeAt(t) => wake = Some(t),
             }
-        }
-        // Report jobs that reached a final state without running.
-        for i in 0..n {
-            let st = sched.status(i);
-            if results[i].is_none() && start_times[i].is_none() && st.is_terminal() {
-                let r = JobResult {
-                    name: plan.jobs[i].name.clone(),
-                    stage: plan.jobs[i].stage.clone(),
-                    status: st,
-                    exit_code: None,
-                    duration: Duration::ZERO,
-                    reason: None,
-                    coverage: None,
-                    attempts: 0,
-                    log: None,
-                };
-                reporter.event(Event::JobFinished { job: i, result: &r });
-                results[i] = Some(r);
-            }
-        }
-        if sched.done() {
-            break;
-        }
-        let timeout = match wake {
-            Some(w) => w.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)),
-            None => Duration::from_millis(100),
-        };
-        let first = match rx.recv_timeout(timeout) {
-            Ok(m) => Some(m),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                reporter.event(Event::Tick);
-                None
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => None,
-        };
-        let mut pending: Vec<Msg> = first.into_iter().collect();
-        while let Ok(m) = rx.try_recv() {
-            pending.push(m);
-        }
-        for m in pending {
-            match m {
-                Msg::Started(i, attempt) => {
-                    reporter.event(Event::JobStarted { job: i, name: &plan.jobs[i].name, attempt })
-                }
-                Msg::Output(i, data) => reporter.event(Event::Output { job: i, data: &data }),
-                Msg::Notice(i, line) => reporter.event(Event::Notice { job: i, line: &line }),
-                Msg::Done(i, end) => {
-                    let outcome = if end.success {
-                        Outcome::Success
-                    } else if end.canceled {
-                        Outcome::Canceled
-                    } else {
-                        Outcome::Failed { exit_code: end.exit_code }
-                    };
-                    sched.finished(i, outcome);
-                    let slug = exec::slug(&plan.jobs[i].name);
+            // Report jobs that reached a final state without running.
+            for i in 0..n {
+                let st = sched.status(i);
+                if results[i].is_none() && start_times[i].is_none() && st.is_terminal() {
                     let r = JobResult {
-                        name: plan.jobs[i].name.clone(),
+                        name: name(i),
                         stage: plan.jobs[i].stage.clone(),
-                        status: sched.status(i),
-                        exit_code: end.exit_code,
-                        duration: start_times[i].map(|t| t.elapsed()).unwrap_or_default(),
-                        reason: end.reason,
-                        coverage: end.coverage,
-                        attempts: end.attempts,
-                        log: Some(cfg.run_dir.join("logs").join(format!("{slug}.log"))),
+                        status: st,
+                        exit_code: None,
+                        duration: Duration::ZERO,
+                        reason: None,
+                        coverage: None,
+                        attempts: 0,
+                        log: None,
                     };
-                    reporter.event(Event::JobFinished { job: i, result: &r });
+                    emit(&mut sink, RunEvent::job_finished(&r.record()));
                     results[i] = Some(r);
                 }
             }
+            if sched.done() {
+                break;
+            }
+            let timeout = match wake {
+                Some(w) => Duration::from_millis((w - now_ms()).clamp(0, 100) as u64),
+                None => Duration::from_millis(100),
+            };
+            let first = match rx.recv_timeout(timeout) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    sink.tick();
+                    None
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            };
+            let mut pending: Vec<Msg> = first.into_iter().collect();
+            while let Ok(m) = rx.try_recv() {
+                pending.push(m);
+            }
+            for m in pending {
+                match m {
+                    Msg::Started(i, attempt) => emit(&mut sink, RunEvent::JobStarted { job: name(i), attempt }),
+                    Msg::Output(i, data) => {
+                        let buf = partial.entry(i).or_default();
+                        buf.extend_from_slice(&data);
+                        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = buf.drain(..=pos).collect();
+                            let text =
+                                String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string();
+                            emit(&mut sink, RunEvent::JobLog { job: name(i), line: text });
+                        }
+                    }
+                    Msg::Notice(i, line) => {
+                        flush(&mut sink, &mut partial, i, &name(i));
+                        emit(&mut sink, RunEvent::JobNotice { job: name(i), message: line });
+                    }
+                    Msg::Done(i, end) => {
+                        flush(&mut sink, &mut partial, i, &name(i));
+                        let outcome = if end.success {
+                            Outcome::Success
+                        } else if end.canceled {
+                            Outcome::Canceled
+                        } else {
+                            Outcome::Failed { exit_code: end.exit_code }
+                        };
+                        sched.finished(i, outcome);
+                        let slug = exec::slug(&plan.jobs[i].name);
+                        let r = JobResult {
+                            name: name(i),
+                            stage: plan.jobs[i].stage.clone(),
+                            status: sched.status(i),
+                            exit_code: end.exit_code,
+                            duration: start_times[i].map(|t| t.elapsed()).unwrap_or_default(),
+                            reason: end.reason,
+                            coverage: end.coverage,
+                            attempts: end.attempts,
+                            log: Some(drive.logs.join(format!("{slug}.log"))),
+                        };
+                        emit(&mut sink, RunEvent::job_finished(&r.record()));
+                        results[i] = Some(r);
+                    }
+                }
+            }
         }
-    }
-    for t in threads {
-        let _ = t.join();
-    }
-    let cleanup = std::mem::take(&mut *shared.cleanup.lock().unwrap_or_else(|e| e.into_inner()));
-    for t in cleanup {
-        let _ = t.join();
-    }
-    let _ = std::fs::remove_dir(cfg.run_dir.join("ws"));
+        Ok(())
+    })?;
+    executor.finish();
     let jobs: Vec<JobResult> = results.into_iter().map(|r| r.expect("every job reported")).collect();
     let status = if sched.is_canceled() {
         PipelineStatus::Canceled
-    } else if jobs.iter().any(|j| j.status == JobStatus::Failed) {
+    } else if jobs.iter().any(|j| j.status == JobState::Failed) {
         PipelineStatus::Failed
     } else {
         PipelineStatus::Success
     };
-    Ok(RunResult { status, jobs, duration: started.elapsed() })
+    Ok((RunResult { status, jobs, duration: started.elapsed() }, sink))
+}
+
+/// Emits what is left of a job's last line when it has no newline.
+fn flush<S: Sink>(sink: &mut S, partial: &mut HashMap<usize, Vec<u8>>, i: usize, job: &str) {
+    if let Some(rest) = partial.remove(&i)
+        && !rest.is_empty()
+    {
+        let line = String::from_utf8_lossy(&rest).into_owned();
+        sink.event(Stamped::now(RunEvent::JobLog { job: job.to_string(), line }));
+    }
 }

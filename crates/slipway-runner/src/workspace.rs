@@ -16,7 +16,6 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata, OpenOptions, Permissions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The set of project files a workspace is made from, computed once per run.
 #[derive(Debug, Clone)]
@@ -78,25 +77,10 @@ impl Snapshot {
     pub fn take(root: &Path) -> std::io::Result<Snapshot> {
         let git_dir = root.join(".git");
         let is_git = git_dir.is_dir();
-        // The file list and the refs are independent: ask git for both at once.
-        let spawn = |args: &[&str]| {
-            Command::new("git")
-                .args(args)
-                .current_dir(root)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .ok()
-        };
-        // `git ls-files` also works in a subdirectory of a work tree (it lists that directory);
-        // the private `.git` is only made when the project is the top of its repository.
-        let ls = spawn(&["ls-files", "-z", "--cached", "--others", "--exclude-standard"]);
-        let refs = if is_git { spawn(&["for-each-ref", "--format=%(objectname) %(refname)"]) } else { None };
-        let output = |c: Option<std::process::Child>| {
-            c.and_then(|c| c.wait_with_output().ok()).filter(|o| o.status.success()).map(|o| o.stdout)
-        };
-        let (listed, refs) = (output(ls), output(refs));
+        // The file list and the refs are independent: git answers both at once. `git
+        // ls-files` also works in a subdirectory of a work tree (it lists that directory); the
+        // private `.git` is only made when the project is the top of its repository.
+        let (listed, refs) = slipway_git::files_and_refs(root, is_git);
         let mut listed_files = Vec::new();
         match listed {
             Some(out) => {
@@ -123,7 +107,7 @@ impl Snapshot {
             }
         }
         let git = match (is_git, refs) {
-            (true, Some(refs)) => git_seed(&git_dir, String::from_utf8_lossy(&refs).into_owned()),
+            (true, Some(refs)) => git_seed(&git_dir, refs),
             _ => None,
         };
         Ok(Snapshot { root: root.to_path_buf(), files, meta, git })

@@ -1,6 +1,7 @@
-//! The deploy surface: `slipway agent`, `deploy`, `promote`, `rollback`, `approve`,
-//! `status`, `history` and `logs --env`. Wiring and terminal output only; the engine is
-//! `slipway-deploy`, the agent `slipway-agent`, the records `slipway-store`.
+//! The deploy surface: `slipway agent`, `deploy`, `promote`, `rollback`, `approve`, `repair`,
+//! `status`, `history` and `logs --env`. Arguments in, the engine's events and records out:
+//! every decision is `slipway-deploy`'s, the agent is `slipway-agent`, the records
+//! `slipway-store`; this file renders and maps errors to exit codes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,11 +10,17 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use slipway_api::AgentClient;
-use slipway_deploy::{DeployError, Engine, Reason, artifacts, exit as dexit, plan};
-use slipway_pipeline::environment::Environment;
-use slipway_store::{Release, ReleaseStatus, Store};
+use slipway_deploy::artifacts::{PullCredentials, Wanted};
+use slipway_deploy::observe::EnvState;
+use slipway_deploy::{DeployError, Engine, EngineConfig, ErrorKind, Outcome, plan};
+use slipway_model::environment::Environment;
+use slipway_model::event::{DeployEvent, Stamped};
+use slipway_model::release::Release;
+use slipway_model::time::{ago, now_ms, rfc3339};
+use slipway_model::{Actor, ReleaseId};
+use slipway_store::Store;
 
-use crate::ui::{Ui, UserError, exit};
+use crate::ui::{Ui, UserError, exit, print_table};
 
 /// The data directory: `--data-dir`, `$SLIPWAY_DATA_DIR`, else `$XDG_DATA_HOME/slipway`, else
 /// `~/.local/share/slipway`.
@@ -90,7 +97,7 @@ pub struct CommonArgs {
     /// How long to wait for another deploy of the environment (or for approvals).
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub wait: Duration,
-    /// Print the result as JSON on stdout (progress stays on stderr).
+    /// Print every event as a JSON line on stdout, the result last (docs/events.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -120,10 +127,18 @@ pub struct RollbackArgs {
 }
 
 #[derive(Args)]
+pub struct RepairArgs {
+    /// The environment a deploy left mid-way.
+    pub env: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args)]
 pub struct ApproveArgs {
     pub env: String,
     /// The release to approve (default: the one waiting).
-    pub release: Option<i64>,
+    pub release: Option<ReleaseId>,
     /// Approve as this user (default: $SLIPWAY_USER, else $USER).
     #[arg(long = "as", value_name = "NAME")]
     pub approver: Option<String>,
@@ -154,27 +169,16 @@ pub struct HistoryArgs {
     pub json: bool,
 }
 
-/// Who runs this command: `$SLIPWAY_USER`, `$USER`, `$LOGNAME`, else the user database's
-/// name for our uid.
-pub fn actor() -> String {
-    for var in ["SLIPWAY_USER", "USER", "LOGNAME"] {
-        if let Ok(u) = std::env::var(var)
-            && !u.is_empty()
-        {
-            return u;
-        }
+/// The exit code of a deploy error's kind (docs/cli.md).
+pub fn exit_code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::Failed => exit::FAILED,
+        ErrorKind::Input => exit::USAGE,
+        ErrorKind::NoAgent => 3,
+        ErrorKind::Busy => 4,
+        ErrorKind::Refused => 5,
+        ErrorKind::Interrupted => exit::CANCELED,
     }
-    // SAFETY: getuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() }.to_string();
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -186,358 +190,243 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn environments(root: &Path, file: Option<&Path>, ui: &Ui) -> Result<Vec<Environment>> {
     let mut envs = crate::project::load(root, file, ui)?.pipeline.environments;
     for e in &mut envs {
-        if let slipway_pipeline::environment::Target::Ssh(t) = &mut e.target {
+        let ssh = match (&mut e.target, &mut e.agent) {
+            (slipway_model::environment::Target::Ssh(t), _) => Some(t),
+            (_, Some(remote)) => Some(&mut remote.ssh),
+            _ => None,
+        };
+        if let Some(t) = ssh {
             for p in [&mut t.identity, &mut t.known_hosts].into_iter().flatten() {
-                let abs = root.join(shellexpand_home(p));
-                *p = abs.display().to_string();
+                *p = root.join(expand_home(p)).display().to_string();
             }
         }
     }
     Ok(envs)
 }
 
+/// The environments when there is a pipeline file; none otherwise (status and history also
+/// work from the store alone).
+fn environments_if_any(root: &Path, file: Option<&Path>, ui: &Ui) -> Result<Vec<Environment>> {
+    match crate::project::find_source(root, file) {
+        Ok(_) => environments(root, file, ui),
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
 /// `~/x` → `$HOME/x`.
-fn shellexpand_home(p: &str) -> PathBuf {
+fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),
     }
 }
 
-fn find_env(envs: &[Environment], name: &str) -> Result<Environment, DeployError> {
+fn find_env<'a>(envs: &'a [Environment], name: &str) -> Result<&'a Environment, DeployError> {
     if let Some(e) = envs.iter().find(|e| e.name == name) {
-        return Ok(e.clone());
+        return Ok(e);
     }
     let names: Vec<&str> = envs.iter().map(|e| e.name.as_str()).collect();
-    let mut err = DeployError::input(format!("unknown environment `{name}`"));
-    err.hint = Some(match slipway_pipeline::diag::did_you_mean(name, names.iter().copied()) {
-        Some(s) => format!("did you mean `{s}`?"),
-        None if names.is_empty() => "the pipeline file has no `environments:` section (see docs/deploy.md)".into(),
-        None => format!("environments: {}", names.join(", ")),
-    });
-    Err(err)
+    Err(DeployError::input(format!("unknown environment `{name}`")).hint(
+        match slipway_pipeline::diag::did_you_mean(name, names.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None if names.is_empty() => "the pipeline file has no `environments:` section (see docs/deploy.md)".into(),
+            None => format!("environments: {}", names.join(", ")),
+        },
+    ))
 }
 
-/// Prints a deploy error and returns its exit code.
-fn report(ui: &Ui, e: DeployError, json: bool) -> i32 {
+/// Prints a deploy error (and in JSON mode the closing event) and returns its exit code.
+fn report(ui: &Ui, environment: &str, e: DeployError, json: bool) -> i32 {
     ui.error(&UserError { message: e.message.clone(), hint: e.hint.clone(), details: None });
     if json {
-        println!("{}", serde_json::json!({"ok": false, "error": e.message, "hint": e.hint, "exit_code": e.code}));
+        emit_json(&Stamped::now(DeployEvent::DeployFinished {
+            ok: false,
+            environment: environment.to_string(),
+            release: None,
+            version: None,
+            reason: None,
+            status: None,
+            url: None,
+            seconds: None,
+            unchanged: false,
+            error: Some(e.message),
+            error_kind: Some(e.kind),
+            hint: e.hint,
+        }));
     }
-    e.code
+    exit_code(e.kind)
 }
 
-fn engine(data: &Path, ui: &Ui, common: &CommonArgs, store: Store) -> Engine {
+fn emit_json<T: serde::Serialize>(v: &T) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, v);
+    let _ = writeln!(out);
+}
+
+/// Where the engine's events go: JSON lines on stdout with `--json`, else timed lines on
+/// stderr for people.
+fn sink(ui: &Ui, json: bool) -> slipway_deploy::Sink {
     let start = Instant::now();
     let color = ui.color;
-    Engine {
-        store,
-        agent: AgentClient::new(slipway_agent::socket_path(data)),
-        remote: None,
+    Arc::new(move |e: Stamped<DeployEvent>| {
+        if json {
+            emit_json(&e);
+            return;
+        }
+        if let DeployEvent::Progress { message, .. } = &e.event {
+            let t = format!("[{:>6.1}s]", start.elapsed().as_secs_f64());
+            if color {
+                eprintln!("\x1b[2m{t}\x1b[0m {message}");
+            } else {
+                eprintln!("{t} {message}");
+            }
+        }
+    })
+}
+
+async fn open_store(data: &Path) -> Result<Store, DeployError> {
+    Store::open(data).await.map_err(|e| DeployError::failed(e.to_string()))
+}
+
+async fn engine(data: &Path, ui: &Ui, common: &CommonArgs) -> Result<Engine, DeployError> {
+    let config = EngineConfig {
         data_dir: data.to_path_buf(),
-        actor: actor(),
-        owner: format!("pid {} on {}", std::process::id(), hostname()),
-        lock_wait: common.wait,
-        approval_wait: common.wait,
+        owner: slipway_sys::whoami::process_label(),
         // A crashed deploy holds its environment at most this long (SLIPWAY_LOCK_LEASE, e.g. `15s`).
         lease: std::env::var("SLIPWAY_LOCK_LEASE")
             .ok()
             .and_then(|s| slipway_pipeline::duration::parse(&s).ok())
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(15)),
-        active: Default::default(),
-        progress: Arc::new(move |line: &str| {
-            let t = format!("[{:>6.1}s]", start.elapsed().as_secs_f64());
-            if color {
-                eprintln!("\x1b[2m{t}\x1b[0m {line}");
-            } else {
-                eprintln!("{t} {line}");
-            }
-        }),
-    }
-}
-
-/// Points the engine at the environment's agent: this machine's, or another machine's through
-/// an SSH tunnel (kept open while the returned tunnel lives).
-async fn reach(mut engine: Engine, env: &Environment) -> Result<(Engine, Option<slipway_deploy::Tunnel>), DeployError> {
-    let Some(remote) = &env.agent else { return Ok((engine, None)) };
-    let (tunnel, _conn) = slipway_deploy::agent_tunnel(&remote.ssh).await?;
-    engine.agent = AgentClient::new(tunnel.local.clone());
-    if let Err(e) = engine.agent.info().await {
-        let (host, dir) = (&remote.ssh.hosts[0], &remote.ssh.root);
-        return Err(DeployError::new(
-            dexit::NO_AGENT,
-            format!("no agent answers on {} at {dir}/agent.sock ({e})", host.label()),
-        )
-        .hint(format!(
-            "start it there: `slipway agent start --data-dir {dir}` (or a systemd unit running `slipway agent run`)"
-        )));
-    }
-    engine.remote = Some(remote.ssh.clone());
-    Ok((engine, Some(tunnel)))
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".into(), |h| h.trim().to_string())
-}
-
-async fn open_store(data: &Path) -> Result<Store, DeployError> {
-    Store::open(data).await.map_err(|e| DeployError::new(dexit::FAILED, e.to_string()))
-}
-
-/// The newest build manifest: `dist/manifest.json`, or the build artifacts of the latest
-/// pipeline runs, whichever is newer.
-fn newest_build(root: &Path) -> Option<PathBuf> {
-    let mut candidates = vec![root.join("dist")];
-    if let Ok(runs) = std::fs::read_dir(root.join(".slipway/runs")) {
-        for run in runs.flatten() {
-            if let Ok(jobs) = std::fs::read_dir(run.path().join("artifacts")) {
-                candidates.extend(jobs.flatten().map(|j| j.path().join("dist")));
-            }
-        }
-    }
-    candidates
-        .into_iter()
-        .filter_map(|d| {
-            let m = std::fs::metadata(d.join("manifest.json")).ok()?.modified().ok()?;
-            Some((m, d))
-        })
-        .max_by_key(|(m, _)| *m)
-        .map(|(_, d)| d)
-}
-
-async fn resolve_artifacts(
-    engine: &Engine,
-    root: &Path,
-    env: &Environment,
-    args: &DeployArgs,
-) -> Result<artifacts::ArtifactSet, DeployError> {
-    let docker = matches!(env.target, slipway_pipeline::environment::Target::Docker(_));
-    if let Some(reference) = &args.image {
-        if !docker {
-            return Err(DeployError::input(format!("--image is for `target: docker`; `{}` runs binaries", env.name))
-                .hint("pass --artifacts dist/ (or a binary) instead"));
-        }
-        // Credentials only travel to the engine for this pull; they are never recorded.
-        let host = reference.split('/').next().unwrap_or("");
-        let registry = crate::imagecmd::RegistryArgs {
-            insecure_registry: false,
-            mount_from: Vec::new(),
-            registry_ca: None,
-            username: args.username.clone(),
-            password_stdin: args.password_stdin,
-        };
-        let creds = crate::imagecmd::credentials(host, &registry)
-            .map_err(|e| DeployError::input(e.to_string()))?
-            .map(|c| (c.username, c.password));
-        let (id, pinned) = slipway_deploy::docker_pull(reference, creds).await?;
-        let tag =
-            reference.split('@').next().and_then(|r| r.rsplit_once(':')).map(|(_, t)| t).filter(|t| !t.contains('/'));
-        let version = match (&args.version, tag) {
-            (Some(v), _) => v.clone(),
-            (None, Some(t)) if t != "latest" => t.to_string(),
-            _ => return Err(DeployError::input(format!("{reference} gives no version")).hint("pass --version V")),
-        };
-        let binary =
-            slipway_store::Artifact { name: pinned, platform: artifacts::host_platform(), sha256: id, size: 0 };
-        return Ok(artifacts::ArtifactSet { version, commit: None, binary });
-    }
-    if docker && (args.artifacts.is_some() || args.version.is_none() || root.join("dist/image.tar").is_file()) {
-        let path = match &args.artifacts {
-            Some(p) => p.clone(),
-            None if root.join("dist/image.tar").is_file() => root.join("dist/image.tar"),
-            None => {
-                return Err(DeployError::input(format!("`{}` runs containers: no image archive to deploy", env.name))
-                    .hint("build one: `slipway image build --tarball dist/image.tar`, or pass --artifacts IMAGE.tar"));
-            }
-        };
-        return artifacts::import_image_archive(&engine.data_dir, &path, args.version.as_deref());
-    }
-    if args.artifacts.is_none()
-        && let Some(v) = &args.version
-    {
-        if let Some(r) = engine.store.find_version(v).await? {
-            if docker {
-                if !artifacts::stored_image(&engine.data_dir, &r.artifacts[0].sha256).is_file()
-                    && !r.artifacts[0].name.contains("@sha256:")
-                {
-                    return Err(DeployError::input(format!("the image archive of {v} is no longer stored"))
-                        .hint("deploy it from its archive: --artifacts IMAGE.tar"));
-                }
-            } else {
-                artifacts::verify(&engine.data_dir, &r.artifacts[0])?;
-            }
-            return Ok(artifacts::ArtifactSet { version: r.version, commit: r.commit, binary: r.artifacts[0].clone() });
-        }
-        let from_build = newest_build(root)
-            .map(|d| artifacts::import(&engine.data_dir, &d, env.service.binary.as_deref(), None))
-            .transpose()?;
-        return match from_build {
-            Some(set) if &set.version == v => Ok(set),
-            other => Err(DeployError::input(format!(
-                "no artifacts of version `{v}`: it was never deployed{}",
-                match other {
-                    Some(set) => format!(" and the newest build is {}", set.version),
-                    None => String::new(),
-                }
-            ))
-            .hint("build it (`slipway go build --version V`), or pass --artifacts PATH")),
-        };
-    }
-    let path = match &args.artifacts {
-        Some(p) => p.clone(),
-        None => newest_build(root).ok_or_else(|| {
-            DeployError::input(format!("no build to deploy in {}", root.display()))
-                .hint("build first: `slipway run` (its build job) or `slipway go build`; or pass --artifacts PATH")
-        })?,
+        lock_wait: common.wait,
+        approval_wait: common.wait,
     };
-    artifacts::import(&engine.data_dir, &path, env.service.binary.as_deref(), args.version.as_deref())
+    Ok(Engine::new(open_store(data).await?, config, sink(ui, common.json)))
 }
 
-/// Runs a deploy until it ends or the user interrupts it (Ctrl-C, SIGTERM). An interrupted
-/// deploy stops where it is and is repaired at once: the environment goes back to its
-/// current release and the release records that it was interrupted (exit 130).
+fn actor() -> Actor {
+    Actor::user(slipway_sys::whoami::user())
+}
+
+/// Runs a request until it ends or the user interrupts it (Ctrl-C, SIGTERM). An interrupted
+/// request stops where it is and the environment is repaired at once: it goes back to its
+/// current release, and the release records that it was interrupted (exit 130).
 async fn interruptible(
     engine: &Engine,
     env: &Environment,
-    deploy: impl std::future::Future<Output = Result<slipway_deploy::Outcome, DeployError>>,
-) -> Result<slipway_deploy::Outcome, DeployError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        return deploy.await;
-    };
+    work: impl std::future::Future<Output = Result<Outcome, DeployError>>,
+) -> Result<Outcome, DeployError> {
+    let interrupts = slipway_sys::signals::Interrupts::install();
     tokio::select! {
-        r = deploy => r,
-        _ = int.recv() => stopped(engine, env).await,
-        _ = term.recv() => stopped(engine, env).await,
-    }
-}
-
-async fn stopped(engine: &Engine, env: &Environment) -> Result<slipway_deploy::Outcome, DeployError> {
-    (engine.progress)("interrupted: putting the current release back");
-    let _ = engine.cancel_waiting().await;
-    let repaired = engine.repair(env).await;
-    let mut e = DeployError::new(exit::CANCELED, format!("the deploy to `{}` was interrupted", env.name));
-    e.hint = Some(match repaired {
-        Ok(()) => format!("`{}` is back on its current release; see `slipway history {}`", env.name, env.name),
-        Err(r) => format!("repairing failed ({}); `slipway status` retries it", r.message),
-    });
-    Err(e)
-}
-
-fn outcome_json(o: &slipway_deploy::Outcome) -> serde_json::Value {
-    serde_json::json!({
-        "ok": true,
-        "environment": o.release.environment,
-        "release": o.release.id,
-        "version": o.release.version,
-        "reason": o.release.reason,
-        "status": o.release.status.as_str(),
-        "url": o.url,
-        "seconds": o.took.as_secs_f64(),
-    })
-}
-
-fn finish(ui: &Ui, json: bool, r: Result<slipway_deploy::Outcome, DeployError>) -> i32 {
-    match r {
-        Ok(o) => {
-            if json {
-                println!("{}", outcome_json(&o));
-            } else {
-                println!(
-                    "{} {} {} (release #{}) in {:.1}s — {}",
-                    ui.paint("32;1", "deployed"),
-                    o.release.environment,
-                    o.release.version,
-                    o.release.id,
-                    o.took.as_secs_f64(),
-                    o.url
-                );
-            }
-            exit::OK
+        r = work => r,
+        () = interrupts.next() => {
+            let repaired = engine.interrupted(env).await;
+            Err(DeployError::new(ErrorKind::Interrupted, format!("the deploy to `{}` was interrupted", env.name)).hint(
+                match repaired {
+                    Ok(_) => format!("`{}` is back on its current release; see `slipway history {}`", env.name, env.name),
+                    Err(r) => format!("repairing failed ({}); `slipway repair {}` retries it", r.message, env.name),
+                },
+            ))
         }
-        Err(e) => report(ui, e, json),
     }
 }
 
-/// The environment's engine: the store opened, its agent reached (kept while the tunnel lives).
-async fn prepare(
-    data: &Path,
-    ui: &Ui,
-    common: &CommonArgs,
-    env: &Environment,
-) -> Result<(Engine, Option<slipway_deploy::Tunnel>), DeployError> {
-    let store = open_store(data).await?;
-    reach(engine(data, ui, common, store), env).await
+fn finish(ui: &Ui, env: &str, json: bool, r: Result<Outcome, DeployError>) -> i32 {
+    let o = match r {
+        Ok(o) => o,
+        Err(e) => return report(ui, env, e, json),
+    };
+    if json {
+        emit_json(&Stamped::now(DeployEvent::DeployFinished {
+            ok: true,
+            environment: o.release.environment.clone(),
+            release: Some(o.release.id),
+            version: Some(o.release.version.clone()),
+            reason: Some(o.release.reason),
+            status: Some(o.release.status),
+            url: Some(o.url.clone()),
+            seconds: Some(o.took.as_secs_f64()),
+            unchanged: o.unchanged,
+            error: None,
+            error_kind: None,
+            hint: None,
+        }));
+    } else if o.unchanged {
+        println!(
+            "{} already runs {} (release #{}) with these artifacts and settings: nothing to do (--force redeploys)",
+            o.release.environment, o.release.version, o.release.id
+        );
+    } else {
+        println!(
+            "{} {} {} (release #{}) in {:.1}s — {}",
+            ui.paint("32;1", "deployed"),
+            o.release.environment,
+            o.release.version,
+            o.release.id,
+            o.took.as_secs_f64(),
+            o.url
+        );
+    }
+    exit::OK
 }
 
 pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32> {
     let envs = environments(root, args.common.file.as_deref(), ui)?;
-    let rt = runtime()?;
     let json = args.common.json;
-    rt.block_on(async {
+    let credentials = match &args.image {
+        Some(reference) => {
+            let password = args.password_stdin.then(read_password).transpose()?;
+            let host = reference.split('/').next().unwrap_or("");
+            slipway_oci::credentials::lookup(host, args.username.clone(), password)
+                .map_err(|e| UserError::new(e.to_string()))?
+                .map(|c| PullCredentials { username: c.username, password: c.password })
+        }
+        None => None,
+    };
+    runtime()?.block_on(async {
         let env = match find_env(&envs, &args.env) {
             Ok(e) => e,
-            Err(e) => return Ok(report(ui, e, json)),
+            Err(e) => return Ok(report(ui, &args.env, e, json)),
         };
-        let (engine, _tunnel) = match prepare(data, ui, &args.common, &env).await {
-            Ok(r) => r,
-            Err(e) => return Ok(report(ui, e, json)),
+        let engine = match engine(data, ui, &args.common).await {
+            Ok(e) => e,
+            Err(e) => return Ok(report(ui, &env.name, e, json)),
+        };
+        let wanted = Wanted {
+            project: root,
+            path: args.artifacts.as_deref(),
+            version: args.version.as_deref(),
+            image: args.image.as_deref(),
+            credentials,
         };
         if args.dry_run {
-            return Ok(match dry_run(&engine, root, &env, &args).await {
+            return Ok(match dry_run(&engine, env, &wanted).await {
                 Ok(()) => exit::OK,
-                Err(e) => report(ui, e, json),
+                Err(e) => report(ui, &env.name, e, json),
             });
         }
-        let set = match resolve_artifacts(&engine, root, &env, &args).await {
+        let set = match slipway_deploy::artifacts::resolve(engine.store(), data, env, &wanted).await {
             Ok(s) => s,
-            Err(e) => return Ok(report(ui, e, json)),
+            Err(e) => return Ok(report(ui, &env.name, e, json)),
         };
-        let branch = crate::git::Checkout::read(root).branch;
-        if !args.force
-            && let Ok(Some(current)) = engine.store.current(&env.name).await
-            && current.artifacts.first() == Some(&set.binary)
-            && current.config_hash == slipway_deploy::config_hash(&slipway_deploy::config_json(&env))
-            && current.status == ReleaseStatus::Healthy
-        {
-            if json {
-                println!("{}", serde_json::json!({"ok": true, "environment": env.name, "release": current.id, "version": current.version, "unchanged": true, "url": format!("http://{}", env.listen)}));
-            } else {
-                println!(
-                    "{} already runs {} (release #{}) with these artifacts and settings: nothing to do (--force redeploys)",
-                    env.name, current.version, current.id
-                );
-            }
-            return Ok(exit::OK);
-        }
-        Ok(finish(ui, json, interruptible(&engine, &env, engine.deploy(&env, &set, branch, Reason::Deploy)).await))
+        let branch = slipway_git::Checkout::read(root).branch;
+        let who = actor();
+        let work = engine.deploy(&who, env, &set, branch, args.force);
+        Ok(finish(ui, &env.name, json, interruptible(&engine, env, work).await))
     })
 }
 
-async fn dry_run(engine: &Engine, root: &Path, env: &Environment, args: &DeployArgs) -> Result<(), DeployError> {
-    // Check the artifacts without storing them.
-    let path = match &args.artifacts {
-        Some(p) => Some(p.clone()),
-        None => newest_build(root),
-    };
-    let version = match (&args.version, &path) {
-        (Some(v), _) => v.clone(),
-        (None, _) if matches!(env.target, slipway_pipeline::environment::Target::Docker(_)) => {
-            let p = args.artifacts.clone().unwrap_or_else(|| root.join("dist/image.tar"));
-            with_scratch(|tmp| artifacts::import_image_archive(tmp, &p, None))?.version
-        }
-        (None, Some(p)) => with_scratch(|tmp| artifacts::import(tmp, p, env.service.binary.as_deref(), None))?.version,
-        (None, None) => {
-            return Err(DeployError::input("no build to deploy").hint("build first, or pass --artifacts PATH"));
-        }
-    };
-    let current = engine.store.current(&env.name).await?;
-    let running = match engine.agent.env(&env.name).await {
-        Ok(Some(s)) => current.as_ref().and_then(|c| s.group(slipway_deploy::group_id_of(c))).map(|g| g.desired),
-        _ => None,
-    };
-    let old = current.as_ref().map(|c| (c.version.as_str(), running.unwrap_or(env.instances)));
+fn read_password() -> Result<String> {
+    let mut p = String::new();
+    std::io::stdin().read_line(&mut p)?;
+    Ok(p.trim_end_matches(['\n', '\r']).to_string())
+}
+
+async fn dry_run(engine: &Engine, env: &Environment, wanted: &Wanted<'_>) -> Result<(), DeployError> {
+    let version = slipway_deploy::artifacts::dry_run_version(env, wanted)?;
+    let state = engine.observe(&env.name, Some(env)).await?;
+    let old = state.version.as_deref().map(|v| (v, if state.total == 0 { env.instances } else { state.total }));
     println!(
         "deploy {version} to {} ({}, {} instance(s), entry point {}):",
         env.name,
@@ -554,29 +443,21 @@ async fn dry_run(engine: &Engine, root: &Path, env: &Environment, args: &DeployA
     Ok(())
 }
 
-/// Runs `f` with a scratch data directory that is removed afterwards (a dry run checks the
-/// artifacts without keeping a copy).
-fn with_scratch<T>(f: impl FnOnce(&Path) -> Result<T, DeployError>) -> Result<T, DeployError> {
-    let d = std::env::temp_dir().join(format!("slipway-dry-run-{}", std::process::id()));
-    std::fs::create_dir_all(&d).map_err(|e| DeployError::input(e.to_string()))?;
-    let r = f(&d);
-    let _ = std::fs::remove_dir_all(&d);
-    r
-}
-
 pub fn promote(root: &Path, data: &Path, args: PromoteArgs, ui: &Ui) -> Result<i32> {
     let envs = environments(root, args.common.file.as_deref(), ui)?;
     let json = args.common.json;
     runtime()?.block_on(async {
         let (from, to) = match (find_env(&envs, &args.from), find_env(&envs, &args.to)) {
             (Ok(f), Ok(t)) => (f, t),
-            (Err(e), _) | (_, Err(e)) => return Ok(report(ui, e, json)),
+            (Err(e), _) | (_, Err(e)) => return Ok(report(ui, &args.to, e, json)),
         };
-        let (engine, _tunnel) = match prepare(data, ui, &args.common, &to).await {
-            Ok(r) => r,
-            Err(e) => return Ok(report(ui, e, json)),
+        let engine = match engine(data, ui, &args.common).await {
+            Ok(e) => e,
+            Err(e) => return Ok(report(ui, &to.name, e, json)),
         };
-        Ok(finish(ui, json, interruptible(&engine, &to, engine.promote(&from, &to)).await))
+        let who = actor();
+        let work = engine.promote(&who, from, to);
+        Ok(finish(ui, &to.name, json, interruptible(&engine, to, work).await))
     })
 }
 
@@ -586,13 +467,45 @@ pub fn rollback(root: &Path, data: &Path, args: RollbackArgs, ui: &Ui) -> Result
     runtime()?.block_on(async {
         let env = match find_env(&envs, &args.env) {
             Ok(e) => e,
-            Err(e) => return Ok(report(ui, e, json)),
+            Err(e) => return Ok(report(ui, &args.env, e, json)),
         };
-        let (engine, _tunnel) = match prepare(data, ui, &args.common, &env).await {
-            Ok(r) => r,
-            Err(e) => return Ok(report(ui, e, json)),
+        let engine = match engine(data, ui, &args.common).await {
+            Ok(e) => e,
+            Err(e) => return Ok(report(ui, &env.name, e, json)),
         };
-        Ok(finish(ui, json, interruptible(&engine, &env, engine.rollback(&env, args.to.as_deref())).await))
+        let who = actor();
+        let work = engine.rollback(&who, env, args.to.as_deref());
+        Ok(finish(ui, &env.name, json, interruptible(&engine, env, work).await))
+    })
+}
+
+pub fn repair(root: &Path, data: &Path, args: RepairArgs, ui: &Ui) -> Result<i32> {
+    let envs = environments(root, args.common.file.as_deref(), ui)?;
+    runtime()?.block_on(async {
+        let env = match find_env(&envs, &args.env) {
+            Ok(e) => e,
+            Err(e) => return Ok(report(ui, &args.env, e, args.common.json)),
+        };
+        let engine = match engine(data, ui, &args.common).await {
+            Ok(e) => e,
+            Err(e) => return Ok(report(ui, &env.name, e, args.common.json)),
+        };
+        match engine.repair(env).await {
+            Ok(lines) if lines.is_empty() => {
+                println!(
+                    "{}: no deploy was left mid-way; nothing to repair (`slipway status` shows what runs)",
+                    env.name
+                );
+                Ok(exit::OK)
+            }
+            Ok(lines) => {
+                for l in lines {
+                    println!("{}: {l}", env.name);
+                }
+                Ok(exit::OK)
+            }
+            Err(e) => Ok(report(ui, &env.name, e, args.common.json)),
+        }
     })
 }
 
@@ -602,301 +515,111 @@ pub fn approve(root: &Path, data: &Path, args: ApproveArgs, ui: &Ui) -> Result<i
     runtime()?.block_on(async {
         let env = match find_env(&envs, &args.env) {
             Ok(e) => e,
-            Err(e) => return Ok(report(ui, e, false)),
+            Err(e) => return Ok(report(ui, &args.env, e, false)),
         };
-        let engine = match open_store(data).await {
-            Ok(store) => engine(data, ui, &common, store),
-            Err(e) => return Ok(report(ui, e, false)),
+        let engine = match engine(data, ui, &common).await {
+            Ok(e) => e,
+            Err(e) => return Ok(report(ui, &env.name, e, false)),
         };
-        let who = args.approver.clone().unwrap_or_else(actor);
-        match engine.approve(&env, args.release, &who).await {
+        let who = args.approver.clone().map_or_else(actor, Actor::user);
+        match engine.approve(&who, env, args.release).await {
             Ok(r) => {
-                println!("{who} approved release #{} ({}) of {}", r.id, r.version, env.name);
+                println!("{} approved release #{} ({}) of {}", who.name, r.id, r.version, env.name);
                 Ok(exit::OK)
             }
-            Err(e) => Ok(report(ui, e, false)),
+            Err(e) => Ok(report(ui, &env.name, e, false)),
         }
     })
 }
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map_or_else(|_| ms.to_string(), |t| t.round(jiff::Unit::Second).map_or(t, |x| x).to_string())
-}
-
-fn ago(ms: i64) -> String {
-    let secs = (slipway_store::now_ms() - ms).max(0) / 1000;
-    match secs {
-        0..=59 => format!("{secs}s ago"),
-        60..=3599 => format!("{}m ago", secs / 60),
-        3600..=86_399 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86_400),
+fn state_json(s: &EnvState) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "environment": s.environment,
+        "version": s.version,
+        "release": s.release,
+        "status": s.status.as_str(),
+        "healthy": s.healthy,
+        "total": s.total,
+        "url": s.url,
+        "updated_at": s.updated_at_ms.map(rfc3339),
+        "detail": s.detail,
+        "drift": s.drift,
+        "units": s.units,
+    });
+    if s.hosts {
+        v["hosts"] = s
+            .units
+            .iter()
+            .map(|u| {
+                serde_json::json!({"host": u.name, "release": u.version, "sha256": u.digest, "active": u.state, "matches": u.matches, "error": u.error})
+            })
+            .collect();
     }
-}
-
-/// One row of `slipway status`.
-struct Row {
-    environment: String,
-    version: Option<String>,
-    status: String,
-    healthy: u32,
-    total: u32,
-    url: String,
-    updated_at: Option<i64>,
-    detail: Option<String>,
-    hosts: Option<Vec<serde_json::Value>>,
+    v
 }
 
 pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32> {
-    let envs = match crate::project::find_source(root, args.file.as_deref()) {
-        Ok(_) => environments(root, args.file.as_deref(), ui)?,
-        Err(_) => Vec::new(),
-    };
+    let envs = environments_if_any(root, args.file.as_deref(), ui)?;
     runtime()?.block_on(async {
-        let store = match open_store(data).await {
-            Ok(s) => s,
-            Err(e) => return Ok(report(ui, e, args.json)),
+        let common = CommonArgs { file: None, wait: Duration::ZERO, json: false };
+        let engine = match engine(data, ui, &common).await {
+            Ok(e) => e,
+            Err(e) => return Ok(report(ui, "", e, args.json)),
         };
-        let common = CommonArgs { file: None, wait: Duration::ZERO, json: args.json };
-        let engine = engine(data, ui, &common, store.clone());
         let mut names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
-        for (n, _) in store.environments().await? {
+        for (n, _) in engine.store().environments().await? {
             if !names.contains(&n) {
                 names.push(n);
             }
         }
         if let Some(only) = &args.env {
             if !names.contains(only) {
-                return Ok(report(
-                    ui,
-                    find_env(&envs, only).err().unwrap_or_else(|| DeployError::input("?")),
-                    args.json,
-                ));
+                let e = find_env(&envs, only).err().unwrap_or_else(|| DeployError::input("?"));
+                return Ok(report(ui, only, e, args.json));
             }
             names.retain(|n| n == only);
         }
-        let local_up = engine.agent.info().await.is_ok();
-        let mut rows = Vec::new();
+        let mut states = Vec::new();
         for name in &names {
-            let env = envs.iter().find(|e| &e.name == name);
-            // An environment whose agent is elsewhere is read through its own tunnel.
-            let remote = match env.filter(|e| e.agent.is_some()) {
-                Some(e) => reach(self::engine(data, ui, &common, store.clone()), e).await.ok(),
-                None => None,
-            };
-            let (engine, agent_up) = match &remote {
-                Some((r, _)) => (r, r.agent.info().await.is_ok()),
-                None => (&engine, local_up && env.is_none_or(|e| e.agent.is_none())),
-            };
-            if let Some(env) = env
-                && (agent_up || matches!(env.target, slipway_pipeline::environment::Target::Ssh(_)))
-            {
-                // A deploy that crashed mid-way is repaired here when nobody else holds the lock.
-                let _ = engine.repair(env).await;
-            }
-            let current = store.current(name).await?;
-            let unfinished = store.unfinished(name).await?;
-            let latest = store.history(name, 1).await?.into_iter().next();
-            let live = if agent_up { engine.agent.env(name).await.ok().flatten() } else { None };
-            let total = env.map_or_else(
-                || current.as_ref().and_then(|c| c.config["instances"].as_u64()).unwrap_or(0) as u32,
-                |e| e.instances,
-            );
-            let healthy = match (&current, &live) {
-                (Some(c), Some(l)) => l.group(slipway_deploy::group_id_of(c)).map_or(0, |g| g.healthy()),
-                _ => 0,
-            };
-            let listen = env
-                .map(|e| e.listen.clone())
-                .or_else(|| current.as_ref().and_then(|c| c.config["listen"].as_str().map(str::to_string)));
-            let mut hosts_json = None;
-            let mut healthy = healthy;
-            let mut total = total;
-            let ssh_drift = match (env, &current) {
-                (Some(e), Some(c)) if matches!(e.target, slipway_pipeline::environment::Target::Ssh(_)) => {
-                    let states = engine.inspect_hosts(e, c).await;
-                    total = states.len() as u32;
-                    healthy = states.iter().filter(|h| h.matches(c)).count() as u32;
-                    hosts_json = Some(
-                        states
-                            .iter()
-                            .map(|h| {
-                                serde_json::json!({"host": h.host, "release": h.release_dir, "sha256": h.sha256, "active": h.active, "matches": h.matches(c), "error": h.error})
-                            })
-                            .collect(),
-                    );
-                    let drifted: Vec<String> = states
-                        .iter()
-                        .filter(|h| !h.matches(c))
-                        .map(|h| match &h.error {
-                            Some(e) => format!("{}: {e}", h.host),
-                            None => format!(
-                                "{} runs {} ({}), expected {} ({})",
-                                h.host,
-                                h.release_dir.as_deref().unwrap_or("nothing"),
-                                h.active,
-                                slipway_deploy::release_dir_name(c),
-                                "active"
-                            ),
-                        })
-                        .collect();
-                    Some(drifted)
-                }
-                (Some(e), Some(c))
-                    if matches!(e.target, slipway_pipeline::environment::Target::Docker(_))
-                        && agent_up
-                        && e.agent.is_none() =>
-                {
-                    // Containers labelled with the environment that the agent does not run as
-                    // released: strays, or a group's container on another image.
-                    let groups: Vec<i64> = live.as_ref().map(|l| l.groups.iter().map(|g| g.release).collect()).unwrap_or_default();
-                    let want = format!("sha256:{}", c.artifacts[0].sha256);
-                    match slipway_deploy::docker_containers(name).await {
-                        Ok(cs) => {
-                            let drifted: Vec<String> = cs
-                                .iter()
-                                .filter(|k| {
-                                    k.release.is_none_or(|r| !groups.contains(&r))
-                                        || (k.release == Some(slipway_deploy::group_id_of(c)) && k.image != want)
-                                })
-                                .map(|k| format!("container {} ({}, image {}) is not part of the release", k.name, k.state, k.image.trim_start_matches("sha256:").chars().take(12).collect::<String>()))
-                                .collect();
-                            if drifted.is_empty() { None } else { Some(drifted) }
-                        }
-                        Err(e) => Some(vec![e.message]),
-                    }
-                }
-                _ => None,
-            };
-            let (status, detail) = if unfinished.iter().any(|r| r.status == ReleaseStatus::Deploying) {
-                ("deploying".to_string(), unfinished.last().map(|r| format!("release #{} ({})", r.id, r.version)))
-            } else if current.is_none() {
-                ("not deployed".to_string(), None)
-            } else if let Some(drifted) = &ssh_drift {
-                if drifted.is_empty() {
-                    ("healthy".to_string(), None)
-                } else if healthy == 0 {
-                    ("failed".to_string(), Some(format!("drift: {}", drifted.join("; "))))
-                } else {
-                    ("drift".to_string(), Some(format!("hosts differ from the release record: {}", drifted.join("; "))))
-                }
-            } else if !agent_up {
-                ("unknown".to_string(), Some("no agent is running: `slipway agent start`".to_string()))
-            } else if healthy == 0 {
-                ("failed".to_string(), Some("no instance is healthy".to_string()))
-            } else if healthy < total {
-                ("degraded".to_string(), None)
-            } else if current.as_ref().is_some_and(|c| c.reason == "auto-rollback")
-                || latest.as_ref().is_some_and(|l| l.status == ReleaseStatus::Failed)
-            {
-                (
-                    "rolled back".to_string(),
-                    latest.and_then(|l| l.status_detail.map(|d| format!("#{} {}: {d}", l.id, l.version))),
-                )
-            } else {
-                ("healthy".to_string(), None)
-            };
-            rows.push(Row {
-                environment: name.clone(),
-                version: current.as_ref().map(|c| c.version.clone()),
-                status,
-                healthy,
-                total,
-                url: match env {
-                    Some(e) if matches!(e.target, slipway_pipeline::environment::Target::Ssh(_)) => {
-                        slipway_deploy::entry_points(e)
-                    }
-                    _ => listen.map(|l| format!("http://{l}")).unwrap_or_default(),
-                },
-                updated_at: current.as_ref().map(|c| c.finished_at_ms.unwrap_or(c.created_at_ms)),
-                detail,
-                hosts: hosts_json,
-            });
+            states.push(engine.observe(name, envs.iter().find(|e| &e.name == name)).await?);
         }
         if args.json {
-            let list: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|r| {
-                    let mut v = serde_json::json!({
-                        "environment": r.environment,
-                        "version": r.version,
-                        "status": r.status,
-                        "healthy": r.healthy,
-                        "total": r.total,
-                        "url": r.url,
-                        "updated_at": r.updated_at.map(rfc3339),
-                    });
-                    if let Some(h) = &r.hosts {
-                        v["hosts"] = serde_json::Value::Array(h.clone());
-                    }
-                    v
-                })
-                .collect();
+            let list: Vec<serde_json::Value> = states.iter().map(state_json).collect();
             println!("{}", serde_json::to_string_pretty(&list)?);
-        } else if rows.is_empty() {
+            return Ok(exit::OK);
+        }
+        if states.is_empty() {
             println!("no environments: add an `environments:` section to the pipeline file (docs/deploy.md)");
-        } else {
-            let table: Vec<[String; 6]> = rows
-                .iter()
-                .map(|r| {
-                    [
-                        r.environment.clone(),
-                        r.version.clone().unwrap_or_else(|| "-".into()),
-                        r.status.clone(),
-                        format!("{}/{}", r.healthy, r.total),
-                        r.updated_at.map_or("-".into(), ago),
-                        r.url.clone(),
-                    ]
-                })
-                .collect();
-            print_table(ui, &["ENVIRONMENT", "VERSION", "STATUS", "INSTANCES", "UPDATED", "URL"], &table, |col, v| {
-                if col != 2 {
-                    return None;
-                }
-                Some(match v {
-                    "healthy" => "32",
-                    "deploying" => "36",
-                    "degraded" | "rolled back" | "unknown" | "drift" => "33",
-                    "failed" => "31",
-                    _ => "2",
-                })
-            });
-            for r in rows.iter().filter(|r| r.detail.is_some()) {
-                eprintln!("{}: {}", r.environment, r.detail.as_deref().unwrap_or(""));
-            }
+            return Ok(exit::OK);
+        }
+        let now = now_ms();
+        let rows: Vec<[String; 6]> = states
+            .iter()
+            .map(|s| {
+                [
+                    s.environment.clone(),
+                    s.version.clone().unwrap_or_else(|| "-".into()),
+                    s.status.as_str().to_string(),
+                    format!("{}/{}", s.healthy, s.total),
+                    s.updated_at_ms.map_or("-".into(), |t| ago(t, now)),
+                    s.url.clone(),
+                ]
+            })
+            .collect();
+        print_table(ui, &["ENVIRONMENT", "VERSION", "STATUS", "INSTANCES", "UPDATED", "URL"], &rows, |col, v| {
+            (col == 2).then_some(match v {
+                "healthy" => "32",
+                "deploying" => "36",
+                "failed" => "31",
+                "not deployed" => "2",
+                _ => "33",
+            })
+        });
+        for s in states.iter().filter(|s| s.detail.is_some()) {
+            eprintln!("{}: {}", s.environment, s.detail.as_deref().unwrap_or(""));
         }
         Ok(exit::OK)
     })
-}
-
-fn print_table<const N: usize>(
-    ui: &Ui,
-    head: &[&str; N],
-    rows: &[[String; N]],
-    color: impl Fn(usize, &str) -> Option<&'static str>,
-) {
-    let mut w = head.map(|h| h.chars().count());
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| cells.join("  ").trim_end().to_string();
-    println!("{}", ui.paint("1", &line(head.iter().enumerate().map(|(i, h)| format!("{h:<0$}", w[i])).collect())));
-    for r in rows {
-        let cells = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let padded = format!("{c}{}", " ".repeat(w[i] - c.chars().count()));
-                match color(i, c) {
-                    Some(code) => ui.paint(code, &padded),
-                    None => padded,
-                }
-            })
-            .collect();
-        println!("{}", line(cells));
-    }
 }
 
 fn release_json(r: &Release) -> serde_json::Value {
@@ -905,7 +628,7 @@ fn release_json(r: &Release) -> serde_json::Value {
         "environment": r.environment,
         "version": r.version,
         "reason": r.reason,
-        "status": r.status.as_str(),
+        "status": r.status,
         "detail": r.status_detail,
         "artifacts": r.artifacts,
         "config_hash": r.config_hash,
@@ -916,28 +639,22 @@ fn release_json(r: &Release) -> serde_json::Value {
         "created_at": rfc3339(r.created_at_ms),
         "started_at": r.started_at_ms.map(rfc3339),
         "finished_at": r.finished_at_ms.map(rfc3339),
-        "duration_seconds": match (r.started_at_ms, r.finished_at_ms) {
-            (Some(s), Some(f)) => Some((f - s) as f64 / 1000.0),
-            _ => None,
-        },
+        "duration_seconds": r.duration_ms().map(|d| d as f64 / 1000.0),
     })
 }
 
 pub fn history(root: &Path, data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i32> {
-    let envs = match crate::project::find_source(root, None) {
-        Ok(_) => environments(root, None, ui)?,
-        Err(_) => Vec::new(),
-    };
+    let envs = environments_if_any(root, None, ui)?;
     runtime()?.block_on(async {
         let store = match open_store(data).await {
             Ok(s) => s,
-            Err(e) => return Ok(report(ui, e, args.json)),
+            Err(e) => return Ok(report(ui, &args.env, e, args.json)),
         };
         let releases = store.history(&args.env, args.limit).await?;
         if releases.is_empty()
             && let Err(e) = find_env(&envs, &args.env)
         {
-            return Ok(report(ui, e, args.json));
+            return Ok(report(ui, &args.env, e, args.json));
         }
         if args.json {
             let mut list = Vec::new();
@@ -951,20 +668,17 @@ pub fn history(root: &Path, data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i
             println!("{}", serde_json::to_string_pretty(&list)?);
             return Ok(exit::OK);
         }
+        let now = now_ms();
         let rows: Vec<[String; 7]> = releases
             .iter()
             .map(|r| {
-                let took = match (r.started_at_ms, r.finished_at_ms) {
-                    (Some(s), Some(f)) => format!("{:.1}s", (f - s) as f64 / 1000.0),
-                    _ => "-".into(),
-                };
                 [
                     format!("#{}", r.id),
                     r.version.clone(),
-                    r.reason.clone(),
+                    r.reason.to_string(),
                     r.status.as_str().replace('_', " "),
-                    took,
-                    ago(r.created_at_ms),
+                    r.duration_ms().map_or("-".into(), |d| format!("{:.1}s", d as f64 / 1000.0)),
+                    ago(r.created_at_ms, now),
                     r.actor.clone(),
                 ]
             })
@@ -993,28 +707,26 @@ pub fn history(root: &Path, data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i
 
 pub fn logs(root: &Path, data: &Path, env: &str, lines: usize, follow: bool, ui: &Ui) -> Result<i32> {
     // An environment whose agent is on another machine: its logs come through that agent's API.
-    let envs = match crate::project::find_source(root, None) {
-        Ok(_) => environments(root, None, ui)?,
-        Err(_) => Vec::new(),
-    };
-    if let Some(e) = envs.iter().find(|e| e.name == env && e.agent.is_some()) {
+    let envs = environments_if_any(root, None, ui)?;
+    if let Some(e) = envs.iter().find(|e| e.name == env)
+        && let Some(remote) = &e.agent
+    {
         if follow {
             return Err(UserError::new(format!("`-F` is not available for `{env}`: its agent is on another machine"))
                 .hint("leave out -F to print the last lines")
                 .into());
         }
-        let common = CommonArgs { file: None, wait: Duration::ZERO, json: false };
         return runtime()?.block_on(async {
-            let (engine, _tunnel) = match prepare(data, ui, &common, e).await {
-                Ok(r) => r,
-                Err(err) => return Ok(report(ui, err, false)),
+            let (tunnel, _conn) = match slipway_deploy::target::hosts::agent_tunnel(&remote.ssh).await {
+                Ok(t) => t,
+                Err(err) => return Ok(report(ui, env, err, false)),
             };
-            match engine.agent.logs(env, lines).await {
+            match AgentClient::new(tunnel.local.clone()).logs(env, lines).await {
                 Ok(text) => {
                     print!("{text}");
                     Ok(exit::OK)
                 }
-                Err(err) => Ok(report(ui, err.into(), false)),
+                Err(err) => Ok(report(ui, env, err.into(), false)),
             }
         });
     }
@@ -1028,23 +740,7 @@ pub fn logs(root: &Path, data: &Path, env: &str, lines: usize, follow: bool, ui:
         println!("{l}");
     }
     if follow {
-        use std::io::{Read, Seek};
-        let mut pos = text.len() as u64;
-        loop {
-            std::thread::sleep(Duration::from_millis(250));
-            let Ok(mut f) = std::fs::File::open(&path) else { continue };
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            if len < pos {
-                pos = 0; // rotated
-            }
-            if len > pos {
-                let _ = f.seek(std::io::SeekFrom::Start(pos));
-                let mut buf = String::new();
-                let _ = f.read_to_string(&mut buf);
-                print!("{buf}");
-                pos = len;
-            }
-        }
+        crate::ui::follow(&path, text.len() as u64);
     }
     Ok(exit::OK)
 }
@@ -1053,22 +749,14 @@ pub fn logs(root: &Path, data: &Path, env: &str, lines: usize, follow: bool, ui:
 
 pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
     let client = AgentClient::new(slipway_agent::socket_path(data));
+    let rt = runtime()?;
     match args.action.unwrap_or(AgentAction::Run) {
         AgentAction::Run => {
-            init_tracing();
-            let rt = runtime()?;
+            let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
             let config =
                 slipway_agent::AgentConfig { data_dir: data.to_path_buf(), metrics_listen: args.metrics_listen };
-            let r = rt.block_on(slipway_agent::run(config, async {
-                use tokio::signal::unix::{SignalKind, signal};
-                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-                let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }));
-            match r {
+            let interrupts = slipway_sys::signals::Interrupts::install();
+            match rt.block_on(slipway_agent::run(config, async move { interrupts.next().await })) {
                 Ok(()) => Ok(exit::OK),
                 Err(slipway_agent::AgentError::AlreadyRunning(d)) => {
                     Err(UserError::new(format!("an agent already runs for {}", d.display()))
@@ -1079,7 +767,6 @@ pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
             }
         }
         AgentAction::Start => {
-            let rt = runtime()?;
             if let Ok(info) = rt.block_on(client.info()) {
                 println!("an agent already runs (pid {}) at {}", info.pid, client.socket().display());
                 return Ok(exit::OK);
@@ -1092,8 +779,9 @@ pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
             if let Some(m) = args.metrics_listen {
                 cmd.arg("--metrics-listen").arg(m.to_string());
             }
-            use std::os::unix::process::CommandExt;
-            cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
+            cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+            // The agent outlives this command: its own group, no parent-death signal.
+            slipway_sys::process::own_group(&mut cmd, false);
             let mut child = cmd.spawn()?;
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
@@ -1120,27 +808,19 @@ pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
             }
         }
         AgentAction::Stop => {
-            let rt = runtime()?;
             let Ok(info) = rt.block_on(client.info()) else {
                 println!("no agent runs at {}", client.socket().display());
                 return Ok(exit::OK);
             };
-            // SAFETY: kill(2) on the pid the agent reported about itself.
-            unsafe {
-                libc::kill(info.pid as i32, libc::SIGTERM);
-            }
+            slipway_sys::process::signal(info.pid, slipway_sys::process::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(120);
-            while Path::new(&format!("/proc/{}", info.pid)).exists() && Instant::now() < deadline {
-                if std::fs::read_to_string(format!("/proc/{}/stat", info.pid)).is_ok_and(|s| s.contains(") Z ")) {
-                    break;
-                }
+            while slipway_sys::process::alive(info.pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
             println!("agent (pid {}) stopped", info.pid);
             Ok(exit::OK)
         }
         AgentAction::Status => {
-            let rt = runtime()?;
             match rt.block_on(async { Ok::<_, slipway_api::ApiError>((client.info().await?, client.envs().await?)) }) {
                 Ok((info, envs)) => {
                     println!("agent {} (pid {}) at {}", info.version, info.pid, client.socket().display());
@@ -1156,15 +836,8 @@ pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
                     }
                     Ok(exit::OK)
                 }
-                Err(e) => {
-                    let e = DeployError::from(e);
-                    Ok(report(ui, e, false))
-                }
+                Err(e) => Ok(report(ui, "", e.into(), false)),
             }
         }
     }
-}
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
 }

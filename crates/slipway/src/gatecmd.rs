@@ -66,7 +66,7 @@ pub(crate) fn on_default_branch(root: &Path) -> bool {
     if std::env::var_os("CI_DEFAULT_BRANCH").is_some() {
         return false; // a pipeline for a tag or a detached HEAD
     }
-    let c = crate::git::Checkout::read(root);
+    let c = slipway_git::Checkout::read(root);
     c.branch.as_deref() == Some(c.default_branch.as_str())
 }
 
@@ -164,7 +164,7 @@ pub fn run(root: &Path, args: GateArgs, ui: &Ui) -> Result<i32> {
     {
         let commit = std::env::var("CI_COMMIT_SHA")
             .ok()
-            .or_else(|| crate::git::output(root, &["rev-parse", "HEAD"]))
+            .or_else(|| slipway_git::output(root, &["rev-parse", "HEAD"]))
             .unwrap_or_default();
         if gate::write_baseline(&state_dir, &gate::Baseline { total, commit }).is_ok() {
             baseline_note = Some(format!("coverage baseline for the default branch: {total:.1}%"));

@@ -195,7 +195,7 @@ fn reports_dir(root: &Path, reports: &Path) -> Result<PathBuf> {
     let dir = if reports.is_absolute() { reports.to_path_buf() } else { root.join(reports) };
     // Reports under .slipway/ must not show up as changes to git (or to Go's VCS stamping).
     if let Some(state) = dir.ancestors().find(|a| a.file_name().is_some_and(|n| n == ".slipway")) {
-        crate::run::ensure_state_dir(state)?;
+        slipway_runner::record::StateDir::of(state.parent().unwrap_or(state))?;
     }
     std::fs::create_dir_all(&dir)?;
     Ok(dir)

@@ -155,69 +155,17 @@ fn oci_error(e: OciError) -> anyhow::Error {
     }
 }
 
-/// Registry credentials for `host`: flags, else SLIPWAY_REGISTRY_USER/PASSWORD, else docker
-/// login's config (with its credential helpers).
-pub(crate) fn credentials(host: &str, args: &RegistryArgs) -> Result<Option<slipway_oci::registry::Credentials>> {
-    use slipway_oci::registry::Credentials;
-    let user = args.username.clone().or_else(|| std::env::var("SLIPWAY_REGISTRY_USER").ok());
-    if let Some(username) = user {
-        let password = if args.password_stdin {
-            let mut p = String::new();
-            std::io::stdin().read_line(&mut p)?;
-            p.trim_end_matches(['\n', '\r']).to_string()
-        } else {
-            std::env::var("SLIPWAY_REGISTRY_PASSWORD").map_err(|_| {
-                UserError::new(format!("no password for {username}"))
-                    .hint("pass --password-stdin or set SLIPWAY_REGISTRY_PASSWORD")
-            })?
-        };
-        return Ok(Some(Credentials { username, password }));
-    }
-    // docker login's file: {"auths": {"host": {"auth": base64("user:pass")}}}.
-    let home = std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
-    let config: Option<serde_json::Value> = home
-        .and_then(|dir| std::fs::read_to_string(dir.join("config.json")).ok())
-        .and_then(|t| serde_json::from_str(&t).ok());
-    let Some(v) = config else { return Ok(None) };
-    // A credential helper (`credHelpers` for this host, else `credsStore`) answers first.
-    if let Some(helper) = v["credHelpers"][host].as_str().or(v["credsStore"].as_str()) {
-        let program = format!("docker-credential-{helper}");
-        let mut child = std::process::Command::new(&program)
-            .arg("get")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                UserError::new(format!("{program}: {e}"))
-                    .hint("install the credential helper, or remove it from ~/.docker/config.json")
-            })?;
-        {
-            use std::io::Write as _;
-            let mut stdin = child.stdin.take().expect("piped");
-            let _ = stdin.write_all(host.as_bytes());
-        }
-        let out = child.wait_with_output()?;
-        if out.status.success() {
-            let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
-                .map_err(|e| UserError::new(format!("{program} answered something that is not JSON: {e}")))?;
-            if let (Some(u), Some(p)) = (reply["Username"].as_str(), reply["Secret"].as_str()) {
-                return Ok(Some(Credentials { username: u.to_string(), password: p.to_string() }));
-            }
-        }
-        // "credentials not found": fall through to anonymous access.
-    }
-    if let Some(auth) = v["auths"][host]["auth"].as_str() {
-        use base64::Engine as _;
-        if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(auth)
-            && let Some((u, p)) = String::from_utf8_lossy(&raw).split_once(':')
-        {
-            return Ok(Some(Credentials { username: u.to_string(), password: p.to_string() }));
-        }
-    }
-    Ok(None)
+/// Registry credentials for `host` (`slipway_oci::credentials`), the password read from
+/// standard input when `--password-stdin` asks for it.
+fn credentials(host: &str, args: &RegistryArgs) -> Result<Option<slipway_oci::registry::Credentials>> {
+    let password = if args.password_stdin {
+        let mut p = String::new();
+        std::io::stdin().read_line(&mut p)?;
+        Some(p.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        None
+    };
+    slipway_oci::credentials::lookup(host, args.username.clone(), password).map_err(oci_error)
 }
 
 /// Where compressed layers are kept: in a pipeline job, the project's state directory that
@@ -225,11 +173,7 @@ pub(crate) fn credentials(host: &str, args: &RegistryArgs) -> Result<Option<slip
 fn layer_cache_dir(root: &Path) -> Option<PathBuf> {
     let state = match std::env::var_os("SLIPWAY_STATE_DIR") {
         Some(d) => PathBuf::from(d),
-        None => {
-            let d = root.join(".slipway");
-            crate::run::ensure_state_dir(&d).ok()?;
-            d
-        }
+        None => slipway_runner::record::StateDir::of(root).ok()?.dir,
     };
     Some(state.join("cache/layers"))
 }
@@ -270,10 +214,10 @@ fn expand_ref(root: &Path, reference: &str, version: &str) -> Result<String> {
         let name = rest[start + 2..end].trim();
         let value = match name {
             "version" => version.to_string(),
-            "commit_short" => crate::git::output(root, &["rev-parse", "--short=8", "HEAD"]).unwrap_or_default(),
+            "commit_short" => slipway_git::output(root, &["rev-parse", "--short=8", "HEAD"]).unwrap_or_default(),
             "branch" => std::env::var("CI_COMMIT_BRANCH")
                 .ok()
-                .or_else(|| crate::git::output(root, &["symbolic-ref", "-q", "--short", "HEAD"]))
+                .or_else(|| slipway_git::output(root, &["symbolic-ref", "-q", "--short", "HEAD"]))
                 .map(|b| slipway_pipeline::vars::slug(&b))
                 .unwrap_or_default(),
             other => {
@@ -564,11 +508,9 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
             .into());
     }
     // The commit (time and hash) and the origin, from two git processes run side by side.
-    let head = crate::git::spawn(root, &["log", "-1", "--format=%ct %H"]);
-    let origin = crate::git::spawn(root, &["config", "--get", "remote.origin.url"]);
-    let (head, origin) = (crate::git::finish(head), crate::git::finish(origin).filter(|o| !o.is_empty()));
-    let (commit_time, commit) = match head.as_deref().and_then(|h| h.split_once(' ')) {
-        Some((t, h)) => (t.parse::<i64>().ok(), Some(h.to_string())),
+    let (head, origin) = slipway_git::commit_and_origin(root);
+    let (commit_time, commit) = match head {
+        Some((t, h)) => (Some(t), Some(h)),
         None => (None, None),
     };
     let created =

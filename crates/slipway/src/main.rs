@@ -3,10 +3,8 @@
 
 mod deploycmd;
 mod gatecmd;
-mod git;
 mod gocmd;
 mod imagecmd;
-mod loadcmd;
 mod project;
 mod run;
 mod ui;
@@ -112,13 +110,12 @@ enum Command {
     Rollback(deploycmd::RollbackArgs),
     /// Approve a release waiting for a protected environment, or a canary's manual pause.
     Approve(deploycmd::ApproveArgs),
+    /// Put an environment a deploy left mid-way back on its current release.
+    Repair(deploycmd::RepairArgs),
     /// Each environment's version, health and entry point.
     Status(deploycmd::StatusArgs),
     /// An environment's releases, newest first, with outcome and duration.
     History(deploycmd::HistoryArgs),
-    /// A bounded HTTP load generator for tests and benchmarks (prints JSON).
-    #[command(hide = true)]
-    Loadtest(loadcmd::LoadArgs),
     /// The agent: supervises service instances, health checks, entry points (`run|start|stop|status`).
     Agent(deploycmd::AgentArgs),
     /// Check quality gates (the `gates:` section or flags) against the Go reports.
@@ -161,6 +158,7 @@ fn main() -> ExitCode {
         Command::Deploy(a) => a.common.json,
         Command::Promote(a) => a.common.json,
         Command::Rollback(a) => a.common.json,
+        Command::Repair(a) => a.common.json,
         Command::Status(a) => a.json,
         Command::History(a) => a.json,
         _ => false,
@@ -201,19 +199,7 @@ fn project_dir(cli_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if explicit {
         return Ok(dir);
     }
-    let has_pipeline =
-        |d: &std::path::Path| project::PIPELINE_FILES.iter().any(|f| d.join(f).is_file()) || d.join("go.mod").is_file();
-    let mut cur = Some(dir.as_path());
-    while let Some(d) = cur {
-        if has_pipeline(d) {
-            return Ok(d.to_path_buf());
-        }
-        if d.join(".git").exists() {
-            break;
-        }
-        cur = d.parent();
-    }
-    Ok(dir)
+    Ok(slipway_runner::project::root_of(&dir))
 }
 
 fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
@@ -332,6 +318,9 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Rollback(args) => {
             deploycmd::rollback(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
         }
+        Command::Repair(args) => {
+            deploycmd::repair(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+        }
         Command::Approve(args) => {
             deploycmd::approve(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
         }
@@ -341,7 +330,6 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::History(args) => {
             deploycmd::history(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
         }
-        Command::Loadtest(args) => loadcmd::run(args),
         Command::Agent(args) => deploycmd::agent(&deploycmd::data_dir(cli.data_dir), args, ui),
     }
 }

@@ -4,17 +4,20 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Args;
+use slipway_model::event::{JobInfo, RunEvent, SCHEMA, Stamped};
+use slipway_model::run::PipelineStatus;
 use slipway_pipeline::diag::did_you_mean;
 use slipway_pipeline::plan::Plan;
 use slipway_pipeline::vars::VarMap;
-use slipway_runner::{Cancel, PipelineStatus, RunConfig};
+use slipway_runner::{Cancel, RunConfig};
 
 use crate::FileArgs;
-use crate::git::Checkout;
 use crate::project::{self, Loaded, PlanInput};
-use crate::ui::{self, HumanReporter, JsonReporter, Ui, UserError, exit};
+use crate::ui::{self, HumanReporter, Ui, UserError, exit};
+use slipway_git::Checkout;
+use slipway_runner::record::StateDir;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -131,77 +134,15 @@ fn select_jobs(plan: &mut Plan, wanted: &[String], with_needs: bool) -> Result<(
     Ok(())
 }
 
-fn next_run_id(runs: &Path) -> Result<(u64, PathBuf)> {
-    std::fs::create_dir_all(runs).with_context(|| format!("creating {}", runs.display()))?;
-    let max = std::fs::read_dir(runs)?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()))
-        .max()
-        .unwrap_or(0);
-    let mut id = max + 1;
-    loop {
-        let dir = runs.join(id.to_string());
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok((id, dir)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id += 1,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-    }
-}
-
-/// Repairs what an interrupted run left behind: temporary workspaces of runs that are no
-/// longer running (their lock is free) and half-written cache entries of dead processes.
-fn repair(state: &Path) {
-    if let Ok(rd) = std::fs::read_dir(state.join("runs")) {
-        for e in rd.flatten() {
-            let ws = e.path().join("ws");
-            if ws.is_dir() && matches!(slipway_runner::workspace::lock(&ws), Ok(Some(_))) {
-                slipway_runner::workspace::remove_tree(&ws);
-            }
-        }
-    }
-    if let Ok(rd) = std::fs::read_dir(state.join("cache")) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_prefix(".tmp-")
-                .or_else(|| name.strip_prefix(".old-"))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|p| p.parse::<i32>().ok());
-            // SAFETY: kill(pid, 0) only asks whether the process exists.
-            if let Some(pid) = pid.filter(|&p| unsafe { libc::kill(p, 0) } != 0) {
-                let _ = pid;
-                slipway_runner::workspace::remove_tree(&e.path());
-            }
-        }
-    }
-}
-
-fn state_dir(root: &Path) -> Result<PathBuf> {
-    let dir = root.join(".slipway");
-    ensure_state_dir(&dir)?;
-    Ok(dir)
-}
-
-/// Creates a `.slipway` directory with the `.gitignore` that keeps it out of git.
-pub fn ensure_state_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let ignore = dir.join(".gitignore");
-    if !ignore.exists() {
-        std::fs::write(&ignore, "# slipway's local state (runs, caches, reports); never committed\n*\n")?;
-    }
-    Ok(())
-}
-
-/// Installs Ctrl-C/SIGTERM handling: the first asks jobs to stop (SIGTERM, grace, SIGKILL),
-/// the second kills them at once.
+/// Ctrl-C/SIGTERM: the first asks jobs to stop (SIGTERM, grace, SIGKILL), the second kills
+/// them at once.
 fn handle_signals(cancel: Cancel, ui: Ui) {
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) else {
-        return;
-    };
+    let interrupts = slipway_sys::signals::Interrupts::install();
     std::thread::spawn(move || {
-        for (n, _) in signals.forever().enumerate() {
-            if n == 0 {
+        let mut seen = interrupts.count();
+        loop {
+            seen = interrupts.wait_past(seen);
+            if seen == 1 {
                 ui.notice("canceling: stopping running jobs (press Ctrl-C again to kill them now)");
                 cancel.request(1);
             } else {
@@ -239,10 +180,12 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         over.insert(k, v);
     }
 
-    let state = state_dir(&root)?;
+    let state_dir = StateDir::of(&root)?;
+    let state = state_dir.dir.clone();
     let checkout = Checkout::read(&root);
-    repair(&state);
-    let (run_id, run_dir) = next_run_id(&state.join("runs"))?;
+    state_dir.repair();
+    let taken = state_dir.next_run()?;
+    let (run_id, run_dir) = (taken.id, taken.dir.clone());
     // Held while this run lives: tells a later run's repair that our files are in use.
     let _run_lock = slipway_runner::workspace::lock(&run_dir.join("ws"))?;
     // The file list answers `rules:exists` too; it was taken while the pipeline loaded.
@@ -331,41 +274,28 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
     handle_signals(cancel.clone(), ui.clone());
     let what = loaded.source.describe(&root);
     let result = if ui.json {
-        let jobs: Vec<serde_json::Value> = plan
+        let jobs = plan
             .jobs
             .iter()
-            .map(|j| serde_json::json!({"name": j.name, "stage": j.stage, "when": j.when.as_str()}))
+            .map(|j| JobInfo { name: j.name.clone(), stage: j.stage.clone(), when: j.when.as_str().to_string() })
             .collect();
-        println!("{}", serde_json::json!({"event": "pipeline_started", "run_id": run_id, "file": what, "jobs": jobs}));
-        let mut rep = JsonReporter::new(&plan);
-        slipway_runner::run(&plan, config, cancel, &mut rep)?
+        ui::emit_json(&Stamped::now(RunEvent::PipelineStarted { schema: SCHEMA, run_id, file: what, jobs }));
+        slipway_runner::run(&plan, config, cancel, ui::JsonReporter)?.0
     } else {
         println!("{} run #{run_id}: {} from {what}", ui.paint("1", "slipway"), project::plural(plan.jobs.len(), "job"),);
-        let mut rep = HumanReporter::new(ui, &plan);
-        let result = slipway_runner::run(&plan, config, cancel, &mut rep)?;
+        let (result, mut rep) = slipway_runner::run(&plan, config, cancel, HumanReporter::new(ui, &plan))?;
         rep.finish();
         result
     };
-
-    let jobs: Vec<serde_json::Value> = result.jobs.iter().map(ui::job_json).collect();
-    let summary = serde_json::json!({
-        "event": "pipeline_finished",
-        "run_id": run_id,
-        "status": result.status.as_str(),
-        "duration_ms": ui::duration_ms(result.duration),
-        "jobs": jobs,
-    });
-    std::fs::write(run_dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
-    let latest = state.join("runs").join("latest");
-    let _ = std::fs::remove_file(&latest);
-    let _ = std::os::unix::fs::symlink(run_id.to_string(), &latest);
+    let record = result.record(run_id);
+    taken.finish(&record)?;
     if ui.json {
-        println!("{summary}");
+        ui::emit_json(&Stamped::now(RunEvent::PipelineFinished(record)));
     } else {
         ui::summary_table(ui, &root, &result, run_id);
     }
     Ok(match result.status {
-        PipelineStatus::Success => exit::OK,
+        PipelineStatus::Success | PipelineStatus::Running => exit::OK,
         PipelineStatus::Failed => exit::FAILED,
         PipelineStatus::Canceled => exit::CANCELED,
     })
@@ -374,34 +304,24 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
 /// `slipway logs [RUN] JOB`.
 pub fn print_log(root: &Path, run: Option<&str>, job: &str) -> Result<i32> {
     let runs = root.join(".slipway").join("runs");
-    let run_dir = match run {
-        Some(r) => runs.join(r),
-        None => runs.join("latest"),
-    };
-    if !run_dir.is_dir() {
+    let state = StateDir { dir: root.join(".slipway") };
+    let Some(run_dir) = state.run(run) else {
         return Err(UserError::new(match run {
             Some(r) => format!("no run #{r} in {}", runs.display()),
             None => format!("no runs yet in {}", root.display()),
         })
         .hint("`slipway run` records every run under .slipway/runs/")
         .into());
-    }
-    let log = run_dir.join("logs").join(format!("{}.log", slipway_runner::exec::slug(job)));
-    match std::fs::read(&log) {
+    };
+    match std::fs::read(run_dir.log(job)) {
         Ok(bytes) => {
             use std::io::Write;
             std::io::stdout().write_all(&bytes)?;
             Ok(exit::OK)
         }
         Err(_) => {
-            let names: Vec<String> = std::fs::read_dir(run_dir.join("logs"))
-                .map(|rd| {
-                    rd.flatten()
-                        .filter_map(|e| e.file_name().to_str().and_then(|s| s.strip_suffix(".log")).map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut e = UserError::new(format!("no log for job `{job}` in {}", run_dir.display()));
+            let names = run_dir.logged_jobs();
+            let mut e = UserError::new(format!("no log for job `{job}` in {}", run_dir.dir.display()));
             if let Some(s) = did_you_mean(job, names.iter().map(|s| s.as_str())) {
                 e = e.hint(format!("did you mean `{s}`?"));
             } else if !names.is_empty() {

@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use slipway_model::event::{RunEvent, Stamped};
+use slipway_model::run::{JobState, PipelineStatus};
 use slipway_pipeline::duration::human;
 use slipway_pipeline::plan::Plan;
 use slipway_pipeline::{Diagnostic, SourceMap};
-use slipway_runner::{Event, JobResult, JobStatus, Reporter, RunResult};
+use slipway_runner::{RunResult, Sink};
 
 /// Exit codes (documented in docs/cli.md).
 pub mod exit {
@@ -99,25 +101,26 @@ impl Ui {
 
 const PALETTE: &[&str] = &["36", "35", "32", "34", "33", "96", "95", "92", "94", "93"];
 
-fn status_word(s: JobStatus) -> &'static str {
+fn status_word(s: JobState) -> &'static str {
     match s {
-        JobStatus::Success => "passed",
-        JobStatus::Failed => "failed",
-        JobStatus::AllowedFailure => "failed (allowed)",
-        JobStatus::Skipped => "skipped",
-        JobStatus::Manual => "manual",
-        JobStatus::Canceled => "canceled",
+        JobState::Success => "passed",
+        JobState::Failed => "failed",
+        JobState::AllowedFailure => "failed (allowed)",
+        JobState::Skipped => "skipped",
+        JobState::Manual => "manual",
+        JobState::Canceled => "canceled",
         _ => "running",
     }
 }
 
 /// The human view: live output prefixed with the job name; on a terminal, a status line at
 /// the bottom shows the running jobs and the elapsed time.
-pub struct HumanReporter<'a> {
-    ui: &'a Ui,
+pub struct HumanReporter {
+    ui: Ui,
     width: usize,
-    partial: HashMap<usize, Vec<u8>>,
     names: Vec<String>,
+    /// Job name → its place in the plan (its colour).
+    index: HashMap<String, usize>,
     /// Draw the status line (stdout is a terminal).
     status_line: bool,
     shown: bool,
@@ -126,14 +129,14 @@ pub struct HumanReporter<'a> {
     started: std::time::Instant,
 }
 
-impl<'a> HumanReporter<'a> {
-    pub fn new(ui: &'a Ui, plan: &Plan) -> HumanReporter<'a> {
+impl HumanReporter {
+    pub fn new(ui: &Ui, plan: &Plan) -> HumanReporter {
         let width = plan.jobs.iter().map(|j| j.name.chars().count()).max().unwrap_or(4).min(28);
         HumanReporter {
-            ui,
+            ui: ui.clone(),
             width,
-            partial: HashMap::new(),
             names: plan.jobs.iter().map(|j| j.name.clone()).collect(),
+            index: plan.jobs.iter().enumerate().map(|(i, j)| (j.name.clone(), i)).collect(),
             status_line: std::io::stdout().is_terminal(),
             shown: false,
             running: Vec::new(),
@@ -191,14 +194,6 @@ impl<'a> HumanReporter<'a> {
             self.shown = false;
         }
     }
-
-    fn flush_partial(&mut self, job: usize) {
-        if let Some(rest) = self.partial.remove(&job)
-            && !rest.is_empty()
-        {
-            self.line(job, &String::from_utf8_lossy(&rest));
-        }
-    }
 }
 
 fn terminal_width() -> usize {
@@ -208,10 +203,16 @@ fn terminal_width() -> usize {
     if ok && ws.ws_col > 0 { ws.ws_col as usize } else { 80 }
 }
 
-impl Reporter for HumanReporter<'_> {
-    fn event(&mut self, ev: Event<'_>) {
-        match ev {
-            Event::JobStarted { job, attempt, .. } => {
+impl Sink for HumanReporter {
+    fn tick(&mut self) {
+        self.draw_status();
+    }
+
+    fn event(&mut self, e: Stamped<RunEvent>) {
+        let job_of = |name: &str, index: &HashMap<String, usize>| index.get(name).copied().unwrap_or(0);
+        match e.event {
+            RunEvent::JobStarted { job, attempt } => {
+                let job = job_of(&job, &self.index);
                 if !self.running.contains(&job) {
                     self.running.push(job);
                 }
@@ -219,49 +220,41 @@ impl Reporter for HumanReporter<'_> {
                 let what = self.ui.paint("1", &what);
                 self.line(job, &what);
             }
-            Event::Output { job, data } => {
-                let buf = self.partial.entry(job).or_default();
-                buf.extend_from_slice(data);
-                let mut lines = Vec::new();
-                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string());
-                }
-                for l in lines {
-                    self.line(job, &l);
-                }
+            RunEvent::JobLog { job, line } => {
+                let job = job_of(&job, &self.index);
+                self.line(job, &line);
             }
-            Event::Notice { job, line } => {
-                self.flush_partial(job);
-                let dim = self.ui.paint("2", line);
+            RunEvent::JobNotice { job, message } => {
+                let job = job_of(&job, &self.index);
+                let dim = self.ui.paint("2", &message);
                 self.line(job, &dim);
             }
-            Event::Tick => self.draw_status(),
-            Event::JobFinished { job, result } => {
-                self.flush_partial(job);
+            RunEvent::JobFinished { job, status, duration_ms, reason, attempts, .. } => {
+                let job = job_of(&job, &self.index);
                 self.running.retain(|&r| r != job);
                 self.done += 1;
-                if result.attempts == 0 {
-                    if matches!(result.status, JobStatus::Skipped | JobStatus::Manual | JobStatus::Canceled) {
-                        let dim = self.ui.paint("2", status_word(result.status));
+                if attempts == 0 {
+                    if matches!(status, JobState::Skipped | JobState::Manual | JobState::Canceled) {
+                        let dim = self.ui.paint("2", status_word(status));
                         self.line(job, &dim);
                     }
                     return;
                 }
-                let code = match result.status {
-                    JobStatus::Success => "32;1",
-                    JobStatus::AllowedFailure => "33;1",
+                let code = match status {
+                    JobState::Success => "32;1",
+                    JobState::AllowedFailure => "33;1",
                     _ => "31;1",
                 };
-                let mut msg = format!("{} in {}", status_word(result.status), human(result.duration));
-                if let Some(r) = &result.reason
-                    && result.status != JobStatus::Success
+                let mut msg = format!("{} in {}", status_word(status), human(Duration::from_millis(duration_ms)));
+                if let Some(r) = &reason
+                    && status != JobState::Success
                 {
                     msg.push_str(&format!(" ({r})"));
                 }
                 let msg = self.ui.paint(code, &msg);
                 self.line(job, &msg);
             }
+            RunEvent::PipelineStarted { .. } | RunEvent::PipelineFinished(_) | RunEvent::JobState { .. } => {}
         }
     }
 }
@@ -315,90 +308,79 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
     let word = match result.status {
-        slipway_runner::PipelineStatus::Success => ui.paint("32;1", "Pipeline passed"),
-        slipway_runner::PipelineStatus::Failed => ui.paint("31;1", "Pipeline failed"),
-        slipway_runner::PipelineStatus::Canceled => ui.paint("31;1", "Pipeline canceled"),
+        PipelineStatus::Success => ui.paint("32;1", "Pipeline passed"),
+        PipelineStatus::Failed => ui.paint("31;1", "Pipeline failed"),
+        PipelineStatus::Canceled => ui.paint("31;1", "Pipeline canceled"),
+        PipelineStatus::Running => ui.paint("36;1", "Pipeline running"),
     };
     let _ = writeln!(out, "\n{word} in {} (run #{run_id}; logs: slipway logs {run_id} JOB)", human(result.duration));
 }
 
-/// `--json`: one JSON object per line (documented in docs/cli.md).
-pub struct JsonReporter {
-    partial: HashMap<usize, Vec<u8>>,
-    names: Vec<String>,
+/// `--json`: one event per line, as docs/events.md describes them.
+pub struct JsonReporter;
+
+pub fn emit_json<T: serde::Serialize>(v: &T) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, v);
+    let _ = writeln!(out);
 }
 
-impl JsonReporter {
-    pub fn new(plan: &Plan) -> JsonReporter {
-        JsonReporter { partial: HashMap::new(), names: plan.jobs.iter().map(|j| j.name.clone()).collect() }
+impl Sink for JsonReporter {
+    fn event(&mut self, e: Stamped<RunEvent>) {
+        emit_json(&e);
     }
+}
 
-    fn emit(v: serde_json::Value) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{v}");
-    }
-
-    fn flush_partial(&mut self, job: usize) {
-        if let Some(rest) = self.partial.remove(&job)
-            && !rest.is_empty()
-        {
-            Self::emit(
-                serde_json::json!({"event": "job_log", "job": self.names[job], "line": String::from_utf8_lossy(&rest)}),
-            );
+/// A table with a bold header, columns padded to their widest cell, and `color` choosing a
+/// cell's colour.
+pub fn print_table<const N: usize>(
+    ui: &Ui,
+    head: &[&str; N],
+    rows: &[[String; N]],
+    color: impl Fn(usize, &str) -> Option<&'static str>,
+) {
+    let mut w = head.map(|h| h.chars().count());
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
         }
     }
-}
-
-pub fn job_json(j: &JobResult) -> serde_json::Value {
-    serde_json::json!({
-        "name": j.name,
-        "stage": j.stage,
-        "status": j.status.as_str(),
-        "exit_code": j.exit_code,
-        "duration_ms": duration_ms(j.duration),
-    })
-}
-
-pub fn duration_ms(d: Duration) -> u64 {
-    d.as_millis() as u64
-}
-
-impl Reporter for JsonReporter {
-    fn event(&mut self, ev: Event<'_>) {
-        match ev {
-            Event::Tick => {}
-            Event::JobStarted { job, attempt, .. } => {
-                Self::emit(serde_json::json!({"event": "job_started", "job": self.names[job], "attempt": attempt}))
-            }
-            Event::Output { job, data } => {
-                let buf = self.partial.entry(job).or_default();
-                buf.extend_from_slice(data);
-                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string();
-                    Self::emit(serde_json::json!({"event": "job_log", "job": self.names[job], "line": text}));
+    let line = |cells: Vec<String>| cells.join("  ").trim_end().to_string();
+    println!("{}", ui.paint("1", &line(head.iter().enumerate().map(|(i, h)| format!("{h:<0$}", w[i])).collect())));
+    for r in rows {
+        let cells = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let padded = format!("{c}{}", " ".repeat(w[i] - c.chars().count()));
+                match color(i, c) {
+                    Some(code) => ui.paint(code, &padded),
+                    None => padded,
                 }
-            }
-            Event::Notice { job, line } => {
-                self.flush_partial(job);
-                Self::emit(serde_json::json!({"event": "job_notice", "job": self.names[job], "message": line}));
-            }
-            Event::JobFinished { job, result } => {
-                self.flush_partial(job);
-                let mut v = job_json(result);
-                v["event"] = "job_finished".into();
-                v["job"] = v["name"].take();
-                if let Some(obj) = v.as_object_mut() {
-                    obj.remove("name");
-                    if let Some(r) = &result.reason {
-                        obj.insert("reason".into(), r.clone().into());
-                    }
-                    if let Some(c) = result.coverage {
-                        obj.insert("coverage".into(), c.into());
-                    }
-                }
-                Self::emit(v);
-            }
+            })
+            .collect();
+        println!("{}", line(cells));
+    }
+}
+
+/// Prints what is appended to `path` after `from` bytes, forever (a log rotated meanwhile is
+/// read again from its start), like `tail -F`.
+pub fn follow(path: &std::path::Path, from: u64) {
+    use std::io::{Read, Seek};
+    let mut pos = from;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let Ok(mut f) = std::fs::File::open(path) else { continue };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < pos {
+            pos = 0; // rotated
+        }
+        if len > pos {
+            let _ = f.seek(std::io::SeekFrom::Start(pos));
+            let mut buf = String::new();
+            let _ = f.read_to_string(&mut buf);
+            print!("{buf}");
+            pos = len;
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Deploys through a real agent: real Go builds of the websvc fixture (good and bad
 //! versions), the agent's supervisor and proxy on loopback, the SQLite store, and the
-//! `slipway loadtest` client sending steady traffic while releases change.
+//! load generator (slipway-testkit) sending steady traffic while releases change.
 
 mod common;
 
@@ -63,26 +63,15 @@ impl Site {
         }
     }
 
-    /// `slipway loadtest` in the background against `addr` until `stop()`.
+    /// slipway-testkit's load generator in the background against `addr` until `stop()`.
     fn load(&self, addr: &str, rate: u32) -> Load {
         let stop = self.data.path().join(format!("stop-load-{}", addr.replace([':', '.'], "-")));
         let _ = std::fs::remove_file(&stop);
-        let child = self
-            .cmd(&[
-                "loadtest",
-                &format!("http://{addr}/"),
-                "--rate",
-                &rate.to_string(),
-                "--duration",
-                "60s",
-                "--stop-file",
-                stop.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut load = slipway_testkit::load::Load::new(&format!("http://{addr}/"), rate, Duration::from_secs(60));
+        load.stop_file = Some(stop.clone());
+        let thread = std::thread::spawn(move || slipway_testkit::load::run(&load).unwrap());
         std::thread::sleep(Duration::from_millis(300));
-        Load { child, stop }
+        Load { thread, stop }
     }
 
     fn status(&self) -> Vec<serde_json::Value> {
@@ -119,15 +108,14 @@ impl Drop for Site {
 }
 
 struct Load {
-    child: Child,
+    thread: std::thread::JoinHandle<serde_json::Value>,
     stop: PathBuf,
 }
 
 impl Load {
     fn stop(self) -> serde_json::Value {
         std::fs::write(&self.stop, "").unwrap();
-        let out = self.child.wait_with_output().unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.thread.join().unwrap()
     }
 }
 
@@ -392,7 +380,7 @@ fn a_protected_environment_waits_for_an_approval() {
 }
 
 #[test]
-fn a_deploy_killed_half_way_is_repaired_by_the_next_command() {
+fn a_deploy_killed_half_way_is_reported_by_status_and_repaired_on_its_record() {
     let addr = free_addr();
     let mut site = Site::new(&rolling(&addr, "").replace("deadline: 4s", "deadline: 60s"));
     site.start_agent();
@@ -410,6 +398,17 @@ fn a_deploy_killed_half_way_is_repaired_by_the_next_command() {
     deploying.wait().unwrap();
     assert_eq!(site.history("web")[0]["status"], "deploying", "the record still says deploying");
     std::thread::sleep(Duration::from_millis(2_200)); // the lock's lease (SLIPWAY_LOCK_LEASE=2s)
+    // `status` reads; it changes nothing, not even a deploy that died mid-way.
+    let st = site.status();
+    let web = st.iter().find(|e| e["environment"] == "web").unwrap();
+    assert_eq!(web["status"], "interrupted", "{st:?}");
+    assert!(web["detail"].as_str().unwrap().contains("slipway repair web"), "{st:?}");
+    assert_eq!(site.history("web")[0]["status"], "deploying", "status repaired nothing");
+    assert!(site.sw(&["agent", "status"]).stdout.contains("v3-unhealthy"), "status stopped nothing");
+    // `slipway repair` acts on the record of the interrupted release.
+    let r = site.sw(&["repair", "web"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("interrupted"), "{}", r.debug());
     let st = site.status();
     let web = st.iter().find(|e| e["environment"] == "web").unwrap();
     assert_eq!((web["version"].as_str(), web["healthy"].as_u64()), (Some("v1"), Some(3)), "{st:?}");

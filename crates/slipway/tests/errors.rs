@@ -197,3 +197,13 @@ fn ssh_target_errors_name_the_host_and_field() {
         &[]
     ));
 }
+
+#[test]
+fn a_section_nothing_reads_is_refused_not_kept() {
+    // Regression: `alerts:` with any content used to validate ("valid", exit 0) and be ignored.
+    let out = check(
+        "alerts:\n  groups:\n    - name: instance-health\n      rules:\n        - alert: InstanceDown\n          expr: up == 0\njob:\n  script: x\n",
+        &[],
+    );
+    assert!(out.contains(".gitlab-ci.yml:1:1") && out.contains("`alerts:` section is not supported yet"), "{out}");
+}

@@ -355,7 +355,7 @@ fn host_failures_are_reported_and_change_nothing() {
 }
 
 #[test]
-fn a_deploy_killed_between_hosts_is_repaired() {
+fn a_deploy_killed_between_hosts_is_reported_then_repaired() {
     let hosts = Hosts::start(2, &[]);
     let project = Project::new(&hosts.environment("prod", "").replace("deadline: 5s", "deadline: 30s"));
     assert_eq!(project.deploy("prod", "v1").code, 0);
@@ -377,8 +377,14 @@ fn a_deploy_killed_between_hosts_is_repaired() {
     deploying.kill().unwrap();
     deploying.wait().unwrap();
     std::thread::sleep(Duration::from_millis(2_200)); // the lock's lease
+    // Status reports the interrupted deploy and changes nothing; `repair` puts the hosts back.
     let st = project.status();
-    assert_eq!((st["version"].as_str(), st["status"].as_str()), (Some("v1"), Some("healthy")), "{st}");
+    assert_eq!((st["version"].as_str(), st["status"].as_str()), (Some("v1"), Some("interrupted")), "{st}");
+    let r = project.sw(&["repair", "prod"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let st = project.status();
+    assert_eq!((st["version"].as_str(), st["status"].as_str()), (Some("v1"), Some("rolled back")), "{st}");
+    assert!(st["detail"].as_str().unwrap().contains("interrupted"), "{st}");
     assert_eq!((answer(hosts.ports[0]), answer(hosts.ports[1])), ("v1".into(), "v1".into()));
     let h = project.history("prod");
     assert_eq!(h[0]["status"], "failed");
@@ -418,7 +424,7 @@ fn an_agent_on_another_machine_is_driven_over_ssh() {
     docker(&["exec", &hosts.names[0], "slipway", "--data-dir", "/var/lib/slipway", "agent", "start"]);
     let r = project.deploy("far", "v1");
     assert_eq!(r.code, 0, "{}", r.debug());
-    assert!(r.stderr.contains("uploaded websvc to the agent on"), "{}", r.stderr);
+    assert!(r.stderr.contains("uploaded websvc (linux/amd64) to the agent on"), "{}", r.stderr);
     assert_eq!(answer(hosts.ports[0]), "v1");
     let r = project.deploy("far", "v2");
     assert_eq!(r.code, 0, "{}", r.debug());

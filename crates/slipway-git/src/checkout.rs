@@ -1,37 +1,10 @@
-//! What slipway learns from git for a run: the predefined `CI_*` variables and the set of
-//! changed files for `rules:changes`. Every question is one `git` command; a directory that
-//! is not a git repository gets sensible defaults.
+//! A checkout's facts, gathered once per run: commit, branch or tag, message, default branch,
+//! the commit `rules:changes` compares against, the project's path from its remote — and the
+//! files changed since a base. A directory that is not a git repository gets sensible defaults.
 
 use std::path::Path;
-use std::process::Command;
 
-use slipway_pipeline::vars::{VarMap, slug};
-
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).current_dir(dir).stderr(std::process::Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
-}
-
-pub(crate) fn spawn(dir: &Path, args: &[&str]) -> Option<std::process::Child> {
-    Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()
-}
-
-pub(crate) fn finish(child: Option<std::process::Child>) -> Option<String> {
-    let out = child?.wait_with_output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
-}
-
-/// One git command's output, trimmed; `None` when it failed or printed nothing.
-pub(crate) fn output(dir: &Path, args: &[&str]) -> Option<String> {
-    finish(spawn(dir, args)).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
-}
+use crate::{finish, git, spawn};
 
 pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
@@ -143,43 +116,6 @@ impl Checkout {
         }
     }
 
-    /// The predefined variables of a run (job-level ones are added by the planner).
-    pub fn predefined(&self, dir: &Path, pipeline_id: u64, source: &str) -> VarMap {
-        let mut v = VarMap::new();
-        let mut set = |k: &str, val: String| {
-            v.insert(k.to_string(), val);
-        };
-        set("CI", "true".into());
-        set("SLIPWAY", "true".into());
-        set("CI_COMMIT_SHA", self.sha.clone());
-        set("CI_COMMIT_SHORT_SHA", self.sha.chars().take(8).collect());
-        let ref_name = self.tag.clone().or_else(|| self.branch.clone()).unwrap_or_else(|| "HEAD".into());
-        if let Some(b) = &self.branch {
-            set("CI_COMMIT_BRANCH", b.clone());
-        }
-        if let Some(t) = &self.tag {
-            set("CI_COMMIT_TAG", t.clone());
-        }
-        set("CI_COMMIT_REF_SLUG", slug(&ref_name));
-        set("CI_COMMIT_REF_NAME", ref_name);
-        set("CI_COMMIT_MESSAGE", self.message.clone());
-        set("CI_COMMIT_TITLE", self.message.lines().next().unwrap_or("").to_string());
-        set("CI_COMMIT_BEFORE_SHA", self.before_sha.clone().unwrap_or_else(|| ZERO_SHA.into()));
-        set("CI_DEFAULT_BRANCH", self.default_branch.clone());
-        set("CI_PIPELINE_ID", pipeline_id.to_string());
-        set("CI_PIPELINE_IID", pipeline_id.to_string());
-        set("CI_PIPELINE_SOURCE", source.to_string());
-        set("CI_PROJECT_DIR", dir.display().to_string());
-        set("CI_PROJECT_NAME", self.project_name.clone());
-        set("CI_PROJECT_PATH", self.project_path.clone());
-        set("CI_PROJECT_PATH_SLUG", slug(&self.project_path));
-        set(
-            "CI_PROJECT_NAMESPACE",
-            self.project_path.rsplit_once('/').map(|(ns, _)| ns.to_string()).unwrap_or_default(),
-        );
-        v
-    }
-
     /// Files changed relative to `base` (or the run's `before_sha`): committed changes, the
     /// work tree's edits and untracked files. `None` when unknown (GitLab then runs the job).
     pub fn changed_files(&self, dir: &Path, base: Option<&str>) -> Option<Vec<String>> {
@@ -265,7 +201,7 @@ mod tests {
     use super::*;
 
     fn sh(dir: &Path, args: &[&str]) {
-        let ok = Command::new("git").args(args).current_dir(dir).output().unwrap().status.success();
+        let ok = std::process::Command::new("git").args(args).current_dir(dir).output().unwrap().status.success();
         assert!(ok, "git {args:?}");
     }
 

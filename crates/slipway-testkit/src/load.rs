@@ -1,31 +1,33 @@
-//! `slipway loadtest` (hidden): a small, bounded HTTP load generator for the deploy tests and
-//! benchmarks — a fixed request rate over keep-alive connections for a fixed time, counting
-//! answers by status and by body (the version that answered) and measuring latency.
+//! A small, bounded HTTP load generator for the deploy tests and benchmarks: a fixed request
+//! rate over keep-alive connections for a fixed time (or until a stop file appears), counting
+//! answers by status and by body (the version that answered) and measuring latency. Tests
+//! call [`run`] in-process; the benchmarks run the `slipway-load` binary.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use clap::Args;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 
-#[derive(Args)]
-pub struct LoadArgs {
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct Load {
     /// `http://host:port/path` on loopback.
     pub url: String,
     /// Requests per second, over all connections.
-    #[arg(long, default_value_t = 200)]
     pub rate: u32,
-    /// How long to send.
-    #[arg(long, default_value = "5s", value_parser = |s: &str| slipway_pipeline::duration::parse(s))]
     pub duration: Duration,
     /// Keep-alive connections.
-    #[arg(long, default_value_t = 4)]
     pub connections: u32,
     /// Stop early when this file appears (lets a test end the load when its scenario ends).
-    #[arg(long, value_name = "FILE")]
-    pub stop_file: Option<std::path::PathBuf>,
+    pub stop_file: Option<PathBuf>,
+}
+
+impl Load {
+    pub fn new(url: &str, rate: u32, duration: Duration) -> Load {
+        Load { url: url.to_string(), rate, duration, connections: 4, stop_file: None }
+    }
 }
 
 #[derive(Default)]
@@ -38,22 +40,30 @@ struct Tally {
     timeline: Vec<(u64, bool)>,
 }
 
-pub fn run(args: LoadArgs) -> Result<i32> {
-    let uri: hyper::Uri = args.url.parse()?;
+/// Sends the load and returns the tally as JSON: `requests`, `failed`, `by_status`,
+/// `by_body` (the first line of each answer: the version that answered), `latency_ms`
+/// (p50/p90/p99/max), `first_failure_ms`/`last_failure_ms` and the first `errors`.
+pub fn run(args: &Load) -> Result<serde_json::Value, String> {
+    let uri: hyper::Uri = args.url.parse().map_err(|e| format!("`{}`: {e}", args.url))?;
     let host = uri.host().unwrap_or("127.0.0.1").to_string();
     let port = uri.port_u16().unwrap_or(80);
     let path = uri.path_and_query().map_or("/".to_string(), |p| p.to_string());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let tally = rt.block_on(async {
         let start = Instant::now();
         let end = start + args.duration;
         let every = Duration::from_secs_f64(f64::from(args.connections) / f64::from(args.rate.max(1)));
         let mut workers = Vec::new();
         for w in 0..args.connections {
-            let (host, path, stop) = (host.clone(), path.clone(), args.stop_file.clone());
+            let (host, path, stop, connections) =
+                (host.clone(), path.clone(), args.stop_file.clone(), args.connections);
             workers.push(tokio::spawn(async move {
                 let mut t = Tally::default();
-                let mut next = start + every.mul_f64(f64::from(w) / f64::from(args.connections));
+                let mut next = start + every.mul_f64(f64::from(w) / f64::from(connections));
                 let mut conn: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
                 while next < end {
                     tokio::time::sleep_until(next.into()).await;
@@ -120,9 +130,7 @@ pub fn run(args: LoadArgs) -> Result<i32> {
     let mut timeline = tally.timeline;
     timeline.sort_unstable();
     let failed_at: Vec<u64> = timeline.iter().filter(|(_, ok)| !ok).map(|(t, _)| *t).collect();
-    println!(
-        "{}",
-        serde_json::json!({
+    Ok(serde_json::json!({
             "requests": total,
             "failed": failed,
             "by_status": tally.by_status,
@@ -131,9 +139,7 @@ pub fn run(args: LoadArgs) -> Result<i32> {
             "first_failure_ms": failed_at.first(),
             "last_failure_ms": failed_at.last(),
             "errors": tally.errors,
-        })
-    );
-    Ok(0)
+    }))
 }
 
 async fn request(

@@ -1,39 +1,44 @@
 //! The `ssh` target: a release rolled out across Linux hosts with systemd. Every host first
-//! gets the release staged (binary uploaded once and checked by SHA-256, `run` script, env
-//! file, unit) without touching what runs; then hosts switch in batches of `max_unavailable`
-//! (`current` link, restart, health check). The first host that fails stops the rollout: its
-//! batch and every host already switched go back to the previous release (a link switch and
-//! a restart, no upload), and the report says which host failed at which step and why.
+//! gets the release staged (the binary for the host's platform uploaded once and checked by
+//! SHA-256, `run` script, env file, unit) without touching what runs; then hosts switch in
+//! batches of `max_unavailable` (or by `group`): `current` link, restart, health check. The
+//! first host that fails stops the rollout: its batch and every host already switched go back
+//! to the previous release (a link switch and a restart, no upload), and the report says which
+//! host failed at which step and why.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use serde_json::json;
-use slipway_pipeline::environment::{Environment, Probe, SshHost, SshTarget, Strategy};
-use slipway_store::Release;
+use slipway_model::environment::{Environment, Probe, SshHost, SshTarget, Strategy};
+use slipway_model::manifest::go_arch;
+use slipway_model::release::{Artifact, Release};
 use tokio::task::JoinSet;
 
-use crate::engine::{Failure, Step};
+use super::{Cx, Observation, Step, Target, Unit};
 use crate::ssh::{Conn, HostError, sq};
-use crate::{Engine, artifacts, systemd};
+use crate::{DeployError, ErrorKind, artifacts, systemd};
 
 /// A release's directory name on a host: version and digest, so a rebuilt version never
 /// overwrites the bytes that run.
 pub fn release_dir_name(r: &Release) -> String {
     let v: String =
         r.version.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
-    format!("{v}-{}", &r.artifacts[0].sha256[..12])
+    format!("{v}-{}", &r.key_digest()[..r.key_digest().len().min(12)])
 }
 
 fn service_name(t: &SshTarget, r: &Release) -> String {
-    t.service.clone().unwrap_or_else(|| r.artifacts[0].name.clone())
+    t.service.clone().unwrap_or_else(|| r.program().to_string())
 }
 
 /// What one host runs, read back from it.
 #[derive(Debug, Clone)]
 pub struct HostState {
     pub host: String,
+    /// The host's platform, Go's way (`linux/amd64`), from `uname`.
+    pub platform: Option<String>,
     /// The release directory `current` points to.
     pub release_dir: Option<String>,
     pub sha256: Option<String>,
@@ -44,25 +49,51 @@ pub struct HostState {
 
 impl HostState {
     pub fn matches(&self, r: &Release) -> bool {
+        let want = self.platform.as_deref().and_then(|p| r.artifact_for(p).ok()).map(|a| a.sha256.as_str());
         self.release_dir.as_deref() == Some(release_dir_name(r).as_str())
-            && self.sha256.as_deref() == Some(r.artifacts[0].sha256.as_str())
+            && want.is_some()
+            && self.sha256.as_deref() == want
             && self.active == "active"
     }
 }
 
+/// `uname -s` and `uname -m` as Go names them.
+fn platform_of(uname: &str) -> Option<String> {
+    let mut it = uname.split_whitespace();
+    let (os, machine) = (it.next()?.to_ascii_lowercase(), it.next()?);
+    Some(format!("{os}/{}", go_arch(machine)))
+}
+
+/// What every host gets of one release.
 struct Plan {
     env: Environment,
     target: SshTarget,
     service: String,
     binary: String,
-    sha: String,
-    local: PathBuf,
     dir: String,
     version: String,
+    /// The release's artifacts and where each is in this machine's artifact store.
+    artifacts: Vec<(Artifact, PathBuf)>,
 }
 
+/// Stages the release on one host; true when the binary was uploaded (not already there).
 async fn stage(c: Arc<Conn>, p: Arc<Plan>) -> Result<bool, HostError> {
     let rel = format!("{}/{}/releases/{}", p.target.root, p.service, p.dir);
+    let uname = c.run("check", "uname -sm", None).await?;
+    let platform = platform_of(&uname).unwrap_or_default();
+    let Some((artifact, local)) = p.artifacts.iter().find(|(a, _)| a.platform == platform) else {
+        let have: Vec<&str> = p.artifacts.iter().map(|(a, _)| a.platform.as_str()).collect();
+        return Err(HostError {
+            host: c.host.label(),
+            step: "check".into(),
+            message: format!(
+                "the host is {platform}, and release {} has binaries for {} only (build with `slipway go build --platform {platform}`)",
+                p.version,
+                have.join(", ")
+            ),
+        });
+    };
+    let sha = &artifact.sha256;
     let check = format!(
         "set -e\n\
          command -v systemctl >/dev/null 2>&1 || {{ echo 'systemctl not found: the ssh target needs a host with systemd' >&2; exit 3; }}\n\
@@ -70,7 +101,7 @@ async fn stage(c: Arc<Conn>, p: Arc<Plan>) -> Result<bool, HostError> {
          if [ -f {bin} ] && [ \"$(sha256sum {bin} | cut -d' ' -f1)\" = {sha} ]; then echo present; else echo missing; fi",
         rel = sq(&rel),
         bin = sq(&format!("{rel}/{}", p.binary)),
-        sha = sq(&p.sha),
+        sha = sq(sha),
     );
     let present = c.run("check", &check, None).await?.trim() == "present";
     if !present {
@@ -83,10 +114,10 @@ async fn stage(c: Arc<Conn>, p: Arc<Plan>) -> Result<bool, HostError> {
              chmod 0755 {part}\n\
              mv -f {part} {bin}",
             part = sq(&part),
-            sha = sq(&p.sha),
+            sha = sq(sha),
             bin = sq(&format!("{rel}/{}", p.binary)),
         );
-        if let Err(e) = c.run("upload", &upload, Some(&p.local)).await {
+        if let Err(e) = c.run("upload", &upload, Some(local)).await {
             let _ = c.run("clean up", &format!("rm -f {}", sq(&part)), None).await;
             return Err(e);
         }
@@ -210,35 +241,20 @@ fn t_is_template(unit: &str) -> bool {
     unit.contains('@')
 }
 
+/// The health check of one instance, from this machine to the host's port (a command check
+/// runs on the host).
 async fn probe(c: &Conn, p: &Probe, timeout: Duration, port: u16) -> Result<(), String> {
-    let addr = (c.host.host.as_str(), port);
-    let work = async {
-        match p {
-            Probe::Tcp => {
-                tokio::net::TcpStream::connect(addr).await.map(|_| ()).map_err(|e| format!("TCP connect: {e}"))
+    match p {
+        Probe::Tcp => slipway_net::probe::tcp(&c.host.host, port, timeout).await,
+        Probe::Http(path) => slipway_net::probe::http(&c.host.host, port, path, timeout).await,
+        Probe::Command(cmd) => {
+            let script = format!("PORT={port} sh -c {}", sq(cmd));
+            match tokio::time::timeout(timeout, c.run("health", &script, None)).await {
+                Ok(r) => r.map(|_| ()).map_err(|e| format!("`{cmd}`: {}", e.message)),
+                Err(_) => Err(format!("`{cmd}` timed out after {timeout:?}")),
             }
-            Probe::Http(path) => {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("GET {path}: {e}"))?;
-                let req = format!(
-                    "GET {path} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: slipway-health\r\n\r\n",
-                    c.host.host, port
-                );
-                s.write_all(req.as_bytes()).await.map_err(|e| format!("GET {path}: {e}"))?;
-                let mut head = vec![0u8; 64];
-                let n = s.read(&mut head).await.map_err(|e| format!("GET {path}: {e}"))?;
-                let line = String::from_utf8_lossy(&head[..n]).lines().next().unwrap_or("").to_string();
-                let code: u16 = line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-                if (200..400).contains(&code) { Ok(()) } else { Err(format!("GET {path}: {}", line.trim())) }
-            }
-            Probe::Command(cmd) => c
-                .run("health", &format!("PORT={port} sh -c {}", sq(cmd)), None)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("`{cmd}`: {}", e.message)),
         }
-    };
-    tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+    }
 }
 
 /// Keeps the newest `keep` releases (never the current one).
@@ -258,7 +274,8 @@ async fn inspect_one(c: &Conn, t: &SshTarget, service: &str, binary: &str) -> Ho
     let units: Vec<String> = t.units(service, &c.host).into_iter().map(|(u, _)| u).collect();
     // One line per unit from is-active; the host is "active" only when every unit is.
     let script = format!(
-        "l=$(readlink {base}/current 2>/dev/null || true); echo \"${{l#releases/}}\"\n\
+        "uname -sm\n\
+         l=$(readlink {base}/current 2>/dev/null || true); echo \"${{l#releases/}}\"\n\
          sha256sum {base}/current/{binary} 2>/dev/null | cut -d' ' -f1; echo\n\
          s=active; for u in {units}; do a=$(systemctl is-active $u 2>/dev/null || true); [ \"$a\" = active ] || s=$a; done; echo $s",
         base = sq(&base),
@@ -271,14 +288,16 @@ async fn inspect_one(c: &Conn, t: &SshTarget, service: &str, binary: &str) -> Ho
             let non_empty = |s: Option<&&str>| s.filter(|x| !x.is_empty()).map(|x| x.to_string());
             HostState {
                 host: c.host.label(),
-                release_dir: non_empty(lines.first()),
-                sha256: non_empty(lines.get(1)),
+                platform: lines.first().and_then(|u| platform_of(u)),
+                release_dir: non_empty(lines.get(1)),
+                sha256: non_empty(lines.get(2)),
                 active: lines.iter().rev().find(|l| !l.is_empty()).map_or("unknown".into(), |s| s.to_string()),
                 error: None,
             }
         }
         Err(e) => HostState {
             host: c.host.label(),
+            platform: None,
             release_dir: None,
             sha256: None,
             active: "unknown".into(),
@@ -308,8 +327,7 @@ fn batches(t: &SshTarget, strategy: &Strategy) -> Vec<Vec<usize>> {
 }
 
 fn conns(t: &SshTarget) -> Result<Vec<Arc<Conn>>, Step> {
-    let dir = crate::ssh::control_dir()
-        .map_err(|e| Step::Error(crate::DeployError::new(crate::exit::FAILED, e.to_string())))?;
+    let dir = crate::ssh::control_dir().map_err(|e| Step::Error(DeployError::failed(e.to_string())))?;
     Ok(t.hosts.iter().map(|h| Arc::new(Conn::new(h, t, &dir))).collect())
 }
 
@@ -327,10 +345,9 @@ pub(crate) async fn upload_to_agent(
     rel: &str,
     sha: &str,
     local: &std::path::Path,
-) -> Result<bool, crate::DeployError> {
-    let fail = |e: HostError| crate::DeployError::new(crate::exit::FAILED, format!("remote agent: {e}"));
-    let conns = conns(t)
-        .map_err(|_| crate::DeployError::new(crate::exit::FAILED, "cannot create the ssh control directory"))?;
+) -> Result<bool, DeployError> {
+    let fail = |e: HostError| DeployError::failed(format!("remote agent: {e}"));
+    let conns = conns(t).map_err(|_| DeployError::failed("cannot create the ssh control directory"))?;
     let c = &conns[0];
     let dest = format!("{}/{rel}", t.root);
     let dir = dest.rsplit_once('/').map_or(t.root.clone(), |(d, _)| d.to_string());
@@ -354,27 +371,38 @@ pub(crate) async fn upload_to_agent(
 }
 
 /// Opens a tunnel to a remote agent's socket.
-pub async fn agent_tunnel(t: &SshTarget) -> Result<(crate::ssh::Tunnel, Arc<Conn>), crate::DeployError> {
-    let dir = crate::ssh::control_dir().map_err(|e| crate::DeployError::new(crate::exit::FAILED, e.to_string()))?;
+pub async fn agent_tunnel(t: &SshTarget) -> Result<(crate::ssh::Tunnel, Arc<Conn>), DeployError> {
+    let dir = crate::ssh::control_dir().map_err(|e| DeployError::failed(e.to_string()))?;
     let c = Arc::new(Conn::new(&t.hosts[0], t, &dir));
     let remote = format!("{}/agent.sock", t.root);
     match c.tunnel(&dir, &remote).await {
         Ok(tun) => Ok((tun, c)),
-        Err(e) => Err(crate::DeployError::new(crate::exit::NO_AGENT, format!("no agent reachable: {e}"))
+        Err(e) => Err(DeployError::new(ErrorKind::NoAgent, format!("no agent reachable: {e}"))
             .hint(format!("start it on {}: `slipway agent start --data-dir {}`", t.hosts[0].host, t.root))),
     }
 }
 
-impl Engine {
-    /// Reads what every host of an ssh environment runs.
-    pub async fn inspect_hosts(&self, env: &Environment, release: &Release) -> Vec<HostState> {
-        let slipway_pipeline::environment::Target::Ssh(t) = &env.target else { return Vec::new() };
+/// An environment on ssh + systemd hosts.
+pub struct Hosts {
+    env: Environment,
+    target: SshTarget,
+    /// This machine's artifact store (binaries are uploaded from it).
+    data_dir: PathBuf,
+}
+
+impl Hosts {
+    pub fn new(env: &Environment, target: SshTarget, data_dir: PathBuf) -> Hosts {
+        Hosts { env: env.clone(), target, data_dir }
+    }
+
+    /// Reads what every host runs.
+    async fn inspect(&self, release: &Release) -> Vec<HostState> {
+        let t = &self.target;
         let Ok(conns) = conns(t) else { return Vec::new() };
         let service = service_name(t, release);
         let mut set = JoinSet::new();
         for (i, c) in conns.iter().enumerate() {
-            let (c, t, service, binary) =
-                (Arc::clone(c), t.clone(), service.clone(), release.artifacts[0].name.clone());
+            let (c, t, service, binary) = (Arc::clone(c), t.clone(), service.clone(), release.program().to_string());
             set.spawn(async move { (i, inspect_one(&c, &t, &service, &binary).await) });
         }
         let mut states: Vec<(usize, HostState)> = set.join_all().await;
@@ -383,63 +411,30 @@ impl Engine {
         states.into_iter().map(|(_, s)| s).collect()
     }
 
-    /// Puts every host of an ssh environment back on `current` where it runs anything else
-    /// (after an interrupted deploy); returns one line per host it changed.
-    pub(crate) async fn ssh_restore(&self, env: &Environment, t: &SshTarget, current: &Release) -> Vec<String> {
-        let Ok(conns) = conns(t) else { return Vec::new() };
-        let service = service_name(t, current);
-        let mut out = Vec::new();
-        for c in &conns {
-            let state = inspect_one(c, t, &service, &current.artifacts[0].name).await;
-            if state.matches(current) {
-                continue;
-            }
-            let r = switch(c, env, t, &service, &release_dir_name(current))
-                .await
-                .map(|()| format!("{}: back on {}", c.host.label(), current.version));
-            out.push(r.unwrap_or_else(|e| format!("could not restore {e}")));
-        }
-        close_all(&conns).await;
-        out
-    }
-
-    pub(crate) async fn ssh_rollout(
+    async fn rollout_on(
         &self,
-        env: &Environment,
-        t: &SshTarget,
-        old: Option<&Release>,
-        new: &Release,
-    ) -> Result<(), Step> {
-        let conns = conns(t)?;
-        let r = self.ssh_rollout_on(env, t, old, new, &conns).await;
-        close_all(&conns).await;
-        r
-    }
-
-    async fn ssh_rollout_on(
-        &self,
-        env: &Environment,
-        t: &SshTarget,
+        cx: &Cx<'_>,
         old: Option<&Release>,
         new: &Release,
         conns: &[Arc<Conn>],
     ) -> Result<(), Step> {
-        let local = artifacts::verify(&self.data_dir, &new.artifacts[0])?;
+        let (env, t) = (&self.env, &self.target);
+        let mut staged = Vec::new();
+        for a in &new.artifacts {
+            staged.push((a.clone(), artifacts::verify(&self.data_dir, a)?));
+        }
         let plan = Arc::new(Plan {
             env: env.clone(),
             target: t.clone(),
             service: service_name(t, new),
-            binary: new.artifacts[0].name.clone(),
-            sha: new.artifacts[0].sha256.clone(),
-            local,
+            binary: new.program().to_string(),
             dir: release_dir_name(new),
             version: new.version.clone(),
+            artifacts: staged,
         });
         // 1. Stage everywhere; nothing that runs changes, so a failure here needs no rollback.
-        self.say(format!("staging {} on {} host(s)", new.version, conns.len()));
-        self.store
-            .record_step(new.id, "stage", &json!({"hosts": t.hosts.iter().map(SshHost::label).collect::<Vec<_>>()}))
-            .await?;
+        cx.say(format!("staging {} on {} host(s)", new.version, conns.len()));
+        cx.record("stage", json!({"hosts": t.hosts.iter().map(SshHost::label).collect::<Vec<_>>()})).await?;
         let mut set = JoinSet::new();
         for c in conns {
             let (c, p) = (Arc::clone(c), Arc::clone(&plan));
@@ -448,7 +443,7 @@ impl Engine {
         let mut failed = Vec::new();
         for (host, r) in set.join_all().await {
             match r {
-                Ok(uploaded) => self.say(format!(
+                Ok(uploaded) => cx.say(format!(
                     "{host}: staged ({})",
                     if uploaded { "uploaded, checksum verified" } else { "already there" }
                 )),
@@ -456,15 +451,15 @@ impl Engine {
             }
         }
         if !failed.is_empty() {
-            return Err(Step::Failed(Failure(format!("staging failed on {}; no host was changed", failed.join("; ")))));
+            return Err(Step::Failed(format!("staging failed on {}; no host was changed", failed.join("; "))));
         }
         // 2. Switch in batches.
         let batches = batches(t, &env.strategy);
         let mut switched: Vec<usize> = Vec::new();
         for (b, chunk) in batches.iter().enumerate() {
             let names: Vec<String> = chunk.iter().map(|&i| conns[i].host.label()).collect();
-            self.say(format!("batch {}/{}: {} → {}", b + 1, batches.len(), names.join(", "), new.version));
-            self.store.record_step(new.id, "switch", &json!({"hosts": names})).await?;
+            cx.say(format!("batch {}/{}: {} → {}", b + 1, batches.len(), names.join(", "), new.version));
+            cx.record("switch", json!({"hosts": names})).await?;
             let mut set = JoinSet::new();
             for &i in chunk.iter() {
                 let (c, p) = (Arc::clone(&conns[i]), Arc::clone(&plan));
@@ -479,18 +474,18 @@ impl Engine {
                 results.iter().filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string())).collect();
             if errors.is_empty() {
                 for n in &names {
-                    self.say(format!("{n}: healthy on {}", new.version));
+                    cx.say(format!("{n}: healthy on {}", new.version));
                 }
                 continue;
             }
             // 3. Put every switched host back.
-            let report = self.ssh_undo(env, t, old, &plan.service, conns, &switched).await;
+            let report = self.undo(old, &plan.service, conns, &switched).await;
             let untouched = conns.len() - switched.len();
-            return Err(Step::Failed(Failure(format!(
+            return Err(Step::Failed(format!(
                 "{}; {report}{}",
                 errors.join("; "),
                 if untouched > 0 { format!("; {untouched} host(s) never switched") } else { String::new() }
-            ))));
+            )));
         }
         for c in conns {
             prune(c, t, &plan.service).await;
@@ -498,18 +493,11 @@ impl Engine {
         Ok(())
     }
 
-    async fn ssh_undo(
-        &self,
-        env: &Environment,
-        t: &SshTarget,
-        old: Option<&Release>,
-        service: &str,
-        conns: &[Arc<Conn>],
-        switched: &[usize],
-    ) -> String {
+    async fn undo(&self, old: Option<&Release>, service: &str, conns: &[Arc<Conn>], switched: &[usize]) -> String {
         let mut set = JoinSet::new();
         for &i in switched {
-            let (c, t, env, service) = (Arc::clone(&conns[i]), t.clone(), env.clone(), service.to_string());
+            let (c, t, env, service) =
+                (Arc::clone(&conns[i]), self.target.clone(), self.env.clone(), service.to_string());
             let old_dir = old.map(release_dir_name);
             set.spawn(async move {
                 let r = match &old_dir {
@@ -532,9 +520,110 @@ impl Engine {
     }
 }
 
+#[async_trait]
+impl Target for Hosts {
+    async fn check(&self) -> Result<(), DeployError> {
+        // Hosts are reached while staging, where a failure changes nothing.
+        Ok(())
+    }
+
+    async fn prepare(&self, _cx: &Cx<'_>, release: &Release) -> Result<(), DeployError> {
+        for a in &release.artifacts {
+            artifacts::verify(&self.data_dir, a)?;
+        }
+        Ok(())
+    }
+
+    async fn rollout(&self, cx: &Cx<'_>, old: Option<&Release>, new: &Release) -> Result<(), Step> {
+        let conns = conns(&self.target)?;
+        let r = self.rollout_on(cx, old, new, &conns).await;
+        close_all(&conns).await;
+        r
+    }
+
+    fn restores_itself(&self) -> bool {
+        true
+    }
+
+    async fn restore(&self, _cx: &Cx<'_>, old: Option<&Release>, _failed: &Release) -> Result<String, Step> {
+        // The rollout puts the hosts it switched back, host by host, as soon as one fails.
+        Ok(match old {
+            Some(o) => format!("hosts back on {}", o.version),
+            None => "nothing ran here before".into(),
+        })
+    }
+
+    async fn observe(&self, current: Option<&Release>, _known: &[Release]) -> Observation {
+        let Some(c) = current else {
+            return Observation { desired: self.target.hosts.len() as u32, ..Observation::default() };
+        };
+        let states = self.inspect(c).await;
+        let mut o = Observation { desired: states.len() as u32, ..Observation::default() };
+        for h in &states {
+            let matches = h.matches(c);
+            if matches {
+                o.healthy += 1;
+            } else {
+                o.drift.push(match &h.error {
+                    Some(e) => format!("{}: {e}", h.host),
+                    None => format!(
+                        "{} runs {} ({}), expected {} (active)",
+                        h.host,
+                        h.release_dir.as_deref().unwrap_or("nothing"),
+                        h.active,
+                        release_dir_name(c)
+                    ),
+                });
+            }
+            o.units.push(Unit {
+                name: h.host.clone(),
+                release: matches.then_some(c.id),
+                version: h.release_dir.clone(),
+                state: h.active.clone(),
+                healthy: matches,
+                matches,
+                digest: h.sha256.clone(),
+                error: h.error.clone(),
+            });
+        }
+        if !states.is_empty() && states.iter().all(|h| h.error.is_some()) {
+            o.unreachable = Some(format!("no host answers: {}", o.drift.join("; ")));
+        }
+        o
+    }
+
+    async fn reconcile(&self, cx: &Cx<'_>, current: &Release) -> Result<Vec<String>, DeployError> {
+        let t = &self.target;
+        let conns = conns(t).map_err(|_| DeployError::failed("cannot create the ssh control directory"))?;
+        let service = service_name(t, current);
+        let mut out = Vec::new();
+        for c in &conns {
+            let state = inspect_one(c, t, &service, current.program()).await;
+            if state.matches(current) {
+                continue;
+            }
+            cx.record("repair", json!({"host": c.host.label(), "release": current.id})).await?;
+            let r = switch(c, &self.env, t, &service, &release_dir_name(current))
+                .await
+                .map(|()| format!("{}: back on {}", c.host.label(), current.version));
+            out.push(r.unwrap_or_else(|e| format!("could not restore {e}")));
+        }
+        close_all(&conns).await;
+        Ok(out)
+    }
+
+    fn url(&self) -> String {
+        if self.env.listen.is_empty() {
+            self.target.hosts.iter().map(|h| format!("http://{}:{}", h.host, h.port)).collect::<Vec<_>>().join(" ")
+        } else {
+            format!("http://{}", self.env.listen)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use slipway_pipeline::environment::{Scale, SshHost, SshTarget, Strategy};
+    use slipway_model::environment::{Scale, SshHost, SshTarget, Strategy};
 
     fn target(groups: &[Option<&str>]) -> SshTarget {
         SshTarget {

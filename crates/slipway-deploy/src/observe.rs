@@ -1,0 +1,229 @@
+//! What an environment is like right now — its current release, what its target runs, how
+//! healthy that is, whether it drifts from the record — for `slipway status`, the server's API
+//! and the dashboard alike. Observing never changes anything: a deploy left mid-way is
+//! reported as interrupted (the next deploy, rollback or `slipway repair` puts it back), and a
+//! target running what the store does not know is reported with what runs, never "repaired"
+//! to nothing.
+
+use serde::Serialize;
+use slipway_model::environment::{
+    DockerTarget, Environment, HealthCheck, Protection, Service, Strategy, Target as Kind,
+};
+use slipway_model::release::{Release, ReleaseConfig, ReleaseReason, ReleaseStatus, TargetConfig};
+
+use crate::target::Unit;
+use crate::{DeployError, Engine};
+
+/// The one-word state of an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Health {
+    /// Nothing was ever deployed, and nothing runs.
+    #[serde(rename = "not deployed")]
+    NotDeployed,
+    /// A deploy is working on it now.
+    #[serde(rename = "deploying")]
+    Deploying,
+    /// A deploy died mid-way (its lock's lease ran out): the target may run a mix of
+    /// releases until the next deploy, rollback or `slipway repair`.
+    #[serde(rename = "interrupted")]
+    Interrupted,
+    #[serde(rename = "healthy")]
+    Healthy,
+    /// Some instances of the current release are not healthy.
+    #[serde(rename = "degraded")]
+    Degraded,
+    /// No instance of the current release is healthy.
+    #[serde(rename = "failed")]
+    Failed,
+    /// The last deploy failed and the release before it runs again.
+    #[serde(rename = "rolled back")]
+    RolledBack,
+    /// The target runs something other than the current release, as released.
+    #[serde(rename = "drift")]
+    Drift,
+    /// The target runs releases the store does not know (the store was lost, or is older).
+    #[serde(rename = "unmanaged")]
+    Unmanaged,
+    /// The target cannot be read (no agent, hosts unreachable).
+    #[serde(rename = "unknown")]
+    Unknown,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::NotDeployed => "not deployed",
+            Health::Deploying => "deploying",
+            Health::Interrupted => "interrupted",
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Failed => "failed",
+            Health::RolledBack => "rolled back",
+            Health::Drift => "drift",
+            Health::Unmanaged => "unmanaged",
+            Health::Unknown => "unknown",
+        }
+    }
+}
+
+/// One environment, observed.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvState {
+    pub environment: String,
+    pub version: Option<String>,
+    pub release: Option<i64>,
+    pub status: Health,
+    pub healthy: u32,
+    pub total: u32,
+    pub url: String,
+    pub updated_at_ms: Option<i64>,
+    /// Why it is in this state, when there is more to say.
+    pub detail: Option<String>,
+    /// What runs: instances, containers or hosts.
+    pub units: Vec<Unit>,
+    pub drift: Vec<String>,
+    /// Whether the target is ssh hosts (their units are hosts).
+    pub hosts: bool,
+}
+
+/// An environment that the store knows but the pipeline file no longer declares, rebuilt from
+/// its current release's record (agent targets on this machine only).
+fn from_record(name: &str, c: &ReleaseConfig) -> Option<Environment> {
+    let target = match &c.target {
+        TargetConfig::Local => Kind::Local,
+        TargetConfig::Docker { memory, nano_cpus } => {
+            Kind::Docker(DockerTarget { memory: memory.map(|m| m as u64), nano_cpus: *nano_cpus, keep_images: 3 })
+        }
+        TargetConfig::Ssh => return None,
+    };
+    Some(Environment {
+        name: name.to_string(),
+        target,
+        service: Service::default(),
+        instances: c.instances,
+        listen: c.listen.clone(),
+        strategy: Strategy::Rolling {
+            max_surge: slipway_model::environment::Scale::Count(1),
+            max_unavailable: slipway_model::environment::Scale::Count(0),
+        },
+        health: HealthCheck::default(),
+        promote_from: None,
+        protection: Protection::default(),
+        agent: None,
+        stop_grace: std::time::Duration::from_secs(10),
+        drain_timeout: std::time::Duration::from_secs(30),
+    })
+}
+
+impl Engine {
+    /// Observes an environment: `env` when the pipeline file declares it, else only its name
+    /// (known to the store). Changes nothing.
+    pub async fn observe(&self, name: &str, env: Option<&Environment>) -> Result<EnvState, DeployError> {
+        let store = self.store();
+        let current = store.current(name).await?;
+        let unfinished = store.unfinished(name).await?;
+        let history = store.history(name, 1000).await?;
+        let latest = history.first().cloned();
+        let fallback = match (env, &current) {
+            (None, Some(c)) => from_record(name, &c.config),
+            _ => None,
+        };
+        let env = env.or(fallback.as_ref());
+        let mut state = EnvState {
+            environment: name.to_string(),
+            version: current.as_ref().map(|c| c.version.clone()),
+            release: current.as_ref().map(|c| c.id),
+            status: Health::NotDeployed,
+            healthy: 0,
+            total: current.as_ref().map_or_else(|| env.map_or(0, |e| e.instances), |c| c.config.instances),
+            url: env.map(|e| format!("http://{}", e.listen)).unwrap_or_default(),
+            updated_at_ms: current.as_ref().map(|c| c.finished_at_ms.unwrap_or(c.created_at_ms)),
+            detail: None,
+            units: Vec::new(),
+            drift: Vec::new(),
+            hosts: env.is_some_and(|e| matches!(e.target, Kind::Ssh(_))),
+        };
+        let observation = match env {
+            Some(e) => match self.target(e).await {
+                Ok(t) => {
+                    state.url = t.url();
+                    Some(t.observe(current.as_ref(), &history).await)
+                }
+                Err(err) => {
+                    state.status = Health::Unknown;
+                    state.detail = Some(err.message);
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(o) = &observation {
+            state.units = o.units.clone();
+            state.drift = o.drift.clone();
+            if current.is_some() {
+                state.healthy = o.healthy;
+                state.total = o.desired;
+            }
+        }
+        let deploying = unfinished.iter().rev().find(|r| r.status == ReleaseStatus::Deploying);
+        let (status, detail) = match (deploying, &current, &observation) {
+            (Some(r), _, _) => match store.lock_holder(name).await? {
+                Some((owner, _)) => (Health::Deploying, Some(format!("release #{} ({}) by {owner}", r.id, r.version))),
+                None => (
+                    Health::Interrupted,
+                    Some(format!(
+                        "release #{} ({}) was interrupted mid-way; `slipway repair {name}` (or the next deploy) puts {} back",
+                        r.id,
+                        r.version,
+                        current.as_ref().map_or("nothing".to_string(), |c| c.version.clone())
+                    )),
+                ),
+            },
+            (None, _, Some(o)) if !o.unknown.is_empty() => (
+                Health::Unmanaged,
+                Some(format!(
+                    "{}; slipway leaves it alone — deploy a release to take the environment over",
+                    o.unknown.join("; ")
+                )),
+            ),
+            (None, None, _) if state.status == Health::Unknown => (Health::Unknown, state.detail.clone()),
+            (None, None, _) => (Health::NotDeployed, None),
+            (None, Some(_), None) => (
+                Health::Unknown,
+                state.detail.clone().or_else(|| Some("the pipeline file no longer declares it".into())),
+            ),
+            (None, Some(c), Some(o)) => judge(c, latest.as_ref(), o),
+        };
+        state.status = status;
+        state.detail = detail;
+        Ok(state)
+    }
+}
+
+/// The state of a deployed environment from what its target runs.
+fn judge(current: &Release, latest: Option<&Release>, o: &crate::target::Observation) -> (Health, Option<String>) {
+    if let Some(why) = &o.unreachable {
+        return (Health::Unknown, Some(why.clone()));
+    }
+    if o.healthy == 0 {
+        let why = if o.drift.is_empty() {
+            "no instance is healthy".to_string()
+        } else {
+            format!("drift: {}", o.drift.join("; "))
+        };
+        return (Health::Failed, Some(why));
+    }
+    if !o.drift.is_empty() {
+        return (Health::Drift, Some(format!("differs from the release record: {}", o.drift.join("; "))));
+    }
+    if o.healthy < o.desired {
+        return (Health::Degraded, None);
+    }
+    if current.reason == ReleaseReason::AutoRollback || latest.is_some_and(|l| l.status == ReleaseStatus::Failed) {
+        return (
+            Health::RolledBack,
+            latest.and_then(|l| l.status_detail.as_ref().map(|d| format!("#{} {}: {d}", l.id, l.version))),
+        );
+    }
+    (Health::Healthy, None)
+}

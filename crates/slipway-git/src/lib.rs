@@ -1,0 +1,105 @@
+//! slipway's one git facade: every crate that asks git something asks here — the checkout's
+//! facts for predefined variables and rules ([`Checkout`]), files changed since a commit, the
+//! project's file list for workspaces, `git describe` for versions, the commit for image
+//! labels. Each question is one `git` process (several run side by side where a caller needs
+//! them together); nothing here writes to a repository.
+
+mod checkout;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub use checkout::{Checkout, ZERO_SHA};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("git is not installed (or not on PATH): {0}")]
+    Missing(std::io::Error),
+    #[error("git {args}: {message}")]
+    Failed { args: String, message: String },
+}
+
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("git");
+    c.args(args).current_dir(dir).stdin(Stdio::null());
+    c
+}
+
+/// Starts a git command whose output [`finish`] collects (to run several at once).
+pub fn spawn(dir: &Path, args: &[&str]) -> Option<Child> {
+    command(dir, args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()
+}
+
+/// The output of a command [`spawn`] started, without its last newline; `None` when it failed.
+pub fn finish(child: Option<Child>) -> Option<String> {
+    let out = child?.wait_with_output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
+}
+
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    finish(spawn(dir, args))
+}
+
+/// One git command's output, trimmed; `None` when it failed or printed nothing.
+pub fn output(dir: &Path, args: &[&str]) -> Option<String> {
+    git(dir, args).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Runs a git command; its stdout, or what it printed on stderr when it failed.
+pub fn run(dir: &Path, args: &[&str]) -> Result<String, GitError> {
+    let out = command(dir, args).output().map_err(GitError::Missing)?;
+    if !out.status.success() {
+        return Err(GitError::Failed {
+            args: args.join(" "),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `git describe --tags --always --dirty`: the version of a checkout (`None` outside git).
+pub fn describe(dir: &Path) -> Option<String> {
+    output(dir, &["describe", "--tags", "--always", "--dirty"])
+}
+
+/// Files changed since `base` (a commit-ish): committed changes, edits in the work tree, and
+/// untracked files — as absolute paths under the repository's top.
+pub fn changed_since(dir: &Path, base: &str) -> Result<Vec<PathBuf>, GitError> {
+    let top = PathBuf::from(run(dir, &["rev-parse", "--show-toplevel"])?.trim());
+    run(dir, &["rev-parse", "--verify", "-q", &format!("{base}^{{commit}}")]).map_err(|_| GitError::Failed {
+        args: format!("rev-parse {base}"),
+        message: format!("`{base}` is not a commit in this repository"),
+    })?;
+    let mut files: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
+    for l in run(dir, &["diff", "--name-only", "--no-renames", base])?.lines() {
+        files.insert(top.join(l));
+    }
+    for l in run(dir, &["ls-files", "--others", "--exclude-standard", "--full-name", ":/"])?.lines() {
+        files.insert(top.join(l));
+    }
+    Ok(files.into_iter().collect())
+}
+
+/// The commit's time (Unix seconds) and hash, and the `origin` remote's URL, asked side by side.
+pub fn commit_and_origin(dir: &Path) -> (Option<(i64, String)>, Option<String>) {
+    let head = spawn(dir, &["log", "-1", "--format=%ct %H"]);
+    let origin = spawn(dir, &["config", "--get", "remote.origin.url"]);
+    let head = finish(head).and_then(|h| {
+        let (t, sha) = h.split_once(' ')?;
+        Some((t.parse().ok()?, sha.to_string()))
+    });
+    (head, finish(origin).filter(|o| !o.is_empty()))
+}
+
+/// The listing a workspace snapshot starts from: tracked and untracked-but-not-ignored files
+/// (NUL-separated), and, when `with_refs`, every ref with its object — asked at once.
+pub fn files_and_refs(dir: &Path, with_refs: bool) -> (Option<Vec<u8>>, Option<String>) {
+    let ls = command(dir, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok();
+    let refs = with_refs.then(|| spawn(dir, &["for-each-ref", "--format=%(objectname) %(refname)"])).flatten();
+    let files = ls.and_then(|c| c.wait_with_output().ok()).filter(|o| o.status.success()).map(|o| o.stdout);
+    (files, finish(refs))
+}

@@ -1,0 +1,144 @@
+//! Pipeline runs as records: a job's state (GitLab's job statuses, plus `allowed_failure`),
+//! its final record, and a run's summary — what `.slipway/runs/<id>/summary.json` holds and
+//! what the store keeps for the server.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job is. The names are GitLab's job statuses; `allowed_failure` is GitLab's
+/// "failed, allowed to fail".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for its predecessors.
+    Created,
+    /// Ready, waiting for a free slot (concurrency, resource group).
+    Pending,
+    /// `when: delayed`: waits for its time.
+    Scheduled,
+    Running,
+    Success,
+    Failed,
+    /// Failed, but `allow_failure` allowed it.
+    AllowedFailure,
+    Skipped,
+    /// A manual job nobody started (yet).
+    Manual,
+    Canceled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 10] = [
+        JobState::Created,
+        JobState::Pending,
+        JobState::Scheduled,
+        JobState::Running,
+        JobState::Success,
+        JobState::Failed,
+        JobState::AllowedFailure,
+        JobState::Skipped,
+        JobState::Manual,
+        JobState::Canceled,
+    ];
+
+    /// No transition leaves it without an input (a play of a manual job, a retry).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Success
+                | JobState::Failed
+                | JobState::AllowedFailure
+                | JobState::Skipped
+                | JobState::Manual
+                | JobState::Canceled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Created => "created",
+            JobState::Pending => "pending",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Success => "success",
+            JobState::Failed => "failed",
+            JobState::AllowedFailure => "allowed_failure",
+            JobState::Skipped => "skipped",
+            JobState::Manual => "manual",
+            JobState::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineStatus {
+    Running,
+    Success,
+    Failed,
+    Canceled,
+}
+
+impl PipelineStatus {
+    pub const ALL: [PipelineStatus; 4] =
+        [PipelineStatus::Running, PipelineStatus::Success, PipelineStatus::Failed, PipelineStatus::Canceled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineStatus::Running => "running",
+            PipelineStatus::Success => "success",
+            PipelineStatus::Failed => "failed",
+            PipelineStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PipelineStatus> {
+        PipelineStatus::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// A job's final record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub name: String,
+    pub stage: String,
+    pub status: JobState,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// Why it failed or did not run, when slipway knows more than the exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The coverage the job's `coverage:` regex found in its log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// A finished run: what `summary.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: u64,
+    pub status: PipelineStatus,
+    pub duration_ms: u64,
+    pub jobs: Vec<JobRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_read_back_as_written() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in PipelineStatus::ALL {
+            assert_eq!(PipelineStatus::parse(s.as_str()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! A project as a run sees it: which pipeline it has (`--file`, `.slipway.yml`,
+//! `.slipway.yaml`, `.gitlab-ci.yml`, or the built-in Go pipeline when there is a `go.mod`),
+//! the pipeline loaded with its diagnostics, and planned against the checkout — git answers
+//! the planner's questions ([`GitFacts`]) and gives the predefined `CI_*` variables
+//! ([`predefined`]). The CLI and the server plan the same way through here.
+
+use std::path::{Path, PathBuf};
+
+use slipway_git::{Checkout, ZERO_SHA};
+use slipway_pipeline::plan::{self, Context, Facts, Plan, PlanError};
+use slipway_pipeline::vars::{VarMap, slug};
+use slipway_pipeline::{Diagnostic, Pipeline, SourceMap, builtin};
+
+use crate::workspace::Snapshot;
+
+pub const PIPELINE_FILES: &[&str] = &[".slipway.yml", ".slipway.yaml", ".gitlab-ci.yml"];
+
+/// Where the pipeline comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    BuiltinGo,
+}
+
+impl Source {
+    pub fn describe(&self, root: &Path) -> String {
+        match self {
+            Source::File(p) => p.strip_prefix(root).unwrap_or(p).display().to_string(),
+            Source::BuiltinGo => builtin::NAME.to_string(),
+        }
+    }
+}
+
+/// Why a project has no pipeline to load.
+#[derive(Debug, Clone)]
+pub struct NoPipeline {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+pub fn find_source(root: &Path, file: Option<&Path>) -> Result<Source, NoPipeline> {
+    if let Some(f) = file {
+        let p = if f.is_absolute() { f.to_path_buf() } else { root.join(f) };
+        if !p.is_file() {
+            return Err(NoPipeline { message: format!("pipeline file `{}` does not exist", f.display()), hint: None });
+        }
+        return Ok(Source::File(p));
+    }
+    for name in PIPELINE_FILES {
+        let p = root.join(name);
+        if p.is_file() {
+            return Ok(Source::File(p));
+        }
+    }
+    if root.join("go.mod").is_file() {
+        return Ok(Source::BuiltinGo);
+    }
+    Err(NoPipeline {
+        message: format!("no pipeline in {}", root.display()),
+        hint: Some("add a `.slipway.yml` (or `.gitlab-ci.yml`), run `slipway init` in a Go module, or point at a file with `--file`".into()),
+    })
+}
+
+/// The project root for a directory: the nearest directory, from `dir` up to the
+/// repository's top, that has a pipeline file or a `go.mod` (so slipway works from a
+/// subdirectory, as git does), else `dir` itself.
+pub fn root_of(dir: &Path) -> PathBuf {
+    let has_pipeline = |d: &Path| PIPELINE_FILES.iter().any(|f| d.join(f).is_file()) || d.join("go.mod").is_file();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if has_pipeline(d) {
+            return d.to_path_buf();
+        }
+        if d.join(".git").exists() {
+            break;
+        }
+        cur = d.parent();
+    }
+    dir.to_path_buf()
+}
+
+pub struct Loaded {
+    pub source: Source,
+    pub pipeline: Pipeline,
+    pub sources: SourceMap,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// A pipeline that does not load or plan: every diagnostic, and the sources to show them.
+pub struct Invalid {
+    pub source: Source,
+    pub sources: SourceMap,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Why loading failed.
+pub enum LoadError {
+    NoPipeline(NoPipeline),
+    Unreadable { message: String },
+    Invalid(Invalid),
+}
+
+/// Loads and compiles the project's pipeline, with every error at once.
+pub fn load(root: &Path, file: Option<&Path>) -> Result<Loaded, LoadError> {
+    let source = find_source(root, file).map_err(LoadError::NoPipeline)?;
+    let mut sources = SourceMap::default();
+    let result = match &source {
+        Source::File(p) => {
+            let shown = p.strip_prefix(root).unwrap_or(p).to_path_buf();
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| LoadError::Unreadable { message: format!("cannot read {}: {e}", shown.display()) })?;
+            slipway_pipeline::load_pipeline_text(root, &shown, &text, &mut sources)
+        }
+        Source::BuiltinGo => {
+            slipway_pipeline::load_pipeline_text(root, Path::new(builtin::NAME), builtin::GO_PIPELINE, &mut sources)
+        }
+    };
+    match result {
+        Ok((pipeline, warnings)) => Ok(Loaded { source, pipeline, sources, warnings }),
+        Err(diagnostics) => Err(LoadError::Invalid(Invalid { source, sources, diagnostics })),
+    }
+}
+
+/// The predefined variables of a run (job-level ones are added by the planner).
+pub fn predefined(c: &Checkout, dir: &Path, pipeline_id: u64, source: &str) -> VarMap {
+    let mut v = VarMap::new();
+    let mut set = |k: &str, val: String| {
+        v.insert(k.to_string(), val);
+    };
+    set("CI", "true".into());
+    set("SLIPWAY", "true".into());
+    set("CI_COMMIT_SHA", c.sha.clone());
+    set("CI_COMMIT_SHORT_SHA", c.sha.chars().take(8).collect());
+    let ref_name = c.tag.clone().or_else(|| c.branch.clone()).unwrap_or_else(|| "HEAD".into());
+    if let Some(b) = &c.branch {
+        set("CI_COMMIT_BRANCH", b.clone());
+    }
+    if let Some(t) = &c.tag {
+        set("CI_COMMIT_TAG", t.clone());
+    }
+    set("CI_COMMIT_REF_SLUG", slug(&ref_name));
+    set("CI_COMMIT_REF_NAME", ref_name);
+    set("CI_COMMIT_MESSAGE", c.message.clone());
+    set("CI_COMMIT_TITLE", c.message.lines().next().unwrap_or("").to_string());
+    set("CI_COMMIT_BEFORE_SHA", c.before_sha.clone().unwrap_or_else(|| ZERO_SHA.into()));
+    set("CI_DEFAULT_BRANCH", c.default_branch.clone());
+    set("CI_PIPELINE_ID", pipeline_id.to_string());
+    set("CI_PIPELINE_IID", pipeline_id.to_string());
+    set("CI_PIPELINE_SOURCE", source.to_string());
+    set("CI_PROJECT_DIR", dir.display().to_string());
+    set("CI_PROJECT_NAME", c.project_name.clone());
+    set("CI_PROJECT_PATH", c.project_path.clone());
+    set("CI_PROJECT_PATH_SLUG", slug(&c.project_path));
+    set("CI_PROJECT_NAMESPACE", c.project_path.rsplit_once('/').map(|(ns, _)| ns.to_string()).unwrap_or_default());
+    v
+}
+
+/// Answers the planner's questions from git and the project's file list.
+pub struct GitFacts<'a> {
+    pub root: &'a Path,
+    pub checkout: &'a Checkout,
+    /// The project's files, listed on the first `exists` question only.
+    files: std::cell::OnceCell<Vec<String>>,
+}
+
+impl<'a> GitFacts<'a> {
+    pub fn new(root: &'a Path, checkout: &'a Checkout, snapshot: Option<&Snapshot>) -> GitFacts<'a> {
+        let files = std::cell::OnceCell::new();
+        if let Some(s) = snapshot {
+            let _ = files.set(s.files.iter().map(|f| f.display().to_string()).collect());
+        }
+        GitFacts { root, checkout, files }
+    }
+
+    fn files(&self) -> &[String] {
+        self.files.get_or_init(|| {
+            Snapshot::take(self.root)
+                .map(|s| s.files.iter().map(|f| f.display().to_string()).collect())
+                .unwrap_or_default()
+        })
+    }
+}
+
+impl Facts for GitFacts<'_> {
+    fn changed_files(&self, compare_to: Option<&str>) -> Option<Vec<String>> {
+        self.checkout.changed_files(self.root, compare_to)
+    }
+
+    fn exists(&self, glob: &str) -> bool {
+        let Ok(g) = globset::GlobBuilder::new(glob.trim_start_matches("./")).literal_separator(true).build() else {
+            return false;
+        };
+        let m = g.compile_matcher();
+        self.files().iter().any(|f| m.is_match(f))
+    }
+}
+
+/// What a plan is made for.
+pub struct PlanInput<'a> {
+    pub root: &'a Path,
+    pub checkout: &'a Checkout,
+    pub pipeline_id: u64,
+    pub source: &'a str,
+    pub overrides: VarMap,
+    /// The project's files when already listed (saves a second `git ls-files`).
+    pub snapshot: Option<&'a Snapshot>,
+}
+
+/// Plans the loaded pipeline for this checkout; a pipeline that plans to nothing is an error
+/// at the place that decided it.
+pub fn make_plan(loaded: &Loaded, input: &PlanInput) -> Result<Plan, Invalid> {
+    let facts = GitFacts::new(input.root, input.checkout, input.snapshot);
+    let cx = Context {
+        predefined: predefined(input.checkout, input.root, input.pipeline_id, input.source),
+        overrides: input.overrides.clone(),
+        facts: &facts,
+        source: input.source.to_string(),
+        first_job_id: input.pipeline_id * 1000 + 1,
+    };
+    let invalid = |diagnostics| Invalid { source: loaded.source.clone(), sources: loaded.sources.clone(), diagnostics };
+    match plan::plan(&loaded.pipeline, &cx) {
+        Ok(p) => Ok(p),
+        Err(PlanError::Workflow(span)) => Err(invalid(vec![
+            Diagnostic::error(span, "`workflow:rules` decided not to run a pipeline for this commit")
+                .with_hint("check the rule's condition, or pass the variables it tests with `--var NAME=VALUE`"),
+        ])),
+        Err(PlanError::Empty(span)) => Err(invalid(vec![
+            Diagnostic::error(
+                span,
+                "every job was excluded by `rules`, `only`/`except` or `when: never`: the pipeline is empty",
+            )
+            .with_hint(
+                "check the jobs' rules against this commit (`slipway list`), or pass variables with `--var NAME=VALUE`",
+            ),
+        ])),
+        Err(PlanError::Invalid(diags)) => Err(invalid(diags)),
+    }
+}

@@ -1,0 +1,306 @@
+//! The store's test suite, run on both backends: every case is one async function taking a
+//! database, and [`on_both!`] makes a `sqlite_…` and a `postgres_…` test of it (PostgreSQL is
+//! a real server of the test's own, from slipway-testkit).
+
+use std::time::Duration;
+
+use slipway_model::release::{Artifact, NewRelease, ReleaseConfig, ReleaseReason, ReleaseStatus};
+use slipway_model::run::{JobState, PipelineStatus};
+
+use crate::{Lock, NewRun, Store};
+
+/// A database the case may open more than once (each open is another "process").
+struct Db {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Db {
+    async fn open(&self) -> Store {
+        Store::connect(&self.url).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+macro_rules! on_both {
+    ($($case:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = Db { url: dir.path().display().to_string(), _dir: Some(dir) };
+            $case(db).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let url = tokio::task::spawn_blocking(slipway_testkit::postgres::database).await.expect("createdb");
+            $case(Db { url, _dir: None }).await;
+        }
+    )*};
+}
+
+on_both! {
+    releases_history_and_current => sqlite_releases_history_and_current, postgres_releases_history_and_current;
+    locks_expire_and_are_recovered => sqlite_locks_expire_and_are_recovered, postgres_locks_expire_and_are_recovered;
+    two_processes_never_both_hold_a_lock => sqlite_two_processes_never_both_hold_a_lock, postgres_two_processes_never_both_hold_a_lock;
+    journal_and_approvals => sqlite_journal_and_approvals, postgres_journal_and_approvals;
+    runs_keep_their_transitions => sqlite_runs_keep_their_transitions, postgres_runs_keep_their_transitions;
+    two_runners_never_claim_one_job => sqlite_two_runners_never_claim_one_job, postgres_two_runners_never_claim_one_job;
+    expired_job_leases_go_back_to_the_queue => sqlite_expired_job_leases_go_back_to_the_queue, postgres_expired_job_leases_go_back_to_the_queue;
+}
+
+fn config() -> ReleaseConfig {
+    serde_json::from_value(serde_json::json!({
+        "schema": 2,
+        "service": {"args": ["--port", "{{port}}"]},
+        "instances": 3,
+        "listen": "127.0.0.1:8080",
+        "strategy": "rolling",
+        "health": {"probe": {"type": "tcp"}, "interval_ms": 1000, "timeout_ms": 1000, "successes": 1, "failures": 3},
+        "target": "local",
+    }))
+    .expect("config")
+}
+
+fn new(env: &str, version: &str) -> NewRelease {
+    NewRelease {
+        environment: env.into(),
+        version: version.into(),
+        artifacts: vec![
+            Artifact { name: "app".into(), platform: "linux/amd64".into(), sha256: "ab".into(), size: 1 },
+            Artifact { name: "app".into(), platform: "linux/arm64".into(), sha256: "cd".into(), size: 2 },
+        ],
+        config: config(),
+        commit: Some("c0ffee".into()),
+        branch: Some("main".into()),
+        actor: "tester".into(),
+        reason: ReleaseReason::Deploy,
+        source_release: None,
+        status: ReleaseStatus::Deploying,
+    }
+}
+
+async fn releases_history_and_current(db: Db) {
+    let store = db.open().await;
+    let a = store.create_release(&new("dev", "v1")).await.expect("create");
+    assert!(a.started_at_ms.is_some(), "a deploying release has started");
+    store.set_status(a.id, ReleaseStatus::Healthy, None).await.expect("status");
+    store.set_current("dev", a.id, ReleaseStatus::Replaced).await.expect("current");
+    let mut rollback = new("dev", "v0");
+    rollback.reason = ReleaseReason::AutoRollback;
+    rollback.source_release = Some(a.id);
+    let b = store.create_release(&rollback).await.expect("create");
+    store.set_status(b.id, ReleaseStatus::Healthy, Some("after #1")).await.expect("status");
+    store.set_current("dev", b.id, ReleaseStatus::RolledBack).await.expect("current");
+    let h = store.history("dev", 10).await.expect("history");
+    assert_eq!(
+        h.iter().map(|r| (r.version.as_str(), r.status, r.reason)).collect::<Vec<_>>(),
+        [
+            ("v0", ReleaseStatus::Healthy, ReleaseReason::AutoRollback),
+            ("v1", ReleaseStatus::RolledBack, ReleaseReason::Deploy)
+        ]
+    );
+    assert_eq!(h[0].group_id(), a.id, "an auto-rollback runs the instances of the release it returns to");
+    assert_eq!(h[0].status_detail.as_deref(), Some("after #1"));
+    assert_eq!(store.current("dev").await.expect("current").map(|r| r.id), Some(b.id));
+    assert_eq!(h[1].artifact_for("linux/arm64").map(|x| x.sha256.as_str()), Ok("cd"));
+    assert_eq!(h[1].config, config());
+    assert!(h[1].finished_at_ms.is_some());
+    assert_eq!(store.find_version("v1").await.expect("find").map(|r| r.id), Some(a.id));
+    assert_eq!(store.good_releases("dev").await.expect("good").len(), 2);
+    assert_eq!(store.environments().await.expect("envs").iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["dev"]);
+    let unfinished = store.create_release(&NewRelease { status: ReleaseStatus::Queued, ..new("dev", "v2") }).await;
+    assert_eq!(store.unfinished("dev").await.expect("unfinished").len(), 1);
+    assert_eq!(unfinished.expect("queued").started_at_ms, None);
+    // Reopening runs no migration twice and keeps everything.
+    store.close().await;
+    let store = db.open().await;
+    assert_eq!(store.history("dev", 10).await.expect("history").len(), 3);
+}
+
+async fn locks_expire_and_are_recovered(db: Db) {
+    let store = db.open().await;
+    let lease = Duration::from_millis(300);
+    assert_eq!(store.lock("dev", "a", Some(1), lease).await.expect("lock"), Lock::Acquired);
+    assert_eq!(store.lock("dev", "a", Some(1), lease).await.expect("again"), Lock::Acquired, "taking it twice renews");
+    assert!(
+        matches!(store.lock("dev", "b", Some(2), lease).await.expect("lock"), Lock::Held { owner, .. } if owner == "a")
+    );
+    assert_eq!(store.lock_holder("dev").await.expect("holder"), Some(("a".into(), Some(1))));
+    assert!(store.renew("dev", "a", lease).await.expect("renew"));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(store.lock_holder("dev").await.expect("holder"), None, "an expired lease holds nothing");
+    assert_eq!(
+        store.lock("dev", "b", Some(2), lease).await.expect("lock"),
+        Lock::Recovered { previous_owner: "a".into(), release: Some(1) }
+    );
+    assert!(!store.renew("dev", "a", lease).await.expect("renew"), "a lost the lock");
+    store.unlock("dev", "a").await.expect("unlocking someone else's lock does nothing");
+    assert!(matches!(store.lock("dev", "a", None, lease).await.expect("lock"), Lock::Held { .. }));
+    store.unlock("dev", "b").await.expect("unlock");
+    assert_eq!(store.lock("dev", "a", None, lease).await.expect("lock"), Lock::Acquired);
+}
+
+async fn two_processes_never_both_hold_a_lock(db: Db) {
+    // Two pools are two processes: in every round both race for a fresh environment's lock
+    // (and for one whose lease just ran out), and exactly one wins.
+    let (s1, s2) = (db.open().await, db.open().await);
+    for round in 0..25 {
+        let env = format!("env{round}");
+        let lease = Duration::from_secs(30);
+        let (a, b) = tokio::join!(s1.lock(&env, "one", None, lease), s2.lock(&env, "two", None, lease));
+        let won = [a.expect("lock"), b.expect("lock")].iter().filter(|l| !matches!(l, Lock::Held { .. })).count();
+        assert_eq!(won, 1, "round {round}: exactly one holder");
+        let stale = format!("stale{round}");
+        s1.lock(&stale, "dead", None, Duration::ZERO).await.expect("lock");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let (a, b) = tokio::join!(s1.lock(&stale, "one", None, lease), s2.lock(&stale, "two", None, lease));
+        let (a, b) = (a.expect("lock"), b.expect("lock"));
+        let recovered = [&a, &b].iter().filter(|l| matches!(l, Lock::Recovered { .. })).count();
+        assert_eq!(recovered, 1, "round {round}: one recovers the dead holder's lock ({a:?}, {b:?})");
+    }
+}
+
+async fn journal_and_approvals(db: Db) {
+    let store = db.open().await;
+    let r = store.create_release(&new("prod", "v1")).await.expect("create");
+    assert_eq!(store.record_step(r.id, "scale", &serde_json::json!({"old": 3, "new": 1})).await.expect("step"), 1);
+    assert_eq!(store.record_step(r.id, "scale", &serde_json::json!({"old": 2, "new": 2})).await.expect("step"), 2);
+    let steps = store.steps(r.id).await.expect("steps");
+    assert_eq!(steps.iter().map(|s| s.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(steps[1].detail["new"], 2);
+    store.approve("prod", r.id, "alice").await.expect("approve");
+    store.approve("prod", r.id, "alice").await.expect("approve twice");
+    store.approve("prod", r.id, "bob").await.expect("approve");
+    let who: Vec<String> = store.approvals(r.id).await.expect("approvals").into_iter().map(|a| a.approver).collect();
+    assert_eq!(who, ["alice", "bob"]);
+}
+
+fn run(jobs: &[&str]) -> NewRun {
+    NewRun {
+        project: "team/app".into(),
+        ref_name: Some("main".into()),
+        commit_sha: Some("c0ffee".into()),
+        source: "push".into(),
+        jobs: jobs.iter().map(|j| (j.to_string(), "test".to_string())).collect(),
+    }
+}
+
+async fn runs_keep_their_transitions(db: Db) {
+    let store = db.open().await;
+    let id = store.create_run(&run(&["build", "test"])).await.expect("run");
+    let snap = serde_json::json!({"jobs": ["pending", "created"]});
+    store.save_transition(id, PipelineStatus::Running, &snap, &[(0, JobState::Pending)]).await.expect("transition");
+    let r = store.run(id).await.expect("run").expect("exists");
+    assert_eq!((r.status, r.snapshot.as_ref()), (PipelineStatus::Running, Some(&snap)));
+    assert_eq!(store.running_runs().await.expect("running").len(), 1);
+    let jobs = store.jobs(id).await.expect("jobs");
+    assert_eq!(
+        jobs.iter().map(|j| (j.name.as_str(), j.status)).collect::<Vec<_>>(),
+        [("build", JobState::Pending), ("test", JobState::Created)]
+    );
+    let claimed = store.claim_job("agent-1", Duration::from_secs(30)).await.expect("claim").expect("a job");
+    assert_eq!((claimed.index, claimed.attempt), (0, 1));
+    assert!(store.renew_job(id, 0, "agent-1", Duration::from_secs(30)).await.expect("renew"));
+    assert!(!store.finish_job(id, 0, "agent-2", JobState::Success, Some(0), None).await.expect("not theirs"));
+    assert!(store.finish_job(id, 0, "agent-1", JobState::Failed, Some(2), Some("exit 2")).await.expect("finish"));
+    store
+        .save_transition(id, PipelineStatus::Failed, &serde_json::json!({}), &[(1, JobState::Skipped)])
+        .await
+        .expect("transition");
+    let jobs = store.jobs(id).await.expect("jobs");
+    assert_eq!(
+        (jobs[0].status, jobs[0].exit_code, jobs[0].reason.as_deref()),
+        (JobState::Failed, Some(2), Some("exit 2"))
+    );
+    assert_eq!(jobs[1].status, JobState::Skipped);
+    let r = store.run(id).await.expect("run").expect("exists");
+    assert!(r.finished_at_ms.is_some());
+    assert!(store.running_runs().await.expect("running").is_empty());
+    assert_eq!(store.runs("team/app", 10).await.expect("runs").len(), 1);
+}
+
+async fn two_runners_never_claim_one_job(db: Db) {
+    let store = db.open().await;
+    let names: Vec<String> = (0..30).map(|i| format!("job{i}")).collect();
+    let id = store.create_run(&run(&names.iter().map(String::as_str).collect::<Vec<_>>())).await.expect("run");
+    let all: Vec<(usize, JobState)> = (0..names.len()).map(|i| (i, JobState::Pending)).collect();
+    store.save_transition(id, PipelineStatus::Running, &serde_json::json!({}), &all).await.expect("pending");
+    let (s1, s2) = (db.open().await, db.open().await);
+    let claim_all = |s: Store, who: &'static str| async move {
+        let mut got = Vec::new();
+        while let Some(j) = s.claim_job(who, Duration::from_secs(30)).await.expect("claim") {
+            got.push(j.index);
+        }
+        got
+    };
+    let (a, b) = tokio::join!(claim_all(s1, "one"), claim_all(s2, "two"));
+    let mut both: Vec<usize> = a.iter().chain(&b).copied().collect();
+    both.sort_unstable();
+    assert_eq!(both, (0..names.len()).collect::<Vec<_>>(), "every job once: {a:?} / {b:?}");
+}
+
+async fn expired_job_leases_go_back_to_the_queue(db: Db) {
+    let store = db.open().await;
+    let id = store.create_run(&run(&["only"])).await.expect("run");
+    store
+        .save_transition(id, PipelineStatus::Running, &serde_json::json!({}), &[(0, JobState::Pending)])
+        .await
+        .expect("t");
+    store.claim_job("gone", Duration::from_millis(100)).await.expect("claim").expect("job");
+    assert_eq!(store.claim_job("other", Duration::from_secs(30)).await.expect("claim"), None);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(store.requeue_expired_jobs().await.expect("requeue"), [(id, 0)]);
+    let again = store.claim_job("other", Duration::from_secs(30)).await.expect("claim").expect("job");
+    assert_eq!(again.attempt, 2);
+    assert!(
+        !store.finish_job(id, 0, "gone", JobState::Success, Some(0), None).await.expect("late"),
+        "the old runner lost it"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sqlite_rows_written_before_the_typed_model_still_load() {
+    // A store made by the first schema (migration 1 only), holding a release the way the
+    // engine wrote them then, opened by today's store.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("slipway.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.expect("pool");
+        let v1 = dir.path().join("v1");
+        std::fs::create_dir_all(&v1).expect("mkdir");
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite/0001_releases.sql"),
+            v1.join("0001_releases.sql"),
+        )
+        .expect("copy");
+        let first = sqlx::migrate::Migrator::new(v1.as_path()).await.expect("migrator");
+        first.run(&pool).await.expect("migration 1");
+        sqlx::query(
+            "INSERT INTO releases (environment, version, artifacts, config_hash, config, commit_sha, branch, actor,
+                                   reason, source_release, status, status_detail, created_at, started_at, finished_at)
+             VALUES ('dev', 'v1', ?, 'old-hash', ?, NULL, 'main', 'alice', 'auto-rollback', 7, 'healthy', 'after #8',
+                     1700000000000, 1700000000100, 1700000001000)",
+        )
+        .bind(r#"[{"name":"app","platform":"linux/amd64","sha256":"ab12","size":42}]"#)
+        .bind(
+            r#"{"service":{"binary":null,"args":["--addr","127.0.0.1:{{port}}"],"env":[],"workdir":null},"instances":3,"listen":"127.0.0.1:8181","strategy":"rolling","health":{"probe":{"type":"http","path":"/healthz"},"interval_ms":1000,"timeout_ms":1000,"successes":1,"failures":3},"target":"local"}"#,
+        )
+        .execute(&pool)
+        .await
+        .expect("old row");
+        pool.close().await;
+    }
+    let store = Store::open(dir.path()).await.expect("migrates to today's schema");
+    let r = store.release(1).await.expect("read").expect("the old release");
+    assert_eq!((r.reason, r.status, r.group_id()), (ReleaseReason::AutoRollback, ReleaseStatus::Healthy, 7));
+    assert_eq!(r.config.schema, 1);
+    assert_eq!(r.config.instances, 3);
+    assert_eq!(r.config.service.args, ["--addr", "127.0.0.1:{{port}}"]);
+    assert_eq!(r.artifacts[0].size, 42);
+    // The same settings written today compare equal.
+    let mut today = r.config.clone();
+    today.schema = slipway_model::release::CONFIG_SCHEMA;
+    assert_eq!(r.config_hash, today.hash());
+    // And the new tables are there.
+    assert!(store.create_run(&run(&["a"])).await.is_ok());
+}

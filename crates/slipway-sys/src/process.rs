@@ -1,0 +1,141 @@
+//! Process groups. Every child slipway starts (job shells, service instances, the agent)
+//! leads a group of its own, so stopping it stops everything it started: SIGTERM to the group,
+//! a grace period, then SIGKILL. Children also get a parent-death signal, so a slipway that is
+//! killed outright (`kill -9`) takes them with it; and [`Records`] remember running groups by
+//! pid and start time, so a restarted process can stop what its predecessor left — and never
+//! a recycled pid.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+/// Sends `signal` to the process group `pgid` (a child started with [`own_group`]); false when
+/// the group no longer exists.
+pub fn signal_group(pgid: u32, signal: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
+    unsafe { libc::kill(-(pgid as i32), signal) == 0 }
+}
+
+/// Whether any process of the group is left.
+pub fn group_alive(pgid: u32) -> bool {
+    signal_group(pgid, 0)
+}
+
+/// Sends `signal` to one process.
+pub fn signal(pid: u32, signal: i32) -> bool {
+    if pid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) on one pid; no memory is touched.
+    unsafe { libc::kill(pid as i32, signal) == 0 }
+}
+
+/// Whether the process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: kill(pid, 0) only asks whether the process exists.
+    let exists = pid > 0 && unsafe { libc::kill(pid as i32, 0) } == 0;
+    exists && std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| !s.contains(") Z "))
+}
+
+pub const SIGTERM: i32 = libc::SIGTERM;
+pub const SIGKILL: i32 = libc::SIGKILL;
+pub const SIGINT: i32 = libc::SIGINT;
+
+/// Makes the command's child lead a new process group and receive `SIGKILL` when the thread
+/// that spawned it ends (the whole process, for a thread that lives as long as it does) — a
+/// `kill -9` of slipway must not leave its children running.
+pub fn own_group(cmd: &mut std::process::Command, die_with_parent: bool) {
+    cmd.process_group(0);
+    if die_with_parent {
+        // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// The start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19).map(str::to_string)
+}
+
+/// A directory of records, one file per running process group (`<pid>` holding its start
+/// time), that a later process reads to stop what an earlier one left running.
+#[derive(Debug, Clone)]
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    pub fn new(dir: &Path) -> std::io::Result<Records> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Records { dir: dir.to_path_buf() })
+    }
+
+    pub fn remember(&self, pid: u32) {
+        if let Some(t) = start_time(pid) {
+            let _ = std::fs::write(self.dir.join(pid.to_string()), t);
+        }
+    }
+
+    pub fn forget(&self, pid: u32) {
+        let _ = std::fs::remove_file(self.dir.join(pid.to_string()));
+    }
+
+    /// Kills the process groups recorded here whose leader is still the process that was
+    /// recorded (same start time); returns how many.
+    pub fn kill_leftovers(&self) -> usize {
+        let mut n = 0;
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let recorded = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if start_time(pid).is_some_and(|t| t == recorded.trim()) {
+                signal_group(pid, SIGKILL);
+                n += 1;
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_is_signalled_whole_and_records_survive_only_their_process() {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "sleep 30 & sleep 30 & wait"]);
+        own_group(&mut cmd, true);
+        let mut child = cmd.spawn().expect("spawn");
+        let pid = child.id();
+        let dir = std::env::temp_dir().join(format!("slipway-sys-test-{}", std::process::id()));
+        let records = Records::new(&dir).expect("records");
+        records.remember(pid);
+        // A record whose process is gone (or another process now) is only removed.
+        std::fs::write(dir.join("1"), "0").expect("stale record");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(group_alive(pid));
+        assert_eq!(records.kill_leftovers(), 1);
+        let _ = child.wait();
+        let t = std::time::Instant::now();
+        while group_alive(pid) {
+            assert!(t.elapsed() < std::time::Duration::from_secs(5), "the group's sleeps were killed too");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
