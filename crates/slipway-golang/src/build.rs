@@ -36,7 +36,7 @@ impl std::fmt::Display for Platform {
 pub fn dist_list(dir: &Path) -> Result<Vec<String>, GoError> {
     let out = go(dir).args(["tool", "dist", "list"]).output().map_err(spawn_err)?;
     if !out.status.success() {
-        return Err(GoError::GoFailed { message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(crate::failed("go tool dist list", String::from_utf8_lossy(&out.stderr)));
     }
     Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
 }
@@ -49,6 +49,77 @@ fn go(dir: &Path) -> Command {
 
 fn spawn_err(e: std::io::Error) -> GoError {
     if e.kind() == std::io::ErrorKind::NotFound { GoError::GoMissing } else { GoError::Io(e.to_string()) }
+}
+
+/// Checks the platforms the user asked for against what this Go builds (`go tool dist
+/// list`); none asked for means the host's (`go env GOOS GOARCH`). Duplicates are dropped.
+pub fn resolve_platforms(dir: &Path, wanted: &[String]) -> Result<Vec<Platform>, UnknownPlatform> {
+    let known =
+        dist_list(dir).map_err(|e| UnknownPlatform { given: String::new(), known: Vec::new(), error: Some(e) })?;
+    let wanted: Vec<String> = if wanted.is_empty() {
+        let out = go(dir).args(["env", "GOOS", "GOARCH"]).output().map_err(|e| UnknownPlatform {
+            given: String::new(),
+            known: Vec::new(),
+            error: Some(spawn_err(e)),
+        })?;
+        vec![String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>().join("/")]
+    } else {
+        wanted.to_vec()
+    };
+    let mut platforms = Vec::new();
+    for w in wanted.iter().map(|w| w.trim()) {
+        match Platform::parse(w).filter(|_| known.iter().any(|k| k == w)) {
+            Some(p) if !platforms.contains(&p) => platforms.push(p),
+            Some(_) => {}
+            None => return Err(UnknownPlatform { given: w.to_string(), known, error: None }),
+        }
+    }
+    Ok(platforms)
+}
+
+/// A platform this Go cannot build for (or the toolchain did not answer: `error`).
+#[derive(Debug)]
+pub struct UnknownPlatform {
+    pub given: String,
+    /// What `go tool dist list` offers.
+    pub known: Vec<String>,
+    pub error: Option<GoError>,
+}
+
+/// Compiles every package of `patterns` for each platform, keeping nothing: the build of a
+/// module without a main package (a library), which has no binaries, checksums or images.
+/// Returns how many packages compiled.
+pub fn compile(
+    dir: &Path,
+    patterns: &[String],
+    platforms: &[Platform],
+    cgo: bool,
+    flags: &[String],
+) -> Result<usize, GoError> {
+    let pats: Vec<String> = if patterns.is_empty() { vec!["./...".into()] } else { patterns.to_vec() };
+    let listed = go(dir).args(["list"]).args(&pats).output().map_err(spawn_err)?;
+    if !listed.status.success() {
+        return Err(crate::failed("go list", String::from_utf8_lossy(&listed.stderr)));
+    }
+    let count = String::from_utf8_lossy(&listed.stdout).lines().filter(|l| !l.trim().is_empty()).count();
+    for p in platforms {
+        let out = go(dir)
+            .arg("build")
+            .args(flags)
+            .args(&pats)
+            .env("GOOS", &p.os)
+            .env("GOARCH", &p.arch)
+            .env("CGO_ENABLED", if cgo { "1" } else { "0" })
+            .output()
+            .map_err(spawn_err)?;
+        if !out.status.success() {
+            return Err(crate::failed(
+                &format!("go build (GOOS={} GOARCH={})", p.os, p.arch),
+                String::from_utf8_lossy(&out.stderr),
+            ));
+        }
+    }
+    Ok(count)
 }
 
 /// A main package: its import path, directory and binary name.
@@ -67,7 +138,7 @@ pub fn main_packages(dir: &Path, patterns: &[String]) -> Result<Vec<MainPackage>
         .output()
         .map_err(spawn_err)?;
     if !out.status.success() {
-        return Err(GoError::GoFailed { message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(crate::failed("go list", String::from_utf8_lossy(&out.stderr)));
     }
     let mut v: Vec<MainPackage> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -165,7 +236,7 @@ pub fn build(opts: &BuildOptions, on: &(dyn Fn(BuildEvent) + Sync)) -> Result<Ma
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     let failures: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
     if !failures.is_empty() {
-        return Err(GoError::GoFailed { message: failures.join("\n") });
+        return Err(crate::failed("go build", failures.join("\n")));
     }
     let mut artifacts: Vec<Artifact> = results.into_iter().filter_map(Result::ok).collect();
     artifacts.sort_by(|a, b| a.file.cmp(&b.file));
@@ -263,7 +334,7 @@ pub fn read_build_info(dir: &Path, binary: &Path) -> Result<BuildInfo, GoError> 
     }
     let out = go(dir).args(["version", "-m"]).arg(binary).output().map_err(spawn_err)?;
     if !out.status.success() {
-        return Err(GoError::GoFailed { message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(crate::failed("go version -m", String::from_utf8_lossy(&out.stderr)));
     }
     Ok(parse_build_info(&String::from_utf8_lossy(&out.stdout)))
 }

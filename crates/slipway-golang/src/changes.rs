@@ -136,7 +136,7 @@ fn go_list(dir: &Path, patterns: &[String]) -> Result<Vec<ListPackage>, GoError>
             if e.kind() == std::io::ErrorKind::NotFound { GoError::GoMissing } else { GoError::Io(e.to_string()) }
         })?;
     if !out.status.success() && out.stdout.is_empty() {
-        return Err(GoError::GoFailed { message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(crate::failed("go list", String::from_utf8_lossy(&out.stderr)));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut v = Vec::new();

@@ -295,8 +295,11 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
         let rep = load(&files.module, "mod.tidy", "module", "slipway go mod check")?;
         let tidy = field(&rep, "tidy", &files.module, "module")?.as_bool().unwrap_or(false);
         let verified = rep["verified"].as_bool().unwrap_or(false);
+        let vendored = rep["vendored"].as_bool().unwrap_or(false);
         let mut blame = Vec::new();
-        if !tidy {
+        if !tidy && vendored {
+            blame.push("vendor/ does not match go.mod (run `go mod vendor`)".into());
+        } else if !tidy {
             blame.push("go mod tidy would change go.mod/go.sum".into());
         }
         if !verified {
@@ -304,7 +307,12 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
         }
         push(
             "mod.tidy",
-            if tidy && verified { "tidy, verified".into() } else { "not tidy or not verified".into() },
+            match (tidy && verified, vendored) {
+                (true, true) => "vendor/ consistent".into(),
+                (true, false) => "tidy, verified".into(),
+                (false, true) => "vendor/ inconsistent".into(),
+                (false, false) => "not tidy or not verified".into(),
+            },
             "tidy, verified".into(),
             tidy && verified,
             blame,

@@ -142,7 +142,7 @@ pub fn run(opts: &TestOptions, live: &mut dyn FnMut(Live)) -> Result<TestRun, Go
     args.extend(packages.iter().cloned());
     let (results, stray, code) = go_test(&opts.dir, &args, live)?;
     if results.packages.is_empty() && code != Some(0) {
-        return Err(GoError::GoFailed { message: stray.join("\n") });
+        return Err(crate::failed("go test", stray.join("\n")));
     }
     // Patterns that match nothing come back as "setup failed" packages: that is bad input,
     // not a test failure, when it is all there is.
@@ -156,7 +156,7 @@ pub fn run(opts: &TestOptions, live: &mut dyn FnMut(Live)) -> Result<TestRun, Go
             .cloned()
             .collect::<Vec<_>>()
             .join("\n");
-        return Err(GoError::GoFailed { message });
+        return Err(crate::failed("go test", message));
     }
     let mut report = Report::from_results(&results, 0.0);
     report.packages.extend(skipped.iter().map(|(p, _)| skipped_package(p)));
@@ -246,7 +246,7 @@ pub fn cover_func(dir: &Path, profile: &Path) -> Result<String, GoError> {
             if e.kind() == std::io::ErrorKind::NotFound { GoError::GoMissing } else { GoError::Io(e.to_string()) }
         })?;
     if !out.status.success() {
-        return Err(GoError::GoFailed { message: String::from_utf8_lossy(&out.stderr).into_owned() });
+        return Err(crate::failed("go tool cover", String::from_utf8_lossy(&out.stderr)));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

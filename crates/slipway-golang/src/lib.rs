@@ -1,6 +1,6 @@
 //! slipway's Go toolchain intelligence: `go test -json` streams ([`test2json`]), coverage
 //! profiles ([`cover`]), test reports ([`report`], [`junit`]) and the `go test` driver with
-//! reruns of failed tests ([`gotest`]). It runs `go` (and only `go`).
+//! reruns of failed tests ([`gotest`]). It runs `go`, and asks git through slipway-git.
 
 pub mod build;
 pub mod changes;
@@ -20,8 +20,10 @@ pub enum GoError {
     GoMissing,
     #[error("{} is not inside a Go module (no go.mod here or above)", .0.display())]
     NotAModule(PathBuf),
-    #[error("go failed: {message}")]
-    GoFailed { message: String },
+    /// A go command could not do its work (not: tests that fail). `command` names it
+    /// (`go build`, `go mod tidy -diff`, …), so every error says which one.
+    #[error("`{command}` failed: {message}")]
+    GoFailed { command: String, message: String },
     #[error("git: {0}")]
     Git(String),
     #[error("{0}")]
@@ -34,4 +36,9 @@ pub fn module_root(dir: &Path) -> Result<PathBuf, GoError> {
         .find(|d| d.join("go.mod").is_file())
         .map(Path::to_path_buf)
         .ok_or_else(|| GoError::NotAModule(dir.to_path_buf()))
+}
+
+/// A go command's failure, named.
+pub(crate) fn failed(command: &str, message: impl Into<String>) -> GoError {
+    GoError::GoFailed { command: command.to_string(), message: message.into().trim().to_string() }
 }

@@ -22,13 +22,22 @@ pub struct VetReport {
     pub findings: Vec<Finding>,
     /// Files `gofmt -l` would change (relative to the module).
     pub unformatted: Vec<String>,
+    /// What gofmt would change in them (`gofmt -d`), at most [`MAX_DIFF_LINES`] lines.
+    #[serde(default)]
+    pub format_diff: String,
     /// Packages that did not type-check: `go vet` could not analyse them.
     pub errors: Vec<String>,
 }
 
+/// The longest formatting diff a report keeps.
+pub const MAX_DIFF_LINES: usize = 200;
+
 impl VetReport {
+    /// No vet finding and every package analysed. Formatting is a gate of its own
+    /// (`gates: {vet: {unformatted: 0}}`): newer gofmt versions reformat code (doc comments,
+    /// for one) that `go vet` accepts, so it never fails vet by itself.
     pub fn clean(&self) -> bool {
-        self.findings.is_empty() && self.unformatted.is_empty() && self.errors.is_empty()
+        self.findings.is_empty() && self.errors.is_empty()
     }
 }
 
@@ -106,7 +115,7 @@ pub fn vet(dir: &Path, patterns: &[String]) -> Result<VetReport, GoError> {
             .iter()
             .any(|e| e.contains("matched no packages") || e.contains("no such file") || e.contains("cannot find"))
     {
-        return Err(GoError::GoFailed { message: errors.join("\n") });
+        return Err(crate::failed("go vet", errors.join("\n")));
     }
     // gofmt ships with the Go toolchain, beside `go`.
     let list =
@@ -144,7 +153,22 @@ pub fn vet(dir: &Path, patterns: &[String]) -> Result<VetReport, GoError> {
             unformatted.sort();
         }
     }
-    Ok(VetReport { findings, unformatted, errors })
+    let mut format_diff = String::new();
+    if !unformatted.is_empty() {
+        let out = Command::new(&gofmt)
+            .arg("-d")
+            .args(unformatted.iter().map(|f| module_dir.join(f)))
+            .current_dir(dir)
+            .output()
+            .map_err(|e| GoError::Io(format!("{}: {e}", gofmt.display())))?;
+        let text = String::from_utf8_lossy(&out.stdout).replace(&format!("{}/", module_dir.display()), "");
+        let lines: Vec<&str> = text.lines().collect();
+        format_diff = lines.iter().take(MAX_DIFF_LINES).copied().collect::<Vec<_>>().join("\n");
+        if lines.len() > MAX_DIFF_LINES {
+            format_diff.push_str(&format!("\n… {} more line(s)", lines.len() - MAX_DIFF_LINES));
+        }
+    }
+    Ok(VetReport { findings, unformatted, format_diff, errors })
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -152,17 +176,41 @@ pub struct ModReport {
     pub verified: bool,
     pub verify_output: String,
     pub tidy: bool,
-    /// The diff `go mod tidy` would apply to go.mod/go.sum.
+    /// The diff `go mod tidy` would apply to go.mod/go.sum, or (vendored) what is
+    /// inconsistent between go.mod and vendor/modules.txt.
     pub tidy_diff: String,
+    /// The module vendors its dependencies (`vendor/modules.txt`): it is checked offline, by
+    /// the consistency of `vendor/` with go.mod, instead of `go mod verify` and `go mod tidy`,
+    /// which need the module cache.
+    #[serde(default)]
+    pub vendored: bool,
 }
 
-/// `go mod verify` and `go mod tidy -diff` (Go 1.23+).
+/// `go mod verify` and `go mod tidy -diff` (Go 1.23+); for a vendored module, whether
+/// `vendor/` is consistent with go.mod (what `-mod=vendor` builds check), which needs no
+/// network.
 pub fn mod_check(dir: &Path) -> Result<ModReport, GoError> {
+    if dir.join("vendor/modules.txt").is_file() {
+        let out = Command::new("go")
+            .args(["list", "-mod=vendor", "-deps", "-test", "./..."])
+            .current_dir(dir)
+            .output()
+            .map_err(spawn_err)?;
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let consistent = out.status.success() || !err.contains("inconsistent vendoring");
+        return Ok(ModReport {
+            verified: true,
+            verify_output: "vendored: the build uses vendor/, not the module cache".into(),
+            tidy: consistent,
+            tidy_diff: if consistent { String::new() } else { err },
+            vendored: true,
+        });
+    }
     let verify = Command::new("go").args(["mod", "verify"]).current_dir(dir).output().map_err(spawn_err)?;
     let tidy = Command::new("go").args(["mod", "tidy", "-diff"]).current_dir(dir).output().map_err(spawn_err)?;
     let tidy_err = String::from_utf8_lossy(&tidy.stderr);
     if !tidy.status.success() && tidy.stdout.is_empty() {
-        return Err(GoError::GoFailed { message: format!("go mod tidy -diff: {}", tidy_err.trim()) });
+        return Err(crate::failed("go mod tidy -diff", tidy_err));
     }
     Ok(ModReport {
         verified: verify.status.success(),
@@ -175,6 +223,7 @@ pub fn mod_check(dir: &Path) -> Result<ModReport, GoError> {
         .to_string(),
         tidy: tidy.status.success(),
         tidy_diff: String::from_utf8_lossy(&tidy.stdout).into_owned(),
+        vendored: false,
     })
 }
 

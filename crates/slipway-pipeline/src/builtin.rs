@@ -26,7 +26,8 @@ stages: [verify, lint, test, gate, build, package]
 verify:
   stage: verify
   script:
-    - go mod download
+    # A module that vendors its dependencies builds from vendor/ and needs no download.
+    - if [ ! -f vendor/modules.txt ]; then go mod download; fi
     - slipway go mod check
   artifacts:
     when: always

@@ -123,7 +123,7 @@ fn go_error(e: GoError) -> anyhow::Error {
         GoError::NotAModule(dir) => UserError::new(format!("{} is not in a Go module (no go.mod here or above)", dir.display()))
             .hint("run it in a Go module, or create one with `go mod init example.com/name`")
             .into(),
-        GoError::GoFailed { message } => {
+        GoError::GoFailed { command, message } => {
             let m = message.trim().to_string();
             let hint = if m.contains("matched no packages")
                 || m.contains("no packages to test")
@@ -133,9 +133,9 @@ fn go_error(e: GoError) -> anyhow::Error {
             {
                 "check the package patterns (e.g. `./...`, `./internal/...`); `go list ./...` shows what exists"
             } else {
-                "this is what `go test` printed"
+                "this is what it printed"
             };
-            UserError::new(format!("go test could not run: {m}")).hint(hint).into()
+            UserError::new(format!("`{command}` could not run: {m}")).hint(hint).into()
         }
         GoError::Git(m) => UserError::new(format!("--changed-since: {m}"))
             .hint("give a commit, branch or tag that exists, e.g. `--changed-since origin/main`")
@@ -226,6 +226,16 @@ fn vet(root: &Path, args: GoVetArgs, ui: &Ui) -> Result<i32> {
         for f in &report.unformatted {
             println!("{f}: {}", ui.paint("33", "not gofmt-formatted (run gofmt -w)"));
         }
+        if !report.format_diff.is_empty() {
+            println!("{}", ui.paint("2", &report.format_diff));
+            println!(
+                "{}",
+                ui.paint(
+                    "33",
+                    "warning: formatting is not a vet finding; to fail on it, set `gates: {vet: {unformatted: 0}}`"
+                )
+            );
+        }
         let verdict = if report.clean() { ui.paint("32;1", "ok") } else { ui.paint("31;1", "FAIL") };
         println!(
             "{verdict}: {} vet finding(s), {} unformatted file(s), {} package error(s)",
@@ -247,12 +257,25 @@ fn mod_check(root: &Path, reports: &Path, json: bool, ui: &Ui) -> Result<i32> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        if report.verified {
+        if report.vendored {
+            println!("{} {}", ui.paint("32", "ok  "), report.verify_output);
+            if report.tidy {
+                println!("{} vendor/ matches go.mod", ui.paint("32", "ok  "));
+            } else {
+                println!(
+                    "{} vendor/ does not match go.mod (run `go mod vendor`):\n{}",
+                    ui.paint("31;1", "FAIL"),
+                    report.tidy_diff.trim_end()
+                );
+            }
+        } else if report.verified {
             println!("{} go mod verify: {}", ui.paint("32", "ok  "), report.verify_output);
         } else {
             println!("{} go mod verify:\n{}", ui.paint("31;1", "FAIL"), report.verify_output);
         }
-        if report.tidy {
+        if report.vendored {
+            // Said above: vendor/ is the module's tidiness.
+        } else if report.tidy {
             println!("{} go.mod and go.sum are tidy", ui.paint("32", "ok  "));
         } else {
             println!(
@@ -285,37 +308,39 @@ fn build(root: &Path, mut args: GoBuildArgs, ui: &Ui) -> Result<i32> {
         }
     }
     go_version()?;
-    let known = build::dist_list(&module).map_err(go_error)?;
-    let mut platforms = Vec::new();
-    let wanted: Vec<String> = if args.platform.is_empty() {
-        let out = std::process::Command::new("go").args(["env", "GOOS", "GOARCH"]).current_dir(&module).output()?;
-        vec![String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>().join("/")]
-    } else {
-        args.platform.clone()
-    };
-    for w in &wanted {
-        let w = w.trim();
-        match Platform::parse(w).filter(|_| known.iter().any(|k| k == w)) {
-            Some(p) => {
-                if !platforms.contains(&p) {
-                    platforms.push(p);
-                }
+    let platforms = build::resolve_platforms(&module, &args.platform).map_err(|u| match u.error {
+        Some(e) => go_error(e),
+        None => {
+            let e = UserError::new(format!("unknown platform `{}`", u.given));
+            match slipway_pipeline::diag::did_you_mean(&u.given, u.known.iter().map(String::as_str)) {
+                Some(s) => e.hint(format!("did you mean `{s}`? (`go tool dist list` shows them all)")),
+                None => e.hint("platforms are os/arch as `go tool dist list` prints them, e.g. linux/amd64"),
             }
-            None => {
-                let mut e = UserError::new(format!("unknown platform `{w}`"));
-                e = match slipway_pipeline::diag::did_you_mean(w, known.iter().map(String::as_str)) {
-                    Some(s) => e.hint(format!("did you mean `{s}`? (`go tool dist list` shows them all)")),
-                    None => e.hint("platforms are os/arch as `go tool dist list` prints them, e.g. linux/amd64"),
-                };
-                return Err(e.into());
-            }
+            .into()
         }
-    }
+    })?;
     let packages = build::main_packages(&module, &args.packages).map_err(go_error)?;
     if packages.is_empty() {
-        return Err(UserError::new("no main package to build")
-            .hint("`slipway go build` builds the packages named `main` among the patterns (default `./...`)")
-            .into());
+        // A library: compile everything, for every platform; there is nothing to ship.
+        return match build::compile(&module, &args.packages, &platforms, args.cgo, &args.go_flags) {
+            Ok(n) => {
+                if args.json {
+                    println!("{}", serde_json::json!({"binaries": 0, "compiled_packages": n, "library": true}));
+                } else {
+                    println!(
+                        "{} compiled {n} package(s) for {} platform(s); no main package, so no binaries (a library)",
+                        ui.paint("32", "ok"),
+                        platforms.len()
+                    );
+                }
+                Ok(exit::OK)
+            }
+            Err(GoError::GoFailed { command, message }) => {
+                eprintln!("{}: `{command}` failed\n{message}", ui.paint("31;1", "error"));
+                Ok(exit::FAILED)
+            }
+            Err(e) => Err(go_error(e)),
+        };
     }
     let version = args.version.clone().unwrap_or_else(|| build::default_version(&module));
     let out_dir = if args.out.is_absolute() { args.out.clone() } else { root.join(&args.out) };
@@ -392,7 +417,7 @@ fn build(root: &Path, mut args: GoBuildArgs, ui: &Ui) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        Err(GoError::GoFailed { message }) => {
+        Err(GoError::GoFailed { message, .. }) => {
             eprintln!(
                 "{}: the build failed; {} is unchanged\n{message}",
                 ui.paint("31;1", "error"),

@@ -75,9 +75,22 @@ fn bad_input_and_failed_builds() {
     let fx = tempfile::tempdir().unwrap();
     std::fs::write(fx.path().join("go.mod"), "module example.com/lib\n\ngo 1.22\n").unwrap();
     std::fs::write(fx.path().join("lib.go"), "package lib\n\nfunc F() {}\n").unwrap();
+    // A library has nothing to ship: every package compiles, no binaries (and no dist/).
     let run = slipway_in(fx.path(), &["go", "build"]);
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("no main package"), "{}", run.debug());
+    assert_eq!(run.code, 0, "{}", run.debug());
+    assert!(run.stdout.contains("no main package, so no binaries"), "{}", run.debug());
+    assert!(!fx.path().join("dist/manifest.json").exists());
+    std::fs::write(
+        fx.path().join("bad.go"),
+        "package lib
+
+func G() int { return \"x\" }
+",
+    )
+    .unwrap();
+    let run = slipway_in(fx.path(), &["go", "build"]);
+    assert_eq!(run.code, 1, "{}", run.debug());
+    assert!(run.stderr.contains("bad.go"), "{}", run.debug());
 
     // A build that fails leaves dist/ as it was.
     let good = r.slipway(&["go", "build"]);

@@ -52,6 +52,13 @@ fn vet_findings_and_unformatted_files_are_reported_with_positions() {
     let clean = module(&[("c/c.go", "package c\n\n// Fine is fine.\nfunc Fine() {}\n")]);
     let run = slipway_in(clean.path(), &["go", "vet"]);
     assert_eq!(run.code, 0, "{}", run.debug());
+
+    // Formatting alone is a warning with the diff, not a vet failure (its gate is opt-in).
+    let ugly = module(&[("b/b.go", "package b\n\nfunc   Ugly() {}\n")]);
+    let run = slipway_in(ugly.path(), &["go", "vet", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let r: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(r["format_diff"].as_str().unwrap().contains("+func Ugly() {}"), "{r}");
 }
 
 #[test]

@@ -51,6 +51,19 @@ impl Repo {
     pub fn slipway(&self, args: &[&str]) -> Run {
         slipway_in(self.path(), args)
     }
+
+    /// `slipway` with extra environment variables.
+    pub fn slipway_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let out = Command::new(bin())
+            .args(args)
+            .current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("GITLAB_CI")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
 }
 
 pub fn bin() -> PathBuf {
@@ -234,4 +247,20 @@ pub fn deploy_cmd(dir: &Path, data: &Path, args: &[&str]) -> Command {
         .env("SLIPWAY_USER", "tester")
         .env("SLIPWAY_LOCK_LEASE", "2s");
     c
+}
+
+/// Copies `fixtures/go/<name>` (recursively) into `dest`.
+pub fn copy_fixture(name: &str, dest: &Path) {
+    fn copy(src: &Path, dest: &Path) {
+        for e in std::fs::read_dir(src).unwrap().flatten() {
+            let to = dest.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&to).unwrap();
+                copy(&e.path(), &to);
+            } else {
+                std::fs::copy(e.path(), &to).unwrap();
+            }
+        }
+    }
+    copy(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go").join(name), dest);
 }
