@@ -289,7 +289,7 @@ fn mod_check(root: &Path, reports: &Path, json: bool, ui: &Ui) -> Result<i32> {
 }
 
 fn build(root: &Path, mut args: GoBuildArgs, ui: &Ui) -> Result<i32> {
-    use slipway_golang::build::{self, BuildEvent, BuildOptions, Platform};
+    use slipway_golang::build::{self, BuildEvent, BuildOptions};
     let module = slipway_golang::module_root(root).map_err(go_error)?;
     // The pipeline file's `go:` section gives the defaults; flags win.
     if crate::project::find_source(root, None).is_ok() {
