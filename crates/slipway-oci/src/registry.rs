@@ -467,15 +467,45 @@ pub struct PushReport {
     pub bytes_uploaded: u64,
 }
 
-/// Pushes the image tagged `tag` in `store` to `r`.
-pub fn push(store: &Store, tag: &str, r: &Reference, client: &mut Client) -> Result<PushReport, OciError> {
-    let top = store.index["manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .cloned()
-        .ok_or_else(|| OciError::Input(format!("no image tagged `{tag}` in the layout")))?;
+/// Which image of a layout to push.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick<'a> {
+    /// The one tagged so (`--tag`): it must be there.
+    Tag(&'a str),
+    /// The one tagged like the destination, or the layout's only image whatever its tag (as
+    /// `crane push` and `skopeo copy oci:DIR` do).
+    Like(&'a str),
+}
+
+/// The top entry (index or manifest) of the image `pick` names in a layout's index.
+pub fn pick_image(store: &Store, pick: Pick<'_>) -> Result<serde_json::Value, OciError> {
+    let images: Vec<&serde_json::Value> =
+        store.index["manifests"].as_array().into_iter().flatten().filter(|m| !m["artifactType"].is_string()).collect();
+    let tag_of =
+        |m: &serde_json::Value| m["annotations"]["org.opencontainers.image.ref.name"].as_str().map(str::to_string);
+    let (tag, explicit) = match pick {
+        Pick::Tag(t) => (t, true),
+        Pick::Like(t) => (t, false),
+    };
+    if let Some(m) = images.iter().find(|m| tag_of(m).as_deref() == Some(tag)) {
+        return Ok((*m).clone());
+    }
+    if !explicit && images.len() == 1 {
+        return Ok(images[0].clone());
+    }
+    let tags: Vec<String> = images.iter().filter_map(|m| tag_of(m)).collect();
+    Err(OciError::Input(match tags.len() {
+        0 => "the layout holds no image".to_string(),
+        _ => format!(
+            "no image tagged `{tag}` in the layout (it holds {}); choose one with --tag",
+            tags.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+        ),
+    }))
+}
+
+/// Pushes the image `pick` names in `store` to `r`.
+pub fn push(store: &Store, pick: Pick<'_>, r: &Reference, client: &mut Client) -> Result<PushReport, OciError> {
+    let top = pick_image(store, pick)?;
     let top_digest = top["digest"].as_str().unwrap_or("").to_string();
     let top_media = top["mediaType"].as_str().unwrap_or(crate::MEDIA_MANIFEST).to_string();
     let top_json = store.json(&top_digest)?;

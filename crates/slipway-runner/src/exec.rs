@@ -29,6 +29,11 @@ pub struct JobEnd {
     pub attempts: u32,
 }
 
+/// The longest slug; longer names are cut and get a digest of the whole name, so that every
+/// file named after a job (`<slug>.log`, `<slug>.after.sh`, …) fits the 255 bytes a file
+/// name may have, for GitLab's longest job names (255 characters) too.
+const MAX_SLUG: usize = 160;
+
 /// A file-system-safe name for a job instance (`build: [linux, amd64]` → `build-linux-amd64`).
 pub fn slug(name: &str) -> String {
     let mut s: String = name
@@ -39,7 +44,15 @@ pub fn slug(name: &str) -> String {
         s = s.replace("--", "-");
     }
     let s = s.trim_matches('-').to_string();
-    if s.is_empty() { "job".into() } else { s }
+    if s.is_empty() {
+        return "job".into();
+    }
+    if s.len() <= MAX_SLUG {
+        return s;
+    }
+    use sha2::Digest;
+    let digest = format!("{:x}", sha2::Sha256::digest(name.as_bytes()));
+    format!("{}-{}", s[..MAX_SLUG - 13].trim_end_matches('-'), &digest[..12])
 }
 
 struct Out<'a> {
@@ -438,6 +451,9 @@ mod tests {
         assert_eq!(slug("build: [linux, amd64]"), "build-linux-amd64");
         assert_eq!(slug("test 1/3"), "test-1-3");
         assert_eq!(slug("::"), "job");
+        // Long names are cut to fit a file name, and stay apart by a digest of the whole.
+        let (a, b) = ("x".repeat(254) + "a", "x".repeat(254) + "b");
+        assert!(slug(&a).len() <= MAX_SLUG && slug(&a) != slug(&b));
     }
 
     #[test]

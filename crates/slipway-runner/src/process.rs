@@ -1,13 +1,17 @@
 //! Child processes in their own process group. Stopping is SIGTERM to the whole group, a grace
 //! period, then SIGKILL; after a job's shell exits, whatever it left behind in its group is
-//! stopped the same way, so no process outlives its job.
+//! stopped the same way, so no process outlives its job. When slipway itself dies (even by
+//! `kill -9`), the leader gets SIGKILL as its parent-death signal and the process's
+//! [`Guardian`] kills the rest of every group still running.
 //!
 //! One channel carries everything about a child: output chunks (from a reader thread), the end
 //! of output, and the exit status (from a waiter thread), so the supervising loop wakes the
 //! moment anything happens and never polls.
 
 use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
+
+use slipway_sys::process::Guardian;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, mpsc};
@@ -73,10 +77,15 @@ const TICK: Duration = Duration::from_millis(50);
 /// into one pipe.
 pub fn spawn(mut cmd: Command) -> std::io::Result<Supervised> {
     let (mut reader, writer) = std::io::pipe()?;
-    cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).process_group(0);
+    cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer);
+    slipway_sys::process::own_group(&mut cmd, true);
+    let guardian = Guardian::get();
     let mut child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipe's write end
     let pgid = child.id() as i32;
+    if let Some(g) = guardian {
+        g.guard(child.id());
+    }
     let (tx, rx) = mpsc::channel();
     let out_tx = tx.clone();
     std::thread::Builder::new().name("job-output".into()).spawn(move || {
@@ -100,12 +109,11 @@ pub fn spawn(mut cmd: Command) -> std::io::Result<Supervised> {
 }
 
 fn signal_group(pgid: i32, sig: i32) -> bool {
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
-    unsafe { libc::kill(-pgid, sig) == 0 }
+    slipway_sys::process::signal_group(pgid as u32, sig)
 }
 
 fn group_alive(pgid: i32) -> bool {
-    signal_group(pgid, 0)
+    slipway_sys::process::group_alive(pgid as u32)
 }
 
 impl Supervised {
@@ -210,6 +218,9 @@ impl Drop for Supervised {
     fn drop(&mut self) {
         if group_alive(self.pgid) {
             signal_group(self.pgid, libc::SIGKILL);
+        }
+        if let Some(g) = Guardian::get() {
+            g.release(self.pgid as u32);
         }
     }
 }

@@ -110,6 +110,55 @@ impl Records {
     }
 }
 
+/// Kills the process groups of this process's children when this process dies, however it
+/// dies (`kill -9` included). A parent-death signal only reaches a child's leader, and the
+/// rest of its group would live on; the guardian — a small `sh` that this process feeds
+/// through a pipe — sees the pipe close when this process goes and kills every group still
+/// registered with it. One per process, started on first use.
+pub struct Guardian {
+    records: PathBuf,
+    /// Held open for the process's lifetime: its closing is the guardian's signal.
+    _pipe: std::process::ChildStdin,
+}
+
+impl Guardian {
+    /// The process's guardian (`None` when it cannot start: no `sh`, or no temp directory).
+    pub fn get() -> Option<&'static Guardian> {
+        static GUARDIAN: std::sync::OnceLock<Option<Guardian>> = std::sync::OnceLock::new();
+        GUARDIAN.get_or_init(Guardian::start).as_ref()
+    }
+
+    fn start() -> Option<Guardian> {
+        let records = std::env::temp_dir().join(format!("slipway-guard-{}", std::process::id()));
+        std::fs::create_dir_all(&records).ok()?;
+        // Waits for end of input (this process exited), then kills the registered groups and
+        // removes its directory. In a group of its own: a Ctrl-C at the terminal is for us.
+        let script =
+            r#"read -r _; for f in "$1"/*; do [ -e "$f" ] && kill -KILL -"${f##*/}" 2>/dev/null; done; rm -rf "$1""#;
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", script, "slipway-guardian"])
+            .arg(&records)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        own_group(&mut cmd, false);
+        let mut child = cmd.spawn().ok()?;
+        let pipe = child.stdin.take()?;
+        // Reaped by init once we are gone; while we live it only waits on its input.
+        std::mem::forget(child);
+        Some(Guardian { records, _pipe: pipe })
+    }
+
+    /// Kills the group `pgid` if this process dies before [`Guardian::release`].
+    pub fn guard(&self, pgid: u32) {
+        let _ = std::fs::write(self.records.join(pgid.to_string()), "");
+    }
+
+    pub fn release(&self, pgid: u32) {
+        let _ = std::fs::remove_file(self.records.join(pgid.to_string()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

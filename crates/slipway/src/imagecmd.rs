@@ -244,7 +244,12 @@ thread_local! {
     static PUSHED: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn push_to(layout: &Path, tag: &str, reference: &str, args: &RegistryArgs) -> Result<serde_json::Value> {
+fn push_to(
+    layout: &Path,
+    pick: slipway_oci::registry::Pick<'_>,
+    reference: &str,
+    args: &RegistryArgs,
+) -> Result<serde_json::Value> {
     let r = slipway_oci::registry::Reference::parse(reference).map_err(oci_error)?;
     let creds = credentials(&r.host, args)?;
     let mut client = slipway_oci::registry::Client::new(&r, args.insecure_registry, creds, args.registry_ca.as_deref())
@@ -256,7 +261,7 @@ fn push_to(layout: &Path, tag: &str, reference: &str, args: &RegistryArgs) -> Re
     client.mount_from.extend(pushed_here);
     client.progress = progress_bars();
     let store = slipway_oci::layout::Store::open(layout).map_err(oci_error)?;
-    let report = slipway_oci::registry::push(&store, tag, &r, &mut client).map_err(oci_error)?;
+    let report = slipway_oci::registry::push(&store, pick, &r, &mut client).map_err(oci_error)?;
     PUSHED.with(|p| p.borrow_mut().push((r.host.clone(), r.repository.clone())));
     Ok(serde_json::json!({
         "ref": reference,
@@ -613,7 +618,7 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         };
         for reference in &a.push {
             let reference = expand_ref(root, reference, &tag)?;
-            pushed.push(push_to(&dir, &tag, &reference, &a.registry)?);
+            pushed.push(push_to(&dir, slipway_oci::registry::Pick::Tag(&tag), &reference, &a.registry)?);
         }
     }
     let platforms: Vec<serde_json::Value> = image
@@ -652,11 +657,12 @@ fn push(root: &Path, a: PushArgs, ui: &Ui) -> Result<i32> {
     let layout = if a.layout.is_absolute() { a.layout.clone() } else { root.join(&a.layout) };
     for reference in &a.refs {
         let reference = expand_ref(root, reference, a.tag.as_deref().unwrap_or(""))?;
-        let tag = match &a.tag {
-            Some(t) => t.clone(),
-            None => slipway_oci::registry::Reference::parse(&reference).map_err(oci_error)?.tag,
+        let like = slipway_oci::registry::Reference::parse(&reference).map_err(oci_error)?.tag;
+        let pick = match &a.tag {
+            Some(t) => slipway_oci::registry::Pick::Tag(t),
+            None => slipway_oci::registry::Pick::Like(&like),
         };
-        let v = push_to(&layout, &tag, &reference, &a.registry)?;
+        let v = push_to(&layout, pick, &reference, &a.registry)?;
         print_push(&v, a.json, ui);
     }
     Ok(exit::OK)

@@ -170,6 +170,15 @@ fn push_uploads_once_and_skopeo_reads_it_back() {
     let second = json_lines(&r.slipway(&["image", "push", "--json", &reference]))[0].clone();
     assert_eq!(second["uploaded"], 0, "{second}");
     assert_eq!(second["digest"], f["digest"]);
+    // Regression: a layout holding one image pushes to any tag, as crane and skopeo do.
+    let elsewhere = format!("{}/team/hello:stable", reg.addr);
+    let moved = r.slipway(&["image", "push", "--json", &elsewhere]);
+    assert_eq!(moved.code, 0, "{}", moved.debug());
+    assert_eq!(json_lines(&moved)[0]["digest"], f["digest"]);
+    // An explicit --tag must be in the layout, and the error says what is.
+    let wrong = r.slipway(&["image", "push", "--tag", "v9", &elsewhere]);
+    assert_eq!(wrong.code, 2, "{}", wrong.debug());
+    assert!(wrong.stderr.contains("no image tagged `v9`") && wrong.stderr.contains("`v3.0.0`"), "{}", wrong.debug());
     // skopeo sees our digest and both platforms.
     let out = Command::new("skopeo")
         .args(["inspect", "--tls-verify=false", &format!("docker://{reference}")])

@@ -662,3 +662,28 @@ fn works_from_a_subdirectory_and_for_a_project_inside_a_repository() {
     assert_eq!(nested.code, 0, "{}", nested.debug());
     assert_eq!(nested.statuses(), st(&[("api", "success")]));
 }
+
+/// Regression: a job whose name was longer than a file name may be failed on its log file.
+/// GitLab allows 255 characters, and long `parallel:matrix` names are common.
+#[test]
+fn jobs_with_gitlabs_longest_names_run_and_keep_their_logs() {
+    let long = format!("deploy {}", "x".repeat(248));
+    assert_eq!(long.chars().count(), 255);
+    let matrix_value = "v".repeat(200);
+    let yaml = format!(
+        "\"{long}\":\n  script: echo long\nmatrix:\n  parallel:\n    matrix:\n      - REGION: [\"{matrix_value}-a\", \"{matrix_value}-b\"]\n  script: echo \"$REGION\" | cut -c1-3\n"
+    );
+    let r = Repo::new(&[(".slipway.yml", &yaml)]);
+    let run = r.slipway(&["run", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    assert_eq!(run.statuses().len(), 3);
+    assert!(run.statuses().iter().all(|(_, s)| s == "success"), "{:?}", run.statuses());
+    let log = r.slipway(&["logs", &long]);
+    assert_eq!(log.code, 0, "{}", log.debug());
+    assert!(log.stdout.contains("long"), "{}", log.stdout);
+    // Two matrix jobs whose names differ only at the end keep logs of their own.
+    let a = r.slipway(&["logs", &format!("matrix: [{matrix_value}-a]")]);
+    let b = r.slipway(&["logs", &format!("matrix: [{matrix_value}-b]")]);
+    assert_eq!((a.code, b.code), (0, 0), "{}{}", a.debug(), b.debug());
+    assert_ne!(a.stdout, b.stdout);
+}

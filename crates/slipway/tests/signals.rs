@@ -72,3 +72,24 @@ fn second_ctrl_c_kills_at_once() {
     assert_eq!(run.code, 130, "{}", run.debug());
     assert!(!process_with(&marker), "job process left behind");
 }
+
+/// Regression: `kill -9` of `slipway run` left its jobs running, reparented to PID 1.
+#[test]
+fn no_job_process_survives_a_killed_slipway() {
+    let marker = format!("slipway-orphan-{}", std::process::id());
+    let yaml = format!(
+        "orphans:\n  script:\n    - bash -c 'exec -a {marker}-bg sleep 300' &\n    - (bash -c 'exec -a {marker}-sub sleep 300') &\n    - bash -c 'exec -a {marker}-fg sleep 300'\n"
+    );
+    let r = Repo::new(&[(".slipway.yml", &yaml)]);
+    let mut child = start(&r);
+    for m in ["bg", "sub", "fg"] {
+        wait_for(&format!("{marker}-{m}"));
+    }
+    child.kill().unwrap(); // SIGKILL: no handler runs in slipway
+    child.wait().unwrap();
+    let t = Instant::now();
+    while process_with(&marker) {
+        assert!(t.elapsed() < Duration::from_secs(3), "a job process outlived slipway");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
