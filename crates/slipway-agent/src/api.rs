@@ -88,6 +88,11 @@ async fn load_image(State(s): S, Path(id): Path<String>) -> Response {
     let archive = s.data_dir.join("artifacts/images").join(format!("{id}.tar"));
     match crate::docker::ensure_image(&id, &archive).await {
         Ok(loaded) => Json(serde_json::json!({"loaded": loaded})).into_response(),
+        Err(_) if !archive.is_file() => error(
+            StatusCode::CONFLICT,
+            format!("image sha256:{id} is not loaded and its archive {} is gone", archive.display()),
+            Some("deploy from the image archive again (`--artifacts dist/image.tar`)".into()),
+        ),
         Err(e) => error(StatusCode::BAD_GATEWAY, e, Some("is dockerd running on the agent's machine?".into())),
     }
 }

@@ -1,12 +1,13 @@
-//! The Docker Engine side of the `docker` target, as the deploy engine sees it: making sure a
-//! release's image is loaded (from the archive kept in the artifact store — never pulled when
-//! it is there), and listing the environment's containers for the drift check.
+//! The Docker Engine side of the `docker` target, as the deploy engine sees it: pulling an
+//! image by reference (recorded by digest), listing the environment's containers for the
+//! drift check, and pruning old releases' images. Loading an image archive is the agent's
+//! (`AgentClient::load_image`), for this machine and others alike.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use bollard::Docker;
-use bollard::query_parameters::{ImportImageOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures_util::StreamExt;
 
 use crate::{DeployError, ErrorKind, artifacts};
@@ -23,58 +24,10 @@ fn down(e: bollard::errors::Error) -> DeployError {
         .hint("is dockerd running? (`docker info`); start it, or deploy to another target")
 }
 
-/// Loads the image with this ID unless the engine has it: from the archive kept in the
-/// artifact store, else by pulling its digest-pinned reference.
-pub async fn ensure_image(
-    data_dir: &Path,
-    image_id_hex: &str,
-    pinned_reference: Option<&str>,
-) -> Result<bool, DeployError> {
-    let docker = connect()?;
-    docker.ping().await.map_err(down)?;
-    match docker.inspect_image(&format!("sha256:{image_id_hex}")).await {
-        Ok(_) => return Ok(false),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-        Err(e) => return Err(down(e)),
-    }
-    let archive = artifacts::stored_image(data_dir, image_id_hex);
-    if !archive.exists()
-        && let Some(pinned) = pinned_reference
-    {
-        // Pulled by digest from its registry: the same bytes, whatever its tags say now.
-        let (id, _) = pull(pinned, None).await?;
-        if id != image_id_hex {
-            return Err(DeployError::new(
-                ErrorKind::Failed,
-                format!("{pinned} is image sha256:{id}, the release expects sha256:{image_id_hex}"),
-            ));
-        }
-        return Ok(true);
-    }
-    let bytes = std::fs::read(&archive).map_err(|e| {
-        DeployError::input(format!(
-            "image sha256:{image_id_hex} is not loaded and its archive {} is gone: {e}",
-            archive.display()
-        ))
-        .hint("deploy from the image archive again (`--artifacts dist/image.tar`)")
-    })?;
-    let mut stream = docker.import_image(
-        ImportImageOptionsBuilder::new().quiet(true).build(),
-        bollard::body_full(bytes.into()),
-        None,
-    );
-    while let Some(item) = stream.next().await {
-        item.map_err(|e| {
-            DeployError::new(ErrorKind::Failed, format!("loading {} into Docker: {e}", archive.display()))
-        })?;
-    }
-    docker.inspect_image(&format!("sha256:{image_id_hex}")).await.map_err(|e| {
-        DeployError::new(
-            ErrorKind::Failed,
-            format!("{} loaded, but the engine has no image sha256:{image_id_hex}: {e}", archive.display()),
-        )
-    })?;
-    Ok(true)
+/// Whether this machine's Docker Engine answers (a `docker` target checks it before a release
+/// is recorded).
+pub async fn ping() -> Result<(), DeployError> {
+    connect()?.ping().await.map(|_| ()).map_err(down)
 }
 
 /// One container of an environment, as the engine reports it.

@@ -334,20 +334,11 @@ fn files_layer(spec: &ImageSpec) -> Result<Option<Vec<u8>>, OciError> {
     Ok(Some(t.finish(spec.created.max(0) as u64)?))
 }
 
+/// `SOURCE_DATE_EPOCH`-style seconds as the RFC 3339 time OCI configs carry (`…T…Z`, no
+/// fraction), so the same inputs give the same bytes.
 fn rfc3339(secs: i64) -> String {
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+    jiff::Timestamp::from_second(secs)
+        .map_or_else(|_| "1970-01-01T00:00:00Z".to_string(), |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 /// A layer blob and its diff_id (the digest of the uncompressed tar). Compressed, the tar is

@@ -503,11 +503,7 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
     }
     let name = name.unwrap_or_else(|| "app".into());
     let tag = a.tag.clone().or(version.clone()).unwrap_or_else(|| "latest".into());
-    if tag.is_empty()
-        || tag.len() > 128
-        || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        || tag.starts_with(['.', '-'])
-    {
+    if !slipway_oci::valid_tag(&tag) {
         return Err(UserError::new(format!("`{tag}` is not a valid image tag"))
             .hint("tags use letters, digits, `_`, `.` and `-` (at most 128), not starting with `.` or `-`")
             .into());

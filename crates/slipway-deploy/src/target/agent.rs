@@ -463,7 +463,11 @@ pub(crate) fn health_spec(h: &slipway_model::release::HealthConfig) -> HealthSpe
 #[async_trait]
 impl Target for AgentTarget {
     async fn check(&self) -> Result<(), DeployError> {
-        self.fleet.platform().await.map(|_| ())
+        self.fleet.platform().await?;
+        if self.containers() && matches!(self.place, Place::Local) {
+            crate::docker::ping().await?;
+        }
+        Ok(())
     }
 
     async fn prepare(&self, cx: &Cx<'_>, release: &Release) -> Result<(), DeployError> {
@@ -471,7 +475,22 @@ impl Target for AgentTarget {
         match (&self.place, self.containers()) {
             (Place::Memory, _) => Ok(()),
             (Place::Local, true) => {
-                if crate::docker::ensure_image(&self.data_dir, &a.sha256, a.pinned_reference()).await? {
+                // The agent loads the archive kept in the (shared) data directory; an image
+                // recorded from a registry with no archive is pulled again by its digest.
+                let archive = artifacts::stored_image(&self.data_dir, &a.sha256);
+                if !archive.is_file()
+                    && let Some(pinned) = a.pinned_reference()
+                {
+                    let (id, _) = crate::docker::pull(pinned, None).await?;
+                    if id != a.sha256 {
+                        return Err(DeployError::failed(format!(
+                            "{pinned} is image sha256:{id}, the release expects sha256:{}",
+                            a.sha256
+                        )));
+                    }
+                    return Ok(());
+                }
+                if self.fleet.load_image(&a.sha256).await? {
                     cx.say(format!("loaded image sha256:{} into Docker", short(&a.sha256)));
                 }
                 Ok(())
