@@ -7,6 +7,7 @@
 //! (`slipway_sys::process::Records`) and starts the instances afresh.
 
 mod api;
+pub mod control;
 mod docker;
 mod health;
 mod logs;

@@ -227,3 +227,91 @@ fn judge(current: &Release, latest: Option<&Release>, o: &crate::target::Observa
     }
     (Health::Healthy, None)
 }
+
+/// What an environment's instances printed.
+pub struct Logs {
+    /// The last lines asked for.
+    pub text: String,
+    /// The log file on this machine, to follow as it grows (none for an agent elsewhere).
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// The last `lines` lines of an environment's instance logs: this machine's agent writes them
+/// to `<data-dir>/agent/logs/<env>.log`; an agent on another machine is asked through its API.
+pub async fn logs(
+    data_dir: &std::path::Path,
+    env: Option<&Environment>,
+    name: &str,
+    lines: usize,
+) -> Result<Logs, DeployError> {
+    if let Some(remote) = env.and_then(|e| e.agent.as_ref()) {
+        let (tunnel, _conn) = crate::target::hosts::agent_tunnel(&remote.ssh).await?;
+        let text = slipway_api::AgentClient::new(tunnel.local.clone()).logs(name, lines).await?;
+        return Ok(Logs { text, file: None });
+    }
+    let path = data_dir.join("agent/logs").join(format!("{name}.log"));
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        DeployError::input(format!("no logs for environment `{name}` in {}", data_dir.display()))
+            .hint("the agent writes them once the environment runs; see `slipway status`")
+    })?;
+    let all: Vec<&str> = text.lines().collect();
+    let mut last = all[all.len().saturating_sub(lines)..].join("\n");
+    if !last.is_empty() {
+        last.push('\n');
+    }
+    Ok(Logs { text: last, file: Some(path) })
+}
+
+impl Engine {
+    /// What `deploy --dry-run` prints: the release it would make and the strategy's steps
+    /// from what runs now. Nothing is recorded or kept.
+    pub async fn dry_run(
+        &self,
+        env: &Environment,
+        wanted: &crate::artifacts::Wanted<'_>,
+    ) -> Result<Vec<String>, DeployError> {
+        let version = crate::artifacts::dry_run_version(env, wanted)?;
+        let state = self.observe(&env.name, Some(env)).await?;
+        let old = state.version.as_deref().map(|v| (v, if state.total == 0 { env.instances } else { state.total }));
+        let mut out = vec![format!(
+            "deploy {version} to {} ({}, {} instance(s), entry point {}):",
+            env.name,
+            env.strategy.name(),
+            env.instances,
+            env.listen
+        )];
+        for (i, s) in crate::plan::describe(env, old, &version).iter().enumerate() {
+            out.push(format!("  {}. {s}", i + 1));
+        }
+        if env.protection.approvals > 0 {
+            out.push(format!("  (protected: needs {} approval(s) first)", env.protection.approvals));
+        }
+        Ok(out)
+    }
+
+    /// Observes every environment: those the pipeline file declares, in its order, then those
+    /// only the store knows; `only` keeps one (an unknown name is an error with a suggestion).
+    pub async fn observe_all(&self, envs: &[Environment], only: Option<&str>) -> Result<Vec<EnvState>, DeployError> {
+        let mut names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
+        for (n, _) in self.store().environments().await? {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        if let Some(only) = only {
+            if !names.iter().any(|n| n == only) {
+                let hint = match names.is_empty() {
+                    true => "the pipeline file has no `environments:` section (see docs/deploy.md)".to_string(),
+                    false => format!("environments: {}", names.join(", ")),
+                };
+                return Err(DeployError::input(format!("unknown environment `{only}`")).hint(hint));
+            }
+            names.retain(|n| n == only);
+        }
+        let mut states = Vec::new();
+        for name in &names {
+            states.push(self.observe(name, envs.iter().find(|e| &e.name == name)).await?);
+        }
+        Ok(states)
+    }
+}

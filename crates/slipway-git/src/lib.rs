@@ -103,3 +103,31 @@ pub fn files_and_refs(dir: &Path, with_refs: bool) -> (Option<Vec<u8>>, Option<S
     let files = ls.and_then(|c| c.wait_with_output().ok()).filter(|o| o.status.success()).map(|o| o.stdout);
     (files, finish(refs))
 }
+
+/// Whether this is the default branch: in a pipeline, `CI_COMMIT_BRANCH == CI_DEFAULT_BRANCH`
+/// (a tag or a detached HEAD is not); on its own, the checked-out branch is `main`/`master`
+/// or origin's default.
+pub fn on_default_branch(dir: &Path) -> bool {
+    if let (Ok(b), Ok(d)) = (std::env::var("CI_COMMIT_BRANCH"), std::env::var("CI_DEFAULT_BRANCH")) {
+        return b == d;
+    }
+    if std::env::var_os("CI_DEFAULT_BRANCH").is_some() {
+        return false;
+    }
+    let c = Checkout::read(dir);
+    c.branch.as_deref() == Some(c.default_branch.as_str())
+}
+
+/// The commit a change is compared against (`--changed-since auto`): the pipeline's
+/// `CI_COMMIT_BEFORE_SHA`, else the merge base with `CI_DEFAULT_BRANCH` (or `main`); `None`
+/// when neither is known.
+pub fn change_base(dir: &Path) -> Option<String> {
+    let zero = |s: &str| s.is_empty() || s.bytes().all(|b| b == b'0');
+    if let Ok(b) = std::env::var("CI_COMMIT_BEFORE_SHA")
+        && !zero(&b)
+    {
+        return Some(b);
+    }
+    let default = std::env::var("CI_DEFAULT_BRANCH").unwrap_or_else(|_| "main".into());
+    output(dir, &["merge-base", "HEAD", &default])
+}

@@ -31,6 +31,40 @@ pub struct GateConfig {
     pub baseline: Option<Baseline>,
 }
 
+impl From<&slipway_model::sections::Gates> for GateConfig {
+    /// The pipeline file's `gates:` section (no baseline yet: see [`read_baseline`]).
+    fn from(g: &slipway_model::sections::Gates) -> GateConfig {
+        GateConfig {
+            coverage_total: g.coverage_total,
+            coverage_per_package: g.coverage_per_package,
+            tests_failed: g.tests_failed,
+            pass_rate: g.pass_rate,
+            flaky: g.flaky,
+            vet_findings: g.vet_findings,
+            unformatted: g.unformatted,
+            mod_tidy: g.mod_tidy,
+            binary_size: g.binary_size,
+            coverage_no_decrease: g.coverage_no_decrease,
+            baseline: None,
+        }
+    }
+}
+
+/// After every gate passed on the default branch: the run's total coverage becomes the
+/// baseline `coverage_no_decrease` compares against (with the commit it came from: the
+/// pipeline's `CI_COMMIT_SHA`, else `HEAD`). Returns the total recorded.
+pub fn record_baseline(root: &Path, state_dir: &Path, files: &ReportFiles) -> Option<f64> {
+    if !slipway_git::on_default_branch(root) {
+        return None;
+    }
+    let total = coverage_total(files)?;
+    let commit = std::env::var("CI_COMMIT_SHA")
+        .ok()
+        .or_else(|| slipway_git::output(root, &["rev-parse", "HEAD"]))
+        .unwrap_or_default();
+    write_baseline(state_dir, &Baseline { total, commit }).ok().map(|()| total)
+}
+
 /// The coverage of the last run whose gates passed on the default branch.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Baseline {

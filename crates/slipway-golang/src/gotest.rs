@@ -251,6 +251,36 @@ pub fn cover_func(dir: &Path, profile: &Path) -> Result<String, GoError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Writes a run's reports into `dir`: `tests.json`, `coverage.out` and `coverage.json` (total,
+/// per package, per function as `go tool cover -func` sees it), and JUnit XML at `junit` when
+/// given. Returns the total coverage.
+pub fn write_reports(module: &Path, run: &TestRun, dir: &Path, junit: Option<&Path>) -> Result<Option<f64>, GoError> {
+    let io = |what: &Path| {
+        let what = what.display().to_string();
+        move |e: std::io::Error| GoError::Io(format!("writing {what}: {e}"))
+    };
+    let tests = dir.join("tests.json");
+    std::fs::write(&tests, serde_json::to_vec_pretty(&run.report).expect("reports serialize")).map_err(io(&tests))?;
+    if let Some(j) = junit {
+        if let Some(parent) = j.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(j, crate::junit::render(&run.report)).map_err(io(j))?;
+    }
+    let Some(profile) = &run.profile else { return Ok(None) };
+    let profile_path = dir.join("coverage.out");
+    std::fs::write(&profile_path, profile.render()).map_err(io(&profile_path))?;
+    let t = profile.total();
+    let (functions, _) = match cover_func(module, &profile_path) {
+        Ok(out) => crate::cover::parse_func_output(&out),
+        Err(_) => (Vec::new(), None),
+    };
+    let cov = serde_json::json!({"total": t, "packages": profile.by_package(), "functions": functions});
+    let cov_path = dir.join("coverage.json");
+    std::fs::write(&cov_path, serde_json::to_vec_pretty(&cov).expect("reports serialize")).map_err(io(&cov_path))?;
+    Ok(Some(t.percent))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

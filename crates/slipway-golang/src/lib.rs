@@ -42,3 +42,18 @@ pub fn module_root(dir: &Path) -> Result<PathBuf, GoError> {
 pub(crate) fn failed(command: &str, message: impl Into<String>) -> GoError {
     GoError::GoFailed { command: command.to_string(), message: message.into().trim().to_string() }
 }
+
+/// The Go toolchain's version (`go1.25.5`), refused when older than Go 1.21 (what slipway
+/// needs: `go test -json` build events, `go mod tidy -diff`…): `Err(Some(version))` then,
+/// `Err(None)` when there is no `go`.
+pub fn toolchain(dir: &Path) -> Result<String, Option<String>> {
+    let out =
+        std::process::Command::new("go").args(["env", "GOVERSION"]).current_dir(dir).output().map_err(|_| None)?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let minor: Option<u32> =
+        v.strip_prefix("go1.").and_then(|r| r.split(['.', 'r', 'b']).next()).and_then(|m| m.parse().ok());
+    if minor.is_some_and(|m| m < 21) {
+        return Err(Some(v));
+    }
+    Ok(v)
+}

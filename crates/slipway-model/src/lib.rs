@@ -9,6 +9,7 @@ pub mod event;
 pub mod manifest;
 pub mod release;
 pub mod run;
+pub mod sections;
 pub mod time;
 
 pub use release::{Actor, Artifact, Release, ReleaseConfig, ReleaseId, ReleaseReason, ReleaseStatus};

@@ -8,6 +8,7 @@ pub mod build;
 pub mod credentials;
 pub mod layout;
 pub mod registry;
+pub mod request;
 pub mod sbom;
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -29,6 +30,9 @@ pub enum OciError {
     /// The registry answered something unexpected.
     #[error("registry: {0}")]
     Registry(String),
+    /// Bad input, and what to do about it.
+    #[error("{message}")]
+    Hinted { message: String, hint: String },
 }
 
 /// Docker's tag grammar: letters, digits, `_`, `.`, `-`; at most 128; not starting with `.`/`-`.

@@ -55,6 +55,15 @@ impl Reference {
     }
 }
 
+/// How to talk to registries, besides credentials.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Plain HTTP (loopback registries without TLS are detected anyway).
+    pub insecure: bool,
+    /// PEM certificates to trust instead of Mozilla's roots.
+    pub ca: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     pub username: String,

@@ -54,14 +54,7 @@ pub fn expand_map(s: &str, vars: &VarMap) -> String {
     expand(s, &|k| vars.get(k).cloned())
 }
 
-/// `CI_COMMIT_REF_SLUG` rules: lowercase, anything but `0-9a-z` becomes `-`, at most 63
-/// bytes, no leading or trailing `-`.
-pub fn slug(s: &str) -> String {
-    let mut out: String =
-        s.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    out.truncate(63);
-    out.trim_matches('-').to_string()
-}
+pub use slipway_model::sections::slug;
 
 #[cfg(test)]
 mod tests {

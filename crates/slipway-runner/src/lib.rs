@@ -10,6 +10,7 @@ pub mod mask;
 pub mod process;
 pub mod project;
 pub mod record;
+pub mod request;
 pub mod scheduler;
 pub mod workspace;
 

@@ -86,6 +86,31 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+impl Loaded {
+    /// The `environments:` section, with ssh keys and known_hosts files made absolute: they
+    /// are written relative to the project (or to the home directory, `~/`).
+    pub fn environments(&self, root: &Path) -> Vec<slipway_pipeline::environment::Environment> {
+        use slipway_pipeline::environment::Target;
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let mut envs = self.pipeline.environments.clone();
+        for e in &mut envs {
+            let ssh = match (&mut e.target, &mut e.agent) {
+                (Target::Ssh(t), _) => Some(t),
+                (_, Some(remote)) => Some(&mut remote.ssh),
+                _ => None,
+            };
+            for p in ssh.into_iter().flat_map(|t| [&mut t.identity, &mut t.known_hosts]).flatten() {
+                let path = match (p.strip_prefix("~/"), &home) {
+                    (Some(rest), Some(h)) => h.join(rest),
+                    _ => root.join(&*p),
+                };
+                *p = path.display().to_string();
+            }
+        }
+        envs
+    }
+}
+
 /// A pipeline that does not load or plan: every diagnostic, and the sources to show them.
 pub struct Invalid {
     pub source: Source,

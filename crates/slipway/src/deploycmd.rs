@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use slipway_api::AgentClient;
 use slipway_deploy::artifacts::{PullCredentials, Wanted};
 use slipway_deploy::observe::EnvState;
-use slipway_deploy::{DeployError, Engine, EngineConfig, ErrorKind, Outcome, plan};
+use slipway_deploy::{DeployError, Engine, EngineConfig, ErrorKind, Outcome};
 use slipway_model::environment::Environment;
 use slipway_model::event::{DeployEvent, Stamped};
 use slipway_model::release::Release;
@@ -185,23 +185,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
-/// The pipeline file's environments, with the ssh key and known_hosts paths made absolute
-/// (they are relative to the project).
+/// The pipeline file's environments (ssh paths made absolute).
 fn environments(root: &Path, file: Option<&Path>, ui: &Ui) -> Result<Vec<Environment>> {
-    let mut envs = crate::project::load(root, file, ui)?.pipeline.environments;
-    for e in &mut envs {
-        let ssh = match (&mut e.target, &mut e.agent) {
-            (slipway_model::environment::Target::Ssh(t), _) => Some(t),
-            (_, Some(remote)) => Some(&mut remote.ssh),
-            _ => None,
-        };
-        if let Some(t) = ssh {
-            for p in [&mut t.identity, &mut t.known_hosts].into_iter().flatten() {
-                *p = root.join(expand_home(p)).display().to_string();
-            }
-        }
-    }
-    Ok(envs)
+    Ok(crate::project::load(root, file, ui)?.environments(root))
 }
 
 /// The environments when there is a pipeline file; none otherwise (status and history also
@@ -210,14 +196,6 @@ fn environments_if_any(root: &Path, file: Option<&Path>, ui: &Ui) -> Result<Vec<
     match crate::project::find_source(root, file) {
         Ok(_) => environments(root, file, ui),
         Err(_) => Ok(Vec::new()),
-    }
-}
-
-/// `~/x` → `$HOME/x`.
-fn expand_home(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(p),
     }
 }
 
@@ -401,8 +379,11 @@ pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32
             credentials,
         };
         if args.dry_run {
-            return Ok(match dry_run(&engine, env, &wanted).await {
-                Ok(()) => exit::OK,
+            return Ok(match engine.dry_run(env, &wanted).await {
+                Ok(lines) => {
+                    println!("{}", lines.join("\n"));
+                    exit::OK
+                }
                 Err(e) => report(ui, &env.name, e, json),
             });
         }
@@ -421,26 +402,6 @@ fn read_password() -> Result<String> {
     let mut p = String::new();
     std::io::stdin().read_line(&mut p)?;
     Ok(p.trim_end_matches(['\n', '\r']).to_string())
-}
-
-async fn dry_run(engine: &Engine, env: &Environment, wanted: &Wanted<'_>) -> Result<(), DeployError> {
-    let version = slipway_deploy::artifacts::dry_run_version(env, wanted)?;
-    let state = engine.observe(&env.name, Some(env)).await?;
-    let old = state.version.as_deref().map(|v| (v, if state.total == 0 { env.instances } else { state.total }));
-    println!(
-        "deploy {version} to {} ({}, {} instance(s), entry point {}):",
-        env.name,
-        env.strategy.name(),
-        env.instances,
-        env.listen
-    );
-    for (i, s) in plan::describe(env, old, &version).iter().enumerate() {
-        println!("  {}. {s}", i + 1);
-    }
-    if env.protection.approvals > 0 {
-        println!("  (protected: needs {} approval(s) first)", env.protection.approvals);
-    }
-    Ok(())
 }
 
 pub fn promote(root: &Path, data: &Path, args: PromoteArgs, ui: &Ui) -> Result<i32> {
@@ -566,23 +527,16 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
             Ok(e) => e,
             Err(e) => return Ok(report(ui, "", e, args.json)),
         };
-        let mut names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
-        for (n, _) in engine.store().environments().await? {
-            if !names.contains(&n) {
-                names.push(n);
+        let states = match engine.observe_all(&envs, args.env.as_deref()).await {
+            Ok(s) => s,
+            Err(e) => {
+                let e = match args.env.as_deref().map(|only| find_env(&envs, only)) {
+                    Some(Err(better)) if !envs.is_empty() => better,
+                    _ => e,
+                };
+                return Ok(report(ui, args.env.as_deref().unwrap_or(""), e, args.json));
             }
-        }
-        if let Some(only) = &args.env {
-            if !names.contains(only) {
-                let e = find_env(&envs, only).err().unwrap_or_else(|| DeployError::input("?"));
-                return Ok(report(ui, only, e, args.json));
-            }
-            names.retain(|n| n == only);
-        }
-        let mut states = Vec::new();
-        for name in &names {
-            states.push(engine.observe(name, envs.iter().find(|e| &e.name == name)).await?);
-        }
+        };
         if args.json {
             let list: Vec<serde_json::Value> = states.iter().map(state_json).collect();
             println!("{}", serde_json::to_string_pretty(&list)?);
@@ -706,41 +660,20 @@ pub fn history(root: &Path, data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i
 }
 
 pub fn logs(root: &Path, data: &Path, env: &str, lines: usize, follow: bool, ui: &Ui) -> Result<i32> {
-    // An environment whose agent is on another machine: its logs come through that agent's API.
     let envs = environments_if_any(root, None, ui)?;
-    if let Some(e) = envs.iter().find(|e| e.name == env)
-        && let Some(remote) = &e.agent
-    {
-        if follow {
-            return Err(UserError::new(format!("`-F` is not available for `{env}`: its agent is on another machine"))
-                .hint("leave out -F to print the last lines")
-                .into());
-        }
-        return runtime()?.block_on(async {
-            let (tunnel, _conn) = match slipway_deploy::target::hosts::agent_tunnel(&remote.ssh).await {
-                Ok(t) => t,
-                Err(err) => return Ok(report(ui, env, err, false)),
-            };
-            match AgentClient::new(tunnel.local.clone()).logs(env, lines).await {
-                Ok(text) => {
-                    print!("{text}");
-                    Ok(exit::OK)
-                }
-                Err(err) => Ok(report(ui, env, err.into(), false)),
-            }
-        });
+    let declared = envs.iter().find(|e| e.name == env);
+    if follow && declared.is_some_and(|e| e.agent.is_some()) {
+        return Err(UserError::new(format!("`-F` is not available for `{env}`: its agent is on another machine"))
+            .hint("leave out -F to print the last lines")
+            .into());
     }
-    let path = data.join("agent/logs").join(format!("{env}.log"));
-    let text = std::fs::read_to_string(&path).map_err(|_| {
-        UserError::new(format!("no logs for environment `{env}` in {}", data.display()))
-            .hint("the agent writes them once the environment runs; see `slipway status`")
-    })?;
-    let all: Vec<&str> = text.lines().collect();
-    for l in &all[all.len().saturating_sub(lines)..] {
-        println!("{l}");
-    }
-    if follow {
-        crate::ui::follow(&path, text.len() as u64);
+    let logs = match runtime()?.block_on(slipway_deploy::observe::logs(data, declared, env, lines)) {
+        Ok(l) => l,
+        Err(e) => return Ok(report(ui, env, e, false)),
+    };
+    print!("{}", logs.text);
+    if let (true, Some(file)) = (follow, &logs.file) {
+        crate::ui::follow(file, std::fs::metadata(file).map_or(0, |m| m.len()));
     }
     Ok(exit::OK)
 }
@@ -767,57 +700,31 @@ pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
             }
         }
         AgentAction::Start => {
-            if let Ok(info) = rt.block_on(client.info()) {
-                println!("an agent already runs (pid {}) at {}", info.pid, client.socket().display());
-                return Ok(exit::OK);
-            }
-            std::fs::create_dir_all(data.join("agent"))?;
-            let log_path = data.join("agent/agent.log");
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-            let mut cmd = std::process::Command::new(std::env::current_exe()?);
-            cmd.arg("--data-dir").arg(data).arg("agent").arg("run");
-            if let Some(m) = args.metrics_listen {
-                cmd.arg("--metrics-listen").arg(m.to_string());
-            }
-            cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
-            // The agent outlives this command: its own group, no parent-death signal.
-            slipway_sys::process::own_group(&mut cmd, false);
-            let mut child = cmd.spawn()?;
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                if let Ok(info) = rt.block_on(client.info()) {
-                    println!(
-                        "agent started (pid {}) at {}; log: {}",
-                        info.pid,
-                        client.socket().display(),
-                        log_path.display()
-                    );
-                    return Ok(exit::OK);
+            use slipway_agent::control::{self, StartError};
+            match rt.block_on(control::start(&std::env::current_exe()?, data, args.metrics_listen)) {
+                Ok(s) if !s.new => {
+                    println!("an agent already runs (pid {}) at {}", s.info.pid, client.socket().display())
                 }
-                if let Some(st) = child.try_wait()? {
-                    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(5).collect();
-                    return Err(UserError::new(format!("the agent exited at start ({st})"))
-                        .hint(tail.into_iter().rev().collect::<Vec<_>>().join("\n  "))
+                Ok(s) => println!(
+                    "agent started (pid {}) at {}; log: {}",
+                    s.info.pid,
+                    client.socket().display(),
+                    s.log.display()
+                ),
+                Err(StartError::Exited { status, log_tail }) => {
+                    return Err(UserError::new(format!("the agent exited at start ({status})"))
+                        .hint(log_tail.join("\n  "))
                         .into());
                 }
-                if Instant::now() >= deadline {
-                    return Err(anyhow::anyhow!("the agent did not answer within 15s; see {}", log_path.display()));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+                Err(e) => return Err(e.into()),
             }
+            Ok(exit::OK)
         }
         AgentAction::Stop => {
-            let Ok(info) = rt.block_on(client.info()) else {
-                println!("no agent runs at {}", client.socket().display());
-                return Ok(exit::OK);
-            };
-            slipway_sys::process::signal(info.pid, slipway_sys::process::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while slipway_sys::process::alive(info.pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
+            match rt.block_on(slipway_agent::control::stop(data)) {
+                Some(pid) => println!("agent (pid {pid}) stopped"),
+                None => println!("no agent runs at {}", client.socket().display()),
             }
-            println!("agent (pid {}) stopped", info.pid);
             Ok(exit::OK)
         }
         AgentAction::Status => {

@@ -57,19 +57,6 @@ pub struct GateArgs {
     pub json: bool,
 }
 
-/// In a pipeline, `CI_COMMIT_BRANCH == CI_DEFAULT_BRANCH`; on its own, the checked-out branch
-/// is `main`/`master` or origin's default.
-pub(crate) fn on_default_branch(root: &Path) -> bool {
-    if let (Ok(b), Ok(d)) = (std::env::var("CI_COMMIT_BRANCH"), std::env::var("CI_DEFAULT_BRANCH")) {
-        return b == d;
-    }
-    if std::env::var_os("CI_DEFAULT_BRANCH").is_some() {
-        return false; // a pipeline for a tag or a detached HEAD
-    }
-    let c = slipway_git::Checkout::read(root);
-    c.branch.as_deref() == Some(c.default_branch.as_str())
-}
-
 fn percent(v: Option<f64>, flag: &str) -> Result<Option<f64>> {
     match v {
         Some(p) if !(0.0..=100.0).contains(&p) => {
@@ -84,20 +71,8 @@ pub fn run(root: &Path, args: GateArgs, ui: &Ui) -> Result<i32> {
     let mut cfg = GateConfig::default();
     if args.file.is_some() || project::find_source(root, None).is_ok() {
         let loaded = project::load(root, args.file.as_deref(), ui)?;
-        if let Some(g) = loaded.pipeline.gates {
-            cfg = GateConfig {
-                coverage_total: g.coverage_total,
-                coverage_per_package: g.coverage_per_package,
-                tests_failed: g.tests_failed,
-                pass_rate: g.pass_rate,
-                flaky: g.flaky,
-                vet_findings: g.vet_findings,
-                unformatted: g.unformatted,
-                mod_tidy: g.mod_tidy,
-                binary_size: g.binary_size,
-                coverage_no_decrease: g.coverage_no_decrease,
-                baseline: None,
-            };
+        if let Some(g) = &loaded.pipeline.gates {
+            cfg = GateConfig::from(g);
         }
     }
     let overrides = [
@@ -157,19 +132,10 @@ pub fn run(root: &Path, args: GateArgs, ui: &Ui) -> Result<i32> {
     let failed = results.iter().filter(|r| !r.passed).count();
     // A passing run on the default branch becomes the new coverage baseline.
     let files = ReportFiles::in_dirs(&reports, &dist);
-    let mut baseline_note = None;
-    if failed == 0
-        && on_default_branch(root)
-        && let Some(total) = gate::coverage_total(&files)
-    {
-        let commit = std::env::var("CI_COMMIT_SHA")
-            .ok()
-            .or_else(|| slipway_git::output(root, &["rev-parse", "HEAD"]))
-            .unwrap_or_default();
-        if gate::write_baseline(&state_dir, &gate::Baseline { total, commit }).is_ok() {
-            baseline_note = Some(format!("coverage baseline for the default branch: {total:.1}%"));
-        }
-    }
+    let baseline_note = (failed == 0)
+        .then(|| gate::record_baseline(root, &state_dir, &files))
+        .flatten()
+        .map(|total| format!("coverage baseline for the default branch: {total:.1}%"));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"passed": failed == 0, "gates": results}))?);
     } else {

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use slipway_golang::GoError;
 use slipway_golang::gotest::{self, Live, TestOptions};
 use slipway_golang::test2json::{PackageStatus, Progress};
-use slipway_golang::{GoError, cover, junit};
 
 use crate::ui::{Ui, UserError, exit};
 
@@ -145,19 +145,12 @@ fn go_error(e: GoError) -> anyhow::Error {
 }
 
 fn go_version() -> Result<String> {
-    let out = std::process::Command::new("go")
-        .args(["env", "GOVERSION"])
-        .output()
-        .map_err(|_| go_error(GoError::GoMissing))?;
-    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let minor: Option<u32> =
-        v.strip_prefix("go1.").and_then(|r| r.split(['.', 'r', 'b']).next()).and_then(|m| m.parse().ok());
-    if minor.is_some_and(|m| m < 21) {
-        return Err(UserError::new(format!("{v} is too old: slipway needs Go 1.21 or newer"))
+    slipway_golang::toolchain(Path::new(".")).map_err(|old| match old {
+        Some(v) => UserError::new(format!("{v} is too old: slipway needs Go 1.21 or newer"))
             .hint("install a newer Go from https://go.dev/dl")
-            .into());
-    }
-    Ok(v)
+            .into(),
+        None => go_error(GoError::GoMissing),
+    })
 }
 
 pub fn run(root: &Path, cmd: GoCommand, ui: &Ui) -> Result<i32> {
@@ -169,26 +162,13 @@ pub fn run(root: &Path, cmd: GoCommand, ui: &Ui) -> Result<i32> {
     }
 }
 
-/// `--changed-since auto`: the pipeline's before-SHA, else the merge base with the default
-/// branch; `None` (test everything) when neither is known.
+/// `--changed-since auto`: see `slipway_git::change_base`; everything is tested without one.
 fn auto_base(module: &Path, ui: &Ui) -> Option<String> {
-    let zero = |s: &str| s.is_empty() || s.bytes().all(|b| b == b'0');
-    if let Ok(b) = std::env::var("CI_COMMIT_BEFORE_SHA")
-        && !zero(&b)
-    {
-        return Some(b);
-    }
-    let default = std::env::var("CI_DEFAULT_BRANCH").unwrap_or_else(|_| "main".into());
-    let out =
-        std::process::Command::new("git").args(["merge-base", "HEAD", &default]).current_dir(module).output().ok()?;
-    let base = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() && !base.is_empty() {
-        return Some(base);
-    }
-    if !ui.json {
+    let base = slipway_git::change_base(module);
+    if base.is_none() && !ui.json {
         eprintln!("{}", ui.paint("2", "--changed-since auto: no base commit known; testing everything"));
     }
-    None
+    base
 }
 
 fn reports_dir(root: &Path, reports: &Path) -> Result<PathBuf> {
@@ -540,34 +520,9 @@ fn test(root: &Path, args: GoTestArgs, ui: &Ui) -> Result<i32> {
         }
     };
     let run = gotest::run(&opts, &mut live).map_err(go_error)?;
+    let junit = args.junit.as_ref().map(|j| if j.is_absolute() { j.clone() } else { root.join(j) });
+    let total = gotest::write_reports(&module, &run, &reports, junit.as_deref()).map_err(go_error)?;
     let report = run.report;
-
-    // Reports.
-    std::fs::write(reports.join("tests.json"), serde_json::to_vec_pretty(&report)?)?;
-    if let Some(j) = &args.junit {
-        let j = if j.is_absolute() { j.clone() } else { root.join(j) };
-        if let Some(parent) = j.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&j, junit::render(&report))?;
-    }
-    let mut total = None;
-    if let Some(profile) = &run.profile {
-        std::fs::write(&profile_path, profile.render())?;
-        let t = profile.total();
-        total = Some(t.percent);
-        let (functions, _) = match gotest::cover_func(&module, &profile_path) {
-            Ok(out) => cover::parse_func_output(&out),
-            Err(_) => (Vec::new(), None),
-        };
-        let cov = serde_json::json!({
-            "total": t,
-            "packages": profile.by_package(),
-            "functions": functions,
-        });
-        std::fs::write(reports.join("coverage.json"), serde_json::to_vec_pretty(&cov)?)?;
-    }
-
     let s = report.summary();
     if json {
         let packages: Vec<serde_json::Value> =

@@ -2,13 +2,12 @@
 //! `slipway go build`, without a Docker daemon, as an OCI layout and/or an archive that
 //! `docker load` reads.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use slipway_oci::OciError;
-use slipway_oci::build::{BinaryInput, ImageSpec};
+use slipway_oci::request::BuildRequest;
 
 use crate::ui::{Ui, UserError, exit};
 
@@ -152,6 +151,7 @@ fn oci_error(e: OciError) -> anyhow::Error {
             .hint("give credentials with --username and --password-stdin (or SLIPWAY_REGISTRY_USER/SLIPWAY_REGISTRY_PASSWORD, or docker login)")
             .into(),
         OciError::Registry(m) => anyhow::anyhow!(m),
+        OciError::Hinted { message, hint } => UserError::new(message).hint(hint).into(),
     }
 }
 
@@ -176,67 +176,6 @@ fn layer_cache_dir(root: &Path) -> Option<PathBuf> {
         None => slipway_runner::record::StateDir::of(root).ok()?.dir,
     };
     Some(state.join("cache/layers"))
-}
-
-/// `SRC:DEST` of `--file`: SRC relative to the project, DEST absolute and without `..`.
-fn extra_file(root: &Path, f: &str) -> Result<(PathBuf, String)> {
-    let Some((src, dest)) = f.rsplit_once(':').filter(|(s, d)| !s.is_empty() && !d.is_empty()) else {
-        return Err(UserError::new(format!("--file `{f}`: expected SRC:DEST"))
-            .hint("e.g. --file kodata:/var/run/ko (a file or directory of the project, and where it goes)")
-            .into());
-    };
-    if !slipway_pipeline::model::is_image_path(dest) {
-        return Err(UserError::new(format!(
-            "--file `{f}`: the destination `{dest}` must be an absolute path in the image, without `..`"
-        ))
-        .into());
-    }
-    let path = root.join(src);
-    if !path.exists() {
-        return Err(UserError::new(format!("--file `{f}`: {} does not exist", path.display())).into());
-    }
-    Ok((path, dest.to_string()))
-}
-
-/// Expands `{{version}}`, `{{commit_short}}` and `{{branch}}` in a reference.
-fn expand_ref(root: &Path, reference: &str, version: &str) -> Result<String> {
-    if !reference.contains("{{") {
-        return Ok(reference.to_string());
-    }
-    let mut out = String::new();
-    let mut rest = reference;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let end = rest[start..]
-            .find("}}")
-            .map(|e| start + e)
-            .ok_or_else(|| UserError::new(format!("`{reference}`: unclosed `{{{{`")))?;
-        let name = rest[start + 2..end].trim();
-        let value = match name {
-            "version" => version.to_string(),
-            "commit_short" => slipway_git::output(root, &["rev-parse", "--short=8", "HEAD"]).unwrap_or_default(),
-            "branch" => std::env::var("CI_COMMIT_BRANCH")
-                .ok()
-                .or_else(|| slipway_git::output(root, &["symbolic-ref", "-q", "--short", "HEAD"]))
-                .map(|b| slipway_pipeline::vars::slug(&b))
-                .unwrap_or_default(),
-            other => {
-                return Err(UserError::new(format!("`{reference}`: unknown template `{{{{{other}}}}}`"))
-                    .hint("templates: {{version}}, {{commit_short}}, {{branch}}")
-                    .into());
-            }
-        };
-        if value.is_empty() {
-            return Err(UserError::new(format!(
-                "`{reference}`: `{{{{{name}}}}}` is empty here (no git commit or branch)"
-            ))
-            .into());
-        }
-        out.push_str(&value);
-        rest = &rest[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 thread_local! {
@@ -318,68 +257,6 @@ fn progress_bars() -> Option<slipway_oci::registry::ProgressFn> {
     }))
 }
 
-fn pair(s: &str, flag: &str) -> Result<(String, String)> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| UserError::new(format!("{flag} `{s}` is not KEY=VALUE")).into())
-}
-
-/// Loads `--base`: a layout directory (optionally `:tag`), an archive, or a registry reference.
-fn load_base(root: &Path, base: &str, registry: &RegistryArgs) -> Result<Vec<slipway_oci::build::BasePlatform>> {
-    let local = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { root.join(p) };
-    let (path, tag) = match base.rsplit_once(':') {
-        Some((p, t)) if local(p).is_dir() => (local(p), Some(t)),
-        _ => (local(base), None),
-    };
-    if path.is_dir() {
-        let store = slipway_oci::layout::Store::open(&path).map_err(oci_error)?;
-        return slipway_oci::layout::base_from_store(&store, tag).map_err(oci_error);
-    }
-    if path.is_file() {
-        return slipway_oci::layout::base_from_archive(&path).map_err(oci_error);
-    }
-    let r = slipway_oci::registry::Reference::parse(base).map_err(|_| {
-        UserError::new(format!("--base `{base}` is neither scratch, a layout, an archive nor an image reference"))
-            .hint("e.g. --base dist/base, --base base.tar, --base 127.0.0.1:5000/library/base:1")
-    })?;
-    let creds = credentials(&r.host, registry)?;
-    let mut client =
-        slipway_oci::registry::Client::new(&r, registry.insecure_registry, creds, registry.registry_ca.as_deref())
-            .map_err(oci_error)?;
-    slipway_oci::registry::pull_base(&r, &mut client).map_err(oci_error)
-}
-
-/// The modules compiled into the binaries, from their build info (`go version -m`).
-fn sbom_input(
-    root: &Path,
-    name: &str,
-    binaries: &[BinaryInput],
-) -> std::result::Result<slipway_oci::sbom::SbomInput, String> {
-    use slipway_oci::sbom::{Module, SbomInput};
-    let mut input: Option<SbomInput> = None;
-    for b in binaries {
-        let info = slipway_golang::build::read_build_info(root, &b.path).map_err(|e| e.to_string())?;
-        if info.module.is_empty() {
-            return Err(format!("{} carries no Go build info", b.path.display()));
-        }
-        let entry = input.get_or_insert_with(|| SbomInput {
-            name: name.to_string(),
-            main: Module { path: info.module.clone(), version: info.module_version.clone(), sum: None },
-            go_version: info.go_version.clone(),
-            deps: Vec::new(),
-        });
-        for d in info.deps {
-            let m = Module { path: d.path, version: d.version, sum: d.sum };
-            if !entry.deps.contains(&m) {
-                entry.deps.push(m);
-            }
-        }
-    }
-    let mut input = input.ok_or("no binaries")?;
-    input.deps.sort_by(|a, b| (&a.path, &a.version).cmp(&(&b.path, &b.version)));
-    Ok(input)
-}
-
 pub fn run(root: &Path, cmd: ImageCommand, ui: &Ui) -> Result<i32> {
     match cmd {
         ImageCommand::Build(a) => build(root, *a, ui),
@@ -388,13 +265,35 @@ pub fn run(root: &Path, cmd: ImageCommand, ui: &Ui) -> Result<i32> {
     }
 }
 
-fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
+fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
     let started = std::time::Instant::now();
+    let mut req = BuildRequest {
+        project: root.to_path_buf(),
+        from: a.from.clone(),
+        binaries: a.binary.clone(),
+        name: a.name.clone(),
+        tag: a.tag.clone(),
+        user: a.user,
+        args: a.args.clone(),
+        env: a.env.clone(),
+        ports: a.port.clone(),
+        labels: a.label.clone(),
+        workdir: a.workdir.clone(),
+        base: a.base.clone(),
+        files: a.file.clone(),
+        gzip: a.compression == "gzip",
+        layer_cache: if a.no_cache { None } else { layer_cache_dir(root) },
+        sbom: !a.no_sbom,
+        tzdata: a.tzdata,
+        ca_certs: !a.no_ca_certs,
+        push: a.push.clone(),
+    };
     // The pipeline file's `images:` section gives the defaults; flags win.
-    let mut configured = None;
-    if crate::project::find_source(root, None).is_ok() {
-        configured = crate::project::load(root, None, ui)?.pipeline.images;
-    }
+    let configured = if crate::project::find_source(root, None).is_ok() {
+        crate::project::load(root, None, ui)?.pipeline.images
+    } else {
+        None
+    };
     match &configured {
         None if a.if_configured => {
             if a.json {
@@ -409,226 +308,63 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         }
         None => {}
         Some(c) => {
-            if a.name.is_none() {
-                a.name = c.name.clone();
-            }
-            if a.user.is_none() {
-                a.user = c.user;
-            }
-            if a.port.is_empty() {
-                a.port = c.ports.clone();
-            }
-            if a.env.is_empty() {
-                a.env = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            }
-            a.tzdata |= c.tzdata;
-            if a.file.is_empty() {
-                a.file = c.files.iter().map(|(src, dest)| format!("{src}:{dest}")).collect();
-            }
-            if a.base.is_none() {
-                a.base = c.base.clone();
-            }
-            if a.push.is_empty()
-                && let Some(reg) = &c.registry
-            {
-                let tags = if c.tags.is_empty() { vec!["{{version}}".into(), "latest".into()] } else { c.tags.clone() };
-                // `latest` follows the default branch, as docker/metadata-action does: a
-                // feature branch must not move what `docker pull` gets by default.
-                let default_branch = crate::gatecmd::on_default_branch(root);
-                for t in tags {
-                    if t == "latest" && !default_branch {
-                        ui.notice(&format!("{reg}:latest is pushed from the default branch only; skipped"));
-                    } else {
-                        a.push.push(format!("{reg}:{t}"));
-                    }
-                }
+            for notice in req.with_section(c, slipway_git::on_default_branch(root)) {
+                ui.notice(&notice);
             }
         }
     }
-    let mut binaries = Vec::new();
-    let mut name = a.name.clone();
-    let mut version = None;
-    let mut revision = None;
-    if a.binary.is_empty() {
-        let from = if a.from.is_absolute() { a.from.clone() } else { root.join(&a.from) };
-        let text = std::fs::read_to_string(&from).map_err(|_| {
-            UserError::new(format!("no binaries: {} does not exist", a.from.display()))
-                .hint("run `slipway go build` first, or name binaries with --binary linux/amd64=PATH")
-        })?;
-        let m: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| UserError::new(format!("{} is not a build manifest: {e}", from.display())))?;
-        let arts = m["artifacts"].as_array().cloned().unwrap_or_default();
-        let names: std::collections::BTreeSet<String> =
-            arts.iter().filter_map(|x| x["name"].as_str().map(str::to_string)).collect();
-        let chosen = match (&name, names.len()) {
-            (Some(n), _) => n.clone(),
-            (None, 1) => names.iter().next().cloned().unwrap_or_default(),
-            (None, 0) => return Err(UserError::new(format!("{} lists no binaries", from.display())).into()),
-            (None, _) => {
-                return Err(UserError::new(format!(
-                    "{} holds several programs: {}",
-                    from.display(),
-                    names.into_iter().collect::<Vec<_>>().join(", ")
-                ))
-                .hint("choose one with --name")
-                .into());
-            }
-        };
-        for x in arts.iter().filter(|x| x["name"] == chosen.as_str()) {
-            binaries.push(BinaryInput {
-                os: x["os"].as_str().unwrap_or("").into(),
-                arch: x["arch"].as_str().unwrap_or("").into(),
-                path: from.parent().unwrap_or(root).join(x["file"].as_str().unwrap_or("")),
-            });
-        }
-        if binaries.is_empty() {
-            return Err(UserError::new(format!("no binary named `{chosen}` in {}", from.display())).into());
-        }
-        name = Some(chosen);
-        version = m["version"].as_str().map(str::to_string);
-        revision = m["vcs_revision"].as_str().map(str::to_string);
-    } else {
-        for b in &a.binary {
-            let (plat, path) =
-                b.split_once('=').ok_or_else(|| UserError::new(format!("--binary `{b}` is not os/arch=PATH")))?;
-            let (os, arch) = plat
-                .split_once('/')
-                .ok_or_else(|| UserError::new(format!("--binary `{b}`: `{plat}` is not os/arch")))?;
-            let path = if Path::new(path).is_absolute() { PathBuf::from(path) } else { root.join(path) };
-            if name.is_none() {
-                name = path.file_stem().map(|s| s.to_string_lossy().split('_').next().unwrap_or("app").to_string());
-            }
-            binaries.push(BinaryInput { os: os.into(), arch: arch.into(), path });
-        }
-    }
-    let name = name.unwrap_or_else(|| "app".into());
-    let tag = a.tag.clone().or(version.clone()).unwrap_or_else(|| "latest".into());
-    if !slipway_oci::valid_tag(&tag) {
-        return Err(UserError::new(format!("`{tag}` is not a valid image tag"))
-            .hint("tags use letters, digits, `_`, `.` and `-` (at most 128), not starting with `.` or `-`")
-            .into());
-    }
-    // The commit (time and hash) and the origin, from two git processes run side by side.
-    let (head, origin) = slipway_git::commit_and_origin(root);
-    let (commit_time, commit) = match head {
-        Some((t, h)) => (Some(t), Some(h)),
-        None => (None, None),
+    let options =
+        slipway_oci::registry::Options { insecure: a.registry.insecure_registry, ca: a.registry.registry_ca.clone() };
+    let base = match req.base.as_deref() {
+        None | Some("scratch") => Vec::new(),
+        Some(b) => slipway_oci::request::load_base(root, b, &options, |host| {
+            credentials(host, &a.registry).map_err(|e| OciError::Input(e.to_string()))
+        })
+        .map_err(oci_error)?,
     };
-    let created =
-        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok()).or(commit_time).unwrap_or(0);
-    let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(src) = origin {
-        labels.insert("org.opencontainers.image.source".into(), src);
+    let built = slipway_oci::request::build(&req, base).map_err(oci_error)?;
+    if let Some(why) = &built.no_sbom
+        && !a.json
+    {
+        eprintln!("{}", ui.paint("33", &format!("note: no SBOM: {why}")));
     }
-    if let Some(rev) = revision.or(commit) {
-        labels.insert("org.opencontainers.image.revision".into(), rev);
-    }
-    labels.insert("org.opencontainers.image.version".into(), tag.clone());
-    labels.insert("org.opencontainers.image.title".into(), name.clone());
-    for l in &a.label {
-        let (k, v) = pair(l, "--label")?;
-        labels.insert(k, v);
-    }
-    let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    let zi = Path::new("/usr/share/zoneinfo");
-    if a.tzdata && !zi.is_dir() {
-        return Err(UserError::new("--tzdata: this host has no /usr/share/zoneinfo")
-            .hint("install the tzdata package")
-            .into());
-    }
-    let spec = ImageSpec {
-        name: name.clone(),
-        binaries,
-        user: a.user.unwrap_or(65532),
-        ca_certs: (!a.no_ca_certs && ca.is_file()).then(|| ca.to_path_buf()),
-        zoneinfo: a.tzdata.then(|| zi.to_path_buf()),
-        args: a.args.clone(),
-        env: a.env.iter().map(|e| pair(e, "--env")).collect::<Result<_>>()?,
-        workdir: a.workdir.clone(),
-        ports: a.port.iter().map(|p| if p.contains('/') { p.clone() } else { format!("{p}/tcp") }).collect(),
-        labels,
-        created,
-        compress: a.compression == "gzip",
-        layer_cache: if a.no_cache { None } else { layer_cache_dir(root) },
-        files: a.file.iter().map(|f| extra_file(root, f)).collect::<Result<_>>()?,
-        base: match a.base.as_deref() {
-            None | Some("scratch") => Vec::new(),
-            Some(b) => load_base(root, b, &a.registry)?,
-        },
-    };
-    let image = slipway_oci::build::build(&spec).map_err(oci_error)?;
-    let created_rfc = image.platforms.first().and_then(|p| {
-        serde_json::from_slice::<serde_json::Value>(&p.config.bytes)
-            .ok()
-            .and_then(|c| c["created"].as_str().map(str::to_string))
-    });
-    let attachment = if a.no_sbom {
-        None
-    } else {
-        match sbom_input(root, &name, &spec.binaries) {
-            Ok(input) => Some(slipway_oci::sbom::attach(
-                &image,
-                &input,
-                created_rfc.as_deref().unwrap_or("1970-01-01T00:00:00Z"),
-            )),
-            Err(why) => {
-                if !a.json {
-                    eprintln!("{}", ui.paint("33", &format!("note: no SBOM: {why}")));
-                }
-                None
-            }
-        }
-    };
     let layout = match (&a.layout, &a.tarball) {
         (None, None) => Some(root.join("dist/image")),
         (Some(l), _) => Some(if l.is_absolute() { l.clone() } else { root.join(l) }),
         (None, Some(_)) => None,
     };
-    if let Some(l) = &layout {
-        slipway_oci::layout::write_layout(&image, l, &tag).map_err(oci_error)?;
-        if let Some(att) = &attachment {
-            slipway_oci::layout::write_attachment(att, l, image.digest()).map_err(oci_error)?;
-        }
-    }
-    if let Some(t) = &a.tarball {
-        let t = if t.is_absolute() { t.clone() } else { root.join(t) };
-        if let Some(parent) = t.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        slipway_oci::layout::write_tarball(&image, &t, &format!("{name}:{tag}"), None, created.max(0) as u64)
-            .map_err(oci_error)?;
-    }
+    let tarball = a.tarball.as_ref().map(|t| if t.is_absolute() { t.clone() } else { root.join(t) });
+    slipway_oci::request::write(&built, layout.as_deref(), tarball.as_deref()).map_err(oci_error)?;
     let mut pushed = Vec::new();
-    if !a.push.is_empty() {
+    if !req.push.is_empty() {
+        // A push goes from a layout: the one just written, or a scratch one.
         let dir = match &layout {
             Some(l) => l.clone(),
             None => {
                 let tmp = root.join(".slipway/image-push");
                 let _ = std::fs::remove_dir_all(&tmp);
-                slipway_oci::layout::write_layout(&image, &tmp, &tag).map_err(oci_error)?;
-                if let Some(att) = &attachment {
-                    slipway_oci::layout::write_attachment(att, &tmp, image.digest()).map_err(oci_error)?;
-                }
+                slipway_oci::request::write(&built, Some(&tmp), None).map_err(oci_error)?;
                 tmp
             }
         };
-        for reference in &a.push {
-            let reference = expand_ref(root, reference, &tag)?;
-            pushed.push(push_to(&dir, slipway_oci::registry::Pick::Tag(&tag), &reference, &a.registry)?);
+        for reference in &req.push {
+            let reference = slipway_oci::request::expand_reference(root, reference, &built.tag).map_err(oci_error)?;
+            pushed.push(push_to(&dir, slipway_oci::registry::Pick::Tag(&built.tag), &reference, &a.registry)?);
         }
     }
-    let platforms: Vec<serde_json::Value> = image
-        .platforms
-        .iter()
-        .map(|p| serde_json::json!({"platform": format!("{}/{}", p.os, p.arch), "digest": p.manifest.digest}))
-        .collect();
+    let image = &built.image;
     if a.json {
+        let platforms: Vec<serde_json::Value> = image
+            .platforms
+            .iter()
+            .map(|p| serde_json::json!({"platform": format!("{}/{}", p.os, p.arch), "digest": p.manifest.digest}))
+            .collect();
         println!(
             "{}",
             serde_json::json!({
                 "built": true,
-                "name": name,
-                "tag": tag,
+                "name": built.name,
+                "tag": built.tag,
                 "digest": image.digest(),
                 "platforms": platforms,
                 "layout": layout.map(|l| l.display().to_string()),
@@ -637,7 +373,7 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
             })
         );
     } else {
-        println!("{} {name}:{tag}  {}", ui.paint("32", "built"), image.digest());
+        println!("{} {}:{}  {}", ui.paint("32", "built"), built.name, built.tag, image.digest());
         for p in &image.platforms {
             println!("  {}/{}  {}", p.os, p.arch, p.manifest.digest);
         }
@@ -652,7 +388,8 @@ fn build(root: &Path, mut a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
 fn push(root: &Path, a: PushArgs, ui: &Ui) -> Result<i32> {
     let layout = if a.layout.is_absolute() { a.layout.clone() } else { root.join(&a.layout) };
     for reference in &a.refs {
-        let reference = expand_ref(root, reference, a.tag.as_deref().unwrap_or(""))?;
+        let reference = slipway_oci::request::expand_reference(root, reference, a.tag.as_deref().unwrap_or(""))
+            .map_err(oci_error)?;
         let like = slipway_oci::registry::Reference::parse(&reference).map_err(oci_error)?.tag;
         let pick = match &a.tag {
             Some(t) => slipway_oci::registry::Pick::Tag(t),

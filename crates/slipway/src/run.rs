@@ -1,7 +1,7 @@
 //! `slipway run` and its helpers: variables and secrets from the command line, selecting
 //! jobs, the run directory under `.slipway/runs/<id>/`, Ctrl-C handling, and the run record.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -11,6 +11,7 @@ use slipway_model::run::PipelineStatus;
 use slipway_pipeline::diag::did_you_mean;
 use slipway_pipeline::plan::Plan;
 use slipway_pipeline::vars::VarMap;
+use slipway_runner::request::{self, InputError};
 use slipway_runner::{Cancel, RunConfig};
 
 use crate::FileArgs;
@@ -52,28 +53,16 @@ pub struct RunArgs {
     pub json: bool,
 }
 
-fn parse_assignments(list: &[String], flag: &str) -> Result<Vec<(String, String)>> {
-    list.iter()
-        .map(|s| {
-            let (k, v) = s.split_once('=').ok_or_else(|| {
-                UserError::new(format!("{flag} `{s}` is not NAME=VALUE"))
-                    .hint(format!("write e.g. {flag} DEPLOY_ENV=staging"))
-            })?;
-            if k.is_empty()
-                || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                || k.as_bytes()[0].is_ascii_digit()
-            {
-                return Err(UserError::new(format!("{flag}: `{k}` is not a valid variable name"))
-                    .hint("use letters, digits and `_`, not starting with a digit")
-                    .into());
-            }
-            Ok((k.to_string(), v.to_string()))
-        })
-        .collect()
+fn refused(e: InputError) -> anyhow::Error {
+    let mut u = UserError::new(e.message);
+    if let Some(h) = e.hint {
+        u = u.hint(h);
+    }
+    u.into()
 }
 
 fn overrides(file: &FileArgs) -> Result<VarMap> {
-    Ok(parse_assignments(&file.vars, "--var")?.into_iter().collect())
+    Ok(request::assignments(&file.vars, "--var").map_err(refused)?.into_iter().collect())
 }
 
 /// Loads the pipeline and plans it for the current checkout.
@@ -90,48 +79,6 @@ pub fn load_and_plan(root: &Path, file: &FileArgs, pipeline_id: u64, ui: &Ui) ->
     };
     let plan = project::make_plan(&loaded, &input, ui)?;
     Ok((loaded, plan))
-}
-
-/// Keeps only the named jobs (and with `needs`, what they need, transitively).
-fn select_jobs(plan: &mut Plan, wanted: &[String], with_needs: bool) -> Result<()> {
-    let mut keep: BTreeSet<String> = BTreeSet::new();
-    for w in wanted {
-        let matches: Vec<&str> =
-            plan.jobs.iter().filter(|j| j.name == *w || j.base == *w).map(|j| j.name.as_str()).collect();
-        if matches.is_empty() {
-            let mut e = UserError::new(format!("no job `{w}` in this pipeline"));
-            if let Some(s) = did_you_mean(w, plan.jobs.iter().map(|j| j.name.as_str())) {
-                e = e.hint(format!("did you mean `{s}`?"));
-            } else {
-                e = e.hint("`slipway list` shows the jobs of this commit's pipeline");
-            }
-            return Err(e.into());
-        }
-        keep.extend(matches.into_iter().map(str::to_string));
-    }
-    if with_needs {
-        let mut stack: Vec<String> = keep.iter().cloned().collect();
-        while let Some(n) = stack.pop() {
-            if let Some(j) = plan.job(&n) {
-                for need in j.needs.iter().flatten() {
-                    if keep.insert(need.job.clone()) {
-                        stack.push(need.job.clone());
-                    }
-                }
-            }
-        }
-    }
-    plan.jobs.retain(|j| keep.contains(&j.name));
-    for j in &mut plan.jobs {
-        if let Some(n) = &mut j.needs {
-            n.retain(|n| keep.contains(&n.job));
-        }
-        j.artifacts_from.retain(|a| keep.contains(a));
-    }
-    let stages: Vec<String> =
-        plan.stages.iter().filter(|s| plan.jobs.iter().any(|j| &j.stage == *s)).cloned().collect();
-    plan.stages = stages;
-    Ok(())
 }
 
 /// Ctrl-C/SIGTERM: the first asks jobs to stop (SIGTERM, grace, SIGKILL), the second kills
@@ -162,20 +109,7 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
     let loaded = project::load(&root, args.file.file.as_deref(), ui)?;
     let mut over = overrides(&args.file)?;
     let mut secrets: Vec<String> = Vec::new();
-    let mut secret_pairs = parse_assignments(&args.secret, "--secret")?;
-    for f in &args.secret_file {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
-        let vars = slipway_runner::files::parse_dotenv(&text)
-            .map_err(|e| UserError::new(format!("--secret-file {}: {e}", f.display())))?;
-        secret_pairs.extend(vars);
-    }
-    for (k, v) in secret_pairs {
-        if v.len() < 8 {
-            return Err(UserError::new(format!("secret `{k}` is shorter than 8 characters"))
-                .hint("masking very short values would garble the output; GitLab requires 8 or more characters too")
-                .into());
-        }
+    for (k, v) in request::secrets(&args.secret, &args.secret_file).map_err(refused)? {
         secrets.push(v.clone());
         over.insert(k, v);
     }
@@ -198,40 +132,26 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         overrides: over.clone(),
         snapshot: snapshot.as_ref(),
     };
-    let plan = project::make_plan(&loaded, &input, ui);
-    let mut plan = match plan {
+    let mut plan = match project::make_plan(&loaded, &input, ui) {
         Ok(p) => p,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&run_dir);
+            taken.discard();
             return Err(e);
         }
     };
-    if !args.jobs.is_empty()
-        && let Err(e) = select_jobs(&mut plan, &args.jobs, args.needs)
-    {
-        let _ = std::fs::remove_dir_all(&run_dir);
-        return Err(e);
-    }
-    for m in &args.manual {
-        if !plan.jobs.iter().any(|j| (j.name == *m || j.base == *m) && j.when == slipway_pipeline::model::When::Manual)
-        {
-            let _ = std::fs::remove_dir_all(&run_dir);
-            let mut e = UserError::new(format!("--manual {m}: no manual job of that name in this pipeline"));
-            if let Some(s) = did_you_mean(
-                m,
-                plan.jobs.iter().filter(|j| j.when == slipway_pipeline::model::When::Manual).map(|j| j.name.as_str()),
-            ) {
-                e = e.hint(format!("did you mean `{s}`?"));
-            }
-            return Err(e.into());
-        }
+    let selected = match args.jobs.is_empty() {
+        true => Ok(()),
+        false => request::select(&mut plan, &args.jobs, args.needs),
+    };
+    if let Err(e) = selected.and_then(|()| request::check_manual(&plan, &args.manual)) {
+        taken.discard();
+        return Err(refused(e));
     }
     // Jobs that ask for a container image run on the shell executor until the Docker executor lands.
-    let with_image: Vec<&str> =
-        plan.jobs.iter().filter(|j| j.image.is_some() || !j.services.is_empty()).map(|j| j.name.as_str()).collect();
+    let with_image = request::container_jobs(&plan);
     if !with_image.is_empty() {
         if args.strict {
-            let _ = std::fs::remove_dir_all(&run_dir);
+            let _ = std::fs::remove_dir_all(&taken.dir);
             return Err(UserError::new(format!(
                 "--strict: {} ask for `image:`/`services:`, which need the Docker executor",
                 with_image.join(", ")

@@ -275,38 +275,17 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
             ]
         })
         .collect();
-    let head = ["JOB", "STAGE", "STATUS", "DURATION", "EXIT", "LOG"];
-    let mut w = head.map(|h| h.len());
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
+    println!();
+    print_table(ui, &["JOB", "STAGE", "STATUS", "DURATION", "EXIT", "LOG"], &rows, |col, status| {
+        (col == 2).then_some(match status {
+            "passed" => "32",
+            "failed" | "canceled" => "31",
+            "manual" | "skipped" => "33",
+            s if s.starts_with("failed (") => "33",
+            _ => "0",
+        })
+    });
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out);
-    let hdr: Vec<String> = head.iter().enumerate().map(|(i, h)| format!("{h:<w$}", w = w[i])).collect();
-    let _ = writeln!(out, "{}", ui.paint("1", hdr.join("  ").trim_end()));
-    for r in &rows {
-        let status = &r[2];
-        let code = if status == "passed" {
-            "32"
-        } else if status.starts_with("failed (") || status == "manual" || status == "skipped" {
-            "33"
-        } else if status == "failed" || status == "canceled" {
-            "31"
-        } else {
-            "0"
-        };
-        let cells: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let padded = format!("{c:<w$}", w = w[i]);
-                if i == 2 { ui.paint(code, &padded) } else { padded }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
     let word = match result.status {
         PipelineStatus::Success => ui.paint("32;1", "Pipeline passed"),
         PipelineStatus::Failed => ui.paint("31;1", "Pipeline failed"),

@@ -2,6 +2,8 @@
 //! versions), the agent's supervisor and proxy on loopback, the SQLite store, and the
 //! load generator (slipway-testkit) sending steady traffic while releases change.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use std::path::PathBuf;

@@ -1,6 +1,8 @@
 //! Bad pipeline files: every error at once, each with file:line:col, the quoted line, a caret
 //! and a hint; exit code 2 and nothing runs. Snapshots live in `tests/snapshots/`.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use common::*;

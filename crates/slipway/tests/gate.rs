@@ -1,5 +1,7 @@
 //! `slipway gate` over real reports of `slipway go test` on the fixture module.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use std::path::Path;

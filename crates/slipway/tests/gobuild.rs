@@ -2,6 +2,8 @@
 //! matrix, file names, SHA256SUMS, the manifest read back from build info, byte-identical
 //! rebuilds, and bad input.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use std::process::Command;

@@ -3,6 +3,8 @@
 //! packages). Counts are checked against `go test -json`'s own events and coverage against
 //! `go tool cover -func`, not against hand-written numbers alone.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! `slipway go vet` and `slipway go mod check` with the real Go toolchain.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use std::process::Command;

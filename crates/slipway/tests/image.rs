@@ -2,6 +2,8 @@
 //! and `umoci` (Debian packages installed by scripts/setup), and by running the unpacked
 //! binary.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use std::path::Path;

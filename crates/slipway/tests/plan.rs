@@ -1,6 +1,8 @@
 //! `slipway plan`, `list`, `validate` and `init`: the expanded pipeline after includes,
 //! extends, `!reference`, rules and matrix, as YAML, JSON and a Mermaid graph.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! `docker-registry`) started on loopback by the test, with and without htpasswd auth;
 //! read back with `skopeo`.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,8 @@
 //! `slipway run` end to end on real bash and git: GitLab's job semantics, workspaces,
 //! artifacts, dotenv, cache, masking, retries, timeouts and process groups.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! Ctrl-C: the first SIGINT stops running jobs (SIGTERM, grace, SIGKILL) and ends the run as
 //! canceled; a second one kills at once. Either way no job process is left behind.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -2,6 +2,8 @@
 //! local Docker Engine (image from `scripts/systemd-image`), each with its own sshd on a
 //! loopback port and a temporary key pair; the service is the websvc fixture built by Go.
 
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
 mod common;
 
 use std::path::{Path, PathBuf};
