@@ -186,8 +186,7 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
         }),
         Err(_) => BTreeMap::new(),
     };
-    let started_at_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let started_at_ms = slipway_model::time::now_ms() as u64;
     let shared = Arc::new(Shared {
         envs: Mutex::default(),
         specs: Mutex::default(),

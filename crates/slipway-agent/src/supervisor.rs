@@ -340,8 +340,7 @@ impl Supervisor {
         let now = Instant::now();
         let Some(mut spec) = self.spec.clone() else { return };
         // Groups past their retirement leave on their own (kept in the spec until replaced).
-        let wall =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let wall = slipway_model::time::now_ms() as u64;
         for g in &mut spec.groups {
             if g.retire_at_ms.is_some_and(|t| wall >= t) {
                 g.instances = 0;

@@ -193,7 +193,7 @@ fn bad_input_gets_exit_code_2() {
     let fx = fixture();
     let run = slipway_in(fx.path(), &["go", "test", "./does-not-exist/..."]);
     assert_eq!(run.code, 2, "{}", run.debug());
-    assert!(run.stderr.contains("go test could not run"), "{}", run.debug());
+    assert!(run.stderr.contains("`go test` could not run"), "{}", run.debug());
     let not_module = tempfile::tempdir().unwrap();
     let run = slipway_in(not_module.path(), &["go", "test"]);
     assert_eq!(run.code, 2);
