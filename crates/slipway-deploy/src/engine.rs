@@ -152,18 +152,8 @@ impl Engine {
         self.check_branch(to, source.branch.as_deref())?;
         self.events(to)
             .say(format!("promoting {} (release #{} in {}) to {}", source.version, source.id, from.name, to.name));
-        let new = NewRelease {
-            environment: to.name.clone(),
-            version: source.version.clone(),
-            artifacts: source.artifacts.clone(),
-            config: ReleaseConfig::of(to),
-            commit: source.commit.clone(),
-            branch: source.branch.clone(),
-            actor: actor.name.clone(),
-            reason: ReleaseReason::Promote,
-            source_release: Some(source.id),
-            status: ReleaseStatus::Queued,
-        };
+        let new =
+            NewRelease::again(&source, &to.name, ReleaseConfig::of(to), &actor.name, ReleaseReason::Promote, source.id);
         self.run(to, new).await
     }
 
@@ -202,19 +192,9 @@ impl Engine {
         };
         self.events(env)
             .say(format!("rolling {} back from {} to {} (release #{})", env.name, current.version, to.version, to.id));
-        let new = NewRelease {
-            environment: env.name.clone(),
-            version: to.version.clone(),
-            artifacts: to.artifacts.clone(),
-            // A rollback runs what ran then, arguments and environment included.
-            config: to.config.clone(),
-            commit: to.commit.clone(),
-            branch: to.branch.clone(),
-            actor: actor.name.clone(),
-            reason: ReleaseReason::Rollback,
-            source_release: Some(to.group_id()),
-            status: ReleaseStatus::Queued,
-        };
+        // A rollback runs what ran then, arguments and environment included.
+        let config = to.config.clone();
+        let new = NewRelease::again(&to, &env.name, config, &actor.name, ReleaseReason::Rollback, to.group_id());
         self.run(env, new).await
     }
 
@@ -640,16 +620,15 @@ impl Engine {
         unhealthy: Option<&str>,
     ) -> String {
         let auto = NewRelease {
-            environment: cx.env.name.clone(),
-            version: old.version.clone(),
-            artifacts: old.artifacts.clone(),
-            config: old.config.clone(),
-            commit: old.commit.clone(),
-            branch: old.branch.clone(),
-            actor: failed.actor.clone(),
-            reason: ReleaseReason::AutoRollback,
-            source_release: Some(old.group_id()),
             status: ReleaseStatus::Deploying,
+            ..NewRelease::again(
+                old,
+                &cx.env.name,
+                old.config.clone(),
+                &failed.actor,
+                ReleaseReason::AutoRollback,
+                old.group_id(),
+            )
         };
         match self.store.create_release(&auto).await {
             Ok(a) => {

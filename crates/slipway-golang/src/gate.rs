@@ -4,49 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
-/// The thresholds; `None` gates are off.
+/// The thresholds (`None` gates are off: the `gates:` section's type, which flags adjust) and
+/// the coverage baseline `coverage_no_decrease` compares against.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GateConfig {
-    /// Minimum total coverage, percent.
-    pub coverage_total: Option<f64>,
-    /// Minimum coverage of every package that has statements, percent.
-    pub coverage_per_package: Option<f64>,
-    /// Maximum failed tests.
-    pub tests_failed: Option<u64>,
-    /// Minimum share of passed tests among passed + failed (flaky count as passed), percent.
-    pub pass_rate: Option<f64>,
-    /// Maximum flaky tests.
-    pub flaky: Option<u64>,
-    /// Maximum `go vet` findings.
-    pub vet_findings: Option<u64>,
-    /// Maximum files `gofmt` would change.
-    pub unformatted: Option<u64>,
-    /// The module must be tidy and verified.
-    pub mod_tidy: bool,
-    /// Maximum size of each built binary, bytes.
-    pub binary_size: Option<u64>,
-    /// Total coverage must not drop below the baseline (the last passing run on the default
-    /// branch); the gate passes when there is no baseline yet.
-    pub coverage_no_decrease: bool,
+    pub limits: slipway_model::sections::Gates,
     pub baseline: Option<Baseline>,
 }
 
 impl From<&slipway_model::sections::Gates> for GateConfig {
     /// The pipeline file's `gates:` section (no baseline yet: see [`read_baseline`]).
     fn from(g: &slipway_model::sections::Gates) -> GateConfig {
-        GateConfig {
-            coverage_total: g.coverage_total,
-            coverage_per_package: g.coverage_per_package,
-            tests_failed: g.tests_failed,
-            pass_rate: g.pass_rate,
-            flaky: g.flaky,
-            vet_findings: g.vet_findings,
-            unformatted: g.unformatted,
-            mod_tidy: g.mod_tidy,
-            binary_size: g.binary_size,
-            coverage_no_decrease: g.coverage_no_decrease,
-            baseline: None,
-        }
+        GateConfig { limits: g.clone(), baseline: None }
     }
 }
 
@@ -170,10 +139,13 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
     let mut push = |gate: &str, actual: String, threshold: String, passed: bool, blame: Vec<String>| {
         out.push(GateResult { gate: gate.into(), actual, threshold, passed, blame });
     };
-    if cfg.coverage_total.is_some() || cfg.coverage_per_package.is_some() || cfg.coverage_no_decrease {
-        let gate = if cfg.coverage_total.is_some() {
+    if cfg.limits.coverage_total.is_some()
+        || cfg.limits.coverage_per_package.is_some()
+        || cfg.limits.coverage_no_decrease
+    {
+        let gate = if cfg.limits.coverage_total.is_some() {
             "coverage.total"
-        } else if cfg.coverage_per_package.is_some() {
+        } else if cfg.limits.coverage_per_package.is_some() {
             "coverage.per_package"
         } else {
             "coverage.no_decrease"
@@ -185,7 +157,7 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
             what: "coverage",
             reason: "`total.percent` is missing".into(),
         })?;
-        if let Some(min) = cfg.coverage_total {
+        if let Some(min) = cfg.limits.coverage_total {
             let passed = percent + 1e-9 >= min;
             let mut blame = Vec::new();
             if !passed {
@@ -210,7 +182,7 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
             }
             push("coverage.total", pct(percent), format!("≥ {}", pct(min)), passed, blame);
         }
-        if let Some(min) = cfg.coverage_per_package {
+        if let Some(min) = cfg.limits.coverage_per_package {
             let low: Vec<String> = cov["packages"]
                 .as_object()
                 .into_iter()
@@ -230,7 +202,7 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
             let actual = if lowest.is_finite() { format!("lowest {}", pct(lowest)) } else { "no packages".into() };
             push("coverage.per_package", actual, format!("≥ {}", pct(min)), low.is_empty(), low);
         }
-        if cfg.coverage_no_decrease {
+        if cfg.limits.coverage_no_decrease {
             match &cfg.baseline {
                 Some(b) => {
                     let passed = percent + 0.05 >= b.total;
@@ -252,10 +224,10 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
             }
         }
     }
-    if cfg.tests_failed.is_some() || cfg.pass_rate.is_some() || cfg.flaky.is_some() {
-        let gate = if cfg.tests_failed.is_some() {
+    if cfg.limits.tests_failed.is_some() || cfg.limits.pass_rate.is_some() || cfg.limits.flaky.is_some() {
+        let gate = if cfg.limits.tests_failed.is_some() {
             "tests.failed"
-        } else if cfg.pass_rate.is_some() {
+        } else if cfg.limits.pass_rate.is_some() {
             "tests.pass_rate"
         } else {
             "tests.flaky"
@@ -280,26 +252,26 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
             .filter(|p| p["status"] == "build_failed")
             .map(|p| format!("{} (build failed)", p["name"].as_str().unwrap_or("")))
             .collect();
-        if let Some(max) = cfg.tests_failed {
+        if let Some(max) = cfg.limits.tests_failed {
             let n = failed.len() + build_failed.len();
             let mut blame = failed.clone();
             blame.extend(build_failed.iter().cloned());
             push("tests.failed", n.to_string(), format!("≤ {max}"), n as u64 <= max, blame);
         }
-        if let Some(min) = cfg.pass_rate {
+        if let Some(min) = cfg.limits.pass_rate {
             let ran = passed + failed.len();
             let rate = if ran == 0 { 100.0 } else { passed as f64 * 100.0 / ran as f64 };
             push("tests.pass_rate", pct(rate), format!("≥ {}", pct(min)), rate + 1e-9 >= min, failed.clone());
         }
-        if let Some(max) = cfg.flaky {
+        if let Some(max) = cfg.limits.flaky {
             push("tests.flaky", flaky.len().to_string(), format!("≤ {max}"), flaky.len() as u64 <= max, flaky.clone());
         }
     }
-    if cfg.vet_findings.is_some() || cfg.unformatted.is_some() {
-        let gate = if cfg.vet_findings.is_some() { "vet.findings" } else { "vet.unformatted" };
+    if cfg.limits.vet_findings.is_some() || cfg.limits.unformatted.is_some() {
+        let gate = if cfg.limits.vet_findings.is_some() { "vet.findings" } else { "vet.unformatted" };
         let rep = load(&files.vet, gate, "vet", "slipway go vet")?;
         let findings = field(&rep, "findings", &files.vet, "vet")?.as_array().cloned().unwrap_or_default();
-        if let Some(max) = cfg.vet_findings {
+        if let Some(max) = cfg.limits.vet_findings {
             let blame = findings
                 .iter()
                 .map(|f| {
@@ -315,7 +287,7 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
                 .collect();
             push("vet.findings", findings.len().to_string(), format!("≤ {max}"), findings.len() as u64 <= max, blame);
         }
-        if let Some(max) = cfg.unformatted {
+        if let Some(max) = cfg.limits.unformatted {
             let files_: Vec<String> = rep["unformatted"]
                 .as_array()
                 .into_iter()
@@ -325,7 +297,7 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
             push("vet.unformatted", files_.len().to_string(), format!("≤ {max}"), files_.len() as u64 <= max, files_);
         }
     }
-    if cfg.mod_tidy {
+    if cfg.limits.mod_tidy {
         let rep = load(&files.module, "mod.tidy", "module", "slipway go mod check")?;
         let tidy = field(&rep, "tidy", &files.module, "module")?.as_bool().unwrap_or(false);
         let verified = rep["verified"].as_bool().unwrap_or(false);
@@ -352,7 +324,7 @@ pub fn evaluate(cfg: &GateConfig, files: &ReportFiles) -> Result<Vec<GateResult>
             blame,
         );
     }
-    if let Some(max) = cfg.binary_size {
+    if let Some(max) = cfg.limits.binary_size {
         let m = load(&files.manifest, "binary.size", "build manifest", "slipway go build")?;
         let arts = field(&m, "artifacts", &files.manifest, "build manifest")?.as_array().cloned().unwrap_or_default();
         let largest = arts.iter().filter_map(|a| a["size"].as_u64()).max().unwrap_or(0);
@@ -394,19 +366,23 @@ mod tests {
             r#"{"total":{"covered":5,"statements":10,"percent":50.0},"packages":{"a":{"covered":5,"statements":6,"percent":83.3},"b":{"covered":0,"statements":4,"percent":0.0}}}"#,
         )
         .unwrap();
-        let cfg = GateConfig { coverage_total: Some(70.0), coverage_per_package: Some(50.0), ..GateConfig::default() };
+        let cfg = GateConfig::from(&slipway_model::sections::Gates {
+            coverage_total: Some(70.0),
+            coverage_per_package: Some(50.0),
+            ..Default::default()
+        });
         let r = evaluate(&cfg, &ReportFiles::in_dirs(d.path(), d.path())).unwrap();
         assert!(!r[0].passed);
         assert_eq!(r[0].blame[0], "b: 0.0% (4 statements uncovered)");
         assert_eq!(r[1].blame, vec!["b: 0.0%"]);
         let missing = evaluate(
-            &GateConfig { tests_failed: Some(0), ..GateConfig::default() },
+            &GateConfig::from(&slipway_model::sections::Gates { tests_failed: Some(0), ..Default::default() }),
             &ReportFiles::in_dirs(d.path(), d.path()),
         );
         assert!(matches!(missing, Err(GateError::Missing { .. })));
         std::fs::write(d.path().join("tests.json"), "<xml/>").unwrap();
         let foreign = evaluate(
-            &GateConfig { tests_failed: Some(0), ..GateConfig::default() },
+            &GateConfig::from(&slipway_model::sections::Gates { tests_failed: Some(0), ..Default::default() }),
             &ReportFiles::in_dirs(d.path(), d.path()),
         );
         assert!(matches!(foreign, Err(GateError::Foreign { .. })));

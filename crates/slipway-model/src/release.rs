@@ -374,6 +374,32 @@ pub struct NewRelease {
     pub status: ReleaseStatus,
 }
 
+impl NewRelease {
+    /// A new release of `r`'s artifacts — a promotion, a rollback — with its version, commit
+    /// and branch, the given settings, and `source_release` as where it came from.
+    pub fn again(
+        r: &Release,
+        environment: &str,
+        config: ReleaseConfig,
+        actor: &str,
+        reason: ReleaseReason,
+        source_release: ReleaseId,
+    ) -> NewRelease {
+        NewRelease {
+            environment: environment.to_string(),
+            version: r.version.clone(),
+            artifacts: r.artifacts.clone(),
+            config,
+            commit: r.commit.clone(),
+            branch: r.branch.clone(),
+            actor: actor.to_string(),
+            reason,
+            source_release: Some(source_release),
+            status: ReleaseStatus::Queued,
+        }
+    }
+}
+
 /// One step of a release's journal, written before the step acts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JournalStep {

@@ -76,9 +76,9 @@ pub fn run(root: &Path, args: GateArgs, ui: &Ui) -> Result<i32> {
         }
     }
     let overrides = [
-        (percent(args.coverage_min, "--coverage-min")?, &mut cfg.coverage_total),
-        (percent(args.coverage_package_min, "--coverage-package-min")?, &mut cfg.coverage_per_package),
-        (percent(args.min_pass_rate, "--min-pass-rate")?, &mut cfg.pass_rate),
+        (percent(args.coverage_min, "--coverage-min")?, &mut cfg.limits.coverage_total),
+        (percent(args.coverage_package_min, "--coverage-package-min")?, &mut cfg.limits.coverage_per_package),
+        (percent(args.min_pass_rate, "--min-pass-rate")?, &mut cfg.limits.pass_rate),
     ];
     for (v, slot) in overrides {
         if v.is_some() {
@@ -86,25 +86,25 @@ pub fn run(root: &Path, args: GateArgs, ui: &Ui) -> Result<i32> {
         }
     }
     for (v, slot) in [
-        (args.max_failed, &mut cfg.tests_failed),
-        (args.max_flaky, &mut cfg.flaky),
-        (args.max_vet, &mut cfg.vet_findings),
-        (args.max_unformatted, &mut cfg.unformatted),
+        (args.max_failed, &mut cfg.limits.tests_failed),
+        (args.max_flaky, &mut cfg.limits.flaky),
+        (args.max_vet, &mut cfg.limits.vet_findings),
+        (args.max_unformatted, &mut cfg.limits.unformatted),
     ] {
         if v.is_some() {
             *slot = v;
         }
     }
-    cfg.mod_tidy |= args.tidy;
-    cfg.coverage_no_decrease |= args.coverage_no_drop;
+    cfg.limits.mod_tidy |= args.tidy;
+    cfg.limits.coverage_no_decrease |= args.coverage_no_drop;
     // The coverage baseline lives with the project's runs: in a pipeline job the runner says
     // where (SLIPWAY_STATE_DIR); on its own, the project's .slipway.
     let state_dir = std::env::var_os("SLIPWAY_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| root.join(".slipway"));
-    if cfg.coverage_no_decrease {
+    if cfg.limits.coverage_no_decrease {
         cfg.baseline = gate::read_baseline(&state_dir);
     }
     if let Some(s) = &args.max_binary_size {
-        cfg.binary_size = Some(
+        cfg.limits.binary_size = Some(
             slipway_pipeline::duration::parse_size(s)
                 .map_err(|e| UserError::new(format!("--max-binary-size: {e}")).hint("write sizes like 20MB"))?,
         );
