@@ -4,12 +4,12 @@
 //! Auth: anonymous, basic, and the bearer-token flow from a `WWW-Authenticate` challenge.
 //! Transient failures (connection errors, 429, 5xx) are retried with backoff.
 //! HTTPS (rustls, Mozilla's roots or a given CA); plain HTTP for `--insecure-registry` and for
-//! loopback registries that do not speak TLS.
+//! loopback registries that do not speak TLS. Async, on reqwest — hyper and rustls, the stack
+//! every other slipway client uses.
 
 use std::time::Duration;
 
 use base64::Engine as _;
-use ureq::http;
 
 use crate::OciError;
 use crate::layout::Store;
@@ -71,7 +71,7 @@ pub struct Credentials {
 }
 
 pub struct Client {
-    agent: ureq::Agent,
+    http: reqwest::Client,
     base: String,
     credentials: Option<Credentials>,
     /// The `Authorization` header that worked last.
@@ -104,25 +104,37 @@ pub type ProgressFn = std::sync::Arc<dyn Fn(Progress<'_>) + Send + Sync>;
 /// chunked transfer encoding, as `docker push` sends its uploads).
 const STREAM_ABOVE: usize = 1 << 20;
 
-/// A request body that reports how much of it the HTTP client has read.
-struct Reporting<'a> {
-    data: &'a [u8],
-    pos: usize,
-    digest: &'a str,
-    offset: u64,
-    progress: Option<&'a ProgressFn>,
+/// A request body that reports how much of it the HTTP client has taken.
+fn reporting_body(data: &[u8], digest: &str, offset: u64, progress: Option<ProgressFn>) -> reqwest::Body {
+    let data = bytes::Bytes::copy_from_slice(data);
+    let digest = digest.to_string();
+    let piece = 256 * 1024;
+    let pieces: Vec<bytes::Bytes> =
+        (0..data.len()).step_by(piece).map(|i| data.slice(i..(i + piece).min(data.len()))).collect();
+    let mut sent = 0u64;
+    let stream = futures_util::stream::iter(pieces.into_iter().map(move |p| {
+        sent += p.len() as u64;
+        if let Some(f) = &progress {
+            f(Progress::Sent { digest: &digest, bytes: offset + sent });
+        }
+        Ok::<_, std::io::Error>(p)
+    }));
+    reqwest::Body::wrap_stream(stream)
 }
 
-impl std::io::Read for Reporting<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(self.data.len() - self.pos).min(256 * 1024);
-        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-        self.pos += n;
-        if let Some(p) = self.progress {
-            p(Progress::Sent { digest: self.digest, bytes: self.offset + self.pos as u64 });
+/// An error with what caused it, as one line (reqwest's own message hides the cause).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
         }
-        Ok(n)
+        cur = c.source();
     }
+    out
 }
 
 struct Reply {
@@ -141,42 +153,39 @@ impl Client {
     /// A client for `r`'s registry. HTTPS, verified against Mozilla's roots or the PEM
     /// certificates of `ca` when given; plain HTTP with `insecure`; a loopback registry is
     /// tried over HTTPS first and over plain HTTP when it does not speak TLS (as Docker does).
-    pub fn new(
+    pub async fn new(
         r: &Reference,
         insecure: bool,
         credentials: Option<Credentials>,
         ca: Option<&std::path::Path>,
     ) -> Result<Client, OciError> {
-        let mut tls = ureq::tls::TlsConfig::builder();
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .connect_timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("slipway/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = ca {
             let pem = std::fs::read(ca).map_err(|e| OciError::Input(format!("--registry-ca {}: {e}", ca.display())))?;
-            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| OciError::Input(format!("--registry-ca {}: {e}", ca.display())))?;
             if certs.is_empty() {
                 return Err(OciError::Input(format!("--registry-ca {}: no PEM certificate in it", ca.display())));
             }
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+            builder = builder.tls_built_in_root_certs(false);
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(300)))
-            .max_redirects(5)
-            .tls_config(tls.build())
-            .build()
-            .into();
+        let http = builder.build().map_err(|e| OciError::Io(format!("the HTTP client: {}", chain(&e))))?;
         let https = format!("https://{}", r.host);
         let base = if insecure {
             format!("http://{}", r.host)
         } else if r.is_loopback() {
             // Does it speak TLS? A handshake failure means plain HTTP.
-            match agent.get(&format!("{https}/v2/")).call() {
+            match http.get(format!("{https}/v2/")).send().await {
                 Ok(_) => https,
                 // It speaks TLS but we do not trust it: stay on HTTPS so the error says so.
-                Err(e) if e.to_string().to_ascii_lowercase().contains("certificate") => https,
+                Err(e) if chain(&e).to_ascii_lowercase().contains("certificate") => https,
                 Err(_) => format!("http://{}", r.host),
             }
         } else {
@@ -188,7 +197,7 @@ impl Client {
             .filter(|&n: &usize| n > 0)
             .unwrap_or(16 << 20);
         Ok(Client {
-            agent,
+            http,
             base,
             credentials,
             auth: None,
@@ -208,15 +217,17 @@ impl Client {
         }
     }
 
-    fn once(
+    async fn once(
         &self,
         method: &str,
         url: &str,
         content_type: Option<&str>,
         headers: &[(&str, String)],
         body: &[u8],
-    ) -> Result<Reply, ureq::Error> {
-        let mut b = http::Request::builder().method(method).uri(url);
+    ) -> Result<Reply, reqwest::Error> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let head = method == reqwest::Method::HEAD;
+        let mut b = self.http.request(method, url);
         for (k, v) in headers {
             b = b.header(*k, v);
         }
@@ -230,30 +241,35 @@ impl Client {
             "Accept",
             "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, */*",
         );
-        let mut resp = match &self.current {
+        b = match &self.current {
+            // Large uploads stream, reporting progress as the client takes the bytes.
             Some((digest, offset)) if body.len() > STREAM_ABOVE => {
-                let progress = self.progress.as_ref();
-                let mut reader = Reporting { data: body, pos: 0, digest, offset: *offset, progress };
-                let req = b.body(ureq::SendBody::from_reader(&mut reader)).map_err(ureq::Error::Http)?;
-                self.agent.run(req)?
+                b.body(reporting_body(body, digest, *offset, self.progress.clone()))
             }
-            _ => self.agent.run(b.body(body.to_vec()).map_err(ureq::Error::Http)?)?,
+            _ => b.body(body.to_vec()),
         };
+        let resp = b.send().await?;
         let h = |k: &str| resp.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (location, digest, challenge, subject) =
             (h("Location"), h("Docker-Content-Digest"), h("WWW-Authenticate"), h("OCI-Subject"));
         let range = h("Range");
         let status = resp.status().as_u16();
-        let body = if method == "HEAD" { String::new() } else { resp.body_mut().read_to_string().unwrap_or_default() };
+        let body = if head { String::new() } else { resp.text().await.unwrap_or_default() };
         Ok(Reply { status, range, subject, location, digest, challenge, body })
     }
 
     /// One request with retries on transient failures and one round of authentication.
-    fn send(&mut self, method: &str, url: &str, content_type: Option<&str>, body: &[u8]) -> Result<Reply, OciError> {
-        self.send_with(method, url, content_type, &[], body)
+    async fn send(
+        &mut self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, OciError> {
+        self.send_with(method, url, content_type, &[], body).await
     }
 
-    fn send_with(
+    async fn send_with(
         &mut self,
         method: &str,
         url: &str,
@@ -265,31 +281,32 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let r = self.once(method, url, content_type, headers, body);
+            let r = self.once(method, url, content_type, headers, body).await;
             match r {
                 Ok(reply) if reply.status == 401 && !authenticated => {
                     authenticated = true;
-                    self.authenticate(reply.challenge.as_deref().unwrap_or(""))?;
+                    self.authenticate(reply.challenge.as_deref().unwrap_or("")).await?;
                     continue;
                 }
                 Ok(reply) if (reply.status == 429 || reply.status >= 500) && attempt <= self.retries => {}
                 Ok(reply) => return Ok(reply),
                 // A certificate the client does not trust will not get better by retrying.
-                Err(e) if e.to_string().to_ascii_lowercase().contains("certificate") => {
+                Err(e) if chain(&e).to_ascii_lowercase().contains("certificate") => {
                     return Err(OciError::Io(format!(
-                        "{method} {url}: {e} (give the registry's CA with --registry-ca)"
+                        "{method} {url}: {} (give the registry's CA with --registry-ca)",
+                        chain(&e)
                     )));
                 }
                 Err(e) if attempt > self.retries => {
-                    return Err(OciError::Io(format!("{method} {url}: {e} (after {} attempts)", attempt)));
+                    return Err(OciError::Io(format!("{method} {url}: {} (after {attempt} attempts)", chain(&e))));
                 }
                 Err(_) => {}
             }
-            std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(5))));
+            tokio::time::sleep(Duration::from_millis(200 * (1 << attempt.min(5)))).await;
         }
     }
 
-    fn authenticate(&mut self, challenge: &str) -> Result<(), OciError> {
+    async fn authenticate(&mut self, challenge: &str) -> Result<(), OciError> {
         let creds = self.credentials.clone();
         let basic = creds.as_ref().map(|c| {
             format!(
@@ -320,16 +337,15 @@ impl Client {
                 url.push(if url.contains('?') { '&' } else { '?' });
                 url.push_str(&query.join("&"));
             }
-            let mut b = http::Request::builder().method("GET").uri(&url);
+            let mut b = self.http.get(&url);
             if let Some(basic) = &basic {
                 b = b.header("Authorization", basic);
             }
-            let req = b.body(Vec::<u8>::new()).map_err(|e| OciError::Io(e.to_string()))?;
-            let mut resp = self.agent.run(req).map_err(|e| OciError::Io(format!("token request to {realm}: {e}")))?;
+            let resp = b.send().await.map_err(|e| OciError::Io(format!("token request to {realm}: {}", chain(&e))))?;
             if resp.status().as_u16() != 200 {
                 return Err(OciError::Auth(format!("the token service at {realm} answered {}", resp.status())));
             }
-            let v: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap_or_default())
+            let v: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap_or_default())
                 .map_err(|e| OciError::Auth(format!("token reply: {e}")))?;
             let token = v["token"]
                 .as_str()
@@ -371,9 +387,9 @@ fn urlencode(s: &str) -> String {
 
 impl Client {
     /// GETs a manifest (or index) by tag or digest; checks the digest when asked by digest.
-    pub fn manifest(&mut self, r: &Reference, reference: &str) -> Result<Vec<u8>, OciError> {
+    pub async fn manifest(&mut self, r: &Reference, reference: &str) -> Result<Vec<u8>, OciError> {
         let url = format!("{}/v2/{}/manifests/{reference}", self.base, r.repository);
-        let reply = self.get_bytes(&url)?;
+        let reply = self.get_bytes(&url).await?;
         match reply.0 {
             401 => return Err(OciError::Auth(format!("{} refused the credentials (401)", r.host))),
             403 => return Err(OciError::Auth(format!("{} forbids reading {} (403)", r.host, r.repository))),
@@ -388,9 +404,9 @@ impl Client {
     }
 
     /// GETs a blob and checks its digest.
-    pub fn blob(&mut self, r: &Reference, digest: &str) -> Result<Vec<u8>, OciError> {
+    pub async fn blob(&mut self, r: &Reference, digest: &str) -> Result<Vec<u8>, OciError> {
         let url = format!("{}/v2/{}/blobs/{digest}", self.base, r.repository);
-        let (status, bytes) = self.get_bytes(&url)?;
+        let (status, bytes) = self.get_bytes(&url).await?;
         if status != 200 {
             return Err(OciError::Registry(format!("GET {url}: {status}")));
         }
@@ -400,35 +416,32 @@ impl Client {
         Ok(bytes)
     }
 
-    fn get_bytes(&mut self, url: &str) -> Result<(u16, Vec<u8>), OciError> {
+    async fn get_bytes(&mut self, url: &str) -> Result<(u16, Vec<u8>), OciError> {
         // Reuse the retry/auth path, then fetch the bytes with the header that worked.
-        let first = self.send("HEAD", url, None, &[])?;
+        let first = self.send("HEAD", url, None, &[]).await?;
         if first.status != 200 {
             return Ok((first.status, Vec::new()));
         }
-        let mut b = http::Request::builder().method("GET").uri(url).header(
+        let mut b = self.http.get(url).header(
             "Accept",
             "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
         );
         if let Some(a) = &self.auth {
             b = b.header("Authorization", a);
         }
-        let req = b.body(Vec::<u8>::new()).map_err(|e| OciError::Io(e.to_string()))?;
-        let mut resp = self.agent.run(req).map_err(|e| OciError::Io(format!("GET {url}: {e}")))?;
+        let resp = b.send().await.map_err(|e| OciError::Io(format!("GET {url}: {}", chain(&e))))?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(512 * 1024 * 1024)
-            .read_to_vec()
-            .map_err(|e| OciError::Io(format!("GET {url}: {e}")))?;
-        Ok((status, bytes))
+        if resp.content_length().is_some_and(|n| n > 512 * 1024 * 1024) {
+            return Err(OciError::Registry(format!("GET {url}: larger than 512 MiB")));
+        }
+        let bytes = resp.bytes().await.map_err(|e| OciError::Io(format!("GET {url}: {}", chain(&e))))?;
+        Ok((status, bytes.to_vec()))
     }
 }
 
 /// The same summary as `layout::inspect`, for an image in a registry.
-pub fn inspect(r: &Reference, client: &mut Client) -> Result<serde_json::Value, OciError> {
-    let top = client.manifest(r, &r.tag)?;
+pub async fn inspect(r: &Reference, client: &mut Client) -> Result<serde_json::Value, OciError> {
+    let top = client.manifest(r, &r.tag).await?;
     let digest = crate::build::sha256(&top);
     let node: serde_json::Value =
         serde_json::from_slice(&top).map_err(|e| OciError::Registry(format!("manifest: {e}")))?;
@@ -447,11 +460,11 @@ pub fn inspect(r: &Reference, client: &mut Client) -> Result<serde_json::Value, 
         let m: serde_json::Value = if md == digest {
             node.clone()
         } else {
-            serde_json::from_slice(&client.manifest(r, &md)?)
+            serde_json::from_slice(&client.manifest(r, &md).await?)
                 .map_err(|e| OciError::Registry(format!("manifest {md}: {e}")))?
         };
         let cfg_digest = m["config"]["digest"].as_str().unwrap_or("").to_string();
-        let cfg: serde_json::Value = serde_json::from_slice(&client.blob(r, &cfg_digest)?)
+        let cfg: serde_json::Value = serde_json::from_slice(&client.blob(r, &cfg_digest).await?)
             .map_err(|e| OciError::Registry(format!("config: {e}")))?;
         platforms.push(crate::layout::platform_summary(&md, &m, &cfg));
     }
@@ -508,7 +521,7 @@ pub fn pick_image(store: &Store, pick: Pick<'_>) -> Result<serde_json::Value, Oc
 }
 
 /// Pushes the image `pick` names in `store` to `r`.
-pub fn push(store: &Store, pick: Pick<'_>, r: &Reference, client: &mut Client) -> Result<PushReport, OciError> {
+pub async fn push(store: &Store, pick: Pick<'_>, r: &Reference, client: &mut Client) -> Result<PushReport, OciError> {
     let top = pick_image(store, pick)?;
     let top_digest = top["digest"].as_str().unwrap_or("").to_string();
     let top_media = top["mediaType"].as_str().unwrap_or(crate::MEDIA_MANIFEST).to_string();
@@ -543,32 +556,15 @@ pub fn push(store: &Store, pick: Pick<'_>, r: &Reference, client: &mut Client) -
     let repo = &r.repository;
     let mut report = PushReport { digest: top_digest.clone(), ..PushReport::default() };
     for digest in &blobs {
-        upload_blob(store, digest, r, client, &mut report)?;
+        upload_blob(store, digest, r, client, &mut report).await?;
     }
     // Platform manifests by digest, then the top by tag.
-    let put_manifest = |client: &mut Client, reference: &str, digest: &str, media: &str| -> Result<(), OciError> {
-        let bytes = store.blob(digest)?;
-        let url = format!("{}/v2/{repo}/manifests/{reference}", client.base);
-        let reply = client.send("PUT", &url, Some(media), bytes)?;
-        check_auth(&reply, r)?;
-        if reply.status != 201 {
-            return Err(OciError::Registry(format!(
-                "putting manifest {digest}: {} {}",
-                reply.status,
-                reply.body.trim()
-            )));
-        }
-        if let Some(d) = reply.digest.filter(|d| d != digest) {
-            return Err(OciError::Registry(format!("the registry stored manifest {digest} as {d}: digest mismatch")));
-        }
-        Ok(())
-    };
     if top_json["manifests"].is_array() {
         for (md, media) in &manifests {
-            put_manifest(client, md, md, media)?;
+            put_manifest(store, client, r, md, md, media).await?;
         }
     }
-    put_manifest(client, &r.tag, &top_digest, &top_media)?;
+    put_manifest(store, client, r, &r.tag, &top_digest, &top_media).await?;
 
     // The SBOM, when the layout has one for this image: referrers API, else the fallback tag.
     let sbom_tag = crate::sbom::fallback_tag(&top_digest);
@@ -582,16 +578,13 @@ pub fn push(store: &Store, pick: Pick<'_>, r: &Reference, client: &mut Client) -
         let m = store.json(&md)?;
         for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().into_iter().flatten()) {
             if let Some(dg) = d["digest"].as_str() {
-                upload_blob(store, dg, r, client, &mut report)?;
+                upload_blob(store, dg, r, client, &mut report).await?;
             }
         }
         let bytes = store.blob(&md)?;
-        let reply = client.send(
-            "PUT",
-            &format!("{}/v2/{repo}/manifests/{md}", client.base),
-            Some(crate::MEDIA_MANIFEST),
-            bytes,
-        )?;
+        let reply = client
+            .send("PUT", &format!("{}/v2/{repo}/manifests/{md}", client.base), Some(crate::MEDIA_MANIFEST), bytes)
+            .await?;
         check_auth(&reply, r)?;
         if reply.status != 201 {
             return Err(OciError::Registry(format!("putting the SBOM {md}: {} {}", reply.status, reply.body.trim())));
@@ -600,7 +593,7 @@ pub fn push(store: &Store, pick: Pick<'_>, r: &Reference, client: &mut Client) -
             report.sbom = Some("referrers".into());
         } else {
             let url = format!("{}/v2/{repo}/manifests/{sbom_tag}", client.base);
-            let reply = client.send("PUT", &url, Some(crate::MEDIA_MANIFEST), bytes)?;
+            let reply = client.send("PUT", &url, Some(crate::MEDIA_MANIFEST), bytes).await?;
             if reply.status != 201 {
                 return Err(OciError::Registry(format!(
                     "tagging the SBOM {sbom_tag}: {} {}",
@@ -614,7 +607,30 @@ pub fn push(store: &Store, pick: Pick<'_>, r: &Reference, client: &mut Client) -
     Ok(report)
 }
 
-fn upload_blob(
+/// PUTs a manifest of the layout under `reference` (a digest or the tag), checking the digest
+/// the registry reports.
+async fn put_manifest(
+    store: &Store,
+    client: &mut Client,
+    r: &Reference,
+    reference: &str,
+    digest: &str,
+    media: &str,
+) -> Result<(), OciError> {
+    let bytes = store.blob(digest)?;
+    let url = format!("{}/v2/{}/manifests/{reference}", client.base, r.repository);
+    let reply = client.send("PUT", &url, Some(media), bytes).await?;
+    check_auth(&reply, r)?;
+    if reply.status != 201 {
+        return Err(OciError::Registry(format!("putting manifest {digest}: {} {}", reply.status, reply.body.trim())));
+    }
+    if let Some(d) = reply.digest.filter(|d| d != digest) {
+        return Err(OciError::Registry(format!("the registry stored manifest {digest} as {d}: digest mismatch")));
+    }
+    Ok(())
+}
+
+async fn upload_blob(
     store: &Store,
     digest: &str,
     r: &Reference,
@@ -628,7 +644,7 @@ fn upload_blob(
         }
     };
     tell(client, Progress::Blob { digest, size: bytes.len() as u64 });
-    let how = send_blob(digest, bytes, r, client, report);
+    let how = send_blob(digest, bytes, r, client, report).await;
     client.current = None;
     let how = how?;
     tell(client, Progress::Done { digest, how });
@@ -637,7 +653,7 @@ fn upload_blob(
 
 /// Gets one blob into the repository: skipped when there, mounted when it can be, else
 /// uploaded (monolithic, or in chunks when large). Says which.
-fn send_blob(
+async fn send_blob(
     digest: &str,
     bytes: &[u8],
     r: &Reference,
@@ -646,7 +662,7 @@ fn send_blob(
 ) -> Result<&'static str, OciError> {
     let repo = &r.repository;
     let url = format!("{}/v2/{repo}/blobs/{digest}", client.base);
-    let head = client.send("HEAD", &url, None, &[])?;
+    let head = client.send("HEAD", &url, None, &[]).await?;
     if head.status == 200 {
         report.skipped += 1;
         return Ok("exists");
@@ -657,7 +673,7 @@ fn send_blob(
     for from in client.mount_from.clone().iter().filter(|f| *f != repo) {
         let url =
             format!("{}/v2/{repo}/blobs/uploads/?mount={}&from={}", client.base, urlencode(digest), urlencode(from));
-        let reply = client.send("POST", &url, None, &[])?;
+        let reply = client.send("POST", &url, None, &[]).await?;
         check_auth(&reply, r)?;
         if reply.status == 201 {
             report.mounted += 1;
@@ -672,7 +688,7 @@ fn send_blob(
     let location = match location {
         Some(l) => l,
         None => {
-            let start = client.send("POST", &format!("{}/v2/{repo}/blobs/uploads/", client.base), None, &[])?;
+            let start = client.send("POST", &format!("{}/v2/{repo}/blobs/uploads/", client.base), None, &[]).await?;
             check_auth(&start, r)?;
             if start.status != 202 {
                 return Err(OciError::Registry(format!("starting an upload: {} {}", start.status, start.body.trim())));
@@ -689,13 +705,9 @@ fn send_blob(
             let end = (offset + client.chunk_size).min(bytes.len());
             client.current = Some((digest.to_string(), offset as u64));
             let headers = [("Content-Range", format!("{offset}-{}", end - 1))];
-            let reply = client.send_with(
-                "PATCH",
-                &location,
-                Some("application/octet-stream"),
-                &headers,
-                &bytes[offset..end],
-            )?;
+            let reply = client
+                .send_with("PATCH", &location, Some("application/octet-stream"), &headers, &bytes[offset..end])
+                .await?;
             if reply.status != 202 {
                 return Err(OciError::Registry(format!(
                     "uploading {digest} (bytes {offset}-{}): {} {}",
@@ -718,7 +730,7 @@ fn send_blob(
     }
     client.current = Some((digest.to_string(), 0));
     let put_url = format!("{location}{}digest={}", if location.contains('?') { '&' } else { '?' }, urlencode(digest));
-    let done = client.send("PUT", &put_url, Some("application/octet-stream"), rest)?;
+    let done = client.send("PUT", &put_url, Some("application/octet-stream"), rest).await?;
     if done.status != 201 {
         return Err(OciError::Registry(format!("uploading {digest}: {} {}", done.status, done.body.trim())));
     }
@@ -737,8 +749,8 @@ fn check_auth(reply: &Reply, r: &Reference) -> Result<(), OciError> {
 
 /// A base image from a registry: every platform of the tag (manifests, configs and layers
 /// checked against their digests).
-pub fn pull_base(r: &Reference, client: &mut Client) -> Result<Vec<crate::build::BasePlatform>, OciError> {
-    let top = client.manifest(r, &r.tag)?;
+pub async fn pull_base(r: &Reference, client: &mut Client) -> Result<Vec<crate::build::BasePlatform>, OciError> {
+    let top = client.manifest(r, &r.tag).await?;
     let node: serde_json::Value =
         serde_json::from_slice(&top).map_err(|e| OciError::Registry(format!("manifest: {e}")))?;
     let manifests: Vec<serde_json::Value> = if node["manifests"].is_array() {
@@ -746,7 +758,7 @@ pub fn pull_base(r: &Reference, client: &mut Client) -> Result<Vec<crate::build:
         for m in node["manifests"].as_array().into_iter().flatten() {
             let d = m["digest"].as_str().unwrap_or("");
             v.push(
-                serde_json::from_slice(&client.manifest(r, d)?)
+                serde_json::from_slice(&client.manifest(r, d).await?)
                     .map_err(|e| OciError::Registry(format!("manifest {d}: {e}")))?,
             );
         }
@@ -756,7 +768,14 @@ pub fn pull_base(r: &Reference, client: &mut Client) -> Result<Vec<crate::build:
     };
     let mut out = Vec::new();
     for m in &manifests {
-        let mut get = |d: &str| client.blob(r, d);
+        // The config and layers first (each checked against its digest), then the platform.
+        let mut blobs = std::collections::HashMap::new();
+        for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().into_iter().flatten()) {
+            if let Some(dg) = d["digest"].as_str() {
+                blobs.insert(dg.to_string(), client.blob(r, dg).await?);
+            }
+        }
+        let mut get = |d: &str| blobs.remove(d).ok_or_else(|| OciError::Registry(format!("blob {d} was not fetched")));
         out.push(crate::layout::base_platform(m, &mut get)?);
     }
     Ok(out)

@@ -190,7 +190,7 @@ fn extra_file(root: &Path, f: &str) -> Result<(PathBuf, String), OciError> {
 
 /// Loads a base image: a layout directory (optionally `:tag`), an archive, or a registry
 /// reference (pulled with `credentials`).
-pub fn load_base(
+pub async fn load_base(
     root: &Path,
     base: &str,
     registry: &crate::registry::Options,
@@ -213,8 +213,8 @@ pub fn load_base(
         hint: "e.g. --base dist/base, --base base.tar, --base 127.0.0.1:5000/library/base:1".into(),
     })?;
     let mut client =
-        crate::registry::Client::new(&r, registry.insecure, credentials(&r.host)?, registry.ca.as_deref())?;
-    crate::registry::pull_base(&r, &mut client)
+        crate::registry::Client::new(&r, registry.insecure, credentials(&r.host)?, registry.ca.as_deref()).await?;
+    crate::registry::pull_base(&r, &mut client).await
 }
 
 /// The modules compiled into the binaries, from their build info (`go version -m`).

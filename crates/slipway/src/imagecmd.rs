@@ -143,6 +143,10 @@ pub struct ImageBuildArgs {
     pub json: bool,
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
 fn oci_error(e: OciError) -> anyhow::Error {
     match e {
         OciError::Input(m) => UserError::new(m).into(),
@@ -191,7 +195,9 @@ fn push_to(
 ) -> Result<serde_json::Value> {
     let r = slipway_oci::registry::Reference::parse(reference).map_err(oci_error)?;
     let creds = credentials(&r.host, args)?;
-    let mut client = slipway_oci::registry::Client::new(&r, args.insecure_registry, creds, args.registry_ca.as_deref())
+    let rt = runtime()?;
+    let mut client = rt
+        .block_on(slipway_oci::registry::Client::new(&r, args.insecure_registry, creds, args.registry_ca.as_deref()))
         .map_err(oci_error)?;
     // Repositories this command already pushed to on the same registry, and --mount-from.
     client.mount_from = args.mount_from.clone();
@@ -200,7 +206,7 @@ fn push_to(
     client.mount_from.extend(pushed_here);
     client.progress = progress_bars();
     let store = slipway_oci::layout::Store::open(layout).map_err(oci_error)?;
-    let report = slipway_oci::registry::push(&store, pick, &r, &mut client).map_err(oci_error)?;
+    let report = rt.block_on(slipway_oci::registry::push(&store, pick, &r, &mut client)).map_err(oci_error)?;
     PUSHED.with(|p| p.borrow_mut().push((r.host.clone(), r.repository.clone())));
     Ok(serde_json::json!({
         "ref": reference,
@@ -317,10 +323,11 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         slipway_oci::registry::Options { insecure: a.registry.insecure_registry, ca: a.registry.registry_ca.clone() };
     let base = match req.base.as_deref() {
         None | Some("scratch") => Vec::new(),
-        Some(b) => slipway_oci::request::load_base(root, b, &options, |host| {
-            credentials(host, &a.registry).map_err(|e| OciError::Input(e.to_string()))
-        })
-        .map_err(oci_error)?,
+        Some(b) => runtime()?
+            .block_on(slipway_oci::request::load_base(root, b, &options, |host| {
+                credentials(host, &a.registry).map_err(|e| OciError::Input(e.to_string()))
+            }))
+            .map_err(oci_error)?,
     };
     let built = slipway_oci::request::build(&req, base).map_err(oci_error)?;
     if let Some(why) = &built.no_sbom
@@ -426,10 +433,16 @@ fn inspect(root: &Path, what: &str, registry: &RegistryArgs, json: bool, ui: &Ui
                 .hint("give a directory, a .tar, or host[:port]/name[:tag]")
         })?;
         let creds = credentials(&r.host, registry)?;
-        let mut client =
-            slipway_oci::registry::Client::new(&r, registry.insecure_registry, creds, registry.registry_ca.as_deref())
-                .map_err(oci_error)?;
-        slipway_oci::registry::inspect(&r, &mut client).map_err(oci_error)?
+        let rt = runtime()?;
+        let mut client = rt
+            .block_on(slipway_oci::registry::Client::new(
+                &r,
+                registry.insecure_registry,
+                creds,
+                registry.registry_ca.as_deref(),
+            ))
+            .map_err(oci_error)?;
+        rt.block_on(slipway_oci::registry::inspect(&r, &mut client)).map_err(oci_error)?
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
