@@ -58,11 +58,6 @@ pub enum RunEvent {
         job: String,
         message: String,
     },
-    /// A job changed state without running (skipped, manual, canceled before it started).
-    JobState {
-        job: String,
-        status: JobState,
-    },
     JobFinished {
         job: String,
         stage: String,

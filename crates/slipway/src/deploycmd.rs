@@ -349,8 +349,30 @@ fn finish(ui: &Ui, env: &str, json: bool, r: Result<Outcome, DeployError>) -> i3
     exit::OK
 }
 
+/// Runs `work` on the environment `name` (with the pipeline file's others) and an engine;
+/// an unknown environment or a store that does not open is reported as the command's error.
+fn with_env(
+    root: &Path,
+    data: &Path,
+    ui: &Ui,
+    common: &CommonArgs,
+    name: &str,
+    work: impl AsyncFnOnce(&Engine, &Environment, &[Environment]) -> Result<i32>,
+) -> Result<i32> {
+    let envs = environments(root, common.file.as_deref(), ui)?;
+    runtime()?.block_on(async {
+        let env = match find_env(&envs, name) {
+            Ok(e) => e,
+            Err(e) => return Ok(report(ui, name, e, common.json)),
+        };
+        match engine(data, ui, common).await {
+            Ok(engine) => work(&engine, env, &envs).await,
+            Err(e) => Ok(report(ui, &env.name, e, common.json)),
+        }
+    })
+}
+
 pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32> {
-    let envs = environments(root, args.common.file.as_deref(), ui)?;
     let json = args.common.json;
     let credentials = match &args.image {
         Some(reference) => {
@@ -362,15 +384,7 @@ pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32
         }
         None => None,
     };
-    runtime()?.block_on(async {
-        let env = match find_env(&envs, &args.env) {
-            Ok(e) => e,
-            Err(e) => return Ok(report(ui, &args.env, e, json)),
-        };
-        let engine = match engine(data, ui, &args.common).await {
-            Ok(e) => e,
-            Err(e) => return Ok(report(ui, &env.name, e, json)),
-        };
+    with_env(root, data, ui, &args.common, &args.env, async |engine, env, _| {
         let wanted = Wanted {
             project: root,
             path: args.artifacts.as_deref(),
@@ -394,7 +408,7 @@ pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32
         let branch = slipway_git::Checkout::read(root).branch;
         let who = actor();
         let work = engine.deploy(&who, env, &set, branch, args.force);
-        Ok(finish(ui, &env.name, json, interruptible(&engine, env, work).await))
+        Ok(finish(ui, &env.name, json, interruptible(engine, env, work).await))
     })
 }
 
@@ -405,83 +419,46 @@ fn read_password() -> Result<String> {
 }
 
 pub fn promote(root: &Path, data: &Path, args: PromoteArgs, ui: &Ui) -> Result<i32> {
-    let envs = environments(root, args.common.file.as_deref(), ui)?;
     let json = args.common.json;
-    runtime()?.block_on(async {
-        let (from, to) = match (find_env(&envs, &args.from), find_env(&envs, &args.to)) {
-            (Ok(f), Ok(t)) => (f, t),
-            (Err(e), _) | (_, Err(e)) => return Ok(report(ui, &args.to, e, json)),
-        };
-        let engine = match engine(data, ui, &args.common).await {
-            Ok(e) => e,
-            Err(e) => return Ok(report(ui, &to.name, e, json)),
+    with_env(root, data, ui, &args.common, &args.to, async |engine, to, envs| {
+        let from = match find_env(envs, &args.from) {
+            Ok(f) => f,
+            Err(e) => return Ok(report(ui, &args.from, e, json)),
         };
         let who = actor();
         let work = engine.promote(&who, from, to);
-        Ok(finish(ui, &to.name, json, interruptible(&engine, to, work).await))
+        Ok(finish(ui, &to.name, json, interruptible(engine, to, work).await))
     })
 }
 
 pub fn rollback(root: &Path, data: &Path, args: RollbackArgs, ui: &Ui) -> Result<i32> {
-    let envs = environments(root, args.common.file.as_deref(), ui)?;
     let json = args.common.json;
-    runtime()?.block_on(async {
-        let env = match find_env(&envs, &args.env) {
-            Ok(e) => e,
-            Err(e) => return Ok(report(ui, &args.env, e, json)),
-        };
-        let engine = match engine(data, ui, &args.common).await {
-            Ok(e) => e,
-            Err(e) => return Ok(report(ui, &env.name, e, json)),
-        };
+    with_env(root, data, ui, &args.common, &args.env, async |engine, env, _| {
         let who = actor();
         let work = engine.rollback(&who, env, args.to.as_deref());
-        Ok(finish(ui, &env.name, json, interruptible(&engine, env, work).await))
+        Ok(finish(ui, &env.name, json, interruptible(engine, env, work).await))
     })
 }
 
 pub fn repair(root: &Path, data: &Path, args: RepairArgs, ui: &Ui) -> Result<i32> {
-    let envs = environments(root, args.common.file.as_deref(), ui)?;
-    runtime()?.block_on(async {
-        let env = match find_env(&envs, &args.env) {
-            Ok(e) => e,
-            Err(e) => return Ok(report(ui, &args.env, e, args.common.json)),
-        };
-        let engine = match engine(data, ui, &args.common).await {
-            Ok(e) => e,
-            Err(e) => return Ok(report(ui, &env.name, e, args.common.json)),
-        };
-        match engine.repair(env).await {
-            Ok(lines) if lines.is_empty() => {
-                println!(
-                    "{}: no deploy was left mid-way; nothing to repair (`slipway status` shows what runs)",
-                    env.name
-                );
-                Ok(exit::OK)
-            }
-            Ok(lines) => {
-                for l in lines {
-                    println!("{}: {l}", env.name);
-                }
-                Ok(exit::OK)
-            }
-            Err(e) => Ok(report(ui, &env.name, e, args.common.json)),
+    with_env(root, data, ui, &args.common, &args.env, async |engine, env, _| match engine.repair(env).await {
+        Ok(lines) if lines.is_empty() => {
+            println!("{}: no deploy was left mid-way; nothing to repair (`slipway status` shows what runs)", env.name);
+            Ok(exit::OK)
         }
+        Ok(lines) => {
+            for l in lines {
+                println!("{}: {l}", env.name);
+            }
+            Ok(exit::OK)
+        }
+        Err(e) => Ok(report(ui, &env.name, e, args.common.json)),
     })
 }
 
 pub fn approve(root: &Path, data: &Path, args: ApproveArgs, ui: &Ui) -> Result<i32> {
-    let envs = environments(root, args.file.as_deref(), ui)?;
-    let common = CommonArgs { file: None, wait: Duration::ZERO, json: false };
-    runtime()?.block_on(async {
-        let env = match find_env(&envs, &args.env) {
-            Ok(e) => e,
-            Err(e) => return Ok(report(ui, &args.env, e, false)),
-        };
-        let engine = match engine(data, ui, &common).await {
-            Ok(e) => e,
-            Err(e) => return Ok(report(ui, &env.name, e, false)),
-        };
+    let common = CommonArgs { file: args.file.clone(), wait: Duration::ZERO, json: false };
+    with_env(root, data, ui, &common, &args.env, async |engine, env, _| {
         let who = args.approver.clone().map_or_else(actor, Actor::user);
         match engine.approve(&who, env, args.release).await {
             Ok(r) => {

@@ -254,7 +254,7 @@ impl Sink for HumanReporter {
                 let msg = self.ui.paint(code, &msg);
                 self.line(job, &msg);
             }
-            RunEvent::PipelineStarted { .. } | RunEvent::PipelineFinished(_) | RunEvent::JobState { .. } => {}
+            RunEvent::PipelineStarted { .. } | RunEvent::PipelineFinished(_) => {}
         }
     }
 }
