@@ -239,15 +239,7 @@ impl Engine {
             self.store.set_status(id, ReleaseStatus::Failed, Some("canceled while it waited")).await?;
         }
         // Our own lock is ours to take again; the release we were deploying is the intent.
-        let target = self.target(env).await?;
-        match self.store.lock(&env.name, &self.config.owner, None, self.config.lease).await? {
-            Lock::Held { .. } => Ok(Vec::new()),
-            _ => {
-                let r = self.repair_locked(env, target.as_ref(), None, true).await;
-                let _ = self.store.unlock(&env.name, &self.config.owner).await;
-                r
-            }
-        }
+        self.repair_with_lock(env, true).await
     }
 
     /// Repairs an environment that a deploy left mid-way: when the journal holds a release
@@ -258,11 +250,16 @@ impl Engine {
         if !self.store.unfinished(&env.name).await?.iter().any(|r| r.status == ReleaseStatus::Deploying) {
             return Ok(Vec::new());
         }
+        self.repair_with_lock(env, false).await
+    }
+
+    /// Repairs `env` under its lock, unless another process holds it (then it is theirs).
+    async fn repair_with_lock(&self, env: &Environment, always: bool) -> Result<Vec<String>, DeployError> {
         let target = self.target(env).await?;
         match self.store.lock(&env.name, &self.config.owner, None, self.config.lease).await? {
             Lock::Held { .. } => Ok(Vec::new()),
             _ => {
-                let r = self.repair_locked(env, target.as_ref(), None, false).await;
+                let r = self.repair_locked(env, target.as_ref(), None, always).await;
                 let _ = self.store.unlock(&env.name, &self.config.owner).await;
                 r
             }
