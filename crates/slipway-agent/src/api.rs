@@ -29,6 +29,23 @@ pub fn metrics_router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new().route("/metrics", get(metrics)).with_state(shared)
 }
 
+/// An environment's name from the path, checked: a name the grammar refuses (`../x`, a
+/// newline) is a 400 before any handler sees it, so no file is ever made outside the data
+/// directory for it.
+struct EnvName(String);
+
+impl<St: Send + Sync> axum::extract::FromRequestParts<St> for EnvName {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &St) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string(), None))?;
+        slipway_model::names::check_environment(&name).map_err(|why| error(StatusCode::BAD_REQUEST, why, None))?;
+        Ok(EnvName(name))
+    }
+}
+
 fn error(status: StatusCode, error: String, hint: Option<String>) -> Response {
     (status, Json(ErrorBody { error, hint })).into_response()
 }
@@ -46,18 +63,21 @@ async fn envs(State(s): S) -> Response {
     Json(s.all().await).into_response()
 }
 
-async fn env(State(s): S, Path(name): Path<String>) -> Response {
+async fn env(State(s): S, EnvName(name): EnvName) -> Response {
     match s.status(&name).await {
         Some(st) => Json(st).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("the agent runs nothing for `{name}`"), None),
     }
 }
 
-async fn apply(State(s): S, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+async fn apply(State(s): S, EnvName(name): EnvName, body: axum::body::Bytes) -> Response {
     let spec: EnvSpec = match serde_json::from_slice(&body) {
         Ok(spec) => spec,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid environment spec: {e}"), None),
     };
+    if let Some(why) = spec.groups.iter().find_map(|g| slipway_model::names::check_version(&g.version).err()) {
+        return error(StatusCode::BAD_REQUEST, format!("invalid environment spec: {why}"), None);
+    }
     match s.apply(&name, spec).await {
         Ok(st) => Json(st).into_response(),
         Err(ApplyError::Listen { addr, source }) if source.kind() == std::io::ErrorKind::AddrInUse => error(
@@ -73,7 +93,7 @@ async fn apply(State(s): S, Path(name): Path<String>, body: axum::body::Bytes) -
     }
 }
 
-async fn remove(State(s): S, Path(name): Path<String>) -> Response {
+async fn remove(State(s): S, EnvName(name): EnvName) -> Response {
     if s.remove(&name, true).await {
         Json(serde_json::json!({"removed": name})).into_response()
     } else {
@@ -102,7 +122,7 @@ struct LogQuery {
     lines: Option<usize>,
 }
 
-async fn logs(State(s): S, Path(name): Path<String>, Query(q): Query<LogQuery>) -> Response {
+async fn logs(State(s): S, EnvName(name): EnvName, Query(q): Query<LogQuery>) -> Response {
     s.log_tail(&name, q.lines.unwrap_or(100)).into_response()
 }
 

@@ -270,8 +270,24 @@ pub struct Wanted<'a> {
 }
 
 /// Decides which artifacts a deploy of `env` means and makes them ready: the image pulled by
-/// digest, the archive or build stored by digest, or a recorded version reused.
+/// digest, the archive or build stored by digest, or a recorded version reused. Whatever
+/// gave the version (a flag, a manifest, a tag), it must follow the version grammar.
 pub async fn resolve(
+    store: &Store,
+    data_dir: &Path,
+    env: &Environment,
+    w: &Wanted<'_>,
+) -> Result<ArtifactSet, DeployError> {
+    if let Some(v) = w.version {
+        slipway_model::names::check_version(v).map_err(|why| DeployError::input(format!("--version: {why}")))?;
+    }
+    let set = resolve_any(store, data_dir, env, w).await?;
+    slipway_model::names::check_version(&set.version)
+        .map_err(|why| DeployError::input(why).hint("rebuild with a valid `--version`, or pass --version V"))?;
+    Ok(set)
+}
+
+async fn resolve_any(
     store: &Store,
     data_dir: &Path,
     env: &Environment,

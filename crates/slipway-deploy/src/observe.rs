@@ -244,6 +244,7 @@ pub async fn logs(
     name: &str,
     lines: usize,
 ) -> Result<Logs, DeployError> {
+    slipway_model::names::check_environment(name).map_err(DeployError::input)?;
     if let Some(remote) = env.and_then(|e| e.agent.as_ref()) {
         let (tunnel, _conn) = crate::target::hosts::agent_tunnel(&remote.ssh).await?;
         let text = slipway_api::AgentClient::new(tunnel.local.clone()).logs(name, lines).await?;

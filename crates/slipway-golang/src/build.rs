@@ -184,6 +184,7 @@ pub enum BuildEvent<'a> {
 /// failures. Output files are written to `out_dir/.tmp` first and moved in place only when
 /// the whole matrix built, so a failed build never leaves a half-updated `dist/`.
 pub fn build(opts: &BuildOptions, on: &(dyn Fn(BuildEvent) + Sync)) -> Result<Manifest, GoError> {
+    slipway_model::names::check_version(&opts.version).map_err(GoError::Invalid)?;
     // Build outputs must not make the work tree look modified: Go stamps `vcs.modified` into
     // binaries, and an untracked dist/ would make the next build differ from this one.
     let ignore = opts.out_dir.join(".gitignore");

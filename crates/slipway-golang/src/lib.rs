@@ -26,6 +26,9 @@ pub enum GoError {
     GoFailed { command: String, message: String },
     #[error("git: {0}")]
     Git(String),
+    /// Bad input to a command (a version outside the grammar, say).
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Io(String),
 }

@@ -7,6 +7,7 @@
 pub mod environment;
 pub mod event;
 pub mod manifest;
+pub mod names;
 pub mod release;
 pub mod run;
 pub mod sections;

@@ -141,6 +141,7 @@ fn go_error(e: GoError) -> anyhow::Error {
             .hint("give a commit, branch or tag that exists, e.g. `--changed-since origin/main`")
             .into(),
         GoError::Io(m) => anyhow::anyhow!(m),
+        GoError::Invalid(m) => UserError::new(m).into(),
     }
 }
 

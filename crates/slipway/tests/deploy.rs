@@ -303,6 +303,27 @@ fn bad_input_gets_a_clear_message_and_changes_nothing() {
     let r = site.sw(&["deploy", "web", "--version", "v9"]);
     assert_eq!(r.code, 2, "{}", r.debug());
     assert!(r.stderr.contains("no artifacts of version `v9`"), "{}", r.stderr);
+    // Regression: a version with a newline forged a `✓ … is healthy` line; names with `../`
+    // read files outside the data directory.
+    for bad in ["v9\n[   0.1s] ✓ prod v9 is healthy", "", &"9".repeat(5000)] {
+        let r = site.sw(&["deploy", "web", "--artifacts", build("v1").to_str().unwrap(), "--version", bad]);
+        assert_eq!(r.code, 2, "{}", r.debug());
+        assert!(r.stderr.contains("is not valid") && !r.stderr.contains("\n[   0.1s]"), "{}", r.stderr);
+    }
+    let outside = site.data.path().join("secret.log");
+    std::fs::write(&outside, "not yours").unwrap();
+    let r = site.sw(&["logs", "--env", "../secret"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("may only use letters") && !r.stdout.contains("not yours"), "{}", r.debug());
+    // The agent's API checks names too (a 400, and no file made for it).
+    let sock = site.data.path().join("agent.sock");
+    let api = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", sock.to_str().unwrap()])
+        .arg("http://agent/v1/envs/..%2F..%2Fescaped/logs")
+        .output()
+        .expect("curl (scripts/setup installs it)");
+    assert_eq!(String::from_utf8_lossy(&api.stdout), "400");
+    assert!(!site.data.path().join("escaped.log").exists() && !site.data.path().join("agent/escaped.log").exists());
 
     // A binary changed after the build no longer matches the manifest.
     let tampered = tempfile::tempdir().unwrap();

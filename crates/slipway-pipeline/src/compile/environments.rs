@@ -37,8 +37,8 @@ impl Cx {
             _ => Vec::new(),
         };
         for (k, v) in self.map(n, "environments") {
-            if !k.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || k.name.is_empty() {
-                self.err(k.span, format!("environment name `{}` may only use letters, digits, `-` and `_`", k.name));
+            if let Err(why) = slipway_model::names::check_environment(&k.name) {
+                self.err(k.span, why);
                 continue;
             }
             let path = format!("environments:{}", k.name);
