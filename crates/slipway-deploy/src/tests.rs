@@ -385,3 +385,35 @@ async fn promotions_take_the_running_artifacts_and_bad_requests_record_nothing()
     assert_eq!(w.history("dev").await.len(), before);
     assert_eq!(w.engine.observe("dev", Some(&dev)).await.expect("observe").status, Health::Unknown);
 }
+
+/// Regression: a canary that never got enough traffic to judge ("inconclusive" in every
+/// window) was promoted to 100% and recorded healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_nobody_could_judge_is_rolled_back_unless_told_otherwise() {
+    let w = world().await;
+    let canary = |on_inconclusive| Environment {
+        strategy: Strategy::Canary {
+            steps: vec![CanaryStep::Weight(34), CanaryStep::Pause(Duration::from_millis(700)), CanaryStep::Weight(100)],
+            analysis: Analysis {
+                interval: Duration::from_millis(200),
+                min_requests: 1_000_000,
+                on_inconclusive,
+                ..Analysis::default()
+            },
+        },
+        ..env()
+    };
+    let e = canary(OnInconclusive::Fail);
+    w.deploy(&e, "v1").await.expect("v1");
+    let err = w.deploy(&e, "v2").await.expect_err("not judged, not promoted");
+    assert!(
+        err.message.contains("could not judge v2") && err.message.contains("on_inconclusive: fail"),
+        "{}",
+        err.message
+    );
+    assert_eq!(w.fleet.running("dev"), [("v1".to_string(), 3, 100)]);
+    assert_eq!(w.history("dev").await[1], h("v2", ReleaseReason::Deploy, ReleaseStatus::Failed));
+    let lenient = canary(OnInconclusive::Pass);
+    w.deploy(&lenient, "v3").await.expect("on_inconclusive: pass goes on");
+    assert_eq!(w.fleet.running("dev"), [("v3".to_string(), 3, 100)]);
+}

@@ -235,6 +235,17 @@ pub struct Analysis {
     pub compare_stable: bool,
     /// How much slower than the stable release the canary may be (0.5 = 50%).
     pub max_latency_increase: f64,
+    /// What a pause decides when none of its windows had `min_requests` to judge: an
+    /// unjudged canary is not a good one (default `Fail`: roll back).
+    pub on_inconclusive: OnInconclusive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInconclusive {
+    /// Roll back: the canary was never shown to work.
+    Fail,
+    /// Go on as if it passed (for environments that get little traffic).
+    Pass,
 }
 
 impl Default for Analysis {
@@ -247,6 +258,7 @@ impl Default for Analysis {
             min_requests: 10,
             compare_stable: true,
             max_latency_increase: 1.0,
+            on_inconclusive: OnInconclusive::Fail,
         }
     }
 }

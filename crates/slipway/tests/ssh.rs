@@ -411,7 +411,7 @@ fn an_agent_on_another_machine_is_driven_over_ssh() {
     let hosts = Hosts::start(1, &[]);
     let addr = format!("127.0.0.1:{}", hosts.ports[0]);
     let env = format!(
-        "  far:\n    agent: {{ssh: \"ssh://root@127.0.0.1:{}\", identity: {}, known_hosts: {}, data_dir: /var/lib/slipway}}\n    instances: 2\n    listen: {addr}\n    strategy: {{type: canary, steps: [{{weight: 50, pause: 2s}}], analysis: {{interval: 1s}}}}\n    health: {{http: /healthz, interval: 200ms, deadline: 8s}}\n",
+        "  far:\n    agent: {{ssh: \"ssh://root@127.0.0.1:{}\", identity: {}, known_hosts: {}, data_dir: /var/lib/slipway}}\n    instances: 2\n    listen: {addr}\n    strategy: {{type: canary, steps: [{{weight: 50, pause: 2s}}], analysis: {{interval: 1s, on_inconclusive: pass}}}}\n    health: {{http: /healthz, interval: 200ms, deadline: 8s}}\n",
         hosts.ssh_ports[0],
         hosts.key().display(),
         hosts.known_hosts().display()

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::json;
 use slipway_api::{AgentClient, ContainerSpec, EnvSpec, EnvStatus, GroupSpec, HealthSpec, ProbeSpec, Traffic};
-use slipway_model::environment::{Analysis, CanaryStep, Environment, RemoteAgent, Strategy, Target as Kind};
+use slipway_model::environment::{
+    Analysis, CanaryStep, Environment, OnInconclusive, RemoteAgent, Strategy, Target as Kind,
+};
 use slipway_model::manifest::host_platform;
 use slipway_model::release::{ProbeConfig, Release, ReleaseReason, TargetConfig};
 use slipway_model::time::now_ms;
@@ -348,9 +350,18 @@ impl AgentTarget {
         let status = self.fleet.status(name).await?;
         let (mut c0, mut s0) = (sample(&status, new.group_id()), sample(&status, old.group_id()));
         let mut next_verdict = Instant::now() + a.interval;
+        // Windows judged and passed in this pause; a pause none of whose windows could be
+        // judged is decided by `on_inconclusive`, never taken for a pass.
+        let (mut windows, mut passed) = (0u32, 0u32);
         loop {
             let now = Instant::now();
             if now >= until {
+                if passed == 0 && windows > 0 && a.on_inconclusive == OnInconclusive::Fail {
+                    return Err(Step::Failed(format!(
+                        "canary analysis could not judge {}: {windows} window(s), none with {} request(s) or more (on_inconclusive: fail)",
+                        new.version, a.min_requests
+                    )));
+                }
                 return Ok(());
             }
             // Health is watched between verdicts too.
@@ -383,8 +394,12 @@ impl AgentTarget {
             let (c1, s1) = (sample(&status, new.group_id()), sample(&status, old.group_id()));
             let verdict = plan::judge(&c1.since(&c0), &s1.since(&s0), a);
             cx.record("analysis", json!({"verdict": format!("{verdict:?}")})).await?;
+            windows += 1;
             match verdict {
-                Verdict::Pass(s) => cx.say(format!("analysis: pass ({s})")),
+                Verdict::Pass(s) => {
+                    passed += 1;
+                    cx.say(format!("analysis: pass ({s})"));
+                }
                 Verdict::Inconclusive(s) => cx.say(format!("analysis: not judged ({s})")),
                 Verdict::Fail(why) => return Err(Step::Failed(format!("canary analysis failed: {why}"))),
             }

@@ -588,6 +588,16 @@ impl Cx {
                 "max_p99" => a.max_p99 = self.duration(v, &f),
                 "min_requests" => a.min_requests = self.count(v, &f).unwrap_or(a.min_requests),
                 "compare_stable" => a.compare_stable = self.boolean(v, &f).unwrap_or(a.compare_stable),
+                "on_inconclusive" => match self.string(v, &f).as_deref() {
+                    Some("fail") => a.on_inconclusive = OnInconclusive::Fail,
+                    Some("pass") => a.on_inconclusive = OnInconclusive::Pass,
+                    Some(other) => {
+                        self.err(v.span, format!("`{f}` is `fail` or `pass`, not `{other}`")).hint = Some(
+                            "`fail` (the default) rolls back a canary that never got enough traffic to judge".into(),
+                        );
+                    }
+                    None => {}
+                },
                 "max_latency_increase" => {
                     let pct = match &v.value {
                         Value::Int(i) if (0..=10_000).contains(i) => Some(*i as f64),
@@ -618,6 +628,7 @@ impl Cx {
                         "min_requests",
                         "compare_stable",
                         "max_latency_increase",
+                        "on_inconclusive",
                     ],
                 ),
             }
