@@ -223,6 +223,20 @@ impl Engine {
                 None => DeployError::input(format!("no release of `{}` waits for an approval", env.name)),
             });
         };
+        // Only a release still on its way can use an approval; one that ended cannot.
+        if !r.status.is_unfinished() {
+            return Err(DeployError::input(format!(
+                "release #{} ({}) of `{}` is {}: nothing waits for an approval",
+                r.id,
+                r.version,
+                env.name,
+                r.status.as_str().replace('_', " ")
+            ))
+            .hint(format!(
+                "deploy again, then approve the new release while it waits (`slipway approve {}`)",
+                env.name
+            )));
+        }
         self.store.approve(&env.name, r.id, approver).await?;
         Ok(r)
     }
@@ -406,7 +420,10 @@ impl Engine {
                     ErrorKind::Refused,
                     format!("release #{} was not approved: {why}", release.id),
                 )
-                .hint(format!("approve with `slipway approve {} {}` and deploy again", env.name, release.id)));
+                .hint(format!(
+                    "deploy again and approve the new release while it waits (`slipway approve {}`), or wait longer with --wait",
+                    env.name
+                )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -23,6 +23,9 @@ pub enum Health {
     /// A deploy is working on it now.
     #[serde(rename = "deploying")]
     Deploying,
+    /// A release waits for approvals (protected environment) or for the lock.
+    #[serde(rename = "waiting")]
+    Waiting,
     /// A deploy died mid-way (its lock's lease ran out): the target may run a mix of
     /// releases until the next deploy, rollback or `slipway repair`.
     #[serde(rename = "interrupted")]
@@ -54,6 +57,7 @@ impl Health {
         match self {
             Health::NotDeployed => "not deployed",
             Health::Deploying => "deploying",
+            Health::Waiting => "waiting",
             Health::Interrupted => "interrupted",
             Health::Healthy => "healthy",
             Health::Degraded => "degraded",
@@ -166,6 +170,26 @@ impl Engine {
             }
         }
         let deploying = unfinished.iter().rev().find(|r| r.status == ReleaseStatus::Deploying);
+        if deploying.is_none()
+            && let Some(q) = unfinished.iter().rev().find(|r| r.status == ReleaseStatus::Queued)
+        {
+            // What runs is as observed; what is pending, and on whom, is the detail.
+            let need = env.map_or(0, |e| e.protection.approvals) as usize;
+            let have = store.approvals(q.id).await?.len();
+            let on = match (need > have, env.map(|e| &e.protection.approvers)) {
+                (true, Some(a)) if !a.is_empty() => format!(
+                    "waits for {} approval(s) from {}: `slipway approve {name} {}`",
+                    need - have,
+                    a.join(" or "),
+                    q.id
+                ),
+                (true, _) => format!("waits for {} approval(s): `slipway approve {name} {}`", need - have, q.id),
+                (false, _) => "waits for the environment's lock".to_string(),
+            };
+            state.status = Health::Waiting;
+            state.detail = Some(format!("release #{} ({}) by {} {on}", q.id, q.version, q.actor));
+            return Ok(state);
+        }
         let (status, detail) = match (deploying, &current, &observation) {
             (Some(r), _, _) => match store.lock_holder(name).await? {
                 Some((owner, _)) => (Health::Deploying, Some(format!("release #{} ({}) by {owner}", r.id, r.version))),
@@ -219,7 +243,10 @@ fn judge(current: &Release, latest: Option<&Release>, o: &crate::target::Observa
     if o.healthy < o.desired {
         return (Health::Degraded, None);
     }
-    if current.reason == ReleaseReason::AutoRollback || latest.is_some_and(|l| l.status == ReleaseStatus::Failed) {
+    // Rolled back: the release before a failed one runs again. A release that failed before
+    // it started (an approval that never came, a busy lock) rolled nothing back.
+    let failed_after_start = latest.is_some_and(|l| l.status == ReleaseStatus::Failed && l.started_at_ms.is_some());
+    if current.reason == ReleaseReason::AutoRollback || failed_after_start {
         return (
             Health::RolledBack,
             latest.and_then(|l| l.status_detail.as_ref().map(|d| format!("#{} {}: {d}", l.id, l.version))),

@@ -381,17 +381,38 @@ fn a_protected_environment_waits_for_an_approval() {
     let mut site = Site::new(&env);
     site.start_agent();
     let dir = build("v1");
+    // An approval that never comes fails the release before it starts: nothing was rolled
+    // back, and the ended release cannot be approved after the fact.
+    let r = site.sw(&["deploy", "prod", "--artifacts", dir.to_str().unwrap(), "--wait", "600ms"]);
+    assert_eq!(r.code, 5, "{}", r.debug());
+    assert!(r.stderr.contains("approve the new release while it waits"), "{}", r.stderr);
+    let prod = site.status().into_iter().find(|e| e["environment"] == "prod").unwrap();
+    assert_eq!(prod["status"], "not deployed", "{prod}");
+    let r = site.sw(&["approve", "prod", "1", "--as", "alice"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("release #1") && r.stderr.contains("is failed"), "{}", r.stderr);
+    let h = site.history("prod");
+    assert_eq!((h.len(), h[0]["status"].as_str()), (1, Some("failed")), "{h:?}");
+    assert!(!h[0].to_string().contains("alice"), "no approval was recorded: {h:?}");
     let waiting = site
         .cmd(&["deploy", "prod", "--artifacts", dir.to_str().unwrap(), "--wait", "20s"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let t = Instant::now();
-    while site.history("prod").is_empty() {
+    while site.history("prod").len() < 2 {
         assert!(t.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(http_get(&addr, "/").is_none(), "nothing runs before the approval");
+    // Status says what is pending and on whom.
+    let prod = site.status().into_iter().find(|e| e["environment"] == "prod").unwrap();
+    assert_eq!(prod["status"], "waiting", "{prod}");
+    let detail = prod["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("release #2") && detail.contains("from alice") && detail.contains("slipway approve prod 2"),
+        "{detail}"
+    );
     let r = site.sw(&["approve", "prod", "--as", "mallory"]);
     assert_eq!(r.code, 5, "{}", r.debug());
     assert!(r.stderr.contains("`mallory` may not approve"), "{}", r.stderr);
