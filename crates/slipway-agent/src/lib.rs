@@ -164,6 +164,9 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(AgentError::AlreadyRunning(config.data_dir.clone()));
     }
+    let open_files = slipway_sys::limits::raise_open_files();
+    let budget = proxy::budget_connections(open_files);
+    tracing::info!(open_files, client_connections = budget, "connection budget");
     let pids = Records::new(&pid_dir).map_err(io(pid_dir.display().to_string()))?;
     let killed = pids.kill_leftovers();
     if killed > 0 {

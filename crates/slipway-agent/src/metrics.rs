@@ -76,6 +76,38 @@ pub fn render(envs: &[EnvStatus]) -> String {
             }
         },
     );
+    section("slipway_proxy_connections", "gauge", "Client connections open at an entry point.", &|o| {
+        for e in envs {
+            for c in &e.connections {
+                let _ = writeln!(
+                    o,
+                    "slipway_proxy_connections{{environment=\"{}\",listen=\"{}\"}} {}",
+                    label(&e.name),
+                    label(&c.listen),
+                    c.open
+                );
+            }
+        }
+    });
+    section(
+        "slipway_proxy_connections_closed_total",
+        "counter",
+        "Client connections the entry point refused or closed itself, by reason (refused: at the limit with every connection busy; evicted: idle, closed at the limit for a new one; idle: idle_timeout).",
+        &|o| {
+            for e in envs {
+                for c in &e.connections {
+                    for (reason, n) in [("refused", c.refused), ("evicted", c.evicted), ("idle", c.timed_out)] {
+                        let _ = writeln!(
+                            o,
+                            "slipway_proxy_connections_closed_total{{environment=\"{}\",listen=\"{}\",reason=\"{reason}\"}} {n}",
+                            label(&e.name),
+                            label(&c.listen),
+                        );
+                    }
+                }
+            }
+        },
+    );
     section("slipway_instances", "gauge", "Instances by state.", &|o| {
         for e in envs {
             for g in &e.groups {

@@ -3,10 +3,11 @@
 //! instance, splitting traffic between releases by weight, and counts requests, errors and
 //! latency per release for canary analysis and the metrics.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,8 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use slipway_api::{LATENCY_BUCKETS_MS, Traffic};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use slipway_api::{LATENCY_BUCKETS_MS, ProxySpec, Traffic};
 use tokio::sync::watch;
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -126,41 +127,327 @@ impl Routes {
     }
 }
 
+/// An environment's bounds on client connections, shared by its entry points and changed in
+/// place when a new spec arrives.
+pub struct Limits {
+    max_connections: AtomicU32,
+    header_timeout_ms: AtomicU64,
+    idle_timeout_ms: AtomicU64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        let d = ProxySpec::default();
+        Limits {
+            max_connections: AtomicU32::new(d.max_connections),
+            header_timeout_ms: AtomicU64::new(d.header_timeout_ms),
+            idle_timeout_ms: AtomicU64::new(d.idle_timeout_ms),
+        }
+    }
+}
+
+impl Limits {
+    pub fn set(&self, p: &ProxySpec) {
+        self.max_connections.store(p.max_connections.max(1), Ordering::Relaxed);
+        self.header_timeout_ms.store(p.header_timeout_ms.max(1), Ordering::Relaxed);
+        self.idle_timeout_ms.store(p.idle_timeout_ms.max(1), Ordering::Relaxed);
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// What happened to an entry point's connections, for `agent status` and the metrics.
+#[derive(Default)]
+pub struct ConnStats {
+    /// Open now.
+    pub open: AtomicU64,
+    pub accepted: AtomicU64,
+    /// Turned away: the limit was reached and every connection had a request in flight.
+    pub refused: AtomicU64,
+    /// Closed for a new connection at the limit (the one idle the longest).
+    pub evicted: AtomicU64,
+    /// Closed after `idle_timeout` without a request in flight.
+    pub timed_out: AtomicU64,
+}
+
+impl ConnStats {
+    pub fn snapshot(&self, listen: &str) -> slipway_api::EntryConnections {
+        slipway_api::EntryConnections {
+            listen: listen.to_string(),
+            open: self.open.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Client connections all entry points together may hold: half the open-file limit (each may
+/// need a connection to an instance too) less a reserve for health probes, instances, logs
+/// and the control socket, which must keep working whatever clients do. Each entry point
+/// gets an equal share when its `max_connections` asks for more.
+static BUDGET: AtomicUsize = AtomicUsize::new(384);
+static ENTRY_POINTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the budget from the open-file limit; returns it.
+pub fn budget_connections(open_files: u64) -> usize {
+    let b = (open_files.saturating_sub(256) / 2).max(16) as usize;
+    BUDGET.store(b, Ordering::Relaxed);
+    b
+}
+
+/// One client connection, as the entry point's gate sees it.
+struct Conn {
+    /// Requests in flight (a response counts until its body is sent).
+    busy: AtomicU32,
+    /// When `busy` last fell to 0 (or the connection opened), ms since the gate's epoch.
+    idle_since: AtomicU64,
+    closing: std::sync::atomic::AtomicBool,
+    close: tokio::sync::Notify,
+    /// The client socket, to see whether a request is arriving (valid while registered).
+    fd: std::os::fd::RawFd,
+}
+
+/// Counts an entry point's connections, closes idle ones and chooses which to close when a
+/// new one arrives at the limit, so that held connections can neither use up the agent's
+/// file descriptors nor keep other clients out.
+struct Gate {
+    limits: Arc<Limits>,
+    stats: Arc<ConnStats>,
+    epoch: Instant,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next: AtomicU64,
+    /// A connection left the gate.
+    freed: tokio::sync::Notify,
+}
+
+impl Gate {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether a new connection may be served now. At the limit it closes the connection idle
+    /// the longest and says to wait until that one's socket is closed, so the entry point
+    /// never holds more sockets than its limit.
+    fn admit(&self) -> Admit {
+        let conns = self.conns.lock().expect("gate lock");
+        let share = BUDGET.load(Ordering::Relaxed) / ENTRY_POINTS.load(Ordering::Relaxed).max(1);
+        let limit = share.min(self.limits.max_connections.load(Ordering::Relaxed) as usize);
+        if conns.len() < limit {
+            return Admit::Yes;
+        }
+        let closing = conns.values().filter(|c| c.closing.load(Ordering::Relaxed)).count();
+        if conns.len() - closing < limit {
+            return Admit::Wait;
+        }
+        // The victim: idle the longest, with no request on its way (bytes received and not
+        // yet read are a request that its task has not reached yet).
+        let victim = conns
+            .values()
+            .filter(|c| !c.closing.load(Ordering::Relaxed) && c.busy.load(Ordering::SeqCst) == 0)
+            .filter(|c| slipway_sys::socket::unread(c.fd) == 0)
+            .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
+        match victim {
+            Some(c) => {
+                c.closing.store(true, Ordering::Relaxed);
+                c.close.notify_one();
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                Admit::Wait
+            }
+            None => Admit::No,
+        }
+    }
+
+    fn register(&self, fd: std::os::fd::RawFd) -> (u64, Arc<Conn>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let c = Arc::new(Conn {
+            busy: AtomicU32::new(0),
+            idle_since: AtomicU64::new(self.now()),
+            closing: Default::default(),
+            close: tokio::sync::Notify::new(),
+            fd,
+        });
+        self.conns.lock().expect("gate lock").insert(id, Arc::clone(&c));
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        (id, c)
+    }
+
+    fn unregister(&self, id: u64) {
+        if self.conns.lock().expect("gate lock").remove(&id).is_some() {
+            self.stats.open.fetch_sub(1, Ordering::Relaxed);
+            self.freed.notify_one();
+        }
+    }
+
+    /// Closes the connections idle for longer than `idle_timeout`.
+    fn sweep(&self) {
+        let limit = self.limits.idle_timeout().as_millis() as u64;
+        let now = self.now();
+        for c in self.conns.lock().expect("gate lock").values() {
+            if c.busy.load(Ordering::SeqCst) == 0
+                && now.saturating_sub(c.idle_since.load(Ordering::Relaxed)) >= limit
+                && !c.closing.swap(true, Ordering::Relaxed)
+            {
+                c.close.notify_one();
+                self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Yes,
+    /// A connection is being closed to make room.
+    Wait,
+    /// Every connection has a request in flight.
+    No,
+}
+
+/// Marks a connection busy while a request is in flight.
+struct Busy {
+    conn: Arc<Conn>,
+    epoch: Instant,
+}
+
+impl Busy {
+    fn new(conn: &Arc<Conn>, epoch: Instant) -> Busy {
+        conn.busy.fetch_add(1, Ordering::SeqCst);
+        Busy { conn: Arc::clone(conn), epoch }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.conn.idle_since.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.conn.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its connection busy until the body is sent.
+struct Held {
+    inner: ProxyBody,
+    _busy: Busy,
+}
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What a connection refused at the limit gets before it is closed.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 50\r\nretry-after: 1\r\n\r\nslipway: too many connections to this entry point\n";
+
 /// Serves an entry point until `stop` turns true. Connections already open finish their
-/// requests (graceful shutdown of each connection).
+/// requests (graceful shutdown of each connection). `limits` bound what clients may hold.
+#[allow(clippy::too_many_arguments)]
 pub fn serve(
     listener: std::net::TcpListener,
     env: String,
     routes: Routes,
     preview: bool,
     client: HttpClient,
+    limits: Arc<Limits>,
+    stats: Arc<ConnStats>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    let gate = Arc::new(Gate {
+        limits,
+        stats,
+        epoch: Instant::now(),
+        conns: Mutex::default(),
+        next: AtomicU64::new(0),
+        freed: Default::default(),
+    });
+    ENTRY_POINTS.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut sweep = tokio::time::interval(Duration::from_millis(100));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut told_full = false;
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors (or another transient error): wait
+                            // instead of spinning; what is open goes on being served.
+                            if !told_full {
+                                eprintln!("entry point of `{env}`: cannot accept connections: {e}");
+                                told_full = true;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    told_full = false;
+                    let mut verdict = gate.admit();
+                    let waiting = Instant::now();
+                    while verdict == Admit::Wait && waiting.elapsed() < Duration::from_millis(200) {
+                        let _ = tokio::time::timeout(Duration::from_millis(20), gate.freed.notified()).await;
+                        verdict = gate.admit();
+                    }
+                    if verdict != Admit::Yes {
+                        gate.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        let _ = stream.try_write(REFUSED);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
-                    let (routes, client, env) = (routes.clone(), client.clone(), env.clone());
+                    let (id, conn_state) = gate.register(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                    let (routes, client, env, epoch) = (routes.clone(), client.clone(), env.clone(), gate.epoch);
+                    let for_service = Arc::clone(&conn_state);
                     let service = hyper::service::service_fn(move |req| {
+                        let busy = Busy::new(&for_service, epoch);
                         let (routes, client, env) = (routes.clone(), client.clone(), env.clone());
-                        async move { Ok::<_, std::convert::Infallible>(forward(req, &env, &routes, preview, &client, peer).await) }
+                        async move {
+                            let resp = forward(req, &env, &routes, preview, &client, peer).await;
+                            Ok::<_, std::convert::Infallible>(resp.map(|inner| Held { inner, _busy: busy }.boxed()))
+                        }
                     });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let header_timeout = Duration::from_millis(gate.limits.header_timeout_ms.load(Ordering::Relaxed));
+                    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+                    builder.http2().timer(TokioTimer::new());
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
+                    let gate = Arc::clone(&gate);
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        let mut conn = std::pin::pin!(conn);
+                        tokio::select! {
+                            _ = &mut conn => {}
+                            () = conn_state.close.notified() => {}
+                        }
+                        // Out of the gate before the socket closes (the pinned connection is
+                        // dropped when this task ends), so its number is never looked at once
+                        // it may belong to another connection.
+                        gate.unregister(id);
                     });
                 }
+                _ = sweep.tick() => gate.sweep(),
                 _ = stop.changed() => break,
             }
         }
         drop(listener);
+        ENTRY_POINTS.fetch_sub(1, Ordering::Relaxed);
         let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
     });
     Ok(())

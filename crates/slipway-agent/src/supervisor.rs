@@ -90,6 +90,10 @@ pub struct Supervisor {
     next_id: u64,
     routes: Routes,
     preview_routes: Routes,
+    /// The bounds on client connections, shared by both entry points.
+    limits: Arc<proxy::Limits>,
+    conn_stats: Arc<proxy::ConnStats>,
+    preview_conn_stats: Arc<proxy::ConnStats>,
     listener: Option<(String, watch::Sender<bool>)>,
     preview_listener: Option<(String, watch::Sender<bool>)>,
     client: HttpClient,
@@ -131,6 +135,9 @@ pub fn start(
         next_id: 1,
         routes: Routes::default(),
         preview_routes: Routes::default(),
+        limits: Arc::default(),
+        conn_stats: Arc::default(),
+        preview_conn_stats: Arc::default(),
         listener: None,
         preview_listener: None,
         client,
@@ -187,6 +194,7 @@ fn empty_spec() -> EnvSpec {
         stop_grace_ms: 10_000,
         drain_timeout_ms: 30_000,
         groups: Vec::new(),
+        proxy: Default::default(),
     }
 }
 
@@ -223,9 +231,11 @@ impl Supervisor {
             (Some(p), _) => Some(bind(p)?),
             (None, _) => None,
         };
+        self.limits.set(&spec.proxy);
         if let Some(l) = new_main {
             let (tx, rx) = watch::channel(false);
-            proxy::serve(l, self.name.clone(), self.routes.clone(), false, self.client.clone(), rx)
+            let (limits, stats) = (Arc::clone(&self.limits), Arc::clone(&self.conn_stats));
+            proxy::serve(l, self.name.clone(), self.routes.clone(), false, self.client.clone(), limits, stats, rx)
                 .map_err(|source| ApplyError::Listen { addr: spec.listen.clone(), source })?;
             if let Some((_, old)) = self.listener.replace((spec.listen.clone(), tx)) {
                 let _ = old.send(true);
@@ -234,8 +244,18 @@ impl Supervisor {
         if let Some(l) = new_preview {
             let (tx, rx) = watch::channel(false);
             let addr = spec.preview_listen.clone().unwrap_or_default();
-            proxy::serve(l, self.name.clone(), self.preview_routes.clone(), true, self.client.clone(), rx)
-                .map_err(|source| ApplyError::Listen { addr: addr.clone(), source })?;
+            let (limits, stats) = (Arc::clone(&self.limits), Arc::clone(&self.preview_conn_stats));
+            proxy::serve(
+                l,
+                self.name.clone(),
+                self.preview_routes.clone(),
+                true,
+                self.client.clone(),
+                limits,
+                stats,
+                rx,
+            )
+            .map_err(|source| ApplyError::Listen { addr: addr.clone(), source })?;
             if let Some((_, old)) = self.preview_listener.replace((addr, tx)) {
                 let _ = old.send(true);
             }
@@ -673,7 +693,20 @@ impl Supervisor {
                 log: self.log_path.display().to_string(),
             });
         }
-        EnvStatus { name: self.name.clone(), listen: spec.listen, preview_listen: spec.preview_listen, groups }
+        let mut connections = Vec::new();
+        if let Some((addr, _)) = &self.listener {
+            connections.push(self.conn_stats.snapshot(addr));
+        }
+        if let Some((addr, _)) = &self.preview_listener {
+            connections.push(self.preview_conn_stats.snapshot(addr));
+        }
+        EnvStatus {
+            name: self.name.clone(),
+            listen: spec.listen,
+            preview_listen: spec.preview_listen,
+            groups,
+            connections,
+        }
     }
 }
 

@@ -16,6 +16,23 @@ pub struct EnvSpec {
     pub drain_timeout_ms: u64,
     /// One group per release that has instances here (old and new during a rollout).
     pub groups: Vec<GroupSpec>,
+    /// The entry points' bounds on client connections.
+    #[serde(default)]
+    pub proxy: ProxySpec,
+}
+
+/// What an entry point allows its clients (see `slipway_model::ProxyLimits`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxySpec {
+    pub max_connections: u32,
+    pub header_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ProxySpec {
+    fn default() -> ProxySpec {
+        ProxySpec { max_connections: 1024, header_timeout_ms: 10_000, idle_timeout_ms: 60_000 }
+    }
 }
 
 /// The instances of one release.
@@ -80,6 +97,24 @@ pub struct EnvStatus {
     pub listen: String,
     pub preview_listen: Option<String>,
     pub groups: Vec<GroupStatus>,
+    /// Client connections of each entry point (the main one first).
+    #[serde(default)]
+    pub connections: Vec<EntryConnections>,
+}
+
+/// What happened to the client connections of one entry point, since it opened.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct EntryConnections {
+    pub listen: String,
+    /// Open now.
+    pub open: u64,
+    pub accepted: u64,
+    /// Turned away at `max_connections` while every connection had a request in flight.
+    pub refused: u64,
+    /// Closed at `max_connections` to make room (the one idle the longest).
+    pub evicted: u64,
+    /// Closed after `idle_timeout` without a request in flight.
+    pub timed_out: u64,
 }
 
 impl EnvStatus {

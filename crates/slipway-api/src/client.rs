@@ -19,6 +19,10 @@ pub enum ApiError {
     Transport { socket: PathBuf, message: String },
 }
 
+/// How long a call may wait for the agent's answer.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     socket: PathBuf,
@@ -87,8 +91,19 @@ impl AgentClient {
     }
 
     async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, ApiError> {
-        let resp =
-            slipway_net::unix(&self.socket, method, path, body.unwrap_or_default()).await.map_err(|e| match e {
+        // Loading an image archive into the Docker Engine takes as long as it takes; nothing
+        // else the agent does should keep a command waiting.
+        let limit = if path.starts_with("/v1/images/") { LOAD_TIMEOUT } else { CALL_TIMEOUT };
+        let call = slipway_net::unix(&self.socket, method, path, body.unwrap_or_default());
+        let resp = tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| {
+                self.transport(format!(
+                    "no answer to {path} within {}s: the agent is stuck or overloaded (see its log, `agent/agent.log` in the data directory)",
+                    limit.as_secs()
+                ))
+            })?
+            .map_err(|e| match e {
                 slipway_net::Error::NotListening(_) => ApiError::NotRunning { socket: self.socket.clone() },
                 e => self.transport(e.to_string()),
             })?;

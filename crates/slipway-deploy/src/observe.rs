@@ -116,6 +116,7 @@ fn from_record(name: &str, c: &ReleaseConfig) -> Option<Environment> {
         agent: None,
         stop_grace: std::time::Duration::from_secs(10),
         drain_timeout: std::time::Duration::from_secs(30),
+        proxy: Default::default(),
     })
 }
 

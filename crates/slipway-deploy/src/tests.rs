@@ -31,6 +31,7 @@ pub fn env() -> Environment {
         agent: None,
         stop_grace: Duration::from_millis(10),
         drain_timeout: Duration::from_millis(10),
+        proxy: Default::default(),
     }
 }
 

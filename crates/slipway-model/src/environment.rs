@@ -24,6 +24,32 @@ pub struct Environment {
     pub stop_grace: Duration,
     /// How long an instance taken out of traffic may finish its requests before it is stopped.
     pub drain_timeout: Duration,
+    /// What the entry point allows its clients (`proxy:`).
+    pub proxy: ProxyLimits,
+}
+
+/// The entry point's bounds on what clients may hold (`proxy:`), so that idle or half-sent
+/// connections cannot use up the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyLimits {
+    /// Client connections open at once. At the limit a new connection closes the one idle the
+    /// longest; when every connection has a request in flight, it is refused.
+    pub max_connections: u32,
+    /// A request's headers must arrive within this long of its first byte.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight (idle keep-alive, half-sent headers, an HTTP/2
+    /// connection without streams) is closed after this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> ProxyLimits {
+        ProxyLimits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -541,15 +541,15 @@ fn the_proxy_passes_upgrades_and_http2_and_exports_metrics() {
     }
     assert_eq!(got, b"ping through the proxy");
 
-    // HTTP/2 with prior knowledge (h2c), when curl can speak it.
-    let curl = Command::new("curl")
-        .args(["-s", "--http2-prior-knowledge", &format!("http://{addr}/"), "-w", " %{http_version}"])
-        .output();
-    if let Ok(out) = curl
-        && out.status.success()
-    {
-        assert_eq!(String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["v1", "2"]);
-    }
+    // HTTP/2 with prior knowledge (h2c). A curl that fails fails the test: a broken h2c
+    // makes curl exit 16 or 18, and that must not pass as "not checked".
+    require("curl", "--version");
+    let out = Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", &format!("http://{addr}/"), "-w", " %{http_version}"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl over h2c: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["v1", "2"]);
 
     for _ in 0..10 {
         body(&addr);
@@ -907,4 +907,181 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
     }
     site.stop_agent(libc::SIGTERM);
     assert_eq!(docker_out(&["ps", "-aq", "--filter", &label]), "", "stopping the agent removes its containers");
+}
+
+/// Reads one answer with a deadline on every step (connect, write, read).
+fn get_within(addr: &str, limit: Duration) -> Option<String> {
+    use std::io::{Read, Write};
+    let sa: std::net::SocketAddr = addr.parse().unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(&sa, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.set_write_timeout(Some(limit)).ok()?;
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// A metric's value from the agent's exposition.
+fn metric(metrics: &str, line_start: &str) -> u64 {
+    let text = http_get(metrics, "/metrics").unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in {text}"))
+}
+
+#[test]
+fn idle_and_half_sent_connections_cannot_take_the_agent_down() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let addr = free_addr();
+    let metrics = free_addr();
+    let env = format!(
+        "  web:\n    instances: 2\n    listen: {addr}\n    health: {{http: /healthz, interval: 200ms, deadline: 4s}}\n    proxy: {{header_timeout: 1s, idle_timeout: 3s}}\n"
+    );
+    let mut site = Site::new(&env);
+    // The agent gets 1,024 open files (a shell's usual limit), so the flood below, 4,000
+    // connections, is more than it could hold.
+    let mut cmd = site.cmd(&["agent", "run", "--metrics-listen", &metrics]);
+    // SAFETY: setrlimit in the child before exec; no allocation.
+    unsafe {
+        cmd.pre_exec(|| {
+            let l = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let agent = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let agent_pid = agent.id();
+    site.agent = Some(agent);
+    wait_http(&metrics, "/metrics").expect("metrics answer");
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    // This test holds thousands of sockets: its own soft limit up to the hard one.
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+    assert!(l.rlim_cur >= 8192, "the test needs 8,192 open files, has {}", l.rlim_cur);
+
+    // Slowloris first, alone: 50 requests whose headers come one byte every 200 ms and never end.
+    let loris = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut socks: Vec<(std::net::TcpStream, Option<Duration>)> = (0..50)
+                .map(|_| {
+                    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+                    s.set_nonblocking(true).unwrap();
+                    (s, None)
+                })
+                .collect();
+            while started.elapsed() < Duration::from_secs(5) && socks.iter().any(|(_, c)| c.is_none()) {
+                for (s, closed) in socks.iter_mut().filter(|(_, c)| c.is_none()) {
+                    let mut b = [0u8; 512];
+                    let gone = match s.read(&mut b) {
+                        Ok(_) => true,
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    } || s.write_all(b"a").is_err();
+                    if gone {
+                        *closed = Some(started.elapsed());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            socks.iter().map(|(_, c)| *c).collect::<Vec<_>>()
+        })
+    };
+
+    let loris = loris.join().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicUsize::new(0));
+    // Idle flood: two processes' worth of connections that never send a byte, 2,000 each,
+    // the oldest replaced as the flood goes on.
+    let flood: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, opened, addr) = (Arc::clone(&stop), Arc::clone(&opened), addr.clone());
+            std::thread::spawn(move || {
+                let sa: std::net::SocketAddr = addr.parse().unwrap();
+                let mut held = std::collections::VecDeque::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if held.len() >= 2000 {
+                        held.drain(..100);
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    if let Ok(s) = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(1)) {
+                        held.push_back(s);
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                held.len()
+            })
+        })
+        .collect();
+    // A normal client keeps asking, one connection per request, for 6 s.
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let (mut answered, mut failed) = (0, 0);
+    let mut control_ok = 0;
+    while t.elapsed() < Duration::from_secs(6) {
+        match get_within(&addr, Duration::from_secs(2)) {
+            Some(r) if r.contains(" 200 OK\r\n") && r.ends_with("\r\n\r\nv1\n") => answered += 1,
+            other => {
+                failed += 1;
+                eprintln!("failed: {other:?}");
+            }
+        }
+        if answered % 50 == 1 {
+            // The control socket and the probes keep working.
+            let st = site.status();
+            let web = st.iter().find(|e| e["environment"] == "web").unwrap();
+            assert_eq!((web["status"].as_str(), web["healthy"].as_u64()), (Some("healthy"), Some(2)), "{web}");
+            control_ok += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let open_during = metric(&metrics, "slipway_proxy_connections{environment=\"web\"");
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{agent_pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let agent_fds = std::fs::read_dir(format!("/proc/{agent_pid}/fd")).unwrap().count();
+    stop.store(true, Ordering::Relaxed);
+    let held: usize = flood.into_iter().map(|t| t.join().unwrap()).sum();
+    eprintln!(
+        "flood: {} connections opened, {held} held at the end; the agent had {open_during} open, {agent_fds} fds, {} MiB RSS; {answered} answers served, {failed} failed; slowloris closed after {:?}",
+        opened.load(Ordering::Relaxed),
+        rss_kib / 1024,
+        loris.iter().flatten().max()
+    );
+    assert_eq!(failed, 0, "every request of the normal client is answered ({answered} were)");
+    assert!(answered > 100 && control_ok >= 2, "{answered} answers, {control_ok} status checks");
+    assert!(held >= 3000 && opened.load(Ordering::Relaxed) >= 4000, "the flood held {held} connections");
+    assert!(agent_fds < 1000 && open_during <= 384, "{agent_fds} fds, {open_during} client connections");
+    assert!(rss_kib < 100 * 1024, "agent RSS {rss_kib} KiB");
+    // Half-sent requests are cut at the header timeout (1 s), not the idle timeout (3 s) or minutes.
+    assert!(loris.iter().all(|c| c.is_some_and(|d| d < Duration::from_millis(2500))), "{loris:?}");
+    // The flood gone, what it held is released.
+    let t = Instant::now();
+    while metric(&metrics, "slipway_proxy_connections{environment=\"web\"") > 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "connections left open after the flood");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let evicted = metric(
+        &metrics,
+        &format!("slipway_proxy_connections_closed_total{{environment=\"web\",listen=\"{addr}\",reason=\"evicted\"}}"),
+    );
+    assert!(evicted > 1000, "the flood's idle connections made room for the client: {evicted} evicted");
 }

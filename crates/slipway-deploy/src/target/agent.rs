@@ -158,6 +158,11 @@ impl AgentTarget {
             stop_grace_ms: env.stop_grace.as_millis() as u64,
             drain_timeout_ms: env.drain_timeout.as_millis() as u64,
             groups,
+            proxy: slipway_api::ProxySpec {
+                max_connections: env.proxy.max_connections,
+                header_timeout_ms: env.proxy.header_timeout.as_millis() as u64,
+                idle_timeout_ms: env.proxy.idle_timeout.as_millis() as u64,
+            },
         }
     }
 

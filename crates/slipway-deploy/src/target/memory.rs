@@ -94,6 +94,7 @@ fn empty_spec() -> EnvSpec {
         stop_grace_ms: 0,
         drain_timeout_ms: 0,
         groups: Vec::new(),
+        proxy: Default::default(),
     }
 }
 
@@ -159,6 +160,7 @@ impl Fleet for MemoryFleet {
             listen: spec.listen.clone(),
             preview_listen: spec.preview_listen.clone(),
             groups: out,
+            connections: Vec::new(),
         }))
     }
 

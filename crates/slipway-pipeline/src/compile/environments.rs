@@ -24,6 +24,7 @@ const ENV_KEYS: &[&str] = &[
     "protection",
     "stop_grace",
     "drain_timeout",
+    "proxy",
 ];
 
 impl Cx {
@@ -125,6 +126,7 @@ impl Cx {
             agent: None,
             stop_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            proxy: ProxyLimits::default(),
         };
         let mut strategy_node = None;
         let mut target_name = ("local".to_string(), n.span);
@@ -174,6 +176,7 @@ impl Cx {
                 "protection" => env.protection = self.protection(v, &field),
                 "stop_grace" => env.stop_grace = self.duration(v, &field).unwrap_or(env.stop_grace),
                 "drain_timeout" => env.drain_timeout = self.duration(v, &field).unwrap_or(env.drain_timeout),
+                "proxy" => env.proxy = self.proxy_limits(v, &field),
                 _ => self.unknown_key(k, &format!("`{path}`"), ENV_KEYS),
             }
         }
@@ -232,6 +235,29 @@ impl Cx {
             env.strategy = Strategy::Rolling { max_surge: Scale::Count(0), max_unavailable: Scale::Count(1) };
         }
         Some(env)
+    }
+
+    /// `proxy: {max_connections, header_timeout, idle_timeout}`.
+    fn proxy_limits(&mut self, n: &Node, path: &str) -> ProxyLimits {
+        let mut p = ProxyLimits::default();
+        for (k, v) in self.map(n, path) {
+            let f = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "max_connections" => {
+                    p.max_connections = self.int(v, &f, 1, 1_000_000).map_or(p.max_connections, |i| i as u32)
+                }
+                "header_timeout" => p.header_timeout = self.duration(v, &f).unwrap_or(p.header_timeout),
+                "idle_timeout" => p.idle_timeout = self.duration(v, &f).unwrap_or(p.idle_timeout),
+                _ => self.unknown_key(k, &format!("`{path}`"), &["max_connections", "header_timeout", "idle_timeout"]),
+            }
+        }
+        for (d, name) in [(p.header_timeout, "header_timeout"), (p.idle_timeout, "idle_timeout")] {
+            if d < Duration::from_millis(100) {
+                self.err(n.span, format!("`{path}:{name}` must be at least 100ms")).hint =
+                    Some("a client needs time to send its request; e.g. `10s`".into());
+            }
+        }
+        p
     }
 
     /// `agent: {ssh: URL, identity, known_hosts, data_dir}`.
