@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use crate::logs::{LineCutter, LogSink, Recent};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
@@ -14,7 +15,6 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use slipway_api::ContainerSpec;
-use tokio::sync::mpsc;
 
 pub const LABEL_AGENT: &str = "dev.slipway.agent";
 
@@ -63,19 +63,24 @@ pub async fn start(docker: &Docker, l: Launch) -> Result<String, String> {
 }
 
 /// Follows the container's output into the log, line by line.
-pub fn pump_logs(docker: Docker, id: String, prefix: String, log: mpsc::UnboundedSender<String>) {
+pub fn pump_logs(docker: Docker, id: String, prefix: String, log: LogSink, recent: Recent) {
     tokio::spawn(async move {
         let opts = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
         let mut stream = docker.logs(&id, Some(opts));
-        let mut partial = String::new();
+        let mut cutter = LineCutter::default();
+        let mut lines = Vec::new();
         while let Some(Ok(chunk)) = stream.next().await {
-            partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-            while let Some(i) = partial.find('\n') {
-                let line: String = partial.drain(..=i).collect();
-                if log.send(format!("{prefix} | {}\n", line.trim_end())).is_err() {
+            cutter.feed(&chunk.into_bytes(), &mut lines);
+            for line in lines.drain(..) {
+                recent.push(&line);
+                if !log.line(format!("{prefix} | {line}\n")).await {
                     return;
                 }
             }
+        }
+        if let Some(line) = cutter.finish() {
+            recent.push(&line);
+            let _ = log.line(format!("{prefix} | {line}\n")).await;
         }
     });
 }

@@ -72,6 +72,8 @@ struct Instance {
     passes: u32,
     fails: u32,
     last_error: Option<String>,
+    /// Its last lines of output, quoted when it crashes.
+    recent: logs::Recent,
     next_probe: Instant,
     probing: bool,
     restart_at: Option<Instant>,
@@ -97,7 +99,7 @@ pub struct Supervisor {
     listener: Option<(String, watch::Sender<bool>)>,
     preview_listener: Option<(String, watch::Sender<bool>)>,
     client: HttpClient,
-    log: mpsc::UnboundedSender<String>,
+    log: logs::LogSink,
     log_path: PathBuf,
     pids: Records,
     events_tx: mpsc::UnboundedSender<Ev>,
@@ -298,7 +300,7 @@ impl Supervisor {
                 }
                 inst.container = None;
                 if inst.kill_at.is_some() || inst.drain.is_some() {
-                    let _ = self.log.send(format!("{}#{} | slipway: stopped ({how})\n", inst.version, inst.id));
+                    self.log.note(format!("{}#{} | slipway: stopped ({how})\n", inst.version, inst.id));
                     self.instances.remove(i);
                     return;
                 }
@@ -307,13 +309,16 @@ impl Supervisor {
                 inst.crashes_in_a_row += 1;
                 inst.passes = 0;
                 inst.probing = false;
-                inst.last_error = Some(how.clone());
+                // What it said last is usually why it died.
+                let said = inst.recent.lines();
+                inst.last_error = Some(match said.is_empty() {
+                    true => how.clone(),
+                    false => format!("{how}; its last output: {}", said.join(" ⏎ ")),
+                });
                 let backoff =
                     Duration::from_millis(250 * (1u64 << inst.crashes_in_a_row.min(7))).min(Duration::from_secs(30));
                 inst.restart_at = Some(Instant::now() + backoff);
-                let _ = self
-                    .log
-                    .send(format!("{}#{} | slipway: {how}; restarting in {backoff:?}\n", inst.version, inst.id));
+                self.log.note(format!("{}#{} | slipway: {how}; restarting in {backoff:?}\n", inst.version, inst.id));
             }
             Ev::Probed { id, result } => {
                 let Some(spec) = self.spec.as_ref() else { return };
@@ -340,7 +345,7 @@ impl Supervisor {
                         inst.last_error = Some(e);
                         if inst.state == InstanceState::Healthy && inst.fails >= failures {
                             inst.state = InstanceState::Unhealthy;
-                            let _ = self.log.send(format!(
+                            self.log.note(format!(
                                 "{}#{} | slipway: unhealthy ({}); out of traffic\n",
                                 inst.version,
                                 inst.id,
@@ -513,6 +518,7 @@ impl Supervisor {
             passes: 0,
             fails: 0,
             last_error: None,
+            recent: logs::Recent::default(),
             next_probe: Instant::now(),
             probing: false,
             restart_at: None,
@@ -540,6 +546,7 @@ impl Supervisor {
         let inst = &mut self.instances[idx];
         let port = inst.port.to_string();
         let prefix = format!("{}#{}", inst.version, inst.id);
+        inst.recent = logs::Recent::default();
         let args: Vec<String> = g.command[1..].iter().map(|a| a.replace("{{port}}", &port)).collect();
         let mut cmd = tokio::process::Command::new(&g.command[0]);
         cmd.args(&args)
@@ -558,12 +565,12 @@ impl Supervisor {
                 inst.pid = Some(pid);
                 self.pids.remember(pid);
                 if let Some(out) = child.stdout.take() {
-                    logs::pump(out, prefix.clone(), self.log.clone());
+                    logs::pump(out, prefix.clone(), self.log.clone(), inst.recent.clone());
                 }
                 if let Some(err) = child.stderr.take() {
-                    logs::pump(err, prefix.clone(), self.log.clone());
+                    logs::pump(err, prefix.clone(), self.log.clone(), inst.recent.clone());
                 }
-                let _ = self.log.send(format!("{prefix} | slipway: started pid {pid} on port {port}\n"));
+                self.log.note(format!("{prefix} | slipway: started pid {pid} on port {port}\n"));
                 let (tx, id) = (self.events_tx.clone(), inst.id);
                 tokio::spawn(async move {
                     let how = match child.wait().await {
@@ -579,7 +586,7 @@ impl Supervisor {
             }
             Err(e) => {
                 let how = format!("cannot start `{}`: {e}", g.command[0]);
-                let _ = self.log.send(format!("{prefix} | slipway: {how}\n"));
+                self.log.note(format!("{prefix} | slipway: {how}\n"));
                 let _ = self.events_tx.send(Ev::Exited { id: inst.id, how });
             }
         }
@@ -635,18 +642,19 @@ impl Supervisor {
             labels,
             stop_grace_secs: grace,
         };
-        let (tx, id, log) = (self.events_tx.clone(), inst.id, self.log.clone());
+        inst.recent = logs::Recent::default();
+        let (tx, id, log, recent) = (self.events_tx.clone(), inst.id, self.log.clone(), inst.recent.clone());
         tokio::spawn(async move {
             match crate::docker::start(&docker, launch).await {
                 Ok(cid) => {
-                    let _ = log.send(format!("{prefix} | slipway: started container {name} on port {port}\n"));
-                    crate::docker::pump_logs(docker.clone(), cid.clone(), prefix, log);
+                    log.note(format!("{prefix} | slipway: started container {name} on port {port}\n"));
+                    crate::docker::pump_logs(docker.clone(), cid.clone(), prefix, log, recent);
                     let _ = tx.send(Ev::Started { id, container: cid.clone() });
                     let how = crate::docker::wait(&docker, &cid).await;
                     let _ = tx.send(Ev::Exited { id, how });
                 }
                 Err(e) => {
-                    let _ = log.send(format!("{prefix} | slipway: {e}\n"));
+                    log.note(format!("{prefix} | slipway: {e}\n"));
                     let _ = tx.send(Ev::Exited { id, how: e });
                 }
             }

@@ -192,6 +192,9 @@ fn rolling_update_under_load_loses_no_request_and_a_bad_release_rolls_back() {
     let r = site.deploy("web", "v5-crash");
     assert_eq!(r.code, 1, "{}", r.debug());
     assert!(r.stderr.contains("keeps crashing") && r.stderr.contains("exited with 3"), "{}", r.stderr);
+    // What the instance said last, and where the rest is.
+    assert!(r.stderr.contains("its last output:") && r.stderr.contains("crashing on purpose"), "{}", r.stderr);
+    assert!(r.stderr.contains("`slipway logs --env web`"), "{}", r.stderr);
     assert!(t.elapsed() < Duration::from_secs(4), "crash loops are caught before the deadline");
 
     // Rollback by hand goes to the release before the current one: v1.
@@ -1084,4 +1087,68 @@ fn idle_and_half_sent_connections_cannot_take_the_agent_down() {
         &format!("slipway_proxy_connections_closed_total{{environment=\"web\",listen=\"{addr}\",reason=\"evicted\"}}"),
     );
     assert!(evicted > 1000, "the flood's idle connections made room for the client: {evicted} evicted");
+}
+
+/// A number from a `/proc/PID/status` line, in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_output_cannot_grow_the_agent_or_its_log_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let addr = free_addr();
+    let mut site = Site::new(&format!("  web:\n    listen: {addr}\n    health: {{http: /healthz, interval: 200ms}}\n"));
+    site.start_agent();
+    let agent_pid = site.agent.as_ref().unwrap().id();
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    let logs = site.data.path().join("agent/logs");
+    let before_kib = proc_kib(agent_pid, "VmRSS:");
+
+    // One 400 MB line without a newline: its head is kept with a marker, the rest dropped.
+    let t = Instant::now();
+    let r = http_get(&addr, "/spew?bytes=400000000").unwrap();
+    assert!(r.ends_with("spewed\n"), "{r}");
+    let spew_line = Instant::now();
+    let tail = loop {
+        let r = site.sw(&["logs", "--env", "web", "-n", "5"]);
+        if r.stdout.contains("line cut at 16 KiB") || spew_line.elapsed() > Duration::from_secs(10) {
+            break r.stdout;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let cut = tail.lines().find(|l| l.contains("line cut at 16 KiB")).unwrap_or_else(|| panic!("no cut line: {tail}"));
+    assert!(cut.len() < 16 * 1024 + 100 && cut.contains(&"x".repeat(16 * 1024)), "{} bytes", cut.len());
+    let line_secs = t.elapsed().as_secs_f64();
+
+    // Then 1 GiB of ordinary lines in one burst: back-pressure on the instance's pipe, the
+    // directory rotated at its bound.
+    let t = Instant::now();
+    let r = http_get(&addr, "/spew?lines=1048576").unwrap();
+    assert!(r.ends_with("spewed\n"), "{r}");
+    let burst_secs = t.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let peak_kib = proc_kib(agent_pid, "VmHWM:");
+    let after_kib = proc_kib(agent_pid, "VmRSS:");
+    let mut dir_bytes = 0;
+    for e in std::fs::read_dir(&logs).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600, "{} is private", e.path().display());
+        dir_bytes += m.len();
+    }
+    eprintln!(
+        "log flood: agent RSS {} MiB before, peak {} MiB, {} MiB after; 400 MB line in {line_secs:.1} s, 1 GiB burst in {burst_secs:.1} s; log directory {} MiB",
+        before_kib / 1024,
+        peak_kib / 1024,
+        after_kib / 1024,
+        dir_bytes / (1024 * 1024)
+    );
+    assert!(peak_kib < 80 * 1024, "the agent peaked at {peak_kib} KiB");
+    assert!(dir_bytes <= 4 * (10 * 1024 * 1024 + 64 * 1024), "the log directory holds {dir_bytes} bytes");
+    assert_eq!(body(&addr), "v1", "the instance keeps serving");
 }

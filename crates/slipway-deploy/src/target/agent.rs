@@ -225,7 +225,7 @@ impl AgentTarget {
                         g.instances.iter().find_map(|i| i.last_error.clone().map(|e| format!("instance {}: {e}", i.id)))
                     })
                     .unwrap_or_else(|| "no health check answered".into());
-                return Err(Step::Failed(match crashing {
+                let why = match crashing {
                     Some(i) => {
                         format!("{version} keeps crashing (instance {} restarted {} times): {last}", i.id, i.restarts)
                     }
@@ -233,7 +233,8 @@ impl AgentTarget {
                         "{version} was not healthy within {}: {healthy} of {want} instance(s) healthy; {last}",
                         plan::fmt_duration(env.health.deadline)
                     ),
-                }));
+                };
+                return Err(Step::Failed(format!("{why} (its output: `slipway logs --env {}`)", env.name)));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -381,7 +382,7 @@ impl AgentTarget {
                     .find_map(|i| i.last_error.clone().map(|e| format!("instance {}: {e}", i.id)))
                     .unwrap_or_default();
                 return Err(Step::Failed(format!(
-                    "canary {} became unhealthy: {} of {want} instance(s) healthy; {last}",
+                    "canary {} became unhealthy: {} of {want} instance(s) healthy; {last} (its output: `slipway logs --env {name}`)",
                     new.version,
                     g.healthy()
                 )));

@@ -207,7 +207,17 @@ pub fn websvc_build(version: &str) -> PathBuf {
     let lock = std::fs::File::create(root.join(".lock")).unwrap();
     lock.lock().unwrap(); // released when `lock` drops
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc/main.go");
-    let stamp = format!("{}", std::fs::read_to_string(&src).unwrap().len());
+    // Keyed on the sources and the slipway binary that builds them, so no test runs a
+    // stale build.
+    let stamp = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        std::fs::read(&src).unwrap().hash(&mut h);
+        std::fs::read(src.with_file_name("go.mod")).unwrap().hash(&mut h);
+        let m = std::fs::metadata(bin()).unwrap();
+        (m.len(), m.modified().unwrap()).hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
     let out = root.join(version);
     if std::fs::read_to_string(out.join(".stamp")).is_ok_and(|s| s == stamp) {
         return out;
