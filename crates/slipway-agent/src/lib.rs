@@ -66,11 +66,16 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn persist(&self) {
-        let specs = self.specs.lock().expect("specs lock").clone();
-        let tmp = self.state_file.with_extension("json.tmp");
+        let mut specs = self.specs.lock().expect("specs lock").clone();
+        // Secrets by reference only: values of `env:` sources stay in memory.
+        for g in specs.values_mut().flat_map(|s| s.groups.iter_mut()) {
+            for e in &mut g.env_from {
+                e.value = None;
+            }
+        }
         let data = serde_json::to_vec_pretty(&specs).expect("specs serialize");
-        if std::fs::write(&tmp, data).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.state_file);
+        if let Err(e) = slipway_sys::private::write_atomic(&self.state_file, &data) {
+            tracing::error!(error = %e, file = %self.state_file.display(), "cannot save the agent's state");
         }
     }
 
@@ -89,8 +94,22 @@ impl Shared {
             .clone()
     }
 
-    pub(crate) async fn apply(&self, name: &str, spec: EnvSpec) -> Result<EnvStatus, ApplyError> {
+    pub(crate) async fn apply(&self, name: &str, mut spec: EnvSpec) -> Result<EnvStatus, ApplyError> {
         let _one = self.change.lock().await;
+        // A secret that this apply does not carry (its deployer had none for a group already
+        // running) keeps the value the agent was given before.
+        if let Some(before) = self.specs.lock().expect("specs lock").get(name) {
+            for g in &mut spec.groups {
+                let Some(old) = before.groups.iter().find(|o| o.release == g.release) else { continue };
+                for e in g.env_from.iter_mut().filter(|e| e.value.is_none()) {
+                    e.value = old
+                        .env_from
+                        .iter()
+                        .find(|o| o.name == e.name && o.source == e.source)
+                        .and_then(|o| o.value.clone());
+                }
+            }
+        }
         let existed = self.envs.lock().expect("envs lock").contains_key(name);
         let sup = self.supervisor(name);
         let (tx, rx) = oneshot::channel();
@@ -152,6 +171,11 @@ impl Shared {
 /// Runs the agent until `shutdown` resolves; then stops every instance (draining them) and
 /// removes the socket. The desired state stays on disk for the next start.
 pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AgentError> {
+    let fixed = slipway_sys::private::ensure(&config.data_dir)
+        .map_err(|e| AgentError::Io { what: e.to_string(), source: std::io::Error::other("not private") })?;
+    if !fixed.is_empty() {
+        tracing::warn!(fixed = fixed.len(), "made the data directory private again (0700, files 0600)");
+    }
     let dir = config.data_dir.join("agent");
     let (log_dir, pid_dir) = (dir.join("logs"), dir.join("pids"));
     for d in [&dir, &log_dir, &pid_dir] {

@@ -547,10 +547,18 @@ impl Supervisor {
         let port = inst.port.to_string();
         let prefix = format!("{}#{}", inst.version, inst.id);
         inst.recent = logs::Recent::default();
+        let vars = match instance_env(&self.name, g, inst.id, inst.port) {
+            Ok(v) => v,
+            Err(how) => {
+                self.log.note(format!("{prefix} | slipway: {how}\n"));
+                let _ = self.events_tx.send(Ev::Exited { id: inst.id, how });
+                return;
+            }
+        };
         let args: Vec<String> = g.command[1..].iter().map(|a| a.replace("{{port}}", &port)).collect();
         let mut cmd = tokio::process::Command::new(&g.command[0]);
         cmd.args(&args)
-            .envs(instance_env(&self.name, g, inst.id, inst.port))
+            .envs(vars)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -624,8 +632,15 @@ impl Supervisor {
         inst.container = Some(String::new());
         inst.container_name = Some(name.clone());
         inst.next_probe = Instant::now() + Duration::from_millis(20);
-        let env: Vec<String> =
-            instance_env(&self.name, g, inst.id, inst.port).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env: Vec<String> = match instance_env(&self.name, g, inst.id, inst.port) {
+            Ok(v) => v.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            Err(how) => {
+                let prefix = format!("{}#{}", inst.version, inst.id);
+                self.log.note(format!("{prefix} | slipway: {how}\n"));
+                let _ = self.events_tx.send(Ev::Exited { id: inst.id, how });
+                return;
+            }
+        };
         let labels = std::collections::HashMap::from([
             (crate::docker::LABEL_AGENT.to_string(), self.agent_label.clone()),
             ("dev.slipway.environment".to_string(), self.name.clone()),
@@ -720,13 +735,28 @@ impl Supervisor {
 
 /// An instance's environment, process or container alike: the service's, then `PORT` and
 /// the `SLIPWAY_*` variables.
-fn instance_env(env: &str, g: &GroupSpec, id: u64, port: u16) -> Vec<(String, String)> {
+fn instance_env(env: &str, g: &GroupSpec, id: u64, port: u16) -> Result<Vec<(String, String)>, String> {
     let mut vars = g.env.clone();
+    for e in &g.env_from {
+        let value = match (e.source.strip_prefix("file:"), &e.value) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map(|v| v.strip_suffix('\n').unwrap_or(&v).to_string())
+                .map_err(|err| format!("cannot start: `{}` comes from {}: {err}", e.name, e.source))?,
+            (None, Some(v)) => v.clone(),
+            (None, None) => {
+                return Err(format!(
+                    "cannot start: `{}` comes from the deploying process's {} and this agent has not been given it since it started; deploy again (or `slipway agent start`) with it set, or use `value_from: file:/PATH`",
+                    e.name, e.source
+                ));
+            }
+        };
+        vars.push((e.name.clone(), value));
+    }
     vars.push(("PORT".into(), port.to_string()));
     vars.push(("SLIPWAY_ENVIRONMENT".into(), env.to_string()));
     vars.push(("SLIPWAY_VERSION".into(), g.version.clone()));
     vars.push(("SLIPWAY_INSTANCE".into(), id.to_string()));
-    vars
+    Ok(vars)
 }
 
 fn free_port() -> Option<u16> {

@@ -44,6 +44,11 @@ pub struct GroupSpec {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// Secret variables: the agent reads `file:` sources itself when an instance starts;
+    /// `env:` sources carry the deploying process's value, which the agent keeps in memory
+    /// only (never in its state file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFrom>,
     #[serde(default)]
     pub workdir: Option<String>,
     /// How many instances should run.
@@ -61,6 +66,24 @@ pub struct GroupSpec {
     /// a process; `command` is then the arguments after the image's entrypoint.
     #[serde(default)]
     pub container: Option<ContainerSpec>,
+}
+
+/// One secret variable of a group.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnvFrom {
+    pub name: String,
+    /// `env:NAME` or `file:PATH`.
+    pub source: String,
+    /// The value of an `env:` source, as the deploying process had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl std::fmt::Debug for EnvFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the value: specs end up in logs and error messages.
+        write!(f, "EnvFrom({} from {})", self.name, self.source)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

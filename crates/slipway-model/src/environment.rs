@@ -185,7 +185,51 @@ pub struct Service {
     /// Arguments; `{{port}}` is replaced by the instance's port (which is also in `$PORT`).
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Variables whose values are not in the file: read when an instance starts
+    /// (`value_from: env:NAME` from the deploying process, `file:PATH` by the agent), and
+    /// recorded by reference only.
+    pub env_from: Vec<(String, EnvSource)>,
     pub workdir: Option<String>,
+}
+
+/// Where a secret variable's value comes from (`value_from:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvSource {
+    /// The deploying process's environment variable.
+    Env(String),
+    /// A file on the agent's machine (absolute path); its content, less a final newline.
+    File(String),
+}
+
+impl EnvSource {
+    /// Parses `env:NAME` or `file:/absolute/path`.
+    pub fn parse(s: &str) -> Result<EnvSource, String> {
+        if let Some(name) = s.strip_prefix("env:") {
+            let ok = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            return match ok {
+                true => Ok(EnvSource::Env(name.to_string())),
+                false => Err(format!("`{name}` is not an environment variable name")),
+            };
+        }
+        if let Some(path) = s.strip_prefix("file:") {
+            return match path.starts_with('/') && !path.contains('\n') {
+                true => Ok(EnvSource::File(path.to_string())),
+                false => Err(format!("`{path}` is not an absolute path (the agent reads it on its machine)")),
+            };
+        }
+        Err(format!("`{s}` is neither `env:NAME` nor `file:/PATH`"))
+    }
+}
+
+impl std::fmt::Display for EnvSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvSource::Env(n) => write!(f, "env:{n}"),
+            EnvSource::File(p) => write!(f, "file:{p}"),
+        }
+    }
 }
 
 /// A count of instances, or a percentage of the desired count.

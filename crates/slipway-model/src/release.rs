@@ -184,6 +184,10 @@ pub struct ServiceConfig {
     pub args: Vec<String>,
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// Secret variables by reference (`env:NAME`, `file:PATH`), never by value. Left out when
+    /// empty, so configurations without them hash as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<(String, String)>,
     #[serde(default)]
     pub workdir: Option<String>,
 }
@@ -262,6 +266,7 @@ impl ReleaseConfig {
                 binary: env.service.binary.clone(),
                 args: env.service.args.clone(),
                 env: env.service.env.clone(),
+                env_from: env.service.env_from.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
                 workdir: env.service.workdir.clone(),
             },
             instances: env.instances,

@@ -175,6 +175,17 @@ impl Store {
         let open = |source| StoreError::Open { where_: where_.clone(), source };
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| open(sqlx::Error::Io(e)))?;
+        // The store holds release configurations: its owner's only. SQLite gives its WAL and
+        // shared-memory files the database file's mode, so creating that one 0600 is enough.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+            match created {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(open(sqlx::Error::Io(e))),
+            }
+        }
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(open)?
             .filename(path)
@@ -186,7 +197,11 @@ impl Store {
         // Two commands opening a new store at once must not both migrate it: the first holds
         // this lock while it does.
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-        let lock = std::fs::File::create(&lock_path).map_err(|e| open(sqlx::Error::Io(e)))?;
+        let lock = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&lock_path)
+        }
+        .map_err(|e| open(sqlx::Error::Io(e)))?;
         let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
             .await
             .map_err(|e| open(sqlx::Error::Io(std::io::Error::other(e))))?

@@ -11,16 +11,27 @@ pub fn user() -> String {
         }
     }
     // SAFETY: getuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() }.to_string();
+    user_name(unsafe { libc::getuid() })
+}
+
+/// The user database's name for `uid`, else `uid N`.
+pub fn user_name(uid: u32) -> String {
+    let id = uid.to_string();
     std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|p| {
             p.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
+                (f.len() > 2 && f[2] == id).then(|| f[0].to_string())
             })
         })
         .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// The effective user ID.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
 }
 
 /// This machine's host name.

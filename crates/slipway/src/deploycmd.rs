@@ -23,16 +23,41 @@ use slipway_store::Store;
 use crate::ui::{Ui, UserError, exit, print_table};
 
 /// The data directory: `--data-dir`, `$SLIPWAY_DATA_DIR`, else `$XDG_DATA_HOME/slipway`, else
-/// `~/.local/share/slipway`.
-pub fn data_dir(given: Option<PathBuf>) -> PathBuf {
-    if let Some(d) = given {
-        return d;
+/// `~/.local/share/slipway` — created private (0700), or made private again, before anything
+/// reads or writes it.
+pub fn data_dir(given: Option<PathBuf>, ui: &Ui) -> anyhow::Result<PathBuf> {
+    let dir = match given {
+        Some(d) => d,
+        None => match std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            Some(x) => PathBuf::from(x).join("slipway"),
+            None => std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from("/var/lib"), PathBuf::from)
+                .join(".local/share/slipway"),
+        },
+    };
+    let elsewhere = "or use a data directory of your own: `--data-dir DIR` or `SLIPWAY_DATA_DIR=DIR`";
+    match slipway_sys::private::ensure(&dir) {
+        Ok(fixed) if !fixed.is_empty() => {
+            ui.notice(&format!(
+                "the data directory {} was readable by other users: {} path(s) made private (0700 directories, 0600 files)",
+                dir.display(),
+                fixed.len()
+            ));
+            Ok(dir)
+        }
+        Ok(_) => Ok(dir),
+        Err(e @ slipway_sys::private::PrivateError::NotOwner { .. }) => {
+            Err(UserError::new(e.to_string()).hint(format!("run slipway as its owner, {elsewhere}")).into())
+        }
+        Err(slipway_sys::private::PrivateError::Io { path, source }) => {
+            let who = slipway_sys::whoami::user();
+            let mut err = UserError::new(format!("data directory {}: {source}", path.display()));
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                err = err.hint(format!("`{who}` may not use it: run slipway as the user who owns it, {elsewhere}"));
+            }
+            Err(err.into())
+        }
     }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("slipway");
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/var/lib"), PathBuf::from);
-    home.join(".local/share/slipway")
 }
 
 #[derive(Args)]

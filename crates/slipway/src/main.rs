@@ -299,7 +299,7 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Logs { first, second, env, lines, follow } => {
             if let Some(env) = env {
                 let root = project_dir(cli.project_dir)?;
-                return deploycmd::logs(&root, &deploycmd::data_dir(cli.data_dir), &env, lines, follow, ui);
+                return deploycmd::logs(&root, &deploycmd::data_dir(cli.data_dir, ui)?, &env, lines, follow, ui);
             }
             let root = project_dir(cli.project_dir)?;
             let first = first.unwrap_or_default();
@@ -310,27 +310,27 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             run::print_log(&root, run.as_deref(), &job)
         }
         Command::Deploy(args) => {
-            deploycmd::deploy(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+            deploycmd::deploy(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
         Command::Promote(args) => {
-            deploycmd::promote(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+            deploycmd::promote(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
         Command::Rollback(args) => {
-            deploycmd::rollback(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+            deploycmd::rollback(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
         Command::Repair(args) => {
-            deploycmd::repair(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+            deploycmd::repair(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
         Command::Approve(args) => {
-            deploycmd::approve(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+            deploycmd::approve(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
         Command::Status(args) => {
-            deploycmd::status(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+            deploycmd::status(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
         Command::History(args) => {
-            deploycmd::history(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir), args, ui)
+            deploycmd::history(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
-        Command::Agent(args) => deploycmd::agent(&deploycmd::data_dir(cli.data_dir), args, ui),
+        Command::Agent(args) => deploycmd::agent(&deploycmd::data_dir(cli.data_dir, ui)?, args, ui),
     }
 }
 

@@ -1152,3 +1152,82 @@ fn a_flood_of_output_cannot_grow_the_agent_or_its_log_directory() {
     assert!(dir_bytes <= 4 * (10 * 1024 * 1024 + 64 * 1024), "the log directory holds {dir_bytes} bytes");
     assert_eq!(body(&addr), "v1", "the instance keeps serving");
 }
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            found.extend(files_containing(&p, needle));
+        } else if ft.is_file()
+            && let Ok(bytes) = std::fs::read(&p)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            found.push(p);
+        }
+    }
+    found
+}
+
+#[test]
+fn what_an_environment_holds_is_private_and_secrets_are_kept_by_reference() {
+    use std::os::unix::fs::PermissionsExt;
+    let addr = free_addr();
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, "tok-from-a-file-4242\n").unwrap();
+    let env = format!(
+        "  web:\n    listen: {addr}\n    health: {{http: /healthz, interval: 200ms}}\n    service:\n      env:\n        GREETING: hello\n        DB_PASSWORD: {{value_from: \"env:WEBSVC_DB_PASSWORD\"}}\n        API_TOKEN: {{value_from: \"file:{}\"}}\n",
+        token_file.display()
+    );
+    let mut site = Site::new(&env);
+    // An old setup: the data directory and a file in it readable by everyone.
+    let data = site.data.path().to_path_buf();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.join("notes.txt"), "x").unwrap();
+    std::fs::set_permissions(data.join("notes.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = site.sw(&["status"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("was readable by other users") && r.stderr.contains("made private"), "{}", r.stderr);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&data), mode(&data.join("notes.txt"))), (0o700, 0o600));
+
+    site.start_agent();
+    let dir = build("v1");
+    // Without the variable in its environment, the deploy refuses before changing anything.
+    let r = site.sw(&["deploy", "web", "--artifacts", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(
+        r.stderr.contains("$WEBSVC_DB_PASSWORD") && r.stderr.contains("export WEBSVC_DB_PASSWORD="),
+        "{}",
+        r.stderr
+    );
+    assert!(http_get(&addr, "/").is_none(), "nothing was started");
+    let secret = "db-pass-from-the-shell-7f3a";
+    let out = site
+        .cmd(&["deploy", "web", "--artifacts", dir.to_str().unwrap()])
+        .env("WEBSVC_DB_PASSWORD", secret)
+        .output()
+        .unwrap();
+    let r = Run::from(out);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let value = |name: &str| {
+        let r = http_get(&addr, &format!("/env?name={name}")).unwrap();
+        r.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!((value("DB_PASSWORD").as_str(), value("API_TOKEN").as_str()), (secret, "tok-from-a-file-4242"));
+    assert_eq!(value("GREETING"), "hello");
+    // By reference only: in no file of the data directory, in no output.
+    let leaked = files_containing(&data, secret.as_bytes());
+    assert!(leaked.is_empty(), "the secret is in {leaked:?}");
+    assert!(files_containing(&data, b"tok-from-a-file-4242").is_empty());
+    let h = site.sw(&["history", "web", "--json"]);
+    assert!(h.code == 0 && !h.stdout.contains(secret), "{}", h.stdout);
+    // The store, the agent's state and the logs are the owner's only.
+    for f in ["slipway.db", "agent/state.json", "agent/logs/web.log", "agent.sock"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&data), 0o700);
+}

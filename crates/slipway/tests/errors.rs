@@ -201,6 +201,27 @@ fn ssh_target_errors_name_the_host_and_field() {
 }
 
 #[test]
+fn secret_sources_and_proxy_limits_are_checked() {
+    let out = check(
+        "job:\n  script: x\nenvironments:\n  dev:\n    listen: 127.0.0.1:8080\n    service:\n      env:\n        A: {value_from: \"vault:x\"}\n        B: {value_from: \"file:relative/path\"}\n        C: {value_from: \"env:1BAD\"}\n        D: {value_from: \"env:OK\", value: x}\n    proxy: {max_connections: 0, idle_timeout: 10ms, keepalive: 1s}\n",
+        &[],
+    );
+    for want in [
+        ".gitlab-ci.yml:8:25",
+        ".gitlab-ci.yml:12:47",
+        "`environments:dev:service:env:A:value_from`: `vault:x` is neither `env:NAME` nor `file:/PATH`",
+        "`relative/path` is not an absolute path (the agent reads it on its machine)",
+        "`1BAD` is not an environment variable name",
+        "unknown keyword `value` in `environments:dev:service:env:D`",
+        "`environments:dev:proxy:max_connections` must be between 1 and 1000000, found 0",
+        "`environments:dev:proxy:idle_timeout` must be at least 100ms",
+        "unknown keyword `keepalive` in `environments:dev:proxy`",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+}
+
+#[test]
 fn a_section_nothing_reads_is_refused_not_kept() {
     // Regression: `alerts:` with any content used to validate ("valid", exit 0) and be ignored.
     let out = check(

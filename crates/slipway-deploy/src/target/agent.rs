@@ -187,6 +187,7 @@ impl AgentTarget {
             version: r.version.clone(),
             command,
             env: svc.env.clone(),
+            env_from: secret_env(svc),
             workdir: svc.workdir.clone(),
             instances,
             weight,
@@ -467,6 +468,42 @@ impl AgentTarget {
     }
 }
 
+/// A release's secret variables for the agent: `env:` sources with this process's value
+/// (absent when it has none; the agent keeps what it had), `file:` sources for the agent.
+fn secret_env(svc: &slipway_model::release::ServiceConfig) -> Vec<slipway_api::EnvFrom> {
+    svc.env_from
+        .iter()
+        .map(|(name, source)| slipway_api::EnvFrom {
+            name: name.clone(),
+            source: source.clone(),
+            value: source.strip_prefix("env:").and_then(|var| std::env::var(var).ok()),
+        })
+        .collect()
+}
+
+/// Before anything changes: every `env:` source of the release to start is set here.
+fn check_secret_env(env: &str, r: &Release) -> Result<(), DeployError> {
+    let missing: Vec<&str> = r
+        .config
+        .service
+        .env_from
+        .iter()
+        .filter_map(|(_, source)| source.strip_prefix("env:"))
+        .filter(|var| std::env::var_os(var).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing.iter().map(|m| format!("${m}")).collect();
+    Err(DeployError::input(format!(
+        "release #{} ({}) of `{env}` takes {} from this process's environment, which does not have it",
+        r.id,
+        r.version,
+        names.join(", ")
+    ))
+    .hint(format!("set it (`export {}=...`) and run the command again, or use `value_from: file:/PATH`", missing[0])))
+}
+
 pub(crate) fn health_spec(h: &slipway_model::release::HealthConfig) -> HealthSpec {
     HealthSpec {
         probe: match &h.probe {
@@ -492,6 +529,7 @@ impl Target for AgentTarget {
     }
 
     async fn prepare(&self, cx: &Cx<'_>, release: &Release) -> Result<(), DeployError> {
+        check_secret_env(&self.env.name, release)?;
         let a = self.artifact(release).await?;
         match (&self.place, self.containers()) {
             (Place::Memory, _) => Ok(()),

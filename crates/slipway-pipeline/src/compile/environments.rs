@@ -215,6 +215,13 @@ impl Cx {
             }
             _ => {}
         }
+        if matches!(env.target, Target::Ssh(_)) && !env.service.env_from.is_empty() {
+            self.err(n.span, format!("`{path}:service:env`: `value_from` is not available for `target: ssh` yet"))
+                .hint = Some(
+                "ssh hosts get their variables in the unit; keep secrets on the host (`EnvironmentFile=`) for now"
+                    .into(),
+            );
+        }
         if env.listen.is_empty() && matches!(env.target, Target::Ssh(_)) {
             // The hosts are the entry points (or the load balancer in front of them).
         } else if env.listen.is_empty() {
@@ -242,19 +249,21 @@ impl Cx {
         let mut p = ProxyLimits::default();
         for (k, v) in self.map(n, path) {
             let f = format!("{path}:{}", k.name);
+            let timeout = |cx: &mut Cx, default: Duration| {
+                let d = cx.duration(v, &f).unwrap_or(default);
+                if d < Duration::from_millis(100) {
+                    cx.err(v.span, format!("`{f}` must be at least 100ms")).hint =
+                        Some("a client needs time to send its request; e.g. `10s`".into());
+                }
+                d
+            };
             match k.name.as_str() {
                 "max_connections" => {
                     p.max_connections = self.int(v, &f, 1, 1_000_000).map_or(p.max_connections, |i| i as u32)
                 }
-                "header_timeout" => p.header_timeout = self.duration(v, &f).unwrap_or(p.header_timeout),
-                "idle_timeout" => p.idle_timeout = self.duration(v, &f).unwrap_or(p.idle_timeout),
+                "header_timeout" => p.header_timeout = timeout(self, p.header_timeout),
+                "idle_timeout" => p.idle_timeout = timeout(self, p.idle_timeout),
                 _ => self.unknown_key(k, &format!("`{path}`"), &["max_connections", "header_timeout", "idle_timeout"]),
-            }
-        }
-        for (d, name) in [(p.header_timeout, "header_timeout"), (p.idle_timeout, "idle_timeout")] {
-            if d < Duration::from_millis(100) {
-                self.err(n.span, format!("`{path}:{name}` must be at least 100ms")).hint =
-                    Some("a client needs time to send its request; e.g. `10s`".into());
             }
         }
         p
@@ -452,12 +461,53 @@ impl Cx {
             match k.name.as_str() {
                 "binary" => s.binary = self.string(v, &field),
                 "args" => s.args = self.string_list(v, &field),
-                "env" => s.env = self.variables(v, &field).into_iter().map(|var| (var.name, var.value)).collect(),
+                "env" => self.service_env(v, &field, &mut s),
                 "workdir" => s.workdir = self.string(v, &field),
                 _ => self.unknown_key(k, &format!("`{path}`"), &["binary", "args", "env", "workdir"]),
             }
         }
         s
+    }
+
+    /// `service.env`: plain values, or `{value_from: env:NAME | file:/PATH}` for secrets.
+    fn service_env(&mut self, n: &Node, path: &str, s: &mut Service) {
+        let mut plain = Vec::new();
+        for (k, v) in self.map(n, path) {
+            let f = format!("{path}:{}", k.name);
+            let Value::Map(m) = &v.value else {
+                plain.push((k, v));
+                continue;
+            };
+            if !m.iter().any(|(mk, _)| mk.name == "value_from") {
+                plain.push((k, v));
+                continue;
+            }
+            if !super::is_valid_var_name(&k.name) {
+                self.err(k.span, format!("`{f}`: invalid variable name `{}`", k.name)).hint =
+                    Some("variable names use letters, digits and `_`, and do not start with a digit".into());
+                continue;
+            }
+            for (mk, mv) in m {
+                if mk.name != "value_from" {
+                    self.unknown_key(mk, &format!("`{f}`"), &["value_from"]);
+                    continue;
+                }
+                let Some(text) = self.string(mv, &format!("{f}:value_from")) else { continue };
+                match EnvSource::parse(&text) {
+                    Ok(src) => s.env_from.push((k.name.clone(), src)),
+                    Err(why) => self.err(mv.span, format!("`{f}:value_from`: {why}")).hint = Some(
+                        "`env:DB_PASSWORD` (from the deploying process) or `file:/run/secrets/db` (read by the agent)"
+                            .into(),
+                    ),
+                }
+            }
+        }
+        // Plain values keep GitLab's variable forms (`NAME: value`, `{value: ...}`).
+        let mut rest = n.clone();
+        if let Value::Map(m) = &mut rest.value {
+            m.retain(|(k, _)| plain.iter().any(|(p, _)| p.name == k.name));
+        }
+        s.env = self.variables(&rest, path).into_iter().map(|var| (var.name, var.value)).collect();
     }
 
     fn scale(&mut self, n: &Node, what: &str) -> Option<Scale> {
