@@ -208,7 +208,10 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     let state_file = dir.join("state.json");
     let specs: BTreeMap<String, EnvSpec> = match std::fs::read(&state_file) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-            tracing::error!(error = %e, file = %state_file.display(), "unreadable agent state; starting empty");
+            // Kept for a look; `slipway agent start` brings environments back from the store.
+            let kept = state_file.with_extension("json.unreadable");
+            let _ = std::fs::rename(&state_file, &kept);
+            tracing::error!(error = %e, file = %state_file.display(), kept = %kept.display(), "unreadable agent state; starting empty");
             BTreeMap::new()
         }),
         Err(_) => BTreeMap::new(),

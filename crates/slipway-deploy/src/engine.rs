@@ -267,6 +267,36 @@ impl Engine {
         self.repair_with_lock(env, false).await
     }
 
+    /// Brings back an environment whose target runs nothing at all although the store has a
+    /// current release: an agent that lost its state (`agent/state.json` gone or unreadable).
+    /// The current release is the recorded intent; a target that runs anything is left alone
+    /// (`status` reports it, and a deploy, rollback or repair decides). `None`: nothing to do.
+    pub async fn restore(&self, env: &Environment) -> Result<Option<String>, DeployError> {
+        let Some(current) = self.store.current(&env.name).await? else { return Ok(None) };
+        let target = self.target(env).await?;
+        let o = target.observe(Some(&current), std::slice::from_ref(&current)).await;
+        if let Some(why) = o.unreachable {
+            return Err(DeployError::new(ErrorKind::NoAgent, why));
+        }
+        if !o.units.is_empty() {
+            return Ok(None);
+        }
+        match self.store.lock(&env.name, &self.config.owner, None, self.config.lease).await? {
+            Lock::Held { owner, .. } => Ok(Some(format!("left to {owner}, which is deploying it"))),
+            _ => {
+                let events = self.events(env);
+                let cx = Cx { env, store: &self.store, events: &events, journal: current.id };
+                let r = async {
+                    target.prepare(&cx, &current).await?;
+                    target.reconcile(&cx, &current).await
+                }
+                .await;
+                let _ = self.store.unlock(&env.name, &self.config.owner).await;
+                Ok(Some(r?.join("; ")))
+            }
+        }
+    }
+
     /// Repairs `env` under its lock, unless another process holds it (then it is theirs).
     async fn repair_with_lock(&self, env: &Environment, always: bool) -> Result<Vec<String>, DeployError> {
         let target = self.target(env).await?;

@@ -320,6 +320,28 @@ impl Engine {
 
     /// Observes every environment: those the pipeline file declares, in its order, then those
     /// only the store knows; `only` keeps one (an unknown name is an error with a suggestion).
+    /// What `agent start` does after the agent answers: every environment of this machine's
+    /// agent that runs nothing although the store has a current release is brought back to it
+    /// (declared environments as the pipeline file says, others as their record says). One
+    /// entry per environment with a current release here: what was done, or why not.
+    pub async fn restore_all(
+        &self,
+        envs: &[Environment],
+    ) -> Result<Vec<(String, Result<Option<String>, DeployError>)>, DeployError> {
+        let mut out = Vec::new();
+        for (name, _) in self.store().environments().await? {
+            let Some(current) = self.store().current(&name).await? else { continue };
+            let declared = envs.iter().find(|e| e.name == name).cloned();
+            let Some(env) = declared.or_else(|| from_record(&name, &current.config)) else { continue };
+            if !matches!(env.target, Kind::Local | Kind::Docker(_)) || env.agent.is_some() {
+                continue;
+            }
+            let r = self.restore(&env).await;
+            out.push((name, r));
+        }
+        Ok(out)
+    }
+
     pub async fn observe_all(&self, envs: &[Environment], only: Option<&str>) -> Result<Vec<EnvState>, DeployError> {
         let mut names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
         for (n, _) in self.store().environments().await? {

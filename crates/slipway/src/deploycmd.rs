@@ -653,7 +653,7 @@ pub fn history(root: &Path, data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i
             }
             if args.steps {
                 for s in store.steps(r.id).await? {
-                    println!("    {:>3}. {} {}", s.seq, s.name, s.detail);
+                    println!("    #{} step {}: {} {}", r.id, s.seq, s.name, s.detail);
                 }
             }
         }
@@ -682,12 +682,17 @@ pub fn logs(root: &Path, data: &Path, env: &str, lines: usize, follow: bool, ui:
 
 // ----- the agent ---------------------------------------------------------------------------
 
-pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
+pub fn agent(root: Option<&Path>, data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
     let client = AgentClient::new(slipway_agent::socket_path(data));
     let rt = runtime()?;
     match args.action.unwrap_or(AgentAction::Run) {
         AgentAction::Run => {
-            let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+            // Colour only for a terminal: `agent start` writes this to agent.log.
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(ui.color)
+                .with_target(false)
+                .try_init();
             let config =
                 slipway_agent::AgentConfig { data_dir: data.to_path_buf(), metrics_listen: args.metrics_listen };
             let interrupts = slipway_sys::signals::Interrupts::install();
@@ -720,7 +725,40 @@ pub fn agent(data: &Path, args: AgentArgs, ui: &Ui) -> Result<i32> {
                 }
                 Err(e) => return Err(e.into()),
             }
-            Ok(exit::OK)
+            // An agent that lost its state runs nothing: every environment with a current
+            // release in the store is brought back to it, and each is named.
+            let declared = match root {
+                Some(r) => environments_if_any(r, None, ui).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let common = CommonArgs { file: None, wait: Duration::from_secs(60), json: false };
+            let restored = rt.block_on(async {
+                let engine = engine(data, ui, &common).await?;
+                engine.restore_all(&declared).await
+            });
+            let mut code = exit::OK;
+            match restored {
+                Ok(list) => {
+                    for (name, r) in list {
+                        match r {
+                            Ok(Some(what)) => println!("restored `{name}` from the store: {what}"),
+                            Ok(None) => {}
+                            Err(e) => {
+                                let hint = e.hint.clone().unwrap_or_else(|| format!("see `slipway status {name}`"));
+                                ui.error(
+                                    &UserError::new(format!("could not restore `{name}`: {}", e.message)).hint(hint),
+                                );
+                                code = exit_code(e.kind);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    ui.error(&UserError::new(format!("could not restore environments from the store: {}", e.message)));
+                    code = exit_code(e.kind);
+                }
+            }
+            Ok(code)
         }
         AgentAction::Stop => {
             match rt.block_on(slipway_agent::control::stop(data)) {

@@ -330,7 +330,10 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::History(args) => {
             deploycmd::history(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
-        Command::Agent(args) => deploycmd::agent(&deploycmd::data_dir(cli.data_dir, ui)?, args, ui),
+        Command::Agent(args) => {
+            let root = project_dir(cli.project_dir).ok();
+            deploycmd::agent(root.as_deref(), &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
+        }
     }
 }
 

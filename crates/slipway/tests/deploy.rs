@@ -424,6 +424,10 @@ fn a_protected_environment_waits_for_an_approval() {
     let out = waiting.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(body(&addr), "v1");
+    // Each recorded step says which release it belongs to.
+    let h = site.sw(&["history", "prod", "--steps"]);
+    let steps: Vec<&str> = h.stdout.lines().filter(|l| l.contains(" step ")).collect();
+    assert!(!steps.is_empty() && steps.iter().all(|l| l.trim_start().starts_with("#2 step ")), "{}", h.stdout);
 }
 
 #[test]
@@ -1230,4 +1234,43 @@ fn what_an_environment_holds_is_private_and_secrets_are_kept_by_reference() {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
     assert_eq!(mode(&data), 0o700);
+}
+
+#[test]
+fn agent_start_brings_environments_back_from_the_store_when_the_agent_lost_its_state() {
+    let addr = free_addr();
+    let site = Site::new(&rolling(&addr, ""));
+    /// Stops the background agent however the test ends.
+    struct Stop<'a>(&'a Site);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.sw(&["agent", "stop"]);
+        }
+    }
+    let _stop = Stop(&site);
+    let r = site.sw(&["agent", "start"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    assert_eq!(site.sw(&["agent", "stop"]).code, 0);
+    // The agent's own record of what to run is lost (corrupt); the store still knows.
+    let state = site.data.path().join("agent/state.json");
+    std::fs::write(&state, "{ not json").unwrap();
+    let r = site.sw(&["agent", "start"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(
+        r.stdout.contains("restored `web` from the store: back on v1 (#1), 3 instance(s) healthy"),
+        "{}",
+        r.debug()
+    );
+    assert_eq!(body(&addr), "v1", "serving as soon as `agent start` returns");
+    let st = site.status();
+    let web = st.iter().find(|e| e["environment"] == "web").unwrap();
+    assert_eq!((web["status"].as_str(), web["healthy"].as_u64()), (Some("healthy"), Some(3)), "{web}");
+    // A second start changes nothing and says nothing about restoring.
+    let r = site.sw(&["agent", "start"]);
+    assert!(r.code == 0 && !r.stdout.contains("restored"), "{}", r.debug());
+    // The agent's log, written to a file, has no colour codes.
+    let log = std::fs::read(site.data.path().join("agent/agent.log")).unwrap();
+    assert!(!log.contains(&0x1b), "ANSI escapes in agent.log");
+    assert!(String::from_utf8_lossy(&log).contains("unreadable agent state"));
 }
