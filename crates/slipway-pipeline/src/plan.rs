@@ -524,6 +524,34 @@ fn matrix_selects(mx: &[Vec<(String, Vec<String>)>], inst: &[(String, String)]) 
 }
 
 /// The plan as a plain tree (for `slipway plan` YAML/JSON output and the run record).
+/// Replaces every occurrence of a masked value in the strings (and keys) of `v`.
+fn mask_json(v: &mut serde_json::Value, masked: &[String]) {
+    let mask = |s: &str| -> Option<String> {
+        let hit = masked.iter().filter(|m| !m.is_empty() && s.contains(m.as_str()));
+        let mut out: Option<String> = None;
+        for m in hit {
+            out = Some(out.as_deref().unwrap_or(s).replace(m.as_str(), "[MASKED]"));
+        }
+        out
+    };
+    match v {
+        serde_json::Value::String(s) => {
+            if let Some(m) = mask(s) {
+                *s = m;
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| mask_json(x, masked)),
+        serde_json::Value::Object(o) => {
+            let entries: Vec<(String, serde_json::Value)> = std::mem::take(o).into_iter().collect();
+            for (k, mut x) in entries {
+                mask_json(&mut x, masked);
+                o.insert(mask(&k).unwrap_or(k), x);
+            }
+        }
+        _ => {}
+    }
+}
+
 pub fn to_json(plan: &Plan) -> serde_json::Value {
     let mut list = Vec::new();
     for j in &plan.jobs {
@@ -653,7 +681,11 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
         if !j.tags.is_empty() {
             m.insert("tags".into(), j.tags.clone().into());
         }
-        list.push(serde_json::Value::Object(m));
+        // Masked values may reach any field through expansion (a cache key, an image, an
+        // environment URL): every string of the record is masked, not only the variables.
+        let mut job = serde_json::Value::Object(m);
+        mask_json(&mut job, &j.masked);
+        list.push(job);
     }
     let mut out = serde_json::Map::new();
     if let Some(n) = &plan.name {

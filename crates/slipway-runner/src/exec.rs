@@ -199,10 +199,10 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
     // 3. Caches.
     let mut cache_keys = Vec::new();
     for c in &job.cache {
-        let key = files::cache_key(c, &ws);
+        let key = files::cache_key(c, &ws, &job.masked);
         if c.policy != CachePolicy::Push {
             let mut keys = vec![key.clone()];
-            keys.extend(c.fallback_keys.iter().cloned());
+            keys.extend(c.fallback_keys.iter().map(|k| files::key_name(k, &job.masked)));
             match files::restore_cache(&cfg.cache_dir, &keys, &ws) {
                 Ok(Some(k)) => out.notice(&format!("Restoring cache `{k}`")),
                 Ok(None) => out.notice(&format!("No cache for key `{key}`")),

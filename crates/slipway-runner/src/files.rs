@@ -151,8 +151,9 @@ pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// The cache key of a cache entry, computed in the job's workspace (`key:files` hashes the
-/// named files' contents; a missing file hashes as absent).
-pub fn cache_key(c: &Cache, ws: &Path) -> String {
+/// named files' contents; a missing file hashes as absent). A key holding a masked value
+/// becomes `masked-<hash>`: a secret never becomes a directory name (nor a notice).
+pub fn cache_key(c: &Cache, ws: &Path, masked: &[String]) -> String {
     let raw = match &c.key {
         CacheKey::Literal(k) => k.clone(),
         CacheKey::Files { files, prefix } => {
@@ -172,7 +173,16 @@ pub fn cache_key(c: &Cache, ws: &Path) -> String {
             }
         }
     };
-    sanitize_key(&raw)
+    key_name(&raw, masked)
+}
+
+/// A cache key as a directory name: `masked-<hash>` when it holds a masked value.
+pub fn key_name(raw: &str, masked: &[String]) -> String {
+    if masked.iter().any(|m| !m.is_empty() && raw.contains(m.as_str())) {
+        let hex: String = Sha256::digest(raw.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect();
+        return format!("masked-{hex}");
+    }
+    sanitize_key(raw)
 }
 
 fn sanitize_key(k: &str) -> String {

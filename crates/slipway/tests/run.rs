@@ -212,6 +212,13 @@ leak:
     - echo "token is $API_TOKEN and $FROM_FILE"
     - printf '%s' "${API_TOKEN:0:5}"; sleep 0.3; printf '%s\n' "${API_TOKEN:5}"
     - echo "file secret $DB_PASSWORD" >&2
+cached:
+  cache:
+    key: deps-$FROM_FILE-$API_TOKEN
+    fallback_keys: [old-$API_TOKEN]
+    paths: [deps/]
+  script:
+    - mkdir -p deps && echo kept > deps/f
 "#,
     )]);
     r.write("secrets.env", "DB_PASSWORD=correct-horse-battery\n");
@@ -234,6 +241,40 @@ leak:
             !text.contains("glpat-s3cr3t-t0ken") && !text.contains("correct-horse-battery"),
             "secret leaked:\n{text}"
         );
+    }
+    // A second run restores the cache: its notices, the recorded plan and every name and
+    // file of the run records and the cache hold no secret either.
+    let again = r.slipway(&["run", "--json", "--secret", "API_TOKEN=glpat-s3cr3t-t0ken"]);
+    assert_eq!(again.code, 0, "{}", again.debug());
+    let cached = std::fs::read_to_string(r.path().join(".slipway/runs/2/logs/cached.log")).unwrap();
+    assert!(cached.contains("Restoring cache `masked-"), "{cached}");
+    fn walk(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let text = if p.is_dir() {
+                String::new()
+            } else {
+                String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned()
+            };
+            out.push((p.display().to_string(), text));
+            if p.is_dir() {
+                walk(&p, out);
+            }
+        }
+    }
+    let mut records = Vec::new();
+    walk(&r.path().join(".slipway/runs"), &mut records);
+    walk(&r.path().join(".slipway/cache"), &mut records);
+    assert!(
+        records.iter().any(|(p, _)| p.ends_with("plan.json")) && records.iter().any(|(p, _)| p.contains("masked-"))
+    );
+    for (path, text) in &records {
+        for secret in ["glpat-s3cr3t-t0ken", "yaml-masked-value-42", "correct-horse-battery"] {
+            assert!(!path.contains(secret) && !text.contains(secret), "`{secret}` in {path}");
+        }
+    }
+    for text in [&again.stdout, &again.stderr] {
+        assert!(!text.contains("glpat-s3cr3t-t0ken") && !text.contains("yaml-masked-value-42"), "{text}");
     }
     let log = run.log("leak");
     assert!(log.contains(&"token is [MASKED] and [MASKED]".to_string()), "{log:?}");
