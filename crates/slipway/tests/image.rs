@@ -36,10 +36,36 @@ fn multi_platform_images_are_reproducible_and_readable_by_skopeo() {
     let v = json(&first);
     assert_eq!(v["tag"], "v2.0.0");
     assert_eq!(v["platforms"].as_array().unwrap().len(), 2);
-    // Same inputs, same digest — even from a fresh layout directory.
+    // Same inputs, same digest — even from a fresh layout directory, and more than a second
+    // later (a time taken from the clock would show).
     std::fs::remove_dir_all(r.path().join("dist/image")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let again = json(&r.slipway(&["image", "build", "--json", "--port", "8080"]));
     assert_eq!(v["digest"], again["digest"], "{v}\n{again}");
+    // SOURCE_DATE_EPOCH, when set, is the time instead of the commit's.
+    let epoch = Command::new(bin())
+        .args(["image", "build", "--json", "--port", "8080", "--layout", "dist/epoch"])
+        .current_dir(r.path())
+        .env("NO_COLOR", "1")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(epoch.status.success(), "{}", String::from_utf8_lossy(&epoch.stderr));
+    let created_of = |layout: &str| -> i64 {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--override-arch", "amd64", "--config", &format!("oci:{layout}:v2.0.0")])
+            .current_dir(r.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t: jiff::Timestamp = cfg["created"].as_str().unwrap().parse().unwrap();
+        assert!(cfg["history"].as_array().unwrap().iter().all(|h| h["created"] == cfg["created"]), "{cfg}");
+        t.as_second()
+    };
+    let commit_time: i64 = r.git(&["log", "-1", "--format=%ct"]).trim().parse().unwrap();
+    assert_eq!(created_of("dist/image"), commit_time, "`created` is the commit's time");
+    assert_eq!(created_of("dist/epoch"), 1_700_000_000, "`created` is SOURCE_DATE_EPOCH");
 
     let out = Command::new("skopeo")
         .args(["inspect", "--override-arch", "arm64", "--config", "oci:dist/image:v2.0.0"])
