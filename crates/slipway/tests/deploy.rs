@@ -88,6 +88,28 @@ impl Site {
         serde_json::from_str(&r.stdout).unwrap()
     }
 
+    /// What the agent runs for `env`, asked directly (no command that could repair):
+    /// (version, weight, instances) per group, and the containers or pids of its instances.
+    fn agent_runs(&self, env: &str) -> Vec<(String, u64, usize)> {
+        let out = Command::new("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(self.data.path().join("agent.sock"))
+            .arg(format!("http://agent/v1/envs/{env}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let n = g["instances"].as_array().unwrap().len();
+                (g["version"].as_str().unwrap().to_string(), g["weight"].as_u64().unwrap(), n)
+            })
+            .collect()
+    }
+
     /// Processes running a binary of this site's artifact store.
     fn instances(&self) -> usize {
         let store = self.data.path().join("artifacts");
@@ -161,6 +183,9 @@ fn rolling_update_under_load_loses_no_request_and_a_bad_release_rolls_back() {
     assert!(r.stderr.contains("rolled back to v2"), "{}", r.stderr);
     assert_eq!(l["failed"], 0, "{l}");
     assert_eq!(l["by_body"].as_object().unwrap().keys().collect::<Vec<_>>(), ["v2"], "{l}");
+    // The agent runs v2 alone again, before any command that could repair it.
+    assert_eq!(site.agent_runs("web"), [("v2".to_string(), 100, 3)]);
+    assert_eq!(site.instances(), 3, "no v3 process is left");
     let h = site.history("web");
     let outcome: Vec<(&str, &str, &str)> = h
         .iter()
@@ -196,11 +221,16 @@ fn rolling_update_under_load_loses_no_request_and_a_bad_release_rolls_back() {
     assert!(r.stderr.contains("its last output:") && r.stderr.contains("crashing on purpose"), "{}", r.stderr);
     assert!(r.stderr.contains("`slipway logs --env web`"), "{}", r.stderr);
     assert!(t.elapsed() < Duration::from_secs(4), "crash loops are caught before the deadline");
+    assert_eq!(site.agent_runs("web"), [("v2".to_string(), 100, 3)]);
+    assert_eq!(site.instances(), 3, "no crashing v5 process is left");
 
     // Rollback by hand goes to the release before the current one: v1.
     let r = site.sw(&["rollback", "web"]);
     assert_eq!(r.code, 0, "{}", r.debug());
     assert_eq!(body(&addr), "v1");
+    let runs = site.agent_runs("web");
+    assert!(runs.len() == 1 && runs[0].0 == "v1" && runs[0].1 > 0 && runs[0].2 == 3, "{runs:?}");
+    assert_eq!(site.instances(), 3);
     assert_eq!(site.history("web")[0]["reason"], "rollback");
     // Deploying what already runs changes nothing.
     let r = site.deploy("web", "v1");
@@ -762,12 +792,20 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
     assert_eq!(r.code, 1, "{}", r.debug());
     assert!(r.stderr.contains("GET /healthz: 503") && r.stderr.contains("rolled back to v2"), "{}", r.stderr);
     assert_eq!(body(&addr), "v2");
+    // What the agent and the Docker Engine run, before any command that could repair it.
+    let containers_of = |version: &str| {
+        docker_out(&["ps", "-q", "--filter", &format!("label=dev.slipway.version={version}")]).lines().count()
+    };
+    assert_eq!(site.agent_runs("web").iter().map(|(v, w, _)| (v.as_str(), *w)).collect::<Vec<_>>(), [("v2", 100)]);
+    assert_eq!(containers_of("v3-unhealthy"), 0, "no v3 container is left");
 
     // A container that exits at once is caught as a crash loop; v2 keeps serving.
     let r = deploy("v5-crash");
     assert_eq!(r.code, 1, "{}", r.debug());
     assert!(r.stderr.contains("keeps crashing") && r.stderr.contains("exited with 3"), "{}", r.stderr);
     assert_eq!(body(&addr), "v2");
+    assert_eq!(site.agent_runs("web").iter().map(|(v, w, _)| (v.as_str(), *w)).collect::<Vec<_>>(), [("v2", 100)]);
+    assert_eq!(containers_of("v5-crash"), 0, "no v5 container is left");
     // An archive that is not there, and a Docker Engine that does not answer.
     let r = site.sw(&["deploy", "web", "--artifacts", "/nonexistent/image.tar"]);
     assert_eq!(r.code, 2, "{}", r.debug());

@@ -601,7 +601,7 @@ impl Target for AgentTarget {
         }
     }
 
-    async fn restore(&self, cx: &Cx<'_>, old: Option<&Release>, _failed: &Release) -> Result<String, Step> {
+    async fn restore(&self, cx: &Cx<'_>, old: Option<&Release>, failed: &Release) -> Result<String, Step> {
         let Some(old) = old else {
             self.fleet.remove(&self.env.name).await?;
             return Ok("stopped it; nothing ran here before".into());
@@ -611,6 +611,10 @@ impl Target for AgentTarget {
         let n = old.config.instances;
         self.apply(cx, "rollback", vec![self.group(old, n, 100).await?]).await?;
         self.wait_healthy(old.group_id(), n).await?;
+        // Rolled back means the failed release no longer runs, not that it is stopping.
+        if failed.group_id() != old.group_id() {
+            self.wait_gone(cx, failed.group_id()).await?;
+        }
         Ok(format!("{} back in {:.1}s", old.version, started.elapsed().as_secs_f64()))
     }
 
