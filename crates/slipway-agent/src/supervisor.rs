@@ -81,6 +81,10 @@ struct Instance {
     drain: Option<(Instant, Instant)>,
     /// SIGTERM sent; SIGKILL at this instant.
     kill_at: Option<Instant>,
+    /// Since when (Unix ms) it is in `state`.
+    since: u64,
+    /// Being restarted for failing its health checks: SIGKILL at this instant, and why.
+    liveness: Option<(Instant, String)>,
     inflight: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -192,6 +196,7 @@ fn empty_spec() -> EnvSpec {
             timeout_ms: 1000,
             successes: 1,
             failures: 3,
+            restart_after_ms: None,
         },
         stop_grace_ms: 10_000,
         drain_timeout_ms: 30_000,
@@ -299,12 +304,17 @@ impl Supervisor {
                     self.pids.forget(pid);
                 }
                 inst.container = None;
+                // Stopped for failing its checks: a crash of its own kind, restarted the same way.
+                let how = match inst.liveness.take() {
+                    Some((_, why)) => why,
+                    None => how,
+                };
                 if inst.kill_at.is_some() || inst.drain.is_some() {
                     self.log.note(format!("{}#{} | slipway: stopped ({how})\n", inst.version, inst.id));
                     self.instances.remove(i);
                     return;
                 }
-                inst.state = InstanceState::Crashed;
+                set_state(inst, InstanceState::Crashed);
                 inst.restarts += 1;
                 inst.crashes_in_a_row += 1;
                 inst.passes = 0;
@@ -324,6 +334,9 @@ impl Supervisor {
                 let Some(spec) = self.spec.as_ref() else { return };
                 let (successes, failures, interval) =
                     (spec.health.successes, spec.health.failures, Duration::from_millis(spec.health.interval_ms));
+                let restart_after = spec.health.restart_after_ms;
+                let grace = Duration::from_millis(spec.stop_grace_ms);
+                let docker = self.docker.clone();
                 let Some(inst) = self.instances.iter_mut().find(|i| i.id == id) else { return };
                 inst.probing = false;
                 if !inst.alive() || inst.drain.is_some() {
@@ -334,9 +347,14 @@ impl Supervisor {
                         inst.passes += 1;
                         inst.fails = 0;
                         if inst.passes >= successes && inst.state != InstanceState::Healthy {
-                            inst.state = InstanceState::Healthy;
-                            inst.crashes_in_a_row = 0;
+                            set_state(inst, InstanceState::Healthy);
                             inst.last_error = None;
+                        }
+                        // Healthy for a while: the next crash is restarted at once again.
+                        if inst.state == InstanceState::Healthy
+                            && now_ms().saturating_sub(inst.since) >= BACKOFF_RESET.as_millis() as u64
+                        {
+                            inst.crashes_in_a_row = 0;
                         }
                     }
                     Err(e) => {
@@ -344,13 +362,37 @@ impl Supervisor {
                         inst.passes = 0;
                         inst.last_error = Some(e);
                         if inst.state == InstanceState::Healthy && inst.fails >= failures {
-                            inst.state = InstanceState::Unhealthy;
+                            set_state(inst, InstanceState::Unhealthy);
                             self.log.note(format!(
                                 "{}#{} | slipway: unhealthy ({}); out of traffic\n",
                                 inst.version,
                                 inst.id,
                                 inst.last_error.as_deref().unwrap_or("")
                             ));
+                        }
+                        // A liveness probe: unhealthy for `restart_after` → restarted.
+                        let unhealthy_ms = now_ms().saturating_sub(inst.since);
+                        if inst.state == InstanceState::Unhealthy
+                            && inst.liveness.is_none()
+                            && restart_after.is_some_and(|after| unhealthy_ms >= after)
+                        {
+                            let why = format!(
+                                "restarted: unhealthy for {:.0}s ({})",
+                                unhealthy_ms as f64 / 1000.0,
+                                inst.last_error.as_deref().unwrap_or("failing its health check")
+                            );
+                            self.log.note(format!("{}#{} | slipway: {why}\n", inst.version, inst.id));
+                            match (&inst.container, docker) {
+                                (Some(c), Some(d)) if !c.is_empty() => {
+                                    crate::docker::stop(d, c.clone(), grace.as_secs() as i64)
+                                }
+                                _ => {
+                                    if let Some(pid) = inst.pid {
+                                        sys::signal_group(pid, sys::SIGTERM);
+                                    }
+                                }
+                            }
+                            inst.liveness = Some((Instant::now() + grace, why));
                         }
                     }
                 }
@@ -433,9 +475,9 @@ impl Supervisor {
                             inst.kill_at = Some(now + grace);
                         }
                     }
-                    inst.state = InstanceState::Draining;
+                    set_state(inst, InstanceState::Draining);
                 } else {
-                    inst.state = InstanceState::Draining;
+                    set_state(inst, InstanceState::Draining);
                 }
             } else if inst.kill_at.is_some_and(|k| now >= k) {
                 match (&inst.container, &self.docker) {
@@ -459,6 +501,14 @@ impl Supervisor {
                 continue;
             }
             let inst = &mut self.instances[idx];
+            if let Some((kill_at, _)) = &inst.liveness {
+                if now >= *kill_at
+                    && let Some(pid) = inst.pid
+                {
+                    sys::signal_group(pid, sys::SIGKILL);
+                }
+                continue;
+            }
             if inst.container.as_deref() != Some("") && inst.alive() && !inst.probing && now >= inst.next_probe {
                 inst.probing = true;
                 let (id, port, tx) = (inst.id, inst.port, self.events_tx.clone());
@@ -524,6 +574,8 @@ impl Supervisor {
             restart_at: None,
             drain: None,
             kill_at: None,
+            since: now_ms(),
+            liveness: None,
             inflight: Arc::default(),
         });
         let idx = self.instances.len() - 1;
@@ -533,7 +585,7 @@ impl Supervisor {
     fn restart(&mut self, idx: usize, g: &GroupSpec) {
         let inst = &mut self.instances[idx];
         inst.restart_at = None;
-        inst.state = InstanceState::Starting;
+        set_state(inst, InstanceState::Starting);
         inst.passes = 0;
         inst.fails = 0;
         self.launch(idx, g);
@@ -714,6 +766,7 @@ impl Supervisor {
                 restarts: inst.restarts,
                 last_error: inst.last_error.clone(),
                 log: self.log_path.display().to_string(),
+                since_ms: Some(inst.since),
             });
         }
         let mut connections = Vec::new();
@@ -732,6 +785,21 @@ impl Supervisor {
         }
     }
 }
+
+fn now_ms() -> u64 {
+    slipway_model::time::now_ms() as u64
+}
+
+/// Changes an instance's state, noting since when.
+fn set_state(inst: &mut Instance, state: InstanceState) {
+    if inst.state != state {
+        inst.state = state;
+        inst.since = now_ms();
+    }
+}
+
+/// How long an instance must stay healthy before its crash back-off starts over.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
 
 /// An instance's environment, process or container alike: the service's, then `PORT` and
 /// the `SLIPWAY_*` variables.

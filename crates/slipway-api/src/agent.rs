@@ -111,6 +111,9 @@ pub struct HealthSpec {
     pub timeout_ms: u64,
     pub successes: u32,
     pub failures: u32,
+    /// Restart an instance that was healthy and has failed its checks this long.
+    #[serde(default)]
+    pub restart_after_ms: Option<u64>,
 }
 
 /// What the agent observes for an environment.
@@ -190,6 +193,9 @@ pub struct InstanceStatus {
     /// The last health check or exit failure, e.g. `GET /healthz: 503` or `exited with 1`.
     pub last_error: Option<String>,
     pub log: String,
+    /// Since when (Unix ms) the instance is in its state.
+    #[serde(default)]
+    pub since_ms: Option<u64>,
 }
 
 /// Cumulative traffic counters of a group through the agent's proxy since the group began.

@@ -53,6 +53,19 @@ pub enum Health {
 }
 
 impl Health {
+    /// Whether someone should look: what runs is not what was released, or not well.
+    pub fn needs_attention(self) -> bool {
+        matches!(
+            self,
+            Health::Interrupted
+                | Health::Degraded
+                | Health::Failed
+                | Health::Drift
+                | Health::Unmanaged
+                | Health::Unknown
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Health::NotDeployed => "not deployed",
@@ -230,11 +243,23 @@ fn judge(current: &Release, latest: Option<&Release>, o: &crate::target::Observa
     if let Some(why) = &o.unreachable {
         return (Health::Unknown, Some(why.clone()));
     }
+    // Since when, and why: what a person paged at night asks first.
+    let failing = o.failing_since.as_ref().map(|(since, why)| {
+        let now = slipway_model::time::now_ms();
+        let since = (*since as i64).min(now);
+        format!(
+            "{} of {} instance(s) failing since {} ({}): {why}",
+            o.desired.saturating_sub(o.healthy),
+            o.desired,
+            slipway_model::time::rfc3339(since),
+            slipway_model::time::ago(since, now)
+        )
+    });
     if o.healthy == 0 {
-        let why = if o.drift.is_empty() {
-            "no instance is healthy".to_string()
-        } else {
+        let why = if !o.drift.is_empty() {
             format!("drift: {}", o.drift.join("; "))
+        } else {
+            failing.unwrap_or_else(|| "no instance is healthy".to_string())
         };
         return (Health::Failed, Some(why));
     }
@@ -242,7 +267,7 @@ fn judge(current: &Release, latest: Option<&Release>, o: &crate::target::Observa
         return (Health::Drift, Some(format!("differs from the release record: {}", o.drift.join("; "))));
     }
     if o.healthy < o.desired {
-        return (Health::Degraded, None);
+        return (Health::Degraded, failing);
     }
     // Rolled back: the release before a failed one runs again. A release that failed before
     // it started (an approval that never came, a busy lock) rolled nothing back.

@@ -354,6 +354,9 @@ pub struct HealthCheck {
     pub failures: u32,
     /// A new release that is not healthy by then is rolled back.
     pub deadline: Duration,
+    /// An instance that was healthy and has failed its checks this long is restarted (with
+    /// the crash back-off), like a Kubernetes liveness probe; `None` never restarts it.
+    pub restart_after: Option<Duration>,
 }
 
 impl Default for HealthCheck {
@@ -365,6 +368,7 @@ impl Default for HealthCheck {
             successes: 1,
             failures: 3,
             deadline: Duration::from_secs(60),
+            restart_after: Some(Duration::from_secs(30)),
         }
     }
 }

@@ -539,10 +539,14 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
                 return Ok(report(ui, args.env.as_deref().unwrap_or(""), e, args.json));
             }
         };
+        let code = match states.iter().any(|s| s.status.needs_attention()) {
+            true => exit::ATTENTION,
+            false => exit::OK,
+        };
         if args.json {
             let list: Vec<serde_json::Value> = states.iter().map(state_json).collect();
             println!("{}", serde_json::to_string_pretty(&list)?);
-            return Ok(exit::OK);
+            return Ok(code);
         }
         if states.is_empty() {
             println!("no environments: add an `environments:` section to the pipeline file (docs/deploy.md)");
@@ -574,7 +578,7 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
         for s in states.iter().filter(|s| s.detail.is_some()) {
             eprintln!("{}: {}", s.environment, s.detail.as_deref().unwrap_or(""));
         }
-        Ok(exit::OK)
+        Ok(code)
     })
 }
 

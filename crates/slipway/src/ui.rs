@@ -17,6 +17,8 @@ pub mod exit {
     pub const OK: i32 = 0;
     pub const FAILED: i32 = 1;
     pub const USAGE: i32 = 2;
+    /// `status`: an environment needs attention (degraded, failed, interrupted, drift, …).
+    pub const ATTENTION: i32 = 6;
     pub const CANCELED: i32 = 130;
 }
 

@@ -78,8 +78,15 @@ impl Site {
 
     fn status(&self) -> Vec<serde_json::Value> {
         let r = self.sw(&["status", "--json"]);
-        assert_eq!(r.code, 0, "{}", r.debug());
-        serde_json::from_str(&r.stdout).unwrap()
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.debug()));
+        // 6 exactly when an environment needs attention (docs/cli.md).
+        let attention = list.iter().any(|e| {
+            ["interrupted", "degraded", "failed", "drift", "unmanaged", "unknown"]
+                .contains(&e["status"].as_str().unwrap())
+        });
+        assert_eq!(r.code, if attention { 6 } else { 0 }, "{}", r.debug());
+        list
     }
 
     fn history(&self, env: &str) -> Vec<serde_json::Value> {
@@ -1311,4 +1318,63 @@ fn agent_start_brings_environments_back_from_the_store_when_the_agent_lost_its_s
     let log = std::fs::read(site.data.path().join("agent/agent.log")).unwrap();
     assert!(!log.contains(&0x1b), "ANSI escapes in agent.log");
     assert!(String::from_utf8_lossy(&log).contains("unreadable agent state"));
+}
+
+#[test]
+fn a_release_that_turns_unhealthy_is_reported_since_when_and_its_instances_restarted() {
+    let addr = free_addr();
+    let env = format!(
+        "  web:\n    instances: 2\n    listen: {addr}\n    health: {{http: /healthz, interval: 200ms, failures: 2, restart_after: 2s}}\n"
+    );
+    let mut site = Site::new(&env);
+    site.start_agent();
+    // Healthy at rollout; two seconds later every check and request fails.
+    let r = site.deploy("web", "v1-degrade");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let t = Instant::now();
+    let web = loop {
+        let st = site.status();
+        let web = st.into_iter().find(|e| e["environment"] == "web").unwrap();
+        if web["status"] != "healthy" || t.elapsed() > Duration::from_secs(10) {
+            break web;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Status says so, since when and why, and exits 6 (the helper checks the code).
+    assert!(["degraded", "failed"].contains(&web["status"].as_str().unwrap()), "{web}");
+    let detail = web["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("instance(s) failing since") && detail.contains("GET /healthz: 503"), "{detail}");
+    let since = detail.split("failing since ").nth(1).unwrap().split(' ').next().unwrap();
+    let since: jiff::Timestamp = since.parse().unwrap_or_else(|e| panic!("{e}: {detail}"));
+    assert!(since.as_second() > jiff::Timestamp::now().as_second() - 30, "{detail}");
+    let human = site.sw(&["status"]);
+    assert_eq!(human.code, 6, "{}", human.debug());
+    assert!(human.stderr.contains("failing since"), "{}", human.debug());
+
+    // After `restart_after` (2 s) unhealthy, each instance is restarted, like a liveness probe.
+    let t = Instant::now();
+    let restarts = loop {
+        let out = Command::new("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(site.data.path().join("agent.sock"))
+            .arg("http://agent/v1/envs/web")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let n: u64 =
+            v["groups"][0]["instances"].as_array().unwrap().iter().map(|i| i["restarts"].as_u64().unwrap()).sum();
+        if n >= 2 || t.elapsed() > Duration::from_secs(10) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(restarts >= 2, "both instances restarted ({restarts})");
+    let log = site.sw(&["logs", "--env", "web", "-n", "200"]).stdout;
+    assert!(log.contains("slipway: restarted: unhealthy for 2s (GET /healthz: 503"), "{log}");
+    // Restarted after the crash back-off, not added: two processes again.
+    let t = Instant::now();
+    while site.instances() != 2 {
+        assert!(t.elapsed() < Duration::from_secs(5), "{} instance processes", site.instances());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

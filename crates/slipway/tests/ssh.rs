@@ -190,8 +190,12 @@ impl Project {
 
     fn status(&self) -> serde_json::Value {
         let r = self.sw(&["status", "--json"]);
-        assert_eq!(r.code, 0, "{}", r.debug());
-        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()[0].clone()
+        let st = serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()[0].clone();
+        // 6 exactly when the environment needs attention (docs/cli.md).
+        let attention = ["interrupted", "degraded", "failed", "drift", "unmanaged", "unknown"]
+            .contains(&st["status"].as_str().unwrap_or(""));
+        assert_eq!(r.code, if attention { 6 } else { 0 }, "{}", r.debug());
+        st
     }
 
     fn history(&self, env: &str) -> Vec<serde_json::Value> {

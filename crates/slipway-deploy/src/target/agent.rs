@@ -154,7 +154,10 @@ impl AgentTarget {
                 Strategy::BlueGreen { preview, .. } => preview.clone(),
                 _ => None,
             },
-            health: health_spec(&slipway_model::release::HealthConfig::of(env)),
+            health: HealthSpec {
+                restart_after_ms: env.health.restart_after.map(|d| d.as_millis() as u64),
+                ..health_spec(&slipway_model::release::HealthConfig::of(env))
+            },
             stop_grace_ms: env.stop_grace.as_millis() as u64,
             drain_timeout_ms: env.drain_timeout.as_millis() as u64,
             groups,
@@ -515,6 +518,7 @@ pub(crate) fn health_spec(h: &slipway_model::release::HealthConfig) -> HealthSpe
         timeout_ms: h.timeout_ms,
         successes: h.successes,
         failures: h.failures,
+        restart_after_ms: None,
     }
 }
 
@@ -666,6 +670,15 @@ impl Target for AgentTarget {
         if let Some(c) = current {
             let group = live.as_ref().and_then(|l| l.group(c.group_id()));
             o.healthy = group.map_or(0, |g| g.healthy());
+            o.failing_since = group.and_then(|g| {
+                g.instances
+                    .iter()
+                    .filter(|i| i.state != slipway_api::InstanceState::Healthy)
+                    .filter_map(|i| {
+                        Some((i.since_ms?, i.last_error.clone().unwrap_or_else(|| format!("{:?}", i.state))))
+                    })
+                    .min_by_key(|(since, _)| *since)
+            });
             match group {
                 None => o.drift.push(format!("the agent does not run {} (#{})", c.version, c.id)),
                 Some(g) if g.desired != c.config.instances => o.drift.push(format!(

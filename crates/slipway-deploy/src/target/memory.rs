@@ -90,6 +90,7 @@ fn empty_spec() -> EnvSpec {
             timeout_ms: 100,
             successes: 1,
             failures: 1,
+            restart_after_ms: None,
         },
         stop_grace_ms: 0,
         drain_timeout_ms: 0,
@@ -117,6 +118,7 @@ fn instance(g: &Group, i: u32) -> InstanceStatus {
         restarts,
         last_error,
         log: String::new(),
+        since_ms: Some((slipway_model::time::now_ms() as u64).saturating_sub(g.since.elapsed().as_millis() as u64)),
     }
 }
 

@@ -112,6 +112,9 @@ pub struct Observation {
     /// Something runs that no release of the store accounts for (the store was lost or is
     /// older than the target): reported, never repaired to nothing.
     pub unknown: Vec<String>,
+    /// Units of the current release that are not healthy: since when (Unix ms, the earliest)
+    /// and what the first of them says.
+    pub failing_since: Option<(u64, String)>,
 }
 
 #[async_trait]

@@ -746,10 +746,25 @@ impl Cx {
                 "deadline" => h.deadline = self.nonzero_duration(v, &f).unwrap_or(h.deadline),
                 "successes" => h.successes = self.int(v, &f, 1, 100).map_or(h.successes, |i| i as u32),
                 "failures" => h.failures = self.int(v, &f, 1, 100).map_or(h.failures, |i| i as u32),
+                "restart_after" => match &v.value {
+                    Value::Bool(false) => h.restart_after = None,
+                    Value::Str(s) if s == "off" || s == "never" => h.restart_after = None,
+                    _ => h.restart_after = self.nonzero_duration(v, &f).or(h.restart_after),
+                },
                 _ => self.unknown_key(
                     k,
                     &format!("`{path}`"),
-                    &["http", "tcp", "command", "interval", "timeout", "deadline", "successes", "failures"],
+                    &[
+                        "http",
+                        "tcp",
+                        "command",
+                        "interval",
+                        "timeout",
+                        "deadline",
+                        "successes",
+                        "failures",
+                        "restart_after",
+                    ],
                 ),
             }
         }
