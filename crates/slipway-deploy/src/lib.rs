@@ -63,7 +63,8 @@ impl std::error::Error for DeployError {}
 
 impl From<slipway_store::StoreError> for DeployError {
     fn from(e: slipway_store::StoreError) -> DeployError {
-        DeployError::failed(e.to_string())
+        let hint = e.hint();
+        DeployError { kind: ErrorKind::Failed, message: e.to_string(), hint }
     }
 }
 

@@ -46,7 +46,60 @@ impl StoreError {
     fn corrupt(what: &'static str, id: i64, why: impl std::fmt::Display) -> StoreError {
         StoreError::Corrupt { what, id, why: why.to_string() }
     }
+
+    /// Whether the database could not write: a full disk or quota, an I/O error.
+    pub fn is_disk_trouble(&self) -> bool {
+        let e = match self {
+            StoreError::Open { source, .. } | StoreError::Query(source) => source,
+            StoreError::Migrate { source: sqlx::migrate::MigrateError::Execute(source), .. } => source,
+            _ => return false,
+        };
+        match e {
+            sqlx::Error::Database(db) => {
+                let code = db.code();
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLite result codes: the primary code is the low byte (10 IOERR, 13 FULL).
+                    code.and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| matches!(c & 0xff, 10 | 13))
+                } else {
+                    // PostgreSQL: disk_full, io_error.
+                    matches!(code.as_deref(), Some("53100" | "58030"))
+                }
+            }
+            // ENOSPC, EDQUOT.
+            sqlx::Error::Io(io) => matches!(io.raw_os_error(), Some(28 | 122)),
+            _ => false,
+        }
+    }
+
+    /// What to do about it: for disk trouble, the file system holding the store, its free
+    /// space and what may be cleaned.
+    pub fn hint(&self) -> Option<String> {
+        if !self.is_disk_trouble() {
+            return None;
+        }
+        let store = SQLITE_FILE.lock().ok().and_then(|f| f.clone());
+        let Some(store) = store else {
+            return Some("the database server could not write: check its disk (`df -h`) and its log".into());
+        };
+        let room = match slipway_sys::limits::disk_space(&store) {
+            Some(d) => format!(
+                "{} is on the file system at {}{}, which has {} free of {}",
+                store.parent().unwrap_or(&store).display(),
+                d.mount.display(),
+                if d.fs_type.is_empty() { String::new() } else { format!(" ({})", d.fs_type) },
+                slipway_sys::limits::human_bytes(d.free),
+                slipway_sys::limits::human_bytes(d.total)
+            ),
+            None => format!("{} may be full", store.parent().unwrap_or(&store).display()),
+        };
+        Some(format!(
+            "the store could not write to disk: {room}. Free space there — old run records (`.slipway/runs/` in projects), rotated instance logs (`agent/logs/*.log.N`), artifacts and images of old releases (`artifacts/`) — then run the command again"
+        ))
+    }
 }
+
+/// The SQLite file this process opened last, for disk-trouble hints.
+static SQLITE_FILE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +224,9 @@ impl Store {
     }
 
     async fn open_sqlite_file(path: &Path) -> Result<Store, StoreError> {
+        if let Ok(mut f) = SQLITE_FILE.lock() {
+            *f = Some(path.to_path_buf());
+        }
         let where_ = path.display().to_string();
         let open = |source| StoreError::Open { where_: where_.clone(), source };
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

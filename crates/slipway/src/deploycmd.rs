@@ -289,7 +289,7 @@ fn sink(ui: &Ui, json: bool) -> slipway_deploy::Sink {
 }
 
 async fn open_store(data: &Path) -> Result<Store, DeployError> {
-    Store::open(data).await.map_err(|e| DeployError::failed(e.to_string()))
+    Ok(Store::open(data).await?)
 }
 
 async fn engine(data: &Path, ui: &Ui, common: &CommonArgs) -> Result<Engine, DeployError> {

@@ -179,6 +179,10 @@ fn main() -> ExitCode {
             }
             Err(other) => {
                 eprintln!("{}: {other:#}", ui.paint("31;1", "error"));
+                // A store that could not write says where and how much room is left.
+                if let Some(hint) = other.downcast_ref::<slipway_store::StoreError>().and_then(|e| e.hint()) {
+                    eprintln!("  {} {hint}", ui.paint("34;1", "help:"));
+                }
                 exit::FAILED
             }
         },

@@ -1378,3 +1378,38 @@ fn a_release_that_turns_unhealthy_is_reported_since_when_and_its_instances_resta
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_full_disk_is_named_with_its_free_space_and_what_to_clean() {
+    // A 1 MiB file system of its own (tmpfs in a private mount namespace, gone with it), filled.
+    require("unshare", "--version");
+    let site = Site::new(&rolling(&free_addr(), ""));
+    let disk = tempfile::tempdir().unwrap();
+    let script = r#"set -e
+mount -t tmpfs -o size=1m,mode=0700 slipway-full "$D"
+dd if=/dev/zero of="$D/fill" bs=4k 2>/dev/null || true
+set +e
+"$SLIPWAY" history web
+echo "exit=$?"
+"#;
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .current_dir(site.repo.path())
+        .env("D", disk.path())
+        .env("SLIPWAY", bin())
+        .env("SLIPWAY_DATA_DIR", disk.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("exit=1"), "{stdout}\n{stderr}");
+    for want in [
+        "the store could not write to disk",
+        "(tmpfs), which has 0 B free of 1.0 MiB",
+        "Free space there",
+        ".slipway/runs/",
+    ] {
+        assert!(stderr.contains(want), "missing `{want}`:\n{stderr}");
+    }
+    assert!(stderr.contains(&disk.path().display().to_string()), "names the file system: {stderr}");
+}
