@@ -20,6 +20,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/v1/envs", get(envs))
         .route("/v1/envs/{name}", get(env).put(apply).delete(remove))
         .route("/v1/envs/{name}/logs", get(logs))
+        .route("/v1/envs/{name}/spec", get(spec))
         .route("/v1/images/{id}", axum::routing::post(load_image))
         .route("/metrics", get(metrics))
         .with_state(shared)
@@ -90,6 +91,14 @@ async fn apply(State(s): S, EnvName(name): EnvName, body: axum::body::Bytes) -> 
         ),
         Err(e @ ApplyError::Listen { .. }) => error(StatusCode::CONFLICT, e.to_string(), None),
         Err(e @ ApplyError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
+    }
+}
+
+/// What the agent was asked to run for an environment, secret values left out.
+async fn spec(State(s): S, EnvName(name): EnvName) -> Response {
+    match s.spec(&name) {
+        Some(spec) => Json(spec).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("the agent runs nothing for `{name}`"), None),
     }
 }
 

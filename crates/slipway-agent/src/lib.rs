@@ -49,6 +49,12 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
     move |source| AgentError::Io { what, source }
 }
 
+fn strip_secrets(spec: &mut EnvSpec) {
+    for e in spec.groups.iter_mut().flat_map(|g| g.env_from.iter_mut()) {
+        e.value = None;
+    }
+}
+
 pub(crate) struct Shared {
     envs: Mutex<BTreeMap<String, mpsc::UnboundedSender<supervisor::Cmd>>>,
     specs: Mutex<BTreeMap<String, EnvSpec>>,
@@ -65,14 +71,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// An environment's desired state, the values of `env:` secrets left out.
+    pub(crate) fn spec(&self, name: &str) -> Option<EnvSpec> {
+        let mut spec = self.specs.lock().expect("specs lock").get(name).cloned()?;
+        strip_secrets(&mut spec);
+        Some(spec)
+    }
+
     fn persist(&self) {
         let mut specs = self.specs.lock().expect("specs lock").clone();
         // Secrets by reference only: values of `env:` sources stay in memory.
-        for g in specs.values_mut().flat_map(|s| s.groups.iter_mut()) {
-            for e in &mut g.env_from {
-                e.value = None;
-            }
-        }
+        specs.values_mut().for_each(strip_secrets);
         let data = serde_json::to_vec_pretty(&specs).expect("specs serialize");
         if let Err(e) = slipway_sys::private::write_atomic(&self.state_file, &data) {
             tracing::error!(error = %e, file = %self.state_file.display(), "cannot save the agent's state");

@@ -67,6 +67,16 @@ impl AgentClient {
         Ok(v["loaded"].as_bool().unwrap_or(false))
     }
 
+    /// What the agent was asked to run for the environment (secret values left out);
+    /// `None` when it runs nothing for it.
+    pub async fn spec(&self, name: &str) -> Result<Option<EnvSpec>, ApiError> {
+        match self.call(Method::GET, &format!("/v1/envs/{name}/spec"), None::<&()>).await {
+            Ok(s) => Ok(Some(s)),
+            Err(ApiError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Stops everything of the environment.
     pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
         let _: serde_json::Value = self.call(Method::DELETE, &format!("/v1/envs/{name}"), None::<&()>).await?;

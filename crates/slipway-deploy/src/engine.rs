@@ -297,6 +297,70 @@ impl Engine {
         }
     }
 
+    /// Records what the environment's target runs although the store does not know it (a
+    /// lost store, one restored from an old backup) as a release — `adopt`, healthy, under the
+    /// agent's own id for it — and makes it current. Nothing on the target changes.
+    pub async fn adopt(&self, actor: &Actor, env: &Environment) -> Result<Release, DeployError> {
+        let target = self.target(env).await?;
+        if let Lock::Held { owner, .. } =
+            self.store.lock(&env.name, &self.config.owner, None, self.config.lease).await?
+        {
+            return Err(DeployError::new(ErrorKind::Busy, format!("`{}` is being deployed by {owner}", env.name))
+                .hint("adopt after that deploy ends, if there is still something to adopt"));
+        }
+        let r = async {
+            let known = self.store.history(&env.name, 10_000).await?;
+            let found = target.found(&known).await?;
+            let f = match found.as_slice() {
+                [] => {
+                    return Err(DeployError::input(format!(
+                        "nothing to adopt: the store knows everything `{}` runs",
+                        env.name
+                    ))
+                    .hint(format!("see `slipway status {}`", env.name)));
+                }
+                [one] => one.clone(),
+                many => {
+                    let list: Vec<String> = many.iter().map(|f| format!("{} (#{})", f.version, f.id)).collect();
+                    return Err(DeployError::input(format!(
+                        "`{}` runs several releases the store does not know ({}): which one is meant cannot be told",
+                        env.name,
+                        list.join(", ")
+                    ))
+                    .hint(format!("deploy a release to take `{}` over", env.name)));
+                }
+            };
+            let new = NewRelease {
+                environment: env.name.clone(),
+                version: f.version.clone(),
+                artifacts: f.artifacts.clone(),
+                config: f.config.clone(),
+                commit: None,
+                branch: None,
+                actor: actor.name.clone(),
+                reason: ReleaseReason::Adopt,
+                source_release: None,
+                status: ReleaseStatus::Healthy,
+            };
+            let Some(release) = self.store.adopt_release(&new, f.id).await? else {
+                return Err(DeployError::input(format!(
+                    "the agent runs {} as release #{}, but the store has another release #{}",
+                    f.version, f.id, f.id
+                ))
+                .hint(format!("deploy a release to take `{}` over", env.name)));
+            };
+            self.store.set_current(&env.name, release.id, ReleaseStatus::Replaced).await?;
+            self.events(env).say(format!(
+                "adopted {} (#{}) on `{}`: {} instance(s), recorded as they run",
+                release.version, release.id, env.name, f.instances
+            ));
+            Ok(release)
+        }
+        .await;
+        let _ = self.store.unlock(&env.name, &self.config.owner).await;
+        r
+    }
+
     /// Repairs `env` under its lock, unless another process holds it (then it is theirs).
     async fn repair_with_lock(&self, env: &Environment, always: bool) -> Result<Vec<String>, DeployError> {
         let target = self.target(env).await?;

@@ -220,7 +220,7 @@ impl Engine {
             (None, _, Some(o)) if !o.unknown.is_empty() => (
                 Health::Unmanaged,
                 Some(format!(
-                    "{}; slipway leaves it alone — deploy a release to take the environment over",
+                    "{}; slipway leaves it alone — `slipway adopt {name}` records it as it runs, or a deploy takes the environment over",
                     o.unknown.join("; ")
                 )),
             ),

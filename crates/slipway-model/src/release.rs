@@ -21,11 +21,19 @@ pub enum ReleaseReason {
     Rollback,
     /// The release before a failed one, put back by the engine.
     AutoRollback,
+    /// What a target already ran when the store did not know it (a lost or old store),
+    /// recorded as it runs by `slipway adopt`.
+    Adopt,
 }
 
 impl ReleaseReason {
-    pub const ALL: [ReleaseReason; 4] =
-        [ReleaseReason::Deploy, ReleaseReason::Promote, ReleaseReason::Rollback, ReleaseReason::AutoRollback];
+    pub const ALL: [ReleaseReason; 5] = [
+        ReleaseReason::Deploy,
+        ReleaseReason::Promote,
+        ReleaseReason::Rollback,
+        ReleaseReason::AutoRollback,
+        ReleaseReason::Adopt,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,6 +41,7 @@ impl ReleaseReason {
             ReleaseReason::Promote => "promote",
             ReleaseReason::Rollback => "rollback",
             ReleaseReason::AutoRollback => "auto-rollback",
+            ReleaseReason::Adopt => "adopt",
         }
     }
 

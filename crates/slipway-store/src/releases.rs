@@ -74,6 +74,60 @@ impl Store {
         self.release(id).await?.ok_or_else(|| StoreError::corrupt("release", id, "vanished after its insert"))
     }
 
+    /// Records, under the given id, a release that already runs (what `slipway adopt` takes
+    /// over from a lost store): healthy, started and finished now. `None` when the id is taken.
+    /// Later releases get ids above it.
+    pub async fn adopt_release(&self, r: &NewRelease, id: i64) -> Result<Option<Release>, StoreError> {
+        let now = now_ms();
+        let artifacts = serde_json::to_string(&r.artifacts).expect("artifacts serialize");
+        let config = serde_json::to_string(&r.config).expect("configs serialize");
+        let hash = r.config.hash();
+        let postgres = self.kind() == crate::BackendKind::Postgres;
+        let inserted: bool = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let taken: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM releases WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+            if taken.is_some() {
+                false
+            } else {
+                sqlx::query(
+                    "INSERT INTO releases (id, environment, version, artifacts, config_hash, config, commit_sha, branch,
+                                           actor, reason, source_release, status, created_at, started_at, finished_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13)",
+                )
+                .bind(id)
+                .bind(&r.environment)
+                .bind(&r.version)
+                .bind(&artifacts)
+                .bind(&hash)
+                .bind(&config)
+                .bind(&r.commit)
+                .bind(&r.branch)
+                .bind(&r.actor)
+                .bind(r.reason.as_str())
+                .bind(r.source_release)
+                .bind(r.status.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if postgres {
+                    // An explicit id does not move an identity column's sequence.
+                    sqlx::query(
+                        "SELECT setval(pg_get_serial_sequence('releases', 'id'), (SELECT MAX(id) FROM releases))",
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                true
+            }
+        });
+        match inserted {
+            true => self.release(id).await,
+            false => Ok(None),
+        }
+    }
+
     pub async fn release(&self, id: i64) -> Result<Option<Release>, StoreError> {
         let sql = format!("{SELECT} WHERE id = $1");
         with_pool!(self, |pool| {

@@ -45,6 +45,7 @@ on_both! {
     runs_keep_their_transitions => sqlite_runs_keep_their_transitions, postgres_runs_keep_their_transitions;
     two_runners_never_claim_one_job => sqlite_two_runners_never_claim_one_job, postgres_two_runners_never_claim_one_job;
     expired_job_leases_go_back_to_the_queue => sqlite_expired_job_leases_go_back_to_the_queue, postgres_expired_job_leases_go_back_to_the_queue;
+    an_adopted_release_keeps_its_id_and_later_ones_follow => sqlite_an_adopted_release_keeps_its_id_and_later_ones_follow, postgres_an_adopted_release_keeps_its_id_and_later_ones_follow;
 }
 
 fn config() -> ReleaseConfig {
@@ -114,6 +115,21 @@ async fn releases_history_and_current(db: Db) {
     store.close().await;
     let store = db.open().await;
     assert_eq!(store.history("dev", 10).await.expect("history").len(), 3);
+}
+
+async fn an_adopted_release_keeps_its_id_and_later_ones_follow(db: Db) {
+    let store = db.open().await;
+    let first = store.create_release(&new("dev", "v1")).await.expect("create");
+    let mut adopted = new("dev", "v7");
+    adopted.reason = ReleaseReason::Adopt;
+    adopted.status = ReleaseStatus::Healthy;
+    let r = store.adopt_release(&adopted, 7).await.expect("adopt").expect("id 7 is free");
+    assert_eq!((r.id, r.reason, r.status), (7, ReleaseReason::Adopt, ReleaseStatus::Healthy));
+    assert!(r.started_at_ms.is_some() && r.finished_at_ms.is_some());
+    assert!(store.adopt_release(&adopted, 7).await.expect("adopt").is_none(), "taken");
+    assert!(store.adopt_release(&adopted, first.id).await.expect("adopt").is_none(), "taken");
+    let next = store.create_release(&new("dev", "v8")).await.expect("create");
+    assert_eq!(next.id, 8, "ids continue after the adopted one");
 }
 
 async fn locks_expire_and_are_recovered(db: Db) {

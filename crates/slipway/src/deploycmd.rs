@@ -160,6 +160,14 @@ pub struct RepairArgs {
 }
 
 #[derive(Args)]
+pub struct AdoptArgs {
+    /// The environment whose target runs a release the store does not know.
+    pub env: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args)]
 pub struct ApproveArgs {
     pub env: String,
     /// The release to approve (default: the one waiting).
@@ -462,6 +470,23 @@ pub fn rollback(root: &Path, data: &Path, args: RollbackArgs, ui: &Ui) -> Result
         let who = actor();
         let work = engine.rollback(&who, env, args.to.as_deref());
         Ok(finish(ui, &env.name, json, interruptible(engine, env, work).await))
+    })
+}
+
+pub fn adopt(root: &Path, data: &Path, args: AdoptArgs, ui: &Ui) -> Result<i32> {
+    with_env(root, data, ui, &args.common, &args.env, async |engine, env, _| match engine.adopt(&actor(), env).await {
+        Ok(r) => {
+            if args.common.json {
+                emit_json(&release_json(&r));
+            } else {
+                println!(
+                    "{}: adopted {} as release #{}, {} instance(s), recorded as they run; nothing was restarted",
+                    env.name, r.version, r.id, r.config.instances
+                );
+            }
+            Ok(exit::OK)
+        }
+        Err(e) => Ok(report(ui, &env.name, e, args.common.json)),
     })
 }
 

@@ -112,6 +112,8 @@ enum Command {
     Approve(deploycmd::ApproveArgs),
     /// Put an environment a deploy left mid-way back on its current release.
     Repair(deploycmd::RepairArgs),
+    /// Record what an environment runs, unknown to the store (a lost or old store), as its current release.
+    Adopt(deploycmd::AdoptArgs),
     /// Each environment's version, health and entry point.
     Status(deploycmd::StatusArgs),
     /// An environment's releases, newest first, with outcome and duration.
@@ -159,6 +161,7 @@ fn main() -> ExitCode {
         Command::Promote(a) => a.common.json,
         Command::Rollback(a) => a.common.json,
         Command::Repair(a) => a.common.json,
+        Command::Adopt(a) => a.common.json,
         Command::Status(a) => a.json,
         Command::History(a) => a.json,
         _ => false,
@@ -324,6 +327,9 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         }
         Command::Repair(args) => {
             deploycmd::repair(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
+        }
+        Command::Adopt(args) => {
+            deploycmd::adopt(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
         Command::Approve(args) => {
             deploycmd::approve(&project_dir(cli.project_dir)?, &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)

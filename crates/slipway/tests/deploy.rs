@@ -1413,3 +1413,60 @@ echo "exit=$?"
     }
     assert!(stderr.contains(&disk.path().display().to_string()), "names the file system: {stderr}");
 }
+
+#[test]
+fn a_lost_store_is_reported_then_adopted_without_restarting_anything() {
+    let addr = free_addr();
+    let mut site = Site::new(&rolling(&addr, ""));
+    site.start_agent();
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    assert_eq!(site.deploy("web", "v2").code, 0);
+    let pids = || -> Vec<u64> {
+        let out = Command::new("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(site.data.path().join("agent.sock"))
+            .arg("http://agent/v1/envs/web")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut p: Vec<u64> =
+            v["groups"][0]["instances"].as_array().unwrap().iter().map(|i| i["pid"].as_u64().unwrap()).collect();
+        p.sort();
+        p
+    };
+    let before = pids();
+    // The store is lost.
+    for f in ["slipway.db", "slipway.db-wal", "slipway.db-shm"] {
+        let _ = std::fs::remove_file(site.data.path().join(f));
+    }
+    let st = site.status();
+    let web = st.iter().find(|e| e["environment"] == "web").unwrap();
+    assert_eq!(web["status"], "unmanaged", "{web}");
+    assert!(web["detail"].as_str().unwrap().contains("`slipway adopt web`"), "{web}");
+    assert_eq!(site.agent_runs("web"), [("v2".to_string(), 3, 3)], "status changed nothing");
+
+    let r = site.sw(&["adopt", "web"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("adopted v2 as release #2, 3 instance(s)"), "{}", r.debug());
+    assert_eq!(pids(), before, "nothing was restarted");
+    let st = site.status();
+    let web = st.iter().find(|e| e["environment"] == "web").unwrap();
+    assert_eq!(
+        (web["status"].as_str(), web["version"].as_str(), web["healthy"].as_u64()),
+        (Some("healthy"), Some("v2"), Some(3)),
+        "{web}"
+    );
+    let h = site.history("web");
+    assert_eq!((h.len(), h[0]["release"].as_i64(), h[0]["reason"].as_str()), (1, Some(2), Some("adopt")), "{h:?}");
+    // Nothing left to adopt; the next deploy follows on.
+    let r = site.sw(&["adopt", "web"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("nothing to adopt"), "{}", r.stderr);
+    let load = site.load(&addr, 200);
+    let r = site.deploy("web", "v1");
+    let l = load.stop();
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(l["failed"], 0, "{l}");
+    assert_eq!(body(&addr), "v1");
+    assert_eq!(site.history("web")[0]["release"], 3, "ids go on after the adopted one");
+}

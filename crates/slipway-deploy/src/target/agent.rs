@@ -38,6 +38,8 @@ pub trait Fleet: Send + Sync {
     async fn remove(&self, env: &str) -> Result<(), DeployError>;
     /// Makes the agent's Docker Engine hold an image, from the archive in its data directory.
     async fn load_image(&self, id: &str) -> Result<bool, DeployError>;
+    /// What the agent was asked to run for the environment (secret values left out).
+    async fn spec(&self, env: &str) -> Result<Option<EnvSpec>, DeployError>;
 }
 
 #[async_trait]
@@ -60,6 +62,9 @@ impl Fleet for AgentClient {
     }
     async fn load_image(&self, id: &str) -> Result<bool, DeployError> {
         Ok(AgentClient::load_image(self, id).await?)
+    }
+    async fn spec(&self, env: &str) -> Result<Option<EnvSpec>, DeployError> {
+        Ok(AgentClient::spec(self, env).await?)
     }
 }
 
@@ -524,6 +529,64 @@ pub(crate) fn health_spec(h: &slipway_model::release::HealthConfig) -> HealthSpe
 
 #[async_trait]
 impl Target for AgentTarget {
+    async fn found(&self, known: &[Release]) -> Result<Vec<super::Found>, DeployError> {
+        let Some(spec) = self.fleet.spec(&self.env.name).await? else { return Ok(Vec::new()) };
+        let platform = self.fleet.platform().await?;
+        let store_dir = artifacts::stored_path(&self.agent_data_dir(), "");
+        let mut out = Vec::new();
+        for g in &spec.groups {
+            if known.iter().any(|r| r.id == g.release || r.group_id() == g.release) {
+                continue;
+            }
+            let mut config = slipway_model::release::ReleaseConfig::of(&self.env);
+            config.instances = g.instances;
+            config.service.env = g.env.clone();
+            config.service.env_from = g.env_from.iter().map(|e| (e.name.clone(), e.source.clone())).collect();
+            config.service.workdir = g.workdir.clone();
+            let name = self.env.service.binary.clone().unwrap_or_else(|| self.env.name.clone());
+            let artifact = match &g.container {
+                Some(c) => {
+                    config.target = TargetConfig::Docker { memory: c.memory, nano_cpus: c.nano_cpus };
+                    config.service.args = g.command.clone();
+                    let id = c.image.trim_start_matches("sha256:").to_string();
+                    let archive = self.agent_data_dir().join("artifacts/images").join(format!("{id}.tar"));
+                    let size = std::fs::metadata(archive).map_or(0, |m| m.len());
+                    slipway_model::Artifact { name, platform: platform.clone(), sha256: id, size }
+                }
+                None => {
+                    // Binaries run from the agent's artifact store, named by their digest.
+                    let program = Path::new(g.command.first().map_or("", String::as_str));
+                    let sha = program
+                        .strip_prefix(&store_dir)
+                        .ok()
+                        .and_then(|p| p.to_str())
+                        .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .ok_or_else(|| {
+                            DeployError::input(format!(
+                                "release #{} ({}) runs `{}`, which is not in the agent's artifact store",
+                                g.release,
+                                g.version,
+                                program.display()
+                            ))
+                            .hint("deploy a release to take the environment over")
+                        })?
+                        .to_string();
+                    config.service.args = g.command[1..].to_vec();
+                    let size = std::fs::metadata(program).map_or(0, |m| m.len());
+                    slipway_model::Artifact { name, platform: platform.clone(), sha256: sha, size }
+                }
+            };
+            out.push(super::Found {
+                id: g.release,
+                version: g.version.clone(),
+                artifacts: vec![artifact],
+                config,
+                instances: g.instances,
+            });
+        }
+        Ok(out)
+    }
+
     async fn check(&self) -> Result<(), DeployError> {
         self.fleet.platform().await?;
         if self.containers() && matches!(self.place, Place::Local) {

@@ -124,6 +124,10 @@ fn instance(g: &Group, i: u32) -> InstanceStatus {
 
 #[async_trait]
 impl Fleet for MemoryFleet {
+    async fn spec(&self, env: &str) -> Result<Option<EnvSpec>, DeployError> {
+        Ok(self.lock().envs.get(env).map(|(spec, _)| spec.clone()))
+    }
+
     async fn platform(&self) -> Result<String, DeployError> {
         if self.lock().down {
             return Err(DeployError::new(ErrorKind::NoAgent, "no agent is running (the in-memory agent is down)"));

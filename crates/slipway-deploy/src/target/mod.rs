@@ -117,8 +117,25 @@ pub struct Observation {
     pub failing_since: Option<(u64, String)>,
 }
 
+/// A release a target runs that the store does not know, as it runs: what `slipway adopt`
+/// records (under the agent's own id for it, so the running instances stay as they are).
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub id: slipway_model::ReleaseId,
+    pub version: String,
+    pub artifacts: Vec<slipway_model::Artifact>,
+    pub config: slipway_model::release::ReleaseConfig,
+    pub instances: u32,
+}
+
 #[async_trait]
 pub trait Target: Send + Sync {
+    /// What runs that none of `known` accounts for, read from the target as it runs.
+    async fn found(&self, _known: &[Release]) -> Result<Vec<Found>, DeployError> {
+        Err(DeployError::input("adopting what runs is available for agent targets (`local`, `docker`) only")
+            .hint("deploy a release to take the environment over"))
+    }
+
     /// Whether the target can take a release now; checked before anything is recorded.
     async fn check(&self) -> Result<(), DeployError>;
 
