@@ -1279,6 +1279,22 @@ fn what_an_environment_holds_is_private_and_secrets_are_kept_by_reference() {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
     assert_eq!(mode(&data), 0o700);
+    // Another user pointed at this data directory is told whose it is and what to do.
+    require("setpriv", "--version");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin())
+        .args(["agent", "status"])
+        .current_dir("/")
+        .env("SLIPWAY_DATA_DIR", &data)
+        .env("NO_COLOR", "1")
+        .env_remove("SLIPWAY_USER")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("belongs to root and this process runs as nobody"), "{err}");
+    assert!(err.contains("run slipway as its owner") && err.contains("--data-dir"), "{err}");
 }
 
 #[test]
