@@ -71,17 +71,12 @@ pub fn pump_logs(docker: Docker, id: String, prefix: String, log: LogSink, recen
         let mut lines = Vec::new();
         while let Some(Ok(chunk)) = stream.next().await {
             cutter.feed(&chunk.into_bytes(), &mut lines);
-            for line in lines.drain(..) {
-                recent.push(&line);
-                if !log.line(format!("{prefix} | {line}\n")).await {
-                    return;
-                }
+            if !crate::logs::send(&mut lines, &prefix, &log, &recent).await {
+                return;
             }
         }
-        if let Some(line) = cutter.finish() {
-            recent.push(&line);
-            let _ = log.line(format!("{prefix} | {line}\n")).await;
-        }
+        lines.extend(cutter.finish());
+        crate::logs::send(&mut lines, &prefix, &log, &recent).await;
     });
 }
 

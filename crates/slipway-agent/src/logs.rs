@@ -47,7 +47,7 @@ impl LogSink {
     }
 
     /// An instance's line: waits while the queue is full (back-pressure). False once closed.
-    pub async fn line(&self, line: String) -> bool {
+    async fn line(&self, line: String) -> bool {
         self.0.send(line).await.is_ok()
     }
 }
@@ -186,18 +186,25 @@ pub fn pump(stream: impl AsyncRead + Unpin + Send + 'static, prefix: String, log
                 _ => break,
             };
             reader.consume(n);
-            for line in lines.drain(..) {
-                recent.push(&line);
-                if !log.line(format!("{prefix} | {line}\n")).await {
-                    return;
-                }
+            if !send(&mut lines, &prefix, &log, &recent).await {
+                return;
             }
         }
-        if let Some(line) = cutter.finish() {
-            recent.push(&line);
-            let _ = log.line(format!("{prefix} | {line}\n")).await;
-        }
+        lines.extend(cutter.finish());
+        send(&mut lines, &prefix, &log, &recent).await;
     });
+}
+
+/// Writes the lines a cutter produced, with their prefix, keeping the last ones in `recent`;
+/// false once the log is closed.
+pub async fn send(lines: &mut Vec<String>, prefix: &str, log: &LogSink, recent: &Recent) -> bool {
+    for line in lines.drain(..) {
+        recent.push(&line);
+        if !log.line(format!("{prefix} | {line}\n")).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// The last `n` lines of the environment's log (reading the newest rotated file too when

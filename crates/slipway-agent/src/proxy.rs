@@ -328,29 +328,6 @@ impl Drop for Busy {
     }
 }
 
-/// A response body that keeps its connection busy until the body is sent.
-struct Held {
-    inner: ProxyBody,
-    _busy: Busy,
-}
-
-impl Body for Held {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// What a connection refused at the limit gets before it is closed.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 50\r\nretry-after: 1\r\n\r\nslipway: too many connections to this entry point\n";
 
@@ -420,7 +397,7 @@ pub fn serve(
                         let (routes, client, env) = (routes.clone(), client.clone(), env.clone());
                         async move {
                             let resp = forward(req, &env, &routes, preview, &client, peer).await;
-                            Ok::<_, std::convert::Infallible>(resp.map(|inner| Held { inner, _busy: busy }.boxed()))
+                            Ok::<_, std::convert::Infallible>(resp.map(|inner| Guarded { inner, _guard: busy }.boxed()))
                         }
                     });
                     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -571,7 +548,7 @@ async fn forward(
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
-                return Response::from_parts(rparts, Tracked { inner: rbody, _guard: guard }.boxed());
+                return Response::from_parts(rparts, Guarded { inner: rbody, _guard: guard }.boxed());
             }
             Err(e) if e.is_connect() && replayable => {
                 skip = Some(backend.addr);
@@ -595,13 +572,14 @@ impl Drop for Inflight {
     }
 }
 
-/// A response body that keeps its instance counted as busy until it is fully sent.
-struct Tracked {
-    inner: Incoming,
-    _guard: Inflight,
+/// A response body that holds `guard` until it is fully sent (or dropped): an instance
+/// counted as busy, a client connection kept from being closed as idle.
+struct Guarded<B, G> {
+    inner: B,
+    _guard: G,
 }
 
-impl Body for Tracked {
+impl<B: Body<Data = Bytes, Error = hyper::Error> + Unpin, G: Unpin> Body for Guarded<B, G> {
     type Data = Bytes;
     type Error = hyper::Error;
 

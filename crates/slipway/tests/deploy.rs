@@ -98,15 +98,7 @@ impl Site {
     /// What the agent runs for `env`, asked directly (no command that could repair):
     /// (version, weight, instances) per group, and the containers or pids of its instances.
     fn agent_runs(&self, env: &str) -> Vec<(String, u64, usize)> {
-        let out = Command::new("curl")
-            .args(["-sS", "--unix-socket"])
-            .arg(self.data.path().join("agent.sock"))
-            .arg(format!("http://agent/v1/envs/{env}"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["groups"]
+        self.agent_env(env)["groups"]
             .as_array()
             .unwrap()
             .iter()
@@ -115,6 +107,18 @@ impl Site {
                 (g["version"].as_str().unwrap().to_string(), g["weight"].as_u64().unwrap(), n)
             })
             .collect()
+    }
+
+    /// The agent's own status of `env`, from its socket (curl, no slipway command).
+    fn agent_env(&self, env: &str) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(self.data.path().join("agent.sock"))
+            .arg(format!("http://agent/v1/envs/{env}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// Processes running a binary of this site's artifact store.
@@ -1378,13 +1382,7 @@ fn a_release_that_turns_unhealthy_is_reported_since_when_and_its_instances_resta
     // After `restart_after` (2 s) unhealthy, each instance is restarted, like a liveness probe.
     let t = Instant::now();
     let restarts = loop {
-        let out = Command::new("curl")
-            .args(["-sS", "--unix-socket"])
-            .arg(site.data.path().join("agent.sock"))
-            .arg("http://agent/v1/envs/web")
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = site.agent_env("web");
         let n: u64 =
             v["groups"][0]["instances"].as_array().unwrap().iter().map(|i| i["restarts"].as_u64().unwrap()).sum();
         if n >= 2 || t.elapsed() > Duration::from_secs(10) {
@@ -1446,13 +1444,7 @@ fn a_lost_store_is_reported_then_adopted_without_restarting_anything() {
     assert_eq!(site.deploy("web", "v1").code, 0);
     assert_eq!(site.deploy("web", "v2").code, 0);
     let pids = || -> Vec<u64> {
-        let out = Command::new("curl")
-            .args(["-sS", "--unix-socket"])
-            .arg(site.data.path().join("agent.sock"))
-            .arg("http://agent/v1/envs/web")
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = site.agent_env("web");
         let mut p: Vec<u64> =
             v["groups"][0]["instances"].as_array().unwrap().iter().map(|i| i["pid"].as_u64().unwrap()).collect();
         p.sort();
