@@ -123,7 +123,23 @@ fn from_record(name: &str, c: &ReleaseConfig) -> Option<Environment> {
             max_surge: slipway_model::environment::Scale::Count(1),
             max_unavailable: slipway_model::environment::Scale::Count(0),
         },
-        health: HealthCheck::default(),
+        // The probe and its rhythm as the release recorded them.
+        health: HealthCheck {
+            probe: match &c.health.probe {
+                slipway_model::release::ProbeConfig::Http { path } => {
+                    slipway_model::environment::Probe::Http(path.clone())
+                }
+                slipway_model::release::ProbeConfig::Tcp => slipway_model::environment::Probe::Tcp,
+                slipway_model::release::ProbeConfig::Command { command } => {
+                    slipway_model::environment::Probe::Command(command.clone())
+                }
+            },
+            interval: std::time::Duration::from_millis(c.health.interval_ms),
+            timeout: std::time::Duration::from_millis(c.health.timeout_ms),
+            successes: c.health.successes,
+            failures: c.health.failures,
+            ..HealthCheck::default()
+        },
         promote_from: None,
         protection: Protection::default(),
         agent: None,
