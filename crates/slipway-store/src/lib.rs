@@ -15,6 +15,7 @@ mod locks;
 mod releases;
 mod row;
 mod runs;
+mod server;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -25,6 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use locks::Lock;
 pub use runs::{ClaimedJob, JobRow, NewRun, RunRow};
+pub use server::{Project, Role, TokenRow};
 pub use slipway_model::release::{Approval, Artifact, JournalStep as Step, NewRelease, Release, ReleaseStatus};
 pub use slipway_model::time::now_ms;
 

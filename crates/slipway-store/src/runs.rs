@@ -22,6 +22,8 @@ pub struct NewRun {
     pub source: String,
     /// Each job's name and stage, in plan order (a job's index is its place here).
     pub jobs: Vec<(String, String)>,
+    /// Variables given at trigger time.
+    pub variables: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +38,10 @@ pub struct RunRow {
     pub snapshot: Option<serde_json::Value>,
     pub created_at_ms: i64,
     pub finished_at_ms: Option<i64>,
+    /// Variables given at trigger time.
+    pub variables: Vec<(String, String)>,
+    /// Why the run ended without running (its pipeline file did not plan).
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +85,11 @@ fn run_from(r: &impl Columns) -> Result<RunRow, StoreError> {
         },
         created_at_ms: r.i64("created_at"),
         finished_at_ms: r.opt_i64("finished_at"),
+        variables: match r.opt_text("variables") {
+            Some(s) => serde_json::from_str(&s).map_err(|e| StoreError::corrupt("run", id, e))?,
+            None => Vec::new(),
+        },
+        detail: r.opt_text("detail"),
     })
 }
 
@@ -101,7 +112,8 @@ fn job_from(r: &impl Columns) -> Result<JobRow, StoreError> {
     })
 }
 
-const RUN_COLUMNS: &str = "id, project, ref_name, commit_sha, source, status, snapshot, created_at, finished_at";
+const RUN_COLUMNS: &str =
+    "id, project, ref_name, commit_sha, source, status, snapshot, created_at, finished_at, variables, detail";
 const JOB_COLUMNS: &str =
     "run_id, idx, name, stage, status, exit_code, attempts, reason, runner, started_at, finished_at";
 
@@ -112,14 +124,15 @@ impl Store {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO runs (project, ref_name, commit_sha, source, status, created_at)
-                 VALUES ($1, $2, $3, $4, 'running', $5) RETURNING id",
+                "INSERT INTO runs (project, ref_name, commit_sha, source, status, created_at, variables)
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6) RETURNING id",
             )
             .bind(&run.project)
             .bind(&run.ref_name)
             .bind(&run.commit_sha)
             .bind(&run.source)
             .bind(now)
+            .bind(serde_json::to_string(&run.variables).expect("variables serialize"))
             .fetch_one(&mut *tx)
             .await?;
             for (i, (name, stage)) in run.jobs.iter().enumerate() {
@@ -134,6 +147,39 @@ impl Store {
             tx.commit().await?;
             Ok(id)
         })
+    }
+
+    /// Adds the jobs of a run recorded before it was planned (its id is the pipeline's
+    /// `CI_PIPELINE_ID`, which the plan uses), in one transaction.
+    pub async fn add_jobs(&self, run: RunId, jobs: &[(String, String)]) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for (i, (name, stage)) in jobs.iter().enumerate() {
+                sqlx::query("INSERT INTO jobs (run_id, idx, name, stage, status) VALUES ($1, $2, $3, $4, 'created')")
+                    .bind(run)
+                    .bind(i as i64)
+                    .bind(name)
+                    .bind(stage)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Ends a run that could not run (its pipeline did not plan), saying why.
+    pub async fn end_run(&self, run: RunId, status: PipelineStatus, detail: &str) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE runs SET status = $1, detail = $2, finished_at = $3 WHERE id = $4")
+                .bind(status.as_str())
+                .bind(detail)
+                .bind(now_ms())
+                .bind(run)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     pub async fn run(&self, id: RunId) -> Result<Option<RunRow>, StoreError> {

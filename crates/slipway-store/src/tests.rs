@@ -45,6 +45,7 @@ on_both! {
     runs_keep_their_transitions => sqlite_runs_keep_their_transitions, postgres_runs_keep_their_transitions;
     two_runners_never_claim_one_job => sqlite_two_runners_never_claim_one_job, postgres_two_runners_never_claim_one_job;
     expired_job_leases_go_back_to_the_queue => sqlite_expired_job_leases_go_back_to_the_queue, postgres_expired_job_leases_go_back_to_the_queue;
+    projects_and_tokens => sqlite_projects_and_tokens, postgres_projects_and_tokens;
     an_adopted_release_keeps_its_id_and_later_ones_follow => sqlite_an_adopted_release_keeps_its_id_and_later_ones_follow, postgres_an_adopted_release_keeps_its_id_and_later_ones_follow;
 }
 
@@ -197,7 +198,45 @@ fn run(jobs: &[&str]) -> NewRun {
         commit_sha: Some("c0ffee".into()),
         source: "push".into(),
         jobs: jobs.iter().map(|j| (j.to_string(), "test".to_string())).collect(),
+        variables: vec![("DEPLOY".into(), "yes".into())],
     }
+}
+
+async fn projects_and_tokens(db: Db) {
+    use crate::{Project, Role};
+    let store = db.open().await;
+    let p = Project {
+        name: "app".into(),
+        repo: "/srv/app.git".into(),
+        branch: "main".into(),
+        poll_ms: Some(60_000),
+        created_at_ms: 0,
+    };
+    assert!(store.add_project(&p).await.expect("add"));
+    assert!(!store.add_project(&p).await.expect("add"), "a name is taken once");
+    let got = store.project("app").await.expect("get").expect("there");
+    assert_eq!((got.repo.as_str(), got.poll_ms), ("/srv/app.git", Some(60_000)));
+    assert_eq!(store.projects().await.expect("list").len(), 1);
+    store.set_last_seen("app", r#"{"refs/heads/main":"abc"}"#).await.expect("seen");
+    assert_eq!(store.last_seen("app").await.expect("seen").as_deref(), Some(r#"{"refs/heads/main":"abc"}"#));
+    assert!(!store.has_admin().await.expect("admin"));
+    store.add_token("h1", "admin", Role::Admin, None, None).await.expect("token");
+    store.add_token("h2", "job", Role::Job, Some(4), Some(1)).await.expect("token");
+    assert!(store.has_admin().await.expect("admin"));
+    assert_eq!(store.token("h1").await.expect("token").map(|t| t.role), Some(Role::Admin));
+    assert!(store.token("h2").await.expect("token").is_none(), "expired");
+    assert!(store.token("nope").await.expect("token").is_none());
+    // A run recorded before its plan gets its jobs after, and its trigger variables back.
+    let id = store.create_run(&NewRun { jobs: Vec::new(), ..run(&[]) }).await.expect("run");
+    store.add_jobs(id, &[("build".into(), "build".into())]).await.expect("jobs");
+    assert_eq!(store.jobs(id).await.expect("jobs").len(), 1);
+    assert_eq!(
+        store.run(id).await.expect("run").expect("there").variables,
+        [("DEPLOY".to_string(), "yes".to_string())]
+    );
+    store.end_run(id, PipelineStatus::Failed, "no pipeline file").await.expect("end");
+    let r = store.run(id).await.expect("run").expect("there");
+    assert_eq!((r.status, r.detail.as_deref()), (PipelineStatus::Failed, Some("no pipeline file")));
 }
 
 async fn runs_keep_their_transitions(db: Db) {

@@ -1,0 +1,172 @@
+//! What the server keeps besides runs: the projects it watches and the API tokens it accepts
+//! (only their SHA-256, so a leaked store leaks no token).
+
+use slipway_model::time::now_ms;
+
+use crate::row::Columns;
+use crate::{Store, StoreError, with_pool};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub name: String,
+    /// A URL git can fetch, or a path on the server's machine.
+    pub repo: String,
+    /// The default branch.
+    pub branch: String,
+    /// Fetch the remote this often; `None`: webhooks and triggers only.
+    pub poll_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    /// An agent: takes jobs, reports on them.
+    Agent,
+    /// A running job's `CI_JOB_TOKEN`: its own run only, until it expires.
+    Job,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+            Role::Job => "job",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Admin, Role::Agent, Role::Job].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A token the store knows, found by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub name: String,
+    pub role: Role,
+    pub run: Option<i64>,
+    pub expires_at_ms: Option<i64>,
+}
+
+fn project_from(r: &impl Columns) -> Project {
+    Project {
+        name: r.text("name"),
+        repo: r.text("repo"),
+        branch: r.text("branch"),
+        poll_ms: r.opt_i64("poll_ms"),
+        created_at_ms: r.i64("created_at"),
+    }
+}
+
+impl Store {
+    /// Adds a project; false when one of that name exists.
+    pub async fn add_project(&self, p: &Project) -> Result<bool, StoreError> {
+        with_pool!(self, |pool| {
+            let n = sqlx::query(
+                "INSERT INTO projects (name, repo, branch, poll_ms, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&p.name)
+            .bind(&p.repo)
+            .bind(&p.branch)
+            .bind(p.poll_ms)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(n == 1)
+        })
+    }
+
+    pub async fn project(&self, name: &str) -> Result<Option<Project>, StoreError> {
+        with_pool!(self, |pool| {
+            let row = sqlx::query("SELECT name, repo, branch, poll_ms, created_at FROM projects WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| project_from(&r)))
+        })
+    }
+
+    pub async fn projects(&self) -> Result<Vec<Project>, StoreError> {
+        with_pool!(self, |pool| {
+            let rows = sqlx::query("SELECT name, repo, branch, poll_ms, created_at FROM projects ORDER BY name")
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(project_from).collect())
+        })
+    }
+
+    /// What polling saw last on the project's remote: JSON `{ref: sha}`.
+    pub async fn last_seen(&self, project: &str) -> Result<Option<String>, StoreError> {
+        with_pool!(self, |pool| {
+            let v: Option<Option<String>> = sqlx::query_scalar("SELECT last_seen FROM projects WHERE name = $1")
+                .bind(project)
+                .fetch_optional(pool)
+                .await?;
+            Ok(v.flatten())
+        })
+    }
+
+    pub async fn set_last_seen(&self, project: &str, seen: &str) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE projects SET last_seen = $1 WHERE name = $2")
+                .bind(seen)
+                .bind(project)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Records a token by its hash.
+    pub async fn add_token(
+        &self,
+        hash: &str,
+        name: &str,
+        role: Role,
+        run: Option<i64>,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO tokens (hash, name, role, run_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(hash)
+            .bind(name)
+            .bind(role.as_str())
+            .bind(run)
+            .bind(expires_at_ms)
+            .bind(now_ms())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The token with this hash, unless it expired.
+    pub async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        let row = with_pool!(self, |pool| {
+            sqlx::query("SELECT name, role, run_id, expires_at FROM tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| (r.text("name"), r.text("role"), r.opt_i64("run_id"), r.opt_i64("expires_at")))
+        });
+        Ok(row.and_then(|(name, role, run, expires)| {
+            let role = Role::parse(&role)?;
+            (expires.is_none_or(|e| e > now_ms())).then_some(TokenRow { name, role, run, expires_at_ms: expires })
+        }))
+    }
+
+    /// Whether any admin token exists (the first start makes one).
+    pub async fn has_admin(&self) -> Result<bool, StoreError> {
+        with_pool!(self, |pool| {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE role = 'admin'").fetch_one(pool).await?;
+            Ok(n > 0)
+        })
+    }
+}
