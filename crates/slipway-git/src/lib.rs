@@ -2,9 +2,11 @@
 //! facts for predefined variables and rules ([`Checkout`]), files changed since a commit, the
 //! project's file list for workspaces, `git describe` for versions, the commit for image
 //! labels. Each question is one `git` process (several run side by side where a caller needs
-//! them together); nothing here writes to a repository.
+//! them together); nothing here writes to a user's repository — [`remote`] keeps slipway's own
+//! mirrors and build checkouts.
 
 mod checkout;
+pub mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

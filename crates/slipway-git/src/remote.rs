@@ -1,0 +1,116 @@
+//! Repositories slipway keeps for itself (the server's mirrors, an agent's build checkouts):
+//! the only place that writes to a repository, and only to those.
+
+use std::path::Path;
+
+use crate::{GitError, run};
+
+/// `git ls-remote`: the remote's branches and tags, as `(ref, sha)` (peeled tags resolved to
+/// their commit).
+pub fn ls_remote(url: &str) -> Result<Vec<(String, String)>, GitError> {
+    let out = run(Path::new("."), &["ls-remote", "--heads", "--tags", "--", url])?;
+    let mut refs: Vec<(String, String)> = Vec::new();
+    for line in out.lines() {
+        let Some((sha, name)) = line.split_once('\t') else { continue };
+        match name.strip_suffix("^{}") {
+            // An annotated tag: the commit it points to wins over the tag object.
+            Some(tag) => {
+                refs.retain(|(n, _)| n != tag);
+                refs.push((tag.to_string(), sha.to_string()));
+            }
+            None if !refs.iter().any(|(n, _)| n == name) => refs.push((name.to_string(), sha.to_string())),
+            None => {}
+        }
+    }
+    Ok(refs)
+}
+
+/// Keeps a bare mirror of `url` in `dir`: cloned the first time, fetched (pruned) after.
+pub fn mirror(url: &str, dir: &Path) -> Result<(), GitError> {
+    if dir.join("HEAD").is_file() {
+        run(dir, &["fetch", "--prune", "--quiet", "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"])?;
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(GitError::Missing)?;
+    let tmp = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let tmp_s = tmp.display().to_string();
+    run(parent, &["clone", "--mirror", "--quiet", "--", url, &tmp_s])?;
+    std::fs::rename(&tmp, dir).map_err(GitError::Missing)?;
+    Ok(())
+}
+
+/// Makes `dest` a working tree of `commit` from the repository at `source` (a mirror or a
+/// URL), on branch `branch` when given (so the checkout's facts name it), detached otherwise;
+/// files of an earlier checkout that are not in the commit are removed.
+pub fn checkout_at(source: &str, commit: &str, branch: Option<&str>, dest: &Path) -> Result<(), GitError> {
+    if !dest.join(".git").is_dir() {
+        std::fs::create_dir_all(dest).map_err(GitError::Missing)?;
+        run(dest, &["init", "--quiet"])?;
+        run(dest, &["remote", "add", "origin", source])?;
+    } else {
+        run(dest, &["remote", "set-url", "origin", source])?;
+    }
+    run(dest, &["fetch", "--quiet", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"])?;
+    match branch {
+        Some(b) => run(dest, &["checkout", "--quiet", "--force", "-B", b, commit])?,
+        None => run(dest, &["checkout", "--quiet", "--force", "--detach", commit])?,
+    };
+    run(dest, &["clean", "-ffdxq"])?;
+    Ok(())
+}
+
+/// A commit's author, for pipeline records: `(name, email)`.
+pub fn author(repo: &Path, commit: &str) -> Option<(String, String)> {
+    let out = run(repo, &["show", "-s", "--format=%an%x00%ae", commit]).ok()?;
+    let (name, email) = out.trim_end().split_once('\0')?;
+    Some((name.to_string(), email.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@x", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    #[test]
+    fn mirror_ls_remote_and_checkout() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        git(&src, &["init", "-q"]);
+        std::fs::write(src.join("a"), "1").unwrap();
+        git(&src, &["add", "a"]);
+        git(&src, &["commit", "-qm", "one"]);
+        git(&src, &["tag", "-a", "v1", "-m", "v1"]);
+        let url = src.display().to_string();
+        let refs = ls_remote(&url).unwrap();
+        let main = refs.iter().find(|(n, _)| n == "refs/heads/main").unwrap().1.clone();
+        assert_eq!(refs.iter().find(|(n, _)| n == "refs/tags/v1").unwrap().1, main, "peeled to the commit");
+        let m = t.path().join("mirror.git");
+        mirror(&url, &m).unwrap();
+        std::fs::write(src.join("b"), "2").unwrap();
+        git(&src, &["add", "b"]);
+        git(&src, &["commit", "-qm", "two"]);
+        mirror(&url, &m).unwrap();
+        let head = crate::output(&src, &["rev-parse", "HEAD"]).unwrap();
+        let work = t.path().join("work");
+        checkout_at(&m.display().to_string(), &head, Some("main"), &work).unwrap();
+        assert!(work.join("b").is_file());
+        assert_eq!(crate::output(&work, &["symbolic-ref", "--short", "HEAD"]).as_deref(), Some("main"));
+        std::fs::write(work.join("junk"), "x").unwrap();
+        checkout_at(&m.display().to_string(), &main, None, &work).unwrap();
+        assert!(!work.join("b").exists() && !work.join("junk").exists());
+        assert_eq!(author(&m, &head), Some(("t".into(), "t@x".into())));
+    }
+}
