@@ -1,9 +1,11 @@
 //! slipway's wire types and typed clients. The agent's API is JSON over HTTP/1.1 on a Unix
-//! socket (`<data-dir>/agent.sock`); the CLI and the deploy engine use [`AgentClient`]. This
-//! crate holds no logic: the types say what crosses the boundary, nothing decides here.
+//! socket (`<data-dir>/agent.sock`); the CLI and the deploy engine use [`AgentClient`]. The
+//! server's REST API and job protocol are in [`server`]. This crate holds no logic: the types
+//! say what crosses the boundary, nothing decides here.
 
 mod agent;
 mod client;
+pub mod server;
 
 pub use agent::*;
 pub use client::{AgentClient, ApiError};

@@ -98,6 +98,17 @@ impl PipelineStatus {
     pub fn parse(s: &str) -> Option<PipelineStatus> {
         PipelineStatus::ALL.into_iter().find(|p| p.as_str() == s)
     }
+
+    /// A finished pipeline's status from its jobs' (canceled wins, then any failure).
+    pub fn of(canceled: bool, jobs: impl IntoIterator<Item = JobState>) -> PipelineStatus {
+        if canceled {
+            PipelineStatus::Canceled
+        } else if jobs.into_iter().any(|j| j == JobState::Failed) {
+            PipelineStatus::Failed
+        } else {
+            PipelineStatus::Success
+        }
+    }
 }
 
 /// A job's final record.

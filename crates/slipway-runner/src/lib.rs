@@ -218,6 +218,57 @@ pub fn run<S: Sink>(plan: &Plan, config: RunConfig, cancel: Cancel, sink: S) -> 
     r
 }
 
+/// What one job reports while it runs on its own.
+#[derive(Debug)]
+pub enum JobMessage {
+    /// A chunk of its output, already masked.
+    Output(Vec<u8>),
+    /// A line from slipway about it, already masked.
+    Notice(String),
+    /// An attempt started (`retry:` starts more than one).
+    Attempt(u32),
+}
+
+/// Runs job `index` of the plan alone on the shell executor — the job an agent took from a
+/// server — calling `report` with what it prints as it comes; returns how it ended.
+pub fn run_job(
+    plan: &Plan,
+    index: usize,
+    config: RunConfig,
+    cancel: Cancel,
+    mut report: impl FnMut(JobMessage),
+) -> std::io::Result<JobEnd> {
+    for d in ["logs", "artifacts"] {
+        std::fs::create_dir_all(config.run_dir.join(d))?;
+    }
+    let mut config = config;
+    let snapshot = match config.snapshot.take() {
+        Some(s) => s,
+        None => exec::snapshot_for(&config)?,
+    };
+    let known = snapshot.files.iter().cloned().collect();
+    let shared = Arc::new(Shared { config, snapshot, known, cancel, cleanup: Default::default() });
+    let shell = exec::Shell { shared };
+    let job = plan.jobs.get(index).ok_or_else(|| std::io::Error::other(format!("the plan has no job {index}")))?;
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let end = std::thread::scope(|scope| {
+        let out = JobOutput { idx: index, tx };
+        let shell = &shell;
+        let running = scope.spawn(move || shell.execute(index, job, &out));
+        for m in rx {
+            match m {
+                Msg::Output(_, d) => report(JobMessage::Output(d)),
+                Msg::Notice(_, l) => report(JobMessage::Notice(l)),
+                Msg::Started(_, a) => report(JobMessage::Attempt(a)),
+                Msg::Done(..) => {}
+            }
+        }
+        running.join().map_err(|_| std::io::Error::other("the job's thread panicked"))
+    })?;
+    shell.finish();
+    Ok(end)
+}
+
 /// How the loop drives an executor.
 pub struct Drive {
     pub concurrency: usize,
@@ -354,13 +405,7 @@ pub fn run_on<S: Sink>(
     })?;
     executor.finish();
     let jobs: Vec<JobResult> = results.into_iter().map(|r| r.expect("every job reported")).collect();
-    let status = if sched.is_canceled() {
-        PipelineStatus::Canceled
-    } else if jobs.iter().any(|j| j.status == JobState::Failed) {
-        PipelineStatus::Failed
-    } else {
-        PipelineStatus::Success
-    };
+    let status = PipelineStatus::of(sched.is_canceled(), jobs.iter().map(|j| j.status));
     Ok((RunResult { status, jobs, duration: started.elapsed() }, sink))
 }
 

@@ -25,7 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use locks::Lock;
-pub use runs::{ClaimedJob, JobRow, NewRun, RunRow};
+pub use runs::{ClaimedJob, JobRow, NewRun, RunId, RunRow};
 pub use server::{Project, Role, TokenRow};
 pub use slipway_model::release::{Approval, Artifact, JournalStep as Step, NewRelease, Release, ReleaseStatus};
 pub use slipway_model::time::now_ms;

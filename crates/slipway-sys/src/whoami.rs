@@ -1,5 +1,5 @@
 //! Who runs slipway, on which machine: the name recorded as the actor of releases and
-//! approvals, and the host name in lock owners.
+//! approvals, the host name in lock owners, and random tokens.
 
 /// `$SLIPWAY_USER`, `$USER`, `$LOGNAME`, else the user database's name for our uid.
 pub fn user() -> String {
@@ -42,4 +42,22 @@ pub fn hostname() -> String {
 /// This process as a lock owner: `pid 123 on host`.
 pub fn process_label() -> String {
     format!("pid {} on {}", std::process::id(), hostname())
+}
+
+/// `n` random bytes from the kernel, as lowercase hex (tokens, secrets).
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_hex_is_random_and_hex() {
+        let (a, b) = (super::random_hex(16).unwrap(), super::random_hex(16).unwrap());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()) && a != b);
+    }
 }

@@ -67,6 +67,18 @@ pub struct AgentArgs {
     /// Also serve Prometheus metrics over TCP at this address (the socket always serves /metrics).
     #[arg(long, value_name = "ADDR", global = true)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Join this server (`http://HOST:8420`): run its CI jobs besides hosting environments.
+    #[arg(long, value_name = "URL", env = "SLIPWAY_SERVER", global = true)]
+    pub server: Option<String>,
+    /// The token the server gave this agent.
+    #[arg(long, value_name = "TOKEN", env = "SLIPWAY_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// This agent's name on the server (default: the host name).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub name: Option<String>,
+    /// CI jobs run at once.
+    #[arg(long, value_name = "N", default_value_t = 2, global = true)]
+    pub concurrency: usize,
 }
 
 #[derive(Subcommand)]
@@ -724,6 +736,20 @@ pub fn agent(root: Option<&Path>, data: &Path, args: AgentArgs, ui: &Ui) -> Resu
                 .try_init();
             let config =
                 slipway_agent::AgentConfig { data_dir: data.to_path_buf(), metrics_listen: args.metrics_listen };
+            if let Some(server) = args.server {
+                let Some(token) = args.token else {
+                    return Err(UserError::new("`--server` needs `--token` (or SLIPWAY_TOKEN)")
+                        .hint("an admin makes agent tokens: `curl -H 'Authorization: Bearer ADMIN' -d '{\"name\":\"ci1\",\"role\":\"agent\"}' URL/api/v1/tokens`")
+                        .into());
+                };
+                let join = crate::servercmd::Join {
+                    server,
+                    token,
+                    name: args.name.unwrap_or_else(slipway_sys::whoami::hostname),
+                    concurrency: args.concurrency.max(1),
+                };
+                return crate::servercmd::agent_with_server(data, join, config, ui);
+            }
             let interrupts = slipway_sys::signals::Interrupts::install();
             match rt.block_on(slipway_agent::run(config, async move { interrupts.next().await })) {
                 Ok(()) => Ok(exit::OK),

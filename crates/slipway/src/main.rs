@@ -7,6 +7,7 @@ mod gocmd;
 mod imagecmd;
 mod project;
 mod run;
+mod servercmd;
 mod ui;
 
 use std::path::PathBuf;
@@ -118,8 +119,10 @@ enum Command {
     Status(deploycmd::StatusArgs),
     /// An environment's releases, newest first, with outcome and duration.
     History(deploycmd::HistoryArgs),
-    /// The agent: supervises service instances, health checks, entry points (`run|start|stop|status`).
+    /// The agent: supervises service instances, health checks, entry points (`run|start|stop|status`); with `--server`, also runs a server's CI jobs.
     Agent(deploycmd::AgentArgs),
+    /// The server: projects, pipelines on every commit, jobs for its agents, the REST API.
+    Server(servercmd::ServerArgs),
     /// Check quality gates (the `gates:` section or flags) against the Go reports.
     Gate(gatecmd::GateArgs),
     /// Go-aware commands: `slipway go test|build|vet|mod check`.
@@ -344,6 +347,7 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             let root = project_dir(cli.project_dir).ok();
             deploycmd::agent(root.as_deref(), &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
+        Command::Server(args) => servercmd::server(&deploycmd::data_dir(cli.data_dir, ui)?, args, ui),
     }
 }
 

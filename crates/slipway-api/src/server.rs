@@ -1,0 +1,130 @@
+//! The server's wire types: projects, pipelines and their jobs as the REST API shows them,
+//! and the job protocol between the server and its agents (docs/server.md).
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /api/v1/projects`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewProject {
+    pub name: String,
+    /// A URL git can fetch (`https://…`, `ssh://…`, `file://…`) or a path on the server's machine.
+    pub repo: String,
+    #[serde(default = "main")]
+    pub branch: String,
+    /// Fetch the remote this often (seconds); absent: webhooks and triggers only.
+    #[serde(default)]
+    pub poll_seconds: Option<u64>,
+}
+
+fn main() -> String {
+    "main".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProjectView {
+    pub name: String,
+    pub repo: String,
+    pub branch: String,
+    pub poll_seconds: Option<u64>,
+}
+
+/// `POST /api/v1/projects/{name}/pipelines`: a pipeline for a ref (the default branch when
+/// absent), with variables (`--var K=V`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Trigger {
+    #[serde(default, rename = "ref")]
+    pub ref_name: Option<String>,
+    #[serde(default)]
+    pub variables: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PipelineView {
+    pub id: i64,
+    pub project: String,
+    #[serde(rename = "ref")]
+    pub ref_name: Option<String>,
+    pub commit: Option<String>,
+    /// `CI_PIPELINE_SOURCE`: `push`, `web`, `api`, `schedule`, `merge_request_event`.
+    pub source: String,
+    pub status: String,
+    /// Why it ended without running (its pipeline file did not plan), when it did.
+    pub detail: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobView {
+    pub index: usize,
+    pub name: String,
+    pub stage: String,
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub attempts: u32,
+    pub reason: Option<String>,
+    /// The agent that ran (or runs) it.
+    pub agent: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// `POST /api/v1/jobs/request`: an agent asks for a job, waiting up to `wait_ms` for one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobRequest {
+    /// The agent's name (unique per machine).
+    pub agent: String,
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// A job the agent now holds, and what it needs to run it: the commit to check out, and
+/// what the server planned with (the agent plans the same pipeline and runs job `index`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobAssignment {
+    pub run: i64,
+    pub index: usize,
+    pub name: String,
+    pub attempt: u32,
+    pub project: String,
+    /// Where the agent fetches the commit from (the server's mirror when local, else the
+    /// project's remote).
+    pub repo: String,
+    pub commit: String,
+    /// The branch the pipeline runs for (checked out as that branch), absent for tags.
+    pub branch: Option<String>,
+    pub source: String,
+    pub variables: Vec<(String, String)>,
+    /// Renew the lease within this long (`POST /api/v1/jobs/{run}/{index}/lease`).
+    pub lease_ms: u64,
+    /// The job's own token (`CI_JOB_TOKEN`), valid while it runs.
+    pub job_token: String,
+}
+
+/// `POST /api/v1/jobs/{run}/{index}/lease`: the answer to a renewal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeaseAnswer {
+    /// False when the agent no longer holds the job (the lease ran out, the job was taken back).
+    pub held: bool,
+    /// The pipeline was canceled: stop the job.
+    pub cancel: bool,
+}
+
+/// `POST /api/v1/jobs/{run}/{index}/finish`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobFinish {
+    /// `success`, `failed` or `canceled`.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+}
+
+/// A server's JSON error: what, a machine-readable code, and the field at fault.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub field: Option<String>,
+}

@@ -1,0 +1,434 @@
+//! The REST API under `/api/v1/` and the job protocol agents speak (docs/server.md). Errors
+//! are JSON `{code, message, field}`; bodies are parsed here so a malformed one gets a 400
+//! that names what is wrong, never a 5xx.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use slipway_api::server::*;
+use slipway_model::run::JobState;
+use slipway_model::time::{now_ms, rfc3339};
+use slipway_runner::scheduler::Outcome;
+use slipway_store::{Project, Role, RunId};
+
+use crate::auth::{Caller, hash_token};
+use crate::pipelines::{self, Event};
+use crate::{ServerError, State};
+
+type S = AxState<Arc<State>>;
+
+/// Longest a job request waits for work.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Largest log chunk an agent may send at once.
+const MAX_CHUNK: usize = 1024 * 1024;
+
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/projects", get(projects).post(add_project))
+        .route("/api/v1/projects/{name}/pipelines", post(trigger))
+        .route("/api/v1/pipelines", get(pipelines_list))
+        .route("/api/v1/pipelines/{id}", get(pipeline))
+        .route("/api/v1/pipelines/{id}/cancel", post(cancel))
+        .route("/api/v1/pipelines/{id}/jobs/{index}/log", get(job_log))
+        .route("/api/v1/tokens", post(add_token))
+        .route("/api/v1/jobs/request", post(request_job))
+        .route("/api/v1/jobs/{run}/{index}/log", post(append_log))
+        .route("/api/v1/jobs/{run}/{index}/lease", post(renew))
+        .route("/api/v1/jobs/{run}/{index}/finish", post(finish))
+        .with_state(state)
+}
+
+/// A JSON error.
+pub fn error(status: StatusCode, code: &str, message: String, field: Option<String>) -> Response {
+    (status, axum::Json(ApiErrorBody { code: code.into(), message, field })).into_response()
+}
+
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        match self {
+            ServerError::Input(_, field) => error(StatusCode::BAD_REQUEST, "invalid", message, field),
+            ServerError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", message, None),
+            ServerError::Conflict(_) => error(StatusCode::CONFLICT, "conflict", message, None),
+            ServerError::Forbidden(_) => error(StatusCode::FORBIDDEN, "forbidden", message, None),
+            ServerError::TooLarge(_) => error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message, None),
+            ServerError::Git(_) => error(StatusCode::BAD_GATEWAY, "git", message, None),
+            ServerError::Plan(_) => error(StatusCode::UNPROCESSABLE_ENTITY, "plan", message, None),
+            ServerError::Store(_) => error(StatusCode::SERVICE_UNAVAILABLE, "store", message, None),
+            ServerError::Io { .. } => error(StatusCode::INTERNAL_SERVER_ERROR, "io", message, None),
+        }
+    }
+}
+
+/// Parses a JSON body, naming the field at fault.
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ServerError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let msg = e.to_string();
+        let field = msg.split('`').nth(1).map(str::to_string);
+        ServerError::Input(format!("invalid JSON body: {msg}"), field)
+    })
+}
+
+async fn readyz(AxState(s): S) -> Response {
+    match s.store.projects().await {
+        Ok(_) => "ready\n".into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string(), None),
+    }
+}
+
+fn project_view(p: &Project) -> ProjectView {
+    ProjectView {
+        name: p.name.clone(),
+        repo: p.repo.clone(),
+        branch: p.branch.clone(),
+        poll_seconds: p.poll_ms.map(|m| (m / 1000) as u64),
+    }
+}
+
+async fn projects(AxState(s): S, _who: Caller) -> Result<Response, ServerError> {
+    let list: Vec<ProjectView> = s.store.projects().await?.iter().map(project_view).collect();
+    Ok(axum::Json(list).into_response())
+}
+
+/// Project names: letters, digits, `-`, `_`, `.`, and `/` between parts (`team/app`).
+fn check_project_name(name: &str) -> Result<(), ServerError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+    match ok {
+        true => Ok(()),
+        false => Err(ServerError::Input(
+            format!(
+                "`{name}` is not a project name: letters, digits, `-`, `_`, `.`, parts separated by `/` (at most 100)"
+            ),
+            Some("name".into()),
+        )),
+    }
+}
+
+async fn add_project(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    let p: NewProject = body(&bytes)?;
+    check_project_name(&p.name)?;
+    if p.repo.trim().is_empty() || p.repo.starts_with('-') {
+        return Err(ServerError::Input("`repo` must be a URL or a path git can fetch".into(), Some("repo".into())));
+    }
+    // The remote must answer now, not at the first push.
+    let repo = p.repo.clone();
+    let refs = tokio::task::spawn_blocking(move || slipway_git::remote::ls_remote(&repo))
+        .await
+        .map_err(|e| ServerError::Git(e.to_string()))?
+        .map_err(|e| ServerError::Input(format!("cannot read `{}`: {e}", p.repo), Some("repo".into())))?;
+    if !refs.iter().any(|(r, _)| *r == format!("refs/heads/{}", p.branch)) {
+        return Err(ServerError::Input(format!("`{}` has no branch `{}`", p.repo, p.branch), Some("branch".into())));
+    }
+    let project = Project {
+        name: p.name.clone(),
+        repo: p.repo.clone(),
+        branch: p.branch.clone(),
+        poll_ms: p.poll_seconds.map(|s| (s.max(1) * 1000) as i64),
+        created_at_ms: now_ms(),
+    };
+    if !s.store.add_project(&project).await? {
+        return Err(ServerError::Conflict(format!("project `{}` exists", p.name)));
+    }
+    Ok((StatusCode::CREATED, axum::Json(project_view(&project))).into_response())
+}
+
+async fn trigger(AxState(s): S, who: Caller, Path(name): Path<String>, bytes: Bytes) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    let t: Trigger = if bytes.is_empty() { Trigger::default() } else { body(&bytes)? };
+    for (k, _) in &t.variables {
+        let ok = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(ServerError::Input(format!("`{k}` is not a variable name"), Some("variables".into())));
+        }
+    }
+    let project = s.store.project(&name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
+    let run = pipelines::create(&s, &project, t.ref_name.as_deref(), None, "api", t.variables).await?;
+    let view = view_of(&s, run).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+async fn view_of(s: &State, id: RunId) -> Result<PipelineView, ServerError> {
+    let run = s.store.run(id).await?.ok_or_else(|| ServerError::NotFound(format!("pipeline {id}")))?;
+    let jobs = s.store.jobs(id).await?;
+    Ok(PipelineView {
+        id: run.id,
+        project: run.project,
+        ref_name: run.ref_name,
+        commit: run.commit_sha,
+        source: run.source,
+        status: run.status.as_str().into(),
+        detail: run.detail,
+        created_at: rfc3339(run.created_at_ms),
+        finished_at: run.finished_at_ms.map(rfc3339),
+        jobs: jobs
+            .into_iter()
+            .map(|j| JobView {
+                index: j.index,
+                name: j.name,
+                stage: j.stage,
+                status: j.status.as_str().into(),
+                exit_code: j.exit_code,
+                attempts: j.attempts,
+                reason: j.reason,
+                agent: j.runner,
+                started_at: j.started_at_ms.map(rfc3339),
+                finished_at: j.finished_at_ms.map(rfc3339),
+            })
+            .collect(),
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    project: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn pipelines_list(AxState(s): S, _who: Caller, Query(q): Query<ListQuery>) -> Result<Response, ServerError> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let projects = match q.project {
+        Some(p) => vec![p],
+        None => s.store.projects().await?.into_iter().map(|p| p.name).collect(),
+    };
+    let mut out = Vec::new();
+    for p in projects {
+        for r in s.store.runs(&p, limit).await? {
+            out.push(view_of(&s, r.id).await?);
+        }
+    }
+    out.sort_by_key(|v| std::cmp::Reverse(v.id));
+    out.truncate(limit as usize);
+    Ok(axum::Json(out).into_response())
+}
+
+async fn pipeline(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
+    who.may_see(id)?;
+    Ok(axum::Json(view_of(&s, id).await?).into_response())
+}
+
+async fn cancel(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    pipelines::drive(&s, id, Event::Cancel).await?;
+    Ok(axum::Json(view_of(&s, id).await?).into_response())
+}
+
+fn log_path(s: &State, run: RunId, index: usize) -> std::path::PathBuf {
+    s.data_dir.join("logs").join(run.to_string()).join(format!("{index}.log"))
+}
+
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    offset: Option<u64>,
+}
+
+async fn job_log(
+    AxState(s): S,
+    who: Caller,
+    Path((run, index)): Path<(i64, usize)>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    if let Err(r) = who.may_see(run) {
+        return r.into_response();
+    }
+    match tokio::fs::read(log_path(&s, run, index)).await {
+        Ok(bytes) => {
+            let from = (q.offset.unwrap_or(0) as usize).min(bytes.len());
+            bytes[from..].to_vec().into_response()
+        }
+        Err(_) => error(StatusCode::NOT_FOUND, "not_found", format!("no log for job {index} of pipeline {run}"), None),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct NewToken {
+    name: String,
+    role: String,
+}
+
+async fn add_token(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    let t: NewToken = body(&bytes)?;
+    let role = match Role::parse(&t.role) {
+        Some(r @ (Role::Admin | Role::Agent)) => r,
+        _ => {
+            return Err(ServerError::Input(
+                format!("`{}` is not a role: `admin` or `agent`", t.role),
+                Some("role".into()),
+            ));
+        }
+    };
+    let token = crate::new_token()?;
+    s.store.add_token(&hash_token(&token), &t.name, role, None, None).await?;
+    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({"name": t.name, "role": role.as_str(), "token": token})))
+        .into_response())
+}
+
+/// The job protocol: an agent asks for a job and waits (long-poll) until one is claimable.
+async fn request_job(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
+    who.require(&[Role::Agent])?;
+    let req: JobRequest = body(&bytes)?;
+    let agent = format!("{}@{}", req.agent, who.name);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_WAIT);
+    loop {
+        // Listen before looking, so a job queued in between wakes us.
+        let notified = s.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let claimed = s.store.claim_job(&agent, s.lease).await?;
+        if let Some(job) = claimed {
+            let a = assignment(&s, job).await?;
+            return Ok(axum::Json(a).into_response());
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+}
+
+async fn assignment(s: &Arc<State>, job: slipway_store::ClaimedJob) -> Result<JobAssignment, ServerError> {
+    let run = s.store.run(job.run).await?.ok_or_else(|| ServerError::NotFound(format!("pipeline {}", job.run)))?;
+    let project = s
+        .store
+        .project(&run.project)
+        .await?
+        .ok_or_else(|| ServerError::NotFound(format!("project `{}`", run.project)))?;
+    let mirror = pipelines::mirror_dir(&s.data_dir, &project.name);
+    let branch = run
+        .ref_name
+        .clone()
+        .filter(|r| slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("refs/heads/{r}")]).is_some());
+    let token = crate::new_token()?;
+    let expires = now_ms() + 24 * 3600 * 1000;
+    s.store
+        .add_token(
+            &hash_token(&token),
+            &format!("job {}/{}", job.run, job.index),
+            Role::Job,
+            Some(job.run),
+            Some(expires),
+        )
+        .await?;
+    // A new attempt starts a new log.
+    let log = log_path(s, job.run, job.index);
+    if let Some(dir) = log.parent() {
+        let _ = tokio::fs::create_dir_all(dir).await;
+    }
+    let _ = tokio::fs::write(&log, b"").await;
+    Ok(JobAssignment {
+        run: job.run,
+        index: job.index,
+        name: job.name,
+        attempt: job.attempt,
+        project: project.name,
+        // Agents on this machine fetch from the server's mirror (already fetched); the
+        // project's own remote serves the others the same commit.
+        repo: project.repo,
+        commit: run.commit_sha.unwrap_or_default(),
+        branch,
+        source: run.source,
+        variables: run.variables,
+        lease_ms: s.lease.as_millis() as u64,
+        job_token: token,
+    })
+}
+
+/// Whether `who` (an agent) holds this job now.
+async fn holder(s: &State, run: RunId, index: usize) -> Result<Option<String>, ServerError> {
+    Ok(s.store
+        .jobs(run)
+        .await?
+        .into_iter()
+        .find(|j| j.index == index && j.status == JobState::Running)
+        .and_then(|j| j.runner))
+}
+
+async fn append_log(
+    AxState(s): S,
+    who: Caller,
+    Path((run, index)): Path<(i64, usize)>,
+    bytes: Bytes,
+) -> Result<Response, ServerError> {
+    who.require(&[Role::Agent])?;
+    if bytes.len() > MAX_CHUNK {
+        return Err(ServerError::TooLarge(format!("a log chunk may have {MAX_CHUNK} bytes")));
+    }
+    if holder(&s, run, index).await?.is_none() {
+        return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not running")));
+    }
+    use tokio::io::AsyncWriteExt;
+    let path = log_path(&s, run, index);
+    let mut f = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await
+        .map_err(|source| ServerError::Io { what: path.display().to_string(), source })?;
+    f.write_all(&bytes).await.map_err(|source| ServerError::Io { what: path.display().to_string(), source })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct AgentQuery {
+    agent: String,
+}
+
+async fn renew(
+    AxState(s): S,
+    who: Caller,
+    Path((run, index)): Path<(i64, usize)>,
+    Query(q): Query<AgentQuery>,
+) -> Result<Response, ServerError> {
+    who.require(&[Role::Agent])?;
+    let agent = format!("{}@{}", q.agent, who.name);
+    let held = s.store.renew_job(run, index, &agent, s.lease).await?;
+    let status = s.store.run(run).await?.map(|r| r.status);
+    let cancel = status == Some(slipway_model::run::PipelineStatus::Canceled) || !held;
+    Ok(axum::Json(LeaseAnswer { held, cancel }).into_response())
+}
+
+async fn finish(
+    AxState(s): S,
+    who: Caller,
+    Path((run, index)): Path<(i64, usize)>,
+    Query(q): Query<AgentQuery>,
+    bytes: Bytes,
+) -> Result<Response, ServerError> {
+    who.require(&[Role::Agent])?;
+    let f: JobFinish = body(&bytes)?;
+    let (state, outcome) = match f.status.as_str() {
+        "success" => (JobState::Success, Outcome::Success),
+        "failed" => (JobState::Failed, Outcome::Failed { exit_code: f.exit_code }),
+        "canceled" => (JobState::Canceled, Outcome::Canceled),
+        other => {
+            return Err(ServerError::Input(
+                format!("`{other}` is not a job status: success, failed or canceled"),
+                Some("status".into()),
+            ));
+        }
+    };
+    let agent = format!("{}@{}", q.agent, who.name);
+    let held = s.store.finish_job(run, index, &agent, state, f.exit_code, f.reason.as_deref()).await?;
+    if !held {
+        return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not held by `{agent}`")));
+    }
+    pipelines::drive(&s, run, Event::Finished(index, outcome)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,153 @@
+//! `slipway server`: watches projects, plans and persists their pipelines with the runner's
+//! scheduler ([`pipelines`]), hands their jobs to agents under leases over HTTP ([`api`], the
+//! protocol in docs/server.md), and keeps their logs. [`worker`] is the other side of the
+//! protocol: what `slipway agent --server URL` runs. The store (SQLite in the data directory,
+//! or PostgreSQL) is the only state: a server killed at any moment resumes from it.
+
+pub mod api;
+mod auth;
+pub mod pipelines;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use slipway_pipeline::plan::Plan;
+use slipway_store::{Role, RunId, Store};
+
+pub use auth::hash_token;
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `postgres://…`; the SQLite store in the data directory when absent.
+    pub database_url: Option<String>,
+    /// How long an agent holds a job without renewing it.
+    pub lease: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Input(String, Option<String>),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("git: {0}")]
+    Git(String),
+    #[error("the pipeline does not plan: {0}")]
+    Plan(String),
+    #[error("{0}")]
+    Store(#[from] slipway_store::StoreError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+/// What every handler and background task shares.
+pub struct State {
+    pub store: Store,
+    pub data_dir: PathBuf,
+    pub lease: Duration,
+    /// Plans of running pipelines (made again from their commit after a restart).
+    plans: Mutex<HashMap<RunId, Arc<Plan>>>,
+    /// One scheduler transition at a time.
+    driving: tokio::sync::Mutex<()>,
+    /// One planning checkout at a time.
+    planning: tokio::sync::Mutex<()>,
+    /// A job became claimable: wakes agents waiting in a long-poll.
+    work: tokio::sync::Notify,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// The admin token made at the first start, to show once; `None` afterwards.
+    pub admin_token: Option<String>,
+    pub state: Arc<State>,
+    listener: tokio::net::TcpListener,
+}
+
+impl Server {
+    /// Opens the store (migrating it), makes the admin token on the first start, binds.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let io = |what: String| move |source| ServerError::Io { what, source };
+        std::fs::create_dir_all(&config.data_dir).map_err(io(config.data_dir.display().to_string()))?;
+        let store = match &config.database_url {
+            Some(url) => Store::connect(url).await?,
+            None => Store::open(&config.data_dir).await?,
+        };
+        let admin_token = match store.has_admin().await? {
+            true => None,
+            false => {
+                let token = new_token()?;
+                store.add_token(&hash_token(&token), "admin", Role::Admin, None, None).await?;
+                Some(token)
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(io(format!("listening on {}", config.listen)))?;
+        let addr = listener.local_addr().map_err(io("the listening address".into()))?;
+        let state = Arc::new(State {
+            store,
+            data_dir: config.data_dir.clone(),
+            lease: config.lease,
+            plans: Mutex::default(),
+            driving: tokio::sync::Mutex::new(()),
+            planning: tokio::sync::Mutex::new(()),
+            work: tokio::sync::Notify::new(),
+        });
+        Ok(Server { addr, admin_token, state, listener })
+    }
+
+    /// Serves until `shutdown` resolves: resumes the pipelines a previous server left
+    /// running, puts jobs whose agents stopped renewing back in the queue.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let state = Arc::clone(&self.state);
+        for run in state.store.running_runs().await? {
+            if let Err(e) = pipelines::drive(&state, run.id, pipelines::Event::Step).await {
+                tracing::error!(pipeline = run.id, error = %e, "cannot resume pipeline");
+            }
+        }
+        let sweeper = {
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    match state.store.requeue_expired_jobs().await {
+                        Ok(back) if !back.is_empty() => {
+                            tracing::warn!(jobs = back.len(), "jobs whose agent stopped renewing are queued again");
+                            state.work.notify_waiters();
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "cannot requeue expired jobs"),
+                    }
+                }
+            })
+        };
+        let app = api::router(Arc::clone(&state));
+        let r = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        sweeper.abort();
+        r.map_err(|source| ServerError::Io { what: "serving".into(), source })
+    }
+}
+
+/// A new random token (32 bytes, hex, prefixed so it is recognisable in a leak scan).
+pub fn new_token() -> Result<String, ServerError> {
+    let hex = slipway_sys::whoami::random_hex(32)
+        .map_err(|source| ServerError::Io { what: "/dev/urandom".into(), source })?;
+    Ok(format!("slw_{hex}"))
+}

@@ -1,0 +1,228 @@
+//! Pipelines on the server: a commit of a project becomes a run — the project's mirror
+//! fetched, the commit checked out, the pipeline planned by the same crates as `slipway run`
+//! — and every later event (a job finished, a cancel) is one transition of the runner's
+//! [`Scheduler`], restored from the run's snapshot and saved back in one transaction. There is
+//! no second scheduler: the server only persists the one it restores.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use slipway_model::run::{JobState, PipelineStatus};
+use slipway_pipeline::plan::Plan;
+use slipway_runner::scheduler::{Action, Outcome, Scheduler, Snapshot};
+use slipway_store::{NewRun, Project, RunId};
+
+use crate::{ServerError, State};
+
+/// Every ready job of a server pipeline is queued at once; the agents' own concurrency is the
+/// limit.
+const UNLIMITED: usize = 100_000;
+
+/// What moves a run.
+pub enum Event {
+    /// Look again (a new run, a restart, a delayed job's time).
+    Step,
+    Finished(usize, Outcome),
+    Cancel,
+}
+
+/// The mirror of a project on the server.
+pub fn mirror_dir(data: &Path, project: &str) -> PathBuf {
+    data.join("repos").join(format!("{}.git", slug(project)))
+}
+
+fn slug(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// Starts a pipeline for `ref_name` (a branch, `refs/heads/…` or `refs/tags/…`; the default
+/// branch when `None`) at its newest commit, or at `commit` when given.
+pub async fn create(
+    state: &Arc<State>,
+    project: &Project,
+    ref_name: Option<&str>,
+    commit: Option<&str>,
+    source: &str,
+    variables: Vec<(String, String)>,
+) -> Result<RunId, ServerError> {
+    let mirror = mirror_dir(&state.data_dir, &project.name);
+    let repo = project.repo.clone();
+    let m = mirror.clone();
+    blocking(move || slipway_git::remote::mirror(&repo, &m).map_err(|e| ServerError::Git(e.to_string()))).await?;
+    let (branch, full_ref) = match ref_name.unwrap_or(&project.branch) {
+        r if r.starts_with("refs/tags/") => (None, r.to_string()),
+        r => {
+            let b = r.strip_prefix("refs/heads/").unwrap_or(r).to_string();
+            (Some(b.clone()), format!("refs/heads/{b}"))
+        }
+    };
+    let sha = match commit {
+        Some(c) => c.to_string(),
+        None => slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("{full_ref}^{{commit}}")])
+            .ok_or_else(|| {
+                ServerError::Input(format!("`{full_ref}` is not in {}", project.repo), Some("ref".into()))
+            })?,
+    };
+    let shown_ref = branch.clone().unwrap_or_else(|| full_ref.trim_start_matches("refs/tags/").to_string());
+    let run = state
+        .store
+        .create_run(&NewRun {
+            project: project.name.clone(),
+            ref_name: Some(shown_ref),
+            commit_sha: Some(sha.clone()),
+            source: source.to_string(),
+            jobs: Vec::new(),
+            variables: variables.clone(),
+        })
+        .await?;
+    match plan_run(state, &project.name, run, &sha, branch.as_deref(), source, &variables).await {
+        Ok(plan) => {
+            let jobs: Vec<(String, String)> = plan.jobs.iter().map(|j| (j.name.clone(), j.stage.clone())).collect();
+            state.store.add_jobs(run, &jobs).await?;
+            state.plans.lock().expect("plans lock").insert(run, Arc::new(plan));
+            drive(state, run, Event::Step).await?;
+        }
+        Err(why) => state.store.end_run(run, PipelineStatus::Failed, &why).await?,
+    }
+    Ok(run)
+}
+
+/// Plans a run at its commit, as the agent that runs a job of it will (same commit, same
+/// pipeline id, same source and variables: the same plan).
+async fn plan_run(
+    state: &Arc<State>,
+    project: &str,
+    run: RunId,
+    sha: &str,
+    branch: Option<&str>,
+    source: &str,
+    variables: &[(String, String)],
+) -> Result<Plan, String> {
+    let _one = state.planning.lock().await;
+    let mirror = mirror_dir(&state.data_dir, project);
+    let dir = state.data_dir.join("plans").join(slug(project));
+    let (sha, branch, source, vars) =
+        (sha.to_string(), branch.map(str::to_string), source.to_string(), variables.to_vec());
+    tokio::task::spawn_blocking(move || plan_at(&mirror, &sha, branch.as_deref(), &dir, run, &source, &vars))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// Checks `commit` out into `dir` from `source` and plans its pipeline: what the server does
+/// before a run and what an agent does before a job.
+pub fn plan_at(
+    source: &Path,
+    commit: &str,
+    branch: Option<&str>,
+    dir: &Path,
+    run: RunId,
+    pipeline_source: &str,
+    variables: &[(String, String)],
+) -> Result<Plan, String> {
+    slipway_git::remote::checkout_at(&source.display().to_string(), commit, branch, dir).map_err(|e| e.to_string())?;
+    let loaded = match slipway_runner::project::load(dir, None) {
+        Ok(l) => l,
+        Err(slipway_runner::project::LoadError::NoPipeline(n)) => return Err(n.message),
+        Err(slipway_runner::project::LoadError::Unreadable { message }) => return Err(message),
+        Err(slipway_runner::project::LoadError::Invalid(i)) => return Err(render(&i)),
+    };
+    let checkout = slipway_git::Checkout::read(dir);
+    let input = slipway_runner::project::PlanInput {
+        root: dir,
+        checkout: &checkout,
+        pipeline_id: run as u64,
+        source: pipeline_source,
+        overrides: variables.iter().cloned().collect(),
+        snapshot: None,
+    };
+    slipway_runner::project::make_plan(&loaded, &input).map_err(|i| render(&i))
+}
+
+fn render(i: &slipway_runner::project::Invalid) -> String {
+    i.diagnostics.iter().map(|d| i.sources.render(d, false)).collect::<Vec<_>>().join("\n")
+}
+
+/// The plan of a run: the one made when it started, or made again after a restart.
+async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> Result<Arc<Plan>, ServerError> {
+    if let Some(p) = state.plans.lock().expect("plans lock").get(&run.id) {
+        return Ok(Arc::clone(p));
+    }
+    let project = state
+        .store
+        .project(&run.project)
+        .await?
+        .ok_or_else(|| ServerError::Input(format!("project `{}` is gone", run.project), None))?;
+    let repo = project.repo.clone();
+    let m = mirror_dir(&state.data_dir, &project.name);
+    blocking(move || slipway_git::remote::mirror(&repo, &m).map_err(|e| ServerError::Git(e.to_string()))).await?;
+    let sha = run.commit_sha.clone().unwrap_or_default();
+    let branch = run.ref_name.clone().filter(|r| {
+        slipway_git::output(
+            &mirror_dir(&state.data_dir, &project.name),
+            &["rev-parse", "--verify", &format!("refs/heads/{r}")],
+        )
+        .is_some()
+    });
+    let plan = plan_run(state, &project.name, run.id, &sha, branch.as_deref(), &run.source, &run.variables)
+        .await
+        .map_err(ServerError::Plan)?;
+    let plan = Arc::new(plan);
+    state.plans.lock().expect("plans lock").insert(run.id, Arc::clone(&plan));
+    Ok(plan)
+}
+
+/// One transition of a run's scheduler: restored from its snapshot, moved by `event`, saved
+/// back with the jobs it changed. Jobs it starts become claimable (`pending` in the store)
+/// until an agent takes one.
+pub async fn drive(state: &Arc<State>, run: RunId, event: Event) -> Result<PipelineStatus, ServerError> {
+    let _one = state.driving.lock().await;
+    let Some(row) = state.store.run(run).await? else {
+        return Err(ServerError::NotFound(format!("pipeline {run}")));
+    };
+    if row.status != PipelineStatus::Running {
+        return Ok(row.status);
+    }
+    let plan = plan_of(state, &row).await?;
+    let mut sched = match &row.snapshot {
+        Some(s) => {
+            let snap: Snapshot = serde_json::from_value(s.clone()).map_err(|e| ServerError::Plan(e.to_string()))?;
+            Scheduler::restore(&plan, UNLIMITED, &snap).map_err(ServerError::Plan)?
+        }
+        None => Scheduler::new(&plan, UNLIMITED, &[]),
+    };
+    match event {
+        Event::Step => {}
+        Event::Finished(i, outcome) => sched.finished(i, outcome),
+        Event::Cancel => sched.cancel(),
+    }
+    let mut dispatched = Vec::new();
+    for a in sched.step(slipway_model::time::now_ms()) {
+        if let Action::Start(i) = a {
+            dispatched.push(i);
+        }
+    }
+    let changes: Vec<(usize, JobState)> = sched
+        .take_changes()
+        .into_iter()
+        .map(|(i, s)| if s == JobState::Running && dispatched.contains(&i) { (i, JobState::Pending) } else { (i, s) })
+        .collect();
+    let status = match sched.done() {
+        true => PipelineStatus::of(sched.is_canceled(), (0..sched.len()).map(|i| sched.status(i))),
+        false => PipelineStatus::Running,
+    };
+    let snapshot = serde_json::to_value(sched.snapshot()).map_err(|e| ServerError::Plan(e.to_string()))?;
+    state.store.save_transition(run, status, &snapshot, &changes).await?;
+    if !dispatched.is_empty() {
+        state.work.notify_waiters();
+    }
+    if status != PipelineStatus::Running {
+        state.plans.lock().expect("plans lock").remove(&run);
+    }
+    Ok(status)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServerError> + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ServerError::Git(e.to_string()))?
+}

@@ -1,0 +1,267 @@
+//! The agent's side of the job protocol (`slipway agent --server URL --token T`): ask the
+//! server for a job (long-poll), check its commit out, plan the same pipeline the server did,
+//! run that one job on the runner's shell executor, stream its masked output back in chunks,
+//! renew the lease every second (which is also how a cancel reaches it), and report the end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use slipway_api::server::{JobAssignment, JobFinish, JobRequest, LeaseAnswer};
+use slipway_runner::JobMessage;
+use slipway_runner::process::Cancel;
+
+/// How an agent joins a server.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `http://host:port`.
+    pub server: String,
+    pub token: String,
+    /// This agent's name (unique per machine).
+    pub name: String,
+    /// Where checkouts, workspaces and caches live.
+    pub data_dir: PathBuf,
+    /// Jobs run at once.
+    pub concurrency: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the server at {0} refused the token: {1}")]
+    Unauthorized(String, String),
+    #[error("talking to {0}: {1}")]
+    Http(String, String),
+}
+
+struct Client {
+    http: reqwest::Client,
+    cfg: WorkerConfig,
+}
+
+impl Client {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.cfg.server.trim_end_matches('/'))
+    }
+
+    async fn post(&self, path: &str, body: Vec<u8>, timeout: Duration) -> Result<reqwest::Response, WorkerError> {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.cfg.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| WorkerError::Http(self.cfg.server.clone(), e.to_string()))?;
+        if r.status() == reqwest::StatusCode::UNAUTHORIZED || r.status() == reqwest::StatusCode::FORBIDDEN {
+            let msg = r.text().await.unwrap_or_default();
+            return Err(WorkerError::Unauthorized(self.cfg.server.clone(), msg));
+        }
+        Ok(r)
+    }
+}
+
+/// Takes and runs jobs until `stop` resolves; jobs already running finish and report first.
+pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>) -> Result<(), WorkerError> {
+    let client = Arc::new(Client { http: reqwest::Client::new(), cfg: cfg.clone() });
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
+    tokio::pin!(stop);
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => p.expect("semaphore open"),
+            () = &mut stop => break,
+        };
+        let req = serde_json::to_vec(&JobRequest { agent: cfg.name.clone(), wait_ms: 25_000 }).expect("serializes");
+        let asked = tokio::select! {
+            r = client.post("/api/v1/jobs/request", req, Duration::from_secs(40)) => r,
+            () = &mut stop => break,
+        };
+        let resp = match asked {
+            Ok(r) => r,
+            Err(e @ WorkerError::Unauthorized(..)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the server; asking again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            continue;
+        }
+        let job: JobAssignment = match resp.json_bytes().await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable job assignment");
+                continue;
+            }
+        };
+        let client = Arc::clone(&client);
+        running.spawn(async move {
+            let _permit = permit;
+            run_one(&client, job).await;
+        });
+    }
+    while running.join_next().await.is_some() {}
+    Ok(())
+}
+
+trait JsonBytes {
+    async fn json_bytes<T: serde::de::DeserializeOwned>(self) -> Result<T, String>;
+}
+
+impl JsonBytes for reqwest::Response {
+    async fn json_bytes<T: serde::de::DeserializeOwned>(self) -> Result<T, String> {
+        let bytes = self.bytes().await.map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Runs one job to its end and reports it.
+async fn run_one(client: &Arc<Client>, job: JobAssignment) {
+    let who = format!("?agent={}", client.cfg.name);
+    let base = format!("/api/v1/jobs/{}/{}", job.run, job.index);
+    let cancel = Cancel::default();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    // Lease renewal every second: it keeps the job and carries cancels.
+    let lease = {
+        let (client, cancel, path) = (Arc::clone(client), cancel.clone(), format!("{base}/lease{who}"));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Ok(r) = client.post(&path, Vec::new(), Duration::from_secs(5)).await
+                    && let Ok(a) = r.json_bytes::<LeaseAnswer>().await
+                    && a.cancel
+                {
+                    cancel.request(1);
+                }
+            }
+        })
+    };
+    // Output goes up in chunks: whatever came in the last 200 ms, at most 256 KiB at a time.
+    let uploader = {
+        let (client, path) = (Arc::clone(client), format!("{base}/log{who}"));
+        tokio::spawn(async move {
+            let mut buf: Vec<u8> = Vec::new();
+            loop {
+                let more = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
+                match more {
+                    Ok(Some(chunk)) => {
+                        buf.extend_from_slice(&chunk);
+                        if buf.len() < 256 * 1024 {
+                            continue;
+                        }
+                    }
+                    Ok(None) => {
+                        if !buf.is_empty() {
+                            let _ = client.post(&path, std::mem::take(&mut buf), Duration::from_secs(30)).await;
+                        }
+                        return;
+                    }
+                    Err(_) => {}
+                }
+                if !buf.is_empty() {
+                    let _ = client.post(&path, std::mem::take(&mut buf), Duration::from_secs(30)).await;
+                }
+            }
+        })
+    };
+    let data = client.cfg.data_dir.clone();
+    let server = client.cfg.server.clone();
+    let j = job.clone();
+    let c = cancel.clone();
+    let ended = tokio::task::spawn_blocking(move || execute(&data, &server, &j, c, tx)).await;
+    lease.abort();
+    let _ = uploader.await;
+    let finish = match ended {
+        Ok(Ok(end)) => JobFinish {
+            status: if end.success {
+                "success"
+            } else if end.canceled {
+                "canceled"
+            } else {
+                "failed"
+            }
+            .into(),
+            exit_code: end.exit_code,
+            reason: end.reason,
+        },
+        Ok(Err(why)) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(why) },
+        Err(e) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(e.to_string()) },
+    };
+    let body = serde_json::to_vec(&finish).expect("serializes");
+    for attempt in 0..5 {
+        match client.post(&format!("{base}/finish{who}"), body.clone(), Duration::from_secs(30)).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "cannot report the job's end; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// On a blocking thread: checkout, plan, run the job.
+fn execute(
+    data: &std::path::Path,
+    server: &str,
+    job: &JobAssignment,
+    cancel: Cancel,
+    out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+) -> Result<slipway_runner::exec::JobEnd, String> {
+    let project = job.project.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_");
+    let dir = data.join("builds").join(&project).join(format!("{}-{}", job.run, job.index));
+    let say = |line: String| {
+        let _ = out.send(format!("{line}\n").into_bytes());
+    };
+    say(format!("Checking out {} at {}", job.project, &job.commit[..job.commit.len().min(12)]));
+    let plan = crate::pipelines::plan_at(
+        std::path::Path::new(&job.repo),
+        &job.commit,
+        job.branch.as_deref(),
+        &dir,
+        job.run,
+        &job.source,
+        &job.variables,
+    );
+    let plan = match plan {
+        Ok(p) => p,
+        Err(why) => {
+            say(format!("ERROR: the pipeline does not plan here: {why}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(why);
+        }
+    };
+    let Some(index) = plan.jobs.iter().position(|j| j.name == job.name) else {
+        let why = format!("job `{}` is not in the pipeline at this commit", job.name);
+        say(format!("ERROR: {why}"));
+        return Err(why);
+    };
+    let state = data.join("state");
+    let mut config = slipway_runner::RunConfig::new(
+        dir.clone(),
+        data.join("runs").join(format!("{}-{}", job.run, job.index)),
+        &state,
+    );
+    config.extra_env.push(("CI_JOB_TOKEN".into(), job.job_token.clone()));
+    config.extra_env.push(("SLIPWAY_SERVER".into(), server.to_string()));
+    config.secrets.push(job.job_token.clone());
+    if let Ok(me) = std::env::current_exe()
+        && let Some(bin) = me.parent()
+    {
+        config.path_prepend.push(bin.to_path_buf());
+    }
+    let end = slipway_runner::run_job(&plan, index, config, cancel, |m| match m {
+        JobMessage::Output(d) => {
+            let _ = out.send(d);
+        }
+        JobMessage::Notice(l) => {
+            let _ = out.send(format!("{l}\n").into_bytes());
+        }
+        JobMessage::Attempt(_) => {}
+    })
+    .map_err(|e| e.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    end
+}

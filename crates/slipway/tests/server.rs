@@ -1,0 +1,251 @@
+//! `slipway server` with agents as separate processes: projects from real git repositories,
+//! pipelines planned on the server and run by agents over the job protocol, logs back on the
+//! server, bad input answered with JSON errors, and an agent killed mid-job.
+
+#![allow(clippy::disallowed_methods, reason = "tests start the real programs they check")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Server {
+    url: String,
+    admin: String,
+    data: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl Server {
+    fn start(lease: &str) -> Server {
+        let data = tempfile::Builder::new().prefix("slipway-server-").tempdir().unwrap();
+        let mut s = Server { url: String::new(), admin: String::new(), data, proc: None };
+        s.launch(lease);
+        s
+    }
+
+    fn launch(&mut self, lease: &str) {
+        let addr = free_addr();
+        let mut child = Command::new(bin())
+            .args(["server", "--listen", &addr, "--lease", lease])
+            .env("SLIPWAY_DATA_DIR", self.data.path())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        for line in out.lines() {
+            let line = line.unwrap();
+            if let Some(t) = line.strip_prefix("admin token (shown once; the server keeps only its hash): ") {
+                self.admin = t.to_string();
+            }
+            if line.starts_with("slipway server listening on ") {
+                break;
+            }
+        }
+        assert!(!self.admin.is_empty() || self.proc.is_some(), "the first start prints an admin token");
+        self.url = format!("http://{addr}");
+        self.proc = Some(Proc(child));
+    }
+
+    /// `curl` with the admin token: (status, body).
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.call_as(Some(&self.admin), method, path, body)
+    }
+
+    fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-X", method, "-w", "\n%{http_code}", &format!("{}{path}", self.url)]);
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "--data-binary", b]);
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    fn json(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self.call("GET", path, None);
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn agent(&self, name: &str) -> (Proc, tempfile::TempDir) {
+        let data = tempfile::Builder::new().prefix("slipway-agent-").tempdir().unwrap();
+        let child = Command::new(bin())
+            .args(["agent", "--server", &self.url, "--token", &self.admin, "--name", name])
+            .env("SLIPWAY_DATA_DIR", data.path())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (Proc(child), data)
+    }
+
+    /// Waits until the pipeline ends; its record.
+    fn wait(&self, id: i64, limit: Duration) -> serde_json::Value {
+        let t = Instant::now();
+        loop {
+            let p = self.json(&format!("/api/v1/pipelines/{id}"));
+            if p["status"] != "running" {
+                return p;
+            }
+            assert!(t.elapsed() < limit, "pipeline {id} still running: {p}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+const PIPELINE: &str = r#"
+stages: [build, test]
+build:
+  stage: build
+  script:
+    - echo "building $CI_COMMIT_SHORT_SHA on $CI_COMMIT_BRANCH for $DEPLOY_TO ($CI_PIPELINE_SOURCE)"
+test:
+  stage: test
+  script:
+    - echo "token is $CI_JOB_TOKEN"
+    - exit ${TEST_EXIT:-0}
+"#;
+
+#[test]
+fn a_triggered_pipeline_runs_on_an_agent_and_its_logs_come_back() {
+    let repo = Repo::new(&[(".gitlab-ci.yml", PIPELINE)]);
+    let server = Server::start("30s");
+    let (_agent, _agent_data) = server.agent("a1");
+    let body = format!(r#"{{"name": "team/app", "repo": "{}", "branch": "main"}}"#, repo.path().display());
+    let (code, text) = server.call("POST", "/api/v1/projects", Some(&body));
+    assert_eq!(code, 201, "{text}");
+    let (code, text) =
+        server.call("POST", "/api/v1/projects/team%2Fapp/pipelines", Some(r#"{"variables": [["DEPLOY_TO", "dev"]]}"#));
+    assert_eq!(code, 201, "{text}");
+    let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let id = p["id"].as_i64().unwrap();
+    assert_eq!(p["jobs"].as_array().unwrap().len(), 2, "{p}");
+    let p = server.wait(id, Duration::from_secs(30));
+    assert_eq!(p["status"], "success", "{p}");
+    assert!(p["jobs"].as_array().unwrap().iter().all(|j| j["status"] == "success" && j["agent"] == "a1@admin"), "{p}");
+    let sha = repo.git(&["rev-parse", "--short=8", "HEAD"]);
+    let (code, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
+    assert_eq!(code, 200, "{log}");
+    assert!(log.contains(&format!("building {sha} on main for dev (api)")), "{log}");
+    // The job token is masked in the log, and it reads its own pipeline only.
+    let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/1/log"), None);
+    assert!(log.contains("token is [MASKED]"), "{log}");
+
+    // A failing job fails the pipeline, with its exit code.
+    let (code, text) =
+        server.call("POST", "/api/v1/projects/team%2Fapp/pipelines", Some(r#"{"variables": [["TEST_EXIT", "3"]]}"#));
+    assert_eq!(code, 201, "{text}");
+    let id2 = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    let p = server.wait(id2, Duration::from_secs(30));
+    assert_eq!(p["status"], "failed", "{p}");
+    assert_eq!((p["jobs"][1]["status"].as_str(), p["jobs"][1]["exit_code"].as_i64()), (Some("failed"), Some(3)), "{p}");
+    let list = server.json("/api/v1/pipelines?project=team/app");
+    assert_eq!(list.as_array().unwrap().iter().map(|p| p["id"].as_i64().unwrap()).collect::<Vec<_>>(), [id2, id]);
+}
+
+#[test]
+fn bad_requests_get_json_errors_that_name_the_field() {
+    let repo = Repo::new(&[(".gitlab-ci.yml", PIPELINE)]);
+    let server = Server::start("30s");
+    let err = |(code, body): (u16, String)| -> (u16, serde_json::Value) {
+        (code, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
+    };
+    let (code, e) = err(server.call_as(None, "GET", "/api/v1/projects", None));
+    assert_eq!((code, e["code"].as_str()), (401, Some("unauthorized")), "{e}");
+    let (code, e) = err(server.call_as(Some("slw_nope"), "GET", "/api/v1/projects", None));
+    assert_eq!((code, e["message"].as_str()), (401, Some("unknown or expired token")), "{e}");
+    let (code, e) = err(server.call("POST", "/api/v1/projects", Some(r#"{"name": "x"}"#)));
+    assert_eq!((code, e["field"].as_str()), (400, Some("repo")), "{e}");
+    let (code, e) = err(server.call("POST", "/api/v1/projects", Some("{not json")));
+    assert_eq!((code, e["code"].as_str()), (400, Some("invalid")), "{e}");
+    let bad_name = format!(r#"{{"name": "../etc", "repo": "{}"}}"#, repo.path().display());
+    let (code, e) = err(server.call("POST", "/api/v1/projects", Some(&bad_name)));
+    assert_eq!((code, e["field"].as_str()), (400, Some("name")), "{e}");
+    let (code, e) = err(server.call("POST", "/api/v1/projects", Some(r#"{"name": "x", "repo": "/nonexistent/repo"}"#)));
+    assert_eq!((code, e["field"].as_str()), (400, Some("repo")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("/nonexistent/repo"), "{e}");
+    let no_branch = format!(r#"{{"name": "x", "repo": "{}", "branch": "develop"}}"#, repo.path().display());
+    let (code, e) = err(server.call("POST", "/api/v1/projects", Some(&no_branch)));
+    assert_eq!((code, e["field"].as_str()), (400, Some("branch")), "{e}");
+    let (code, e) = err(server.call("POST", "/api/v1/projects/nope/pipelines", None));
+    assert_eq!((code, e["code"].as_str()), (404, Some("not_found")), "{e}");
+    let ok = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&ok)).0, 201);
+    let (code, e) = err(server.call("POST", "/api/v1/projects", Some(&ok)));
+    assert_eq!((code, e["code"].as_str()), (409, Some("conflict")), "{e}");
+    let (code, e) = err(server.call("POST", "/api/v1/projects/app/pipelines", Some(r#"{"variables": [["1X", "y"]]}"#)));
+    assert_eq!((code, e["field"].as_str()), (400, Some("variables")), "{e}");
+    // A commit whose pipeline file does not plan: the pipeline fails at once and says why.
+    repo.write(".gitlab-ci.yml", "build:\n  scrpt: [true]\n");
+    repo.commit("broken");
+    let (code, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+    assert_eq!(code, 201, "{text}");
+    let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(p["status"], "failed", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("scrpt"), "{p}");
+    assert_eq!(server.call_as(None, "GET", "/healthz", None).0, 200);
+    assert_eq!(server.call_as(None, "GET", "/readyz", None).0, 200);
+}
+
+#[test]
+fn a_job_whose_agent_is_killed_is_queued_again_and_finished_by_another() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "slow:\n  script:\n    - echo \"attempt on $(hostname)\"\n    - sleep 2\n    - echo done\n",
+    )]);
+    let server = Server::start("2s");
+    let (mut first, _d1) = server.agent("first");
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    let t = Instant::now();
+    while server.json(&format!("/api/v1/pipelines/{id}"))["jobs"][0]["status"] != "running" {
+        assert!(t.elapsed() < Duration::from_secs(20), "the job never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // kill -9: no goodbye, the lease (2 s) runs out.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let killed_at = Instant::now();
+    let (_second, _d2) = server.agent("second");
+    let p = server.wait(id, Duration::from_secs(30));
+    assert_eq!(p["status"], "success", "{p}");
+    assert_eq!(p["jobs"][0]["agent"], "second@admin", "{p}");
+    assert_eq!(p["jobs"][0]["attempts"], 2, "{p}");
+    assert!(killed_at.elapsed() < Duration::from_secs(15), "requeued within the lease and finished");
+    let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
+    assert!(log.contains("done"), "the second attempt's log: {log}");
+}
