@@ -14,6 +14,9 @@ pub struct NewProject {
     /// Fetch the remote this often (seconds); absent: webhooks and triggers only.
     #[serde(default)]
     pub poll_seconds: Option<u64>,
+    /// What the forge signs webhooks with; made up when absent (and shown once).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 fn main() -> String {
@@ -26,6 +29,9 @@ pub struct ProjectView {
     pub repo: String,
     pub branch: String,
     pub poll_seconds: Option<u64>,
+    /// Only in the answer that created the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
 }
 
 /// `POST /api/v1/projects/{name}/pipelines`: a pipeline for a ref (the default branch when

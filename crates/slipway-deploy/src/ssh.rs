@@ -205,7 +205,9 @@ impl Conn {
         let mut child = cmd.spawn().map_err(|e| self.err("tunnel", format!("cannot run ssh: {e}")))?;
         let deadline = std::time::Instant::now() + self.timeout.min(Duration::from_secs(30));
         loop {
-            if local.exists() {
+            // The socket file appears when ssh binds it, a moment before it listens: ready
+            // once a connection is taken (ssh then opens a channel and closes it; harmless).
+            if local.exists() && tokio::net::UnixStream::connect(&local).await.is_ok() {
                 return Ok(Tunnel { child, local });
             }
             if let Ok(Some(status)) = child.try_wait() {

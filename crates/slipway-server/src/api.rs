@@ -25,6 +25,8 @@ type S = AxState<Arc<State>>;
 
 /// Longest a job request waits for work.
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Largest webhook body (GitHub caps its payloads at 25 MB; pushes are far smaller).
+const WEBHOOK_LIMIT: usize = 5 * 1024 * 1024;
 /// Largest log chunk an agent may send at once.
 const MAX_CHUNK: usize = 1024 * 1024;
 
@@ -39,6 +41,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/api/v1/pipelines/{id}/cancel", post(cancel))
         .route("/api/v1/pipelines/{id}/jobs/{index}/log", get(job_log))
         .route("/api/v1/tokens", post(add_token))
+        .route(
+            "/api/v1/webhooks/{forge}/{project}",
+            post(crate::webhooks::receive).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_LIMIT)),
+        )
         .route("/api/v1/jobs/request", post(request_job))
         .route("/api/v1/jobs/{run}/{index}/log", post(append_log))
         .route("/api/v1/jobs/{run}/{index}/lease", post(renew))
@@ -59,6 +65,7 @@ impl IntoResponse for ServerError {
             ServerError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", message, None),
             ServerError::Conflict(_) => error(StatusCode::CONFLICT, "conflict", message, None),
             ServerError::Forbidden(_) => error(StatusCode::FORBIDDEN, "forbidden", message, None),
+            ServerError::Unauthorized(_) => error(StatusCode::UNAUTHORIZED, "unauthorized", message, None),
             ServerError::TooLarge(_) => error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message, None),
             ServerError::Git(_) => error(StatusCode::BAD_GATEWAY, "git", message, None),
             ServerError::Plan(_) => error(StatusCode::UNPROCESSABLE_ENTITY, "plan", message, None),
@@ -90,6 +97,7 @@ fn project_view(p: &Project) -> ProjectView {
         repo: p.repo.clone(),
         branch: p.branch.clone(),
         poll_seconds: p.poll_ms.map(|m| (m / 1000) as u64),
+        webhook_secret: None,
     }
 }
 
@@ -141,11 +149,17 @@ async fn add_project(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Respons
         branch: p.branch.clone(),
         poll_ms: p.poll_seconds.map(|s| (s.max(1) * 1000) as i64),
         created_at_ms: now_ms(),
+        webhook_secret: Some(match p.webhook_secret.clone() {
+            Some(s) if !s.is_empty() => s,
+            _ => crate::new_token()?,
+        }),
     };
     if !s.store.add_project(&project).await? {
         return Err(ServerError::Conflict(format!("project `{}` exists", p.name)));
     }
-    Ok((StatusCode::CREATED, axum::Json(project_view(&project))).into_response())
+    // The webhook secret is shown here, to the admin who made the project, and nowhere else.
+    let view = ProjectView { webhook_secret: project.webhook_secret.clone(), ..project_view(&project) };
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
 async fn trigger(AxState(s): S, who: Caller, Path(name): Path<String>, bytes: Bytes) -> Result<Response, ServerError> {

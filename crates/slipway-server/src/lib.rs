@@ -7,6 +7,7 @@
 pub mod api;
 mod auth;
 pub mod pipelines;
+mod webhooks;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub enum ServerError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     TooLarge(String),
     #[error("git: {0}")]
     Git(String),
@@ -66,6 +69,8 @@ pub struct State {
     planning: tokio::sync::Mutex<()>,
     /// A job became claimable: wakes agents waiting in a long-poll.
     work: tokio::sync::Notify,
+    /// When each polled project was last looked at.
+    polled: Mutex<HashMap<String, i64>>,
 }
 
 /// A running server.
@@ -106,6 +111,7 @@ impl Server {
             driving: tokio::sync::Mutex::new(()),
             planning: tokio::sync::Mutex::new(()),
             work: tokio::sync::Notify::new(),
+            polled: Mutex::default(),
         });
         Ok(Server { addr, admin_token, state, listener })
     }
@@ -138,9 +144,19 @@ impl Server {
                 }
             })
         };
+        let poller = {
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    webhooks::poll_once(&state).await;
+                }
+            })
+        };
         let app = api::router(Arc::clone(&state));
         let r = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         sweeper.abort();
+        poller.abort();
         r.map_err(|source| ServerError::Io { what: "serving".into(), source })
     }
 }

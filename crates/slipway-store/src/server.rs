@@ -16,6 +16,8 @@ pub struct Project {
     /// Fetch the remote this often; `None`: webhooks and triggers only.
     pub poll_ms: Option<i64>,
     pub created_at_ms: i64,
+    /// What forges sign their webhooks with (GitLab sends it as a token).
+    pub webhook_secret: Option<String>,
 }
 
 /// What a token may do.
@@ -58,6 +60,7 @@ fn project_from(r: &impl Columns) -> Project {
         branch: r.text("branch"),
         poll_ms: r.opt_i64("poll_ms"),
         created_at_ms: r.i64("created_at"),
+        webhook_secret: r.opt_text("webhook_secret"),
     }
 }
 
@@ -66,14 +69,15 @@ impl Store {
     pub async fn add_project(&self, p: &Project) -> Result<bool, StoreError> {
         with_pool!(self, |pool| {
             let n = sqlx::query(
-                "INSERT INTO projects (name, repo, branch, poll_ms, created_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO projects (name, repo, branch, poll_ms, created_at, webhook_secret)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
             )
             .bind(&p.name)
             .bind(&p.repo)
             .bind(&p.branch)
             .bind(p.poll_ms)
             .bind(now_ms())
+            .bind(&p.webhook_secret)
             .execute(pool)
             .await?
             .rows_affected();
@@ -83,19 +87,23 @@ impl Store {
 
     pub async fn project(&self, name: &str) -> Result<Option<Project>, StoreError> {
         with_pool!(self, |pool| {
-            let row = sqlx::query("SELECT name, repo, branch, poll_ms, created_at FROM projects WHERE name = $1")
-                .bind(name)
-                .fetch_optional(pool)
-                .await?;
+            let row = sqlx::query(
+                "SELECT name, repo, branch, poll_ms, created_at, webhook_secret FROM projects WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
             Ok(row.map(|r| project_from(&r)))
         })
     }
 
     pub async fn projects(&self) -> Result<Vec<Project>, StoreError> {
         with_pool!(self, |pool| {
-            let rows = sqlx::query("SELECT name, repo, branch, poll_ms, created_at FROM projects ORDER BY name")
-                .fetch_all(pool)
-                .await?;
+            let rows = sqlx::query(
+                "SELECT name, repo, branch, poll_ms, created_at, webhook_secret FROM projects ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await?;
             Ok(rows.iter().map(project_from).collect())
         })
     }
@@ -160,6 +168,68 @@ impl Store {
             let role = Role::parse(&role)?;
             (expires.is_none_or(|e| e > now_ms())).then_some(TokenRow { name, role, run, expires_at_ms: expires })
         }))
+    }
+
+    /// Takes a webhook delivery id; false when it was taken before (a replay).
+    pub async fn record_delivery(&self, id: &str, project: &str) -> Result<bool, StoreError> {
+        with_pool!(self, |pool| {
+            let n = sqlx::query(
+                "INSERT INTO webhook_deliveries (id, project, received_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(project)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(n == 1)
+        })
+    }
+
+    pub async fn set_delivery_run(&self, id: &str, run: i64) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE webhook_deliveries SET run_id = $1 WHERE id = $2")
+                .bind(run)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The pipeline a delivery started, when it started one.
+    pub async fn delivery_run(&self, id: &str) -> Result<Option<i64>, StoreError> {
+        with_pool!(self, |pool| {
+            let v: Option<Option<i64>> = sqlx::query_scalar("SELECT run_id FROM webhook_deliveries WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(v.flatten())
+        })
+    }
+
+    /// A run of the project for this ref, commit and source, when there is one (a push seen
+    /// twice, by a webhook and by polling, starts one pipeline).
+    pub async fn find_run(
+        &self,
+        project: &str,
+        ref_name: &str,
+        sha: &str,
+        source: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        with_pool!(self, |pool| {
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM runs WHERE project = $1 AND ref_name = $2 AND commit_sha = $3 AND source = $4
+                 ORDER BY id LIMIT 1",
+            )
+            .bind(project)
+            .bind(ref_name)
+            .bind(sha)
+            .bind(source)
+            .fetch_optional(pool)
+            .await?;
+            Ok(id)
+        })
     }
 
     /// Whether any admin token exists (the first start makes one).

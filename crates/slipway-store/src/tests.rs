@@ -211,6 +211,7 @@ async fn projects_and_tokens(db: Db) {
         branch: "main".into(),
         poll_ms: Some(60_000),
         created_at_ms: 0,
+        webhook_secret: Some("s3cret".into()),
     };
     assert!(store.add_project(&p).await.expect("add"));
     assert!(!store.add_project(&p).await.expect("add"), "a name is taken once");
@@ -234,6 +235,13 @@ async fn projects_and_tokens(db: Db) {
         store.run(id).await.expect("run").expect("there").variables,
         [("DEPLOY".to_string(), "yes".to_string())]
     );
+    assert_eq!(store.find_run("team/app", "main", "c0ffee", "push").await.expect("find"), Some(id));
+    assert_eq!(store.find_run("team/app", "main", "c0ffee", "api").await.expect("find"), None);
+    assert!(store.record_delivery("d1", "app").await.expect("delivery"));
+    assert!(!store.record_delivery("d1", "app").await.expect("delivery"), "a replay");
+    store.set_delivery_run("d1", id).await.expect("run");
+    assert_eq!(store.delivery_run("d1").await.expect("run"), Some(id));
+    assert_eq!(got.webhook_secret.as_deref(), Some("s3cret"));
     store.end_run(id, PipelineStatus::Failed, "no pipeline file").await.expect("end");
     let r = store.run(id).await.expect("run").expect("there");
     assert_eq!((r.status, r.detail.as_deref()), (PipelineStatus::Failed, Some("no pipeline file")));

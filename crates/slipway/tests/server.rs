@@ -249,3 +249,116 @@ fn a_job_whose_agent_is_killed_is_queued_again_and_finished_by_another() {
     let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
     assert!(log.contains("done"), "the second attempt's log: {log}");
 }
+
+/// HMAC-SHA256 of `body` with `secret`, hex (as the forges sign), by openssl.
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(body).unwrap();
+    let out = String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap();
+    out.rsplit(' ').next().unwrap().trim().to_string()
+}
+
+impl Server {
+    /// A webhook delivery: (status, body).
+    fn deliver(&self, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+        let file = self.data.path().join("webhook-body");
+        std::fs::write(&file, body).unwrap();
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-X", "POST", "-w", "\n%{http_code}", &format!("{}{path}", self.url)]);
+        c.args(["-H", "content-type: application/json", "--data-binary"]).arg(format!("@{}", file.display()));
+        for (k, v) in headers {
+            c.args(["-H", &format!("{k}: {v}")]);
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    fn pipeline_count(&self, project: &str) -> usize {
+        self.json(&format!("/api/v1/pipelines?project={project}")).as_array().unwrap().len()
+    }
+}
+
+#[test]
+fn webhooks_are_verified_taken_once_and_start_pipelines_and_polling_sees_pushes() {
+    let repo = Repo::new(&[(".gitlab-ci.yml", "hello:\n  script: [echo \"hello from $CI_PIPELINE_SOURCE\"]\n")]);
+    let server = Server::start("30s");
+    let (_agent, _d) = server.agent("a1");
+    let body = format!(r#"{{"name": "app", "repo": "{}", "webhook_secret": "topsecret"}}"#, repo.path().display());
+    let (code, text) = server.call("POST", "/api/v1/projects", Some(&body));
+    assert_eq!(code, 201, "{text}");
+    assert!(text.contains("topsecret"), "shown to the admin who made it: {text}");
+    assert!(!server.call("GET", "/api/v1/projects", None).1.contains("topsecret"), "and nowhere else");
+
+    let sha = repo.git(&["rev-parse", "HEAD"]);
+    let push = format!(r#"{{"ref": "refs/heads/main", "after": "{sha}", "repository": {{"name": "app"}}}}"#);
+    let signed = |body: &str, delivery: &str| {
+        vec![
+            ("X-GitHub-Event", "push".to_string()),
+            ("X-GitHub-Delivery", delivery.to_string()),
+            ("X-Hub-Signature-256", format!("sha256={}", hmac_hex("topsecret", body.as_bytes()))),
+        ]
+    };
+    // Bad or missing signatures: 401, nothing created.
+    let mut forged = signed(&push, "d-0");
+    forged[2].1 = format!("sha256={}", hmac_hex("guess", push.as_bytes()));
+    assert_eq!(server.deliver("/api/v1/webhooks/github/app", &forged, push.as_bytes()).0, 401);
+    assert_eq!(server.deliver("/api/v1/webhooks/github/app", &signed(&push, "d-0")[..2], push.as_bytes()).0, 401);
+    let tampered = push.replace("main", "evil");
+    assert_eq!(server.deliver("/api/v1/webhooks/github/app", &signed(&push, "d-0"), tampered.as_bytes()).0, 401);
+    assert_eq!(server.deliver("/api/v1/webhooks/github/nope", &signed(&push, "d-0"), push.as_bytes()).0, 401);
+    assert_eq!(server.pipeline_count("app"), 0);
+    // A ping answers; a push starts one pipeline; its replay starts nothing.
+    let ping = vec![
+        ("X-GitHub-Event", "ping".to_string()),
+        ("X-Hub-Signature-256", format!("sha256={}", hmac_hex("topsecret", b"{}"))),
+    ];
+    assert_eq!(server.deliver("/api/v1/webhooks/github/app", &ping, b"{}").0, 200);
+    let (code, text) = server.deliver("/api/v1/webhooks/github/app", &signed(&push, "d-1"), push.as_bytes());
+    assert_eq!(code, 201, "{text}");
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["pipeline"].as_i64().unwrap();
+    let (code, text) = server.deliver("/api/v1/webhooks/github/app", &signed(&push, "d-1"), push.as_bytes());
+    assert_eq!((code, serde_json::from_str::<serde_json::Value>(&text).unwrap()["pipeline"].as_i64()), (200, Some(id)));
+    let p = server.wait(id, Duration::from_secs(30));
+    assert_eq!((p["status"].as_str(), p["source"].as_str()), (Some("success"), Some("push")), "{p}");
+    let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
+    assert!(log.contains("hello from push"), "{log}");
+    // GitLab's token, compared whole.
+    repo.write("b.txt", "b");
+    repo.commit("second");
+    let sha2 = repo.git(&["rev-parse", "HEAD"]);
+    let gl = format!(r#"{{"object_kind": "push", "ref": "refs/heads/main", "checkout_sha": "{sha2}"}}"#);
+    let gl_headers =
+        |token: &str| vec![("X-Gitlab-Event", "Push Hook".to_string()), ("X-Gitlab-Token", token.to_string())];
+    assert_eq!(server.deliver("/api/v1/webhooks/gitlab/app", &gl_headers("topsecre"), gl.as_bytes()).0, 401);
+    assert_eq!(server.deliver("/api/v1/webhooks/gitlab/app", &gl_headers("topsecret"), gl.as_bytes()).0, 201);
+    // Too big: 413 before anything is read.
+    let big = vec![b' '; 6 * 1024 * 1024];
+    assert_eq!(server.deliver("/api/v1/webhooks/github/app", &signed("", "d-big"), &big).0, 413);
+    assert_eq!(server.pipeline_count("app"), 2);
+
+    // Polling: the first look records, a new commit starts exactly one pipeline.
+    let polled = Repo::new(&[(".gitlab-ci.yml", "hello:\n  script: [echo polled]\n")]);
+    let body = format!(r#"{{"name": "polled", "repo": "{}", "poll_seconds": 1}}"#, polled.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    std::thread::sleep(Duration::from_millis(1800));
+    assert_eq!(server.pipeline_count("polled"), 0, "what was there before starts nothing");
+    polled.write("c.txt", "c");
+    polled.commit("third");
+    let t = Instant::now();
+    while server.pipeline_count("polled") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "polling never saw the push");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let list = server.json("/api/v1/pipelines?project=polled");
+    assert_eq!(list.as_array().unwrap().len(), 1, "one pipeline per push: {list}");
+    assert_eq!(list[0]["commit"], polled.git(&["rev-parse", "HEAD"]));
+}
