@@ -154,15 +154,20 @@ async fn run_one(client: &Arc<Client>, job: JobAssignment) {
                         }
                     }
                     Ok(None) => {
-                        if !buf.is_empty() {
-                            let _ = client.post(&path, std::mem::take(&mut buf), Duration::from_secs(30)).await;
+                        // The job ended: what is left goes up, trying while the server is away.
+                        for _ in 0..120 {
+                            if buf.is_empty() || send(&client, &path, &mut buf).await {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                         return;
                     }
                     Err(_) => {}
                 }
                 if !buf.is_empty() {
-                    let _ = client.post(&path, std::mem::take(&mut buf), Duration::from_secs(30)).await;
+                    // Kept on failure (a server restarting): sent with the next chunk.
+                    send(&client, &path, &mut buf).await;
                 }
             }
         })
@@ -190,15 +195,34 @@ async fn run_one(client: &Arc<Client>, job: JobAssignment) {
         Ok(Err(why)) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(why) },
         Err(e) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(e.to_string()) },
     };
+    // Reported until the server takes it (a server restarting keeps the job's lease meanwhile,
+    // so the job is not run again), for two minutes at most.
     let body = serde_json::to_vec(&finish).expect("serializes");
-    for attempt in 0..5 {
+    for attempt in 0..120 {
         match client.post(&format!("{base}/finish{who}"), body.clone(), Duration::from_secs(30)).await {
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, "cannot report the job's end; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(r) if !r.status().is_server_error() => return,
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), attempt, "the server could not take the job's end; trying again")
             }
+            Err(e) => tracing::warn!(error = %e, attempt, "cannot report the job's end; trying again"),
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Sends a log chunk; true (and the buffer emptied) once the server took it.
+async fn send(client: &Client, path: &str, buf: &mut Vec<u8>) -> bool {
+    match client.post(path, buf.clone(), Duration::from_secs(30)).await {
+        Ok(r) if r.status().is_success() => {
+            buf.clear();
+            true
+        }
+        // Refused for good (the job is no longer ours): nothing to keep.
+        Ok(r) if r.status().is_client_error() => {
+            buf.clear();
+            true
+        }
+        _ => false,
     }
 }
 

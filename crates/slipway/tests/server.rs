@@ -48,7 +48,10 @@ impl Server {
     }
 
     fn launch(&mut self, lease: &str) {
-        let addr = free_addr();
+        let addr = match self.url.strip_prefix("http://") {
+            Some(a) => a.to_string(),
+            None => free_addr(),
+        };
         let mut child = Command::new(bin())
             .args(["server", "--listen", &addr, "--lease", lease])
             .env("SLIPWAY_DATA_DIR", self.data.path())
@@ -361,4 +364,43 @@ fn webhooks_are_verified_taken_once_and_start_pipelines_and_polling_sees_pushes(
     let list = server.json("/api/v1/pipelines?project=polled");
     assert_eq!(list.as_array().unwrap().len(), 1, "one pipeline per push: {list}");
     assert_eq!(list[0]["commit"], polled.git(&["rev-parse", "HEAD"]));
+}
+
+#[test]
+fn a_server_killed_mid_pipeline_resumes_it_and_nothing_runs_twice() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "stages: [one, two]\nfirst:\n  stage: one\n  script: [sleep 1, echo first done]\nsecond:\n  stage: two\n  script: [echo second done]\n",
+    )]);
+    let mut server = Server::start("30s");
+    let (_agent, _d) = server.agent("a1");
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let ids: Vec<i64> = (0..3)
+        .map(|_| {
+            let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // kill -9 of the server while jobs run on the agent.
+    let mut old = server.proc.take().unwrap();
+    old.0.kill().unwrap();
+    old.0.wait().unwrap();
+    std::mem::forget(old);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Back at the same address within the jobs' leases: the agent's jobs finish and report,
+    // and every pipeline goes on where it was.
+    server.launch("30s");
+    for id in &ids {
+        let p = server.wait(*id, Duration::from_secs(40));
+        assert_eq!(p["status"], "success", "{p}");
+        for j in p["jobs"].as_array().unwrap() {
+            assert_eq!((j["status"].as_str(), j["attempts"].as_u64()), (Some("success"), Some(1)), "ran once: {p}");
+        }
+        for (job, line) in [(0, "first done"), (1, "second done")] {
+            let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/{job}/log"), None);
+            assert_eq!(log.lines().filter(|l| *l == line).count(), 1, "{log}");
+        }
+    }
 }
