@@ -6,6 +6,7 @@
 
 pub mod api;
 mod auth;
+pub mod client;
 pub mod pipelines;
 mod webhooks;
 pub mod worker;

@@ -53,6 +53,12 @@ pub struct FileArgs {
 }
 
 #[derive(Subcommand)]
+enum PipelineAction {
+    /// Its status, ref, commit and jobs.
+    Show { id: i64 },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Plan and run the pipeline (or only the named jobs).
     Run(run::RunArgs),
@@ -99,9 +105,14 @@ enum Command {
         /// Lines of an environment's log to show.
         #[arg(short = 'n', long, default_value_t = 100, requires = "env")]
         lines: usize,
-        /// Keep printing an environment's log as it grows.
-        #[arg(short = 'F', long, requires = "env")]
+        /// Keep printing the log as it grows (an environment's, or a server pipeline's job).
+        #[arg(short = 'F', long)]
         follow: bool,
+        /// Read a job's log from this server (`slipway logs PIPELINE JOB`).
+        #[arg(long, value_name = "URL", env = "SLIPWAY_SERVER", conflicts_with = "env")]
+        server: Option<String>,
+        #[arg(long, value_name = "TOKEN", env = "SLIPWAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Deploy the build (or a version deployed before) to an environment.
     Deploy(deploycmd::DeployArgs),
@@ -123,6 +134,57 @@ enum Command {
     Agent(deploycmd::AgentArgs),
     /// The server: projects, pipelines on every commit, jobs for its agents, the REST API.
     Server(servercmd::ServerArgs),
+    /// A server's projects: `add NAME --repo URL`, `list`.
+    Project {
+        #[command(subcommand)]
+        action: servercmd::ProjectAction,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// A server's pipelines, newest first.
+    Pipelines {
+        project: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One pipeline of a server: `show ID`.
+    Pipeline {
+        #[command(subcommand)]
+        action: PipelineAction,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Start a pipeline on a server for a project's branch or tag.
+    Trigger {
+        project: String,
+        /// A branch or `refs/tags/TAG` (default: the project's branch).
+        #[arg(long = "ref", value_name = "REF")]
+        ref_name: Option<String>,
+        /// A variable for the pipeline (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = servercmd::parse_var)]
+        vars: Vec<(String, String)>,
+        /// Wait for it to end; exit as it ended.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a pipeline on a server: its running jobs stop within a second.
+    Cancel {
+        id: i64,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+    },
     /// Check quality gates (the `gates:` section or flags) against the Go reports.
     Gate(gatecmd::GateArgs),
     /// Go-aware commands: `slipway go test|build|vet|mod check`.
@@ -306,7 +368,20 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Logs { first, second, env, lines, follow } => {
+        Command::Logs { first, second, env, lines, follow, server, token } => {
+            if let (Some(server), Some(id), Some(job)) =
+                (&server, first.as_deref().and_then(|f| f.parse::<i64>().ok()), &second)
+            {
+                let remote = servercmd::Remote { server: server.clone(), token: token.clone().unwrap_or_default() };
+                return servercmd::logs(id, job, follow, remote);
+            }
+            if follow && env.is_none() {
+                return Err(UserError::new(
+                    "`-F` follows an environment's log (`--env ENV`) or a server pipeline's job",
+                )
+                .hint("`slipway logs --env dev -F`, or `slipway logs PIPELINE JOB -F --server URL`")
+                .into());
+            }
             if let Some(env) = env {
                 let root = project_dir(cli.project_dir)?;
                 return deploycmd::logs(&root, &deploycmd::data_dir(cli.data_dir, ui)?, &env, lines, follow, ui);
@@ -348,6 +423,15 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             deploycmd::agent(root.as_deref(), &deploycmd::data_dir(cli.data_dir, ui)?, args, ui)
         }
         Command::Server(args) => servercmd::server(&deploycmd::data_dir(cli.data_dir, ui)?, args, ui),
+        Command::Project { action, remote, json } => servercmd::project(action, remote, json, ui),
+        Command::Pipelines { project, limit, remote, json } => servercmd::pipelines(project, limit, remote, json, ui),
+        Command::Pipeline { action: PipelineAction::Show { id }, remote, json } => {
+            servercmd::pipeline_show(id, remote, json, ui)
+        }
+        Command::Trigger { project, ref_name, vars, wait, remote, json } => {
+            servercmd::trigger(project, ref_name, vars, wait, remote, json, ui)
+        }
+        Command::Cancel { id, remote } => servercmd::cancel(id, remote, ui),
     }
 }
 

@@ -117,3 +117,282 @@ pub fn agent_with_server(data: &Path, join: Join, host: slipway_agent::AgentConf
         }
     })
 }
+
+// ----- the CLI against a server ------------------------------------------------------------
+
+/// Where the server is and who calls it.
+#[derive(Args, Clone)]
+pub struct Remote {
+    /// The server (`http://HOST:8420`).
+    #[arg(long, value_name = "URL", env = "SLIPWAY_SERVER")]
+    pub server: String,
+    /// An API token (the admin token, or one made with `POST /api/v1/tokens`).
+    #[arg(long, value_name = "TOKEN", env = "SLIPWAY_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ProjectAction {
+    /// Watch a repository: its commits get pipelines.
+    Add {
+        name: String,
+        /// A URL git can fetch, or a path on the server's machine.
+        #[arg(long)]
+        repo: String,
+        /// The default branch.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Fetch the remote this often for new commits (webhooks need no polling).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        poll: Option<Duration>,
+        /// What the forge signs webhooks with (default: made up and shown once).
+        #[arg(long, value_name = "SECRET")]
+        webhook_secret: Option<String>,
+    },
+    /// The projects the server watches.
+    List,
+}
+
+fn client_error(e: slipway_server::client::ClientError) -> anyhow::Error {
+    use slipway_server::client::ClientError;
+    match e {
+        ClientError::Api { status, message, field, .. } if (400..500).contains(&status) => {
+            let mut u = UserError::new(message);
+            if let Some(f) = field {
+                u = u.hint(format!("the server points at `{f}`"));
+            }
+            u.into()
+        }
+        ClientError::Unreachable { url, message } => UserError::new(format!("no server answers at {url}: {message}"))
+            .hint("start it with `slipway server`, or check --server / SLIPWAY_SERVER")
+            .into(),
+        e => anyhow::Error::from(e),
+    }
+}
+
+fn client(r: &Remote) -> slipway_server::client::ServerClient {
+    slipway_server::client::ServerClient::new(&r.server, &r.token)
+}
+
+pub fn project(action: ProjectAction, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
+    let c = client(&remote);
+    runtime()?.block_on(async {
+        match action {
+            ProjectAction::Add { name, repo, branch, poll, webhook_secret } => {
+                let p = slipway_api::server::NewProject {
+                    name,
+                    repo,
+                    branch,
+                    poll_seconds: poll.map(|d| d.as_secs().max(1)),
+                    webhook_secret,
+                };
+                let v = c.add_project(&p).await.map_err(client_error)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!("project {} watches {} (branch {})", v.name, v.repo, v.branch);
+                    if let Some(s) = &v.webhook_secret {
+                        println!("webhook secret (shown once): {s}");
+                        println!(
+                            "webhooks: POST {}/api/v1/webhooks/{{github,gitlab,gitea}}/{}",
+                            remote.server.trim_end_matches('/'),
+                            v.name.replace('/', "%2F")
+                        );
+                    }
+                }
+            }
+            ProjectAction::List => {
+                let list = c.projects().await.map_err(client_error)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    let rows: Vec<[String; 4]> = list
+                        .iter()
+                        .map(|p| {
+                            [
+                                p.name.clone(),
+                                p.repo.clone(),
+                                p.branch.clone(),
+                                p.poll_seconds.map_or("-".into(), |s| format!("{s}s")),
+                            ]
+                        })
+                        .collect();
+                    crate::ui::print_table(ui, &["PROJECT", "REPOSITORY", "BRANCH", "POLL"], &rows, |_, _| None);
+                }
+            }
+        }
+        Ok(exit::OK)
+    })
+}
+
+fn status_color(col: usize, status_col: usize, v: &str) -> Option<&'static str> {
+    (col == status_col).then_some(match v {
+        "success" => "32",
+        "failed" => "31",
+        "running" | "pending" => "36",
+        _ => "2",
+    })
+}
+
+pub fn pipelines(project: Option<String>, limit: u32, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
+    let c = client(&remote);
+    runtime()?.block_on(async {
+        let list = c.pipelines(project.as_deref(), limit).await.map_err(client_error)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            return Ok(exit::OK);
+        }
+        let rows: Vec<[String; 6]> = list
+            .iter()
+            .map(|p| {
+                [
+                    format!("#{}", p.id),
+                    p.project.clone(),
+                    p.ref_name.clone().unwrap_or_default(),
+                    p.commit.as_deref().map_or(String::new(), |c| c[..c.len().min(8)].to_string()),
+                    p.status.clone(),
+                    p.source.clone(),
+                ]
+            })
+            .collect();
+        crate::ui::print_table(ui, &["PIPELINE", "PROJECT", "REF", "COMMIT", "STATUS", "SOURCE"], &rows, |c, v| {
+            status_color(c, 4, v)
+        });
+        Ok(exit::OK)
+    })
+}
+
+fn show(p: &slipway_api::server::PipelineView, ui: &Ui) {
+    println!(
+        "pipeline #{} of {} at {} ({}), {}: {}",
+        p.id,
+        p.project,
+        p.ref_name.as_deref().unwrap_or("-"),
+        p.commit.as_deref().map_or("-", |c| &c[..c.len().min(12)]),
+        p.source,
+        p.status
+    );
+    if let Some(d) = &p.detail {
+        println!("{d}");
+    }
+    let rows: Vec<[String; 5]> = p
+        .jobs
+        .iter()
+        .map(|j| {
+            [
+                j.name.clone(),
+                j.stage.clone(),
+                j.status.clone(),
+                j.exit_code.map_or(String::new(), |c| c.to_string()),
+                j.agent.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    crate::ui::print_table(ui, &["JOB", "STAGE", "STATUS", "EXIT", "AGENT"], &rows, |c, v| status_color(c, 2, v));
+}
+
+fn pipeline_code(status: &str) -> i32 {
+    match status {
+        "success" => exit::OK,
+        "canceled" => exit::CANCELED,
+        _ => exit::FAILED,
+    }
+}
+
+pub fn pipeline_show(id: i64, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
+    let c = client(&remote);
+    runtime()?.block_on(async {
+        let p = c.pipeline(id).await.map_err(client_error)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&p)?);
+        } else {
+            show(&p, ui);
+        }
+        Ok(exit::OK)
+    })
+}
+
+/// `K=V` for `--var`.
+pub fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+pub fn trigger(
+    project: String,
+    ref_name: Option<String>,
+    vars: Vec<(String, String)>,
+    wait: bool,
+    remote: Remote,
+    json: bool,
+    ui: &Ui,
+) -> Result<i32> {
+    let c = client(&remote);
+    runtime()?.block_on(async {
+        let t = slipway_api::server::Trigger { ref_name, variables: vars };
+        let mut p = c.trigger(&project, &t).await.map_err(client_error)?;
+        if !json {
+            println!("pipeline #{} of {} at {} started", p.id, p.project, p.ref_name.as_deref().unwrap_or("-"));
+        }
+        if wait {
+            while p.status == "running" {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                p = c.pipeline(p.id).await.map_err(client_error)?;
+            }
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&p)?);
+        } else if wait {
+            show(&p, ui);
+        }
+        Ok(if wait { pipeline_code(&p.status) } else { exit::OK })
+    })
+}
+
+pub fn cancel(id: i64, remote: Remote, ui: &Ui) -> Result<i32> {
+    let c = client(&remote);
+    runtime()?.block_on(async {
+        let p = c.cancel(id).await.map_err(client_error)?;
+        show(&p, ui);
+        Ok(exit::OK)
+    })
+}
+
+/// `slipway logs ID JOB [-F]` against a server: the job by name or index.
+pub fn logs(id: i64, job: &str, follow: bool, remote: Remote) -> Result<i32> {
+    use std::io::Write;
+    let c = client(&remote);
+    runtime()?.block_on(async {
+        let p = c.pipeline(id).await.map_err(client_error)?;
+        let index = p
+            .jobs
+            .iter()
+            .position(|j| j.name == job)
+            .or_else(|| job.parse::<usize>().ok().filter(|i| *i < p.jobs.len()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
+                UserError::new(format!("pipeline #{id} has no job `{job}`"))
+                    .hint(format!("its jobs: {}", names.join(", ")))
+            })?;
+        let mut offset = 0u64;
+        loop {
+            let chunk = match c.log(id, index, offset).await {
+                Ok(b) => b,
+                Err(slipway_server::client::ClientError::Api { status: 404, .. }) => Vec::new(),
+                Err(e) => return Err(client_error(e)),
+            };
+            offset += chunk.len() as u64;
+            std::io::stdout().write_all(&chunk)?;
+            std::io::stdout().flush()?;
+            if !follow {
+                return Ok(exit::OK);
+            }
+            let now = c.pipeline(id).await.map_err(client_error)?;
+            let done = !matches!(now.jobs[index].status.as_str(), "running" | "pending" | "created" | "scheduled");
+            if done && chunk.is_empty() {
+                return Ok(pipeline_code(&now.jobs[index].status));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}

@@ -404,3 +404,64 @@ fn a_server_killed_mid_pipeline_resumes_it_and_nothing_runs_twice() {
         }
     }
 }
+
+#[test]
+fn the_cli_adds_projects_triggers_and_reads_pipelines_on_a_server() {
+    let repo = Repo::new(&[(".gitlab-ci.yml", PIPELINE)]);
+    let server = Server::start("30s");
+    let (_agent, _d) = server.agent("a1");
+    let cli = |args: &[&str]| -> Run {
+        Run::from(
+            Command::new(bin())
+                .args(args)
+                .env("SLIPWAY_SERVER", &server.url)
+                .env("SLIPWAY_TOKEN", &server.admin)
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap(),
+        )
+    };
+    let r = cli(&["project", "add", "team/app", "--repo", repo.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(
+        r.stdout.contains("webhook secret (shown once): slw_")
+            && r.stdout.contains("/api/v1/webhooks/{github,gitlab,gitea}/team%2Fapp"),
+        "{}",
+        r.stdout
+    );
+    let r = cli(&["project", "list"]);
+    assert!(r.stdout.contains("team/app") && !r.stdout.contains("slw_"), "{}", r.stdout);
+    let r = cli(&["trigger", "team/app", "--var", "DEPLOY_TO=staging", "--wait"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(
+        r.stdout.contains("pipeline #1 of team/app at main started") && r.stdout.contains(": success"),
+        "{}",
+        r.stdout
+    );
+    let r = cli(&["trigger", "team/app", "--var", "TEST_EXIT=4", "--wait"]);
+    assert_eq!(r.code, 1, "a failed pipeline fails the command: {}", r.debug());
+    let r = cli(&["pipelines", "team/app"]);
+    assert!(r.stdout.lines().filter(|l| l.starts_with('#')).count() == 2, "{}", r.stdout);
+    let r = cli(&["pipeline", "show", "2", "--json"]);
+    let p: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!((p["status"].as_str(), p["jobs"][1]["exit_code"].as_i64()), (Some("failed"), Some(4)), "{p}");
+    let r = cli(&["logs", "1", "build"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("for staging (api)"), "{}", r.stdout);
+    let r = cli(&["logs", "1", "deploy"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("has no job `deploy`") && r.stderr.contains("build, test"), "{}", r.stderr);
+    // The server's errors reach the user with the field they point at.
+    let r = cli(&["project", "add", "x", "--repo", "/nonexistent"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("cannot read `/nonexistent`") && r.stderr.contains("`repo`"), "{}", r.stderr);
+    let r = Run::from(
+        Command::new(bin())
+            .args(["pipelines", "--server", "http://127.0.0.1:1", "--token", "x"])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("no server answers at http://127.0.0.1:1"), "{}", r.stderr);
+}
