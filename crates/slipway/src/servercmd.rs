@@ -21,6 +21,12 @@ pub struct ServerArgs {
     /// How long an agent holds a job without renewing it.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
+    /// Also run an agent in this process, over the same protocol (a one-machine install).
+    #[arg(long)]
+    pub with_agent: bool,
+    /// CI jobs the in-process agent runs at once.
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "with_agent")]
+    pub concurrency: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -33,6 +39,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn tracing_init(ui: &Ui) {
     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ui.color).with_target(false).try_init();
+}
+
+/// A line on stdout that a closed pipe cannot turn into a crash (the server runs on).
+fn say(line: String) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
@@ -55,11 +67,54 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
             Err(e) => return Err(anyhow::Error::from(e)),
         };
         if let Some(token) = &server.admin_token {
-            println!("admin token (shown once; the server keeps only its hash): {token}");
+            say(format!("admin token (shown once; the server keeps only its hash): {token}"));
         }
-        println!("slipway server listening on http://{}", server.addr);
+        say(format!("slipway server listening on http://{}", server.addr));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let interrupts = slipway_sys::signals::Interrupts::install();
-        server.serve(async move { interrupts.next().await }).await?;
+        tokio::spawn(async move {
+            interrupts.next().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let local = match args.with_agent {
+            false => None,
+            true => {
+                // Its own agent token, made now and kept only in this process.
+                let token = slipway_server::new_token()?;
+                let hash = slipway_server::hash_token(&token);
+                server.state.store.add_token(&hash, "local", slipway_store::Role::Agent, None, None).await?;
+                let cfg = slipway_server::worker::WorkerConfig {
+                    server: format!("http://{}", server.addr),
+                    token,
+                    name: slipway_sys::whoami::hostname(),
+                    data_dir: data.join("worker"),
+                    concurrency: args.concurrency.max(1),
+                };
+                let host = slipway_agent::AgentConfig { data_dir: data.to_path_buf(), metrics_listen: None };
+                let (a, b) = (stopped(stop_rx.clone()), stopped(stop_rx.clone()));
+                say(format!(
+                    "with an agent in this process ({}), hosting environments at {}",
+                    cfg.name,
+                    data.display()
+                ));
+                Some(tokio::spawn(async move {
+                    let (w, h) = tokio::join!(slipway_server::worker::run(cfg, a), slipway_agent::run(host, b));
+                    if let Err(e) = w {
+                        eprintln!("error: the in-process agent stopped: {e}");
+                    }
+                    if let Err(e) = h {
+                        eprintln!("error: the in-process host agent stopped: {e}");
+                    }
+                }))
+            }
+        };
+        server.serve(stopped(stop_rx)).await?;
+        if let Some(l) = local {
+            let _ = l.await;
+        }
         Ok(exit::OK)
     })
 }

@@ -41,27 +41,36 @@ struct Server {
 
 impl Server {
     fn start(lease: &str) -> Server {
+        Server::start_with(&["--lease", lease])
+    }
+
+    fn start_with(args: &[&str]) -> Server {
         let data = tempfile::Builder::new().prefix("slipway-server-").tempdir().unwrap();
         let mut s = Server { url: String::new(), admin: String::new(), data, proc: None };
-        s.launch(lease);
+        s.launch_with(args);
         s
     }
 
     fn launch(&mut self, lease: &str) {
+        self.launch_with(&["--lease", lease]);
+    }
+
+    fn launch_with(&mut self, args: &[&str]) {
         let addr = match self.url.strip_prefix("http://") {
             Some(a) => a.to_string(),
             None => free_addr(),
         };
         let mut child = Command::new(bin())
-            .args(["server", "--listen", &addr, "--lease", lease])
+            .args(["server", "--listen", &addr])
+            .args(args)
             .env("SLIPWAY_DATA_DIR", self.data.path())
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        for line in out.lines() {
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in out.by_ref() {
             let line = line.unwrap();
             if let Some(t) = line.strip_prefix("admin token (shown once; the server keeps only its hash): ") {
                 self.admin = t.to_string();
@@ -70,6 +79,8 @@ impl Server {
                 break;
             }
         }
+        // Whatever it prints later is read, so it never writes to a closed pipe.
+        std::thread::spawn(move || out.for_each(drop));
         assert!(!self.admin.is_empty() || self.proc.is_some(), "the first start prints an admin token");
         self.url = format!("http://{addr}");
         self.proc = Some(Proc(child));
@@ -464,4 +475,19 @@ fn the_cli_adds_projects_triggers_and_reads_pipelines_on_a_server() {
     );
     assert_eq!(r.code, 2, "{}", r.debug());
     assert!(r.stderr.contains("no server answers at http://127.0.0.1:1"), "{}", r.stderr);
+}
+
+#[test]
+fn a_server_with_its_own_agent_runs_pipelines_alone() {
+    let repo = Repo::new(&[(".gitlab-ci.yml", PIPELINE)]);
+    let server = Server::start_with(&["--with-agent"]);
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    let p = server.wait(id, Duration::from_secs(30));
+    assert_eq!(p["status"], "success", "{p}");
+    assert!(p["jobs"][0]["agent"].as_str().unwrap().ends_with("@local"), "{p}");
+    // Its host agent answers on the data directory's socket, as `slipway agent` would.
+    assert!(server.data.path().join("agent.sock").exists());
 }
