@@ -34,6 +34,7 @@ pub fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/projects", get(projects).post(add_project))
         .route("/api/v1/projects/{name}/pipelines", post(trigger))
         .route("/api/v1/pipelines", get(pipelines_list))
@@ -82,6 +83,39 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ServerError>
         let field = msg.split('`').nth(1).map(str::to_string);
         ServerError::Input(format!("invalid JSON body: {msg}"), field)
     })
+}
+
+/// Prometheus exposition (text format 0.0.4).
+async fn metrics(AxState(s): S) -> Result<Response, ServerError> {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (runs, jobs) = s.store.status_counts().await?;
+    let mut o = String::new();
+    let mut gauge = |name: &str, help: &str, label: &str, rows: &[(String, i64)]| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (status, n) in rows {
+            let _ = writeln!(o, "{name}{{{label}=\"{status}\"}} {n}");
+        }
+    };
+    gauge("slipway_server_pipelines", "Pipelines in the store, by status.", "status", &runs);
+    gauge("slipway_server_jobs", "Jobs in the store, by status.", "status", &jobs);
+    let c = &s.counters;
+    let _ = writeln!(o, "# HELP slipway_server_webhooks_total Webhook deliveries, by what became of them.");
+    let _ = writeln!(o, "# TYPE slipway_server_webhooks_total counter");
+    for (result, n) in [
+        ("accepted", c.webhooks_accepted.load(Relaxed)),
+        ("rejected", c.webhooks_rejected.load(Relaxed)),
+        ("replayed", c.webhooks_replayed.load(Relaxed)),
+    ] {
+        let _ = writeln!(o, "slipway_server_webhooks_total{{result=\"{result}\"}} {n}");
+    }
+    let _ = writeln!(o, "# HELP slipway_server_job_claims_total Jobs handed to agents.");
+    let _ = writeln!(o, "# TYPE slipway_server_job_claims_total counter");
+    let _ = writeln!(o, "slipway_server_job_claims_total {}", c.claims.load(Relaxed));
+    let _ = writeln!(o, "# HELP slipway_server_agents_waiting Agents waiting for a job now.");
+    let _ = writeln!(o, "# TYPE slipway_server_agents_waiting gauge");
+    let _ = writeln!(o, "slipway_server_agents_waiting {}", c.waiting.load(Relaxed).max(0));
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], o).into_response())
 }
 
 async fn readyz(AxState(s): S) -> Response {
@@ -301,14 +335,23 @@ async fn request_job(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Respons
     let req: JobRequest = body(&bytes)?;
     let agent = format!("{}@{}", req.agent, who.name);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_WAIT);
+    let c = &s.counters;
+    c.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let r = claim_loop(&s, &agent, deadline).await;
+    c.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    r
+}
+
+async fn claim_loop(s: &Arc<State>, agent: &str, deadline: tokio::time::Instant) -> Result<Response, ServerError> {
     loop {
         // Listen before looking, so a job queued in between wakes us.
         let notified = s.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let claimed = s.store.claim_job(&agent, s.lease).await?;
+        let claimed = s.store.claim_job(agent, s.lease).await?;
         if let Some(job) = claimed {
-            let a = assignment(&s, job).await?;
+            s.counters.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let a = assignment(s, job).await?;
             return Ok(axum::Json(a).into_response());
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {

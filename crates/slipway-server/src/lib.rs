@@ -72,6 +72,18 @@ pub struct State {
     work: tokio::sync::Notify,
     /// When each polled project was last looked at.
     polled: Mutex<HashMap<String, i64>>,
+    pub(crate) counters: Counters,
+}
+
+/// What the server counts in memory for `/metrics` (the store counts the rest).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub webhooks_accepted: std::sync::atomic::AtomicU64,
+    pub webhooks_rejected: std::sync::atomic::AtomicU64,
+    pub webhooks_replayed: std::sync::atomic::AtomicU64,
+    pub claims: std::sync::atomic::AtomicU64,
+    /// Agents waiting in a long-poll now.
+    pub waiting: std::sync::atomic::AtomicI64,
 }
 
 /// A running server.
@@ -113,6 +125,7 @@ impl Server {
             planning: tokio::sync::Mutex::new(()),
             work: tokio::sync::Notify::new(),
             polled: Mutex::default(),
+            counters: Counters::default(),
         });
         Ok(Server { addr, admin_token, state, listener })
     }

@@ -31,6 +31,23 @@ enum Wanted {
 }
 
 pub async fn receive(
+    st: AxState<Arc<State>>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ServerError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = Arc::clone(&st.0);
+    let r = receive_verified(st, path, headers, body).await;
+    match &r {
+        Err(ServerError::Unauthorized(_)) => s.counters.webhooks_rejected.fetch_add(1, Relaxed),
+        Ok(resp) if resp.status() == StatusCode::CREATED => s.counters.webhooks_accepted.fetch_add(1, Relaxed),
+        _ => 0,
+    };
+    r
+}
+
+async fn receive_verified(
     AxState(s): AxState<Arc<State>>,
     Path((forge, project)): Path<(String, String)>,
     headers: HeaderMap,
@@ -84,6 +101,7 @@ pub async fn receive(
     if let Some(id) = &delivery
         && !s.store.record_delivery(id, &p.name).await?
     {
+        s.counters.webhooks_replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let run = s.store.delivery_run(id).await?;
         return Ok((StatusCode::OK, axum::Json(serde_json::json!({"pipeline": run, "why": "delivered before"})))
             .into_response());

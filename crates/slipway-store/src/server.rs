@@ -232,6 +232,21 @@ impl Store {
         })
     }
 
+    /// How many runs and jobs are in each status (the server's metrics).
+    pub async fn status_counts(&self) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), StoreError> {
+        with_pool!(self, |pool| {
+            let runs: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
+                    .fetch_all(pool)
+                    .await?;
+            let jobs: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+                    .fetch_all(pool)
+                    .await?;
+            Ok((runs, jobs))
+        })
+    }
+
     /// Whether any admin token exists (the first start makes one).
     pub async fn has_admin(&self) -> Result<bool, StoreError> {
         with_pool!(self, |pool| {

@@ -357,6 +357,33 @@ fn webhooks_are_verified_taken_once_and_start_pipelines_and_polling_sees_pushes(
     let big = vec![b' '; 6 * 1024 * 1024];
     assert_eq!(server.deliver("/api/v1/webhooks/github/app", &signed("", "d-big"), &big).0, 413);
     assert_eq!(server.pipeline_count("app"), 2);
+    // What happened shows in the metrics, and Prometheus' linter accepts them.
+    let (code, text) = server.call_as(None, "GET", "/metrics", None);
+    assert_eq!(code, 200, "{text}");
+    for want in [
+        "slipway_server_webhooks_total{result=\"accepted\"} 2",
+        "slipway_server_webhooks_total{result=\"rejected\"} 5",
+        "slipway_server_webhooks_total{result=\"replayed\"} 1",
+        "slipway_server_pipelines{status=",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in\n{text}");
+    }
+    require("promtool", "--version");
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), format!("{text}\n").as_bytes()).unwrap();
+    let out = lint.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Polling: the first look records, a new commit starts exactly one pipeline.
     let polled = Repo::new(&[(".gitlab-ci.yml", "hello:\n  script: [echo polled]\n")]);
