@@ -456,8 +456,12 @@ async fn renew(
     who.require(&[Role::Agent])?;
     let agent = format!("{}@{}", q.agent, who.name);
     let held = s.store.renew_job(run, index, &agent, s.lease).await?;
-    let status = s.store.run(run).await?.map(|r| r.status);
-    let cancel = status == Some(slipway_model::run::PipelineStatus::Canceled) || !held;
+    // A canceled pipeline's scheduler says so in its snapshot while its jobs still run.
+    let canceling = s.store.run(run).await?.is_some_and(|r| {
+        r.status == slipway_model::run::PipelineStatus::Canceled
+            || r.snapshot.as_ref().and_then(|v| v.get("canceled")).and_then(serde_json::Value::as_bool) == Some(true)
+    });
+    let cancel = canceling || !held;
     Ok(axum::Json(LeaseAnswer { held, cancel }).into_response())
 }
 

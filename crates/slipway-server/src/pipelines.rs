@@ -81,10 +81,36 @@ pub async fn create(
             state.store.add_jobs(run, &jobs).await?;
             state.plans.lock().expect("plans lock").insert(run, Arc::new(plan));
             drive(state, run, Event::Step).await?;
+            if source == "push" || source == "api" || source == "web" {
+                auto_cancel(state, &project.name, run).await?;
+            }
         }
         Err(why) => state.store.end_run(run, PipelineStatus::Failed, &why).await?,
     }
     Ok(run)
+}
+
+/// GitLab's auto-cancel of redundant pipelines: an older running pipeline of the same project
+/// and ref is canceled when every job of it that has started is `interruptible: true`.
+async fn auto_cancel(state: &Arc<State>, project: &str, newer: RunId) -> Result<(), ServerError> {
+    let Some(new) = state.store.run(newer).await? else { return Ok(()) };
+    for old in state.store.running_runs().await? {
+        if old.id >= newer || old.project != project || old.ref_name != new.ref_name {
+            continue;
+        }
+        let plan = plan_of(state, &old).await?;
+        let jobs = state.store.jobs(old.id).await?;
+        let started_all_interruptible = jobs.iter().all(|j| {
+            let started =
+                j.attempts > 0 || matches!(j.status, JobState::Running | JobState::Success | JobState::Failed);
+            !started || plan.jobs.get(j.index).is_some_and(|p| p.interruptible)
+        });
+        if started_all_interruptible {
+            tracing::info!(pipeline = old.id, by = newer, "auto-canceled: a newer pipeline runs for the same ref");
+            drive(state, old.id, Event::Cancel).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Plans a run at its commit, as the agent that runs a job of it will (same commit, same

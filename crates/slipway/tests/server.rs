@@ -518,3 +518,31 @@ fn a_server_with_its_own_agent_runs_pipelines_alone() {
     // Its host agent answers on the data directory's socket, as `slipway agent` would.
     assert!(server.data.path().join("agent.sock").exists());
 }
+
+#[test]
+fn a_newer_pipeline_on_the_same_ref_cancels_an_older_interruptible_one() {
+    let repo = Repo::new(&[(".gitlab-ci.yml", "wait:\n  interruptible: true\n  script: [sleep 20]\n")]);
+    let server = Server::start("30s");
+    let (_agent, _d) = server.agent("a1");
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let start = || {
+        let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap()
+    };
+    let old = start();
+    let t = Instant::now();
+    while server.json(&format!("/api/v1/pipelines/{old}"))["jobs"][0]["status"] != "running" {
+        assert!(t.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    let newer = start();
+    let p = server.wait(old, Duration::from_secs(10));
+    assert_eq!(p["status"], "canceled", "{p}");
+    assert!(t.elapsed() < Duration::from_secs(5), "the running job stopped within seconds");
+    let n = server.json(&format!("/api/v1/pipelines/{newer}"));
+    assert_eq!(n["status"], "running", "{n}");
+    assert_eq!(server.call("POST", &format!("/api/v1/pipelines/{newer}/cancel"), None).0, 200);
+    assert_eq!(server.wait(newer, Duration::from_secs(10))["status"], "canceled");
+}
