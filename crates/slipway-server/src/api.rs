@@ -285,16 +285,72 @@ fn log_path(s: &State, run: RunId, index: usize) -> std::path::PathBuf {
 #[derive(serde::Deserialize)]
 struct LogQuery {
     offset: Option<u64>,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// A job's log as Server-Sent Events: `log` events with the output's lines (`id` is the byte
+/// offset after them, so a client resumes with `Last-Event-ID` or `?offset=`), then one `end`
+/// event with the job's status.
+fn follow_log(s: Arc<State>, run: RunId, index: usize, from: u64) -> Response {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    struct Cursor {
+        s: Arc<State>,
+        offset: u64,
+        done: bool,
+    }
+    let stream = futures_util::stream::unfold(Cursor { s, offset: from, done: false }, move |mut c| async move {
+        if c.done {
+            return None;
+        }
+        loop {
+            let bytes = tokio::fs::read(log_path(&c.s, run, index)).await.unwrap_or_default();
+            let from = (c.offset as usize).min(bytes.len());
+            // Whole lines only, until the job has ended.
+            let status =
+                c.s.store
+                    .jobs(run)
+                    .await
+                    .ok()
+                    .and_then(|js| js.into_iter().find(|j| j.index == index))
+                    .map(|j| j.status);
+            let ended = status.is_none_or(|st| st.is_terminal());
+            let end = match bytes[from..].iter().rposition(|b| *b == b'\n') {
+                Some(i) => from + i + 1,
+                None if ended => bytes.len(),
+                None => from,
+            };
+            if end > from {
+                c.offset = end as u64;
+                let text = String::from_utf8_lossy(&bytes[from..end]).trim_end_matches('\n').to_string();
+                let ev = Sse::default().event("log").id(c.offset.to_string()).data(text);
+                return Some((Ok::<_, std::convert::Infallible>(ev), c));
+            }
+            if ended {
+                c.done = true;
+                let st = status.map_or("unknown", |s| s.as_str());
+                let ev = Sse::default().event("end").id(c.offset.to_string()).data(format!("{{\"status\":\"{st}\"}}"));
+                return Some((Ok(ev), c));
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    });
+    axum::response::sse::Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 async fn job_log(
     AxState(s): S,
     who: Caller,
+    headers: axum::http::HeaderMap,
     Path((run, index)): Path<(i64, usize)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
     if let Err(r) = who.may_see(run) {
         return r.into_response();
+    }
+    if q.follow {
+        let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        return follow_log(s, run, index, resume.or(q.offset).unwrap_or(0));
     }
     match tokio::fs::read(log_path(&s, run, index)).await {
         Ok(bytes) => {

@@ -546,3 +546,42 @@ fn a_newer_pipeline_on_the_same_ref_cancels_an_older_interruptible_one() {
     assert_eq!(server.call("POST", &format!("/api/v1/pipelines/{newer}/cancel"), None).0, 200);
     assert_eq!(server.wait(newer, Duration::from_secs(10))["status"], "canceled");
 }
+
+#[test]
+fn a_running_jobs_log_is_followed_live_and_resumed_from_an_offset() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "talk:\n  script:\n    - for i in 1 2 3; do echo \"line $i\"; sleep 0.3; done\n",
+    )]);
+    let server = Server::start("30s");
+    let (_agent, _d) = server.agent("a1");
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    // Followed while it runs: the stream ends with the job.
+    let t = Instant::now();
+    let out = Command::new("curl")
+        .args(["-sSN", "--max-time", "20", "-H", &format!("Authorization: Bearer {}", server.admin)])
+        .arg(format!("{}/api/v1/pipelines/{id}/jobs/0/log?follow=true", server.url))
+        .output()
+        .unwrap();
+    let stream = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stream}");
+    assert!(t.elapsed() < Duration::from_secs(15), "the stream ended with the job");
+    for i in 1..=3 {
+        assert!(stream.contains(&format!("data: line {i}")), "{stream}");
+    }
+    assert!(stream.contains("event: end") && stream.contains(r#"data: {"status":"success"}"#), "{stream}");
+    // Resumed after the first line: only what came after it.
+    let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
+    let after_first = log.find("line 1\n").unwrap() + "line 1\n".len();
+    let out = Command::new("curl")
+        .args(["-sSN", "--max-time", "10", "-H", &format!("Authorization: Bearer {}", server.admin)])
+        .args(["-H", &format!("Last-Event-ID: {after_first}")])
+        .arg(format!("{}/api/v1/pipelines/{id}/jobs/0/log?follow=true", server.url))
+        .output()
+        .unwrap();
+    let resumed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!resumed.contains("data: line 1") && resumed.contains("data: line 3"), "{resumed}");
+}
