@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""scripts/bench/server.py — `slipway server` with agents on this machine: how long from a
+signed GitHub push webhook to the job's shell running on an idle agent (p50/p99), and how many
+jobs a minute one server sustains with 4 agents. Release build: `cargo build --release -p slipway`.
+
+    scripts/bench/server.py --runs 50
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DEFAULT_SLIPWAY, free_port  # noqa: E402
+
+
+def call(url, token, method="GET", body=None, headers=None):
+    req = urllib.request.Request(url, method=method, data=body)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.status, r.read()
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--slipway", default=DEFAULT_SLIPWAY)
+    ap.add_argument("--throughput-jobs", type=int, default=200)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="slipway-bench-server-")
+    procs = []
+    try:
+        repo = os.path.join(work, "repo")
+        os.makedirs(repo)
+        git(repo, "init", "-q", "-b", "main")
+        git(repo, "config", "user.email", "b@x")
+        git(repo, "config", "user.name", "b")
+        stamp = os.path.join(work, "started")
+        with open(os.path.join(repo, ".gitlab-ci.yml"), "w") as f:
+            f.write(f'job:\n  script:\n    - date +%s.%N >> {stamp}\n')
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "one")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [args.slipway, "server", "--listen", f"127.0.0.1:{port}"],
+            env=dict(os.environ, SLIPWAY_DATA_DIR=os.path.join(work, "server"), NO_COLOR="1"),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        procs.append(server)
+        token = None
+        for line in server.stdout:
+            if line.startswith("admin token"):
+                token = line.rsplit(" ", 1)[1].strip()
+            if line.startswith("slipway server listening"):
+                break
+        agents = []
+        for i in range(4):
+            a = subprocess.Popen(
+                [args.slipway, "agent", "--server", url, "--token", token, "--name", f"b{i}", "--concurrency", "1"],
+                env=dict(os.environ, SLIPWAY_DATA_DIR=os.path.join(work, f"agent{i}"), NO_COLOR="1"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(a)
+            agents.append(a)
+        secret = "bench-secret"
+        call(f"{url}/api/v1/projects", token, "POST",
+             json.dumps({"name": "app", "repo": repo, "webhook_secret": secret}).encode(),
+             {"content-type": "application/json"})
+        time.sleep(1.0)
+
+        def push(i):
+            with open(os.path.join(repo, "n"), "w") as f:
+                f.write(str(i))
+            git(repo, "add", "-A")
+            git(repo, "commit", "-qm", f"c{i}")
+            sha = git(repo, "rev-parse", "HEAD")
+            body = json.dumps({"ref": "refs/heads/main", "after": sha}).encode()
+            sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            return body, {"content-type": "application/json", "X-GitHub-Event": "push",
+                          "X-GitHub-Delivery": f"d{i}-{time.time()}", "X-Hub-Signature-256": sig}
+
+        def started_count():
+            try:
+                with open(stamp) as f:
+                    return [float(x) for x in f.read().split()]
+            except FileNotFoundError:
+                return []
+
+        # Latency: one push at a time, agents idle.
+        lat = []
+        for i in range(args.runs):
+            body, headers = push(i)
+            before = len(started_count())
+            t0 = time.time()
+            call(f"{url}/api/v1/webhooks/github/app", None, "POST", body, headers)
+            while len(started_count()) == before:
+                time.sleep(0.001)
+            lat.append((started_count()[-1] - t0) * 1000)
+            time.sleep(0.05)
+        lat.sort()
+        p50 = statistics.median(lat)
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        print(f"webhook -> job's shell running on an idle agent: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+              f"(min {lat[0]:.1f}, max {lat[-1]:.1f}; {len(lat)} pushes)")
+
+        # Throughput: a burst of triggers, 4 agents with one job each at a time.
+        before = len(started_count())
+        t0 = time.time()
+        for _ in range(args.throughput_jobs):
+            call(f"{url}/api/v1/projects/app/pipelines", token, "POST", b"{}", {"content-type": "application/json"})
+        queued = time.time() - t0
+        while len(started_count()) - before < args.throughput_jobs:
+            time.sleep(0.05)
+        took = time.time() - t0
+        print(f"throughput: {args.throughput_jobs} pipelines triggered in {queued:.1f} s, all jobs started within "
+              f"{took:.1f} s with 4 agents: {args.throughput_jobs / took * 60:.0f} jobs/minute")
+        rss = {}
+        for name, p in [("server", server)] + [(f"agent{i}", a) for i, a in enumerate(agents)]:
+            with open(f"/proc/{p.pid}/status") as f:
+                rss[name] = next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+        print("RSS after the run: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in rss.items()))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
