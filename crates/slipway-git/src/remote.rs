@@ -52,7 +52,11 @@ pub fn checkout_at(source: &str, commit: &str, branch: Option<&str>, dest: &Path
     } else {
         run(dest, &["remote", "set-url", "origin", source])?;
     }
-    run(dest, &["fetch", "--quiet", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"])?;
+    // A commit already here (an earlier job's fetch) needs no round trip.
+    let have = run(dest, &["cat-file", "-e", &format!("{commit}^{{commit}}")]).is_ok();
+    if !have {
+        run(dest, &["fetch", "--quiet", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"])?;
+    }
     match branch {
         Some(b) => run(dest, &["checkout", "--quiet", "--force", "-B", b, commit])?,
         None => run(dest, &["checkout", "--quiet", "--force", "--detach", commit])?,

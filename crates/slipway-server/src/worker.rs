@@ -235,7 +235,9 @@ fn execute(
     out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
 ) -> Result<slipway_runner::exec::JobEnd, String> {
     let project = job.project.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_");
-    let dir = data.join("builds").join(&project).join(format!("{}-{}", job.run, job.index));
+    // A checkout per project and slot, kept between jobs: the next job fetches what is new.
+    let slot = Slot::take(&project);
+    let dir = data.join("builds").join(&project).join(slot.0.to_string());
     let say = |line: String| {
         let _ = out.send(format!("{line}\n").into_bytes());
     };
@@ -253,7 +255,6 @@ fn execute(
         Ok(p) => p,
         Err(why) => {
             say(format!("ERROR: the pipeline does not plan here: {why}"));
-            let _ = std::fs::remove_dir_all(&dir);
             return Err(why);
         }
     };
@@ -286,6 +287,28 @@ fn execute(
         JobMessage::Attempt(_) => {}
     })
     .map_err(|e| e.to_string());
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(slot);
     end
+}
+
+/// Which checkout directories of a project are in use on this agent.
+static SLOTS: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// A checkout directory number of a project, held while a job uses it.
+struct Slot(usize, String);
+
+impl Slot {
+    fn take(project: &str) -> Slot {
+        let mut used = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        let n = (0..).find(|n| !used.iter().any(|(p, m)| p == project && m == n)).expect("a free slot");
+        used.push((project.to_string(), n));
+        Slot(n, project.to_string())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut used = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        used.retain(|(p, m)| !(p == &self.1 && *m == self.0));
+    }
 }
