@@ -122,6 +122,7 @@ impl Engine {
             reason: ReleaseReason::Deploy,
             source_release: None,
             status: ReleaseStatus::Queued,
+            pipeline: actor.pipeline.clone(),
         };
         self.run(env, new).await
     }
@@ -341,6 +342,7 @@ impl Engine {
                 reason: ReleaseReason::Adopt,
                 source_release: None,
                 status: ReleaseStatus::Healthy,
+                pipeline: None,
             };
             let Some(release) = self.store.adopt_release(&new, f.id).await? else {
                 return Err(DeployError::input(format!(

@@ -18,6 +18,7 @@ pub mod plan;
 mod ssh;
 mod systemd;
 pub mod target;
+pub mod views;
 
 pub use docker::pull as docker_pull;
 pub use engine::{Engine, EngineConfig, Outcome};
@@ -60,6 +61,42 @@ impl std::fmt::Display for DeployError {
 }
 
 impl std::error::Error for DeployError {}
+
+/// The closing event of a request (`deploy_finished`): what the CLI's `--json` prints last and
+/// what the server's deploy stream ends with.
+pub fn finished(environment: &str, result: &Result<Outcome, DeployError>) -> slipway_model::event::DeployEvent {
+    use slipway_model::event::DeployEvent;
+    match result {
+        Ok(o) => DeployEvent::DeployFinished {
+            ok: true,
+            environment: o.release.environment.clone(),
+            release: Some(o.release.id),
+            version: Some(o.release.version.clone()),
+            reason: Some(o.release.reason),
+            status: Some(o.release.status),
+            url: Some(o.url.clone()),
+            seconds: Some(o.took.as_secs_f64()),
+            unchanged: o.unchanged,
+            error: None,
+            error_kind: None,
+            hint: None,
+        },
+        Err(e) => DeployEvent::DeployFinished {
+            ok: false,
+            environment: environment.to_string(),
+            release: None,
+            version: None,
+            reason: None,
+            status: None,
+            url: None,
+            seconds: None,
+            unchanged: false,
+            error: Some(e.message.clone()),
+            error_kind: Some(e.kind),
+            hint: e.hint.clone(),
+        },
+    }
+}
 
 impl From<slipway_store::StoreError> for DeployError {
     fn from(e: slipway_store::StoreError) -> DeployError {

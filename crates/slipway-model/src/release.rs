@@ -146,6 +146,17 @@ pub struct Actor {
     /// The user's (or token's) name, as recorded in releases and approvals.
     pub name: String,
     pub kind: ActorKind,
+    /// The pipeline job asking (a deploy job on the server), recorded with its releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineRef>,
+}
+
+/// The pipeline job a release came from: which project, pipeline and job deployed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineRef {
+    pub project: String,
+    pub pipeline: i64,
+    pub job: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,7 +170,16 @@ pub enum ActorKind {
 
 impl Actor {
     pub fn user(name: impl Into<String>) -> Actor {
-        Actor { name: name.into(), kind: ActorKind::User }
+        Actor { name: name.into(), kind: ActorKind::User, pipeline: None }
+    }
+
+    /// A pipeline's job, deploying through the server.
+    pub fn job(pipeline: PipelineRef) -> Actor {
+        Actor {
+            name: format!("{} pipeline #{} job {}", pipeline.project, pipeline.pipeline, pipeline.job),
+            kind: ActorKind::System,
+            pipeline: Some(pipeline),
+        }
     }
 }
 
@@ -321,6 +341,8 @@ pub struct Release {
     pub source_release: Option<ReleaseId>,
     pub status: ReleaseStatus,
     pub status_detail: Option<String>,
+    /// The pipeline job that deployed it (server deploys), else none.
+    pub pipeline: Option<PipelineRef>,
     pub created_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
@@ -386,6 +408,8 @@ pub struct NewRelease {
     pub reason: ReleaseReason,
     pub source_release: Option<ReleaseId>,
     pub status: ReleaseStatus,
+    /// The pipeline job asking, when a pipeline deploys.
+    pub pipeline: Option<PipelineRef>,
 }
 
 impl NewRelease {
@@ -410,6 +434,7 @@ impl NewRelease {
             reason,
             source_release: Some(source_release),
             status: ReleaseStatus::Queued,
+            pipeline: r.pipeline.clone(),
         }
     }
 }

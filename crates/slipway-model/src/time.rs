@@ -14,6 +14,11 @@ pub fn rfc3339(ms: i64) -> String {
     }
 }
 
+/// An RFC 3339 time (what [`rfc3339`] writes) back to Unix milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
 /// How long ago `ms` was, the way status tables say it (`12s ago`, `3m ago`, `2d ago`).
 pub fn ago(ms: i64, now_ms: i64) -> String {
     let secs = (now_ms - ms).max(0) / 1000;
@@ -34,5 +39,6 @@ mod tests {
         assert_eq!(super::ago(0, 59_999), "59s ago");
         assert_eq!(super::ago(0, 3_600_000), "1h ago");
         assert_eq!(super::ago(10, 0), "0s ago");
+        assert_eq!(super::parse_rfc3339("2025-12-01T10:56:18Z"), Some(1_764_586_578_000));
     }
 }

@@ -46,6 +46,21 @@ pub fn router(state: Arc<State>) -> Router {
             "/api/v1/webhooks/{forge}/{project}",
             post(crate::webhooks::receive).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_LIMIT)),
         )
+        .route("/api/v1/projects/{name}/environments", get(crate::deploys::status))
+        .route("/api/v1/projects/{name}/environments/{env}/releases", get(crate::deploys::history))
+        .route(
+            "/api/v1/projects/{name}/environments/{env}/deploy",
+            post(crate::deploys::deploy).layer(axum::extract::DefaultBodyLimit::max(crate::deploys::MAX_UPLOAD)),
+        )
+        .route("/api/v1/projects/{name}/environments/{env}/rollback", post(crate::deploys::rollback))
+        .route("/api/v1/projects/{name}/environments/{env}/promote", post(crate::deploys::promote))
+        .route("/api/v1/projects/{name}/environments/{env}/approve", post(crate::deploys::approve))
+        .route(
+            "/api/v1/jobs/{run}/{index}/artifacts",
+            axum::routing::put(crate::deploys::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::deploys::MAX_UPLOAD)),
+        )
+        .route("/api/v1/jobs/{run}/artifacts/{job}", get(crate::deploys::download))
         .route("/api/v1/jobs/request", post(request_job))
         .route("/api/v1/jobs/{run}/{index}/log", post(append_log))
         .route("/api/v1/jobs/{run}/{index}/lease", post(renew))

@@ -24,6 +24,8 @@ pub struct Caller {
     pub role: Role,
     /// A job token's run.
     pub run: Option<i64>,
+    /// A job token's job: its run and index.
+    pub job: Option<(i64, usize)>,
 }
 
 impl Caller {
@@ -67,7 +69,14 @@ impl FromRequestParts<Arc<State>> for Caller {
             return Err(unauthorized("no token: send `Authorization: Bearer TOKEN` (SLIPWAY_TOKEN for the CLI)"));
         };
         match state.store.token(&hash_token(token)).await {
-            Ok(Some(t)) => Ok(Caller { name: t.name, role: t.role, run: t.run }),
+            Ok(Some(t)) => {
+                // Job tokens are named `job RUN/INDEX` when they are made.
+                let job = (t.role == Role::Job)
+                    .then(|| t.name.strip_prefix("job ")?.split_once('/'))
+                    .flatten()
+                    .and_then(|(r, i)| Some((r.parse().ok()?, i.parse().ok()?)));
+                Ok(Caller { name: t.name, role: t.role, run: t.run, job })
+            }
             Ok(None) => Err(unauthorized("unknown or expired token")),
             Err(e) => Err(error(axum::http::StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string(), None)),
         }

@@ -23,13 +23,40 @@ pub struct ServerClient {
 }
 
 /// A path segment as GitLab encodes it (`team/app` → `team%2Fapp`).
-fn segment(s: &str) -> String {
+pub fn segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A build (a directory or one binary) as a deploy sends it: a gzip'd tar with one top entry,
+/// the directory's or the binary's name.
+pub fn pack(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "dist".into());
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    if path.is_dir() {
+        tar.append_dir_all(&name, path)?;
+    } else {
+        tar.append_path_with_name(path, &name)?;
+    }
+    tar.into_inner()?.finish()
+}
+
+/// The server's JSON error, or its text when it sent none.
+fn api_error(status: u16, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ApiErrorBody>(bytes) {
+        Ok(e) => ClientError::Api { status, code: e.code, message: e.message, field: e.field },
+        Err(_) => ClientError::Api {
+            status,
+            code: "http".into(),
+            message: String::from_utf8_lossy(bytes).trim().to_string(),
+            field: None,
+        },
+    }
 }
 
 impl ServerClient {
@@ -63,15 +90,7 @@ impl ServerClient {
             .await
             .map_err(|e| ClientError::Unreachable { url: self.url.clone(), message: e.to_string() })?;
         if status >= 400 {
-            return Err(match serde_json::from_slice::<ApiErrorBody>(&bytes) {
-                Ok(e) => ClientError::Api { status, code: e.code, message: e.message, field: e.field },
-                Err(_) => ClientError::Api {
-                    status,
-                    code: "http".into(),
-                    message: String::from_utf8_lossy(&bytes).trim().to_string(),
-                    field: None,
-                },
-            });
+            return Err(api_error(status, &bytes));
         }
         Ok((status, bytes.to_vec()))
     }
@@ -114,6 +133,73 @@ impl ServerClient {
 
     pub async fn cancel(&self, id: i64) -> Result<PipelineView, ClientError> {
         self.json(reqwest::Method::POST, &format!("/api/v1/pipelines/{id}/cancel"), None).await
+    }
+
+    fn env_path(project: &str, env: &str, action: &str) -> String {
+        format!("/api/v1/projects/{}/environments/{}/{action}", segment(project), segment(env))
+    }
+
+    /// Starts a deploy, rollback or promotion (`action` with its query) and calls `each` with
+    /// every event line the server streams back, `deploy_finished` last.
+    pub async fn deploy_stream(
+        &self,
+        project: &str,
+        env: &str,
+        action: &str,
+        body: Option<(Vec<u8>, &str)>,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
+        let path = Self::env_path(project, env, action);
+        let unreachable =
+            |e: reqwest::Error| ClientError::Unreachable { url: self.url.clone(), message: e.to_string() };
+        // A rollout may wait for its lock and its approvals: no overall timeout, only the
+        // connection's.
+        let mut req = self.http.post(format!("{}{path}", self.url)).bearer_auth(&self.token);
+        if let Some((bytes, kind)) = body {
+            req = req.header("content-type", kind).body(bytes);
+        }
+        let mut resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let bytes = resp.bytes().await.map_err(unreachable)?;
+            return Err(api_error(status, &bytes));
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                each(&line[..line.len() - 1]);
+            }
+        }
+        if !buf.is_empty() {
+            each(&buf);
+        }
+        Ok(())
+    }
+
+    pub async fn approve(
+        &self,
+        project: &str,
+        env: &str,
+        release: Option<i64>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut path = Self::env_path(project, env, "approve");
+        if let Some(r) = release {
+            path.push_str(&format!("?release={r}"));
+        }
+        self.json(reqwest::Method::POST, &path, None).await
+    }
+
+    /// Each environment of the project, observed (`slipway status --json`'s shape).
+    pub async fn environments(&self, project: &str) -> Result<Vec<serde_json::Value>, ClientError> {
+        self.json(reqwest::Method::GET, &format!("/api/v1/projects/{}/environments", segment(project)), None).await
+    }
+
+    /// An environment's releases, newest first (`slipway history --json`'s shape).
+    pub async fn releases(&self, project: &str, env: &str, limit: i64) -> Result<Vec<serde_json::Value>, ClientError> {
+        let path = format!("{}?limit={limit}", Self::env_path(project, env, "releases"));
+        self.json(reqwest::Method::GET, &path, None).await
     }
 
     /// A job's log from `offset` on.

@@ -7,6 +7,7 @@
 pub mod api;
 mod auth;
 pub mod client;
+pub mod deploys;
 pub mod pipelines;
 mod webhooks;
 pub mod worker;
@@ -67,7 +68,7 @@ pub struct State {
     /// One scheduler transition at a time.
     driving: tokio::sync::Mutex<()>,
     /// One planning checkout at a time.
-    planning: tokio::sync::Mutex<()>,
+    pub(crate) planning: tokio::sync::Mutex<()>,
     /// A job became claimable: wakes agents waiting in a long-poll.
     work: tokio::sync::Notify,
     /// When each polled project was last looked at.
@@ -145,8 +146,14 @@ impl Server {
         let sweeper = {
             let state = Arc::clone(&state);
             tokio::spawn(async move {
+                let mut tick: u64 = 0;
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    tick += 1;
+                    // Expired artifacts go once a minute.
+                    if tick % 120 == 1 {
+                        deploys::sweep(&state).await;
+                    }
                     match state.store.requeue_expired_jobs().await {
                         Ok(back) if !back.is_empty() => {
                             tracing::warn!(jobs = back.len(), "jobs whose agent stopped renewing are queued again");

@@ -31,7 +31,7 @@ pub fn mirror_dir(data: &Path, project: &str) -> PathBuf {
     data.join("repos").join(format!("{}.git", slug(project)))
 }
 
-fn slug(s: &str) -> String {
+pub(crate) fn slug(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
@@ -164,12 +164,12 @@ pub fn plan_at(
     slipway_runner::project::make_plan(&loaded, &input).map_err(|i| render(&i))
 }
 
-fn render(i: &slipway_runner::project::Invalid) -> String {
+pub(crate) fn render(i: &slipway_runner::project::Invalid) -> String {
     i.diagnostics.iter().map(|d| i.sources.render(d, false)).collect::<Vec<_>>().join("\n")
 }
 
 /// The plan of a run: the one made when it started, or made again after a restart.
-async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> Result<Arc<Plan>, ServerError> {
+pub(crate) async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> Result<Arc<Plan>, ServerError> {
     if let Some(p) = state.plans.lock().expect("plans lock").get(&run.id) {
         return Ok(Arc::clone(p));
     }

@@ -173,10 +173,10 @@ async fn run_one(client: &Arc<Client>, job: JobAssignment) {
         })
     };
     let data = client.cfg.data_dir.clone();
-    let server = client.cfg.server.clone();
     let j = job.clone();
     let c = cancel.clone();
-    let ended = tokio::task::spawn_blocking(move || execute(&data, &server, &j, c, tx)).await;
+    let (cl, rt) = (Arc::clone(client), tokio::runtime::Handle::current());
+    let ended = tokio::task::spawn_blocking(move || execute(&data, &cl, &rt, &j, c, tx)).await;
     lease.abort();
     let _ = uploader.await;
     let finish = match ended {
@@ -229,7 +229,8 @@ async fn send(client: &Client, path: &str, buf: &mut Vec<u8>) -> bool {
 /// On a blocking thread: checkout, plan, run the job.
 fn execute(
     data: &std::path::Path,
-    server: &str,
+    client: &Arc<Client>,
+    rt: &tokio::runtime::Handle,
     job: &JobAssignment,
     cancel: Cancel,
     out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
@@ -264,13 +265,21 @@ fn execute(
         return Err(why);
     };
     let state = data.join("state");
-    let mut config = slipway_runner::RunConfig::new(
-        dir.clone(),
-        data.join("runs").join(format!("{}-{}", job.run, job.index)),
-        &state,
-    );
+    let run_dir = data.join("runs").join(format!("{}-{}", job.run, job.index));
+    // A new attempt starts clean: nothing of an earlier one is taken for this one's.
+    let _ = std::fs::remove_dir_all(&run_dir);
+    for dep in &plan.jobs[index].artifacts_from {
+        match rt.block_on(artifacts_down(client, job.run, dep, &run_dir)) {
+            Ok(true) => {}
+            Ok(false) => say(format!("No artifacts of {dep} to download")),
+            Err(why) => say(format!("WARNING: downloading the artifacts of {dep} failed: {why}")),
+        }
+    }
+    let mut config = slipway_runner::RunConfig::new(dir.clone(), run_dir.clone(), &state);
     config.extra_env.push(("CI_JOB_TOKEN".into(), job.job_token.clone()));
-    config.extra_env.push(("SLIPWAY_SERVER".into(), server.to_string()));
+    config.extra_env.push(("SLIPWAY_SERVER".into(), client.cfg.server.clone()));
+    config.extra_env.push(("CI_SERVER_URL".into(), client.cfg.server.clone()));
+    config.extra_env.push(("SLIPWAY_PROJECT".into(), job.project.clone()));
     config.secrets.push(job.job_token.clone());
     if let Ok(me) = std::env::current_exe()
         && let Some(bin) = me.parent()
@@ -288,7 +297,116 @@ fn execute(
     })
     .map_err(|e| e.to_string());
     drop(slot);
+    // What the job kept goes up before its end is reported, so the jobs after it find it.
+    let slug = slipway_runner::exec::slug(&job.name);
+    match pack(&run_dir, &slug) {
+        Ok(Some(tar)) => {
+            if let Err(why) = rt.block_on(artifacts_up(client, job, tar)) {
+                say(format!("ERROR: uploading the artifacts failed: {why}"));
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return end.and_then(|_| Err(format!("uploading the artifacts failed: {why}")));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => say(format!("WARNING: packing the artifacts failed: {e}")),
+    }
+    let _ = std::fs::remove_dir_all(&run_dir);
     end
+}
+
+/// The job's artifacts (`artifacts/<slug>/` → `files/`) and dotenv report (`dotenv.env`) as a
+/// gzip'd tar; `None` when it kept neither.
+fn pack(run_dir: &std::path::Path, slug: &str) -> std::io::Result<Option<Vec<u8>>> {
+    let files = run_dir.join("artifacts").join(slug);
+    let dotenv = run_dir.join("dotenv").join(format!("{slug}.env"));
+    if !files.is_dir() && !dotenv.is_file() {
+        return Ok(None);
+    }
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    if files.is_dir() {
+        tar.append_dir_all("files", &files)?;
+    }
+    if dotenv.is_file() {
+        tar.append_path_with_name(&dotenv, "dotenv.env")?;
+    }
+    Ok(Some(tar.into_inner()?.finish()?))
+}
+
+async fn artifacts_up(client: &Client, job: &JobAssignment, tar: Vec<u8>) -> Result<(), String> {
+    let path = format!("/api/v1/jobs/{}/{}/artifacts?agent={}", job.run, job.index, client.cfg.name);
+    let mut last = String::new();
+    // Tried while the server is away for a moment (it keeps the job's lease meanwhile).
+    for _ in 0..30 {
+        let sent = client
+            .http
+            .put(client.url(&path))
+            .bearer_auth(&client.cfg.token)
+            .header("content-type", "application/gzip")
+            .body(tar.clone())
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().is_client_error() => {
+                return Err(format!("{}: {}", r.status(), r.text().await.unwrap_or_default()));
+            }
+            Ok(r) => last = r.status().to_string(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(last)
+}
+
+/// Fetches the artifacts of `dep` into the run directory, where the runner restores a
+/// dependency's artifacts from; false when it has none.
+async fn artifacts_down(client: &Client, run: i64, dep: &str, run_dir: &std::path::Path) -> Result<bool, String> {
+    let path = format!("/api/v1/jobs/{run}/artifacts/{}", crate::client::segment(dep));
+    let r = client
+        .http
+        .get(client.url(&path))
+        .bearer_auth(&client.cfg.token)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(false);
+    }
+    if !r.status().is_success() {
+        return Err(format!("{}: {}", r.status(), r.text().await.unwrap_or_default()));
+    }
+    let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+    let slug = slipway_runner::exec::slug(dep);
+    let (files, dotenv) = (run_dir.join("artifacts").join(&slug), run_dir.join("dotenv").join(format!("{slug}.env")));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.path().map_err(|e| e.to_string())?.into_owned();
+        if name == std::path::Path::new("dotenv.env") {
+            std::fs::create_dir_all(dotenv.parent().expect("a directory")).map_err(|e| e.to_string())?;
+            entry.unpack(&dotenv).map_err(|e| e.to_string())?;
+        } else if let Ok(rest) = name.strip_prefix("files") {
+            if rest.as_os_str().is_empty() {
+                continue;
+            }
+            // `unpack_in` refuses `..` and absolute paths.
+            let mut e = entry;
+            let target = files.join(rest);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            if rest.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                return Err(format!("`{}` leaves the artifacts directory", name.display()));
+            }
+            e.unpack(&target).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(true)
 }
 
 /// Which checkout directories of a project are in use on this agent.

@@ -32,6 +32,10 @@ fn release_from(r: &impl Columns) -> Result<Release, StoreError> {
         source_release: r.opt_i64("source_release"),
         status: ReleaseStatus::parse(&status).ok_or_else(|| corrupt(format!("status `{status}`")))?,
         status_detail: r.opt_text("status_detail"),
+        pipeline: match r.opt_text("pipeline") {
+            Some(p) => Some(serde_json::from_str(&p).map_err(|e| corrupt(format!("pipeline `{p}`: {e}")))?),
+            None => None,
+        },
         created_at_ms: r.i64("created_at"),
         started_at_ms: r.opt_i64("started_at"),
         finished_at_ms: r.opt_i64("finished_at"),
@@ -39,7 +43,8 @@ fn release_from(r: &impl Columns) -> Result<Release, StoreError> {
 }
 
 const SELECT: &str = "SELECT id, environment, version, artifacts, config_hash, config, commit_sha, branch, actor,
-                             reason, source_release, status, status_detail, created_at, started_at, finished_at
+                             reason, source_release, status, status_detail, pipeline, created_at, started_at,
+                             finished_at
                       FROM releases";
 
 impl Store {
@@ -49,11 +54,12 @@ impl Store {
         let config = serde_json::to_string(&r.config).expect("configs serialize");
         let hash = r.config.hash();
         let started = (r.status == ReleaseStatus::Deploying).then_some(now);
+        let pipeline = r.pipeline.as_ref().map(|p| serde_json::to_string(p).expect("pipeline refs serialize"));
         let id: i64 = with_pool!(self, |pool| {
             sqlx::query_scalar(
                 "INSERT INTO releases (environment, version, artifacts, config_hash, config, commit_sha, branch, actor,
-                                       reason, source_release, status, created_at, started_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                                       reason, source_release, status, created_at, started_at, pipeline)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
             )
             .bind(&r.environment)
             .bind(&r.version)
@@ -68,6 +74,7 @@ impl Store {
             .bind(r.status.as_str())
             .bind(now)
             .bind(started)
+            .bind(&pipeline)
             .fetch_one(pool)
             .await?
         });
@@ -92,8 +99,9 @@ impl Store {
             } else {
                 sqlx::query(
                     "INSERT INTO releases (id, environment, version, artifacts, config_hash, config, commit_sha, branch,
-                                           actor, reason, source_release, status, created_at, started_at, finished_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13)",
+                                           actor, reason, source_release, status, created_at, started_at, finished_at,
+                                           pipeline)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13, $14)",
                 )
                 .bind(id)
                 .bind(&r.environment)
@@ -108,6 +116,7 @@ impl Store {
                 .bind(r.source_release)
                 .bind(r.status.as_str())
                 .bind(now)
+                .bind(r.pipeline.as_ref().map(|p| serde_json::to_string(p).expect("pipeline refs serialize")))
                 .execute(&mut *tx)
                 .await?;
                 if postgres {

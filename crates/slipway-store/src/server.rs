@@ -254,4 +254,73 @@ impl Store {
             Ok(n > 0)
         })
     }
+
+    /// Records the artifacts a job uploaded (its blob's digest), replacing an earlier attempt's.
+    pub async fn put_job_artifacts(
+        &self,
+        run: i64,
+        index: i64,
+        digest: &str,
+        size: i64,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO job_artifacts (run_id, job_index, digest, size, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (run_id, job_index) DO UPDATE
+                 SET digest = excluded.digest, size = excluded.size, created_at = excluded.created_at,
+                     expires_at = excluded.expires_at",
+            )
+            .bind(run)
+            .bind(index)
+            .bind(digest)
+            .bind(size)
+            .bind(now_ms())
+            .bind(expires_at_ms)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// The digest and size of a job's artifacts, unless there are none or they expired.
+    pub async fn job_artifacts(&self, run: i64, index: i64) -> Result<Option<(String, i64)>, StoreError> {
+        with_pool!(self, |pool| {
+            let row: Option<(String, i64)> = sqlx::query_as(
+                "SELECT digest, size FROM job_artifacts
+                 WHERE run_id = $1 AND job_index = $2 AND (expires_at IS NULL OR expires_at > $3)",
+            )
+            .bind(run)
+            .bind(index)
+            .bind(now_ms())
+            .fetch_optional(pool)
+            .await?;
+            Ok(row)
+        })
+    }
+
+    /// Forgets artifacts whose `expire_in` passed; returns the digests no job refers to any
+    /// more (their blobs may go).
+    pub async fn expire_job_artifacts(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        with_pool!(self, |pool| {
+            let gone: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM job_artifacts WHERE expires_at IS NOT NULL AND expires_at <= $1 RETURNING digest",
+            )
+            .bind(now_ms)
+            .fetch_all(pool)
+            .await?;
+            let mut unused = Vec::new();
+            for d in gone {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_artifacts WHERE digest = $1")
+                    .bind(&d)
+                    .fetch_one(pool)
+                    .await?;
+                if n == 0 && !unused.contains(&d) {
+                    unused.push(d);
+                }
+            }
+            Ok(unused)
+        })
+    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use slipway_model::release::{Artifact, NewRelease, ReleaseConfig, ReleaseReason, ReleaseStatus};
 use slipway_model::run::{JobState, PipelineStatus};
+use slipway_model::time::now_ms;
 
 use crate::{Lock, NewRun, Store};
 
@@ -77,6 +78,11 @@ fn new(env: &str, version: &str) -> NewRelease {
         reason: ReleaseReason::Deploy,
         source_release: None,
         status: ReleaseStatus::Deploying,
+        pipeline: Some(slipway_model::release::PipelineRef {
+            project: "app".into(),
+            pipeline: 7,
+            job: "deploy".into(),
+        }),
     }
 }
 
@@ -84,6 +90,7 @@ async fn releases_history_and_current(db: Db) {
     let store = db.open().await;
     let a = store.create_release(&new("dev", "v1")).await.expect("create");
     assert!(a.started_at_ms.is_some(), "a deploying release has started");
+    assert_eq!(a.pipeline.as_ref().map(|p| (p.pipeline, p.job.as_str())), Some((7, "deploy")), "its pipeline job");
     store.set_status(a.id, ReleaseStatus::Healthy, None).await.expect("status");
     store.set_current("dev", a.id, ReleaseStatus::Replaced).await.expect("current");
     let mut rollback = new("dev", "v0");
@@ -237,6 +244,19 @@ async fn projects_and_tokens(db: Db) {
     );
     assert_eq!(store.find_run("team/app", "main", "c0ffee", "push").await.expect("find"), Some(id));
     assert_eq!(store.find_run("team/app", "main", "c0ffee", "api").await.expect("find"), None);
+    // A job's artifacts: found while they live, replaced by a retry, gone once expired; the
+    // digests no job refers to any more are returned for their blobs to go.
+    store.put_job_artifacts(id, 0, "sha256:aa", 10, None).await.expect("put");
+    store.put_job_artifacts(id, 0, "sha256:bb", 12, Some(5)).await.expect("put again");
+    assert!(store.job_artifacts(id, 0).await.expect("get").is_none(), "expired at 5 ms");
+    store.put_job_artifacts(id, 1, "sha256:bb", 12, None).await.expect("put");
+    assert_eq!(store.job_artifacts(id, 1).await.expect("get"), Some(("sha256:bb".into(), 12)));
+    assert!(store.expire_job_artifacts(now_ms()).await.expect("expire").is_empty(), "job 1 still uses bb");
+    store.put_job_artifacts(id, 1, "sha256:cc", 1, Some(6)).await.expect("put");
+    store.put_job_artifacts(id, 0, "sha256:bb", 12, Some(6)).await.expect("put");
+    let mut unused = store.expire_job_artifacts(now_ms()).await.expect("expire");
+    unused.sort();
+    assert_eq!(unused, ["sha256:bb", "sha256:cc"]);
     assert!(store.record_delivery("d1", "app").await.expect("delivery"));
     assert!(!store.record_delivery("d1", "app").await.expect("delivery"), "a replay");
     store.set_delivery_run("d1", id).await.expect("run");

@@ -11,12 +11,10 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use slipway_api::AgentClient;
 use slipway_deploy::artifacts::{PullCredentials, Wanted};
-use slipway_deploy::observe::EnvState;
 use slipway_deploy::{DeployError, Engine, EngineConfig, ErrorKind, Outcome};
 use slipway_model::environment::Environment;
 use slipway_model::event::{DeployEvent, Stamped};
-use slipway_model::release::Release;
-use slipway_model::time::{ago, now_ms, rfc3339};
+use slipway_model::time::{ago, now_ms};
 use slipway_model::{Actor, ReleaseId};
 use slipway_store::Store;
 
@@ -137,6 +135,8 @@ pub struct CommonArgs {
     /// Print every event as a JSON line on stdout, the result last (docs/events.md).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub on: crate::remote::OnServer,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -189,6 +189,8 @@ pub struct ApproveArgs {
     pub approver: Option<String>,
     #[arg(short, long, value_name = "FILE")]
     pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub on: crate::remote::OnServer,
 }
 
 #[derive(Args)]
@@ -199,6 +201,8 @@ pub struct StatusArgs {
     pub file: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub on: crate::remote::OnServer,
 }
 
 #[derive(Args)]
@@ -212,6 +216,8 @@ pub struct HistoryArgs {
     pub steps: bool,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub on: crate::remote::OnServer,
 }
 
 /// The exit code of a deploy error's kind (docs/cli.md).
@@ -261,26 +267,14 @@ fn find_env<'a>(envs: &'a [Environment], name: &str) -> Result<&'a Environment, 
 /// Prints a deploy error (and in JSON mode the closing event) and returns its exit code.
 fn report(ui: &Ui, environment: &str, e: DeployError, json: bool) -> i32 {
     ui.error(&UserError { message: e.message.clone(), hint: e.hint.clone(), details: None });
+    let kind = e.kind;
     if json {
-        emit_json(&Stamped::now(DeployEvent::DeployFinished {
-            ok: false,
-            environment: environment.to_string(),
-            release: None,
-            version: None,
-            reason: None,
-            status: None,
-            url: None,
-            seconds: None,
-            unchanged: false,
-            error: Some(e.message),
-            error_kind: Some(e.kind),
-            hint: e.hint,
-        }));
+        emit_json(&Stamped::now(slipway_deploy::finished(environment, &Err(e))));
     }
-    exit_code(e.kind)
+    exit_code(kind)
 }
 
-fn emit_json<T: serde::Serialize>(v: &T) {
+pub(crate) fn emit_json<T: serde::Serialize>(v: &T) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer(&mut out, v);
@@ -289,7 +283,7 @@ fn emit_json<T: serde::Serialize>(v: &T) {
 
 /// Where the engine's events go: JSON lines on stdout with `--json`, else timed lines on
 /// stderr for people.
-fn sink(ui: &Ui, json: bool) -> slipway_deploy::Sink {
+pub(crate) fn sink(ui: &Ui, json: bool) -> slipway_deploy::Sink {
     let start = Instant::now();
     let color = ui.color;
     Arc::new(move |e: Stamped<DeployEvent>| {
@@ -361,20 +355,7 @@ fn finish(ui: &Ui, env: &str, json: bool, r: Result<Outcome, DeployError>) -> i3
         Err(e) => return report(ui, env, e, json),
     };
     if json {
-        emit_json(&Stamped::now(DeployEvent::DeployFinished {
-            ok: true,
-            environment: o.release.environment.clone(),
-            release: Some(o.release.id),
-            version: Some(o.release.version.clone()),
-            reason: Some(o.release.reason),
-            status: Some(o.release.status),
-            url: Some(o.url.clone()),
-            seconds: Some(o.took.as_secs_f64()),
-            unchanged: o.unchanged,
-            error: None,
-            error_kind: None,
-            hint: None,
-        }));
+        emit_json(&Stamped::now(slipway_deploy::finished(env, &Ok(o))));
     } else if o.unchanged {
         println!(
             "{} already runs {} (release #{}) with these artifacts and settings: nothing to do (--force redeploys)",
@@ -418,6 +399,9 @@ fn with_env(
 }
 
 pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32> {
+    if let Some(r) = args.common.on.remote()? {
+        return crate::remote::deploy(&r, root, &args, ui);
+    }
     let json = args.common.json;
     let credentials = match &args.image {
         Some(reference) => {
@@ -464,6 +448,9 @@ fn read_password() -> Result<String> {
 }
 
 pub fn promote(root: &Path, data: &Path, args: PromoteArgs, ui: &Ui) -> Result<i32> {
+    if let Some(r) = args.common.on.remote()? {
+        return crate::remote::promote(&r, &args, ui);
+    }
     let json = args.common.json;
     with_env(root, data, ui, &args.common, &args.to, async |engine, to, envs| {
         let from = match find_env(envs, &args.from) {
@@ -477,6 +464,9 @@ pub fn promote(root: &Path, data: &Path, args: PromoteArgs, ui: &Ui) -> Result<i
 }
 
 pub fn rollback(root: &Path, data: &Path, args: RollbackArgs, ui: &Ui) -> Result<i32> {
+    if let Some(r) = args.common.on.remote()? {
+        return crate::remote::rollback(&r, &args, ui);
+    }
     let json = args.common.json;
     with_env(root, data, ui, &args.common, &args.env, async |engine, env, _| {
         let who = actor();
@@ -486,10 +476,15 @@ pub fn rollback(root: &Path, data: &Path, args: RollbackArgs, ui: &Ui) -> Result
 }
 
 pub fn adopt(root: &Path, data: &Path, args: AdoptArgs, ui: &Ui) -> Result<i32> {
+    if args.common.on.server.is_some() {
+        return Err(UserError::new(format!("`{}` works on this machine's environments only", "adopt"))
+            .hint("run it on the server's machine, without --server (unset SLIPWAY_SERVER)")
+            .into());
+    }
     with_env(root, data, ui, &args.common, &args.env, async |engine, env, _| match engine.adopt(&actor(), env).await {
         Ok(r) => {
             if args.common.json {
-                emit_json(&release_json(&r));
+                emit_json(&slipway_deploy::views::release_json(&r));
             } else {
                 println!(
                     "{}: adopted {} as release #{}, {} instance(s), recorded as they run; nothing was restarted",
@@ -503,6 +498,11 @@ pub fn adopt(root: &Path, data: &Path, args: AdoptArgs, ui: &Ui) -> Result<i32> 
 }
 
 pub fn repair(root: &Path, data: &Path, args: RepairArgs, ui: &Ui) -> Result<i32> {
+    if args.common.on.server.is_some() {
+        return Err(UserError::new(format!("`{}` works on this machine's environments only", "repair"))
+            .hint("run it on the server's machine, without --server (unset SLIPWAY_SERVER)")
+            .into());
+    }
     with_env(root, data, ui, &args.common, &args.env, async |engine, env, _| match engine.repair(env).await {
         Ok(lines) if lines.is_empty() => {
             println!("{}: no deploy was left mid-way; nothing to repair (`slipway status` shows what runs)", env.name);
@@ -519,7 +519,10 @@ pub fn repair(root: &Path, data: &Path, args: RepairArgs, ui: &Ui) -> Result<i32
 }
 
 pub fn approve(root: &Path, data: &Path, args: ApproveArgs, ui: &Ui) -> Result<i32> {
-    let common = CommonArgs { file: args.file.clone(), wait: Duration::ZERO, json: false };
+    if let Some(r) = args.on.remote()? {
+        return crate::remote::approve(&r, &args.env, args.release, ui);
+    }
+    let common = CommonArgs { file: args.file.clone(), wait: Duration::ZERO, json: false, on: Default::default() };
     with_env(root, data, ui, &common, &args.env, async |engine, env, _| {
         let who = args.approver.clone().map_or_else(actor, Actor::user);
         match engine.approve(&who, env, args.release).await {
@@ -532,36 +535,13 @@ pub fn approve(root: &Path, data: &Path, args: ApproveArgs, ui: &Ui) -> Result<i
     })
 }
 
-fn state_json(s: &EnvState) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "environment": s.environment,
-        "version": s.version,
-        "release": s.release,
-        "status": s.status.as_str(),
-        "healthy": s.healthy,
-        "total": s.total,
-        "url": s.url,
-        "updated_at": s.updated_at_ms.map(rfc3339),
-        "detail": s.detail,
-        "drift": s.drift,
-        "units": s.units,
-    });
-    if s.hosts {
-        v["hosts"] = s
-            .units
-            .iter()
-            .map(|u| {
-                serde_json::json!({"host": u.name, "release": u.version, "sha256": u.digest, "active": u.state, "matches": u.matches, "error": u.error})
-            })
-            .collect();
-    }
-    v
-}
-
 pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32> {
+    if let Some(r) = args.on.remote()? {
+        return crate::remote::status(&r, args.env.as_deref(), args.json, ui);
+    }
     let envs = environments_if_any(root, args.file.as_deref(), ui)?;
     runtime()?.block_on(async {
-        let common = CommonArgs { file: None, wait: Duration::ZERO, json: false };
+        let common = CommonArgs { file: None, wait: Duration::ZERO, json: false, on: Default::default() };
         let engine = match engine(data, ui, &common).await {
             Ok(e) => e,
             Err(e) => return Ok(report(ui, "", e, args.json)),
@@ -581,7 +561,7 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
             false => exit::OK,
         };
         if args.json {
-            let list: Vec<serde_json::Value> = states.iter().map(state_json).collect();
+            let list: Vec<serde_json::Value> = states.iter().map(slipway_deploy::views::state_json).collect();
             println!("{}", serde_json::to_string_pretty(&list)?);
             return Ok(code);
         }
@@ -619,28 +599,10 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
     })
 }
 
-fn release_json(r: &Release) -> serde_json::Value {
-    serde_json::json!({
-        "release": r.id,
-        "environment": r.environment,
-        "version": r.version,
-        "reason": r.reason,
-        "status": r.status,
-        "detail": r.status_detail,
-        "artifacts": r.artifacts,
-        "config_hash": r.config_hash,
-        "commit": r.commit,
-        "branch": r.branch,
-        "actor": r.actor,
-        "source_release": r.source_release,
-        "created_at": rfc3339(r.created_at_ms),
-        "started_at": r.started_at_ms.map(rfc3339),
-        "finished_at": r.finished_at_ms.map(rfc3339),
-        "duration_seconds": r.duration_ms().map(|d| d as f64 / 1000.0),
-    })
-}
-
 pub fn history(root: &Path, data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i32> {
+    if let Some(r) = args.on.remote()? {
+        return crate::remote::history(&r, &args.env, args.limit, args.json, ui);
+    }
     let envs = environments_if_any(root, None, ui)?;
     runtime()?.block_on(async {
         let store = match open_store(data).await {
@@ -656,7 +618,7 @@ pub fn history(root: &Path, data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i
         if args.json {
             let mut list = Vec::new();
             for r in &releases {
-                let mut v = release_json(r);
+                let mut v = slipway_deploy::views::release_json(r);
                 if args.steps {
                     v["steps"] = serde_json::to_value(store.steps(r.id).await?)?;
                 }
@@ -786,7 +748,7 @@ pub fn agent(root: Option<&Path>, data: &Path, args: AgentArgs, ui: &Ui) -> Resu
                 Some(r) => environments_if_any(r, None, ui).unwrap_or_default(),
                 None => Vec::new(),
             };
-            let common = CommonArgs { file: None, wait: Duration::from_secs(60), json: false };
+            let common = CommonArgs { file: None, wait: Duration::from_secs(60), json: false, on: Default::default() };
             let restored = rt.block_on(async {
                 let engine = engine(data, ui, &common).await?;
                 engine.restore_all(&declared).await

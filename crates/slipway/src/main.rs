@@ -6,6 +6,7 @@ mod gatecmd;
 mod gocmd;
 mod imagecmd;
 mod project;
+mod remote;
 mod run;
 mod servercmd;
 mod ui;

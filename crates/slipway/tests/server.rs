@@ -585,3 +585,112 @@ fn a_running_jobs_log_is_followed_live_and_resumed_from_an_offset() {
     let resumed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(!resumed.contains("data: line 1") && resumed.contains("data: line 3"), "{resumed}");
 }
+
+/// The body a service answers `/` with.
+fn served(addr: &str) -> Option<String> {
+    http_get(addr, "/").and_then(|r| r.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string()))
+}
+
+/// The brief's whole flow with no human step: a commit's pipeline builds on one agent, its
+/// deploy job (on whatever agent) gets the build through the server and deploys it with
+/// `slipway deploy dev`, which the server's engine rolls out; the release names the pipeline,
+/// the commit and the job. The next commit rolls dev forward, an admin rolls it back.
+#[test]
+fn a_pipeline_builds_and_its_deploy_job_updates_dev_through_the_server() {
+    require_go();
+    let addr = free_addr();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
+    let pipeline = format!(
+        r#"stages: [build, deploy]
+build:
+  stage: build
+  script:
+    - slipway go build --version "v-$CI_COMMIT_SHORT_SHA"
+  artifacts:
+    paths: [dist/]
+deploy-dev:
+  stage: deploy
+  environment: dev
+  script:
+    - slipway deploy dev
+  rules:
+    - if: $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH
+environments:
+  dev:
+    instances: 2
+    listen: {addr}
+    health: {{http: /healthz, interval: 200ms, deadline: 10s}}
+"#
+    );
+    let repo = Repo::new(&[
+        ("go.mod", &std::fs::read_to_string(src.join("go.mod")).unwrap()),
+        ("main.go", &std::fs::read_to_string(src.join("main.go")).unwrap()),
+        (".slipway.yml", &pipeline),
+    ]);
+    let server = Server::start_with(&["--with-agent", "--concurrency", "1"]);
+    let (_b, _bdata) = server.agent("b");
+    let body = format!(r#"{{"name": "web", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let run = |server: &Server| {
+        let (code, text) = server.call("POST", "/api/v1/projects/web/pipelines", None);
+        assert_eq!(code, 201, "{text}");
+        let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+        let p = server.wait(id, Duration::from_secs(180));
+        let log = |i: usize| server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/{i}/log"), None).1;
+        assert_eq!(p["status"], "success", "{p}\nbuild:\n{}\ndeploy:\n{}", log(0), log(1));
+        (id, p, log(1))
+    };
+    let sha = |repo: &Repo| repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let (first, _, deploy_log) = run(&server);
+    let v1 = format!("v-{}", &sha(&repo)[..8]);
+    assert!(deploy_log.contains("deployed dev"), "{deploy_log}");
+    assert!(!deploy_log.contains("slw_"), "no token in the log: {deploy_log}");
+    assert_eq!(served(&addr).as_deref(), Some(v1.as_str()));
+
+    // The release records where it came from, read with the CLI against the server.
+    let cli = |args: &[&str]| {
+        Run::from(
+            Command::new(bin())
+                .args(args)
+                .args(["--server", &server.url, "--token", &server.admin, "--project", "web"])
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap(),
+        )
+    };
+    let h = cli(&["history", "dev", "--json"]);
+    assert_eq!(h.code, 0, "{}", h.debug());
+    let h: serde_json::Value = serde_json::from_str(&h.stdout).unwrap();
+    assert_eq!(h[0]["version"], v1.as_str());
+    assert_eq!(h[0]["commit"], sha(&repo).as_str());
+    assert_eq!(h[0]["pipeline"], serde_json::json!({"project": "web", "pipeline": first, "job": "deploy-dev"}));
+    assert_eq!(h[0]["actor"], format!("web pipeline #{first} job deploy-dev"));
+    let st = cli(&["status", "dev"]);
+    assert_eq!(st.code, 0, "{}", st.debug());
+    assert!(st.stdout.contains(&v1) && st.stdout.contains("2/2"), "{}", st.stdout);
+
+    // The next commit's pipeline rolls dev forward; an admin rolls it back from the CLI.
+    repo.write("NOTES", "second\n");
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "second"]);
+    let v2 = format!("v-{}", &sha(&repo)[..8]);
+    run(&server);
+    assert_eq!(served(&addr).as_deref(), Some(v2.as_str()));
+    let rb = cli(&["rollback", "dev"]);
+    assert_eq!(rb.code, 0, "{}", rb.debug());
+    assert!(rb.stdout.contains(&format!("deployed dev {v1}")), "{}", rb.stdout);
+    assert_eq!(served(&addr).as_deref(), Some(v1.as_str()));
+    let h: serde_json::Value = serde_json::from_str(&cli(&["history", "dev", "--json"]).stdout).unwrap();
+    assert_eq!((h[0]["reason"].as_str(), h[0]["actor"].as_str()), (Some("rollback"), Some("admin")), "{h}");
+
+    // A job's token deploys only while its job runs; an unknown environment names the field.
+    let (code, text) = server.call("POST", "/api/v1/projects/web/environments/qa/rollback", None);
+    assert_eq!(code, 400, "{text}");
+    assert!(
+        text.contains("has no environment `qa` (it has dev)") && text.contains("\"field\":\"environment\""),
+        "{text}"
+    );
+    let (code, text) = server.call("POST", "/api/v1/projects/web/environments/dev/deploy", None);
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("nothing to deploy"), "{text}");
+}

@@ -1,0 +1,547 @@
+//! Artifacts and deploys through the server. Jobs' artifacts go up as one gzip'd tar per job,
+//! kept as a content-addressed blob (`blobs/sha256/<hex>`) until the job's `expire_in`, and
+//! come down to the jobs that depend on them on whatever agent runs those. Environments are
+//! the pipeline file's `environments:` at the pipeline's commit; deploys, promotions and
+//! rollbacks run on the deploy engine in this process (the same engine as the CLI's), and
+//! their events stream back as JSON lines ending in `deploy_finished` (docs/events.md).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use slipway_deploy::artifacts::Wanted;
+use slipway_deploy::{DeployError, Engine, EngineConfig, Outcome};
+use slipway_model::environment::Environment;
+use slipway_model::event::{DeployEvent, Stamped};
+use slipway_model::release::{Actor, PipelineRef};
+use slipway_model::run::JobState;
+use slipway_store::{Project, Role};
+
+use crate::auth::Caller;
+use crate::pipelines::{self, mirror_dir};
+use crate::{ServerError, State};
+
+type S = AxState<Arc<State>>;
+
+/// How long artifacts live when the job does not say (GitLab's default instance setting).
+const DEFAULT_EXPIRE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Largest artifacts upload of one job, and largest build a deploy may send.
+pub const MAX_UPLOAD: usize = 1024 * 1024 * 1024;
+
+/// Where a blob with this digest (`sha256:<64 hex>`) lives; `None` for anything else.
+pub fn blob_path(data: &Path, digest: &str) -> Option<PathBuf> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| data.join("blobs").join("sha256").join(hex))
+}
+
+/// Stores `bytes` under their digest (written aside, then renamed: a blob is whole or absent).
+async fn put_blob(data: &Path, bytes: Bytes) -> Result<String, ServerError> {
+    let data = data.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+        let path = blob_path(&data, &digest).expect("a sha256 digest");
+        if path.exists() {
+            return Ok(digest);
+        }
+        let io = |source| ServerError::Io { what: path.display().to_string(), source };
+        let dir = path.parent().expect("blobs have a directory");
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = dir.join(format!(".{}.{}", &digest[7..19], std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(digest)
+    })
+    .await
+    .map_err(|e| ServerError::Io { what: "storing a blob".into(), source: std::io::Error::other(e) })?
+}
+
+#[derive(serde::Deserialize)]
+pub struct AgentQuery {
+    agent: String,
+}
+
+/// `PUT /api/v1/jobs/{run}/{index}/artifacts?agent=NAME`: the job's artifacts (a gzip'd tar),
+/// from the agent that holds the job.
+pub async fn upload(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((run, index)): UrlPath<(i64, usize)>,
+    Query(q): Query<AgentQuery>,
+    bytes: Bytes,
+) -> Result<Response, ServerError> {
+    who.require(&[Role::Agent])?;
+    let agent = format!("{}@{}", q.agent, who.name);
+    let held = s
+        .store
+        .jobs(run)
+        .await?
+        .into_iter()
+        .any(|j| j.index == index && j.status == JobState::Running && j.runner.as_deref() == Some(agent.as_str()));
+    if !held {
+        return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not held by `{agent}`")));
+    }
+    if bytes.get(..2) != Some(&[0x1f, 0x8b]) {
+        return Err(ServerError::Input("artifacts must be a gzip'd tar".into(), Some("body".into())));
+    }
+    let row = s.store.run(run).await?.ok_or_else(|| ServerError::NotFound(format!("pipeline {run}")))?;
+    let plan = pipelines::plan_of(&s, &row).await?;
+    let expire = match plan.jobs.get(index).and_then(|j| j.artifacts.as_ref()).and_then(|a| a.expire_in.clone()) {
+        Some(e) if e.trim() == "never" => None,
+        Some(e) => Some(slipway_pipeline::duration::parse(&e).unwrap_or(DEFAULT_EXPIRE)),
+        None => Some(DEFAULT_EXPIRE),
+    };
+    let size = bytes.len() as i64;
+    let digest = put_blob(&s.data_dir, bytes).await?;
+    let expires = expire.map(|d| slipway_model::time::now_ms() + d.as_millis() as i64);
+    s.store.put_job_artifacts(run, index as i64, &digest, size, expires).await?;
+    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({"digest": digest, "size": size}))).into_response())
+}
+
+/// `GET /api/v1/jobs/{run}/artifacts/{job}`: the artifacts of the job named `job` in this
+/// pipeline, for the jobs that depend on it (agents, and a job's own token).
+pub async fn download(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((run, name)): UrlPath<(i64, String)>,
+) -> Result<Response, ServerError> {
+    who.require(&[Role::Agent, Role::Job])?;
+    who.may_see(run)?;
+    let Some(job) = s.store.jobs(run).await?.into_iter().find(|j| j.name == name) else {
+        return Err(ServerError::NotFound(format!("job `{name}` of pipeline {run}")));
+    };
+    let Some((digest, _)) = s.store.job_artifacts(run, job.index as i64).await? else {
+        return Err(ServerError::NotFound(format!("artifacts of job `{name}` of pipeline {run} (none, or expired)")));
+    };
+    let path = blob_path(&s.data_dir, &digest).expect("stored digests are valid");
+    let bytes =
+        tokio::fs::read(&path).await.map_err(|source| ServerError::Io { what: path.display().to_string(), source })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/gzip"), (axum::http::header::ETAG, &format!("\"{digest}\""))],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Forgets expired artifacts and removes the blobs no job refers to any more.
+pub async fn sweep(s: &State) {
+    match s.store.expire_job_artifacts(slipway_model::time::now_ms()).await {
+        Ok(unused) => {
+            for d in unused {
+                if let Some(p) = blob_path(&s.data_dir, &d) {
+                    let _ = tokio::fs::remove_file(p).await;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot expire artifacts"),
+    }
+}
+
+// ----- environments -------------------------------------------------------------------------
+
+/// Who deploys, from which commit of which project.
+struct Scope {
+    project: Project,
+    commit: String,
+    branch: Option<String>,
+    actor: Actor,
+}
+
+/// A job token deploys its own pipeline's commit, while its job runs; an admin deploys the
+/// head of the project's default branch.
+async fn scope(s: &Arc<State>, who: &Caller, name: &str) -> Result<Scope, ServerError> {
+    let project = s.store.project(name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
+    match who.role {
+        Role::Job => {
+            let (run, index) = who.job.ok_or_else(|| ServerError::Forbidden("a job token without its job".into()))?;
+            let row = s.store.run(run).await?.ok_or_else(|| ServerError::NotFound(format!("pipeline {run}")))?;
+            if row.project != project.name {
+                return Err(ServerError::Forbidden(format!(
+                    "a job of project `{}` may not deploy project `{}`",
+                    row.project, project.name
+                )));
+            }
+            let job = s.store.jobs(run).await?.into_iter().find(|j| j.index == index);
+            let Some(job) = job.filter(|j| j.status == JobState::Running) else {
+                return Err(ServerError::Forbidden(format!(
+                    "job {index} of pipeline {run} is not running: its token deploys only while it runs"
+                )));
+            };
+            let mirror = mirror_dir(&s.data_dir, &project.name);
+            let branch = row.ref_name.clone().filter(|r| {
+                slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("refs/heads/{r}")]).is_some()
+            });
+            Ok(Scope {
+                commit: row.commit_sha.clone().unwrap_or_default(),
+                branch,
+                actor: Actor::job(PipelineRef { project: project.name.clone(), pipeline: run, job: job.name }),
+                project,
+            })
+        }
+        Role::Admin => {
+            let (repo, mirror) = (project.repo.clone(), mirror_dir(&s.data_dir, &project.name));
+            let branch = project.branch.clone();
+            let commit = tokio::task::spawn_blocking(move || {
+                slipway_git::remote::mirror(&repo, &mirror).map_err(|e| ServerError::Git(e.to_string()))?;
+                slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("refs/heads/{branch}^{{commit}}")])
+                    .ok_or_else(|| ServerError::Git(format!("the mirror has no branch `{branch}`")))
+            })
+            .await
+            .map_err(|e| ServerError::Git(e.to_string()))??;
+            Ok(Scope {
+                commit: commit.trim().to_string(),
+                branch: Some(project.branch.clone()),
+                actor: Actor::user(who.name.clone()),
+                project,
+            })
+        }
+        Role::Agent => Err(ServerError::Forbidden("an agent token may not deploy".into())),
+    }
+}
+
+/// The pipeline file's environments at `commit`.
+async fn environments_at(s: &Arc<State>, project: &str, commit: &str) -> Result<Vec<Environment>, ServerError> {
+    let _one = s.planning.lock().await;
+    let mirror = mirror_dir(&s.data_dir, project);
+    let dir = s.data_dir.join("envs").join(pipelines::slug(project));
+    let commit = commit.to_string();
+    tokio::task::spawn_blocking(move || {
+        slipway_git::remote::checkout_at(&mirror.display().to_string(), &commit, None, &dir)
+            .map_err(|e| ServerError::Git(e.to_string()))?;
+        let loaded = slipway_runner::project::load(&dir, None).map_err(|e| {
+            ServerError::Plan(match e {
+                slipway_runner::project::LoadError::NoPipeline(n) => n.message,
+                slipway_runner::project::LoadError::Unreadable { message } => message,
+                slipway_runner::project::LoadError::Invalid(i) => pipelines::render(&i),
+            })
+        })?;
+        Ok(loaded.environments(&dir))
+    })
+    .await
+    .map_err(|e| ServerError::Plan(e.to_string()))?
+}
+
+fn find(envs: Vec<Environment>, name: &str, project: &str) -> Result<(Environment, Vec<Environment>), ServerError> {
+    let names: Vec<String> = envs.iter().map(|e| e.name.clone()).collect();
+    match envs.iter().position(|e| e.name == name) {
+        Some(i) => {
+            let env = envs[i].clone();
+            Ok((env, envs))
+        }
+        None => Err(ServerError::Input(
+            match names.is_empty() {
+                true => format!(
+                    "project `{project}` has no environments: add an `environments:` section to its pipeline file"
+                ),
+                false => format!("project `{project}` has no environment `{name}` (it has {})", names.join(", ")),
+            },
+            Some("environment".into()),
+        )),
+    }
+}
+
+/// Environment names are one namespace per server: one that another project deployed to is
+/// refused rather than taken over.
+async fn owned(s: &State, env: &str, project: &str) -> Result<(), ServerError> {
+    for r in s.store.history(env, 1).await? {
+        if let Some(p) = &r.pipeline
+            && p.project != project
+        {
+            return Err(ServerError::Conflict(format!(
+                "environment `{env}` runs releases of project `{}`: environment names are shared by the server's projects; name this one differently",
+                p.project
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn engine(s: &State, sink: slipway_deploy::Sink) -> Engine {
+    let config = EngineConfig {
+        data_dir: s.data_dir.clone(),
+        owner: format!("slipway server (pid {})", std::process::id()),
+        lease: Duration::from_secs(15),
+        lock_wait: Duration::from_secs(600),
+        approval_wait: Duration::from_secs(3600),
+    };
+    Engine::new(s.store.clone(), config, sink)
+}
+
+/// What a streamed request does.
+enum Request {
+    Deploy { upload: Option<PathBuf>, version: Option<String>, image: Option<String>, force: bool },
+    Rollback { to: Option<String> },
+    Promote { from: Box<Environment> },
+}
+
+/// Runs `req` on its own task (a client that goes away does not stop a rollout half-way) and
+/// answers with its events as JSON lines, `deploy_finished` last.
+fn streamed(s: &Arc<State>, scope: Scope, env: Environment, req: Request) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let line = |e: &Stamped<DeployEvent>| {
+        let mut v = serde_json::to_vec(e).expect("events serialize");
+        v.push(b'\n');
+        Bytes::from(v)
+    };
+    let events = tx.clone();
+    let engine = engine(
+        s,
+        Arc::new(move |e: Stamped<DeployEvent>| {
+            let _ = events.send(line(&e));
+        }),
+    );
+    let data = s.data_dir.clone();
+    tokio::spawn(async move {
+        let r = execute(&engine, &data, &scope, &env, req).await;
+        let _ = tx.send(line(&Stamped::now(slipway_deploy::finished(&env.name, &r))));
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
+
+async fn execute(
+    engine: &Engine,
+    data: &Path,
+    scope: &Scope,
+    env: &Environment,
+    req: Request,
+) -> Result<Outcome, DeployError> {
+    match req {
+        Request::Deploy { upload, version, image, force } => {
+            let root = upload.clone().unwrap_or_else(|| data.join("envs").join(pipelines::slug(&scope.project.name)));
+            let path = match &upload {
+                Some(dir) => Some(single_entry(dir).map_err(DeployError::input)?),
+                None => None,
+            };
+            let wanted = Wanted {
+                project: &root,
+                path: path.as_deref(),
+                version: version.as_deref(),
+                image: image.as_deref(),
+                credentials: None,
+            };
+            let set = slipway_deploy::artifacts::resolve(engine.store(), data, env, &wanted).await;
+            if let Some(dir) = &upload {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            let mut set = set?;
+            if set.commit.is_none() {
+                set.commit = Some(scope.commit.clone());
+            }
+            engine.deploy(&scope.actor, env, &set, scope.branch.clone(), force).await
+        }
+        Request::Rollback { to } => engine.rollback(&scope.actor, env, to.as_deref()).await,
+        Request::Promote { from } => engine.promote(&scope.actor, &from, env).await,
+    }
+}
+
+/// The one file or directory an upload unpacked to.
+fn single_entry(dir: &Path) -> Result<PathBuf, String> {
+    let entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).collect();
+    match entries.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err("the upload must hold one build directory (dist/) or one binary".into()),
+    }
+}
+
+/// Unpacks a gzip'd tar into a new directory under `uploads/`, refusing paths that leave it.
+async fn unpack(data: &Path, bytes: Bytes) -> Result<PathBuf, ServerError> {
+    let name =
+        slipway_sys::whoami::random_hex(8).map_err(|source| ServerError::Io { what: "/dev/urandom".into(), source })?;
+    let dir = data.join("uploads").join(name);
+    let d = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&d).map_err(|source| ServerError::Io { what: d.display().to_string(), source })?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let entries = archive
+            .entries()
+            .map_err(|e| ServerError::Input(format!("the upload is not a gzip'd tar: {e}"), Some("body".into())))?;
+        for entry in entries {
+            let mut entry = entry
+                .map_err(|e| ServerError::Input(format!("the upload is not a gzip'd tar: {e}"), Some("body".into())))?;
+            // `unpack_in` refuses `..` and absolute paths: nothing lands outside the directory.
+            let ok = entry
+                .unpack_in(&d)
+                .map_err(|e| ServerError::Input(format!("unpacking the upload: {e}"), Some("body".into())))?;
+            if !ok {
+                return Err(ServerError::Input(
+                    "the upload has a path outside its directory".into(),
+                    Some("body".into()),
+                ));
+            }
+        }
+        Ok(d)
+    })
+    .await
+    .map_err(|e| ServerError::Io { what: "unpacking".into(), source: std::io::Error::other(e) })?
+    .inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct DeployQuery {
+    version: Option<String>,
+    image: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/v1/projects/{name}/environments/{env}/deploy[?version=V][&image=REF][&force=true]`
+/// with a gzip'd tar of the build (a `dist/` directory, or one binary) as the body, or none to
+/// redeploy a recorded version or pull an image.
+pub async fn deploy(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((name, env)): UrlPath<(String, String)>,
+    Query(q): Query<DeployQuery>,
+    bytes: Bytes,
+) -> Result<Response, ServerError> {
+    let scope = scope(&s, &who, &name).await?;
+    let (env, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
+    owned(&s, &env.name, &name).await?;
+    if bytes.is_empty() && q.version.is_none() && q.image.is_none() {
+        return Err(ServerError::Input(
+            "nothing to deploy: send the build (a gzip'd tar of dist/) as the body, or give `version` or `image`"
+                .into(),
+            Some("body".into()),
+        ));
+    }
+    let upload = match bytes.is_empty() {
+        true => None,
+        false => Some(unpack(&s.data_dir, bytes).await?),
+    };
+    Ok(streamed(&s, scope, env, Request::Deploy { upload, version: q.version, image: q.image, force: q.force }))
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct RollbackQuery {
+    to: Option<String>,
+}
+
+/// `POST /api/v1/projects/{name}/environments/{env}/rollback[?to=VERSION]`.
+pub async fn rollback(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((name, env)): UrlPath<(String, String)>,
+    Query(q): Query<RollbackQuery>,
+) -> Result<Response, ServerError> {
+    let scope = scope(&s, &who, &name).await?;
+    let (env, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
+    owned(&s, &env.name, &name).await?;
+    Ok(streamed(&s, scope, env, Request::Rollback { to: q.to }))
+}
+
+#[derive(serde::Deserialize)]
+pub struct PromoteQuery {
+    from: String,
+}
+
+/// `POST /api/v1/projects/{name}/environments/{env}/promote?from=ENV`.
+pub async fn promote(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((name, env)): UrlPath<(String, String)>,
+    Query(q): Query<PromoteQuery>,
+) -> Result<Response, ServerError> {
+    let scope = scope(&s, &who, &name).await?;
+    let (to, envs) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
+    let (from, _) = find(envs, &q.from, &name).map_err(|e| match e {
+        ServerError::Input(m, _) => ServerError::Input(m, Some("from".into())),
+        e => e,
+    })?;
+    owned(&s, &to.name, &name).await?;
+    Ok(streamed(&s, scope, to, Request::Promote { from: Box::new(from) }))
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct ApproveQuery {
+    release: Option<i64>,
+}
+
+/// `POST /api/v1/projects/{name}/environments/{env}/approve[?release=ID]`: approves as the caller.
+pub async fn approve(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((name, env)): UrlPath<(String, String)>,
+    Query(q): Query<ApproveQuery>,
+) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    let scope = scope(&s, &who, &name).await?;
+    let (env, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
+    let engine = engine(&s, Arc::new(|_| {}));
+    match engine.approve(&scope.actor, &env, q.release).await {
+        Ok(r) => Ok(axum::Json(slipway_deploy::views::release_json(&r)).into_response()),
+        Err(e) => Ok(deploy_error(&env.name, e)),
+    }
+}
+
+/// A deploy error as the API's JSON error, with the engine's kind as its code.
+fn deploy_error(env: &str, e: DeployError) -> Response {
+    use slipway_deploy::ErrorKind;
+    let status = match e.kind {
+        ErrorKind::Input => StatusCode::BAD_REQUEST,
+        ErrorKind::Busy => StatusCode::CONFLICT,
+        ErrorKind::Refused => StatusCode::FORBIDDEN,
+        ErrorKind::NoAgent => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let message = match &e.hint {
+        Some(h) => format!("{env}: {} ({h})", e.message),
+        None => format!("{env}: {}", e.message),
+    };
+    let code = serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    crate::api::error(status, &code, message, None)
+}
+
+/// `GET /api/v1/projects/{name}/environments[?env=NAME]`: what each environment runs, observed
+/// (the JSON of `slipway status --json`).
+pub async fn status(AxState(s): S, who: Caller, UrlPath(name): UrlPath<String>) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    let scope = scope(&s, &who, &name).await?;
+    let envs = environments_at(&s, &name, &scope.commit).await?;
+    let engine = engine(&s, Arc::new(|_| {}));
+    let mut out = Vec::new();
+    for e in &envs {
+        match engine.observe_all(std::slice::from_ref(e), Some(&e.name)).await {
+            Ok(states) => out.extend(states.iter().map(slipway_deploy::views::state_json)),
+            Err(err) => {
+                out.push(serde_json::json!({"environment": e.name, "status": "unknown", "detail": err.message}))
+            }
+        }
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct HistoryQuery {
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/projects/{name}/environments/{env}/releases[?limit=N]`: newest first (the JSON
+/// of `slipway history --json`).
+pub async fn history(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((name, env)): UrlPath<(String, String)>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    s.store.project(&name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
+    let list: Vec<serde_json::Value> = s
+        .store
+        .history(&env, q.limit.unwrap_or(20).clamp(1, 1000))
+        .await?
+        .iter()
+        .map(slipway_deploy::views::release_json)
+        .collect();
+    Ok(axum::Json(list).into_response())
+}
