@@ -44,6 +44,51 @@ pub struct Trigger {
     pub variables: Vec<(String, String)>,
 }
 
+/// `POST /api/v1/projects/{name}/schedules`: GitLab's pipeline schedule fields.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NewSchedule {
+    #[serde(default)]
+    pub description: String,
+    /// Five fields (minute hour day-of-month month day-of-week), as cron and GitLab; a sixth,
+    /// leading seconds field is accepted.
+    pub cron: String,
+    /// An IANA time zone (`Europe/Berlin`); UTC when absent.
+    #[serde(default)]
+    pub cron_timezone: Option<String>,
+    /// A branch or tag (default: the project's branch).
+    #[serde(default, rename = "ref")]
+    pub ref_name: Option<String>,
+    #[serde(default)]
+    pub variables: Vec<(String, String)>,
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
+/// `PUT /api/v1/projects/{name}/schedules/{id}`: what may change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleUpdate {
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScheduleView {
+    pub id: i64,
+    pub project: String,
+    pub description: String,
+    pub cron: String,
+    pub cron_timezone: String,
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub variables: Vec<(String, String)>,
+    pub active: bool,
+    /// RFC 3339; absent while inactive.
+    pub next_run_at: Option<String>,
+    pub last_run_at: Option<String>,
+    pub last_pipeline: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PipelineView {
     pub id: i64,

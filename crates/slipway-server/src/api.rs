@@ -46,6 +46,12 @@ pub fn router(state: Arc<State>) -> Router {
             "/api/v1/webhooks/{forge}/{project}",
             post(crate::webhooks::receive).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_LIMIT)),
         )
+        .route("/api/v1/projects/{name}/schedules", get(crate::schedules::list).post(crate::schedules::add))
+        .route(
+            "/api/v1/projects/{name}/schedules/{id}",
+            axum::routing::put(crate::schedules::update).delete(crate::schedules::delete),
+        )
+        .route("/api/v1/projects/{name}/schedules/{id}/play", post(crate::schedules::play))
         .route("/api/v1/projects/{name}/environments", get(crate::deploys::status))
         .route("/api/v1/projects/{name}/environments/{env}/releases", get(crate::deploys::history))
         .route(
@@ -214,7 +220,16 @@ async fn add_project(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Respons
 async fn trigger(AxState(s): S, who: Caller, Path(name): Path<String>, bytes: Bytes) -> Result<Response, ServerError> {
     who.require(&[])?;
     let t: Trigger = if bytes.is_empty() { Trigger::default() } else { body(&bytes)? };
-    for (k, _) in &t.variables {
+    check_variables(&t.variables)?;
+    let project = s.store.project(&name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
+    let run = pipelines::create(&s, &project, t.ref_name.as_deref(), None, "api", t.variables).await?;
+    let view = view_of(&s, run).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+/// Variable names as shells and GitLab take them: letters, digits and `_`, not first a digit.
+pub(crate) fn check_variables(vars: &[(String, String)]) -> Result<(), ServerError> {
+    for (k, _) in vars {
         let ok = !k.is_empty()
             && !k.starts_with(|c: char| c.is_ascii_digit())
             && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -222,10 +237,7 @@ async fn trigger(AxState(s): S, who: Caller, Path(name): Path<String>, bytes: By
             return Err(ServerError::Input(format!("`{k}` is not a variable name"), Some("variables".into())));
         }
     }
-    let project = s.store.project(&name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
-    let run = pipelines::create(&s, &project, t.ref_name.as_deref(), None, "api", t.variables).await?;
-    let view = view_of(&s, run).await?;
-    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+    Ok(())
 }
 
 async fn view_of(s: &State, id: RunId) -> Result<PipelineView, ServerError> {

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use slipway_api::server::{ApiErrorBody, NewProject, PipelineView, ProjectView, Trigger};
+use slipway_api::server::{
+    ApiErrorBody, NewProject, NewSchedule, PipelineView, ProjectView, ScheduleUpdate, ScheduleView, Trigger,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -200,6 +202,33 @@ impl ServerClient {
     pub async fn releases(&self, project: &str, env: &str, limit: i64) -> Result<Vec<serde_json::Value>, ClientError> {
         let path = format!("{}?limit={limit}", Self::env_path(project, env, "releases"));
         self.json(reqwest::Method::GET, &path, None).await
+    }
+
+    pub async fn add_schedule(&self, project: &str, n: &NewSchedule) -> Result<ScheduleView, ClientError> {
+        let path = format!("/api/v1/projects/{}/schedules", segment(project));
+        self.json(reqwest::Method::POST, &path, Some(serde_json::to_vec(n).expect("serializes"))).await
+    }
+
+    pub async fn schedules(&self, project: &str) -> Result<Vec<ScheduleView>, ClientError> {
+        self.json(reqwest::Method::GET, &format!("/api/v1/projects/{}/schedules", segment(project)), None).await
+    }
+
+    pub async fn set_schedule_active(&self, project: &str, id: i64, active: bool) -> Result<ScheduleView, ClientError> {
+        let path = format!("/api/v1/projects/{}/schedules/{id}", segment(project));
+        let body = serde_json::to_vec(&ScheduleUpdate { active }).expect("serializes");
+        self.json(reqwest::Method::PUT, &path, Some(body)).await
+    }
+
+    pub async fn delete_schedule(&self, project: &str, id: i64) -> Result<(), ClientError> {
+        let path = format!("/api/v1/projects/{}/schedules/{id}", segment(project));
+        self.send(reqwest::Method::DELETE, &path, None).await.map(drop)
+    }
+
+    /// Runs a schedule now; the pipeline's id.
+    pub async fn play_schedule(&self, project: &str, id: i64) -> Result<i64, ClientError> {
+        let path = format!("/api/v1/projects/{}/schedules/{id}/play", segment(project));
+        let v: serde_json::Value = self.json(reqwest::Method::POST, &path, None).await?;
+        v["pipeline"].as_i64().ok_or(ClientError::Unreadable { path, message: "no `pipeline`".into() })
     }
 
     /// A job's log from `offset` on.

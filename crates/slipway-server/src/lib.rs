@@ -9,6 +9,7 @@ mod auth;
 pub mod client;
 pub mod deploys;
 pub mod pipelines;
+pub mod schedules;
 mod webhooks;
 pub mod worker;
 
@@ -171,6 +172,7 @@ impl Server {
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     webhooks::poll_once(&state).await;
+                    schedules::tick(&state).await;
                 }
             })
         };

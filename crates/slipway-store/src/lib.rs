@@ -15,6 +15,7 @@ mod locks;
 mod releases;
 mod row;
 mod runs;
+mod schedules;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use locks::Lock;
 pub use runs::{ClaimedJob, JobRow, NewRun, RunId, RunRow};
+pub use schedules::Schedule;
 pub use server::{Project, Role, TokenRow};
 pub use slipway_model::release::{Approval, Artifact, JournalStep as Step, NewRelease, Release, ReleaseStatus};
 pub use slipway_model::time::now_ms;

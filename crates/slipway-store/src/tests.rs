@@ -254,6 +254,34 @@ async fn projects_and_tokens(db: Db) {
     assert!(store.expire_job_artifacts(now_ms()).await.expect("expire").is_empty(), "job 1 still uses bb");
     store.put_job_artifacts(id, 1, "sha256:cc", 1, Some(6)).await.expect("put");
     store.put_job_artifacts(id, 0, "sha256:bb", 12, Some(6)).await.expect("put");
+    // Schedules: due ones are taken by one caller only, and turned off they are not due.
+    let sched = crate::Schedule {
+        id: 0,
+        project: "app".into(),
+        description: "nightly".into(),
+        cron: "0 3 * * *".into(),
+        timezone: "Europe/Berlin".into(),
+        ref_name: "main".into(),
+        variables: vec![("NIGHTLY".into(), "1".into())],
+        active: true,
+        next_run_at_ms: 100,
+        last_run_at_ms: None,
+        last_run_id: None,
+        created_at_ms: 0,
+    };
+    let sid = store.add_schedule(&sched).await.expect("schedule");
+    assert_eq!(store.due_schedules(99).await.expect("due").len(), 0);
+    let due = store.due_schedules(100).await.expect("due");
+    assert_eq!((due.len(), &due[0].variables), (1, &sched.variables));
+    assert!(store.take_schedule(sid, 100, 200).await.expect("take"));
+    assert!(!store.take_schedule(sid, 100, 200).await.expect("take"), "taken once");
+    store.set_schedule_run(sid, id).await.expect("run");
+    assert_eq!(store.schedule(sid).await.expect("get").expect("there").last_run_id, Some(id));
+    assert!(store.set_schedule_active(sid, false, 200).await.expect("off"));
+    assert!(store.due_schedules(1_000).await.expect("due").is_empty(), "an inactive schedule is never due");
+    assert_eq!(store.schedules("app").await.expect("list").len(), 1);
+    assert!(store.delete_schedule(sid).await.expect("delete"));
+    assert!(!store.delete_schedule(sid).await.expect("delete"));
     let mut unused = store.expire_job_artifacts(now_ms()).await.expect("expire");
     unused.sort();
     assert_eq!(unused, ["sha256:bb", "sha256:cc"]);

@@ -180,6 +180,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A server's pipeline schedules: `add PROJECT --cron EXPR [--tz ZONE]`, `list`, `run`, `enable`, `disable`, `delete`.
+    Schedule {
+        #[command(subcommand)]
+        action: servercmd::ScheduleAction,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Cancel a pipeline on a server: its running jobs stop within a second.
     Cancel {
         id: i64,
@@ -373,7 +382,7 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             if let (Some(server), Some(id), Some(job)) =
                 (&server, first.as_deref().and_then(|f| f.parse::<i64>().ok()), &second)
             {
-                let remote = servercmd::Remote { server: server.clone(), token: token.clone().unwrap_or_default() };
+                let remote = servercmd::Remote { server: Some(server.clone()), token: token.clone() };
                 return servercmd::logs(id, job, follow, remote);
             }
             if follow && env.is_none() {
@@ -433,6 +442,7 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             servercmd::trigger(project, ref_name, vars, wait, remote, json, ui)
         }
         Command::Cancel { id, remote } => servercmd::cancel(id, remote, ui),
+        Command::Schedule { action, remote, json } => servercmd::schedule(action, remote, json, ui),
     }
 }
 

@@ -179,11 +179,11 @@ pub fn agent_with_server(data: &Path, join: Join, host: slipway_agent::AgentConf
 #[derive(Args, Clone)]
 pub struct Remote {
     /// The server (`http://HOST:8420`).
-    #[arg(long, value_name = "URL", env = "SLIPWAY_SERVER")]
-    pub server: String,
+    #[arg(long, value_name = "URL", env = "SLIPWAY_SERVER", global = true)]
+    pub server: Option<String>,
     /// An API token (the admin token, or one made with `POST /api/v1/tokens`).
-    #[arg(long, value_name = "TOKEN", env = "SLIPWAY_TOKEN", hide_env_values = true)]
-    pub token: String,
+    #[arg(long, value_name = "TOKEN", env = "SLIPWAY_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -225,12 +225,20 @@ fn client_error(e: slipway_server::client::ClientError) -> anyhow::Error {
     }
 }
 
-fn client(r: &Remote) -> slipway_server::client::ServerClient {
-    slipway_server::client::ServerClient::new(&r.server, &r.token)
+fn client(r: &Remote) -> Result<slipway_server::client::ServerClient> {
+    let Some(server) = r.server.as_deref().filter(|s| !s.is_empty()) else {
+        return Err(UserError::new("which server?").hint("pass --server URL or set SLIPWAY_SERVER").into());
+    };
+    let Some(token) = r.token.as_deref().filter(|t| !t.is_empty()) else {
+        return Err(UserError::new(format!("no token for the server at {server}"))
+            .hint("pass --token TOKEN or set SLIPWAY_TOKEN (the admin token the server printed at its first start)")
+            .into());
+    };
+    Ok(slipway_server::client::ServerClient::new(server, token))
 }
 
 pub fn project(action: ProjectAction, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
-    let c = client(&remote);
+    let c = client(&remote)?;
     runtime()?.block_on(async {
         match action {
             ProjectAction::Add { name, repo, branch, poll, webhook_secret } => {
@@ -250,7 +258,7 @@ pub fn project(action: ProjectAction, remote: Remote, json: bool, ui: &Ui) -> Re
                         println!("webhook secret (shown once): {s}");
                         println!(
                             "webhooks: POST {}/api/v1/webhooks/{{github,gitlab,gitea}}/{}",
-                            remote.server.trim_end_matches('/'),
+                            remote.server.as_deref().unwrap_or_default().trim_end_matches('/'),
                             v.name.replace('/', "%2F")
                         );
                     }
@@ -290,7 +298,7 @@ fn status_color(col: usize, status_col: usize, v: &str) -> Option<&'static str> 
 }
 
 pub fn pipelines(project: Option<String>, limit: u32, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
-    let c = client(&remote);
+    let c = client(&remote)?;
     runtime()?.block_on(async {
         let list = c.pipelines(project.as_deref(), limit).await.map_err(client_error)?;
         if json {
@@ -355,7 +363,7 @@ fn pipeline_code(status: &str) -> i32 {
 }
 
 pub fn pipeline_show(id: i64, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
-    let c = client(&remote);
+    let c = client(&remote)?;
     runtime()?.block_on(async {
         let p = c.pipeline(id).await.map_err(client_error)?;
         if json {
@@ -382,7 +390,7 @@ pub fn trigger(
     json: bool,
     ui: &Ui,
 ) -> Result<i32> {
-    let c = client(&remote);
+    let c = client(&remote)?;
     runtime()?.block_on(async {
         let t = slipway_api::server::Trigger { ref_name, variables: vars };
         let mut p = c.trigger(&project, &t).await.map_err(client_error)?;
@@ -405,7 +413,7 @@ pub fn trigger(
 }
 
 pub fn cancel(id: i64, remote: Remote, ui: &Ui) -> Result<i32> {
-    let c = client(&remote);
+    let c = client(&remote)?;
     runtime()?.block_on(async {
         let p = c.cancel(id).await.map_err(client_error)?;
         show(&p, ui);
@@ -416,7 +424,7 @@ pub fn cancel(id: i64, remote: Remote, ui: &Ui) -> Result<i32> {
 /// `slipway logs ID JOB [-F]` against a server: the job by name or index.
 pub fn logs(id: i64, job: &str, follow: bool, remote: Remote) -> Result<i32> {
     use std::io::Write;
-    let c = client(&remote);
+    let c = client(&remote)?;
     runtime()?.block_on(async {
         let p = c.pipeline(id).await.map_err(client_error)?;
         let index = p
@@ -449,5 +457,118 @@ pub fn logs(id: i64, job: &str, follow: bool, remote: Remote) -> Result<i32> {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    })
+}
+
+#[derive(clap::Subcommand)]
+pub enum ScheduleAction {
+    /// Run a project's pipeline on a cron schedule (`CI_PIPELINE_SOURCE=schedule`).
+    Add {
+        project: String,
+        /// Five fields, as cron: minute hour day-of-month month day-of-week (`0 3 * * 1-5`).
+        #[arg(long, value_name = "EXPR")]
+        cron: String,
+        /// The IANA time zone the expression is read in.
+        #[arg(long, value_name = "ZONE", default_value = "UTC")]
+        tz: String,
+        /// A branch or tag (default: the project's branch).
+        #[arg(long = "ref", value_name = "REF")]
+        ref_name: Option<String>,
+        /// A variable for its pipelines (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Add it turned off.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// A project's schedules with their next run.
+    List { project: String },
+    /// Run a schedule's pipeline now (its next run stays).
+    Run { project: String, id: i64 },
+    /// Turn a schedule back on: it next runs at its next time from now.
+    Enable { project: String, id: i64 },
+    /// Turn a schedule off.
+    Disable { project: String, id: i64 },
+    /// Remove a schedule.
+    Delete { project: String, id: i64 },
+}
+
+pub fn schedule(action: ScheduleAction, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
+    let c = client(&remote)?;
+    let show = |v: &slipway_api::server::ScheduleView| -> Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(v)?);
+        } else {
+            println!(
+                "schedule {} of {}: `{}` ({}) on {}, {}",
+                v.id,
+                v.project,
+                v.cron,
+                v.cron_timezone,
+                v.ref_name,
+                match &v.next_run_at {
+                    Some(t) => format!("next run {t}"),
+                    None => "inactive".into(),
+                }
+            );
+        }
+        Ok(())
+    };
+    let on = matches!(action, ScheduleAction::Enable { .. });
+    runtime()?.block_on(async {
+        match action {
+            ScheduleAction::Add { project, cron, tz, ref_name, vars, description, inactive } => {
+                let n = slipway_api::server::NewSchedule {
+                    description,
+                    cron,
+                    cron_timezone: Some(tz),
+                    ref_name,
+                    variables: vars,
+                    active: Some(!inactive),
+                };
+                show(&c.add_schedule(&project, &n).await.map_err(client_error)?)?;
+            }
+            ScheduleAction::List { project } => {
+                let list = c.schedules(&project).await.map_err(client_error)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    return Ok(exit::OK);
+                }
+                let rows: Vec<[String; 7]> = list
+                    .iter()
+                    .map(|v| {
+                        [
+                            v.id.to_string(),
+                            v.cron.clone(),
+                            v.cron_timezone.clone(),
+                            v.ref_name.clone(),
+                            v.next_run_at.clone().unwrap_or_else(|| "inactive".into()),
+                            v.last_pipeline.map_or("-".into(), |p| format!("#{p}")),
+                            v.description.clone(),
+                        ]
+                    })
+                    .collect();
+                crate::ui::print_table(
+                    ui,
+                    &["ID", "CRON", "ZONE", "REF", "NEXT RUN", "LAST PIPELINE", "DESCRIPTION"],
+                    &rows,
+                    |_, _| None,
+                );
+            }
+            ScheduleAction::Run { project, id } => {
+                let run = c.play_schedule(&project, id).await.map_err(client_error)?;
+                println!("pipeline #{run} of {project} started by schedule {id}");
+            }
+            ScheduleAction::Enable { project, id } | ScheduleAction::Disable { project, id } => {
+                show(&c.set_schedule_active(&project, id, on).await.map_err(client_error)?)?;
+            }
+            ScheduleAction::Delete { project, id } => {
+                c.delete_schedule(&project, id).await.map_err(client_error)?;
+                println!("schedule {id} of {project} removed");
+            }
+        }
+        Ok(exit::OK)
     })
 }

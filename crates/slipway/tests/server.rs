@@ -694,3 +694,90 @@ environments:
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("nothing to deploy"), "{text}");
 }
+
+/// Pipeline schedules: runs with `CI_PIPELINE_SOURCE=schedule` and the schedule's variables;
+/// runs missed while the server was down start once when it is back, not once each; bad cron
+/// expressions and time zones are refused naming their field; off means off.
+#[test]
+fn schedules_run_pipelines_and_a_missed_run_happens_once_after_a_restart() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "nightly:\n  script: [echo nightly]\n  rules:\n    - if: $CI_PIPELINE_SOURCE == \"schedule\" && $NIGHTLY == \"1\"\nalways:\n  script: [echo hi]\n",
+    )]);
+    let mut server = Server::start("30s");
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let cli = |server: &Server, args: &[&str]| {
+        Run::from(
+            Command::new(bin())
+                .args(["schedule"])
+                .args(args)
+                .args(["--server", &server.url, "--token", &server.admin])
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap(),
+        )
+    };
+    let bad = cli(&server, &["add", "app", "--cron", "0 25 * * *"]);
+    assert_eq!(bad.code, 2, "{}", bad.debug());
+    assert!(
+        bad.stderr.contains("`0 25 * * *` is not a cron expression") && bad.stderr.contains("`cron`"),
+        "{}",
+        bad.stderr
+    );
+    let bad = cli(&server, &["add", "app", "--cron", "0 3 * * *", "--tz", "Moon/Base"]);
+    assert_eq!(bad.code, 2, "{}", bad.debug());
+    assert!(
+        bad.stderr.contains("`Moon/Base` is not a time zone") && bad.stderr.contains("cron_timezone"),
+        "{}",
+        bad.stderr
+    );
+
+    // Every 2 s (a leading seconds field), with a variable.
+    let add = cli(&server, &["add", "app", "--cron", "*/2 * * * * *", "--var", "NIGHTLY=1", "--json"]);
+    assert_eq!(add.code, 0, "{}", add.debug());
+    let id = serde_json::from_str::<serde_json::Value>(&add.stdout).unwrap()["id"].as_i64().unwrap();
+    let scheduled = |server: &Server| -> Vec<serde_json::Value> {
+        let all = server.json("/api/v1/pipelines?project=app&limit=1000");
+        all.as_array().unwrap().iter().filter(|p| p["source"] == "schedule").cloned().collect()
+    };
+    let t = Instant::now();
+    while scheduled(&server).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(5), "no scheduled pipeline");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = &scheduled(&server)[0];
+    let jobs: Vec<&str> = first["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(jobs, ["nightly", "always"], "the schedule's source and variables reach the rules: {first}");
+    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+    let api: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(api["jobs"].as_array().unwrap().len(), 1, "not in an API pipeline: {api}");
+
+    // Down for 7 s (three runs fall due), then back: one run for them at once.
+    let before = scheduled(&server).len();
+    let mut old = server.proc.take().unwrap();
+    old.0.kill().unwrap();
+    old.0.wait().unwrap();
+    std::mem::forget(old);
+    std::thread::sleep(Duration::from_secs(7));
+    server.launch("30s");
+    std::thread::sleep(Duration::from_millis(1200));
+    let after = scheduled(&server).len() - before;
+    assert!(
+        (1..=2).contains(&after),
+        "{after} runs after the restart (one for the missed ones, at most one more due since)"
+    );
+
+    // Off means off; deleted means gone.
+    let off = cli(&server, &["disable", "app", &id.to_string()]);
+    assert!(off.code == 0 && off.stdout.contains("inactive"), "{}", off.debug());
+    let n = scheduled(&server).len();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(scheduled(&server).len(), n, "an inactive schedule does not run");
+    let run = cli(&server, &["run", "app", &id.to_string()]);
+    assert!(run.code == 0 && run.stdout.contains("started by schedule"), "{}", run.debug());
+    assert_eq!(scheduled(&server).len(), n + 1, "play runs it now");
+    assert_eq!(cli(&server, &["delete", "app", &id.to_string()]).code, 0);
+    let list = cli(&server, &["list", "app", "--json"]);
+    assert_eq!(list.stdout.trim(), "[]", "{}", list.debug());
+}
