@@ -128,6 +128,9 @@ pub struct JobRequest {
     pub agent: String,
     #[serde(default)]
     pub wait_ms: u64,
+    /// The agent's tags: it takes jobs whose `tags:` are all among them (untagged jobs always).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// A job the agent now holds, and what it needs to run it: the commit to check out, and

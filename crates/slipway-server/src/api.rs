@@ -419,19 +419,27 @@ async fn request_job(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Respons
     let agent = format!("{}@{}", req.agent, who.name);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_WAIT);
     let c = &s.counters;
+    if let Some(bad) = req.tags.iter().find(|t| t.is_empty() || t.contains(',')) {
+        return Err(ServerError::Input(format!("`{bad}` is not a tag (no commas, not empty)"), Some("tags".into())));
+    }
     c.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let r = claim_loop(&s, &agent, deadline).await;
+    let r = claim_loop(&s, &agent, &req.tags, deadline).await;
     c.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     r
 }
 
-async fn claim_loop(s: &Arc<State>, agent: &str, deadline: tokio::time::Instant) -> Result<Response, ServerError> {
+async fn claim_loop(
+    s: &Arc<State>,
+    agent: &str,
+    tags: &[String],
+    deadline: tokio::time::Instant,
+) -> Result<Response, ServerError> {
     loop {
         // Listen before looking, so a job queued in between wakes us.
         let notified = s.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let claimed = s.store.claim_job(agent, s.lease).await?;
+        let claimed = s.store.claim_job(agent, tags, s.lease).await?;
         if let Some(job) = claimed {
             s.counters.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let a = assignment(s, job).await?;

@@ -77,7 +77,8 @@ pub async fn create(
         .await?;
     match plan_run(state, &project.name, run, &sha, branch.as_deref(), source, &variables).await {
         Ok(plan) => {
-            let jobs: Vec<(String, String)> = plan.jobs.iter().map(|j| (j.name.clone(), j.stage.clone())).collect();
+            let jobs: Vec<(String, String, Vec<String>)> =
+                plan.jobs.iter().map(|j| (j.name.clone(), j.stage.clone(), j.tags.clone())).collect();
             state.store.add_jobs(run, &jobs).await?;
             state.plans.lock().expect("plans lock").insert(run, Arc::new(plan));
             drive(state, run, Event::Step).await?;

@@ -23,6 +23,8 @@ pub struct WorkerConfig {
     pub data_dir: PathBuf,
     /// Jobs run at once.
     pub concurrency: usize,
+    /// This agent's tags (GitLab's runner tags): it takes jobs whose `tags:` it has.
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +75,8 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             p = Arc::clone(&slots).acquire_owned() => p.expect("semaphore open"),
             () = &mut stop => break,
         };
-        let req = serde_json::to_vec(&JobRequest { agent: cfg.name.clone(), wait_ms: 25_000 }).expect("serializes");
+        let req = serde_json::to_vec(&JobRequest { agent: cfg.name.clone(), wait_ms: 25_000, tags: cfg.tags.clone() })
+            .expect("serializes");
         let asked = tokio::select! {
             r = client.post("/api/v1/jobs/request", req, Duration::from_secs(40)) => r,
             () = &mut stop => break,

@@ -151,17 +151,20 @@ impl Store {
 
     /// Adds the jobs of a run recorded before it was planned (its id is the pipeline's
     /// `CI_PIPELINE_ID`, which the plan uses), in one transaction.
-    pub async fn add_jobs(&self, run: RunId, jobs: &[(String, String)]) -> Result<(), StoreError> {
+    pub async fn add_jobs(&self, run: RunId, jobs: &[(String, String, Vec<String>)]) -> Result<(), StoreError> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            for (i, (name, stage)) in jobs.iter().enumerate() {
-                sqlx::query("INSERT INTO jobs (run_id, idx, name, stage, status) VALUES ($1, $2, $3, $4, 'created')")
-                    .bind(run)
-                    .bind(i as i64)
-                    .bind(name)
-                    .bind(stage)
-                    .execute(&mut *tx)
-                    .await?;
+            for (i, (name, stage, tags)) in jobs.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO jobs (run_id, idx, name, stage, status, tags) VALUES ($1, $2, $3, $4, 'created', $5)",
+                )
+                .bind(run)
+                .bind(i as i64)
+                .bind(name)
+                .bind(stage)
+                .bind(encode_tags(tags))
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
         });
@@ -260,21 +263,36 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the oldest pending job of a running run for `runner`, with a lease; `None` when
-    /// there is none. Two runners claiming at once never get the same job.
-    pub async fn claim_job(&self, runner: &str, lease: Duration) -> Result<Option<ClaimedJob>, StoreError> {
+    /// Takes the oldest pending job of a running run for `runner` whose tags are all among
+    /// `tags`, with a lease; `None` when there is none. Two runners claiming at once never get
+    /// the same job.
+    pub async fn claim_job(
+        &self,
+        runner: &str,
+        tags: &[String],
+        lease: Duration,
+    ) -> Result<Option<ClaimedJob>, StoreError> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
+        // The job's `,a,b,` with each of the runner's tags taken out must be `,` (no tag left).
+        let mut left = "jobs.tags".to_string();
+        for i in 0..tags.len() {
+            left = format!("REPLACE({left}, ${}, ',')", i + 1);
+        }
         with_pool!(self, |pool| {
             let mut tx = pool.begin_with(pool.begin_write()).await?;
             let sql = format!(
                 "SELECT jobs.run_id, jobs.idx, jobs.name, jobs.attempts FROM jobs
                  JOIN runs ON runs.id = jobs.run_id
-                 WHERE jobs.status = 'pending' AND runs.status = 'running'
+                 WHERE jobs.status = 'pending' AND runs.status = 'running' AND {left} = ','
                  ORDER BY jobs.queued_at, jobs.run_id, jobs.idx LIMIT 1{}",
                 pool.skip_locked("jobs")
             );
-            let row: Option<(i64, i64, String, i64)> = sqlx::query_as(&sql).fetch_optional(&mut *tx).await?;
+            let mut q = sqlx::query_as(&sql);
+            for t in tags {
+                q = q.bind(format!(",{t},"));
+            }
+            let row: Option<(i64, i64, String, i64)> = q.fetch_optional(&mut *tx).await?;
             let Some((run, idx, name, attempts)) = row else {
                 return Ok(None);
             };
@@ -370,4 +388,12 @@ impl Store {
             Ok(rows.into_iter().map(|(r, i)| (r, i as usize)).collect())
         })
     }
+}
+
+/// Tags as the jobs table keeps them: `,a,b,` (sorted, unique), `,` for none.
+fn encode_tags(tags: &[String]) -> String {
+    let mut t: Vec<&str> = tags.iter().map(|t| t.trim()).filter(|t| !t.is_empty()).collect();
+    t.sort_unstable();
+    t.dedup();
+    if t.is_empty() { ",".into() } else { format!(",{},", t.join(",")) }
 }

@@ -47,6 +47,7 @@ on_both! {
     two_runners_never_claim_one_job => sqlite_two_runners_never_claim_one_job, postgres_two_runners_never_claim_one_job;
     expired_job_leases_go_back_to_the_queue => sqlite_expired_job_leases_go_back_to_the_queue, postgres_expired_job_leases_go_back_to_the_queue;
     projects_and_tokens => sqlite_projects_and_tokens, postgres_projects_and_tokens;
+    agents_take_only_jobs_whose_tags_they_have => sqlite_agents_take_only_jobs_whose_tags_they_have, postgres_agents_take_only_jobs_whose_tags_they_have;
     an_adopted_release_keeps_its_id_and_later_ones_follow => sqlite_an_adopted_release_keeps_its_id_and_later_ones_follow, postgres_an_adopted_release_keeps_its_id_and_later_ones_follow;
 }
 
@@ -236,7 +237,7 @@ async fn projects_and_tokens(db: Db) {
     assert!(store.token("nope").await.expect("token").is_none());
     // A run recorded before its plan gets its jobs after, and its trigger variables back.
     let id = store.create_run(&NewRun { jobs: Vec::new(), ..run(&[]) }).await.expect("run");
-    store.add_jobs(id, &[("build".into(), "build".into())]).await.expect("jobs");
+    store.add_jobs(id, &[("build".into(), "build".into(), Vec::new())]).await.expect("jobs");
     assert_eq!(store.jobs(id).await.expect("jobs").len(), 1);
     assert_eq!(
         store.run(id).await.expect("run").expect("there").variables,
@@ -308,7 +309,7 @@ async fn runs_keep_their_transitions(db: Db) {
         jobs.iter().map(|j| (j.name.as_str(), j.status)).collect::<Vec<_>>(),
         [("build", JobState::Pending), ("test", JobState::Created)]
     );
-    let claimed = store.claim_job("agent-1", Duration::from_secs(30)).await.expect("claim").expect("a job");
+    let claimed = store.claim_job("agent-1", &[], Duration::from_secs(30)).await.expect("claim").expect("a job");
     assert_eq!((claimed.index, claimed.attempt), (0, 1));
     assert!(store.renew_job(id, 0, "agent-1", Duration::from_secs(30)).await.expect("renew"));
     assert!(!store.finish_job(id, 0, "agent-2", JobState::Success, Some(0), None).await.expect("not theirs"));
@@ -338,7 +339,7 @@ async fn two_runners_never_claim_one_job(db: Db) {
     let (s1, s2) = (db.open().await, db.open().await);
     let claim_all = |s: Store, who: &'static str| async move {
         let mut got = Vec::new();
-        while let Some(j) = s.claim_job(who, Duration::from_secs(30)).await.expect("claim") {
+        while let Some(j) = s.claim_job(who, &[], Duration::from_secs(30)).await.expect("claim") {
             got.push(j.index);
         }
         got
@@ -349,6 +350,39 @@ async fn two_runners_never_claim_one_job(db: Db) {
     assert_eq!(both, (0..names.len()).collect::<Vec<_>>(), "every job once: {a:?} / {b:?}");
 }
 
+async fn agents_take_only_jobs_whose_tags_they_have(db: Db) {
+    let store = db.open().await;
+    let id = store.create_run(&NewRun { jobs: Vec::new(), ..run(&[]) }).await.expect("run");
+    let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    store
+        .add_jobs(
+            id,
+            &[
+                ("gpu".into(), "s".into(), tags(&["linux", "gpu"])),
+                ("linux".into(), "s".into(), tags(&["linux"])),
+                ("any".into(), "s".into(), Vec::new()),
+                ("odd".into(), "s".into(), tags(&["x y", "%"])),
+            ],
+        )
+        .await
+        .expect("jobs");
+    let all: Vec<(usize, JobState)> = (0..4).map(|i| (i, JobState::Pending)).collect();
+    store.save_transition(id, PipelineStatus::Running, &serde_json::json!({}), &all).await.expect("pending");
+    let claim = |who: &'static str, t: Vec<String>| {
+        let store = store.clone();
+        async move { store.claim_job(who, &t, Duration::from_secs(30)).await.expect("claim").map(|j| j.name) }
+    };
+    // No tags: untagged jobs only. Tags: jobs needing a subset of them.
+    assert_eq!(claim("plain", Vec::new()).await.as_deref(), Some("any"));
+    assert_eq!(claim("plain", Vec::new()).await, None);
+    assert_eq!(claim("mac", tags(&["macos", "gpu"])).await, None);
+    assert_eq!(claim("big", tags(&["gpu", "linux", "x86"])).await.as_deref(), Some("gpu"));
+    assert_eq!(claim("big", tags(&["gpu", "linux", "x86"])).await.as_deref(), Some("linux"));
+    // Tags are values, never SQL or patterns: `%` and ` ` match only themselves.
+    assert_eq!(claim("pct", tags(&["%", "x"])).await, None);
+    assert_eq!(claim("odd", tags(&["%", "x y"])).await.as_deref(), Some("odd"));
+}
+
 async fn expired_job_leases_go_back_to_the_queue(db: Db) {
     let store = db.open().await;
     let id = store.create_run(&run(&["only"])).await.expect("run");
@@ -356,11 +390,11 @@ async fn expired_job_leases_go_back_to_the_queue(db: Db) {
         .save_transition(id, PipelineStatus::Running, &serde_json::json!({}), &[(0, JobState::Pending)])
         .await
         .expect("t");
-    store.claim_job("gone", Duration::from_millis(100)).await.expect("claim").expect("job");
-    assert_eq!(store.claim_job("other", Duration::from_secs(30)).await.expect("claim"), None);
+    store.claim_job("gone", &[], Duration::from_millis(100)).await.expect("claim").expect("job");
+    assert_eq!(store.claim_job("other", &[], Duration::from_secs(30)).await.expect("claim"), None);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(store.requeue_expired_jobs().await.expect("requeue"), [(id, 0)]);
-    let again = store.claim_job("other", Duration::from_secs(30)).await.expect("claim").expect("job");
+    let again = store.claim_job("other", &[], Duration::from_secs(30)).await.expect("claim").expect("job");
     assert_eq!(again.attempt, 2);
     assert!(
         !store.finish_job(id, 0, "gone", JobState::Success, Some(0), None).await.expect("late"),

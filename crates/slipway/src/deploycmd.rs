@@ -77,6 +77,10 @@ pub struct AgentArgs {
     /// CI jobs run at once.
     #[arg(long, value_name = "N", default_value_t = 2, global = true)]
     pub concurrency: usize,
+    /// This agent's tags (comma-separated): it takes the jobs whose `tags:` it has all of,
+    /// and untagged jobs, as GitLab's runners do.
+    #[arg(long, value_name = "A,B", value_delimiter = ',', global = true)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -709,6 +713,7 @@ pub fn agent(root: Option<&Path>, data: &Path, args: AgentArgs, ui: &Ui) -> Resu
                     token,
                     name: args.name.unwrap_or_else(slipway_sys::whoami::hostname),
                     concurrency: args.concurrency.max(1),
+                    tags: args.tags.clone(),
                 };
                 return crate::servercmd::agent_with_server(data, join, config, ui);
             }

@@ -92,6 +92,7 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
                     name: slipway_sys::whoami::hostname(),
                     data_dir: data.join("worker"),
                     concurrency: args.concurrency.max(1),
+                    tags: Vec::new(),
                 };
                 let host = slipway_agent::AgentConfig { data_dir: data.to_path_buf(), metrics_listen: None };
                 let (a, b) = (stopped(stop_rx.clone()), stopped(stop_rx.clone()));
@@ -125,6 +126,7 @@ pub struct Join {
     pub token: String,
     pub name: String,
     pub concurrency: usize,
+    pub tags: Vec<String>,
 }
 
 pub fn agent_with_server(data: &Path, join: Join, host: slipway_agent::AgentConfig, ui: &Ui) -> Result<i32> {
@@ -154,6 +156,7 @@ pub fn agent_with_server(data: &Path, join: Join, host: slipway_agent::AgentConf
             name: join.name,
             data_dir: data.join("worker"),
             concurrency: join.concurrency,
+            tags: join.tags,
         };
         let stop = stop_tx_for_worker(&stop_rx);
         let worker = async {

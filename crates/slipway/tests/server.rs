@@ -113,9 +113,14 @@ impl Server {
     }
 
     fn agent(&self, name: &str) -> (Proc, tempfile::TempDir) {
+        self.agent_with(name, &[])
+    }
+
+    fn agent_with(&self, name: &str, args: &[&str]) -> (Proc, tempfile::TempDir) {
         let data = tempfile::Builder::new().prefix("slipway-agent-").tempdir().unwrap();
         let child = Command::new(bin())
             .args(["agent", "--server", &self.url, "--token", &self.admin, "--name", name])
+            .args(args)
             .env("SLIPWAY_DATA_DIR", data.path())
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -780,4 +785,38 @@ fn schedules_run_pipelines_and_a_missed_run_happens_once_after_a_restart() {
     assert_eq!(cli(&server, &["delete", "app", &id.to_string()]).code, 0);
     let list = cli(&server, &["list", "app", "--json"]);
     assert_eq!(list.stdout.trim(), "[]", "{}", list.debug());
+}
+
+/// Job `tags:` as GitLab's runners read them: a tagged job goes only to an agent that has all
+/// of its tags; untagged jobs go to any agent.
+#[test]
+fn tagged_jobs_go_only_to_agents_with_those_tags() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "train:\n  tags: [gpu, linux]\n  script: [echo training]\nlint:\n  script: [echo lint]\n",
+    )]);
+    let server = Server::start("30s");
+    let (_plain, _d1) = server.agent("plain");
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    // The untagged job runs; the tagged one waits for an agent with its tags.
+    let t = Instant::now();
+    loop {
+        let p = server.json(&format!("/api/v1/pipelines/{id}"));
+        if p["jobs"][1]["status"] == "success" {
+            assert_eq!(p["jobs"][0]["status"], "pending", "{p}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{p}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.json(&format!("/api/v1/pipelines/{id}"))["jobs"][0]["status"], "pending");
+    let (_gpu, _d2) = server.agent_with("gpu", &["--tags", "linux,gpu,cuda"]);
+    let p = server.wait(id, Duration::from_secs(20));
+    assert_eq!(p["status"], "success", "{p}");
+    assert!(p["jobs"][0]["agent"].as_str().unwrap().starts_with("gpu@"), "{p}");
+    assert!(p["jobs"][1]["agent"].as_str().unwrap().starts_with("plain@"), "{p}");
 }
