@@ -71,6 +71,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/api/v1/jobs/{run}/{index}/log", post(append_log))
         .route("/api/v1/jobs/{run}/{index}/lease", post(renew))
         .route("/api/v1/jobs/{run}/{index}/finish", post(finish))
+        .route("/api/v1/jobs/{run}/{index}/release", post(release))
         .with_state(state)
 }
 
@@ -554,6 +555,23 @@ async fn renew(
     });
     let cancel = canceling || !held;
     Ok(axum::Json(LeaseAnswer { held, cancel }).into_response())
+}
+
+/// An agent that is stopping hands a job back: it is queued again at once.
+async fn release(
+    AxState(s): S,
+    who: Caller,
+    Path((run, index)): Path<(i64, usize)>,
+    Query(q): Query<AgentQuery>,
+) -> Result<Response, ServerError> {
+    who.require(&[Role::Agent])?;
+    let agent = format!("{}@{}", q.agent, who.name);
+    if !s.store.release_job(run, index, &agent).await? {
+        return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not held by `{agent}`")));
+    }
+    tracing::info!(pipeline = run, job = index, agent = %agent, "a stopping agent handed the job back");
+    s.work.notify_waiters();
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn finish(

@@ -155,14 +155,7 @@ impl Server {
                     if tick % 120 == 1 {
                         deploys::sweep(&state).await;
                     }
-                    match state.store.requeue_expired_jobs().await {
-                        Ok(back) if !back.is_empty() => {
-                            tracing::warn!(jobs = back.len(), "jobs whose agent stopped renewing are queued again");
-                            state.work.notify_waiters();
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(error = %e, "cannot requeue expired jobs"),
-                    }
+                    pipelines::lost_jobs(&state).await;
                 }
             })
         };

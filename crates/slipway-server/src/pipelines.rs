@@ -198,6 +198,62 @@ pub(crate) async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> 
     Ok(plan)
 }
 
+/// How many times a job whose agent was lost is run again when its `retry:` does not say
+/// more (`retry: {max: N, when: [runner_system_failure]}` raises it to N).
+pub const LOST_AGENT_RETRIES: u32 = 2;
+
+/// Jobs whose agent stopped renewing their lease: queued again at the front, for any agent,
+/// while the job's retries for `runner_system_failure` allow; then failed with that reason.
+pub async fn lost_jobs(state: &Arc<State>) {
+    let expired = match state.store.expired_jobs().await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read expired job leases");
+            return;
+        }
+    };
+    for (run, index, attempts, agent) in expired {
+        let retries = match state.store.run(run).await {
+            Ok(Some(row)) => match plan_of(state, &row).await {
+                Ok(plan) => plan.jobs.get(index).map_or(LOST_AGENT_RETRIES, |j| {
+                    let r = &j.retry;
+                    // `retry: N` alone means every kind of failure, as in GitLab.
+                    match r.when.is_empty() || r.when.iter().any(|w| w == "always" || w == "runner_system_failure") {
+                        true => r.max.max(LOST_AGENT_RETRIES),
+                        false => LOST_AGENT_RETRIES,
+                    }
+                }),
+                Err(_) => LOST_AGENT_RETRIES,
+            },
+            _ => LOST_AGENT_RETRIES,
+        };
+        if attempts <= retries {
+            match state.store.requeue_job(run, index, &agent).await {
+                Ok(true) => {
+                    tracing::warn!(pipeline = run, job = index, agent = %agent, attempts, "the job's agent stopped renewing its lease: queued again");
+                    state.work.notify_waiters();
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "cannot requeue an expired job"),
+            }
+            continue;
+        }
+        let why = format!(
+            "runner_system_failure: the agent `{agent}` stopped renewing the job's lease ({attempts} attempts, each lost)"
+        );
+        match state.store.finish_job(run, index, &agent, JobState::Failed, None, Some(&why)).await {
+            Ok(true) => {
+                tracing::warn!(pipeline = run, job = index, "{why}");
+                if let Err(e) = drive(state, run, Event::Finished(index, Outcome::Failed { exit_code: None })).await {
+                    tracing::error!(pipeline = run, error = %e, "cannot move the pipeline on");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot fail an expired job"),
+        }
+    }
+}
+
 /// One transition of a run's scheduler: restored from its snapshot, moved by `event`, saved
 /// back with the jobs it changed. Jobs it starts become claimable (`pending` in the store)
 /// until an agent takes one.

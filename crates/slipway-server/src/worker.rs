@@ -38,6 +38,8 @@ pub enum WorkerError {
 struct Client {
     http: reqwest::Client,
     cfg: WorkerConfig,
+    /// Stopping without waiting: running jobs are stopped and handed back to the server.
+    handing_back: tokio::sync::watch::Sender<bool>,
 }
 
 impl Client {
@@ -64,9 +66,19 @@ impl Client {
     }
 }
 
-/// Takes and runs jobs until `stop` resolves; jobs already running finish and report first.
-pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>) -> Result<(), WorkerError> {
-    let client = Arc::new(Client { http: reqwest::Client::new(), cfg: cfg.clone() });
+/// Takes and runs jobs until `stop` resolves; jobs already running finish and report first,
+/// unless `hand_back` resolves too: then they are stopped and handed back to the server,
+/// which queues them again at once for another agent.
+pub async fn run(
+    cfg: WorkerConfig,
+    stop: impl std::future::Future<Output = ()>,
+    hand_back: impl std::future::Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let client = Arc::new(Client {
+        http: reqwest::Client::new(),
+        cfg: cfg.clone(),
+        handing_back: tokio::sync::watch::channel(false).0,
+    });
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
     tokio::pin!(stop);
     let mut running = tokio::task::JoinSet::new();
@@ -106,7 +118,21 @@ pub async fn run(cfg: WorkerConfig, stop: impl std::future::Future<Output = ()>)
             run_one(&client, job).await;
         });
     }
-    while running.join_next().await.is_some() {}
+    if !running.is_empty() {
+        tracing::info!(jobs = running.len(), "stopping: the running jobs finish first (stop again to hand them back)");
+    }
+    tokio::pin!(hand_back);
+    let mut handed = false;
+    loop {
+        tokio::select! {
+            done = running.join_next() => if done.is_none() { break },
+            () = &mut hand_back, if !handed => {
+                handed = true;
+                tracing::info!(jobs = running.len(), "stopping now: the running jobs are handed back to the server");
+                client.handing_back.send_replace(true);
+            }
+        }
+    }
     Ok(())
 }
 
@@ -131,8 +157,20 @@ async fn run_one(client: &Arc<Client>, job: JobAssignment) {
     let lease = {
         let (client, cancel, path) = (Arc::clone(client), cancel.clone(), format!("{base}/lease{who}"));
         tokio::spawn(async move {
+            let mut back = client.handing_back.subscribe();
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    r = back.changed() => {
+                        if r.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                        if *back.borrow_and_update() {
+                            cancel.request(1);
+                        }
+                        continue;
+                    }
+                }
                 if let Ok(r) = client.post(&path, Vec::new(), Duration::from_secs(5)).await
                     && let Ok(a) = r.json_bytes::<LeaseAnswer>().await
                     && a.cancel
@@ -198,11 +236,15 @@ async fn run_one(client: &Arc<Client>, job: JobAssignment) {
         Ok(Err(why)) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(why) },
         Err(e) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(e.to_string()) },
     };
+    // Handed back: the server queues it again; what it did so far is not its end.
+    let (path, body) = match *client.handing_back.borrow() {
+        true => (format!("{base}/release{who}"), Vec::new()),
+        false => (format!("{base}/finish{who}"), serde_json::to_vec(&finish).expect("serializes")),
+    };
     // Reported until the server takes it (a server restarting keeps the job's lease meanwhile,
     // so the job is not run again), for two minutes at most.
-    let body = serde_json::to_vec(&finish).expect("serializes");
     for attempt in 0..120 {
-        match client.post(&format!("{base}/finish{who}"), body.clone(), Duration::from_secs(30)).await {
+        match client.post(&path, body.clone(), Duration::from_secs(30)).await {
             Ok(r) if !r.status().is_server_error() => return,
             Ok(r) => {
                 tracing::warn!(status = %r.status(), attempt, "the server could not take the job's end; trying again")

@@ -388,6 +388,62 @@ impl Store {
             Ok(rows.into_iter().map(|(r, i)| (r, i as usize)).collect())
         })
     }
+
+    /// Running jobs whose lease ran out: run, index, attempts so far, and who held it.
+    pub async fn expired_jobs(&self) -> Result<Vec<(RunId, usize, u32, String)>, StoreError> {
+        with_pool!(self, |pool| {
+            let rows: Vec<(i64, i64, i64, Option<String>)> = sqlx::query_as(
+                "SELECT run_id, idx, attempts, runner FROM jobs WHERE status = 'running' AND lease_until < $1
+                 ORDER BY run_id, idx",
+            )
+            .bind(now_ms())
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|(r, i, a, w)| (r, i as usize, a as u32, w.unwrap_or_default())).collect())
+        })
+    }
+
+    /// A job its runner hands back (it is stopping): queued again at the front at once, the
+    /// attempt not counted; false when the runner does not hold it.
+    pub async fn release_job(&self, run: RunId, index: usize, runner: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        with_pool!(self, |pool| {
+            let n = sqlx::query(
+                "UPDATE jobs SET status = 'pending', runner = NULL, lease_until = NULL, attempts = attempts - 1,
+                        queued_at = COALESCE((SELECT MIN(queued_at) FROM jobs WHERE status = 'pending'), $1) - 1
+                 WHERE run_id = $2 AND idx = $3 AND runner = $4 AND status = 'running'",
+            )
+            .bind(now)
+            .bind(run)
+            .bind(index as i64)
+            .bind(runner)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(n == 1)
+        })
+    }
+
+    /// Puts a job whose lease ran out back in the queue, at its front; false when it is no
+    /// longer that runner's expired job (it renewed, finished, or was taken back already).
+    pub async fn requeue_job(&self, run: RunId, index: usize, runner: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        with_pool!(self, |pool| {
+            let n = sqlx::query(
+                "UPDATE jobs SET status = 'pending', runner = NULL, lease_until = NULL,
+                        queued_at = COALESCE((SELECT MIN(queued_at) FROM jobs WHERE status = 'pending'), $1) - 1
+                 WHERE run_id = $2 AND idx = $3 AND runner = $4 AND status = 'running' AND lease_until < $1",
+            )
+            .bind(now)
+            .bind(run)
+            .bind(index as i64)
+            .bind(runner)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(n == 1)
+        })
+    }
 }
 
 /// Tags as the jobs table keeps them: `,a,b,` (sorted, unique), `,` for none.

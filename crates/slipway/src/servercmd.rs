@@ -102,7 +102,10 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
                     data.display()
                 ));
                 Some(tokio::spawn(async move {
-                    let (w, h) = tokio::join!(slipway_server::worker::run(cfg, a), slipway_agent::run(host, b));
+                    let (w, h) = tokio::join!(
+                        slipway_server::worker::run(cfg, a, std::future::pending()),
+                        slipway_agent::run(host, b)
+                    );
                     if let Err(e) = w {
                         eprintln!("error: the in-process agent stopped: {e}");
                     }
@@ -137,9 +140,13 @@ pub fn agent_with_server(data: &Path, join: Join, host: slipway_agent::AgentConf
         let stop_tx = std::sync::Arc::new(stop_tx);
         let interrupts = slipway_sys::signals::Interrupts::install();
         let on_signal = std::sync::Arc::clone(&stop_tx);
+        let (back_tx, back_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             interrupts.next().await;
             let _ = on_signal.send(true);
+            // A second SIGTERM or Ctrl-C: stop now, handing the running jobs back.
+            interrupts.next().await;
+            let _ = back_tx.send(());
         });
         let stop_tx_for_worker = |_: &tokio::sync::watch::Receiver<bool>| {
             let tx = std::sync::Arc::clone(&stop_tx);
@@ -160,7 +167,12 @@ pub fn agent_with_server(data: &Path, join: Join, host: slipway_agent::AgentConf
         };
         let stop = stop_tx_for_worker(&stop_rx);
         let worker = async {
-            let r = slipway_server::worker::run(cfg, stopped(stop_rx.clone())).await;
+            let back = async {
+                if back_rx.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let r = slipway_server::worker::run(cfg, stopped(stop_rx.clone()), back).await;
             // A worker that cannot join stops the host agent too.
             stop();
             r

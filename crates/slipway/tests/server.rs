@@ -820,3 +820,83 @@ fn tagged_jobs_go_only_to_agents_with_those_tags() {
     assert!(p["jobs"][0]["agent"].as_str().unwrap().starts_with("gpu@"), "{p}");
     assert!(p["jobs"][1]["agent"].as_str().unwrap().starts_with("plain@"), "{p}");
 }
+
+/// A job whose agent is lost on every attempt is not queued forever: after its retries for
+/// `runner_system_failure` it fails with that reason, and the pipeline ends.
+#[test]
+fn a_job_that_loses_every_agent_fails_as_a_runner_system_failure() {
+    // The job kills the agent running it (its ancestor), as an out-of-memory kill would.
+    let doom = r#"p=$$; while [ "$p" -gt 1 ]; do if [ "$(basename "$(readlink /proc/$p/exe)")" = slipway ]; then kill -9 "$p"; break; fi; p=$(awk '{print $4}' /proc/$p/stat); done; sleep 5"#;
+    let repo = Repo::new(&[(".gitlab-ci.yml", &format!("doom:\n  script:\n    - '{}'\n", doom.replace('\'', "''")))]);
+    let server = Server::start("1s");
+    let agents: Vec<_> = (0..3).map(|i| server.agent(&format!("doomed{i}"))).collect();
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    let p = server.wait(id, Duration::from_secs(30));
+    assert_eq!(p["status"], "failed", "{p}");
+    let job = &p["jobs"][0];
+    assert_eq!(job["attempts"], 3, "run again twice, then failed: {p}");
+    assert!(job["reason"].as_str().unwrap().starts_with("runner_system_failure: the agent"), "{p}");
+    drop(agents);
+}
+
+/// A stopping agent takes no new job and finishes the ones it runs; stopped again, it hands
+/// them back at once and another agent runs them (the handed-back attempt is not counted).
+#[test]
+fn a_stopping_agent_finishes_its_jobs_and_stopped_again_hands_them_back() {
+    let marks = tempfile::tempdir().unwrap();
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "work:\n  script:\n    - if [ ! -f \"$MARKS/$CI_PIPELINE_ID\" ]; then touch \"$MARKS/$CI_PIPELINE_ID\"; sleep \"$FIRST\"; fi\n    - echo done\n",
+    )]);
+    let server = Server::start("30s");
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let start = |first: &str| {
+        let vars = format!(r#"{{"variables": [["MARKS", "{}"], ["FIRST", "{first}"]]}}"#, marks.path().display());
+        let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", Some(&vars));
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap()
+    };
+    let running = |id: i64| {
+        let t = Instant::now();
+        while server.json(&format!("/api/v1/pipelines/{id}"))["jobs"][0]["status"] != "running" {
+            assert!(t.elapsed() < Duration::from_secs(20));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let term = |p: &Proc| {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+    };
+
+    // Stopped once: the job finishes where it runs, then the agent exits.
+    let (mut a, _da) = server.agent("a");
+    let id = start("2");
+    running(id);
+    term(&a);
+    let p = server.wait(id, Duration::from_secs(20));
+    assert_eq!(p["status"], "success", "{p}");
+    assert_eq!((p["jobs"][0]["agent"].as_str(), p["jobs"][0]["attempts"].as_u64()), (Some("a@admin"), Some(1)));
+    let t = Instant::now();
+    while a.0.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the agent exits once its jobs are done");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Stopped twice: the job is handed back and runs on the next agent.
+    let (b, _db) = server.agent("b");
+    let id = start("60");
+    running(id);
+    term(&b);
+    std::thread::sleep(Duration::from_millis(300));
+    term(&b);
+    let (_c, _dc) = server.agent("c");
+    let p = server.wait(id, Duration::from_secs(20));
+    assert_eq!(p["status"], "success", "{p}");
+    assert_eq!((p["jobs"][0]["agent"].as_str(), p["jobs"][0]["attempts"].as_u64()), (Some("c@admin"), Some(1)), "{p}");
+    let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
+    assert!(log.contains("done"), "{log}");
+}
