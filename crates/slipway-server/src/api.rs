@@ -40,6 +40,9 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/api/v1/pipelines", get(pipelines_list))
         .route("/api/v1/pipelines/{id}", get(pipeline))
         .route("/api/v1/pipelines/{id}/cancel", post(cancel))
+        .route("/api/v1/pipelines/{id}/retry", post(retry_failed))
+        .route("/api/v1/pipelines/{id}/jobs/{index}/retry", post(retry_job))
+        .route("/api/v1/pipelines/{id}/jobs/{index}/play", post(play_job))
         .route("/api/v1/pipelines/{id}/jobs/{index}/log", get(job_log))
         .route("/api/v1/tokens", post(add_token))
         .route(
@@ -303,6 +306,27 @@ async fn pipeline(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Res
 async fn cancel(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
     who.require(&[])?;
     pipelines::drive(&s, id, Event::Cancel).await?;
+    Ok(axum::Json(view_of(&s, id).await?).into_response())
+}
+
+/// Every failed job of the pipeline again (and the jobs they kept from running).
+async fn retry_failed(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    pipelines::drive(&s, id, Event::Retry(None)).await?;
+    Ok(axum::Json(view_of(&s, id).await?).into_response())
+}
+
+/// One job that ended, again.
+async fn retry_job(AxState(s): S, who: Caller, Path((id, index)): Path<(i64, usize)>) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    pipelines::drive(&s, id, Event::Retry(Some(index))).await?;
+    Ok(axum::Json(view_of(&s, id).await?).into_response())
+}
+
+/// A manual job that waits, started.
+async fn play_job(AxState(s): S, who: Caller, Path((id, index)): Path<(i64, usize)>) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    pipelines::drive(&s, id, Event::Play(index)).await?;
     Ok(axum::Json(view_of(&s, id).await?).into_response())
 }
 

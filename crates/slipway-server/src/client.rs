@@ -137,6 +137,19 @@ impl ServerClient {
         self.json(reqwest::Method::POST, &format!("/api/v1/pipelines/{id}/cancel"), None).await
     }
 
+    /// Every failed job again (`job: None`), or one job that ended.
+    pub async fn retry(&self, id: i64, job: Option<usize>) -> Result<PipelineView, ClientError> {
+        let path = match job {
+            Some(i) => format!("/api/v1/pipelines/{id}/jobs/{i}/retry"),
+            None => format!("/api/v1/pipelines/{id}/retry"),
+        };
+        self.json(reqwest::Method::POST, &path, None).await
+    }
+
+    pub async fn play(&self, id: i64, job: usize) -> Result<PipelineView, ClientError> {
+        self.json(reqwest::Method::POST, &format!("/api/v1/pipelines/{id}/jobs/{job}/play"), None).await
+    }
+
     fn env_path(project: &str, env: &str, action: &str) -> String {
         format!("/api/v1/projects/{}/environments/{}/{action}", segment(project), segment(env))
     }

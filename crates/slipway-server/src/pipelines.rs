@@ -24,6 +24,10 @@ pub enum Event {
     Step,
     Finished(usize, Outcome),
     Cancel,
+    /// Run a job that ended again, or (`None`) every failed job (GitLab's "retry").
+    Retry(Option<usize>),
+    /// Start a manual job (GitLab's "play").
+    Play(usize),
 }
 
 /// The mirror of a project on the server.
@@ -262,7 +266,8 @@ pub async fn drive(state: &Arc<State>, run: RunId, event: Event) -> Result<Pipel
     let Some(row) = state.store.run(run).await? else {
         return Err(ServerError::NotFound(format!("pipeline {run}")));
     };
-    if row.status != PipelineStatus::Running {
+    // A retry or a manual job reopens an ended pipeline; nothing else moves one.
+    if row.status != PipelineStatus::Running && !matches!(event, Event::Retry(_) | Event::Play(_)) {
         return Ok(row.status);
     }
     let plan = plan_of(state, &row).await?;
@@ -277,6 +282,13 @@ pub async fn drive(state: &Arc<State>, run: RunId, event: Event) -> Result<Pipel
         Event::Step => {}
         Event::Finished(i, outcome) => sched.finished(i, outcome),
         Event::Cancel => sched.cancel(),
+        Event::Retry(Some(i)) => sched.retry(i).map_err(|e| ServerError::Input(e.to_string(), Some("job".into())))?,
+        Event::Retry(None) => {
+            if sched.retry_failed() == 0 {
+                return Err(ServerError::Input(format!("pipeline {run} has no failed job to retry"), None));
+            }
+        }
+        Event::Play(i) => sched.play(i).map_err(|e| ServerError::Input(e.to_string(), Some("job".into())))?,
     }
     let mut dispatched = Vec::new();
     for a in sched.step(slipway_model::time::now_ms()) {

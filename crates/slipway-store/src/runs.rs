@@ -234,7 +234,9 @@ impl Store {
         with_pool!(self, |pool| {
             let mut tx = pool.begin_with(pool.begin_write()).await?;
             sqlx::query(
-                "UPDATE runs SET status = $1, snapshot = $2, finished_at = COALESCE(finished_at, $3) WHERE id = $4",
+                "UPDATE runs SET status = $1, snapshot = $2,
+                        finished_at = CASE WHEN $1 = 'running' THEN NULL ELSE COALESCE(finished_at, $3) END
+                 WHERE id = $4",
             )
             .bind(status.as_str())
             .bind(&snapshot)
@@ -247,7 +249,7 @@ impl Store {
                 let ended = state.is_terminal().then_some(now);
                 sqlx::query(
                     "UPDATE jobs SET status = $1, queued_at = COALESCE($2, queued_at),
-                            finished_at = COALESCE($3, finished_at)
+                            finished_at = CASE WHEN $1 = 'created' THEN NULL ELSE COALESCE($3, finished_at) END
                      WHERE run_id = $4 AND idx = $5",
                 )
                 .bind(state.as_str())

@@ -180,6 +180,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a server pipeline's failed jobs again, or one job (by name or index) that ended.
+    Retry {
+        id: i64,
+        job: Option<String>,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a manual job of a server pipeline (by name or index).
+    Play {
+        id: i64,
+        job: String,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long)]
+        json: bool,
+    },
     /// A server's pipeline schedules: `add PROJECT --cron EXPR [--tz ZONE]`, `list`, `run`, `enable`, `disable`, `delete`.
     Schedule {
         #[command(subcommand)]
@@ -443,6 +461,8 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         }
         Command::Cancel { id, remote } => servercmd::cancel(id, remote, ui),
         Command::Schedule { action, remote, json } => servercmd::schedule(action, remote, json, ui),
+        Command::Retry { id, job, remote, json } => servercmd::retry(id, job, remote, json, ui),
+        Command::Play { id, job, remote, json } => servercmd::play(id, job, remote, json, ui),
     }
 }
 

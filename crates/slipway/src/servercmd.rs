@@ -24,6 +24,10 @@ pub struct ServerArgs {
     /// Also run an agent in this process, over the same protocol (a one-machine install).
     #[arg(long)]
     pub with_agent: bool,
+    /// Write the admin token made at the first start to this file (0600) instead of printing
+    /// it, so it never reaches a log (systemd's journal).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// CI jobs the in-process agent runs at once.
     #[arg(long, value_name = "N", default_value_t = 2, requires = "with_agent")]
     pub concurrency: usize,
@@ -49,6 +53,14 @@ fn say(line: String) {
 
 pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
     tracing_init(ui);
+    if let Some(file) = &args.admin_token_file {
+        // Checked before the token exists: a token made but not written would be lost.
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(file).map_err(|e| {
+            UserError::new(format!("--admin-token-file {}: {e}", file.display()))
+                .hint("give a file the server's user may write (its directory must exist)")
+        })?;
+    }
     let rt = runtime()?;
     let config = slipway_server::ServerConfig {
         listen: args.listen,
@@ -66,8 +78,26 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
             }
             Err(e) => return Err(anyhow::Error::from(e)),
         };
-        if let Some(token) = &server.admin_token {
-            say(format!("admin token (shown once; the server keeps only its hash): {token}"));
+        match (&server.admin_token, &args.admin_token_file) {
+            (Some(token), Some(file)) => {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(file)
+                    .and_then(|mut f| writeln!(f, "{token}"));
+                if let Err(e) = written {
+                    return Err(UserError::new(format!("--admin-token-file {}: {e}", file.display()))
+                        .hint("the store now has an admin token nobody knows: remove the data directory (or database) and start again with a writable file")
+                        .into());
+                }
+                say(format!("admin token written to {} (0600; the server keeps only its hash)", file.display()));
+            }
+            (Some(token), None) => say(format!("admin token (shown once; the server keeps only its hash): {token}")),
+            (None, _) => {}
         }
         say(format!("slipway server listening on http://{}", server.addr));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -432,6 +462,51 @@ pub fn cancel(id: i64, remote: Remote, ui: &Ui) -> Result<i32> {
     runtime()?.block_on(async {
         let p = c.cancel(id).await.map_err(client_error)?;
         show(&p, ui);
+        Ok(exit::OK)
+    })
+}
+
+/// A job of a pipeline by name or index.
+fn job_index(p: &slipway_api::server::PipelineView, job: &str) -> Result<usize> {
+    p.jobs
+        .iter()
+        .position(|j| j.name == job)
+        .or_else(|| job.parse::<usize>().ok().filter(|i| *i < p.jobs.len()))
+        .ok_or_else(|| {
+            let names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
+            UserError::new(format!("pipeline #{} has no job `{job}`", p.id))
+                .hint(format!("its jobs: {}", names.join(", ")))
+                .into()
+        })
+}
+
+/// `slipway retry ID [JOB]`: every failed job of the pipeline again, or one job that ended.
+pub fn retry(id: i64, job: Option<String>, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
+    let c = client(&remote)?;
+    runtime()?.block_on(async {
+        let index = match &job {
+            Some(j) => Some(job_index(&c.pipeline(id).await.map_err(client_error)?, j)?),
+            None => None,
+        };
+        let p = c.retry(id, index).await.map_err(client_error)?;
+        match json {
+            true => println!("{}", serde_json::to_string_pretty(&p)?),
+            false => show(&p, ui),
+        }
+        Ok(exit::OK)
+    })
+}
+
+/// `slipway play ID JOB`: a manual job that waits, started.
+pub fn play(id: i64, job: String, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
+    let c = client(&remote)?;
+    runtime()?.block_on(async {
+        let index = job_index(&c.pipeline(id).await.map_err(client_error)?, &job)?;
+        let p = c.play(id, index).await.map_err(client_error)?;
+        match json {
+            true => println!("{}", serde_json::to_string_pretty(&p)?),
+            false => show(&p, ui),
+        }
         Ok(exit::OK)
     })
 }

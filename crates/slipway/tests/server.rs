@@ -75,6 +75,11 @@ impl Server {
             if let Some(t) = line.strip_prefix("admin token (shown once; the server keeps only its hash): ") {
                 self.admin = t.to_string();
             }
+            if let Some(f) = line.strip_prefix("admin token written to ") {
+                let file = f.split(" (").next().unwrap();
+                self.admin = std::fs::read_to_string(file).unwrap().trim().to_string();
+                assert!(!line.contains("slw_"), "{line}");
+            }
             if line.starts_with("slipway server listening on ") {
                 break;
             }
@@ -512,7 +517,12 @@ fn the_cli_adds_projects_triggers_and_reads_pipelines_on_a_server() {
 #[test]
 fn a_server_with_its_own_agent_runs_pipelines_alone() {
     let repo = Repo::new(&[(".gitlab-ci.yml", PIPELINE)]);
-    let server = Server::start_with(&["--with-agent"]);
+    // The admin token goes to a private file, not to the output (a journal).
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("admin-token");
+    let server = Server::start_with(&["--with-agent", "--admin-token-file", file.to_str().unwrap()]);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
     let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
     assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
     let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
@@ -899,4 +909,66 @@ fn a_stopping_agent_finishes_its_jobs_and_stopped_again_hands_them_back() {
     assert_eq!((p["jobs"][0]["agent"].as_str(), p["jobs"][0]["attempts"].as_u64()), (Some("c@admin"), Some(1)), "{p}");
     let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
     assert!(log.contains("done"), "{log}");
+}
+
+/// `slipway retry` runs a pipeline's failed jobs again (the pipeline runs again and ends as
+/// they do), `slipway retry ID JOB` one job, and `slipway play` starts a manual job.
+#[test]
+fn failed_jobs_are_retried_and_manual_jobs_played_from_the_cli() {
+    let marks = tempfile::tempdir().unwrap();
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "stages: [test, deploy]\nflaky:\n  stage: test\n  script:\n    - if [ ! -f \"$MARKS/flaky\" ]; then touch \"$MARKS/flaky\"; exit 3; fi\nafter:\n  stage: deploy\n  script: [echo after]\nship:\n  stage: deploy\n  when: manual\n  script: [echo shipped]\n",
+    )]);
+    let server = Server::start("30s");
+    let (_agent, _d) = server.agent("a1");
+    let cli = |args: &[&str]| -> Run {
+        Run::from(
+            Command::new(bin())
+                .args(args)
+                .env("SLIPWAY_SERVER", &server.url)
+                .env("SLIPWAY_TOKEN", &server.admin)
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap(),
+        )
+    };
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let marks_var = format!("MARKS={}", marks.path().display());
+    let r = cli(&["trigger", "app", "--var", &marks_var, "--wait", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.debug());
+    let p: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let id = p["id"].as_i64().unwrap();
+    let states = |p: &serde_json::Value| -> Vec<String> {
+        p["jobs"].as_array().unwrap().iter().map(|j| j["status"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(states(&p), ["failed", "skipped", "skipped"], "{p}");
+
+    // Retry: the failed job runs again and passes; the job it kept from running runs too.
+    let r = cli(&["retry", &id.to_string()]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let p = server.wait(id, Duration::from_secs(20));
+    assert_eq!(p["status"], "success", "{p}");
+    assert_eq!(states(&p), ["success", "success", "manual"], "{p}");
+    assert_eq!(p["jobs"][0]["attempts"], 2, "{p}");
+    assert!(p["finished_at"].is_string(), "{p}");
+    let r = cli(&["retry", &id.to_string()]);
+    assert_eq!(r.code, 2, "nothing failed: {}", r.debug());
+    assert!(r.stderr.contains("has no failed job to retry"), "{}", r.stderr);
+
+    // Play the manual job; retry one job by name.
+    let r = cli(&["play", &id.to_string(), "ship"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let p = server.wait(id, Duration::from_secs(20));
+    assert_eq!(states(&p), ["success", "success", "success"], "{p}");
+    let r = cli(&["retry", &id.to_string(), "after"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let p = server.wait(id, Duration::from_secs(20));
+    assert_eq!((p["status"].as_str(), p["jobs"][1]["attempts"].as_u64()), (Some("success"), Some(2)), "{p}");
+    let r = cli(&["play", &id.to_string(), "nope"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("has no job `nope`") && r.stderr.contains("flaky, after, ship"), "{}", r.stderr);
+    let r = cli(&["play", &id.to_string(), "after"]);
+    assert_eq!(r.code, 2, "not manual: {}", r.debug());
 }
