@@ -27,6 +27,8 @@ type S = AxState<Arc<State>>;
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Largest webhook body (GitHub caps its payloads at 25 MB; pushes are far smaller).
 const WEBHOOK_LIMIT: usize = 5 * 1024 * 1024;
+/// The lease of a job just claimed, until its agent first renews it.
+const FIRST_LEASE: Duration = Duration::from_secs(10);
 /// Largest log chunk an agent may send at once.
 const MAX_CHUNK: usize = 1024 * 1024;
 
@@ -464,11 +466,23 @@ async fn claim_loop(
         let notified = s.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let claimed = s.store.claim_job(agent, tags, s.lease).await?;
+        // A first lease of at most 10 s: an agent that got the job renews it within a second;
+        // one that never got the answer leaves the job to go back to the queue soon.
+        let claimed = s.store.claim_job(agent, tags, s.lease.min(FIRST_LEASE)).await?;
         if let Some(job) = claimed {
             s.counters.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let a = assignment(s, job).await?;
-            return Ok(axum::Json(a).into_response());
+            let (run, index) = (job.run, job.index);
+            return match assignment(s, job).await {
+                Ok(a) => Ok(axum::Json(a).into_response()),
+                Err(e) => {
+                    // The agent will not get it: back in the queue now, not when the lease ends.
+                    if let Err(r) = s.store.release_job(run, index, agent).await {
+                        tracing::warn!(pipeline = run, job = index, error = %r, "cannot hand an unsent job back");
+                    }
+                    s.work.notify_waiters();
+                    Err(e)
+                }
+            };
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return Ok(StatusCode::NO_CONTENT.into_response());
@@ -621,7 +635,17 @@ async fn finish(
     let agent = format!("{}@{}", q.agent, who.name);
     let held = s.store.finish_job(run, index, &agent, state, f.exit_code, f.reason.as_deref()).await?;
     if !held {
-        return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not held by `{agent}`")));
+        // The same end reported again (the first report was recorded, but what followed it
+        // failed): taken as done, and the pipeline moved on now.
+        let same = s
+            .store
+            .jobs(run)
+            .await?
+            .into_iter()
+            .any(|j| j.index == index && j.status == state && j.runner.as_deref() == Some(agent.as_str()));
+        if !same {
+            return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not held by `{agent}`")));
+        }
     }
     pipelines::drive(&s, run, Event::Finished(index, outcome)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -53,7 +53,7 @@ pub enum ServerError {
     Git(String),
     #[error("the pipeline does not plan: {0}")]
     Plan(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] slipway_store::StoreError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
@@ -140,7 +140,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let state = Arc::clone(&self.state);
         for run in state.store.running_runs().await? {
-            if let Err(e) = pipelines::drive(&state, run.id, pipelines::Event::Step).await {
+            if let Err(e) = pipelines::drive(&state, run.id, pipelines::Event::Reconcile).await {
                 tracing::error!(pipeline = run.id, error = %e, "cannot resume pipeline");
             }
         }
@@ -151,9 +151,13 @@ impl Server {
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     tick += 1;
-                    // Expired artifacts go once a minute.
+                    // Expired artifacts go once a minute; every 10 s, job ends the store has and
+                    // a pipeline missed (a transition lost to a database outage) are taken in.
                     if tick % 120 == 1 {
                         deploys::sweep(&state).await;
+                    }
+                    if tick.is_multiple_of(20) {
+                        pipelines::reconcile_all(&state).await;
                     }
                     pipelines::lost_jobs(&state).await;
                 }

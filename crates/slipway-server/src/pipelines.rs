@@ -28,6 +28,9 @@ pub enum Event {
     Retry(Option<usize>),
     /// Start a manual job (GitLab's "play").
     Play(usize),
+    /// Take in the ends the store has and the scheduler missed (a transition that failed
+    /// after a job's end was recorded: the database went away in between).
+    Reconcile,
 }
 
 /// The mirror of a project on the server.
@@ -202,6 +205,16 @@ pub(crate) async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> 
     Ok(plan)
 }
 
+/// Reconciles every running pipeline with its jobs' records (see [`Event::Reconcile`]).
+pub async fn reconcile_all(state: &Arc<State>) {
+    let Ok(runs) = state.store.running_runs().await else { return };
+    for run in runs {
+        if let Err(e) = drive(state, run.id, Event::Reconcile).await {
+            tracing::warn!(pipeline = run.id, error = %e, "cannot reconcile the pipeline");
+        }
+    }
+}
+
 /// How many times a job whose agent was lost is run again when its `retry:` does not say
 /// more (`retry: {max: N, when: [runner_system_failure]}` raises it to N).
 pub const LOST_AGENT_RETRIES: u32 = 2;
@@ -278,6 +291,7 @@ pub async fn drive(state: &Arc<State>, run: RunId, event: Event) -> Result<Pipel
         }
         None => Scheduler::new(&plan, UNLIMITED, &[]),
     };
+    let reconcile = matches!(event, Event::Reconcile);
     match event {
         Event::Step => {}
         Event::Finished(i, outcome) => sched.finished(i, outcome),
@@ -289,6 +303,19 @@ pub async fn drive(state: &Arc<State>, run: RunId, event: Event) -> Result<Pipel
             }
         }
         Event::Play(i) => sched.play(i).map_err(|e| ServerError::Input(e.to_string(), Some("job".into())))?,
+        Event::Reconcile => {
+            for j in state.store.jobs(run).await? {
+                if j.index < sched.len() && sched.status(j.index) == JobState::Running {
+                    let outcome = match j.status {
+                        JobState::Success => Outcome::Success,
+                        JobState::Canceled => Outcome::Canceled,
+                        JobState::Failed => Outcome::Failed { exit_code: j.exit_code },
+                        _ => continue,
+                    };
+                    sched.finished(j.index, outcome);
+                }
+            }
+        }
     }
     let mut dispatched = Vec::new();
     for a in sched.step(slipway_model::time::now_ms()) {
@@ -305,6 +332,10 @@ pub async fn drive(state: &Arc<State>, run: RunId, event: Event) -> Result<Pipel
         true => PipelineStatus::of(sched.is_canceled(), (0..sched.len()).map(|i| sched.status(i))),
         false => PipelineStatus::Running,
     };
+    // A reconcile that found nothing to take in writes nothing.
+    if reconcile && changes.is_empty() && status == PipelineStatus::Running {
+        return Ok(status);
+    }
     let snapshot = serde_json::to_value(sched.snapshot()).map_err(|e| ServerError::Plan(e.to_string()))?;
     state.store.save_transition(run, status, &snapshot, &changes).await?;
     if !dispatched.is_empty() {

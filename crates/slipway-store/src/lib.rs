@@ -78,6 +78,13 @@ impl StoreError {
     /// What to do about it: for disk trouble, the file system holding the store, its free
     /// space and what may be cleaned.
     pub fn hint(&self) -> Option<String> {
+        if let StoreError::Open { where_, source: sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) } = self
+            && where_.starts_with("postgres")
+        {
+            return Some(
+                "PostgreSQL does not answer there: check that it runs and listens on that address (`pg_isready -h HOST -p PORT`), and that the URL's user and database exist".into(),
+            );
+        }
         if !self.is_disk_trouble() {
             return None;
         }

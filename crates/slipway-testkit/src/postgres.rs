@@ -123,6 +123,35 @@ pub struct Cluster {
     socket_dir: PathBuf,
 }
 
+/// Starts the server on `data` in a thread of its own that lives as long as the process (the
+/// server's parent: when the process ends, the kernel sends the server its death signal).
+fn spawn_server(bin: &Path, data: &Path, root: &Path, port: u16) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (pg, d, r) = (bin.join("postgres"), data.to_path_buf(), root.to_path_buf());
+    std::thread::Builder::new()
+        .name("postgres".into())
+        .spawn(move || {
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(r.join("server.log"));
+            let child = command(pg, true)
+                .arg("-D")
+                .arg(&d)
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(&r)
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.map_or(Stdio::null(), Stdio::from))
+                .spawn();
+            let _ = tx.send(child.map(|_| ()).map_err(|e| format!("postgres: {e}")));
+            loop {
+                std::thread::park();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    rx.recv().map_err(|e| e.to_string())?
+}
+
 fn start() -> Result<Cluster, String> {
     let bin = bin_dir()?;
     let template = template(&bin)?;
@@ -138,46 +167,30 @@ fn start() -> Result<Cluster, String> {
     }
     chown(&root)?;
     let port = free_port()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (pg, d, r) = (bin.join("postgres"), data.clone(), root.clone());
-    // The server's parent is this thread, which lives as long as the process: when the
-    // process ends, the kernel sends the server its death signal.
-    std::thread::Builder::new()
-        .name("postgres".into())
-        .spawn(move || {
-            let child = command(pg, true)
-                .arg("-D")
-                .arg(&d)
-                .args(["-p", &port.to_string(), "-k"])
-                .arg(&r)
-                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
-                .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(r.join("server.log")).map_or(Stdio::null(), Stdio::from))
-                .spawn();
-            let _ = tx.send(child.map(|_| ()).map_err(|e| format!("postgres: {e}")));
-            loop {
-                std::thread::park();
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    rx.recv().map_err(|e| e.to_string())??;
+    spawn_server(&bin, &data, &root, port)?;
     let c = Cluster { port, bin, socket_dir: root.clone() };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = Command::new(c.bin.join("pg_isready"))
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "slipway"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ready {
-            return Ok(c);
+    c.wait_ready()?;
+    Ok(c)
+}
+
+impl Cluster {
+    fn wait_ready(&self) -> Result<(), String> {
+        let (port, root) = (self.port, &self.socket_dir);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "slipway"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
+                return Err(format!("PostgreSQL did not start within 30s:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(root.join("server.log")).unwrap_or_default();
-            return Err(format!("PostgreSQL did not start within 30s:\n{log}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -201,6 +214,26 @@ pub fn database() -> String {
 }
 
 impl Cluster {
+    /// Stops the server as `systemctl restart postgresql` does (`pg_ctl stop -m fast`: every
+    /// connection is cut, what was committed is kept — the cluster runs with `fsync=off`, so
+    /// an immediate stop could lose commits, which a real server with its defaults does not),
+    /// waits `down`, and starts it again on the same data and port. Every database of the process goes away
+    /// meanwhile: only for a test process that has this one test (nextest runs each test in a
+    /// process of its own).
+    pub fn restart(&self, down: Duration) {
+        let data = self.socket_dir.join("data");
+        let out = command(self.bin.join("pg_ctl"), false)
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .unwrap_or_else(|e| panic!("pg_ctl: {e}"));
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(down);
+        spawn_server(&self.bin, &data, &self.socket_dir, self.port).unwrap_or_else(|e| panic!("{e}"));
+        self.wait_ready().unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// The directory holding the server's Unix socket and log.
     pub fn dir(&self) -> &Path {
         &self.socket_dir

@@ -274,7 +274,16 @@ fn main() -> ExitCode {
                 exit::USAGE
             }
             Err(other) => {
-                eprintln!("{}: {other:#}", ui.paint("31;1", "error"));
+                // The chain of causes, each said once (a message that already quotes its cause
+                // is not followed by it again).
+                let mut text = other.to_string();
+                for cause in other.chain().skip(1) {
+                    let c = cause.to_string();
+                    if !text.contains(&c) {
+                        text = format!("{text}: {c}");
+                    }
+                }
+                eprintln!("{}: {text}", ui.paint("31;1", "error"));
                 // A store that could not write says where and how much room is left.
                 if let Some(hint) = other.downcast_ref::<slipway_store::StoreError>().and_then(|e| e.hint()) {
                     eprintln!("  {} {hint}", ui.paint("34;1", "help:"));

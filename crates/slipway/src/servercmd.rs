@@ -76,6 +76,7 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
                     .hint("another process listens there (`ss -ltnp`): stop it, or choose another --listen")
                     .into());
             }
+            Err(slipway_server::ServerError::Store(e)) => return Err(anyhow::Error::from(e)),
             Err(e) => return Err(anyhow::Error::from(e)),
         };
         match (&server.admin_token, &args.admin_token_file) {
