@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/projects`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NewProject {
     pub name: String,
     /// A URL git can fetch (`https://…`, `ssh://…`, `file://…`) or a path on the server's machine.
@@ -23,7 +23,7 @@ fn main() -> String {
     "main".into()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ProjectView {
     pub name: String,
     pub repo: String,
@@ -36,7 +36,7 @@ pub struct ProjectView {
 
 /// `POST /api/v1/projects/{name}/pipelines`: a pipeline for a ref (the default branch when
 /// absent), with variables (`--var K=V`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Trigger {
     #[serde(default, rename = "ref")]
     pub ref_name: Option<String>,
@@ -45,7 +45,7 @@ pub struct Trigger {
 }
 
 /// `POST /api/v1/projects/{name}/schedules`: GitLab's pipeline schedule fields.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSchedule {
     #[serde(default)]
@@ -66,13 +66,13 @@ pub struct NewSchedule {
 }
 
 /// `PUT /api/v1/projects/{name}/schedules/{id}`: what may change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleUpdate {
     pub active: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ScheduleView {
     pub id: i64,
     pub project: String,
@@ -89,7 +89,7 @@ pub struct ScheduleView {
     pub last_pipeline: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PipelineView {
     pub id: i64,
     pub project: String,
@@ -106,7 +106,7 @@ pub struct PipelineView {
     pub jobs: Vec<JobView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobView {
     pub index: usize,
     pub name: String,
@@ -122,7 +122,7 @@ pub struct JobView {
 }
 
 /// `POST /api/v1/jobs/request`: an agent asks for a job, waiting up to `wait_ms` for one.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobRequest {
     /// The agent's name (unique per machine).
     pub agent: String,
@@ -135,7 +135,7 @@ pub struct JobRequest {
 
 /// A job the agent now holds, and what it needs to run it: the commit to check out, and
 /// what the server planned with (the agent plans the same pipeline and runs job `index`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobAssignment {
     pub run: i64,
     pub index: usize,
@@ -157,7 +157,7 @@ pub struct JobAssignment {
 }
 
 /// `POST /api/v1/jobs/{run}/{index}/lease`: the answer to a renewal.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct LeaseAnswer {
     /// False when the agent no longer holds the job (the lease ran out, the job was taken back).
     pub held: bool,
@@ -166,7 +166,7 @@ pub struct LeaseAnswer {
 }
 
 /// `POST /api/v1/jobs/{run}/{index}/finish`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobFinish {
     /// `success`, `failed` or `canceled`.
     pub status: String,
@@ -175,7 +175,7 @@ pub struct JobFinish {
 }
 
 /// A server's JSON error: what, a machine-readable code, and the field at fault.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ApiErrorBody {
     pub code: String,
     pub message: String,

@@ -10,12 +10,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use slipway_api::server::*;
 use slipway_model::run::JobState;
 use slipway_model::time::{now_ms, rfc3339};
 use slipway_runner::scheduler::Outcome;
 use slipway_store::{Project, Role, RunId};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Caller, hash_token};
 use crate::pipelines::{self, Event};
@@ -32,51 +35,97 @@ const FIRST_LEASE: Duration = Duration::from_secs(10);
 /// Largest log chunk an agent may send at once.
 const MAX_CHUNK: usize = 1024 * 1024;
 
+/// The routes and the OpenAPI document, from one list: each handler's `#[utoipa::path]` gives
+/// both its route and its entry in the document, so they cannot drift apart.
+fn routes() -> OpenApiRouter<Arc<State>> {
+    use crate::{deploys, schedules, webhooks};
+    let limit = axum::extract::DefaultBodyLimit::max;
+    let (s, p, m) = routes!(webhooks::receive);
+    let webhook = (s, p, m.layer(limit(WEBHOOK_LIMIT)));
+    let (s, p, m) = routes!(deploys::deploy);
+    let deploy = (s, p, m.layer(limit(deploys::MAX_UPLOAD)));
+    let (s, p, m) = routes!(deploys::upload);
+    let upload = (s, p, m.layer(limit(deploys::MAX_UPLOAD)));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(projects, add_project))
+        .routes(routes!(trigger))
+        .routes(routes!(pipelines_list))
+        .routes(routes!(pipeline))
+        .routes(routes!(cancel))
+        .routes(routes!(retry_failed))
+        .routes(routes!(retry_job))
+        .routes(routes!(play_job))
+        .routes(routes!(job_log))
+        .routes(routes!(add_token))
+        .routes(webhook)
+        .routes(routes!(schedules::list, schedules::add))
+        .routes(routes!(schedules::update, schedules::delete))
+        .routes(routes!(schedules::play))
+        .routes(routes!(deploys::status))
+        .routes(routes!(deploys::history))
+        .routes(deploy)
+        .routes(routes!(deploys::rollback))
+        .routes(routes!(deploys::promote))
+        .routes(routes!(deploys::approve))
+        .routes(upload)
+        .routes(routes!(deploys::download))
+        .routes(routes!(request_job))
+        .routes(routes!(append_log))
+        .routes(routes!(renew))
+        .routes(routes!(release))
+        .routes(routes!(finish))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "slipway server",
+        description = "Projects, pipelines, environments and the job protocol of `slipway server` (docs/server.md). Every call but the health checks, the metrics and webhooks needs `Authorization: Bearer TOKEN`; errors are `{code, message, field}`."
+    ),
+    modifiers(&BearerToken),
+    components(schemas(ApiErrorBody))
+)]
+struct ApiDoc;
+
+/// Every operation needs a bearer token unless it says otherwise.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API, agent or job token (`slw_…`)"))
+                    .build(),
+            ),
+        );
+        api.security = Some(vec![SecurityRequirement::new("token", Vec::<String>::new())]);
+    }
+}
+
+/// The OpenAPI 3.1 document of the API, as `GET /api/v1/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
 pub fn router(state: Arc<State>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/projects", get(projects).post(add_project))
-        .route("/api/v1/projects/{name}/pipelines", post(trigger))
-        .route("/api/v1/pipelines", get(pipelines_list))
-        .route("/api/v1/pipelines/{id}", get(pipeline))
-        .route("/api/v1/pipelines/{id}/cancel", post(cancel))
-        .route("/api/v1/pipelines/{id}/retry", post(retry_failed))
-        .route("/api/v1/pipelines/{id}/jobs/{index}/retry", post(retry_job))
-        .route("/api/v1/pipelines/{id}/jobs/{index}/play", post(play_job))
-        .route("/api/v1/pipelines/{id}/jobs/{index}/log", get(job_log))
-        .route("/api/v1/tokens", post(add_token))
+    let (router, api) = routes().split_for_parts();
+    let doc = Arc::new(api.to_json().expect("the OpenAPI document serializes"));
+    router
         .route(
-            "/api/v1/webhooks/{forge}/{project}",
-            post(crate::webhooks::receive).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_LIMIT)),
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = Arc::clone(&doc);
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc.as_str().to_string()) }
+            }),
         )
-        .route("/api/v1/projects/{name}/schedules", get(crate::schedules::list).post(crate::schedules::add))
-        .route(
-            "/api/v1/projects/{name}/schedules/{id}",
-            axum::routing::put(crate::schedules::update).delete(crate::schedules::delete),
-        )
-        .route("/api/v1/projects/{name}/schedules/{id}/play", post(crate::schedules::play))
-        .route("/api/v1/projects/{name}/environments", get(crate::deploys::status))
-        .route("/api/v1/projects/{name}/environments/{env}/releases", get(crate::deploys::history))
-        .route(
-            "/api/v1/projects/{name}/environments/{env}/deploy",
-            post(crate::deploys::deploy).layer(axum::extract::DefaultBodyLimit::max(crate::deploys::MAX_UPLOAD)),
-        )
-        .route("/api/v1/projects/{name}/environments/{env}/rollback", post(crate::deploys::rollback))
-        .route("/api/v1/projects/{name}/environments/{env}/promote", post(crate::deploys::promote))
-        .route("/api/v1/projects/{name}/environments/{env}/approve", post(crate::deploys::approve))
-        .route(
-            "/api/v1/jobs/{run}/{index}/artifacts",
-            axum::routing::put(crate::deploys::upload)
-                .layer(axum::extract::DefaultBodyLimit::max(crate::deploys::MAX_UPLOAD)),
-        )
-        .route("/api/v1/jobs/{run}/artifacts/{job}", get(crate::deploys::download))
-        .route("/api/v1/jobs/request", post(request_job))
-        .route("/api/v1/jobs/{run}/{index}/log", post(append_log))
-        .route("/api/v1/jobs/{run}/{index}/lease", post(renew))
-        .route("/api/v1/jobs/{run}/{index}/finish", post(finish))
-        .route("/api/v1/jobs/{run}/{index}/release", post(release))
         .with_state(state)
 }
 
@@ -113,6 +162,7 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ServerError>
 }
 
 /// Prometheus exposition (text format 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "server", summary = "Prometheus metrics", responses((status = 200, description = "Text exposition format 0.0.4", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)), security(()))]
 async fn metrics(AxState(s): S) -> Result<Response, ServerError> {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
@@ -145,6 +195,12 @@ async fn metrics(AxState(s): S) -> Result<Response, ServerError> {
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], o).into_response())
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "server", summary = "Alive", responses((status = 200, description = "ok", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)), security(()))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "server", summary = "Ready: the store answers", responses((status = 200, description = "ready", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)), security(()))]
 async fn readyz(AxState(s): S) -> Response {
     match s.store.projects().await {
         Ok(_) => "ready\n".into_response(),
@@ -162,6 +218,7 @@ fn project_view(p: &Project) -> ProjectView {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", summary = "The projects", responses((status = 200, body = [ProjectView]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn projects(AxState(s): S, _who: Caller) -> Result<Response, ServerError> {
     let list: Vec<ProjectView> = s.store.projects().await?.iter().map(project_view).collect();
     Ok(axum::Json(list).into_response())
@@ -188,6 +245,7 @@ fn check_project_name(name: &str) -> Result<(), ServerError> {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", summary = "Watch a repository", request_body = NewProject, responses((status = 201, description = "Added; the only answer with its webhook secret", body = ProjectView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn add_project(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
     who.require(&[])?;
     let p: NewProject = body(&bytes)?;
@@ -223,6 +281,7 @@ async fn add_project(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Respons
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/projects/{name}/pipelines", tag = "pipelines", summary = "Start a pipeline", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)")), request_body = Option<Trigger>, responses((status = 201, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn trigger(AxState(s): S, who: Caller, Path(name): Path<String>, bytes: Bytes) -> Result<Response, ServerError> {
     who.require(&[])?;
     let t: Trigger = if bytes.is_empty() { Trigger::default() } else { body(&bytes)? };
@@ -283,6 +342,7 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/pipelines", tag = "pipelines", summary = "Pipelines, newest first", params(("project" = Option<String>, Query, description = "Only this project's"), ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 50)")), responses((status = 200, body = [PipelineView]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn pipelines_list(AxState(s): S, _who: Caller, Query(q): Query<ListQuery>) -> Result<Response, ServerError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let projects = match q.project {
@@ -300,11 +360,13 @@ async fn pipelines_list(AxState(s): S, _who: Caller, Query(q): Query<ListQuery>)
     Ok(axum::Json(out).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/pipelines/{id}", tag = "pipelines", summary = "One pipeline and its jobs", params(("id" = i64, Path, description = "The pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn pipeline(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
     who.may_see(id)?;
     Ok(axum::Json(view_of(&s, id).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/pipelines/{id}/cancel", tag = "pipelines", summary = "Cancel a pipeline", params(("id" = i64, Path, description = "The pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn cancel(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
     who.require(&[])?;
     pipelines::drive(&s, id, Event::Cancel).await?;
@@ -312,6 +374,7 @@ async fn cancel(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Respo
 }
 
 /// Every failed job of the pipeline again (and the jobs they kept from running).
+#[utoipa::path(post, path = "/api/v1/pipelines/{id}/retry", tag = "pipelines", summary = "Run the failed jobs again", params(("id" = i64, Path, description = "The pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn retry_failed(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
     who.require(&[])?;
     pipelines::drive(&s, id, Event::Retry(None)).await?;
@@ -319,6 +382,7 @@ async fn retry_failed(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result
 }
 
 /// One job that ended, again.
+#[utoipa::path(post, path = "/api/v1/pipelines/{id}/jobs/{index}/retry", tag = "pipelines", summary = "Run a job that ended again", params(("id" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn retry_job(AxState(s): S, who: Caller, Path((id, index)): Path<(i64, usize)>) -> Result<Response, ServerError> {
     who.require(&[])?;
     pipelines::drive(&s, id, Event::Retry(Some(index))).await?;
@@ -326,6 +390,7 @@ async fn retry_job(AxState(s): S, who: Caller, Path((id, index)): Path<(i64, usi
 }
 
 /// A manual job that waits, started.
+#[utoipa::path(post, path = "/api/v1/pipelines/{id}/jobs/{index}/play", tag = "pipelines", summary = "Start a manual job", params(("id" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn play_job(AxState(s): S, who: Caller, Path((id, index)): Path<(i64, usize)>) -> Result<Response, ServerError> {
     who.require(&[])?;
     pipelines::drive(&s, id, Event::Play(index)).await?;
@@ -392,6 +457,7 @@ fn follow_log(s: Arc<State>, run: RunId, index: usize, from: u64) -> Response {
     axum::response::sse::Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/pipelines/{id}/jobs/{index}/log", tag = "pipelines", summary = "A job's log, or (`follow=true`) its Server-Sent Events", params(("id" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline"), ("offset" = Option<u64>, Query, description = "From this byte on"), ("follow" = Option<bool>, Query, description = "Follow live (text/event-stream)")), responses((status = 200, description = "The log from the offset on", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn job_log(
     AxState(s): S,
     who: Caller,
@@ -415,12 +481,24 @@ async fn job_log(
     }
 }
 
-#[derive(serde::Deserialize)]
+/// `POST /api/v1/tokens`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct NewToken {
     name: String,
+    /// `agent` or `admin`.
     role: String,
 }
 
+/// A token just made: shown this once.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TokenMade {
+    name: String,
+    role: String,
+    token: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", summary = "Make an API token (shown once)", request_body = NewToken, responses((status = 201, description = "Made; the token is shown this once", body = TokenMade), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn add_token(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
     who.require(&[])?;
     let t: NewToken = body(&bytes)?;
@@ -435,11 +513,11 @@ async fn add_token(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response,
     };
     let token = crate::new_token()?;
     s.store.add_token(&hash_token(&token), &t.name, role, None, None).await?;
-    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({"name": t.name, "role": role.as_str(), "token": token})))
-        .into_response())
+    Ok((StatusCode::CREATED, axum::Json(TokenMade { name: t.name, role: role.as_str().into(), token })).into_response())
 }
 
 /// The job protocol: an agent asks for a job and waits (long-poll) until one is claimable.
+#[utoipa::path(post, path = "/api/v1/jobs/request", tag = "job protocol", summary = "Ask for a job (long-poll)", request_body = JobRequest, responses((status = 200, body = JobAssignment), (status = 204, description = "No job within `wait_ms`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn request_job(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
     who.require(&[Role::Agent])?;
     let req: JobRequest = body(&bytes)?;
@@ -547,6 +625,7 @@ async fn holder(s: &State, run: RunId, index: usize) -> Result<Option<String>, S
         .and_then(|j| j.runner))
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{run}/{index}/log", tag = "job protocol", summary = "Append output to a running job's log", params(("run" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline"), ("agent" = String, Query, description = "The agent's name")), request_body = String, responses((status = 204, description = "Appended"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn append_log(
     AxState(s): S,
     who: Caller,
@@ -577,6 +656,7 @@ struct AgentQuery {
     agent: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{run}/{index}/lease", tag = "job protocol", summary = "Renew a job's lease; says whether to stop", params(("run" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline"), ("agent" = String, Query, description = "The agent's name")), responses((status = 200, body = LeaseAnswer), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn renew(
     AxState(s): S,
     who: Caller,
@@ -596,6 +676,7 @@ async fn renew(
 }
 
 /// An agent that is stopping hands a job back: it is queued again at once.
+#[utoipa::path(post, path = "/api/v1/jobs/{run}/{index}/release", tag = "job protocol", summary = "Hand a job back (the agent is stopping)", params(("run" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline"), ("agent" = String, Query, description = "The agent's name")), responses((status = 204, description = "Queued again"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn release(
     AxState(s): S,
     who: Caller,
@@ -612,6 +693,7 @@ async fn release(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{run}/{index}/finish", tag = "job protocol", summary = "Report how a job ended", params(("run" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline"), ("agent" = String, Query, description = "The agent's name")), request_body = JobFinish, responses((status = 204, description = "Recorded"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn finish(
     AxState(s): S,
     who: Caller,
@@ -649,4 +731,27 @@ async fn finish(
     }
     pipelines::drive(&s, run, Event::Finished(index, outcome)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_is_3_1_and_every_operation_says_its_errors() {
+        let doc = serde_json::to_value(super::openapi()).expect("serializes");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().expect("paths");
+        assert!(paths.len() >= 30, "{}", paths.len());
+        for (path, item) in paths {
+            for (method, op) in item.as_object().expect("a path item") {
+                assert!(op["summary"].is_string(), "{method} {path} has no summary");
+                assert!(
+                    op["responses"]["4XX"]["content"]["application/json"].is_object(),
+                    "{method} {path}: no 4XX body"
+                );
+            }
+        }
+        assert_eq!(doc["components"]["securitySchemes"]["token"]["scheme"], "bearer");
+        // Webhooks are verified by their signature, not a token.
+        assert_eq!(doc["paths"]["/api/v1/webhooks/{forge}/{project}"]["post"]["security"], serde_json::json!([{}]));
+    }
 }

@@ -5,6 +5,7 @@
 //! rollbacks run on the deploy engine in this process (the same engine as the CLI's), and
 //! their events stream back as JSON lines ending in `deploy_finished` (docs/events.md).
 
+use slipway_api::server::ApiErrorBody;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,7 @@ pub struct AgentQuery {
 
 /// `PUT /api/v1/jobs/{run}/{index}/artifacts?agent=NAME`: the job's artifacts (a gzip'd tar),
 /// from the agent that holds the job.
+#[utoipa::path(put, path = "/api/v1/jobs/{run}/{index}/artifacts", tag = "job protocol", summary = "Upload a job's artifacts (a gzip'd tar)", params(("run" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline"), ("agent" = String, Query, description = "The agent's name")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "`{digest, size}`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn upload(
     AxState(s): S,
     who: Caller,
@@ -105,6 +107,7 @@ pub async fn upload(
 
 /// `GET /api/v1/jobs/{run}/artifacts/{job}`: the artifacts of the job named `job` in this
 /// pipeline, for the jobs that depend on it (agents, and a job's own token).
+#[utoipa::path(get, path = "/api/v1/jobs/{run}/artifacts/{job}", tag = "job protocol", summary = "Download a job's artifacts", params(("run" = i64, Path, description = "The pipeline"), ("job" = String, Path, description = "The job's name")), responses((status = 200, description = "A gzip'd tar", content_type = "application/gzip", body = Vec<u8>), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn download(
     AxState(s): S,
     who: Caller,
@@ -398,6 +401,7 @@ pub struct DeployQuery {
 /// `POST /api/v1/projects/{name}/environments/{env}/deploy[?version=V][&image=REF][&force=true]`
 /// with a gzip'd tar of the build (a `dist/` directory, or one binary) as the body, or none to
 /// redeploy a recorded version or pull an image.
+#[utoipa::path(post, path = "/api/v1/projects/{name}/environments/{env}/deploy", tag = "environments", summary = "Deploy a build, a recorded version or an image", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)"), ("env" = String, Path, description = "The environment"), ("version" = Option<String>, Query, description = "A recorded version, or the label of a bare binary"), ("image" = Option<String>, Query, description = "An image in a registry (docker targets)"), ("force" = Option<bool>, Query, description = "Deploy even when nothing changed")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The build: one `dist/` directory or one binary"), responses((status = 200, description = "The engine's events as JSON lines (docs/events.md), `deploy_finished` last", content_type = "application/x-ndjson", body = String), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn deploy(
     AxState(s): S,
     who: Caller,
@@ -428,6 +432,7 @@ pub struct RollbackQuery {
 }
 
 /// `POST /api/v1/projects/{name}/environments/{env}/rollback[?to=VERSION]`.
+#[utoipa::path(post, path = "/api/v1/projects/{name}/environments/{env}/rollback", tag = "environments", summary = "Roll back", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)"), ("env" = String, Path, description = "The environment"), ("to" = Option<String>, Query, description = "To this version (default: the release before)")), responses((status = 200, description = "The engine's events as JSON lines (docs/events.md), `deploy_finished` last", content_type = "application/x-ndjson", body = String), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn rollback(
     AxState(s): S,
     who: Caller,
@@ -446,6 +451,7 @@ pub struct PromoteQuery {
 }
 
 /// `POST /api/v1/projects/{name}/environments/{env}/promote?from=ENV`.
+#[utoipa::path(post, path = "/api/v1/projects/{name}/environments/{env}/promote", tag = "environments", summary = "Promote what runs in another environment", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)"), ("env" = String, Path, description = "The environment"), ("from" = String, Query, description = "The environment whose release is promoted")), responses((status = 200, description = "The engine's events as JSON lines (docs/events.md), `deploy_finished` last", content_type = "application/x-ndjson", body = String), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn promote(
     AxState(s): S,
     who: Caller,
@@ -468,6 +474,7 @@ pub struct ApproveQuery {
 }
 
 /// `POST /api/v1/projects/{name}/environments/{env}/approve[?release=ID]`: approves as the caller.
+#[utoipa::path(post, path = "/api/v1/projects/{name}/environments/{env}/approve", tag = "environments", summary = "Approve the release waiting", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)"), ("env" = String, Path, description = "The environment"), ("release" = Option<i64>, Query, description = "This release (default: the one waiting)")), responses((status = 200, description = "The release"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn approve(
     AxState(s): S,
     who: Caller,
@@ -504,6 +511,7 @@ fn deploy_error(env: &str, e: DeployError) -> Response {
 
 /// `GET /api/v1/projects/{name}/environments[?env=NAME]`: what each environment runs, observed
 /// (the JSON of `slipway status --json`).
+#[utoipa::path(get, path = "/api/v1/projects/{name}/environments", tag = "environments", summary = "Each environment, observed", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)")), responses((status = 200, description = "`slipway status --json`'s shape"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn status(AxState(s): S, who: Caller, UrlPath(name): UrlPath<String>) -> Result<Response, ServerError> {
     who.require(&[])?;
     let scope = scope(&s, &who, &name).await?;
@@ -528,6 +536,7 @@ pub struct HistoryQuery {
 
 /// `GET /api/v1/projects/{name}/environments/{env}/releases[?limit=N]`: newest first (the JSON
 /// of `slipway history --json`).
+#[utoipa::path(get, path = "/api/v1/projects/{name}/environments/{env}/releases", tag = "environments", summary = "An environment's releases, newest first", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)"), ("env" = String, Path, description = "The environment"), ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 20)")), responses((status = 200, description = "`slipway history --json`'s shape"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn history(
     AxState(s): S,
     who: Caller,

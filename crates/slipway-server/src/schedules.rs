@@ -4,6 +4,7 @@
 //! that was down when runs fell due starts one run for them when it is back, not one for
 //! each, and two servers on one store start each run once.
 
+use slipway_api::server::ApiErrorBody;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -93,6 +94,7 @@ async fn schedule_of(s: &State, name: &str, id: i64) -> Result<Schedule, ServerE
 }
 
 /// `POST /api/v1/projects/{name}/schedules`.
+#[utoipa::path(post, path = "/api/v1/projects/{name}/schedules", tag = "schedules", summary = "Add a pipeline schedule", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)")), request_body = NewSchedule, responses((status = 201, body = ScheduleView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn add(AxState(s): S, who: Caller, Path(name): Path<String>, bytes: Bytes) -> Result<Response, ServerError> {
     who.require(&[])?;
     let p = project(&s, &name).await?;
@@ -122,6 +124,7 @@ pub async fn add(AxState(s): S, who: Caller, Path(name): Path<String>, bytes: By
 }
 
 /// `GET /api/v1/projects/{name}/schedules`.
+#[utoipa::path(get, path = "/api/v1/projects/{name}/schedules", tag = "schedules", summary = "A project's schedules", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)")), responses((status = 200, body = [ScheduleView]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn list(AxState(s): S, who: Caller, Path(name): Path<String>) -> Result<Response, ServerError> {
     who.require(&[])?;
     project(&s, &name).await?;
@@ -131,6 +134,7 @@ pub async fn list(AxState(s): S, who: Caller, Path(name): Path<String>) -> Resul
 
 /// `PUT /api/v1/projects/{name}/schedules/{id}` `{active}`: turned back on, it next runs at
 /// its next time from now (runs missed while it was off are not made up).
+#[utoipa::path(put, path = "/api/v1/projects/{name}/schedules/{id}", tag = "schedules", summary = "Turn a schedule on or off", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)"), ("id" = i64, Path, description = "The schedule")), request_body = ScheduleUpdate, responses((status = 200, body = ScheduleView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn update(
     AxState(s): S,
     who: Caller,
@@ -146,6 +150,7 @@ pub async fn update(
 }
 
 /// `DELETE /api/v1/projects/{name}/schedules/{id}`.
+#[utoipa::path(delete, path = "/api/v1/projects/{name}/schedules/{id}", tag = "schedules", summary = "Remove a schedule", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)"), ("id" = i64, Path, description = "The schedule")), responses((status = 204, description = "Removed"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn delete(
     AxState(s): S,
     who: Caller,
@@ -159,6 +164,7 @@ pub async fn delete(
 
 /// `POST /api/v1/projects/{name}/schedules/{id}/play`: a run now, as GitLab's "play"; the
 /// schedule's next run stays when it was.
+#[utoipa::path(post, path = "/api/v1/projects/{name}/schedules/{id}/play", tag = "schedules", summary = "Run a schedule now", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)"), ("id" = i64, Path, description = "The schedule")), responses((status = 201, description = "`{pipeline}`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn play(AxState(s): S, who: Caller, Path((name, id)): Path<(String, i64)>) -> Result<Response, ServerError> {
     who.require(&[])?;
     let sc = schedule_of(&s, &name, id).await?;

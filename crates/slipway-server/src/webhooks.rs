@@ -4,6 +4,7 @@
 //! become pipelines. Polling (`poll_seconds`) does the same from `git ls-remote` for forges
 //! that cannot call in.
 
+use slipway_api::server::ApiErrorBody;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ enum Wanted {
     },
 }
 
+#[utoipa::path(post, path = "/api/v1/webhooks/{forge}/{project}", tag = "webhooks", summary = "A forge's webhook (verified by its signature, no token)", params(("forge" = String, Path, description = "`github`, `gitlab`, `gitea` or `forgejo`"), ("project" = String, Path, description = "The project")), request_body(content = String, content_type = "application/json", description = "The forge's payload, as it sent it"), responses((status = 200, description = "Taken (or why nothing started)"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)), security(()))]
 pub async fn receive(
     st: AxState<Arc<State>>,
     path: Path<(String, String)>,
