@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """scripts/bench/server.py — `slipway server` with agents on this machine: how long from a
-signed GitHub push webhook to the job's shell running on an idle agent (p50/p99), and how many
-jobs a minute one server sustains with 4 agents. Release build: `cargo build --release -p slipway`.
+signed GitHub push webhook to the job's shell running on an idle agent (p50/p99), how long a
+ready job waits for an agent (pickup, from the store's own times), and a burst of webhooks:
+every one becomes exactly one pipeline (none lost, none twice, replays start nothing), and
+the jobs a minute one server sustains with 4 agents. Release build:
+`cargo build --release -p slipway`.
 
-    scripts/bench/server.py --runs 50
+    scripts/bench/server.py --runs 50 --burst 1000
+    scripts/bench/server.py --database-url postgres://USER@HOST/DB   # the same on PostgreSQL
 """
 
 import argparse
@@ -41,7 +45,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--slipway", default=DEFAULT_SLIPWAY)
-    ap.add_argument("--throughput-jobs", type=int, default=200)
+    ap.add_argument("--burst", type=int, default=1000, help="webhooks sent at once (each its own branch and commit)")
+    ap.add_argument("--database-url", default=None)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="slipway-bench-server-")
     procs = []
@@ -59,7 +64,8 @@ def main():
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
-            [args.slipway, "server", "--listen", f"127.0.0.1:{port}"],
+            [args.slipway, "server", "--listen", f"127.0.0.1:{port}"]
+            + (["--database-url", args.database_url] if args.database_url else []),
             env=dict(os.environ, SLIPWAY_DATA_DIR=os.path.join(work, "server"), NO_COLOR="1"),
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         procs.append(server)
@@ -118,17 +124,56 @@ def main():
         print(f"webhook -> job's shell running on an idle agent: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
               f"(min {lat[0]:.1f}, max {lat[-1]:.1f}; {len(lat)} pushes)")
 
-        # Throughput: a burst of triggers, 4 agents with one job each at a time.
+        # Pickup: how long each ready job waited for an agent, from the store's times (SQLite).
+        db = os.path.join(work, "server", "slipway.db")
+        if not args.database_url and os.path.exists(db):
+            import sqlite3
+            con = sqlite3.connect(db)
+            waits = sorted(r[0] for r in con.execute(
+                "SELECT started_at - queued_at FROM jobs WHERE started_at IS NOT NULL AND queued_at IS NOT NULL"))
+            con.close()
+            if waits:
+                print(f"pickup (job ready -> claimed by an idle agent): p50 {statistics.median(waits):.1f} ms, "
+                      f"p99 {waits[min(len(waits) - 1, int(len(waits) * 0.99))]:.1f} ms ({len(waits)} jobs)")
+
+        # A burst: N webhooks at once, each a push of its own branch and commit (made in one
+        # git fast-import), 16 senders; then the same deliveries again (replays).
+        n = args.burst
+        stream = []
+        for i in range(n):
+            stream.append(f"commit refs/heads/burst{i}\ncommitter b <b@x> {1700000000 + i} +0000\n"
+                          f"data 2\nb\nfrom refs/heads/main\nM 644 inline burst\ndata {len(str(i))}\n{i}\n")
+        subprocess.run(["git", "-C", repo, "fast-import", "--quiet"], input="".join(stream), text=True, check=True)
+        shas = dict(line.split() [::-1] for line in git(repo, "for-each-ref", "--format=%(objectname) %(refname)",
+                                                             "refs/heads/burst*").splitlines())
+        deliveries = []
+        for i in range(n):
+            body = json.dumps({"ref": f"refs/heads/burst{i}", "after": shas[f"refs/heads/burst{i}"]}).encode()
+            sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            deliveries.append((body, {"content-type": "application/json", "X-GitHub-Event": "push",
+                                      "X-GitHub-Delivery": f"burst-{i}", "X-Hub-Signature-256": sig}))
+        from concurrent.futures import ThreadPoolExecutor
+        send = lambda d: call(f"{url}/api/v1/webhooks/github/app", None, "POST", d[0], d[1])[0]
         before = len(started_count())
         t0 = time.time()
-        for _ in range(args.throughput_jobs):
-            call(f"{url}/api/v1/projects/app/pipelines", token, "POST", b"{}", {"content-type": "application/json"})
-        queued = time.time() - t0
-        while len(started_count()) - before < args.throughput_jobs:
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(send, deliveries))
+        accepted = time.time() - t0
+        with ThreadPoolExecutor(16) as pool:
+            replays = list(pool.map(send, deliveries[: min(n, 100)]))
+        while len(started_count()) - before < n:
             time.sleep(0.05)
+            if time.time() - t0 > 600:
+                break
         took = time.time() - t0
-        print(f"throughput: {args.throughput_jobs} pipelines triggered in {queued:.1f} s, all jobs started within "
-              f"{took:.1f} s with 4 agents: {args.throughput_jobs / took * 60:.0f} jobs/minute")
+        _, listing = call(f"{url}/api/v1/pipelines?project=app&limit=1000000", token)
+        refs = [p["ref"] for p in json.loads(listing) if p["ref"].startswith("burst")]
+        started = len(started_count()) - before
+        print(f"burst: {n} webhooks accepted in {accepted:.1f} s ({n / accepted:.0f}/s; answers {sorted(set(codes))}), "
+              f"{len(refs)} pipelines ({len(set(refs))} distinct refs), {started} jobs started; "
+              f"{len(replays)} replays started nothing: {len(refs) == n}")
+        print(f"throughput: all {started} jobs started within {took:.1f} s of the first webhook with 4 agents: "
+              f"{started / took * 60:.0f} jobs/minute")
         rss = {}
         for name, p in [("server", server)] + [(f"agent{i}", a) for i, a in enumerate(agents)]:
             with open(f"/proc/{p.pid}/status") as f:

@@ -28,7 +28,22 @@ pub fn ls_remote(url: &str) -> Result<Vec<(String, String)>, GitError> {
 /// Keeps a bare mirror of `url` in `dir`: cloned the first time, fetched (pruned) after.
 pub fn mirror(url: &str, dir: &Path) -> Result<(), GitError> {
     if dir.join("HEAD").is_file() {
-        run(dir, &["fetch", "--prune", "--quiet", "origin", "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"])?;
+        // No maintenance on the way (a gc would also prune what checkouts borrow).
+        run(
+            dir,
+            &[
+                "-c",
+                "maintenance.auto=false",
+                "-c",
+                "gc.auto=0",
+                "fetch",
+                "--prune",
+                "--quiet",
+                "origin",
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+        )?;
         return Ok(());
     }
     let parent = dir.parent().unwrap_or(Path::new("."));
@@ -44,25 +59,85 @@ pub fn mirror(url: &str, dir: &Path) -> Result<(), GitError> {
 /// Makes `dest` a working tree of `commit` from the repository at `source` (a mirror or a
 /// URL), on branch `branch` when given (so the checkout's facts name it), detached otherwise;
 /// files of an earlier checkout that are not in the commit are removed.
+///
+/// A `source` on this machine lends its objects (git's alternates): a commit it has needs no
+/// fetch at all. A checkout that git cannot update (what it borrowed is gone) is made again.
 pub fn checkout_at(source: &str, commit: &str, branch: Option<&str>, dest: &Path) -> Result<(), GitError> {
-    if !dest.join(".git").is_dir() {
+    match checkout_once(source, commit, branch, dest) {
+        Err(_) if dest.join(".git").is_dir() => {
+            std::fs::remove_dir_all(dest).map_err(GitError::Missing)?;
+            checkout_once(source, commit, branch, dest)
+        }
+        r => r,
+    }
+}
+
+fn checkout_once(source: &str, commit: &str, branch: Option<&str>, dest: &Path) -> Result<(), GitError> {
+    let fresh = !dest.join(".git").is_dir();
+    if fresh {
         std::fs::create_dir_all(dest).map_err(GitError::Missing)?;
         run(dest, &["init", "--quiet"])?;
         run(dest, &["remote", "add", "origin", source])?;
-    } else {
+    } else if crate::output(dest, &["remote", "get-url", "origin"]).as_deref() != Some(source) {
         run(dest, &["remote", "set-url", "origin", source])?;
     }
-    // A commit already here (an earlier job's fetch) needs no round trip.
+    let alternates = dest.join(".git/objects/info/alternates");
+    if let Some(objects) = local_objects(source)
+        && std::fs::read_to_string(&alternates).ok().as_deref().map(str::trim) != objects.to_str()
+    {
+        std::fs::write(&alternates, format!("{}\n", objects.display())).map_err(GitError::Missing)?;
+    }
+    // A commit already here (borrowed, or an earlier job's fetch) needs no round trip.
     let have = run(dest, &["cat-file", "-e", &format!("{commit}^{{commit}}")]).is_ok();
     if !have {
-        run(dest, &["fetch", "--quiet", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"])?;
+        run(
+            dest,
+            &[
+                "-c",
+                "maintenance.auto=false",
+                "-c",
+                "gc.auto=0",
+                "fetch",
+                "--quiet",
+                "--tags",
+                "origin",
+                "+refs/heads/*:refs/remotes/origin/*",
+            ],
+        )?;
     }
     match branch {
         Some(b) => run(dest, &["checkout", "--quiet", "--force", "-B", b, commit])?,
         None => run(dest, &["checkout", "--quiet", "--force", "--detach", commit])?,
     };
-    run(dest, &["clean", "-ffdxq"])?;
+    if !fresh {
+        run(dest, &["clean", "-ffdxq"])?;
+    }
     Ok(())
+}
+
+/// The object directory of a repository at a local path (bare or not), absolute.
+fn local_objects(source: &str) -> Option<std::path::PathBuf> {
+    let p = Path::new(source.strip_prefix("file://").unwrap_or(source));
+    if !p.is_absolute() {
+        return None;
+    }
+    [p.join("objects"), p.join(".git/objects")].into_iter().find(|o| o.join("info").is_dir() || o.join("pack").is_dir())
+}
+
+/// Whether the bare repository at `repo` has the branch `name` — read from its ref files
+/// (loose or packed), which is what a mirror holds; git is asked only when they do not say.
+pub fn has_branch(repo: &Path, name: &str) -> bool {
+    if name.is_empty() || name.contains("..") || name.starts_with('/') {
+        return false;
+    }
+    let full = format!("refs/heads/{name}");
+    if repo.join(&full).is_file() {
+        return true;
+    }
+    match std::fs::read_to_string(repo.join("packed-refs")) {
+        Ok(packed) => packed.lines().any(|l| l.split_once(' ').is_some_and(|(_, r)| r == full)),
+        Err(_) => crate::output(repo, &["rev-parse", "--verify", "--quiet", &full]).is_some(),
+    }
 }
 
 /// A commit's author, for pipeline records: `(name, email)`.
@@ -116,5 +191,8 @@ mod tests {
         checkout_at(&m.display().to_string(), &main, None, &work).unwrap();
         assert!(!work.join("b").exists() && !work.join("junk").exists());
         assert_eq!(author(&m, &head), Some(("t".into(), "t@x".into())));
+        assert!(has_branch(&m, "main") && !has_branch(&m, "nope") && !has_branch(&m, "../x"));
+        git(&m, &["pack-refs", "--all"]);
+        assert!(has_branch(&m, "main"), "a packed ref");
     }
 }

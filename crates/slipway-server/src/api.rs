@@ -576,10 +576,7 @@ async fn assignment(s: &Arc<State>, job: slipway_store::ClaimedJob) -> Result<Jo
         .await?
         .ok_or_else(|| ServerError::NotFound(format!("project `{}`", run.project)))?;
     let mirror = pipelines::mirror_dir(&s.data_dir, &project.name);
-    let branch = run
-        .ref_name
-        .clone()
-        .filter(|r| slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("refs/heads/{r}")]).is_some());
+    let branch = run.ref_name.clone().filter(|r| slipway_git::remote::has_branch(&mirror, r));
     let token = crate::new_token()?;
     let expires = now_ms() + 24 * 3600 * 1000;
     s.store

@@ -176,9 +176,7 @@ async fn scope(s: &Arc<State>, who: &Caller, name: &str) -> Result<Scope, Server
                 )));
             };
             let mirror = mirror_dir(&s.data_dir, &project.name);
-            let branch = row.ref_name.clone().filter(|r| {
-                slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("refs/heads/{r}")]).is_some()
-            });
+            let branch = row.ref_name.clone().filter(|r| slipway_git::remote::has_branch(&mirror, r));
             Ok(Scope {
                 commit: row.commit_sha.clone().unwrap_or_default(),
                 branch,

@@ -53,9 +53,6 @@ pub async fn create(
     variables: Vec<(String, String)>,
 ) -> Result<RunId, ServerError> {
     let mirror = mirror_dir(&state.data_dir, &project.name);
-    let repo = project.repo.clone();
-    let m = mirror.clone();
-    blocking(move || slipway_git::remote::mirror(&repo, &m).map_err(|e| ServerError::Git(e.to_string()))).await?;
     let (branch, full_ref) = match ref_name.unwrap_or(&project.branch) {
         r if r.starts_with("refs/tags/") => (None, r.to_string()),
         r => {
@@ -63,6 +60,21 @@ pub async fn create(
             (Some(b.clone()), format!("refs/heads/{b}"))
         }
     };
+    // A pushed commit the mirror already has, on a branch it knows, needs no fetch (a burst of
+    // pushes is fetched once, by the first of them).
+    let (repo, m, b, c) = (project.repo.clone(), mirror.clone(), branch.clone(), commit.map(str::to_string));
+    blocking(move || {
+        let known = c.is_some_and(|c| {
+            m.join("HEAD").is_file()
+                && b.as_deref().is_none_or(|b| slipway_git::remote::has_branch(&m, b))
+                && slipway_git::run(&m, &["cat-file", "-e", &format!("{c}^{{commit}}")]).is_ok()
+        });
+        match known {
+            true => Ok(()),
+            false => slipway_git::remote::mirror(&repo, &m).map_err(|e| ServerError::Git(e.to_string())),
+        }
+    })
+    .await?;
     let sha = match commit {
         Some(c) => c.to_string(),
         None => slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("{full_ref}^{{commit}}")])
@@ -190,13 +202,10 @@ pub(crate) async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> 
     let m = mirror_dir(&state.data_dir, &project.name);
     blocking(move || slipway_git::remote::mirror(&repo, &m).map_err(|e| ServerError::Git(e.to_string()))).await?;
     let sha = run.commit_sha.clone().unwrap_or_default();
-    let branch = run.ref_name.clone().filter(|r| {
-        slipway_git::output(
-            &mirror_dir(&state.data_dir, &project.name),
-            &["rev-parse", "--verify", &format!("refs/heads/{r}")],
-        )
-        .is_some()
-    });
+    let branch = run
+        .ref_name
+        .clone()
+        .filter(|r| slipway_git::remote::has_branch(&mirror_dir(&state.data_dir, &project.name), r));
     let plan = plan_run(state, &project.name, run.id, &sha, branch.as_deref(), &run.source, &run.variables)
         .await
         .map_err(ServerError::Plan)?;
