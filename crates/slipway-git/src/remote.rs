@@ -58,7 +58,9 @@ pub fn mirror(url: &str, dir: &Path) -> Result<(), GitError> {
 
 /// Makes `dest` a working tree of `commit` from the repository at `source` (a mirror or a
 /// URL), on branch `branch` when given (so the checkout's facts name it), detached otherwise;
-/// files of an earlier checkout that are not in the commit are removed.
+/// tracked files of an earlier checkout that are not in the commit are removed. Only git
+/// writes in these checkouts (jobs run in workspaces of their own), so there is nothing
+/// untracked to clean.
 ///
 /// A `source` on this machine lends its objects (git's alternates): a commit it has needs no
 /// fetch at all. A checkout that git cannot update (what it borrowed is gone) is made again.
@@ -78,8 +80,12 @@ fn checkout_once(source: &str, commit: &str, branch: Option<&str>, dest: &Path) 
         std::fs::create_dir_all(dest).map_err(GitError::Missing)?;
         run(dest, &["init", "--quiet"])?;
         run(dest, &["remote", "add", "origin", source])?;
-    } else if crate::output(dest, &["remote", "get-url", "origin"]).as_deref() != Some(source) {
-        run(dest, &["remote", "set-url", "origin", source])?;
+    } else {
+        // The remote's URL, read from the config file (one git process less per job).
+        let config = std::fs::read_to_string(dest.join(".git/config")).unwrap_or_default();
+        if !config.lines().any(|l| l.trim().strip_prefix("url = ") == Some(source)) {
+            run(dest, &["remote", "set-url", "origin", source])?;
+        }
     }
     let alternates = dest.join(".git/objects/info/alternates");
     if let Some(objects) = local_objects(source)
@@ -109,9 +115,6 @@ fn checkout_once(source: &str, commit: &str, branch: Option<&str>, dest: &Path) 
         Some(b) => run(dest, &["checkout", "--quiet", "--force", "-B", b, commit])?,
         None => run(dest, &["checkout", "--quiet", "--force", "--detach", commit])?,
     };
-    if !fresh {
-        run(dest, &["clean", "-ffdxq"])?;
-    }
     Ok(())
 }
 
@@ -187,9 +190,8 @@ mod tests {
         checkout_at(&m.display().to_string(), &head, Some("main"), &work).unwrap();
         assert!(work.join("b").is_file());
         assert_eq!(crate::output(&work, &["symbolic-ref", "--short", "HEAD"]).as_deref(), Some("main"));
-        std::fs::write(work.join("junk"), "x").unwrap();
         checkout_at(&m.display().to_string(), &main, None, &work).unwrap();
-        assert!(!work.join("b").exists() && !work.join("junk").exists());
+        assert!(!work.join("b").exists(), "a file of the later commit is gone");
         assert_eq!(author(&m, &head), Some(("t".into(), "t@x".into())));
         assert!(has_branch(&m, "main") && !has_branch(&m, "nope") && !has_branch(&m, "../x"));
         git(&m, &["pack-refs", "--all"]);

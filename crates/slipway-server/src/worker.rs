@@ -309,7 +309,8 @@ fn execute(
         say(format!("ERROR: {why}"));
         return Err(why);
     };
-    let state = data.join("state");
+    // Workspaces and caches per project: two projects' `build` jobs share nothing.
+    let state = data.join("state").join(&project);
     let run_dir = data.join("runs").join(format!("{}-{}", job.run, job.index));
     // A new attempt starts clean: nothing of an earlier one is taken for this one's.
     let _ = std::fs::remove_dir_all(&run_dir);
