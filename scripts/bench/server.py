@@ -89,6 +89,13 @@ def main():
              {"content-type": "application/json"})
         time.sleep(1.0)
 
+        def rss_of(p):
+            with open(f"/proc/{p.pid}/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+
+        print(f"RSS idle: server {rss_of(server):.1f} MiB, agents "
+              + ", ".join(f"{rss_of(a):.1f}" for a in agents) + " MiB")
+
         def push(i):
             with open(os.path.join(repo, "n"), "w") as f:
                 f.write(str(i))
