@@ -401,6 +401,43 @@ fn log_path(s: &State, run: RunId, index: usize) -> std::path::PathBuf {
     s.data_dir.join("logs").join(run.to_string()).join(format!("{index}.log"))
 }
 
+/// A job's log: the plain file while it runs, the compressed one once it ended.
+async fn read_log(s: &State, run: RunId, index: usize) -> Option<Vec<u8>> {
+    let plain = log_path(s, run, index);
+    if let Ok(b) = tokio::fs::read(&plain).await {
+        return Some(b);
+    }
+    let gz = tokio::fs::read(plain.with_extension("log.gz")).await.ok()?;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&gz[..]).read_to_end(&mut out).ok().map(|_| out)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Stores an ended job's log compressed (`N.log.gz`, written aside then renamed, the plain
+/// file removed after): logs are read far less than they are kept.
+pub(crate) async fn compress_log(s: &State, run: RunId, index: usize) {
+    let plain = log_path(s, run, index);
+    let _ = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let bytes = match std::fs::read(&plain) {
+            Ok(b) => b,
+            Err(_) => return Ok(()),
+        };
+        let tmp = plain.with_extension("log.gz.partial");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&bytes)?;
+        std::fs::write(&tmp, gz.finish()?)?;
+        std::fs::rename(&tmp, plain.with_extension("log.gz"))?;
+        std::fs::remove_file(&plain)
+    })
+    .await;
+}
+
 #[derive(serde::Deserialize)]
 struct LogQuery {
     offset: Option<u64>,
@@ -423,7 +460,7 @@ fn follow_log(s: Arc<State>, run: RunId, index: usize, from: u64) -> Response {
             return None;
         }
         loop {
-            let bytes = tokio::fs::read(log_path(&c.s, run, index)).await.unwrap_or_default();
+            let bytes = read_log(&c.s, run, index).await.unwrap_or_default();
             let from = (c.offset as usize).min(bytes.len());
             // Whole lines only, until the job has ended.
             let status =
@@ -472,12 +509,12 @@ async fn job_log(
         let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         return follow_log(s, run, index, resume.or(q.offset).unwrap_or(0));
     }
-    match tokio::fs::read(log_path(&s, run, index)).await {
-        Ok(bytes) => {
+    match read_log(&s, run, index).await {
+        Some(bytes) => {
             let from = (q.offset.unwrap_or(0) as usize).min(bytes.len());
             bytes[from..].to_vec().into_response()
         }
-        Err(_) => error(StatusCode::NOT_FOUND, "not_found", format!("no log for job {index} of pipeline {run}"), None),
+        None => error(StatusCode::NOT_FOUND, "not_found", format!("no log for job {index} of pipeline {run}"), None),
     }
 }
 
@@ -594,6 +631,7 @@ async fn assignment(s: &Arc<State>, job: slipway_store::ClaimedJob) -> Result<Jo
         let _ = tokio::fs::create_dir_all(dir).await;
     }
     let _ = tokio::fs::write(&log, b"").await;
+    let _ = tokio::fs::remove_file(log.with_extension("log.gz")).await;
     Ok(JobAssignment {
         run: job.run,
         index: job.index,
@@ -726,6 +764,7 @@ async fn finish(
             return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not held by `{agent}`")));
         }
     }
+    compress_log(&s, run, index).await;
     pipelines::drive(&s, run, Event::Finished(index, outcome)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

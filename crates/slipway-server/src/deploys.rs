@@ -145,6 +145,33 @@ pub async fn sweep(s: &State) {
     }
 }
 
+/// Forgets pipelines older than the retention: their records, logs and artifacts.
+pub async fn retire(s: &State) {
+    let Some(keep) = s.retention else { return };
+    let cutoff = slipway_model::time::now_ms() - keep.as_millis() as i64;
+    let old = match s.store.runs_ended_before(cutoff, 500).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for pipelines past their retention");
+            return;
+        }
+    };
+    for run in old {
+        match s.store.delete_run(run).await {
+            Ok(unused) => {
+                let _ = tokio::fs::remove_dir_all(s.data_dir.join("logs").join(run.to_string())).await;
+                for d in unused {
+                    if let Some(p) = blob_path(&s.data_dir, &d) {
+                        let _ = tokio::fs::remove_file(p).await;
+                    }
+                }
+                s.plans.lock().expect("plans lock").remove(&run);
+            }
+            Err(e) => tracing::warn!(pipeline = run, error = %e, "cannot forget the pipeline"),
+        }
+    }
+}
+
 // ----- environments -------------------------------------------------------------------------
 
 /// Who deploys, from which commit of which project.

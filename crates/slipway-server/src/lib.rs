@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     /// How long an agent holds a job without renewing it.
     pub lease: Duration,
+    /// Pipelines that ended longer ago than this are forgotten, with their logs and
+    /// artifacts (releases keep naming them); `None` keeps them all.
+    pub retention: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +67,9 @@ pub struct State {
     pub store: Store,
     pub data_dir: PathBuf,
     pub lease: Duration,
+    pub retention: Option<Duration>,
     /// Plans of running pipelines (made again from their commit after a restart).
-    plans: Mutex<HashMap<RunId, Arc<Plan>>>,
+    pub(crate) plans: Mutex<HashMap<RunId, Arc<Plan>>>,
     /// One scheduler transition at a time.
     driving: tokio::sync::Mutex<()>,
     /// One planning checkout at a time.
@@ -122,6 +126,7 @@ impl Server {
             store,
             data_dir: config.data_dir.clone(),
             lease: config.lease,
+            retention: config.retention,
             plans: Mutex::default(),
             driving: tokio::sync::Mutex::new(()),
             planning: tokio::sync::Mutex::new(()),
@@ -152,12 +157,14 @@ impl Server {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     tick += 1;
                     // Expired artifacts go once a minute; every 10 s, job ends the store has and
-                    // a pipeline missed (a transition lost to a database outage) are taken in.
+                    // a pipeline missed (a transition lost to a database outage) are taken in,
+                    // and pipelines past the retention are forgotten.
                     if tick % 120 == 1 {
                         deploys::sweep(&state).await;
                     }
                     if tick.is_multiple_of(20) {
                         pipelines::reconcile_all(&state).await;
+                        deploys::retire(&state).await;
                     }
                     pipelines::lost_jobs(&state).await;
                 }

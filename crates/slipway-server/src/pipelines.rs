@@ -270,6 +270,7 @@ pub async fn lost_jobs(state: &Arc<State>) {
         match state.store.finish_job(run, index, &agent, JobState::Failed, None, Some(&why)).await {
             Ok(true) => {
                 tracing::warn!(pipeline = run, job = index, "{why}");
+                crate::api::compress_log(state, run, index).await;
                 if let Err(e) = drive(state, run, Event::Finished(index, Outcome::Failed { exit_code: None })).await {
                     tracing::error!(pipeline = run, error = %e, "cannot move the pipeline on");
                 }

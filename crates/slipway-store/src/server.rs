@@ -323,4 +323,47 @@ impl Store {
             Ok(unused)
         })
     }
+
+    /// Pipelines that ended before `cutoff_ms`, oldest first, at most `limit` of them.
+    pub async fn runs_ended_before(&self, cutoff_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+        with_pool!(self, |pool| {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM runs WHERE status <> 'running' AND finished_at IS NOT NULL AND finished_at < $1
+                 ORDER BY id LIMIT $2",
+            )
+            .bind(cutoff_ms)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(ids)
+        })
+    }
+
+    /// Forgets a pipeline that ended: its jobs, their artifacts' records and its job tokens
+    /// (releases keep naming it). Returns the artifact digests no job refers to any more.
+    pub async fn delete_run(&self, run: i64) -> Result<Vec<String>, StoreError> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let digests: Vec<String> =
+                sqlx::query_scalar("DELETE FROM job_artifacts WHERE run_id = $1 RETURNING digest")
+                    .bind(run)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            sqlx::query("DELETE FROM tokens WHERE run_id = $1").bind(run).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM jobs WHERE run_id = $1").bind(run).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM runs WHERE id = $1 AND status <> 'running'").bind(run).execute(&mut *tx).await?;
+            let mut unused = Vec::new();
+            for d in digests {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_artifacts WHERE digest = $1")
+                    .bind(&d)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if n == 0 && !unused.contains(&d) {
+                    unused.push(d);
+                }
+            }
+            tx.commit().await?;
+            Ok(unused)
+        })
+    }
 }

@@ -283,6 +283,16 @@ async fn projects_and_tokens(db: Db) {
     assert_eq!(store.schedules("app").await.expect("list").len(), 1);
     assert!(store.delete_schedule(sid).await.expect("delete"));
     assert!(!store.delete_schedule(sid).await.expect("delete"));
+    // Retention: a run that ended is found by its age and forgotten with its jobs.
+    let old = store.create_run(&NewRun { jobs: Vec::new(), ..run(&[]) }).await.expect("run");
+    store.add_jobs(old, &[("j".into(), "s".into(), Vec::new())]).await.expect("jobs");
+    store.put_job_artifacts(old, 0, "sha256:dd", 1, None).await.expect("put");
+    store.end_run(old, PipelineStatus::Failed, "test").await.expect("end");
+    assert!(store.runs_ended_before(0, 10).await.expect("old").is_empty());
+    assert!(store.runs_ended_before(now_ms() + 1, 10).await.expect("old").contains(&old));
+    assert!(!store.runs_ended_before(now_ms() + 1, 10).await.expect("old").contains(&id), "a running one stays");
+    assert_eq!(store.delete_run(old).await.expect("delete"), ["sha256:dd"]);
+    assert!(store.run(old).await.expect("run").is_none() && store.jobs(old).await.expect("jobs").is_empty());
     let mut unused = store.expire_job_artifacts(now_ms()).await.expect("expire");
     unused.sort();
     assert_eq!(unused, ["sha256:bb", "sha256:cc"]);

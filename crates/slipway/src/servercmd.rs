@@ -21,6 +21,10 @@ pub struct ServerArgs {
     /// How long an agent holds a job without renewing it.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
+    /// Forget pipelines that ended longer ago than this (`90d`), with their logs and
+    /// artifacts; releases keep naming them. Default: keep everything.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retention: Option<Duration>,
     /// Also run an agent in this process, over the same protocol (a one-machine install).
     #[arg(long)]
     pub with_agent: bool,
@@ -67,6 +71,7 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
         data_dir: data.to_path_buf(),
         database_url: args.database_url,
         lease: args.lease,
+        retention: args.retention.filter(|d| !d.is_zero()),
     };
     rt.block_on(async {
         let server = match slipway_server::Server::start(config).await {

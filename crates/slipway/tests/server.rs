@@ -188,6 +188,12 @@ fn a_triggered_pipeline_runs_on_an_agent_and_its_logs_come_back() {
     // The job token is masked in the log, and it reads its own pipeline only.
     let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/1/log"), None);
     assert!(log.contains("token is [MASKED]"), "{log}");
+    // An ended job's log is kept compressed, and read back as it was.
+    let logs = server.data.path().join("logs").join(id.to_string());
+    assert!(logs.join("0.log.gz").is_file() && !logs.join("0.log").exists());
+    let (_, again) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log?offset=8"), None);
+    let (_, whole) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
+    assert_eq!(again, whole[8..], "offsets count in the log, not in the file");
 
     // A failing job fails the pipeline, with its exit code.
     let (code, text) =
@@ -1069,4 +1075,25 @@ fn api_inputs_fuzzed_from_the_openapi_document_never_get_a_server_error() {
     assert!(text.contains(" passed") && !text.contains("FAILURES"), "{text}");
     // The server is still there and sane.
     assert_eq!(server.call("GET", "/readyz", None).0, 200);
+}
+
+/// `--retention`: a pipeline that ended longer ago is forgotten with its logs.
+#[test]
+fn pipelines_past_the_retention_are_forgotten_with_their_logs() {
+    let repo = Repo::new(&[(".gitlab-ci.yml", "job:\n  script: [echo kept]\n  artifacts:\n    paths: [out]\n")]);
+    let server = Server::start_with(&["--lease", "30s", "--retention", "1s"]);
+    let (_agent, _d) = server.agent("a1");
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    assert_eq!(server.wait(id, Duration::from_secs(20))["status"], "success");
+    let logs = server.data.path().join("logs").join(id.to_string());
+    assert!(logs.exists());
+    let t = Instant::now();
+    while server.call("GET", &format!("/api/v1/pipelines/{id}"), None).0 != 404 {
+        assert!(t.elapsed() < Duration::from_secs(15), "still there after the retention");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!logs.exists(), "its logs went with it");
 }
