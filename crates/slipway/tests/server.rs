@@ -65,8 +65,9 @@ impl Server {
             .args(args)
             .env("SLIPWAY_DATA_DIR", self.data.path())
             .env("NO_COLOR", "1")
-            // git reaches nothing but files: a fuzzed `repo` URL never leaves the machine.
-            .env("GIT_ALLOW_PROTOCOL", "file")
+            // git reaches files and HTTP only (the tests' git server is on loopback; there is
+            // no other to reach), never ssh or git://.
+            .env("GIT_ALLOW_PROTOCOL", "file:http")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -1096,4 +1097,192 @@ fn pipelines_past_the_retention_are_forgotten_with_their_logs() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(!logs.exists(), "its logs went with it");
+}
+
+/// A network namespace this test made, joined to the host by a veth pair: another machine,
+/// reachable only at its own address. Removed (with its link) when dropped.
+struct Netns {
+    name: String,
+    host_ip: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let pid = std::process::id();
+        let (name, host, far) = (format!("slw{pid}"), format!("vh{pid}"), format!("vn{pid}"));
+        let net = format!("10.{}.{}", 200 + (pid / 250) % 50, pid % 250);
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        ip(&["link", "add", &host, "type", "veth", "peer", "name", &far]);
+        ip(&["link", "set", &far, "netns", &name]);
+        ip(&["addr", "add", &format!("{net}.1/30"), "dev", &host]);
+        ip(&["link", "set", &host, "up"]);
+        ip(&["netns", "exec", &name, "ip", "addr", "add", &format!("{net}.2/30"), "dev", &far]);
+        ip(&["netns", "exec", &name, "ip", "link", "set", &far, "up"]);
+        ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        Netns { name, host_ip: format!("{net}.1") }
+    }
+
+    /// Cuts (or restores) the other machine's link.
+    fn link(&self, up: bool) {
+        let far = format!("vn{}", std::process::id());
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "ip", "link", "set", &far, if up { "up" } else { "down" }])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip").args(["link", "del", &format!("vh{}", std::process::id())]).output();
+    }
+}
+
+/// Agents on other machines (a network namespace of the test's own, joined by a veth pair to
+/// the server's address and nothing else): they take jobs over the network; cut off mid-job,
+/// the job goes to another agent once its lease runs out, and the cut-off agent's late
+/// report, once its link is back, changes nothing.
+#[test]
+fn an_agent_on_another_machine_runs_jobs_and_a_network_cut_moves_its_job() {
+    let ns = Netns::new();
+    let addr = format!("{}:{}", ns.host_ip, free_addr().rsplit(':').next().unwrap());
+    let repo = Repo::new(&[(".gitlab-ci.yml", "job:\n  script:\n    - sleep ${NAP:-0}\n    - echo ran\n")]);
+    let mut server = Server {
+        url: format!("http://{addr}"),
+        admin: String::new(),
+        data: tempfile::Builder::new().prefix("slipway-server-").tempdir().unwrap(),
+        proc: None,
+    };
+    server.launch("3s");
+    let far = {
+        let data = tempfile::Builder::new().prefix("slipway-agent-").tempdir().unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(bin())
+            .args(["agent", "--server", &server.url, "--token", &server.admin, "--name", "far"])
+            .env("SLIPWAY_DATA_DIR", data.path())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (Proc(child), data)
+    };
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let trigger = |nap: &str| {
+        let vars = format!(r#"{{"variables": [["NAP", "{nap}"]]}}"#);
+        let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", Some(&vars));
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap()
+    };
+    let p = server.wait(trigger("0"), Duration::from_secs(30));
+    assert_eq!((p["status"].as_str(), p["jobs"][0]["agent"].as_str()), (Some("success"), Some("far@admin")), "{p}");
+
+    // Cut off mid-job: the job is queued again when its lease (3 s) runs out, and runs here.
+    let id = trigger("6");
+    let t = Instant::now();
+    while server.json(&format!("/api/v1/pipelines/{id}"))["jobs"][0]["status"] != "running" {
+        assert!(t.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ns.link(false);
+    let (_near, _dn) = server.agent("near");
+    let p = server.wait(id, Duration::from_secs(40));
+    let job = &p["jobs"][0];
+    assert_eq!((p["status"].as_str(), job["agent"].as_str()), (Some("success"), Some("near@admin")), "{p}");
+    // The cut-off agent's long-poll was still open on the server, which may have handed it
+    // the requeued job too (an answer that never arrived): one more lease, counted.
+    assert!((2..=3).contains(&job["attempts"].as_u64().unwrap()), "{p}");
+    ns.link(true);
+    std::thread::sleep(Duration::from_secs(3));
+    let p = server.json(&format!("/api/v1/pipelines/{id}"));
+    assert_eq!(
+        (p["jobs"][0]["agent"].as_str(), p["jobs"][0]["status"].as_str()),
+        (Some("near@admin"), Some("success")),
+        "{p}"
+    );
+    let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
+    assert_eq!(log.lines().filter(|l| *l == "ran").count(), 1, "{log}");
+    drop(far);
+}
+
+/// A real git server: `git http-backend` behind lighttpd (Debian) on loopback. The server
+/// polls it, mirrors from it, and agents check out from it over HTTP.
+#[test]
+fn projects_served_by_git_http_backend_behind_lighttpd_are_polled_and_built() {
+    let web = tempfile::tempdir().unwrap();
+    let work = Repo::new(&[(".gitlab-ci.yml", "job:\n  script: [echo \"built $CI_COMMIT_SHORT_SHA\"]\n")]);
+    std::fs::create_dir_all(web.path().join("repos")).unwrap();
+    let bare = web.path().join("repos/app.git");
+    work.git(&["clone", "-q", "--bare", work.path().to_str().unwrap(), bare.to_str().unwrap()]);
+    work.git(&["remote", "add", "web", bare.to_str().unwrap()]);
+    let backend = String::from_utf8(Command::new("git").arg("--exec-path").output().unwrap().stdout).unwrap();
+    let port = free_addr().rsplit(':').next().unwrap().to_string();
+    let conf = format!(
+        r#"server.document-root = "{root}"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.errorlog = "{root}/error.log"
+server.modules = ("mod_alias", "mod_cgi", "mod_setenv", "mod_accesslog")
+accesslog.filename = "{root}/access.log"
+alias.url = ("/git" => "{backend}/git-http-backend")
+$HTTP["url"] =~ "^/git" {{
+  cgi.assign = ("" => "")
+  setenv.add-environment = ("GIT_PROJECT_ROOT" => "{root}/repos", "GIT_HTTP_EXPORT_ALL" => "1")
+}}
+"#,
+        root = web.path().display(),
+        backend = backend.trim()
+    );
+    std::fs::write(web.path().join("lighttpd.conf"), conf).unwrap();
+    let _lighttpd = Proc(
+        Command::new("lighttpd")
+            .args(["-D", "-f"])
+            .arg(web.path().join("lighttpd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/git/app.git");
+    let t = Instant::now();
+    while !Command::new("git").args(["ls-remote", &url]).output().unwrap().status.success() {
+        assert!(t.elapsed() < Duration::from_secs(10), "lighttpd does not serve {url}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let server = Server::start("30s");
+    let (_agent, _d) = server.agent("a1");
+    let body = format!(r#"{{"name": "app", "repo": "{url}", "poll_seconds": 1}}"#);
+    let (code, text) = server.call("POST", "/api/v1/projects", Some(&body));
+    assert_eq!(code, 201, "{text}");
+    std::thread::sleep(Duration::from_millis(1500));
+    // A push to the git server: polling sees it, the agent builds it from the same server.
+    work.write("NEWS", "one\n");
+    work.git(&["add", "-A"]);
+    work.git(&["commit", "-qm", "news"]);
+    work.git(&["push", "-q", "web", "main"]);
+    let sha = work.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let t = Instant::now();
+    let id = loop {
+        let list = server.json("/api/v1/pipelines?project=app");
+        if let Some(p) = list.as_array().unwrap().iter().find(|p| p["commit"] == sha.as_str() && p["source"] == "push")
+        {
+            break p["id"].as_i64().unwrap();
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "polling did not see the push: {list}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let p = server.wait(id, Duration::from_secs(30));
+    assert_eq!(p["status"], "success", "{p}");
+    let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
+    assert!(log.contains(&format!("built {}", &sha[..8])), "{log}");
+    let access = std::fs::read_to_string(web.path().join("access.log")).unwrap();
+    assert!(access.contains("git-upload-pack"), "fetched over HTTP: {access}");
 }
