@@ -339,6 +339,50 @@ fn webhooks_are_verified_taken_once_and_start_pipelines_and_polling_sees_pushes(
             ("X-Hub-Signature-256", format!("sha256={}", hmac_hex("topsecret", body.as_bytes()))),
         ]
     };
+    // A flood of forged deliveries (2,000 from 8 senders): every one 401, the server stays
+    // responsive meanwhile, nothing is created.
+    let host = server.url.trim_start_matches("http://").to_string();
+    let flood: Vec<_> = (0..8)
+        .map(|t| {
+            let (host, body) = (host.clone(), push.clone());
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut codes = std::collections::BTreeMap::<String, usize>::new();
+                for i in 0..250 {
+                    let mut c = std::net::TcpStream::connect(&host).unwrap();
+                    let req = format!(
+                        "POST /api/v1/webhooks/github/app HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: flood-{t}-{i}\r\nX-Hub-Signature-256: sha256={}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        "0".repeat(64),
+                        body.len()
+                    );
+                    c.write_all(req.as_bytes()).unwrap();
+                    let mut out = String::new();
+                    let _ = c.read_to_string(&mut out);
+                    *codes.entry(out.split(' ').nth(1).unwrap_or("none").to_string()).or_default() += 1;
+                }
+                codes
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while !flood.iter().all(|h| h.is_finished()) {
+        let asked = Instant::now();
+        assert_eq!(server.call("GET", "/healthz", None).0, 200);
+        slowest = slowest.max(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(t.elapsed() < Duration::from_secs(60));
+    }
+    let mut all = std::collections::BTreeMap::<String, usize>::new();
+    for h in flood {
+        for (k, v) in h.join().unwrap() {
+            *all.entry(k).or_default() += v;
+        }
+    }
+    assert_eq!(all, std::collections::BTreeMap::from([("401".to_string(), 2000)]), "every forged delivery is refused");
+    assert!(slowest < Duration::from_millis(500), "the server answered /healthz within {slowest:?} under the flood");
+    assert!(server.json("/api/v1/pipelines?project=app").as_array().unwrap().is_empty(), "nothing was created");
+
     // Bad or missing signatures: 401, nothing created.
     let mut forged = signed(&push, "d-0");
     forged[2].1 = format!("sha256={}", hmac_hex("guess", push.as_bytes()));
@@ -381,7 +425,7 @@ fn webhooks_are_verified_taken_once_and_start_pipelines_and_polling_sees_pushes(
     assert_eq!(code, 200, "{text}");
     for want in [
         "slipway_server_webhooks_total{result=\"accepted\"} 2",
-        "slipway_server_webhooks_total{result=\"rejected\"} 5",
+        "slipway_server_webhooks_total{result=\"rejected\"} 2005",
         "slipway_server_webhooks_total{result=\"replayed\"} 1",
         "slipway_server_pipelines{status=",
     ] {
@@ -425,17 +469,21 @@ fn webhooks_are_verified_taken_once_and_start_pipelines_and_polling_sees_pushes(
 
 #[test]
 fn a_server_killed_mid_pipeline_resumes_it_and_nothing_runs_twice() {
+    // (20 pipelines, 4 agents: `kill -9` of the server while their jobs run.)
     let repo = Repo::new(&[(
         ".gitlab-ci.yml",
         "stages: [one, two]\nfirst:\n  stage: one\n  script: [sleep 1, echo first done]\nsecond:\n  stage: two\n  script: [echo second done]\n",
     )]);
     let mut server = Server::start("30s");
-    let (_agent, _d) = server.agent("a1");
+    let agents: Vec<_> = (0..4).map(|i| server.agent(&format!("a{i}"))).collect();
     let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
     assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
-    let ids: Vec<i64> = (0..3)
-        .map(|_| {
-            let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+    // 20 pipelines, each on its own branch (a newer one on a ref would cancel an older one).
+    let ids: Vec<i64> = (0..20)
+        .map(|i| {
+            repo.git(&["branch", &format!("b{i}")]);
+            let (_, text) =
+                server.call("POST", "/api/v1/projects/app/pipelines", Some(&format!(r#"{{"ref": "b{i}"}}"#)));
             serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap()
         })
         .collect();
@@ -460,6 +508,7 @@ fn a_server_killed_mid_pipeline_resumes_it_and_nothing_runs_twice() {
             assert_eq!(log.lines().filter(|l| *l == line).count(), 1, "{log}");
         }
     }
+    drop(agents);
 }
 
 #[test]
