@@ -203,6 +203,25 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
         if c.policy != CachePolicy::Push {
             let mut keys = vec![key.clone()];
             keys.extend(c.fallback_keys.iter().map(|k| files::key_name(k, &job.masked)));
+            // Not here: the first of the keys the shared caches have comes down.
+            if let Some(sync) = &cfg.cache_sync
+                && !keys.iter().any(|k| cfg.cache_dir.join(files::sanitize_key(k)).is_dir())
+            {
+                for k in &keys {
+                    let dest = cfg.cache_dir.join(files::sanitize_key(k));
+                    match sync.fetch(k, &dest) {
+                        Ok(true) => {
+                            out.notice(&format!("Downloading cache `{k}` from the server"));
+                            break;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            out.notice(&format!("WARNING: downloading cache `{k}` failed: {e}"));
+                            let _ = std::fs::remove_dir_all(&dest);
+                        }
+                    }
+                }
+            }
             match files::restore_cache(&cfg.cache_dir, &keys, &ws) {
                 Ok(Some(k)) => out.notice(&format!("Restoring cache `{k}`")),
                 Ok(None) => out.notice(&format!("No cache for key `{key}`")),
@@ -335,7 +354,14 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
     for (c, key) in job.cache.iter().zip(&cache_keys) {
         if c.policy != CachePolicy::Pull && artifacts_wanted(c.when) {
             match files::save_cache(&cfg.cache_dir, key, c, &ws, known) {
-                Ok(n) => out.notice(&format!("Saving cache `{key}`: {n} files")),
+                Ok(n) => {
+                    out.notice(&format!("Saving cache `{key}`: {n} files"));
+                    if let Some(sync) = &cfg.cache_sync
+                        && let Err(e) = sync.push(key, &cfg.cache_dir.join(files::sanitize_key(key)))
+                    {
+                        out.notice(&format!("WARNING: uploading cache `{key}` failed: {e}"));
+                    }
+                }
                 Err(e) => out.notice(&format!("WARNING: saving cache `{key}` failed: {e}")),
             }
         }

@@ -185,7 +185,7 @@ pub fn key_name(raw: &str, masked: &[String]) -> String {
     sanitize_key(raw)
 }
 
-fn sanitize_key(k: &str) -> String {
+pub fn sanitize_key(k: &str) -> String {
     let k: String = k.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '-' } else { c }).collect();
     if k.is_empty() || k == "." || k == ".." { "default".into() } else { k }
 }

@@ -63,6 +63,19 @@ pub struct RunConfig {
     pub extra_env: Vec<(String, String)>,
     /// The project's file list, when the caller already took it (saves a `git ls-files`).
     pub snapshot: Option<Snapshot>,
+    /// Where caches are shared beyond this machine (a server's agents share them through the
+    /// server); `None`: the local cache directory only.
+    pub cache_sync: Option<Arc<dyn CacheSync>>,
+}
+
+/// Caches kept somewhere besides the local cache directory. The runner asks for a key it
+/// does not have before restoring, and hands over what it saved.
+pub trait CacheSync: Send + Sync + std::fmt::Debug {
+    /// Fills `dest` (a directory that does not exist yet) with the cache `key`; false when
+    /// there is none.
+    fn fetch(&self, key: &str, dest: &std::path::Path) -> Result<bool, String>;
+    /// Keeps the cache `key` that was just saved in `src`.
+    fn push(&self, key: &str, src: &std::path::Path) -> Result<(), String>;
 }
 
 impl RunConfig {
@@ -88,6 +101,7 @@ impl RunConfig {
             path_prepend: Vec::new(),
             extra_env: Vec::new(),
             snapshot: None,
+            cache_sync: None,
         }
     }
 }

@@ -46,6 +46,8 @@ fn routes() -> OpenApiRouter<Arc<State>> {
     let deploy = (s, p, m.layer(limit(deploys::MAX_UPLOAD)));
     let (s, p, m) = routes!(deploys::upload);
     let upload = (s, p, m.layer(limit(deploys::MAX_UPLOAD)));
+    let (s, p, m) = routes!(deploys::get_cache, deploys::put_cache);
+    let cache = (s, p, m.layer(limit(deploys::MAX_UPLOAD)));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -72,6 +74,7 @@ fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(deploys::approve))
         .routes(upload)
         .routes(routes!(deploys::download))
+        .routes(cache)
         .routes(routes!(request_job))
         .routes(routes!(append_log))
         .routes(routes!(renew))

@@ -131,14 +131,67 @@ pub async fn download(
         .into_response())
 }
 
+/// `PUT /api/v1/projects/{name}/caches/{key}?agent=NAME`: a job's cache (a gzip'd tar), shared
+/// with the project's jobs on every agent.
+#[utoipa::path(put, path = "/api/v1/projects/{name}/caches/{key}", tag = "job protocol", summary = "Keep a project's cache (a gzip'd tar)", params(("name" = String, Path, description = "The project"), ("key" = String, Path, description = "The cache key"), ("agent" = String, Query, description = "The agent's name")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "`{digest, size}`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn put_cache(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((name, key)): UrlPath<(String, String)>,
+    Query(_q): Query<AgentQuery>,
+    bytes: Bytes,
+) -> Result<Response, ServerError> {
+    who.require(&[Role::Agent])?;
+    s.store.project(&name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
+    if key.is_empty() || key.len() > 255 {
+        return Err(ServerError::Input("a cache key has 1 to 255 characters".into(), Some("key".into())));
+    }
+    if bytes.get(..2) != Some(&[0x1f, 0x8b]) {
+        return Err(ServerError::Input("a cache must be a gzip'd tar".into(), Some("body".into())));
+    }
+    let size = bytes.len() as i64;
+    let digest = put_blob(&s.data_dir, bytes).await?;
+    let before = s.store.cache(&name, &key).await?;
+    s.store.put_cache(&name, &key, &digest, size).await?;
+    if let Some(old) = before.filter(|o| *o != digest) {
+        drop_blob(&s, &old).await;
+    }
+    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({"digest": digest, "size": size}))).into_response())
+}
+
+/// `GET /api/v1/projects/{name}/caches/{key}`: the cache, for a job of the project.
+#[utoipa::path(get, path = "/api/v1/projects/{name}/caches/{key}", tag = "job protocol", summary = "A project's cache", params(("name" = String, Path, description = "The project"), ("key" = String, Path, description = "The cache key")), responses((status = 200, description = "A gzip'd tar", content_type = "application/gzip", body = Vec<u8>), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn get_cache(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((name, key)): UrlPath<(String, String)>,
+) -> Result<Response, ServerError> {
+    who.require(&[Role::Agent])?;
+    let Some(digest) = s.store.cache(&name, &key).await? else {
+        return Err(ServerError::NotFound(format!("cache `{key}` of project `{name}`")));
+    };
+    let path = blob_path(&s.data_dir, &digest).expect("stored digests are valid");
+    let bytes =
+        tokio::fs::read(&path).await.map_err(|source| ServerError::Io { what: path.display().to_string(), source })?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
+}
+
+/// Removes a blob unless artifacts or a cache still refer to it.
+async fn drop_blob(s: &State, digest: &str) {
+    if s.store.blob_in_use(digest).await.unwrap_or(true) {
+        return;
+    }
+    if let Some(p) = blob_path(&s.data_dir, digest) {
+        let _ = tokio::fs::remove_file(p).await;
+    }
+}
+
 /// Forgets expired artifacts and removes the blobs no job refers to any more.
 pub async fn sweep(s: &State) {
     match s.store.expire_job_artifacts(slipway_model::time::now_ms()).await {
         Ok(unused) => {
             for d in unused {
-                if let Some(p) = blob_path(&s.data_dir, &d) {
-                    let _ = tokio::fs::remove_file(p).await;
-                }
+                drop_blob(s, &d).await;
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot expire artifacts"),
@@ -161,9 +214,7 @@ pub async fn retire(s: &State) {
             Ok(unused) => {
                 let _ = tokio::fs::remove_dir_all(s.data_dir.join("logs").join(run.to_string())).await;
                 for d in unused {
-                    if let Some(p) = blob_path(&s.data_dir, &d) {
-                        let _ = tokio::fs::remove_file(p).await;
-                    }
+                    drop_blob(s, &d).await;
                 }
                 s.plans.lock().expect("plans lock").remove(&run);
             }

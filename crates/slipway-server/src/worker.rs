@@ -322,6 +322,8 @@ fn execute(
         }
     }
     let mut config = slipway_runner::RunConfig::new(dir.clone(), run_dir.clone(), &state);
+    config.cache_sync =
+        Some(Arc::new(ServerCaches { client: Arc::clone(client), rt: rt.clone(), project: job.project.clone() }));
     config.extra_env.push(("CI_JOB_TOKEN".into(), job.job_token.clone()));
     config.extra_env.push(("SLIPWAY_SERVER".into(), client.cfg.server.clone()));
     config.extra_env.push(("CI_SERVER_URL".into(), client.cfg.server.clone()));
@@ -474,5 +476,91 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut used = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
         used.retain(|(p, m)| !(p == &self.1 && *m == self.0));
+    }
+}
+
+/// The project's caches on the server, for the runner (`slipway_runner::CacheSync`).
+struct ServerCaches {
+    client: Arc<Client>,
+    rt: tokio::runtime::Handle,
+    project: String,
+}
+
+impl std::fmt::Debug for ServerCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the caches of {} on {}", self.project, self.client.cfg.server)
+    }
+}
+
+impl ServerCaches {
+    fn path(&self, key: &str) -> String {
+        format!(
+            "/api/v1/projects/{}/caches/{}?agent={}",
+            crate::client::segment(&self.project),
+            crate::client::segment(key),
+            self.client.cfg.name
+        )
+    }
+}
+
+impl slipway_runner::CacheSync for ServerCaches {
+    fn fetch(&self, key: &str, dest: &std::path::Path) -> Result<bool, String> {
+        let url = self.client.url(&self.path(key));
+        let bytes = self.rt.block_on(async {
+            let r = self
+                .client
+                .http
+                .get(url)
+                .bearer_auth(&self.client.cfg.token)
+                .timeout(Duration::from_secs(300))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.status() {
+                reqwest::StatusCode::NOT_FOUND => Ok(None),
+                s if s.is_success() => r.bytes().await.map(Some).map_err(|e| e.to_string()),
+                s => Err(format!("{s}: {}", r.text().await.unwrap_or_default())),
+            }
+        })?;
+        let Some(bytes) = bytes else { return Ok(false) };
+        // Unpacked aside, then renamed into place: a cache is whole or absent.
+        let tmp = dest.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        for entry in archive.entries().map_err(|e| e.to_string())? {
+            let mut entry = entry.map_err(|e| e.to_string())?;
+            if !entry.unpack_in(&tmp).map_err(|e| e.to_string())? {
+                return Err("the cache has a path outside its directory".into());
+            }
+        }
+        std::fs::rename(&tmp, dest).map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+
+    fn push(&self, key: &str, src: &std::path::Path) -> Result<(), String> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        tar.follow_symlinks(false);
+        tar.append_dir_all(".", src).map_err(|e| e.to_string())?;
+        let body = tar.into_inner().and_then(|g| g.finish()).map_err(|e| e.to_string())?;
+        let url = self.client.url(&self.path(key));
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .http
+                .put(url)
+                .bearer_auth(&self.client.cfg.token)
+                .header("content-type", "application/octet-stream")
+                .body(body)
+                .timeout(Duration::from_secs(300))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.status().is_success() {
+                true => Ok(()),
+                false => Err(format!("{}: {}", r.status(), r.text().await.unwrap_or_default())),
+            }
+        })
     }
 }

@@ -366,4 +366,48 @@ impl Store {
             Ok(unused)
         })
     }
+
+    /// Records the cache `key` of `project` (its blob's digest), replacing the one before.
+    pub async fn put_cache(&self, project: &str, key: &str, digest: &str, size: i64) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO caches (project, key, digest, size, updated_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (project, key) DO UPDATE
+                 SET digest = excluded.digest, size = excluded.size, updated_at = excluded.updated_at",
+            )
+            .bind(project)
+            .bind(key)
+            .bind(digest)
+            .bind(size)
+            .bind(now_ms())
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// The digest of the cache `key` of `project`, when there is one.
+    pub async fn cache(&self, project: &str, key: &str) -> Result<Option<String>, StoreError> {
+        with_pool!(self, |pool| {
+            let d: Option<String> = sqlx::query_scalar("SELECT digest FROM caches WHERE project = $1 AND key = $2")
+                .bind(project)
+                .bind(key)
+                .fetch_optional(pool)
+                .await?;
+            Ok(d)
+        })
+    }
+
+    /// Whether any job's artifacts or any cache still refer to this blob.
+    pub async fn blob_in_use(&self, digest: &str) -> Result<bool, StoreError> {
+        with_pool!(self, |pool| {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM job_artifacts WHERE digest = $1) + (SELECT COUNT(*) FROM caches WHERE digest = $1)",
+            )
+            .bind(digest)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
+        })
+    }
 }

@@ -283,6 +283,12 @@ async fn projects_and_tokens(db: Db) {
     assert_eq!(store.schedules("app").await.expect("list").len(), 1);
     assert!(store.delete_schedule(sid).await.expect("delete"));
     assert!(!store.delete_schedule(sid).await.expect("delete"));
+    // Caches: per project and key, replaced in place; a blob in use is known as such.
+    store.put_cache("app", "deps", "sha256:c1", 3).await.expect("cache");
+    store.put_cache("app", "deps", "sha256:c2", 4).await.expect("cache again");
+    assert_eq!(store.cache("app", "deps").await.expect("get").as_deref(), Some("sha256:c2"));
+    assert_eq!(store.cache("other", "deps").await.expect("get"), None);
+    assert!(store.blob_in_use("sha256:c2").await.expect("use") && !store.blob_in_use("sha256:c1").await.expect("use"));
     // Retention: a run that ended is found by its age and forgotten with its jobs.
     let old = store.create_run(&NewRun { jobs: Vec::new(), ..run(&[]) }).await.expect("run");
     store.add_jobs(old, &[("j".into(), "s".into(), Vec::new())]).await.expect("jobs");

@@ -1335,3 +1335,28 @@ $HTTP["url"] =~ "^/git" {{
     let access = std::fs::read_to_string(web.path().join("access.log")).unwrap();
     assert!(access.contains("git-upload-pack"), "fetched over HTTP: {access}");
 }
+
+/// Caches are shared through the server: a job on one agent saves a cache, a job with the
+/// same key on another agent (which never had it) restores it.
+#[test]
+fn caches_saved_on_one_agent_are_restored_on_another() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "stages: [one, two]\nfill:\n  stage: one\n  tags: [one]\n  cache: {key: deps, paths: [deps/]}\n  script:\n    - mkdir -p deps && echo \"from $CI_PIPELINE_ID\" > deps/x\nuse:\n  stage: two\n  tags: [two]\n  cache: {key: deps, paths: [deps/], policy: pull}\n  script:\n    - echo \"cached=$(cat deps/x)\"\n",
+    )]);
+    let server = Server::start("30s");
+    let (_a, _da) = server.agent_with("a", &["--tags", "one"]);
+    let (_b, _db) = server.agent_with("b", &["--tags", "two"]);
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    let p = server.wait(id, Duration::from_secs(30));
+    assert_eq!(p["status"], "success", "{p}");
+    assert_eq!((p["jobs"][0]["agent"].as_str(), p["jobs"][1]["agent"].as_str()), (Some("a@admin"), Some("b@admin")));
+    let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/1/log"), None);
+    assert!(
+        log.contains("Downloading cache `deps` from the server") && log.contains(&format!("cached=from {id}")),
+        "{log}"
+    );
+}
