@@ -408,41 +408,39 @@ impl Store {
     /// A job its runner hands back (it is stopping): queued again at the front at once, the
     /// attempt not counted; false when the runner does not hold it.
     pub async fn release_job(&self, run: RunId, index: usize, runner: &str) -> Result<bool, StoreError> {
-        let now = now_ms();
-        with_pool!(self, |pool| {
-            let n = sqlx::query(
-                "UPDATE jobs SET status = 'pending', runner = NULL, lease_until = NULL, attempts = attempts - 1,
-                        queued_at = COALESCE((SELECT MIN(queued_at) FROM jobs WHERE status = 'pending'), $1) - 1
-                 WHERE run_id = $2 AND idx = $3 AND runner = $4 AND status = 'running'",
-            )
-            .bind(now)
-            .bind(run)
-            .bind(index as i64)
-            .bind(runner)
-            .execute(pool)
-            .await?
-            .rows_affected();
-            Ok(n == 1)
-        })
+        self.back_to_front(run, index, runner, "attempts = attempts - 1,", "").await
     }
 
     /// Puts a job whose lease ran out back in the queue, at its front; false when it is no
     /// longer that runner's expired job (it renewed, finished, or was taken back already).
     pub async fn requeue_job(&self, run: RunId, index: usize, runner: &str) -> Result<bool, StoreError> {
+        self.back_to_front(run, index, runner, "", "AND lease_until < $1").await
+    }
+
+    /// A running job of `runner` made pending again, ahead of every job queued.
+    async fn back_to_front(
+        &self,
+        run: RunId,
+        index: usize,
+        runner: &str,
+        set: &str,
+        only_if: &str,
+    ) -> Result<bool, StoreError> {
         let now = now_ms();
+        let sql = format!(
+            "UPDATE jobs SET status = 'pending', runner = NULL, lease_until = NULL, {set}
+                    queued_at = COALESCE((SELECT MIN(queued_at) FROM jobs WHERE status = 'pending'), $1) - 1
+             WHERE run_id = $2 AND idx = $3 AND runner = $4 AND status = 'running' {only_if}"
+        );
         with_pool!(self, |pool| {
-            let n = sqlx::query(
-                "UPDATE jobs SET status = 'pending', runner = NULL, lease_until = NULL,
-                        queued_at = COALESCE((SELECT MIN(queued_at) FROM jobs WHERE status = 'pending'), $1) - 1
-                 WHERE run_id = $2 AND idx = $3 AND runner = $4 AND status = 'running' AND lease_until < $1",
-            )
-            .bind(now)
-            .bind(run)
-            .bind(index as i64)
-            .bind(runner)
-            .execute(pool)
-            .await?
-            .rows_affected();
+            let n = sqlx::query(&sql)
+                .bind(now)
+                .bind(run)
+                .bind(index as i64)
+                .bind(runner)
+                .execute(pool)
+                .await?
+                .rows_affected();
             Ok(n == 1)
         })
     }

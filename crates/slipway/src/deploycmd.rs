@@ -224,6 +224,27 @@ pub struct HistoryArgs {
     pub on: crate::remote::OnServer,
 }
 
+/// The colour of an environment's status in tables.
+pub(crate) fn status_color(status: &str) -> &'static str {
+    match status {
+        "healthy" => "32",
+        "deploying" => "36",
+        "failed" => "31",
+        "not deployed" => "2",
+        _ => "33",
+    }
+}
+
+/// The colour of a release's outcome in tables.
+pub(crate) fn outcome_color(outcome: &str) -> &'static str {
+    match outcome {
+        "healthy" => "32",
+        "failed" => "31",
+        "deploying" | "queued" => "36",
+        _ => "2",
+    }
+}
+
 /// The exit code of a deploy error's kind (docs/cli.md).
 pub fn exit_code(kind: ErrorKind) -> i32 {
     match kind {
@@ -588,13 +609,7 @@ pub fn status(root: &Path, data: &Path, args: StatusArgs, ui: &Ui) -> Result<i32
             })
             .collect();
         print_table(ui, &["ENVIRONMENT", "VERSION", "STATUS", "INSTANCES", "UPDATED", "URL"], &rows, |col, v| {
-            (col == 2).then_some(match v {
-                "healthy" => "32",
-                "deploying" => "36",
-                "failed" => "31",
-                "not deployed" => "2",
-                _ => "33",
-            })
+            (col == 2).then(|| status_color(v))
         });
         for s in states.iter().filter(|s| s.detail.is_some()) {
             eprintln!("{}: {}", s.environment, s.detail.as_deref().unwrap_or(""));
@@ -647,12 +662,7 @@ pub fn history(root: &Path, data: &Path, args: HistoryArgs, ui: &Ui) -> Result<i
             })
             .collect();
         print_table(ui, &["RELEASE", "VERSION", "REASON", "OUTCOME", "DURATION", "WHEN", "BY"], &rows, |col, v| {
-            (col == 3).then_some(match v {
-                "healthy" => "32",
-                "failed" => "31",
-                "deploying" | "queued" => "36",
-                _ => "2",
-            })
+            (col == 3).then(|| outcome_color(v))
         });
         for r in &releases {
             if let Some(d) = &r.status_detail {

@@ -250,13 +250,7 @@ pub fn status(r: &Remote, only: Option<&str>, json: bool, ui: &Ui) -> Result<i32
         })
         .collect();
     print_table(ui, &["ENVIRONMENT", "VERSION", "STATUS", "INSTANCES", "UPDATED", "URL"], &rows, |col, v| {
-        (col == 2).then_some(match v {
-            "healthy" => "32",
-            "deploying" => "36",
-            "failed" => "31",
-            "not deployed" => "2",
-            _ => "33",
-        })
+        (col == 2).then(|| deploycmd::status_color(v))
     });
     for v in list.iter().filter(|v| v["detail"].is_string()) {
         eprintln!("{}: {}", text(v, "environment"), text(v, "detail"));
@@ -297,14 +291,7 @@ pub fn history(r: &Remote, env: &str, limit: i64, json: bool, ui: &Ui) -> Result
         ui,
         &["RELEASE", "VERSION", "REASON", "OUTCOME", "DURATION", "WHEN", "BY", "PIPELINE"],
         &rows,
-        |col, v| {
-            (col == 3).then_some(match v {
-                "healthy" => "32",
-                "failed" => "31",
-                "deploying" | "queued" => "36",
-                _ => "2",
-            })
-        },
+        |col, v| (col == 3).then(|| deploycmd::outcome_color(v)),
     );
     Ok(exit::OK)
 }
