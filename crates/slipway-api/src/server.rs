@@ -102,7 +102,15 @@ pub struct PipelineView {
     /// Why it ended without running (its pipeline file did not plan), when it did.
     pub detail: Option<String>,
     pub created_at: String,
+    /// When its first job started.
+    pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// From created to finished (or to now while it runs).
+    pub duration_seconds: f64,
+    /// The commit's author, `Name <email>`.
+    pub author: Option<String>,
+    /// What started it: `api: NAME`, `webhook: github`, `polling`, `schedule ID`, `retry`.
+    pub triggered_by: Option<String>,
     pub jobs: Vec<JobView>,
 }
 
@@ -117,8 +125,12 @@ pub struct JobView {
     pub reason: Option<String>,
     /// The agent that ran (or runs) it.
     pub agent: Option<String>,
+    /// When it last became claimable (queued for an agent).
+    pub queued_at: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// From its start to its end (or to now while it runs).
+    pub duration_seconds: Option<f64>,
 }
 
 /// `POST /api/v1/jobs/request`: an agent asks for a job, waiting up to `wait_ms` for one.

@@ -290,7 +290,8 @@ async fn trigger(AxState(s): S, who: Caller, Path(name): Path<String>, bytes: By
     let t: Trigger = if bytes.is_empty() { Trigger::default() } else { body(&bytes)? };
     check_variables(&t.variables)?;
     let project = s.store.project(&name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
-    let run = pipelines::create(&s, &project, t.ref_name.as_deref(), None, "api", t.variables).await?;
+    let by = format!("api: {}", who.name);
+    let run = pipelines::create(&s, &project, t.ref_name.as_deref(), None, "api", t.variables, &by).await?;
     let view = view_of(&s, run).await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
@@ -320,7 +321,11 @@ async fn view_of(s: &State, id: RunId) -> Result<PipelineView, ServerError> {
         status: run.status.as_str().into(),
         detail: run.detail,
         created_at: rfc3339(run.created_at_ms),
+        started_at: jobs.iter().filter_map(|j| j.started_at_ms).min().map(rfc3339),
         finished_at: run.finished_at_ms.map(rfc3339),
+        duration_seconds: (run.finished_at_ms.unwrap_or_else(now_ms) - run.created_at_ms).max(0) as f64 / 1000.0,
+        author: run.author,
+        triggered_by: run.triggered_by,
         jobs: jobs
             .into_iter()
             .map(|j| JobView {
@@ -332,8 +337,13 @@ async fn view_of(s: &State, id: RunId) -> Result<PipelineView, ServerError> {
                 attempts: j.attempts,
                 reason: j.reason,
                 agent: j.runner,
+                queued_at: j.queued_at_ms.map(rfc3339),
                 started_at: j.started_at_ms.map(rfc3339),
                 finished_at: j.finished_at_ms.map(rfc3339),
+                duration_seconds: j.started_at_ms.map(|s| {
+                    let end = if j.status.is_terminal() { j.finished_at_ms.unwrap_or(s) } else { now_ms() };
+                    (end - s).max(0) as f64 / 1000.0
+                }),
             })
             .collect(),
     })

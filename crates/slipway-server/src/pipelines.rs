@@ -51,6 +51,7 @@ pub async fn create(
     commit: Option<&str>,
     source: &str,
     variables: Vec<(String, String)>,
+    by: &str,
 ) -> Result<RunId, ServerError> {
     let mirror = mirror_dir(&state.data_dir, &project.name);
     let (branch, full_ref) = match ref_name.unwrap_or(&project.branch) {
@@ -83,6 +84,7 @@ pub async fn create(
             })?,
     };
     let shown_ref = branch.clone().unwrap_or_else(|| full_ref.trim_start_matches("refs/tags/").to_string());
+    let author = slipway_git::remote::author(&mirror, &sha).map(|(n, e)| format!("{n} <{e}>"));
     let run = state
         .store
         .create_run(&NewRun {
@@ -92,6 +94,8 @@ pub async fn create(
             source: source.to_string(),
             jobs: Vec::new(),
             variables: variables.clone(),
+            author,
+            triggered_by: Some(by.to_string()),
         })
         .await?;
     match plan_run(state, &project.name, run, &sha, branch.as_deref(), source, &variables).await {

@@ -174,7 +174,8 @@ pub async fn play(AxState(s): S, who: Caller, Path((name, id)): Path<(String, i6
 
 async fn start(s: &Arc<State>, sc: &Schedule) -> Result<i64, ServerError> {
     let p = project(s, &sc.project).await?;
-    let run = pipelines::create(s, &p, Some(&sc.ref_name), None, "schedule", sc.variables.clone()).await?;
+    let by = format!("schedule {}", sc.id);
+    let run = pipelines::create(s, &p, Some(&sc.ref_name), None, "schedule", sc.variables.clone(), &by).await?;
     s.store.set_schedule_run(sc.id, run).await?;
     Ok(run)
 }

@@ -110,7 +110,10 @@ async fn receive_verified(
     }
     let run = match s.store.find_run(&p.name, &short_ref(&ref_name), &sha, source).await? {
         Some(r) => r,
-        None => pipelines::create(&s, &p, Some(&ref_name), Some(&sha), source, Vec::new()).await?,
+        None => {
+            let by = format!("webhook: {forge}");
+            pipelines::create(&s, &p, Some(&ref_name), Some(&sha), source, Vec::new(), &by).await?
+        }
     };
     if let Some(id) = &delivery {
         s.store.set_delivery_run(id, run).await?;
@@ -236,7 +239,7 @@ pub async fn poll_once(s: &Arc<State>) {
                 if exists {
                     continue;
                 }
-                if let Err(e) = pipelines::create(s, &p, Some(r), Some(sha), "push", Vec::new()).await {
+                if let Err(e) = pipelines::create(s, &p, Some(r), Some(sha), "push", Vec::new(), "polling").await {
                     tracing::warn!(project = %p.name, git_ref = %r, error = %e, "cannot start the pipeline");
                 }
             }

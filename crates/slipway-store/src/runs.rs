@@ -24,6 +24,10 @@ pub struct NewRun {
     pub jobs: Vec<(String, String)>,
     /// Variables given at trigger time.
     pub variables: Vec<(String, String)>,
+    /// The commit's author, `Name <email>`.
+    pub author: Option<String>,
+    /// What started it (`api: admin`, `webhook: github`, `polling`, `schedule 3`).
+    pub triggered_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +46,8 @@ pub struct RunRow {
     pub variables: Vec<(String, String)>,
     /// Why the run ended without running (its pipeline file did not plan).
     pub detail: Option<String>,
+    pub author: Option<String>,
+    pub triggered_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +63,8 @@ pub struct JobRow {
     pub runner: Option<String>,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// When it last became claimable.
+    pub queued_at_ms: Option<i64>,
 }
 
 /// A job a runner took: it holds it until the lease runs out unless it renews it.
@@ -90,6 +98,8 @@ fn run_from(r: &impl Columns) -> Result<RunRow, StoreError> {
             None => Vec::new(),
         },
         detail: r.opt_text("detail"),
+        author: r.opt_text("author"),
+        triggered_by: r.opt_text("triggered_by"),
     })
 }
 
@@ -109,13 +119,15 @@ fn job_from(r: &impl Columns) -> Result<JobRow, StoreError> {
         runner: r.opt_text("runner"),
         started_at_ms: r.opt_i64("started_at"),
         finished_at_ms: r.opt_i64("finished_at"),
+        queued_at_ms: r.opt_i64("queued_at"),
     })
 }
 
 const RUN_COLUMNS: &str =
-    "id, project, ref_name, commit_sha, source, status, snapshot, created_at, finished_at, variables, detail";
+    "id, project, ref_name, commit_sha, source, status, snapshot, created_at, finished_at, variables, detail, author,
+     triggered_by";
 const JOB_COLUMNS: &str =
-    "run_id, idx, name, stage, status, exit_code, attempts, reason, runner, started_at, finished_at";
+    "run_id, idx, name, stage, status, exit_code, attempts, reason, runner, started_at, finished_at, queued_at";
 
 impl Store {
     /// Records a run (running) and its jobs (created), in one transaction.
@@ -124,8 +136,9 @@ impl Store {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO runs (project, ref_name, commit_sha, source, status, created_at, variables)
-                 VALUES ($1, $2, $3, $4, 'running', $5, $6) RETURNING id",
+                "INSERT INTO runs (project, ref_name, commit_sha, source, status, created_at, variables, author,
+                                   triggered_by)
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8) RETURNING id",
             )
             .bind(&run.project)
             .bind(&run.ref_name)
@@ -133,6 +146,8 @@ impl Store {
             .bind(&run.source)
             .bind(now)
             .bind(serde_json::to_string(&run.variables).expect("variables serialize"))
+            .bind(&run.author)
+            .bind(&run.triggered_by)
             .fetch_one(&mut *tx)
             .await?;
             for (i, (name, stage)) in run.jobs.iter().enumerate() {

@@ -207,6 +207,8 @@ fn run(jobs: &[&str]) -> NewRun {
         source: "push".into(),
         jobs: jobs.iter().map(|j| (j.to_string(), "test".to_string())).collect(),
         variables: vec![("DEPLOY".into(), "yes".into())],
+        author: Some("t <t@x>".into()),
+        triggered_by: Some("api: tester".into()),
     }
 }
 

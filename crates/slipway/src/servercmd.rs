@@ -386,10 +386,16 @@ fn show(p: &slipway_api::server::PipelineView, ui: &Ui) {
         p.source,
         p.status
     );
+    println!(
+        "  by {}, started by {}, {:.1}s",
+        p.author.as_deref().unwrap_or("-"),
+        p.triggered_by.as_deref().unwrap_or("-"),
+        p.duration_seconds
+    );
     if let Some(d) = &p.detail {
         println!("{d}");
     }
-    let rows: Vec<[String; 5]> = p
+    let rows: Vec<[String; 6]> = p
         .jobs
         .iter()
         .map(|j| {
@@ -398,11 +404,14 @@ fn show(p: &slipway_api::server::PipelineView, ui: &Ui) {
                 j.stage.clone(),
                 j.status.clone(),
                 j.exit_code.map_or(String::new(), |c| c.to_string()),
+                j.duration_seconds.map_or(String::new(), |d| format!("{d:.1}s")),
                 j.agent.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    crate::ui::print_table(ui, &["JOB", "STAGE", "STATUS", "EXIT", "AGENT"], &rows, |c, v| status_color(c, 2, v));
+    crate::ui::print_table(ui, &["JOB", "STAGE", "STATUS", "EXIT", "DURATION", "AGENT"], &rows, |c, v| {
+        status_color(c, 2, v)
+    });
 }
 
 fn pipeline_code(status: &str) -> i32 {

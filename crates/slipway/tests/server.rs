@@ -182,6 +182,15 @@ fn a_triggered_pipeline_runs_on_an_agent_and_its_logs_come_back() {
     let p = server.wait(id, Duration::from_secs(30));
     assert_eq!(p["status"], "success", "{p}");
     assert!(p["jobs"].as_array().unwrap().iter().all(|j| j["status"] == "success" && j["agent"] == "a1@admin"), "{p}");
+    // The record says whose commit it is, who started it, when, and how long things took.
+    assert_eq!(
+        (p["author"].as_str(), p["triggered_by"].as_str()),
+        (Some("t <t@example.com>"), Some("api: admin")),
+        "{p}"
+    );
+    assert!(p["started_at"].is_string() && p["duration_seconds"].as_f64().unwrap() > 0.0, "{p}");
+    let j = &p["jobs"][0];
+    assert!(j["queued_at"].is_string() && j["duration_seconds"].as_f64().unwrap() >= 0.0, "{p}");
     let sha = repo.git(&["rev-parse", "--short=8", "HEAD"]);
     let (code, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
     assert_eq!(code, 200, "{log}");
