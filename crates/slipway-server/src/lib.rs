@@ -74,6 +74,8 @@ pub struct State {
     driving: tokio::sync::Mutex<()>,
     /// One planning checkout at a time.
     pub(crate) planning: tokio::sync::Mutex<()>,
+    /// One pipeline start at a time (a recorded pipeline gets its jobs once).
+    starting: tokio::sync::Mutex<()>,
     /// A job became claimable: wakes agents waiting in a long-poll.
     work: tokio::sync::Notify,
     /// When each polled project was last looked at.
@@ -130,6 +132,7 @@ impl Server {
             plans: Mutex::default(),
             driving: tokio::sync::Mutex::new(()),
             planning: tokio::sync::Mutex::new(()),
+            starting: tokio::sync::Mutex::new(()),
             work: tokio::sync::Notify::new(),
             polled: Mutex::default(),
             counters: Counters::default(),
@@ -145,6 +148,16 @@ impl Server {
     ) -> Result<(), ServerError> {
         let state = Arc::clone(&self.state);
         for run in state.store.running_runs().await? {
+            // Recorded but not planned when the last server stopped: planned now.
+            if state.store.jobs(run.id).await?.is_empty() {
+                let s = Arc::clone(&state);
+                tokio::spawn(async move {
+                    if let Err(e) = pipelines::start(&s, run.id).await {
+                        tracing::error!(pipeline = run.id, error = %e, "cannot start the recorded pipeline");
+                    }
+                });
+                continue;
+            }
             if let Err(e) = pipelines::drive(&state, run.id, pipelines::Event::Reconcile).await {
                 tracing::error!(pipeline = run.id, error = %e, "cannot resume pipeline");
             }

@@ -43,8 +43,26 @@ pub(crate) fn slug(s: &str) -> String {
 }
 
 /// Starts a pipeline for `ref_name` (a branch, `refs/heads/…` or `refs/tags/…`; the default
-/// branch when `None`) at its newest commit, or at `commit` when given.
+/// branch when `None`) at its newest commit, or at `commit` when given: recorded, planned and
+/// started before it returns.
 pub async fn create(
+    state: &Arc<State>,
+    project: &Project,
+    ref_name: Option<&str>,
+    commit: Option<&str>,
+    source: &str,
+    variables: Vec<(String, String)>,
+    by: &str,
+) -> Result<RunId, ServerError> {
+    let run = record(state, project, ref_name, commit, source, variables, by).await?;
+    start(state, run).await?;
+    Ok(run)
+}
+
+/// Records a pipeline without planning it yet (its id is `CI_PIPELINE_ID`): what a webhook
+/// answers with at once. [`start`] plans it; a server that stops in between starts it when
+/// it is back.
+pub async fn record(
     state: &Arc<State>,
     project: &Project,
     ref_name: Option<&str>,
@@ -61,57 +79,100 @@ pub async fn create(
             (Some(b.clone()), format!("refs/heads/{b}"))
         }
     };
-    // A pushed commit the mirror already has, on a branch it knows, needs no fetch (a burst of
-    // pushes is fetched once, by the first of them).
-    let (repo, m, b, c) = (project.repo.clone(), mirror.clone(), branch.clone(), commit.map(str::to_string));
-    blocking(move || {
-        let known = c.is_some_and(|c| {
-            m.join("HEAD").is_file()
-                && b.as_deref().is_none_or(|b| slipway_git::remote::has_branch(&m, b))
-                && slipway_git::run(&m, &["cat-file", "-e", &format!("{c}^{{commit}}")]).is_ok()
-        });
-        match known {
-            true => Ok(()),
-            false => slipway_git::remote::mirror(&repo, &m).map_err(|e| ServerError::Git(e.to_string())),
-        }
-    })
-    .await?;
     let sha = match commit {
         Some(c) => c.to_string(),
-        None => slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("{full_ref}^{{commit}}")])
-            .ok_or_else(|| {
-                ServerError::Input(format!("`{full_ref}` is not in {}", project.repo), Some("ref".into()))
-            })?,
+        None => {
+            fetch(state, project, None, None).await?;
+            slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("{full_ref}^{{commit}}")]).ok_or_else(
+                || ServerError::Input(format!("`{full_ref}` is not in {}", project.repo), Some("ref".into())),
+            )?
+        }
     };
-    let shown_ref = branch.clone().unwrap_or_else(|| full_ref.trim_start_matches("refs/tags/").to_string());
-    let author = slipway_git::remote::author(&mirror, &sha).map(|(n, e)| format!("{n} <{e}>"));
-    let run = state
+    let shown_ref = branch.unwrap_or_else(|| full_ref.trim_start_matches("refs/tags/").to_string());
+    Ok(state
         .store
         .create_run(&NewRun {
             project: project.name.clone(),
             ref_name: Some(shown_ref),
-            commit_sha: Some(sha.clone()),
+            commit_sha: Some(sha),
             source: source.to_string(),
             jobs: Vec::new(),
-            variables: variables.clone(),
-            author,
+            variables,
+            author: None,
             triggered_by: Some(by.to_string()),
         })
-        .await?;
-    match plan_run(state, &project.name, run, &sha, branch.as_deref(), source, &variables).await {
-        Ok(plan) => {
-            let jobs: Vec<(String, String, Vec<String>)> =
-                plan.jobs.iter().map(|j| (j.name.clone(), j.stage.clone(), j.tags.clone())).collect();
-            state.store.add_jobs(run, &jobs).await?;
-            state.plans.lock().expect("plans lock").insert(run, Arc::new(plan));
-            drive(state, run, Event::Step).await?;
-            if source == "push" || source == "api" || source == "web" {
-                auto_cancel(state, &project.name, run).await?;
+        .await?)
+}
+
+/// Brings the mirror up to date unless it already has `commit` on a branch it knows (a burst
+/// of pushes is fetched once, by the first of them).
+async fn fetch(
+    state: &Arc<State>,
+    project: &Project,
+    commit: Option<&str>,
+    branch: Option<&str>,
+) -> Result<(), ServerError> {
+    let mirror = mirror_dir(&state.data_dir, &project.name);
+    let (repo, b, c) = (project.repo.clone(), branch.map(str::to_string), commit.map(str::to_string));
+    blocking(move || {
+        let known = c.is_some_and(|c| {
+            mirror.join("HEAD").is_file()
+                && b.as_deref().is_none_or(|b| slipway_git::remote::has_branch(&mirror, b))
+                && slipway_git::run(&mirror, &["cat-file", "-e", &format!("{c}^{{commit}}")]).is_ok()
+        });
+        match known {
+            true => Ok(()),
+            false => slipway_git::remote::mirror(&repo, &mirror).map_err(|e| ServerError::Git(e.to_string())),
+        }
+    })
+    .await
+}
+
+/// Plans a recorded pipeline and starts it. One that has its jobs already, or has ended, is
+/// left as it is, so starting twice (after a restart) changes nothing.
+pub async fn start(state: &Arc<State>, run: RunId) -> Result<(), ServerError> {
+    let Some(row) = state.store.run(run).await? else {
+        return Err(ServerError::NotFound(format!("pipeline {run}")));
+    };
+    let project = state
+        .store
+        .project(&row.project)
+        .await?
+        .ok_or_else(|| ServerError::NotFound(format!("project `{}`", row.project)))?;
+    let sha = row.commit_sha.clone().unwrap_or_default();
+    let mirror = mirror_dir(&state.data_dir, &project.name);
+    // The ref is a branch when the mirror has one of that name (else a tag).
+    fetch(state, &project, Some(&sha), row.ref_name.as_deref()).await?;
+    let branch = row.ref_name.clone().filter(|r| slipway_git::remote::has_branch(&mirror, r));
+    let planned = {
+        let _one = state.starting.lock().await;
+        if row.status != PipelineStatus::Running || !state.store.jobs(run).await?.is_empty() {
+            return Ok(());
+        }
+        if let Some((n, e)) = slipway_git::remote::author(&mirror, &sha) {
+            state.store.set_run_author(run, &format!("{n} <{e}>")).await?;
+        }
+        match plan_run(state, &project.name, run, &sha, branch.as_deref(), &row.source, &row.variables).await {
+            Ok(plan) => {
+                let jobs: Vec<(String, String, Vec<String>)> =
+                    plan.jobs.iter().map(|j| (j.name.clone(), j.stage.clone(), j.tags.clone())).collect();
+                state.store.add_jobs(run, &jobs).await?;
+                state.plans.lock().expect("plans lock").insert(run, Arc::new(plan));
+                true
+            }
+            Err(why) => {
+                state.store.end_run(run, PipelineStatus::Failed, &why).await?;
+                false
             }
         }
-        Err(why) => state.store.end_run(run, PipelineStatus::Failed, &why).await?,
+    };
+    if planned {
+        drive(state, run, Event::Step).await?;
+        if matches!(row.source.as_str(), "push" | "api" | "web") {
+            auto_cancel(state, &project.name, run).await?;
+        }
     }
-    Ok(run)
+    Ok(())
 }
 
 /// GitLab's auto-cancel of redundant pipelines: an older running pipeline of the same project

@@ -111,8 +111,17 @@ async fn receive_verified(
     let run = match s.store.find_run(&p.name, &short_ref(&ref_name), &sha, source).await? {
         Some(r) => r,
         None => {
+            // Recorded now and answered; planned just after (a burst of deliveries is answered
+            // at once instead of one plan at a time, and a restart in between loses nothing).
             let by = format!("webhook: {forge}");
-            pipelines::create(&s, &p, Some(&ref_name), Some(&sha), source, Vec::new(), &by).await?
+            let run = pipelines::record(&s, &p, Some(&ref_name), Some(&sha), source, Vec::new(), &by).await?;
+            let st = Arc::clone(&s);
+            tokio::spawn(async move {
+                if let Err(e) = pipelines::start(&st, run).await {
+                    tracing::warn!(pipeline = run, error = %e, "cannot start the pipeline");
+                }
+            });
+            run
         }
     };
     if let Some(id) = &delivery {

@@ -186,6 +186,14 @@ impl Store {
         Ok(())
     }
 
+    /// The commit's author of a run, known once the commit is fetched.
+    pub async fn set_run_author(&self, run: RunId, author: &str) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE runs SET author = $1 WHERE id = $2").bind(author).bind(run).execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// Ends a run that could not run (its pipeline did not plan), saying why.
     pub async fn end_run(&self, run: RunId, status: PipelineStatus, detail: &str) -> Result<(), StoreError> {
         with_pool!(self, |pool| {

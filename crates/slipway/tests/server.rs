@@ -1369,3 +1369,42 @@ fn caches_saved_on_one_agent_are_restored_on_another() {
         "{log}"
     );
 }
+
+/// A webhook is answered as soon as its pipeline is recorded; the plan comes after. A server
+/// that stopped in between (a recorded pipeline with no jobs yet) plans it when it is back.
+#[test]
+fn a_recorded_pipeline_not_planned_yet_is_planned_when_the_server_is_back() {
+    let repo = Repo::new(&[(".gitlab-ci.yml", "job:\n  script: [echo planned late]\n")]);
+    let mut server = Server::start("30s");
+    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    let mut old = server.proc.take().unwrap();
+    old.0.kill().unwrap();
+    old.0.wait().unwrap();
+    std::mem::forget(old);
+    // What a webhook leaves when the server dies right after answering it.
+    let sha = repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let id = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        let store = slipway_store::Store::open(server.data.path()).await.unwrap();
+        store
+            .create_run(&slipway_store::NewRun {
+                project: "app".into(),
+                ref_name: Some("main".into()),
+                commit_sha: Some(sha.clone()),
+                source: "push".into(),
+                jobs: Vec::new(),
+                variables: Vec::new(),
+                author: None,
+                triggered_by: Some("webhook: github".into()),
+            })
+            .await
+            .unwrap()
+    });
+    server.launch("30s");
+    let (_agent, _d) = server.agent("a1");
+    let p = server.wait(id, Duration::from_secs(30));
+    assert_eq!(p["status"], "success", "{p}");
+    assert_eq!(p["author"], "t <t@example.com>", "{p}");
+    let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
+    assert!(log.contains("planned late"), "{log}");
+}
