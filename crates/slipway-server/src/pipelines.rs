@@ -131,6 +131,9 @@ async fn fetch(
 /// Plans a recorded pipeline and starts it. One that has its jobs already, or has ended, is
 /// left as it is, so starting twice (after a restart) changes nothing.
 pub async fn start(state: &Arc<State>, run: RunId) -> Result<(), ServerError> {
+    // One start at a time, fetch included: a burst of deliveries is started in order, by one
+    // fetch of the mirror and one plan each, not by a thousand git processes at once.
+    let _one = state.starting.lock().await;
     let Some(row) = state.store.run(run).await? else {
         return Err(ServerError::NotFound(format!("pipeline {run}")));
     };
@@ -145,7 +148,6 @@ pub async fn start(state: &Arc<State>, run: RunId) -> Result<(), ServerError> {
     fetch(state, &project, Some(&sha), row.ref_name.as_deref()).await?;
     let branch = row.ref_name.clone().filter(|r| slipway_git::remote::has_branch(&mirror, r));
     let planned = {
-        let _one = state.starting.lock().await;
         if row.status != PipelineStatus::Running || !state.store.jobs(run).await?.is_empty() {
             return Ok(());
         }
@@ -283,6 +285,15 @@ pub(crate) async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> 
 pub async fn reconcile_all(state: &Arc<State>) {
     let Ok(runs) = state.store.running_runs().await else { return };
     for run in runs {
+        // Recorded but never planned (its start failed, say git could not fetch): again.
+        if state.store.jobs(run.id).await.is_ok_and(|j| j.is_empty())
+            && slipway_model::time::now_ms() - run.created_at_ms > 10_000
+        {
+            if let Err(e) = start(state, run.id).await {
+                tracing::warn!(pipeline = run.id, error = %e, "cannot start the recorded pipeline");
+            }
+            continue;
+        }
         if let Err(e) = drive(state, run.id, Event::Reconcile).await {
             tracing::warn!(pipeline = run.id, error = %e, "cannot reconcile the pipeline");
         }
