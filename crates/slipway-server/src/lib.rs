@@ -162,43 +162,55 @@ impl Server {
                 tracing::error!(pipeline = run.id, error = %e, "cannot resume pipeline");
             }
         }
-        let sweeper = {
-            let state = Arc::clone(&state);
-            tokio::spawn(async move {
-                let mut tick: u64 = 0;
-                loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    tick += 1;
-                    // Expired artifacts go once a minute; every 10 s, job ends the store has and
-                    // a pipeline missed (a transition lost to a database outage) are taken in,
-                    // and pipelines past the retention are forgotten.
-                    if tick % 120 == 1 {
-                        deploys::sweep(&state).await;
-                    }
-                    if tick.is_multiple_of(20) {
-                        pipelines::reconcile_all(&state).await;
-                        deploys::retire(&state).await;
-                    }
-                    pipelines::lost_jobs(&state).await;
-                }
-            })
-        };
-        let poller = {
-            let state = Arc::clone(&state);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    webhooks::poll_once(&state).await;
-                    schedules::tick(&state).await;
-                }
-            })
-        };
+        // Background work in three loops, each step a task of its own: a step that panics or
+        // hangs is reported and the loop goes on (it is what requeues and reconciles).
+        let leases = every(&state, Duration::from_millis(500), "requeue lost jobs", |s, _| async move {
+            pipelines::lost_jobs(&s).await;
+        });
+        let upkeep = every(&state, Duration::from_secs(10), "reconcile and retire", |s, tick| async move {
+            // Job ends the store has and a pipeline missed (a transition lost to a database
+            // outage) are taken in; pipelines past the retention are forgotten; expired
+            // artifacts go once a minute.
+            pipelines::reconcile_all(&s).await;
+            deploys::retire(&s).await;
+            if tick % 6 == 1 {
+                deploys::sweep(&s).await;
+            }
+        });
+        let poller = every(&state, Duration::from_millis(500), "poll and schedule", |s, _| async move {
+            webhooks::poll_once(&s).await;
+            schedules::tick(&s).await;
+        });
         let app = api::router(Arc::clone(&state));
         let r = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
-        sweeper.abort();
+        leases.abort();
+        upkeep.abort();
         poller.abort();
         r.map_err(|source| ServerError::Io { what: "serving".into(), source })
     }
+}
+
+/// Runs `step` every `period` (its `tick` counts from 1), each run a task of its own with a
+/// deadline: a step that panics or hangs is logged, and the next one runs.
+fn every<F, Fut>(state: &Arc<State>, period: Duration, what: &'static str, step: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Arc<State>, u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let mut tick: u64 = 0;
+        loop {
+            tokio::time::sleep(period).await;
+            tick += 1;
+            let run = tokio::spawn(step(Arc::clone(&state), tick));
+            match tokio::time::timeout(Duration::from_secs(300), run).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "background step `{what}` failed; it runs again"),
+                Err(_) => tracing::error!("background step `{what}` took over 5 minutes; it runs again"),
+            }
+        }
+    })
 }
 
 /// A new random token (32 bytes, hex, prefixed so it is recognisable in a leak scan).
