@@ -509,8 +509,12 @@ fn a_server_killed_mid_pipeline_resumes_it_and_nothing_runs_twice() {
     for id in &ids {
         let p = server.wait(*id, Duration::from_secs(40));
         assert_eq!(p["status"], "success", "{p}");
+        // A claim whose answer was on the wire when the server died never reached its agent:
+        // that job is claimed again after its first lease (10 s), so it may count a second
+        // attempt — but it runs once, which its log shows.
         for j in p["jobs"].as_array().unwrap() {
-            assert_eq!((j["status"].as_str(), j["attempts"].as_u64()), (Some("success"), Some(1)), "ran once: {p}");
+            assert_eq!(j["status"], "success", "{p}");
+            assert!((1..=2).contains(&j["attempts"].as_u64().unwrap()), "{p}");
         }
         for (job, line) in [(0, "first done"), (1, "second done")] {
             let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/{job}/log"), None);
