@@ -114,6 +114,20 @@ impl Server {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
+    /// Adds the project `name` watching `repo` (as the admin).
+    fn add_project(&self, name: &str, repo: &Repo) {
+        let body = format!(r#"{{"name": "{name}", "repo": "{}"}}"#, repo.path().display());
+        let (code, text) = self.call("POST", "/api/v1/projects", Some(&body));
+        assert_eq!(code, 201, "{text}");
+    }
+
+    /// Starts a pipeline of `project` (`body`: the trigger's JSON); its id.
+    fn trigger(&self, project: &str, body: Option<&str>) -> i64 {
+        let (code, text) = self.call("POST", &format!("/api/v1/projects/{project}/pipelines"), body);
+        assert_eq!(code, 201, "{text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap()
+    }
+
     fn json(&self, path: &str) -> serde_json::Value {
         let (code, body) = self.call("GET", path, None);
         assert_eq!(code, 200, "{path}: {body}");
@@ -269,10 +283,8 @@ fn a_job_whose_agent_is_killed_is_queued_again_and_finished_by_another() {
     )]);
     let server = Server::start("2s");
     let (mut first, _d1) = server.agent("first");
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
-    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
-    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    server.add_project("app", &repo);
+    let id = server.trigger("app", None);
     let t = Instant::now();
     while server.json(&format!("/api/v1/pipelines/{id}"))["jobs"][0]["status"] != "running" {
         assert!(t.elapsed() < Duration::from_secs(20), "the job never started");
@@ -485,8 +497,7 @@ fn a_server_killed_mid_pipeline_resumes_it_and_nothing_runs_twice() {
     )]);
     let mut server = Server::start("30s");
     let agents: Vec<_> = (0..4).map(|i| server.agent(&format!("a{i}"))).collect();
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    server.add_project("app", &repo);
     // 20 pipelines, each on its own branch (a newer one on a ref would cancel an older one).
     let ids: Vec<i64> = (0..20)
         .map(|i| {
@@ -594,10 +605,8 @@ fn a_server_with_its_own_agent_runs_pipelines_alone() {
     let server = Server::start_with(&["--with-agent", "--admin-token-file", file.to_str().unwrap()]);
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
-    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
-    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    server.add_project("app", &repo);
+    let id = server.trigger("app", None);
     let p = server.wait(id, Duration::from_secs(30));
     assert_eq!(p["status"], "success", "{p}");
     assert!(p["jobs"][0]["agent"].as_str().unwrap().ends_with("@local"), "{p}");
@@ -610,8 +619,7 @@ fn a_newer_pipeline_on_the_same_ref_cancels_an_older_interruptible_one() {
     let repo = Repo::new(&[(".gitlab-ci.yml", "wait:\n  interruptible: true\n  script: [sleep 20]\n")]);
     let server = Server::start("30s");
     let (_agent, _d) = server.agent("a1");
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    server.add_project("app", &repo);
     let start = || {
         let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap()
@@ -641,10 +649,8 @@ fn a_running_jobs_log_is_followed_live_and_resumed_from_an_offset() {
     )]);
     let server = Server::start("30s");
     let (_agent, _d) = server.agent("a1");
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
-    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
-    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    server.add_project("app", &repo);
+    let id = server.trigger("app", None);
     // Followed while it runs: the stream ends with the job.
     let t = Instant::now();
     let out = Command::new("curl")
@@ -791,8 +797,7 @@ fn schedules_run_pipelines_and_a_missed_run_happens_once_after_a_restart() {
         "nightly:\n  script: [echo nightly]\n  rules:\n    - if: $CI_PIPELINE_SOURCE == \"schedule\" && $NIGHTLY == \"1\"\nalways:\n  script: [echo hi]\n",
     )]);
     let mut server = Server::start("30s");
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    server.add_project("app", &repo);
     let cli = |server: &Server, args: &[&str]| {
         Run::from(
             Command::new(bin())
@@ -879,10 +884,8 @@ fn tagged_jobs_go_only_to_agents_with_those_tags() {
     )]);
     let server = Server::start("30s");
     let (_plain, _d1) = server.agent("plain");
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
-    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
-    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    server.add_project("app", &repo);
+    let id = server.trigger("app", None);
     // The untagged job runs; the tagged one waits for an agent with its tags.
     let t = Instant::now();
     loop {
@@ -912,10 +915,8 @@ fn a_job_that_loses_every_agent_fails_as_a_runner_system_failure() {
     let repo = Repo::new(&[(".gitlab-ci.yml", &format!("doom:\n  script:\n    - '{}'\n", doom.replace('\'', "''")))]);
     let server = Server::start("1s");
     let agents: Vec<_> = (0..3).map(|i| server.agent(&format!("doomed{i}"))).collect();
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
-    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
-    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    server.add_project("app", &repo);
+    let id = server.trigger("app", None);
     let p = server.wait(id, Duration::from_secs(30));
     assert_eq!(p["status"], "failed", "{p}");
     let job = &p["jobs"][0];
@@ -934,8 +935,7 @@ fn a_stopping_agent_finishes_its_jobs_and_stopped_again_hands_them_back() {
         "work:\n  script:\n    - if [ ! -f \"$MARKS/$CI_PIPELINE_ID\" ]; then touch \"$MARKS/$CI_PIPELINE_ID\"; sleep \"$FIRST\"; fi\n    - echo done\n",
     )]);
     let server = Server::start("30s");
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    server.add_project("app", &repo);
     let start = |first: &str| {
         let vars = format!(r#"{{"variables": [["MARKS", "{}"], ["FIRST", "{first}"]]}}"#, marks.path().display());
         let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", Some(&vars));
@@ -1005,8 +1005,7 @@ fn failed_jobs_are_retried_and_manual_jobs_played_from_the_cli() {
                 .unwrap(),
         )
     };
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    server.add_project("app", &repo);
     let marks_var = format!("MARKS={}", marks.path().display());
     let r = cli(&["trigger", "app", "--var", &marks_var, "--wait", "--json"]);
     assert_eq!(r.code, 1, "{}", r.debug());
@@ -1057,8 +1056,7 @@ fn on_postgres_a_database_restart_under_load_loses_nothing() {
     )]);
     let server = Server::start_with(&["--database-url", &url, "--lease", "30s"]);
     let agents: Vec<_> = (0..3).map(|i| server.agent(&format!("pg{i}"))).collect();
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    server.add_project("app", &repo);
     // One branch per pipeline: a newer pipeline on a ref would cancel an older one not started.
     for b in 0..16 {
         repo.git(&["branch", &format!("b{b}")]);
@@ -1113,8 +1111,7 @@ fn api_inputs_fuzzed_from_the_openapi_document_never_get_a_server_error() {
     let doc = server.json("/api/v1/openapi.json");
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/api/v1/projects/{name}/environments/{env}/deploy"]["post"].is_object(), "{doc}");
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    server.add_project("app", &repo);
     let work = tempfile::tempdir().unwrap();
     // Path parameters name the project that exists, so operations get past the 404.
     std::fs::write(work.path().join("schemathesis.toml"), "[parameters]\n\"path.name\" = \"app\"\n").unwrap();
@@ -1146,10 +1143,8 @@ fn pipelines_past_the_retention_are_forgotten_with_their_logs() {
     let repo = Repo::new(&[(".gitlab-ci.yml", "job:\n  script: [echo kept]\n  artifacts:\n    paths: [out]\n")]);
     let server = Server::start_with(&["--lease", "30s", "--retention", "1s"]);
     let (_agent, _d) = server.agent("a1");
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
-    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
-    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    server.add_project("app", &repo);
+    let id = server.trigger("app", None);
     assert_eq!(server.wait(id, Duration::from_secs(20))["status"], "success");
     let logs = server.data.path().join("logs").join(id.to_string());
     assert!(logs.exists());
@@ -1237,8 +1232,7 @@ fn an_agent_on_another_machine_runs_jobs_and_a_network_cut_moves_its_job() {
             .unwrap();
         (Proc(child), data)
     };
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    server.add_project("app", &repo);
     let trigger = |nap: &str| {
         let vars = format!(r#"{{"variables": [["NAP", "{nap}"]]}}"#);
         let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", Some(&vars));
@@ -1360,10 +1354,8 @@ fn caches_saved_on_one_agent_are_restored_on_another() {
     let server = Server::start("30s");
     let (_a, _da) = server.agent_with("a", &["--tags", "one"]);
     let (_b, _db) = server.agent_with("b", &["--tags", "two"]);
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
-    let (_, text) = server.call("POST", "/api/v1/projects/app/pipelines", None);
-    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"].as_i64().unwrap();
+    server.add_project("app", &repo);
+    let id = server.trigger("app", None);
     let p = server.wait(id, Duration::from_secs(30));
     assert_eq!(p["status"], "success", "{p}");
     assert_eq!((p["jobs"][0]["agent"].as_str(), p["jobs"][1]["agent"].as_str()), (Some("a@admin"), Some("b@admin")));
@@ -1380,8 +1372,7 @@ fn caches_saved_on_one_agent_are_restored_on_another() {
 fn a_recorded_pipeline_not_planned_yet_is_planned_when_the_server_is_back() {
     let repo = Repo::new(&[(".gitlab-ci.yml", "job:\n  script: [echo planned late]\n")]);
     let mut server = Server::start("30s");
-    let body = format!(r#"{{"name": "app", "repo": "{}"}}"#, repo.path().display());
-    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    server.add_project("app", &repo);
     let mut old = server.proc.take().unwrap();
     old.0.kill().unwrap();
     old.0.wait().unwrap();
