@@ -690,7 +690,7 @@ fn served(addr: &str) -> Option<String> {
 #[test]
 fn a_pipeline_builds_and_its_deploy_job_updates_dev_through_the_server() {
     require_go();
-    let addr = free_addr();
+    let (addr, staging) = (free_addr(), free_addr());
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
     let pipeline = format!(
         r#"stages: [build, deploy]
@@ -711,6 +711,11 @@ environments:
   dev:
     instances: 2
     listen: {addr}
+    health: {{http: /healthz, interval: 200ms, deadline: 10s}}
+  staging:
+    promote_from: dev
+    instances: 1
+    listen: {staging}
     health: {{http: /healthz, interval: 200ms, deadline: 10s}}
 "#
     );
@@ -760,6 +765,10 @@ environments:
     let st = cli(&["status", "dev"]);
     assert_eq!(st.code, 0, "{}", st.debug());
     assert!(st.stdout.contains(&v1) && st.stdout.contains("2/2"), "{}", st.stdout);
+    // Promoted to staging through the server: the same artifacts, never a rebuild.
+    let pr = cli(&["promote", "dev", "staging"]);
+    assert_eq!(pr.code, 0, "{}", pr.debug());
+    assert_eq!(served(&staging).as_deref(), Some(v1.as_str()));
 
     // The next commit's pipeline rolls dev forward; an admin rolls it back from the CLI.
     repo.write("NOTES", "second\n");
@@ -779,7 +788,7 @@ environments:
     let (code, text) = server.call("POST", "/api/v1/projects/web/environments/qa/rollback", None);
     assert_eq!(code, 400, "{text}");
     assert!(
-        text.contains("has no environment `qa` (it has dev)") && text.contains("\"field\":\"environment\""),
+        text.contains("has no environment `qa` (it has dev, staging)") && text.contains("\"field\":\"environment\""),
         "{text}"
     );
     let (code, text) = server.call("POST", "/api/v1/projects/web/environments/dev/deploy", None);
