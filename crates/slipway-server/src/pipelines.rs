@@ -283,19 +283,22 @@ pub(crate) async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> 
 
 /// Reconciles every running pipeline with its jobs' records (see [`Event::Reconcile`]).
 pub async fn reconcile_all(state: &Arc<State>) {
-    let Ok(runs) = state.store.running_runs().await else { return };
-    for run in runs {
-        // Recorded but never planned (its start failed, say git could not fetch): again.
-        if state.store.jobs(run.id).await.is_ok_and(|j| j.is_empty())
-            && slipway_model::time::now_ms() - run.created_at_ms > 10_000
-        {
-            if let Err(e) = start(state, run.id).await {
-                tracing::warn!(pipeline = run.id, error = %e, "cannot start the recorded pipeline");
-            }
-            continue;
+    let (unstarted, stale) = match state.store.runs_to_reconcile().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for pipelines to reconcile");
+            return;
         }
-        if let Err(e) = drive(state, run.id, Event::Reconcile).await {
-            tracing::warn!(pipeline = run.id, error = %e, "cannot reconcile the pipeline");
+    };
+    // Recorded but never planned (its start failed, say git could not fetch): again.
+    for run in unstarted {
+        if let Err(e) = start(state, run).await {
+            tracing::warn!(pipeline = run, error = %e, "cannot start the recorded pipeline");
+        }
+    }
+    for run in stale {
+        if let Err(e) = drive(state, run, Event::Reconcile).await {
+            tracing::warn!(pipeline = run, error = %e, "cannot reconcile the pipeline");
         }
     }
 }

@@ -186,6 +186,33 @@ impl Store {
         Ok(())
     }
 
+    /// What the reconciler must look at: running runs recorded over 10 s ago that have no
+    /// jobs yet (never started), and running runs whose scheduler may have missed something
+    /// (no transition saved yet, or a job that ended after the last one).
+    pub async fn runs_to_reconcile(&self) -> Result<(Vec<RunId>, Vec<RunId>), StoreError> {
+        let now = now_ms();
+        with_pool!(self, |pool| {
+            let unstarted: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM runs r WHERE status = 'running' AND created_at < $1
+                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id) ORDER BY id",
+            )
+            .bind(now - 10_000)
+            .fetch_all(pool)
+            .await?;
+            let stale: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM runs r WHERE status = 'running'
+                   AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id)
+                   AND (r.snapshot IS NULL OR EXISTS (
+                        SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.finished_at IS NOT NULL
+                          AND j.finished_at > COALESCE(r.transitioned_at, 0)))
+                 ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok((unstarted, stale))
+        })
+    }
+
     /// The commit's author of a run, known once the commit is fetched.
     pub async fn set_run_author(&self, run: RunId, author: &str) -> Result<(), StoreError> {
         with_pool!(self, |pool| {
@@ -258,13 +285,15 @@ impl Store {
             let mut tx = pool.begin_with(pool.begin_write()).await?;
             sqlx::query(
                 "UPDATE runs SET status = $1, snapshot = $2,
-                        finished_at = CASE WHEN $1 = 'running' THEN NULL ELSE COALESCE(finished_at, $3) END
+                        finished_at = CASE WHEN $1 = 'running' THEN NULL ELSE COALESCE(finished_at, $3) END,
+                        transitioned_at = $5
                  WHERE id = $4",
             )
             .bind(status.as_str())
             .bind(&snapshot)
             .bind(finished)
             .bind(run)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
             for (idx, state) in changed {

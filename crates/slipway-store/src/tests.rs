@@ -241,6 +241,18 @@ async fn projects_and_tokens(db: Db) {
     let id = store.create_run(&NewRun { jobs: Vec::new(), ..run(&[]) }).await.expect("run");
     store.add_jobs(id, &[("build".into(), "build".into(), Vec::new())]).await.expect("jobs");
     assert_eq!(store.jobs(id).await.expect("jobs").len(), 1);
+    // The reconciler looks at a run with no transition yet, then not, then again once a job
+    // ended after the last transition (a transition lost to an outage).
+    assert!(store.runs_to_reconcile().await.expect("reconcile").1.contains(&id));
+    store
+        .save_transition(id, PipelineStatus::Running, &serde_json::json!({}), &[(0, JobState::Pending)])
+        .await
+        .expect("t");
+    assert!(!store.runs_to_reconcile().await.expect("reconcile").1.contains(&id));
+    store.claim_job("r", &[], Duration::from_secs(30)).await.expect("claim").expect("the job");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(store.finish_job(id, 0, "r", JobState::Success, Some(0), None).await.expect("finish"));
+    assert!(store.runs_to_reconcile().await.expect("reconcile").1.contains(&id));
     assert_eq!(
         store.run(id).await.expect("run").expect("there").variables,
         [("DEPLOY".to_string(), "yes".to_string())]
