@@ -156,7 +156,7 @@ impl IntoResponse for ServerError {
 }
 
 /// Parses a JSON body, naming the field at fault.
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ServerError> {
+pub(crate) fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ServerError> {
     serde_json::from_slice(bytes).map_err(|e| {
         let msg = e.to_string();
         let field = msg.split('`').nth(1).map(str::to_string);
@@ -664,7 +664,7 @@ async fn assignment(s: &Arc<State>, job: slipway_store::ClaimedJob) -> Result<Jo
 }
 
 /// Whether `who` (an agent) holds this job now.
-async fn holder(s: &State, run: RunId, index: usize) -> Result<Option<String>, ServerError> {
+pub(crate) async fn holder(s: &State, run: RunId, index: usize) -> Result<Option<String>, ServerError> {
     Ok(s.store
         .jobs(run)
         .await?
@@ -699,9 +699,10 @@ async fn append_log(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `?agent=NAME`: which of the token's agents calls.
 #[derive(serde::Deserialize)]
-struct AgentQuery {
-    agent: String,
+pub struct AgentQuery {
+    pub(crate) agent: String,
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{run}/{index}/lease", tag = "job protocol", summary = "Renew a job's lease; says whether to stop", params(("run" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline"), ("agent" = String, Query, description = "The agent's name")), responses((status = 200, body = LeaseAnswer), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]

@@ -23,6 +23,7 @@ use slipway_model::release::{Actor, PipelineRef};
 use slipway_model::run::JobState;
 use slipway_store::{Project, Role};
 
+use crate::api::AgentQuery;
 use crate::auth::Caller;
 use crate::pipelines::{self, mirror_dir};
 use crate::{ServerError, State};
@@ -62,11 +63,6 @@ async fn put_blob(data: &Path, bytes: Bytes) -> Result<String, ServerError> {
     .map_err(|e| ServerError::Io { what: "storing a blob".into(), source: std::io::Error::other(e) })?
 }
 
-#[derive(serde::Deserialize)]
-pub struct AgentQuery {
-    agent: String,
-}
-
 /// `PUT /api/v1/jobs/{run}/{index}/artifacts?agent=NAME`: the job's artifacts (a gzip'd tar),
 /// from the agent that holds the job.
 #[utoipa::path(put, path = "/api/v1/jobs/{run}/{index}/artifacts", tag = "job protocol", summary = "Upload a job's artifacts (a gzip'd tar)", params(("run" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline"), ("agent" = String, Query, description = "The agent's name")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "`{digest, size}`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
@@ -79,13 +75,7 @@ pub async fn upload(
 ) -> Result<Response, ServerError> {
     who.require(&[Role::Agent])?;
     let agent = format!("{}@{}", q.agent, who.name);
-    let held = s
-        .store
-        .jobs(run)
-        .await?
-        .into_iter()
-        .any(|j| j.index == index && j.status == JobState::Running && j.runner.as_deref() == Some(agent.as_str()));
-    if !held {
+    if crate::api::holder(&s, run, index).await?.as_deref() != Some(agent.as_str()) {
         return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not held by `{agent}`")));
     }
     if bytes.get(..2) != Some(&[0x1f, 0x8b]) {
@@ -439,24 +429,7 @@ async fn unpack(data: &Path, bytes: Bytes) -> Result<PathBuf, ServerError> {
     let d = dir.clone();
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&d).map_err(|source| ServerError::Io { what: d.display().to_string(), source })?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
-        let entries = archive
-            .entries()
-            .map_err(|e| ServerError::Input(format!("the upload is not a gzip'd tar: {e}"), Some("body".into())))?;
-        for entry in entries {
-            let mut entry = entry
-                .map_err(|e| ServerError::Input(format!("the upload is not a gzip'd tar: {e}"), Some("body".into())))?;
-            // `unpack_in` refuses `..` and absolute paths: nothing lands outside the directory.
-            let ok = entry
-                .unpack_in(&d)
-                .map_err(|e| ServerError::Input(format!("unpacking the upload: {e}"), Some("body".into())))?;
-            if !ok {
-                return Err(ServerError::Input(
-                    "the upload has a path outside its directory".into(),
-                    Some("body".into()),
-                ));
-            }
-        }
+        untar(&bytes, &d).map_err(|why| ServerError::Input(format!("the upload {why}"), Some("body".into())))?;
         Ok(d)
     })
     .await
@@ -464,6 +437,19 @@ async fn unpack(data: &Path, bytes: Bytes) -> Result<PathBuf, ServerError> {
     .inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&dir);
     })
+}
+
+/// Unpacks a gzip'd tar into `dir` (which exists); `unpack_in` refuses `..` and absolute
+/// paths, so nothing lands outside it. The error says what is wrong with the archive.
+pub(crate) fn untar(bytes: &[u8], dir: &Path) -> Result<(), String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    for entry in archive.entries().map_err(|e| format!("is not a gzip'd tar: {e}"))? {
+        let mut entry = entry.map_err(|e| format!("is not a gzip'd tar: {e}"))?;
+        if !entry.unpack_in(dir).map_err(|e| format!("does not unpack: {e}"))? {
+            return Err("has a path outside its directory".into());
+        }
+    }
+    Ok(())
 }
 
 #[derive(serde::Deserialize, Default)]

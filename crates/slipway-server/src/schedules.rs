@@ -15,6 +15,7 @@ use slipway_api::server::{NewSchedule, ScheduleUpdate, ScheduleView};
 use slipway_model::time::{now_ms, rfc3339};
 use slipway_store::Schedule;
 
+use crate::api::body;
 use crate::auth::Caller;
 use crate::{ServerError, State, pipelines};
 
@@ -72,14 +73,6 @@ fn view(s: &Schedule) -> ScheduleView {
         last_run_at: s.last_run_at_ms.map(rfc3339),
         last_pipeline: s.last_run_id,
     }
-}
-
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ServerError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg.split('`').nth(1).map(str::to_string);
-        ServerError::Input(format!("invalid JSON body: {msg}"), field)
-    })
 }
 
 async fn project(s: &State, name: &str) -> Result<slipway_store::Project, ServerError> {

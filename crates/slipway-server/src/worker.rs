@@ -527,13 +527,7 @@ impl slipway_runner::CacheSync for ServerCaches {
         let tmp = dest.with_extension("partial");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
-        for entry in archive.entries().map_err(|e| e.to_string())? {
-            let mut entry = entry.map_err(|e| e.to_string())?;
-            if !entry.unpack_in(&tmp).map_err(|e| e.to_string())? {
-                return Err("the cache has a path outside its directory".into());
-            }
-        }
+        crate::deploys::untar(&bytes, &tmp).map_err(|why| format!("the cache {why}"))?;
         std::fs::rename(&tmp, dest).map_err(|e| e.to_string())?;
         Ok(true)
     }
