@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use slipway_api::{AgentInfo, EnvSpec, ErrorBody};
 
-use crate::{ApplyError, Shared};
+use crate::{ApplyError, Shared, files};
 
 type S = State<Arc<Shared>>;
 
@@ -22,6 +22,10 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/v1/envs/{name}/logs", get(logs))
         .route("/v1/envs/{name}/spec", get(spec))
         .route("/v1/images/{id}", axum::routing::post(load_image))
+        .route("/v1/images/{id}/archive", get(files::has_archive).put(files::put_archive))
+        .route("/v1/artifacts/{sha256}", get(files::has_artifact).put(files::put_artifact))
+        // Artifacts are streamed to disk as they arrive, never held whole: no body limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .route("/metrics", get(metrics))
         .with_state(shared)
 }
@@ -47,7 +51,7 @@ impl<St: Send + Sync> axum::extract::FromRequestParts<St> for EnvName {
     }
 }
 
-fn error(status: StatusCode, error: String, hint: Option<String>) -> Response {
+pub(crate) fn error(status: StatusCode, error: String, hint: Option<String>) -> Response {
     (status, Json(ErrorBody { error, hint })).into_response()
 }
 
@@ -57,6 +61,7 @@ async fn info(State(s): S) -> Json<AgentInfo> {
         pid: std::process::id(),
         started_at_ms: s.started_at_ms,
         platform: Some(slipway_model::manifest::host_platform()),
+        data_dir: Some(s.data_dir.display().to_string()),
     })
 }
 

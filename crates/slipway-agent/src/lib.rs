@@ -9,6 +9,7 @@
 mod api;
 pub mod control;
 mod docker;
+mod files;
 mod health;
 mod logs;
 mod metrics;

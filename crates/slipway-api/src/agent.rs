@@ -266,6 +266,9 @@ pub struct AgentInfo {
     /// The agent's machine, Go's way (`linux/amd64`): which of a release's binaries it runs.
     #[serde(default)]
     pub platform: Option<String>,
+    /// Its data directory, as it sees it (where artifacts sent to it are kept).
+    #[serde(default)]
+    pub data_dir: Option<String>,
 }
 
 /// An error answer: `{"error": ..., "hint": ...}`.

@@ -77,6 +77,32 @@ impl AgentClient {
         }
     }
 
+    /// Sends a release's binary to the agent's artifact store (`artifacts/sha256/<sha256>` in
+    /// its data directory), where the agent checks its digest; false when it was there already.
+    pub async fn put_artifact(&self, sha256: &str, file: &Path) -> Result<bool, ApiError> {
+        self.put_file(&format!("/v1/artifacts/{sha256}"), file).await
+    }
+
+    /// Sends an image archive (`artifacts/images/<id>.tar`; `file_sha256` is the archive's own
+    /// digest, which the agent checks); false when it was there already.
+    pub async fn put_image_archive(&self, id: &str, file_sha256: &str, file: &Path) -> Result<bool, ApiError> {
+        self.put_file(&format!("/v1/images/{id}/archive?sha256={file_sha256}"), file).await
+    }
+
+    async fn put_file(&self, path: &str, file: &Path) -> Result<bool, ApiError> {
+        // Asked first (`GET` of the same path), so a file the agent holds is not sent again.
+        let have: serde_json::Value = self.call(Method::GET, path, None::<&()>).await?;
+        if have["present"].as_bool() == Some(true) {
+            return Ok(false);
+        }
+        let call = slipway_net::unix_file(&self.socket, Method::PUT, path, file);
+        let resp = tokio::time::timeout(LOAD_TIMEOUT, call)
+            .await
+            .map_err(|_| self.transport(format!("sending {} took over {}s", file.display(), LOAD_TIMEOUT.as_secs())))?
+            .map_err(|e| self.failed(e))?;
+        self.answer(resp).map(|_| true)
+    }
+
     /// Stops everything of the environment.
     pub async fn remove(&self, name: &str) -> Result<(), ApiError> {
         let _: serde_json::Value = self.call(Method::DELETE, &format!("/v1/envs/{name}"), None::<&()>).await?;
@@ -113,10 +139,18 @@ impl AgentClient {
                     limit.as_secs()
                 ))
             })?
-            .map_err(|e| match e {
-                slipway_net::Error::NotListening(_) => ApiError::NotRunning { socket: self.socket.clone() },
-                e => self.transport(e.to_string()),
-            })?;
+            .map_err(|e| self.failed(e))?;
+        self.answer(resp)
+    }
+
+    fn failed(&self, e: slipway_net::Error) -> ApiError {
+        match e {
+            slipway_net::Error::NotListening(_) => ApiError::NotRunning { socket: self.socket.clone() },
+            e => self.transport(e.to_string()),
+        }
+    }
+
+    fn answer(&self, resp: slipway_net::Response) -> Result<Vec<u8>, ApiError> {
         if resp.status == 200 {
             return Ok(resp.body.to_vec());
         }

@@ -14,3 +14,10 @@ pub use client::{AgentClient, ApiError};
 pub fn socket_path(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("agent.sock")
 }
+
+/// Where a server reaches an agent connected to it (`slipway agent --server URL --name N`):
+/// `<server data-dir>/agents/<name>.sock`, the server's end of the agent's tunnel, there
+/// while the agent is connected.
+pub fn connected_socket(data_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    data_dir.join("agents").join(format!("{name}.sock"))
+}

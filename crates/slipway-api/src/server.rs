@@ -186,6 +186,16 @@ pub struct JobFinish {
     pub reason: Option<String>,
 }
 
+/// An agent connected to the server, which can host environments (`GET /api/v1/agents`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ConnectedAgent {
+    pub name: String,
+    /// The name of the token it connected with.
+    pub token: String,
+    /// Connected since (Unix ms).
+    pub since_ms: i64,
+}
+
 /// A server's JSON error: what, a machine-readable code, and the field at fault.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ApiErrorBody {

@@ -314,10 +314,20 @@ pub async fn logs(
     lines: usize,
 ) -> Result<Logs, DeployError> {
     slipway_model::names::check_environment(name).map_err(DeployError::input)?;
-    if let Some(remote) = env.and_then(|e| e.agent.as_ref()) {
-        let (tunnel, _conn) = crate::target::hosts::agent_tunnel(&remote.ssh).await?;
-        let text = slipway_api::AgentClient::new(tunnel.local.clone()).logs(name, lines).await?;
-        return Ok(Logs { text, file: None });
+    use slipway_model::environment::RemoteAgent;
+    match env.and_then(|e| e.agent.as_ref()) {
+        Some(RemoteAgent::Ssh(ssh)) => {
+            let (tunnel, _conn) = crate::target::hosts::agent_tunnel(ssh).await?;
+            let text = slipway_api::AgentClient::new(tunnel.local.clone()).logs(name, lines).await?;
+            return Ok(Logs { text, file: None });
+        }
+        Some(RemoteAgent::Connected { name: agent }) => {
+            let client = slipway_api::AgentClient::new(slipway_api::connected_socket(data_dir, agent));
+            let text =
+                client.logs(name, lines).await.map_err(|e| crate::target::agent::not_connected(agent, data_dir, e))?;
+            return Ok(Logs { text, file: None });
+        }
+        None => {}
     }
     let path = data_dir.join("agent/logs").join(format!("{name}.log"));
     let text = std::fs::read_to_string(&path).map_err(|_| {

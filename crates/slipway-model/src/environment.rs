@@ -74,12 +74,17 @@ pub struct DockerTarget {
     pub keep_images: u32,
 }
 
-/// An agent on another machine: its socket is reached through an SSH tunnel and the
-/// release's binary is uploaded to its data directory. `ssh.hosts` holds the one host and
-/// `ssh.root` the remote data directory.
+/// An agent on another machine (`agent:`), and how its socket is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteAgent {
-    pub ssh: SshTarget,
+pub enum RemoteAgent {
+    /// `agent: {ssh: URL, …}`: through an SSH tunnel to its socket; the release's binary is
+    /// uploaded to its data directory over SSH. `hosts` holds the one host and `root` the
+    /// remote data directory.
+    Ssh(SshTarget),
+    /// `agent: {name: N}` (or `agent: N`): an agent connected to the server
+    /// (`slipway agent --server URL --name N`), reached through the tunnel it keeps open to
+    /// the server; artifacts are sent through its API. Only a server deploys to it.
+    Connected { name: String },
 }
 
 /// `target: ssh` and its `ssh:` settings.

@@ -17,6 +17,22 @@ pub fn check_environment(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An agent's name (`slipway agent --name`, `agent: {name: …}`), a host name's grammar: 1 to
+/// 63 letters, digits, `-`, `_` and `.`, not starting with `.` or `-`.
+pub fn check_agent(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !name.starts_with(['.', '-']);
+    if ok {
+        return Ok(());
+    }
+    Err(format!(
+        "agent name `{}` is not valid: 1 to 63 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
+        printable(name)
+    ))
+}
+
 /// A release's version, in the grammar of an OCI image tag (so every version can also tag
 /// the image that carries it): 1 to 128 letters, digits, `_`, `.` and `-`, not starting with
 /// `.` or `-` (`v1.2.3`, `1.4.0-rc.1`, `d67b3370`, `v1.2.3-4-gabcdef0-dirty`).

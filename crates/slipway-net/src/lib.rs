@@ -46,15 +46,32 @@ async fn exchange<S>(io: S, method: Method, host: &str, path: &str, body: Vec<u8
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    let kind = (!body.is_empty()).then_some("application/json");
+    send(io, method, host, path, kind, Full::new(Bytes::from(body))).await
+}
+
+async fn send<S, B>(
+    io: S,
+    method: Method,
+    host: &str,
+    path: &str,
+    kind: Option<&str>,
+    body: B,
+) -> Result<Response, Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let transport = |e: hyper::Error| Error::Transport(e.to_string());
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await.map_err(transport)?;
     tokio::spawn(conn);
     let mut req = Request::builder().method(method).uri(path).header("host", host).header("user-agent", "slipway");
-    if !body.is_empty() {
-        req = req.header("content-type", "application/json");
+    if let Some(kind) = kind {
+        req = req.header("content-type", kind);
     }
-    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| Error::Transport(e.to_string()))?;
+    let req = req.body(body).map_err(|e| Error::Transport(e.to_string()))?;
     let resp = sender.send_request(req).await.map_err(transport)?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.map_err(transport)?.to_bytes();
@@ -72,6 +89,17 @@ fn connect_error(e: std::io::Error) -> Error {
 pub async fn unix(socket: &Path, method: Method, path: &str, body: Vec<u8>) -> Result<Response, Error> {
     let stream = tokio::net::UnixStream::connect(socket).await.map_err(connect_error)?;
     exchange(stream, method, "agent", path, body).await
+}
+
+/// One request over a Unix socket whose body is a file, streamed as it is read (artifacts
+/// sent to an agent).
+pub async fn unix_file(socket: &Path, method: Method, path: &str, file: &Path) -> Result<Response, Error> {
+    use futures_util::TryStreamExt;
+    let f = tokio::fs::File::open(file).await.map_err(|e| Error::Transport(format!("{}: {e}", file.display())))?;
+    let frames = tokio_util::io::ReaderStream::with_capacity(f, 1 << 16).map_ok(hyper::body::Frame::data);
+    let body = http_body_util::StreamBody::new(frames);
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(connect_error)?;
+    send(stream, method, "agent", path, Some("application/octet-stream"), body).await
 }
 
 /// One request over TCP to `host:port`, bounded by `timeout`.

@@ -96,7 +96,7 @@ impl Loaded {
         for e in &mut envs {
             let ssh = match (&mut e.target, &mut e.agent) {
                 (Target::Ssh(t), _) => Some(t),
-                (_, Some(remote)) => Some(&mut remote.ssh),
+                (_, Some(slipway_pipeline::environment::RemoteAgent::Ssh(t))) => Some(t),
                 _ => None,
             };
             for p in ssh.into_iter().flat_map(|t| [&mut t.identity, &mut t.known_hosts]).flatten() {

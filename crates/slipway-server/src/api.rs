@@ -80,6 +80,8 @@ fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(renew))
         .routes(routes!(release))
         .routes(routes!(finish))
+        .routes(routes!(crate::tunnel::open))
+        .routes(routes!(crate::tunnel::agents))
 }
 
 #[derive(OpenApi)]

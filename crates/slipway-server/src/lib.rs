@@ -10,6 +10,7 @@ pub mod client;
 pub mod deploys;
 pub mod pipelines;
 pub mod schedules;
+pub mod tunnel;
 mod webhooks;
 pub mod worker;
 
@@ -81,6 +82,8 @@ pub struct State {
     /// When each polled project was last looked at.
     polled: Mutex<HashMap<String, i64>>,
     pub(crate) counters: Counters,
+    /// The links of agents connected to host environments.
+    pub(crate) tunnels: Arc<tunnel::Tunnels>,
 }
 
 /// What the server counts in memory for `/metrics` (the store counts the rest).
@@ -136,6 +139,7 @@ impl Server {
             work: tokio::sync::Notify::new(),
             polled: Mutex::default(),
             counters: Counters::default(),
+            tunnels: Arc::new(tunnel::Tunnels::new(config.data_dir.clone())),
         });
         Ok(Server { addr, admin_token, state, listener })
     }

@@ -25,6 +25,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// This agent's tags (GitLab's runner tags): it takes jobs whose `tags:` it has.
     pub tags: Vec<String>,
+    /// The API socket of the host agent beside this worker: offered to the server through a
+    /// tunnel ([`crate::tunnel`]), so the server can deploy environments to this machine.
+    pub host: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,12 @@ pub async fn run(
         http: reqwest::Client::new(),
         cfg: cfg.clone(),
         handing_back: tokio::sync::watch::channel(false).0,
+    });
+    // The tunnel lives as long as the worker does.
+    let _tunnel = cfg.host.clone().map(|socket| {
+        let task =
+            tokio::spawn(crate::tunnel::keep_open(cfg.server.clone(), cfg.token.clone(), cfg.name.clone(), socket));
+        AbortOnDrop(task)
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
     tokio::pin!(stop);
@@ -134,6 +143,15 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 trait JsonBytes {

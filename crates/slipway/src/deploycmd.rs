@@ -718,10 +718,16 @@ pub fn agent(root: Option<&Path>, data: &Path, args: AgentArgs, ui: &Ui) -> Resu
                         .hint("an admin makes agent tokens: `curl -H 'Authorization: Bearer ADMIN' -d '{\"name\":\"ci1\",\"role\":\"agent\"}' URL/api/v1/tokens`")
                         .into());
                 };
+                let name = args.name.unwrap_or_else(slipway_sys::whoami::hostname);
+                if let Err(why) = slipway_model::names::check_agent(&name) {
+                    return Err(UserError::new(format!("--name: {why}"))
+                        .hint("name the agent as environments name it (`agent: {name: web-1}`), e.g. `--name web-1`")
+                        .into());
+                }
                 let join = crate::servercmd::Join {
                     server,
                     token,
-                    name: args.name.unwrap_or_else(slipway_sys::whoami::hostname),
+                    name,
                     concurrency: args.concurrency.max(1),
                     tags: args.tags.clone(),
                 };

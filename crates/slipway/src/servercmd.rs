@@ -129,6 +129,7 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
                     data_dir: data.join("worker"),
                     concurrency: args.concurrency.max(1),
                     tags: Vec::new(),
+                    host: Some(slipway_api::socket_path(data)),
                 };
                 let host = slipway_agent::AgentConfig { data_dir: data.to_path_buf(), metrics_listen: None };
                 let (a, b) = (stopped(stop_rx.clone()), stopped(stop_rx.clone()));
@@ -200,6 +201,7 @@ pub fn agent_with_server(data: &Path, join: Join, host: slipway_agent::AgentConf
             data_dir: data.join("worker"),
             concurrency: join.concurrency,
             tags: join.tags,
+            host: Some(slipway_api::socket_path(data)),
         };
         let stop = stop_tx_for_worker(&stop_rx);
         let worker = async {

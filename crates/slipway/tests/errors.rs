@@ -222,6 +222,26 @@ fn secret_sources_and_proxy_limits_are_checked() {
 }
 
 #[test]
+fn remote_agents_are_named_or_reached_over_ssh_not_both() {
+    let out = check(
+        "job:\n  script: x\nenvironments:\n  a:\n    listen: 127.0.0.1:8080\n    agent: {name: web-1, ssh: \"ssh://d@h\"}\n  b:\n    listen: 127.0.0.1:8081\n    agent: \"../web\"\n  c:\n    listen: 127.0.0.1:8082\n    agent: {nme: web-1}\n  d:\n    target: ssh\n    ssh: {hosts: [\"ssh://d@h\"], port: 8083}\n    agent: web-1\n  e:\n    listen: 127.0.0.1:8084\n    agent: web-1\n  f:\n    target: docker\n    listen: 127.0.0.1:8085\n    agent: {name: web.example.com}\n",
+        &[],
+    );
+    for want in [
+        ".gitlab-ci.yml:6:13",
+        "`environments:a:agent`: give either `name` (an agent connected to the server) or `ssh`, not both",
+        ".gitlab-ci.yml:9:12",
+        "`environments:b:agent`: agent name `../web` is not valid",
+        "unknown keyword `nme` in `environments:c:agent`",
+        "`environments:c:agent` needs `name: AGENT` (an agent connected to the server) or `ssh: ssh://user@host`",
+        "`environments:d:agent` (a remote agent) is for `target: local` and `target: docker`",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+    assert!(!out.contains("environments:e") && !out.contains("environments:f"), "{out}");
+}
+
+#[test]
 fn a_section_nothing_reads_is_refused_not_kept() {
     // Regression: `alerts:` with any content used to validate ("valid", exit 0) and be ignored.
     let out = check(

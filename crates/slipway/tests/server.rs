@@ -271,6 +271,12 @@ fn bad_requests_get_json_errors_that_name_the_field() {
     let p: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(p["status"], "failed", "{p}");
     assert!(p["detail"].as_str().unwrap().contains("scrpt"), "{p}");
+    // The tunnel is only for agents that ask to upgrade, under a name that can be a file name.
+    let (code, e) = err(server.call("GET", "/api/v1/agents/tunnel?agent=a1", None));
+    assert_eq!((code, e["field"].as_str()), (400, Some("upgrade")), "{e}");
+    let (code, e) = err(server.call("GET", "/api/v1/agents/tunnel?agent=..%2Fx", None));
+    assert_eq!((code, e["field"].as_str()), (400, Some("agent")), "{e}");
+    assert_eq!(server.json("/api/v1/agents"), serde_json::json!([]));
     assert_eq!(server.call_as(None, "GET", "/healthz", None).0, 200);
     assert_eq!(server.call_as(None, "GET", "/readyz", None).0, 200);
 }
@@ -1170,13 +1176,21 @@ fn pipelines_past_the_retention_are_forgotten_with_their_logs() {
 struct Netns {
     name: String,
     host_ip: String,
+    /// The other machine's address.
+    far_ip: String,
+    /// Its end of the veth pair.
+    far_link: String,
+    host_link: String,
 }
 
 impl Netns {
     fn new() -> Netns {
-        let pid = std::process::id();
-        let (name, host, far) = (format!("slw{pid}"), format!("vh{pid}"), format!("vn{pid}"));
-        let net = format!("10.{}.{}", 200 + (pid / 250) % 50, pid % 250);
+        // Unique per test of this process too: tests run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (pid, k) = (std::process::id(), std::process::id() * 4 + n % 4);
+        let (name, host, far) = (format!("slw{pid}x{n}"), format!("vh{pid}x{n}"), format!("vn{pid}x{n}"));
+        let net = format!("10.{}.{}", 200 + (k / 250) % 50, k % 250);
         let ip = |args: &[&str]| {
             let out = Command::new("ip").args(args).output().unwrap();
             assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -1190,24 +1204,54 @@ impl Netns {
         ip(&["netns", "exec", &name, "ip", "addr", "add", &format!("{net}.2/30"), "dev", &far]);
         ip(&["netns", "exec", &name, "ip", "link", "set", &far, "up"]);
         ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
-        Netns { name, host_ip: format!("{net}.1") }
+        Netns { name, host_ip: format!("{net}.1"), far_ip: format!("{net}.2"), far_link: far, host_link: host }
     }
 
     /// Cuts (or restores) the other machine's link.
     fn link(&self, up: bool) {
-        let far = format!("vn{}", std::process::id());
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "ip", "link", "set", &far, if up { "up" } else { "down" }])
+            .args(["netns", "exec", &self.name, "ip", "link", "set", &self.far_link, if up { "up" } else { "down" }])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
+impl Server {
+    /// An agent on the other machine `ns`, with its data in `data`.
+    fn agent_in(&self, ns: &Netns, name: &str, data: &std::path::Path) -> Proc {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(bin())
+            .args(["agent", "--server", &self.url, "--token", &self.admin, "--name", name])
+            .env("SLIPWAY_DATA_DIR", data)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Proc(child)
+    }
+
+    /// Waits until `GET /api/v1/agents` lists (or no longer lists) agent `name`.
+    fn wait_connected(&self, name: &str, connected: bool) {
+        let t = Instant::now();
+        loop {
+            let agents = self.json("/api/v1/agents");
+            let listed = agents.as_array().unwrap().iter().any(|a| a["name"] == name);
+            if listed == connected {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "agent {name} connected={listed}: {agents}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-        let _ = Command::new("ip").args(["link", "del", &format!("vh{}", std::process::id())]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.host_link]).output();
     }
 }
 
@@ -1227,20 +1271,8 @@ fn an_agent_on_another_machine_runs_jobs_and_a_network_cut_moves_its_job() {
         proc: None,
     };
     server.launch("3s");
-    let far = {
-        let data = tempfile::Builder::new().prefix("slipway-agent-").tempdir().unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(bin())
-            .args(["agent", "--server", &server.url, "--token", &server.admin, "--name", "far"])
-            .env("SLIPWAY_DATA_DIR", data.path())
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        (Proc(child), data)
-    };
+    let far_data = tempfile::Builder::new().prefix("slipway-agent-").tempdir().unwrap();
+    let far = server.agent_in(&ns, "far", far_data.path());
     server.add_project("app", &repo);
     let trigger = |nap: &str| {
         let vars = format!(r#"{{"variables": [["NAP", "{nap}"]]}}"#);
@@ -1276,6 +1308,107 @@ fn an_agent_on_another_machine_runs_jobs_and_a_network_cut_moves_its_job() {
     let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
     assert_eq!(log.lines().filter(|l| *l == "ran").count(), 1, "{log}");
     drop(far);
+}
+
+/// Environments on an agent connected to the server, with no SSH anywhere: an agent on
+/// another machine (a network namespace) dials out to the server and keeps its tunnel open;
+/// a pipeline's deploy job deploys `far` (`agent: {name: far}`) through the server, which
+/// sends the build through the tunnel into that agent's data directory and rolls it out
+/// there; the service answers at the other machine's address. While the agent is away, a
+/// deploy is refused naming it and how to start it; back, it runs what it ran and is driven
+/// again.
+#[test]
+fn environments_on_an_agent_connected_to_the_server_deploy_through_its_tunnel() {
+    require_go();
+    let ns = Netns::new();
+    let port = |a: String| a.rsplit(':').next().unwrap().to_string();
+    let svc = format!("{}:{}", ns.far_ip, port(free_addr()));
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
+    let pipeline = format!(
+        r#"stages: [build, deploy]
+build:
+  stage: build
+  script:
+    - slipway go build --version "v-$CI_COMMIT_SHORT_SHA"
+  artifacts:
+    paths: [dist/]
+deploy-far:
+  stage: deploy
+  environment: far
+  script:
+    - slipway deploy far
+environments:
+  far:
+    agent: {{name: far}}
+    instances: 2
+    listen: {svc}
+    health: {{http: /healthz, interval: 200ms, deadline: 10s}}
+"#
+    );
+    let repo = Repo::new(&[
+        ("go.mod", &std::fs::read_to_string(src.join("go.mod")).unwrap()),
+        ("main.go", &std::fs::read_to_string(src.join("main.go")).unwrap()),
+        (".slipway.yml", &pipeline),
+    ]);
+    let mut server = Server {
+        url: format!("http://{}:{}", ns.host_ip, port(free_addr())),
+        admin: String::new(),
+        data: tempfile::Builder::new().prefix("slipway-server-").tempdir().unwrap(),
+        proc: None,
+    };
+    server.launch("10s");
+    let far_data = tempfile::Builder::new().prefix("slipway-far-").tempdir().unwrap();
+    let far = server.agent_in(&ns, "far", far_data.path());
+    server.wait_connected("far", true);
+    server.add_project("web", &repo);
+    let id = server.trigger("web", None);
+    let p = server.wait(id, Duration::from_secs(180));
+    let log = |i: usize| server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/{i}/log"), None).1;
+    assert_eq!(p["status"], "success", "{p}\nbuild:\n{}\ndeploy:\n{}", log(0), log(1));
+    let v1 = format!("v-{}", &repo.git(&["rev-parse", "HEAD"]).trim()[..8]);
+    assert!(log(1).contains("sent websvc (linux/amd64) to agent `far`"), "{}", log(1));
+    assert_eq!(served(&svc).as_deref(), Some(v1.as_str()), "served at the other machine's address");
+    // The binary is in the far agent's own store, run from there.
+    let stored: Vec<_> = std::fs::read_dir(far_data.path().join("artifacts/sha256")).unwrap().collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+
+    let cli = |args: &[&str]| {
+        Run::from(
+            Command::new(bin())
+                .args(args)
+                .args(["--server", &server.url, "--token", &server.admin, "--project", "web"])
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap(),
+        )
+    };
+    let st = cli(&["status", "far"]);
+    assert_eq!(st.code, 0, "{}", st.debug());
+    assert!(st.stdout.contains(&v1) && st.stdout.contains("2/2"), "{}", st.stdout);
+
+    // Away: refused before anything is recorded, saying which agent and how to start it.
+    drop(far);
+    server.wait_connected("far", false);
+    let rb = cli(&["deploy", "far", "--version", &v1, "--force"]);
+    assert_eq!(rb.code, 3, "{}", rb.debug());
+    assert!(
+        rb.stderr.contains("agent `far` is not connected to the server")
+            && rb.stderr.contains("slipway agent --server URL --token AGENT_TOKEN --name far"),
+        "{}",
+        rb.debug()
+    );
+    // Back: it runs its release again from its own state, and the server drives it.
+    let _far = server.agent_in(&ns, "far", far_data.path());
+    server.wait_connected("far", true);
+    let t = Instant::now();
+    while served(&svc).as_deref() != Some(v1.as_str()) {
+        assert!(t.elapsed() < Duration::from_secs(20), "far did not come back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = cli(&["deploy", "far", "--version", &v1, "--force"]);
+    assert_eq!(again.code, 0, "{}", again.debug());
+    assert!(!again.stdout.contains("sent websvc"), "the agent had the binary: {}", again.stdout);
+    assert_eq!(served(&svc).as_deref(), Some(v1.as_str()));
 }
 
 /// A real git server: `git http-backend` behind lighttpd (Debian) on loopback. The server

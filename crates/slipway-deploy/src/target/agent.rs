@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use slipway_api::{AgentClient, ContainerSpec, EnvSpec, EnvStatus, GroupSpec, HealthSpec, ProbeSpec, Traffic};
 use slipway_model::environment::{
-    Analysis, CanaryStep, Environment, OnInconclusive, RemoteAgent, Strategy, Target as Kind,
+    Analysis, CanaryStep, Environment, OnInconclusive, RemoteAgent, SshTarget, Strategy, Target as Kind,
 };
 use slipway_model::manifest::host_platform;
 use slipway_model::release::{ProbeConfig, Release, ReleaseReason, TargetConfig};
@@ -70,7 +70,7 @@ impl Fleet for AgentClient {
 
 /// An agent on another machine and the tunnel to its socket.
 struct Remote {
-    agent: RemoteAgent,
+    ssh: SshTarget,
     _tunnel: crate::ssh::Tunnel,
 }
 
@@ -81,6 +81,10 @@ enum Place {
     /// Another machine, reached through this tunnel; binaries and image archives are uploaded
     /// to its data directory (`ssh.root`) first.
     Remote(Box<Remote>),
+    /// An agent connected to the server, through the tunnel it keeps open to the server (its
+    /// socket in the server's data directory); binaries and image archives are sent through
+    /// its API, into its data directory.
+    Connected { name: String, data_dir: PathBuf },
     /// No machine at all (tests): the artifact store is only read for paths.
     Memory,
 }
@@ -102,10 +106,14 @@ impl AgentTarget {
     /// An agent on another machine, through an SSH tunnel to its socket (kept open as long as
     /// the target lives).
     pub async fn remote(env: &Environment, data_dir: &Path, remote: &RemoteAgent) -> Result<AgentTarget, DeployError> {
-        let (tunnel, _conn) = super::hosts::agent_tunnel(&remote.ssh).await?;
+        let ssh = match remote {
+            RemoteAgent::Ssh(ssh) => ssh,
+            RemoteAgent::Connected { name } => return AgentTarget::connected(env, data_dir, name).await,
+        };
+        let (tunnel, _conn) = super::hosts::agent_tunnel(ssh).await?;
         let client = AgentClient::new(tunnel.local.clone());
         if let Err(e) = client.info().await {
-            let (host, dir) = (&remote.ssh.hosts[0], &remote.ssh.root);
+            let (host, dir) = (&ssh.hosts[0], &ssh.root);
             return Err(DeployError::new(
                 ErrorKind::NoAgent,
                 format!("no agent answers on {} at {dir}/agent.sock ({e})", host.label()),
@@ -117,7 +125,27 @@ impl AgentTarget {
         Ok(AgentTarget {
             env: env.clone(),
             fleet: Arc::new(client),
-            place: Place::Remote(Box::new(Remote { agent: remote.clone(), _tunnel: tunnel })),
+            place: Place::Remote(Box::new(Remote { ssh: ssh.clone(), _tunnel: tunnel })),
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// An agent connected to this server (`agent: {name: N}`): its tunnel's socket is
+    /// `agents/<name>.sock` in the server's data directory while it is connected.
+    pub async fn connected(env: &Environment, data_dir: &Path, name: &str) -> Result<AgentTarget, DeployError> {
+        let client = AgentClient::new(slipway_api::connected_socket(data_dir, name));
+        let info = client.info().await.map_err(|e| not_connected(name, data_dir, e))?;
+        let Some(agent_dir) = info.data_dir else {
+            return Err(DeployError::failed(format!(
+                "agent `{name}` (slipway {}) does not say where its data directory is",
+                info.version
+            ))
+            .hint("run the same slipway version on the agent as on the server"));
+        };
+        Ok(AgentTarget {
+            env: env.clone(),
+            fleet: Arc::new(client),
+            place: Place::Connected { name: name.to_string(), data_dir: PathBuf::from(agent_dir) },
             data_dir: data_dir.to_path_buf(),
         })
     }
@@ -134,7 +162,8 @@ impl AgentTarget {
     /// The agent's data directory as the agent sees it.
     fn agent_data_dir(&self) -> PathBuf {
         match &self.place {
-            Place::Remote(r) => PathBuf::from(&r.agent.ssh.root),
+            Place::Remote(r) => PathBuf::from(&r.ssh.root),
+            Place::Connected { data_dir, .. } => data_dir.clone(),
             Place::Local | Place::Memory => self.data_dir.clone(),
         }
     }
@@ -622,8 +651,33 @@ impl Target for AgentTarget {
                 Ok(())
             }
             (Place::Local, false) => artifacts::verify(&self.data_dir, a).map(|_| ()),
+            (Place::Connected { name, .. }, containers) => {
+                let client = AgentClient::new(slipway_api::connected_socket(&self.data_dir, name));
+                if containers {
+                    let archive = artifacts::stored_image(&self.data_dir, &a.sha256);
+                    let file_sha = artifacts::sha256_file(&archive).map_err(|e| {
+                        DeployError::input(format!(
+                            "the image archive {} is needed for a remote agent: {e}",
+                            archive.display()
+                        ))
+                        .hint("deploy from an image archive (--artifacts IMAGE.tar)")
+                    })?;
+                    if client.put_image_archive(&a.sha256, &file_sha, &archive).await? {
+                        cx.say(format!("sent image archive {} to agent `{name}`", short(&a.sha256)));
+                    }
+                    if self.fleet.load_image(&a.sha256).await? {
+                        cx.say(format!("loaded image sha256:{} into Docker on agent `{name}`", short(&a.sha256)));
+                    }
+                    return Ok(());
+                }
+                let local = artifacts::verify(&self.data_dir, a)?;
+                if client.put_artifact(&a.sha256, &local).await? {
+                    cx.say(format!("sent {} ({}) to agent `{name}`", a.name, a.platform));
+                }
+                Ok(())
+            }
             (Place::Remote(remote), containers) => {
-                let t = &remote.agent.ssh;
+                let t = &remote.ssh;
                 let host = t.hosts[0].label();
                 if containers {
                     let archive = artifacts::stored_image(&self.data_dir, &a.sha256);
@@ -690,8 +744,11 @@ impl Target for AgentTarget {
         let live = match self.fleet.status(&self.env.name).await {
             Ok(l) => l,
             Err(e) => {
-                o.unreachable = Some(match e.kind {
-                    ErrorKind::NoAgent => "no agent is running: `slipway agent start`".to_string(),
+                o.unreachable = Some(match (&self.place, e.kind) {
+                    (Place::Connected { name, .. }, ErrorKind::NoAgent) => {
+                        format!("agent `{name}` is not connected to the server")
+                    }
+                    (_, ErrorKind::NoAgent) => "no agent is running: `slipway agent start`".to_string(),
                     _ => e.message,
                 });
                 return o;
@@ -782,6 +839,20 @@ impl Target for AgentTarget {
 
     fn url(&self) -> String {
         format!("http://{}", self.env.listen)
+    }
+}
+
+/// Why an agent connected to the server cannot be reached.
+pub(crate) fn not_connected(name: &str, data_dir: &Path, e: slipway_api::ApiError) -> DeployError {
+    match e {
+        slipway_api::ApiError::NotRunning { .. } => DeployError::new(
+            ErrorKind::NoAgent,
+            format!("agent `{name}` is not connected to the server (nothing at {})", slipway_api::connected_socket(data_dir, name).display()),
+        )
+        .hint(format!(
+            "start it on its machine: `slipway agent --server URL --token AGENT_TOKEN --name {name}`; only a server deploys to `agent: {{name: …}}` (`slipway deploy --server URL`)"
+        )),
+        e => DeployError::failed(format!("agent `{name}`: {e}")),
     }
 }
 

@@ -269,13 +269,19 @@ impl Cx {
         p
     }
 
-    /// `agent: {ssh: URL, identity, known_hosts, data_dir}`.
+    /// `agent: {ssh: URL, identity, known_hosts, data_dir}`, or `agent: {name: N}` (`agent: N`)
+    /// for an agent connected to the server.
     fn remote_agent(&mut self, n: &Node, path: &str) -> Option<RemoteAgent> {
+        if let Value::Str(_) = &n.value {
+            return self.agent_name(n, path);
+        }
         let mut url = None;
+        let mut name = None;
         let mut t = SshTarget::new("/var/lib/slipway");
         for (k, v) in self.map(n, path) {
             let f = format!("{path}:{}", k.name);
             match k.name.as_str() {
+                "name" => name = Some((k.span, v)),
                 "ssh" => url = self.string(v, &f).map(|u| (u, v.span)),
                 "identity" => t.identity = self.string(v, &f),
                 "known_hosts" => t.known_hosts = self.string(v, &f),
@@ -287,20 +293,47 @@ impl Cx {
                         t.root = d.trim_end_matches('/').to_string();
                     }
                 }
-                _ => self.unknown_key(k, &format!("`{path}`"), &["ssh", "identity", "known_hosts", "data_dir"]),
+                _ => self.unknown_key(k, &format!("`{path}`"), &["name", "ssh", "identity", "known_hosts", "data_dir"]),
             }
         }
+        match (name, &url) {
+            (Some((span, _)), Some(_)) => {
+                self.err(
+                    span,
+                    format!("`{path}`: give either `name` (an agent connected to the server) or `ssh`, not both"),
+                );
+                return None;
+            }
+            (Some((_, v)), None) => return self.agent_name(v, &format!("{path}:name")),
+            _ => {}
+        }
         let Some((url, span)) = url else {
-            self.err(n.span, format!("`{path}` needs `ssh: ssh://user@host`"));
+            self.err(
+                n.span,
+                format!("`{path}` needs `name: AGENT` (an agent connected to the server) or `ssh: ssh://user@host`"),
+            );
             return None;
         };
         match parse_ssh_url(&url) {
             Ok((user, host, ssh_port)) => {
                 t.hosts.push(SshHost { user, host, ssh_port, port: 0, group: None });
-                Some(RemoteAgent { ssh: t })
+                Some(RemoteAgent::Ssh(t))
             }
             Err(e) => {
                 self.err(span, format!("`{path}:ssh`: `{url}` {e}"));
+                None
+            }
+        }
+    }
+
+    /// The name of an agent connected to the server.
+    fn agent_name(&mut self, v: &Node, path: &str) -> Option<RemoteAgent> {
+        let name = self.string(v, path)?;
+        match slipway_model::names::check_agent(&name) {
+            Ok(()) => Some(RemoteAgent::Connected { name }),
+            Err(why) => {
+                self.err(v.span, format!("`{path}`: {why}")).hint =
+                    Some("use the agent's `--name` (default: its host name), e.g. `agent: {name: web-1}`".into());
                 None
             }
         }
