@@ -116,6 +116,7 @@ def main():
 
         # Latency: one push at a time, agents idle.
         lat = []
+        marks = []  # (webhook sent, shell running), seconds
         for i in range(args.runs):
             body, headers = push(i)
             before = len(started_count())
@@ -124,6 +125,7 @@ def main():
             while len(started_count()) == before:
                 time.sleep(0.001)
             lat.append((started_count()[-1] - t0) * 1000)
+            marks.append((t0, started_count()[-1]))
             time.sleep(0.05)
         lat.sort()
         p50 = statistics.median(lat)
@@ -131,14 +133,36 @@ def main():
         print(f"webhook -> job's shell running on an idle agent: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
               f"(min {lat[0]:.1f}, max {lat[-1]:.1f}; {len(lat)} pushes)")
 
-        # Pickup: how long each ready job waited for an agent, from the store's times (SQLite).
+        # Where the time goes, per push, and how long each ready job waited for an agent (pickup):
+        # the store's own times (SQLite in the data directory, or PostgreSQL through psql).
+        query = ("SELECT r.created_at, j.queued_at, j.started_at FROM runs r JOIN jobs j ON j.run_id = r.id "
+                 "WHERE r.ref_name = 'main' ORDER BY r.id")
+        waits_query = "SELECT started_at - queued_at FROM jobs WHERE started_at IS NOT NULL AND queued_at IS NOT NULL"
         db = os.path.join(work, "server", "slipway.db")
-        if not args.database_url and os.path.exists(db):
+        if args.database_url and shutil.which("psql"):
+            def select(q):
+                out = subprocess.run(["psql", args.database_url, "-At", "-F", " ", "-c", q],
+                                     capture_output=True, text=True).stdout
+                return [tuple(float(x) for x in line.split()) for line in out.splitlines() if line.strip()]
+        elif os.path.exists(db):
             import sqlite3
             con = sqlite3.connect(db)
-            waits = sorted(r[0] for r in con.execute(
-                "SELECT started_at - queued_at FROM jobs WHERE started_at IS NOT NULL AND queued_at IS NOT NULL"))
-            con.close()
+            select = lambda q: con.execute(q).fetchall()
+        else:
+            select = None
+        if select:
+            rows = select(query)[-len(marks):]
+            if len(rows) == len(marks):
+                parts = {"webhook -> recorded": [], "recorded -> job queued (fetch, plan)": [],
+                         "queued -> claimed": [], "claimed -> shell (agent: checkout, plan, workspace)": []}
+                for (t0, shell), (created, queued, claimed) in zip(marks, rows):
+                    vals = [created - t0 * 1000, queued - created, claimed - queued, shell * 1000 - claimed]
+                    for k, v in zip(parts, vals):
+                        parts[k].append(v)
+                print("  where it goes (p50 / p99 ms): " + "; ".join(
+                    f"{k} {statistics.median(v):.1f} / {sorted(v)[min(len(v) - 1, int(len(v) * 0.99))]:.1f}"
+                    for k, v in parts.items()))
+            waits = sorted(r[0] for r in select(waits_query))
             if waits:
                 print(f"pickup (job ready -> claimed by an idle agent): p50 {statistics.median(waits):.1f} ms, "
                       f"p99 {waits[min(len(waits) - 1, int(len(waits) * 0.99))]:.1f} ms ({len(waits)} jobs)")

@@ -199,12 +199,14 @@ mod tests {
 
         // A file that is not what its name says is dropped, and nothing is left behind.
         let forged = sha(b"something else");
-        let r = slipway_net::unix_file(&crate::socket_path(&data), Method::PUT, &format!("/v1/artifacts/{forged}"), &file)
-            .await
-            .unwrap();
+        let r =
+            slipway_net::unix_file(&crate::socket_path(&data), Method::PUT, &format!("/v1/artifacts/{forged}"), &file)
+                .await
+                .unwrap();
         assert_eq!(r.status, 400, "{:?}", r.body);
         assert!(String::from_utf8_lossy(&r.body).contains(&format!("not sha256:{forged}")), "{:?}", r.body);
-        let names: Vec<_> = std::fs::read_dir(data.join("artifacts/sha256")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(data.join("artifacts/sha256")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from(&digest)]);
 
         // Names that are not digests never reach the file system (asked first, as the

@@ -16,6 +16,8 @@ pub struct Checkout {
     pub branch: Option<String>,
     pub tag: Option<String>,
     pub message: String,
+    /// The commit's author, `Name <email>` (GitLab's `CI_COMMIT_AUTHOR`).
+    pub author: Option<String>,
     pub default_branch: String,
     /// The commit `rules:changes` compares the work tree against.
     pub before_sha: Option<String>,
@@ -32,7 +34,7 @@ impl Checkout {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "project".into());
-        let head = spawn(dir, &["log", "-1", "--format=%H%n%P%n%D%n%B"]);
+        let head = spawn(dir, &["log", "-1", "--format=%H%n%P%n%D%n%an <%ae>%n%B"]);
         // The rest is small files in a plain `.git` directory: read them instead of starting
         // three more git processes; anything unusual (worktrees, subdirectories) asks git.
         let (refs, origin, symbolic) = match read_ref_files(&dir.join(".git")) {
@@ -66,15 +68,17 @@ impl Checkout {
                 branch,
                 tag: None,
                 message: String::new(),
+                author: None,
                 before_sha: None,
                 project_name: name.clone(),
                 project_path: origin.as_deref().and_then(path_from_remote).unwrap_or(name),
             };
         };
-        let mut lines = head.splitn(4, '\n');
+        let mut lines = head.splitn(5, '\n');
         let sha = lines.next().unwrap_or(ZERO_SHA).to_string();
         let first_parent = lines.next().and_then(|p| p.split_whitespace().next()).map(str::to_string);
         let decorations: Vec<&str> = lines.next().unwrap_or("").split(", ").collect();
+        let author = lines.next().filter(|a| !a.trim().is_empty() && *a != " <>").map(str::to_string);
         let message = lines.next().unwrap_or("").trim_end().to_string();
         let branch = symbolic;
         // A tag pipeline is a detached HEAD that a tag points at, as in GitLab.
@@ -109,6 +113,7 @@ impl Checkout {
             branch,
             tag,
             message,
+            author,
             default_branch,
             before_sha,
             project_name: name,

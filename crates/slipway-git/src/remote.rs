@@ -93,9 +93,13 @@ fn checkout_once(source: &str, commit: &str, branch: Option<&str>, dest: &Path) 
     {
         std::fs::write(&alternates, format!("{}\n", objects.display())).map_err(GitError::Missing)?;
     }
-    // A commit already here (borrowed, or an earlier job's fetch) needs no round trip.
-    let have = run(dest, &["cat-file", "-e", &format!("{commit}^{{commit}}")]).is_ok();
-    if !have {
+    let checkout = |dest: &Path| match branch {
+        Some(b) => run(dest, &["checkout", "--quiet", "--force", "-B", b, commit]),
+        None => run(dest, &["checkout", "--quiet", "--force", "--detach", commit]),
+    };
+    // A commit already here (borrowed, or an earlier job's fetch) needs no round trip: the
+    // checkout is tried first, and only a commit it does not find is fetched.
+    if checkout(dest).is_err() {
         run(
             dest,
             &[
@@ -110,12 +114,15 @@ fn checkout_once(source: &str, commit: &str, branch: Option<&str>, dest: &Path) 
                 "+refs/heads/*:refs/remotes/origin/*",
             ],
         )?;
+        checkout(dest)?;
     }
-    match branch {
-        Some(b) => run(dest, &["checkout", "--quiet", "--force", "-B", b, commit])?,
-        None => run(dest, &["checkout", "--quiet", "--force", "--detach", commit])?,
-    };
     Ok(())
+}
+
+/// The git directory of a repository at a local path (a bare one, or a work tree's `.git`),
+/// when `source` is one: such a source is read directly, with no round trip.
+pub fn local_git_dir(source: &str) -> Option<std::path::PathBuf> {
+    local_objects(source).and_then(|o| o.parent().map(Path::to_path_buf))
 }
 
 /// The object directory of a repository at a local path (bare or not), absolute.
@@ -141,13 +148,6 @@ pub fn has_branch(repo: &Path, name: &str) -> bool {
         Ok(packed) => packed.lines().any(|l| l.split_once(' ').is_some_and(|(_, r)| r == full)),
         Err(_) => crate::output(repo, &["rev-parse", "--verify", "--quiet", &full]).is_some(),
     }
-}
-
-/// A commit's author, for pipeline records: `(name, email)`.
-pub fn author(repo: &Path, commit: &str) -> Option<(String, String)> {
-    let out = run(repo, &["show", "-s", "--format=%an%x00%ae", commit]).ok()?;
-    let (name, email) = out.trim_end().split_once('\0')?;
-    Some((name.to_string(), email.to_string()))
 }
 
 #[cfg(test)]
@@ -190,9 +190,9 @@ mod tests {
         checkout_at(&m.display().to_string(), &head, Some("main"), &work).unwrap();
         assert!(work.join("b").is_file());
         assert_eq!(crate::output(&work, &["symbolic-ref", "--short", "HEAD"]).as_deref(), Some("main"));
+        assert_eq!(crate::Checkout::read(&work).author.as_deref(), Some("t <t@x>"));
         checkout_at(&m.display().to_string(), &main, None, &work).unwrap();
         assert!(!work.join("b").exists(), "a file of the later commit is gone");
-        assert_eq!(author(&m, &head), Some(("t".into(), "t@x".into())));
         assert!(has_branch(&m, "main") && !has_branch(&m, "nope") && !has_branch(&m, "../x"));
         git(&m, &["pack-refs", "--all"]);
         assert!(has_branch(&m, "main"), "a packed ref");

@@ -166,6 +166,9 @@ pub fn predefined(c: &Checkout, dir: &Path, pipeline_id: u64, source: &str) -> V
     set("CI_COMMIT_REF_SLUG", slug(&ref_name));
     set("CI_COMMIT_REF_NAME", ref_name);
     set("CI_COMMIT_MESSAGE", c.message.clone());
+    if let Some(author) = &c.author {
+        set("CI_COMMIT_AUTHOR", author.clone());
+    }
     set("CI_COMMIT_TITLE", c.message.lines().next().unwrap_or("").to_string());
     set("CI_COMMIT_BEFORE_SHA", c.before_sha.clone().unwrap_or_else(|| ZERO_SHA.into()));
     set("CI_DEFAULT_BRANCH", c.default_branch.clone());

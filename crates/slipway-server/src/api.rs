@@ -598,11 +598,16 @@ async fn claim_loop(
         notified.as_mut().enable();
         // A first lease of at most 10 s: an agent that got the job renews it within a second;
         // one that never got the answer leaves the job to go back to the queue soon.
-        let claimed = s.store.claim_job(agent, tags, s.lease.min(FIRST_LEASE)).await?;
+        // The job's own token is made with the claim (one commit).
+        let token = crate::new_token()?;
+        let hash = hash_token(&token);
+        let expires_at_ms = now_ms() + 24 * 3600 * 1000;
+        let job_token = slipway_store::JobToken { hash: &hash, expires_at_ms };
+        let claimed = s.store.claim_job(agent, tags, s.lease.min(FIRST_LEASE), Some(job_token)).await?;
         if let Some(job) = claimed {
             s.counters.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (run, index) = (job.run, job.index);
-            return match assignment(s, job).await {
+            return match assignment(s, job, token).await {
                 Ok(a) => Ok(axum::Json(a).into_response()),
                 Err(e) => {
                     // The agent will not get it: back in the queue now, not when the lease ends.
@@ -620,26 +625,18 @@ async fn claim_loop(
     }
 }
 
-async fn assignment(s: &Arc<State>, job: slipway_store::ClaimedJob) -> Result<JobAssignment, ServerError> {
+async fn assignment(
+    s: &Arc<State>,
+    job: slipway_store::ClaimedJob,
+    token: String,
+) -> Result<JobAssignment, ServerError> {
     let run = s.store.run(job.run).await?.ok_or_else(|| ServerError::NotFound(format!("pipeline {}", job.run)))?;
     let project = s
         .store
         .project(&run.project)
         .await?
         .ok_or_else(|| ServerError::NotFound(format!("project `{}`", run.project)))?;
-    let mirror = pipelines::mirror_dir(&s.data_dir, &project.name);
-    let branch = run.ref_name.clone().filter(|r| slipway_git::remote::has_branch(&mirror, r));
-    let token = crate::new_token()?;
-    let expires = now_ms() + 24 * 3600 * 1000;
-    s.store
-        .add_token(
-            &hash_token(&token),
-            &format!("job {}/{}", job.run, job.index),
-            Role::Job,
-            Some(job.run),
-            Some(expires),
-        )
-        .await?;
+    let branch = pipelines::branch_of(&s.data_dir, &project, run.ref_name.as_deref());
     // A new attempt starts a new log.
     let log = log_path(s, job.run, job.index);
     if let Some(dir) = log.parent() {

@@ -25,7 +25,7 @@ use slipway_store::{Project, Role};
 
 use crate::api::AgentQuery;
 use crate::auth::Caller;
-use crate::pipelines::{self, mirror_dir};
+use crate::pipelines;
 use crate::{ServerError, State};
 
 type S = AxState<Arc<State>>;
@@ -243,8 +243,7 @@ async fn scope(s: &Arc<State>, who: &Caller, name: &str) -> Result<Scope, Server
                     "job {index} of pipeline {run} is not running: its token deploys only while it runs"
                 )));
             };
-            let mirror = mirror_dir(&s.data_dir, &project.name);
-            let branch = row.ref_name.clone().filter(|r| slipway_git::remote::has_branch(&mirror, r));
+            let branch = crate::pipelines::branch_of(&s.data_dir, &project, row.ref_name.as_deref());
             Ok(Scope {
                 commit: row.commit_sha.clone().unwrap_or_default(),
                 branch,
@@ -253,12 +252,11 @@ async fn scope(s: &Arc<State>, who: &Caller, name: &str) -> Result<Scope, Server
             })
         }
         Role::Admin => {
-            let (repo, mirror) = (project.repo.clone(), mirror_dir(&s.data_dir, &project.name));
+            let refs = pipelines::update(s, &project).await?;
             let branch = project.branch.clone();
             let commit = tokio::task::spawn_blocking(move || {
-                slipway_git::remote::mirror(&repo, &mirror).map_err(|e| ServerError::Git(e.to_string()))?;
-                slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("refs/heads/{branch}^{{commit}}")])
-                    .ok_or_else(|| ServerError::Git(format!("the mirror has no branch `{branch}`")))
+                slipway_git::output(&refs, &["rev-parse", "--verify", &format!("refs/heads/{branch}^{{commit}}")])
+                    .ok_or_else(|| ServerError::Git(format!("{} has no branch `{branch}`", refs.display())))
             })
             .await
             .map_err(|e| ServerError::Git(e.to_string()))??;
@@ -275,12 +273,13 @@ async fn scope(s: &Arc<State>, who: &Caller, name: &str) -> Result<Scope, Server
 
 /// The pipeline file's environments at `commit`.
 async fn environments_at(s: &Arc<State>, project: &str, commit: &str) -> Result<Vec<Environment>, ServerError> {
+    let row = s.store.project(project).await?.ok_or_else(|| ServerError::NotFound(format!("project `{project}`")))?;
     let _one = s.planning.lock().await;
-    let mirror = mirror_dir(&s.data_dir, project);
+    let source = pipelines::plan_source(&s.data_dir, &row);
     let dir = s.data_dir.join("envs").join(pipelines::slug(project));
     let commit = commit.to_string();
     tokio::task::spawn_blocking(move || {
-        slipway_git::remote::checkout_at(&mirror.display().to_string(), &commit, None, &dir)
+        slipway_git::remote::checkout_at(&source.display().to_string(), &commit, None, &dir)
             .map_err(|e| ServerError::Git(e.to_string()))?;
         let loaded = slipway_runner::project::load(&dir, None).map_err(|e| {
             ServerError::Plan(match e {

@@ -71,7 +71,6 @@ pub async fn record(
     variables: Vec<(String, String)>,
     by: &str,
 ) -> Result<RunId, ServerError> {
-    let mirror = mirror_dir(&state.data_dir, &project.name);
     let (branch, full_ref) = match ref_name.unwrap_or(&project.branch) {
         r if r.starts_with("refs/tags/") => (None, r.to_string()),
         r => {
@@ -82,8 +81,8 @@ pub async fn record(
     let sha = match commit {
         Some(c) => c.to_string(),
         None => {
-            fetch(state, project, None, None).await?;
-            slipway_git::output(&mirror, &["rev-parse", "--verify", &format!("{full_ref}^{{commit}}")]).ok_or_else(
+            let refs = update(state, project).await?;
+            slipway_git::output(&refs, &["rev-parse", "--verify", &format!("{full_ref}^{{commit}}")]).ok_or_else(
                 || ServerError::Input(format!("`{full_ref}` is not in {}", project.repo), Some("ref".into())),
             )?
         }
@@ -104,14 +103,54 @@ pub async fn record(
         .await?)
 }
 
+/// Where a project's pipelines are planned from: its own repository when it is on this
+/// machine (agents here check out from it too), else the server's mirror of it.
+/// Where a project's refs are read: its own repository's git directory when it is on this
+/// machine, else the mirror.
+fn refs_dir(data_dir: &Path, project: &Project) -> PathBuf {
+    slipway_git::remote::local_git_dir(&project.repo).unwrap_or_else(|| mirror_dir(data_dir, &project.name))
+}
+
+pub(crate) fn plan_source(data_dir: &Path, project: &Project) -> PathBuf {
+    match slipway_git::remote::local_git_dir(&project.repo) {
+        Some(_) => PathBuf::from(&project.repo),
+        None => mirror_dir(data_dir, &project.name),
+    }
+}
+
+/// A pipeline's ref as a branch, when the repository it is planned from has a branch of that
+/// name (else it is a tag): the project's own repository when it is on this machine, else the
+/// mirror. The server and every agent ask this of the same repository, so they plan alike.
+pub(crate) fn branch_of(data_dir: &Path, project: &Project, ref_name: Option<&str>) -> Option<String> {
+    let refs = refs_dir(data_dir, project);
+    ref_name.filter(|r| slipway_git::remote::has_branch(&refs, r)).map(str::to_string)
+}
+
+/// Brings what a project's refs are read from up to date, and says where that is: the
+/// project's own repository when it is on this machine (nothing to do), else the mirror,
+/// fetched now.
+pub(crate) async fn update(state: &Arc<State>, project: &Project) -> Result<PathBuf, ServerError> {
+    if let Some(git_dir) = slipway_git::remote::local_git_dir(&project.repo) {
+        return Ok(git_dir);
+    }
+    let (repo, mirror) = (project.repo.clone(), mirror_dir(&state.data_dir, &project.name));
+    let m = mirror.clone();
+    blocking(move || slipway_git::remote::mirror(&repo, &m).map_err(|e| ServerError::Git(e.to_string()))).await?;
+    Ok(mirror)
+}
+
 /// Brings the mirror up to date unless it already has `commit` on a branch it knows (a burst
-/// of pushes is fetched once, by the first of them).
+/// of pushes is fetched once, by the first of them). A repository on this machine has no
+/// mirror: it is read as it is.
 async fn fetch(
     state: &Arc<State>,
     project: &Project,
     commit: Option<&str>,
     branch: Option<&str>,
 ) -> Result<(), ServerError> {
+    if slipway_git::remote::local_git_dir(&project.repo).is_some() {
+        return Ok(());
+    }
     let mirror = mirror_dir(&state.data_dir, &project.name);
     let (repo, b, c) = (project.repo.clone(), branch.map(str::to_string), commit.map(str::to_string));
     blocking(move || {
@@ -143,22 +182,20 @@ pub async fn start(state: &Arc<State>, run: RunId) -> Result<(), ServerError> {
         .await?
         .ok_or_else(|| ServerError::NotFound(format!("project `{}`", row.project)))?;
     let sha = row.commit_sha.clone().unwrap_or_default();
-    let mirror = mirror_dir(&state.data_dir, &project.name);
-    // The ref is a branch when the mirror has one of that name (else a tag).
     fetch(state, &project, Some(&sha), row.ref_name.as_deref()).await?;
-    let branch = row.ref_name.clone().filter(|r| slipway_git::remote::has_branch(&mirror, r));
+    let source = plan_source(&state.data_dir, &project);
+    let branch = branch_of(&state.data_dir, &project, row.ref_name.as_deref());
     let planned = {
         if row.status != PipelineStatus::Running || !state.store.jobs(run).await?.is_empty() {
             return Ok(());
         }
-        if let Some((n, e)) = slipway_git::remote::author(&mirror, &sha) {
-            state.store.set_run_author(run, &format!("{n} <{e}>")).await?;
-        }
-        match plan_run(state, &project.name, run, &sha, branch.as_deref(), &row.source, &row.variables).await {
-            Ok(plan) => {
+        let planned =
+            plan_run(state, &project.name, &source, run, &sha, branch.as_deref(), &row.source, &row.variables).await;
+        match planned {
+            Ok((plan, author)) => {
                 let jobs: Vec<(String, String, Vec<String>)> =
                     plan.jobs.iter().map(|j| (j.name.clone(), j.stage.clone(), j.tags.clone())).collect();
-                state.store.add_jobs(run, &jobs).await?;
+                state.store.add_jobs(run, &jobs, author.as_deref()).await?;
                 state.plans.lock().expect("plans lock").insert(run, Arc::new(plan));
                 true
             }
@@ -201,22 +238,25 @@ async fn auto_cancel(state: &Arc<State>, project: &str, newer: RunId) -> Result<
 }
 
 /// Plans a run at its commit, as the agent that runs a job of it will (same commit, same
-/// pipeline id, same source and variables: the same plan).
+/// pipeline id, same source and variables: the same plan), from `repo` (the mirror, or a
+/// repository on this machine).
+#[allow(clippy::too_many_arguments, reason = "one pipeline's coordinates, passed as they are recorded")]
 async fn plan_run(
     state: &Arc<State>,
     project: &str,
+    repo: &Path,
     run: RunId,
     sha: &str,
     branch: Option<&str>,
     source: &str,
     variables: &[(String, String)],
-) -> Result<Plan, String> {
+) -> Result<(Plan, Option<String>), String> {
     let _one = state.planning.lock().await;
-    let mirror = mirror_dir(&state.data_dir, project);
+    let repo = repo.to_path_buf();
     let dir = state.data_dir.join("plans").join(slug(project));
     let (sha, branch, source, vars) =
         (sha.to_string(), branch.map(str::to_string), source.to_string(), variables.to_vec());
-    tokio::task::spawn_blocking(move || plan_at(&mirror, &sha, branch.as_deref(), &dir, run, &source, &vars))
+    tokio::task::spawn_blocking(move || plan_at(&repo, &sha, branch.as_deref(), &dir, run, &source, &vars))
         .await
         .map_err(|e| e.to_string())?
 }
@@ -231,7 +271,7 @@ pub fn plan_at(
     run: RunId,
     pipeline_source: &str,
     variables: &[(String, String)],
-) -> Result<Plan, String> {
+) -> Result<(Plan, Option<String>), String> {
     slipway_git::remote::checkout_at(&source.display().to_string(), commit, branch, dir).map_err(|e| e.to_string())?;
     let loaded = match slipway_runner::project::load(dir, None) {
         Ok(l) => l,
@@ -248,7 +288,8 @@ pub fn plan_at(
         overrides: variables.iter().cloned().collect(),
         snapshot: None,
     };
-    slipway_runner::project::make_plan(&loaded, &input).map_err(|i| render(&i))
+    let plan = slipway_runner::project::make_plan(&loaded, &input).map_err(|i| render(&i))?;
+    Ok((plan, checkout.author))
 }
 
 pub(crate) fn render(i: &slipway_runner::project::Invalid) -> String {
@@ -265,17 +306,14 @@ pub(crate) async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> 
         .project(&run.project)
         .await?
         .ok_or_else(|| ServerError::Input(format!("project `{}` is gone", run.project), None))?;
-    let repo = project.repo.clone();
-    let m = mirror_dir(&state.data_dir, &project.name);
-    blocking(move || slipway_git::remote::mirror(&repo, &m).map_err(|e| ServerError::Git(e.to_string()))).await?;
+    update(state, &project).await?;
     let sha = run.commit_sha.clone().unwrap_or_default();
-    let branch = run
-        .ref_name
-        .clone()
-        .filter(|r| slipway_git::remote::has_branch(&mirror_dir(&state.data_dir, &project.name), r));
-    let plan = plan_run(state, &project.name, run.id, &sha, branch.as_deref(), &run.source, &run.variables)
-        .await
-        .map_err(ServerError::Plan)?;
+    let branch = branch_of(&state.data_dir, &project, run.ref_name.as_deref());
+    let source = plan_source(&state.data_dir, &project);
+    let (plan, _) =
+        plan_run(state, &project.name, &source, run.id, &sha, branch.as_deref(), &run.source, &run.variables)
+            .await
+            .map_err(ServerError::Plan)?;
     let plan = Arc::new(plan);
     state.plans.lock().expect("plans lock").insert(run.id, Arc::clone(&plan));
     Ok(plan)

@@ -316,7 +316,7 @@ fn execute(
         &job.variables,
     );
     let plan = match plan {
-        Ok(p) => p,
+        Ok((p, _)) => p,
         Err(why) => {
             say(format!("ERROR: the pipeline does not plan here: {why}"));
             return Err(why);

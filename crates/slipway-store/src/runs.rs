@@ -76,6 +76,13 @@ pub struct ClaimedJob {
     pub attempt: u32,
 }
 
+/// The token a claimed job gets (`CI_JOB_TOKEN`): kept by its hash, made with the claim.
+#[derive(Debug, Clone, Copy)]
+pub struct JobToken<'a> {
+    pub hash: &'a str,
+    pub expires_at_ms: i64,
+}
+
 fn run_from(r: &impl Columns) -> Result<RunRow, StoreError> {
     let id = r.i64("id");
     let status = r.text("status");
@@ -166,9 +173,21 @@ impl Store {
 
     /// Adds the jobs of a run recorded before it was planned (its id is the pipeline's
     /// `CI_PIPELINE_ID`, which the plan uses), in one transaction.
-    pub async fn add_jobs(&self, run: RunId, jobs: &[(String, String, Vec<String>)]) -> Result<(), StoreError> {
+    pub async fn add_jobs(
+        &self,
+        run: RunId,
+        jobs: &[(String, String, Vec<String>)],
+        author: Option<&str>,
+    ) -> Result<(), StoreError> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            if let Some(author) = author {
+                sqlx::query("UPDATE runs SET author = $1 WHERE id = $2")
+                    .bind(author)
+                    .bind(run)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for (i, (name, stage, tags)) in jobs.iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO jobs (run_id, idx, name, stage, status, tags) VALUES ($1, $2, $3, $4, 'created', $5)",
@@ -214,13 +233,6 @@ impl Store {
     }
 
     /// The commit's author of a run, known once the commit is fetched.
-    pub async fn set_run_author(&self, run: RunId, author: &str) -> Result<(), StoreError> {
-        with_pool!(self, |pool| {
-            sqlx::query("UPDATE runs SET author = $1 WHERE id = $2").bind(author).bind(run).execute(pool).await?;
-        });
-        Ok(())
-    }
-
     /// Ends a run that could not run (its pipeline did not plan), saying why.
     pub async fn end_run(&self, run: RunId, status: PipelineStatus, detail: &str) -> Result<(), StoreError> {
         with_pool!(self, |pool| {
@@ -325,6 +337,7 @@ impl Store {
         runner: &str,
         tags: &[String],
         lease: Duration,
+        token: Option<JobToken<'_>>,
     ) -> Result<Option<ClaimedJob>, StoreError> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
@@ -362,6 +375,19 @@ impl Store {
             .bind(idx)
             .execute(&mut *tx)
             .await?;
+            // The job's token is made with the claim: one commit, and no claim without it.
+            if let Some(t) = &token {
+                sqlx::query(
+                    "INSERT INTO tokens (hash, name, role, run_id, expires_at, created_at) VALUES ($1, $2, 'job', $3, $4, $5)",
+                )
+                .bind(t.hash)
+                .bind(format!("job {run}/{idx}"))
+                .bind(run)
+                .bind(t.expires_at_ms)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
             Ok(Some(ClaimedJob { run, index: idx as usize, name, attempt: attempts as u32 + 1 }))
         })

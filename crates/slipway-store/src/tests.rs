@@ -8,7 +8,7 @@ use slipway_model::release::{Artifact, NewRelease, ReleaseConfig, ReleaseReason,
 use slipway_model::run::{JobState, PipelineStatus};
 use slipway_model::time::now_ms;
 
-use crate::{Lock, NewRun, Store};
+use crate::{JobToken, Lock, NewRun, Role, Store};
 
 /// A database the case may open more than once (each open is another "process").
 struct Db {
@@ -239,7 +239,7 @@ async fn projects_and_tokens(db: Db) {
     assert!(store.token("nope").await.expect("token").is_none());
     // A run recorded before its plan gets its jobs after, and its trigger variables back.
     let id = store.create_run(&NewRun { jobs: Vec::new(), ..run(&[]) }).await.expect("run");
-    store.add_jobs(id, &[("build".into(), "build".into(), Vec::new())]).await.expect("jobs");
+    store.add_jobs(id, &[("build".into(), "build".into(), Vec::new())], None).await.expect("jobs");
     assert_eq!(store.jobs(id).await.expect("jobs").len(), 1);
     // The reconciler looks at a run with no transition yet, then not, then again once a job
     // ended after the last transition (a transition lost to an outage).
@@ -249,7 +249,7 @@ async fn projects_and_tokens(db: Db) {
         .await
         .expect("t");
     assert!(!store.runs_to_reconcile().await.expect("reconcile").1.contains(&id));
-    store.claim_job("r", &[], Duration::from_secs(30)).await.expect("claim").expect("the job");
+    store.claim_job("r", &[], Duration::from_secs(30), None).await.expect("claim").expect("the job");
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(store.finish_job(id, 0, "r", JobState::Success, Some(0), None).await.expect("finish"));
     assert!(store.runs_to_reconcile().await.expect("reconcile").1.contains(&id));
@@ -305,7 +305,7 @@ async fn projects_and_tokens(db: Db) {
     assert!(store.blob_in_use("sha256:c2").await.expect("use") && !store.blob_in_use("sha256:c1").await.expect("use"));
     // Retention: a run that ended is found by its age and forgotten with its jobs.
     let old = store.create_run(&NewRun { jobs: Vec::new(), ..run(&[]) }).await.expect("run");
-    store.add_jobs(old, &[("j".into(), "s".into(), Vec::new())]).await.expect("jobs");
+    store.add_jobs(old, &[("j".into(), "s".into(), Vec::new())], None).await.expect("jobs");
     store.put_job_artifacts(old, 0, "sha256:dd", 1, None).await.expect("put");
     store.end_run(old, PipelineStatus::Failed, "test").await.expect("end");
     assert!(store.runs_ended_before(0, 10).await.expect("old").is_empty());
@@ -339,7 +339,18 @@ async fn runs_keep_their_transitions(db: Db) {
         jobs.iter().map(|j| (j.name.as_str(), j.status)).collect::<Vec<_>>(),
         [("build", JobState::Pending), ("test", JobState::Created)]
     );
-    let claimed = store.claim_job("agent-1", &[], Duration::from_secs(30)).await.expect("claim").expect("a job");
+    let token = "ab".repeat(32);
+    let claimed = store
+        .claim_job("agent-1", &[], Duration::from_secs(30), Some(JobToken { hash: &token, expires_at_ms: i64::MAX }))
+        .await
+        .expect("claim")
+        .expect("a job");
+    // The job's token is made with the claim, in the same commit.
+    let t = store.token(&token).await.expect("token").expect("made with the claim");
+    assert_eq!(
+        (t.role, t.run, t.name.as_str()),
+        (Role::Job, Some(claimed.run), &*format!("job {}/{}", claimed.run, claimed.index))
+    );
     assert_eq!((claimed.index, claimed.attempt), (0, 1));
     assert!(store.renew_job(id, 0, "agent-1", Duration::from_secs(30)).await.expect("renew"));
     assert!(!store.finish_job(id, 0, "agent-2", JobState::Success, Some(0), None).await.expect("not theirs"));
@@ -369,7 +380,7 @@ async fn two_runners_never_claim_one_job(db: Db) {
     let (s1, s2) = (db.open().await, db.open().await);
     let claim_all = |s: Store, who: &'static str| async move {
         let mut got = Vec::new();
-        while let Some(j) = s.claim_job(who, &[], Duration::from_secs(30)).await.expect("claim") {
+        while let Some(j) = s.claim_job(who, &[], Duration::from_secs(30), None).await.expect("claim") {
             got.push(j.index);
         }
         got
@@ -393,6 +404,7 @@ async fn agents_take_only_jobs_whose_tags_they_have(db: Db) {
                 ("any".into(), "s".into(), Vec::new()),
                 ("odd".into(), "s".into(), tags(&["x y", "%"])),
             ],
+            None,
         )
         .await
         .expect("jobs");
@@ -400,7 +412,7 @@ async fn agents_take_only_jobs_whose_tags_they_have(db: Db) {
     store.save_transition(id, PipelineStatus::Running, &serde_json::json!({}), &all).await.expect("pending");
     let claim = |who: &'static str, t: Vec<String>| {
         let store = store.clone();
-        async move { store.claim_job(who, &t, Duration::from_secs(30)).await.expect("claim").map(|j| j.name) }
+        async move { store.claim_job(who, &t, Duration::from_secs(30), None).await.expect("claim").map(|j| j.name) }
     };
     // No tags: untagged jobs only. Tags: jobs needing a subset of them.
     assert_eq!(claim("plain", Vec::new()).await.as_deref(), Some("any"));
@@ -420,11 +432,11 @@ async fn expired_job_leases_go_back_to_the_queue(db: Db) {
         .save_transition(id, PipelineStatus::Running, &serde_json::json!({}), &[(0, JobState::Pending)])
         .await
         .expect("t");
-    store.claim_job("gone", &[], Duration::from_millis(100)).await.expect("claim").expect("job");
-    assert_eq!(store.claim_job("other", &[], Duration::from_secs(30)).await.expect("claim"), None);
+    store.claim_job("gone", &[], Duration::from_millis(100), None).await.expect("claim").expect("job");
+    assert_eq!(store.claim_job("other", &[], Duration::from_secs(30), None).await.expect("claim"), None);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(store.requeue_expired_jobs().await.expect("requeue"), [(id, 0)]);
-    let again = store.claim_job("other", &[], Duration::from_secs(30)).await.expect("claim").expect("job");
+    let again = store.claim_job("other", &[], Duration::from_secs(30), None).await.expect("claim").expect("job");
     assert_eq!(again.attempt, 2);
     assert!(
         !store.finish_job(id, 0, "gone", JobState::Success, Some(0), None).await.expect("late"),
