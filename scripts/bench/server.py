@@ -96,6 +96,45 @@ def main():
         print(f"RSS idle: server {rss_of(server):.1f} MiB, agents "
               + ", ".join(f"{rss_of(a):.1f}" for a in agents) + " MiB")
 
+        # An agent's API reached through its tunnel (the server's `agents/<name>.sock`, what
+        # the deploy engine uses for `agent: {name: …}`) and on its own socket, one connection
+        # per call as the engine makes them.
+        import http.client
+        import socket as so
+
+        class Unix(http.client.HTTPConnection):
+            def __init__(self, path):
+                super().__init__("agent")
+                self.path_ = path
+
+            def connect(self):
+                self.sock = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+                self.sock.connect(self.path_)
+
+        def agent_call_ms(path, n=300):
+            ts = []
+            for _ in range(n):
+                t = time.perf_counter()
+                c = Unix(path)
+                c.request("GET", "/v1/agent")
+                r = c.getresponse()
+                r.read()
+                c.close()
+                assert r.status == 200, r.status
+                ts.append((time.perf_counter() - t) * 1000)
+            ts.sort()
+            return statistics.median(ts), ts[int(len(ts) * 0.99)]
+
+        tunnel = os.path.join(work, "server", "agents", "b0.sock")
+        for _ in range(100):
+            if os.path.exists(tunnel):
+                break
+            time.sleep(0.05)
+        own = agent_call_ms(os.path.join(work, "agent0", "agent.sock"))
+        via = agent_call_ms(tunnel)
+        print(f"agent API call (GET /v1/agent, a connection each): own socket p50 {own[0]:.2f} ms, p99 {own[1]:.2f} ms; "
+              f"through the tunnel p50 {via[0]:.2f} ms, p99 {via[1]:.2f} ms (x{via[0] / own[0]:.1f})")
+
         def push(i):
             with open(os.path.join(repo, "n"), "w") as f:
                 f.write(str(i))

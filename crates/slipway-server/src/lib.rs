@@ -186,7 +186,18 @@ impl Server {
             schedules::tick(&s).await;
         });
         let app = api::router(Arc::clone(&state));
-        let r = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        // Small writes go out at once (the agents' tunnels carry many), and a peer that went
+        // away without a word is noticed: keepalives after 10 s idle, 3 probes 3 s apart.
+        use axum::serve::ListenerExt;
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(10))
+                .with_interval(Duration::from_secs(3))
+                .with_retries(3);
+            let _ = socket2::SockRef::from(&*tcp).set_tcp_keepalive(&keepalive);
+        });
+        let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         leases.abort();
         upkeep.abort();
         poller.abort();
