@@ -262,21 +262,7 @@ pub(crate) async fn agents(
 
 /// The agent's end: keeps a link to the server open, redialling with a backoff, and joins
 /// every stream the server opens to the agent's own API socket. Runs until it is aborted.
-pub(crate) async fn keep_open(server: String, token: String, name: String, socket: PathBuf) {
-    let http = match reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .tcp_keepalive(Duration::from_secs(5))
-        .tcp_keepalive_interval(Duration::from_secs(2))
-        .tcp_keepalive_retries(3)
-        .tcp_user_timeout(Duration::from_secs(15))
-        .build()
-    {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot make the tunnel's HTTP client");
-            return;
-        }
-    };
+pub(crate) async fn keep_open(http: reqwest::Client, server: String, token: String, name: String, socket: PathBuf) {
     let url = format!("{}/api/v1/agents/tunnel?agent={name}", server.trim_end_matches('/'));
     {
         let mut delay = Duration::from_millis(250);

@@ -77,15 +77,29 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
     hand_back: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    let client = Arc::new(Client {
-        http: reqwest::Client::new(),
-        cfg: cfg.clone(),
-        handing_back: tokio::sync::watch::channel(false).0,
-    });
+    // One HTTP client for jobs and the tunnel: small writes go out at once, and a server that
+    // went away without a word is noticed (keepalives, a 15 s limit on unacknowledged data).
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(5))
+        .tcp_keepalive_interval(Duration::from_secs(2))
+        .tcp_keepalive_retries(3)
+        .tcp_user_timeout(Duration::from_secs(15))
+        // A server on plain HTTP (loopback, a private network) needs no CA roots loaded.
+        .tls_built_in_root_certs(cfg.server.starts_with("https://"))
+        .build()
+        .map_err(|e| WorkerError::Http(cfg.server.clone(), e.to_string()))?;
+    let client =
+        Arc::new(Client { http: http.clone(), cfg: cfg.clone(), handing_back: tokio::sync::watch::channel(false).0 });
     // The tunnel lives as long as the worker does.
     let _tunnel = cfg.host.clone().map(|socket| {
-        let task =
-            tokio::spawn(crate::tunnel::keep_open(cfg.server.clone(), cfg.token.clone(), cfg.name.clone(), socket));
+        let task = tokio::spawn(crate::tunnel::keep_open(
+            http.clone(),
+            cfg.server.clone(),
+            cfg.token.clone(),
+            cfg.name.clone(),
+            socket,
+        ));
         AbortOnDrop(task)
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));

@@ -1310,6 +1310,64 @@ fn an_agent_on_another_machine_runs_jobs_and_a_network_cut_moves_its_job() {
     drop(far);
 }
 
+/// Containers under an agent connected to the server (`target: docker`, `agent: {name: …}`):
+/// an admin deploys an image archive through the server, which sends the archive through the
+/// agent's tunnel into its data directory; that agent loads it into its Docker Engine and runs
+/// the containers, labelled as its own.
+#[test]
+fn containers_on_a_connected_agent_get_their_image_through_its_tunnel() {
+    require("docker", "--version");
+    let addr = free_addr();
+    let repo = websvc_project(&format!(
+        "  boxed:\n    target: docker\n    agent: {{name: dock}}\n    instances: 2\n    listen: {addr}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
+    ));
+    let server = Server::start("30s");
+    let (dock, dock_data) = server.agent("dock");
+    server.wait_connected("dock", true);
+    server.add_project("web", &repo);
+    let dist = websvc_build("v1");
+    let tar = tempfile::tempdir().unwrap();
+    let image = tar.path().join("image.tar");
+    let r = slipway_in(
+        tar.path(),
+        &[
+            "image",
+            "build",
+            "--from",
+            dist.join("manifest.json").to_str().unwrap(),
+            "--name",
+            "websvc",
+            "--tag",
+            "v1",
+            "--tarball",
+            image.to_str().unwrap(),
+            "--compression",
+            "none",
+            "--no-sbom",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let r = Run::from(
+        Command::new(bin())
+            .args(["deploy", "boxed", "--artifacts", image.to_str().unwrap()])
+            .args(["--server", &server.url, "--token", &server.admin, "--project", "web"])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("sent image archive") && r.stderr.contains("to agent `dock`"), "{}", r.debug());
+    assert_eq!(served(&addr).as_deref(), Some("v1"));
+    let label = format!("label=dev.slipway.agent={}", dock_data.path().canonicalize().unwrap().display());
+    let ids = Command::new("docker").args(["ps", "-q", "--filter", &label]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ids.stdout).lines().count(), 2, "the agent's own containers");
+    assert_eq!(dock_data.path().join("artifacts/images").read_dir().unwrap().count(), 1, "the archive is there");
+    // Stopping the agent stops its containers: none outlives it.
+    drop(dock);
+    let ids = Command::new("docker").args(["ps", "-aq", "--filter", &label]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ids.stdout).trim(), "", "no container left behind");
+}
+
 /// Environments on an agent connected to the server, with no SSH anywhere: an agent on
 /// another machine (a network namespace) dials out to the server and keeps its tunnel open;
 /// a pipeline's deploy job deploys `far` (`agent: {name: far}`) through the server, which
