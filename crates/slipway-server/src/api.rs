@@ -68,6 +68,7 @@ fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(schedules::play))
         .routes(routes!(deploys::status))
         .routes(routes!(deploys::history))
+        .routes(routes!(deploys::logs))
         .routes(deploy)
         .routes(routes!(deploys::rollback))
         .routes(routes!(deploys::promote))

@@ -217,6 +217,12 @@ impl ServerClient {
         self.json(reqwest::Method::GET, &path, None).await
     }
 
+    /// The last `lines` lines of an environment's instance logs, from the agent that runs it.
+    pub async fn env_logs(&self, project: &str, env: &str, lines: usize) -> Result<Vec<u8>, ClientError> {
+        let path = format!("{}?lines={lines}", Self::env_path(project, env, "logs"));
+        Ok(self.send(reqwest::Method::GET, &path, None).await?.1)
+    }
+
     pub async fn add_schedule(&self, project: &str, n: &NewSchedule) -> Result<ScheduleView, ClientError> {
         let path = format!("/api/v1/projects/{}/schedules", segment(project));
         self.json(reqwest::Method::POST, &path, Some(serde_json::to_vec(n).expect("serializes"))).await

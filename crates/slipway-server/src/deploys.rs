@@ -591,6 +591,37 @@ pub async fn status(AxState(s): S, who: Caller, UrlPath(name): UrlPath<String>) 
 }
 
 #[derive(serde::Deserialize, Default)]
+pub struct LogsQuery {
+    lines: Option<usize>,
+}
+
+/// `GET /api/v1/projects/{name}/environments/{env}/logs[?lines=N]`: the last lines of the
+/// environment's instance logs, from the agent that runs it (this machine's, or a connected
+/// one through its tunnel) — `slipway logs --env ENV --server URL`.
+#[utoipa::path(get, path = "/api/v1/projects/{name}/environments/{env}/logs", tag = "environments", summary = "An environment's instance logs, the last lines", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)"), ("env" = String, Path, description = "The environment"), ("lines" = Option<usize>, Query, description = "At most this many (1 to 10000, default 100)")), responses((status = 200, description = "The lines, oldest first", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn logs(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((name, env)): UrlPath<(String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ServerError> {
+    who.require(&[])?;
+    let scope = scope(&s, &who, &name).await?;
+    let (found, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
+    let lines = q.lines.unwrap_or(100).clamp(1, 10_000);
+    match slipway_deploy::observe::logs(&s.data_dir, Some(&found), &env, lines).await {
+        Ok(l) => Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], l.text).into_response()),
+        Err(e) => Err(match e.kind {
+            slipway_deploy::ErrorKind::NoAgent => ServerError::Conflict(match e.hint {
+                Some(h) => format!("{}; {h}", e.message),
+                None => e.message,
+            }),
+            _ => ServerError::Input(e.message, Some("environment".into())),
+        }),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
 pub struct HistoryQuery {
     limit: Option<i64>,
 }

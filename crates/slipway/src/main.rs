@@ -109,11 +109,15 @@ enum Command {
         /// Keep printing the log as it grows (an environment's, or a server pipeline's job).
         #[arg(short = 'F', long)]
         follow: bool,
-        /// Read a job's log from this server (`slipway logs PIPELINE JOB`).
-        #[arg(long, value_name = "URL", env = "SLIPWAY_SERVER", conflicts_with = "env")]
+        /// Read from this server: a pipeline job's log (`slipway logs PIPELINE JOB`), or an
+        /// environment's (`--env ENV --project P`), from whichever agent runs it.
+        #[arg(long, value_name = "URL", env = "SLIPWAY_SERVER")]
         server: Option<String>,
         #[arg(long, value_name = "TOKEN", env = "SLIPWAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// The server's project the environment belongs to (with `--env` and `--server`).
+        #[arg(long, value_name = "NAME", env = "SLIPWAY_PROJECT")]
+        project: Option<String>,
     },
     /// Deploy the build (or a version deployed before) to an environment.
     Deploy(deploycmd::DeployArgs),
@@ -405,7 +409,17 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Logs { first, second, env, lines, follow, server, token } => {
+        Command::Logs { first, second, env, lines, follow, server, token, project } => {
+            if let (Some(env), Some(_)) = (&env, &server) {
+                if follow {
+                    return Err(UserError::new("`-F` is not available for an environment on a server")
+                        .hint("leave out -F to print the last lines")
+                        .into());
+                }
+                let on = remote::OnServer { server: server.clone(), token: token.clone(), project: project.clone() };
+                let r = on.remote()?.expect("a server was given");
+                return remote::env_logs(&r, env, lines, ui);
+            }
             if let (Some(server), Some(id), Some(job)) =
                 (&server, first.as_deref().and_then(|f| f.parse::<i64>().ok()), &second)
             {

@@ -258,6 +258,19 @@ pub fn status(r: &Remote, only: Option<&str>, json: bool, ui: &Ui) -> Result<i32
     Ok(code)
 }
 
+/// `slipway logs --env ENV --server URL`: the environment's instance logs, read by the server
+/// from the agent that runs it.
+pub fn env_logs(r: &Remote, env: &str, lines: usize, ui: &Ui) -> Result<i32> {
+    match runtime()?.block_on(r.client.env_logs(&r.project, env, lines)) {
+        Ok(text) => {
+            use std::io::Write;
+            std::io::stdout().write_all(&text)?;
+            Ok(exit::OK)
+        }
+        Err(e) => Ok(failed(ui, e)),
+    }
+}
+
 pub fn history(r: &Remote, env: &str, limit: i64, json: bool, ui: &Ui) -> Result<i32> {
     let list = match runtime()?.block_on(r.client.releases(&r.project, env, limit)) {
         Ok(l) => l,

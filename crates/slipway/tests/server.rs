@@ -1443,6 +1443,10 @@ environments:
     let st = cli(&["status", "far"]);
     assert_eq!(st.code, 0, "{}", st.debug());
     assert!(st.stdout.contains(&v1) && st.stdout.contains("2/2"), "{}", st.stdout);
+    // Its instances' logs, read by the server from the agent that runs them.
+    let logs = cli(&["logs", "--env", "far", "-n", "10"]);
+    assert_eq!(logs.code, 0, "{}", logs.debug());
+    assert!(logs.stdout.contains(&format!("websvc {v1} listening on")), "{}", logs.debug());
 
     // Away: refused before anything is recorded, saying which agent and how to start it.
     drop(far);
@@ -1455,6 +1459,9 @@ environments:
         "{}",
         rb.debug()
     );
+    let logs = cli(&["logs", "--env", "far"]);
+    assert_eq!(logs.code, 4, "{}", logs.debug());
+    assert!(logs.stderr.contains("agent `far` is not connected to the server"), "{}", logs.debug());
     // Back: it runs its release again from its own state, and the server drives it.
     let _far = server.agent_in(&ns, "far", far_data.path());
     server.wait_connected("far", true);
