@@ -697,7 +697,6 @@ fn served(addr: &str) -> Option<String> {
 fn a_pipeline_builds_and_its_deploy_job_updates_dev_through_the_server() {
     require_go();
     let (addr, staging) = (free_addr(), free_addr());
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
     let pipeline = format!(
         r#"stages: [build, deploy]
 build:
@@ -725,11 +724,7 @@ environments:
     health: {{http: /healthz, interval: 200ms, deadline: 10s}}
 "#
     );
-    let repo = Repo::new(&[
-        ("go.mod", &std::fs::read_to_string(src.join("go.mod")).unwrap()),
-        ("main.go", &std::fs::read_to_string(src.join("main.go")).unwrap()),
-        (".slipway.yml", &pipeline),
-    ]);
+    let repo = websvc_repo(&pipeline);
     let server = Server::start_with(&["--with-agent", "--concurrency", "1"]);
     let (_b, _bdata) = server.agent("b");
     let body = format!(r#"{{"name": "web", "repo": "{}"}}"#, repo.path().display());
@@ -1325,28 +1320,9 @@ fn containers_on_a_connected_agent_get_their_image_through_its_tunnel() {
     let (dock, dock_data) = server.agent("dock");
     server.wait_connected("dock", true);
     server.add_project("web", &repo);
-    let dist = websvc_build("v1");
     let tar = tempfile::tempdir().unwrap();
     let image = tar.path().join("image.tar");
-    let r = slipway_in(
-        tar.path(),
-        &[
-            "image",
-            "build",
-            "--from",
-            dist.join("manifest.json").to_str().unwrap(),
-            "--name",
-            "websvc",
-            "--tag",
-            "v1",
-            "--tarball",
-            image.to_str().unwrap(),
-            "--compression",
-            "none",
-            "--no-sbom",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.debug());
+    websvc_image("v1", &image);
     let r = Run::from(
         Command::new(bin())
             .args(["deploy", "boxed", "--artifacts", image.to_str().unwrap()])
@@ -1381,7 +1357,6 @@ fn environments_on_an_agent_connected_to_the_server_deploy_through_its_tunnel() 
     let ns = Netns::new();
     let port = |a: String| a.rsplit(':').next().unwrap().to_string();
     let svc = format!("{}:{}", ns.far_ip, port(free_addr()));
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
     let pipeline = format!(
         r#"stages: [build, deploy]
 build:
@@ -1403,11 +1378,7 @@ environments:
     health: {{http: /healthz, interval: 200ms, deadline: 10s}}
 "#
     );
-    let repo = Repo::new(&[
-        ("go.mod", &std::fs::read_to_string(src.join("go.mod")).unwrap()),
-        ("main.go", &std::fs::read_to_string(src.join("main.go")).unwrap()),
-        (".slipway.yml", &pipeline),
-    ]);
+    let repo = websvc_repo(&pipeline);
     let mut server = Server {
         url: format!("http://{}:{}", ns.host_ip, port(free_addr())),
         admin: String::new(),

@@ -527,27 +527,8 @@ fn containers_on_another_machines_docker_engine_through_its_agent() {
     let st = Command::new(bin()).args(["--data-dir"]).arg(remote.path()).args(["agent", "start"]).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let image = |v: &str| {
-        let dir = build(v);
-        let tar = dir.join(format!("image-{}.tar", std::process::id()));
-        let r = slipway_in(
-            tempfile::tempdir().unwrap().path(),
-            &[
-                "image",
-                "build",
-                "--from",
-                dir.join("manifest.json").to_str().unwrap(),
-                "--name",
-                "websvc",
-                "--tag",
-                v,
-                "--tarball",
-                tar.to_str().unwrap(),
-                "--compression",
-                "none",
-                "--no-sbom",
-            ],
-        );
-        assert_eq!(r.code, 0, "{}", r.debug());
+        let tar = std::env::temp_dir().join(format!("slipway-image-{v}-{}.tar", std::process::id()));
+        websvc_image(v, &tar);
         tar
     };
     let (v1, v2) = (image("v1"), image("v2"));

@@ -155,6 +155,17 @@ impl AgentTarget {
         AgentTarget { env: env.clone(), fleet, place: Place::Memory, data_dir: data_dir.to_path_buf() }
     }
 
+    /// The archive of a release's image in this data directory and the archive's own digest:
+    /// what another machine's agent is sent.
+    fn image_archive(&self, a: &slipway_model::Artifact) -> Result<(PathBuf, String), DeployError> {
+        let archive = artifacts::stored_image(&self.data_dir, &a.sha256);
+        let file_sha = artifacts::sha256_file(&archive).map_err(|e| {
+            DeployError::input(format!("the image archive {} is needed for a remote agent: {e}", archive.display()))
+                .hint("deploy from an image archive (--artifacts IMAGE.tar)")
+        })?;
+        Ok((archive, file_sha))
+    }
+
     fn containers(&self) -> bool {
         matches!(self.env.target, Kind::Docker(_))
     }
@@ -654,14 +665,7 @@ impl Target for AgentTarget {
             (Place::Connected { name, .. }, containers) => {
                 let client = AgentClient::new(slipway_api::connected_socket(&self.data_dir, name));
                 if containers {
-                    let archive = artifacts::stored_image(&self.data_dir, &a.sha256);
-                    let file_sha = artifacts::sha256_file(&archive).map_err(|e| {
-                        DeployError::input(format!(
-                            "the image archive {} is needed for a remote agent: {e}",
-                            archive.display()
-                        ))
-                        .hint("deploy from an image archive (--artifacts IMAGE.tar)")
-                    })?;
+                    let (archive, file_sha) = self.image_archive(a)?;
                     if client.put_image_archive(&a.sha256, &file_sha, &archive).await? {
                         cx.say(format!("sent image archive {} to agent `{name}`", short(&a.sha256)));
                     }
@@ -680,14 +684,7 @@ impl Target for AgentTarget {
                 let t = &remote.ssh;
                 let host = t.hosts[0].label();
                 if containers {
-                    let archive = artifacts::stored_image(&self.data_dir, &a.sha256);
-                    let file_sha = artifacts::sha256_file(&archive).map_err(|e| {
-                        DeployError::input(format!(
-                            "the image archive {} is needed for a remote agent: {e}",
-                            archive.display()
-                        ))
-                        .hint("deploy from an image archive (--artifacts IMAGE.tar)")
-                    })?;
+                    let (archive, file_sha) = self.image_archive(a)?;
                     let rel = format!("artifacts/images/{}.tar", a.sha256);
                     if super::hosts::upload_to_agent(t, &rel, &file_sha, &archive).await? {
                         cx.say(format!("uploaded image archive {} to the agent on {host}", short(&a.sha256)));

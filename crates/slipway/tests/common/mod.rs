@@ -238,13 +238,43 @@ pub fn websvc_build(version: &str) -> PathBuf {
 }
 
 /// A repository holding the websvc fixture and a pipeline file with these environments.
-pub fn websvc_project(environments: &str) -> Repo {
+/// An uncompressed image archive of the websvc build `version` (`slipway image build
+/// --tarball`), written to `out`.
+pub fn websvc_image(version: &str, out: &Path) {
+    let dist = websvc_build(version);
+    let r = slipway_in(
+        out.parent().unwrap(),
+        &[
+            "image",
+            "build",
+            "--from",
+            dist.join("manifest.json").to_str().unwrap(),
+            "--name",
+            "websvc",
+            "--tag",
+            version,
+            "--tarball",
+            out.to_str().unwrap(),
+            "--compression",
+            "none",
+            "--no-sbom",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.debug());
+}
+
+/// A repository of the websvc fixture with `pipeline` as its `.slipway.yml`.
+pub fn websvc_repo(pipeline: &str) -> Repo {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go/websvc");
     Repo::new(&[
         ("go.mod", &std::fs::read_to_string(src.join("go.mod")).unwrap()),
         ("main.go", &std::fs::read_to_string(src.join("main.go")).unwrap()),
-        (".slipway.yml", &format!("include:\n  - template: slipway/go.yml\nenvironments:\n{environments}")),
+        (".slipway.yml", pipeline),
     ])
+}
+
+pub fn websvc_project(environments: &str) -> Repo {
+    websvc_repo(&format!("include:\n  - template: slipway/go.yml\nenvironments:\n{environments}"))
 }
 
 /// `slipway ARGS` in `dir` with its own data directory, a fixed user and a short lock lease.
