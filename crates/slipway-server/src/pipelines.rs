@@ -103,14 +103,14 @@ pub async fn record(
         .await?)
 }
 
-/// Where a project's pipelines are planned from: its own repository when it is on this
-/// machine (agents here check out from it too), else the server's mirror of it.
 /// Where a project's refs are read: its own repository's git directory when it is on this
 /// machine, else the mirror.
 fn refs_dir(data_dir: &Path, project: &Project) -> PathBuf {
     slipway_git::remote::local_git_dir(&project.repo).unwrap_or_else(|| mirror_dir(data_dir, &project.name))
 }
 
+/// Where a project's pipelines are planned from: its own repository when it is on this
+/// machine (agents here check out from it too), else the server's mirror of it.
 pub(crate) fn plan_source(data_dir: &Path, project: &Project) -> PathBuf {
     match slipway_git::remote::local_git_dir(&project.repo) {
         Some(_) => PathBuf::from(&project.repo),
@@ -183,15 +183,12 @@ pub async fn start(state: &Arc<State>, run: RunId) -> Result<(), ServerError> {
         .ok_or_else(|| ServerError::NotFound(format!("project `{}`", row.project)))?;
     let sha = row.commit_sha.clone().unwrap_or_default();
     fetch(state, &project, Some(&sha), row.ref_name.as_deref()).await?;
-    let source = plan_source(&state.data_dir, &project);
     let branch = branch_of(&state.data_dir, &project, row.ref_name.as_deref());
     let planned = {
         if row.status != PipelineStatus::Running || !state.store.jobs(run).await?.is_empty() {
             return Ok(());
         }
-        let planned =
-            plan_run(state, &project.name, &source, run, &sha, branch.as_deref(), &row.source, &row.variables).await;
-        match planned {
+        match plan_run(state, &project, run, &sha, branch.as_deref(), &row.source, &row.variables).await {
             Ok((plan, author)) => {
                 let jobs: Vec<(String, String, Vec<String>)> =
                     plan.jobs.iter().map(|j| (j.name.clone(), j.stage.clone(), j.tags.clone())).collect();
@@ -238,13 +235,10 @@ async fn auto_cancel(state: &Arc<State>, project: &str, newer: RunId) -> Result<
 }
 
 /// Plans a run at its commit, as the agent that runs a job of it will (same commit, same
-/// pipeline id, same source and variables: the same plan), from `repo` (the mirror, or a
-/// repository on this machine).
-#[allow(clippy::too_many_arguments, reason = "one pipeline's coordinates, passed as they are recorded")]
+/// pipeline id, same source and variables: the same plan), from its [`plan_source`].
 async fn plan_run(
     state: &Arc<State>,
-    project: &str,
-    repo: &Path,
+    project: &Project,
     run: RunId,
     sha: &str,
     branch: Option<&str>,
@@ -252,8 +246,8 @@ async fn plan_run(
     variables: &[(String, String)],
 ) -> Result<(Plan, Option<String>), String> {
     let _one = state.planning.lock().await;
-    let repo = repo.to_path_buf();
-    let dir = state.data_dir.join("plans").join(slug(project));
+    let repo = plan_source(&state.data_dir, project);
+    let dir = state.data_dir.join("plans").join(slug(&project.name));
     let (sha, branch, source, vars) =
         (sha.to_string(), branch.map(str::to_string), source.to_string(), variables.to_vec());
     tokio::task::spawn_blocking(move || plan_at(&repo, &sha, branch.as_deref(), &dir, run, &source, &vars))
@@ -309,11 +303,9 @@ pub(crate) async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> 
     update(state, &project).await?;
     let sha = run.commit_sha.clone().unwrap_or_default();
     let branch = branch_of(&state.data_dir, &project, run.ref_name.as_deref());
-    let source = plan_source(&state.data_dir, &project);
-    let (plan, _) =
-        plan_run(state, &project.name, &source, run.id, &sha, branch.as_deref(), &run.source, &run.variables)
-            .await
-            .map_err(ServerError::Plan)?;
+    let (plan, _) = plan_run(state, &project, run.id, &sha, branch.as_deref(), &run.source, &run.variables)
+        .await
+        .map_err(ServerError::Plan)?;
     let plan = Arc::new(plan);
     state.plans.lock().expect("plans lock").insert(run.id, Arc::clone(&plan));
     Ok(plan)

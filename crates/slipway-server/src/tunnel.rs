@@ -71,6 +71,9 @@ impl Tunnels {
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         let socket = slipway_api::connected_socket(&self.data_dir, &name);
+        // Held from binding to recording the link: two links of one name never interleave
+        // (the socket is the current link's), and a link that ends at once finds itself.
+        let mut links = self.links.lock().expect("tunnels lock");
         let listener = match bind(&socket) {
             Ok(l) => l,
             Err(e) => {
@@ -79,8 +82,6 @@ impl Tunnels {
             }
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        // Held while the task starts, so a link that ends at once finds itself in the map.
-        let mut links = self.links.lock().expect("tunnels lock");
         let task = tokio::spawn(link(Arc::clone(self), name.clone(), id, listener, io));
         let old = links.insert(
             name.clone(),

@@ -1445,6 +1445,23 @@ environments:
     assert_eq!(again.code, 0, "{}", again.debug());
     assert!(!again.stdout.contains("sent websvc"), "the agent had the binary: {}", again.stdout);
     assert_eq!(served(&svc).as_deref(), Some(v1.as_str()));
+
+    // A network cut long enough for the agent to give its link up (keepalives): once the
+    // network is back it dials again, its new link replaces the one the server still
+    // holds, and the server drives it again.
+    let since = |server: &Server| server.json("/api/v1/agents")[0]["since_ms"].as_i64().unwrap_or(0);
+    let before = since(&server);
+    ns.link(false);
+    std::thread::sleep(Duration::from_secs(14));
+    ns.link(true);
+    let t = Instant::now();
+    while since(&server) == before {
+        assert!(t.elapsed() < Duration::from_secs(30), "the agent did not dial again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st = cli(&["status", "far"]);
+    assert_eq!(st.code, 0, "{}", st.debug());
+    assert!(st.stdout.contains(&v1) && st.stdout.contains("2/2"), "{}", st.stdout);
 }
 
 /// A real git server: `git http-backend` behind lighttpd (Debian) on loopback. The server
