@@ -1401,11 +1401,13 @@ environments:
     let stored: Vec<_> = std::fs::read_dir(far_data.path().join("artifacts/sha256")).unwrap().collect();
     assert_eq!(stored.len(), 1, "{stored:?}");
 
+    // The server keeps its address and its admin token across a restart.
+    let (url, admin) = (server.url.clone(), server.admin.clone());
     let cli = |args: &[&str]| {
         Run::from(
             Command::new(bin())
                 .args(args)
-                .args(["--server", &server.url, "--token", &server.admin, "--project", "web"])
+                .args(["--server", &url, "--token", &admin, "--project", "web"])
                 .env("NO_COLOR", "1")
                 .output()
                 .unwrap(),
@@ -1462,6 +1464,24 @@ environments:
     let st = cli(&["status", "far"]);
     assert_eq!(st.code, 0, "{}", st.debug());
     assert!(st.stdout.contains(&v1) && st.stdout.contains("2/2"), "{}", st.stdout);
+
+    // `kill -9` of the server leaves its end of the tunnel behind (a stale socket file); the
+    // next server binds it again and the agent, dialling on its own, is driven as before.
+    let mut old = server.proc.take().unwrap();
+    old.0.kill().unwrap();
+    old.0.wait().unwrap();
+    std::mem::forget(old);
+    assert!(slipway_socket(server.data.path(), "far").exists(), "a stale socket is left");
+    server.launch("10s");
+    server.wait_connected("far", true);
+    let st = cli(&["status", "far"]);
+    assert_eq!(st.code, 0, "{}", st.debug());
+    assert!(st.stdout.contains(&v1) && st.stdout.contains("2/2"), "{}", st.stdout);
+}
+
+/// The server's end of a connected agent's tunnel.
+fn slipway_socket(server_data: &std::path::Path, agent: &str) -> std::path::PathBuf {
+    server_data.join("agents").join(format!("{agent}.sock"))
 }
 
 /// A real git server: `git http-backend` behind lighttpd (Debian) on loopback. The server
