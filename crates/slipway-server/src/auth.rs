@@ -69,6 +69,10 @@ impl FromRequestParts<Arc<State>> for Caller {
             return Err(unauthorized("no token: send `Authorization: Bearer TOKEN` (SLIPWAY_TOKEN for the CLI)"));
         };
         match state.store.token(&hash_token(token)).await {
+            Ok(Some(t)) if t.ended => Err(unauthorized(&format!(
+                "the token of {} no longer works: a job token is valid only while its job runs",
+                t.name
+            ))),
             Ok(Some(t)) => {
                 // Job tokens are named `job RUN/INDEX` when they are made.
                 let job = (t.role == Role::Job)

@@ -378,11 +378,13 @@ impl Store {
             // The job's token is made with the claim: one commit, and no claim without it.
             if let Some(t) = &token {
                 sqlx::query(
-                    "INSERT INTO tokens (hash, name, role, run_id, expires_at, created_at) VALUES ($1, $2, 'job', $3, $4, $5)",
+                    "INSERT INTO tokens (hash, name, role, run_id, job_index, expires_at, created_at)
+                     VALUES ($1, $2, 'job', $3, $4, $5, $6)",
                 )
                 .bind(t.hash)
                 .bind(format!("job {run}/{idx}"))
                 .bind(run)
+                .bind(idx)
                 .bind(t.expires_at_ms)
                 .bind(now)
                 .execute(&mut *tx)

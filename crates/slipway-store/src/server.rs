@@ -51,6 +51,8 @@ pub struct TokenRow {
     pub role: Role,
     pub run: Option<i64>,
     pub expires_at_ms: Option<i64>,
+    /// A job token whose job no longer runs (ended, canceled, or lost and queued again).
+    pub ended: bool,
 }
 
 fn project_from(r: &impl Columns) -> Project {
@@ -155,18 +157,32 @@ impl Store {
         Ok(())
     }
 
-    /// The token with this hash, unless it expired.
+    /// The token with this hash, unless it expired. A job token's `ended` says whether its
+    /// job no longer runs (it is then refused).
     pub async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
         let row = with_pool!(self, |pool| {
-            sqlx::query("SELECT name, role, run_id, expires_at FROM tokens WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(pool)
-                .await?
-                .map(|r| (r.text("name"), r.text("role"), r.opt_i64("run_id"), r.opt_i64("expires_at")))
+            sqlx::query(
+                "SELECT t.name, t.role, t.run_id, t.expires_at, t.job_index, j.status AS job_status
+                 FROM tokens t LEFT JOIN jobs j ON j.run_id = t.run_id AND j.idx = t.job_index
+                 WHERE t.hash = $1",
+            )
+            .bind(hash)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| {
+                let ended = r.opt_i64("job_index").is_some() && r.opt_text("job_status").as_deref() != Some("running");
+                (r.text("name"), r.text("role"), r.opt_i64("run_id"), r.opt_i64("expires_at"), ended)
+            })
         });
-        Ok(row.and_then(|(name, role, run, expires)| {
+        Ok(row.and_then(|(name, role, run, expires, ended)| {
             let role = Role::parse(&role)?;
-            (expires.is_none_or(|e| e > now_ms())).then_some(TokenRow { name, role, run, expires_at_ms: expires })
+            (expires.is_none_or(|e| e > now_ms())).then_some(TokenRow {
+                name,
+                role,
+                run,
+                expires_at_ms: expires,
+                ended,
+            })
         }))
     }
 

@@ -348,13 +348,15 @@ async fn runs_keep_their_transitions(db: Db) {
     // The job's token is made with the claim, in the same commit.
     let t = store.token(&token).await.expect("token").expect("made with the claim");
     assert_eq!(
-        (t.role, t.run, t.name.as_str()),
-        (Role::Job, Some(claimed.run), &*format!("job {}/{}", claimed.run, claimed.index))
+        (t.role, t.run, t.name.as_str(), t.ended),
+        (Role::Job, Some(claimed.run), &*format!("job {}/{}", claimed.run, claimed.index), false)
     );
     assert_eq!((claimed.index, claimed.attempt), (0, 1));
     assert!(store.renew_job(id, 0, "agent-1", Duration::from_secs(30)).await.expect("renew"));
     assert!(!store.finish_job(id, 0, "agent-2", JobState::Success, Some(0), None).await.expect("not theirs"));
     assert!(store.finish_job(id, 0, "agent-1", JobState::Failed, Some(2), Some("exit 2")).await.expect("finish"));
+    // Its token ends with it.
+    assert!(store.token(&token).await.expect("token").expect("still known").ended, "valid only while the job runs");
     store
         .save_transition(id, PipelineStatus::Failed, &serde_json::json!({}), &[(1, JobState::Skipped)])
         .await

@@ -281,6 +281,34 @@ fn bad_requests_get_json_errors_that_name_the_field() {
     assert_eq!(server.call_as(None, "GET", "/readyz", None).0, 200);
 }
 
+/// A job's token (`CI_JOB_TOKEN`) works while its job runs, and not a moment after.
+#[test]
+fn a_job_token_is_valid_only_while_its_job_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let pipeline = format!(
+        "job:\n  script:\n    - printf %s \"$CI_JOB_TOKEN\" > {f}.part && mv {f}.part {f}\n    - sleep 2\n",
+        f = file.display()
+    );
+    let repo = Repo::new(&[(".gitlab-ci.yml", &pipeline)]);
+    let server = Server::start("30s");
+    let (_agent, _d) = server.agent("a1");
+    server.add_project("app", &repo);
+    let id = server.trigger("app", None);
+    let t = Instant::now();
+    while !file.exists() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the job did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token = std::fs::read_to_string(&file).unwrap();
+    let (code, body) = server.call_as(Some(&token), "GET", &format!("/api/v1/pipelines/{id}"), None);
+    assert_eq!(code, 200, "while the job runs: {body}");
+    assert_eq!(server.wait(id, Duration::from_secs(30))["status"], "success");
+    let (code, body) = server.call_as(Some(&token), "GET", &format!("/api/v1/pipelines/{id}"), None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("a job token is valid only while its job runs"), "{body}");
+}
+
 #[test]
 fn a_job_whose_agent_is_killed_is_queued_again_and_finished_by_another() {
     let repo = Repo::new(&[(
