@@ -172,7 +172,12 @@ impl Recent {
 
 /// Copies an instance's output into the log, line by line, with its prefix; the last lines
 /// are also kept in `recent`.
-pub fn pump(stream: impl AsyncRead + Unpin + Send + 'static, prefix: String, log: LogSink, recent: Recent) {
+pub fn pump(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    prefix: String,
+    log: LogSink,
+    recent: Recent,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = BufReader::with_capacity(64 * 1024, stream);
         let mut cutter = LineCutter::default();
@@ -192,7 +197,7 @@ pub fn pump(stream: impl AsyncRead + Unpin + Send + 'static, prefix: String, log
         }
         lines.extend(cutter.finish());
         send(&mut lines, &prefix, &log, &recent).await;
-    });
+    })
 }
 
 /// Writes the lines a cutter produced, with their prefix, keeping the last ones in `recent`;

@@ -624,11 +624,12 @@ impl Supervisor {
                 let pid = child.id().unwrap_or(0);
                 inst.pid = Some(pid);
                 self.pids.remember(pid);
+                let mut pumps = Vec::new();
                 if let Some(out) = child.stdout.take() {
-                    logs::pump(out, prefix.clone(), self.log.clone(), inst.recent.clone());
+                    pumps.push(logs::pump(out, prefix.clone(), self.log.clone(), inst.recent.clone()));
                 }
                 if let Some(err) = child.stderr.take() {
-                    logs::pump(err, prefix.clone(), self.log.clone(), inst.recent.clone());
+                    pumps.push(logs::pump(err, prefix.clone(), self.log.clone(), inst.recent.clone()));
                 }
                 self.log.note(format!("{prefix} | slipway: started pid {pid} on port {port}\n"));
                 let (tx, id) = (self.events_tx.clone(), inst.id);
@@ -641,6 +642,14 @@ impl Supervisor {
                         },
                         Err(e) => format!("lost: {e}"),
                     };
+                    // What it wrote last is read before its exit is told (it is usually why
+                    // it died); a child of it that keeps the pipes open is not waited for long.
+                    let drained = async {
+                        for p in pumps {
+                            let _ = p.await;
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_millis(500), drained).await;
                     let _ = tx.send(Ev::Exited { id, how });
                 });
             }

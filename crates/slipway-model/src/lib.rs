@@ -4,6 +4,7 @@
 //! deploys read ([`manifest`]), run records ([`run`]), and the events that `--json` output and
 //! the server's streams are made of ([`event`]). No IO here beyond reading the clock.
 
+pub mod access;
 pub mod environment;
 pub mod event;
 pub mod manifest;
