@@ -132,7 +132,33 @@ pub fn router(state: Arc<State>) -> Router {
                 async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc.as_str().to_string()) }
             }),
         )
+        .layer(axum::middleware::from_fn(tokens_not_in_urls))
         .with_state(state)
+}
+
+/// Query keys that carry a token in other tools' APIs (GitLab's `private_token`, OAuth's
+/// `access_token`, …).
+const TOKEN_KEYS: &[&str] = &["token", "private_token", "job_token", "access_token", "api_key", "apikey"];
+
+/// Tokens travel in headers only: a URL ends up in proxies', servers' and browsers' logs and
+/// histories, so a request with a token in its query is refused before anything reads it.
+async fn tokens_not_in_urls(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let key = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .find(|k| TOKEN_KEYS.contains(&k.as_str()))
+    });
+    match key {
+        Some(key) => error(
+            StatusCode::BAD_REQUEST,
+            "token_in_url",
+            format!(
+                "a token in the URL (`?{key}=`) is refused: URLs are kept in logs; send it in the `Authorization: Bearer TOKEN` header (or GitLab's `PRIVATE-TOKEN` / `JOB-TOKEN`) and treat this one as leaked"
+            ),
+            Some(key),
+        ),
+        None => next.run(req).await,
+    }
 }
 
 /// A JSON error.

@@ -277,6 +277,13 @@ fn bad_requests_get_json_errors_that_name_the_field() {
     let (code, e) = err(server.call("GET", "/api/v1/agents/tunnel?agent=..%2Fx", None));
     assert_eq!((code, e["field"].as_str()), (400, Some("agent")), "{e}");
     assert_eq!(server.json("/api/v1/agents"), serde_json::json!([]));
+    // Tokens travel in headers, never in URLs (which end up in logs), however the key is spelt.
+    for q in ["private_token=slw_x", "TOKEN=slw_x", "priv%61te_token=slw_x", "limit=5&access_token=slw_x"] {
+        let (code, e) = err(server.call_as(None, "GET", &format!("/api/v1/pipelines?{q}"), None));
+        assert_eq!((code, e["code"].as_str()), (400, Some("token_in_url")), "{q}: {e}");
+        assert!(e["message"].as_str().unwrap().contains("Authorization: Bearer"), "{e}");
+    }
+    assert_eq!(server.call("GET", "/api/v1/pipelines?limit=5", None).0, 200, "other queries are fine");
     assert_eq!(server.call_as(None, "GET", "/healthz", None).0, 200);
     assert_eq!(server.call_as(None, "GET", "/readyz", None).0, 200);
 }
