@@ -22,10 +22,6 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Hosts: systemd containers on the host network, each with sshd on its own port.
 struct Hosts {
     names: Vec<String>,

@@ -186,8 +186,30 @@ pub fn wait_http(addr: &str, path: &str) -> Option<String> {
 
 /// A free loopback address.
 pub fn free_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    format!("127.0.0.1:{port}")
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// A port on 127.0.0.1 that no other test process of the suite was given lately. `bind(0)`
+/// alone lets two processes (nextest runs each test in its own) draw the same port between
+/// its release and their binds — one test's health check then reached another's sshd. Each
+/// port handed out is claimed by a file; a claim older than 10 minutes is from a run that
+/// ended.
+pub fn free_port() -> u16 {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let claim = dir.join(port.to_string());
+        let stale = std::fs::metadata(&claim)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > std::time::Duration::from_secs(600));
+        if stale {
+            let _ = std::fs::remove_file(&claim);
+        }
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&claim).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Copies the bundled example service (examples/hello-service) into `dest`.
