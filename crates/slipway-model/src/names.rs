@@ -20,33 +20,29 @@ pub fn check_environment(name: &str) -> Result<(), String> {
 /// An agent's name (`slipway agent --name`, `agent: {name: …}`), a host name's grammar: 1 to
 /// 63 letters, digits, `-`, `_` and `.`, not starting with `.` or `-`.
 pub fn check_agent(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !name.starts_with(['.', '-']);
-    if ok {
-        return Ok(());
-    }
-    Err(format!(
-        "agent name `{}` is not valid: 1 to 63 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
-        printable(name)
-    ))
+    tag_like("agent name", name, 63)
 }
 
 /// A release's version, in the grammar of an OCI image tag (so every version can also tag
 /// the image that carries it): 1 to 128 letters, digits, `_`, `.` and `-`, not starting with
 /// `.` or `-` (`v1.2.3`, `1.4.0-rc.1`, `d67b3370`, `v1.2.3-4-gabcdef0-dirty`).
 pub fn check_version(version: &str) -> Result<(), String> {
-    let ok = !version.is_empty()
-        && version.len() <= 128
-        && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !version.starts_with(['.', '-']);
+    tag_like("version", version, 128)
+}
+
+/// 1 to `max` letters, digits, `_`, `.` and `-`, not starting with `.` or `-`; the error
+/// names `what`.
+fn tag_like(what: &str, s: &str, max: usize) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !s.starts_with(['.', '-']);
     if ok {
         return Ok(());
     }
     Err(format!(
-        "version `{}` is not valid: 1 to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
-        printable(version)
+        "{what} `{}` is not valid: 1 to {max} letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
+        printable(s)
     ))
 }
 
