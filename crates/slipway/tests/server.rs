@@ -94,6 +94,14 @@ impl Server {
         self.proc = Some(Proc(child));
     }
 
+    /// `kill -9` of the server: no goodbye, nothing cleaned up (`launch` starts it again).
+    fn kill9(&mut self) {
+        let mut old = self.proc.take().unwrap();
+        old.0.kill().unwrap();
+        old.0.wait().unwrap();
+        std::mem::forget(old);
+    }
+
     /// `curl` with the admin token: (status, body).
     fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         self.call_as(Some(&self.admin), method, path, body)
@@ -550,10 +558,7 @@ fn a_server_killed_mid_pipeline_resumes_it_and_nothing_runs_twice() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     // kill -9 of the server while jobs run on the agent.
-    let mut old = server.proc.take().unwrap();
-    old.0.kill().unwrap();
-    old.0.wait().unwrap();
-    std::mem::forget(old);
+    server.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     // Back at the same address within the jobs' leases: the agent's jobs finish and report,
     // and every pipeline goes on where it was.
@@ -892,10 +897,7 @@ fn schedules_run_pipelines_and_a_missed_run_happens_once_after_a_restart() {
 
     // Down for 7 s (three runs fall due), then back: one run for them at once.
     let before = scheduled(&server).len();
-    let mut old = server.proc.take().unwrap();
-    old.0.kill().unwrap();
-    old.0.wait().unwrap();
-    std::mem::forget(old);
+    server.kill9();
     std::thread::sleep(Duration::from_secs(7));
     server.launch("30s");
     std::thread::sleep(Duration::from_millis(1200));
@@ -1506,10 +1508,7 @@ environments:
 
     // `kill -9` of the server leaves its end of the tunnel behind (a stale socket file); the
     // next server binds it again and the agent, dialling on its own, is driven as before.
-    let mut old = server.proc.take().unwrap();
-    old.0.kill().unwrap();
-    old.0.wait().unwrap();
-    std::mem::forget(old);
+    server.kill9();
     assert!(slipway_socket(server.data.path(), "far").exists(), "a stale socket is left");
     server.launch("10s");
     server.wait_connected("far", true);
@@ -1627,10 +1626,7 @@ fn a_recorded_pipeline_not_planned_yet_is_planned_when_the_server_is_back() {
     let repo = Repo::new(&[(".gitlab-ci.yml", "job:\n  script: [echo planned late]\n")]);
     let mut server = Server::start("30s");
     server.add_project("app", &repo);
-    let mut old = server.proc.take().unwrap();
-    old.0.kill().unwrap();
-    old.0.wait().unwrap();
-    std::mem::forget(old);
+    server.kill9();
     // What a webhook leaves when the server dies right after answering it.
     let sha = repo.git(&["rev-parse", "HEAD"]).trim().to_string();
     let id = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
