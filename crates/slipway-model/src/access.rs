@@ -134,6 +134,201 @@ pub fn builtin() -> Vec<Role> {
     ]
 }
 
+/// Who a binding gives a role to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    User(String),
+    Group(String),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::User(u) => write!(f, "user {u}"),
+            Subject::Group(g) => write!(f, "group {g}"),
+        }
+    }
+}
+
+/// A role given to a user or group, on every project (`project: None`) or on one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Binding {
+    pub subject: Subject,
+    pub role: String,
+    pub project: Option<String>,
+}
+
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.project {
+            Some(p) => write!(f, "{} on project {p}", self.role),
+            None => write!(f, "{} on every project", self.role),
+        }
+    }
+}
+
+/// An environment the server protects whatever the pipeline file says: who deploys is
+/// `deploy:environments/<name>`; here are the refs it may come from and the approvals it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Protected {
+    /// The environment (globs: `prod*`).
+    pub environment: String,
+    /// Only in these projects (globs); empty: every project.
+    pub projects: Vec<String>,
+    /// Branches or tags (globs) a deploy may come from; empty: any.
+    pub refs: Vec<String>,
+    /// Approvals from people other than the one who asked for the deploy.
+    pub approvals: u32,
+}
+
+impl Protected {
+    pub fn applies(&self, project: &str, environment: &str) -> bool {
+        glob(&self.environment, environment) && (self.projects.is_empty() || self.projects.iter().any(|p| glob(p, project)))
+    }
+
+    pub fn allows_ref(&self, reference: &str) -> bool {
+        self.refs.is_empty() || self.refs.iter().any(|r| glob(r, reference))
+    }
+}
+
+/// The server's access file: roles (built-ins unless redefined), groups, bindings, protected
+/// environments and protected refs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessConfig {
+    pub roles: Vec<Role>,
+    /// Group → its members.
+    pub groups: Vec<(String, Vec<String>)>,
+    pub bindings: Vec<Binding>,
+    pub protected: Vec<Protected>,
+    /// Refs (globs) whose pipelines get protected secrets, besides each project's default branch.
+    pub protected_refs: Vec<String>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            roles: builtin(),
+            groups: Vec::new(),
+            bindings: Vec::new(),
+            protected: Vec::new(),
+            protected_refs: Vec::new(),
+        }
+    }
+}
+
+impl AccessConfig {
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    /// The groups `user` is a member of.
+    pub fn groups_of(&self, user: &str) -> Vec<String> {
+        self.groups.iter().filter(|(_, m)| m.iter().any(|u| u == user)).map(|(g, _)| g.clone()).collect()
+    }
+
+    /// Whether a ref of `project` is protected: its default branch, or a protected ref glob.
+    pub fn is_protected_ref(&self, default_branch: &str, reference: &str) -> bool {
+        reference == default_branch || self.protected_refs.iter().any(|r| glob(r, reference))
+    }
+
+    /// The protection of `environment` in `project`, the strictest of the rules that apply.
+    pub fn protection(&self, project: &str, environment: &str) -> Option<Protected> {
+        let rules: Vec<&Protected> = self.protected.iter().filter(|p| p.applies(project, environment)).collect();
+        if rules.is_empty() {
+            return None;
+        }
+        Some(Protected {
+            environment: environment.into(),
+            projects: vec![project.into()],
+            // A ref must pass every rule that names refs.
+            refs: rules.iter().find(|r| !r.refs.is_empty()).map(|r| r.refs.clone()).unwrap_or_default(),
+            approvals: rules.iter().map(|r| r.approvals).max().unwrap_or(0),
+        })
+    }
+}
+
+/// What one caller holds: its bindings (its own and its groups'), resolved against the roles.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// (binding, the role's permissions).
+    pub held: Vec<(Binding, Vec<Permission>)>,
+}
+
+/// Why a permission was refused, to say in the error and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub need: Permission,
+    pub project: Option<String>,
+    /// Roles that would grant it.
+    pub granted_by: Vec<String>,
+}
+
+impl Grants {
+    pub fn resolve(config: &AccessConfig, bindings: impl IntoIterator<Item = Binding>) -> Grants {
+        let held = bindings
+            .into_iter()
+            .filter_map(|b| {
+                let perms = config.role(&b.role)?.permissions.clone();
+                Some((b, perms))
+            })
+            .collect();
+        Grants { held }
+    }
+
+    /// The binding that allows `need` on `project` (a global binding covers every project;
+    /// `None` asks for a global permission, which only global bindings give).
+    pub fn allows(&self, need: &Permission, project: Option<&str>) -> Option<&Binding> {
+        self.held
+            .iter()
+            .find(|(b, perms)| {
+                let place = match (&b.project, project) {
+                    (None, _) => true,
+                    (Some(p), Some(want)) => p == want,
+                    (Some(_), None) => false,
+                };
+                place && perms.iter().any(|p| p.covers(need))
+            })
+            .map(|(b, _)| b)
+    }
+
+    /// Whether the caller holds anything at all on `project` (else it must not learn it exists).
+    pub fn sees(&self, project: &str) -> bool {
+        self.held.iter().any(|(b, _)| b.project.as_deref().is_none_or(|p| p == project))
+    }
+
+    pub fn check(&self, config: &AccessConfig, need: &Permission, project: Option<&str>) -> Result<(), Denial> {
+        match self.allows(need, project) {
+            Some(_) => Ok(()),
+            None => Err(Denial {
+                need: need.clone(),
+                project: project.map(str::to_string),
+                granted_by: config.roles.iter().filter(|r| r.grants(need).is_some()).map(|r| r.name.clone()).collect(),
+            }),
+        }
+    }
+}
+
+impl Denial {
+    /// "`alice` lacks `deploy:environments/prod` on project shop; granted by roles: deployer, admin
+    /// (alice holds: developer on project shop)".
+    pub fn explain(&self, who: &str, grants: &Grants) -> String {
+        let place = match &self.project {
+            Some(p) => format!(" on project {p}"),
+            None => " on the server".into(),
+        };
+        let by = match self.granted_by.is_empty() {
+            true => "no role grants it".into(),
+            false => format!("granted by roles: {}", self.granted_by.join(", ")),
+        };
+        let holds: Vec<String> = grants.held.iter().map(|(b, _)| b.to_string()).collect();
+        let holds = match holds.is_empty() {
+            true => "no roles".into(),
+            false => holds.join(", "),
+        };
+        format!("`{who}` lacks `{}`{place}; {by} ({who} holds: {holds})", self.need)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +408,45 @@ mod tests {
             "four eyes: approving is apart"
         );
         assert!(get("deployer").grants(&need("write", "settings")).is_none());
+    }
+
+    #[test]
+    fn bindings_grant_on_their_project_only_and_denials_say_who_would_grant() {
+        let config = AccessConfig::default();
+        let user = |r: &str, p: Option<&str>| Binding {
+            subject: Subject::User("alice".into()),
+            role: r.into(),
+            project: p.map(str::to_string),
+        };
+        let g = Grants::resolve(&config, [user("deployer", Some("shop")), user("viewer", None), user("nope", None)]);
+        assert_eq!(g.held.len(), 2, "an unknown role grants nothing");
+        let deploy = Permission::need("deploy", "environments/prod");
+        assert!(g.allows(&deploy, Some("shop")).is_some());
+        assert!(g.allows(&deploy, Some("blog")).is_none());
+        assert!(g.allows(&Permission::need("read", "code"), Some("blog")).is_some(), "global viewer");
+        assert!(g.allows(&Permission::need("read", "code"), None).is_some());
+        assert!(g.allows(&deploy, None).is_none(), "a project binding gives nothing server-wide");
+        let d = g.check(&config, &deploy, Some("blog")).unwrap_err();
+        let text = d.explain("alice", &g);
+        assert!(text.starts_with("`alice` lacks `deploy:environments/prod` on project blog; granted by roles: admin, deployer"), "{text}");
+        assert!(text.contains("deployer on project shop") && text.contains("viewer on every project"), "{text}");
+        assert!(g.sees("blog") && g.sees("shop"));
+        let only = Grants::resolve(&config, [user("viewer", Some("shop"))]);
+        assert!(only.sees("shop") && !only.sees("blog"));
+    }
+
+    #[test]
+    fn the_strictest_protection_applies() {
+        let mut config = AccessConfig::default();
+        config.protected = vec![
+            Protected { environment: "prod*".into(), refs: vec!["main".into(), "v*".into()], approvals: 1, ..Default::default() },
+            Protected { environment: "prod".into(), projects: vec!["shop".into()], approvals: 2, ..Default::default() },
+        ];
+        let p = config.protection("shop", "prod").unwrap();
+        assert_eq!(p.approvals, 2);
+        assert!(p.allows_ref("main") && p.allows_ref("v1.2.0") && !p.allows_ref("feature"));
+        assert_eq!(config.protection("blog", "prod").unwrap().approvals, 1);
+        assert!(config.protection("shop", "dev").is_none());
+        assert!(config.is_protected_ref("main", "main") && !config.is_protected_ref("main", "dev"));
     }
 }

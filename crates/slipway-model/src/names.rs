@@ -23,6 +23,22 @@ pub fn check_agent(name: &str) -> Result<(), String> {
     tag_like("agent name", name, 63)
 }
 
+/// A user's, group's or role's name: 1 to 64 letters, digits, `_`, `.`, `-` and `@` (an
+/// e-mail address is a good user name), not starting with `.`, `-` or `@`.
+pub fn check_user(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+        && !name.starts_with(['.', '-', '@']);
+    if ok {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} `{}` is not valid: 1 to 64 letters, digits, `_`, `.`, `-` and `@`, not starting with `.`, `-` or `@`",
+        printable(name)
+    ))
+}
+
 /// A release's version, in the grammar of an OCI image tag (so every version can also tag
 /// the image that carries it): 1 to 128 letters, digits, `_`, `.` and `-`, not starting with
 /// `.` or `-` (`v1.2.3`, `1.4.0-rc.1`, `d67b3370`, `v1.2.3-4-gabcdef0-dirty`).

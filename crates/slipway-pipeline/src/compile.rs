@@ -11,6 +11,7 @@ use crate::load::deep_merge;
 use crate::model::*;
 use crate::yaml::{Key, Node, Value};
 
+mod access;
 mod environments;
 
 pub const TOP_KEYWORDS: &[&str] = &[
@@ -108,6 +109,16 @@ pub fn compile(root: Node) -> Compiled {
     cx.diags.retain(|d| seen.insert((d.span, d.message.clone())));
     let has_errors = cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error);
     Compiled { pipeline: if has_errors { None } else { pipeline }, diagnostics: cx.diags }
+}
+
+/// Compiles the server's access file: the config, or every error.
+pub fn compile_access(root: Node) -> Result<slipway_model::access::AccessConfig, Vec<Diagnostic>> {
+    let mut cx = Cx::default();
+    let config = cx.access(&root);
+    match cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
+        true => Err(cx.diags),
+        false => Ok(config),
+    }
 }
 
 #[derive(Default)]

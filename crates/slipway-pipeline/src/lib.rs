@@ -42,6 +42,17 @@ pub fn load_pipeline_text(
     finish(root)
 }
 
+/// Reads the server's access file (docs/access.md) from text: the config, or every error.
+pub fn load_access(
+    name: &Path,
+    text: &str,
+    sources: &mut SourceMap,
+) -> Result<slipway_model::access::AccessConfig, Vec<Diagnostic>> {
+    let file = sources.add(name, text.to_string());
+    let root = yaml::parse(text, file)?;
+    compile::compile_access(root)
+}
+
 fn finish(root: yaml::Node) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
     let c = compile::compile(root);
     match c.pipeline {
