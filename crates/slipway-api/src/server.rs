@@ -204,3 +204,163 @@ pub struct ApiErrorBody {
     #[serde(default)]
     pub field: Option<String>,
 }
+
+// ----- access (docs/access.md) ---------------------------------------------------------------
+
+/// `POST /api/v1/login`: a user's name and password for a new API token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+    /// What to call the token (default: `login`).
+    #[serde(default)]
+    pub token_name: Option<String>,
+    /// Seconds until it expires (default 30 days; at most 1 year).
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// `POST /api/v1/tokens`: a token of the caller's, maybe narrowed to some permissions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiToken {
+    pub name: String,
+    /// `verb:resource` permissions (globs as in roles) the token is limited to; absent: all
+    /// of the user's.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Seconds until it expires; absent: never.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// `POST /api/v1/agent-tokens`: a registration token for agents, bound to one agent name
+/// when `agent` is given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgentToken {
+    pub name: String,
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+/// A token as listings show it: never the token itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct TokenView {
+    /// The first 12 hex digits of its hash: what `slipway token revoke` takes.
+    pub id: String,
+    pub name: String,
+    /// `user` or `agent`.
+    pub kind: String,
+    pub user: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub agent: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// A token just made: the only answer that holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct TokenMade {
+    pub token: String,
+    #[serde(flatten)]
+    pub view: TokenView,
+}
+
+/// A role given: `project` absent or `*` for every project.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindingView {
+    pub role: String,
+    #[serde(default)]
+    pub project: Option<String>,
+    /// `api` (given through the API) or `file` (the access file; change it there).
+    #[serde(default = "api")]
+    pub source: String,
+}
+
+fn api() -> String {
+    "api".into()
+}
+
+/// `POST /api/v1/users`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    /// At least 12 characters; absent: the user signs in with tokens an admin makes.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub bindings: Vec<BindingView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct UserView {
+    pub name: String,
+    pub has_password: bool,
+    pub groups: Vec<String>,
+    pub bindings: Vec<BindingView>,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// `PUT /api/v1/users/{user}/password`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    pub password: String,
+    /// The user's current password, when changing one's own.
+    #[serde(default)]
+    pub current: Option<String>,
+}
+
+/// `GET /api/v1/whoami`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct WhoAmI {
+    pub name: String,
+    /// `user`, `agent` or `job`.
+    pub kind: String,
+    pub token: TokenView,
+    pub groups: Vec<String>,
+    pub bindings: Vec<BindingView>,
+}
+
+/// A role of the server, as the access file (or the built-ins) define it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct RoleView {
+    pub name: String,
+    pub permissions: Vec<String>,
+}
+
+/// An audit log entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub address: String,
+    pub action: String,
+    pub target: String,
+    /// `allowed`, `denied` or `failed`.
+    pub outcome: String,
+    pub status: i64,
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// `GET /api/v1/audit/verify`: whether the chain is whole.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct AuditVerdict {
+    pub ok: bool,
+    pub entries: i64,
+    /// The first entry that does not follow from the one before (changed, or one deleted).
+    pub broken_at: Option<i64>,
+    pub reason: Option<String>,
+}

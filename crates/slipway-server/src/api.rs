@@ -15,12 +15,12 @@ use slipway_api::server::*;
 use slipway_model::run::JobState;
 use slipway_model::time::{now_ms, rfc3339};
 use slipway_runner::scheduler::Outcome;
-use slipway_store::{Project, Role, RunId};
+use slipway_store::{Project, RunId};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Caller, hash_token};
+use crate::access::{Caller, hash_token};
 use crate::pipelines::{self, Event};
 use crate::{ServerError, State};
 
@@ -61,7 +61,18 @@ fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(retry_job))
         .routes(routes!(play_job))
         .routes(routes!(job_log))
-        .routes(routes!(add_token))
+        .routes(routes!(crate::users::login))
+        .routes(routes!(crate::users::whoami))
+        .routes(routes!(crate::users::tokens, crate::users::add_token))
+        .routes(routes!(crate::users::revoke_token))
+        .routes(routes!(crate::users::add_agent_token))
+        .routes(routes!(crate::users::users, crate::users::add_user))
+        .routes(routes!(crate::users::delete_user))
+        .routes(routes!(crate::users::set_password))
+        .routes(routes!(crate::users::add_binding, crate::users::remove_binding))
+        .routes(routes!(crate::users::roles))
+        .routes(routes!(crate::users::audit))
+        .routes(routes!(crate::users::verify))
         .routes(webhook)
         .routes(routes!(schedules::list, schedules::add))
         .routes(routes!(schedules::update, schedules::delete))
@@ -132,6 +143,7 @@ pub fn router(state: Arc<State>) -> Router {
                 async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc.as_str().to_string()) }
             }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), crate::access::authorize))
         .layer(axum::middleware::from_fn(tokens_not_in_urls))
         .with_state(state)
 }
@@ -251,8 +263,16 @@ fn project_view(p: &Project) -> ProjectView {
 }
 
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects", summary = "The projects", responses((status = 200, body = [ProjectView]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-async fn projects(AxState(s): S, _who: Caller) -> Result<Response, ServerError> {
-    let list: Vec<ProjectView> = s.store.projects().await?.iter().map(project_view).collect();
+async fn projects(AxState(s): S, who: Caller) -> Result<Response, ServerError> {
+    let (access, need) = (s.access(), slipway_model::access::Permission::need("read", "code"));
+    let list: Vec<ProjectView> = s
+        .store
+        .projects()
+        .await?
+        .iter()
+        .filter(|p| who.may(&access, &need, Some(&p.name)))
+        .map(project_view)
+        .collect();
     Ok(axum::Json(list).into_response())
 }
 
@@ -278,8 +298,7 @@ fn check_project_name(name: &str) -> Result<(), ServerError> {
 }
 
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects", summary = "Watch a repository", request_body = NewProject, responses((status = 201, description = "Added; the only answer with its webhook secret", body = ProjectView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-async fn add_project(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
-    who.require(&[])?;
+async fn add_project(AxState(s): S, _who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
     let p: NewProject = body(&bytes)?;
     check_project_name(&p.name)?;
     if p.repo.trim().is_empty() || p.repo.starts_with('-') {
@@ -315,7 +334,6 @@ async fn add_project(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Respons
 
 #[utoipa::path(post, path = "/api/v1/projects/{name}/pipelines", tag = "pipelines", summary = "Start a pipeline", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)")), request_body = Option<Trigger>, responses((status = 201, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn trigger(AxState(s): S, who: Caller, Path(name): Path<String>, bytes: Bytes) -> Result<Response, ServerError> {
-    who.require(&[])?;
     let t: Trigger = if bytes.is_empty() { Trigger::default() } else { body(&bytes)? };
     check_variables(&t.variables)?;
     let project = s.store.project(&name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
@@ -385,12 +403,15 @@ struct ListQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/pipelines", tag = "pipelines", summary = "Pipelines, newest first", params(("project" = Option<String>, Query, description = "Only this project's"), ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 50)")), responses((status = 200, body = [PipelineView]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-async fn pipelines_list(AxState(s): S, _who: Caller, Query(q): Query<ListQuery>) -> Result<Response, ServerError> {
+async fn pipelines_list(AxState(s): S, who: Caller, Query(q): Query<ListQuery>) -> Result<Response, ServerError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let projects = match q.project {
         Some(p) => vec![p],
         None => s.store.projects().await?.into_iter().map(|p| p.name).collect(),
     };
+    // Only the projects the caller may read pipelines of (another one's are not there).
+    let (access, need) = (s.access(), slipway_model::access::Permission::need("read", "pipelines"));
+    let projects: Vec<String> = projects.into_iter().filter(|p| who.may(&access, &need, Some(p))).collect();
     let mut out = Vec::new();
     for p in projects {
         for r in s.store.runs(&p, limit).await? {
@@ -403,38 +424,33 @@ async fn pipelines_list(AxState(s): S, _who: Caller, Query(q): Query<ListQuery>)
 }
 
 #[utoipa::path(get, path = "/api/v1/pipelines/{id}", tag = "pipelines", summary = "One pipeline and its jobs", params(("id" = i64, Path, description = "The pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-async fn pipeline(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
-    who.may_see(id)?;
+async fn pipeline(AxState(s): S, _who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
     Ok(axum::Json(view_of(&s, id).await?).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/pipelines/{id}/cancel", tag = "pipelines", summary = "Cancel a pipeline", params(("id" = i64, Path, description = "The pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-async fn cancel(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
-    who.require(&[])?;
+async fn cancel(AxState(s): S, _who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
     pipelines::drive(&s, id, Event::Cancel).await?;
     Ok(axum::Json(view_of(&s, id).await?).into_response())
 }
 
 /// Every failed job of the pipeline again (and the jobs they kept from running).
 #[utoipa::path(post, path = "/api/v1/pipelines/{id}/retry", tag = "pipelines", summary = "Run the failed jobs again", params(("id" = i64, Path, description = "The pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-async fn retry_failed(AxState(s): S, who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
-    who.require(&[])?;
+async fn retry_failed(AxState(s): S, _who: Caller, Path(id): Path<i64>) -> Result<Response, ServerError> {
     pipelines::drive(&s, id, Event::Retry(None)).await?;
     Ok(axum::Json(view_of(&s, id).await?).into_response())
 }
 
 /// One job that ended, again.
 #[utoipa::path(post, path = "/api/v1/pipelines/{id}/jobs/{index}/retry", tag = "pipelines", summary = "Run a job that ended again", params(("id" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-async fn retry_job(AxState(s): S, who: Caller, Path((id, index)): Path<(i64, usize)>) -> Result<Response, ServerError> {
-    who.require(&[])?;
+async fn retry_job(AxState(s): S, _who: Caller, Path((id, index)): Path<(i64, usize)>) -> Result<Response, ServerError> {
     pipelines::drive(&s, id, Event::Retry(Some(index))).await?;
     Ok(axum::Json(view_of(&s, id).await?).into_response())
 }
 
 /// A manual job that waits, started.
 #[utoipa::path(post, path = "/api/v1/pipelines/{id}/jobs/{index}/play", tag = "pipelines", summary = "Start a manual job", params(("id" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-async fn play_job(AxState(s): S, who: Caller, Path((id, index)): Path<(i64, usize)>) -> Result<Response, ServerError> {
-    who.require(&[])?;
+async fn play_job(AxState(s): S, _who: Caller, Path((id, index)): Path<(i64, usize)>) -> Result<Response, ServerError> {
     pipelines::drive(&s, id, Event::Play(index)).await?;
     Ok(axum::Json(view_of(&s, id).await?).into_response())
 }
@@ -539,14 +555,11 @@ fn follow_log(s: Arc<State>, run: RunId, index: usize, from: u64) -> Response {
 #[utoipa::path(get, path = "/api/v1/pipelines/{id}/jobs/{index}/log", tag = "pipelines", summary = "A job's log, or (`follow=true`) its Server-Sent Events", params(("id" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline"), ("offset" = Option<u64>, Query, description = "From this byte on"), ("follow" = Option<bool>, Query, description = "Follow live (text/event-stream)")), responses((status = 200, description = "The log from the offset on", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn job_log(
     AxState(s): S,
-    who: Caller,
+    _who: Caller,
     headers: axum::http::HeaderMap,
     Path((run, index)): Path<(i64, usize)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    if let Err(r) = who.may_see(run) {
-        return r.into_response();
-    }
     if q.follow {
         let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         return follow_log(s, run, index, resume.or(q.offset).unwrap_or(0));
@@ -560,46 +573,11 @@ async fn job_log(
     }
 }
 
-/// `POST /api/v1/tokens`.
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct NewToken {
-    name: String,
-    /// `agent` or `admin`.
-    role: String,
-}
-
-/// A token just made: shown this once.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct TokenMade {
-    name: String,
-    role: String,
-    token: String,
-}
-
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", summary = "Make an API token (shown once)", request_body = NewToken, responses((status = 201, description = "Made; the token is shown this once", body = TokenMade), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-async fn add_token(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
-    who.require(&[])?;
-    let t: NewToken = body(&bytes)?;
-    let role = match Role::parse(&t.role) {
-        Some(r @ (Role::Admin | Role::Agent)) => r,
-        _ => {
-            return Err(ServerError::Input(
-                format!("`{}` is not a role: `admin` or `agent`", t.role),
-                Some("role".into()),
-            ));
-        }
-    };
-    let token = crate::new_token()?;
-    s.store.add_token(&hash_token(&token), &t.name, role, None, None).await?;
-    Ok((StatusCode::CREATED, axum::Json(TokenMade { name: t.name, role: role.as_str().into(), token })).into_response())
-}
-
 /// The job protocol: an agent asks for a job and waits (long-poll) until one is claimable.
 #[utoipa::path(post, path = "/api/v1/jobs/request", tag = "job protocol", summary = "Ask for a job (long-poll)", request_body = JobRequest, responses((status = 200, body = JobAssignment), (status = 204, description = "No job within `wait_ms`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn request_job(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
-    who.require(&[Role::Agent])?;
     let req: JobRequest = body(&bytes)?;
+    who.check_agent(&req.agent)?;
     let agent = format!("{}@{}", req.agent, who.name);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_WAIT);
     let c = &s.counters;
@@ -702,11 +680,10 @@ pub(crate) async fn holder(s: &State, run: RunId, index: usize) -> Result<Option
 #[utoipa::path(post, path = "/api/v1/jobs/{run}/{index}/log", tag = "job protocol", summary = "Append output to a running job's log", params(("run" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline"), ("agent" = String, Query, description = "The agent's name")), request_body = String, responses((status = 204, description = "Appended"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn append_log(
     AxState(s): S,
-    who: Caller,
+    _who: Caller,
     Path((run, index)): Path<(i64, usize)>,
     bytes: Bytes,
 ) -> Result<Response, ServerError> {
-    who.require(&[Role::Agent])?;
     if bytes.len() > MAX_CHUNK {
         return Err(ServerError::TooLarge(format!("a log chunk may have {MAX_CHUNK} bytes")));
     }
@@ -738,7 +715,7 @@ async fn renew(
     Path((run, index)): Path<(i64, usize)>,
     Query(q): Query<AgentQuery>,
 ) -> Result<Response, ServerError> {
-    who.require(&[Role::Agent])?;
+    who.check_agent(&q.agent)?;
     let agent = format!("{}@{}", q.agent, who.name);
     let held = s.store.renew_job(run, index, &agent, s.lease).await?;
     // A canceled pipeline's scheduler says so in its snapshot while its jobs still run.
@@ -758,7 +735,7 @@ async fn release(
     Path((run, index)): Path<(i64, usize)>,
     Query(q): Query<AgentQuery>,
 ) -> Result<Response, ServerError> {
-    who.require(&[Role::Agent])?;
+    who.check_agent(&q.agent)?;
     let agent = format!("{}@{}", q.agent, who.name);
     if !s.store.release_job(run, index, &agent).await? {
         return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not held by `{agent}`")));
@@ -776,7 +753,6 @@ async fn finish(
     Query(q): Query<AgentQuery>,
     bytes: Bytes,
 ) -> Result<Response, ServerError> {
-    who.require(&[Role::Agent])?;
     let f: JobFinish = body(&bytes)?;
     let (state, outcome) = match f.status.as_str() {
         "success" => (JobState::Success, Outcome::Success),
@@ -789,6 +765,7 @@ async fn finish(
             ));
         }
     };
+    who.check_agent(&q.agent)?;
     let agent = format!("{}@{}", q.agent, who.name);
     let held = s.store.finish_job(run, index, &agent, state, f.exit_code, f.reason.as_deref()).await?;
     if !held {

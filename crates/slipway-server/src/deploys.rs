@@ -21,10 +21,10 @@ use slipway_model::environment::Environment;
 use slipway_model::event::{DeployEvent, Stamped};
 use slipway_model::release::{Actor, PipelineRef};
 use slipway_model::run::JobState;
-use slipway_store::{Project, Role};
+use slipway_store::{Project, TokenKind};
 
 use crate::api::AgentQuery;
-use crate::auth::Caller;
+use crate::access::Caller;
 use crate::pipelines;
 use crate::{ServerError, State};
 
@@ -73,7 +73,7 @@ pub async fn upload(
     Query(q): Query<AgentQuery>,
     bytes: Bytes,
 ) -> Result<Response, ServerError> {
-    who.require(&[Role::Agent])?;
+    who.check_agent(&q.agent)?;
     let agent = format!("{}@{}", q.agent, who.name);
     if crate::api::holder(&s, run, index).await?.as_deref() != Some(agent.as_str()) {
         return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not held by `{agent}`")));
@@ -100,11 +100,9 @@ pub async fn upload(
 #[utoipa::path(get, path = "/api/v1/jobs/{run}/artifacts/{job}", tag = "job protocol", summary = "Download a job's artifacts", params(("run" = i64, Path, description = "The pipeline"), ("job" = String, Path, description = "The job's name")), responses((status = 200, description = "A gzip'd tar", content_type = "application/gzip", body = Vec<u8>), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn download(
     AxState(s): S,
-    who: Caller,
+    _who: Caller,
     UrlPath((run, name)): UrlPath<(i64, String)>,
 ) -> Result<Response, ServerError> {
-    who.require(&[Role::Agent, Role::Job])?;
-    who.may_see(run)?;
     let Some(job) = s.store.jobs(run).await?.into_iter().find(|j| j.name == name) else {
         return Err(ServerError::NotFound(format!("job `{name}` of pipeline {run}")));
     };
@@ -126,12 +124,11 @@ pub async fn download(
 #[utoipa::path(put, path = "/api/v1/projects/{name}/caches/{key}", tag = "job protocol", summary = "Keep a project's cache (a gzip'd tar)", params(("name" = String, Path, description = "The project"), ("key" = String, Path, description = "The cache key"), ("agent" = String, Query, description = "The agent's name")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "`{digest, size}`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn put_cache(
     AxState(s): S,
-    who: Caller,
+    _who: Caller,
     UrlPath((name, key)): UrlPath<(String, String)>,
     Query(_q): Query<AgentQuery>,
     bytes: Bytes,
 ) -> Result<Response, ServerError> {
-    who.require(&[Role::Agent])?;
     s.store.project(&name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
     if key.is_empty() || key.len() > 255 {
         return Err(ServerError::Input("a cache key has 1 to 255 characters".into(), Some("key".into())));
@@ -153,10 +150,9 @@ pub async fn put_cache(
 #[utoipa::path(get, path = "/api/v1/projects/{name}/caches/{key}", tag = "job protocol", summary = "A project's cache", params(("name" = String, Path, description = "The project"), ("key" = String, Path, description = "The cache key")), responses((status = 200, description = "A gzip'd tar", content_type = "application/gzip", body = Vec<u8>), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn get_cache(
     AxState(s): S,
-    who: Caller,
+    _who: Caller,
     UrlPath((name, key)): UrlPath<(String, String)>,
 ) -> Result<Response, ServerError> {
-    who.require(&[Role::Agent])?;
     let Some(digest) = s.store.cache(&name, &key).await? else {
         return Err(ServerError::NotFound(format!("cache `{key}` of project `{name}`")));
     };
@@ -227,9 +223,13 @@ struct Scope {
 /// head of the project's default branch.
 async fn scope(s: &Arc<State>, who: &Caller, name: &str) -> Result<Scope, ServerError> {
     let project = s.store.project(name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
-    match who.role {
-        Role::Job => {
-            let (run, index) = who.job.ok_or_else(|| ServerError::Forbidden("a job token without its job".into()))?;
+    match who.kind {
+        TokenKind::Job => {
+            let (run, index) = who
+                .job
+                .as_ref()
+                .map(|j| (j.run, j.index))
+                .ok_or_else(|| ServerError::Forbidden("a job token without its job".into()))?;
             let row = s.store.run(run).await?.ok_or_else(|| ServerError::NotFound(format!("pipeline {run}")))?;
             if row.project != project.name {
                 return Err(ServerError::Forbidden(format!(
@@ -251,7 +251,7 @@ async fn scope(s: &Arc<State>, who: &Caller, name: &str) -> Result<Scope, Server
                 project,
             })
         }
-        Role::Admin => {
+        TokenKind::User => {
             let refs = pipelines::update(s, &project).await?;
             let branch = project.branch.clone();
             let commit = tokio::task::spawn_blocking(move || {
@@ -267,7 +267,7 @@ async fn scope(s: &Arc<State>, who: &Caller, name: &str) -> Result<Scope, Server
                 project,
             })
         }
-        Role::Agent => Err(ServerError::Forbidden("an agent token may not deploy".into())),
+        TokenKind::Agent => Err(ServerError::Forbidden("an agent token may not deploy".into())),
     }
 }
 
@@ -542,7 +542,6 @@ pub async fn approve(
     UrlPath((name, env)): UrlPath<(String, String)>,
     Query(q): Query<ApproveQuery>,
 ) -> Result<Response, ServerError> {
-    who.require(&[])?;
     let scope = scope(&s, &who, &name).await?;
     let (env, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
     let engine = engine(&s, Arc::new(|_| {}));
@@ -574,7 +573,6 @@ fn deploy_error(env: &str, e: DeployError) -> Response {
 /// (the JSON of `slipway status --json`).
 #[utoipa::path(get, path = "/api/v1/projects/{name}/environments", tag = "environments", summary = "Each environment, observed", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)")), responses((status = 200, description = "`slipway status --json`'s shape"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn status(AxState(s): S, who: Caller, UrlPath(name): UrlPath<String>) -> Result<Response, ServerError> {
-    who.require(&[])?;
     let scope = scope(&s, &who, &name).await?;
     let envs = environments_at(&s, &name, &scope.commit).await?;
     let engine = engine(&s, Arc::new(|_| {}));
@@ -605,7 +603,6 @@ pub async fn logs(
     UrlPath((name, env)): UrlPath<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ServerError> {
-    who.require(&[])?;
     let scope = scope(&s, &who, &name).await?;
     let (found, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
     let lines = q.lines.unwrap_or(100).clamp(1, 10_000);
@@ -631,11 +628,10 @@ pub struct HistoryQuery {
 #[utoipa::path(get, path = "/api/v1/projects/{name}/environments/{env}/releases", tag = "environments", summary = "An environment's releases, newest first", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)"), ("env" = String, Path, description = "The environment"), ("limit" = Option<i64>, Query, description = "At most this many (1 to 1000, default 20)")), responses((status = 200, description = "`slipway history --json`'s shape"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn history(
     AxState(s): S,
-    who: Caller,
+    _who: Caller,
     UrlPath((name, env)): UrlPath<(String, String)>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Response, ServerError> {
-    who.require(&[])?;
     s.store.project(&name).await?.ok_or_else(|| ServerError::NotFound(format!("project `{name}`")))?;
     let list: Vec<serde_json::Value> = s
         .store

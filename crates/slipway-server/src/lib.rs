@@ -4,13 +4,14 @@
 //! protocol: what `slipway agent --server URL` runs. The store (SQLite in the data directory,
 //! or PostgreSQL) is the only state: a server killed at any moment resumes from it.
 
+pub mod access;
 pub mod api;
-mod auth;
 pub mod client;
 pub mod deploys;
 pub mod pipelines;
 pub mod schedules;
 pub mod tunnel;
+pub mod users;
 mod webhooks;
 pub mod worker;
 
@@ -21,9 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use slipway_pipeline::plan::Plan;
-use slipway_store::{Role, RunId, Store};
+use slipway_model::access::AccessConfig;
+use slipway_store::{RunId, Store};
 
-pub use auth::hash_token;
+pub use access::hash_token;
 
 /// How to run a server.
 #[derive(Debug, Clone)]
@@ -37,6 +39,9 @@ pub struct ServerConfig {
     /// Pipelines that ended longer ago than this are forgotten, with their logs and
     /// artifacts (releases keep naming them); `None` keeps them all.
     pub retention: Option<Duration>,
+    /// Roles, groups, bindings and protected environments (docs/access.md); the built-in
+    /// roles and no bindings when absent.
+    pub access: AccessConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,16 @@ pub struct State {
     pub(crate) counters: Counters,
     /// The links of agents connected to host environments.
     pub(crate) tunnels: Arc<tunnel::Tunnels>,
+    access: std::sync::RwLock<Arc<AccessConfig>>,
+    /// Failed sign-ins, per user and per address.
+    pub(crate) throttle: access::Throttle,
+}
+
+impl State {
+    /// The access rules in effect.
+    pub fn access(&self) -> Arc<AccessConfig> {
+        Arc::clone(&self.access.read().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// What the server counts in memory for `/metrics` (the store counts the rest).
@@ -115,11 +130,32 @@ impl Server {
             Some(url) => Store::connect(url).await?,
             None => Store::open(&config.data_dir).await?,
         };
-        let admin_token = match store.has_admin().await? {
+        // The first start makes the `admin` user (no password: it signs in with this token,
+        // and may set one) with the `admin` role on every project.
+        let admin_token = match store.has_users().await? {
             true => None,
             false => {
                 let token = new_token()?;
-                store.add_token(&hash_token(&token), "admin", Role::Admin, None, None).await?;
+                store.add_user("admin", None, "slipway").await?;
+                store
+                    .add_binding(&slipway_store::BindingRow {
+                        user: "admin".into(),
+                        role: "admin".into(),
+                        project: None,
+                        created_by: "slipway".into(),
+                    })
+                    .await?;
+                store
+                    .add_token(&slipway_store::NewToken {
+                        hash: hash_token(&token),
+                        name: "admin (first start)".into(),
+                        kind: slipway_store::TokenKind::User,
+                        user: Some("admin".into()),
+                        scopes: None,
+                        agent: None,
+                        expires_at_ms: None,
+                    })
+                    .await?;
                 Some(token)
             }
         };
@@ -140,6 +176,8 @@ impl Server {
             polled: Mutex::default(),
             counters: Counters::default(),
             tunnels: Arc::new(tunnel::Tunnels::new(config.data_dir.clone())),
+            access: std::sync::RwLock::new(Arc::new(config.access.clone())),
+            throttle: access::Throttle::default(),
         });
         Ok(Server { addr, admin_token, state, listener })
     }
@@ -197,6 +235,7 @@ impl Server {
                 .with_retries(3);
             let _ = socket2::SockRef::from(&*tcp).set_tcp_keepalive(&keepalive);
         });
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         leases.abort();
         upkeep.abort();

@@ -221,13 +221,12 @@ type S = axum::extract::State<Arc<crate::State>>;
 #[utoipa::path(get, path = "/api/v1/agents/tunnel", tag = "job protocol", summary = "Open the agent's tunnel (`Upgrade: slipway-tunnel`)", params(("agent" = String, Query, description = "The agent's name")), responses((status = 101, description = "Switched: yamux streams, each one a connection to the agent's API"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub(crate) async fn open(
     axum::extract::State(s): S,
-    who: crate::auth::Caller,
+    who: crate::access::Caller,
     axum::extract::Query(q): axum::extract::Query<crate::api::AgentQuery>,
     mut req: axum::extract::Request,
 ) -> Result<axum::response::Response, crate::ServerError> {
     use axum::http::header::{CONNECTION, UPGRADE};
     use axum::response::IntoResponse;
-    who.require(&[slipway_store::Role::Agent])?;
     slipway_model::names::check_agent(&q.agent).map_err(|why| crate::ServerError::Input(why, Some("agent".into())))?;
     let asks =
         req.headers().get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case(PROTOCOL));
@@ -240,6 +239,7 @@ pub(crate) async fn open(
         ));
     }
     let upgrade = hyper::upgrade::on(&mut req);
+    who.check_agent(&q.agent)?;
     let holder = format!("{}@{}", q.agent, who.name);
     let tunnels = Arc::clone(&s.tunnels);
     tokio::spawn(async move {
@@ -255,9 +255,8 @@ pub(crate) async fn open(
 #[utoipa::path(get, path = "/api/v1/agents", tag = "environments", summary = "Connected agents", responses((status = 200, body = [ConnectedAgent]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub(crate) async fn agents(
     axum::extract::State(s): S,
-    who: crate::auth::Caller,
+    _who: crate::access::Caller,
 ) -> Result<axum::Json<Vec<ConnectedAgent>>, crate::ServerError> {
-    who.require(&[slipway_store::Role::Agent])?;
     Ok(axum::Json(s.tunnels.list()))
 }
 

@@ -11,6 +11,7 @@
 //! `SELECT … FOR UPDATE` and `SKIP LOCKED` on PostgreSQL), so two processes can never both
 //! hold one.
 
+mod access;
 mod locks;
 mod releases;
 mod row;
@@ -25,10 +26,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use access::{AUDIT_GENESIS, AuditFilter, AuditRow, BindingRow, NewAudit, NewToken, TokenKind, TokenRow, UserRow, audit_hash};
 pub use locks::Lock;
 pub use runs::{ClaimedJob, JobRow, JobToken, NewRun, RunId, RunRow};
 pub use schedules::Schedule;
-pub use server::{Project, Role, TokenRow};
+pub use server::Project;
 pub use slipway_model::release::{Approval, Artifact, JournalStep as Step, NewRelease, Release, ReleaseStatus};
 pub use slipway_model::time::now_ms;
 
@@ -148,6 +150,9 @@ pub(crate) trait Dialect {
     /// Appended to a `SELECT` that takes the first row of `table` nobody else is taking (the
     /// other tables it joins stay unlocked, so takers of other rows are not held up).
     fn skip_locked(&self, table: &str) -> String;
+    /// A statement that makes writers of `table` queue behind this transaction, where
+    /// `begin_write` does not already (appending to a hash chain).
+    fn lock_table(&self, table: &str) -> Option<String>;
 }
 
 impl Dialect for SqlitePool {
@@ -160,6 +165,9 @@ impl Dialect for SqlitePool {
     fn skip_locked(&self, _table: &str) -> String {
         String::new()
     }
+    fn lock_table(&self, _table: &str) -> Option<String> {
+        None
+    }
 }
 
 impl Dialect for PgPool {
@@ -171,6 +179,9 @@ impl Dialect for PgPool {
     }
     fn skip_locked(&self, table: &str) -> String {
         format!(" FOR UPDATE OF {table} SKIP LOCKED")
+    }
+    fn lock_table(&self, table: &str) -> Option<String> {
+        Some(format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))
     }
 }
 

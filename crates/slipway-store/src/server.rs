@@ -1,5 +1,5 @@
-//! What the server keeps besides runs: the projects it watches and the API tokens it accepts
-//! (only their SHA-256, so a leaked store leaks no token).
+//! What the server keeps besides runs and access: the projects it watches, webhook deliveries,
+//! artifacts and caches.
 
 use slipway_model::time::now_ms;
 
@@ -18,41 +18,6 @@ pub struct Project {
     pub created_at_ms: i64,
     /// What forges sign their webhooks with (GitLab sends it as a token).
     pub webhook_secret: Option<String>,
-}
-
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    /// An agent: takes jobs, reports on them.
-    Agent,
-    /// A running job's `CI_JOB_TOKEN`: its own run only, until it expires.
-    Job,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Agent => "agent",
-            Role::Job => "job",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        [Role::Admin, Role::Agent, Role::Job].into_iter().find(|r| r.as_str() == s)
-    }
-}
-
-/// A token the store knows, found by its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRow {
-    pub name: String,
-    pub role: Role,
-    pub run: Option<i64>,
-    pub expires_at_ms: Option<i64>,
-    /// A job token whose job no longer runs (ended, canceled, or lost and queued again).
-    pub ended: bool,
 }
 
 fn project_from(r: &impl Columns) -> Project {
@@ -130,60 +95,6 @@ impl Store {
                 .await?;
         });
         Ok(())
-    }
-
-    /// Records a token by its hash.
-    pub async fn add_token(
-        &self,
-        hash: &str,
-        name: &str,
-        role: Role,
-        run: Option<i64>,
-        expires_at_ms: Option<i64>,
-    ) -> Result<(), StoreError> {
-        with_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO tokens (hash, name, role, run_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(hash)
-            .bind(name)
-            .bind(role.as_str())
-            .bind(run)
-            .bind(expires_at_ms)
-            .bind(now_ms())
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
-    }
-
-    /// The token with this hash, unless it expired. A job token's `ended` says whether its
-    /// job no longer runs (it is then refused).
-    pub async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
-        let row = with_pool!(self, |pool| {
-            sqlx::query(
-                "SELECT t.name, t.role, t.run_id, t.expires_at, t.job_index, j.status AS job_status
-                 FROM tokens t LEFT JOIN jobs j ON j.run_id = t.run_id AND j.idx = t.job_index
-                 WHERE t.hash = $1",
-            )
-            .bind(hash)
-            .fetch_optional(pool)
-            .await?
-            .map(|r| {
-                let ended = r.opt_i64("job_index").is_some() && r.opt_text("job_status").as_deref() != Some("running");
-                (r.text("name"), r.text("role"), r.opt_i64("run_id"), r.opt_i64("expires_at"), ended)
-            })
-        });
-        Ok(row.and_then(|(name, role, run, expires, ended)| {
-            let role = Role::parse(&role)?;
-            (expires.is_none_or(|e| e > now_ms())).then_some(TokenRow {
-                name,
-                role,
-                run,
-                expires_at_ms: expires,
-                ended,
-            })
-        }))
     }
 
     /// Takes a webhook delivery id; false when it was taken before (a replay).
@@ -264,9 +175,10 @@ impl Store {
     }
 
     /// Whether any admin token exists (the first start makes one).
-    pub async fn has_admin(&self) -> Result<bool, StoreError> {
+    /// Whether any user exists (the first start makes the admin).
+    pub async fn has_users(&self) -> Result<bool, StoreError> {
         with_pool!(self, |pool| {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE role = 'admin'").fetch_one(pool).await?;
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await?;
             Ok(n > 0)
         })
     }

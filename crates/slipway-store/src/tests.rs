@@ -8,7 +8,7 @@ use slipway_model::release::{Artifact, NewRelease, ReleaseConfig, ReleaseReason,
 use slipway_model::run::{JobState, PipelineStatus};
 use slipway_model::time::now_ms;
 
-use crate::{JobToken, Lock, NewRun, Role, Store};
+use crate::{JobToken, Lock, NewRun, Store, TokenKind};
 
 /// A database the case may open more than once (each open is another "process").
 struct Db {
@@ -47,6 +47,7 @@ on_both! {
     two_runners_never_claim_one_job => sqlite_two_runners_never_claim_one_job, postgres_two_runners_never_claim_one_job;
     expired_job_leases_go_back_to_the_queue => sqlite_expired_job_leases_go_back_to_the_queue, postgres_expired_job_leases_go_back_to_the_queue;
     projects_and_tokens => sqlite_projects_and_tokens, postgres_projects_and_tokens;
+    the_audit_log_is_one_chain_under_concurrent_writers => sqlite_the_audit_log_is_one_chain_under_concurrent_writers, postgres_the_audit_log_is_one_chain_under_concurrent_writers;
     agents_take_only_jobs_whose_tags_they_have => sqlite_agents_take_only_jobs_whose_tags_they_have, postgres_agents_take_only_jobs_whose_tags_they_have;
     an_adopted_release_keeps_its_id_and_later_ones_follow => sqlite_an_adopted_release_keeps_its_id_and_later_ones_follow, postgres_an_adopted_release_keeps_its_id_and_later_ones_follow;
 }
@@ -212,8 +213,45 @@ fn run(jobs: &[&str]) -> NewRun {
     }
 }
 
+async fn the_audit_log_is_one_chain_under_concurrent_writers(db: Db) {
+    use crate::{AUDIT_GENESIS, AuditFilter, NewAudit, audit_hash};
+    let (a, b) = (db.open().await, db.open().await);
+    let entry = |who: &str, i: usize| NewAudit {
+        actor: who.into(),
+        address: "127.0.0.1".into(),
+        action: "POST /api/v1/projects".into(),
+        target: format!("project p{i}"),
+        outcome: "allowed".into(),
+        status: 201,
+        detail: "{}".into(),
+    };
+    let write = |s: Store, who: &'static str| {
+        tokio::spawn(async move {
+            for i in 0..20 {
+                s.append_audit(&entry(who, i)).await.expect("append");
+            }
+        })
+    };
+    let (x, y) = (write(a.clone(), "alice"), write(b.clone(), "bob"));
+    x.await.expect("alice");
+    y.await.expect("bob");
+    let all = a.audit(&AuditFilter { limit: 1000, ..Default::default() }).await.expect("audit");
+    assert_eq!(all.len(), 40);
+    let mut prev = AUDIT_GENESIS.to_string();
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.seq, i as i64 + 1, "no gaps");
+        assert_eq!(r.prev_hash, prev, "entry {} follows {}", r.seq, i);
+        assert_eq!(r.hash, audit_hash(&prev, r.seq, r.at_ms, &r.entry), "entry {} hashes", r.seq);
+        prev = r.hash.clone();
+    }
+    let bob = a.audit(&AuditFilter { actor: Some("bob".into()), limit: 1000, ..Default::default() }).await.expect("audit");
+    assert_eq!(bob.len(), 20);
+    let tail = a.audit(&AuditFilter { after_seq: Some(35), limit: 1000, ..Default::default() }).await.expect("audit");
+    assert_eq!(tail.first().map(|r| r.seq), Some(36));
+}
+
 async fn projects_and_tokens(db: Db) {
-    use crate::{Project, Role};
+    use crate::{NewToken, Project};
     let store = db.open().await;
     let p = Project {
         name: "app".into(),
@@ -230,13 +268,44 @@ async fn projects_and_tokens(db: Db) {
     assert_eq!(store.projects().await.expect("list").len(), 1);
     store.set_last_seen("app", r#"{"refs/heads/main":"abc"}"#).await.expect("seen");
     assert_eq!(store.last_seen("app").await.expect("seen").as_deref(), Some(r#"{"refs/heads/main":"abc"}"#));
-    assert!(!store.has_admin().await.expect("admin"));
-    store.add_token("h1", "admin", Role::Admin, None, None).await.expect("token");
-    store.add_token("h2", "job", Role::Job, Some(4), Some(1)).await.expect("token");
-    assert!(store.has_admin().await.expect("admin"));
-    assert_eq!(store.token("h1").await.expect("token").map(|t| t.role), Some(Role::Admin));
-    assert!(store.token("h2").await.expect("token").is_none(), "expired");
+    assert!(!store.has_users().await.expect("users"));
+    assert!(store.add_user("alice", Some("$argon2id$x"), "admin").await.expect("user"));
+    assert!(!store.add_user("alice", None, "admin").await.expect("user"), "a name is taken once");
+    assert!(store.has_users().await.expect("users"));
+    let token = |hash: &str, kind, expires| NewToken {
+        hash: hash.into(),
+        name: "laptop".into(),
+        kind,
+        user: Some("alice".into()),
+        scopes: Some(vec!["read:*".into()]),
+        agent: None,
+        expires_at_ms: expires,
+    };
+    store.add_token(&token(&"a1".repeat(32), TokenKind::User, None)).await.expect("token");
+    store.add_token(&token(&"b2".repeat(32), TokenKind::User, Some(1))).await.expect("token");
+    let t = store.token(&"a1".repeat(32)).await.expect("token").expect("there");
+    assert_eq!((t.kind, t.scopes.as_deref(), t.id.as_str()), (TokenKind::User, Some(&["read:*".to_string()][..]), "a1a1a1a1a1a1"));
+    assert!(t.last_used_at_ms.is_none() && !t.expired());
+    assert!(store.token(&"b2".repeat(32)).await.expect("token").expect("kept").expired());
     assert!(store.token("nope").await.expect("token").is_none());
+    store.touch_token(&"a1".repeat(32)).await.expect("touch");
+    assert!(store.token(&"a1".repeat(32)).await.expect("token").expect("there").last_used_at_ms.is_some());
+    assert_eq!(store.tokens(Some("alice")).await.expect("list").len(), 2);
+    assert!(store.revoke_token("a1a1", None).await.expect("revoke").is_none(), "too short an id");
+    assert!(store.revoke_token("a1a1a1a1", Some("bob")).await.expect("revoke").is_none(), "not bob's");
+    assert!(store.revoke_token("a1a1a1a1", Some("alice")).await.expect("revoke").is_some());
+    assert!(store.token(&"a1".repeat(32)).await.expect("token").expect("kept").revoked_at_ms.is_some());
+    let b = crate::BindingRow { user: "alice".into(), role: "viewer".into(), project: None, created_by: "admin".into() };
+    assert!(store.add_binding(&b).await.expect("bind"));
+    assert!(!store.add_binding(&b).await.expect("bind"), "once");
+    let shop = crate::BindingRow { project: Some("shop".into()), ..b.clone() };
+    assert!(store.add_binding(&shop).await.expect("bind"));
+    assert_eq!(store.bindings(Some("alice")).await.expect("bindings").len(), 2);
+    assert!(store.remove_binding("alice", "viewer", Some("shop")).await.expect("unbind"));
+    assert_eq!(store.bindings(None).await.expect("bindings"), vec![b]);
+    assert!(store.delete_user("alice").await.expect("delete"));
+    assert!(store.bindings(None).await.expect("bindings").is_empty());
+    assert!(store.token(&"b2".repeat(32)).await.expect("token").expect("kept").revoked_at_ms.is_some(), "revoked with its user");
     // A run recorded before its plan gets its jobs after, and its trigger variables back.
     let id = store.create_run(&NewRun { jobs: Vec::new(), ..run(&[]) }).await.expect("run");
     store.add_jobs(id, &[("build".into(), "build".into(), Vec::new())], None).await.expect("jobs");
@@ -348,8 +417,8 @@ async fn runs_keep_their_transitions(db: Db) {
     // The job's token is made with the claim, in the same commit.
     let t = store.token(&token).await.expect("token").expect("made with the claim");
     assert_eq!(
-        (t.role, t.run, t.name.as_str(), t.ended),
-        (Role::Job, Some(claimed.run), &*format!("job {}/{}", claimed.run, claimed.index), false)
+        (t.kind, t.run, t.name.as_str(), t.ended),
+        (TokenKind::Job, Some(claimed.run), &*format!("job {}/{}", claimed.run, claimed.index), false)
     );
     assert_eq!((claimed.index, claimed.attempt), (0, 1));
     assert!(store.renew_job(id, 0, "agent-1", Duration::from_secs(30)).await.expect("renew"));

@@ -44,12 +44,17 @@ pub fn process_label() -> String {
     format!("pid {} on {}", std::process::id(), hostname())
 }
 
-/// `n` random bytes from the kernel, as lowercase hex (tokens, secrets).
-pub fn random_hex(n: usize) -> std::io::Result<String> {
+/// `n` random bytes from the kernel (keys, salts, nonces).
+pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = vec![0u8; n];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(buf)
+}
+
+/// `n` random bytes from the kernel, as lowercase hex (tokens, secrets).
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    Ok(random_bytes(n)?.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

@@ -32,6 +32,10 @@ pub struct ServerArgs {
     /// it, so it never reaches a log (systemd's journal).
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// The access file: roles, groups, bindings, protected environments (docs/access.md).
+    /// Default: `access.yml` in the data directory, when it exists; else the built-in roles.
+    #[arg(long, value_name = "FILE", env = "SLIPWAY_ACCESS")]
+    pub access: Option<std::path::PathBuf>,
     /// CI jobs the in-process agent runs at once.
     #[arg(long, value_name = "N", default_value_t = 2, requires = "with_agent")]
     pub concurrency: usize,
@@ -55,6 +59,36 @@ fn say(line: String) {
     let _ = writeln!(std::io::stdout(), "{line}");
 }
 
+/// Reads the access file (every error at its place, exit 2), or the defaults.
+pub fn load_access(
+    data: &Path,
+    file: Option<&Path>,
+    ui: &Ui,
+) -> Result<slipway_model::access::AccessConfig> {
+    let default = data.join("access.yml");
+    let path = match file {
+        Some(f) => f.to_path_buf(),
+        None if default.exists() => default,
+        None => return Ok(slipway_model::access::AccessConfig::default()),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        UserError::new(format!("the access file {}: {e}", path.display()))
+            .hint("give --access a readable file (docs/access.md shows its format)")
+    })?;
+    let mut sources = slipway_pipeline::SourceMap::default();
+    match slipway_pipeline::load_access(&path, &text, &mut sources) {
+        Ok(c) => Ok(c),
+        Err(diags) => {
+            let n = diags.iter().filter(|d| d.severity == slipway_pipeline::Severity::Error).count();
+            for d in &diags {
+                ui.diagnostic(&sources, d);
+            }
+            Err(UserError::new(format!("the access file {} has {n} error(s); nothing was started", path.display()))
+                .into())
+        }
+    }
+}
+
 pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
     tracing_init(ui);
     if let Some(file) = &args.admin_token_file {
@@ -65,8 +99,10 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
                 .hint("give a file the server's user may write (its directory must exist)")
         })?;
     }
+    let access = load_access(data, args.access.as_deref(), ui)?;
     let rt = runtime()?;
     let config = slipway_server::ServerConfig {
+        access,
         listen: args.listen,
         data_dir: data.to_path_buf(),
         database_url: args.database_url,
@@ -121,7 +157,16 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
                 // Its own agent token, made now and kept only in this process.
                 let token = slipway_server::new_token()?;
                 let hash = slipway_server::hash_token(&token);
-                server.state.store.add_token(&hash, "local", slipway_store::Role::Agent, None, None).await?;
+                let local = slipway_store::NewToken {
+                    hash,
+                    name: "local".into(),
+                    kind: slipway_store::TokenKind::Agent,
+                    user: None,
+                    scopes: None,
+                    agent: Some(slipway_sys::whoami::hostname()),
+                    expires_at_ms: None,
+                };
+                server.state.store.add_token(&local).await?;
                 let cfg = slipway_server::worker::WorkerConfig {
                     server: format!("http://{}", server.addr),
                     token,

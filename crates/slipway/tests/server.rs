@@ -249,7 +249,8 @@ fn bad_requests_get_json_errors_that_name_the_field() {
     let (code, e) = err(server.call_as(None, "GET", "/api/v1/projects", None));
     assert_eq!((code, e["code"].as_str()), (401, Some("unauthorized")), "{e}");
     let (code, e) = err(server.call_as(Some("slw_nope"), "GET", "/api/v1/projects", None));
-    assert_eq!((code, e["message"].as_str()), (401, Some("unknown or expired token")), "{e}");
+    assert_eq!(code, 401, "{e}");
+    assert!(e["message"].as_str().unwrap().starts_with("unknown token"), "{e}");
     let (code, e) = err(server.call("POST", "/api/v1/projects", Some(r#"{"name": "x"}"#)));
     assert_eq!((code, e["field"].as_str()), (400, Some("repo")), "{e}");
     let (code, e) = err(server.call("POST", "/api/v1/projects", Some("{not json")));
