@@ -183,7 +183,8 @@ pub struct Protected {
 
 impl Protected {
     pub fn applies(&self, project: &str, environment: &str) -> bool {
-        glob(&self.environment, environment) && (self.projects.is_empty() || self.projects.iter().any(|p| glob(p, project)))
+        glob(&self.environment, environment)
+            && (self.projects.is_empty() || self.projects.iter().any(|p| glob(p, project)))
     }
 
     pub fn allows_ref(&self, reference: &str) -> bool {
@@ -428,7 +429,12 @@ mod tests {
         assert!(g.allows(&deploy, None).is_none(), "a project binding gives nothing server-wide");
         let d = g.check(&config, &deploy, Some("blog")).unwrap_err();
         let text = d.explain("alice", &g);
-        assert!(text.starts_with("`alice` lacks `deploy:environments/prod` on project blog; granted by roles: admin, deployer"), "{text}");
+        assert!(
+            text.starts_with(
+                "`alice` lacks `deploy:environments/prod` on project blog; granted by roles: admin, deployer"
+            ),
+            "{text}"
+        );
         assert!(text.contains("deployer on project shop") && text.contains("viewer on every project"), "{text}");
         assert!(g.sees("blog") && g.sees("shop"));
         let only = Grants::resolve(&config, [user("viewer", Some("shop"))]);
@@ -439,7 +445,12 @@ mod tests {
     fn the_strictest_protection_applies() {
         let mut config = AccessConfig::default();
         config.protected = vec![
-            Protected { environment: "prod*".into(), refs: vec!["main".into(), "v*".into()], approvals: 1, ..Default::default() },
+            Protected {
+                environment: "prod*".into(),
+                refs: vec!["main".into(), "v*".into()],
+                approvals: 1,
+                ..Default::default()
+            },
             Protected { environment: "prod".into(), projects: vec!["shop".into()], approvals: 2, ..Default::default() },
         ];
         let p = config.protection("shop", "prod").unwrap();

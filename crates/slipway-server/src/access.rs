@@ -101,7 +101,12 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/v1/pipelines/{id}/jobs/{index}/log", Pipeline("read", "logs"), "slipway logs ID JOB"),
     rule("GET", "/api/v1/projects/{name}/schedules", Project("read", "pipelines"), "slipway schedule list"),
     rule("POST", "/api/v1/projects/{name}/schedules", Project("write", "pipelines"), "slipway schedule add"),
-    rule("PUT", "/api/v1/projects/{name}/schedules/{id}", Project("write", "pipelines"), "slipway schedule enable|disable"),
+    rule(
+        "PUT",
+        "/api/v1/projects/{name}/schedules/{id}",
+        Project("write", "pipelines"),
+        "slipway schedule enable|disable",
+    ),
     rule("DELETE", "/api/v1/projects/{name}/schedules/{id}", Project("write", "pipelines"), "slipway schedule delete"),
     rule("POST", "/api/v1/projects/{name}/schedules/{id}/play", Project("write", "pipelines"), "slipway schedule run"),
     rule("GET", "/api/v1/projects/{name}/environments", Project("read", "environments"), "slipway status --server"),
@@ -111,7 +116,12 @@ pub const RULES: &[Rule] = &[
         Project("read", "environments"),
         "slipway history --server",
     ),
-    rule("GET", "/api/v1/projects/{name}/environments/{env}/logs", Project("read", "logs"), "slipway logs --env --server"),
+    rule(
+        "GET",
+        "/api/v1/projects/{name}/environments/{env}/logs",
+        Project("read", "logs"),
+        "slipway logs --env --server",
+    ),
     rule(
         "POST",
         "/api/v1/projects/{name}/environments/{env}/deploy",
@@ -136,9 +146,6 @@ pub const RULES: &[Rule] = &[
         Project("approve", "environments"),
         "slipway approve --server",
     ),
-    rule("GET", "/api/v1/projects/{name}/secrets", Project("read", "secrets"), "slipway secret list"),
-    rule("PUT", "/api/v1/projects/{name}/secrets/{secret}", Project("write", "secrets"), "slipway secret set"),
-    rule("DELETE", "/api/v1/projects/{name}/secrets/{secret}", Project("write", "secrets"), "slipway secret delete"),
     Rule {
         method: "GET",
         path: "/api/v1/jobs/{run}/artifacts/{job}",
@@ -239,7 +246,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            error(StatusCode::UNAUTHORIZED, "unauthorized", "this call needs a token".into(), Some("authorization".into()))
+            error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this call needs a token".into(),
+                Some("authorization".into()),
+            )
         })
     }
 }
@@ -291,8 +303,7 @@ pub async fn bindings_of(s: &State, user: &str) -> Result<Vec<Binding>, ServerEr
 
 /// Finds the caller of a request from its token: an error response says why there is none.
 async fn resolve(s: &State, token: Option<&str>) -> Result<Caller, Response> {
-    let unauthorized =
-        |msg: String| error(StatusCode::UNAUTHORIZED, "unauthorized", msg, Some("authorization".into()));
+    let unauthorized = |msg: String| error(StatusCode::UNAUTHORIZED, "unauthorized", msg, Some("authorization".into()));
     let Some(token) = token else {
         return Err(unauthorized(
             "no token: send `Authorization: Bearer TOKEN` (the CLI: `slipway login`, or SLIPWAY_TOKEN)".into(),
@@ -301,7 +312,9 @@ async fn resolve(s: &State, token: Option<&str>) -> Result<Caller, Response> {
     let hash = hash_token(token);
     let t = match s.store.token(&hash).await {
         Ok(Some(t)) => t,
-        Ok(None) => return Err(unauthorized("unknown token: it was never made here (or its pipeline was forgotten)".into())),
+        Ok(None) => {
+            return Err(unauthorized("unknown token: it was never made here (or its pipeline was forgotten)".into()));
+        }
         Err(e) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string(), None)),
     };
     if t.revoked_at_ms.is_some() {
@@ -461,7 +474,10 @@ async fn decide(
                 && !caller.grants.sees(p)
             {
                 return Err(Refusal::Hidden(match rule.need {
-                    Pipeline(..) => format!("pipeline {} does not exist", params.get("id").or(params.get("run")).cloned().unwrap_or_default()),
+                    Pipeline(..) => format!(
+                        "pipeline {} does not exist",
+                        params.get("id").or(params.get("run")).cloned().unwrap_or_default()
+                    ),
                     _ => format!("project `{p}` does not exist"),
                 }));
             }
@@ -674,7 +690,9 @@ pub fn table() -> String {
             Agent => "an agent token (or a user's holding `write:settings` on every project)".to_string(),
             Signed => "any token (the caller's own)".to_string(),
             Server(v, res) => format!("`{v}:{res}` on every project"),
-            Project(v, "environments") if r.path.contains("{env}") => format!("`{v}:environments/<env>` on the project"),
+            Project(v, "environments") if r.path.contains("{env}") => {
+                format!("`{v}:environments/<env>` on the project")
+            }
             Project(v, res) => format!("`{v}:{res}` on the project"),
             Pipeline(v, res) => format!("`{v}:{res}` on the pipeline's project"),
             Listed(v, res) => format!("lists what the caller holds `{v}:{res}` on"),
@@ -714,7 +732,12 @@ mod tests {
             assert!(RULES.iter().any(|r| r.method == m && r.path == p), "{m} {p} has no rule in access::RULES");
         }
         for r in RULES {
-            assert!(routes.iter().any(|(m, p)| m == r.method && p == r.path), "the rule for {} {} has no route", r.method, r.path);
+            assert!(
+                routes.iter().any(|(m, p)| m == r.method && p == r.path),
+                "the rule for {} {} has no route",
+                r.method,
+                r.path
+            );
         }
     }
 
@@ -722,7 +745,8 @@ mod tests {
     fn docs_access_md_holds_the_table_of_the_code() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/access.md");
         let doc = std::fs::read_to_string(path).unwrap_or_default();
-        let (start, end) = ("<!-- permissions: generated from crates/slipway-server/src/access.rs -->\n", "<!-- end permissions -->");
+        let (start, end) =
+            ("<!-- permissions: generated from crates/slipway-server/src/access.rs -->\n", "<!-- end permissions -->");
         let want = format!("{start}{}{end}", table());
         let current = doc.find(start).and_then(|i| doc[i..].find(end).map(|j| &doc[i..i + j + end.len()]));
         if current != Some(want.as_str()) {
@@ -734,7 +758,9 @@ mod tests {
                 std::fs::write(path, new).expect("write docs/access.md");
                 return;
             }
-            panic!("docs/access.md's permission table is not the code's: run `SLIPWAY_BLESS=1 cargo test -p slipway-server docs_access` and commit");
+            panic!(
+                "docs/access.md's permission table is not the code's: run `SLIPWAY_BLESS=1 cargo test -p slipway-server docs_access` and commit"
+            );
         }
     }
 

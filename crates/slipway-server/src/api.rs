@@ -265,14 +265,8 @@ fn project_view(p: &Project) -> ProjectView {
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects", summary = "The projects", responses((status = 200, body = [ProjectView]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 async fn projects(AxState(s): S, who: Caller) -> Result<Response, ServerError> {
     let (access, need) = (s.access(), slipway_model::access::Permission::need("read", "code"));
-    let list: Vec<ProjectView> = s
-        .store
-        .projects()
-        .await?
-        .iter()
-        .filter(|p| who.may(&access, &need, Some(&p.name)))
-        .map(project_view)
-        .collect();
+    let list: Vec<ProjectView> =
+        s.store.projects().await?.iter().filter(|p| who.may(&access, &need, Some(&p.name))).map(project_view).collect();
     Ok(axum::Json(list).into_response())
 }
 
@@ -443,7 +437,11 @@ async fn retry_failed(AxState(s): S, _who: Caller, Path(id): Path<i64>) -> Resul
 
 /// One job that ended, again.
 #[utoipa::path(post, path = "/api/v1/pipelines/{id}/jobs/{index}/retry", tag = "pipelines", summary = "Run a job that ended again", params(("id" = i64, Path, description = "The pipeline"), ("index" = u64, Path, description = "The job, by its place in the pipeline")), responses((status = 200, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-async fn retry_job(AxState(s): S, _who: Caller, Path((id, index)): Path<(i64, usize)>) -> Result<Response, ServerError> {
+async fn retry_job(
+    AxState(s): S,
+    _who: Caller,
+    Path((id, index)): Path<(i64, usize)>,
+) -> Result<Response, ServerError> {
     pipelines::drive(&s, id, Event::Retry(Some(index))).await?;
     Ok(axum::Json(view_of(&s, id).await?).into_response())
 }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub use reqwest::Method;
+
 use slipway_api::server::{
     ApiErrorBody, NewProject, NewSchedule, PipelineView, ProjectView, ScheduleUpdate, ScheduleView, Trigger,
 };
@@ -106,6 +108,26 @@ impl ServerClient {
         let (_, bytes) = self.send(method, path, body).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::Unreadable { path: path.into(), message: e.to_string() })
+    }
+
+    /// Any call answered with JSON (`body` sent as JSON).
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, ClientError> {
+        self.json(method, path, body.map(|b| serde_json::to_vec(b).expect("serializes"))).await
+    }
+
+    /// Any call answered with no body (204).
+    pub async fn call_empty(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<(), ClientError> {
+        self.send(method, path, body.map(|b| serde_json::to_vec(b).expect("serializes"))).await.map(drop)
     }
 
     pub async fn add_project(&self, p: &NewProject) -> Result<ProjectView, ClientError> {

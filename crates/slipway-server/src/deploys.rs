@@ -23,8 +23,8 @@ use slipway_model::release::{Actor, PipelineRef};
 use slipway_model::run::JobState;
 use slipway_store::{Project, TokenKind};
 
-use crate::api::AgentQuery;
 use crate::access::Caller;
+use crate::api::AgentQuery;
 use crate::pipelines;
 use crate::{ServerError, State};
 

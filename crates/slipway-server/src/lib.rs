@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use slipway_pipeline::plan::Plan;
 use slipway_model::access::AccessConfig;
+use slipway_pipeline::plan::Plan;
 use slipway_store::{RunId, Store};
 
 pub use access::hash_token;

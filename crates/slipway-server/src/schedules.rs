@@ -15,8 +15,8 @@ use slipway_api::server::{NewSchedule, ScheduleUpdate, ScheduleView};
 use slipway_model::time::{now_ms, rfc3339};
 use slipway_store::Schedule;
 
-use crate::api::body;
 use crate::access::Caller;
+use crate::api::body;
 use crate::{ServerError, State, pipelines};
 
 type S = AxState<Arc<State>>;

@@ -73,11 +73,7 @@ async fn make(s: &State, t: NewToken) -> Result<TokenMade, ServerError> {
 }
 
 #[utoipa::path(post, path = "/api/v1/login", tag = "access", summary = "Sign in: a user's name and password for a new API token", request_body = Login, responses((status = 201, description = "Signed in; the token is shown this once", body = TokenMade), (status = 429, description = "Too many failures: wait `Retry-After` seconds", body = ApiErrorBody), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)), security(()))]
-pub async fn login(
-    AxState(s): S,
-    peer: Option<axum::Extension<Peer>>,
-    bytes: Bytes,
-) -> Result<Response, ServerError> {
+pub async fn login(AxState(s): S, peer: Option<axum::Extension<Peer>>, bytes: Bytes) -> Result<Response, ServerError> {
     let l: Login = body(&bytes)?;
     let address = peer.map(|p| p.0.0).unwrap_or_else(|| "unknown".into());
     let keys = [format!("user:{}", l.user), format!("addr:{address}")];
@@ -95,9 +91,7 @@ pub async fn login(
     let user = s.store.user(&l.user).await?;
     let hash = user.as_ref().and_then(|u| u.password.clone());
     let password = l.password.clone();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, hash.as_deref()))
-        .await
-        .unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, hash.as_deref())).await.unwrap_or(false);
     let denied = |s: &State| {
         for k in &keys {
             s.throttle.failed(k);
@@ -162,33 +156,31 @@ fn binding_views(s: &State, user: &str, api: &[BindingRow]) -> Vec<BindingView> 
         })
         .map(|b| BindingView { role: b.role.clone(), project: b.project.clone(), source: "file".into() })
         .collect();
-    out.extend(
-        api.iter().map(|b| BindingView { role: b.role.clone(), project: b.project.clone(), source: "api".into() }),
-    );
+    out.extend(api.iter().map(|b| BindingView {
+        role: b.role.clone(),
+        project: b.project.clone(),
+        source: "api".into(),
+    }));
     out
 }
 
 #[utoipa::path(get, path = "/api/v1/whoami", tag = "access", summary = "Who the token is, and what it holds", responses((status = 200, body = WhoAmI), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn whoami(AxState(s): S, who: Caller) -> Result<Response, ServerError> {
-    let token = s
-        .store
-        .tokens(None)
-        .await?
-        .into_iter()
-        .find(|t| t.id == who.token_id)
-        .map(|t| token_view(&t))
-        .unwrap_or(TokenView {
-            id: who.token_id.clone(),
-            name: who.token_name.clone(),
-            kind: who.kind.as_str().into(),
-            user: None,
-            scopes: None,
-            agent: who.agent.clone(),
-            created_at: String::new(),
-            expires_at: None,
-            last_used_at: None,
-            revoked_at: None,
-        });
+    let token =
+        s.store.tokens(None).await?.into_iter().find(|t| t.id == who.token_id).map(|t| token_view(&t)).unwrap_or(
+            TokenView {
+                id: who.token_id.clone(),
+                name: who.token_name.clone(),
+                kind: who.kind.as_str().into(),
+                user: None,
+                scopes: None,
+                agent: who.agent.clone(),
+                created_at: String::new(),
+                expires_at: None,
+                last_used_at: None,
+                revoked_at: None,
+            },
+        );
     let (groups, bindings) = match who.kind {
         TokenKind::User => {
             (s.access().groups_of(&who.name), binding_views(&s, &who.name, &s.store.bindings(Some(&who.name)).await?))
@@ -316,7 +308,9 @@ pub async fn revoke_token(AxState(s): S, who: Caller, Path(id): Path<String>) ->
             let detail = serde_json::json!({"token": t.id, "name": t.name, "user": t.user});
             Ok(audited(axum::Json(token_view(&t)), detail))
         }
-        None => Err(ServerError::NotFound(format!("token `{id}` (give 8 to 12 hex digits of one of your tokens' ids)"))),
+        None => {
+            Err(ServerError::NotFound(format!("token `{id}` (give 8 to 12 hex digits of one of your tokens' ids)")))
+        }
     }
 }
 
@@ -356,7 +350,8 @@ fn check_binding(s: &State, b: &BindingView, field: &str) -> Result<(), ServerEr
 #[utoipa::path(post, path = "/api/v1/users", tag = "access", summary = "Add a user", request_body = NewUser, responses((status = 201, body = UserView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
 pub async fn add_user(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Response, ServerError> {
     let u: NewUser = body(&bytes)?;
-    slipway_model::names::check_user("user name", &u.name).map_err(|why| ServerError::Input(why, Some("name".into())))?;
+    slipway_model::names::check_user("user name", &u.name)
+        .map_err(|why| ServerError::Input(why, Some("name".into())))?;
     for (i, b) in u.bindings.iter().enumerate() {
         check_binding(&s, b, &format!("bindings[{i}]"))?;
     }
@@ -364,7 +359,11 @@ pub async fn add_user(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Respon
         Some(p) => {
             check_password(&u.name, p)?;
             let p = p.clone();
-            Some(tokio::task::spawn_blocking(move || hash_password(&p)).await.map_err(|e| ServerError::Input(e.to_string(), None))??)
+            Some(
+                tokio::task::spawn_blocking(move || hash_password(&p))
+                    .await
+                    .map_err(|e| ServerError::Input(e.to_string(), None))??,
+            )
         }
         None => None,
     };
@@ -374,7 +373,12 @@ pub async fn add_user(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Respon
     for b in &u.bindings {
         let project = b.project.clone().filter(|p| p != "*");
         s.store
-            .add_binding(&BindingRow { user: u.name.clone(), role: b.role.clone(), project, created_by: who.name.clone() })
+            .add_binding(&BindingRow {
+                user: u.name.clone(),
+                role: b.role.clone(),
+                project,
+                created_by: who.name.clone(),
+            })
             .await?;
     }
     let row = s.store.user(&u.name).await?.ok_or_else(|| ServerError::NotFound(format!("user `{}`", u.name)))?;
@@ -422,37 +426,47 @@ pub async fn set_password(
     }
     check_password(&user, &p.password)?;
     let new = p.password.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&new)).await.map_err(|e| ServerError::Input(e.to_string(), None))??;
+    let hash = tokio::task::spawn_blocking(move || hash_password(&new))
+        .await
+        .map_err(|e| ServerError::Input(e.to_string(), None))??;
     s.store.set_password(&user, Some(&hash)).await?;
     Ok(audited(StatusCode::NO_CONTENT, serde_json::json!({"user": user, "password": "changed"})))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/{user}/bindings", tag = "access", summary = "Give a user a role, on a project or every one", params(("user" = String, Path, description = "The user")), request_body = BindingView, responses((status = 200, body = UserView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-pub async fn add_binding(AxState(s): S, who: Caller, Path(user): Path<String>, bytes: Bytes) -> Result<Response, ServerError> {
+pub async fn add_binding(
+    AxState(s): S,
+    who: Caller,
+    Path(user): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ServerError> {
     let b: BindingView = body(&bytes)?;
     check_binding(&s, &b, "binding")?;
     let row = s.store.user(&user).await?.ok_or_else(|| ServerError::NotFound(format!("user `{user}`")))?;
     let project = b.project.clone().filter(|p| p != "*");
     s.store
-        .add_binding(&BindingRow { user: user.clone(), role: b.role.clone(), project: project.clone(), created_by: who.name.clone() })
+        .add_binding(&BindingRow {
+            user: user.clone(),
+            role: b.role.clone(),
+            project: project.clone(),
+            created_by: who.name.clone(),
+        })
         .await?;
     let detail = serde_json::json!({"user": user, "grant": {"role": b.role, "project": project}});
     Ok(audited(axum::Json(user_view(&s, &row).await?), detail))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/{user}/bindings", tag = "access", summary = "Take a role away", params(("user" = String, Path, description = "The user")), request_body = BindingView, responses((status = 200, body = UserView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
-pub async fn remove_binding(
-    AxState(s): S,
-    Path(user): Path<String>,
-    bytes: Bytes,
-) -> Result<Response, ServerError> {
+pub async fn remove_binding(AxState(s): S, Path(user): Path<String>, bytes: Bytes) -> Result<Response, ServerError> {
     let b: BindingView = body(&bytes)?;
     let row = s.store.user(&user).await?.ok_or_else(|| ServerError::NotFound(format!("user `{user}`")))?;
     let project = b.project.clone().filter(|p| p != "*");
     if !s.store.remove_binding(&user, &b.role, project.as_deref()).await? {
         let from_file = binding_views(&s, &user, &[]).iter().any(|v| v.role == b.role && v.project == project);
         return Err(ServerError::NotFound(match from_file {
-            true => format!("an API binding of `{user}` to `{}` (that one is in the access file: change it there)", b.role),
+            true => {
+                format!("an API binding of `{user}` to `{}` (that one is in the access file: change it there)", b.role)
+            }
             false => format!("a binding of `{user}` to `{}`", b.role),
         }));
     }
@@ -504,11 +518,14 @@ pub async fn audit(AxState(s): S, Query(q): Query<AuditQuery>) -> Result<Respons
             Ok(ms) => ms,
             Err(_) => t
                 .parse::<jiff::Timestamp>()
-                .map_err(|e| ServerError::Input(format!("`since`: `{t}` is not an RFC 3339 time: {e}"), Some("since".into())))?
+                .map_err(|e| {
+                    ServerError::Input(format!("`since`: `{t}` is not an RFC 3339 time: {e}"), Some("since".into()))
+                })?
                 .as_millisecond(),
         }),
     };
-    let f = AuditFilter { since_ms, actor: q.actor, after_seq: q.after, limit: q.limit.unwrap_or(1000).clamp(1, 10_000) };
+    let f =
+        AuditFilter { since_ms, actor: q.actor, after_seq: q.after, limit: q.limit.unwrap_or(1000).clamp(1, 10_000) };
     let list: Vec<AuditEntry> = s.store.audit(&f).await?.iter().map(entry).collect();
     Ok(axum::Json(list).into_response())
 }
@@ -523,7 +540,8 @@ pub async fn verify(AxState(s): S) -> Result<Response, ServerError> {
         let Some(last) = page.last() else { break };
         after = Some(last.seq);
         for r in &page {
-            let broken = |why: String| AuditVerdict { ok: false, entries: r.seq, broken_at: Some(r.seq), reason: Some(why) };
+            let broken =
+                |why: String| AuditVerdict { ok: false, entries: r.seq, broken_at: Some(r.seq), reason: Some(why) };
             let verdict = if r.seq != next_seq {
                 Some(broken(format!("entries {next_seq} to {} are missing", r.seq - 1)))
             } else if r.prev_hash != prev {

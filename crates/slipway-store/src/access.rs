@@ -255,11 +255,13 @@ impl Store {
             self.tokens(user).await?.into_iter().filter(|t| t.id.starts_with(&id.to_ascii_lowercase())).collect();
         let [token] = matching.as_slice() else { return Ok(None) };
         with_pool!(self, |pool| {
-            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE role <> 'job' AND hash LIKE $2 AND revoked_at IS NULL")
-                .bind(now_ms())
-                .bind(format!("{}%", token.id))
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "UPDATE tokens SET revoked_at = $1 WHERE role <> 'job' AND hash LIKE $2 AND revoked_at IS NULL",
+            )
+            .bind(now_ms())
+            .bind(format!("{}%", token.id))
+            .execute(pool)
+            .await?;
         });
         Ok(Some(token.clone()))
     }
@@ -337,7 +339,8 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("DELETE FROM bindings WHERE user_name = $1").bind(name).execute(&mut *tx).await?;
-            let n = sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&mut *tx).await?.rows_affected();
+            let n =
+                sqlx::query("DELETE FROM users WHERE name = $1").bind(name).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             Ok(n == 1)
         })
@@ -406,8 +409,9 @@ impl Store {
             if let Some(lock) = pool.lock_table("audit") {
                 sqlx::query(&lock).execute(&mut *tx).await?;
             }
-            let last: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+            let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
             let (seq, prev) = match last {
                 Some((seq, hash)) => (seq + 1, hash),
                 None => (1, AUDIT_GENESIS.to_string()),

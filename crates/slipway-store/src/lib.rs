@@ -26,7 +26,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-pub use access::{AUDIT_GENESIS, AuditFilter, AuditRow, BindingRow, NewAudit, NewToken, TokenKind, TokenRow, UserRow, audit_hash};
+pub use access::{
+    AUDIT_GENESIS, AuditFilter, AuditRow, BindingRow, NewAudit, NewToken, TokenKind, TokenRow, UserRow, audit_hash,
+};
 pub use locks::Lock;
 pub use runs::{ClaimedJob, JobRow, JobToken, NewRun, RunId, RunRow};
 pub use schedules::Schedule;

@@ -244,7 +244,8 @@ async fn the_audit_log_is_one_chain_under_concurrent_writers(db: Db) {
         assert_eq!(r.hash, audit_hash(&prev, r.seq, r.at_ms, &r.entry), "entry {} hashes", r.seq);
         prev = r.hash.clone();
     }
-    let bob = a.audit(&AuditFilter { actor: Some("bob".into()), limit: 1000, ..Default::default() }).await.expect("audit");
+    let bob =
+        a.audit(&AuditFilter { actor: Some("bob".into()), limit: 1000, ..Default::default() }).await.expect("audit");
     assert_eq!(bob.len(), 20);
     let tail = a.audit(&AuditFilter { after_seq: Some(35), limit: 1000, ..Default::default() }).await.expect("audit");
     assert_eq!(tail.first().map(|r| r.seq), Some(36));
@@ -284,7 +285,10 @@ async fn projects_and_tokens(db: Db) {
     store.add_token(&token(&"a1".repeat(32), TokenKind::User, None)).await.expect("token");
     store.add_token(&token(&"b2".repeat(32), TokenKind::User, Some(1))).await.expect("token");
     let t = store.token(&"a1".repeat(32)).await.expect("token").expect("there");
-    assert_eq!((t.kind, t.scopes.as_deref(), t.id.as_str()), (TokenKind::User, Some(&["read:*".to_string()][..]), "a1a1a1a1a1a1"));
+    assert_eq!(
+        (t.kind, t.scopes.as_deref(), t.id.as_str()),
+        (TokenKind::User, Some(&["read:*".to_string()][..]), "a1a1a1a1a1a1")
+    );
     assert!(t.last_used_at_ms.is_none() && !t.expired());
     assert!(store.token(&"b2".repeat(32)).await.expect("token").expect("kept").expired());
     assert!(store.token("nope").await.expect("token").is_none());
@@ -295,7 +299,8 @@ async fn projects_and_tokens(db: Db) {
     assert!(store.revoke_token("a1a1a1a1", Some("bob")).await.expect("revoke").is_none(), "not bob's");
     assert!(store.revoke_token("a1a1a1a1", Some("alice")).await.expect("revoke").is_some());
     assert!(store.token(&"a1".repeat(32)).await.expect("token").expect("kept").revoked_at_ms.is_some());
-    let b = crate::BindingRow { user: "alice".into(), role: "viewer".into(), project: None, created_by: "admin".into() };
+    let b =
+        crate::BindingRow { user: "alice".into(), role: "viewer".into(), project: None, created_by: "admin".into() };
     assert!(store.add_binding(&b).await.expect("bind"));
     assert!(!store.add_binding(&b).await.expect("bind"), "once");
     let shop = crate::BindingRow { project: Some("shop".into()), ..b.clone() };
@@ -305,7 +310,10 @@ async fn projects_and_tokens(db: Db) {
     assert_eq!(store.bindings(None).await.expect("bindings"), vec![b]);
     assert!(store.delete_user("alice").await.expect("delete"));
     assert!(store.bindings(None).await.expect("bindings").is_empty());
-    assert!(store.token(&"b2".repeat(32)).await.expect("token").expect("kept").revoked_at_ms.is_some(), "revoked with its user");
+    assert!(
+        store.token(&"b2".repeat(32)).await.expect("token").expect("kept").revoked_at_ms.is_some(),
+        "revoked with its user"
+    );
     // A run recorded before its plan gets its jobs after, and its trigger variables back.
     let id = store.create_run(&NewRun { jobs: Vec::new(), ..run(&[]) }).await.expect("run");
     store.add_jobs(id, &[("build".into(), "build".into(), Vec::new())], None).await.expect("jobs");

@@ -715,7 +715,7 @@ pub fn agent(root: Option<&Path>, data: &Path, args: AgentArgs, ui: &Ui) -> Resu
             if let Some(server) = args.server {
                 let Some(token) = args.token else {
                     return Err(UserError::new("`--server` needs `--token` (or SLIPWAY_TOKEN)")
-                        .hint("an admin makes agent tokens: `curl -H 'Authorization: Bearer ADMIN' -d '{\"name\":\"ci1\",\"role\":\"agent\"}' URL/api/v1/tokens`")
+                        .hint("an admin makes agent tokens: `slipway token create ci1 --agent NAME` (docs/access.md)")
                         .into());
                 };
                 let name = args.name.unwrap_or_else(slipway_sys::whoami::hostname);

@@ -1,6 +1,7 @@
 //! The `slipway` binary: the command line, wiring between the crates, exit codes and
 //! terminal UX. Domain logic lives in the library crates.
 
+mod accesscmd;
 mod deploycmd;
 mod gatecmd;
 mod gocmd;
@@ -143,6 +144,67 @@ enum Command {
     Project {
         #[command(subcommand)]
         action: servercmd::ProjectAction,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Sign in to a server: a token kept in ~/.config/slipway/credentials.json (0600).
+    Login {
+        /// The user (default: $USER).
+        #[arg(long)]
+        user: Option<String>,
+        /// Read the password from stdin instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The token stops working after this long (default 30d).
+        #[arg(long, value_name = "DURATION", value_parser = servercmd::parse_duration)]
+        expires: Option<std::time::Duration>,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign out: the kept token is revoked and forgotten.
+    Logout {
+        #[command(flatten)]
+        remote: servercmd::Remote,
+    },
+    /// Who the token is, and the roles it holds.
+    Whoami {
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long)]
+        json: bool,
+    },
+    /// API and agent tokens: `create NAME [--scope P] [--expires D] [--agent NAME]`, `list`, `revoke ID`.
+    Token {
+        #[command(subcommand)]
+        action: accesscmd::TokenAction,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// A server's users and their roles: `add`, `list`, `delete`, `passwd`, `grant`, `revoke`, `roles`.
+    User {
+        #[command(subcommand)]
+        action: accesscmd::UserAction,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// A server's audit log (`--json`: JSON lines), or `verify` its hash chain.
+    Audit {
+        #[command(subcommand)]
+        action: Option<accesscmd::AuditAction>,
+        /// From this time on (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this actor's entries.
+        #[arg(long)]
+        actor: Option<String>,
         #[command(flatten)]
         remote: servercmd::Remote,
         #[arg(long, global = true)]
@@ -475,6 +537,16 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         }
         Command::Server(args) => servercmd::server(&deploycmd::data_dir(cli.data_dir, ui)?, args, ui),
         Command::Project { action, remote, json } => servercmd::project(action, remote, json, ui),
+        Command::Login { user, password_stdin, expires, remote, json } => {
+            accesscmd::login(remote, user, password_stdin, expires, json)
+        }
+        Command::Logout { remote } => accesscmd::logout(remote),
+        Command::Whoami { remote, json } => accesscmd::whoami(remote, json),
+        Command::Token { action, remote, json } => accesscmd::token(action, remote, json, ui),
+        Command::User { action, remote, json } => accesscmd::user(action, remote, json, ui),
+        Command::Audit { action, since, actor, remote, json } => {
+            accesscmd::audit(action, since, actor, remote, json, ui)
+        }
         Command::Pipelines { project, limit, remote, json } => servercmd::pipelines(project, limit, remote, json, ui),
         Command::Pipeline { action: PipelineAction::Show { id }, remote, json } => {
             servercmd::pipeline_show(id, remote, json, ui)

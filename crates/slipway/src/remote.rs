@@ -39,10 +39,15 @@ impl OnServer {
         let Some(server) = self.server.as_deref().filter(|s| !s.is_empty()) else {
             return Ok(None);
         };
-        let token = self.token.clone().or_else(|| std::env::var("CI_JOB_TOKEN").ok()).filter(|t| !t.is_empty());
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var("CI_JOB_TOKEN").ok())
+            .filter(|t| !t.is_empty())
+            .or_else(|| crate::accesscmd::stored_token(server));
         let Some(token) = token else {
             return Err(UserError::new(format!("no token for the server at {server}"))
-                .hint("pass --token TOKEN or set SLIPWAY_TOKEN (server jobs have CI_JOB_TOKEN)")
+                .hint("sign in with `slipway login --server URL`, or pass --token TOKEN / set SLIPWAY_TOKEN (server jobs have CI_JOB_TOKEN)")
                 .into());
         };
         let Some(project) = self.project.clone().filter(|p| !p.is_empty()) else {

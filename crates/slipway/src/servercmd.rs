@@ -41,11 +41,11 @@ pub struct ServerArgs {
     pub concurrency: usize,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     slipway_pipeline::duration::parse(s).map_err(|e| e.to_string())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
@@ -60,11 +60,7 @@ fn say(line: String) {
 }
 
 /// Reads the access file (every error at its place, exit 2), or the defaults.
-pub fn load_access(
-    data: &Path,
-    file: Option<&Path>,
-    ui: &Ui,
-) -> Result<slipway_model::access::AccessConfig> {
+pub fn load_access(data: &Path, file: Option<&Path>, ui: &Ui) -> Result<slipway_model::access::AccessConfig> {
     let default = data.join("access.yml");
     let path = match file {
         Some(f) => f.to_path_buf(),
@@ -263,7 +259,7 @@ pub fn agent_with_server(data: &Path, join: Join, host: slipway_agent::AgentConf
         let (worker, agent) = tokio::join!(worker, slipway_agent::run(host, stopped(stop_rx.clone())));
         match (worker, agent) {
             (Err(e), _) => Err(UserError::new(e.to_string())
-                .hint("check --server and --token (SLIPWAY_SERVER, SLIPWAY_TOKEN); an admin makes agent tokens with `POST /api/v1/tokens`")
+                .hint("check --server and --token (SLIPWAY_SERVER, SLIPWAY_TOKEN); an admin makes agent tokens with `slipway token create NAME --agent AGENT`")
                 .into()),
             (_, Err(e)) => Err(anyhow::Error::msg(e.to_string())),
             _ => Ok(exit::OK),
@@ -279,7 +275,7 @@ pub struct Remote {
     /// The server (`http://HOST:8420`).
     #[arg(long, value_name = "URL", env = "SLIPWAY_SERVER", global = true)]
     pub server: Option<String>,
-    /// An API token (the admin token, or one made with `POST /api/v1/tokens`).
+    /// An API token (default: the one `slipway login` kept for the server).
     #[arg(long, value_name = "TOKEN", env = "SLIPWAY_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 }
@@ -306,7 +302,7 @@ pub enum ProjectAction {
     List,
 }
 
-fn client_error(e: slipway_server::client::ClientError) -> anyhow::Error {
+pub(crate) fn client_error(e: slipway_server::client::ClientError) -> anyhow::Error {
     use slipway_server::client::ClientError;
     match e {
         ClientError::Api { status, message, field, .. } if (400..500).contains(&status) => {
@@ -323,16 +319,20 @@ fn client_error(e: slipway_server::client::ClientError) -> anyhow::Error {
     }
 }
 
-fn client(r: &Remote) -> Result<slipway_server::client::ServerClient> {
-    let Some(server) = r.server.as_deref().filter(|s| !s.is_empty()) else {
-        return Err(UserError::new("which server?").hint("pass --server URL or set SLIPWAY_SERVER").into());
-    };
-    let Some(token) = r.token.as_deref().filter(|t| !t.is_empty()) else {
-        return Err(UserError::new(format!("no token for the server at {server}"))
-            .hint("pass --token TOKEN or set SLIPWAY_TOKEN (the admin token the server printed at its first start)")
+pub(crate) fn client(r: &Remote) -> Result<slipway_server::client::ServerClient> {
+    let server = r.server.clone().filter(|s| !s.is_empty()).or_else(crate::accesscmd::default_server);
+    let Some(server) = server else {
+        return Err(UserError::new("which server?")
+            .hint("pass --server URL, set SLIPWAY_SERVER, or sign in once with `slipway login --server URL`")
             .into());
     };
-    Ok(slipway_server::client::ServerClient::new(server, token))
+    let token = r.token.clone().filter(|t| !t.is_empty()).or_else(|| crate::accesscmd::stored_token(&server));
+    let Some(token) = token else {
+        return Err(UserError::new(format!("no token for the server at {server}"))
+            .hint("sign in with `slipway login --server URL`, or pass --token TOKEN / set SLIPWAY_TOKEN (the admin token the server made at its first start)")
+            .into());
+    };
+    Ok(slipway_server::client::ServerClient::new(&server, &token))
 }
 
 pub fn project(action: ProjectAction, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {

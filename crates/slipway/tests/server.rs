@@ -1654,3 +1654,155 @@ fn a_recorded_pipeline_not_planned_yet_is_planned_when_the_server_is_back() {
     let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
     assert!(log.contains("planned late"), "{log}");
 }
+
+/// The access matrix: every route of the API (from the code's own table, access::RULES) ×
+/// every built-in role, bound on one project and on every project, is allowed or refused as
+/// the roles say; a project the caller holds nothing on answers exactly as a missing one;
+/// listings show only what the caller may read; every refusal is in the audit log, whose
+/// chain `slipway audit verify` checks — and a changed row breaks it.
+#[test]
+fn every_endpoint_allows_and_denies_every_role_as_the_permission_table_says() {
+    use slipway_model::access::{Permission, builtin};
+    use slipway_server::access::{Need, RULES};
+    let server = Server::start("30s");
+    let pipeline = "build:\n  script: [echo hi]\nenvironments:\n  dev:\n    service: {command: [\"true\"]}\n";
+    let (shop, blog) = (Repo::new(&[(".slipway.yml", pipeline)]), Repo::new(&[(".slipway.yml", pipeline)]));
+    server.add_project("shop", &shop);
+    server.add_project("blog", &blog);
+    let (shop_run, blog_run) = (server.trigger("shop", None), server.trigger("blog", None));
+    // One user per built-in role and place, signed in with a password.
+    let roles = builtin();
+    let mut users = Vec::new();
+    for role in &roles {
+        for place in ["shop", "all"] {
+            let name = format!("{}-{place}", role.name);
+            let project = if place == "all" { "null".to_string() } else { "\"shop\"".to_string() };
+            let body = format!(
+                r#"{{"name": "{name}", "password": "a long passphrase {name}", "bindings": [{{"role": "{}", "project": {project}}}]}}"#,
+                role.name
+            );
+            let (code, text) = server.call("POST", "/api/v1/users", Some(&body));
+            assert_eq!(code, 201, "{text}");
+            let login = format!(r#"{{"user": "{name}", "password": "a long passphrase {name}"}}"#);
+            let (code, text) = server.call_as(None, "POST", "/api/v1/login", Some(&login));
+            assert_eq!(code, 201, "{text}");
+            let token =
+                serde_json::from_str::<serde_json::Value>(&text).unwrap()["token"].as_str().unwrap().to_string();
+            users.push((name, role.clone(), place == "all", token));
+        }
+    }
+    let fill = |path: &str, project: &str, run: i64| {
+        path.replace("{name}", project)
+            .replace("{env}", "dev")
+            .replace("{id}", &run.to_string())
+            .replace("{run}", &run.to_string())
+            .replace("{index}", "0")
+            .replace("{job}", "build")
+            .replace("{user}", "nobody-here")
+            .replace("{key}", "k")
+    };
+    let mut checked = 0;
+    for rule in RULES {
+        if rule.need == Need::Public {
+            continue;
+        }
+        // Routes that name a token by id take a hex id; pipelines' `{id}` is a run.
+        let path = match rule.path {
+            "/api/v1/tokens/{id}" => "/api/v1/tokens/00000000".to_string(),
+            p if p.starts_with("/api/v1/projects/{name}/schedules/{id}") => {
+                fill(&p.replace("{id}", "999"), "shop", shop_run)
+            }
+            p => fill(p, "shop", shop_run),
+        };
+        for (name, role, global, token) in &users {
+            let (code, text) = server.call_as(Some(token), rule.method, &path, Some("{}"));
+            let need = |v: &str, r: &str| {
+                let r = if r == "environments" && rule.path.contains("{env}") {
+                    "environments/dev".to_string()
+                } else {
+                    r.to_string()
+                };
+                Permission::need(v, &r)
+            };
+            let allowed = match rule.need {
+                Need::Public | Need::Signed => true,
+                Need::Agent => *global && role.grants(&need("write", "settings")).is_some(),
+                Need::Server(v, r) => *global && role.grants(&need(v, r)).is_some(),
+                Need::Listed(..) => true,
+                Need::Project(v, r) | Need::Pipeline(v, r) => role.grants(&need(v, r)).is_some(),
+            };
+            let what = format!("{} {path} as {name}: {code} {text}", rule.method);
+            if allowed {
+                assert!(code != 401 && code != 403, "should be allowed: {what}");
+            } else {
+                assert_eq!(code, 403, "should be refused: {what}");
+                let e: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(e["code"], "forbidden", "{what}");
+                if let Need::Project(v, r) | Need::Pipeline(v, r) | Need::Server(v, r) = rule.need {
+                    let want = format!("`{name}` lacks `{}`", need(v, r));
+                    assert!(e["message"].as_str().unwrap().starts_with(&want), "{what}");
+                }
+            }
+            checked += 1;
+            // Another project's things do not exist for a caller bound on `shop` only.
+            if !*global && matches!(rule.need, Need::Project(..) | Need::Pipeline(..)) {
+                let other = match rule.path {
+                    p if p.starts_with("/api/v1/projects/{name}/schedules/{id}") => {
+                        fill(&p.replace("{id}", "999"), "blog", blog_run)
+                    }
+                    p => fill(p, "blog", blog_run),
+                };
+                let (code, text) = server.call_as(Some(token), rule.method, &other, Some("{}"));
+                let e: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let missing = match rule.need {
+                    Need::Pipeline(..) => format!("pipeline {blog_run} does not exist"),
+                    _ => "project `blog` does not exist".to_string(),
+                };
+                assert_eq!(
+                    (code, e["message"].as_str()),
+                    (404, Some(missing.as_str())),
+                    "{} {other} as {name}",
+                    rule.method
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 400, "{checked}");
+    // Listings show only what the caller may read.
+    let viewer = &users.iter().find(|u| u.0 == "viewer-shop").unwrap().3;
+    let (_, text) = server.call_as(Some(viewer), "GET", "/api/v1/projects", None);
+    assert!(text.contains("\"shop\"") && !text.contains("blog"), "{text}");
+    let (_, text) = server.call_as(Some(viewer), "GET", "/api/v1/pipelines", None);
+    assert!(text.contains("\"shop\"") && !text.contains("blog"), "{text}");
+    let (code, text) = server.call_as(Some(viewer), "GET", "/api/v1/pipelines?project=blog", None);
+    assert_eq!((code, text.trim()), (200, "[]"));
+    // Every refusal is in the audit log, and the chain is whole.
+    let audit = server.json("/api/v1/audit?limit=10000");
+    let denied = audit.as_array().unwrap().iter().filter(|e| e["outcome"] == "denied").count();
+    assert!(denied > 100, "{denied}");
+    let r = Run::from(
+        Command::new(bin())
+            .args(["audit", "verify", "--server", &server.url, "--token", &server.admin])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("entries") && r.stdout.contains("intact"), "{}", r.debug());
+    // A changed row breaks it.
+    let db = server.data.path().join("slipway.db");
+    let changed = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit SET actor='nobody' WHERE seq=5\"); c.commit()"])
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(changed.success());
+    let r = Run::from(
+        Command::new(bin())
+            .args(["audit", "verify", "--server", &server.url, "--token", &server.admin])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(r.stderr.contains("entry 5 was changed after it was written"), "{}", r.debug());
+}

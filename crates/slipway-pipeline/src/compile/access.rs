@@ -125,7 +125,10 @@ impl Cx {
                             continue;
                         }
                         if subject.is_some() {
-                            self.err(k.span, format!("`{path}` names both a user and a group: one binding per subject"));
+                            self.err(
+                                k.span,
+                                format!("`{path}` names both a user and a group: one binding per subject"),
+                            );
                             continue;
                         }
                         if k.name == "group" && !config.groups.iter().any(|(g, _)| *g == name) {
@@ -233,7 +236,10 @@ mod tests {
         let dev = c.role("developer").expect("developer");
         assert_eq!(dev.permissions.len(), 2);
         assert!(dev.grants(&Permission::need("write", "code")).is_some());
-        assert!(dev.grants(&Permission::need("write", "pipelines")).is_none(), "the file's developer replaced the built-in");
+        assert!(
+            dev.grants(&Permission::need("write", "pipelines")).is_none(),
+            "the file's developer replaced the built-in"
+        );
         assert!(c.role("viewer").is_some() && c.role("deployer").is_some(), "other built-ins stay");
     }
 
