@@ -1806,3 +1806,95 @@ fn every_endpoint_allows_and_denies_every_role_as_the_permission_table_says() {
     assert_eq!(r.code, 1, "{}", r.debug());
     assert!(r.stderr.contains("entry 5 was changed after it was written"), "{}", r.debug());
 }
+
+/// A user signs in with the CLI (the token kept 0600), makes a scoped token that can read but
+/// not trigger, revokes it; wrong passwords are throttled; an expired token says so.
+#[test]
+fn users_sign_in_with_the_cli_and_tokens_are_scoped_expire_and_are_revoked() {
+    let server = Server::start("30s");
+    let repo = Repo::new(&[(".slipway.yml", "build:\n  script: [echo hi]\n")]);
+    server.add_project("shop", &repo);
+    let home = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new(bin());
+        c.args(args).env("XDG_CONFIG_HOME", home.path()).env("NO_COLOR", "1").env_remove("SLIPWAY_TOKEN");
+        c.env("SLIPWAY_SERVER", &server.url);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        Run::from(child.wait_with_output().unwrap())
+    };
+    let admin = ["--token", server.admin.as_str()];
+    let r = cli(&[&["user", "add", "alice", "--role", "developer@shop", "--password-stdin"][..], &admin].concat(), Some("alice's long passphrase\n"));
+    assert_eq!(r.code, 0, "{}", r.debug());
+    // A short password is refused, naming the field.
+    let r = cli(&[&["user", "add", "bob", "--password-stdin"][..], &admin].concat(), Some("short\n"));
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("at least 12 characters"), "{}", r.debug());
+    let r = cli(&["login", "--user", "alice", "--password-stdin"], Some("alice's long passphrase\n"));
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("signed in to") && r.stdout.contains("as alice"), "{}", r.debug());
+    let file = home.path().join("slipway/credentials.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // Later commands need no token.
+    let r = cli(&["whoami"], None);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("alice (user token") && r.stdout.contains("developer on shop"), "{}", r.debug());
+    let r = cli(&["trigger", "shop"], None);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    // A read-only token reads, and may not trigger.
+    let r = cli(&["token", "create", "ro", "--scope", "read:*"], None);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let ro = r.stdout.trim().to_string();
+    assert!(ro.starts_with("slw_"), "{}", r.debug());
+    let (code, _) = server.call_as(Some(&ro), "GET", "/api/v1/pipelines", None);
+    assert_eq!(code, 200);
+    let (code, body) = server.call_as(Some(&ro), "POST", "/api/v1/projects/shop/pipelines", None);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("is scoped to read:*: it lacks `write:pipelines`"), "{body}");
+    // A token cannot make a wider one than itself.
+    let (code, body) = server.call_as(Some(&ro), "POST", "/api/v1/tokens", Some(r#"{"name": "w", "scopes": ["write:*"]}"#));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("wider than the scopes"), "{body}");
+    // Listed with its last use, revoked by id, then refused.
+    let r = cli(&["token", "list", "--json"], None);
+    let list: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let t = list.as_array().unwrap().iter().find(|t| t["name"] == "ro").unwrap().clone();
+    assert!(t["last_used_at"].is_string(), "{t}");
+    assert!(!r.stdout.contains(&ro), "a listing never shows a token");
+    let r = cli(&["token", "revoke", t["id"].as_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let (code, body) = server.call_as(Some(&ro), "GET", "/api/v1/pipelines", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("was revoked"), "{body}");
+    // An expired token says so.
+    let (_, body) = server.call_as(Some(&server.admin), "POST", "/api/v1/tokens", Some(r#"{"name": "brief", "expires_in": 1}"#));
+    let brief = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    let (code, body) = server.call_as(Some(&brief), "GET", "/api/v1/whoami", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("expired"), "{body}");
+    // Wrong passwords: five are answered, then the sixth waits.
+    let wrong = r#"{"user": "alice", "password": "not the passphrase"}"#;
+    for _ in 0..5 {
+        let (code, _) = server.call_as(None, "POST", "/api/v1/login", Some(wrong));
+        assert_eq!(code, 401);
+    }
+    let (code, body) = server.call_as(None, "POST", "/api/v1/login", Some(r#"{"user": "alice", "password": "alice's long passphrase"}"#));
+    assert_eq!(code, 429, "even the right password waits: {body}");
+    assert!(body.contains("too many failed sign-ins"), "{body}");
+    // Signing out revokes the kept token.
+    let r = cli(&["logout"], None);
+    assert!(r.stdout.contains("revoked"), "{}", r.debug());
+    let r = cli(&["whoami"], None);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    // Secrets of sign-in never reach the audit log.
+    let audit = server.json("/api/v1/audit?limit=10000").to_string();
+    assert!(!audit.contains("passphrase") && !audit.contains(&ro) && !audit.contains("slw_"), "{audit}");
+    assert!(audit.contains("\"denied\""), "wrong passwords are recorded");
+}
