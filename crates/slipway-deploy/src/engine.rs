@@ -238,6 +238,14 @@ impl Engine {
                 env.name
             )));
         }
+        // Four eyes: the one who asked for a release does not approve it.
+        if env.protection.approvals > 0 && r.actor == approver {
+            return Err(DeployError::new(
+                ErrorKind::Refused,
+                format!("`{approver}` asked for release #{} of `{}` and may not approve it too", r.id, env.name),
+            )
+            .hint("four eyes: someone else approves it"));
+        }
         self.store.approve(&env.name, r.id, approver).await?;
         Ok(r)
     }

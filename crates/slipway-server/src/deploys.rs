@@ -216,6 +216,8 @@ struct Scope {
     project: Project,
     commit: String,
     branch: Option<String>,
+    /// The tag of a tag pipeline.
+    tag: Option<String>,
     actor: Actor,
 }
 
@@ -246,6 +248,7 @@ async fn scope(s: &Arc<State>, who: &Caller, name: &str) -> Result<Scope, Server
             let branch = crate::pipelines::branch_of(&s.data_dir, &project, row.ref_name.as_deref());
             Ok(Scope {
                 commit: row.commit_sha.clone().unwrap_or_default(),
+                tag: branch.is_none().then(|| row.ref_name.clone()).flatten(),
                 branch,
                 actor: Actor::job(PipelineRef { project: project.name.clone(), pipeline: run, job: job.name }),
                 project,
@@ -263,12 +266,41 @@ async fn scope(s: &Arc<State>, who: &Caller, name: &str) -> Result<Scope, Server
             Ok(Scope {
                 commit: commit.trim().to_string(),
                 branch: Some(project.branch.clone()),
+                tag: None,
                 actor: Actor::user(who.name.clone()),
                 project,
             })
         }
         TokenKind::Agent => Err(ServerError::Forbidden("an agent token may not deploy".into())),
     }
+}
+
+/// The environment with the server's protection (the access file's `protected_environments`)
+/// added to its own: the larger number of approvals.
+fn with_protection(s: &State, project: &str, mut env: Environment) -> Environment {
+    if let Some(p) = s.access().protection(project, &env.name) {
+        env.protection.approvals = env.protection.approvals.max(p.approvals);
+    }
+    env
+}
+
+/// [`with_protection`], and refused when the deploy comes from a ref the environment does not
+/// take deploys from.
+fn protect(s: &State, scope: &Scope, env: Environment) -> Result<Environment, ServerError> {
+    if let Some(p) = s.access().protection(&scope.project.name, &env.name)
+        && !p.refs.is_empty()
+    {
+        let from = scope.branch.clone().or_else(|| scope.tag.clone());
+        if !from.as_deref().is_some_and(|r| p.allows_ref(r)) {
+            return Err(ServerError::Forbidden(format!(
+                "`{}` is protected: it takes deploys from {} only, not from {}",
+                env.name,
+                p.refs.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "),
+                from.map_or("a commit on no branch".to_string(), |r| format!("`{r}`"))
+            )));
+        }
+    }
+    Ok(with_protection(s, &scope.project.name, env))
 }
 
 /// The pipeline file's environments at `commit`.
@@ -472,6 +504,7 @@ pub async fn deploy(
 ) -> Result<Response, ServerError> {
     let scope = scope(&s, &who, &name).await?;
     let (env, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
+    let env = protect(&s, &scope, env)?;
     owned(&s, &env.name, &name).await?;
     if bytes.is_empty() && q.version.is_none() && q.image.is_none() {
         return Err(ServerError::Input(
@@ -521,6 +554,7 @@ pub async fn promote(
 ) -> Result<Response, ServerError> {
     let scope = scope(&s, &who, &name).await?;
     let (to, envs) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
+    let to = protect(&s, &scope, to)?;
     let (from, _) = find(envs, &q.from, &name).map_err(|e| match e {
         ServerError::Input(m, _) => ServerError::Input(m, Some("from".into())),
         e => e,
@@ -544,7 +578,22 @@ pub async fn approve(
 ) -> Result<Response, ServerError> {
     let scope = scope(&s, &who, &name).await?;
     let (env, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
+    let env = with_protection(&s, &name, env);
     let engine = engine(&s, Arc::new(|_| {}));
+    // Four eyes: the user who started the pipeline that asked for the release does not
+    // approve it either.
+    if let Some(id) = q.release.or(s.store.unfinished(&env.name).await?.last().map(|r| r.id))
+        && let Some(r) = s.store.release(id).await?
+        && let Some(p) = &r.pipeline
+        && env.protection.approvals > 0
+        && let Some(run) = s.store.run(p.pipeline).await?
+        && run.triggered_by.as_deref().is_some_and(|by| by.rsplit(": ").next() == Some(who.name.as_str()))
+    {
+        return Err(ServerError::Forbidden(format!(
+            "`{}` started pipeline {} that asked for release #{id} of `{}` and may not approve it too (four eyes: someone else approves it)",
+            who.name, p.pipeline, env.name
+        )));
+    }
     match engine.approve(&scope.actor, &env, q.release).await {
         Ok(r) => Ok(axum::Json(slipway_deploy::views::release_json(&r)).into_response()),
         Err(e) => Ok(deploy_error(&env.name, e)),

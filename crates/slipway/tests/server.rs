@@ -1829,7 +1829,10 @@ fn users_sign_in_with_the_cli_and_tokens_are_scoped_expire_and_are_revoked() {
         Run::from(child.wait_with_output().unwrap())
     };
     let admin = ["--token", server.admin.as_str()];
-    let r = cli(&[&["user", "add", "alice", "--role", "developer@shop", "--password-stdin"][..], &admin].concat(), Some("alice's long passphrase\n"));
+    let r = cli(
+        &[&["user", "add", "alice", "--role", "developer@shop", "--password-stdin"][..], &admin].concat(),
+        Some("alice's long passphrase\n"),
+    );
     assert_eq!(r.code, 0, "{}", r.debug());
     // A short password is refused, naming the field.
     let r = cli(&[&["user", "add", "bob", "--password-stdin"][..], &admin].concat(), Some("short\n"));
@@ -1858,7 +1861,8 @@ fn users_sign_in_with_the_cli_and_tokens_are_scoped_expire_and_are_revoked() {
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("is scoped to read:*: it lacks `write:pipelines`"), "{body}");
     // A token cannot make a wider one than itself.
-    let (code, body) = server.call_as(Some(&ro), "POST", "/api/v1/tokens", Some(r#"{"name": "w", "scopes": ["write:*"]}"#));
+    let (code, body) =
+        server.call_as(Some(&ro), "POST", "/api/v1/tokens", Some(r#"{"name": "w", "scopes": ["write:*"]}"#));
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("wider than the scopes"), "{body}");
     // Listed with its last use, revoked by id, then refused.
@@ -1873,7 +1877,8 @@ fn users_sign_in_with_the_cli_and_tokens_are_scoped_expire_and_are_revoked() {
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("was revoked"), "{body}");
     // An expired token says so.
-    let (_, body) = server.call_as(Some(&server.admin), "POST", "/api/v1/tokens", Some(r#"{"name": "brief", "expires_in": 1}"#));
+    let (_, body) =
+        server.call_as(Some(&server.admin), "POST", "/api/v1/tokens", Some(r#"{"name": "brief", "expires_in": 1}"#));
     let brief = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(1100));
     let (code, body) = server.call_as(Some(&brief), "GET", "/api/v1/whoami", None);
@@ -1885,7 +1890,12 @@ fn users_sign_in_with_the_cli_and_tokens_are_scoped_expire_and_are_revoked() {
         let (code, _) = server.call_as(None, "POST", "/api/v1/login", Some(wrong));
         assert_eq!(code, 401);
     }
-    let (code, body) = server.call_as(None, "POST", "/api/v1/login", Some(r#"{"user": "alice", "password": "alice's long passphrase"}"#));
+    let (code, body) = server.call_as(
+        None,
+        "POST",
+        "/api/v1/login",
+        Some(r#"{"user": "alice", "password": "alice's long passphrase"}"#),
+    );
     assert_eq!(code, 429, "even the right password waits: {body}");
     assert!(body.contains("too many failed sign-ins"), "{body}");
     // Signing out revokes the kept token.
@@ -1897,4 +1907,87 @@ fn users_sign_in_with_the_cli_and_tokens_are_scoped_expire_and_are_revoked() {
     let audit = server.json("/api/v1/audit?limit=10000").to_string();
     assert!(!audit.contains("passphrase") && !audit.contains(&ro) && !audit.contains("slw_"), "{audit}");
     assert!(audit.contains("\"denied\""), "wrong passwords are recorded");
+}
+
+/// Protected environments from the server's access file: a deployer deploys, its release waits
+/// for an approval the same person may not give (four eyes, real identities from tokens),
+/// someone else approves it; a viewer may not deploy; an environment that takes deploys from
+/// tags only refuses the default branch.
+#[test]
+fn protected_environments_need_an_approval_from_someone_else() {
+    let dist = websvc_build("v7");
+    let (prod, stage) = (free_addr(), free_addr());
+    let pipeline = format!(
+        "build:\n  script: [echo hi]\nenvironments:\n  prod:\n    listen: {prod}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n  stage:\n    listen: {stage}\n"
+    );
+    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
+    let conf = tempfile::tempdir().unwrap();
+    let access = conf.path().join("access.yml");
+    std::fs::write(
+        &access,
+        "roles:\n  release-manager:\n    permissions: [read:*, deploy:environments/*, approve:environments/*]\nbindings:\n  - {user: alice, role: release-manager, project: shop}\n  - {user: bob, role: release-manager, project: shop}\n  - {user: carol, role: viewer}\nprotected_environments:\n  prod: {refs: [main], approvals: 1}\n  stage: {refs: ['v*']}\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&["--with-agent", "--access", access.to_str().unwrap()]);
+    server.add_project("shop", &repo);
+    let token_of = |user: &str| {
+        let body = format!(r#"{{"name": "{user}", "password": "{user} has a long password"}}"#);
+        assert_eq!(server.call("POST", "/api/v1/users", Some(&body)).0, 201);
+        let login = format!(r#"{{"user": "{user}", "password": "{user} has a long password"}}"#);
+        let (code, text) = server.call_as(None, "POST", "/api/v1/login", Some(&login));
+        assert_eq!(code, 201, "{text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["token"].as_str().unwrap().to_string()
+    };
+    let (alice, bob, carol) = (token_of("alice"), token_of("bob"), token_of("carol"));
+    let cli = |token: &str, args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args(args).args(["--server", &server.url, "--token", token, "--project", "shop"]).env("NO_COLOR", "1");
+        c
+    };
+    // A viewer may not deploy, and is told who may.
+    let r = Run::from(cli(&carol, &["deploy", "prod", "--artifacts", dist.to_str().unwrap()]).output().unwrap());
+    assert_ne!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("`carol` lacks `deploy:environments/prod`"), "{}", r.debug());
+    // A tags-only environment refuses the default branch.
+    let r = Run::from(cli(&alice, &["deploy", "stage", "--artifacts", dist.to_str().unwrap()]).output().unwrap());
+    assert_ne!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("takes deploys from `v*` only, not from `main`"), "{}", r.debug());
+    // Alice's deploy waits for an approval.
+    let mut deploy = cli(&alice, &["deploy", "prod", "--artifacts", dist.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let h = server.json("/api/v1/projects/shop/environments/prod/releases");
+        if h[0]["status"].is_string() && h[0]["status"] != "failed" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no release waits: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // She may not approve it herself.
+    let r = Run::from(cli(&alice, &["approve", "prod"]).output().unwrap());
+    assert_ne!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("`alice` asked for release #1 of `prod` and may not approve it too"), "{}", r.debug());
+    assert_eq!(served(&prod), None, "nothing deployed yet");
+    // Bob may.
+    let r = Run::from(cli(&bob, &["approve", "prod"]).output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let out = deploy.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(served(&prod).as_deref(), Some("v7"));
+    let h = server.json("/api/v1/projects/shop/environments/prod/releases");
+    assert_eq!(h[0]["actor"], "alice", "{h}");
+    // The audit log names who asked, who was refused and who approved.
+    let audit = server.json("/api/v1/audit?limit=1000");
+    let approvals: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().ends_with("/approve"))
+        .map(|e| (e["actor"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(approvals, [("alice".to_string(), "failed".to_string()), ("bob".to_string(), "allowed".to_string())]);
 }
