@@ -162,6 +162,9 @@ pub struct JobAssignment {
     pub branch: Option<String>,
     pub source: String,
     pub variables: Vec<(String, String)>,
+    /// The project's secrets this job gets, masked in its output by the agent.
+    #[serde(default)]
+    pub secrets: Vec<JobSecret>,
     /// Renew the lease within this long (`POST /api/v1/jobs/{run}/{index}/lease`).
     pub lease_ms: u64,
     /// The job's own token (`CI_JOB_TOKEN`), valid while it runs.
@@ -363,4 +366,42 @@ pub struct AuditVerdict {
     /// The first entry that does not follow from the one before (changed, or one deleted).
     pub broken_at: Option<i64>,
     pub reason: Option<String>,
+}
+
+/// `PUT /api/v1/projects/{name}/secrets/{secret}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSecret {
+    /// At least 8 bytes (shorter values cannot be masked without masking ordinary output).
+    pub value: String,
+    /// Only jobs of this environment (`environment:` in the job) get it; absent: every job.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Only pipelines of protected refs (the default branch, the access file's
+    /// `protected_refs`) get it.
+    #[serde(default)]
+    pub protected: bool,
+    /// The job gets the path of a file holding the value, as GitLab's file variables.
+    #[serde(default)]
+    pub file: bool,
+}
+
+/// A secret as the API shows it: never its value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct SecretView {
+    pub name: String,
+    pub environment: Option<String>,
+    pub protected: bool,
+    pub file: bool,
+    pub set_by: String,
+    pub set_at: String,
+}
+
+/// A secret a job gets (in its assignment only).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct JobSecret {
+    pub name: String,
+    pub value: String,
+    /// Passed as the path of a file holding the value.
+    pub file: bool,
 }

@@ -146,6 +146,10 @@ pub const RULES: &[Rule] = &[
         Project("approve", "environments"),
         "slipway approve --server",
     ),
+    rule("GET", "/api/v1/projects/{name}/secrets", Project("read", "secrets"), "slipway secret list"),
+    rule("PUT", "/api/v1/projects/{name}/secrets/{secret}", Project("write", "secrets"), "slipway secret set"),
+    rule("DELETE", "/api/v1/projects/{name}/secrets/{secret}", Project("write", "secrets"), "slipway secret delete"),
+    rule("POST", "/api/v1/secrets/rotate-key", Server("write", "settings"), "slipway secret rotate-key"),
     Rule {
         method: "GET",
         path: "/api/v1/jobs/{run}/artifacts/{job}",

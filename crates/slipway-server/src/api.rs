@@ -73,6 +73,9 @@ fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(crate::users::roles))
         .routes(routes!(crate::users::audit))
         .routes(routes!(crate::users::verify))
+        .routes(routes!(crate::secrets::list))
+        .routes(routes!(crate::secrets::put, crate::secrets::delete))
+        .routes(routes!(crate::secrets::rotate))
         .routes(webhook)
         .routes(routes!(schedules::list, schedules::add))
         .routes(routes!(schedules::update, schedules::delete))
@@ -640,6 +643,11 @@ async fn assignment(
         .await?
         .ok_or_else(|| ServerError::NotFound(format!("project `{}`", run.project)))?;
     let branch = pipelines::branch_of(&s.data_dir, &project, run.ref_name.as_deref());
+    // The project's secrets for the job's environment; protected ones for protected refs.
+    let plan = pipelines::plan_of(s, &run).await?;
+    let environment = plan.jobs.get(job.index).and_then(|j| j.environment.as_ref()).map(|e| e.name.clone());
+    let protected_ref = run.ref_name.as_deref().is_some_and(|r| s.access().is_protected_ref(&project.branch, r));
+    let secrets = crate::secrets::for_job(s, &project.name, environment.as_deref(), protected_ref).await?;
     // A new attempt starts a new log.
     let log = log_path(s, job.run, job.index);
     if let Some(dir) = log.parent() {
@@ -660,6 +668,7 @@ async fn assignment(
         branch,
         source: run.source,
         variables: run.variables,
+        secrets,
         lease_ms: s.lease.as_millis() as u64,
         job_token: token,
     })

@@ -10,6 +10,7 @@ pub mod client;
 pub mod deploys;
 pub mod pipelines;
 pub mod schedules;
+pub mod secrets;
 pub mod tunnel;
 pub mod users;
 mod webhooks;
@@ -92,6 +93,8 @@ pub struct State {
     access: std::sync::RwLock<Arc<AccessConfig>>,
     /// Failed sign-ins, per user and per address.
     pub(crate) throttle: access::Throttle,
+    /// The keys secrets are sealed with.
+    pub(crate) vault: secrets::Vault,
 }
 
 impl State {
@@ -159,6 +162,7 @@ impl Server {
                 Some(token)
             }
         };
+        let vault = secrets::Vault::open(&config.data_dir)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("listening on {}", config.listen)))?;
@@ -178,6 +182,7 @@ impl Server {
             tunnels: Arc::new(tunnel::Tunnels::new(config.data_dir.clone())),
             access: std::sync::RwLock::new(Arc::new(config.access.clone())),
             throttle: access::Throttle::default(),
+            vault,
         });
         Ok(Server { addr, admin_token, state, listener })
     }

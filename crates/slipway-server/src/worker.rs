@@ -361,6 +361,23 @@ fn execute(
     config.extra_env.push(("CI_SERVER_URL".into(), client.cfg.server.clone()));
     config.extra_env.push(("SLIPWAY_PROJECT".into(), job.project.clone()));
     config.secrets.push(job.job_token.clone());
+    // The project's secrets: in the job's environment (a file's path for file secrets),
+    // masked in its output — each line of a multi-line one too, so printing it line by line
+    // shows none of it.
+    for secret in &job.secrets {
+        let value = match secret.file {
+            false => secret.value.clone(),
+            true => match secret_file(&run_dir, &secret.name, &secret.value) {
+                Ok(path) => path.display().to_string(),
+                Err(e) => {
+                    say(format!("ERROR: cannot write the file of secret {}: {e}", secret.name));
+                    return Err(format!("cannot write the file of secret {}: {e}", secret.name));
+                }
+            },
+        };
+        config.extra_env.push((secret.name.clone(), value));
+        config.secrets.extend(mask_values(&secret.value));
+    }
     if let Ok(me) = std::env::current_exe()
         && let Some(bin) = me.parent()
     {
@@ -392,6 +409,34 @@ fn execute(
     }
     let _ = std::fs::remove_dir_all(&run_dir);
     end
+}
+
+/// What to mask for a secret: the value, and each line of a multi-line value long enough
+/// not to mask ordinary output.
+fn mask_values(value: &str) -> Vec<String> {
+    let mut out = vec![value.to_string()];
+    if value.contains('\n') {
+        out.extend(
+            value
+                .lines()
+                .map(|l| l.trim_end_matches('\r'))
+                .filter(|l| l.trim().len() >= crate::secrets::MIN_LEN)
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+/// Writes a file secret under the job's run directory (0600, removed with it).
+fn secret_file(run_dir: &std::path::Path, name: &str, value: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = run_dir.join("secrets");
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    f.write_all(value.as_bytes())?;
+    Ok(path)
 }
 
 /// The job's artifacts (`artifacts/<slug>/` → `files/`) and dotenv report (`dotenv.env`) as a

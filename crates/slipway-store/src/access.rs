@@ -457,3 +457,128 @@ impl Store {
         })
     }
 }
+
+/// A secret as the store keeps it: sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRow {
+    pub project: String,
+    /// `None`: every environment of the project.
+    pub environment: Option<String>,
+    pub name: String,
+    pub key_id: String,
+    pub nonce: String,
+    pub ciphertext: String,
+    pub protected: bool,
+    pub file: bool,
+    pub set_by: String,
+    pub set_at_ms: i64,
+}
+
+fn secret_from(r: &impl Columns) -> SecretRow {
+    SecretRow {
+        project: r.text("project"),
+        environment: Some(r.text("environment")).filter(|e| !e.is_empty()),
+        name: r.text("name"),
+        key_id: r.text("key_id"),
+        nonce: r.text("nonce"),
+        ciphertext: r.text("ciphertext"),
+        protected: r.i64("protected") != 0,
+        file: r.i64("file") != 0,
+        set_by: r.text("set_by"),
+        set_at_ms: r.i64("set_at"),
+    }
+}
+
+const SECRET_COLUMNS: &str = "project, environment, name, key_id, nonce, ciphertext, protected, file, set_by, set_at";
+
+impl Store {
+    /// Sets a secret (replacing one of the same place and name); true when it was new.
+    pub async fn put_secret(&self, s: &SecretRow) -> Result<bool, StoreError> {
+        let env = s.environment.as_deref().unwrap_or("");
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_with(pool.begin_write()).await?;
+            let existed: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM secrets WHERE project = $1 AND environment = $2 AND name = $3")
+                    .bind(&s.project)
+                    .bind(env)
+                    .bind(&s.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            sqlx::query(
+                "INSERT INTO secrets (project, environment, name, key_id, nonce, ciphertext, protected, file, set_by, set_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (project, environment, name) DO UPDATE SET key_id = $4, nonce = $5, ciphertext = $6,
+                   protected = $7, file = $8, set_by = $9, set_at = $10",
+            )
+            .bind(&s.project)
+            .bind(env)
+            .bind(&s.name)
+            .bind(&s.key_id)
+            .bind(&s.nonce)
+            .bind(&s.ciphertext)
+            .bind(i64::from(s.protected))
+            .bind(i64::from(s.file))
+            .bind(&s.set_by)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(existed.is_none())
+        })
+    }
+
+    /// The secrets of a project (all projects' when `None`), sealed.
+    pub async fn secrets(&self, project: Option<&str>) -> Result<Vec<SecretRow>, StoreError> {
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(&format!(
+                "SELECT {SECRET_COLUMNS} FROM secrets WHERE $1 IS NULL OR project = $1 ORDER BY project, name, environment"
+            ))
+            .bind(project)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.iter().map(secret_from).collect())
+        })
+    }
+
+    /// Deletes a secret; false when there was none.
+    pub async fn delete_secret(
+        &self,
+        project: &str,
+        environment: Option<&str>,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, |pool| {
+            let n = sqlx::query("DELETE FROM secrets WHERE project = $1 AND environment = $2 AND name = $3")
+                .bind(project)
+                .bind(environment.unwrap_or(""))
+                .bind(name)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            Ok(n == 1)
+        })
+    }
+
+    /// Re-seals secrets (a key rotation), all in one transaction.
+    pub async fn reseal_secrets(&self, rows: &[SecretRow]) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_with(pool.begin_write()).await?;
+            for s in rows {
+                sqlx::query(
+                    "UPDATE secrets SET key_id = $1, nonce = $2, ciphertext = $3
+                     WHERE project = $4 AND environment = $5 AND name = $6",
+                )
+                .bind(&s.key_id)
+                .bind(&s.nonce)
+                .bind(&s.ciphertext)
+                .bind(&s.project)
+                .bind(s.environment.as_deref().unwrap_or(""))
+                .bind(&s.name)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}

@@ -27,7 +27,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use access::{
-    AUDIT_GENESIS, AuditFilter, AuditRow, BindingRow, NewAudit, NewToken, TokenKind, TokenRow, UserRow, audit_hash,
+    AUDIT_GENESIS, AuditFilter, AuditRow, BindingRow, NewAudit, NewToken, SecretRow, TokenKind, TokenRow, UserRow,
+    audit_hash,
 };
 pub use locks::Lock;
 pub use runs::{ClaimedJob, JobRow, JobToken, NewRun, RunId, RunRow};

@@ -509,3 +509,121 @@ pub fn audit(
         Ok(exit::OK)
     })
 }
+
+#[derive(Subcommand)]
+pub enum SecretAction {
+    /// Set a secret; its value comes from stdin or --from-file (never an argument: `ps`
+    /// shows those).
+    Set {
+        name: String,
+        /// Read the value from this file (a key, a certificate) instead of stdin.
+        #[arg(long, value_name = "PATH")]
+        from_file: Option<PathBuf>,
+        /// Only jobs of this environment get it.
+        #[arg(long = "env", value_name = "ENV")]
+        environment: Option<String>,
+        /// Only pipelines of protected refs get it.
+        #[arg(long)]
+        protected: bool,
+        /// The job gets the path of a file holding it (GitLab's file variables).
+        #[arg(long)]
+        file: bool,
+    },
+    /// A project's secrets: names, scopes, who set them — never values.
+    List,
+    /// Delete a secret.
+    Delete {
+        name: String,
+        #[arg(long = "env", value_name = "ENV")]
+        environment: Option<String>,
+    },
+    /// Seal every secret of the server with a new key (needs `write:settings`).
+    RotateKey,
+}
+
+pub fn secret(action: SecretAction, project: Option<String>, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
+    let c = client(&remote)?;
+    let enc = slipway_server::client::segment;
+    let project = || {
+        project.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
+            anyhow::Error::from(UserError::new("which project?").hint("pass --project NAME or set SLIPWAY_PROJECT"))
+        })
+    };
+    runtime()?.block_on(async {
+        match action {
+            SecretAction::Set { name, from_file, environment, protected, file } => {
+                let p = project()?;
+                let value = match &from_file {
+                    Some(path) => std::fs::read_to_string(path)
+                        .map_err(|e| UserError::new(format!("--from-file {}: {e}", path.display())))?,
+                    None => {
+                        if std::io::stdin().is_terminal() {
+                            rpassword::prompt_password(format!("value of {name}: "))?
+                        } else {
+                            let mut s = String::new();
+                            std::io::stdin().read_to_string(&mut s)?;
+                            // One trailing newline is the shell's, not the secret's.
+                            s.strip_suffix('\n').map(str::to_string).unwrap_or(s)
+                        }
+                    }
+                };
+                let body = NewSecret { value, environment, protected, file };
+                let path = format!("/api/v1/projects/{}/secrets/{}", enc(&p), enc(&name));
+                let v: SecretView = c.call(Method::PUT, &path, Some(&body)).await.map_err(client_error)?;
+                if json {
+                    return print_json(&v);
+                }
+                println!(
+                    "secret {} of {p} set{}",
+                    v.name,
+                    v.environment.map_or(String::new(), |e| format!(" for {e}"))
+                );
+            }
+            SecretAction::List => {
+                let p = project()?;
+                let list: Vec<SecretView> = c
+                    .call(Method::GET, &format!("/api/v1/projects/{}/secrets", enc(&p)), None::<&()>)
+                    .await
+                    .map_err(client_error)?;
+                if json {
+                    return print_json(&list);
+                }
+                let rows: Vec<[String; 5]> = list
+                    .iter()
+                    .map(|s| {
+                        let mut kind = Vec::new();
+                        if s.protected {
+                            kind.push("protected");
+                        }
+                        if s.file {
+                            kind.push("file");
+                        }
+                        [
+                            s.name.clone(),
+                            s.environment.clone().unwrap_or_else(|| "*".into()),
+                            if kind.is_empty() { "-".into() } else { kind.join(",") },
+                            s.set_by.clone(),
+                            s.set_at.clone(),
+                        ]
+                    })
+                    .collect();
+                crate::ui::print_table(ui, &["SECRET", "ENVIRONMENT", "KIND", "SET BY", "SET AT"], &rows, |_, _| None);
+            }
+            SecretAction::Delete { name, environment } => {
+                let p = project()?;
+                let mut path = format!("/api/v1/projects/{}/secrets/{}", enc(&p), enc(&name));
+                if let Some(e) = &environment {
+                    path.push_str(&format!("?environment={}", enc(e)));
+                }
+                c.call_empty(Method::DELETE, &path, None::<&()>).await.map_err(client_error)?;
+                println!("secret {name} of {p} deleted");
+            }
+            SecretAction::RotateKey => {
+                let v: serde_json::Value =
+                    c.call(Method::POST, "/api/v1/secrets/rotate-key", None::<&()>).await.map_err(client_error)?;
+                println!("{} secret(s) sealed with a new key", v["resealed"]);
+            }
+        }
+        Ok(exit::OK)
+    })
+}

@@ -188,7 +188,8 @@ pub struct ApproveArgs {
     pub env: String,
     /// The release to approve (default: the one waiting).
     pub release: Option<ReleaseId>,
-    /// Approve as this user (default: $SLIPWAY_USER, else $USER).
+    /// Approve as this user (default: $SLIPWAY_USER, else $USER); on a server, always the
+    /// token's user.
     #[arg(long = "as", value_name = "NAME")]
     pub approver: Option<String>,
     #[arg(short, long, value_name = "FILE")]
@@ -545,6 +546,14 @@ pub fn repair(root: &Path, data: &Path, args: RepairArgs, ui: &Ui) -> Result<i32
 
 pub fn approve(root: &Path, data: &Path, args: ApproveArgs, ui: &Ui) -> Result<i32> {
     if let Some(r) = args.on.remote()? {
+        // On a server the approver is whoever the token belongs to: no name to choose.
+        if let Some(name) = &args.approver {
+            return Err(UserError::new(format!(
+                "`--as {name}` does not work with --server: the server approves as the token's user"
+            ))
+            .hint("sign in as the approver (`slipway login --user NAME`), or drop --as")
+            .into());
+        }
         return crate::remote::approve(&r, &args.env, args.release, ui);
     }
     let common = CommonArgs { file: args.file.clone(), wait: Duration::ZERO, json: false, on: Default::default() };

@@ -195,6 +195,17 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// A project's secrets on a server: `set NAME` (value on stdin), `list`, `delete`, `rotate-key`.
+    Secret {
+        #[command(subcommand)]
+        action: accesscmd::SecretAction,
+        #[arg(long, env = "SLIPWAY_PROJECT", global = true)]
+        project: Option<String>,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// A server's audit log (`--json`: JSON lines), or `verify` its hash chain.
     Audit {
         #[command(subcommand)]
@@ -544,6 +555,7 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Whoami { remote, json } => accesscmd::whoami(remote, json),
         Command::Token { action, remote, json } => accesscmd::token(action, remote, json, ui),
         Command::User { action, remote, json } => accesscmd::user(action, remote, json, ui),
+        Command::Secret { action, project, remote, json } => accesscmd::secret(action, project, remote, json, ui),
         Command::Audit { action, since, actor, remote, json } => {
             accesscmd::audit(action, since, actor, remote, json, ui)
         }

@@ -1991,3 +1991,120 @@ fn protected_environments_need_an_approval_from_someone_else() {
         .collect();
     assert_eq!(approvals, [("alice".to_string(), "failed".to_string()), ("bob".to_string(), "allowed".to_string())]);
 }
+
+/// Secrets set through the CLI reach the jobs that may have them — as variables, as files,
+/// protected ones only on protected refs, an environment's only in its jobs — and appear
+/// nowhere else: not in the job's log (whole, split across output chunks, multi-line printed
+/// line by line), not in any API answer, not in the database file, not in the data directory.
+#[test]
+fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
+    let pipeline = r#"show:
+  script:
+    - echo "one $API_KEY"
+    - printf '%s' "${API_KEY:0:6}"; sleep 0.4; printf '%s\n' "${API_KEY:6}"
+    - echo "$CERT"
+    - printf '%s\n' "$CERT" | while read -r l; do echo "line $l"; done
+    - echo "file at $KEY_FILE"; cat "$KEY_FILE"; echo
+    - echo "prod only ${PROD_TOKEN:-absent}"
+    - echo "protected ${PROT:-absent}"
+    - test "$(sha256sum < "$KEY_FILE" | cut -d' ' -f1)" = "cff01f1326fb9185cd6f2638ba4efc5bab09852de3fd4d175264988a088d4116" && echo "file ok"
+    - test "$(printf '%s' "$API_KEY" | sha256sum | cut -d' ' -f1)" = "78a08441f4314f0a2833cfe58c62e555a162264206982cda39f6804f5048f570" && echo "variable ok"
+"#;
+    // (The file compares digests: the secrets themselves are nowhere in the repository.)
+    let repo = Repo::new(&[(".slipway.yml", pipeline)]);
+    repo.git(&["branch", "feature"]);
+    let server = Server::start_with(&["--with-agent"]);
+    server.add_project("shop", &repo);
+    let values = [
+        ("API_KEY", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", vec![]),
+        ("CERT", "-----BEGIN KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n-----END KEY-----", vec![]),
+        ("KEY_FILE", "file-secret-value-0042", vec!["--file"]),
+        ("PROD_TOKEN", "prod-only-token-77777", vec!["--env", "prod"]),
+        ("PROT", "protected-value-31337", vec!["--protected"]),
+    ];
+    let cli = |args: &[&str], stdin: &str| {
+        let mut c = Command::new(bin());
+        c.args(args).args(["--server", &server.url, "--token", &server.admin, "--project", "shop"]);
+        c.env("NO_COLOR", "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    };
+    for (name, value, flags) in &values {
+        let r = cli(&[&["secret", "set", name][..], flags].concat(), &format!("{value}\n"));
+        assert_eq!(r.code, 0, "{}", r.debug());
+    }
+    // Too short to mask without masking ordinary output: refused, naming the field.
+    let r = cli(&["secret", "set", "PIN"], "1234\n");
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stderr.contains("at least 8 bytes") && r.stderr.contains("`value`"), "{}", r.debug());
+    let r = cli(&["secret", "set", "bad-name"], "long enough value\n");
+    assert_eq!(r.code, 2, "{}", r.debug());
+    let list = cli(&["secret", "list", "--json"], "");
+    assert_eq!(list.code, 0, "{}", list.debug());
+    let mut answers = vec![list.stdout.clone()];
+    // On the default branch (protected): every secret but the environment's.
+    let main = server.trigger("shop", None);
+    let p = server.wait(main, Duration::from_secs(60));
+    let log = server.call("GET", &format!("/api/v1/pipelines/{main}/jobs/0/log"), None).1;
+    assert_eq!(p["status"], "success", "{p}\n{log}");
+    for want in ["one [MASKED]", "variable ok", "file ok", "prod only absent", "protected [MASKED]", "line [MASKED]"] {
+        assert!(log.contains(want), "{want}: {log}");
+    }
+    assert!(log.matches("[MASKED]").count() >= 7, "{log}");
+    // On another branch: no protected secret.
+    let feature = server.trigger("shop", Some(r#"{"ref": "feature"}"#));
+    assert_eq!(server.wait(feature, Duration::from_secs(60))["status"], "success");
+    let flog = server.call("GET", &format!("/api/v1/pipelines/{feature}/jobs/0/log"), None).1;
+    assert!(flog.contains("protected absent") && flog.contains("variable ok"), "{flog}");
+    answers.push(log);
+    answers.push(flog);
+    for path in [
+        format!("/api/v1/pipelines/{main}"),
+        "/api/v1/pipelines".into(),
+        "/api/v1/audit?limit=10000".into(),
+        "/api/v1/projects/shop/secrets".into(),
+        "/api/v1/projects".into(),
+    ] {
+        answers.push(server.call("GET", &path, None).1);
+    }
+    // Rotating the key re-seals them, and jobs still get them.
+    let r = cli(&["secret", "rotate-key"], "");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("5 secret(s)"), "{}", r.debug());
+    let again = server.trigger("shop", None);
+    assert_eq!(server.wait(again, Duration::from_secs(60))["status"], "success");
+    answers.push(server.call("GET", &format!("/api/v1/pipelines/{again}/jobs/0/log"), None).1);
+    // Nowhere: not in an answer, not in any file of the data directory (the database too).
+    let mut files = Vec::new();
+    let mut dirs = vec![server.data.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                dirs.push(e.path());
+            } else if t.is_file() {
+                files.push(e.path());
+            }
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with("slipway.db")), "{files:?}");
+    for (name, value, _) in &values {
+        let pieces: Vec<&str> = std::iter::once(*value).chain(value.lines().filter(|l| l.len() >= 8)).collect();
+        for piece in pieces {
+            for a in &answers {
+                assert!(!a.contains(piece), "{name} in an answer: {a}");
+            }
+            for f in &files {
+                // Compressed logs are checked through the API above.
+                if f.extension().is_some_and(|e| e == "gz") {
+                    continue;
+                }
+                let bytes = std::fs::read(f).unwrap_or_default();
+                let hit = bytes.windows(piece.len()).any(|w| w == piece.as_bytes());
+                assert!(!hit, "{name} in {}", f.display());
+            }
+        }
+    }
+}
