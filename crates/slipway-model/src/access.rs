@@ -443,16 +443,23 @@ mod tests {
 
     #[test]
     fn the_strictest_protection_applies() {
-        let mut config = AccessConfig::default();
-        config.protected = vec![
-            Protected {
-                environment: "prod*".into(),
-                refs: vec!["main".into(), "v*".into()],
-                approvals: 1,
-                ..Default::default()
-            },
-            Protected { environment: "prod".into(), projects: vec!["shop".into()], approvals: 2, ..Default::default() },
-        ];
+        let config = AccessConfig {
+            protected: vec![
+                Protected {
+                    environment: "prod*".into(),
+                    refs: vec!["main".into(), "v*".into()],
+                    approvals: 1,
+                    ..Default::default()
+                },
+                Protected {
+                    environment: "prod".into(),
+                    projects: vec!["shop".into()],
+                    approvals: 2,
+                    ..Default::default()
+                },
+            ],
+            ..AccessConfig::default()
+        };
         let p = config.protection("shop", "prod").unwrap();
         assert_eq!(p.approvals, 2);
         assert!(p.allows_ref("main") && p.allows_ref("v1.2.0") && !p.allows_ref("feature"));

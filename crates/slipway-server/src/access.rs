@@ -149,6 +149,14 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/v1/projects/{name}/secrets", Project("read", "secrets"), "slipway secret list"),
     rule("PUT", "/api/v1/projects/{name}/secrets/{secret}", Project("write", "secrets"), "slipway secret set"),
     rule("DELETE", "/api/v1/projects/{name}/secrets/{secret}", Project("write", "secrets"), "slipway secret delete"),
+    rule("GET", "/api/v1/groups/{group}/secrets", Server("read", "secrets"), "slipway secret list --group"),
+    rule("PUT", "/api/v1/groups/{group}/secrets/{secret}", Server("write", "secrets"), "slipway secret set --group"),
+    rule(
+        "DELETE",
+        "/api/v1/groups/{group}/secrets/{secret}",
+        Server("write", "secrets"),
+        "slipway secret delete --group",
+    ),
     rule("POST", "/api/v1/secrets/rotate-key", Server("write", "settings"), "slipway secret rotate-key"),
     Rule {
         method: "GET",

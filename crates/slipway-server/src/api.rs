@@ -76,6 +76,8 @@ fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(crate::secrets::list))
         .routes(routes!(crate::secrets::put, crate::secrets::delete))
         .routes(routes!(crate::secrets::rotate))
+        .routes(routes!(crate::secrets::group_list))
+        .routes(routes!(crate::secrets::group_put, crate::secrets::group_delete))
         .routes(webhook)
         .routes(routes!(schedules::list, schedules::add))
         .routes(routes!(schedules::update, schedules::delete))

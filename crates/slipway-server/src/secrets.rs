@@ -3,6 +3,7 @@
 //! their project, environment and name (the associated data), never returned by the API
 //! once written; a job gets those of its project (and its environment), protected ones only
 //! in pipelines of protected refs, and the agent masks every one of them in its output.
+//! Group secrets (`group:team`) reach every project under `team/`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,7 +46,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    (s.len() % 2 == 0)
+    s.len()
+        .is_multiple_of(2)
         .then(|| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect())
         .flatten()
 }
@@ -216,6 +218,11 @@ pub async fn put(
     bytes: Bytes,
 ) -> Result<Response, ServerError> {
     project_exists(&s, &name).await?;
+    set(&s, &who, name, secret, bytes).await
+}
+
+/// Sets a secret of `name`: a project, or `group:G` for every project under `G/`.
+async fn set(s: &State, who: &Caller, name: String, secret: String, bytes: Bytes) -> Result<Response, ServerError> {
     check_name(&secret)?;
     let n: NewSecret = body(&bytes)?;
     if n.value.len() < MIN_LEN {
@@ -270,12 +277,63 @@ pub async fn delete(
     Query(q): Query<DeleteQuery>,
 ) -> Result<Response, ServerError> {
     project_exists(&s, &name).await?;
+    remove(&s, name, secret, q).await
+}
+
+async fn remove(s: &State, name: String, secret: String, q: DeleteQuery) -> Result<Response, ServerError> {
     match s.store.delete_secret(&name, q.environment.as_deref(), &secret).await? {
         true => {
             Ok(audited(StatusCode::NO_CONTENT, serde_json::json!({"secret": secret, "environment": q.environment})))
         }
         false => Err(ServerError::NotFound(format!("secret `{secret}` of `{name}`"))),
     }
+}
+
+/// A group: the leading parts of project names (`team` holds `team/app` and `team/web/api`).
+fn group_place(group: &str) -> Result<String, ServerError> {
+    let ok = !group.is_empty()
+        && group.len() <= 100
+        && group.split('/').all(|p| {
+            !p.is_empty()
+                && p != "."
+                && p != ".."
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+    match ok {
+        true => Ok(format!("group:{group}")),
+        false => Err(ServerError::Input(
+            format!("`{group}` is not a group: the leading parts of project names (`team` for `team/app`)"),
+            Some("group".into()),
+        )),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/groups/{group}/secrets", tag = "secrets", summary = "A group's secrets (every project under `group/`): names and scopes, never values", params(("group" = String, Path, description = "The group (`team`, or `team%2Fweb`)")), responses((status = 200, body = [SecretView]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn group_list(AxState(s): S, UrlPath(group): UrlPath<String>) -> Result<Response, ServerError> {
+    let place = group_place(&group)?;
+    let list: Vec<SecretView> = s.store.secrets(Some(&place)).await?.iter().map(view).collect();
+    Ok(axum::Json(list).into_response())
+}
+
+#[utoipa::path(put, path = "/api/v1/groups/{group}/secrets/{secret}", tag = "secrets", summary = "Set a secret of every project under `group/`", params(("group" = String, Path, description = "The group (`team`, or `team%2Fweb`)"), ("secret" = String, Path, description = "The variable name jobs see")), request_body = NewSecret, responses((status = 201, description = "Made", body = SecretView), (status = 200, description = "Replaced", body = SecretView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn group_put(
+    AxState(s): S,
+    who: Caller,
+    UrlPath((group, secret)): UrlPath<(String, String)>,
+    bytes: Bytes,
+) -> Result<Response, ServerError> {
+    let place = group_place(&group)?;
+    set(&s, &who, place, secret, bytes).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/groups/{group}/secrets/{secret}", tag = "secrets", summary = "Delete a group's secret", params(("group" = String, Path, description = "The group"), ("secret" = String, Path, description = "The variable name"), ("environment" = Option<String>, Query, description = "The environment's secret of that name")), responses((status = 204, description = "Deleted"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn group_delete(
+    AxState(s): S,
+    UrlPath((group, secret)): UrlPath<(String, String)>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Response, ServerError> {
+    let place = group_place(&group)?;
+    remove(&s, place, secret, q).await
 }
 
 #[utoipa::path(post, path = "/api/v1/secrets/rotate-key", tag = "secrets", summary = "Seal every secret with a new key", responses((status = 200, description = "How many were re-sealed"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
@@ -292,15 +350,23 @@ pub async fn for_job(
     environment: Option<&str>,
     protected_ref: bool,
 ) -> Result<Vec<JobSecret>, ServerError> {
-    let rows = s.store.secrets(Some(project)).await?;
+    // The groups around the project, outermost first, then the project: the nearer one
+    // replaces a secret of the same name, and in each an environment's own replaces the
+    // every-environment one.
+    let parts: Vec<&str> = project.split('/').collect();
+    let mut places: Vec<String> = (1..parts.len()).map(|n| format!("group:{}", parts[..n].join("/"))).collect();
+    places.push(project.to_string());
+    let mut rows = Vec::new();
+    for place in &places {
+        rows.extend(s.store.secrets(Some(place)).await?);
+    }
     let mut out: Vec<JobSecret> = Vec::new();
-    // Every-environment ones first, so an environment's own replaces them.
     let mut chosen: Vec<&SecretRow> = rows
         .iter()
         .filter(|r| r.environment.is_none() || r.environment.as_deref() == environment)
         .filter(|r| protected_ref || !r.protected)
         .collect();
-    chosen.sort_by_key(|r| r.environment.is_some());
+    chosen.sort_by_key(|r| (places.iter().position(|p| *p == r.project), r.environment.is_some()));
     for r in chosen {
         let value = s.vault.open_secret(r).map_err(ServerError::Conflict)?;
         let value =

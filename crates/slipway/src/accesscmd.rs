@@ -541,18 +541,33 @@ pub enum SecretAction {
     RotateKey,
 }
 
-pub fn secret(action: SecretAction, project: Option<String>, remote: Remote, json: bool, ui: &Ui) -> Result<i32> {
+pub fn secret(
+    action: SecretAction,
+    project: Option<String>,
+    group: Option<String>,
+    remote: Remote,
+    json: bool,
+    ui: &Ui,
+) -> Result<i32> {
     let c = client(&remote)?;
     let enc = slipway_server::client::segment;
-    let project = || {
-        project.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
-            anyhow::Error::from(UserError::new("which project?").hint("pass --project NAME or set SLIPWAY_PROJECT"))
-        })
+    // Where the secrets are: a group's (every project under it), or a project's.
+    let place = || match &group {
+        Some(g) => Ok((format!("/api/v1/groups/{}", enc(g)), format!("group {g}"))),
+        None => project
+            .clone()
+            .filter(|p| !p.is_empty())
+            .map(|p| (format!("/api/v1/projects/{}", enc(&p)), p))
+            .ok_or_else(|| {
+                anyhow::Error::from(
+                    UserError::new("which project?").hint("pass --project NAME (or --group G), or set SLIPWAY_PROJECT"),
+                )
+            }),
     };
     runtime()?.block_on(async {
         match action {
             SecretAction::Set { name, from_file, environment, protected, file } => {
-                let p = project()?;
+                let (base, p) = place()?;
                 let value = match &from_file {
                     Some(path) => std::fs::read_to_string(path)
                         .map_err(|e| UserError::new(format!("--from-file {}: {e}", path.display())))?,
@@ -568,7 +583,7 @@ pub fn secret(action: SecretAction, project: Option<String>, remote: Remote, jso
                     }
                 };
                 let body = NewSecret { value, environment, protected, file };
-                let path = format!("/api/v1/projects/{}/secrets/{}", enc(&p), enc(&name));
+                let path = format!("{base}/secrets/{}", enc(&name));
                 let v: SecretView = c.call(Method::PUT, &path, Some(&body)).await.map_err(client_error)?;
                 if json {
                     return print_json(&v);
@@ -580,11 +595,9 @@ pub fn secret(action: SecretAction, project: Option<String>, remote: Remote, jso
                 );
             }
             SecretAction::List => {
-                let p = project()?;
-                let list: Vec<SecretView> = c
-                    .call(Method::GET, &format!("/api/v1/projects/{}/secrets", enc(&p)), None::<&()>)
-                    .await
-                    .map_err(client_error)?;
+                let (base, _) = place()?;
+                let list: Vec<SecretView> =
+                    c.call(Method::GET, &format!("{base}/secrets"), None::<&()>).await.map_err(client_error)?;
                 if json {
                     return print_json(&list);
                 }
@@ -610,8 +623,8 @@ pub fn secret(action: SecretAction, project: Option<String>, remote: Remote, jso
                 crate::ui::print_table(ui, &["SECRET", "ENVIRONMENT", "KIND", "SET BY", "SET AT"], &rows, |_, _| None);
             }
             SecretAction::Delete { name, environment } => {
-                let p = project()?;
-                let mut path = format!("/api/v1/projects/{}/secrets/{}", enc(&p), enc(&name));
+                let (base, p) = place()?;
+                let mut path = format!("{base}/secrets/{}", enc(&name));
                 if let Some(e) = &environment {
                     path.push_str(&format!("?environment={}", enc(e)));
                 }

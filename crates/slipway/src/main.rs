@@ -201,6 +201,9 @@ enum Command {
         action: accesscmd::SecretAction,
         #[arg(long, env = "SLIPWAY_PROJECT", global = true)]
         project: Option<String>,
+        /// A group's secrets instead (over --project): every project under `GROUP/` gets them.
+        #[arg(long, global = true)]
+        group: Option<String>,
         #[command(flatten)]
         remote: servercmd::Remote,
         #[arg(long, global = true)]
@@ -555,7 +558,9 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Whoami { remote, json } => accesscmd::whoami(remote, json),
         Command::Token { action, remote, json } => accesscmd::token(action, remote, json, ui),
         Command::User { action, remote, json } => accesscmd::user(action, remote, json, ui),
-        Command::Secret { action, project, remote, json } => accesscmd::secret(action, project, remote, json, ui),
+        Command::Secret { action, project, group, remote, json } => {
+            accesscmd::secret(action, project, group, remote, json, ui)
+        }
         Command::Audit { action, since, actor, remote, json } => {
             accesscmd::audit(action, since, actor, remote, json, ui)
         }

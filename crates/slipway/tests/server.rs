@@ -319,6 +319,16 @@ fn a_job_token_is_valid_only_while_its_job_runs() {
     let token = std::fs::read_to_string(&file).unwrap();
     let (code, body) = server.call_as(Some(&token), "GET", &format!("/api/v1/pipelines/{id}"), None);
     assert_eq!(code, 200, "while the job runs: {body}");
+    // Only what a job needs, on its own project: another project does not exist for it, and
+    // it may not start pipelines, read secrets or manage users.
+    let (code, body) = server.call_as(Some(&token), "GET", "/api/v1/projects/other/environments", None);
+    assert_eq!((code, body.contains("project `other` does not exist")), (404, true), "{body}");
+    let (code, body) = server.call_as(Some(&token), "POST", "/api/v1/projects/app/pipelines", None);
+    assert_eq!((code, body.contains("a job token may not `write:pipelines`")), (403, true), "{body}");
+    let (code, _) = server.call_as(Some(&token), "GET", "/api/v1/projects/app/secrets", None);
+    assert_eq!(code, 403);
+    let (code, _) = server.call_as(Some(&token), "GET", "/api/v1/users", None);
+    assert_eq!(code, 403);
     assert_eq!(server.wait(id, Duration::from_secs(30))["status"], "success");
     let (code, body) = server.call_as(Some(&token), "GET", &format!("/api/v1/pipelines/{id}"), None);
     assert_eq!(code, 401, "{body}");
@@ -1953,7 +1963,7 @@ fn protected_environments_need_an_approval_from_someone_else() {
     assert_ne!(r.code, 0, "{}", r.debug());
     assert!(r.stderr.contains("takes deploys from `v*` only, not from `main`"), "{}", r.debug());
     // Alice's deploy waits for an approval.
-    let mut deploy = cli(&alice, &["deploy", "prod", "--artifacts", dist.to_str().unwrap()])
+    let deploy = cli(&alice, &["deploy", "prod", "--artifacts", dist.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -2007,6 +2017,7 @@ fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
     - echo "file at $KEY_FILE"; cat "$KEY_FILE"; echo
     - echo "prod only ${PROD_TOKEN:-absent}"
     - echo "protected ${PROT:-absent}"
+    - echo "group ${GROUP_SECRET:-absent}"
     - test "$(sha256sum < "$KEY_FILE" | cut -d' ' -f1)" = "cff01f1326fb9185cd6f2638ba4efc5bab09852de3fd4d175264988a088d4116" && echo "file ok"
     - test "$(printf '%s' "$API_KEY" | sha256sum | cut -d' ' -f1)" = "78a08441f4314f0a2833cfe58c62e555a162264206982cda39f6804f5048f570" && echo "variable ok"
 "#;
@@ -2022,6 +2033,7 @@ fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
         ("PROD_TOKEN", "prod-only-token-77777", vec!["--env", "prod"]),
         ("PROT", "protected-value-31337", vec!["--protected"]),
     ];
+    let all_values: Vec<&str> = values.iter().map(|v| v.1).chain(["group-wide-secret-555"]).collect();
     let cli = |args: &[&str], stdin: &str| {
         let mut c = Command::new(bin());
         c.args(args).args(["--server", &server.url, "--token", &server.admin, "--project", "shop"]);
@@ -2035,6 +2047,10 @@ fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
         let r = cli(&[&["secret", "set", name][..], flags].concat(), &format!("{value}\n"));
         assert_eq!(r.code, 0, "{}", r.debug());
     }
+    // A group's secret reaches every project under it, and no other.
+    server.add_project("team/app", &repo);
+    let r = cli(&["secret", "set", "GROUP_SECRET", "--group", "team"], "group-wide-secret-555\n");
+    assert_eq!(r.code, 0, "{}", r.debug());
     // Too short to mask without masking ordinary output: refused, naming the field.
     let r = cli(&["secret", "set", "PIN"], "1234\n");
     assert_eq!(r.code, 2, "{}", r.debug());
@@ -2058,6 +2074,12 @@ fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
     assert_eq!(server.wait(feature, Duration::from_secs(60))["status"], "success");
     let flog = server.call("GET", &format!("/api/v1/pipelines/{feature}/jobs/0/log"), None).1;
     assert!(flog.contains("protected absent") && flog.contains("variable ok"), "{flog}");
+    assert!(log.contains("group absent"), "shop is in no group: {log}");
+    let team = server.trigger("team%2Fapp", None);
+    assert_eq!(server.wait(team, Duration::from_secs(60))["status"], "success");
+    let tlog = server.call("GET", &format!("/api/v1/pipelines/{team}/jobs/0/log"), None).1;
+    assert!(tlog.contains("group [MASKED]"), "{tlog}");
+    answers.push(tlog);
     answers.push(log);
     answers.push(flog);
     for path in [
@@ -2072,7 +2094,7 @@ fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
     // Rotating the key re-seals them, and jobs still get them.
     let r = cli(&["secret", "rotate-key"], "");
     assert_eq!(r.code, 0, "{}", r.debug());
-    assert!(r.stdout.contains("5 secret(s)"), "{}", r.debug());
+    assert!(r.stdout.contains("6 secret(s)"), "{}", r.debug());
     let again = server.trigger("shop", None);
     assert_eq!(server.wait(again, Duration::from_secs(60))["status"], "success");
     answers.push(server.call("GET", &format!("/api/v1/pipelines/{again}/jobs/0/log"), None).1);
@@ -2090,7 +2112,8 @@ fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
         }
     }
     assert!(files.iter().any(|f| f.ends_with("slipway.db")), "{files:?}");
-    for (name, value, _) in &values {
+    for value in &all_values {
+        let name = &value[..6];
         let pieces: Vec<&str> = std::iter::once(*value).chain(value.lines().filter(|l| l.len() >= 8)).collect();
         for piece in pieces {
             for a in &answers {
