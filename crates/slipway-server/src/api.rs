@@ -328,7 +328,11 @@ async fn add_project(AxState(s): S, _who: Caller, bytes: Bytes) -> Result<Respon
     }
     // The webhook secret is shown here, to the admin who made the project, and nowhere else.
     let view = ProjectView { webhook_secret: project.webhook_secret.clone(), ..project_view(&project) };
-    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+    let after = serde_json::to_value(project_view(&project)).unwrap_or_default();
+    Ok(crate::access::audited(
+        (StatusCode::CREATED, axum::Json(view)),
+        serde_json::json!({"before": null, "after": after}),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{name}/pipelines", tag = "pipelines", summary = "Start a pipeline", params(("name" = String, Path, description = "The project (`team%2Fapp` for `team/app`)")), request_body = Option<Trigger>, responses((status = 201, body = PipelineView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]

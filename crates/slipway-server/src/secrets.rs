@@ -238,6 +238,13 @@ async fn set(s: &State, who: &Caller, name: String, secret: String, bytes: Bytes
         slipway_model::names::check_environment(env)
             .map_err(|why| ServerError::Input(why, Some("environment".into())))?;
     }
+    let before = s
+        .store
+        .secrets(Some(&name))
+        .await?
+        .iter()
+        .find(|r| r.name == secret && r.environment == n.environment)
+        .map(|r| serde_json::to_value(view(r)).unwrap_or_default());
     let (key_id, nonce, ciphertext) = s.vault.seal(&name, n.environment.as_deref(), &secret, n.value.as_bytes())?;
     let row = SecretRow {
         project: name.clone(),
@@ -261,7 +268,12 @@ async fn set(s: &State, who: &Caller, name: String, secret: String, bytes: Bytes
         .ok_or_else(|| ServerError::NotFound(format!("secret `{secret}`")))?;
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
     // The audit log says which secret changed, never to what.
-    let detail = serde_json::json!({"secret": secret, "environment": n.environment, "protected": n.protected, "value": "[REDACTED]", "replaced": !new});
+    let detail = serde_json::json!({
+        "secret": secret,
+        "value": "[REDACTED]",
+        "before": before,
+        "after": serde_json::to_value(view(&saved)).unwrap_or_default(),
+    });
     Ok(audited((status, axum::Json(view(&saved))), detail))
 }
 

@@ -392,8 +392,12 @@ pub async fn delete_user(AxState(s): S, who: Caller, Path(user): Path<String>) -
     if user == who.name {
         return Err(ServerError::Conflict("you cannot delete yourself: ask another admin".into()));
     }
+    let before = match s.store.user(&user).await? {
+        Some(row) => serde_json::to_value(user_view(&s, &row).await?).unwrap_or_default(),
+        None => serde_json::Value::Null,
+    };
     match s.store.delete_user(&user).await? {
-        true => Ok(audited(StatusCode::NO_CONTENT, serde_json::json!({"user": user}))),
+        true => Ok(audited(StatusCode::NO_CONTENT, serde_json::json!({"user": user, "before": before, "after": null}))),
         false => Err(ServerError::NotFound(format!("user `{user}`"))),
     }
 }
@@ -444,6 +448,7 @@ pub async fn add_binding(
     check_binding(&s, &b, "binding")?;
     let row = s.store.user(&user).await?.ok_or_else(|| ServerError::NotFound(format!("user `{user}`")))?;
     let project = b.project.clone().filter(|p| p != "*");
+    let before = user_view(&s, &row).await?.bindings;
     s.store
         .add_binding(&BindingRow {
             user: user.clone(),
@@ -452,8 +457,9 @@ pub async fn add_binding(
             created_by: who.name.clone(),
         })
         .await?;
-    let detail = serde_json::json!({"user": user, "grant": {"role": b.role, "project": project}});
-    Ok(audited(axum::Json(user_view(&s, &row).await?), detail))
+    let view = user_view(&s, &row).await?;
+    let detail = serde_json::json!({"user": user, "before": before, "after": view.bindings});
+    Ok(audited(axum::Json(view), detail))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/{user}/bindings", tag = "access", summary = "Take a role away", params(("user" = String, Path, description = "The user")), request_body = BindingView, responses((status = 200, body = UserView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
@@ -461,6 +467,7 @@ pub async fn remove_binding(AxState(s): S, Path(user): Path<String>, bytes: Byte
     let b: BindingView = body(&bytes)?;
     let row = s.store.user(&user).await?.ok_or_else(|| ServerError::NotFound(format!("user `{user}`")))?;
     let project = b.project.clone().filter(|p| p != "*");
+    let before = user_view(&s, &row).await?.bindings;
     if !s.store.remove_binding(&user, &b.role, project.as_deref()).await? {
         let from_file = binding_views(&s, &user, &[]).iter().any(|v| v.role == b.role && v.project == project);
         return Err(ServerError::NotFound(match from_file {
@@ -470,8 +477,9 @@ pub async fn remove_binding(AxState(s): S, Path(user): Path<String>, bytes: Byte
             false => format!("a binding of `{user}` to `{}`", b.role),
         }));
     }
-    let detail = serde_json::json!({"user": user, "revoke": {"role": b.role, "project": project}});
-    Ok(audited(axum::Json(user_view(&s, &row).await?), detail))
+    let view = user_view(&s, &row).await?;
+    let detail = serde_json::json!({"user": user, "before": before, "after": view.bindings});
+    Ok(audited(axum::Json(view), detail))
 }
 
 #[utoipa::path(get, path = "/api/v1/roles", tag = "access", summary = "The roles in effect", responses((status = 200, body = [RoleView]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
