@@ -158,6 +158,15 @@ fn token_from(r: &impl Columns, job_status: Option<String>) -> Option<TokenRow> 
     })
 }
 
+fn user_from(r: &impl Columns) -> UserRow {
+    UserRow {
+        name: r.text("name"),
+        password: r.opt_text("password"),
+        created_at_ms: r.i64("created_at"),
+        created_by: r.text("created_by"),
+    }
+}
+
 fn audit_from(r: &impl Columns) -> AuditRow {
     AuditRow {
         seq: r.i64("seq"),
@@ -290,12 +299,7 @@ impl Store {
                 .bind(name)
                 .fetch_optional(pool)
                 .await?;
-            Ok(row.map(|r| UserRow {
-                name: r.text("name"),
-                password: r.opt_text("password"),
-                created_at_ms: r.i64("created_at"),
-                created_by: r.text("created_by"),
-            }))
+            Ok(row.map(|r| user_from(&r)))
         })
     }
 
@@ -304,15 +308,7 @@ impl Store {
             let rows = sqlx::query("SELECT name, password, created_at, created_by FROM users ORDER BY name")
                 .fetch_all(pool)
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|r| UserRow {
-                    name: r.text("name"),
-                    password: r.opt_text("password"),
-                    created_at_ms: r.i64("created_at"),
-                    created_by: r.text("created_by"),
-                })
-                .collect())
+            Ok(rows.iter().map(user_from).collect())
         })
     }
 
