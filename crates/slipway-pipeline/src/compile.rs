@@ -12,6 +12,7 @@ use crate::model::*;
 use crate::yaml::{Key, Node, Value};
 
 mod access;
+mod alerts;
 mod environments;
 
 pub const TOP_KEYWORDS: &[&str] = &[
@@ -109,6 +110,16 @@ pub fn compile(root: Node) -> Compiled {
     cx.diags.retain(|d| seen.insert((d.span, d.message.clone())));
     let has_errors = cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error);
     Compiled { pipeline: if has_errors { None } else { pipeline }, diagnostics: cx.diags }
+}
+
+/// Compiles a Prometheus rule file: the rules, or every error.
+pub fn compile_rules(root: Node) -> Result<slipway_monitor::rules::RuleFile, Vec<Diagnostic>> {
+    let mut cx = Cx::default();
+    let rules = cx.rule_file(&root, "");
+    match cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
+        true => Err(cx.diags),
+        false => Ok(rules),
+    }
 }
 
 /// Compiles the server's access file: the config, or every error.
@@ -1018,6 +1029,7 @@ impl Cx {
         let mut go = None;
         let mut images = None;
         let mut environments = Vec::new();
+        let mut alerts = None;
         let mut jobs_raw = Vec::new();
         for (k, v) in &entries {
             match k.name.as_str() {
@@ -1073,14 +1085,15 @@ impl Cx {
                         environments = self.environments(v);
                     }
                     if name == "alerts" {
-                        // Nothing may be kept and silently ignored: alert rules come with the
-                        // server's monitoring, and until then the section is refused.
-                        self.err(
-                            k.span,
-                            "the `alerts:` section is not supported yet: nothing would evaluate its rules",
-                        )
-                        .hint = Some(
-                            "remove it for now; alert rules arrive with `slipway server` (see docs/pipeline.md)".into(),
+                        // Exactly a Prometheus rule file's content, checked whole; nothing
+                        // evaluates it until the server's monitoring does, and that is said.
+                        alerts = Some(self.rule_file(v, "alerts:"));
+                        self.diags.push(
+                            Diagnostic::warning(
+                                k.span,
+                                "the `alerts:` rules are checked but not evaluated yet: `slipway server` has no monitoring loop",
+                            )
+                            .with_hint("`slipway alerts test` runs them on promtool's rule-test files meanwhile"),
                         );
                     }
                 }
@@ -1122,7 +1135,7 @@ impl Cx {
         }
         self.check_needs(&jobs, &all_stages);
 
-        Some(Pipeline { stages: all_stages, variables, workflow, jobs, gates, go, images, environments })
+        Some(Pipeline { stages: all_stages, variables, workflow, jobs, gates, go, images, environments, alerts })
     }
 
     fn resolve_extends(

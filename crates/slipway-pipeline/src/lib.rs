@@ -42,6 +42,17 @@ pub fn load_pipeline_text(
     finish(root)
 }
 
+/// Reads a Prometheus rule file from text (`slipway alerts check|test`): the rules, or every error.
+pub fn load_rules(
+    name: &Path,
+    text: &str,
+    sources: &mut SourceMap,
+) -> Result<slipway_monitor::rules::RuleFile, Vec<Diagnostic>> {
+    let file = sources.add(name, text.to_string());
+    let root = yaml::parse(text, file)?;
+    compile::compile_rules(root)
+}
+
 /// Reads the server's access file (docs/access.md) from text: the config, or every error.
 pub fn load_access(
     name: &Path,

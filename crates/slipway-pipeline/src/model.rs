@@ -25,6 +25,8 @@ pub struct Pipeline {
     pub images: Option<ImagesConfig>,
     /// The `environments:` section, validated, in file order.
     pub environments: Vec<crate::environment::Environment>,
+    /// The `alerts:` section: a Prometheus rule file's content, validated.
+    pub alerts: Option<slipway_monitor::rules::RuleFile>,
 }
 
 pub use slipway_model::sections::{Gates, GoConfig, ImagesConfig, is_image_path};

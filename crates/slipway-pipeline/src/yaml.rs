@@ -101,6 +101,21 @@ impl Node {
 
 /// Parses one YAML file into a tree. Syntax errors stop parsing (YAML cannot be resumed);
 /// other problems (duplicate keys, unknown tags) are collected and parsing goes on.
+/// The tree as JSON (for inputs read with serde after their YAML is checked); a
+/// `!reference` becomes its list.
+pub fn to_json(n: &Node) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &n.value {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Int(i) => J::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Value::Str(s) => J::String(s.clone()),
+        Value::Seq(items) | Value::Reference(items) => J::Array(items.iter().map(to_json).collect()),
+        Value::Map(m) => J::Object(m.iter().map(|(k, v)| (k.name.clone(), to_json(v))).collect()),
+    }
+}
+
 pub fn parse(text: &str, file: FileId) -> Result<Node, Vec<Diagnostic>> {
     let mut b =
         Builder { file, parser: Parser::new_from_str(text), anchors: HashMap::new(), errors: Vec::new(), nodes: 0 };

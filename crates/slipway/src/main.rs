@@ -2,6 +2,7 @@
 //! terminal UX. Domain logic lives in the library crates.
 
 mod accesscmd;
+mod alertscmd;
 mod deploycmd;
 mod gatecmd;
 mod gocmd;
@@ -148,6 +149,11 @@ enum Command {
         remote: servercmd::Remote,
         #[arg(long, global = true)]
         json: bool,
+    },
+    /// Prometheus rule files: `check FILE...` (every error at its place), `test FILE...` (promtool's rule-test files).
+    Alerts {
+        #[command(subcommand)]
+        action: alertscmd::AlertsAction,
     },
     /// Sign in to a server: a token kept in ~/.config/slipway/credentials.json (0600).
     Login {
@@ -551,6 +557,7 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         }
         Command::Server(args) => servercmd::server(&deploycmd::data_dir(cli.data_dir, ui)?, args, ui),
         Command::Project { action, remote, json } => servercmd::project(action, remote, json, ui),
+        Command::Alerts { action } => alertscmd::alerts(action, ui),
         Command::Login { user, password_stdin, expires, remote, json } => {
             accesscmd::login(remote, user, password_stdin, expires, json)
         }

@@ -242,11 +242,31 @@ fn remote_agents_are_named_or_reached_over_ssh_not_both() {
 }
 
 #[test]
-fn a_section_nothing_reads_is_refused_not_kept() {
-    // Regression: `alerts:` with any content used to validate ("valid", exit 0) and be ignored.
+fn the_alerts_section_is_a_rule_file_checked_whole_at_its_places() {
+    // Regression: `alerts:` with any content used to validate ("valid", exit 0) and be ignored;
+    // now it is a Prometheus rule file's content, every error at its place.
     let out = check(
-        "alerts:\n  groups:\n    - name: instance-health\n      rules:\n        - alert: InstanceDown\n          expr: up == 0\njob:\n  script: x\n",
+        "alerts:\n  groups:\n    - name: instance-health\n      rules:\n        - alert: InstanceDown\n          expr: predict_linear(up[5m], 60) < 0\n          for: 1 minute\n          annotations:\n            summary: \"{{ range $labels }}\"\n        - record: job:up\n          expr: sum by (job) (up)\n          for: 1m\n        - alrt: X\n          expr: up\njob:\n  script: x\n",
         &[],
     );
-    assert!(out.contains(".gitlab-ci.yml:1:1") && out.contains("`alerts:` section is not supported yet"), "{out}");
+    for want in [
+        ".gitlab-ci.yml:6:17",
+        "the function `predict_linear` is outside slipway's PromQL subset",
+        ".gitlab-ci.yml:7:16",
+        "`1 minute` is not a duration",
+        "{{ range $labels }}` is not supported",
+        "a recording rule has no `for`",
+        "unknown keyword `alrt`",
+        "did you mean `alert`?",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+    // A valid section passes, saying that nothing evaluates it yet.
+    let r = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "alerts:\n  groups:\n    - name: instance-health\n      rules:\n        - alert: InstanceDown\n          expr: up == 0\n          for: 1m\njob:\n  script: x\n",
+    )]);
+    let v = r.slipway(&["validate"]);
+    assert_eq!(v.code, 0, "{}", v.debug());
+    assert!(v.stderr.contains("checked but not evaluated yet"), "{}", v.debug());
 }

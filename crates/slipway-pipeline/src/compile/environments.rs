@@ -483,7 +483,7 @@ impl Cx {
         Some(t)
     }
 
-    fn error_count(&self) -> usize {
+    pub(super) fn error_count(&self) -> usize {
         self.diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).count()
     }
 
