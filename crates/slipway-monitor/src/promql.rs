@@ -173,7 +173,15 @@ fn matches(m: &Matchers, name: Option<&str>, l: &Labels) -> bool {
 }
 
 fn select_range(store: &SeriesStore, vs: &VectorSelector, from: i64, to: i64) -> Vec<crate::Series> {
-    store.select(|l| matches(&vs.matchers, vs.name.as_deref(), l), from, to)
+    // A name given as `{__name__="x"}` reads its family too.
+    let name = vs.name.as_deref().or_else(|| {
+        vs.matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal))
+            .map(|m| m.value.as_str())
+    });
+    store.select(name, |l| matches(&vs.matchers, vs.name.as_deref(), l), from, to)
 }
 
 fn instant(store: &SeriesStore, vs: &VectorSelector, t: i64) -> Vec<Sample> {

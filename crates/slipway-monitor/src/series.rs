@@ -40,9 +40,11 @@ impl Default for Bounds {
     }
 }
 
+/// Series by metric name, then by label set: a selector with a name reads only its own.
 #[derive(Debug, Default, Clone)]
 pub struct SeriesStore {
-    series: BTreeMap<Labels, Vec<(i64, f64)>>,
+    series: BTreeMap<String, BTreeMap<Labels, Vec<(i64, f64)>>>,
+    count: usize,
     bounds: Bounds,
 }
 
@@ -57,15 +59,20 @@ pub enum AppendError {
 
 impl SeriesStore {
     pub fn new(bounds: Bounds) -> SeriesStore {
-        SeriesStore { series: BTreeMap::new(), bounds }
+        SeriesStore { series: BTreeMap::new(), count: 0, bounds }
     }
 
     /// Appends a sample (in time order per series); a sample at the newest's time replaces it.
     pub fn append(&mut self, labels: &Labels, at_ms: i64, value: f64) -> Result<(), AppendError> {
-        if !self.series.contains_key(labels) && self.series.len() >= self.bounds.max_series {
-            return Err(AppendError::TooManySeries(self.series.len()));
+        let name = labels.get("__name__").cloned().unwrap_or_default();
+        let family = self.series.entry(name).or_default();
+        if !family.contains_key(labels) {
+            if self.count >= self.bounds.max_series {
+                return Err(AppendError::TooManySeries(self.count));
+            }
+            self.count += 1;
         }
-        let samples = self.series.entry(labels.clone()).or_default();
+        let samples = family.entry(labels.clone()).or_default();
         match samples.last_mut() {
             Some((t, _)) if *t > at_ms => return Err(AppendError::OutOfOrder { at: at_ms, newest: *t }),
             Some((t, v)) if *t == at_ms => *v = value,
@@ -81,10 +88,16 @@ impl SeriesStore {
         Ok(())
     }
 
-    /// Every series whose labels `keep` accepts, with its samples in `[from, to]`.
-    pub fn select(&self, keep: impl Fn(&Labels) -> bool, from_ms: i64, to_ms: i64) -> Vec<Series> {
-        self.series
-            .iter()
+    /// Every series (of metric `name`, when given) whose labels `keep` accepts, with its
+    /// samples in `[from, to]`.
+    pub fn select(&self, name: Option<&str>, keep: impl Fn(&Labels) -> bool, from_ms: i64, to_ms: i64) -> Vec<Series> {
+        let families: Vec<&BTreeMap<Labels, Vec<(i64, f64)>>> = match name {
+            Some(n) => self.series.get(n).into_iter().collect(),
+            None => self.series.values().collect(),
+        };
+        families
+            .into_iter()
+            .flat_map(|f| f.iter())
             .filter(|(l, _)| keep(l))
             .filter_map(|(l, s)| {
                 let a = s.partition_point(|(t, _)| *t < from_ms);
@@ -95,15 +108,15 @@ impl SeriesStore {
     }
 
     pub fn len(&self) -> usize {
-        self.series.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
+        self.count == 0
     }
 
     pub fn samples(&self) -> usize {
-        self.series.values().map(Vec::len).sum()
+        self.series.values().flat_map(|f| f.values()).map(Vec::len).sum()
     }
 }
 
@@ -129,7 +142,7 @@ mod tests {
         assert_eq!(s.samples(), 1, "older than the retention is dropped");
         s.append(&labels([("__name__", "b")]), 0, 1.0).unwrap();
         assert!(matches!(s.append(&labels([("__name__", "c")]), 0, 1.0), Err(AppendError::TooManySeries(2))));
-        let got = s.select(|l| l.get("instance").is_some(), 0, 6000);
+        let got = s.select(None, |l| l.get("instance").is_some(), 0, 6000);
         assert_eq!(got.len(), 1);
     }
 }

@@ -212,27 +212,27 @@ pub fn load(group: &TestGroup, interval_ms: i64) -> Result<SeriesStore, String> 
     Ok(store)
 }
 
-/// The firing alerts of every rule after each evaluation, as promtool steps them: every
-/// `interval` from 0 to `until`.
+/// Evaluates every rule as promtool steps them — every `interval` from 0 to `until` — and
+/// shows each step's state to `step`.
 pub fn timeline(
     rules: &RuleFile,
     store: &mut SeriesStore,
     interval_ms: i64,
     until_ms: i64,
     external: &Labels,
-) -> Result<Vec<(i64, Evaluator)>, String> {
+    mut step: impl FnMut(i64, &Evaluator),
+) -> Result<(), String> {
     let mut ev = Evaluator::default();
-    let mut out = Vec::new();
     let mut t = 0;
     while t <= until_ms {
         let errors = ev.eval(rules, store, t, external);
         if let Some(e) = errors.first() {
             return Err(e.clone());
         }
-        out.push((t, ev.clone()));
+        step(t, &ev);
         t += interval_ms;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn seen(ev: &Evaluator, rules: &RuleFile, alertname: &str) -> Vec<Seen> {
@@ -259,11 +259,17 @@ pub fn run(file: &TestFile, rules: &RuleFile) -> Result<Vec<Failure>, String> {
         }
         let until = times.iter().copied().max().unwrap_or(0);
         let external: Labels = group.external_labels.clone().into_iter().collect();
-        let steps = timeline(rules, &mut store, eval_interval, until, &external)?;
-        for (t, test) in times.iter().zip(&group.alert_rule_test) {
-            // The evaluation at or just before the test's time (promtool's rule).
-            let Some((_, ev)) = steps.iter().rev().find(|(ts, _)| ts <= t) else { continue };
-            let got = seen(ev, rules, &test.alertname);
+        // What each test sees: the evaluation at or just before its time (promtool's rule).
+        let mut got: Vec<Option<Vec<Seen>>> = vec![None; times.len()];
+        timeline(rules, &mut store, eval_interval, until, &external, |ts, ev| {
+            for (i, t) in times.iter().enumerate() {
+                if ts <= *t && *t < ts + eval_interval {
+                    got[i] = Some(seen(ev, rules, &group.alert_rule_test[i].alertname));
+                }
+            }
+        })?;
+        for (test, got) in group.alert_rule_test.iter().zip(got) {
+            let got = got.unwrap_or_default();
             let mut expected: Vec<Seen> = test
                 .exp_alerts
                 .iter()
@@ -315,9 +321,8 @@ pub fn record(file: &TestFile, rules: &RuleFile) -> Result<serde_json::Value, St
             until = until.max(duration_ms(&t.eval_time)?);
         }
         let external: Labels = group.external_labels.clone().into_iter().collect();
-        let steps = timeline(rules, &mut store, eval_interval, until, &external)?;
         let mut alert_tests = Vec::new();
-        for (t, ev) in &steps {
+        timeline(rules, &mut store, eval_interval, until, &external, |t, ev| {
             for name in &names {
                 let exp: Vec<serde_json::Value> = seen(ev, rules, name)
                     .into_iter()
@@ -328,9 +333,9 @@ pub fn record(file: &TestFile, rules: &RuleFile) -> Result<serde_json::Value, St
                     })
                     .collect();
                 alert_tests
-                    .push(serde_json::json!({"eval_time": duration_text(*t), "alertname": name, "exp_alerts": exp}));
+                    .push(serde_json::json!({"eval_time": duration_text(t), "alertname": name, "exp_alerts": exp}));
             }
-        }
+        })?;
         let series: Vec<serde_json::Value> =
             group.input_series.iter().map(|s| serde_json::json!({"series": s.series, "values": s.values})).collect();
         let mut g = serde_json::json!({
