@@ -59,6 +59,19 @@ pub enum Value {
     String(String),
 }
 
+/// What a query reads: a store, maybe narrowed to the series a caller may see.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub store: &'a SeriesStore,
+    pub keep: Option<&'a dyn Fn(&Labels) -> bool>,
+}
+
+impl<'a> View<'a> {
+    pub fn all(store: &'a SeriesStore) -> View<'a> {
+        View { store, keep: None }
+    }
+}
+
 /// A checked expression and its text.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -88,7 +101,12 @@ impl Query {
     }
 
     pub fn eval(&self, store: &SeriesStore, t_ms: i64) -> Result<Value, String> {
-        eval(&self.expr, store, t_ms)
+        eval(&self.expr, View::all(store), t_ms)
+    }
+
+    /// Evaluates over the series `view` lets through.
+    pub fn eval_in(&self, view: View<'_>, t_ms: i64) -> Result<Value, String> {
+        eval(&self.expr, view, t_ms)
     }
 
     /// An instant vector (a scalar becomes one sample without labels).
@@ -172,7 +190,7 @@ fn matches(m: &Matchers, name: Option<&str>, l: &Labels) -> bool {
     name.is_none_or(|n| get("__name__") == n) && m.matchers.iter().all(|mm| mm.is_match(get(&mm.name)))
 }
 
-fn select_range(store: &SeriesStore, vs: &VectorSelector, from: i64, to: i64) -> Vec<crate::Series> {
+fn select_range(view: View<'_>, vs: &VectorSelector, from: i64, to: i64) -> Vec<crate::Series> {
     // A name given as `{__name__="x"}` reads its family too.
     let name = vs.name.as_deref().or_else(|| {
         vs.matchers
@@ -181,10 +199,15 @@ fn select_range(store: &SeriesStore, vs: &VectorSelector, from: i64, to: i64) ->
             .find(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal))
             .map(|m| m.value.as_str())
     });
-    store.select(name, |l| matches(&vs.matchers, vs.name.as_deref(), l), from, to)
+    view.store.select(
+        name,
+        |l| matches(&vs.matchers, vs.name.as_deref(), l) && view.keep.is_none_or(|k| k(l)),
+        from,
+        to,
+    )
 }
 
-fn instant(store: &SeriesStore, vs: &VectorSelector, t: i64) -> Vec<Sample> {
+fn instant(store: View<'_>, vs: &VectorSelector, t: i64) -> Vec<Sample> {
     let t = t - offset_ms(vs);
     select_range(store, vs, t - LOOKBACK_MS, t)
         .into_iter()
@@ -200,7 +223,7 @@ fn without_name(mut l: Labels) -> Labels {
     l
 }
 
-fn eval(e: &Expr, store: &SeriesStore, t: i64) -> Result<Value, String> {
+fn eval(e: &Expr, store: View<'_>, t: i64) -> Result<Value, String> {
     Ok(match e {
         Expr::NumberLiteral(n) => Value::Scalar(n.val),
         Expr::StringLiteral(s) => Value::String(s.val.clone()),
@@ -290,7 +313,7 @@ fn extrapolated(
     Some(v)
 }
 
-fn call(c: &parser::Call, store: &SeriesStore, t: i64) -> Result<Value, String> {
+fn call(c: &parser::Call, store: View<'_>, t: i64) -> Result<Value, String> {
     let name = c.func.name;
     let arg = |i: usize| -> Result<Value, String> {
         let a = c.args.args.get(i).ok_or_else(|| format!("`{name}` needs argument {}", i + 1))?;
@@ -482,7 +505,7 @@ fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
     start + (end - start) * (rank / count)
 }
 
-fn aggregate(a: &parser::AggregateExpr, store: &SeriesStore, t: i64) -> Result<Value, String> {
+fn aggregate(a: &parser::AggregateExpr, store: View<'_>, t: i64) -> Result<Value, String> {
     let op = a.op.to_string();
     let v = vector(eval(&a.expr, store, t)?, &op)?;
     let mut groups: BTreeMap<Labels, Vec<f64>> = BTreeMap::new();
@@ -537,7 +560,7 @@ fn arith(op: &str, l: f64, r: f64) -> f64 {
     }
 }
 
-fn binary(b: &parser::BinaryExpr, store: &SeriesStore, t: i64) -> Result<Value, String> {
+fn binary(b: &parser::BinaryExpr, store: View<'_>, t: i64) -> Result<Value, String> {
     let op = b.op.to_string();
     let bool_mod = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     let (l, r) = (eval(&b.lhs, store, t)?, eval(&b.rhs, store, t)?);

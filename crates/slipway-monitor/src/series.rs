@@ -107,6 +107,15 @@ impl SeriesStore {
             .collect()
     }
 
+    /// Every series' newest sample (for an exposition of what the store holds).
+    pub fn latest(&self) -> Vec<(Labels, i64, f64)> {
+        self.series
+            .values()
+            .flat_map(|f| f.iter())
+            .filter_map(|(l, s)| s.last().map(|(t, v)| (l.clone(), *t, *v)))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.count
     }

@@ -305,6 +305,15 @@ fn protect(s: &State, scope: &Scope, env: Environment) -> Result<Environment, Se
 
 /// The pipeline file's environments at `commit`.
 async fn environments_at(s: &Arc<State>, project: &str, commit: &str) -> Result<Vec<Environment>, ServerError> {
+    Ok(pipeline_at(s, project, commit).await?.0)
+}
+
+/// The pipeline file's environments and `alerts:` rules at `commit`.
+pub(crate) async fn pipeline_at(
+    s: &Arc<State>,
+    project: &str,
+    commit: &str,
+) -> Result<(Vec<Environment>, Option<slipway_monitor::rules::RuleFile>), ServerError> {
     let row = s.store.project(project).await?.ok_or_else(|| ServerError::NotFound(format!("project `{project}`")))?;
     let _one = s.planning.lock().await;
     let source = pipelines::plan_source(&s.data_dir, &row);
@@ -320,7 +329,7 @@ async fn environments_at(s: &Arc<State>, project: &str, commit: &str) -> Result<
                 slipway_runner::project::LoadError::Invalid(i) => pipelines::render(&i),
             })
         })?;
-        Ok(loaded.environments(&dir))
+        Ok((loaded.environments(&dir), loaded.pipeline.alerts.clone()))
     })
     .await
     .map_err(|e| ServerError::Plan(e.to_string()))?
@@ -382,6 +391,7 @@ enum Request {
 /// Runs `req` on its own task (a client that goes away does not stop a rollout half-way) and
 /// answers with its events as JSON lines, `deploy_finished` last.
 fn streamed(s: &Arc<State>, scope: Scope, env: Environment, req: Request) -> Response {
+    s.monitor.owns(&scope.project.name, &env.name);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let line = |e: &Stamped<DeployEvent>| {
         let mut v = serde_json::to_vec(e).expect("events serialize");

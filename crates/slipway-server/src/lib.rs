@@ -8,6 +8,7 @@ pub mod access;
 pub mod api;
 pub mod client;
 pub mod deploys;
+pub mod monitor;
 pub mod pipelines;
 pub mod schedules;
 pub mod secrets;
@@ -43,6 +44,12 @@ pub struct ServerConfig {
     /// Roles, groups, bindings and protected environments (docs/access.md); the built-in
     /// roles and no bindings when absent.
     pub access: AccessConfig,
+    /// The server's own rule files (docs/monitoring.md), besides the projects' `alerts:`.
+    pub rules: slipway_monitor::rules::RuleFile,
+    /// How often series are collected and rules evaluated.
+    pub monitor_interval: Duration,
+    /// How long collected series are kept.
+    pub metrics_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +102,8 @@ pub struct State {
     pub(crate) throttle: access::Throttle,
     /// The keys secrets are sealed with.
     pub(crate) vault: secrets::Vault,
+    /// Series, rules and alerts.
+    pub(crate) monitor: monitor::Monitor,
 }
 
 impl State {
@@ -183,6 +192,7 @@ impl Server {
             access: std::sync::RwLock::new(Arc::new(config.access.clone())),
             throttle: access::Throttle::default(),
             vault,
+            monitor: monitor::Monitor::new(config.rules.clone(), config.monitor_interval, config.metrics_retention),
         });
         Ok(Server { addr, admin_token, state, listener })
     }
@@ -228,6 +238,10 @@ impl Server {
             webhooks::poll_once(&s).await;
             schedules::tick(&s).await;
         });
+        let watch =
+            every(&state, state.monitor.interval, "collect series and evaluate alert rules", |s, _| async move {
+                monitor::tick(&s).await;
+            });
         let app = api::router(Arc::clone(&state));
         // Small writes go out at once (the agents' tunnels carry many), and a peer that went
         // away without a word is noticed: keepalives after 10 s idle, 3 probes 3 s apart.
@@ -245,6 +259,7 @@ impl Server {
         leases.abort();
         upkeep.abort();
         poller.abort();
+        watch.abort();
         r.map_err(|source| ServerError::Io { what: "serving".into(), source })
     }
 }

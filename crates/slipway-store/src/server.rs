@@ -174,7 +174,21 @@ impl Store {
         })
     }
 
-    /// Whether any admin token exists (the first start makes one).
+    /// Runs per project and status, and the seconds the ended ones took in all (the monitor's
+    /// pipeline series).
+    pub async fn run_stats(&self) -> Result<Vec<(String, String, i64, f64)>, StoreError> {
+        with_pool!(self, |pool| {
+            let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT project, status, COUNT(*),
+                        CAST(SUM(CASE WHEN finished_at IS NOT NULL THEN finished_at - created_at ELSE 0 END) AS BIGINT)
+                 FROM runs GROUP BY project, status ORDER BY project, status",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|(p, s, n, ms)| (p, s, n, ms.unwrap_or(0) as f64 / 1000.0)).collect())
+        })
+    }
+
     /// Whether any user exists (the first start makes the admin).
     pub async fn has_users(&self) -> Result<bool, StoreError> {
         with_pool!(self, |pool| {

@@ -36,6 +36,15 @@ pub struct ServerArgs {
     /// Default: `access.yml` in the data directory, when it exists; else the built-in roles.
     #[arg(long, value_name = "FILE", env = "SLIPWAY_ACCESS")]
     pub access: Option<std::path::PathBuf>,
+    /// Prometheus rule files the server evaluates (besides each project's `alerts:`).
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<std::path::PathBuf>,
+    /// How often series are collected and alert rules evaluated.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub monitor_interval: Duration,
+    /// How long collected series are kept (in memory).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+    pub metrics_retention: Duration,
     /// CI jobs the in-process agent runs at once.
     #[arg(long, value_name = "N", default_value_t = 2, requires = "with_agent")]
     pub concurrency: usize,
@@ -57,6 +66,19 @@ fn tracing_init(ui: &Ui) {
 fn say(line: String) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// Reads a rule file (every error at its place, exit 2).
+fn load_rules(path: &Path, ui: &Ui) -> Result<slipway_monitor::rules::RuleFile> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UserError::new(format!("--rules {}: {e}", path.display())).hint("give a readable rule file"))?;
+    let mut sources = slipway_pipeline::SourceMap::default();
+    slipway_pipeline::load_rules(path, &text, &mut sources).map_err(|diags| {
+        for d in &diags {
+            ui.diagnostic(&sources, d);
+        }
+        UserError::new(format!("the rule file {} has errors; nothing was started", path.display())).into()
+    })
 }
 
 /// Reads the access file (every error at its place, exit 2), or the defaults.
@@ -96,9 +118,19 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
         })?;
     }
     let access = load_access(data, args.access.as_deref(), ui)?;
+    let mut rules = slipway_monitor::rules::RuleFile { groups: Vec::new() };
+    for f in &args.rules {
+        rules.groups.extend(load_rules(f, ui)?.groups);
+    }
+    if args.monitor_interval.is_zero() {
+        return Err(UserError::new("--monitor-interval must be longer than 0").into());
+    }
     let rt = runtime()?;
     let config = slipway_server::ServerConfig {
         access,
+        rules,
+        monitor_interval: args.monitor_interval,
+        metrics_retention: args.metrics_retention,
         listen: args.listen,
         data_dir: data.to_path_buf(),
         database_url: args.database_url,

@@ -1962,7 +1962,8 @@ fn protected_environments_need_an_approval_from_someone_else() {
         "roles:\n  release-manager:\n    permissions: [read:*, deploy:environments/*, approve:environments/*]\nbindings:\n  - {user: alice, role: release-manager, project: shop}\n  - {user: bob, role: release-manager, project: shop}\n  - {user: carol, role: viewer}\nprotected_environments:\n  prod: {refs: [main], approvals: 1}\n  stage: {refs: ['v*']}\n",
     )
     .unwrap();
-    let server = Server::start_with(&["--with-agent", "--access", access.to_str().unwrap()]);
+    let server =
+        Server::start_with(&["--with-agent", "--access", access.to_str().unwrap(), "--monitor-interval", "300ms"]);
     server.add_project("shop", &repo);
     let token_of = |user: &str| {
         let body = format!(r#"{{"name": "{user}", "password": "{user} has a long password"}}"#);
@@ -2012,6 +2013,24 @@ fn protected_environments_need_an_approval_from_someone_else() {
     let out = deploy.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(served(&prod).as_deref(), Some("v7"));
+    // The monitor sees it: `up` per instance, and the entry point's traffic per release.
+    let t = Instant::now();
+    loop {
+        let q = server.json("/api/v1/query?query=up%7Benvironment%3D%22prod%22%7D");
+        let r = &q["data"]["result"];
+        if r[0]["value"][1] == "1" {
+            assert_eq!(
+                (r[0]["metric"]["version"].as_str(), r[0]["metric"]["project"].as_str()),
+                (Some("v7"), Some("shop")),
+                "{q}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no up series: {q}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let q = server.json("/api/v1/query?query=slipway_proxy_requests_total%7Benvironment%3D%22prod%22%7D");
+    assert!(q["data"]["result"][0]["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 1.0, "{q}");
     let h = server.json("/api/v1/projects/shop/environments/prod/releases");
     assert_eq!(h[0]["actor"], "alice", "{h}");
     // The audit log names who asked, who was refused and who approved.
@@ -2154,4 +2173,101 @@ fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
             }
         }
     }
+}
+
+/// The server collects series and evaluates alert rules — its own rule files and each
+/// project's `alerts:` — and answers in the Prometheus HTTP API's shapes, showing a caller
+/// only the projects it may read.
+#[test]
+fn the_server_evaluates_alert_rules_and_answers_prometheus_queries() {
+    let conf = tempfile::tempdir().unwrap();
+    let rules = conf.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: pipelines\n    rules:\n      - alert: PipelineFailed\n        expr: slipway_pipeline_runs{status=\"failed\"} > 0\n        labels:\n          severity: ticket\n        annotations:\n          summary: \"{{ $labels.project }} has {{ $value }} failed pipeline(s)\"\n",
+    )
+    .unwrap();
+    let shop = Repo::new(&[(
+        ".slipway.yml",
+        "build:\n  script: [exit 3]\nalerts:\n  groups:\n    - name: shop\n      rules:\n        - alert: ShopAlways\n          expr: vector(1)\n          labels: {severity: info}\n",
+    )]);
+    let blog = Repo::new(&[(".slipway.yml", "build:\n  script: [echo hi]\n")]);
+    let server =
+        Server::start_with(&["--with-agent", "--monitor-interval", "300ms", "--rules", rules.to_str().unwrap()]);
+    server.add_project("shop", &shop);
+    server.add_project("blog", &blog);
+    let (a, b) = (server.trigger("shop", None), server.trigger("blog", None));
+    assert_eq!(server.wait(a, Duration::from_secs(60))["status"], "failed");
+    assert_eq!(server.wait(b, Duration::from_secs(60))["status"], "success");
+    let t = Instant::now();
+    let firing = loop {
+        let alerts = server.json("/api/v1/alerts");
+        assert_eq!(alerts["status"], "success", "{alerts}");
+        let list = alerts["data"]["alerts"].as_array().unwrap().clone();
+        let names: Vec<&str> = list
+            .iter()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| a["labels"]["alertname"].as_str().unwrap())
+            .collect();
+        if names.contains(&"PipelineFailed") && names.contains(&"ShopAlways") {
+            break list;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "not firing: {alerts}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let failed = firing.iter().find(|a| a["labels"]["alertname"] == "PipelineFailed").unwrap();
+    assert_eq!(failed["labels"]["project"], "shop");
+    assert_eq!(failed["annotations"]["summary"], "shop has 1 failed pipeline(s)");
+    assert_eq!(failed["value"], "1.0000000000e+00");
+    let always = firing.iter().find(|a| a["labels"]["alertname"] == "ShopAlways").unwrap();
+    assert_eq!(
+        (always["labels"]["project"].as_str(), always["labels"]["severity"].as_str()),
+        (Some("shop"), Some("info"))
+    );
+    // Instant and range queries, in Prometheus' shapes.
+    let q = server.json("/api/v1/query?query=slipway_pipeline_runs");
+    assert_eq!((q["status"].as_str(), q["data"]["resultType"].as_str()), (Some("success"), Some("vector")), "{q}");
+    let result = q["data"]["result"].as_array().unwrap();
+    assert!(
+        result
+            .iter()
+            .any(|r| r["metric"]["project"] == "shop" && r["metric"]["status"] == "failed" && r["value"][1] == "1"),
+        "{q}"
+    );
+    assert!(result.iter().any(|r| r["metric"]["project"] == "blog"), "{q}");
+    std::thread::sleep(Duration::from_secs(1));
+    let now = slipway_now();
+    let r = server.json(&format!(
+        "/api/v1/query_range?query=sum%20by%20(status)%20(slipway_pipeline_runs)&start={}&end={now}&step=0.5",
+        now - 1.0
+    ));
+    assert_eq!(r["data"]["resultType"], "matrix", "{r}");
+    assert!(r["data"]["result"][0]["values"].as_array().unwrap().len() >= 2, "{r}");
+    let rules = server.json("/api/v1/rules");
+    let groups: Vec<&str> =
+        rules["data"]["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(groups, ["pipelines", "shop"], "{rules}");
+    // Outside the subset: Prometheus' error shape, naming the part.
+    let (code, body) = server.call("GET", "/api/v1/query?query=predict_linear(up%5B5m%5D,%2060)", None);
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((code, e["status"].as_str(), e["errorType"].as_str()), (400, Some("error"), Some("bad_data")), "{e}");
+    assert!(e["error"].as_str().unwrap().contains("predict_linear"), "{e}");
+    // A viewer of blog sees blog's series and alerts only.
+    let body = r#"{"name": "vic", "password": "vic has a long password", "bindings": [{"role": "viewer", "project": "blog"}]}"#;
+    assert_eq!(server.call("POST", "/api/v1/users", Some(body)).0, 201);
+    let (_, text) = server.call_as(
+        None,
+        "POST",
+        "/api/v1/login",
+        Some(r#"{"user": "vic", "password": "vic has a long password"}"#),
+    );
+    let vic = serde_json::from_str::<serde_json::Value>(&text).unwrap()["token"].as_str().unwrap().to_string();
+    let (_, text) = server.call_as(Some(&vic), "GET", "/api/v1/query?query=slipway_pipeline_runs", None);
+    assert!(text.contains("blog") && !text.contains("shop"), "{text}");
+    let (_, text) = server.call_as(Some(&vic), "GET", "/api/v1/alerts", None);
+    assert!(!text.contains("shop") && !text.contains("PipelineFailed"), "{text}");
+}
+
+fn slipway_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
 }
