@@ -166,6 +166,23 @@ impl Engine {
         env: &Environment,
         version: Option<&str>,
     ) -> Result<Outcome, DeployError> {
+        self.rollback_as(actor, env, version, ReleaseReason::Rollback, None).await
+    }
+
+    /// Rolls back to the release before because an alert fired (`why` says which): recorded
+    /// as `alert-rollback`, and `why` kept on the release that was rolled back.
+    pub async fn alert_rollback(&self, actor: &Actor, env: &Environment, why: &str) -> Result<Outcome, DeployError> {
+        self.rollback_as(actor, env, None, ReleaseReason::AlertRollback, Some(why)).await
+    }
+
+    async fn rollback_as(
+        &self,
+        actor: &Actor,
+        env: &Environment,
+        version: Option<&str>,
+        reason: ReleaseReason,
+        why: Option<&str>,
+    ) -> Result<Outcome, DeployError> {
         let Some(current) = self.store.current(&env.name).await? else {
             return Err(DeployError::input(format!("`{}` has never been deployed: nothing to roll back", env.name)));
         };
@@ -195,8 +212,17 @@ impl Engine {
             .say(format!("rolling {} back from {} to {} (release #{})", env.name, current.version, to.version, to.id));
         // A rollback runs what ran then, arguments and environment included.
         let config = to.config.clone();
-        let new = NewRelease::again(&to, &env.name, config, &actor.name, ReleaseReason::Rollback, to.group_id());
-        self.run(env, new).await
+        if let Some(why) = why {
+            self.store.set_status(current.id, current.status, Some(why)).await?;
+        }
+        let new = NewRelease::again(&to, &env.name, config, &actor.name, reason, to.group_id());
+        let mut out = self.run(env, new).await;
+        // The rollback says why too.
+        if let (Some(why), Ok(o)) = (why, &mut out) {
+            self.store.set_status(o.release.id, o.release.status, Some(why)).await?;
+            o.release.status_detail = Some(why.to_string());
+        }
+        out
     }
 
     /// Approves the release waiting in `env` (or `release`).
@@ -429,7 +455,9 @@ impl Engine {
             release.id, env.name, release.version, release.reason, release.actor
         ));
         let ready = async {
-            if env.protection.approvals > 0 && release.reason != ReleaseReason::Rollback {
+            if env.protection.approvals > 0
+                && !matches!(release.reason, ReleaseReason::Rollback | ReleaseReason::AlertRollback)
+            {
                 self.wait_approvals(env, &events, &release).await?;
             }
             self.acquire(env, &events, target.as_ref(), &release).await
@@ -507,6 +535,13 @@ impl Engine {
                 return Ok(());
             }
             if !said {
+                events.emit(DeployEvent::ApprovalNeeded {
+                    environment: env.name.clone(),
+                    release: release.id,
+                    version: release.version.clone(),
+                    need: need as u32,
+                    have: have as u32,
+                });
                 events.say(format!(
                     "`{}` is protected: waiting for {} approval(s) — `slipway approve {} {}`",
                     env.name,
@@ -669,7 +704,7 @@ impl Engine {
         match target.rollout(&cx, old.as_ref(), release).await {
             Ok(()) => {
                 self.store.set_status(release.id, ReleaseStatus::Healthy, None).await?;
-                let then = if release.reason == ReleaseReason::Rollback {
+                let then = if matches!(release.reason, ReleaseReason::Rollback | ReleaseReason::AlertRollback) {
                     ReleaseStatus::RolledBack
                 } else {
                     ReleaseStatus::Replaced

@@ -146,6 +146,7 @@ fn from_record(name: &str, c: &ReleaseConfig) -> Option<Environment> {
         stop_grace: std::time::Duration::from_secs(10),
         drain_timeout: std::time::Duration::from_secs(30),
         proxy: Default::default(),
+        watch: Default::default(),
     })
 }
 
@@ -288,7 +289,7 @@ fn judge(current: &Release, latest: Option<&Release>, o: &crate::target::Observa
     // Rolled back: the release before a failed one runs again. A release that failed before
     // it started (an approval that never came, a busy lock) rolled nothing back.
     let failed_after_start = latest.is_some_and(|l| l.status == ReleaseStatus::Failed && l.started_at_ms.is_some());
-    if current.reason == ReleaseReason::AutoRollback || failed_after_start {
+    if matches!(current.reason, ReleaseReason::AutoRollback | ReleaseReason::AlertRollback) || failed_after_start {
         return (
             Health::RolledBack,
             latest.and_then(|l| l.status_detail.as_ref().map(|d| format!("#{} {}: {d}", l.id, l.version))),

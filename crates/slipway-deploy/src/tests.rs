@@ -32,6 +32,7 @@ pub fn env() -> Environment {
         stop_grace: Duration::from_millis(10),
         drain_timeout: Duration::from_millis(10),
         proxy: Default::default(),
+        watch: Default::default(),
     }
 }
 

@@ -26,6 +26,25 @@ pub struct Environment {
     pub drain_timeout: Duration,
     /// What the entry point allows its clients (`proxy:`).
     pub proxy: ProxyLimits,
+    /// What the server does after a rollout (`watch:`).
+    pub watch: Watch,
+}
+
+/// The post-deploy watch (`watch:`): for `window` after a rollout, an alert tied to the
+/// environment (labelled `environment: <name>`, among `alerts` when listed) that became active
+/// after the release started rolls it back (`alert-rollback`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    pub window: Duration,
+    pub rollback: bool,
+    /// Only these alerts (by name); every alert tied to the environment when empty.
+    pub alerts: Vec<String>,
+}
+
+impl Default for Watch {
+    fn default() -> Watch {
+        Watch { window: Duration::from_secs(600), rollback: true, alerts: Vec::new() }
+    }
 }
 
 /// The entry point's bounds on what clients may hold (`proxy:`), so that idle or half-sent

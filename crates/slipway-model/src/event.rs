@@ -121,6 +121,8 @@ pub enum DeployEvent {
     DeployStarted { schema: u32, environment: String, release: ReleaseId, version: String, reason: ReleaseReason },
     /// A line of what the engine does, for people.
     Progress { environment: String, message: String },
+    /// A protected environment's release waits for approvals (once, when it starts waiting).
+    ApprovalNeeded { environment: String, release: ReleaseId, version: String, need: u32, have: u32 },
     /// A step of the release's journal, recorded before it acts.
     Step { environment: String, release: ReleaseId, step: String, detail: serde_json::Value },
     /// The command's result.

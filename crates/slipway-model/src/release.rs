@@ -24,15 +24,19 @@ pub enum ReleaseReason {
     /// What a target already ran when the store did not know it (a lost or old store),
     /// recorded as it runs by `slipway adopt`.
     Adopt,
+    /// The release before, put back because an alert tied to the environment fired after the
+    /// rollout (the post-deploy watch, or an Alertmanager's webhook).
+    AlertRollback,
 }
 
 impl ReleaseReason {
-    pub const ALL: [ReleaseReason; 5] = [
+    pub const ALL: [ReleaseReason; 6] = [
         ReleaseReason::Deploy,
         ReleaseReason::Promote,
         ReleaseReason::Rollback,
         ReleaseReason::AutoRollback,
         ReleaseReason::Adopt,
+        ReleaseReason::AlertRollback,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,7 @@ impl ReleaseReason {
             ReleaseReason::Rollback => "rollback",
             ReleaseReason::AutoRollback => "auto-rollback",
             ReleaseReason::Adopt => "adopt",
+            ReleaseReason::AlertRollback => "alert-rollback",
         }
     }
 
@@ -51,7 +56,7 @@ impl ReleaseReason {
 
     /// Whether the release runs an earlier release's instances again.
     pub fn is_rollback(self) -> bool {
-        matches!(self, ReleaseReason::Rollback | ReleaseReason::AutoRollback)
+        matches!(self, ReleaseReason::Rollback | ReleaseReason::AutoRollback | ReleaseReason::AlertRollback)
     }
 }
 

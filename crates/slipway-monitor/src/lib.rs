@@ -4,8 +4,11 @@
 //! alerting and recording rules and steps them through Prometheus' states (pending → firing →
 //! resolved, `for`, `keep_firing_for`) with annotations templated from `$labels` and
 //! `$value`; [`unittest`] runs promtool's rule-test files, so the same file checks slipway and
-//! `promtool test rules`.
+//! `promtool test rules`. [`notify`] is Alertmanager's routing, grouping, silencing and
+//! once-per-state dispatch; [`channels`] the receivers and the bodies each channel sends.
 
+pub mod channels;
+pub mod notify;
 pub mod promql;
 pub mod rules;
 pub mod series;

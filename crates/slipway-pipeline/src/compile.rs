@@ -14,6 +14,7 @@ use crate::yaml::{Key, Node, Value};
 mod access;
 mod alerts;
 mod environments;
+mod notify;
 
 pub const TOP_KEYWORDS: &[&str] = &[
     "default",
@@ -126,6 +127,16 @@ pub fn compile_rules(root: Node) -> Result<slipway_monitor::rules::RuleFile, Vec
 pub fn compile_access(root: Node) -> Result<slipway_model::access::AccessConfig, Vec<Diagnostic>> {
     let mut cx = Cx::default();
     let config = cx.access(&root);
+    match cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
+        true => Err(cx.diags),
+        false => Ok(config),
+    }
+}
+
+/// Compiles the server's notification file: the config, or every error.
+pub fn compile_notify(root: Node) -> Result<slipway_monitor::channels::NotifyConfig, Vec<Diagnostic>> {
+    let mut cx = Cx::default();
+    let config = cx.notify(&root);
     match cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
         true => Err(cx.diags),
         false => Ok(config),
@@ -1085,16 +1096,9 @@ impl Cx {
                         environments = self.environments(v);
                     }
                     if name == "alerts" {
-                        // Exactly a Prometheus rule file's content, checked whole; nothing
-                        // evaluates it until the server's monitoring does, and that is said.
+                        // Exactly a Prometheus rule file's content, checked whole; the
+                        // server evaluates it (docs/monitoring.md).
                         alerts = Some(self.rule_file(v, "alerts:"));
-                        self.diags.push(
-                            Diagnostic::warning(
-                                k.span,
-                                "the `alerts:` rules are checked but not evaluated yet: `slipway server` has no monitoring loop",
-                            )
-                            .with_hint("`slipway alerts test` runs them on promtool's rule-test files meanwhile"),
-                        );
                     }
                 }
                 "include" => {}

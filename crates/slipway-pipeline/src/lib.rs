@@ -64,6 +64,18 @@ pub fn load_access(
     compile::compile_access(root)
 }
 
+/// Reads the server's notification file (docs/monitoring.md) from text: the config, or every
+/// error.
+pub fn load_notify(
+    name: &Path,
+    text: &str,
+    sources: &mut SourceMap,
+) -> Result<slipway_monitor::channels::NotifyConfig, Vec<Diagnostic>> {
+    let file = sources.add(name, text.to_string());
+    let root = yaml::parse(text, file)?;
+    compile::compile_notify(root)
+}
+
 fn finish(root: yaml::Node) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
     let c = compile::compile(root);
     match c.pipeline {

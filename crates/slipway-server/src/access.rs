@@ -45,6 +45,9 @@ pub enum Need {
     Pipeline(&'static str, &'static str),
     /// A listing: the handler shows what the caller holds this permission on, per project.
     Listed(&'static str, &'static str),
+    /// The handler checks the permission on the project of what the request names (a
+    /// silence's `project` matcher, an alert's environment).
+    Owned(&'static str, &'static str),
 }
 
 /// One route's rule.
@@ -93,6 +96,17 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/v1/query_range", Listed("read", "environments"), "Grafana, promtool query range"),
     rule("GET", "/api/v1/alerts", Listed("read", "environments"), ""),
     rule("GET", "/api/v1/rules", Listed("read", "environments"), ""),
+    rule("GET", "/api/v1/silences", Listed("read", "environments"), "slipway silence list"),
+    rule("POST", "/api/v1/silences", Owned("rollback", "environments"), "slipway silence add"),
+    rule("DELETE", "/api/v1/silences/{id}", Owned("rollback", "environments"), "slipway silence expire"),
+    rule(
+        "POST",
+        "/api/v1/projects/{name}/silences",
+        Project("rollback", "environments"),
+        "slipway silence add --project",
+    ),
+    rule("GET", "/api/v1/notifications", Listed("read", "environments"), "slipway notifications"),
+    rule("POST", "/api/v1/hooks/alertmanager", Owned("rollback", "environments"), "Alertmanager's webhook_configs"),
     rule("GET", "/api/v1/projects", Listed("read", "code"), "slipway project list"),
     rule("POST", "/api/v1/projects", Server("write", "code"), "slipway project add"),
     rule("POST", "/api/v1/projects/{name}/pipelines", Project("write", "pipelines"), "slipway trigger"),
@@ -432,7 +446,7 @@ async fn decide(
                 None,
             ));
         }
-        Listed(..) => return Ok(None),
+        Listed(..) | Owned(..) => return Ok(None),
         Server(verb, resource) => (verb, resource.to_string(), None),
         Project(verb, resource) => {
             let name = params.get("name").cloned().unwrap_or_default();
@@ -712,6 +726,7 @@ pub fn table() -> String {
             Project(v, res) => format!("`{v}:{res}` on the project"),
             Pipeline(v, res) => format!("`{v}:{res}` on the pipeline's project"),
             Listed(v, res) => format!("lists what the caller holds `{v}:{res}` on"),
+            Owned(v, res) => format!("`{v}:{res}` on the project of what it names (checked by the handler)"),
         };
         let need = if r.agents { format!("{need}, or an agent token") } else { need };
         let cli = match r.cli {

@@ -80,6 +80,11 @@ fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(crate::monitor::query_range))
         .routes(routes!(crate::monitor::alerts))
         .routes(routes!(crate::monitor::rules))
+        .routes(routes!(crate::alerting::silences, crate::alerting::add_silence))
+        .routes(routes!(crate::alerting::expire_silence))
+        .routes(routes!(crate::alerting::add_project_silence))
+        .routes(routes!(crate::alerting::deliveries))
+        .routes(routes!(crate::alerting::alertmanager_hook))
         .routes(routes!(crate::secrets::group_list))
         .routes(routes!(crate::secrets::group_put, crate::secrets::group_delete))
         .routes(webhook)
@@ -471,7 +476,7 @@ fn log_path(s: &State, run: RunId, index: usize) -> std::path::PathBuf {
 }
 
 /// A job's log: the plain file while it runs, the compressed one once it ended.
-async fn read_log(s: &State, run: RunId, index: usize) -> Option<Vec<u8>> {
+pub(crate) async fn read_log(s: &State, run: RunId, index: usize) -> Option<Vec<u8>> {
     let plain = log_path(s, run, index);
     if let Ok(b) = tokio::fs::read(&plain).await {
         return Some(b);

@@ -381,6 +381,49 @@ fn engine(s: &State, sink: slipway_deploy::Sink) -> Engine {
     Engine::new(s.store.clone(), config, sink)
 }
 
+/// A sink that also hands the deploy's events of `project` to the notifications.
+fn notifying(s: &Arc<State>, project: &str, sink: slipway_deploy::Sink) -> slipway_deploy::Sink {
+    let (s, project) = (Arc::clone(s), project.to_string());
+    Arc::new(move |e: Stamped<DeployEvent>| {
+        if matches!(
+            e.event,
+            DeployEvent::DeployStarted { .. } | DeployEvent::DeployFinished { .. } | DeployEvent::ApprovalNeeded { .. }
+        ) {
+            let (s, project) = (Arc::clone(&s), project.clone());
+            let event = e.event.clone();
+            tokio::spawn(async move { crate::notify::deploy_event(&s, &project, &event).await });
+        }
+        sink(e)
+    })
+}
+
+/// Rolls `env` of `project` back because an alert fired (the post-deploy watch, an
+/// Alertmanager's webhook): the settings the monitor last read for it, or those of the
+/// current release's commit.
+pub(crate) async fn alert_rollback(
+    s: &Arc<State>,
+    project: &str,
+    env: &str,
+    actor: &Actor,
+    why: &str,
+) -> Result<(), ServerError> {
+    let environment = match s.monitor.environment(env) {
+        Some(e) => e,
+        None => {
+            let commit = s.store.current(env).await?.and_then(|r| r.commit).ok_or_else(|| {
+                ServerError::Input(format!("`{env}`'s release records no commit to read its settings at"), None)
+            })?;
+            find(environments_at(s, project, &commit).await?, env, project)?.0
+        }
+    };
+    let environment = with_protection(s, project, environment);
+    let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
+    let r = engine.alert_rollback(actor, &environment, why).await;
+    let event = slipway_deploy::finished(env, &r);
+    crate::notify::deploy_event(s, project, &event).await;
+    r.map(drop).map_err(|e| ServerError::Conflict(e.message))
+}
+
 /// What a streamed request does.
 enum Request {
     Deploy { upload: Option<PathBuf>, version: Option<String>, image: Option<String>, force: bool },
@@ -401,14 +444,21 @@ fn streamed(s: &Arc<State>, scope: Scope, env: Environment, req: Request) -> Res
     let events = tx.clone();
     let engine = engine(
         s,
-        Arc::new(move |e: Stamped<DeployEvent>| {
-            let _ = events.send(line(&e));
-        }),
+        notifying(
+            s,
+            &scope.project.name,
+            Arc::new(move |e: Stamped<DeployEvent>| {
+                let _ = events.send(line(&e));
+            }),
+        ),
     );
     let data = s.data_dir.clone();
+    let state = Arc::clone(s);
     tokio::spawn(async move {
         let r = execute(&engine, &data, &scope, &env, req).await;
-        let _ = tx.send(line(&Stamped::now(slipway_deploy::finished(&env.name, &r))));
+        let done = slipway_deploy::finished(&env.name, &r);
+        crate::notify::deploy_event(&state, &scope.project.name, &done).await;
+        let _ = tx.send(line(&Stamped::now(done)));
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))

@@ -5,15 +5,18 @@
 //! or PostgreSQL) is the only state: a server killed at any moment resumes from it.
 
 pub mod access;
+pub mod alerting;
 pub mod api;
 pub mod client;
 pub mod deploys;
 pub mod monitor;
+pub mod notify;
 pub mod pipelines;
 pub mod schedules;
 pub mod secrets;
 pub mod tunnel;
 pub mod users;
+pub mod watch;
 mod webhooks;
 pub mod worker;
 
@@ -50,6 +53,10 @@ pub struct ServerConfig {
     pub monitor_interval: Duration,
     /// How long collected series are kept.
     pub metrics_retention: Duration,
+    /// Receivers, routes and Alertmanagers (docs/monitoring.md); nothing is sent when empty.
+    pub notify: slipway_monitor::channels::NotifyConfig,
+    /// Where people reach the server, for links (default `http://LISTEN`).
+    pub external_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +111,8 @@ pub struct State {
     pub(crate) vault: secrets::Vault,
     /// Series, rules and alerts.
     pub(crate) monitor: monitor::Monitor,
+    /// Routes, silences and the delivery queue's sender.
+    pub(crate) notifier: notify::Notifier,
 }
 
 impl State {
@@ -193,7 +202,16 @@ impl Server {
             throttle: access::Throttle::default(),
             vault,
             monitor: monitor::Monitor::new(config.rules.clone(), config.monitor_interval, config.metrics_retention),
+            notifier: notify::Notifier::new(
+                config.notify.clone(),
+                config
+                    .external_url
+                    .clone()
+                    .map(|u| u.trim_end_matches('/').to_string())
+                    .unwrap_or_else(|| format!("http://{addr}")),
+            ),
         });
+        notify::restore(&state).await?;
         Ok(Server { addr, admin_token, state, listener })
     }
 
@@ -232,6 +250,8 @@ impl Server {
             deploys::retire(&s).await;
             if tick % 6 == 1 {
                 deploys::sweep(&s).await;
+                // The delivery log keeps a week.
+                let _ = s.store.prune_deliveries(slipway_model::time::now_ms() - 7 * 86_400_000).await;
             }
         });
         let poller = every(&state, Duration::from_millis(500), "poll and schedule", |s, _| async move {
@@ -242,6 +262,7 @@ impl Server {
             every(&state, state.monitor.interval, "collect series and evaluate alert rules", |s, _| async move {
                 monitor::tick(&s).await;
             });
+        let deliveries = tokio::spawn(notify::deliver_loop(Arc::clone(&state)));
         let app = api::router(Arc::clone(&state));
         // Small writes go out at once (the agents' tunnels carry many), and a peer that went
         // away without a word is noticed: keepalives after 10 s idle, 3 probes 3 s apart.
@@ -260,6 +281,7 @@ impl Server {
         upkeep.abort();
         poller.abort();
         watch.abort();
+        deliveries.abort();
         r.map_err(|source| ServerError::Io { what: "serving".into(), source })
     }
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use axum::extract::{Query as UrlQuery, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use slipway_api::server::ApiErrorBody;
 use slipway_model::access::Permission;
+use slipway_model::environment::{Environment, Watch};
 use slipway_model::time::now_ms;
 use slipway_monitor::promql::{Query, Value, View};
 use slipway_monitor::rules::{Evaluator, Rule, RuleFile, State as AlertState};
@@ -37,6 +39,11 @@ pub struct Monitor {
     evaluators: Mutex<HashMap<String, Evaluator>>,
     /// Environment → the project it belongs to, as deploys and pipeline files say.
     env_projects: Mutex<HashMap<String, String>>,
+    /// Environment → its project and settings, from the project's newest default-branch
+    /// pipeline file (the post-deploy watch reads them).
+    env_config: Mutex<HashMap<String, (String, Environment)>>,
+    /// Environments an alert is rolling back now.
+    pub(crate) rolling: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Monitor {
@@ -49,6 +56,8 @@ impl Monitor {
             projects: Mutex::default(),
             evaluators: Mutex::default(),
             env_projects: Mutex::default(),
+            env_config: Mutex::default(),
+            rolling: Mutex::default(),
         }
     }
 }
@@ -57,6 +66,16 @@ impl Monitor {
     /// Notes which project an environment belongs to (a deploy through the server).
     pub(crate) fn owns(&self, project: &str, env: &str) {
         self.env_projects.lock().expect("env projects lock").insert(env.to_string(), project.to_string());
+    }
+
+    /// An environment's settings, as the monitor last read them.
+    pub(crate) fn environment(&self, env: &str) -> Option<Environment> {
+        self.env_config.lock().expect("env config lock").get(env).map(|(_, e)| e.clone())
+    }
+
+    /// An environment's project and post-deploy watch.
+    pub(crate) fn watch_of(&self, env: &str) -> Option<(String, Watch)> {
+        self.env_config.lock().expect("env config lock").get(env).map(|(p, e)| (p.clone(), e.watch.clone()))
     }
 }
 
@@ -94,15 +113,25 @@ pub(crate) async fn tick(s: &Arc<State>) {
             .chain(projects.iter().map(|(p, (_, r))| (p.clone(), r.clone())))
             .collect()
     };
-    let mut store = s.monitor.series.lock().expect("series lock");
-    let mut evaluators = s.monitor.evaluators.lock().expect("evaluators lock");
-    evaluators.retain(|k, _| sources.iter().any(|(p, _)| p == k));
-    for (source, rules) in &sources {
-        let ev = evaluators.entry(source.clone()).or_default();
-        for e in ev.eval(rules, &mut store, t, &Labels::new()) {
-            tracing::warn!(source = %source, error = %e, "an alert rule did not evaluate");
+    let alerts: Vec<slipway_monitor::rules::Alert> = {
+        let mut store = s.monitor.series.lock().expect("series lock");
+        let mut evaluators = s.monitor.evaluators.lock().expect("evaluators lock");
+        evaluators.retain(|k, _| sources.iter().any(|(p, _)| p == k));
+        let mut alerts = Vec::new();
+        for (source, rules) in &sources {
+            let ev = evaluators.entry(source.clone()).or_default();
+            for e in ev.eval(rules, &mut store, t, &Labels::new()) {
+                tracing::warn!(source = %source, error = %e, "an alert rule did not evaluate");
+            }
+            alerts.extend(ev.states.values().flat_map(|st| st.active.values().cloned()));
         }
-    }
+        alerts
+    };
+    // Firing and just-resolved alerts go to the notifications; firing ones tied to an
+    // environment in its watch window roll its release back.
+    crate::notify::take(s, crate::notify::rule_notices(s, &alerts)).await;
+    let firing: Vec<_> = alerts.into_iter().filter(|a| a.state == AlertState::Firing).collect();
+    crate::watch::check(s, firing).await;
 }
 
 /// `up` and the traffic of every environment on every agent the server reaches.
@@ -163,7 +192,7 @@ async fn environments(s: &Arc<State>) -> Vec<(Labels, f64)> {
 }
 
 /// The project whose releases an environment runs (names are one namespace per server).
-async fn project_of(s: &State, env: &str) -> Option<String> {
+pub(crate) async fn project_of(s: &State, env: &str) -> Option<String> {
     if let Some(p) = s.monitor.env_projects.lock().expect("env projects lock").get(env) {
         return Some(p.clone());
     }
@@ -188,6 +217,11 @@ async fn refresh_project_rules(s: &Arc<State>) {
         if let Ok((envs, _)) = &loaded {
             for e in envs {
                 s.monitor.owns(&p.name, &e.name);
+                s.monitor
+                    .env_config
+                    .lock()
+                    .expect("env config lock")
+                    .insert(e.name.clone(), (p.name.clone(), e.clone()));
             }
         }
         let rules = match loaded {
@@ -274,7 +308,7 @@ pub struct InstantQuery {
     time: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/query", tag = "monitoring", summary = "An instant query, as Prometheus' HTTP API answers it", params(("query" = String, Query, description = "PromQL (slipway's subset, docs/monitoring.md)"), ("time" = Option<String>, Query, description = "RFC 3339 or Unix seconds; default now")), responses((status = 200, description = "`{status: success, data: {resultType, result}}`"), (status = 400, description = "`{status: error, errorType: bad_data, error}`")))]
+#[utoipa::path(get, path = "/api/v1/query", tag = "monitoring", summary = "An instant query, as Prometheus' HTTP API answers it", params(("query" = String, Query, description = "PromQL (slipway's subset, docs/monitoring.md)"), ("time" = Option<String>, Query, description = "RFC 3339 or Unix seconds; default now")), responses((status = 200, description = "`{status: success, data: {resultType, result}}`"), (status = 400, description = "`{status: error, errorType: bad_data, error}`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody)))]
 pub async fn query(AxState(s): S, who: Caller, UrlQuery(q): UrlQuery<InstantQuery>) -> Response {
     let Some(text) = q.query.filter(|t| !t.trim().is_empty()) else {
         return prom_error(StatusCode::BAD_REQUEST, "bad_data", "parameter \"query\" is missing".into());
@@ -324,7 +358,7 @@ pub struct RangeQuery {
     step: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/query_range", tag = "monitoring", summary = "A range query, as Prometheus' HTTP API answers it", params(("query" = String, Query, description = "PromQL"), ("start" = String, Query, description = "RFC 3339 or Unix seconds"), ("end" = String, Query, description = "RFC 3339 or Unix seconds"), ("step" = String, Query, description = "A duration (`15s`) or seconds")), responses((status = 200, description = "`{status: success, data: {resultType: matrix, result}}`"), (status = 400, description = "`{status: error, errorType: bad_data, error}`")))]
+#[utoipa::path(get, path = "/api/v1/query_range", tag = "monitoring", summary = "A range query, as Prometheus' HTTP API answers it", params(("query" = String, Query, description = "PromQL"), ("start" = String, Query, description = "RFC 3339 or Unix seconds"), ("end" = String, Query, description = "RFC 3339 or Unix seconds"), ("step" = String, Query, description = "A duration (`15s`) or seconds")), responses((status = 200, description = "`{status: success, data: {resultType: matrix, result}}`"), (status = 400, description = "`{status: error, errorType: bad_data, error}`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody)))]
 pub async fn query_range(AxState(s): S, who: Caller, UrlQuery(q): UrlQuery<RangeQuery>) -> Response {
     let bad = |m: String| prom_error(StatusCode::BAD_REQUEST, "bad_data", m);
     let Some(text) = q.query.filter(|t| !t.trim().is_empty()) else {
@@ -419,7 +453,7 @@ fn each_source(s: &State, who: &Caller, mut f: impl FnMut(&str, &RuleFile, Optio
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/alerts", tag = "monitoring", summary = "Active alerts (pending and firing), as Prometheus' HTTP API answers", responses((status = 200, description = "`{status: success, data: {alerts}}`")))]
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "monitoring", summary = "Active alerts (pending and firing), as Prometheus' HTTP API answers", responses((status = 200, description = "`{status: success, data: {alerts}}`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody)))]
 pub async fn alerts(AxState(s): S, who: Caller) -> Response {
     let mut out = Vec::new();
     each_source(&s, &who, |_, rules, ev| {
@@ -435,7 +469,7 @@ pub async fn alerts(AxState(s): S, who: Caller) -> Response {
     success(serde_json::json!({"alerts": out}))
 }
 
-#[utoipa::path(get, path = "/api/v1/rules", tag = "monitoring", summary = "Rule groups with their rules' state, as Prometheus' HTTP API answers", responses((status = 200, description = "`{status: success, data: {groups}}`")))]
+#[utoipa::path(get, path = "/api/v1/rules", tag = "monitoring", summary = "Rule groups with their rules' state, as Prometheus' HTTP API answers", responses((status = 200, description = "`{status: success, data: {groups}}`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody)))]
 pub async fn rules(AxState(s): S, who: Caller) -> Response {
     let mut groups = Vec::new();
     let interval = s.monitor.interval.as_secs_f64();

@@ -198,6 +198,8 @@ pub async fn start(state: &Arc<State>, run: RunId) -> Result<(), ServerError> {
             }
             Err(why) => {
                 state.store.end_run(run, PipelineStatus::Failed, &why).await?;
+                let s = Arc::clone(state);
+                tokio::spawn(async move { crate::notify::pipeline_finished(&s, run).await });
                 false
             }
         }
@@ -462,6 +464,11 @@ pub async fn drive(state: &Arc<State>, run: RunId, event: Event) -> Result<Pipel
     }
     if status != PipelineStatus::Running {
         state.plans.lock().expect("plans lock").remove(&run);
+        // Failed, fixed or canceled: the notifications hear of it (without waiting for them).
+        if row.status == PipelineStatus::Running {
+            let s = Arc::clone(state);
+            tokio::spawn(async move { crate::notify::pipeline_finished(&s, run).await });
+        }
     }
     Ok(status)
 }

@@ -13,6 +13,7 @@
 
 mod access;
 mod locks;
+mod notify;
 mod releases;
 mod row;
 mod runs;
@@ -31,6 +32,7 @@ pub use access::{
     audit_hash,
 };
 pub use locks::Lock;
+pub use notify::{Delivery, NewDelivery, SilenceRow};
 pub use runs::{ClaimedJob, JobRow, JobToken, NewRun, RunId, RunRow};
 pub use schedules::Schedule;
 pub use server::Project;

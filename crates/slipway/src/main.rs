@@ -155,6 +155,24 @@ enum Command {
         #[command(subcommand)]
         action: alertscmd::AlertsAction,
     },
+    /// A server's silences: `add MATCHER... --for 2h --comment WHY`, `list`, `expire ID`.
+    Silence {
+        #[command(subcommand)]
+        action: alertscmd::SilenceAction,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// A server's notification deliveries, newest first: delivered, retrying or failed.
+    Notifications {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign in to a server: a token kept in ~/.config/slipway/credentials.json (0600).
     Login {
         /// The user (default: $USER).
@@ -558,6 +576,8 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Server(args) => servercmd::server(&deploycmd::data_dir(cli.data_dir, ui)?, args, ui),
         Command::Project { action, remote, json } => servercmd::project(action, remote, json, ui),
         Command::Alerts { action } => alertscmd::alerts(action, ui),
+        Command::Silence { action, remote, json } => alertscmd::silence(action, remote, json, ui),
+        Command::Notifications { limit, remote, json } => alertscmd::notifications(limit, remote, json, ui),
         Command::Login { user, password_stdin, expires, remote, json } => {
             accesscmd::login(remote, user, password_stdin, expires, json)
         }

@@ -45,6 +45,14 @@ pub struct ServerArgs {
     /// How long collected series are kept (in memory).
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
     pub metrics_retention: Duration,
+    /// The notification file: receivers (webhook, Slack, e-mail), routes, Alertmanagers
+    /// (docs/monitoring.md). Default: `notify.yml` in the data directory, when it exists.
+    #[arg(long, value_name = "FILE", env = "SLIPWAY_NOTIFY")]
+    pub notify: Option<std::path::PathBuf>,
+    /// The address people reach the server at, for the links in notifications (default: the
+    /// notification file's `external_url`, else http://LISTEN).
+    #[arg(long, value_name = "URL")]
+    pub external_url: Option<String>,
     /// CI jobs the in-process agent runs at once.
     #[arg(long, value_name = "N", default_value_t = 2, requires = "with_agent")]
     pub concurrency: usize,
@@ -107,6 +115,66 @@ pub fn load_access(data: &Path, file: Option<&Path>, ui: &Ui) -> Result<slipway_
     }
 }
 
+/// Reads the notification file (every error at its place, exit 2), or none; secrets in
+/// `*_file` settings must be readable now.
+fn load_notify(data: &Path, file: Option<&Path>, ui: &Ui) -> Result<slipway_monitor::channels::NotifyConfig> {
+    let default = data.join("notify.yml");
+    let path = match file {
+        Some(f) => f.to_path_buf(),
+        None if default.exists() => default,
+        None => return Ok(Default::default()),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        UserError::new(format!("the notification file {}: {e}", path.display()))
+            .hint("give --notify a readable file (docs/monitoring.md shows its format)")
+    })?;
+    let mut sources = slipway_pipeline::SourceMap::default();
+    let config = match slipway_pipeline::load_notify(&path, &text, &mut sources) {
+        Ok(c) => c,
+        Err(diags) => {
+            let n = diags.iter().filter(|d| d.severity == slipway_pipeline::Severity::Error).count();
+            for d in &diags {
+                ui.diagnostic(&sources, d);
+            }
+            return Err(UserError::new(format!(
+                "the notification file {} has {n} error(s); nothing was started",
+                path.display()
+            ))
+            .into());
+        }
+    };
+    use slipway_monitor::channels::{Channel, Secret};
+    let check = |s: &Secret, what: String| -> Result<()> {
+        if let Secret::File(f) = s {
+            s.reveal().map_err(|e| {
+                UserError::new(format!("{}: {what}: {}: {e}", path.display(), f.display()))
+                    .hint("the server reads it at every delivery: make it readable by the server's user")
+            })?;
+        }
+        Ok(())
+    };
+    for r in &config.receivers {
+        for (name, c) in r.channels() {
+            let what = format!("receiver `{}` {name}", r.name);
+            match c {
+                Channel::Webhook(w) => {
+                    check(&w.url, what.clone())?;
+                    if let Some(b) = &w.bearer {
+                        check(b, what)?;
+                    }
+                }
+                Channel::Slack(s) => check(&s.api_url, what)?,
+                Channel::Email(e) => {
+                    if let Some(p) = &e.auth_password {
+                        check(p, what)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(config)
+}
+
 pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
     tracing_init(ui);
     if let Some(file) = &args.admin_token_file {
@@ -122,6 +190,12 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
     for f in &args.rules {
         rules.groups.extend(load_rules(f, ui)?.groups);
     }
+    let notify = load_notify(data, args.notify.as_deref(), ui)?;
+    if let Some(u) = &args.external_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(UserError::new(format!("--external-url `{u}` is not an http:// or https:// URL")).into());
+    }
     if args.monitor_interval.is_zero() {
         return Err(UserError::new("--monitor-interval must be longer than 0").into());
     }
@@ -131,6 +205,8 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
         rules,
         monitor_interval: args.monitor_interval,
         metrics_retention: args.metrics_retention,
+        external_url: args.external_url.clone().or_else(|| notify.external_url.clone()),
+        notify,
         listen: args.listen,
         data_dir: data.to_path_buf(),
         database_url: args.database_url,

@@ -8,6 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -1738,7 +1739,7 @@ fn every_endpoint_allows_and_denies_every_role_as_the_permission_table_says() {
                 Need::Public | Need::Signed => true,
                 Need::Agent => *global && role.grants(&need("write", "settings")).is_some(),
                 Need::Server(v, r) => *global && role.grants(&need(v, r)).is_some(),
-                Need::Listed(..) => true,
+                Need::Listed(..) | Need::Owned(..) => true,
                 Need::Project(v, r) | Need::Pipeline(v, r) => role.grants(&need(v, r)).is_some(),
             };
             let what = format!("{} {path} as {name}: {code} {text}", rule.method);
@@ -2270,4 +2271,640 @@ fn the_server_evaluates_alert_rules_and_answers_prometheus_queries() {
 
 fn slipway_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// A webhook receiver on loopback: records each POST (headers and body), answering 500 to the
+/// first `fail` of them.
+struct HookSink {
+    addr: String,
+    got: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl HookSink {
+    fn start(fail: usize) -> HookSink {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let got: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+        let g = Arc::clone(&got);
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let (head, body) = loop {
+                    let Ok(n) = conn.read(&mut chunk) else { break (String::new(), Vec::new()) };
+                    if n == 0 {
+                        break (String::new(), Vec::new());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_string();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        while buf.len() < i + 4 + len {
+                            let Ok(n) = conn.read(&mut chunk) else { break };
+                            if n == 0 {
+                                break;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        break (head, buf[i + 4..].to_vec());
+                    }
+                };
+                seen += 1;
+                if seen <= fail {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope",
+                    );
+                    continue;
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    g.lock().unwrap().push((head, v));
+                }
+            }
+        });
+        HookSink { addr, got }
+    }
+
+    fn bodies(&self) -> Vec<serde_json::Value> {
+        self.got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect()
+    }
+
+    /// Waits for a body `f` accepts.
+    fn wait_for(&self, what: &str, secs: u64, f: impl Fn(&serde_json::Value) -> bool) -> (Instant, serde_json::Value) {
+        let t = Instant::now();
+        loop {
+            if let Some(b) = self.bodies().into_iter().find(|b| f(b)) {
+                return (Instant::now(), b);
+            }
+            assert!(t.elapsed() < Duration::from_secs(secs), "no webhook {what}: {:#?}", self.bodies());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn alert_names(body: &serde_json::Value, status: &str) -> Vec<String> {
+    body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["status"] == status)
+        .map(|a| a["labels"]["alertname"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Pipelines' ends reach a webhook as Alertmanager's payload: a failure once (again and again
+/// failing is one state, told once), the fix as its resolution, a silenced event never; a
+/// receiver answering 500 gets the notification again with back-off, and the delivery log
+/// says so — without the receiver's credentials.
+#[test]
+fn pipeline_ends_are_told_once_per_state_retried_when_the_receiver_fails_and_silences_mute() {
+    let hook = HookSink::start(2);
+    let conf = tempfile::tempdir().unwrap();
+    let notify = conf.path().join("notify.yml");
+    std::fs::write(
+        &notify,
+        format!(
+            "route:\n  receiver: team\n  group_by: [alertname, project]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: team\n    webhook_configs:\n      - url: http://{}/hook\n        http_config: {{authorization: {{credentials: hook-secret-token-123}}}}\n",
+            hook.addr
+        ),
+    )
+    .unwrap();
+    let repo = Repo::new(&[(
+        ".slipway.yml",
+        "build:\n  script:\n    - echo compiling\n    - 'test -f ok || { echo \"boom: ok is missing\"; exit 3; }'\nslow:\n  script: [test -z \"$SLOW\" || sleep 60]\n",
+    )]);
+    let server = Server::start_with(&["--with-agent", "--notify", notify.to_str().unwrap()]);
+    server.add_project("shop", &repo);
+    let first = server.trigger("shop", None);
+    assert_eq!(server.wait(first, Duration::from_secs(90))["status"], "failed");
+    let (_, told) =
+        hook.wait_for("for the failure", 30, |b| alert_names(b, "firing").contains(&"PipelineFailed".to_string()));
+    assert_eq!((told["version"].as_str(), told["receiver"].as_str()), (Some("4"), Some("team")), "{told}");
+    let a = &told["alerts"][0];
+    assert_eq!((a["labels"]["project"].as_str(), a["labels"]["ref"].as_str()), (Some("shop"), Some("main")), "{a}");
+    let description = a["annotations"]["description"].as_str().unwrap();
+    assert!(
+        description.contains("job `build` (stage test) failed") && description.contains("boom: ok is missing"),
+        "{a}"
+    );
+    assert!(a["generatorURL"].as_str().unwrap().ends_with(&format!("/api/v1/pipelines/{first}")), "{a}");
+    let (head, _) = hook.got.lock().unwrap()[0].clone();
+    assert!(
+        head.contains("authorization: Bearer hook-secret-token-123")
+            || head.contains("Authorization: Bearer hook-secret-token-123"),
+        "{head}"
+    );
+    // Two 500s, then delivered: the log shows the attempts, not the token.
+    let r = Run::from(
+        Command::new(bin())
+            .args(["notifications", "--json", "--server", &server.url, "--token", &server.admin])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let log: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let d = &log[0];
+    assert_eq!(
+        (d["status"].as_str(), d["attempts"].as_i64(), d["channel"].as_str()),
+        (Some("delivered"), Some(3), Some("webhook[0]")),
+        "{log}"
+    );
+    assert!(d["last_error"].as_str().unwrap().contains("HTTP 500"), "{log}");
+    assert!(!r.stdout.contains("hook-secret-token-123"), "{}", r.stdout);
+    // Failing again is the same state: nothing new is told.
+    let second = server.trigger("shop", None);
+    assert_eq!(server.wait(second, Duration::from_secs(90))["status"], "failed");
+    std::thread::sleep(Duration::from_secs(3));
+    let firing =
+        hook.bodies().iter().filter(|b| alert_names(b, "firing").contains(&"PipelineFailed".to_string())).count();
+    assert_eq!(firing, 1, "{:#?}", hook.bodies());
+    // A silenced event is not told.
+    let r = Run::from(
+        Command::new(bin())
+            .args([
+                "silence",
+                "add",
+                "alertname=PipelineCanceled",
+                "project=shop",
+                "--for",
+                "1h",
+                "--comment",
+                "we cancel on purpose",
+            ])
+            .args(["--server", &server.url, "--token", &server.admin])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.starts_with("silence "), "{}", r.debug());
+    let r = Run::from(
+        Command::new(bin())
+            .args(["silence", "list", "--server", &server.url, "--token", &server.admin])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        r.stdout.contains("we cancel on purpose") && r.stdout.contains("alertname=\"PipelineCanceled\""),
+        "{}",
+        r.debug()
+    );
+    // A silence matching everything is refused.
+    let (code, text) = server.call(
+        "POST",
+        "/api/v1/silences",
+        Some(r#"{"matchers": [{"name": "x", "value": "", "isRegex": false}], "duration": "1h", "comment": "all"}"#),
+    );
+    assert_eq!(code, 400, "{text}");
+    let third = server.trigger("shop", Some(r#"{"variables": [["SLOW", "1"]]}"#));
+    let t = Instant::now();
+    while server.json(&format!("/api/v1/pipelines/{third}"))["jobs"][1]["status"] != "running" {
+        assert!(t.elapsed() < Duration::from_secs(60), "slow never runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.call("POST", &format!("/api/v1/pipelines/{third}/cancel"), None).0, 200);
+    assert_eq!(server.wait(third, Duration::from_secs(30))["status"], "canceled");
+    // Fixed: the failure's resolution is told.
+    repo.write("ok", "");
+    repo.commit("fix the build");
+    let fourth = server.trigger("shop", None);
+    assert_eq!(server.wait(fourth, Duration::from_secs(90))["status"], "success");
+    let (_, fixed) =
+        hook.wait_for("for the fix", 30, |b| alert_names(b, "resolved").contains(&"PipelineFailed".to_string()));
+    assert_eq!(fixed["status"], "resolved", "{fixed}");
+    assert!(fixed["alerts"][0]["annotations"]["summary"].as_str().unwrap().ends_with("fixed"), "{fixed}");
+    assert!(
+        hook.bodies().iter().all(|b| !alert_names(b, "firing").contains(&"PipelineCanceled".to_string())),
+        "the silenced cancel was told: {:#?}",
+        hook.bodies()
+    );
+    // The notification file's errors are all told at once, with their places, before anything starts.
+    std::fs::write(
+        &notify,
+        "route:\n  receiver: nobody\n  group_wait: soon\nreceivers:\n  - name: team\n    webhook_configs:\n      - url: ftp://x\n    email_configs:\n      - to: not-an-address\ninhibit_rules: []\n",
+    )
+    .unwrap();
+    let r = Run::from(
+        Command::new(bin())
+            .args(["server", "--listen", &free_addr(), "--notify", notify.to_str().unwrap()])
+            .env("SLIPWAY_DATA_DIR", conf.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 2, "{}", r.debug());
+    for want in [
+        "notify.yml:2:13",
+        "no receiver is named `nobody`",
+        "notify.yml:3:15",
+        "`route:group_wait`",
+        "must be an http:// or https:// URL",
+        "`not-an-address` is not an e-mail address",
+        "inhibition is not supported",
+        "nothing was started",
+    ] {
+        assert!(r.stderr.contains(want), "{want}: {}", r.debug());
+    }
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with openssl: (ca.pem, cert.pem, key.pem).
+fn loopback_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |f: &str| dir.join(f);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=slipway test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.csr",
+    ]);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "cert.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+}
+
+/// Debian's aiosmtpd on loopback with STARTTLS and AUTH, writing what it receives to `out`.
+fn smtp_sink(dir: &std::path::Path, out: &std::path::Path) -> (Proc, u16) {
+    let (_, cert, key) = loopback_certificate(dir);
+    let port = free_port();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/notify/smtp_sink.py");
+    // Debian's python3, where python3-aiosmtpd is.
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args([
+            &port.to_string(),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            "mailer",
+            "smtp-password-4711",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the SMTP sink did not start");
+    (Proc(child), port)
+}
+
+fn mails(out: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(out)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect())
+        .unwrap_or_default();
+    files.sort();
+    // The bodies are quoted-printable: soft line breaks and `=3D` undone.
+    files.iter().map(|f| std::fs::read_to_string(f).unwrap().replace("=\r\n", "").replace("=\n", "").replace("=3D", "=")).collect()
+}
+
+/// The brief's loop closed: a release that passes its health checks answers errors; the
+/// project's alert rule fires, the post-deploy watch rolls the release back (history:
+/// `alert-rollback`, naming the alert), and the team hears of it by e-mail (STARTTLS, AUTH,
+/// a CA of its own) and by webhook. Prints the timeline.
+#[test]
+fn a_bad_release_that_passes_its_health_checks_is_rolled_back_by_an_alert_and_people_hear_of_it() {
+    let (good, bad) = (websvc_build("v1"), websvc_build("v2-errors"));
+    let conf = tempfile::tempdir().unwrap();
+    let inbox = conf.path().join("inbox");
+    let (_smtp, smtp_port) = smtp_sink(conf.path(), &inbox);
+    let hook = HookSink::start(0);
+    std::fs::write(conf.path().join("smtp-password"), "smtp-password-4711\n").unwrap();
+    let notify = conf.path().join("notify.yml");
+    std::fs::write(
+        &notify,
+        format!(
+            r#"global:
+  smtp_smarthost: 127.0.0.1:{smtp_port}
+  smtp_from: slipway <slipway@example.com>
+route:
+  receiver: team
+  group_by: [alertname, environment]
+  group_wait: 0s
+  group_interval: 1s
+receivers:
+  - name: team
+    webhook_configs:
+      - url: http://{}/hook
+    email_configs:
+      - to: dev@example.com, ops@example.com
+        auth_username: mailer
+        auth_password_file: {}
+        tls_config: {{ca_file: {}}}
+"#,
+            hook.addr,
+            conf.path().join("smtp-password").display(),
+            conf.path().join("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let prod = free_addr();
+    let pipeline = format!(
+        r#"build:
+  script: [echo hi]
+environments:
+  prod:
+    listen: {prod}
+    health: {{http: /healthz, interval: 200ms, deadline: 10s}}
+    watch: {{window: 5m}}
+alerts:
+  groups:
+    - name: prod
+      rules:
+        - alert: HighErrorRate
+          expr: increase(slipway_proxy_errors_total{{environment="prod"}}[10s]) > 0
+          labels:
+            severity: page
+          annotations:
+            summary: "{{{{ $labels.environment }}}} answers errors ({{{{ $labels.version }}}})"
+"#
+    );
+    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
+    let server =
+        Server::start_with(&["--with-agent", "--notify", notify.to_str().unwrap(), "--monitor-interval", "300ms"]);
+    server.add_project("shop", &repo);
+    let run = server.trigger("shop", None);
+    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], "success");
+    let t = Instant::now();
+    while !server.json("/api/v1/rules").to_string().contains("HighErrorRate") {
+        assert!(t.elapsed() < Duration::from_secs(20), "the project's rules never loaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deploy = |dist: &std::path::Path| {
+        Run::from(
+            Command::new(bin())
+                .args(["deploy", "prod", "--artifacts", dist.to_str().unwrap()])
+                .args(["--server", &server.url, "--token", &server.admin, "--project", "shop"])
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap(),
+        )
+    };
+    let r = deploy(&good);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let r = deploy(&bad);
+    assert_eq!(r.code, 0, "the bad release passes its health checks: {}", r.debug());
+    assert_eq!(served(&prod).as_deref(), Some("v2-errors"));
+    // Its users meet the errors.
+    let t0 = Instant::now();
+    for _ in 0..6 {
+        let _ = http_get(&prod, "/");
+    }
+    let (hook_at, told) =
+        hook.wait_for("for the alert", 30, |b| alert_names(b, "firing").contains(&"HighErrorRate".to_string()));
+    let a = &told["alerts"][0];
+    assert_eq!(
+        (a["labels"]["environment"].as_str(), a["labels"]["version"].as_str(), a["labels"]["project"].as_str()),
+        (Some("prod"), Some("v2-errors"), Some("shop")),
+        "{told}"
+    );
+    assert_eq!(a["annotations"]["summary"], "prod answers errors (v2-errors)", "{told}");
+    let t = Instant::now();
+    let history = loop {
+        let h = server.json("/api/v1/projects/shop/environments/prod/releases");
+        if h[0]["reason"] == "alert-rollback" && h[0]["status"] == "healthy" {
+            break h;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no alert-rollback: {h}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rolled_at = Instant::now();
+    assert_eq!(served(&prod).as_deref(), Some("v1"));
+    assert_eq!(
+        (history[0]["version"].as_str(), history[1]["status"].as_str()),
+        (Some("v1"), Some("rolled_back")),
+        "{history}"
+    );
+    assert!(history[1]["detail"].as_str().unwrap().contains("alert `HighErrorRate` fired"), "{history}");
+    assert_eq!(history[0]["actor"], "slipway (post-deploy watch)", "{history}");
+    let (rollback_hook_at, rb) =
+        hook.wait_for("for the rollback", 30, |b| alert_names(b, "firing").contains(&"DeployRolledBack".to_string()));
+    let rba = rb["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "DeployRolledBack")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (rba["labels"]["reason"].as_str(), rba["annotations"]["version"].as_str()),
+        (Some("alert-rollback"), Some("v1")),
+        "{rb}"
+    );
+    assert!(rba["annotations"]["detail"].as_str().unwrap_or("").contains("HighErrorRate"), "{rb}");
+    // The e-mail: over STARTTLS, signed in, to both addresses, saying what and where.
+    let t = Instant::now();
+    let mail = loop {
+        if let Some(m) = mails(&inbox).into_iter().find(|m| m.contains("HighErrorRate")) {
+            break m;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no e-mail: {:?}", mails(&inbox));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mail_at = Instant::now();
+    assert!(mail.contains("X-TLS: True") && mail.contains("X-Authenticated: "), "{mail}");
+    assert!(!mail.contains("X-Authenticated: None"), "{mail}");
+    assert!(mail.contains("X-Envelope-To: dev@example.com,ops@example.com"), "{mail}");
+    assert!(mail.contains("Subject: [FIRING:1] HighErrorRate prod"), "{mail}");
+    assert!(mail.contains("FIRING: prod answers errors (v2-errors)") && mail.contains("version=v2-errors"), "{mail}");
+    eprintln!(
+        "timeline from the first errors: webhook with the alert {:?}, rolled back {:?}, webhook with the rollback {:?}, e-mail {:?}",
+        hook_at - t0,
+        rolled_at - t0,
+        rollback_hook_at - t0,
+        mail_at - t0
+    );
+    // The delivery log: nothing failed (the alert's resolution may still be on its way); the
+    // password appears nowhere.
+    let log = server.json("/api/v1/notifications");
+    assert!(log.as_array().unwrap().iter().all(|d| d["status"] != "failed"), "{log}");
+    assert!(log.as_array().unwrap().iter().any(|d| d["channel"] == "email[0]" && d["status"] == "delivered"), "{log}");
+    assert!(!log.to_string().contains("smtp-password-4711"));
+}
+
+/// For teams whose alerts live in Prometheus: slipway posts its alerts to a real Alertmanager
+/// (Debian's) through its v2 API, and Alertmanager's webhook — with a token of a user that may
+/// roll back — rolls back the release the alert names, once.
+#[test]
+fn alertmanager_gets_slipways_alerts_and_its_webhook_rolls_back_the_release_they_name() {
+    require("prometheus-alertmanager", "--version");
+    let (good, bad) = (websvc_build("v1"), websvc_build("v2-errors"));
+    let conf = tempfile::tempdir().unwrap();
+    let am_port = free_port();
+    let notify = conf.path().join("notify.yml");
+    std::fs::write(&notify, format!("alertmanagers:\n  - url: http://127.0.0.1:{am_port}\n")).unwrap();
+    let stage = free_addr();
+    let pipeline = format!(
+        r#"build:
+  script: [echo hi]
+environments:
+  stage:
+    listen: {stage}
+    health: {{http: /healthz, interval: 200ms, deadline: 10s}}
+    watch: false
+alerts:
+  groups:
+    - name: stage
+      rules:
+        - alert: StageErrors
+          expr: increase(slipway_proxy_errors_total{{environment="stage"}}[10s]) > 0
+          annotations:
+            summary: "stage answers errors"
+"#
+    );
+    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
+    let server =
+        Server::start_with(&["--with-agent", "--notify", notify.to_str().unwrap(), "--monitor-interval", "300ms"]);
+    server.add_project("shop", &repo);
+    let body = r#"{"name": "am", "password": "alertmanager's long password", "bindings": [{"role": "deployer", "project": "shop"}]}"#;
+    assert_eq!(server.call("POST", "/api/v1/users", Some(body)).0, 201);
+    let (_, text) = server.call_as(
+        None,
+        "POST",
+        "/api/v1/login",
+        Some(r#"{"user": "am", "password": "alertmanager's long password"}"#),
+    );
+    let am_token = serde_json::from_str::<serde_json::Value>(&text).unwrap()["token"].as_str().unwrap().to_string();
+    std::fs::write(
+        conf.path().join("alertmanager.yml"),
+        format!(
+            "route:\n  receiver: slipway\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: slipway\n    webhook_configs:\n      - url: {}/api/v1/hooks/alertmanager\n        http_config:\n          authorization:\n            credentials: {am_token}\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let _am = Proc(
+        Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", conf.path().join("alertmanager.yml").display()))
+            .arg(format!("--storage.path={}", conf.path().join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let am = format!("127.0.0.1:{am_port}");
+    assert!(wait_http(&am, "/-/ready").is_some(), "Alertmanager did not start");
+    let run = server.trigger("shop", None);
+    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], "success");
+    let t = Instant::now();
+    while !server.json("/api/v1/rules").to_string().contains("StageErrors") {
+        assert!(t.elapsed() < Duration::from_secs(20), "the project's rules never loaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for dist in [&good, &bad] {
+        let r = Run::from(
+            Command::new(bin())
+                .args(["deploy", "stage", "--artifacts", dist.to_str().unwrap()])
+                .args(["--server", &server.url, "--token", &server.admin, "--project", "shop"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(r.code, 0, "{}", r.debug());
+    }
+    for _ in 0..6 {
+        let _ = http_get(&stage, "/");
+    }
+    // Alertmanager has slipway's alert.
+    let t = Instant::now();
+    loop {
+        let alerts = http_get(&am, "/api/v2/alerts").unwrap_or_default();
+        if alerts.contains("StageErrors") {
+            assert!(
+                alerts.contains("\"environment\":\"stage\"") && alerts.contains("\"project\":\"shop\""),
+                "{alerts}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "Alertmanager never got the alert: {alerts}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Its webhook rolled stage back, as `am`.
+    let t = Instant::now();
+    let h = loop {
+        let h = server.json("/api/v1/projects/shop/environments/stage/releases");
+        if h[0]["reason"] == "alert-rollback" && h[0]["status"] == "healthy" {
+            break h;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no alert-rollback: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((h[0]["actor"].as_str(), h[0]["version"].as_str()), (Some("am"), Some("v1")), "{h}");
+    assert!(h[1]["detail"].as_str().unwrap().contains("alert `StageErrors` from Alertmanager"), "{h}");
+    assert_eq!(served(&stage).as_deref(), Some("v1"));
+    // The same alert again rolls nothing back (the release it names no longer runs).
+    let payload = r#"{"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "StageErrors", "environment": "stage", "version": "v2-errors"}}]}"#;
+    let (code, text) = server.call_as(Some(&am_token), "POST", "/api/v1/hooks/alertmanager", Some(payload));
+    assert_eq!(code, 202, "{text}");
+    assert!(text.contains("\"skipped\"") && text.contains("runs v1 now, not v2-errors"), "{text}");
+    // A user who may not roll back is told so; and a payload that is not Alertmanager's is refused.
+    let (code, text) = server.call("POST", "/api/v1/hooks/alertmanager", Some(r#"{"alerts": []}"#));
+    assert_eq!(code, 400, "{text}");
+    let body = r#"{"name": "vic", "password": "vic has a long password", "bindings": [{"role": "viewer", "project": "shop"}]}"#;
+    assert_eq!(server.call("POST", "/api/v1/users", Some(body)).0, 201);
+    let (_, text) = server.call_as(
+        None,
+        "POST",
+        "/api/v1/login",
+        Some(r#"{"user": "vic", "password": "vic has a long password"}"#),
+    );
+    let vic = serde_json::from_str::<serde_json::Value>(&text).unwrap()["token"].as_str().unwrap().to_string();
+    let payload =
+        r#"{"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "X", "environment": "stage"}}]}"#;
+    let (code, text) = server.call_as(Some(&vic), "POST", "/api/v1/hooks/alertmanager", Some(payload));
+    assert_eq!(code, 202, "{text}");
+    assert!(text.contains("\"refused\"") && text.contains("`vic` lacks `rollback:environments/stage`"), "{text}");
 }

@@ -25,6 +25,7 @@ const ENV_KEYS: &[&str] = &[
     "stop_grace",
     "drain_timeout",
     "proxy",
+    "watch",
 ];
 
 impl Cx {
@@ -127,6 +128,7 @@ impl Cx {
             stop_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             proxy: ProxyLimits::default(),
+            watch: Watch::default(),
         };
         let mut strategy_node = None;
         let mut target_name = ("local".to_string(), n.span);
@@ -177,6 +179,7 @@ impl Cx {
                 "stop_grace" => env.stop_grace = self.duration(v, &field).unwrap_or(env.stop_grace),
                 "drain_timeout" => env.drain_timeout = self.duration(v, &field).unwrap_or(env.drain_timeout),
                 "proxy" => env.proxy = self.proxy_limits(v, &field),
+                "watch" => env.watch = self.watch(v, &field),
                 _ => self.unknown_key(k, &format!("`{path}`"), ENV_KEYS),
             }
         }
@@ -242,6 +245,29 @@ impl Cx {
             env.strategy = Strategy::Rolling { max_surge: Scale::Count(0), max_unavailable: Scale::Count(1) };
         }
         Some(env)
+    }
+
+    /// `watch: false`, `watch: 15m`, or `watch: {window, rollback, alerts}`.
+    fn watch(&mut self, n: &Node, path: &str) -> Watch {
+        let mut w = Watch::default();
+        match &n.value {
+            Value::Bool(false) => w.rollback = false,
+            Value::Bool(true) => {}
+            Value::Str(_) | Value::Int(_) => w.window = self.duration(n, path).unwrap_or(w.window),
+            Value::Map(_) => {
+                for (k, v) in self.map(n, path) {
+                    let f = format!("{path}:{}", k.name);
+                    match k.name.as_str() {
+                        "window" => w.window = self.duration(v, &f).unwrap_or(w.window),
+                        "rollback" => w.rollback = self.boolean(v, &f).unwrap_or(true),
+                        "alerts" => w.alerts = self.string_list(v, &f),
+                        _ => self.unknown_key(k, &format!("`{path}`"), &["window", "rollback", "alerts"]),
+                    }
+                }
+            }
+            _ => self.type_err(n, path, "`false`, a duration (as `15m`) or a mapping `{window, rollback, alerts}`"),
+        }
+        w
     }
 
     /// `proxy: {max_connections, header_timeout, idle_timeout}`.
