@@ -352,13 +352,18 @@ pub fn webhook_body(n: &Notification, w: &Webhook, external: &str) -> serde_json
 }
 
 /// A Slack incoming-webhook message: the title, and one attachment per alert (red while it
-/// fires, green once resolved).
+/// fires — yellow for `severity: warning`, blue for `info` — green once resolved).
 pub fn slack_body(n: &Notification, s: &Slack, external: &str) -> serde_json::Value {
     let attachments: Vec<serde_json::Value> = told(n, s.send_resolved)
         .into_iter()
         .map(|a| {
             serde_json::json!({
-                "color": if a.resolved(n.at_ms) { "good" } else { "danger" },
+                "color": match (a.resolved(n.at_ms), a.labels.get("severity").map(String::as_str)) {
+                    (true, _) => "good",
+                    (false, Some("info")) => "#439FE0",
+                    (false, Some("warning" | "ticket")) => "warning",
+                    _ => "danger",
+                },
                 "title": a.annotations.get("summary").or(a.labels.get("alertname")),
                 "title_link": (!a.generator_url.is_empty()).then_some(&a.generator_url),
                 "text": alert_text(a, n.at_ms, s.text.as_ref(), n, external),

@@ -109,6 +109,11 @@ impl Query {
         eval(&self.expr, view, t_ms)
     }
 
+    /// Whether it is a plain instant-vector selector (`up{job="a"}`), as `/federate` takes.
+    pub fn is_selector(&self) -> bool {
+        matches!(self.expr, Expr::VectorSelector(_))
+    }
+
     /// An instant vector (a scalar becomes one sample without labels).
     pub fn eval_vector(&self, store: &SeriesStore, t_ms: i64) -> Result<Vec<Sample>, String> {
         match self.eval(store, t_ms)? {

@@ -96,6 +96,7 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/v1/query_range", Listed("read", "environments"), "Grafana, promtool query range"),
     rule("GET", "/api/v1/alerts", Listed("read", "environments"), ""),
     rule("GET", "/api/v1/rules", Listed("read", "environments"), ""),
+    rule("GET", "/federate", Listed("read", "environments"), "Prometheus' scrape (`honor_labels: true`)"),
     rule("GET", "/api/v1/silences", Listed("read", "environments"), "slipway silence list"),
     rule("POST", "/api/v1/silences", Owned("rollback", "environments"), "slipway silence add"),
     rule("DELETE", "/api/v1/silences/{id}", Owned("rollback", "environments"), "slipway silence expire"),

@@ -80,6 +80,7 @@ fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(crate::monitor::query_range))
         .routes(routes!(crate::monitor::alerts))
         .routes(routes!(crate::monitor::rules))
+        .routes(routes!(crate::monitor::federate))
         .routes(routes!(crate::alerting::silences, crate::alerting::add_silence))
         .routes(routes!(crate::alerting::expire_silence))
         .routes(routes!(crate::alerting::add_project_silence))

@@ -42,6 +42,8 @@ pub struct Monitor {
     /// Environment → its project and settings, from the project's newest default-branch
     /// pipeline file (the post-deploy watch reads them).
     env_config: Mutex<HashMap<String, (String, Environment)>>,
+    /// The `ALERTS` series written at the last evaluation (they get stale markers when they end).
+    alerts_written: Mutex<std::collections::BTreeSet<Labels>>,
     /// Environments an alert is rolling back now.
     pub(crate) rolling: Mutex<std::collections::HashSet<String>>,
 }
@@ -57,6 +59,7 @@ impl Monitor {
             evaluators: Mutex::default(),
             env_projects: Mutex::default(),
             env_config: Mutex::default(),
+            alerts_written: Mutex::default(),
             rolling: Mutex::default(),
         }
     }
@@ -125,6 +128,20 @@ pub(crate) async fn tick(s: &Arc<State>) {
             }
             alerts.extend(ev.states.values().flat_map(|st| st.active.values().cloned()));
         }
+        // `ALERTS{alertname, alertstate, …}` as Prometheus writes it, ended with a stale marker.
+        let mut written = s.monitor.alerts_written.lock().expect("alerts written lock");
+        let mut now = std::collections::BTreeSet::new();
+        for a in alerts.iter().filter(|a| a.state != AlertState::Inactive) {
+            let mut l = a.labels.clone();
+            l.insert("__name__".into(), "ALERTS".into());
+            l.insert("alertstate".into(), if a.state == AlertState::Firing { "firing" } else { "pending" }.into());
+            let _ = store.append(&l, t, 1.0);
+            now.insert(l);
+        }
+        for gone in written.difference(&now) {
+            let _ = store.append(gone, t, slipway_monitor::series::stale());
+        }
+        *written = now;
         alerts
     };
     // Firing and just-resolved alerts go to the notifications; firing ones tied to an
@@ -415,6 +432,63 @@ pub async fn query_range(AxState(s): S, who: Caller, UrlQuery(q): UrlQuery<Range
         "resultType": "matrix",
         "result": series.into_iter().map(|(metric, values)| serde_json::json!({"metric": metric, "values": values})).collect::<Vec<_>>(),
     }))
+}
+
+/// `GET /federate?match[]=SELECTOR…`: the newest sample of every series the selectors match
+/// (all of them without one), in the text exposition format, as Prometheus' federation
+/// endpoint — for a Prometheus to scrape (with a bearer token).
+#[utoipa::path(get, path = "/federate", tag = "monitoring", summary = "The series, for a Prometheus to scrape (Prometheus' federation)", params(("match[]" = Option<String>, Query, description = "A series selector (repeatable); every series when absent")), responses((status = 200, description = "Text exposition format 0.0.4", content_type = "text/plain", body = String), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody)))]
+pub async fn federate(AxState(s): S, who: Caller, axum::extract::RawQuery(raw): axum::extract::RawQuery) -> Response {
+    use std::fmt::Write;
+    let mut selectors = Vec::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if k != "match[]" {
+            continue;
+        }
+        match Query::parse(&v) {
+            Ok(q) if q.is_selector() => selectors.push(q),
+            Ok(_) => {
+                return crate::api::error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("`match[]={v}` is not a series selector (as `up{{job=\"web\"}}`)"),
+                    Some("match[]".into()),
+                );
+            }
+            Err(e) => return crate::api::error(StatusCode::BAD_REQUEST, "invalid", e.message, Some("match[]".into())),
+        }
+    }
+    if selectors.is_empty() {
+        selectors.push(Query::parse("{__name__=~\".+\"}").expect("a selector"));
+    }
+    let t = now_ms();
+    let keep = visible(&s, &who);
+    let mut by_name: std::collections::BTreeMap<String, std::collections::BTreeMap<Labels, f64>> = Default::default();
+    {
+        let store = s.monitor.series.lock().expect("series lock");
+        let view = View { store: &store, keep: Some(&keep) };
+        for q in &selectors {
+            if let Ok(Value::Vector(v)) = q.eval_in(view, t) {
+                for x in v {
+                    let name = x.labels.get("__name__").cloned().unwrap_or_default();
+                    by_name.entry(name).or_default().insert(x.labels, x.value);
+                }
+            }
+        }
+    }
+    let mut o = String::new();
+    for (name, series) in by_name {
+        let _ = writeln!(o, "# TYPE {name} untyped");
+        for (labels, v) in series {
+            let pairs: Vec<String> = labels
+                .iter()
+                .filter(|(k, _)| k.as_str() != "__name__")
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+                .collect();
+            let _ = writeln!(o, "{name}{{{}}} {} {t}", pairs.join(","), prom_value(v));
+        }
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], o).into_response()
 }
 
 /// `strconv.FormatFloat(v, 'e', 10, 64)`, as Prometheus' alerts API writes values.

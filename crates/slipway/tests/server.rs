@@ -2353,10 +2353,11 @@ impl HookSink {
 }
 
 fn alert_names(body: &serde_json::Value, status: &str) -> Vec<String> {
+    // (Slack's messages have no `alerts`.)
     body["alerts"]
         .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .filter(|a| a["status"] == status)
         .map(|a| a["labels"]["alertname"].as_str().unwrap().to_string())
         .collect()
@@ -2607,7 +2608,10 @@ fn mails(out: &std::path::Path) -> Vec<String> {
         .unwrap_or_default();
     files.sort();
     // The bodies are quoted-printable: soft line breaks and `=3D` undone.
-    files.iter().map(|f| std::fs::read_to_string(f).unwrap().replace("=\r\n", "").replace("=\n", "").replace("=3D", "=")).collect()
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().replace("=\r\n", "").replace("=\n", "").replace("=3D", "="))
+        .collect()
 }
 
 /// The brief's loop closed: a release that passes its health checks answers errors; the
@@ -2637,12 +2641,15 @@ route:
 receivers:
   - name: team
     webhook_configs:
-      - url: http://{}/hook
+      - url: http://{0}/hook
+    slack_configs:
+      - api_url: http://{0}/slack
+        channel: '#prod'
     email_configs:
       - to: dev@example.com, ops@example.com
         auth_username: mailer
-        auth_password_file: {}
-        tls_config: {{ca_file: {}}}
+        auth_password_file: {1}
+        tls_config: {{ca_file: {2}}}
 "#,
             hook.addr,
             conf.path().join("smtp-password").display(),
@@ -2711,6 +2718,17 @@ alerts:
         "{told}"
     );
     assert_eq!(a["annotations"]["summary"], "prod answers errors (v2-errors)", "{told}");
+    // The same alert as a Slack message, and as the `ALERTS` series.
+    let (_, slack) = hook
+        .wait_for("to Slack", 30, |b| b["attachments"].is_array() && b["text"].to_string().contains("HighErrorRate"));
+    assert_eq!(
+        (slack["channel"].as_str(), slack["text"].as_str()),
+        (Some("#prod"), Some("[FIRING:1] HighErrorRate prod")),
+        "{slack}"
+    );
+    assert_eq!(slack["attachments"][0]["color"], "danger", "{slack}");
+    let q = server.json("/api/v1/query?query=ALERTS%7Balertstate%3D%22firing%22%7D");
+    assert_eq!(q["data"]["result"][0]["metric"]["alertname"], "HighErrorRate", "{q}");
     let t = Instant::now();
     let history = loop {
         let h = server.json("/api/v1/projects/shop/environments/prod/releases");
@@ -2766,6 +2784,15 @@ alerts:
         rollback_hook_at - t0,
         mail_at - t0
     );
+    // A Prometheus can scrape the series (federation), with a token.
+    let (code, text) = server.call("GET", "/federate?match[]=up", None);
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        text.contains("# TYPE up untyped") && text.contains("environment=\"prod\"") && text.contains("version=\"v1\""),
+        "{text}"
+    );
+    let (code, text) = server.call("GET", "/federate?match[]=sum(up)", None);
+    assert_eq!(code, 400, "{text}");
     // The delivery log: nothing failed (the alert's resolution may still be on its way); the
     // password appears nowhere.
     let log = server.json("/api/v1/notifications");
