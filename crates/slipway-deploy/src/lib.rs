@@ -15,6 +15,7 @@ mod engine;
 mod events;
 pub mod observe;
 pub mod plan;
+pub mod prom;
 mod ssh;
 mod systemd;
 pub mod target;

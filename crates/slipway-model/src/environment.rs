@@ -332,6 +332,26 @@ pub struct Analysis {
     /// What a pause decides when none of its windows had `min_requests` to judge: an
     /// unjudged canary is not a good one (default `Fail`: roll back).
     pub on_inconclusive: OnInconclusive,
+    /// Queries on an external Prometheus judged at each interval too (`prometheus:`).
+    pub prometheus: Option<PromAnalysis>,
+}
+
+/// `analysis.prometheus`: a Prometheus' HTTP API, and the queries whose value must stay within
+/// bounds (`$VERSION`, `$STABLE_VERSION`, `$ENVIRONMENT`, `$RELEASE` are replaced first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromAnalysis {
+    /// `http://host:port` (and a path prefix, if Prometheus has one).
+    pub url: String,
+    pub queries: Vec<PromCheck>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromCheck {
+    pub query: String,
+    /// The canary fails when any value of the result is above `max` (or below `min`).
+    pub max: Option<f64>,
+    pub min: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +373,7 @@ impl Default for Analysis {
             compare_stable: true,
             max_latency_increase: 1.0,
             on_inconclusive: OnInconclusive::Fail,
+            prometheus: None,
         }
     }
 }

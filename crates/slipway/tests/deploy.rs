@@ -299,6 +299,81 @@ fn a_canary_that_answers_errors_is_stopped_by_analysis() {
     assert_eq!(site.instances(), 2);
 }
 
+/// The service's own metrics live in a Prometheus (Debian's, scraping an exporter on loopback
+/// every 500 ms): a canary whose errors only Prometheus sees is stopped by the analysis' query,
+/// and one whose query stays within bounds goes through.
+#[test]
+fn a_canary_is_judged_by_an_external_prometheus_too() {
+    require("prometheus", "--version");
+    use std::io::{Read, Write};
+    // The application's metrics: errors for v4-errors' release only.
+    let exporter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let exporter_addr = exporter.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in exporter.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = "# TYPE app_errors_total counter\napp_errors_total{version=\"v1\"} 0\napp_errors_total{version=\"v2\"} 0\napp_errors_total{version=\"v4-errors\"} 42\n";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::write(
+        conf.path().join("prometheus.yml"),
+        format!("global: {{scrape_interval: 500ms, evaluation_interval: 500ms}}\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['{exporter_addr}']}}]\n"),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    let mut prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", conf.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", conf.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let prom_addr = format!("127.0.0.1:{prom_port}");
+    let t = Instant::now();
+    while !http_get(&prom_addr, "/api/v1/query?query=app_errors_total").is_some_and(|r| r.contains("v4-errors")) {
+        assert!(t.elapsed() < Duration::from_secs(30), "Prometheus has no samples");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let addr = free_addr();
+    let env = format!(
+        "  web:\n    listen: {addr}\n    strategy:\n      type: canary\n      steps: [{{weight: 50, pause: 3s}}]\n      analysis:\n        interval: 1s\n        min_requests: 1000\n        on_inconclusive: pass\n        prometheus:\n          url: http://{prom_addr}\n          queries:\n            - query: 'max(app_errors_total{{version=\"$VERSION\"}})'\n              max: 0\n    health: {{http: /healthz, interval: 200ms, deadline: 4s}}\n"
+    );
+    let mut site = Site::new(&env);
+    site.start_agent();
+    assert_eq!(site.deploy("web", "v1").code, 0);
+    // The proxy sees no errors (no traffic at all): only Prometheus can tell.
+    let r = site.deploy("web", "v4-errors");
+    assert_eq!(r.code, 1, "{}", r.debug());
+    assert!(
+        r.stderr.contains(
+            "canary analysis failed: Prometheus: `max(app_errors_total{version=\"v4-errors\"})` is 42 (above 0)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(site.history("web")[0]["reason"], "auto-rollback");
+    assert_eq!(body(&addr), "v1");
+    let r = site.deploy("web", "v2");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("analysis: pass") && r.stderr.contains("= 0"), "{}", r.stderr);
+    assert_eq!(body(&addr), "v2");
+    // A Prometheus that does not answer cannot judge (here `on_inconclusive: pass` lets it by).
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let r = site.deploy("web", "v1");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stderr.contains("does not answer"), "{}", r.stderr);
+}
+
 #[test]
 fn blue_green_switches_at_once_and_back_instantly() {
     let (addr, preview) = (free_addr(), free_addr());

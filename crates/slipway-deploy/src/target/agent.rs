@@ -447,7 +447,17 @@ impl AgentTarget {
             }
             next_verdict += a.interval;
             let (c1, s1) = (sample(&status, new.group_id()), sample(&status, old.group_id()));
-            let verdict = plan::judge(&c1.since(&c0), &s1.since(&s0), a);
+            let mut verdict = plan::judge(&c1.since(&c0), &s1.since(&s0), a);
+            if let Some(p) = &a.prometheus {
+                let release = new.id.to_string();
+                let vars = [
+                    ("VERSION", new.version.as_str()),
+                    ("STABLE_VERSION", old.version.as_str()),
+                    ("ENVIRONMENT", self.env.name.as_str()),
+                    ("RELEASE", release.as_str()),
+                ];
+                verdict = crate::prom::combine(verdict, crate::prom::judge(p, &vars).await);
+            }
             cx.record("analysis", json!({"verdict": format!("{verdict:?}")})).await?;
             windows += 1;
             match verdict {

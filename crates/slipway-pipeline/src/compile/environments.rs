@@ -707,11 +707,102 @@ impl Cx {
         steps
     }
 
+    /// `prometheus: {url, timeout, queries: [{query, max, min}]}`.
+    fn prom_analysis(&mut self, n: &Node, path: &str) -> Option<PromAnalysis> {
+        let (mut url, mut queries, mut timeout) = (None, Vec::new(), Duration::from_secs(5));
+        for (k, v) in self.map(n, path) {
+            let f = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "url" => {
+                    let Some(u) = self.string(v, &f) else { continue };
+                    let rest = u.strip_prefix("http://");
+                    let hostport = rest.map(|r| r.split('/').next().unwrap_or(""));
+                    let ok = hostport.is_some_and(|h| {
+                        h.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                    });
+                    if !ok {
+                        self.err(
+                            v.span,
+                            format!("`{f}` must be `http://HOST:PORT` (as `http://127.0.0.1:9090`), found `{u}`"),
+                        )
+                        .hint = Some(
+                            "https is not supported here yet: reach Prometheus over a trusted network or a local proxy"
+                                .into(),
+                        );
+                        continue;
+                    }
+                    url = Some(u.trim_end_matches('/').to_string());
+                }
+                "timeout" => timeout = self.duration(v, &f).filter(|d| !d.is_zero()).unwrap_or(timeout),
+                "queries" => {
+                    let Value::Seq(items) = &v.value else {
+                        self.type_err(v, &f, "a list of `{query, max}`");
+                        continue;
+                    };
+                    for (i, item) in items.iter().enumerate() {
+                        let qf = format!("{f}[{i}]");
+                        let mut c = PromCheck { query: String::new(), max: None, min: None };
+                        for (qk, qv) in self.map(item, &qf) {
+                            let ff = format!("{qf}:{}", qk.name);
+                            match qk.name.as_str() {
+                                "query" => c.query = self.string(qv, &ff).unwrap_or_default(),
+                                "max" | "min" => {
+                                    let x = match qv.value {
+                                        Value::Int(i) => Some(i as f64),
+                                        Value::Float(x) => Some(x),
+                                        _ => {
+                                            self.type_err(qv, &ff, "a number");
+                                            None
+                                        }
+                                    };
+                                    if qk.name == "max" { c.max = x } else { c.min = x }
+                                }
+                                _ => self.unknown_key(qk, &format!("`{qf}`"), &["query", "max", "min"]),
+                            }
+                        }
+                        if c.query.trim().is_empty() {
+                            self.err(item.span, format!("`{qf}` has no `query`"));
+                            continue;
+                        }
+                        if c.max.is_none() && c.min.is_none() {
+                            self.err(
+                                item.span,
+                                format!("`{qf}` has neither `max` nor `min`: say what value fails the canary"),
+                            );
+                            continue;
+                        }
+                        for var in c.query.match_indices('$').map(|(i, _)| &c.query[i + 1..]) {
+                            let name: String =
+                                var.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                            if !name.is_empty()
+                                && !["VERSION", "STABLE_VERSION", "ENVIRONMENT", "RELEASE"].contains(&name.as_str())
+                            {
+                                self.err(item.span, format!("`{qf}:query`: `${name}` is not replaced (use $VERSION, $STABLE_VERSION, $ENVIRONMENT or $RELEASE)"));
+                            }
+                        }
+                        queries.push(c);
+                    }
+                }
+                _ => self.unknown_key(k, &format!("`{path}`"), &["url", "queries", "timeout"]),
+            }
+        }
+        let Some(url) = url else {
+            self.err(n.span, format!("`{path}` has no `url` (the Prometheus, as `http://127.0.0.1:9090`)"));
+            return None;
+        };
+        if queries.is_empty() {
+            self.err(n.span, format!("`{path}` has no `queries`"));
+            return None;
+        }
+        Some(PromAnalysis { url, queries, timeout })
+    }
+
     fn analysis(&mut self, n: &Node, path: &str) -> Analysis {
         let mut a = Analysis::default();
         for (k, v) in self.map(n, path) {
             let f = format!("{path}:{}", k.name);
             match k.name.as_str() {
+                "prometheus" => a.prometheus = self.prom_analysis(v, &f),
                 "interval" => {
                     a.interval = self.duration(v, &f).unwrap_or(a.interval);
                     if a.interval.is_zero() {
@@ -764,6 +855,7 @@ impl Cx {
                         "compare_stable",
                         "max_latency_increase",
                         "on_inconclusive",
+                        "prometheus",
                     ],
                 ),
             }
