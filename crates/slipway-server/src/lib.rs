@@ -212,6 +212,7 @@ impl Server {
             ),
         });
         notify::restore(&state).await?;
+        monitor::load(&state);
         Ok(Server { addr, admin_token, state, listener })
     }
 
@@ -248,6 +249,10 @@ impl Server {
             // artifacts go once a minute.
             pipelines::reconcile_all(&s).await;
             deploys::retire(&s).await;
+            // The series go to disk every 5 minutes.
+            if tick % 30 == 0 {
+                monitor::save(&s).await;
+            }
             if tick % 6 == 1 {
                 deploys::sweep(&s).await;
                 // The delivery log keeps a week.
@@ -282,6 +287,7 @@ impl Server {
         poller.abort();
         watch.abort();
         deliveries.abort();
+        monitor::save(&state).await;
         r.map_err(|source| ServerError::Io { what: "serving".into(), source })
     }
 }

@@ -31,6 +31,7 @@ type S = AxState<Arc<State>>;
 /// The monitor's state: series, rules and the alerts' states.
 pub struct Monitor {
     pub(crate) series: Mutex<SeriesStore>,
+    bounds: Bounds,
     pub(crate) interval: Duration,
     server_rules: RuleFile,
     /// Per project: the commit its rules came from, and the rules (with a `project` label).
@@ -53,6 +54,7 @@ impl Monitor {
         let bounds = Bounds { retention_ms: retention.as_millis() as i64, ..Bounds::default() };
         Monitor {
             series: Mutex::new(SeriesStore::new(bounds)),
+            bounds,
             interval,
             server_rules,
             projects: Mutex::default(),
@@ -62,6 +64,62 @@ impl Monitor {
             alerts_written: Mutex::default(),
             rolling: Mutex::default(),
         }
+    }
+}
+
+/// Where the series are kept between runs.
+fn series_file(data: &std::path::Path) -> std::path::PathBuf {
+    data.join("monitor").join("series.gz")
+}
+
+/// Reads the series a previous server saved (a file that does not read is set aside, and the
+/// series start empty).
+pub(crate) fn load(s: &State) {
+    let path = series_file(&s.data_dir);
+    let Ok(gz) = std::fs::read(&path) else { return };
+    let mut bytes = Vec::new();
+    use std::io::Read as _;
+    let read = flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|_| SeriesStore::from_bytes(&bytes, s.monitor.bounds));
+    match read {
+        Ok(mut store) => {
+            store.compact(now_ms());
+            tracing::info!(series = store.len(), samples = store.samples(), "series read back from {}", path.display());
+            *s.monitor.series.lock().expect("series lock") = store;
+        }
+        Err(e) => {
+            let aside = path.with_extension("gz.unreadable");
+            let _ = std::fs::rename(&path, &aside);
+            tracing::warn!(error = %e, "the saved series do not read; set aside as {}", aside.display());
+        }
+    }
+}
+
+/// Forgets what is past the retention, downsamples, and writes the series to disk (a new file
+/// renamed over the old: a crash leaves one or the other).
+pub(crate) async fn save(s: &Arc<State>) {
+    let bytes = {
+        let mut store = s.monitor.series.lock().expect("series lock");
+        store.compact(now_ms());
+        store.to_bytes()
+    };
+    let path = series_file(&s.data_dir);
+    let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write as _;
+        std::fs::create_dir_all(path.parent().expect("a parent"))?;
+        let tmp = path.with_extension("gz.tmp");
+        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&tmp)?, flate2::Compression::fast());
+        gz.write_all(&bytes)?;
+        gz.finish()?.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the series"),
+        Err(e) => tracing::warn!(error = %e, "cannot save the series"),
     }
 }
 

@@ -2244,10 +2244,10 @@ fn the_server_evaluates_alert_rules_and_answers_prometheus_queries() {
     ));
     assert_eq!(r["data"]["resultType"], "matrix", "{r}");
     assert!(r["data"]["result"][0]["values"].as_array().unwrap().len() >= 2, "{r}");
-    let rules = server.json("/api/v1/rules");
+    let rule_groups = server.json("/api/v1/rules");
     let groups: Vec<&str> =
-        rules["data"]["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
-    assert_eq!(groups, ["pipelines", "shop"], "{rules}");
+        rule_groups["data"]["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(groups, ["pipelines", "shop"], "{rule_groups}");
     // Outside the subset: Prometheus' error shape, naming the part.
     let (code, body) = server.call("GET", "/api/v1/query?query=predict_linear(up%5B5m%5D,%2060)", None);
     let e: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -2267,6 +2267,16 @@ fn the_server_evaluates_alert_rules_and_answers_prometheus_queries() {
     assert!(text.contains("blog") && !text.contains("shop"), "{text}");
     let (_, text) = server.call_as(Some(&vic), "GET", "/api/v1/alerts", None);
     assert!(!text.contains("shop") && !text.contains("PipelineFailed"), "{text}");
+    // The series outlive a restart: a stopped server writes them to disk, the next reads them.
+    let before = now - 0.5;
+    let q = format!("/api/v1/query?query=slipway_pipeline_runs%7Bproject%3D%22shop%22%7D&time={before}");
+    assert_eq!(server.json(&q)["data"]["result"][0]["value"][1], "1");
+    let mut server = server;
+    drop(server.proc.take());
+    assert!(server.data.path().join("monitor/series.gz").exists());
+    server.launch_with(&["--with-agent", "--monitor-interval", "300ms", "--rules", rules.to_str().unwrap()]);
+    let r = server.json(&q);
+    assert_eq!(r["data"]["result"][0]["value"][1], "1", "{r}");
 }
 
 fn slipway_now() -> f64 {
