@@ -160,6 +160,20 @@ pub(crate) async fn tick(s: &Arc<State>) {
             samples.push((labels(&l), secs));
         }
     }
+    if let Ok(stats) = s.store.job_stats().await {
+        for j in stats {
+            let base = [("project", j.project.as_str()), ("job", j.job.as_str()), ("status", j.status.as_str())];
+            for (name, v) in [
+                ("slipway_job_runs", j.count as f64),
+                ("slipway_job_duration_seconds_sum", j.seconds),
+                ("slipway_job_queue_seconds_sum", j.queue_seconds),
+            ] {
+                let mut l = labels(&base);
+                l.insert("__name__".into(), name.into());
+                samples.push((l, v));
+            }
+        }
+    }
     samples.extend(environments(s).await);
     {
         let mut store = s.monitor.series.lock().expect("series lock");

@@ -35,7 +35,7 @@ pub use locks::Lock;
 pub use notify::{Delivery, NewDelivery, SilenceRow};
 pub use runs::{ClaimedJob, JobRow, JobToken, NewRun, RunId, RunRow};
 pub use schedules::Schedule;
-pub use server::Project;
+pub use server::{JobStats, Project};
 pub use slipway_model::release::{Approval, Artifact, JournalStep as Step, NewRelease, Release, ReleaseStatus};
 pub use slipway_model::time::now_ms;
 

@@ -31,6 +31,17 @@ fn project_from(r: &impl Columns) -> Project {
     }
 }
 
+/// One row of [`Store::job_stats`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobStats {
+    pub project: String,
+    pub job: String,
+    pub status: String,
+    pub count: i64,
+    pub seconds: f64,
+    pub queue_seconds: f64,
+}
+
 impl Store {
     /// Adds a project; false when one of that name exists.
     pub async fn add_project(&self, p: &Project) -> Result<bool, StoreError> {
@@ -186,6 +197,35 @@ impl Store {
             .fetch_all(pool)
             .await?;
             Ok(rows.into_iter().map(|(p, s, n, ms)| (p, s, n, ms.unwrap_or(0) as f64 / 1000.0)).collect())
+        })
+    }
+
+    /// Per project, job name and status: how many jobs, the seconds the ended ones ran, and
+    /// the seconds those that started waited in the queue.
+    pub async fn job_stats(&self) -> Result<Vec<JobStats>, StoreError> {
+        with_pool!(self, |pool| {
+            let rows: Vec<(String, String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+                "SELECT r.project, j.name, j.status, COUNT(*),
+                        CAST(SUM(CASE WHEN j.finished_at IS NOT NULL AND j.started_at IS NOT NULL
+                                      THEN j.finished_at - j.started_at ELSE 0 END) AS BIGINT),
+                        CAST(SUM(CASE WHEN j.started_at IS NOT NULL AND j.queued_at IS NOT NULL AND j.started_at >= j.queued_at
+                                      THEN j.started_at - j.queued_at ELSE 0 END) AS BIGINT)
+                 FROM jobs j JOIN runs r ON r.id = j.run_id
+                 GROUP BY r.project, j.name, j.status ORDER BY r.project, j.name, j.status",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(project, job, status, n, run, queue)| JobStats {
+                    project,
+                    job,
+                    status,
+                    count: n,
+                    seconds: run.unwrap_or(0) as f64 / 1000.0,
+                    queue_seconds: queue.unwrap_or(0) as f64 / 1000.0,
+                })
+                .collect())
         })
     }
 

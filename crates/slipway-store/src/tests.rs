@@ -50,6 +50,71 @@ on_both! {
     the_audit_log_is_one_chain_under_concurrent_writers => sqlite_the_audit_log_is_one_chain_under_concurrent_writers, postgres_the_audit_log_is_one_chain_under_concurrent_writers;
     agents_take_only_jobs_whose_tags_they_have => sqlite_agents_take_only_jobs_whose_tags_they_have, postgres_agents_take_only_jobs_whose_tags_they_have;
     an_adopted_release_keeps_its_id_and_later_ones_follow => sqlite_an_adopted_release_keeps_its_id_and_later_ones_follow, postgres_an_adopted_release_keeps_its_id_and_later_ones_follow;
+    notifications_are_queued_with_their_state_and_retried => sqlite_notifications_are_queued_with_their_state_and_retried, postgres_notifications_are_queued_with_their_state_and_retried;
+}
+
+async fn notifications_are_queued_with_their_state_and_retried(db: Db) {
+    let store = db.open().await;
+    let d = |channel: &str| crate::NewDelivery {
+        receiver: "team".into(),
+        channel: channel.into(),
+        group_key: "0:{}".into(),
+        project: Some("shop".into()),
+        payload: "{}".into(),
+    };
+    let ids = store
+        .queue_deliveries(Some(("dispatcher", "{\"groups\":{}}")), &[d("webhook[0]"), d("email[0]")])
+        .await
+        .expect("queue");
+    assert_eq!(ids.len(), 2);
+    assert_eq!(store.notify_state("dispatcher").await.expect("state").as_deref(), Some("{\"groups\":{}}"));
+    store.queue_deliveries(Some(("dispatcher", "{}")), &[]).await.expect("state only");
+    assert_eq!(store.notify_state("dispatcher").await.expect("state").as_deref(), Some("{}"));
+    let now = now_ms();
+    assert_eq!(store.due_deliveries(now + 1, 10).await.expect("due").len(), 2);
+    // A failure is tried again later, a success is delivered, a give-up is failed.
+    store.delivery_attempted(ids[0], Some("HTTP 500"), Some(now + 60_000)).await.expect("retry");
+    store.delivery_attempted(ids[1], None, None).await.expect("delivered");
+    let due = store.due_deliveries(now + 1_000, 10).await.expect("due");
+    assert!(due.is_empty(), "{due:?}");
+    assert_eq!(store.next_delivery_at().await.expect("next"), Some(now + 60_000));
+    let all = store.deliveries(10).await.expect("log");
+    assert_eq!(
+        all.iter().map(|x| (x.status.as_str(), x.attempts, x.last_error.as_deref())).collect::<Vec<_>>(),
+        [("delivered", 1, None), ("queued", 1, Some("HTTP 500"))]
+    );
+    assert!(all[0].delivered_at_ms.is_some());
+    store.delivery_attempted(ids[0], Some("HTTP 503"), None).await.expect("give up");
+    assert_eq!(store.deliveries(10).await.expect("log")[1].status, "failed");
+    assert_eq!(store.prune_deliveries(now_ms() + 1).await.expect("prune"), 2);
+    // Silences, and their expiry.
+    let s = crate::SilenceRow {
+        id: "ab12".into(),
+        matchers: "[\"alertname=\\\"X\\\"\"]".into(),
+        starts_at_ms: now,
+        ends_at_ms: now + 3_600_000,
+        created_by: "alice".into(),
+        comment: "maintenance".into(),
+        created_at_ms: now,
+    };
+    store.add_silence(&s).await.expect("silence");
+    assert_eq!(store.silences(now).await.expect("silences"), vec![s.clone()]);
+    assert!(store.expire_silence("ab12", now + 1).await.expect("expire"));
+    assert!(!store.expire_silence("ab12", now + 2).await.expect("expire again"), "ended already");
+    assert!(store.silences(now + 2).await.expect("silences").is_empty());
+    // Jobs per project, name and status, with run and queue seconds.
+    let id = store.create_run(&run(&["build"])).await.expect("run");
+    store
+        .save_transition(id, PipelineStatus::Running, &serde_json::json!({}), &[(0, JobState::Pending)])
+        .await
+        .expect("t");
+    store.claim_job("r", &[], Duration::from_secs(30), None).await.expect("claim").expect("the job");
+    store.finish_job(id, 0, "r", JobState::Failed, Some(1), None).await.expect("finish");
+    let stats = store.job_stats().await.expect("stats");
+    assert_eq!(
+        stats.iter().map(|j| (j.project.as_str(), j.job.as_str(), j.status.as_str(), j.count)).collect::<Vec<_>>(),
+        [("team/app", "build", "failed", 1)]
+    );
 }
 
 fn config() -> ReleaseConfig {

@@ -2236,6 +2236,13 @@ fn the_server_evaluates_alert_rules_and_answers_prometheus_queries() {
         "{q}"
     );
     assert!(result.iter().any(|r| r["metric"]["project"] == "blog"), "{q}");
+    let q = server.json("/api/v1/query?query=slipway_job_runs%7Bproject%3D%22shop%22%7D");
+    let r = &q["data"]["result"][0];
+    assert_eq!(
+        (r["metric"]["job"].as_str(), r["metric"]["status"].as_str(), r["value"][1].as_str()),
+        (Some("build"), Some("failed"), Some("1")),
+        "{q}"
+    );
     std::thread::sleep(Duration::from_secs(1));
     let now = slipway_now();
     let r = server.json(&format!(
