@@ -31,6 +31,9 @@ fn project_from(r: &impl Columns) -> Project {
     }
 }
 
+/// project, job, status, count, run ms, queue ms.
+type JobStatsRow = (String, String, String, i64, Option<i64>, Option<i64>);
+
 /// One row of [`Store::job_stats`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobStats {
@@ -204,7 +207,7 @@ impl Store {
     /// the seconds those that started waited in the queue.
     pub async fn job_stats(&self) -> Result<Vec<JobStats>, StoreError> {
         with_pool!(self, |pool| {
-            let rows: Vec<(String, String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+            let rows: Vec<JobStatsRow> = sqlx::query_as(
                 "SELECT r.project, j.name, j.status, COUNT(*),
                         CAST(SUM(CASE WHEN j.finished_at IS NOT NULL AND j.started_at IS NOT NULL
                                       THEN j.finished_at - j.started_at ELSE 0 END) AS BIGINT),
