@@ -2387,13 +2387,16 @@ fn alert_names(body: &serde_json::Value, status: &str) -> Vec<String> {
 #[test]
 fn pipeline_ends_are_told_once_per_state_retried_when_the_receiver_fails_and_silences_mute() {
     let hook = HookSink::start(2);
+    // A receiver that takes the connection and never answers: it delays only itself.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let conf = tempfile::tempdir().unwrap();
     let notify = conf.path().join("notify.yml");
     std::fs::write(
         &notify,
         format!(
-            "route:\n  receiver: team\n  group_by: [alertname, project]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: team\n    webhook_configs:\n      - url: http://{}/hook\n        http_config: {{authorization: {{credentials: hook-secret-token-123}}}}\n",
-            hook.addr
+            "route:\n  receiver: team\n  group_by: [alertname, project]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: team\n    webhook_configs:\n      - url: http://{}/hook\n        http_config: {{authorization: {{credentials: hook-secret-token-123}}}}\n      - url: http://{}/never\n        timeout: 1s\n",
+            hook.addr,
+            silent.local_addr().unwrap()
         ),
     )
     .unwrap();
@@ -2431,13 +2434,13 @@ fn pipeline_ends_are_told_once_per_state_retried_when_the_receiver_fails_and_sil
     );
     assert_eq!(r.code, 0, "{}", r.debug());
     let log: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let d = &log[0];
-    assert_eq!(
-        (d["status"].as_str(), d["attempts"].as_i64(), d["channel"].as_str()),
-        (Some("delivered"), Some(3), Some("webhook[0]")),
-        "{log}"
-    );
+    let of = |channel: &str| log.as_array().unwrap().iter().find(|d| d["channel"] == channel).unwrap().clone();
+    let d = of("webhook[0]");
+    assert_eq!((d["status"].as_str(), d["attempts"].as_i64()), (Some("delivered"), Some(3)), "{log}");
     assert!(d["last_error"].as_str().unwrap().contains("HTTP 500"), "{log}");
+    let slow = of("webhook[1]");
+    assert_eq!(slow["status"], "queued", "{log}");
+    assert!(slow["last_error"].as_str().unwrap().contains("timed out"), "{log}");
     assert!(!r.stdout.contains("hook-secret-token-123"), "{}", r.stdout);
     // Failing again is the same state: nothing new is told.
     let second = server.trigger("shop", None);
