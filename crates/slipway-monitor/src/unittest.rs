@@ -33,7 +33,7 @@ pub struct TestGroup {
     #[serde(default)]
     pub alert_rule_test: Vec<AlertTest>,
     #[serde(default)]
-    pub promql_expr_test: Vec<serde_json::Value>,
+    pub promql_expr_test: Vec<ExprTest>,
     #[serde(default)]
     pub external_labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -54,6 +54,25 @@ pub struct AlertTest {
     pub alertname: String,
     #[serde(default)]
     pub exp_alerts: Vec<ExpAlert>,
+}
+
+/// `promql_expr_test[]`: an expression evaluated at a time, and the samples it must give.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExprTest {
+    pub expr: String,
+    pub eval_time: String,
+    #[serde(default)]
+    pub exp_samples: Vec<ExpSample>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpSample {
+    /// `metric{a="b"}`, `{a="b"}`, or empty (a scalar).
+    #[serde(default)]
+    pub labels: String,
+    pub value: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +162,9 @@ pub fn expand_values(text: &str) -> Result<Vec<Option<f64>>, String> {
 /// Parses `metric{a="b"}` into its labels.
 pub fn series_labels(text: &str) -> Result<Labels, String> {
     use promql_parser::label::MatchOp;
+    if text.trim().is_empty() {
+        return Ok(Labels::new());
+    }
     match promql_parser::parser::parse(text) {
         Ok(promql_parser::parser::Expr::VectorSelector(vs)) => {
             let mut l = Labels::new();
@@ -186,11 +208,14 @@ impl std::fmt::Display for Failure {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let what = match self.alertname.strip_prefix("expr: ") {
+            Some(e) => format!("expr `{e}`"),
+            None => format!("alertname {}", self.alertname),
+        };
         write!(
             f,
-            "{}: alertname {} at {}:\n    expected: [{}]\n    got:      [{}]",
+            "{}: {what} at {}:\n    expected: [{}]\n    got:      [{}]",
             self.group,
-            self.alertname,
             self.eval_time,
             show(&self.expected),
             show(&self.got)
@@ -257,7 +282,10 @@ pub fn run(file: &TestFile, rules: &RuleFile) -> Result<Vec<Failure>, String> {
         for t in &group.alert_rule_test {
             times.push(duration_ms(&t.eval_time)?);
         }
-        let until = times.iter().copied().max().unwrap_or(0);
+        let mut until = times.iter().copied().max().unwrap_or(0);
+        for t in &group.promql_expr_test {
+            until = until.max(duration_ms(&t.eval_time)?);
+        }
         let external: Labels = group.external_labels.clone().into_iter().collect();
         // What each test sees: the evaluation at or just before its time (promtool's rule).
         let mut got: Vec<Option<Vec<Seen>>> = vec![None; times.len()];
@@ -290,8 +318,69 @@ pub fn run(file: &TestFile, rules: &RuleFile) -> Result<Vec<Failure>, String> {
                 });
             }
         }
+        // Expressions, over the series and what the recording rules wrote (as promtool).
+        for test in &group.promql_expr_test {
+            let got = samples_at(&store, test)?;
+            let mut expected = Vec::new();
+            for s in &test.exp_samples {
+                expected.push((series_labels(&s.labels)?, s.value));
+            }
+            expected.sort_by(|a, b| a.0.cmp(&b.0));
+            let same = got.len() == expected.len()
+                && got.iter().zip(&expected).all(|(g, e)| g.0 == e.0 && almost_equal(g.1, e.1));
+            if !same {
+                let show = |v: Vec<(Labels, f64)>| {
+                    v.into_iter()
+                        .map(|(labels, value)| Seen {
+                            labels,
+                            annotations: [("value".to_string(), go_value(value))].into(),
+                        })
+                        .collect()
+                };
+                failures.push(Failure {
+                    group: name.clone(),
+                    alertname: format!("expr: {}", test.expr),
+                    eval_time: test.eval_time.clone(),
+                    expected: show(expected),
+                    got: show(got),
+                });
+            }
+        }
     }
     Ok(failures)
+}
+
+/// An expression test's result, sorted by labels.
+fn samples_at(store: &SeriesStore, test: &ExprTest) -> Result<Vec<(Labels, f64)>, String> {
+    let q = crate::promql::Query::parse(&test.expr).map_err(|e| format!("`{}`: {e}", test.expr))?;
+    let t = duration_ms(&test.eval_time)?;
+    let mut got: Vec<(Labels, f64)> = match q.eval(store, t)? {
+        crate::promql::Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.value)).collect(),
+        crate::promql::Value::Scalar(x) => vec![(Labels::new(), x)],
+        _ => return Err(format!("`{}` is not an instant vector or a scalar", test.expr)),
+    };
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(got)
+}
+
+/// promtool's comparison: equal, both NaN, or within a relative 1e-6.
+fn almost_equal(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || ((a - b).abs() <= 1e-6 * a.abs().max(b.abs()))
+}
+
+fn go_value(v: f64) -> String {
+    format!("{v}")
+}
+
+/// Labels as promtool's `exp_samples` write them: `name{a="b"}`.
+fn labels_text(l: &Labels) -> String {
+    let name = l.get("__name__").cloned().unwrap_or_default();
+    let pairs: Vec<String> = l
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__name__")
+        .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).expect("a string")))
+        .collect();
+    if pairs.is_empty() && !name.is_empty() { name } else { format!("{name}{{{}}}", pairs.join(", ")) }
 }
 
 fn duration_text(ms: i64) -> String {
@@ -320,6 +409,9 @@ pub fn record(file: &TestFile, rules: &RuleFile) -> Result<serde_json::Value, St
         for t in &group.alert_rule_test {
             until = until.max(duration_ms(&t.eval_time)?);
         }
+        for t in &group.promql_expr_test {
+            until = until.max(duration_ms(&t.eval_time)?);
+        }
         let external: Labels = group.external_labels.clone().into_iter().collect();
         let mut alert_tests = Vec::new();
         timeline(rules, &mut store, eval_interval, until, &external, |t, ev| {
@@ -338,11 +430,26 @@ pub fn record(file: &TestFile, rules: &RuleFile) -> Result<serde_json::Value, St
         })?;
         let series: Vec<serde_json::Value> =
             group.input_series.iter().map(|s| serde_json::json!({"series": s.series, "values": s.values})).collect();
+        let mut expr_tests = Vec::new();
+        for test in &group.promql_expr_test {
+            let got = samples_at(&store, test)?;
+            let exp: Vec<serde_json::Value> = got
+                .iter()
+                .map(|(l, v)| {
+                    let labels = if l.is_empty() { String::new() } else { labels_text(l) };
+                    serde_json::json!({"labels": labels, "value": v})
+                })
+                .collect();
+            expr_tests.push(serde_json::json!({"expr": test.expr, "eval_time": test.eval_time, "exp_samples": exp}));
+        }
         let mut g = serde_json::json!({
             "interval": group.interval.clone().unwrap_or_else(|| "1m".into()),
             "input_series": series,
             "alert_rule_test": alert_tests,
         });
+        if !expr_tests.is_empty() {
+            g["promql_expr_test"] = serde_json::Value::Array(expr_tests);
+        }
         if let Some(n) = &group.name {
             g["name"] = serde_json::json!(n);
         }

@@ -134,6 +134,16 @@ impl Monitor {
         self.env_config.lock().expect("env config lock").get(env).map(|(_, e)| e.clone())
     }
 
+    /// Every environment the monitor knows the settings of: name, project, settings.
+    pub(crate) fn environments(&self) -> Vec<(String, String, Environment)> {
+        self.env_config
+            .lock()
+            .expect("env config lock")
+            .iter()
+            .map(|(n, (p, e))| (n.clone(), p.clone(), e.clone()))
+            .collect()
+    }
+
     /// An environment's project and post-deploy watch.
     pub(crate) fn watch_of(&self, env: &str) -> Option<(String, Watch)> {
         self.env_config.lock().expect("env config lock").get(env).map(|(p, e)| (p.clone(), e.watch.clone()))
@@ -221,6 +231,7 @@ pub(crate) async fn tick(s: &Arc<State>) {
     crate::notify::take(s, crate::notify::rule_notices(s, &alerts)).await;
     let firing: Vec<_> = alerts.into_iter().filter(|a| a.state == AlertState::Firing).collect();
     crate::watch::check(s, firing).await;
+    crate::watch::check_canary_thresholds(s).await;
 }
 
 /// `up` and the traffic of every environment on every agent the server reaches.

@@ -132,3 +132,67 @@ pub(crate) async fn check(s: &Arc<State>, firing: Vec<Alert>) {
         }
     }
 }
+
+/// After an evaluation: a canary environment in its watch window whose current release answers
+/// more errors than its canary analysis allows (`max_error_rate`, over at least
+/// `min_requests`) is rolled back too — the analysis' own thresholds, held after the rollout.
+pub(crate) async fn check_canary_thresholds(s: &Arc<State>) {
+    use slipway_model::environment::Strategy;
+    let now = now_ms();
+    let envs: Vec<(String, String, slipway_model::environment::Environment)> = s
+        .monitor
+        .environments()
+        .into_iter()
+        .filter(|(_, _, e)| {
+            matches!(e.strategy, Strategy::Canary { .. }) && e.watch.rollback && !e.watch.window.is_zero()
+        })
+        .collect();
+    for (name, project, env) in envs {
+        let Strategy::Canary { analysis, .. } = &env.strategy else { continue };
+        let Ok(Some(current)) = s.store.current(&name).await else { continue };
+        let Some(finished) = current.finished_at_ms else { continue };
+        if current.status != ReleaseStatus::Healthy
+            || current.reason.is_rollback()
+            || now - finished > env.watch.window.as_millis() as i64
+        {
+            continue;
+        }
+        // A window the collection fills with at least a few samples.
+        let window = analysis.interval.max(s.monitor.interval * 4);
+        let secs = window.as_secs().max(1);
+        let sel = format!("{{environment=\"{name}\", release=\"{}\"}}", current.group_id());
+        let value = |metric: &str| -> Option<f64> {
+            let q = slipway_monitor::promql::Query::parse(&format!("sum(increase({metric}{sel}[{secs}s]))")).ok()?;
+            let store = s.monitor.series.lock().expect("series lock");
+            match q.eval(&store, now).ok()? {
+                slipway_monitor::promql::Value::Vector(v) => v.first().map(|x| x.value),
+                _ => None,
+            }
+        };
+        let (Some(requests), Some(errors)) =
+            (value("slipway_proxy_requests_total"), value("slipway_proxy_errors_total"))
+        else {
+            continue;
+        };
+        // Only the part of the window after the rollout counts.
+        if requests < analysis.min_requests as f64 || now - finished < window.as_millis() as i64 / 2 {
+            continue;
+        }
+        let rate = errors / requests;
+        if rate <= analysis.max_error_rate {
+            continue;
+        }
+        let why = format!(
+            "{:.1}% of {} requests failed in the last {} after the rollout, above the canary analysis' max_error_rate {:.1}% (post-deploy watch)",
+            rate * 100.0,
+            requests.round(),
+            slipway_deploy::plan::fmt_duration(window),
+            analysis.max_error_rate * 100.0
+        );
+        let started = current.started_at_ms.unwrap_or(current.created_at_ms);
+        match rollback(s, None, &name, Some(&project), Some(&current.version), Some(started), &why).await {
+            Ok(d) => tracing::warn!(environment = %name, "{d}"),
+            Err(Skip::Not(d) | Skip::Refused(d)) => tracing::debug!(environment = %name, "no rollback: {d}"),
+        }
+    }
+}

@@ -35,6 +35,9 @@ fn promtool_agrees_with_slipway_at_every_evaluation_step() {
     let recorded: serde_json::Value = serde_json::from_str(&rec.stdout).unwrap();
     let tests = recorded["tests"][0]["alert_rule_test"].as_array().unwrap();
     assert_eq!(tests.len(), 31 * 12, "every alert at every step");
+    let exprs = recorded["tests"][0]["promql_expr_test"].as_array().unwrap();
+    assert_eq!(exprs.len(), 12, "every expression test, with slipway's samples for promtool to check");
+    assert!(exprs.iter().all(|e| !e["exp_samples"].as_array().unwrap().is_empty()), "{exprs:?}");
     let mut firing = std::collections::BTreeMap::<String, usize>::new();
     for t in tests {
         if !t["exp_alerts"].as_array().unwrap().is_empty() {

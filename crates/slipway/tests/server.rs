@@ -1963,8 +1963,26 @@ fn protected_environments_need_an_approval_from_someone_else() {
         "roles:\n  release-manager:\n    permissions: [read:*, deploy:environments/*, approve:environments/*]\nbindings:\n  - {user: alice, role: release-manager, project: shop}\n  - {user: bob, role: release-manager, project: shop}\n  - {user: carol, role: viewer}\nprotected_environments:\n  prod: {refs: [main], approvals: 1}\n  stage: {refs: ['v*']}\n",
     )
     .unwrap();
-    let server =
-        Server::start_with(&["--with-agent", "--access", access.to_str().unwrap(), "--monitor-interval", "300ms"]);
+    // Whoever approves hears that a release waits.
+    let hook = HookSink::start(0);
+    let notify = conf.path().join("notify.yml");
+    std::fs::write(
+        &notify,
+        format!(
+            "route:\n  receiver: approvers\n  group_by: ['...']\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: approvers\n    webhook_configs: [{{url: 'http://{}/hook'}}]\n",
+            hook.addr
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(&[
+        "--with-agent",
+        "--access",
+        access.to_str().unwrap(),
+        "--monitor-interval",
+        "300ms",
+        "--notify",
+        notify.to_str().unwrap(),
+    ]);
     server.add_project("shop", &repo);
     let token_of = |user: &str| {
         let body = format!(r#"{{"name": "{user}", "password": "{user} has a long password"}}"#);
@@ -2003,6 +2021,15 @@ fn protected_environments_need_an_approval_from_someone_else() {
         assert!(t.elapsed() < Duration::from_secs(20), "no release waits: {h}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let (_, waits) =
+        hook.wait_for("that a release waits", 20, |b| alert_names(b, "firing").contains(&"ApprovalNeeded".to_string()));
+    let a = &waits["alerts"][0];
+    assert_eq!(
+        (a["labels"]["environment"].as_str(), a["labels"]["release"].as_str()),
+        (Some("prod"), Some("1")),
+        "{waits}"
+    );
+    assert_eq!(a["annotations"]["approve"], "slipway approve prod 1", "{waits}");
     // She may not approve it herself.
     let r = Run::from(cli(&alice, &["approve", "prod"]).output().unwrap());
     assert_ne!(r.code, 0, "{}", r.debug());
@@ -2014,6 +2041,10 @@ fn protected_environments_need_an_approval_from_someone_else() {
     let out = deploy.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(served(&prod).as_deref(), Some("v7"));
+    hook.wait_for("that it no longer waits", 20, |b| {
+        alert_names(b, "resolved").contains(&"ApprovalNeeded".to_string())
+    });
+    hook.wait_for("that it is out", 20, |b| alert_names(b, "firing").contains(&"DeploySucceeded".to_string()));
     // The monitor sees it: `up` per instance, and the entry point's traffic per release.
     let t = Instant::now();
     loop {
@@ -2954,4 +2985,55 @@ alerts:
     let (code, text) = server.call_as(Some(&vic), "POST", "/api/v1/hooks/alertmanager", Some(payload));
     assert_eq!(code, 202, "{text}");
     assert!(text.contains("\"refused\"") && text.contains("`vic` lacks `rollback:environments/stage`"), "{text}");
+}
+
+/// A canary that passed its analysis (no traffic came while it ran) is held to the analysis'
+/// thresholds after the rollout too: once its errors cross `max_error_rate`, the post-deploy
+/// watch rolls it back — no alert rule needed.
+#[test]
+fn a_canary_whose_errors_cross_its_analysis_threshold_after_the_rollout_is_rolled_back() {
+    let (good, bad) = (websvc_build("v1"), websvc_build("v2-errors"));
+    let web = free_addr();
+    let pipeline = format!(
+        r#"build:
+  script: [echo hi]
+environments:
+  web:
+    listen: {web}
+    health: {{http: /healthz, interval: 200ms, deadline: 10s}}
+    strategy:
+      type: canary
+      steps: [{{weight: 50, pause: 1s}}]
+      analysis: {{interval: 1s, max_error_rate: 5%, min_requests: 5, on_inconclusive: pass}}
+"#
+    );
+    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
+    let server = Server::start_with(&["--with-agent", "--monitor-interval", "300ms"]);
+    server.add_project("shop", &repo);
+    let run = server.trigger("shop", None);
+    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], "success");
+    for dist in [&good, &bad] {
+        let r = Run::from(
+            Command::new(bin())
+                .args(["deploy", "web", "--artifacts", dist.to_str().unwrap()])
+                .args(["--server", &server.url, "--token", &server.admin, "--project", "shop"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(r.code, 0, "{}", r.debug());
+    }
+    assert_eq!(served(&web).as_deref(), Some("v2-errors"));
+    let t = Instant::now();
+    let h = loop {
+        let _ = http_get(&web, "/");
+        let h = server.json("/api/v1/projects/shop/environments/web/releases");
+        if h[0]["reason"] == "alert-rollback" && h[0]["status"] == "healthy" {
+            break h;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no rollback: {h}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(served(&web).as_deref(), Some("v1"));
+    let detail = h[1]["detail"].as_str().unwrap();
+    assert!(detail.contains("above the canary analysis' max_error_rate 5.0%"), "{h}");
 }
