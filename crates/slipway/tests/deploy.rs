@@ -286,8 +286,10 @@ fn a_canary_that_answers_errors_is_stopped_by_analysis() {
     assert_eq!(body(&addr), "v1");
     assert_eq!(site.history("web")[0]["reason"], "auto-rollback");
 
-    // A good canary goes through its steps to 100%.
-    let env_short = env.replace("pause: 20s", "pause: 2s");
+    // A good canary goes through its steps to 100% (its latency is not what this checks: on a
+    // loaded 2-core machine a fresh instance's p99 can be several times the stable one's).
+    let env_short =
+        env.replace("pause: 20s", "pause: 2s").replace("min_requests: 20}", "min_requests: 20, max_latency_increase: 10000%}");
     site.repo.write(".slipway.yml", &format!("include:\n  - template: slipway/go.yml\nenvironments:\n{env_short}"));
     let load = site.load(&addr, 200);
     let r = site.deploy("web", "v2");
