@@ -45,6 +45,9 @@ pub enum Need {
     Pipeline(&'static str, &'static str),
     /// A listing: the handler shows what the caller holds this permission on, per project.
     Listed(&'static str, &'static str),
+    /// A dashboard page: any signed-in user (its session cookie, or a token); the page shows
+    /// what the caller may read and offers only what it may do.
+    Page,
     /// The handler checks the permission on the project of what the request names (a
     /// silence's `project` matcher, an alert's environment).
     Owned(&'static str, &'static str),
@@ -77,6 +80,14 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/v1/openapi.json", Public, ""),
     rule("POST", "/api/v1/login", Public, "slipway login"),
     rule("POST", "/api/v1/webhooks/{forge}/{project}", Public, ""),
+    rule("GET", "/", Public, ""),
+    rule("GET", "/ui/assets/{file}", Public, ""),
+    rule("GET", "/ui/login", Public, ""),
+    rule("POST", "/ui/login", Public, ""),
+    rule("POST", "/ui/logout", Page, ""),
+    rule("GET", "/ui/", Page, ""),
+    rule("GET", "/ui/environments", Page, ""),
+    rule("POST", "/ui/projects/{name}/environments/{env}/rollback", Project("rollback", "environments"), ""),
     rule("GET", "/api/v1/whoami", Signed, "slipway login, slipway whoami"),
     rule("GET", "/api/v1/tokens", Signed, "slipway token list"),
     rule("POST", "/api/v1/tokens", Signed, "slipway token create"),
@@ -435,7 +446,7 @@ async fn decide(
         )
     };
     let (verb, resource, project) = match rule.need {
-        Public | Signed => return Ok(None),
+        Public | Signed | Page => return Ok(None),
         // An admin's own token may run an agent too (a one-machine install).
         Agent if kind == TokenKind::Agent => return Ok(None),
         Agent if caller.may(&s.access(), &Permission::need("write", "settings"), None) => return Ok(None),
@@ -561,13 +572,35 @@ pub async fn authorize(
     }
     let action = format!("{method} {path}");
     let target = req.uri().path().to_string();
-    let caller = match resolve(&s, bearer(req.headers())).await {
+    // The dashboard's pages also take the browser's session cookie; refusals of a browser are
+    // pages, and a browser without a session goes to the login form.
+    let ui = target.starts_with("/ui/");
+    let (token, via_cookie) = match bearer(req.headers()) {
+        Some(t) => (Some(t.to_string()), false),
+        None if ui => (crate::web::session_cookie(req.headers()), true),
+        None => (None, false),
+    };
+    let to_login = || {
+        let next: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+        axum::response::Redirect::to(&format!("/ui/login?next={next}")).into_response()
+    };
+    if ui && token.is_none() {
+        return to_login();
+    }
+    let caller = match resolve(&s, token.as_deref()).await {
         Ok(c) => c,
         Err(r) => {
             record(&s, "anonymous", &address, &action, &target, "denied", r.status(), serde_json::json!({})).await;
+            if via_cookie {
+                return to_login();
+            }
             return r;
         }
     };
+    let mut req = req;
+    if let Some(t) = &token {
+        req.extensions_mut().insert(crate::web::Session { token: t.clone(), via_cookie });
+    }
     let (mut parts, body) = req.into_parts();
     let params: HashMap<String, String> = match RawPathParams::from_request_parts(&mut parts, &()).await {
         Ok(p) => p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -589,6 +622,13 @@ pub async fn authorize(
         }
         Err(refusal) => {
             let (r, detail) = match refusal {
+                Refusal::Forbidden(m, d) if via_cookie => (
+                    crate::web::refused(StatusCode::FORBIDDEN, &m),
+                    serde_json::json!({"lacks": d.map(|d| d.need.to_string())}),
+                ),
+                Refusal::Hidden(m) if via_cookie => {
+                    (crate::web::refused(StatusCode::NOT_FOUND, &m), serde_json::json!({}))
+                }
                 Refusal::Forbidden(m, d) => (
                     error(StatusCode::FORBIDDEN, "forbidden", m, None),
                     serde_json::json!({"lacks": d.map(|d| d.need.to_string())}),
@@ -720,6 +760,7 @@ pub fn table() -> String {
             Public => "nothing (public)".to_string(),
             Agent => "an agent token (or a user's holding `write:settings` on every project)".to_string(),
             Signed => "any token (the caller's own)".to_string(),
+            Page => "a signed-in user (session cookie or token); shows what the caller may read".to_string(),
             Server(v, res) => format!("`{v}:{res}` on every project"),
             Project(v, "environments") if r.path.contains("{env}") => {
                 format!("`{v}:environments/<env>` on the project")
@@ -747,6 +788,7 @@ mod tests {
     fn every_route_has_a_rule_and_every_rule_a_route() {
         let doc = crate::api::openapi();
         let mut routes = vec![("GET".to_string(), "/api/v1/openapi.json".to_string())];
+        routes.extend(crate::web::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())));
         for (path, item) in doc.paths.paths {
             for (m, op) in [
                 ("GET", &item.get),

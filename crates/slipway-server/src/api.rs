@@ -158,6 +158,7 @@ pub fn router(state: Arc<State>) -> Router {
                 async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc.as_str().to_string()) }
             }),
         )
+        .merge(crate::web::routes())
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), crate::access::authorize))
         .layer(axum::middleware::from_fn(tokens_not_in_urls))
         .with_state(state)

@@ -424,6 +424,27 @@ pub(crate) async fn alert_rollback(
     r.map(drop).map_err(|e| ServerError::Conflict(e.message))
 }
 
+/// A rollback a dashboard user asked for: to the release before, as the caller; the version
+/// it returned to, or why not.
+pub(crate) async fn rollback_now(s: &Arc<State>, who: &Caller, project: &str, env: &str) -> Result<String, String> {
+    let scope = scope(s, who, project).await.map_err(|e| e.to_string())?;
+    let (environment, _) =
+        find(environments_at(s, project, &scope.commit).await.map_err(|e| e.to_string())?, env, project)
+            .map_err(|e| e.to_string())?;
+    owned(s, &environment.name, project).await.map_err(|e| e.to_string())?;
+    let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
+    let r = engine.rollback(&scope.actor, &environment, None).await;
+    let done = slipway_deploy::finished(env, &r);
+    crate::notify::deploy_event(s, project, &done).await;
+    match r {
+        Ok(o) => Ok(o.release.version),
+        Err(e) => Err(match &e.hint {
+            Some(h) => format!("{} ({h})", e.message),
+            None => e.message,
+        }),
+    }
+}
+
 /// What a streamed request does.
 enum Request {
     Deploy { upload: Option<PathBuf>, version: Option<String>, image: Option<String>, force: bool },

@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod tunnel;
 pub mod users;
 pub mod watch;
+pub mod web;
 mod webhooks;
 pub mod worker;
 

@@ -610,6 +610,19 @@ fn each_source(s: &State, who: &Caller, mut f: impl FnMut(&str, &RuleFile, Optio
     }
 }
 
+/// The pending and firing alerts the caller may read.
+pub(crate) fn visible_alerts(s: &State, who: &Caller) -> Vec<slipway_monitor::rules::Alert> {
+    let mut out = Vec::new();
+    each_source(s, who, |_, _, ev| {
+        if let Some(ev) = ev {
+            for st in ev.states.values() {
+                out.extend(st.active.values().filter(|a| a.state != AlertState::Inactive).cloned());
+            }
+        }
+    });
+    out
+}
+
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "monitoring", summary = "Active alerts (pending and firing), as Prometheus' HTTP API answers", responses((status = 200, description = "`{status: success, data: {alerts}}`"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody)))]
 pub async fn alerts(AxState(s): S, who: Caller) -> Response {
     let mut out = Vec::new();

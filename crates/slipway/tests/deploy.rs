@@ -288,8 +288,9 @@ fn a_canary_that_answers_errors_is_stopped_by_analysis() {
 
     // A good canary goes through its steps to 100% (its latency is not what this checks: on a
     // loaded 2-core machine a fresh instance's p99 can be several times the stable one's).
-    let env_short =
-        env.replace("pause: 20s", "pause: 2s").replace("min_requests: 20}", "min_requests: 20, max_latency_increase: 10000%}");
+    let env_short = env
+        .replace("pause: 20s", "pause: 2s")
+        .replace("min_requests: 20}", "min_requests: 20, max_latency_increase: 10000%}");
     site.repo.write(".slipway.yml", &format!("include:\n  - template: slipway/go.yml\nenvironments:\n{env_short}"));
     let load = site.load(&addr, 200);
     let r = site.deploy("web", "v2");

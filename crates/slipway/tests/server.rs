@@ -1736,7 +1736,7 @@ fn every_endpoint_allows_and_denies_every_role_as_the_permission_table_says() {
                 Permission::need(v, &r)
             };
             let allowed = match rule.need {
-                Need::Public | Need::Signed => true,
+                Need::Public | Need::Signed | Need::Page => true,
                 Need::Agent => *global && role.grants(&need("write", "settings")).is_some(),
                 Need::Server(v, r) => *global && role.grants(&need(v, r)).is_some(),
                 Need::Listed(..) | Need::Owned(..) => true,
@@ -3036,4 +3036,143 @@ environments:
     assert_eq!(served(&web).as_deref(), Some("v1"));
     let detail = h[1]["detail"].as_str().unwrap();
     assert!(detail.contains("above the canary analysis' max_error_rate 5.0%"), "{h}");
+}
+
+/// A browser's requests, with curl and a cookie jar: (status, headers, body).
+fn browse(jar: &std::path::Path, method: &str, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-X", method, "-D", "-", "-b", jar.to_str().unwrap(), "-c", jar.to_str().unwrap(), url]);
+    for (k, v) in form {
+        c.args(["--data-urlencode", &format!("{k}={v}")]);
+    }
+    let out = String::from_utf8_lossy(&c.output().unwrap().stdout).to_string();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, head.to_string(), body.to_string())
+}
+
+fn csrf_in(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
+}
+
+/// The dashboard: a user signs in with the form, sees the brief's environment table (current
+/// version, status, last update) and where a rollback returns to, and rolls back with a
+/// confirmed form; a viewer gets no button and a 403 page when forging the request; a form
+/// without its CSRF token is refused; Chinese by a switch that sticks; signing out ends the
+/// session; no open redirect after sign-in.
+#[test]
+fn the_dashboard_signs_in_shows_environments_and_rolls_back_for_those_who_may() {
+    let (v1, v2) = (websvc_build("v1"), websvc_build("v2"));
+    let web = free_addr();
+    let pipeline = format!(
+        "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
+    );
+    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
+    let server = Server::start_with(&["--with-agent", "--monitor-interval", "300ms"]);
+    server.add_project("shop", &repo);
+    for (user, role) in [("alice", "deployer"), ("vic", "viewer")] {
+        let body = format!(
+            r#"{{"name": "{user}", "password": "{user} has a long password", "bindings": [{{"role": "{role}", "project": "shop"}}]}}"#
+        );
+        assert_eq!(server.call("POST", "/api/v1/users", Some(&body)).0, 201);
+    }
+    let run = server.trigger("shop", None);
+    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], "success");
+    for dist in [&v1, &v2] {
+        let r = Run::from(
+            Command::new(bin())
+                .args(["deploy", "web", "--artifacts", dist.to_str().unwrap()])
+                .args(["--server", &server.url, "--token", &server.admin, "--project", "shop"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(r.code, 0, "{}", r.debug());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, vic) = (dir.path().join("alice.jar"), dir.path().join("vic.jar"));
+    let url = |p: &str| format!("{}{p}", server.url);
+    // Without a session: to the form, remembering where to go.
+    let (code, head, _) = browse(&alice, "GET", &url("/ui/environments"), &[]);
+    assert_eq!(code, 303, "{head}");
+    assert!(head.contains("location: /ui/login?next=%2Fui%2Fenvironments"), "{head}");
+    let (code, _, form) = browse(&alice, "GET", &url("/ui/login"), &[]);
+    assert!(code == 200 && form.contains("autocomplete=\"current-password\""), "{form}");
+    let (code, head, _) = browse(
+        &alice,
+        "POST",
+        &url("/ui/login"),
+        &[("user", "alice"), ("password", "wrong password!!"), ("next", "/ui/")],
+    );
+    assert_eq!(code, 303);
+    let (_, _, again) =
+        browse(&alice, "GET", &url(head.split("location: ").nth(1).unwrap().lines().next().unwrap().trim()), &[]);
+    assert!(again.contains("Wrong user name or password."), "{again}");
+    // Signed in: the cookie is HttpOnly and SameSite, and a foreign `next` is not followed.
+    let (code, head, _) = browse(
+        &alice,
+        "POST",
+        &url("/ui/login"),
+        &[("user", "alice"), ("password", "alice has a long password"), ("next", "https://evil.example/")],
+    );
+    assert_eq!(code, 303, "{head}");
+    assert!(head.contains("location: /ui/\r") || head.contains("location: /ui/\n"), "{head}");
+    assert!(
+        head.contains("slipway_session=slw_") && head.contains("HttpOnly") && head.contains("SameSite=Lax"),
+        "{head}"
+    );
+    let t = Instant::now();
+    let page = loop {
+        let (code, _, page) = browse(&alice, "GET", &url("/ui/environments"), &[]);
+        assert_eq!(code, 200, "{page}");
+        if page.contains("v1 (#1)") {
+            break page;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the environment never showed: {page}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(page.contains("<td>v2</td>") && page.contains("status healthy") && page.contains("1/1"), "{page}");
+    assert!(page.contains(&format!("http://{web}")) && page.contains("Roll back"), "{page}");
+    let css = page.split("rel=\"stylesheet\" href=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let (code, head, _) = browse(&alice, "GET", &url(&css), &[]);
+    assert!(code == 200 && head.contains("immutable"), "{head}");
+    // A form without its CSRF token is refused; with it, the rollback happens.
+    let action = url("/ui/projects/shop/environments/web/rollback");
+    let (code, _, refused) = browse(&alice, "POST", &action, &[("csrf", "0000")]);
+    assert_eq!(code, 403, "{refused}");
+    assert!(refused.contains("CSRF"), "{refused}");
+    assert_eq!(served(&web).as_deref(), Some("v2"));
+    let (code, head, _) = browse(&alice, "POST", &action, &[("csrf", &csrf_in(&page))]);
+    assert_eq!(code, 303, "{head}");
+    let (_, _, after) = browse(&alice, "GET", &url("/ui/environments"), &[]);
+    assert!(after.contains("Rolled back web → v1"), "{after}");
+    assert_eq!(served(&web).as_deref(), Some("v1"));
+    let h = server.json("/api/v1/projects/shop/environments/web/releases");
+    assert_eq!((h[0]["reason"].as_str(), h[0]["actor"].as_str()), (Some("rollback"), Some("alice")), "{h}");
+    // A viewer sees the table without the button, and forging the form gets a 403 page.
+    let (code, _, _) =
+        browse(&vic, "POST", &url("/ui/login"), &[("user", "vic"), ("password", "vic has a long password")]);
+    assert_eq!(code, 303);
+    let (_, _, page) = browse(&vic, "GET", &url("/ui/environments"), &[]);
+    assert!(page.contains("<td>v1</td>") && !page.contains("Roll back</button>"), "{page}");
+    let (code, _, forged) = browse(&vic, "POST", &action, &[("csrf", &csrf_in(&page))]);
+    assert_eq!(code, 403, "{forged}");
+    assert!(
+        forged.contains("`vic` lacks `rollback:environments/web`") && forged.starts_with("<!doctype html>"),
+        "{forged}"
+    );
+    // Chinese, by the switch, and it sticks.
+    let (_, _, zh) = browse(&vic, "GET", &url("/ui/?lang=zh"), &[]);
+    assert!(zh.contains("lang=\"zh-CN\"") && zh.contains("当前部署版本") && zh.contains("最后更新时间"), "{zh}");
+    let (_, _, still) = browse(&vic, "GET", &url("/ui/environments"), &[]);
+    assert!(still.contains("回滚目标版本"), "{still}");
+    // Signing out ends the session for good.
+    let (code, _, _) = browse(&vic, "POST", &url("/ui/logout"), &[("csrf", &csrf_in(&still))]);
+    assert_eq!(code, 303);
+    let (code, _, _) = browse(&vic, "GET", &url("/ui/"), &[]);
+    assert_eq!(code, 303);
+    // Served fast enough (debug build here; docs/benchmarks.md has the release figures).
+    let t = Instant::now();
+    let (code, _, _) = browse(&alice, "GET", &url("/ui/"), &[]);
+    assert_eq!(code, 200);
+    eprintln!("overview served in {:?} (curl included)", t.elapsed());
 }

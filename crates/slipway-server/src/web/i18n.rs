@@ -1,0 +1,238 @@
+//! The dashboard's words in English and Simplified Chinese: one catalogue each, the same keys
+//! (a test holds them to it), chosen by a `lang` cookie (`?lang=zh`) or `Accept-Language`.
+
+/// A language of the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Zh,
+}
+
+const EN: &[(&str, &str)] = &[
+    ("nav.label", "Main"),
+    ("nav.overview", "Overview"),
+    ("nav.environments", "Environments"),
+    ("nav.signed_in_as", "Signed in as"),
+    ("nav.sign_out", "Sign out"),
+    ("nav.other_language", "中文"),
+    ("login.title", "Sign in to slipway"),
+    ("login.user", "User"),
+    ("login.password", "Password"),
+    ("login.submit", "Sign in"),
+    ("login.failed", "Wrong user name or password."),
+    ("login.throttled", "Too many failed sign-ins: try again later."),
+    ("overview.title", "Overview"),
+    ("overview.projects", "Projects"),
+    ("overview.no_projects", "No projects yet: add one with `slipway project add`."),
+    ("overview.no_pipeline", "No pipeline on its default branch yet."),
+    ("overview.environments", "Environments"),
+    ("overview.alerts", "Firing alerts"),
+    ("overview.no_alerts", "Nothing is firing."),
+    ("overview.waiting", "Waiting for approval"),
+    ("overview.nothing_waits", "Nothing waits."),
+    ("env.title", "Environments"),
+    ("env.none", "No environment is deployed yet."),
+    ("env.rollback_title", "Rollback"),
+    ("env.nothing_to_roll_back_to", "no earlier healthy release"),
+    ("env.rollback", "Roll back"),
+    ("env.confirm_rollback", "Roll back"),
+    ("env.rolled_back", "Rolled back"),
+    ("env.rollback_failed", "The rollback failed"),
+    ("col.project", "Project"),
+    ("col.pipeline", "Pipeline"),
+    ("col.status", "Status"),
+    ("col.duration", "Duration"),
+    ("col.commit", "Commit"),
+    ("col.author", "Author"),
+    ("col.when", "When"),
+    ("col.alert", "Alert"),
+    ("col.state", "State"),
+    ("col.labels", "Labels"),
+    ("col.summary", "Summary"),
+    ("col.environment", "Environment"),
+    ("col.release", "Release"),
+    ("col.version", "Version"),
+    ("col.by", "By"),
+    ("col.current_version", "Current version"),
+    ("col.last_update", "Last update"),
+    ("col.instances", "Healthy/total"),
+    ("col.url", "URL"),
+    ("col.rollback_to", "A rollback returns to"),
+    ("col.action", "Action"),
+    ("status.success", "success"),
+    ("status.failed", "failed"),
+    ("status.running", "running"),
+    ("status.pending", "pending"),
+    ("status.canceled", "canceled"),
+    ("status.skipped", "skipped"),
+    ("status.healthy", "healthy"),
+    ("status.degraded", "degraded"),
+    ("status.deploying", "deploying"),
+    ("status.waiting", "waiting"),
+    ("status.firing", "firing"),
+    ("status.rolled_back", "rolled back"),
+    ("status.unknown", "unknown"),
+    ("error.forbidden", "You may not do that"),
+    ("error.not_found", "There is no such page."),
+];
+
+const ZH: &[(&str, &str)] = &[
+    ("nav.label", "主导航"),
+    ("nav.overview", "概览"),
+    ("nav.environments", "环境"),
+    ("nav.signed_in_as", "已登录："),
+    ("nav.sign_out", "退出"),
+    ("nav.other_language", "English"),
+    ("login.title", "登录 slipway"),
+    ("login.user", "用户名"),
+    ("login.password", "密码"),
+    ("login.submit", "登录"),
+    ("login.failed", "用户名或密码错误。"),
+    ("login.throttled", "登录失败次数过多，请稍后再试。"),
+    ("overview.title", "概览"),
+    ("overview.projects", "项目"),
+    ("overview.no_projects", "还没有项目：用 `slipway project add` 添加。"),
+    ("overview.no_pipeline", "默认分支上还没有流水线。"),
+    ("overview.environments", "环境"),
+    ("overview.alerts", "正在触发的告警"),
+    ("overview.no_alerts", "没有正在触发的告警。"),
+    ("overview.waiting", "等待审批"),
+    ("overview.nothing_waits", "没有等待中的部署。"),
+    ("env.title", "环境"),
+    ("env.none", "还没有部署任何环境。"),
+    ("env.rollback_title", "回滚"),
+    ("env.nothing_to_roll_back_to", "没有更早的健康版本"),
+    ("env.rollback", "回滚"),
+    ("env.confirm_rollback", "确认回滚"),
+    ("env.rolled_back", "已回滚"),
+    ("env.rollback_failed", "回滚失败"),
+    ("col.project", "项目"),
+    ("col.pipeline", "流水线"),
+    ("col.status", "状态"),
+    ("col.duration", "耗时"),
+    ("col.commit", "提交"),
+    ("col.author", "作者"),
+    ("col.when", "时间"),
+    ("col.alert", "告警"),
+    ("col.state", "状态"),
+    ("col.labels", "标签"),
+    ("col.summary", "摘要"),
+    ("col.environment", "环境"),
+    ("col.release", "发布"),
+    ("col.version", "版本"),
+    ("col.by", "发起人"),
+    ("col.current_version", "当前部署版本"),
+    ("col.last_update", "最后更新时间"),
+    ("col.instances", "健康/总数"),
+    ("col.url", "地址"),
+    ("col.rollback_to", "回滚目标版本"),
+    ("col.action", "操作"),
+    ("status.success", "成功"),
+    ("status.failed", "失败"),
+    ("status.running", "运行中"),
+    ("status.pending", "等待中"),
+    ("status.canceled", "已取消"),
+    ("status.skipped", "已跳过"),
+    ("status.healthy", "健康"),
+    ("status.degraded", "降级"),
+    ("status.deploying", "部署中"),
+    ("status.waiting", "等待中"),
+    ("status.firing", "触发中"),
+    ("status.rolled_back", "已回滚"),
+    ("status.unknown", "未知"),
+    ("error.forbidden", "你没有权限执行此操作"),
+    ("error.not_found", "页面不存在。"),
+];
+
+impl Lang {
+    /// From a `lang` cookie or query value, else `Accept-Language` (any `zh` first wins).
+    pub fn pick(explicit: Option<&str>, accept: Option<&str>) -> Lang {
+        match explicit {
+            Some(l) if l.starts_with("zh") => return Lang::Zh,
+            Some(l) if l.starts_with("en") => return Lang::En,
+            _ => {}
+        }
+        let accept = accept.unwrap_or("");
+        let first = accept
+            .split(',')
+            .map(|p| p.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .find(|p| p.starts_with("zh") || p.starts_with("en"));
+        match first {
+            Some(p) if p.starts_with("zh") => Lang::Zh,
+            _ => Lang::En,
+        }
+    }
+
+    fn table(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Lang::En => EN,
+            Lang::Zh => ZH,
+        }
+    }
+
+    /// The word for `key` (the key itself if a catalogue lacks it; a test makes sure none does).
+    pub fn s(&self, key: &str) -> &'static str {
+        self.table().iter().find(|(k, _)| *k == key).map(|(_, v)| *v).unwrap_or("?")
+    }
+
+    /// A status word (`success`, `healthy`, …), or the status itself.
+    pub fn status(&self, status: &str) -> String {
+        let key = format!("status.{status}");
+        match self.table().iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.to_string(),
+            None => status.replace('_', " "),
+        }
+    }
+
+    pub fn lang_tag(&self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh-CN",
+        }
+    }
+
+    pub fn other_lang(&self) -> &'static str {
+        match self {
+            Lang::En => "zh",
+            Lang::Zh => "en",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_catalogues_have_the_same_keys_and_no_empty_word() {
+        fn keys(t: &[(&'static str, &'static str)]) -> Vec<&'static str> {
+            let mut k: Vec<&'static str> = t.iter().map(|(k, _)| *k).collect();
+            k.sort();
+            k
+        }
+        assert_eq!(keys(EN), keys(ZH), "the catalogues differ");
+        let mut k = keys(EN);
+        k.dedup();
+        assert_eq!(k.len(), EN.len(), "a key is twice in a catalogue");
+        assert!(EN.iter().chain(ZH).all(|(_, v)| !v.is_empty()));
+        // Every key the templates use is in the catalogues.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+        for f in std::fs::read_dir(dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap();
+            for part in text.split("t.s(\"").skip(1) {
+                let key = part.split('"').next().unwrap();
+                assert!(EN.iter().any(|(k, _)| *k == key), "{}: `{key}` is in no catalogue", f.path().display());
+            }
+        }
+    }
+
+    #[test]
+    fn the_language_comes_from_the_switch_then_the_browser() {
+        assert_eq!(Lang::pick(None, Some("zh-CN,zh;q=0.9,en;q=0.8")), Lang::Zh);
+        assert_eq!(Lang::pick(None, Some("de-DE, en-US;q=0.7")), Lang::En);
+        assert_eq!(Lang::pick(Some("en"), Some("zh-CN")), Lang::En);
+        assert_eq!(Lang::pick(Some("zh"), None), Lang::Zh);
+        assert_eq!(Lang::Zh.s("col.current_version"), "当前部署版本");
+        assert_eq!(Lang::En.status("rolled_back"), "rolled back");
+    }
+}

@@ -1,0 +1,591 @@
+//! The dashboard, served by the server itself (docs/dashboard.md): server-rendered HTML
+//! (askama templates in `templates/`, compiled in), one stylesheet embedded with a content
+//! hash in its name, no script needed to read. A browser signs in with the login form and
+//! holds a session — an API token made for it, in an `HttpOnly`, `SameSite=Lax` cookie
+//! (`Secure` behind TLS) — so every page and action goes through the same permission checks
+//! as the API (`access::authorize`); forms carry a CSRF token derived from the session.
+//! English and Simplified Chinese ([`i18n`]).
+
+pub mod i18n;
+
+use std::sync::{Arc, LazyLock};
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use sha2::{Digest, Sha256};
+use slipway_model::access::Permission;
+use slipway_model::time::{now_ms, rfc3339};
+
+use crate::State;
+use crate::access::Caller;
+use i18n::Lang;
+
+type S = AxState<Arc<State>>;
+
+/// The session cookie.
+pub const COOKIE: &str = "slipway_session";
+/// How long a browser session lasts.
+const SESSION_SECS: u64 = 12 * 3600;
+
+const CSS: &str = include_str!("../../assets/app.css");
+static CSS_PATH: LazyLock<String> = LazyLock::new(|| {
+    let hex: String = Sha256::digest(CSS.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("/ui/assets/app.{hex}.css")
+});
+
+/// How a request was signed in: its token, and whether it came in the cookie (then forms
+/// need their CSRF token).
+#[derive(Clone)]
+pub struct Session {
+    pub token: String,
+    pub via_cookie: bool,
+}
+
+/// The session token in a request's cookies.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The CSRF token of a session: derived from its secret, so a page of another site (which
+/// cannot read the `HttpOnly` cookie) cannot make one.
+pub fn csrf_of(token: &str) -> String {
+    Sha256::digest(format!("slipway csrf\0{token}").as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn lang_of(headers: &HeaderMap, query: Option<&str>) -> Lang {
+    let from_query =
+        query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "lang").map(|(_, v)| v.to_string()));
+    let from_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == "lang")
+        .map(|(_, v)| v.to_string());
+    Lang::pick(
+        from_query.or(from_cookie).as_deref(),
+        headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// The dashboard's routes, as [`routes`] makes them (`access::RULES` has a rule for each).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/ui/assets/{file}"),
+    ("GET", "/ui/login"),
+    ("POST", "/ui/login"),
+    ("POST", "/ui/logout"),
+    ("GET", "/ui/"),
+    ("GET", "/ui/environments"),
+    ("POST", "/ui/projects/{name}/environments/{env}/rollback"),
+];
+
+/// The routes (each has its rule in `access::RULES`).
+pub fn routes() -> axum::Router<Arc<State>> {
+    axum::Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/assets/{file}", get(asset))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/", get(overview))
+        .route("/ui/environments", get(environments))
+        .route("/ui/projects/{name}/environments/{env}/rollback", post(rollback))
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    if format!("/ui/assets/{file}") != *CSS_PATH {
+        return (StatusCode::NOT_FOUND, "no such asset").into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+/// A message shown once at the top of the next page (a cookie the page clears).
+pub struct Flash {
+    pub text: String,
+    pub error: bool,
+}
+
+fn flash_of(headers: &HeaderMap) -> Option<Flash> {
+    let raw = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == "slipway_flash")
+        .map(|(_, v)| v.to_string())?;
+    let text: String = form_urlencoded::parse(format!("f={raw}").as_bytes()).next().map(|(_, v)| v.to_string())?;
+    let (error, text) = match text.strip_prefix("!") {
+        Some(t) => (true, t.to_string()),
+        None => (false, text),
+    };
+    Some(Flash { text, error })
+}
+
+fn set_flash(text: &str, error: bool) -> HeaderValue {
+    let v: String =
+        form_urlencoded::byte_serialize(format!("{}{text}", if error { "!" } else { "" }).as_bytes()).collect();
+    HeaderValue::from_str(&format!("slipway_flash={v}; Path=/ui/; HttpOnly; SameSite=Lax; Max-Age=60"))
+        .unwrap_or(HeaderValue::from_static("slipway_flash=; Path=/ui/"))
+}
+
+/// A rendered page, with the flash cleared and a language choice kept.
+fn page(html: Result<String, askama::Error>, lang: Lang, had_flash: bool) -> Response {
+    match html {
+        Ok(h) => {
+            let mut r = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], h).into_response();
+            let hs = r.headers_mut();
+            hs.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            hs.insert("x-frame-options", HeaderValue::from_static("DENY"));
+            hs.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+            hs.append(
+                header::SET_COOKIE,
+                HeaderValue::from_str(&format!("lang={}; Path=/; SameSite=Lax; Max-Age=31536000", lang.code()))
+                    .expect("a cookie"),
+            );
+            if had_flash {
+                hs.append(header::SET_COOKIE, HeaderValue::from_static("slipway_flash=; Path=/ui/; Max-Age=0"));
+            }
+            r
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the page did not render: {e}")).into_response(),
+    }
+}
+
+impl Lang {
+    /// The value of the `lang` cookie that keeps this language.
+    fn code(&self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh",
+        }
+    }
+}
+
+/// The error page of a refused or failed browser request.
+pub fn refused(status: StatusCode, message: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · slipway</title><link rel=\"stylesheet\" href=\"{}\"></head><body><main><h1>{}</h1><p class=\"flash error\">{}</p><p><a href=\"/ui/\">slipway</a></p></main></body></html>",
+        status.as_u16(),
+        *CSS_PATH,
+        status.as_u16(),
+        html_escape(message)
+    );
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+// ----- sign in and out -------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    t: Lang,
+    css: &'a str,
+    user: Option<String>,
+    csrf: String,
+    flash: Option<Flash>,
+    next: String,
+}
+
+/// A safe place to go after signing in: a path of the dashboard, never another site.
+fn next_of(q: Option<&str>) -> String {
+    let next =
+        q.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v.to_string()));
+    match next {
+        Some(n) if n.starts_with("/ui/") && !n.starts_with("//") && !n.contains("://") => n,
+        _ => "/ui/".into(),
+    }
+}
+
+async fn login_page(headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let lang = lang_of(&headers, uri.query());
+    let flash = flash_of(&headers);
+    let had = flash.is_some();
+    let p = LoginPage { t: lang, css: &CSS_PATH, user: None, csrf: String::new(), flash, next: next_of(uri.query()) };
+    page(p.render(), lang, had)
+}
+
+async fn login(
+    AxState(s): S,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<crate::access::Peer>>,
+    body: Bytes,
+) -> Response {
+    let lang = lang_of(&headers, None);
+    let form: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let (user, password) =
+        (form.get("user").cloned().unwrap_or_default(), form.get("password").cloned().unwrap_or_default());
+    let next = next_of(Some(&format!(
+        "next={}",
+        form_urlencoded::byte_serialize(form.get("next").map(String::as_bytes).unwrap_or(b"/ui/")).collect::<String>()
+    )));
+    let json = serde_json::json!({"user": user, "password": password, "token_name": "browser session", "expires_in": SESSION_SECS});
+    let r = crate::users::login(AxState(Arc::clone(&s)), peer, Bytes::from(json.to_string())).await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    let status = r.status();
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap_or_default();
+    if status != StatusCode::CREATED {
+        let key = if status == StatusCode::TOO_MANY_REQUESTS { "login.throttled" } else { "login.failed" };
+        let mut resp = Redirect::to(&format!(
+            "/ui/login?next={}",
+            form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+        ))
+        .into_response();
+        resp.headers_mut().append(header::SET_COOKIE, set_flash(lang.s(key), true));
+        return resp;
+    }
+    let token = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["token"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let secure = s.notifier.external_url.starts_with("https://")
+        || headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) == Some("https");
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECS}{}",
+        if secure { "; Secure" } else { "" }
+    );
+    let mut resp = Redirect::to(&next).into_response();
+    resp.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("a cookie"));
+    resp
+}
+
+fn form_of(body: &Bytes) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// A form's CSRF token checked against the session's (a request signed with a bearer token
+/// carries no ambient credential and needs none).
+fn csrf_ok(session: &Session, form: &std::collections::HashMap<String, String>) -> bool {
+    !session.via_cookie
+        || form.get("csrf").is_some_and(|c| {
+            let want = csrf_of(&session.token);
+            c.len() == want.len() && subtle::ConstantTimeEq::ct_eq(c.as_bytes(), want.as_bytes()).into()
+        })
+}
+
+async fn logout(
+    AxState(s): S,
+    who: Caller,
+    axum::Extension(session): axum::Extension<Session>,
+    body: Bytes,
+) -> Response {
+    if !session.via_cookie {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "signing out ends a browser session; a token is revoked with `slipway token revoke`",
+        );
+    }
+    if !csrf_ok(&session, &form_of(&body)) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or wrong: reload the page and try again",
+        );
+    }
+    let _ = s.store.revoke_token(&who.token_id, None).await;
+    let mut r = Redirect::to("/ui/login").into_response();
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("slipway_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    r
+}
+
+// ----- pages ---------------------------------------------------------------------------------
+
+struct PipelineRow {
+    id: i64,
+    status: String,
+    duration: String,
+    commit: String,
+    author: String,
+    at_utc: String,
+    at_local: String,
+}
+
+struct ProjectRow {
+    name: String,
+    branch: String,
+    last: Option<PipelineRow>,
+}
+
+pub struct EnvRow {
+    name: String,
+    project: String,
+    project_path: String,
+    version: String,
+    status: String,
+    updated_utc: Option<String>,
+    updated_local: String,
+    healthy: usize,
+    total: usize,
+    url: String,
+    rollback_to: Option<String>,
+    may_rollback: bool,
+}
+
+struct AlertRow {
+    name: String,
+    state: String,
+    labels: String,
+    summary: String,
+}
+
+struct WaitRow {
+    environment: String,
+    release: i64,
+    version: String,
+    actor: String,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview<'a> {
+    t: Lang,
+    css: &'a str,
+    user: Option<String>,
+    csrf: String,
+    flash: Option<Flash>,
+    projects: Vec<ProjectRow>,
+    envs: Vec<EnvRow>,
+    alerts: Vec<AlertRow>,
+    waiting: Vec<WaitRow>,
+}
+
+#[derive(Template)]
+#[template(path = "environments.html")]
+struct Environments<'a> {
+    t: Lang,
+    css: &'a str,
+    user: Option<String>,
+    csrf: String,
+    flash: Option<Flash>,
+    envs: Vec<EnvRow>,
+}
+
+/// A time as the page shows it (UTC, minutes; the exact time is its `title`).
+fn short_time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()
+}
+
+fn duration_text(ms: i64) -> String {
+    let s = ms / 1000;
+    if s < 60 { format!("{s}s") } else { format!("{}m {:02}s", s / 60, s % 60) }
+}
+
+fn may(s: &State, who: &Caller, verb: &str, resource: &str, project: &str) -> bool {
+    who.may(&s.access(), &Permission::need(verb, resource), Some(project))
+}
+
+/// The environments the caller may read, with what runs, its health and where a rollback goes.
+async fn env_rows(s: &Arc<State>, who: &Caller) -> Vec<EnvRow> {
+    let mut envs = s.monitor.environments();
+    envs.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+    let ups = {
+        let store = s.monitor.series.lock().expect("series lock");
+        slipway_monitor::promql::Query::parse("up")
+            .ok()
+            .and_then(|q| q.eval_vector(&store, now_ms()).ok())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for (name, project, env) in envs {
+        if !may(s, who, "read", &format!("environments/{name}"), &project) {
+            continue;
+        }
+        let current = s.store.current(&name).await.ok().flatten();
+        let latest = s.store.history(&name, 1).await.ok().and_then(|h| h.into_iter().next());
+        let status = match (&latest, &current) {
+            (Some(l), _) if l.status.is_unfinished() => {
+                if l.status == slipway_model::release::ReleaseStatus::Queued {
+                    "waiting"
+                } else {
+                    "deploying"
+                }
+            }
+            (Some(l), Some(c)) if l.id != c.id && l.status == slipway_model::release::ReleaseStatus::Failed => "failed",
+            (_, Some(c)) if c.reason.is_rollback() && c.reason != slipway_model::release::ReleaseReason::Rollback => {
+                "rolled_back"
+            }
+            (_, Some(_)) => "healthy",
+            (_, None) => "unknown",
+        };
+        // The instances of the release that runs (an old one's may linger a moment).
+        let version = current.as_ref().map(|c| c.version.as_str());
+        let mine: Vec<&slipway_monitor::promql::Sample> = ups
+            .iter()
+            .filter(|u| {
+                u.labels.get("environment") == Some(&name) && u.labels.get("version").map(String::as_str) == version
+            })
+            .collect();
+        let healthy = mine.iter().filter(|u| u.value == 1.0).count();
+        let status = if status == "healthy" && healthy < mine.len() { "degraded" } else { status };
+        let rollback_to = match &current {
+            Some(c) => s
+                .store
+                .good_releases(&name)
+                .await
+                .ok()
+                .and_then(|g| {
+                    g.into_iter().find(|r| r.group_id() != c.group_id() && r.artifacts != c.artifacts && r.id < c.id)
+                })
+                .map(|r| format!("{} (#{})", r.version, r.id)),
+            None => None,
+        };
+        let updated = latest.as_ref().map(|l| l.finished_at_ms.or(l.started_at_ms).unwrap_or(l.created_at_ms));
+        out.push(EnvRow {
+            project_path: project.replace('%', "%25").replace('/', "%2F"),
+            version: current.as_ref().map(|c| c.version.clone()).unwrap_or_else(|| "—".into()),
+            status: status.into(),
+            updated_utc: updated.map(rfc3339),
+            updated_local: updated.map(short_time).unwrap_or_default(),
+            healthy,
+            total: mine.len().max(if current.is_some() { env.instances as usize } else { 0 }),
+            url: if current.is_some() { format!("http://{}", env.listen) } else { String::new() },
+            rollback_to,
+            may_rollback: may(s, who, "rollback", &format!("environments/{name}"), &project),
+            name,
+            project,
+        });
+    }
+    out
+}
+
+async fn overview(
+    AxState(s): S,
+    who: Caller,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let lang = lang_of(&headers, uri.query());
+    let mut projects = Vec::new();
+    for p in s.store.projects().await.unwrap_or_default() {
+        if !may(&s, &who, "read", "pipelines", &p.name) {
+            continue;
+        }
+        let runs = s.store.runs(&p.name, 20).await.unwrap_or_default();
+        let last = runs.iter().find(|r| r.ref_name.as_deref() == Some(p.branch.as_str())).map(|r| PipelineRow {
+            id: r.id,
+            status: r.status.as_str().into(),
+            duration: duration_text(r.finished_at_ms.unwrap_or_else(now_ms) - r.created_at_ms),
+            commit: r.commit_sha.as_deref().unwrap_or("").chars().take(8).collect(),
+            author: r.author.clone().unwrap_or_default(),
+            at_utc: rfc3339(r.created_at_ms),
+            at_local: short_time(r.created_at_ms),
+        });
+        projects.push(ProjectRow { name: p.name.clone(), branch: p.branch.clone(), last });
+    }
+    let envs = env_rows(&s, &who).await;
+    let mut alerts = Vec::new();
+    let mut waiting = Vec::new();
+    for e in &envs {
+        for r in s.store.unfinished(&e.name).await.unwrap_or_default() {
+            if r.status == slipway_model::release::ReleaseStatus::Queued {
+                waiting.push(WaitRow {
+                    environment: e.name.clone(),
+                    release: r.id,
+                    version: r.version,
+                    actor: r.actor,
+                });
+            }
+        }
+    }
+    for a in crate::monitor::visible_alerts(&s, &who) {
+        let labels: Vec<String> =
+            a.labels.iter().filter(|(k, _)| k.as_str() != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
+        alerts.push(AlertRow {
+            name: a.labels.get("alertname").cloned().unwrap_or_default(),
+            state: if a.state == slipway_monitor::rules::State::Firing { "firing".into() } else { "pending".into() },
+            labels: labels.join(" "),
+            summary: a.annotations.get("summary").cloned().unwrap_or_default(),
+        });
+    }
+    let flash = flash_of(&headers);
+    let had = flash.is_some();
+    let p = Overview {
+        t: lang,
+        css: &CSS_PATH,
+        user: Some(who.name.clone()),
+        csrf: csrf_of(&session.token),
+        flash,
+        projects,
+        envs,
+        alerts,
+        waiting,
+    };
+    page(p.render(), lang, had)
+}
+
+async fn environments(
+    AxState(s): S,
+    who: Caller,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let lang = lang_of(&headers, uri.query());
+    let envs = env_rows(&s, &who).await;
+    let flash = flash_of(&headers);
+    let had = flash.is_some();
+    let p = Environments {
+        t: lang,
+        css: &CSS_PATH,
+        user: Some(who.name.clone()),
+        csrf: csrf_of(&session.token),
+        flash,
+        envs,
+    };
+    page(p.render(), lang, had)
+}
+
+async fn rollback(
+    AxState(s): S,
+    who: Caller,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Path((name, env)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    if !csrf_ok(&session, &form_of(&body)) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or wrong: reload the page and try again",
+        );
+    }
+    let lang = lang_of(&headers, None);
+    let r = crate::deploys::rollback_now(&s, &who, &name, &env).await;
+    let (text, error) = match r {
+        Ok(version) => (format!("{} {env} → {version}", lang.s("env.rolled_back")), false),
+        Err(e) => (format!("{}: {e}", lang.s("env.rollback_failed")), true),
+    };
+    let mut resp = Redirect::to("/ui/environments").into_response();
+    resp.headers_mut().append(header::SET_COOKIE, set_flash(&text, error));
+    resp
+}
