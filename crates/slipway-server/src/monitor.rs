@@ -43,6 +43,10 @@ pub struct Monitor {
     /// Environment → its project and settings, from the project's newest default-branch
     /// pipeline file (the post-deploy watch reads them).
     env_config: Mutex<HashMap<String, (String, Environment)>>,
+    /// Per agent, the series it gave at its last answer: one it no longer gives gets a stale
+    /// marker (as Prometheus marks a series gone from a scrape), so a stopped instance's `up`
+    /// does not linger for the lookback.
+    collected: Mutex<HashMap<String, std::collections::BTreeSet<Labels>>>,
     /// The `ALERTS` series written at the last evaluation (they get stale markers when they end).
     alerts_written: Mutex<std::collections::BTreeSet<Labels>>,
     /// Environments an alert is rolling back now.
@@ -62,6 +66,7 @@ impl Monitor {
             env_projects: Mutex::default(),
             env_config: Mutex::default(),
             alerts_written: Mutex::default(),
+            collected: Mutex::default(),
             rolling: Mutex::default(),
         }
     }
@@ -184,11 +189,24 @@ pub(crate) async fn tick(s: &Arc<State>) {
             }
         }
     }
-    samples.extend(environments(s).await);
+    let answered = environments(s).await;
     {
         let mut store = s.monitor.series.lock().expect("series lock");
         for (l, v) in samples {
             let _ = store.append(&l, t, v);
+        }
+        let mut collected = s.monitor.collected.lock().expect("collected lock");
+        for (agent, got) in answered {
+            let now: std::collections::BTreeSet<Labels> = got.iter().map(|(l, _)| l.clone()).collect();
+            for (l, v) in got {
+                let _ = store.append(&l, t, v);
+            }
+            if let Some(before) = collected.get(&agent) {
+                for gone in before.difference(&now) {
+                    let _ = store.append(gone, t, slipway_monitor::series::stale());
+                }
+            }
+            collected.insert(agent, now);
         }
     }
     refresh_project_rules(s).await;
@@ -234,8 +252,8 @@ pub(crate) async fn tick(s: &Arc<State>) {
     crate::watch::check_canary_thresholds(s).await;
 }
 
-/// `up` and the traffic of every environment on every agent the server reaches.
-async fn environments(s: &Arc<State>) -> Vec<(Labels, f64)> {
+/// `up` and the traffic of every environment, per agent that answered.
+async fn environments(s: &Arc<State>) -> Vec<(String, Vec<(Labels, f64)>)> {
     let mut agents = Vec::new();
     let local = slipway_api::socket_path(&s.data_dir);
     if local.exists() {
@@ -244,10 +262,11 @@ async fn environments(s: &Arc<State>) -> Vec<(Labels, f64)> {
     for a in s.tunnels.list() {
         agents.push((a.name.clone(), slipway_api::connected_socket(&s.data_dir, &a.name)));
     }
-    let mut out = Vec::new();
+    let mut all = Vec::new();
     for (agent, socket) in agents {
         let client = slipway_api::AgentClient::new(socket);
         let Ok(Ok(envs)) = tokio::time::timeout(Duration::from_secs(2), client.envs()).await else { continue };
+        let mut out = Vec::new();
         for e in envs {
             let project = project_of(s, &e.name).await;
             for g in &e.groups {
@@ -287,8 +306,9 @@ async fn environments(s: &Arc<State>) -> Vec<(Labels, f64)> {
                 }
             }
         }
+        all.push((agent, out));
     }
-    out
+    all
 }
 
 /// The project whose releases an environment runs (names are one namespace per server).

@@ -3176,3 +3176,217 @@ fn the_dashboard_signs_in_shows_environments_and_rolls_back_for_those_who_may() 
     assert_eq!(code, 200);
     eprintln!("overview served in {:?} (curl included)", t.elapsed());
 }
+
+/// Headless Chromium driven over WebDriver (Debian's chromedriver), one per test.
+struct Browser {
+    url: String,
+    session: String,
+    _driver: Proc,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        require("chromedriver", "--version");
+        let port = free_port();
+        let driver = Proc(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let t = Instant::now();
+        while http_get(&format!("127.0.0.1:{port}"), "/status").is_none() {
+            assert!(t.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]}
+        }}});
+        let mut b = Browser { url, session: String::new(), _driver: driver, _profile: profile };
+        let v = b.call("POST", "/session", Some(caps));
+        b.session = v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-X", method, &format!("{}{path}", self.url), "-H", "content-type: application/json"]);
+        if method != "GET" {
+            c.args(["--data-binary", &body.unwrap_or(serde_json::json!({})).to_string()]);
+        }
+        let out = c.output().unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn s(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let v = self.call(method, &format!("/session/{}{path}", self.session), body);
+        assert!(v["value"]["error"].is_null(), "{method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.s("POST", "/url", Some(serde_json::json!({"url": url})));
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.s("POST", "/element", Some(serde_json::json!({"using": "css selector", "value": css})));
+        v.as_object().unwrap().values().next().unwrap().as_str().unwrap().to_string()
+    }
+
+    fn count(&self, css: &str) -> usize {
+        self.s("POST", "/elements", Some(serde_json::json!({"using": "css selector", "value": css})))
+            .as_array()
+            .unwrap()
+            .len()
+    }
+
+    fn type_in(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.s("POST", &format!("/element/{e}/value"), Some(serde_json::json!({"text": text})));
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.s("POST", &format!("/element/{e}/click"), None);
+    }
+
+    fn text(&self) -> String {
+        self.s(
+            "POST",
+            "/execute/sync",
+            Some(serde_json::json!({"script": "return document.body.innerText", "args": []})),
+        )
+        .as_str()
+        .unwrap()
+        .to_string()
+    }
+
+    fn title(&self) -> String {
+        self.s("GET", "/title", None).as_str().unwrap_or_default().to_string()
+    }
+
+    /// Saves a screenshot under the test's target directory (kept as an artifact).
+    fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        use base64::Engine as _;
+        let png = self.s("GET", "/screenshot", None);
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap())
+            .unwrap();
+        path
+    }
+
+    /// The console's errors since the last call.
+    fn console_errors(&self) -> Vec<String> {
+        let v = self.call(
+            "POST",
+            &format!("/session/{}/se/log", self.session),
+            Some(serde_json::json!({"type": "browser"})),
+        );
+        v["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.call("DELETE", &format!("/session/{}", self.session), None);
+    }
+}
+
+/// In a real browser (headless Chromium): sign in, read the overview and the environments,
+/// roll back with the confirmed button, switch to Chinese; a viewer gets no button; no page
+/// logs a console error; every page's screenshot is kept.
+#[test]
+fn in_chromium_a_deployer_rolls_back_from_the_environments_page_and_a_viewer_only_reads() {
+    let (v1, v2) = (websvc_build("v1"), websvc_build("v2"));
+    let web = free_addr();
+    let pipeline = format!(
+        "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
+    );
+    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
+    let server = Server::start_with(&["--with-agent", "--monitor-interval", "300ms"]);
+    server.add_project("shop", &repo);
+    for (user, role) in [("dana", "deployer"), ("vic", "viewer")] {
+        let body = format!(
+            r#"{{"name": "{user}", "password": "{user} has a long password", "bindings": [{{"role": "{role}", "project": "shop"}}]}}"#
+        );
+        assert_eq!(server.call("POST", "/api/v1/users", Some(&body)).0, 201);
+    }
+    let run = server.trigger("shop", None);
+    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], "success");
+    for dist in [&v1, &v2] {
+        let r = Run::from(
+            Command::new(bin())
+                .args(["deploy", "web", "--artifacts", dist.to_str().unwrap()])
+                .args(["--server", &server.url, "--token", &server.admin, "--project", "shop"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(r.code, 0, "{}", r.debug());
+    }
+    let b = Browser::start();
+    let sign_in = |user: &str| {
+        b.go(&format!("{}/ui/environments", server.url));
+        assert!(b.title().contains("slipway") && b.count("#password") == 1, "not the sign-in form: {}", b.title());
+        b.type_in("#user", user);
+        b.type_in("#password", &format!("{user} has a long password"));
+        b.click("button[type=submit]");
+    };
+    sign_in("dana");
+    let t = Instant::now();
+    while !b.text().contains("v1 (#1)") {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", b.text());
+        std::thread::sleep(Duration::from_millis(300));
+        b.go(&format!("{}/ui/environments", server.url));
+    }
+    let page = b.text();
+    assert!(page.contains("Current version") && page.contains("v2") && page.contains("healthy"), "{page}");
+    b.screenshot("environments");
+    // The button asks first; accepted, the rollback happens and the page says so.
+    b.click("button.danger");
+    b.s("POST", "/alert/accept", None);
+    let t = Instant::now();
+    while !b.text().contains("Rolled back web → v1") {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", b.text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served(&web).as_deref(), Some("v1"));
+    b.screenshot("environments-rolled-back");
+    b.go(&format!("{}/ui/", server.url));
+    assert!(b.text().contains("shop (main)") && b.text().contains("success"), "{}", b.text());
+    b.screenshot("overview");
+    // Chinese, by the switch.
+    b.click("a[hreflang=zh]");
+    assert!(b.text().contains("当前部署版本"), "{}", b.text());
+    b.screenshot("overview-zh");
+    let errors = b.console_errors();
+    assert!(errors.is_empty(), "{errors:?}");
+    // A viewer reads the same table with no button.
+    b.click("header form button");
+    sign_in("vic");
+    b.go(&format!("{}/ui/environments?lang=en", server.url));
+    assert!(b.text().contains("v1"), "{}", b.text());
+    assert_eq!(b.count("button.danger"), 0);
+    b.screenshot("environments-viewer");
+    let errors = b.console_errors();
+    assert!(errors.is_empty(), "{errors:?}");
+}

@@ -185,7 +185,7 @@ impl Lang {
 /// The error page of a refused or failed browser request.
 pub fn refused(status: StatusCode, message: &str) -> Response {
     let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · slipway</title><link rel=\"stylesheet\" href=\"{}\"></head><body><main><h1>{}</h1><p class=\"flash error\">{}</p><p><a href=\"/ui/\">slipway</a></p></main></body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · slipway</title><link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"{}\"></head><body><main><h1>{}</h1><p class=\"flash error\">{}</p><p><a href=\"/ui/\">slipway</a></p></main></body></html>",
         status.as_u16(),
         *CSS_PATH,
         status.as_u16(),
