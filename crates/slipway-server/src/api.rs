@@ -370,7 +370,7 @@ pub(crate) fn check_variables(vars: &[(String, String)]) -> Result<(), ServerErr
     Ok(())
 }
 
-async fn view_of(s: &State, id: RunId) -> Result<PipelineView, ServerError> {
+pub(crate) async fn view_of(s: &State, id: RunId) -> Result<PipelineView, ServerError> {
     let run = s.store.run(id).await?.ok_or_else(|| ServerError::NotFound(format!("pipeline {id}")))?;
     let jobs = s.store.jobs(id).await?;
     Ok(PipelineView {

@@ -3320,7 +3320,7 @@ fn in_chromium_a_deployer_rolls_back_from_the_environments_page_and_a_viewer_onl
     let (v1, v2) = (websvc_build("v1"), websvc_build("v2"));
     let web = free_addr();
     let pipeline = format!(
-        "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
+        "build:\n  script: [echo hi, sleep 2]\ncheck:\n  script:\n    - echo checking\n    - 'test -n \"$PASS\" || {{ printf \"\\033[31mERROR: the widget is broken\\033[0m\\n\"; exit 2; }}'\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
     );
     let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
     let server = Server::start_with(&["--with-agent", "--monitor-interval", "300ms"]);
@@ -3332,7 +3332,7 @@ fn in_chromium_a_deployer_rolls_back_from_the_environments_page_and_a_viewer_onl
         assert_eq!(server.call("POST", "/api/v1/users", Some(&body)).0, 201);
     }
     let run = server.trigger("shop", None);
-    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], "success");
+    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], "failed");
     for dist in [&v1, &v2] {
         let r = Run::from(
             Command::new(bin())
@@ -3372,9 +3372,38 @@ fn in_chromium_a_deployer_rolls_back_from_the_environments_page_and_a_viewer_onl
     assert_eq!(served(&web).as_deref(), Some("v1"));
     b.screenshot("environments-rolled-back");
     b.go(&format!("{}/ui/", server.url));
-    assert!(b.text().contains("shop (main)") && b.text().contains("success"), "{}", b.text());
+    assert!(b.text().contains("shop (main)") && b.text().contains("failed"), "{}", b.text());
     b.screenshot("overview");
+    // From the overview to the failed pipeline, its graph, and the failing job's log at the
+    // failing line.
+    b.click(&format!("a[href='/ui/pipelines/{run}']"));
+    assert_eq!(b.count("svg.graph a"), 2, "{}", b.text());
+    b.screenshot("pipeline-failed");
+    b.click(&format!("svg.graph a[href='/ui/pipelines/{run}/jobs/1']"));
+    b.click("a[href^='#L']");
+    let at = b.s("GET", "/url", None).as_str().unwrap().to_string();
+    assert!(at.contains("/jobs/1#L"), "{at}");
+    let target = b.s("POST", "/execute/sync", Some(serde_json::json!({"script": "var t = document.querySelector(':target'); return [t.innerText, t.querySelector('.c31') !== null]", "args": []})));
+    assert!(target[0].as_str().unwrap().contains("ERROR: the widget is broken") && target[1] == true, "{target}");
+    b.screenshot("job-log");
+    let (code, head, raw) = browse(
+        &std::path::PathBuf::from("/dev/null"),
+        "GET",
+        &format!("{}/ui/pipelines/{run}/jobs/1/raw", server.url),
+        &[],
+    );
+    assert_eq!(code, 303, "no session, no log: {head}{raw}");
+    // A pipeline followed live until it passes (the page refreshes while it runs).
+    let second = server.trigger("shop", Some(r#"{"variables": [["PASS", "1"]]}"#));
+    b.go(&format!("{}/ui/pipelines/{second}", server.url));
+    let t = Instant::now();
+    while !b.text().contains("success") || b.text().contains("running") {
+        assert!(t.elapsed() < Duration::from_secs(60), "{}", b.text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    b.screenshot("pipeline-passed");
     // Chinese, by the switch.
+    b.go(&format!("{}/ui/", server.url));
     b.click("a[hreflang=zh]");
     assert!(b.text().contains("当前部署版本"), "{}", b.text());
     b.screenshot("overview-zh");

@@ -7,6 +7,7 @@
 //! English and Simplified Chinese ([`i18n`]).
 
 pub mod i18n;
+pub mod log;
 
 use std::sync::{Arc, LazyLock};
 
@@ -91,6 +92,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ui/"),
     ("GET", "/ui/environments"),
     ("POST", "/ui/projects/{name}/environments/{env}/rollback"),
+    ("GET", "/ui/pipelines"),
+    ("GET", "/ui/pipelines/{id}"),
+    ("POST", "/ui/pipelines/{id}/cancel"),
+    ("POST", "/ui/pipelines/{id}/retry"),
+    ("GET", "/ui/pipelines/{id}/jobs/{index}"),
+    ("GET", "/ui/pipelines/{id}/jobs/{index}/raw"),
 ];
 
 /// The routes (each has its rule in `access::RULES`).
@@ -103,6 +110,12 @@ pub fn routes() -> axum::Router<Arc<State>> {
         .route("/ui/", get(overview))
         .route("/ui/environments", get(environments))
         .route("/ui/projects/{name}/environments/{env}/rollback", post(rollback))
+        .route("/ui/pipelines", get(pipelines))
+        .route("/ui/pipelines/{id}", get(pipeline))
+        .route("/ui/pipelines/{id}/cancel", post(cancel))
+        .route("/ui/pipelines/{id}/retry", post(retry))
+        .route("/ui/pipelines/{id}/jobs/{index}", get(job))
+        .route("/ui/pipelines/{id}/jobs/{index}/raw", get(raw_log))
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -588,4 +601,371 @@ async fn rollback(
     let mut resp = Redirect::to("/ui/environments").into_response();
     resp.headers_mut().append(header::SET_COOKIE, set_flash(&text, error));
     resp
+}
+
+// ----- pipelines -------------------------------------------------------------------------------
+
+struct RunRow {
+    id: i64,
+    project: String,
+    ref_name: String,
+    status: String,
+    trigger: String,
+    author: String,
+    duration: String,
+    at_utc: String,
+    at_local: String,
+}
+
+#[derive(Template)]
+#[template(path = "pipelines.html")]
+struct Pipelines<'a> {
+    t: Lang,
+    css: &'a str,
+    user: Option<String>,
+    csrf: String,
+    flash: Option<Flash>,
+    runs: Vec<RunRow>,
+    project_names: Vec<String>,
+    statuses: Vec<String>,
+    project: String,
+    status: String,
+    ref_name: String,
+}
+
+fn query_map(q: Option<&str>) -> std::collections::HashMap<String, String> {
+    q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+async fn pipelines(
+    AxState(s): S,
+    who: Caller,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let lang = lang_of(&headers, uri.query());
+    let q = query_map(uri.query());
+    let (want_project, want_status, want_ref) = (
+        q.get("project").cloned().unwrap_or_default(),
+        q.get("status").cloned().unwrap_or_default(),
+        q.get("ref").cloned().unwrap_or_default(),
+    );
+    let mut names = Vec::new();
+    let mut runs = Vec::new();
+    for p in s.store.projects().await.unwrap_or_default() {
+        if !may(&s, &who, "read", "pipelines", &p.name) {
+            continue;
+        }
+        names.push(p.name.clone());
+        if !want_project.is_empty() && want_project != p.name {
+            continue;
+        }
+        for r in s.store.runs(&p.name, 200).await.unwrap_or_default() {
+            if (!want_status.is_empty() && r.status.as_str() != want_status)
+                || (!want_ref.is_empty() && r.ref_name.as_deref() != Some(want_ref.as_str()))
+            {
+                continue;
+            }
+            runs.push(RunRow {
+                id: r.id,
+                project: r.project.clone(),
+                ref_name: r.ref_name.clone().unwrap_or_default(),
+                status: r.status.as_str().into(),
+                trigger: r.triggered_by.clone().unwrap_or_else(|| r.source.clone()),
+                author: r.author.clone().unwrap_or_default(),
+                duration: duration_text(r.finished_at_ms.unwrap_or_else(now_ms) - r.created_at_ms),
+                at_utc: rfc3339(r.created_at_ms),
+                at_local: short_time(r.created_at_ms),
+            });
+        }
+    }
+    runs.sort_by_key(|r| std::cmp::Reverse(r.id));
+    runs.truncate(200);
+    let flash = flash_of(&headers);
+    let had = flash.is_some();
+    let statuses = ["running", "success", "failed", "canceled", "skipped"].iter().map(|x| x.to_string()).collect();
+    let p = Pipelines {
+        t: lang,
+        css: &CSS_PATH,
+        user: Some(who.name.clone()),
+        csrf: csrf_of(&session.token),
+        flash,
+        runs,
+        project_names: names,
+        statuses,
+        project: want_project,
+        status: want_status,
+        ref_name: want_ref,
+    };
+    page(p.render(), lang, had)
+}
+
+struct JobRow {
+    index: usize,
+    name: String,
+    stage: String,
+    status: String,
+    duration: String,
+    agent: String,
+    why: String,
+}
+
+struct PipelinePage {
+    id: i64,
+    project: String,
+    ref_name: String,
+    commit: String,
+    author: String,
+    trigger: String,
+    duration: String,
+    status: String,
+    detail: Option<String>,
+    running: bool,
+    has_failed: bool,
+    jobs: Vec<JobRow>,
+}
+
+#[derive(Template)]
+#[template(path = "pipeline.html")]
+struct PipelineTpl<'a> {
+    t: Lang,
+    css: &'a str,
+    user: Option<String>,
+    csrf: String,
+    flash: Option<Flash>,
+    p: PipelinePage,
+    graph: String,
+    may_write: bool,
+}
+
+fn job_row(j: &slipway_api::server::JobView) -> JobRow {
+    JobRow {
+        index: j.index,
+        name: j.name.clone(),
+        stage: j.stage.clone(),
+        status: j.status.clone(),
+        duration: j.duration_seconds.map(|d| duration_text((d * 1000.0) as i64)).unwrap_or_default(),
+        agent: j.agent.clone().unwrap_or_default(),
+        why: match (&j.reason, j.exit_code) {
+            (Some(r), _) => r.clone(),
+            (None, Some(c)) if c != 0 => format!("exit code {c}"),
+            _ => String::new(),
+        },
+    }
+}
+
+/// The stages as columns of job boxes, each a link to its log, joined stage to stage.
+fn graph_svg(run: i64, jobs: &[slipway_api::server::JobView], lang: Lang) -> String {
+    let mut stages: Vec<&str> = Vec::new();
+    for j in jobs {
+        if !stages.contains(&j.stage.as_str()) {
+            stages.push(&j.stage);
+        }
+    }
+    let (col_w, box_w, box_h, gap, top) = (200, 170, 34, 12, 34);
+    let rows = stages.iter().map(|st| jobs.iter().filter(|j| j.stage == *st).count()).max().unwrap_or(0);
+    let width = (stages.len() * col_w).max(col_w);
+    let height = top + rows * (box_h + gap) + 8;
+    let mut out = format!(
+        "<svg class=\"graph\" role=\"img\" aria-label=\"{}\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\">",
+        lang.s("pipelines.graph")
+    );
+    for (c, st) in stages.iter().enumerate() {
+        let x = c * col_w + 10;
+        let mut t = String::new();
+        escape_into(st, &mut t);
+        out.push_str(&format!("<text class=\"stage\" x=\"{x}\" y=\"20\">{t}</text>"));
+        if c + 1 < stages.len() {
+            let y = top + box_h / 2;
+            out.push_str(&format!("<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\"/>", x + box_w, x + col_w));
+        }
+        for (r, j) in jobs.iter().filter(|j| j.stage == *st).enumerate() {
+            let y = top + r * (box_h + gap);
+            let mut name = String::new();
+            escape_into(&j.name, &mut name);
+            out.push_str(&format!(
+                "<a href=\"/ui/pipelines/{run}/jobs/{}\" class=\"{}\"><rect x=\"{x}\" y=\"{y}\" width=\"{box_w}\" height=\"{box_h}\"/><text x=\"{}\" y=\"{}\">{name} · {}</text></a>",
+                j.index,
+                j.status,
+                x + 10,
+                y + 22,
+                lang.status(&j.status)
+            ));
+        }
+    }
+    out.push_str("</svg>");
+    out
+}
+
+fn escape_into(s: &str, out: &mut String) {
+    out.push_str(&html_escape(s));
+}
+
+async fn pipeline(
+    AxState(s): S,
+    who: Caller,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Path(id): Path<i64>,
+) -> Response {
+    let lang = lang_of(&headers, uri.query());
+    let v = match crate::api::view_of(&s, id).await {
+        Ok(v) => v,
+        Err(e) => return refused(StatusCode::NOT_FOUND, &e.to_string()),
+    };
+    let graph = graph_svg(id, &v.jobs, lang);
+    let p = PipelinePage {
+        id,
+        project: v.project.clone(),
+        ref_name: v.ref_name.clone().unwrap_or_default(),
+        commit: v.commit.as_deref().unwrap_or("").chars().take(8).collect(),
+        author: v.author.clone().unwrap_or_default(),
+        trigger: v.triggered_by.clone().unwrap_or_else(|| v.source.clone()),
+        duration: duration_text((v.duration_seconds * 1000.0) as i64),
+        status: v.status.clone(),
+        detail: v.detail.clone(),
+        running: v.status == "running",
+        has_failed: v.jobs.iter().any(|j| j.status == "failed"),
+        jobs: v.jobs.iter().map(job_row).collect(),
+    };
+    let may_write = may(&s, &who, "write", "pipelines", &v.project);
+    let flash = flash_of(&headers);
+    let had = flash.is_some();
+    let t = PipelineTpl {
+        t: lang,
+        css: &CSS_PATH,
+        user: Some(who.name.clone()),
+        csrf: csrf_of(&session.token),
+        flash,
+        p,
+        graph,
+        may_write,
+    };
+    page(t.render(), lang, had)
+}
+
+async fn act(
+    s: &Arc<State>,
+    session: &Session,
+    id: i64,
+    body: &Bytes,
+    event: crate::pipelines::Event,
+    done: &str,
+) -> Response {
+    if !csrf_ok(session, &form_of(body)) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or wrong: reload the page and try again",
+        );
+    }
+    let (text, error) = match crate::pipelines::drive(s, id, event).await {
+        Ok(_) => (done.to_string(), false),
+        Err(e) => (e.to_string(), true),
+    };
+    let mut resp = Redirect::to(&format!("/ui/pipelines/{id}")).into_response();
+    resp.headers_mut().append(header::SET_COOKIE, set_flash(&text, error));
+    resp
+}
+
+async fn cancel(
+    AxState(s): S,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Response {
+    let lang = lang_of(&headers, None);
+    act(&s, &session, id, &body, crate::pipelines::Event::Cancel, lang.s("pipelines.canceled")).await
+}
+
+async fn retry(
+    AxState(s): S,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Response {
+    let lang = lang_of(&headers, None);
+    act(&s, &session, id, &body, crate::pipelines::Event::Retry(None), lang.s("pipelines.retried")).await
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobTpl<'a> {
+    t: Lang,
+    css: &'a str,
+    user: Option<String>,
+    csrf: String,
+    flash: Option<Flash>,
+    run: i64,
+    job: JobRow,
+    log: String,
+    first_error: Option<usize>,
+    page: usize,
+    pages: usize,
+    running: bool,
+}
+
+async fn job(
+    AxState(s): S,
+    who: Caller,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Path((id, index)): Path<(i64, usize)>,
+) -> Response {
+    let lang = lang_of(&headers, uri.query());
+    let v = match crate::api::view_of(&s, id).await {
+        Ok(v) => v,
+        Err(e) => return refused(StatusCode::NOT_FOUND, &e.to_string()),
+    };
+    let Some(j) = v.jobs.iter().find(|j| j.index == index) else {
+        return refused(StatusCode::NOT_FOUND, &format!("pipeline {id} has no job {index}"));
+    };
+    let bytes = crate::api::read_log(&s, id, index).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let total = text.lines().count();
+    let pages = total.div_ceil(log::PAGE_LINES).max(1);
+    let first_error = log::first_error(&text);
+    // The page asked for, else the one with the first error, else the last.
+    let page_no = query_map(uri.query())
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or_else(|| first_error.map_or(pages, |l| (l - 1) / log::PAGE_LINES + 1))
+        .clamp(1, pages);
+    let from = (page_no - 1) * log::PAGE_LINES;
+    let html = log::render(&text, from, from + log::PAGE_LINES);
+    let flash = flash_of(&headers);
+    let had = flash.is_some();
+    let running = matches!(j.status.as_str(), "running" | "pending");
+    let t = JobTpl {
+        t: lang,
+        css: &CSS_PATH,
+        user: Some(who.name.clone()),
+        csrf: csrf_of(&session.token),
+        flash,
+        run: id,
+        job: job_row(j),
+        log: html,
+        first_error,
+        page: page_no,
+        pages,
+        running,
+    };
+    page(t.render(), lang, had)
+}
+
+/// The log as it was written (colours and all), to save.
+async fn raw_log(AxState(s): S, Path((id, index)): Path<(i64, usize)>) -> Response {
+    let bytes = crate::api::read_log(&s, id, index).await.unwrap_or_default();
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"pipeline-{id}-job-{index}.log\"")),
+        ],
+        bytes,
+    )
+        .into_response()
 }
