@@ -3055,29 +3055,26 @@ fn csrf_in(page: &str) -> String {
     page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
 }
 
-/// The dashboard: a user signs in with the form, sees the brief's environment table (current
-/// version, status, last update) and where a rollback returns to, and rolls back with a
-/// confirmed form; a viewer gets no button and a 403 page when forging the request; a form
-/// without its CSRF token is refused; Chinese by a switch that sticks; signing out ends the
-/// session; no open redirect after sign-in.
-#[test]
-fn the_dashboard_signs_in_shows_environments_and_rolls_back_for_those_who_may() {
+/// A server with the project `shop` — `jobs` and an environment `web` — the users given with
+/// their role on it, its first pipeline ended as `want`, and v1 then v2 deployed to `web`:
+/// (the server, the repository, web's address, the pipeline).
+fn deployed_shop(jobs: &str, users: &[(&str, &str)], want: &str) -> (Server, Repo, String, i64) {
     let (v1, v2) = (websvc_build("v1"), websvc_build("v2"));
     let web = free_addr();
     let pipeline = format!(
-        "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
+        "{jobs}environments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
     );
     let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
     let server = Server::start_with(&["--with-agent", "--monitor-interval", "300ms"]);
     server.add_project("shop", &repo);
-    for (user, role) in [("alice", "deployer"), ("vic", "viewer")] {
+    for (user, role) in users {
         let body = format!(
             r#"{{"name": "{user}", "password": "{user} has a long password", "bindings": [{{"role": "{role}", "project": "shop"}}]}}"#
         );
         assert_eq!(server.call("POST", "/api/v1/users", Some(&body)).0, 201);
     }
     let run = server.trigger("shop", None);
-    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], "success");
+    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], want);
     for dist in [&v1, &v2] {
         let r = Run::from(
             Command::new(bin())
@@ -3088,6 +3085,18 @@ fn the_dashboard_signs_in_shows_environments_and_rolls_back_for_those_who_may() 
         );
         assert_eq!(r.code, 0, "{}", r.debug());
     }
+    (server, repo, web, run)
+}
+
+/// The dashboard: a user signs in with the form, sees the brief's environment table (current
+/// version, status, last update) and where a rollback returns to, and rolls back with a
+/// confirmed form; a viewer gets no button and a 403 page when forging the request; a form
+/// without its CSRF token is refused; Chinese by a switch that sticks; signing out ends the
+/// session; no open redirect after sign-in.
+#[test]
+fn the_dashboard_signs_in_shows_environments_and_rolls_back_for_those_who_may() {
+    let (server, _repo, web, _) =
+        deployed_shop("build:\n  script: [echo hi]\n", &[("alice", "deployer"), ("vic", "viewer")], "success");
     let dir = tempfile::tempdir().unwrap();
     let (alice, vic) = (dir.path().join("alice.jar"), dir.path().join("vic.jar"));
     let url = |p: &str| format!("{}{p}", server.url);
@@ -3317,32 +3326,8 @@ impl Drop for Browser {
 /// logs a console error; every page's screenshot is kept.
 #[test]
 fn in_chromium_a_deployer_rolls_back_from_the_environments_page_and_a_viewer_only_reads() {
-    let (v1, v2) = (websvc_build("v1"), websvc_build("v2"));
-    let web = free_addr();
-    let pipeline = format!(
-        "build:\n  script: [echo hi, sleep 2]\ncheck:\n  script:\n    - echo checking\n    - 'test -n \"$PASS\" || {{ printf \"\\033[31mERROR: the widget is broken\\033[0m\\n\"; exit 2; }}'\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
-    );
-    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
-    let server = Server::start_with(&["--with-agent", "--monitor-interval", "300ms"]);
-    server.add_project("shop", &repo);
-    for (user, role) in [("dana", "deployer"), ("vic", "viewer")] {
-        let body = format!(
-            r#"{{"name": "{user}", "password": "{user} has a long password", "bindings": [{{"role": "{role}", "project": "shop"}}]}}"#
-        );
-        assert_eq!(server.call("POST", "/api/v1/users", Some(&body)).0, 201);
-    }
-    let run = server.trigger("shop", None);
-    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], "failed");
-    for dist in [&v1, &v2] {
-        let r = Run::from(
-            Command::new(bin())
-                .args(["deploy", "web", "--artifacts", dist.to_str().unwrap()])
-                .args(["--server", &server.url, "--token", &server.admin, "--project", "shop"])
-                .output()
-                .unwrap(),
-        );
-        assert_eq!(r.code, 0, "{}", r.debug());
-    }
+    let jobs = "build:\n  script: [echo hi, sleep 2]\ncheck:\n  script:\n    - echo checking\n    - 'test -n \"$PASS\" || { printf \"\\033[31mERROR: the widget is broken\\033[0m\\n\"; exit 2; }'\n";
+    let (server, _repo, web, run) = deployed_shop(jobs, &[("dana", "deployer"), ("vic", "viewer")], "failed");
     let b = Browser::start();
     let sign_in = |user: &str| {
         b.go(&format!("{}/ui/environments", server.url));

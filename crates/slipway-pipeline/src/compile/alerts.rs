@@ -43,7 +43,8 @@ impl Cx {
         RuleFile { groups }
     }
 
-    fn prom_duration(&mut self, n: &Node, what: &str) -> Option<i64> {
+    /// A Prometheus duration (`30s`, `1h30m`) in milliseconds, or an error at its place.
+    pub(super) fn prom_duration(&mut self, n: &Node, what: &str) -> Option<i64> {
         let s = self.string(n, what)?;
         match slipway_monitor::unittest::duration_ms(&s) {
             Ok(ms) => Some(ms),

@@ -126,17 +126,6 @@ impl Cx {
         config
     }
 
-    fn ms(&mut self, n: &Node, what: &str) -> Option<i64> {
-        let s = self.string(n, what)?;
-        match slipway_monitor::unittest::duration_ms(&s) {
-            Ok(ms) => Some(ms),
-            Err(e) => {
-                self.err(n.span, format!("`{what}`: {e}"));
-                None
-            }
-        }
-    }
-
     fn url(&mut self, n: &Node, what: &str) -> Option<String> {
         let u = self.string(n, what)?;
         if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
@@ -170,9 +159,9 @@ impl Cx {
                 "slack_api_url" => g.slack_api_url = self.url(v, &f).map(Secret::Inline),
                 "slack_api_url_file" => g.slack_api_url = self.secret_file(v, &f),
                 "resolve_timeout" => {
-                    self.ms(v, &f);
+                    self.prom_duration(v, &f);
                 }
-                "http_timeout" => g.timeout_ms = self.ms(v, &f).map(|ms| ms as u64),
+                "http_timeout" => g.timeout_ms = self.prom_duration(v, &f).map(|ms| ms as u64),
                 _ => self.unknown_key(k, "`global`", GLOBAL),
             }
         }
@@ -249,15 +238,15 @@ impl Cx {
                         GroupBy::Labels(names)
                     };
                 }
-                "group_wait" => r.group_wait_ms = self.ms(v, &f).unwrap_or(r.group_wait_ms),
-                "group_interval" => match self.ms(v, &f) {
+                "group_wait" => r.group_wait_ms = self.prom_duration(v, &f).unwrap_or(r.group_wait_ms),
+                "group_interval" => match self.prom_duration(v, &f) {
                     Some(0) => {
                         self.err(v.span, format!("`{f}` must be more than 0"));
                     }
                     Some(ms) => r.group_interval_ms = ms,
                     None => {}
                 },
-                "repeat_interval" => match self.ms(v, &f) {
+                "repeat_interval" => match self.prom_duration(v, &f) {
                     Some(0) => {
                         self.err(v.span, format!("`{f}` must be more than 0"));
                     }
@@ -400,7 +389,7 @@ impl Cx {
     }
 
     fn timeout(&mut self, v: &Node, f: &str) -> Option<u64> {
-        match self.ms(v, f) {
+        match self.prom_duration(v, f) {
             Some(0) => {
                 self.err(v.span, format!("`{f}` must be more than 0"));
                 None
