@@ -3157,6 +3157,15 @@ fn the_dashboard_signs_in_shows_environments_and_rolls_back_for_those_who_may() 
     assert_eq!(served(&web).as_deref(), Some("v1"));
     let h = server.json("/api/v1/projects/shop/environments/web/releases");
     assert_eq!((h[0]["reason"].as_str(), h[0]["actor"].as_str()), (Some("rollback"), Some("alice")), "{h}");
+    // The environment's history: every release with its reason and who.
+    let (code, _, hist) = browse(&alice, "GET", &url("/ui/projects/shop/environments/web"), &[]);
+    assert_eq!(code, 200, "{hist}");
+    assert!(
+        hist.contains("#3") && hist.contains("rollback") && hist.contains("alice") && hist.contains("rolled back"),
+        "{hist}"
+    );
+    let (code, _, _) = browse(&alice, "GET", &url("/ui/projects/shop/environments/nope"), &[]);
+    assert_eq!(code, 404);
     // A viewer sees the table without the button, and forging the form gets a 403 page.
     let (code, _, _) =
         browse(&vic, "POST", &url("/ui/login"), &[("user", "vic"), ("password", "vic has a long password")]);

@@ -98,6 +98,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/ui/pipelines/{id}/retry"),
     ("GET", "/ui/pipelines/{id}/jobs/{index}"),
     ("GET", "/ui/pipelines/{id}/jobs/{index}/raw"),
+    ("GET", "/ui/projects/{name}/environments/{env}"),
 ];
 
 /// The routes (each has its rule in `access::RULES`).
@@ -116,6 +117,7 @@ pub fn routes() -> axum::Router<Arc<State>> {
         .route("/ui/pipelines/{id}/retry", post(retry))
         .route("/ui/pipelines/{id}/jobs/{index}", get(job))
         .route("/ui/pipelines/{id}/jobs/{index}/raw", get(raw_log))
+        .route("/ui/projects/{name}/environments/{env}", get(history))
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -968,4 +970,81 @@ async fn raw_log(AxState(s): S, Path((id, index)): Path<(i64, usize)>) -> Respon
         bytes,
     )
         .into_response()
+}
+
+struct ReleaseRow {
+    id: i64,
+    version: String,
+    status: String,
+    reason: String,
+    duration: String,
+    actor: String,
+    pipeline: Option<i64>,
+    at_utc: String,
+    at_local: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "history.html")]
+struct HistoryTpl<'a> {
+    t: Lang,
+    css: &'a str,
+    user: Option<String>,
+    csrf: String,
+    flash: Option<Flash>,
+    project: String,
+    env: String,
+    releases: Vec<ReleaseRow>,
+}
+
+/// An environment's releases, newest first: outcome, reason, duration, who, which pipeline, why.
+async fn history(
+    AxState(s): S,
+    who: Caller,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Path((project, env)): Path<(String, String)>,
+) -> Response {
+    let lang = lang_of(&headers, uri.query());
+    let owned = s.monitor.environments().into_iter().any(|(n, p, _)| n == env && p == project);
+    if !owned {
+        return refused(
+            StatusCode::NOT_FOUND,
+            &format!("project `{project}` has no environment `{env}` deployed here"),
+        );
+    }
+    let releases = s
+        .store
+        .history(&env, 200)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| ReleaseRow {
+            id: r.id,
+            version: r.version.clone(),
+            status: r.status.as_str().into(),
+            reason: r.reason.to_string(),
+            duration: r.duration_ms().map(duration_text).unwrap_or_default(),
+            actor: r.actor.clone(),
+            pipeline: r.pipeline.as_ref().map(|p| p.pipeline),
+            at_utc: rfc3339(r.created_at_ms),
+            at_local: short_time(r.created_at_ms),
+            detail: r.status_detail.clone().unwrap_or_default(),
+        })
+        .collect();
+    let flash = flash_of(&headers);
+    let had = flash.is_some();
+    let t = HistoryTpl {
+        t: lang,
+        css: &CSS_PATH,
+        user: Some(who.name.clone()),
+        csrf: csrf_of(&session.token),
+        flash,
+        project,
+        env,
+        releases,
+    };
+    page(t.render(), lang, had)
 }
