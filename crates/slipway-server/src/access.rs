@@ -89,6 +89,7 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/ui/environments", Page, ""),
     rule("POST", "/ui/projects/{name}/environments/{env}/rollback", Project("rollback", "environments"), ""),
     rule("GET", "/ui/pipelines", Page, ""),
+    rule("GET", "/ui/alerts", Page, ""),
     rule("GET", "/ui/projects/{name}/environments/{env}", Project("read", "environments"), ""),
     rule("GET", "/ui/pipelines/{id}", Pipeline("read", "pipelines"), ""),
     rule("POST", "/ui/pipelines/{id}/cancel", Pipeline("write", "pipelines"), ""),

@@ -100,7 +100,7 @@ pub(crate) fn silence_view(x: &Silence, now: i64) -> SilenceView {
 }
 
 /// The project a silence is about: its `project="NAME"` matcher.
-fn project_of(x: &[Matcher]) -> Option<&str> {
+pub(crate) fn project_of(x: &[Matcher]) -> Option<&str> {
     x.iter().find(|m| m.name == "project" && m.op == MatchOp::Eq).map(|m| m.value.as_str())
 }
 
@@ -215,7 +215,7 @@ pub struct SilenceQuery {
     expired: bool,
 }
 
-fn readable(s: &State, who: &Caller, project: Option<&str>) -> bool {
+pub(crate) fn readable(s: &State, who: &Caller, project: Option<&str>) -> bool {
     who.may(&s.access(), &Permission::need("read", "environments"), project)
 }
 

@@ -616,7 +616,7 @@ fn alert_json(a: &slipway_monitor::rules::Alert) -> serde_json::Value {
 }
 
 /// The sources (server and projects) with their rules and evaluators, visible to the caller.
-fn each_source(s: &State, who: &Caller, mut f: impl FnMut(&str, &RuleFile, Option<&Evaluator>)) {
+pub(crate) fn each_source(s: &State, who: &Caller, mut f: impl FnMut(&str, &RuleFile, Option<&Evaluator>)) {
     let keep = visible(s, who);
     let projects = s.monitor.projects.lock().expect("projects lock");
     let evaluators = s.monitor.evaluators.lock().expect("evaluators lock");

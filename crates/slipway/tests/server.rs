@@ -2510,6 +2510,8 @@ fn pipeline_ends_are_told_once_per_state_retried_when_the_receiver_fails_and_sil
         "{}",
         r.debug()
     );
+    let (code, page) = server.call("GET", "/ui/alerts", None);
+    assert!(code == 200 && page.contains("we cancel on purpose") && page.contains("PipelineCanceled"), "{page}");
     // A silence matching everything is refused.
     let (code, text) = server.call(
         "POST",
@@ -2850,6 +2852,11 @@ alerts:
     assert!(log.as_array().unwrap().iter().all(|d| d["status"] != "failed"), "{log}");
     assert!(log.as_array().unwrap().iter().any(|d| d["channel"] == "email[0]" && d["status"] == "delivered"), "{log}");
     assert!(!log.to_string().contains("smtp-password-4711"));
+    // The dashboard's alerts page shows the rule, its state and the deliveries.
+    let (code, page) = server.call("GET", "/ui/alerts", None);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("HighErrorRate") && page.contains("team/email[0]") && page.contains("delivered"), "{page}");
+    assert!(!page.contains("smtp-password-4711"));
 }
 
 /// For teams whose alerts live in Prometheus: slipway posts its alerts to a real Alertmanager

@@ -99,6 +99,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ui/pipelines/{id}/jobs/{index}"),
     ("GET", "/ui/pipelines/{id}/jobs/{index}/raw"),
     ("GET", "/ui/projects/{name}/environments/{env}"),
+    ("GET", "/ui/alerts"),
 ];
 
 /// The routes (each has its rule in `access::RULES`).
@@ -118,6 +119,7 @@ pub fn routes() -> axum::Router<Arc<State>> {
         .route("/ui/pipelines/{id}/jobs/{index}", get(job))
         .route("/ui/pipelines/{id}/jobs/{index}/raw", get(raw_log))
         .route("/ui/projects/{name}/environments/{env}", get(history))
+        .route("/ui/alerts", get(alerts))
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -1045,6 +1047,147 @@ async fn history(
         project,
         env,
         releases,
+    };
+    page(t.render(), lang, had)
+}
+
+struct RuleRow {
+    group: String,
+    name: String,
+    state: String,
+    for_: String,
+    expr: String,
+}
+
+struct SilenceRow {
+    id: String,
+    state: String,
+    matchers: String,
+    ends: String,
+    by: String,
+    comment: String,
+}
+
+struct DeliveryRow {
+    id: i64,
+    at: String,
+    to: String,
+    state: String,
+    alerts: String,
+    status: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsTpl<'a> {
+    t: Lang,
+    css: &'a str,
+    user: Option<String>,
+    csrf: String,
+    flash: Option<Flash>,
+    rules: Vec<RuleRow>,
+    silences: Vec<SilenceRow>,
+    deliveries: Vec<DeliveryRow>,
+}
+
+/// The alert rules the caller may read with their state, the silences, the delivery log.
+async fn alerts(
+    AxState(s): S,
+    who: Caller,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    use slipway_monitor::rules::{Rule, State as A};
+    let lang = lang_of(&headers, uri.query());
+    let mut rules = Vec::new();
+    crate::monitor::each_source(&s, &who, |source, file, ev| {
+        for (g, group) in file.groups.iter().enumerate() {
+            for (r, rule) in group.rules.iter().enumerate() {
+                let Rule::Alert(a) = rule else { continue };
+                let state = ev
+                    .and_then(|e| e.states.get(&(g, r)))
+                    .and_then(|st| st.active.values().map(|x| x.state).filter(|x| *x != A::Inactive).max())
+                    .unwrap_or(A::Inactive);
+                rules.push(RuleRow {
+                    group: if source.is_empty() { group.name.clone() } else { format!("{source}: {}", group.name) },
+                    name: a.name.clone(),
+                    state: match state {
+                        A::Firing => "firing",
+                        A::Pending => "pending",
+                        A::Inactive => "inactive",
+                    }
+                    .into(),
+                    for_: duration_text(a.for_ms),
+                    expr: a.query.text.clone(),
+                });
+            }
+        }
+    });
+    let now = now_ms();
+    let silences = s
+        .store
+        .silences(now)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(crate::notify::silence_of)
+        .filter(|x| crate::alerting::readable(&s, &who, crate::alerting::project_of(&x.matchers)))
+        .map(|x| {
+            let v = crate::alerting::silence_view(&x, now);
+            SilenceRow {
+                id: x.id.clone(),
+                state: v.status["state"].as_str().unwrap_or("").to_string(),
+                matchers: x.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(" "),
+                ends: v.ends_at,
+                by: x.created_by.clone(),
+                comment: x.comment.clone(),
+            }
+        })
+        .collect();
+    let deliveries = s
+        .store
+        .deliveries(400)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| crate::alerting::readable(&s, &who, d.project.as_deref()))
+        .take(100)
+        .map(|d| {
+            let (state, names) = match serde_json::from_str::<slipway_monitor::notify::Notification>(&d.payload) {
+                Ok(n) => (
+                    n.status().to_string(),
+                    n.alerts.iter().filter_map(|a| a.labels.get("alertname").cloned()).collect::<Vec<_>>(),
+                ),
+                Err(_) => ("forwarded".to_string(), Vec::new()),
+            };
+            DeliveryRow {
+                id: d.id,
+                at: short_time(d.created_at_ms),
+                to: format!("{}/{}", d.receiver, d.channel),
+                state,
+                alerts: names.join(", "),
+                status: if d.status == "queued" && d.attempts > 0 {
+                    format!("retrying ({})", d.attempts)
+                } else {
+                    d.status.clone()
+                },
+                error: d.last_error.clone().unwrap_or_default(),
+            }
+        })
+        .collect();
+    let flash = flash_of(&headers);
+    let had = flash.is_some();
+    let t = AlertsTpl {
+        t: lang,
+        css: &CSS_PATH,
+        user: Some(who.name.clone()),
+        csrf: csrf_of(&session.token),
+        flash,
+        rules,
+        silences,
+        deliveries,
     };
     page(t.render(), lang, had)
 }
