@@ -90,6 +90,7 @@ pub const RULES: &[Rule] = &[
     rule("POST", "/ui/projects/{name}/environments/{env}/rollback", Project("rollback", "environments"), ""),
     rule("GET", "/ui/pipelines", Page, ""),
     rule("GET", "/ui/alerts", Page, ""),
+    rule("POST", "/ui/projects/{name}/environments/{env}/approve", Project("approve", "environments"), ""),
     rule("GET", "/ui/projects/{name}/environments/{env}", Project("read", "environments"), ""),
     rule("GET", "/ui/pipelines/{id}", Pipeline("read", "pipelines"), ""),
     rule("POST", "/ui/pipelines/{id}/cancel", Pipeline("write", "pipelines"), ""),
@@ -623,7 +624,12 @@ pub async fn authorize(
             // Changes are recorded (the agents' job protocol is in the pipelines' records).
             if method != Method::GET && rule.need != Agent {
                 let detail = r.extensions_mut().remove::<Audited>().map(|a| a.0).unwrap_or(serde_json::json!({}));
-                let outcome = if r.status().is_success() { "allowed" } else { "failed" };
+                // A dashboard form answers with a redirect either way and says how it went.
+                let ok = match r.extensions().get::<crate::web::Outcome>() {
+                    Some(o) => o.0,
+                    None => r.status().is_success(),
+                };
+                let outcome = if ok { "allowed" } else { "failed" };
                 record(&s, &actor, &address, &action, &target, outcome, r.status(), detail).await;
             }
             r

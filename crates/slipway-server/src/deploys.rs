@@ -455,7 +455,7 @@ enum Request {
 /// Runs `req` on its own task (a client that goes away does not stop a rollout half-way) and
 /// answers with its events as JSON lines, `deploy_finished` last.
 fn streamed(s: &Arc<State>, scope: Scope, env: Environment, req: Request) -> Response {
-    s.monitor.owns(&scope.project.name, &env.name);
+    s.monitor.knows(&scope.project.name, &env);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let line = |e: &Stamped<DeployEvent>| {
         let mut v = serde_json::to_vec(e).expect("events serialize");
@@ -646,7 +646,7 @@ pub async fn promote(
 
 #[derive(serde::Deserialize, Default)]
 pub struct ApproveQuery {
-    release: Option<i64>,
+    pub(crate) release: Option<i64>,
 }
 
 /// `POST /api/v1/projects/{name}/environments/{env}/approve[?release=ID]`: approves as the caller.

@@ -134,6 +134,12 @@ impl Monitor {
         self.env_projects.lock().expect("env projects lock").insert(env.to_string(), project.to_string());
     }
 
+    /// Notes an environment's project and settings (a deploy through the server).
+    pub(crate) fn knows(&self, project: &str, env: &Environment) {
+        self.owns(project, &env.name);
+        self.env_config.lock().expect("env config lock").insert(env.name.clone(), (project.to_string(), env.clone()));
+    }
+
     /// An environment's settings, as the monitor last read them.
     pub(crate) fn environment(&self, env: &str) -> Option<Environment> {
         self.env_config.lock().expect("env config lock").get(env).map(|(_, e)| e.clone())

@@ -1992,7 +1992,7 @@ fn protected_environments_need_an_approval_from_someone_else() {
         assert_eq!(code, 201, "{text}");
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["token"].as_str().unwrap().to_string()
     };
-    let (alice, bob, carol) = (token_of("alice"), token_of("bob"), token_of("carol"));
+    let (alice, _bob, carol) = (token_of("alice"), token_of("bob"), token_of("carol"));
     let cli = |token: &str, args: &[&str]| {
         let mut c = Command::new(bin());
         c.args(args).args(["--server", &server.url, "--token", token, "--project", "shop"]).env("NO_COLOR", "1");
@@ -2035,9 +2035,29 @@ fn protected_environments_need_an_approval_from_someone_else() {
     assert_ne!(r.code, 0, "{}", r.debug());
     assert!(r.stderr.contains("`alice` asked for release #1 of `prod` and may not approve it too"), "{}", r.debug());
     assert_eq!(served(&prod), None, "nothing deployed yet");
-    // Bob may.
-    let r = Run::from(cli(&bob, &["approve", "prod"]).output().unwrap());
-    assert_eq!(r.code, 0, "{}", r.debug());
+    // Nor from the dashboard; Bob may, from the overview's button.
+    let jars = tempfile::tempdir().unwrap();
+    let sign_in = |user: &str| {
+        let jar = jars.path().join(format!("{user}.jar"));
+        let password = format!("{user} has a long password");
+        let (code, _, _) =
+            browse(&jar, "POST", &format!("{}/ui/login", server.url), &[("user", user), ("password", &password)]);
+        assert_eq!(code, 303);
+        let (_, _, page) = browse(&jar, "GET", &format!("{}/ui/", server.url), &[]);
+        (jar, page)
+    };
+    let (alice_jar, page) = sign_in("alice");
+    assert!(page.contains("Approve</button>"), "{page}");
+    let approve = format!("{}/ui/projects/shop/environments/prod/approve", server.url);
+    let (code, _, _) = browse(&alice_jar, "POST", &approve, &[("csrf", &csrf_in(&page)), ("release", "1")]);
+    assert_eq!(code, 303);
+    let (_, _, page) = browse(&alice_jar, "GET", &format!("{}/ui/", server.url), &[]);
+    assert!(page.contains("Not approved") && page.contains("may not approve it too"), "{page}");
+    let (bob_jar, page) = sign_in("bob");
+    let (code, _, _) = browse(&bob_jar, "POST", &approve, &[("csrf", &csrf_in(&page)), ("release", "1")]);
+    assert_eq!(code, 303);
+    let (_, _, page) = browse(&bob_jar, "GET", &format!("{}/ui/", server.url), &[]);
+    assert!(page.contains("Approved prod #1"), "{page}");
     let out = deploy.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(served(&prod).as_deref(), Some("v7"));
@@ -2074,7 +2094,8 @@ fn protected_environments_need_an_approval_from_someone_else() {
         .filter(|e| e["action"].as_str().unwrap().ends_with("/approve"))
         .map(|e| (e["actor"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
         .collect();
-    assert_eq!(approvals, [("alice".to_string(), "failed".to_string()), ("bob".to_string(), "allowed".to_string())]);
+    let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(approvals, [s("alice", "failed"), s("alice", "failed"), s("bob", "allowed")]);
 }
 
 /// Secrets set through the CLI reach the jobs that may have them — as variables, as files,

@@ -100,6 +100,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ui/pipelines/{id}/jobs/{index}/raw"),
     ("GET", "/ui/projects/{name}/environments/{env}"),
     ("GET", "/ui/alerts"),
+    ("POST", "/ui/projects/{name}/environments/{env}/approve"),
 ];
 
 /// The routes (each has its rule in `access::RULES`).
@@ -120,6 +121,7 @@ pub fn routes() -> axum::Router<Arc<State>> {
         .route("/ui/pipelines/{id}/jobs/{index}/raw", get(raw_log))
         .route("/ui/projects/{name}/environments/{env}", get(history))
         .route("/ui/alerts", get(alerts))
+        .route("/ui/projects/{name}/environments/{env}/approve", post(approve))
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -134,6 +136,18 @@ async fn asset(Path(file): Path<String>) -> Response {
         CSS,
     )
         .into_response()
+}
+
+/// How a form's action went, for the audit log (its answer is a redirect either way).
+#[derive(Clone, Copy)]
+pub struct Outcome(pub bool);
+
+/// A redirect with a flash, recording how the action went.
+fn after(to: &str, text: &str, error: bool) -> Response {
+    let mut resp = Redirect::to(to).into_response();
+    resp.headers_mut().append(header::SET_COOKIE, set_flash(text, error));
+    resp.extensions_mut().insert(Outcome(!error));
+    resp
 }
 
 /// A message shown once at the top of the next page (a cookie the page clears).
@@ -376,9 +390,11 @@ struct AlertRow {
 
 struct WaitRow {
     environment: String,
+    project_path: String,
     release: i64,
     version: String,
     actor: String,
+    may_approve: bool,
 }
 
 #[derive(Template)]
@@ -527,9 +543,11 @@ async fn overview(
             if r.status == slipway_model::release::ReleaseStatus::Queued {
                 waiting.push(WaitRow {
                     environment: e.name.clone(),
+                    project_path: e.project_path.clone(),
                     release: r.id,
                     version: r.version,
                     actor: r.actor,
+                    may_approve: may(&s, &who, "approve", &format!("environments/{}", e.name), &e.project),
                 });
             }
         }
@@ -602,9 +620,7 @@ async fn rollback(
         Ok(version) => (format!("{} {env} → {version}", lang.s("env.rolled_back")), false),
         Err(e) => (format!("{}: {e}", lang.s("env.rollback_failed")), true),
     };
-    let mut resp = Redirect::to("/ui/environments").into_response();
-    resp.headers_mut().append(header::SET_COOKIE, set_flash(&text, error));
-    resp
+    after("/ui/environments", &text, error)
 }
 
 // ----- pipelines -------------------------------------------------------------------------------
@@ -868,9 +884,7 @@ async fn act(
         Ok(_) => (done.to_string(), false),
         Err(e) => (e.to_string(), true),
     };
-    let mut resp = Redirect::to(&format!("/ui/pipelines/{id}")).into_response();
-    resp.headers_mut().append(header::SET_COOKIE, set_flash(&text, error));
-    resp
+    after(&format!("/ui/pipelines/{id}"), &text, error)
 }
 
 async fn cancel(
@@ -1190,4 +1204,48 @@ async fn alerts(
         deliveries,
     };
     page(t.render(), lang, had)
+}
+
+/// Approves a waiting release as the signed-in user, through the API's own handler (four eyes
+/// included); back to the overview with what happened.
+async fn approve(
+    AxState(s): S,
+    who: Caller,
+    axum::Extension(session): axum::Extension<Session>,
+    headers: HeaderMap,
+    Path((name, env)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let form = form_of(&body);
+    if !csrf_ok(&session, &form) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or wrong: reload the page and try again",
+        );
+    }
+    let lang = lang_of(&headers, None);
+    let release = form.get("release").and_then(|r| r.parse().ok());
+    let r = crate::deploys::approve(
+        AxState(Arc::clone(&s)),
+        who,
+        Path((name, env.clone())),
+        axum::extract::Query(crate::deploys::ApproveQuery { release }),
+    )
+    .await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    let ok = r.status().is_success();
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap_or_default();
+    let text = if ok {
+        format!("{} {env} #{}", lang.s("overview.approved"), release.map(|r| r.to_string()).unwrap_or_default())
+    } else {
+        let why = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        format!("{}: {why}", lang.s("overview.approve_failed"))
+    };
+    after("/ui/", &text, !ok)
 }
