@@ -2806,7 +2806,8 @@ alerts:
     let t = Instant::now();
     let history = loop {
         let h = server.json("/api/v1/projects/shop/environments/prod/releases");
-        if h[0]["reason"] == "alert-rollback" && h[0]["status"] == "healthy" {
+        // (The old release is marked rolled back a moment after the new one is healthy.)
+        if h[0]["reason"] == "alert-rollback" && h[0]["status"] == "healthy" && h[1]["status"] == "rolled_back" {
             break h;
         }
         assert!(t.elapsed() < Duration::from_secs(30), "no alert-rollback: {h}");
