@@ -17,7 +17,7 @@ use slipway_model::environment::{
     Analysis, CanaryStep, Environment, OnInconclusive, RemoteAgent, SshTarget, Strategy, Target as Kind,
 };
 use slipway_model::manifest::host_platform;
-use slipway_model::release::{ProbeConfig, Release, ReleaseReason, TargetConfig};
+use slipway_model::release::{ProbeConfig, Release, TargetConfig};
 use slipway_model::time::now_ms;
 
 use super::{Cx, Observation, Step, Target, Unit};
@@ -719,10 +719,16 @@ impl Target for AgentTarget {
         let live = self.fleet.status(&self.env.name).await?;
         let running = live.as_ref().and_then(|l| l.group(old.group_id())).map_or(0, |g| g.healthy());
         let target_running = live.as_ref().and_then(|l| l.group(new.group_id())).map_or(0, |g| g.healthy());
-        if new.reason == ReleaseReason::Rollback && target_running >= self.env.instances {
+        if new.reason.is_rollback() && target_running >= self.env.instances {
             return self.switch_back(cx, new).await;
         }
         match &self.env.strategy {
+            // A rollback returns to a release known to be good: judging it against the one it
+            // replaces (whose failure is why it runs) would only put that one back.
+            Strategy::Canary { .. } if new.reason.is_rollback() => {
+                cx.say(format!("rollback: {} comes back whole, without canary analysis", new.version));
+                self.rolling(cx, old, new, running).await
+            }
             Strategy::Rolling { .. } => self.rolling(cx, old, new, running).await,
             Strategy::Canary { steps, analysis } => self.canary(cx, old, new, steps, analysis).await,
             Strategy::BlueGreen { keep_old, .. } => self.blue_green(cx, old, new, *keep_old).await,
