@@ -280,6 +280,21 @@ pub struct DeliveryView {
     pub alerts: Vec<String>,
 }
 
+/// What a queued delivery tells: `firing` or `resolved` and its alerts' names (`forwarded`
+/// for the alerts posted to an Alertmanager).
+pub(crate) fn summary(payload: &str) -> (String, Vec<String>) {
+    let names = |list: &[slipway_monitor::notify::Notice]| {
+        list.iter().filter_map(|a| a.labels.get("alertname").cloned()).collect::<Vec<_>>()
+    };
+    if let Ok(n) = serde_json::from_str::<slipway_monitor::notify::Notification>(payload) {
+        return (n.status().to_string(), names(&n.alerts));
+    }
+    match serde_json::from_str::<Vec<slipway_monitor::notify::Notice>>(payload) {
+        Ok(list) => ("forwarded".into(), names(&list)),
+        Err(_) => (String::new(), Vec::new()),
+    }
+}
+
 #[derive(Deserialize, Default)]
 pub struct DeliveryQuery {
     limit: Option<i64>,
@@ -292,17 +307,7 @@ pub async fn deliveries(AxState(s): S, who: Caller, Query(q): Query<DeliveryQuer
     let rows = s.store.deliveries(limit * 4).await?;
     let mut out = Vec::new();
     for d in rows.iter().filter(|d| readable(&s, &who, d.project.as_deref())).take(limit as usize) {
-        let (state, alerts) = match serde_json::from_str::<slipway_monitor::notify::Notification>(&d.payload) {
-            Ok(n) => {
-                (n.status().to_string(), n.alerts.iter().filter_map(|a| a.labels.get("alertname").cloned()).collect())
-            }
-            Err(_) => match serde_json::from_str::<Vec<slipway_monitor::notify::Notice>>(&d.payload) {
-                Ok(list) => {
-                    ("forwarded".into(), list.iter().filter_map(|a| a.labels.get("alertname").cloned()).collect())
-                }
-                Err(_) => (String::new(), Vec::new()),
-            },
-        };
+        let (state, alerts) = summary(&d.payload);
         out.push(DeliveryView {
             id: d.id,
             receiver: d.receiver.clone(),

@@ -48,15 +48,19 @@ pub struct Session {
 
 /// The session token in a request's cookies.
 pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// A cookie's value, from any of the request's `Cookie` headers.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.trim().to_string())
-        .filter(|v| !v.is_empty())
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
 }
 
 /// The CSRF token of a session: derived from its secret, so a page of another site (which
@@ -68,14 +72,7 @@ pub fn csrf_of(token: &str) -> String {
 fn lang_of(headers: &HeaderMap, query: Option<&str>) -> Lang {
     let from_query =
         query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "lang").map(|(_, v)| v.to_string()));
-    let from_cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == "lang")
-        .map(|(_, v)| v.to_string());
+    let from_cookie = cookie(headers, "lang");
     Lang::pick(
         from_query.or(from_cookie).as_deref(),
         headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()),
@@ -157,14 +154,7 @@ pub struct Flash {
 }
 
 fn flash_of(headers: &HeaderMap) -> Option<Flash> {
-    let raw = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == "slipway_flash")
-        .map(|(_, v)| v.to_string())?;
+    let raw = cookie(headers, "slipway_flash")?;
     let text: String = form_urlencoded::parse(format!("f={raw}").as_bytes()).next().map(|(_, v)| v.to_string())?;
     let (error, text) = match text.strip_prefix("!") {
         Some(t) => (true, t.to_string()),
@@ -311,6 +301,11 @@ fn form_of(body: &Bytes) -> std::collections::HashMap<String, String> {
     form_urlencoded::parse(body).into_owned().collect()
 }
 
+/// The page for a form whose CSRF token is missing or wrong.
+fn bad_csrf() -> Response {
+    refused(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong: reload the page and try again")
+}
+
 /// A form's CSRF token checked against the session's (a request signed with a bearer token
 /// carries no ambient credential and needs none).
 fn csrf_ok(session: &Session, form: &std::collections::HashMap<String, String>) -> bool {
@@ -334,10 +329,7 @@ async fn logout(
         );
     }
     if !csrf_ok(&session, &form_of(&body)) {
-        return refused(
-            StatusCode::FORBIDDEN,
-            "the form's CSRF token is missing or wrong: reload the page and try again",
-        );
+        return bad_csrf();
     }
     let _ = s.store.revoke_token(&who.token_id, None).await;
     let mut r = Redirect::to("/ui/login").into_response();
@@ -609,10 +601,7 @@ async fn rollback(
     body: Bytes,
 ) -> Response {
     if !csrf_ok(&session, &form_of(&body)) {
-        return refused(
-            StatusCode::FORBIDDEN,
-            "the form's CSRF token is missing or wrong: reload the page and try again",
-        );
+        return bad_csrf();
     }
     let lang = lang_of(&headers, None);
     let r = crate::deploys::rollback_now(&s, &who, &name, &env).await;
@@ -875,10 +864,7 @@ async fn act(
     done: &str,
 ) -> Response {
     if !csrf_ok(session, &form_of(body)) {
-        return refused(
-            StatusCode::FORBIDDEN,
-            "the form's CSRF token is missing or wrong: reload the page and try again",
-        );
+        return bad_csrf();
     }
     let (text, error) = match crate::pipelines::drive(s, id, event).await {
         Ok(_) => (done.to_string(), false),
@@ -1169,13 +1155,7 @@ async fn alerts(
         .filter(|d| crate::alerting::readable(&s, &who, d.project.as_deref()))
         .take(100)
         .map(|d| {
-            let (state, names) = match serde_json::from_str::<slipway_monitor::notify::Notification>(&d.payload) {
-                Ok(n) => (
-                    n.status().to_string(),
-                    n.alerts.iter().filter_map(|a| a.labels.get("alertname").cloned()).collect::<Vec<_>>(),
-                ),
-                Err(_) => ("forwarded".to_string(), Vec::new()),
-            };
+            let (state, names) = crate::alerting::summary(&d.payload);
             DeliveryRow {
                 id: d.id,
                 at: short_time(d.created_at_ms),
@@ -1218,10 +1198,7 @@ async fn approve(
 ) -> Response {
     let form = form_of(&body);
     if !csrf_ok(&session, &form) {
-        return refused(
-            StatusCode::FORBIDDEN,
-            "the form's CSRF token is missing or wrong: reload the page and try again",
-        );
+        return bad_csrf();
     }
     let lang = lang_of(&headers, None);
     let release = form.get("release").and_then(|r| r.parse().ok());
