@@ -3283,6 +3283,11 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// Runs a script in the page and returns what it returns.
+    fn js(&self, script: &str) -> serde_json::Value {
+        self.s("POST", "/execute/sync", Some(serde_json::json!({"script": script, "args": []})))
+    }
+
     fn go(&self, url: &str) {
         self.s("POST", "/url", Some(serde_json::json!({"url": url})));
     }
@@ -3364,7 +3369,7 @@ impl Drop for Browser {
 /// logs a console error; every page's screenshot is kept.
 #[test]
 fn in_chromium_a_deployer_rolls_back_from_the_environments_page_and_a_viewer_only_reads() {
-    let jobs = "build:\n  script: [echo hi, sleep 2]\ncheck:\n  script:\n    - echo checking\n    - 'test -n \"$PASS\" || { printf \"\\033[31mERROR: the widget is broken\\033[0m\\n\"; exit 2; }'\n";
+    let jobs = "build:\n  script: [echo hi, sleep 2]\ncheck:\n  script:\n    - echo checking\n    - 'if [ -n \"$PASS\" ]; then for i in 1 2 3 4 5 6 7 8; do echo \"step $i\"; sleep 0.4; done; fi'\n    - 'test -n \"$PASS\" || { printf \"\\033[31mERROR: the widget is broken\\033[0m\\n\"; exit 2; }'\n";
     let (server, _repo, web, run) = deployed_shop(jobs, &[("dana", "deployer"), ("vic", "viewer")], "failed");
     let b = Browser::start();
     let sign_in = |user: &str| {
@@ -3416,14 +3421,46 @@ fn in_chromium_a_deployer_rolls_back_from_the_environments_page_and_a_viewer_onl
         &[],
     );
     assert_eq!(code, 303, "no session, no log: {head}{raw}");
-    // A pipeline followed live until it passes (the page refreshes while it runs).
+    // A pipeline followed live until it passes: the job states change in the page it was
+    // opened in (a mark set in the page survives), then the running job's log grows in place,
+    // and when the job ends the page shows it ended.
     let second = server.trigger("shop", Some(r#"{"variables": [["PASS", "1"]]}"#));
     b.go(&format!("{}/ui/pipelines/{second}", server.url));
+    assert_eq!(b.count("main[data-live-pipeline]"), 1, "{}", b.text());
+    b.js("window.slipwayMark = 1; return 1");
     let t = Instant::now();
-    while !b.text().contains("success") || b.text().contains("running") {
-        assert!(t.elapsed() < Duration::from_secs(60), "{}", b.text());
-        std::thread::sleep(Duration::from_millis(200));
+    loop {
+        let v = b.js("return [window.slipwayMark === 1, document.querySelector('td span[data-job=\"0\"]').className, document.querySelector('td span[data-job=\"1\"]').className]");
+        if v[1].as_str().unwrap().contains("success") {
+            assert_eq!(v[0], true, "the page was reloaded instead of patched: {v}");
+            assert!(!v[2].as_str().unwrap().contains("success"), "check ended before it was seen running: {v}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{v} {}", b.text());
+        std::thread::sleep(Duration::from_millis(100));
     }
+    b.screenshot("pipeline-running");
+    b.go(&format!("{}/ui/pipelines/{second}/jobs/1", server.url));
+    b.js("window.slipwayMark = 2; return 1");
+    let t = Instant::now();
+    loop {
+        let v = b.js("return [window.slipwayMark === 2, document.querySelector('pre.log').innerText]");
+        if v[1].as_str().unwrap().contains("step 5") {
+            assert_eq!(v[0], true, "the log was reloaded, not followed: {v}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.screenshot("job-log-live");
+    let t = Instant::now();
+    while b.count("h1 .status.success") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", b.text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(b.text().contains("step 8"), "{}", b.text());
+    b.go(&format!("{}/ui/pipelines/{second}", server.url));
+    assert!(b.text().contains("success") && !b.text().contains("running"), "{}", b.text());
     b.screenshot("pipeline-passed");
     // Chinese, by the switch.
     b.go(&format!("{}/ui/", server.url));

@@ -71,6 +71,12 @@ fn ansi_line(line: &str, state: &mut (Option<u8>, bool), out: &mut String) {
 
 /// The HTML of lines `from..to` (0-based) of `text`, numbered from `from + 1`.
 pub fn render(text: &str, from: usize, to: usize) -> String {
+    render_numbered(text, from, to, 0)
+}
+
+/// [`render`] of a piece of a log whose first line is line `before + 1` of the whole (what
+/// a live page appends).
+pub fn render_numbered(text: &str, from: usize, to: usize, before: usize) -> String {
     let mut out = String::new();
     let mut state = (None, false);
     let mut depth = 0usize;
@@ -96,7 +102,7 @@ pub fn render(text: &str, from: usize, to: usize) -> String {
             }
             continue;
         }
-        let n = i + 1;
+        let n = before + i + 1;
         out.push_str(&format!("<span class=\"l\" id=\"L{n}\"><a class=\"n\" href=\"#L{n}\">{n}</a>"));
         ansi_line(line, &mut state, &mut out);
         out.push_str("</span>");
@@ -105,6 +111,19 @@ pub fn render(text: &str, from: usize, to: usize) -> String {
         out.push_str("</details>");
     }
     out
+}
+
+/// The lines (1-based, at most `limit`) that contain `needle`, ignoring case and colours.
+pub fn search(text: &str, needle: &str, limit: usize) -> Vec<(usize, String)> {
+    let needle = needle.to_lowercase();
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let plain = strip(l.rsplit('\r').find(|s| !s.is_empty()).unwrap_or(""));
+            plain.to_lowercase().contains(&needle).then(|| (i + 1, plain.chars().take(200).collect()))
+        })
+        .take(limit)
+        .collect()
 }
 
 /// The first line (1-based) that reads like the failure: `error`, `FAIL`, `panic`.
@@ -149,6 +168,8 @@ mod tests {
         assert!(bare.contains("<summary>deps</summary>"), "{bare}");
         assert_eq!(first_error("all good\nerrors=0"), None);
         assert_eq!(first_error("ok\n\u{1b}[31mERROR: broken\u{1b}[0m"), Some(2));
+        assert_eq!(search(log, "RED", 10), vec![(2, "red bold done".to_string())]);
+        assert!(render_numbered("x\ny", 0, 2, 41).contains("id=\"L43\""));
         let page = render("a\nb\nc", 1, 2);
         assert!(page.contains("id=\"L2\"") && !page.contains("id=\"L1\"") && !page.contains("id=\"L3\""), "{page}");
     }

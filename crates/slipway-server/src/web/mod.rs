@@ -7,6 +7,7 @@
 //! English and Simplified Chinese ([`i18n`]).
 
 pub mod i18n;
+pub mod live;
 pub mod log;
 
 use std::sync::{Arc, LazyLock};
@@ -33,10 +34,14 @@ pub const COOKIE: &str = "slipway_session";
 const SESSION_SECS: u64 = 12 * 3600;
 
 const CSS: &str = include_str!("../../assets/app.css");
-static CSS_PATH: LazyLock<String> = LazyLock::new(|| {
-    let hex: String = Sha256::digest(CSS.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("/ui/assets/app.{hex}.css")
-});
+const JS: &str = include_str!("../../assets/app.js");
+/// An asset's path with a hash of its content in the name, so it is cached for good.
+fn hashed(body: &str, ext: &str) -> String {
+    let hex: String = Sha256::digest(body.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("/ui/assets/app.{hex}.{ext}")
+}
+static CSS_PATH: LazyLock<String> = LazyLock::new(|| hashed(CSS, "css"));
+static JS_PATH: LazyLock<String> = LazyLock::new(|| hashed(JS, "js"));
 
 /// How a request was signed in: its token, and whether it came in the cookie (then forms
 /// need their CSRF token).
@@ -98,6 +103,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ui/projects/{name}/environments/{env}"),
     ("GET", "/ui/alerts"),
     ("POST", "/ui/projects/{name}/environments/{env}/approve"),
+    ("GET", "/ui/pipelines/{id}/live"),
+    ("GET", "/ui/pipelines/{id}/jobs/{index}/live"),
+    ("POST", "/ui/pipelines/{id}/jobs/{index}/play"),
 ];
 
 /// The routes (each has its rule in `access::RULES`).
@@ -119,19 +127,21 @@ pub fn routes() -> axum::Router<Arc<State>> {
         .route("/ui/projects/{name}/environments/{env}", get(history))
         .route("/ui/alerts", get(alerts))
         .route("/ui/projects/{name}/environments/{env}/approve", post(approve))
+        .route("/ui/pipelines/{id}/live", get(live::pipeline))
+        .route("/ui/pipelines/{id}/jobs/{index}/live", get(live::job))
+        .route("/ui/pipelines/{id}/jobs/{index}/play", post(play))
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
-    if format!("/ui/assets/{file}") != *CSS_PATH {
+    let path = format!("/ui/assets/{file}");
+    let (kind, body) = if path == *CSS_PATH {
+        ("text/css; charset=utf-8", CSS)
+    } else if path == *JS_PATH {
+        ("text/javascript; charset=utf-8", JS)
+    } else {
         return (StatusCode::NOT_FOUND, "no such asset").into_response();
-    }
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-        ],
-        CSS,
-    )
+    };
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], body)
         .into_response()
 }
 
@@ -170,8 +180,37 @@ fn set_flash(text: &str, error: bool) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("slipway_flash=; Path=/ui/"))
 }
 
+/// What every page's frame shows — the language, the assets, who is signed in, the CSRF token
+/// of its forms, the flash — and the page's query, read from the request once.
+pub struct Chrome {
+    pub t: Lang,
+    css: &'static str,
+    js: &'static str,
+    user: Option<String>,
+    csrf: String,
+    flash: Option<Flash>,
+    query: std::collections::HashMap<String, String>,
+}
+
+impl<St: Send + Sync> axum::extract::FromRequestParts<St> for Chrome {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &St) -> Result<Self, Self::Rejection> {
+        Ok(Chrome {
+            t: lang_of(&parts.headers, parts.uri.query()),
+            css: CSS_PATH.as_str(),
+            js: JS_PATH.as_str(),
+            user: parts.extensions.get::<Caller>().map(|c| c.name.clone()),
+            csrf: parts.extensions.get::<Session>().map(|s| csrf_of(&s.token)).unwrap_or_default(),
+            flash: flash_of(&parts.headers),
+            query: query_map(parts.uri.query()),
+        })
+    }
+}
+
 /// A rendered page, with the flash cleared and a language choice kept.
-fn page(html: Result<String, askama::Error>, lang: Lang, had_flash: bool) -> Response {
+fn page(html: Result<String, askama::Error>, c: &Chrome) -> Response {
+    let (lang, had_flash) = (c.t, c.flash.is_some());
     match html {
         Ok(h) => {
             let mut r = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], h).into_response();
@@ -179,6 +218,12 @@ fn page(html: Result<String, askama::Error>, lang: Lang, had_flash: bool) -> Res
             hs.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             hs.insert("x-frame-options", HeaderValue::from_static("DENY"));
             hs.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+            hs.insert(
+                "content-security-policy",
+                HeaderValue::from_static(
+                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+                ),
+            );
             hs.append(
                 header::SET_COOKIE,
                 HeaderValue::from_str(&format!("lang={}; Path=/; SameSite=Lax; Max-Age=31536000", lang.code()))
@@ -225,10 +270,7 @@ fn html_escape(s: &str) -> String {
 #[template(path = "login.html")]
 struct LoginPage<'a> {
     t: Lang,
-    css: &'a str,
-    user: Option<String>,
-    csrf: String,
-    flash: Option<Flash>,
+    c: &'a Chrome,
     next: String,
 }
 
@@ -242,12 +284,9 @@ fn next_of(q: Option<&str>) -> String {
     }
 }
 
-async fn login_page(headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    let lang = lang_of(&headers, uri.query());
-    let flash = flash_of(&headers);
-    let had = flash.is_some();
-    let p = LoginPage { t: lang, css: &CSS_PATH, user: None, csrf: String::new(), flash, next: next_of(uri.query()) };
-    page(p.render(), lang, had)
+async fn login_page(c: Chrome, uri: axum::http::Uri) -> Response {
+    let p = LoginPage { t: c.t, c: &c, next: next_of(uri.query()) };
+    page(p.render(), &c)
 }
 
 async fn login(
@@ -393,10 +432,7 @@ struct WaitRow {
 #[template(path = "overview.html")]
 struct Overview<'a> {
     t: Lang,
-    css: &'a str,
-    user: Option<String>,
-    csrf: String,
-    flash: Option<Flash>,
+    c: &'a Chrome,
     projects: Vec<ProjectRow>,
     envs: Vec<EnvRow>,
     alerts: Vec<AlertRow>,
@@ -407,10 +443,7 @@ struct Overview<'a> {
 #[template(path = "environments.html")]
 struct Environments<'a> {
     t: Lang,
-    css: &'a str,
-    user: Option<String>,
-    csrf: String,
-    flash: Option<Flash>,
+    c: &'a Chrome,
     envs: Vec<EnvRow>,
 }
 
@@ -502,14 +535,7 @@ async fn env_rows(s: &Arc<State>, who: &Caller) -> Vec<EnvRow> {
     out
 }
 
-async fn overview(
-    AxState(s): S,
-    who: Caller,
-    axum::Extension(session): axum::Extension<Session>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    let lang = lang_of(&headers, uri.query());
+async fn overview(AxState(s): S, who: Caller, c: Chrome) -> Response {
     let mut projects = Vec::new();
     for p in s.store.projects().await.unwrap_or_default() {
         if !may(&s, &who, "read", "pipelines", &p.name) {
@@ -554,42 +580,14 @@ async fn overview(
             summary: a.annotations.get("summary").cloned().unwrap_or_default(),
         });
     }
-    let flash = flash_of(&headers);
-    let had = flash.is_some();
-    let p = Overview {
-        t: lang,
-        css: &CSS_PATH,
-        user: Some(who.name.clone()),
-        csrf: csrf_of(&session.token),
-        flash,
-        projects,
-        envs,
-        alerts,
-        waiting,
-    };
-    page(p.render(), lang, had)
+    let p = Overview { t: c.t, c: &c, projects, envs, alerts, waiting };
+    page(p.render(), &c)
 }
 
-async fn environments(
-    AxState(s): S,
-    who: Caller,
-    axum::Extension(session): axum::Extension<Session>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    let lang = lang_of(&headers, uri.query());
+async fn environments(AxState(s): S, who: Caller, c: Chrome) -> Response {
     let envs = env_rows(&s, &who).await;
-    let flash = flash_of(&headers);
-    let had = flash.is_some();
-    let p = Environments {
-        t: lang,
-        css: &CSS_PATH,
-        user: Some(who.name.clone()),
-        csrf: csrf_of(&session.token),
-        flash,
-        envs,
-    };
-    page(p.render(), lang, had)
+    let p = Environments { t: c.t, c: &c, envs };
+    page(p.render(), &c)
 }
 
 async fn rollback(
@@ -630,10 +628,7 @@ struct RunRow {
 #[template(path = "pipelines.html")]
 struct Pipelines<'a> {
     t: Lang,
-    css: &'a str,
-    user: Option<String>,
-    csrf: String,
-    flash: Option<Flash>,
+    c: &'a Chrome,
     runs: Vec<RunRow>,
     project_names: Vec<String>,
     statuses: Vec<String>,
@@ -646,15 +641,8 @@ fn query_map(q: Option<&str>) -> std::collections::HashMap<String, String> {
     q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
-async fn pipelines(
-    AxState(s): S,
-    who: Caller,
-    axum::Extension(session): axum::Extension<Session>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    let lang = lang_of(&headers, uri.query());
-    let q = query_map(uri.query());
+async fn pipelines(AxState(s): S, who: Caller, c: Chrome) -> Response {
+    let q = &c.query;
     let (want_project, want_status, want_ref) = (
         q.get("project").cloned().unwrap_or_default(),
         q.get("status").cloned().unwrap_or_default(),
@@ -691,15 +679,10 @@ async fn pipelines(
     }
     runs.sort_by_key(|r| std::cmp::Reverse(r.id));
     runs.truncate(200);
-    let flash = flash_of(&headers);
-    let had = flash.is_some();
     let statuses = ["running", "success", "failed", "canceled", "skipped"].iter().map(|x| x.to_string()).collect();
     let p = Pipelines {
-        t: lang,
-        css: &CSS_PATH,
-        user: Some(who.name.clone()),
-        csrf: csrf_of(&session.token),
-        flash,
+        t: c.t,
+        c: &c,
         runs,
         project_names: names,
         statuses,
@@ -707,7 +690,7 @@ async fn pipelines(
         status: want_status,
         ref_name: want_ref,
     };
-    page(p.render(), lang, had)
+    page(p.render(), &c)
 }
 
 struct JobRow {
@@ -739,10 +722,7 @@ struct PipelinePage {
 #[template(path = "pipeline.html")]
 struct PipelineTpl<'a> {
     t: Lang,
-    css: &'a str,
-    user: Option<String>,
-    csrf: String,
-    flash: Option<Flash>,
+    c: &'a Chrome,
     p: PipelinePage,
     graph: String,
     may_write: bool,
@@ -764,44 +744,77 @@ fn job_row(j: &slipway_api::server::JobView) -> JobRow {
     }
 }
 
-/// The stages as columns of job boxes, each a link to its log, joined stage to stage.
-fn graph_svg(run: i64, jobs: &[slipway_api::server::JobView], lang: Lang) -> String {
+/// The stages as columns of job boxes, each a link to its log; a job that `needs:` others is
+/// joined to each of them, the rest stage to stage (the needs are known while the server
+/// holds the pipeline's plan: while it runs, and after until the server restarts).
+fn graph_svg(
+    run: i64,
+    jobs: &[slipway_api::server::JobView],
+    plan: Option<&slipway_pipeline::plan::Plan>,
+    lang: Lang,
+) -> String {
     let mut stages: Vec<&str> = Vec::new();
     for j in jobs {
         if !stages.contains(&j.stage.as_str()) {
             stages.push(&j.stage);
         }
     }
-    let (col_w, box_w, box_h, gap, top) = (200, 170, 34, 12, 34);
+    let (col_w, box_w, box_h, gap, top) = (210, 170, 34, 12, 34);
     let rows = stages.iter().map(|st| jobs.iter().filter(|j| j.stage == *st).count()).max().unwrap_or(0);
     let width = (stages.len() * col_w).max(col_w);
     let height = top + rows * (box_h + gap) + 8;
+    // Where each job's box is.
+    let mut at = std::collections::HashMap::new();
+    for (c, st) in stages.iter().enumerate() {
+        for (r, j) in jobs.iter().filter(|j| j.stage == *st).enumerate() {
+            at.insert(j.name.as_str(), (c, c * col_w + 10, top + r * (box_h + gap)));
+        }
+    }
     let mut out = format!(
         "<svg class=\"graph\" role=\"img\" aria-label=\"{}\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\">",
         lang.s("pipelines.graph")
     );
+    let edge = |out: &mut String, (x1, y1): (usize, usize), (x2, y2): (usize, usize)| {
+        let mid = (x1 + x2) / 2;
+        out.push_str(&format!("<path d=\"M{x1} {y1} C{mid} {y1} {mid} {y2} {x2} {y2}\"/>"));
+    };
     for (c, st) in stages.iter().enumerate() {
         let x = c * col_w + 10;
         let mut t = String::new();
         escape_into(st, &mut t);
         out.push_str(&format!("<text class=\"stage\" x=\"{x}\" y=\"20\">{t}</text>"));
-        if c + 1 < stages.len() {
-            let y = top + box_h / 2;
-            out.push_str(&format!("<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\"/>", x + box_w, x + col_w));
+    }
+    for j in jobs {
+        let Some(&(c, x, y)) = at.get(j.name.as_str()) else { continue };
+        let needs = plan.and_then(|p| p.jobs.get(j.index)).filter(|p| p.name == j.name).and_then(|p| p.needs.as_ref());
+        match needs {
+            Some(needs) => {
+                for n in needs {
+                    if let Some(&(_, nx, ny)) = at.get(n.job.as_str()) {
+                        edge(&mut out, (nx + box_w, ny + box_h / 2), (x, y + box_h / 2));
+                    }
+                }
+            }
+            // Stage after stage: from the previous stage's first box.
+            None if c > 0 => {
+                edge(&mut out, ((c - 1) * col_w + 10 + box_w, top + box_h / 2), (x, y + box_h / 2));
+            }
+            None => {}
         }
-        for (r, j) in jobs.iter().filter(|j| j.stage == *st).enumerate() {
-            let y = top + r * (box_h + gap);
-            let mut name = String::new();
-            escape_into(&j.name, &mut name);
-            out.push_str(&format!(
-                "<a href=\"/ui/pipelines/{run}/jobs/{}\" class=\"{}\"><rect x=\"{x}\" y=\"{y}\" width=\"{box_w}\" height=\"{box_h}\"/><text x=\"{}\" y=\"{}\">{name} · {}</text></a>",
-                j.index,
-                j.status,
-                x + 10,
-                y + 22,
-                lang.status(&j.status)
-            ));
-        }
+    }
+    for j in jobs {
+        let Some(&(_, x, y)) = at.get(j.name.as_str()) else { continue };
+        let mut name = String::new();
+        escape_into(&j.name, &mut name);
+        out.push_str(&format!(
+            "<a href=\"/ui/pipelines/{run}/jobs/{}\" class=\"{}\" data-job=\"{}\"><rect x=\"{x}\" y=\"{y}\" width=\"{box_w}\" height=\"{box_h}\"/><text x=\"{}\" y=\"{}\">{name} · <tspan class=\"st\">{}</tspan></text></a>",
+            j.index,
+            j.status,
+            j.index,
+            x + 10,
+            y + 22,
+            lang.status(&j.status)
+        ));
     }
     out.push_str("</svg>");
     out
@@ -811,20 +824,13 @@ fn escape_into(s: &str, out: &mut String) {
     out.push_str(&html_escape(s));
 }
 
-async fn pipeline(
-    AxState(s): S,
-    who: Caller,
-    axum::Extension(session): axum::Extension<Session>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Path(id): Path<i64>,
-) -> Response {
-    let lang = lang_of(&headers, uri.query());
+async fn pipeline(AxState(s): S, who: Caller, c: Chrome, Path(id): Path<i64>) -> Response {
     let v = match crate::api::view_of(&s, id).await {
         Ok(v) => v,
         Err(e) => return refused(StatusCode::NOT_FOUND, &e.to_string()),
     };
-    let graph = graph_svg(id, &v.jobs, lang);
+    let plan = s.plans.lock().expect("plans lock").get(&id).cloned();
+    let graph = graph_svg(id, &v.jobs, plan.as_deref(), c.t);
     let p = PipelinePage {
         id,
         project: v.project.clone(),
@@ -840,19 +846,8 @@ async fn pipeline(
         jobs: v.jobs.iter().map(job_row).collect(),
     };
     let may_write = may(&s, &who, "write", "pipelines", &v.project);
-    let flash = flash_of(&headers);
-    let had = flash.is_some();
-    let t = PipelineTpl {
-        t: lang,
-        css: &CSS_PATH,
-        user: Some(who.name.clone()),
-        csrf: csrf_of(&session.token),
-        flash,
-        p,
-        graph,
-        may_write,
-    };
-    page(t.render(), lang, had)
+    let t = PipelineTpl { t: c.t, c: &c, p, graph, may_write };
+    page(t.render(), &c)
 }
 
 async fn act(
@@ -895,14 +890,21 @@ async fn retry(
     act(&s, &session, id, &body, crate::pipelines::Event::Retry(None), lang.s("pipelines.retried")).await
 }
 
+async fn play(
+    AxState(s): S,
+    c: Chrome,
+    axum::Extension(session): axum::Extension<Session>,
+    Path((id, index)): Path<(i64, usize)>,
+    body: Bytes,
+) -> Response {
+    act(&s, &session, id, &body, crate::pipelines::Event::Play(index), c.t.s("pipelines.played")).await
+}
+
 #[derive(Template)]
 #[template(path = "job.html")]
 struct JobTpl<'a> {
     t: Lang,
-    css: &'a str,
-    user: Option<String>,
-    csrf: String,
-    flash: Option<Flash>,
+    c: &'a Chrome,
     run: i64,
     job: JobRow,
     log: String,
@@ -910,17 +912,20 @@ struct JobTpl<'a> {
     page: usize,
     pages: usize,
     running: bool,
+    /// Where the page follows the log from, while the job runs and this is its last page.
+    live: Option<String>,
+    q: String,
+    found: Vec<Match>,
 }
 
-async fn job(
-    AxState(s): S,
-    who: Caller,
-    axum::Extension(session): axum::Extension<Session>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Path((id, index)): Path<(i64, usize)>,
-) -> Response {
-    let lang = lang_of(&headers, uri.query());
+/// A line of the log that matches the search.
+struct Match {
+    line: usize,
+    page: usize,
+    text: String,
+}
+
+async fn job(AxState(s): S, c: Chrome, Path((id, index)): Path<(i64, usize)>) -> Response {
     let v = match crate::api::view_of(&s, id).await {
         Ok(v) => v,
         Err(e) => return refused(StatusCode::NOT_FOUND, &e.to_string()),
@@ -928,28 +933,39 @@ async fn job(
     let Some(j) = v.jobs.iter().find(|j| j.index == index) else {
         return refused(StatusCode::NOT_FOUND, &format!("pipeline {id} has no job {index}"));
     };
-    let bytes = crate::api::read_log(&s, id, index).await.unwrap_or_default();
+    let running = matches!(j.status.as_str(), "running" | "pending" | "created");
+    let mut bytes = crate::api::read_log(&s, id, index).await.unwrap_or_default();
+    if running {
+        // Whole lines only: the live part goes on from the last one.
+        bytes.truncate(bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1));
+    }
     let text = String::from_utf8_lossy(&bytes);
     let total = text.lines().count();
     let pages = total.div_ceil(log::PAGE_LINES).max(1);
     let first_error = log::first_error(&text);
     // The page asked for, else the one with the first error, else the last.
-    let page_no = query_map(uri.query())
+    let page_no = c
+        .query
         .get("page")
         .and_then(|p| p.parse::<usize>().ok())
         .unwrap_or_else(|| first_error.map_or(pages, |l| (l - 1) / log::PAGE_LINES + 1))
         .clamp(1, pages);
     let from = (page_no - 1) * log::PAGE_LINES;
     let html = log::render(&text, from, from + log::PAGE_LINES);
-    let flash = flash_of(&headers);
-    let had = flash.is_some();
-    let running = matches!(j.status.as_str(), "running" | "pending");
+    let q = c.query.get("q").cloned().unwrap_or_default();
+    let found = if q.is_empty() {
+        Vec::new()
+    } else {
+        log::search(&text, &q, 200)
+            .into_iter()
+            .map(|(line, text)| Match { line, page: (line - 1) / log::PAGE_LINES + 1, text })
+            .collect()
+    };
+    let live = (running && page_no == pages)
+        .then(|| format!("/ui/pipelines/{id}/jobs/{index}/live?line={total}&offset={}", bytes.len()));
     let t = JobTpl {
-        t: lang,
-        css: &CSS_PATH,
-        user: Some(who.name.clone()),
-        csrf: csrf_of(&session.token),
-        flash,
+        t: c.t,
+        c: &c,
         run: id,
         job: job_row(j),
         log: html,
@@ -957,8 +973,11 @@ async fn job(
         page: page_no,
         pages,
         running,
+        live,
+        q,
+        found,
     };
-    page(t.render(), lang, had)
+    page(t.render(), &c)
 }
 
 /// The log as it was written (colours and all), to save.
@@ -991,25 +1010,14 @@ struct ReleaseRow {
 #[template(path = "history.html")]
 struct HistoryTpl<'a> {
     t: Lang,
-    css: &'a str,
-    user: Option<String>,
-    csrf: String,
-    flash: Option<Flash>,
+    c: &'a Chrome,
     project: String,
     env: String,
     releases: Vec<ReleaseRow>,
 }
 
 /// An environment's releases, newest first: outcome, reason, duration, who, which pipeline, why.
-async fn history(
-    AxState(s): S,
-    who: Caller,
-    axum::Extension(session): axum::Extension<Session>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Path((project, env)): Path<(String, String)>,
-) -> Response {
-    let lang = lang_of(&headers, uri.query());
+async fn history(AxState(s): S, c: Chrome, Path((project, env)): Path<(String, String)>) -> Response {
     let owned = s.monitor.environments().into_iter().any(|(n, p, _)| n == env && p == project);
     if !owned {
         return refused(
@@ -1036,19 +1044,8 @@ async fn history(
             detail: r.status_detail.clone().unwrap_or_default(),
         })
         .collect();
-    let flash = flash_of(&headers);
-    let had = flash.is_some();
-    let t = HistoryTpl {
-        t: lang,
-        css: &CSS_PATH,
-        user: Some(who.name.clone()),
-        csrf: csrf_of(&session.token),
-        flash,
-        project,
-        env,
-        releases,
-    };
-    page(t.render(), lang, had)
+    let t = HistoryTpl { t: c.t, c: &c, project, env, releases };
+    page(t.render(), &c)
 }
 
 struct RuleRow {
@@ -1082,25 +1079,15 @@ struct DeliveryRow {
 #[template(path = "alerts.html")]
 struct AlertsTpl<'a> {
     t: Lang,
-    css: &'a str,
-    user: Option<String>,
-    csrf: String,
-    flash: Option<Flash>,
+    c: &'a Chrome,
     rules: Vec<RuleRow>,
     silences: Vec<SilenceRow>,
     deliveries: Vec<DeliveryRow>,
 }
 
 /// The alert rules the caller may read with their state, the silences, the delivery log.
-async fn alerts(
-    AxState(s): S,
-    who: Caller,
-    axum::Extension(session): axum::Extension<Session>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
+async fn alerts(AxState(s): S, who: Caller, c: Chrome) -> Response {
     use slipway_monitor::rules::{Rule, State as A};
-    let lang = lang_of(&headers, uri.query());
     let mut rules = Vec::new();
     crate::monitor::each_source(&s, &who, |source, file, ev| {
         for (g, group) in file.groups.iter().enumerate() {
@@ -1171,19 +1158,8 @@ async fn alerts(
             }
         })
         .collect();
-    let flash = flash_of(&headers);
-    let had = flash.is_some();
-    let t = AlertsTpl {
-        t: lang,
-        css: &CSS_PATH,
-        user: Some(who.name.clone()),
-        csrf: csrf_of(&session.token),
-        flash,
-        rules,
-        silences,
-        deliveries,
-    };
-    page(t.render(), lang, had)
+    let t = AlertsTpl { t: c.t, c: &c, rules, silences, deliveries };
+    page(t.render(), &c)
 }
 
 /// Approves a waiting release as the signed-in user, through the API's own handler (four eyes
