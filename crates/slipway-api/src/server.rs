@@ -143,6 +143,9 @@ pub struct JobRequest {
     /// The agent's tags: it takes jobs whose `tags:` are all among them (untagged jobs always).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The agent's slipway version (shown on the dashboard's agents page).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// A job the agent now holds, and what it needs to run it: the commit to check out, and

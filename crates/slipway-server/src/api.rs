@@ -603,9 +603,30 @@ async fn request_job(AxState(s): S, who: Caller, bytes: Bytes) -> Result<Respons
         return Err(ServerError::Input(format!("`{bad}` is not a tag (no commas, not empty)"), Some("tags".into())));
     }
     c.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    seen(&s, &agent, Some(&req), Some(true));
     let r = claim_loop(&s, &agent, &req.tags, deadline).await;
+    seen(&s, &agent, Some(&req), Some(false));
     c.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     r
+}
+
+/// Notes that a job agent was heard from (a request for work, or a lease renewed).
+pub(crate) fn seen(s: &State, agent: &str, req: Option<&JobRequest>, waiting: Option<bool>) {
+    let mut all = s.agents_seen.lock().expect("agents lock");
+    let e = all.entry(agent.to_string()).or_insert_with(|| crate::AgentSeen {
+        tags: Vec::new(),
+        version: None,
+        last_ms: 0,
+        waiting: false,
+    });
+    e.last_ms = now_ms();
+    if let Some(w) = waiting {
+        e.waiting = w;
+    }
+    if let Some(r) = req {
+        e.tags = r.tags.clone();
+        e.version = r.version.clone().or(e.version.take());
+    }
 }
 
 async fn claim_loop(
@@ -742,6 +763,7 @@ async fn renew(
     who.check_agent(&q.agent)?;
     let agent = format!("{}@{}", q.agent, who.name);
     let held = s.store.renew_job(run, index, &agent, s.lease).await?;
+    seen(&s, &agent, None, None);
     // A canceled pipeline's scheduler says so in its snapshot while its jobs still run.
     let canceling = s.store.run(run).await?.is_some_and(|r| {
         r.status == slipway_model::run::PipelineStatus::Canceled

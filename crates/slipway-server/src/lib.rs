@@ -114,6 +114,19 @@ pub struct State {
     pub(crate) monitor: monitor::Monitor,
     /// Routes, silences and the delivery queue's sender.
     pub(crate) notifier: notify::Notifier,
+    /// The job agents that asked for work since the server started (`name@token-user`).
+    pub(crate) agents_seen: Mutex<HashMap<String, AgentSeen>>,
+}
+
+/// A job agent as the server last heard from it.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentSeen {
+    pub tags: Vec<String>,
+    pub version: Option<String>,
+    /// When it last asked for a job or renewed one's lease (Unix ms).
+    pub last_ms: i64,
+    /// Waiting in a long-poll now.
+    pub waiting: bool,
 }
 
 impl State {
@@ -192,6 +205,7 @@ impl Server {
             lease: config.lease,
             retention: config.retention,
             plans: Mutex::default(),
+            agents_seen: Mutex::default(),
             driving: tokio::sync::Mutex::new(()),
             planning: tokio::sync::Mutex::new(()),
             starting: tokio::sync::Mutex::new(()),

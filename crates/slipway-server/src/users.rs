@@ -143,7 +143,7 @@ pub async fn login(AxState(s): S, peer: Option<axum::Extension<Peer>>, bytes: By
     Ok((StatusCode::CREATED, axum::Json(made)).into_response())
 }
 
-fn binding_views(s: &State, user: &str, api: &[BindingRow]) -> Vec<BindingView> {
+pub(crate) fn binding_views(s: &State, user: &str, api: &[BindingRow]) -> Vec<BindingView> {
     use slipway_model::access::Subject;
     let access = s.access();
     let groups = access.groups_of(user);

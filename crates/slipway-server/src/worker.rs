@@ -110,8 +110,13 @@ pub async fn run(
             p = Arc::clone(&slots).acquire_owned() => p.expect("semaphore open"),
             () = &mut stop => break,
         };
-        let req = serde_json::to_vec(&JobRequest { agent: cfg.name.clone(), wait_ms: 25_000, tags: cfg.tags.clone() })
-            .expect("serializes");
+        let req = serde_json::to_vec(&JobRequest {
+            agent: cfg.name.clone(),
+            wait_ms: 25_000,
+            tags: cfg.tags.clone(),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        })
+        .expect("serializes");
         let asked = tokio::select! {
             r = client.post("/api/v1/jobs/request", req, Duration::from_secs(40)) => r,
             () = &mut stop => break,

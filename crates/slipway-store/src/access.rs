@@ -435,6 +435,21 @@ impl Store {
         })
     }
 
+    /// The newest audit entries, newest first (one actor's only, when given).
+    pub async fn audit_tail(&self, actor: Option<&str>, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT seq, at, actor, address, action, target, outcome, status, detail, prev_hash, hash FROM audit
+                 WHERE ($1 IS NULL OR actor = $1) ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(actor)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.iter().map(audit_from).collect())
+        })
+    }
+
     /// Audit entries in order, as the filter selects.
     pub async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
         with_pool!(self, |pool| {

@@ -3224,6 +3224,106 @@ fn the_dashboard_signs_in_shows_environments_and_rolls_back_for_those_who_may() 
     eprintln!("overview served in {:?} (curl included)", t.elapsed());
 }
 
+/// The admin pages: projects with their webhook URLs and schedules, the agents with their
+/// version and state, users with their roles, tokens revoked from the page (which ends that
+/// browser session), the audit log with its chain checked and the revocation in it; a viewer
+/// gets only their own tokens, no tabs for the rest and a 403 page when going there anyway.
+#[test]
+fn the_admin_pages_show_projects_agents_users_tokens_and_audit_to_those_who_may() {
+    let repo = Repo::new(&[(".slipway.yml", "build:\n  script: [echo hi]\n")]);
+    let server = Server::start_with(&["--with-agent"]);
+    server.add_project("shop", &repo);
+    for (user, role, project) in [("olga", "admin", "null"), ("vic", "viewer", "\"shop\"")] {
+        let body = format!(
+            r#"{{"name": "{user}", "password": "{user} has a long password", "bindings": [{{"role": "{role}", "project": {project}}}]}}"#
+        );
+        assert_eq!(server.call("POST", "/api/v1/users", Some(&body)).0, 201, "{body}");
+    }
+    let (code, body) = server.call(
+        "POST",
+        "/api/v1/projects/shop/schedules",
+        Some(r#"{"description": "nightly", "cron": "30 2 * * *", "cron_timezone": "Asia/Shanghai"}"#),
+    );
+    assert_eq!(code, 201, "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    let (olga, vic) = (dir.path().join("olga"), dir.path().join("vic"));
+    let url = |p: &str| format!("{}{p}", server.url);
+    for (jar, user) in [(&olga, "olga"), (&vic, "vic")] {
+        let password = format!("{user} has a long password");
+        let (code, _, _) = browse(jar, "POST", &url("/ui/login"), &[("user", user), ("password", &password)]);
+        assert_eq!(code, 303);
+    }
+    let (code, _, page) = browse(&olga, "GET", &url("/ui/admin/projects"), &[]);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains(&format!("{}/api/v1/webhooks/github/shop", server.url)), "{page}");
+    assert!(page.contains("30 2 * * *") && page.contains("Asia/Shanghai") && page.contains("nightly"), "{page}");
+    assert!(page.contains("/ui/admin/agents") && page.contains("/ui/admin/audit"), "{page}");
+    // The embedded agent asks for work: online, its version, waiting for a job.
+    let t = Instant::now();
+    let page = loop {
+        let (_, _, page) = browse(&olga, "GET", &url("/ui/admin/agents"), &[]);
+        if page.contains("status success") {
+            break page;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{page}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(page.contains(env!("CARGO_PKG_VERSION")) && page.contains("waiting for a job"), "{page}");
+    let (_, _, page) = browse(&olga, "GET", &url("/ui/admin/users"), &[]);
+    assert!(page.contains("viewer · shop (api)") && page.contains("admin · * (api)"), "{page}");
+    assert!(page.contains("deployer") && page.contains("rollback:environments"), "{page}");
+    // Olga revokes Vic's browser session from the tokens page: Vic is signed out.
+    let (_, _, page) = browse(&olga, "GET", &url("/ui/admin/tokens"), &[]);
+    let row = page
+        .split("<tr>")
+        .find(|r| r.contains("<td>vic</td>") && r.contains("browser session"))
+        .unwrap_or_else(|| panic!("{page}"));
+    let id = row.split("<code>").nth(1).unwrap().split('<').next().unwrap().to_string();
+    assert!(page.contains("(this session)"), "{page}");
+    let (code, _, _) = browse(&vic, "GET", &url("/ui/"), &[]);
+    assert_eq!(code, 200);
+    let (code, head, _) =
+        browse(&olga, "POST", &url(&format!("/ui/admin/tokens/{id}/revoke")), &[("csrf", &csrf_in(&page))]);
+    assert_eq!(code, 303, "{head}");
+    let (_, _, after) = browse(&olga, "GET", &url("/ui/admin/tokens"), &[]);
+    assert!(after.contains(&format!("Revoked token {id}")), "{after}");
+    let (code, _, _) = browse(&vic, "GET", &url("/ui/"), &[]);
+    assert_eq!(code, 303, "a revoked session still works");
+    // The audit log: intact, the revocation in it, one actor's only when asked.
+    let (code, _, audit) = browse(&olga, "GET", &url("/ui/admin/audit?actor=olga"), &[]);
+    assert_eq!(code, 200, "{audit}");
+    assert!(
+        audit.contains("the hash chain is intact") && audit.contains(&format!("/ui/admin/tokens/{id}/revoke")),
+        "{audit}"
+    );
+    assert!(!audit.contains("<td>admin</td>"), "the filter let another actor through: {audit}");
+    // Vic again: their own tokens only, no tabs for the rest, 403 when going there anyway.
+    let (code, _, _) =
+        browse(&vic, "POST", &url("/ui/login"), &[("user", "vic"), ("password", "vic has a long password")]);
+    assert_eq!(code, 303);
+    let (_, _, mine) = browse(&vic, "GET", &url("/ui/admin/tokens"), &[]);
+    assert!(mine.contains("Your tokens") && !mine.contains("<td>olga</td>"), "{mine}");
+    assert!(!mine.contains("/ui/admin/agents") && !mine.contains("/ui/admin/audit"), "{mine}");
+    for page in ["/ui/admin/agents", "/ui/admin/users", "/ui/admin/audit"] {
+        let (code, _, body) = browse(&vic, "GET", &url(page), &[]);
+        assert_eq!(code, 403, "{page}: {body}");
+        assert!(body.starts_with("<!doctype html>") && body.contains("`vic` lacks"), "{body}");
+    }
+    // Another user's token is not Vic's to revoke.
+    let row = after
+        .split("<tr>")
+        .find(|r| r.contains("<td>olga</td>") && r.contains("(this session)"))
+        .unwrap_or_else(|| panic!("{after}"));
+    let theirs = row.split("<code>").nth(1).unwrap().split('<').next().unwrap().to_string();
+    let (code, _, _) =
+        browse(&vic, "POST", &url(&format!("/ui/admin/tokens/{theirs}/revoke")), &[("csrf", &csrf_in(&mine))]);
+    assert_eq!(code, 303);
+    let (_, _, mine) = browse(&vic, "GET", &url("/ui/admin/tokens"), &[]);
+    assert!(mine.contains("The token was not revoked"), "{mine}");
+    let (code, _, _) = browse(&olga, "GET", &url("/ui/"), &[]);
+    assert_eq!(code, 200, "olga's session was revoked by vic");
+}
+
 /// Headless Chromium driven over WebDriver (Debian's chromedriver), one per test.
 struct Browser {
     url: String,

@@ -6,6 +6,7 @@
 //! as the API (`access::authorize`); forms carry a CSRF token derived from the session.
 //! English and Simplified Chinese ([`i18n`]).
 
+pub mod admin;
 pub mod i18n;
 pub mod live;
 pub mod log;
@@ -106,6 +107,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ui/pipelines/{id}/live"),
     ("GET", "/ui/pipelines/{id}/jobs/{index}/live"),
     ("POST", "/ui/pipelines/{id}/jobs/{index}/play"),
+    ("GET", "/ui/admin/projects"),
+    ("GET", "/ui/admin/agents"),
+    ("GET", "/ui/admin/users"),
+    ("GET", "/ui/admin/tokens"),
+    ("POST", "/ui/admin/tokens/{id}/revoke"),
+    ("GET", "/ui/admin/audit"),
 ];
 
 /// The routes (each has its rule in `access::RULES`).
@@ -130,6 +137,12 @@ pub fn routes() -> axum::Router<Arc<State>> {
         .route("/ui/pipelines/{id}/live", get(live::pipeline))
         .route("/ui/pipelines/{id}/jobs/{index}/live", get(live::job))
         .route("/ui/pipelines/{id}/jobs/{index}/play", post(play))
+        .route("/ui/admin/projects", get(admin::projects))
+        .route("/ui/admin/agents", get(admin::agents))
+        .route("/ui/admin/users", get(admin::users))
+        .route("/ui/admin/tokens", get(admin::tokens))
+        .route("/ui/admin/tokens/{id}/revoke", post(admin::revoke))
+        .route("/ui/admin/audit", get(admin::audit))
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -457,6 +470,11 @@ fn duration_text(ms: i64) -> String {
     if s < 60 { format!("{s}s") } else { format!("{}m {:02}s", s / 60, s % 60) }
 }
 
+/// A project's name as one segment of a path (`team/app` → `team%2Fapp`).
+fn path_of(project: &str) -> String {
+    project.replace('%', "%25").replace('/', "%2F")
+}
+
 fn may(s: &State, who: &Caller, verb: &str, resource: &str, project: &str) -> bool {
     who.may(&s.access(), &Permission::need(verb, resource), Some(project))
 }
@@ -518,7 +536,7 @@ async fn env_rows(s: &Arc<State>, who: &Caller) -> Vec<EnvRow> {
         };
         let updated = latest.as_ref().map(|l| l.finished_at_ms.or(l.started_at_ms).unwrap_or(l.created_at_ms));
         out.push(EnvRow {
-            project_path: project.replace('%', "%25").replace('/', "%2F"),
+            project_path: path_of(&project),
             version: current.as_ref().map(|c| c.version.clone()).unwrap_or_else(|| "—".into()),
             status: status.into(),
             updated_utc: updated.map(rfc3339),
