@@ -121,7 +121,7 @@ pub async fn projects(AxState(s): S, who: Caller, c: Chrome, headers: axum::http
             Vec::new()
         };
         rows.push(ProjectRow {
-            poll: p.poll_ms.map(|ms| super::duration_text(ms)).unwrap_or_default(),
+            poll: p.poll_ms.map(super::duration_text).unwrap_or_default(),
             has_secret: p.webhook_secret.is_some(),
             name: p.name,
             repo: p.repo,
