@@ -21,8 +21,10 @@
     for (var i = 0; i < times.length; i++) {
       var t = times[i], iso = t.getAttribute("datetime"), d = new Date(iso);
       if (isNaN(d.getTime())) { continue; }
-      t.textContent = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
-        pad(d.getHours()) + ":" + pad(d.getMinutes()) + " " + zoneName(d);
+      t.textContent = t.hasAttribute("data-seconds")
+        ? pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds())
+        : d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
+          pad(d.getHours()) + ":" + pad(d.getMinutes()) + " " + zoneName(d);
       t.title = iso;
     }
   }
@@ -89,6 +91,19 @@
     });
   }
 
+  // A rollout under way: its lines as the engine tells them; the page reloads when it ends.
+  function followRollout(ol) {
+    var url = ol.getAttribute("data-live-rollout");
+    if (!url || !window.EventSource) { return; }
+    var es = new EventSource(url);
+    es.addEventListener("lines", function (ev) {
+      ol.insertAdjacentHTML("beforeend", ev.data);
+      localTimes(ol);
+      ol.scrollTop = ol.scrollHeight;
+    });
+    es.addEventListener("end", function () { es.close(); window.location.reload(); });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
     confirmForms(document);
@@ -96,5 +111,7 @@
     if (main) { followPipeline(main); }
     var pre = document.querySelector("pre[data-live-log]");
     if (pre) { followLog(pre); }
+    var ol = document.querySelector("ol[data-live-rollout]");
+    if (ol) { followRollout(ol); }
   });
 })();

@@ -382,9 +382,64 @@ fn engine(s: &State, sink: slipway_deploy::Sink) -> Engine {
 }
 
 /// A sink that also hands the deploy's events of `project` to the notifications.
+/// An environment's last rollout, line by line as the engine told it (what the dashboard
+/// shows and follows while it goes on).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Rollout {
+    pub release: Option<i64>,
+    pub version: String,
+    /// (Unix ms, what happened), at most [`ROLLOUT_LINES`].
+    pub lines: Vec<(i64, String)>,
+    /// `Some(ok)` once it ended.
+    pub finished: Option<bool>,
+}
+
+const ROLLOUT_LINES: usize = 1000;
+
+fn record(s: &State, e: &Stamped<DeployEvent>) {
+    let now = slipway_model::time::now_ms();
+    let mut all = s.rollouts.lock().expect("rollouts lock");
+    let line = |r: &mut Rollout, text: String| {
+        if r.lines.len() < ROLLOUT_LINES {
+            r.lines.push((now, text));
+        }
+    };
+    match &e.event {
+        DeployEvent::DeployStarted { environment, release, version, reason, .. } => {
+            let mut r = Rollout { release: Some(*release), version: version.clone(), ..Rollout::default() };
+            line(&mut r, format!("{reason} of {version} (release #{release}) started"));
+            all.insert(environment.clone(), r);
+        }
+        DeployEvent::Progress { environment, message } => {
+            if let Some(r) = all.get_mut(environment).filter(|r| r.finished.is_none()) {
+                line(r, message.clone());
+            }
+        }
+        DeployEvent::ApprovalNeeded { environment, release, need, have, .. } => {
+            if let Some(r) = all.get_mut(environment).filter(|r| r.release == Some(*release)) {
+                line(r, format!("waiting for approvals: {have} of {need}"));
+            }
+        }
+        DeployEvent::Step { .. } => {}
+        DeployEvent::DeployFinished { ok, environment, status, error, unchanged, .. } => {
+            if let Some(r) = all.get_mut(environment).filter(|r| r.finished.is_none()) {
+                let text = match (ok, error) {
+                    (_, Some(e)) => format!("failed: {e}"),
+                    (true, None) if *unchanged => "nothing to do: it already runs".to_string(),
+                    (true, None) => format!("done: {}", status.map_or("healthy", |s| s.as_str())),
+                    (false, None) => "failed".to_string(),
+                };
+                line(r, text);
+                r.finished = Some(*ok);
+            }
+        }
+    }
+}
+
 fn notifying(s: &Arc<State>, project: &str, sink: slipway_deploy::Sink) -> slipway_deploy::Sink {
     let (s, project) = (Arc::clone(s), project.to_string());
     Arc::new(move |e: Stamped<DeployEvent>| {
+        record(&s, &e);
         if matches!(
             e.event,
             DeployEvent::DeployStarted { .. } | DeployEvent::DeployFinished { .. } | DeployEvent::ApprovalNeeded { .. }
@@ -420,21 +475,29 @@ pub(crate) async fn alert_rollback(
     let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
     let r = engine.alert_rollback(actor, &environment, why).await;
     let event = slipway_deploy::finished(env, &r);
+    record(s, &Stamped::now(event.clone()));
     crate::notify::deploy_event(s, project, &event).await;
     r.map(drop).map_err(|e| ServerError::Conflict(e.message))
 }
 
 /// A rollback a dashboard user asked for: to the release before, as the caller; the version
 /// it returned to, or why not.
-pub(crate) async fn rollback_now(s: &Arc<State>, who: &Caller, project: &str, env: &str) -> Result<String, String> {
+pub(crate) async fn rollback_now(
+    s: &Arc<State>,
+    who: &Caller,
+    project: &str,
+    env: &str,
+    to: Option<&str>,
+) -> Result<String, String> {
     let scope = scope(s, who, project).await.map_err(|e| e.to_string())?;
     let (environment, _) =
         find(environments_at(s, project, &scope.commit).await.map_err(|e| e.to_string())?, env, project)
             .map_err(|e| e.to_string())?;
     owned(s, &environment.name, project).await.map_err(|e| e.to_string())?;
     let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
-    let r = engine.rollback(&scope.actor, &environment, None).await;
+    let r = engine.rollback(&scope.actor, &environment, to).await;
     let done = slipway_deploy::finished(env, &r);
+    record(s, &Stamped::now(done.clone()));
     crate::notify::deploy_event(s, project, &done).await;
     match r {
         Ok(o) => Ok(o.release.version),
@@ -478,6 +541,7 @@ fn streamed(s: &Arc<State>, scope: Scope, env: Environment, req: Request) -> Res
     tokio::spawn(async move {
         let r = execute(&engine, &data, &scope, &env, req).await;
         let done = slipway_deploy::finished(&env.name, &r);
+        record(&state, &Stamped::now(done.clone()));
         crate::notify::deploy_event(&state, &scope.project.name, &done).await;
         let _ = tx.send(line(&Stamped::now(done)));
     });
@@ -566,10 +630,10 @@ pub(crate) fn untar(bytes: &[u8], dir: &Path) -> Result<(), String> {
 
 #[derive(serde::Deserialize, Default)]
 pub struct DeployQuery {
-    version: Option<String>,
-    image: Option<String>,
+    pub(crate) version: Option<String>,
+    pub(crate) image: Option<String>,
     #[serde(default)]
-    force: bool,
+    pub(crate) force: bool,
 }
 
 /// `POST /api/v1/projects/{name}/environments/{env}/deploy[?version=V][&image=REF][&force=true]`
@@ -622,7 +686,7 @@ pub async fn rollback(
 
 #[derive(serde::Deserialize)]
 pub struct PromoteQuery {
-    from: String,
+    pub(crate) from: String,
 }
 
 /// `POST /api/v1/projects/{name}/environments/{env}/promote?from=ENV`.

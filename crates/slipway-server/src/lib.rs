@@ -116,6 +116,8 @@ pub struct State {
     pub(crate) notifier: notify::Notifier,
     /// The job agents that asked for work since the server started (`name@token-user`).
     pub(crate) agents_seen: Mutex<HashMap<String, AgentSeen>>,
+    /// Each environment's last rollout as the engine told it, for the dashboard.
+    pub(crate) rollouts: Mutex<HashMap<String, deploys::Rollout>>,
 }
 
 /// A job agent as the server last heard from it.
@@ -206,6 +208,7 @@ impl Server {
             retention: config.retention,
             plans: Mutex::default(),
             agents_seen: Mutex::default(),
+            rollouts: Mutex::default(),
             driving: tokio::sync::Mutex::new(()),
             planning: tokio::sync::Mutex::new(()),
             starting: tokio::sync::Mutex::new(()),

@@ -3195,12 +3195,65 @@ fn the_dashboard_signs_in_shows_environments_and_rolls_back_for_those_who_may() 
     );
     let (code, _, _) = browse(&alice, "GET", &url("/ui/projects/shop/environments/nope"), &[]);
     assert_eq!(code, 404);
+    // The environment's page: the last rollout line by line, the charts, and for a deployer
+    // the buttons; a diff of two releases (artifacts and settings).
+    assert!(hist.contains("rollback of v1 (release #3) started") && hist.contains("done: healthy"), "{hist}");
+    assert!(hist.contains("Healthy instances") && hist.contains("Latency p95") && hist.contains("<polyline"), "{hist}");
+    assert!(hist.contains("Deploy again</button>") && hist.contains("Roll back to this</button>"), "{hist}");
+    let (code, _, diff) = browse(&alice, "GET", &url("/ui/projects/shop/environments/web/diff?from=1&to=2"), &[]);
+    assert_eq!(code, 200, "{diff}");
+    assert!(diff.contains("<strong>v1</strong>") && diff.contains("<strong>v2</strong>"), "{diff}");
+    assert!(diff.contains("changed</span>") && diff.contains("Both releases are of the same commit."), "{diff}");
+    assert!(diff.contains("<pre class=\"diff\">") && diff.contains("&#34;instances&#34;: 1"), "{diff}");
+    // Deploy v2 again from its row: started in the background, the page follows it.
+    let (code, head, _) = browse(
+        &alice,
+        "POST",
+        &url("/ui/projects/shop/environments/web/deploy"),
+        &[("csrf", &csrf_in(&hist)), ("version", "v2")],
+    );
+    assert_eq!(code, 303, "{head}");
+    assert!(head.contains("location: /ui/projects/shop/environments/web"), "{head}");
+    let (_, _, page) = browse(&alice, "GET", &url("/ui/projects/shop/environments/web"), &[]);
+    assert!(page.contains("Deploying v2 → web"), "{page}");
+    let t = Instant::now();
+    while served(&web).as_deref() != Some("v2") {
+        assert!(t.elapsed() < Duration::from_secs(30), "v2 never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = Instant::now();
+    loop {
+        let (_, _, page) = browse(&alice, "GET", &url("/ui/projects/shop/environments/web"), &[]);
+        if page.contains("deploy of v2 (release #4) started") && page.contains("done: healthy") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Back to v1 from the history row, for the checks below.
+    let (code, _, _) = browse(
+        &alice,
+        "POST",
+        &url("/ui/projects/shop/environments/web/rollback"),
+        &[("csrf", &csrf_in(&hist)), ("to", "v1"), ("back", "env")],
+    );
+    assert_eq!(code, 303);
+    assert_eq!(served(&web).as_deref(), Some("v1"));
     // A viewer sees the table without the button, and forging the form gets a 403 page.
     let (code, _, _) =
         browse(&vic, "POST", &url("/ui/login"), &[("user", "vic"), ("password", "vic has a long password")]);
     assert_eq!(code, 303);
     let (_, _, page) = browse(&vic, "GET", &url("/ui/environments"), &[]);
     assert!(page.contains("<td>v1</td>") && !page.contains("Roll back</button>"), "{page}");
+    let (_, _, envpage) = browse(&vic, "GET", &url("/ui/projects/shop/environments/web"), &[]);
+    assert!(envpage.contains("Healthy instances") && !envpage.contains("</button></form>"), "{envpage}");
+    let (code, _, forged) = browse(
+        &vic,
+        "POST",
+        &url("/ui/projects/shop/environments/web/deploy"),
+        &[("csrf", &csrf_in(&page)), ("version", "v2")],
+    );
+    assert!(code == 403 && forged.contains("`vic` lacks `deploy:environments/web`"), "{forged}");
     let (code, _, forged) = browse(&vic, "POST", &action, &[("csrf", &csrf_in(&page))]);
     assert_eq!(code, 403, "{forged}");
     assert!(
@@ -3499,6 +3552,27 @@ fn in_chromium_a_deployer_rolls_back_from_the_environments_page_and_a_viewer_onl
     }
     assert_eq!(served(&web).as_deref(), Some("v1"));
     b.screenshot("environments-rolled-back");
+    // The environment's page: v2 deployed again from its history row, its rollout followed
+    // live (a mark set in the page survives until the rollout has ended), then the charts,
+    // and the diff of the two releases.
+    b.go(&format!("{}/ui/projects/shop/environments/web", server.url));
+    b.js("window.slipwayMark = 3; var f = document.querySelector('input[name=version][value=v2]').form; f.querySelector('button').click(); return 1");
+    b.s("POST", "/alert/accept", None);
+    let t = Instant::now();
+    loop {
+        let v = b.js("return [document.querySelector('ol.rollout') ? document.querySelector('ol.rollout').innerText : '', document.body.innerText]");
+        let text = v[1].as_str().unwrap_or("");
+        if text.contains("deploy of v2") && text.contains("done: healthy") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served(&web).as_deref(), Some("v2"));
+    b.screenshot("environment");
+    b.click("a[href$='/diff']");
+    assert!(b.text().contains("Release diff") && b.text().contains("Artifacts"), "{}", b.text());
+    b.screenshot("release-diff");
     b.go(&format!("{}/ui/", server.url));
     assert!(b.text().contains("shop (main)") && b.text().contains("failed"), "{}", b.text());
     b.screenshot("overview");

@@ -7,6 +7,7 @@
 //! English and Simplified Chinese ([`i18n`]).
 
 pub mod admin;
+pub mod env;
 pub mod i18n;
 pub mod live;
 pub mod log;
@@ -107,6 +108,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ui/pipelines/{id}/live"),
     ("GET", "/ui/pipelines/{id}/jobs/{index}/live"),
     ("POST", "/ui/pipelines/{id}/jobs/{index}/play"),
+    ("POST", "/ui/projects/{name}/environments/{env}/deploy"),
+    ("POST", "/ui/projects/{name}/environments/{env}/promote"),
+    ("GET", "/ui/projects/{name}/environments/{env}/live"),
+    ("GET", "/ui/projects/{name}/environments/{env}/diff"),
     ("GET", "/ui/admin/projects"),
     ("GET", "/ui/admin/agents"),
     ("GET", "/ui/admin/users"),
@@ -124,14 +129,18 @@ pub fn routes() -> axum::Router<Arc<State>> {
         .route("/ui/logout", post(logout))
         .route("/ui/", get(overview))
         .route("/ui/environments", get(environments))
-        .route("/ui/projects/{name}/environments/{env}/rollback", post(rollback))
+        .route("/ui/projects/{name}/environments/{env}/rollback", post(env::rollback))
         .route("/ui/pipelines", get(pipelines))
         .route("/ui/pipelines/{id}", get(pipeline))
         .route("/ui/pipelines/{id}/cancel", post(cancel))
         .route("/ui/pipelines/{id}/retry", post(retry))
         .route("/ui/pipelines/{id}/jobs/{index}", get(job))
         .route("/ui/pipelines/{id}/jobs/{index}/raw", get(raw_log))
-        .route("/ui/projects/{name}/environments/{env}", get(history))
+        .route("/ui/projects/{name}/environments/{env}", get(env::page_of))
+        .route("/ui/projects/{name}/environments/{env}/deploy", post(env::deploy))
+        .route("/ui/projects/{name}/environments/{env}/promote", post(env::promote))
+        .route("/ui/projects/{name}/environments/{env}/live", get(env::live))
+        .route("/ui/projects/{name}/environments/{env}/diff", get(env::diff))
         .route("/ui/alerts", get(alerts))
         .route("/ui/projects/{name}/environments/{env}/approve", post(approve))
         .route("/ui/pipelines/{id}/live", get(live::pipeline))
@@ -608,26 +617,6 @@ async fn environments(AxState(s): S, who: Caller, c: Chrome) -> Response {
     page(p.render(), &c)
 }
 
-async fn rollback(
-    AxState(s): S,
-    who: Caller,
-    axum::Extension(session): axum::Extension<Session>,
-    headers: HeaderMap,
-    Path((name, env)): Path<(String, String)>,
-    body: Bytes,
-) -> Response {
-    if !csrf_ok(&session, &form_of(&body)) {
-        return bad_csrf();
-    }
-    let lang = lang_of(&headers, None);
-    let r = crate::deploys::rollback_now(&s, &who, &name, &env).await;
-    let (text, error) = match r {
-        Ok(version) => (format!("{} {env} → {version}", lang.s("env.rolled_back")), false),
-        Err(e) => (format!("{}: {e}", lang.s("env.rollback_failed")), true),
-    };
-    after("/ui/environments", &text, error)
-}
-
 // ----- pipelines -------------------------------------------------------------------------------
 
 struct RunRow {
@@ -1009,61 +998,6 @@ async fn raw_log(AxState(s): S, Path((id, index)): Path<(i64, usize)>) -> Respon
         bytes,
     )
         .into_response()
-}
-
-struct ReleaseRow {
-    id: i64,
-    version: String,
-    status: String,
-    reason: String,
-    duration: String,
-    actor: String,
-    pipeline: Option<i64>,
-    at_utc: String,
-    at_local: String,
-    detail: String,
-}
-
-#[derive(Template)]
-#[template(path = "history.html")]
-struct HistoryTpl<'a> {
-    t: Lang,
-    c: &'a Chrome,
-    project: String,
-    env: String,
-    releases: Vec<ReleaseRow>,
-}
-
-/// An environment's releases, newest first: outcome, reason, duration, who, which pipeline, why.
-async fn history(AxState(s): S, c: Chrome, Path((project, env)): Path<(String, String)>) -> Response {
-    let owned = s.monitor.environments().into_iter().any(|(n, p, _)| n == env && p == project);
-    if !owned {
-        return refused(
-            StatusCode::NOT_FOUND,
-            &format!("project `{project}` has no environment `{env}` deployed here"),
-        );
-    }
-    let releases = s
-        .store
-        .history(&env, 200)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| ReleaseRow {
-            id: r.id,
-            version: r.version.clone(),
-            status: r.status.as_str().into(),
-            reason: r.reason.to_string(),
-            duration: r.duration_ms().map(duration_text).unwrap_or_default(),
-            actor: r.actor.clone(),
-            pipeline: r.pipeline.as_ref().map(|p| p.pipeline),
-            at_utc: rfc3339(r.created_at_ms),
-            at_local: short_time(r.created_at_ms),
-            detail: r.status_detail.clone().unwrap_or_default(),
-        })
-        .collect();
-    let t = HistoryTpl { t: c.t, c: &c, project, env, releases };
-    page(t.render(), &c)
 }
 
 struct RuleRow {
