@@ -79,7 +79,7 @@ fn owned(s: &State, project: &str, env: &str) -> Result<(), Box<Response>> {
         false => Err(Box::new(refused(
             StatusCode::NOT_FOUND,
             &format!("project `{project}` has no environment `{env}` deployed here"),
-        )),
+        ))),
     }
 }
 
