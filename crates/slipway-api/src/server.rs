@@ -190,6 +190,9 @@ pub struct JobFinish {
     pub status: String,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
+    /// The percentage the job's `coverage:` regex found in its log.
+    #[serde(default)]
+    pub coverage: Option<f64>,
 }
 
 /// An agent connected to the server, which can host environments (`GET /api/v1/agents`).

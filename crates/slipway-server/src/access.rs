@@ -104,6 +104,8 @@ pub const RULES: &[Rule] = &[
     rule("POST", "/ui/projects/{name}/environments/{env}/promote", Project("deploy", "environments"), ""),
     rule("GET", "/ui/projects/{name}/environments/{env}/live", Project("read", "environments"), ""),
     rule("GET", "/ui/projects/{name}/environments/{env}/diff", Project("read", "environments"), ""),
+    rule("GET", "/ui/pipelines/{id}/tests", Pipeline("read", "pipelines"), ""),
+    rule("GET", "/ui/projects/{name}/tests", Project("read", "pipelines"), ""),
     rule("GET", "/ui/admin/projects", Page, ""),
     rule("GET", "/ui/admin/agents", Server("read", "settings"), ""),
     rule("GET", "/ui/admin/users", Server("read", "users"), ""),

@@ -89,9 +89,10 @@ pub async fn upload(
         None => Some(DEFAULT_EXPIRE),
     };
     let size = bytes.len() as i64;
-    let digest = put_blob(&s.data_dir, bytes).await?;
+    let digest = put_blob(&s.data_dir, bytes.clone()).await?;
     let expires = expire.map(|d| slipway_model::time::now_ms() + d.as_millis() as i64);
     s.store.put_job_artifacts(run, index as i64, &digest, size, expires).await?;
+    crate::reports::record(&s, &row, index, &plan, bytes).await;
     Ok((StatusCode::CREATED, axum::Json(serde_json::json!({"digest": digest, "size": size}))).into_response())
 }
 

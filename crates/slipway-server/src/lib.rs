@@ -12,6 +12,7 @@ pub mod deploys;
 pub mod monitor;
 pub mod notify;
 pub mod pipelines;
+pub mod reports;
 pub mod schedules;
 pub mod secrets;
 pub mod tunnel;

@@ -269,9 +269,10 @@ async fn run_one(client: &Arc<Client>, job: JobAssignment) {
             .into(),
             exit_code: end.exit_code,
             reason: end.reason,
+            coverage: end.coverage,
         },
-        Ok(Err(why)) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(why) },
-        Err(e) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(e.to_string()) },
+        Ok(Err(why)) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(why), coverage: None },
+        Err(e) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(e.to_string()), coverage: None },
     };
     // Handed back: the server queues it again; what it did so far is not its end.
     let (path, body) = match *client.handing_back.borrow() {

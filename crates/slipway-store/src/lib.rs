@@ -15,6 +15,7 @@ mod access;
 mod locks;
 mod notify;
 mod releases;
+mod reports;
 mod row;
 mod runs;
 mod schedules;
@@ -33,6 +34,7 @@ pub use access::{
 };
 pub use locks::Lock;
 pub use notify::{Delivery, NewDelivery, SilenceRow};
+pub use reports::{CoverageRow, TestCase, TestCaseRow};
 pub use runs::{ClaimedJob, JobRow, JobToken, NewRun, RunId, RunRow};
 pub use schedules::Schedule;
 pub use server::{JobStats, Project};

@@ -51,6 +51,46 @@ on_both! {
     agents_take_only_jobs_whose_tags_they_have => sqlite_agents_take_only_jobs_whose_tags_they_have, postgres_agents_take_only_jobs_whose_tags_they_have;
     an_adopted_release_keeps_its_id_and_later_ones_follow => sqlite_an_adopted_release_keeps_its_id_and_later_ones_follow, postgres_an_adopted_release_keeps_its_id_and_later_ones_follow;
     notifications_are_queued_with_their_state_and_retried => sqlite_notifications_are_queued_with_their_state_and_retried, postgres_notifications_are_queued_with_their_state_and_retried;
+    test_reports_and_coverage_are_kept_per_attempt => sqlite_test_reports_and_coverage_are_kept_per_attempt, postgres_test_reports_and_coverage_are_kept_per_attempt;
+}
+
+async fn test_reports_and_coverage_are_kept_per_attempt(db: Db) {
+    let store = db.open().await;
+    let case = |name: &str, status: &str, ms: i64| crate::TestCase {
+        suite: "shop".into(),
+        classname: "shop/cart".into(),
+        name: name.into(),
+        status: status.into(),
+        time_ms: ms,
+        message: (status == "failed").then(|| "want 3, got 2".into()),
+    };
+    let a = store.create_run(&run(&["test"])).await.expect("run");
+    store
+        .put_test_cases(a, 0, 1, "app", "test", &[case("TestAdd", "failed", 12), case("TestSum", "passed", 3)])
+        .await
+        .expect("cases");
+    // The same attempt again replaces; a second attempt adds.
+    store
+        .put_test_cases(a, 0, 1, "app", "test", &[case("TestAdd", "failed", 12), case("TestSum", "passed", 3)])
+        .await
+        .expect("again");
+    store.put_test_cases(a, 0, 2, "app", "test", &[case("TestAdd", "passed", 10)]).await.expect("retry");
+    let cases = store.test_cases(a).await.expect("cases");
+    assert_eq!(cases.len(), 3, "{cases:?}");
+    assert_eq!(cases[0].case.message.as_deref(), Some("want 3, got 2"));
+    let b = store.create_run(&run(&["test"])).await.expect("run");
+    store.put_test_cases(b, 0, 1, "app", "test", &[case("TestAdd", "passed", 9)]).await.expect("cases");
+    let h = store.test_history("app", "shop/cart", "TestAdd", 10).await.expect("history");
+    assert_eq!(
+        h.iter().map(|r| (r.run, r.attempt, r.case.status.as_str())).collect::<Vec<_>>(),
+        [(b, 1, "passed"), (a, 2, "passed"), (a, 1, "failed")]
+    );
+    store.put_coverage(a, 0, "app", "test", Some("main"), 71.25).await.expect("coverage");
+    store.put_coverage(b, 0, "app", "test", Some("main"), 80.0).await.expect("coverage");
+    store.put_coverage(b, 0, "app", "test", Some("main"), 81.5).await.expect("coverage again");
+    let trend = store.coverage_trend("app", "test", Some("main"), 10).await.expect("trend");
+    assert_eq!(trend.iter().map(|c| (c.run, c.percent)).collect::<Vec<_>>(), [(a, 71.25), (b, 81.5)]);
+    assert_eq!(store.coverage(b).await.expect("coverage")[0].percent, 81.5);
 }
 
 async fn notifications_are_queued_with_their_state_and_retried(db: Db) {

@@ -3277,6 +3277,100 @@ fn the_dashboard_signs_in_shows_environments_and_rolls_back_for_those_who_may() 
     eprintln!("overview served in {:?} (curl included)", t.elapsed());
 }
 
+/// A pipeline's test report from the JUnit files its jobs list under
+/// `artifacts:reports:junit`: failures first with their message, a test that failed and then
+/// passed when the failed job was retried shown as flaky, the slowest tests, the coverage that the
+/// job's `coverage:` regex read from its log with its trend across pipelines, and one test's
+/// history.
+#[test]
+fn a_pipelines_test_report_shows_failures_flaky_and_slow_tests_and_coverage_with_its_trend() {
+    let case = |name: &str, time: &str, fail: &str| {
+        let body = if fail.is_empty() {
+            String::new()
+        } else {
+            format!("<failure message=\\\"{fail}\\\">{fail} at cart_test.go:9</failure>")
+        };
+        format!("<testcase classname=\\\"shop/cart\\\" name=\\\"{name}\\\" time=\\\"{time}\\\">{body}</testcase>")
+    };
+    let first = format!(
+        "<testsuite name=\\\"shop/cart\\\">{}{}</testsuite>",
+        case("TestAdd", "0.01", "want 3"),
+        case("TestSlow", "2.5", "")
+    );
+    let second = format!(
+        "<testsuite name=\\\"shop/cart\\\">{}{}{}</testsuite>",
+        case("TestAdd", "0.01", ""),
+        case("TestSlow", "2.5", ""),
+        case("TestBroken", "0.2", "nil map")
+    );
+    let yml = format!(
+        "test:\n  coverage: '/coverage: \\d+\\.\\d+%/'\n  script:\n    - mkdir -p out\n    - 'if [ ! -e \"$MARK\" ]; then touch \"$MARK\"; printf \"{first}\" > out/report.xml; exit 1; fi'\n    - 'printf \"{second}\" > out/report.xml'\n    - 'echo \"coverage: $COV% of statements\"'\n  artifacts:\n    when: always\n    reports:\n      junit: out/*.xml\n"
+    );
+    let repo = Repo::new(&[(".slipway.yml", &yml)]);
+    let server = Server::start_with(&["--with-agent"]);
+    server.add_project("shop", &repo);
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("mark");
+    let vars = |cov: &str| format!(r#"{{"variables": [["MARK", "{}"], ["COV", "{cov}"]]}}"#, mark.display());
+    // The first run fails; retried, it passes: its test is flaky.
+    let a = server.trigger("shop", Some(&vars("70.0")));
+    let v = server.wait(a, Duration::from_secs(60));
+    assert_eq!(v["status"], "failed", "{v}");
+    let (code, body) = server.call("POST", &format!("/api/v1/pipelines/{a}/retry"), None);
+    assert_eq!(code, 200, "{body}");
+    let v = server.wait(a, Duration::from_secs(60));
+    assert_eq!(v["status"], "success", "{v}");
+    let b = server.trigger("shop", Some(&vars("81.3")));
+    assert_eq!(server.wait(b, Duration::from_secs(60))["status"], "success");
+    let url = |p: &str| format!("{}{p}", server.url);
+    let get = |p: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-H", &format!("Authorization: Bearer {}", server.admin), &url(p)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let page = get(&format!("/ui/pipelines/{a}"));
+    assert!(
+        page.contains(&format!("/ui/pipelines/{a}/tests")) && page.contains("3 tests") && page.contains("1 failed"),
+        "{page}"
+    );
+    let report = get(&format!("/ui/pipelines/{a}/tests"));
+    let section = |title: &str| {
+        report
+            .split(title)
+            .nth(1)
+            .and_then(|r| r.split("<h2>").next())
+            .unwrap_or_else(|| panic!("no {title}: {report}"))
+            .to_string()
+    };
+    let failures = section("Failures</h2>");
+    assert!(
+        failures.contains("TestBroken")
+            && failures.contains("nil map at cart_test.go:9")
+            && !failures.contains("TestAdd"),
+        "{failures}"
+    );
+    let flaky = section("Flaky: failed, then passed when the job was retried</h2>");
+    assert!(flaky.contains("TestAdd") && flaky.contains("want 3"), "{flaky}");
+    let slowest = section("Slowest tests</h2>");
+    assert!(slowest.find("TestSlow") < slowest.find("TestBroken"), "{slowest}");
+    assert!(report.contains("<strong>70.0%</strong>"), "{report}");
+    let report = get(&format!("/ui/pipelines/{b}/tests"));
+    assert!(
+        report.contains("<strong>81.3%</strong>") && report.contains("+11.3") && report.contains("svg class=\"spark\""),
+        "{report}"
+    );
+    let hist = get("/ui/projects/shop/tests?class=shop%2Fcart&name=TestAdd");
+    assert!(
+        hist.contains("2 passed, of the last 3 runs")
+            && hist.contains(&format!("#{a}"))
+            && hist.contains(&format!("#{b}")),
+        "{hist}"
+    );
+    assert!(hist.contains("status failed") && hist.contains("want 3"), "{hist}");
+}
+
 /// The admin pages: projects with their webhook URLs and schedules, the agents with their
 /// version and state, users with their roles, tokens revoked from the page (which ends that
 /// browser session), the audit log with its chain checked and the revocation in it; a viewer

@@ -11,6 +11,7 @@ pub mod env;
 pub mod i18n;
 pub mod live;
 pub mod log;
+pub mod reports;
 
 use std::sync::{Arc, LazyLock};
 
@@ -112,6 +113,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/ui/projects/{name}/environments/{env}/promote"),
     ("GET", "/ui/projects/{name}/environments/{env}/live"),
     ("GET", "/ui/projects/{name}/environments/{env}/diff"),
+    ("GET", "/ui/pipelines/{id}/tests"),
+    ("GET", "/ui/projects/{name}/tests"),
     ("GET", "/ui/admin/projects"),
     ("GET", "/ui/admin/agents"),
     ("GET", "/ui/admin/users"),
@@ -146,6 +149,8 @@ pub fn routes() -> axum::Router<Arc<State>> {
         .route("/ui/pipelines/{id}/live", get(live::pipeline))
         .route("/ui/pipelines/{id}/jobs/{index}/live", get(live::job))
         .route("/ui/pipelines/{id}/jobs/{index}/play", post(play))
+        .route("/ui/pipelines/{id}/tests", get(reports::tests))
+        .route("/ui/projects/{name}/tests", get(reports::history))
         .route("/ui/admin/projects", get(admin::projects))
         .route("/ui/admin/agents", get(admin::agents))
         .route("/ui/admin/users", get(admin::users))
@@ -733,6 +738,7 @@ struct PipelineTpl<'a> {
     p: PipelinePage,
     graph: String,
     may_write: bool,
+    tests: Option<reports::Summary>,
 }
 
 fn job_row(j: &slipway_api::server::JobView) -> JobRow {
@@ -853,7 +859,8 @@ async fn pipeline(AxState(s): S, who: Caller, c: Chrome, Path(id): Path<i64>) ->
         jobs: v.jobs.iter().map(job_row).collect(),
     };
     let may_write = may(&s, &who, "write", "pipelines", &v.project);
-    let t = PipelineTpl { t: c.t, c: &c, p, graph, may_write };
+    let tests = reports::summary(&s, id).await;
+    let t = PipelineTpl { t: c.t, c: &c, p, graph, may_write, tests };
     page(t.render(), &c)
 }
 
