@@ -3371,6 +3371,43 @@ fn a_pipelines_test_report_shows_failures_flaky_and_slow_tests_and_coverage_with
     assert!(hist.contains("status failed") && hist.contains("want 3"), "{hist}");
 }
 
+/// A 100,000-line log is served a page of 1,000 lines at a time (the last page first, small
+/// enough for a phone), every page reachable, and a search finds a line on any page.
+#[test]
+fn a_100000_line_log_is_served_a_page_at_a_time_and_searched_whole() {
+    let repo = Repo::new(&[(".slipway.yml", "long:\n  script: ['seq 1 100000 | sed \"s/^/line /\"']\n")]);
+    let server = Server::start_with(&["--with-agent"]);
+    server.add_project("shop", &repo);
+    let run = server.trigger("shop", None);
+    assert_eq!(server.wait(run, Duration::from_secs(60))["status"], "success");
+    let get = |p: &str| {
+        let t = Instant::now();
+        let out = Command::new("curl")
+            .args(["-sS", "-H", &format!("Authorization: Bearer {}", server.admin), &format!("{}{p}", server.url)])
+            .output()
+            .unwrap();
+        (String::from_utf8_lossy(&out.stdout).to_string(), t.elapsed())
+    };
+    let (last, took) = get(&format!("/ui/pipelines/{run}/jobs/0"));
+    eprintln!("the last page of a 100,000-line log: {} bytes in {took:?} (debug build)", last.len());
+    assert!(
+        last.contains("Page 101 / 101") && last.contains("id=\"L100002\"") && !last.contains("id=\"L99000\""),
+        "{}",
+        &last[..2000.min(last.len())]
+    );
+    let (first, took) = get(&format!("/ui/pipelines/{run}/jobs/0?page=1"));
+    eprintln!("a full page of it: {} bytes in {took:?} (debug build)", first.len());
+    assert!(first.len() < 150_000, "{} bytes", first.len());
+    assert!(first.contains("id=\"L1\"") && first.contains("rel=\"last\""), "{}", &first[..2000.min(first.len())]);
+    let (found, took) = get(&format!("/ui/pipelines/{run}/jobs/0?q=line+77777"));
+    eprintln!("searching 100,000 lines: {took:?}");
+    assert!(
+        found.contains("1 matching lines") && found.contains("?page=78#L77780"),
+        "{}",
+        &found[..3000.min(found.len())]
+    );
+}
+
 /// The admin pages: projects with their webhook URLs and schedules, the agents with their
 /// version and state, users with their roles, tokens revoked from the page (which ends that
 /// browser session), the audit log with its chain checked and the revocation in it; a viewer

@@ -3,7 +3,7 @@
 //! `section_end:TIME:NAME`) as `<details>`, everything else escaped.
 
 /// Lines per page: a 100,000-line log is read a page at a time.
-pub const PAGE_LINES: usize = 5_000;
+pub const PAGE_LINES: usize = 1_000;
 
 fn escape(s: &str, out: &mut String) {
     for c in s.chars() {
