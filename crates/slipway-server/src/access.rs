@@ -106,6 +106,8 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/ui/projects/{name}/environments/{env}/diff", Project("read", "environments"), ""),
     rule("GET", "/ui/pipelines/{id}/tests", Pipeline("read", "pipelines"), ""),
     rule("GET", "/ui/projects/{name}/tests", Project("read", "pipelines"), ""),
+    rule("POST", "/ui/silences", Owned("rollback", "environments"), ""),
+    rule("POST", "/ui/silences/{id}/expire", Owned("rollback", "environments"), ""),
     rule("GET", "/ui/admin/projects", Page, ""),
     rule("GET", "/ui/admin/agents", Server("read", "settings"), ""),
     rule("GET", "/ui/admin/users", Server("read", "users"), ""),

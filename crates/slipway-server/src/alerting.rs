@@ -110,7 +110,12 @@ fn parse_time(s: &str, field: &str) -> Result<i64, ServerError> {
     })
 }
 
-async fn add(s: &State, who: &Caller, n: NewSilence, project: Option<&str>) -> Result<Response, ServerError> {
+pub(crate) async fn add(
+    s: &State,
+    who: &Caller,
+    n: NewSilence,
+    project: Option<&str>,
+) -> Result<Response, ServerError> {
     let mut matchers = Vec::new();
     for (i, m) in n.matchers.iter().enumerate() {
         let op = match (m.is_regex, m.is_equal) {

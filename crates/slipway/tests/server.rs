@@ -3230,6 +3230,29 @@ fn the_dashboard_signs_in_shows_environments_and_rolls_back_for_those_who_may() 
         assert!(t.elapsed() < Duration::from_secs(30), "{page}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Silences made and ended from the alerts page; a bad matcher is told, nothing made.
+    let (_, _, alerts) = browse(&alice, "GET", &url("/ui/alerts"), &[]);
+    assert!(alerts.contains("action=\"/ui/silences\""), "{alerts}");
+    let csrf = csrf_in(&alerts);
+    let silence = |m: &str| {
+        let form = [("csrf", csrf.as_str()), ("matchers", m), ("duration", "1h"), ("comment", "maintenance")];
+        browse(&alice, "POST", &url("/ui/silences"), &form).0
+    };
+    assert_eq!(silence("alertname"), 303);
+    let (_, _, page) = browse(&alice, "GET", &url("/ui/alerts"), &[]);
+    assert!(page.contains("No silence was made") && page.contains("is not a matcher"), "{page}");
+    assert_eq!(silence("alertname=\"InstanceDown\" project=\"shop\""), 303);
+    let (_, _, page) = browse(&alice, "GET", &url("/ui/alerts"), &[]);
+    assert!(
+        page.contains("Silenced") && page.contains("alertname=&#34;InstanceDown&#34;") && page.contains("maintenance"),
+        "{page}"
+    );
+    let sid = page.split("action=\"/ui/silences/").nth(1).unwrap().split('/').next().unwrap().to_string();
+    let (code, _, _) =
+        browse(&alice, "POST", &url(&format!("/ui/silences/{sid}/expire")), &[("csrf", &csrf_in(&page))]);
+    assert_eq!(code, 303);
+    let (_, _, page) = browse(&alice, "GET", &url("/ui/alerts"), &[]);
+    assert!(page.contains(&format!("Ended silence {sid}")), "{page}");
     // Back to v1 from the history row, for the checks below.
     let (code, _, _) = browse(
         &alice,

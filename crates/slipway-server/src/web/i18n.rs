@@ -263,6 +263,14 @@ const EN: &[(&str, &str)] = &[
     ("tests.link", "Test report"),
     ("status.passed", "passed"),
     ("status.error", "error"),
+    ("alerts.for", "For"),
+    ("alerts.silence", "Silence"),
+    ("alerts.silenced", "Silenced"),
+    ("alerts.silence_failed", "No silence was made"),
+    ("alerts.expire", "End now"),
+    ("alerts.confirm_expire", "End the silence"),
+    ("alerts.expired", "Ended silence"),
+    ("alerts.expire_failed", "The silence did not end"),
 ];
 
 const ZH: &[(&str, &str)] = &[
@@ -520,6 +528,14 @@ const ZH: &[(&str, &str)] = &[
     ("tests.link", "测试报告"),
     ("status.passed", "通过"),
     ("status.error", "错误"),
+    ("alerts.for", "持续"),
+    ("alerts.silence", "静默"),
+    ("alerts.silenced", "已静默"),
+    ("alerts.silence_failed", "未创建静默"),
+    ("alerts.expire", "立即结束"),
+    ("alerts.confirm_expire", "确认结束静默"),
+    ("alerts.expired", "已结束静默"),
+    ("alerts.expire_failed", "静默未结束"),
 ];
 
 impl Lang {

@@ -115,6 +115,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ui/projects/{name}/environments/{env}/diff"),
     ("GET", "/ui/pipelines/{id}/tests"),
     ("GET", "/ui/projects/{name}/tests"),
+    ("POST", "/ui/silences"),
+    ("POST", "/ui/silences/{id}/expire"),
     ("GET", "/ui/admin/projects"),
     ("GET", "/ui/admin/agents"),
     ("GET", "/ui/admin/users"),
@@ -151,6 +153,8 @@ pub fn routes() -> axum::Router<Arc<State>> {
         .route("/ui/pipelines/{id}/jobs/{index}/play", post(play))
         .route("/ui/pipelines/{id}/tests", get(reports::tests))
         .route("/ui/projects/{name}/tests", get(reports::history))
+        .route("/ui/silences", post(silence_add))
+        .route("/ui/silences/{id}/expire", post(silence_expire))
         .route("/ui/admin/projects", get(admin::projects))
         .route("/ui/admin/agents", get(admin::agents))
         .route("/ui/admin/users", get(admin::users))
@@ -444,6 +448,8 @@ struct AlertRow {
     state: String,
     labels: String,
     summary: String,
+    /// The alerts page with the new-silence form filled with this alert's labels.
+    silence: String,
 }
 
 struct WaitRow {
@@ -610,6 +616,19 @@ async fn overview(AxState(s): S, who: Caller, c: Chrome) -> Response {
             state: if a.state == slipway_monitor::rules::State::Firing { "firing".into() } else { "pending".into() },
             labels: labels.join(" "),
             summary: a.annotations.get("summary").cloned().unwrap_or_default(),
+            silence: format!(
+                "/ui/alerts?matchers={}#silence",
+                form_urlencoded::byte_serialize(
+                    a.labels
+                        .iter()
+                        .filter(|(k, _)| matches!(k.as_str(), "alertname" | "project" | "environment"))
+                        .map(|(k, v)| format!("{k}={v:?}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .as_bytes()
+                )
+                .collect::<String>()
+            ),
         });
     }
     let p = Overview { t: c.t, c: &c, projects, envs, alerts, waiting };
@@ -1022,6 +1041,7 @@ struct SilenceRow {
     ends: String,
     by: String,
     comment: String,
+    may_expire: bool,
 }
 
 struct DeliveryRow {
@@ -1042,6 +1062,10 @@ struct AlertsTpl<'a> {
     rules: Vec<RuleRow>,
     silences: Vec<SilenceRow>,
     deliveries: Vec<DeliveryRow>,
+    /// The caller may make silences (holds `rollback:environments` somewhere).
+    may_silence: bool,
+    /// The new-silence form's matchers, as a link to it filled them in.
+    prefill: String,
 }
 
 /// The alert rules the caller may read with their state, the silences, the delivery log.
@@ -1089,6 +1113,12 @@ async fn alerts(AxState(s): S, who: Caller, c: Chrome) -> Response {
                 ends: v.ends_at,
                 by: x.created_by.clone(),
                 comment: x.comment.clone(),
+                may_expire: v.status["state"] != "expired"
+                    && who.may(
+                        &s.access(),
+                        &Permission::need("rollback", "environments"),
+                        crate::alerting::project_of(&x.matchers),
+                    ),
             }
         })
         .collect();
@@ -1117,8 +1147,75 @@ async fn alerts(AxState(s): S, who: Caller, c: Chrome) -> Response {
             }
         })
         .collect();
-    let t = AlertsTpl { t: c.t, c: &c, rules, silences, deliveries };
+    let need = Permission::need("rollback", "environments");
+    let mut may_silence = who.may(&s.access(), &need, None);
+    for p in s.store.projects().await.unwrap_or_default() {
+        may_silence = may_silence || who.may(&s.access(), &need, Some(&p.name));
+    }
+    let prefill = c.query.get("matchers").cloned().unwrap_or_default();
+    let t = AlertsTpl { t: c.t, c: &c, rules, silences, deliveries, may_silence, prefill };
     page(t.render(), &c)
+}
+
+/// `POST /ui/silences` (form: `matchers` as amtool writes them, `duration`, `comment`):
+/// through the API's own checks (who may silence what, a matcher that matches something).
+async fn silence_add(
+    AxState(s): S,
+    who: Caller,
+    c: Chrome,
+    axum::Extension(session): axum::Extension<Session>,
+    body: Bytes,
+) -> Response {
+    use slipway_monitor::notify::{MatchOp, Matcher};
+    let form = form_of(&body);
+    if !csrf_ok(&session, &form) {
+        return bad_csrf();
+    }
+    let text = form.get("matchers").cloned().unwrap_or_default();
+    let back = format!("/ui/alerts?matchers={}", form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>());
+    let matchers = match Matcher::parse_list(&text.split_whitespace().collect::<Vec<_>>().join(",")) {
+        Ok(m) => m,
+        Err(e) => return after(&back, &format!("{}: {e}", c.t.s("alerts.silence_failed")), true),
+    };
+    let n = crate::alerting::NewSilence {
+        matchers: matchers
+            .iter()
+            .map(|m| crate::alerting::MatcherView {
+                name: m.name.clone(),
+                value: m.value.clone(),
+                is_regex: matches!(m.op, MatchOp::Re | MatchOp::Nre),
+                is_equal: matches!(m.op, MatchOp::Eq | MatchOp::Re),
+            })
+            .collect(),
+        starts_at: None,
+        ends_at: None,
+        duration: Some(form.get("duration").cloned().unwrap_or_else(|| "2h".into())),
+        comment: form.get("comment").cloned().unwrap_or_default(),
+        created_by: None,
+        id: None,
+    };
+    match crate::alerting::add(&s, &who, n, None).await {
+        Ok(_) => after("/ui/alerts", c.t.s("alerts.silenced"), false),
+        Err(e) => after(&back, &format!("{}: {e}", c.t.s("alerts.silence_failed")), true),
+    }
+}
+
+/// `POST /ui/silences/{id}/expire`: ends a silence now.
+async fn silence_expire(
+    AxState(s): S,
+    who: Caller,
+    c: Chrome,
+    axum::Extension(session): axum::Extension<Session>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if !csrf_ok(&session, &form_of(&body)) {
+        return bad_csrf();
+    }
+    match crate::alerting::expire_silence(AxState(Arc::clone(&s)), who, Path(id.clone())).await {
+        Ok(_) => after("/ui/alerts", &format!("{} {id}", c.t.s("alerts.expired")), false),
+        Err(e) => after("/ui/alerts", &format!("{}: {e}", c.t.s("alerts.expire_failed")), true),
+    }
 }
 
 /// Approves a waiting release as the signed-in user, through the API's own handler (four eyes
