@@ -3590,6 +3590,27 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// What the page gets wrong for a keyboard or a screen reader: a form field without a
+    /// label, a button or link without a name, a graphic without a text, no language.
+    fn a11y(&self) -> Vec<String> {
+        let v = self.js(
+            "var bad = [];
+             if (!document.documentElement.lang) bad.push('no lang on <html>');
+             document.querySelectorAll('input:not([type=hidden]), select, textarea').forEach(function (e) {
+               var named = e.labels && e.labels.length > 0 || e.getAttribute('aria-label');
+               if (!named) bad.push('unlabelled ' + e.outerHTML.slice(0, 80));
+             });
+             document.querySelectorAll('button, a[href]').forEach(function (e) {
+               if (!(e.textContent.trim() || e.getAttribute('aria-label'))) bad.push('nameless ' + e.outerHTML.slice(0, 80));
+             });
+             document.querySelectorAll('svg').forEach(function (e) {
+               if (!e.getAttribute('aria-label')) bad.push('svg without aria-label');
+             });
+             return bad;",
+        );
+        v.as_array().unwrap().iter().map(|x| format!("{} at {}", x.as_str().unwrap_or(""), self.title())).collect()
+    }
+
     /// Runs a script in the page and returns what it returns.
     fn js(&self, script: &str) -> serde_json::Value {
         self.s("POST", "/execute/sync", Some(serde_json::json!({"script": script, "args": []})))
@@ -3636,8 +3657,11 @@ impl Browser {
         self.s("GET", "/title", None).as_str().unwrap_or_default().to_string()
     }
 
-    /// Saves a screenshot under the test's target directory (kept as an artifact).
+    /// Saves a screenshot under the test's target directory (kept as an artifact), after
+    /// checking the page for keyboard and screen-reader faults.
     fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let faults = self.a11y();
+        assert!(faults.is_empty(), "{name}: {faults:?}");
         use base64::Engine as _;
         let png = self.s("GET", "/screenshot", None);
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
@@ -3795,6 +3819,17 @@ fn in_chromium_a_deployer_rolls_back_from_the_environments_page_and_a_viewer_onl
     b.click("a[hreflang=zh]");
     assert!(b.text().contains("当前部署版本"), "{}", b.text());
     b.screenshot("overview-zh");
+    // The other pages a deployer opens, each checked for keyboard and screen-reader faults.
+    for (path, name) in [
+        ("/ui/pipelines?lang=en", "pipelines"),
+        (&*format!("/ui/pipelines/{run}/tests"), "tests"),
+        ("/ui/alerts", "alerts"),
+        ("/ui/admin/projects", "admin-projects"),
+        ("/ui/admin/tokens", "admin-tokens"),
+    ] {
+        b.go(&format!("{}{path}", server.url));
+        b.screenshot(name);
+    }
     let errors = b.console_errors();
     assert!(errors.is_empty(), "{errors:?}");
     // A viewer reads the same table with no button.
