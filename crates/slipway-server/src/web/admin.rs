@@ -6,13 +6,12 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use slipway_model::time::{now_ms, rfc3339};
 
-use super::{Chrome, Session, after, bad_csrf, csrf_ok, form_of, may, page, refused, short_time};
+use super::{Chrome, Form, after, may, page, refused, short_time};
 use crate::State;
 use crate::access::Caller;
 use i18n::Lang;
@@ -326,17 +325,7 @@ pub async fn tokens(AxState(s): S, who: Caller, c: Chrome) -> Response {
 }
 
 /// Revokes a token through the API's own handler (a user's own, or any with `write:users`).
-pub async fn revoke(
-    AxState(s): S,
-    who: Caller,
-    c: Chrome,
-    axum::Extension(session): axum::Extension<Session>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    if !csrf_ok(&session, &form_of(&body)) {
-        return bad_csrf();
-    }
+pub async fn revoke(AxState(s): S, who: Caller, c: Chrome, Path(id): Path<String>, _form: Form) -> Response {
     let r = crate::users::revoke_token(AxState(Arc::clone(&s)), who, Path(id.clone())).await;
     match r {
         Ok(_) => after("/ui/admin/tokens", &format!("{} {id}", c.t.s("admin.revoked")), false),

@@ -18,10 +18,7 @@ use slipway_model::release::{Release, ReleaseStatus};
 use slipway_model::time::{now_ms, rfc3339};
 
 use super::i18n::Lang;
-use super::{
-    Chrome, Session, after, bad_csrf, csrf_ok, duration_text, form_of, html_escape, may, page, path_of, refused,
-    short_time,
-};
+use super::{Chrome, Form, after, duration_text, html_escape, may, page, path_of, refused, short_time};
 use crate::State;
 use crate::access::Caller;
 
@@ -189,14 +186,9 @@ pub async fn deploy(
     AxState(s): S,
     who: Caller,
     c: Chrome,
-    axum::Extension(session): axum::Extension<Session>,
     Path((project, env)): Path<(String, String)>,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let form = form_of(&body);
-    if !csrf_ok(&session, &form) {
-        return bad_csrf();
-    }
     let Some(version) = form.get("version").filter(|v| !v.is_empty()).cloned() else {
         return after(&back(&project, &env), c.t.s("env.no_version"), true);
     };
@@ -220,14 +212,9 @@ pub async fn promote(
     AxState(s): S,
     who: Caller,
     c: Chrome,
-    axum::Extension(session): axum::Extension<Session>,
     Path((project, env)): Path<(String, String)>,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let form = form_of(&body);
-    if !csrf_ok(&session, &form) {
-        return bad_csrf();
-    }
     let from = form.get("from").cloned().unwrap_or_default();
     let r = crate::deploys::promote(
         AxState(Arc::clone(&s)),
@@ -248,14 +235,9 @@ pub async fn rollback(
     AxState(s): S,
     who: Caller,
     c: Chrome,
-    axum::Extension(session): axum::Extension<Session>,
     Path((project, env)): Path<(String, String)>,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let form = form_of(&body);
-    if !csrf_ok(&session, &form) {
-        return bad_csrf();
-    }
     let to = form.get("to").filter(|v| !v.is_empty()).map(String::as_str);
     let r = crate::deploys::rollback_now(&s, &who, &project, &env, to).await;
     // Back where the button was: the environments table or the environment's page.

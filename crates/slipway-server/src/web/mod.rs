@@ -386,6 +386,24 @@ fn csrf_ok(session: &Session, form: &std::collections::HashMap<String, String>) 
         })
 }
 
+/// A form posted from a page of the dashboard, its CSRF token checked (a refusal page when it
+/// is missing or wrong): what every action's handler takes.
+pub struct Form(pub std::collections::HashMap<String, String>);
+
+impl<St: Send + Sync> axum::extract::FromRequest<St> for Form {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &St) -> Result<Self, Self::Rejection> {
+        let session = req.extensions().get::<Session>().cloned();
+        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        let form = form_of(&body);
+        match session {
+            Some(session) if csrf_ok(&session, &form) => Ok(Form(form)),
+            _ => Err(bad_csrf()),
+        }
+    }
+}
+
 async fn logout(
     AxState(s): S,
     who: Caller,
@@ -883,17 +901,8 @@ async fn pipeline(AxState(s): S, who: Caller, c: Chrome, Path(id): Path<i64>) ->
     page(t.render(), &c)
 }
 
-async fn act(
-    s: &Arc<State>,
-    session: &Session,
-    id: i64,
-    body: &Bytes,
-    event: crate::pipelines::Event,
-    done: &str,
-) -> Response {
-    if !csrf_ok(session, &form_of(body)) {
-        return bad_csrf();
-    }
+/// Drives the pipeline with `event` (the API's own transition) and says how it went.
+async fn act(s: &Arc<State>, id: i64, event: crate::pipelines::Event, done: &str) -> Response {
     let (text, error) = match crate::pipelines::drive(s, id, event).await {
         Ok(_) => (done.to_string(), false),
         Err(e) => (e.to_string(), true),
@@ -901,36 +910,16 @@ async fn act(
     after(&format!("/ui/pipelines/{id}"), &text, error)
 }
 
-async fn cancel(
-    AxState(s): S,
-    axum::Extension(session): axum::Extension<Session>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    body: Bytes,
-) -> Response {
-    let lang = lang_of(&headers, None);
-    act(&s, &session, id, &body, crate::pipelines::Event::Cancel, lang.s("pipelines.canceled")).await
+async fn cancel(AxState(s): S, c: Chrome, Path(id): Path<i64>, _form: Form) -> Response {
+    act(&s, id, crate::pipelines::Event::Cancel, c.t.s("pipelines.canceled")).await
 }
 
-async fn retry(
-    AxState(s): S,
-    axum::Extension(session): axum::Extension<Session>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    body: Bytes,
-) -> Response {
-    let lang = lang_of(&headers, None);
-    act(&s, &session, id, &body, crate::pipelines::Event::Retry(None), lang.s("pipelines.retried")).await
+async fn retry(AxState(s): S, c: Chrome, Path(id): Path<i64>, _form: Form) -> Response {
+    act(&s, id, crate::pipelines::Event::Retry(None), c.t.s("pipelines.retried")).await
 }
 
-async fn play(
-    AxState(s): S,
-    c: Chrome,
-    axum::Extension(session): axum::Extension<Session>,
-    Path((id, index)): Path<(i64, usize)>,
-    body: Bytes,
-) -> Response {
-    act(&s, &session, id, &body, crate::pipelines::Event::Play(index), c.t.s("pipelines.played")).await
+async fn play(AxState(s): S, c: Chrome, Path((id, index)): Path<(i64, usize)>, _form: Form) -> Response {
+    act(&s, id, crate::pipelines::Event::Play(index), c.t.s("pipelines.played")).await
 }
 
 #[derive(Template)]
@@ -1159,18 +1148,8 @@ async fn alerts(AxState(s): S, who: Caller, c: Chrome) -> Response {
 
 /// `POST /ui/silences` (form: `matchers` as amtool writes them, `duration`, `comment`):
 /// through the API's own checks (who may silence what, a matcher that matches something).
-async fn silence_add(
-    AxState(s): S,
-    who: Caller,
-    c: Chrome,
-    axum::Extension(session): axum::Extension<Session>,
-    body: Bytes,
-) -> Response {
+async fn silence_add(AxState(s): S, who: Caller, c: Chrome, Form(form): Form) -> Response {
     use slipway_monitor::notify::{MatchOp, Matcher};
-    let form = form_of(&body);
-    if !csrf_ok(&session, &form) {
-        return bad_csrf();
-    }
     let text = form.get("matchers").cloned().unwrap_or_default();
     let back = format!("/ui/alerts?matchers={}", form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>());
     let matchers = match Matcher::parse_list(&text.split_whitespace().collect::<Vec<_>>().join(",")) {
@@ -1201,17 +1180,7 @@ async fn silence_add(
 }
 
 /// `POST /ui/silences/{id}/expire`: ends a silence now.
-async fn silence_expire(
-    AxState(s): S,
-    who: Caller,
-    c: Chrome,
-    axum::Extension(session): axum::Extension<Session>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    if !csrf_ok(&session, &form_of(&body)) {
-        return bad_csrf();
-    }
+async fn silence_expire(AxState(s): S, who: Caller, c: Chrome, Path(id): Path<String>, _form: Form) -> Response {
     match crate::alerting::expire_silence(AxState(Arc::clone(&s)), who, Path(id.clone())).await {
         Ok(_) => after("/ui/alerts", &format!("{} {id}", c.t.s("alerts.expired")), false),
         Err(e) => after("/ui/alerts", &format!("{}: {e}", c.t.s("alerts.expire_failed")), true),
@@ -1223,15 +1192,10 @@ async fn silence_expire(
 async fn approve(
     AxState(s): S,
     who: Caller,
-    axum::Extension(session): axum::Extension<Session>,
     headers: HeaderMap,
     Path((name, env)): Path<(String, String)>,
-    body: Bytes,
+    Form(form): Form,
 ) -> Response {
-    let form = form_of(&body);
-    if !csrf_ok(&session, &form) {
-        return bad_csrf();
-    }
     let lang = lang_of(&headers, None);
     let release = form.get("release").and_then(|r| r.parse().ok());
     let r = crate::deploys::approve(
