@@ -15,14 +15,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEFAULT_SLIPWAY, free_port  # noqa: E402
+from common import DEFAULT_SLIPWAY, free_port, git_repo, start_server  # noqa: E402
 
 
 def conn(port):
@@ -86,28 +85,9 @@ def main():
     work = tempfile.mkdtemp(prefix="slipway-bench-access-")
     server = None
     try:
-        repo = os.path.join(work, "repo")
-        os.makedirs(repo)
-        for a in (["init", "-q", "-b", "main"], ["config", "user.email", "b@x"], ["config", "user.name", "b"]):
-            subprocess.run(["git", "-C", repo, *a], check=True)
-        with open(os.path.join(repo, ".slipway.yml"), "w") as f:
-            f.write("build:\n  script: [echo hi]\n")
-        subprocess.run(["git", "-C", repo, "add", "."], check=True)
-        subprocess.run(["git", "-C", repo, "commit", "-qm", "one"], check=True)
+        repo = git_repo(os.path.join(work, "repo"), {".slipway.yml": "build:\n  script: [echo hi]\n"})
         port = free_port()
-        server = subprocess.Popen(
-            [args.slipway, "server", "--listen", f"127.0.0.1:{port}"],
-            env=dict(os.environ, SLIPWAY_DATA_DIR=os.path.join(work, "data"), NO_COLOR="1"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        admin = None
-        for line in server.stdout:
-            if line.startswith("admin token"):
-                admin = line.rsplit(" ", 1)[1].strip()
-            if line.startswith("slipway server listening"):
-                break
+        server, admin = start_server(args.slipway, os.path.join(work, "data"), port)
         c = conn(port)
         for i in range(20):
             status, _ = call(c, "/api/v1/projects", admin, "POST", json.dumps({"name": f"p{i}", "repo": repo}))

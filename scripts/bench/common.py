@@ -22,3 +22,38 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def git_repo(path, files):
+    """A git repository at `path` with `files` ({name: text}) in one commit on `main`."""
+    import subprocess
+
+    os.makedirs(path)
+    for a in (["init", "-q", "-b", "main"], ["config", "user.email", "b@x"], ["config", "user.name", "b"]):
+        subprocess.run(["git", "-C", path, *a], check=True)
+    for name, text in files.items():
+        with open(os.path.join(path, name), "w") as f:
+            f.write(text)
+    subprocess.run(["git", "-C", path, "add", "."], check=True)
+    subprocess.run(["git", "-C", path, "commit", "-qm", "one"], check=True)
+    return path
+
+
+def start_server(slipway, data_dir, port, *args):
+    """`slipway server` on 127.0.0.1:port: (the process, the admin token it printed once)."""
+    import subprocess
+
+    server = subprocess.Popen(
+        [slipway, "server", "--listen", f"127.0.0.1:{port}", *args],
+        env=dict(os.environ, SLIPWAY_DATA_DIR=data_dir, NO_COLOR="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    admin = None
+    for line in server.stdout:
+        if line.startswith("admin token"):
+            admin = line.rsplit(" ", 1)[1].strip()
+        if line.startswith("slipway server listening"):
+            break
+    return server, admin

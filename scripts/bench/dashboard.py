@@ -15,14 +15,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEFAULT_SLIPWAY, free_port  # noqa: E402
+from common import DEFAULT_SLIPWAY, free_port, git_repo, start_server  # noqa: E402
 
 
 def conn(port):
@@ -36,18 +35,6 @@ def call(c, path, token, method="GET", body=None):
     c.request(method, path, body=body, headers=headers)
     r = c.getresponse()
     return r.status, r.read()
-
-
-def repo_with(work, name, yml):
-    repo = os.path.join(work, name)
-    os.makedirs(repo)
-    for a in (["init", "-q", "-b", "main"], ["config", "user.email", "b@x"], ["config", "user.name", "b"]):
-        subprocess.run(["git", "-C", repo, *a], check=True)
-    with open(os.path.join(repo, ".slipway.yml"), "w") as f:
-        f.write(yml)
-    subprocess.run(["git", "-C", repo, "add", "."], check=True)
-    subprocess.run(["git", "-C", repo, "commit", "-qm", "one"], check=True)
-    return repo
 
 
 def wait_done(port, token, run, timeout=300):
@@ -87,22 +74,10 @@ def main():
     work = tempfile.mkdtemp(prefix="slipway-bench-dashboard-")
     server = None
     try:
-        many = repo_with(work, "many", "wait:\n  when: manual\n  script: [echo later]\n")
-        big = repo_with(work, "big", "long:\n  script: ['seq 1 100000 | sed \"s/^/line /\"']\n")
+        many = git_repo(os.path.join(work, "many"), {".slipway.yml": "wait:\n  when: manual\n  script: [echo later]\n"})
+        big = git_repo(os.path.join(work, "big"), {".slipway.yml": "long:\n  script: ['seq 1 100000 | sed \"s/^/line /\"']\n"})
         port = free_port()
-        server = subprocess.Popen(
-            [args.slipway, "server", "--listen", f"127.0.0.1:{port}", "--with-agent"],
-            env=dict(os.environ, SLIPWAY_DATA_DIR=os.path.join(work, "data"), NO_COLOR="1"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        admin = None
-        for line in server.stdout:
-            if line.startswith("admin token"):
-                admin = line.rsplit(" ", 1)[1].strip()
-            if line.startswith("slipway server listening"):
-                break
+        server, admin = start_server(args.slipway, os.path.join(work, "data"), port, "--with-agent")
         threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()
         c = conn(port)
         for name, repo in (("many", many), ("big", big)):
