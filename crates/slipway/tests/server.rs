@@ -2061,7 +2061,7 @@ fn protected_environments_need_an_approval_from_someone_else() {
     b.click("button[type=submit]");
     assert!(b.text().contains("Waiting for approval"), "{}", b.text());
     b.screenshot("overview-approval");
-    b.click(&format!("form[action='/ui/projects/shop/environments/prod/approve'] button"));
+    b.click("form[action='/ui/projects/shop/environments/prod/approve'] button");
     b.s("POST", "/alert/accept", None);
     let t = Instant::now();
     while !b.text().contains("Approved prod #1") {
