@@ -3448,7 +3448,10 @@ fn a_100000_line_log_is_served_a_page_at_a_time_and_searched_whole() {
 /// gets only their own tokens, no tabs for the rest and a 403 page when going there anyway.
 #[test]
 fn the_admin_pages_show_projects_agents_users_tokens_and_audit_to_those_who_may() {
-    let repo = Repo::new(&[(".slipway.yml", "build:\n  script: [echo hi]\n")]);
+    let repo = Repo::new(&[(
+        ".slipway.yml",
+        "build:\n  script: [echo hi]\nship:\n  when: manual\n  script: [echo shipped]\n",
+    )]);
     let server = Server::start_with(&["--with-agent"]);
     server.add_project("shop", &repo);
     for (user, role, project) in [("olga", "admin", "null"), ("vic", "viewer", "\"shop\"")] {
@@ -3470,6 +3473,19 @@ fn the_admin_pages_show_projects_agents_users_tokens_and_audit_to_those_who_may(
         let password = format!("{user} has a long password");
         let (code, _, _) = browse(jar, "POST", &url("/ui/login"), &[("user", user), ("password", &password)]);
         assert_eq!(code, 303);
+    }
+    // The overview lists the manual job waiting; Olga runs it from there.
+    let run = server.trigger("shop", None);
+    server.wait(run, Duration::from_secs(60));
+    let (_, _, page) = browse(&olga, "GET", &url("/ui/"), &[]);
+    let play = format!("/ui/pipelines/{run}/jobs/1/play");
+    assert!(page.contains("Manual jobs waiting") && page.contains(&play), "{page}");
+    let (code, _, _) = browse(&olga, "POST", &url(&play), &[("csrf", &csrf_in(&page))]);
+    assert_eq!(code, 303);
+    let t = Instant::now();
+    while server.json(&format!("/api/v1/pipelines/{run}"))["jobs"][1]["status"] != "success" {
+        assert!(t.elapsed() < Duration::from_secs(30), "the manual job did not run");
+        std::thread::sleep(Duration::from_millis(100));
     }
     let (code, _, page) = browse(&olga, "GET", &url("/ui/admin/projects"), &[]);
     assert_eq!(code, 200, "{page}");

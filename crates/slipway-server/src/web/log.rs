@@ -128,8 +128,10 @@ pub fn search(text: &str, needle: &str, limit: usize) -> Vec<(usize, String)> {
 
 /// The first line (1-based) that reads like the failure: `error`, `FAIL`, `panic`.
 pub fn first_error(text: &str) -> Option<usize> {
-    let re = regex::Regex::new(r"(?i)(^|[^a-z])(error|fail(ed|ure)?|panic)([^a-z]|$)").expect("a regex");
-    text.lines().position(|l| re.is_match(&strip(l))).map(|i| i + 1)
+    static FAILURE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)(^|[^a-z])(error|fail(ed|ure)?|panic)([^a-z]|$)").expect("a regex")
+    });
+    text.lines().position(|l| FAILURE.is_match(&strip(l))).map(|i| i + 1)
 }
 
 /// A line without its ANSI sequences.

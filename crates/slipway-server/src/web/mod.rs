@@ -470,6 +470,15 @@ struct AlertRow {
     silence: String,
 }
 
+/// A manual job waiting to be run.
+struct ManualRow {
+    run: i64,
+    project: String,
+    index: usize,
+    name: String,
+    may_play: bool,
+}
+
 struct WaitRow {
     environment: String,
     project_path: String,
@@ -488,6 +497,7 @@ struct Overview<'a> {
     envs: Vec<EnvRow>,
     alerts: Vec<AlertRow>,
     waiting: Vec<WaitRow>,
+    manual: Vec<ManualRow>,
 }
 
 #[derive(Template)]
@@ -593,6 +603,7 @@ async fn env_rows(s: &Arc<State>, who: &Caller) -> Vec<EnvRow> {
 
 async fn overview(AxState(s): S, who: Caller, c: Chrome) -> Response {
     let mut projects = Vec::new();
+    let mut manual = Vec::new();
     for p in s.store.projects().await.unwrap_or_default() {
         if !may(&s, &who, "read", "pipelines", &p.name) {
             continue;
@@ -608,6 +619,21 @@ async fn overview(AxState(s): S, who: Caller, c: Chrome) -> Response {
             at_local: short_time(r.created_at_ms),
         });
         projects.push(ProjectRow { name: p.name.clone(), branch: p.branch.clone(), last });
+        // Manual jobs waiting in the project's last pipelines.
+        let may_play = may(&s, &who, "write", "pipelines", &p.name);
+        for r in runs.iter().take(5) {
+            for j in s.store.jobs(r.id).await.unwrap_or_default() {
+                if j.status == slipway_model::run::JobState::Manual && manual.len() < 20 {
+                    manual.push(ManualRow {
+                        run: r.id,
+                        project: p.name.clone(),
+                        index: j.index,
+                        name: j.name,
+                        may_play,
+                    });
+                }
+            }
+        }
     }
     let envs = env_rows(&s, &who).await;
     let mut alerts = Vec::new();
@@ -649,7 +675,7 @@ async fn overview(AxState(s): S, who: Caller, c: Chrome) -> Response {
             ),
         });
     }
-    let p = Overview { t: c.t, c: &c, projects, envs, alerts, waiting };
+    let p = Overview { t: c.t, c: &c, projects, envs, alerts, waiting, manual };
     page(p.render(), &c)
 }
 
@@ -684,6 +710,9 @@ struct Pipelines<'a> {
     project: String,
     status: String,
     ref_name: String,
+    sources: Vec<String>,
+    source: String,
+    author: String,
 }
 
 fn query_map(q: Option<&str>) -> std::collections::HashMap<String, String> {
@@ -697,6 +726,8 @@ async fn pipelines(AxState(s): S, who: Caller, c: Chrome) -> Response {
         q.get("status").cloned().unwrap_or_default(),
         q.get("ref").cloned().unwrap_or_default(),
     );
+    let (want_source, want_author) =
+        (q.get("source").cloned().unwrap_or_default(), q.get("author").cloned().unwrap_or_default().to_lowercase());
     let mut names = Vec::new();
     let mut runs = Vec::new();
     for p in s.store.projects().await.unwrap_or_default() {
@@ -710,6 +741,10 @@ async fn pipelines(AxState(s): S, who: Caller, c: Chrome) -> Response {
         for r in s.store.runs(&p.name, 200).await.unwrap_or_default() {
             if (!want_status.is_empty() && r.status.as_str() != want_status)
                 || (!want_ref.is_empty() && r.ref_name.as_deref() != Some(want_ref.as_str()))
+                || (!want_source.is_empty() && r.source != want_source)
+                || (!want_author.is_empty()
+                    && !r.author.as_deref().unwrap_or("").to_lowercase().contains(&want_author)
+                    && !r.triggered_by.as_deref().unwrap_or("").to_lowercase().contains(&want_author))
             {
                 continue;
             }
@@ -738,6 +773,12 @@ async fn pipelines(AxState(s): S, who: Caller, c: Chrome) -> Response {
         project: want_project,
         status: want_status,
         ref_name: want_ref,
+        sources: ["push", "web", "api", "trigger", "schedule", "merge_request_event", "pipeline"]
+            .iter()
+            .map(|x| x.to_string())
+            .collect(),
+        source: want_source,
+        author: q.get("author").cloned().unwrap_or_default(),
     };
     page(p.render(), &c)
 }
