@@ -828,11 +828,13 @@ async fn finish(
         }
     }
     compress_log(&s, run, index).await;
-    if let Some(percent) = f.coverage.filter(|c| c.is_finite())
-        && let Ok(Some(row)) = s.store.run(run).await
-    {
-        let name = s.store.jobs(run).await?.into_iter().find(|j| j.index == index).map(|j| j.name).unwrap_or_default();
-        s.store.put_coverage(run, index as i64, &row.project, &name, row.ref_name.as_deref(), percent).await?;
+    if let Ok(Some(row)) = s.store.run(run).await {
+        if let Some(percent) = f.coverage.filter(|c| c.is_finite()) {
+            let name =
+                s.store.jobs(run).await?.into_iter().find(|j| j.index == index).map(|j| j.name).unwrap_or_default();
+            s.store.put_coverage(run, index as i64, &row.project, &name, row.ref_name.as_deref(), percent).await?;
+        }
+        crate::reports::record_packages(&s, &row, index).await;
     }
     pipelines::drive(&s, run, Event::Finished(index, outcome)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

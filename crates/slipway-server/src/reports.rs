@@ -107,6 +107,44 @@ pub fn cases_in_artifacts(tar_gz: &[u8], patterns: &[String]) -> Vec<TestCase> {
     out
 }
 
+/// Coverage per Go package from a job's log: `go test -cover`'s lines (`ok  pkg  0.01s
+/// coverage: 81.3% of statements`, `(cached)` too) and `slipway go test`'s (`ok   pkg  0.01s
+/// coverage 81.3%`); a package printed twice keeps its last value.
+pub fn package_coverage(log: &str) -> Vec<(String, f64)> {
+    static LINE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"^\s*(?:ok|FAIL)?\s+(?P<pkg>[A-Za-z0-9_.~-]+(?:/[A-Za-z0-9_.~-]+)*)\s+(?:(?:\d+(?:\.\d+)?s|\(cached\))\s+)?coverage:?\s+(?P<pct>\d+(?:\.\d+)?)%",
+        )
+        .expect("a regex")
+    });
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for raw in log.lines() {
+        let line = crate::web::log::strip(raw).replace('\t', " ");
+        let Some(c) = LINE.captures(&line) else { continue };
+        let (pkg, pct) = (c["pkg"].to_string(), c["pct"].parse().unwrap_or(0.0));
+        match out.iter_mut().find(|(p, _)| *p == pkg) {
+            Some(e) => e.1 = pct,
+            None => out.push((pkg, pct)),
+        }
+    }
+    out
+}
+
+/// Records the coverage per package that job `index` of `run` printed in its log.
+pub async fn record_packages(s: &crate::State, run: &slipway_store::RunRow, index: usize) {
+    let Some(log) = crate::api::read_log(s, run.id, index).await else { return };
+    let packages =
+        tokio::task::spawn_blocking(move || package_coverage(&String::from_utf8_lossy(&log))).await.unwrap_or_default();
+    if packages.is_empty() {
+        return;
+    }
+    if let Err(e) =
+        s.store.put_package_coverage(run.id, index as i64, &run.project, run.ref_name.as_deref(), &packages).await
+    {
+        tracing::warn!(pipeline = run.id, job = index, error = %e, "the coverage per package was not recorded");
+    }
+}
+
 /// Reads an uploaded artifact's JUnit reports for job `index` of `run` and records them as
 /// the job's current attempt (what a test report page shows).
 pub async fn record(
@@ -165,6 +203,28 @@ mod tests {
         let long =
             format!(r#"<testsuite><testcase name="x"><failure>{}</failure></testcase></testsuite>"#, "é".repeat(5000));
         assert!(parse_junit(&long).unwrap()[0].message.as_ref().unwrap().len() <= MESSAGE_BYTES + 4);
+    }
+
+    #[test]
+    fn coverage_per_package_from_go_test_and_slipway_go_test() {
+        let log = "ok  \texample.com/shop/cart\t0.005s\tcoverage: 81.3% of statements\n\
+ok  \texample.com/shop/api\t(cached)\tcoverage: 50.0% of statements\n\
+\texample.com/shop/cmd\t\tcoverage: 0.0% of statements\n\
+\u{1b}[32;1mok  \u{1b}[0m shop/store  0.12s  coverage 66.7%\n\
+FAIL shop/broken  0.30s  coverage 12.5%\n\
+?    shop/none  [no tests]\n\
+total coverage: 99.0% of statements in ./...\n\
+ok  \texample.com/shop/cart\t0.004s\tcoverage: 82.0% of statements";
+        assert_eq!(
+            package_coverage(log),
+            [
+                ("example.com/shop/cart".to_string(), 82.0),
+                ("example.com/shop/api".to_string(), 50.0),
+                ("example.com/shop/cmd".to_string(), 0.0),
+                ("shop/store".to_string(), 66.7),
+                ("shop/broken".to_string(), 12.5),
+            ]
+        );
     }
 
     #[test]

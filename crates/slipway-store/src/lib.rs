@@ -34,7 +34,7 @@ pub use access::{
 };
 pub use locks::Lock;
 pub use notify::{Delivery, NewDelivery, SilenceRow};
-pub use reports::{CoverageRow, TestCase, TestCaseRow};
+pub use reports::{CoverageRow, PackageCoverage, TestCase, TestCaseRow};
 pub use runs::{ClaimedJob, JobRow, JobToken, NewRun, RunId, RunRow};
 pub use schedules::Schedule;
 pub use server::{JobStats, Project};

@@ -68,6 +68,14 @@ fn coverage_from(r: &impl Columns) -> CoverageRow {
 
 const CASE_COLUMNS: &str = "run_id, job_index, attempt, job_name, suite, classname, name, status, time_ms, message";
 
+/// A Go package's coverage in a pipeline, and in the pipeline on the same ref before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackageCoverage {
+    pub package: String,
+    pub percent: f64,
+    pub before: Option<f64>,
+}
+
 impl Store {
     /// Records an attempt's test cases, replacing what the same attempt recorded before.
     pub async fn put_test_cases(
@@ -219,6 +227,68 @@ impl Store {
             .collect();
             rows.reverse();
             Ok(rows)
+        })
+    }
+
+    /// Records a job's coverage per Go package (replacing what the job recorded before).
+    pub async fn put_package_coverage(
+        &self,
+        run: i64,
+        job_index: i64,
+        project: &str,
+        ref_name: Option<&str>,
+        packages: &[(String, f64)],
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM package_coverage WHERE run_id = $1 AND job_index = $2")
+                .bind(run)
+                .bind(job_index)
+                .execute(&mut *tx)
+                .await?;
+            for (package, percent) in packages {
+                sqlx::query(
+                    "INSERT INTO package_coverage (run_id, job_index, project, package, ref_name, hundredths)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, job_index, package) DO NOTHING",
+                )
+                .bind(run)
+                .bind(job_index)
+                .bind(project)
+                .bind(package)
+                .bind(ref_name)
+                .bind((percent * 100.0).round() as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// A pipeline's coverage per package, each with its value in the newest earlier pipeline
+    /// of the project on the same ref.
+    pub async fn package_coverage(&self, run: i64) -> Result<Vec<PackageCoverage>, StoreError> {
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT c.package, MAX(c.hundredths) AS hundredths,
+                        (SELECT p.hundredths FROM package_coverage p
+                          WHERE p.project = c.project AND p.package = c.package AND p.run_id < c.run_id
+                            AND (p.ref_name = c.ref_name OR (p.ref_name IS NULL AND c.ref_name IS NULL))
+                          ORDER BY p.run_id DESC LIMIT 1) AS before
+                   FROM package_coverage c WHERE c.run_id = $1
+                  GROUP BY c.package, c.project, c.run_id, c.ref_name ORDER BY c.package",
+            )
+            .bind(run)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| PackageCoverage {
+                    package: r.text("package"),
+                    percent: r.i64("hundredths") as f64 / 100.0,
+                    before: r.opt_i64("before").map(|b| b as f64 / 100.0),
+                })
+                .collect())
         })
     }
 }

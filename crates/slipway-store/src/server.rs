@@ -337,6 +337,7 @@ impl Store {
             sqlx::query("DELETE FROM tokens WHERE run_id = $1").bind(run).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM test_cases WHERE run_id = $1").bind(run).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM job_coverage WHERE run_id = $1").bind(run).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM package_coverage WHERE run_id = $1").bind(run).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM jobs WHERE run_id = $1").bind(run).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM runs WHERE id = $1 AND status <> 'running'").bind(run).execute(&mut *tx).await?;
             let mut unused = Vec::new();

@@ -91,6 +91,21 @@ async fn test_reports_and_coverage_are_kept_per_attempt(db: Db) {
     let trend = store.coverage_trend("app", "test", Some("main"), 10).await.expect("trend");
     assert_eq!(trend.iter().map(|c| (c.run, c.percent)).collect::<Vec<_>>(), [(a, 71.25), (b, 81.5)]);
     assert_eq!(store.coverage(b).await.expect("coverage")[0].percent, 81.5);
+    let pk = |v: &[(&str, f64)]| v.iter().map(|(p, c)| (p.to_string(), *c)).collect::<Vec<_>>();
+    store
+        .put_package_coverage(a, 0, "app", Some("main"), &pk(&[("shop/cart", 70.0), ("shop/api", 50.0)]))
+        .await
+        .expect("pkgs");
+    store.put_package_coverage(b, 0, "app", Some("main"), &pk(&[("shop/cart", 75.5)])).await.expect("pkgs");
+    store
+        .put_package_coverage(b, 0, "app", Some("main"), &pk(&[("shop/cart", 76.5), ("shop/new", 10.0)]))
+        .await
+        .expect("again");
+    let got = store.package_coverage(b).await.expect("packages");
+    assert_eq!(
+        got.iter().map(|p| (p.package.as_str(), p.percent, p.before)).collect::<Vec<_>>(),
+        [("shop/cart", 76.5, Some(70.0)), ("shop/new", 10.0, None)]
+    );
 }
 
 async fn notifications_are_queued_with_their_state_and_retried(db: Db) {

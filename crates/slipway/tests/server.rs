@@ -3338,7 +3338,7 @@ fn a_pipelines_test_report_shows_failures_flaky_and_slow_tests_and_coverage_with
         case("TestBroken", "0.2", "nil map")
     );
     let yml = format!(
-        "test:\n  coverage: '/coverage: \\d+\\.\\d+%/'\n  script:\n    - mkdir -p out\n    - 'if [ ! -e \"$MARK\" ]; then touch \"$MARK\"; printf \"{first}\" > out/report.xml; exit 1; fi'\n    - 'printf \"{second}\" > out/report.xml'\n    - 'echo \"coverage: $COV% of statements\"'\n  artifacts:\n    when: always\n    reports:\n      junit: out/*.xml\n"
+        "test:\n  coverage: '/coverage: \\d+\\.\\d+%/'\n  script:\n    - mkdir -p out\n    - 'if [ ! -e \"$MARK\" ]; then touch \"$MARK\"; printf \"{first}\" > out/report.xml; exit 1; fi'\n    - 'printf \"{second}\" > out/report.xml'\n    - 'printf \"ok  \\tshop/cart\\t0.01s\\tcoverage: $COV%% of statements\\nok  \\tshop/api\\t0.02s\\tcoverage: 40.0%% of statements\\n\"'\n    - 'echo \"coverage: $COV% of statements\"'\n  artifacts:\n    when: always\n    reports:\n      junit: out/*.xml\n"
     );
     let repo = Repo::new(&[(".slipway.yml", &yml)]);
     let server = Server::start_with(&["--with-agent"]);
@@ -3395,6 +3395,9 @@ fn a_pipelines_test_report_shows_failures_flaky_and_slow_tests_and_coverage_with
         report.contains("<strong>81.3%</strong>") && report.contains("+11.3") && report.contains("svg class=\"spark\""),
         "{report}"
     );
+    let packages = report.split("Coverage per package</h2>").nth(1).unwrap_or_else(|| panic!("{report}"));
+    assert!(packages.contains("<code>shop/cart</code></td><td>81.3%</td><td>+11.3</td>"), "{packages}");
+    assert!(packages.contains("<code>shop/api</code></td><td>40.0%</td><td>+0.0</td>"), "{packages}");
     let hist = get("/ui/projects/shop/tests?class=shop%2Fcart&name=TestAdd");
     assert!(
         hist.contains("2 passed, of the last 3 runs")

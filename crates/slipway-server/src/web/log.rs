@@ -135,7 +135,7 @@ pub fn first_error(text: &str) -> Option<usize> {
 }
 
 /// A line without its ANSI sequences.
-fn strip(line: &str) -> String {
+pub(crate) fn strip(line: &str) -> String {
     let mut out = String::new();
     let mut rest = line;
     while let Some(i) = rest.find('\u{1b}') {

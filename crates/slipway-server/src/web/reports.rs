@@ -63,6 +63,8 @@ struct TestsTpl<'a> {
     all: Vec<CaseRow>,
     more: usize,
     coverage: Vec<CoverageRow>,
+    /// (package, coverage, change since the pipeline before on the ref)
+    packages: Vec<(String, String, String)>,
 }
 
 fn row(project: &str, r: &TestCaseRow) -> CaseRow {
@@ -185,6 +187,20 @@ pub async fn tests(AxState(s): S, c: Chrome, Path(id): Path<i64>) -> Response {
             job: cv.job_name,
         });
     }
+    let packages = s
+        .store
+        .package_coverage(id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            (
+                p.package,
+                format!("{:.1}%", p.percent),
+                p.before.map(|b| format!("{:+.1}", p.percent - b)).unwrap_or_default(),
+            )
+        })
+        .collect();
     let t = TestsTpl {
         t: c.t,
         c: &c,
@@ -201,6 +217,7 @@ pub async fn tests(AxState(s): S, c: Chrome, Path(id): Path<i64>) -> Response {
         more: l.len().saturating_sub(LISTED),
         all,
         coverage,
+        packages,
     };
     page(t.render(), &c)
 }
