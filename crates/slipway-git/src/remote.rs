@@ -150,6 +150,37 @@ pub fn has_branch(repo: &Path, name: &str) -> bool {
     }
 }
 
+/// The commit `revision` names in the repository at `dir` (a mirror): `HEAD` is its default
+/// branch; a branch, a tag or a commit otherwise.
+pub fn resolve(dir: &Path, revision: &str) -> Result<String, GitError> {
+    let rev = if revision.is_empty() { "HEAD" } else { revision };
+    let out =
+        run(dir, &["rev-parse", "--verify", "-q", &format!("{rev}^{{commit}}")]).map_err(|_| GitError::Failed {
+            args: format!("rev-parse {rev}"),
+            message: format!("`{rev}` is not a branch, tag or commit of the repository"),
+        })?;
+    Ok(out.trim().to_string())
+}
+
+/// A file's text at `commit`, or `None` when the commit has no such file.
+pub fn show(dir: &Path, commit: &str, path: &str) -> Result<Option<String>, GitError> {
+    let spec = format!("{commit}:{}", path.trim_start_matches("./"));
+    match run(dir, &["cat-file", "-e", &spec]) {
+        Ok(_) => Ok(Some(run(dir, &["cat-file", "blob", &spec])?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The files that differ between two commits (`from` `None`: every file of `to`).
+pub fn changed_between(dir: &Path, from: Option<&str>, to: &str) -> Result<Vec<String>, GitError> {
+    let out = match from {
+        Some(f) => run(dir, &["diff", "--name-only", "--no-renames", f, to, "--"])?,
+        None => run(dir, &["ls-tree", "-r", "--name-only", to])?,
+    };
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -439,7 +439,10 @@ mod tests {
     #[test]
     fn embedded_build_info_matches_go_version_m() {
         let tmp = tempfile::tempdir().unwrap();
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
+        // The crate's directory as the test runner says it (a binary built in another clone
+        // sharing the target directory would name that clone's).
+        let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        let example = Path::new(&manifest).join("../../examples/hello-service");
         let bin = tmp.path().join("hello");
         let built = std::process::Command::new("go")
             .args(["build", "-trimpath", "-o"])

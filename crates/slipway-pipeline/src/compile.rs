@@ -14,6 +14,7 @@ use crate::yaml::{Key, Node, Value};
 mod access;
 mod alerts;
 mod environments;
+mod gitops;
 mod notify;
 
 pub const TOP_KEYWORDS: &[&str] = &[
@@ -140,6 +141,29 @@ pub fn compile_notify(root: Node) -> Result<slipway_monitor::channels::NotifyCon
     match cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
         true => Err(cx.diags),
         false => Ok(config),
+    }
+}
+
+pub use gitops::{Application, Desired, DesiredRelease};
+
+/// Compiles an environment's desired-state file (docs/gitops.md): the desired state, or every
+/// error.
+pub fn compile_desired(root: Node) -> Result<Desired, Vec<Diagnostic>> {
+    let mut cx = Cx::default();
+    let desired = cx.desired(&root);
+    match (desired, cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error)) {
+        (Some(d), false) => Ok(d),
+        _ => Err(cx.diags),
+    }
+}
+
+/// Compiles an application (slipway's shape or an Argo CD `Application`): it, or every error.
+pub fn compile_application(root: Node) -> Result<Application, Vec<Diagnostic>> {
+    let mut cx = Cx::default();
+    let app = cx.application(&root);
+    match (app, cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error)) {
+        (Some(a), false) => Ok(a),
+        _ => Err(cx.diags),
     }
 }
 

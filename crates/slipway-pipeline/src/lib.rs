@@ -76,6 +76,24 @@ pub fn load_notify(
     compile::compile_notify(root)
 }
 
+/// Reads an environment's desired-state file (docs/gitops.md): it, or every error.
+pub fn load_desired(name: &Path, text: &str, sources: &mut SourceMap) -> Result<compile::Desired, Vec<Diagnostic>> {
+    let file = sources.add(name, text.to_string());
+    let root = yaml::parse(text, file)?;
+    compile::compile_desired(root)
+}
+
+/// Reads an application (docs/gitops.md; slipway's shape or an Argo CD `Application`).
+pub fn load_application(
+    name: &Path,
+    text: &str,
+    sources: &mut SourceMap,
+) -> Result<compile::Application, Vec<Diagnostic>> {
+    let file = sources.add(name, text.to_string());
+    let root = yaml::parse(text, file)?;
+    compile::compile_application(root)
+}
+
 fn finish(root: yaml::Node) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
     let c = compile::compile(root);
     match c.pipeline {

@@ -145,6 +145,13 @@ pub const RULES: &[Rule] = &[
     ),
     rule("GET", "/api/v1/notifications", Listed("read", "environments"), "slipway notifications"),
     rule("POST", "/api/v1/hooks/alertmanager", Owned("rollback", "environments"), "Alertmanager's webhook_configs"),
+    rule("GET", "/api/v1/apps", Listed("read", "environments"), "slipway app list"),
+    rule("POST", "/api/v1/apps", Owned("deploy", "environments"), "slipway app add"),
+    rule("GET", "/api/v1/apps/{name}", Owned("read", "environments"), "slipway app show"),
+    rule("DELETE", "/api/v1/apps/{name}", Owned("deploy", "environments"), "slipway app delete"),
+    rule("POST", "/api/v1/apps/{name}/sync", Owned("deploy", "environments"), "slipway app sync"),
+    rule("POST", "/api/v1/apps/{name}/refresh", Owned("read", "environments"), "slipway app diff"),
+    rule("GET", "/api/v1/apps/{name}/history", Owned("read", "environments"), "slipway app history"),
     rule("GET", "/api/v1/projects", Listed("read", "code"), "slipway project list"),
     rule("POST", "/api/v1/projects", Server("write", "code"), "slipway project add"),
     rule("POST", "/api/v1/projects/{name}/pipelines", Project("write", "pipelines"), "slipway trigger"),
@@ -617,6 +624,7 @@ pub async fn authorize(
         Ok(c) => c,
         Err(r) => {
             record(&s, "anonymous", &address, &action, &target, "denied", r.status(), serde_json::json!({})).await;
+            drain(req.into_body()).await;
             if via_cookie {
                 return to_login();
             }
@@ -668,9 +676,21 @@ pub async fn authorize(
                 Refusal::Other(r) => return r,
             };
             record(&s, &actor, &address, &action, &target, "denied", r.status(), detail).await;
+            drain(req.into_body()).await;
             r
         }
     }
+}
+
+/// Reads and drops what is left of a refused request's body (for at most 30 s), so a client
+/// still sending an upload gets the refusal rather than a connection closed under it.
+async fn drain(body: axum::body::Body) {
+    use futures_util::StreamExt;
+    let mut data = body.into_data_stream();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(Ok(_)) = data.next().await {}
+    })
+    .await;
 }
 
 #[expect(clippy::too_many_arguments)]

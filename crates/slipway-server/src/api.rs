@@ -109,6 +109,11 @@ fn routes() -> OpenApiRouter<Arc<State>> {
         .routes(routes!(finish))
         .routes(routes!(crate::tunnel::open))
         .routes(routes!(crate::tunnel::agents))
+        .routes(routes!(crate::gitops::list, crate::gitops::add))
+        .routes(routes!(crate::gitops::show, crate::gitops::delete))
+        .routes(routes!(crate::gitops::sync))
+        .routes(routes!(crate::gitops::refresh))
+        .routes(routes!(crate::gitops::history))
 }
 
 #[derive(OpenApi)]

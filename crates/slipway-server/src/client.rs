@@ -120,6 +120,16 @@ impl ServerClient {
         self.json(method, path, body.map(|b| serde_json::to_vec(b).expect("serializes"))).await
     }
 
+    /// A call whose body is text the server reads itself (a YAML manifest), answered with JSON.
+    pub async fn call_text<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        text: &str,
+    ) -> Result<T, ClientError> {
+        self.json(method, path, Some(text.as_bytes().to_vec())).await
+    }
+
     /// Any call answered with no body (204).
     pub async fn call_empty(
         &self,

@@ -382,7 +382,6 @@ fn engine(s: &State, sink: slipway_deploy::Sink) -> Engine {
     Engine::new(s.store.clone(), config, sink)
 }
 
-/// A sink that also hands the deploy's events of `project` to the notifications.
 /// An environment's last rollout, line by line as the engine told it (what the dashboard
 /// shows and follows while it goes on).
 #[derive(Debug, Clone, Default)]
@@ -437,6 +436,8 @@ fn record(s: &State, e: &Stamped<DeployEvent>) {
     }
 }
 
+/// A sink that also hands the deploy's events of `project` to the notifications (and keeps
+/// the rollout's lines for the dashboard).
 fn notifying(s: &Arc<State>, project: &str, sink: slipway_deploy::Sink) -> slipway_deploy::Sink {
     let (s, project) = (Arc::clone(s), project.to_string());
     Arc::new(move |e: Stamped<DeployEvent>| {
@@ -479,6 +480,58 @@ pub(crate) async fn alert_rollback(
     record(s, &Stamped::now(event.clone()));
     crate::notify::deploy_event(s, project, &event).await;
     r.map(drop).map_err(|e| ServerError::Conflict(e.message))
+}
+
+/// What `env` runs now, observed (health, drift), or `None` when its target cannot be read.
+pub(crate) async fn observe(s: &Arc<State>, env: &Environment) -> Option<slipway_deploy::observe::EnvState> {
+    engine(s, Arc::new(|_| {})).observe(&env.name, Some(env)).await.ok()
+}
+
+/// A GitOps sync: `version` (a version built before, its artifacts recorded) with the
+/// settings of `env`, as `actor` (the application), through the same engine, protection,
+/// notifications and rollout lines as any deploy. `force` redeploys what is already current
+/// (self-heal puts back what drifted).
+pub(crate) async fn gitops_deploy(
+    s: &Arc<State>,
+    project: &str,
+    env: &Environment,
+    version: &str,
+    force: bool,
+    actor: &Actor,
+) -> Result<Outcome, DeployError> {
+    let env = with_protection(s, project, env.clone());
+    s.monitor.knows(project, &env);
+    let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
+    let root = s.data_dir.join("envs").join(pipelines::slug(project));
+    let wanted = Wanted { project: &root, path: None, version: Some(version), image: None, credentials: None };
+    let r = match slipway_deploy::artifacts::resolve(engine.store(), &s.data_dir, &env, &wanted).await {
+        Ok(set) => engine.deploy(actor, &env, &set, None, force).await,
+        Err(e) => Err(e),
+    };
+    let done = slipway_deploy::finished(&env.name, &r);
+    record(s, &Stamped::now(done.clone()));
+    crate::notify::deploy_event(s, project, &done).await;
+    r
+}
+
+/// Refuses a push deploy (deploy, promote, rollback) of an environment a GitOps application
+/// keeps, unless forced: its config repository says what runs there.
+async fn not_gitops(s: &State, env: &str, force: bool, what: &str) -> Result<(), ServerError> {
+    match s.store.app_of(env).await? {
+        Some(app) if !force => Err(ServerError::Conflict(format!(
+            "`{env}` is kept by GitOps application `{}`: change {} in {} (revision {}) instead of a {what}, \
+             or pass --force (the application syncs it back unless it is pinned)",
+            app.name,
+            if app.path.ends_with(".yml") || app.path.ends_with(".yaml") {
+                app.path.clone()
+            } else {
+                format!("{}/{env}.yml", app.path.trim_end_matches('/'))
+            },
+            app.repo,
+            app.revision
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A rollback a dashboard user asked for: to the release before, as the caller; the version
@@ -649,6 +702,7 @@ pub async fn deploy(
     bytes: Bytes,
 ) -> Result<Response, ServerError> {
     let scope = scope(&s, &who, &name).await?;
+    not_gitops(&s, &env, q.force, "deploy").await?;
     let (env, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
     let env = protect(&s, &scope, env)?;
     owned(&s, &env.name, &name).await?;
@@ -688,6 +742,8 @@ pub async fn rollback(
 #[derive(serde::Deserialize)]
 pub struct PromoteQuery {
     pub(crate) from: String,
+    #[serde(default)]
+    pub(crate) force: bool,
 }
 
 /// `POST /api/v1/projects/{name}/environments/{env}/promote?from=ENV`.
@@ -699,6 +755,7 @@ pub async fn promote(
     Query(q): Query<PromoteQuery>,
 ) -> Result<Response, ServerError> {
     let scope = scope(&s, &who, &name).await?;
+    not_gitops(&s, &env, q.force, "promote").await?;
     let (to, envs) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
     let to = protect(&s, &scope, to)?;
     let (from, _) = find(envs, &q.from, &name).map_err(|e| match e {

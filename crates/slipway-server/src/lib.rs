@@ -9,6 +9,7 @@ pub mod alerting;
 pub mod api;
 pub mod client;
 pub mod deploys;
+pub mod gitops;
 pub mod monitor;
 pub mod notify;
 pub mod pipelines;
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     pub rules: slipway_monitor::rules::RuleFile,
     /// How often series are collected and rules evaluated.
     pub monitor_interval: Duration,
+    /// How often a GitOps application is looked at without a webhook.
+    pub gitops_interval: Duration,
     /// How long collected series are kept.
     pub metrics_retention: Duration,
     /// Receivers, routes and Alertmanagers (docs/monitoring.md); nothing is sent when empty.
@@ -119,6 +122,8 @@ pub struct State {
     pub(crate) agents_seen: Mutex<HashMap<String, AgentSeen>>,
     /// Each environment's last rollout as the engine told it, for the dashboard.
     pub(crate) rollouts: Mutex<HashMap<String, deploys::Rollout>>,
+    /// GitOps: applications to look at now, self-heal's back-off.
+    pub(crate) reconciler: gitops::Reconciler,
 }
 
 /// A job agent as the server last heard from it.
@@ -210,6 +215,7 @@ impl Server {
             plans: Mutex::default(),
             agents_seen: Mutex::default(),
             rollouts: Mutex::default(),
+            reconciler: gitops::Reconciler::new(config.gitops_interval),
             driving: tokio::sync::Mutex::new(()),
             planning: tokio::sync::Mutex::new(()),
             starting: tokio::sync::Mutex::new(()),
@@ -287,6 +293,9 @@ impl Server {
                 monitor::tick(&s).await;
             });
         let deliveries = tokio::spawn(notify::deliver_loop(Arc::clone(&state)));
+        let gitops = every(&state, Duration::from_millis(500), "reconcile GitOps applications", |s, _| async move {
+            gitops::tick(&s).await;
+        });
         let app = api::router(Arc::clone(&state));
         // Small writes go out at once (the agents' tunnels carry many), and a peer that went
         // away without a word is noticed: keepalives after 10 s idle, 3 probes 3 s apart.
@@ -306,6 +315,7 @@ impl Server {
         poller.abort();
         watch.abort();
         deliveries.abort();
+        gitops.abort();
         monitor::save(&state).await;
         r.map_err(|source| ServerError::Io { what: "serving".into(), source })
     }

@@ -12,6 +12,7 @@
 //! hold one.
 
 mod access;
+mod gitops;
 mod locks;
 mod notify;
 mod releases;
@@ -32,6 +33,7 @@ pub use access::{
     AUDIT_GENESIS, AuditFilter, AuditRow, BindingRow, NewAudit, NewToken, SecretRow, TokenKind, TokenRow, UserRow,
     audit_hash,
 };
+pub use gitops::{AppRow, AppSync};
 pub use locks::Lock;
 pub use notify::{Delivery, NewDelivery, SilenceRow};
 pub use reports::{CoverageRow, PackageCoverage, TestCase, TestCaseRow};

@@ -52,6 +52,66 @@ on_both! {
     an_adopted_release_keeps_its_id_and_later_ones_follow => sqlite_an_adopted_release_keeps_its_id_and_later_ones_follow, postgres_an_adopted_release_keeps_its_id_and_later_ones_follow;
     notifications_are_queued_with_their_state_and_retried => sqlite_notifications_are_queued_with_their_state_and_retried, postgres_notifications_are_queued_with_their_state_and_retried;
     test_reports_and_coverage_are_kept_per_attempt => sqlite_test_reports_and_coverage_are_kept_per_attempt, postgres_test_reports_and_coverage_are_kept_per_attempt;
+    applications_their_status_pins_and_syncs => sqlite_applications_their_status_pins_and_syncs, postgres_applications_their_status_pins_and_syncs;
+}
+
+async fn applications_their_status_pins_and_syncs(db: Db) {
+    let store = db.open().await;
+    let app = |name: &str, env: &str| crate::AppRow {
+        name: name.into(),
+        project: "shop".into(),
+        repo: "/srv/config.git".into(),
+        path: "envs".into(),
+        revision: "main".into(),
+        environment: env.into(),
+        automated: true,
+        self_heal: false,
+        prune: false,
+        created_by: "admin".into(),
+        created_at_ms: 0,
+        status: String::new(),
+        pinned: None,
+        pinned_commit: None,
+        failed_commit: None,
+        checked_at_ms: None,
+    };
+    assert_eq!(store.put_app(&app("shop-prod", "prod")).await.expect("put"), Ok(()));
+    // One application per environment.
+    assert_eq!(store.put_app(&app("other", "prod")).await.expect("put"), Err("shop-prod".to_string()));
+    // Redefined, it keeps what the reconciler found.
+    store.set_app_status("shop-prod", r#"{"sync":"Synced"}"#, Some("abc")).await.expect("status");
+    let mut again = app("shop-prod", "prod");
+    again.self_heal = true;
+    assert_eq!(store.put_app(&again).await.expect("put"), Ok(()));
+    let got = store.app("shop-prod").await.expect("app").expect("exists");
+    assert!(got.self_heal && got.status.contains("Synced") && got.failed_commit.as_deref() == Some("abc"), "{got:?}");
+    assert!(got.checked_at_ms.is_some());
+    store.pin_app("shop-prod", Some((7, "abc"))).await.expect("pin");
+    let got = store.app_of("prod").await.expect("app").expect("exists");
+    assert_eq!((got.pinned, got.pinned_commit.as_deref()), (Some(7), Some("abc")));
+    store.pin_app("shop-prod", None).await.expect("unpin");
+    assert_eq!(store.app("shop-prod").await.expect("app").expect("exists").pinned, None);
+    let sync = |outcome: &str| crate::AppSync {
+        id: 0,
+        app: "shop-prod".into(),
+        commit: "abc".into(),
+        version: "v2".into(),
+        release: Some(3),
+        trigger: "auto".into(),
+        outcome: outcome.into(),
+        detail: None,
+        actor: "gitops:shop-prod".into(),
+        started_at_ms: 1,
+        finished_at_ms: 2,
+    };
+    store.add_app_sync(&sync("failed")).await.expect("sync");
+    store.add_app_sync(&sync("synced")).await.expect("sync");
+    let syncs = store.app_syncs("shop-prod", 10).await.expect("syncs");
+    assert_eq!(syncs.iter().map(|s| s.outcome.as_str()).collect::<Vec<_>>(), ["synced", "failed"]);
+    assert_eq!(store.apps().await.expect("apps").len(), 1);
+    assert!(store.delete_app("shop-prod").await.expect("delete"));
+    assert!(store.app_syncs("shop-prod", 10).await.expect("syncs").is_empty());
+    assert!(!store.delete_app("shop-prod").await.expect("delete"));
 }
 
 async fn test_reports_and_coverage_are_kept_per_attempt(db: Db) {

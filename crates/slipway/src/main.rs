@@ -3,6 +3,7 @@
 
 mod accesscmd;
 mod alertscmd;
+mod appcmd;
 mod deploycmd;
 mod gatecmd;
 mod gocmd;
@@ -154,6 +155,15 @@ enum Command {
     Alerts {
         #[command(subcommand)]
         action: alertscmd::AlertsAction,
+    },
+    /// GitOps applications on a server: `add`, `list`, `show`, `diff`, `sync`, `history`, `delete`.
+    App {
+        #[command(subcommand)]
+        action: appcmd::AppAction,
+        #[command(flatten)]
+        remote: servercmd::Remote,
+        #[arg(long, global = true)]
+        json: bool,
     },
     /// A server's silences: `add MATCHER... --for 2h --comment WHY`, `list`, `expire ID`.
     Silence {
@@ -576,6 +586,7 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Server(args) => servercmd::server(&deploycmd::data_dir(cli.data_dir, ui)?, args, ui),
         Command::Project { action, remote, json } => servercmd::project(action, remote, json, ui),
         Command::Alerts { action } => alertscmd::alerts(action, ui),
+        Command::App { action, remote, json } => appcmd::app(action, remote, json, ui),
         Command::Silence { action, remote, json } => alertscmd::silence(action, remote, json, ui),
         Command::Notifications { limit, remote, json } => alertscmd::notifications(limit, remote, json, ui),
         Command::Login { user, password_stdin, expires, remote, json } => {

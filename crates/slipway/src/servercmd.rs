@@ -42,6 +42,9 @@ pub struct ServerArgs {
     /// How often series are collected and alert rules evaluated.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     pub monitor_interval: Duration,
+    /// How often each GitOps application's config repository is looked at without a webhook.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub gitops_interval: Duration,
     /// How long collected series are kept (in memory).
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
     pub metrics_retention: Duration,
@@ -199,11 +202,15 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
     if args.monitor_interval.is_zero() {
         return Err(UserError::new("--monitor-interval must be longer than 0").into());
     }
+    if args.gitops_interval.is_zero() {
+        return Err(UserError::new("--gitops-interval must be longer than 0").into());
+    }
     let rt = runtime()?;
     let config = slipway_server::ServerConfig {
         access,
         rules,
         monitor_interval: args.monitor_interval,
+        gitops_interval: args.gitops_interval,
         metrics_retention: args.metrics_retention,
         external_url: args.external_url.clone().or_else(|| notify.external_url.clone()),
         notify,

@@ -3078,6 +3078,126 @@ environments:
     assert!(detail.contains("above the canary analysis' max_error_rate 5.0%"), "{h}");
 }
 
+/// GitOps on the local agent: an application from the brief's Argo CD manifest keeps `prod`
+/// as its file in a config repository says — synced and healthy at once, a new commit synced
+/// by itself within the interval, a file with errors leaves the last good release running
+/// with every error at file:line:col, a version that was never built fails its sync once and
+/// is not tried again until a new commit, and a push deploy to the environment is refused
+/// with a pointer to the config repository.
+#[test]
+fn gitops_keeps_an_environment_as_its_config_repository_says() {
+    let (v1, v2) = (websvc_build("v1"), websvc_build("v2"));
+    let (web, prod) = (free_addr(), free_addr());
+    let pipeline = format!(
+        "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
+    );
+    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
+    let server = Server::start_with(&["--with-agent", "--gitops-interval", "500ms"]);
+    server.add_project("shop", &repo);
+    let cli = |args: &[&str]| {
+        Run::from(
+            Command::new(bin())
+                .args(args)
+                .args(["--server", &server.url, "--token", &server.admin])
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap(),
+        )
+    };
+    // v1 and v2 are built and recorded by deploying them to `web`.
+    for dist in [&v1, &v2] {
+        let r = cli(&["deploy", "web", "--artifacts", dist.to_str().unwrap(), "--project", "shop"]);
+        assert_eq!(r.code, 0, "{}", r.debug());
+    }
+    let desired = |version: &str| {
+        format!(
+            "release:\n  version: {version}\nenvironments:\n  prod:\n    listen: {prod}\n    instances: 2\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
+        )
+    };
+    let config = Repo::new(&[("envs/prod.yml", &desired("v1"))]);
+    let manifest = format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: shop-prod\n  labels:\n    slipway.dev/project: shop\nspec:\n  project: default\n  source:\n    repoURL: {}\n    targetRevision: HEAD\n    path: envs\n  destination:\n    server: https://kubernetes.default.svc\n    namespace: prod\n  syncPolicy:\n    automated: {{prune: true, selfHeal: true}}\n",
+        config.path().display()
+    );
+    let file = config.path().join("app.yaml");
+    std::fs::write(&file, &manifest).unwrap();
+    let r = cli(&["app", "add", "-f", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("shop-prod: Synced · Healthy"), "{}", r.debug());
+    assert_eq!(served(&prod).as_deref(), Some("v1"));
+    let status = |name: &str| server.json(&format!("/api/v1/apps/{name}"));
+    let wait = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        let t = Instant::now();
+        loop {
+            let v = status("shop-prod");
+            if f(&v) {
+                return v;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "{what}: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // A commit moves it to v2: synced by itself within the interval.
+    config.write("envs/prod.yml", &desired("v2"));
+    config.commit("prod: v2");
+    let head = config.git(&["rev-parse", "HEAD"]);
+    let t = Instant::now();
+    let v = wait("v2 synced", &|v| v["status"]["running_version"] == "v2" && v["status"]["sync"] == "Synced");
+    eprintln!("commit → synced and healthy in {:?} (interval 500 ms)", t.elapsed());
+    assert_eq!(
+        (v["status"]["commit"].as_str(), v["status"]["health"].as_str()),
+        (Some(head.as_str()), Some("Healthy")),
+        "{v}"
+    );
+    assert_eq!(served(&prod).as_deref(), Some("v2"));
+    let h = server.json("/api/v1/projects/shop/environments/prod/releases");
+    assert_eq!(h[0]["actor"], "gitops:shop-prod", "{h}");
+    // A file with errors: Unknown, every error at its place, v2 keeps running.
+    config.write("envs/prod.yml", "release:\n  version: 'v 3'\nenvironments:\n  prod:\n    listen: nowhere\n");
+    config.commit("broken");
+    let v = wait("the broken file seen", &|v| v["status"]["sync"] == "Unknown");
+    let errors = v["status"]["errors"].to_string();
+    assert!(errors.contains("envs/prod.yml@") && errors.contains(":2:12: `release:version`"), "{v}");
+    assert!(errors.contains(":5:13:"), "the listen address's error at its place: {v}");
+    assert_eq!(served(&prod).as_deref(), Some("v2"));
+    let r = cli(&["app", "diff", "shop-prod"]);
+    assert_eq!(r.code, 2, "{}", r.debug());
+    assert!(r.stdout.contains("error: envs/prod.yml@"), "{}", r.debug());
+    // A version never built: the sync fails once and is not tried again for that commit.
+    config.write("envs/prod.yml", &desired("v9"));
+    config.commit("prod: v9");
+    let v = wait("the failed sync", &|v| v["status"]["reason"].as_str().is_some_and(|r| r.contains("failed")));
+    assert!(v["status"]["reason"].as_str().unwrap().contains("no artifacts of version `v9`"), "{v}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let syncs = server.json("/api/v1/apps/shop-prod/history");
+    let failed = syncs.as_array().unwrap().iter().filter(|s| s["outcome"] == "failed").count();
+    assert_eq!(failed, 1, "a failed commit was tried again: {syncs}");
+    assert_eq!(served(&prod).as_deref(), Some("v2"));
+    let r = cli(&["app", "show", "shop-prod"]);
+    assert!(r.stdout.contains("OutOfSync") && r.stdout.contains("version: v2 → v9"), "{}", r.debug());
+    // A push deploy is refused, pointing to the config repository.
+    let r = cli(&["deploy", "prod", "--version", "v1", "--project", "shop"]);
+    assert_ne!(r.code, 0, "{}", r.debug());
+    assert!(
+        r.stderr.contains("kept by GitOps application `shop-prod`") && r.stderr.contains("envs/prod.yml"),
+        "{}",
+        r.debug()
+    );
+    // Back to v1 by a commit (the revert of GitOps): synced.
+    config.write("envs/prod.yml", &desired("v1"));
+    config.commit("prod: back to v1");
+    wait("v1 again", &|v| v["status"]["running_version"] == "v1" && v["status"]["sync"] == "Synced");
+    assert_eq!(served(&prod).as_deref(), Some("v1"));
+    let r = cli(&["app", "history", "shop-prod"]);
+    assert!(r.stdout.contains("synced") && r.stdout.contains("failed") && r.stdout.contains("v9"), "{}", r.debug());
+    let r = cli(&["app", "list"]);
+    assert!(
+        r.stdout.contains("shop-prod") && r.stdout.contains("Synced") && r.stdout.contains("Healthy"),
+        "{}",
+        r.debug()
+    );
+}
+
 /// A browser's requests, with curl and a cookie jar: (status, headers, body).
 fn browse(jar: &std::path::Path, method: &str, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
     let mut c = Command::new("curl");

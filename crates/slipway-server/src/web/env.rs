@@ -220,7 +220,7 @@ pub async fn promote(
         AxState(Arc::clone(&s)),
         who,
         Path((project.clone(), env.clone())),
-        axum::extract::Query(crate::deploys::PromoteQuery { from: from.clone() }),
+        axum::extract::Query(crate::deploys::PromoteQuery { from: from.clone(), force: false }),
     )
     .await;
     match started(r).await {

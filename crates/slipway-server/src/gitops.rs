@@ -1,0 +1,614 @@
+//! GitOps (docs/gitops.md): applications whose desired state is a file in a config repository
+//! — `PATH/ENV.yml`: a release and the environment's settings in the `environments:` schema —
+//! and the reconciler that keeps each environment as its file says, through the same deploy
+//! engine as every deploy. Each pass fetches the repository (a bare mirror under
+//! `DATA/gitops/`), reads the file at the revision's commit, compares it with the current
+//! release (version and settings) and with what runs (`Engine::observe`: health, drift), and
+//! records the status; automated applications sync when they are out of sync — once per
+//! commit: a failed sync waits for a new commit or a manual sync — and, with self-heal, repair
+//! drift. A rollback pins the environment until the desired state moves past the bad commit.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use slipway_deploy::observe::Health;
+use slipway_model::environment::Environment;
+use slipway_model::release::{Actor, ActorKind, ReleaseConfig};
+use slipway_model::time::now_ms;
+use slipway_store::{AppRow, AppSync};
+
+use crate::State;
+
+/// How often an application is looked at without a webhook.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What the reconciler found for an application (kept as JSON with it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AppStatus {
+    /// `Synced`, `OutOfSync` or `Unknown` (the desired state cannot be read).
+    pub sync: String,
+    /// `Healthy`, `Progressing`, `Degraded`, `Missing` or `Unknown`.
+    pub health: String,
+    /// A rollback holds the environment on an earlier release until the desired state moves.
+    #[serde(default)]
+    pub pinned: bool,
+    /// The config repository's commit the desired state was read at.
+    pub commit: Option<String>,
+    pub desired_version: Option<String>,
+    pub running_version: Option<String>,
+    /// Why it is in this state.
+    pub reason: Option<String>,
+    /// What differs between the desired state and the current release.
+    #[serde(default)]
+    pub diff: Vec<String>,
+    /// The desired-state file's errors, each at `file:line:col`.
+    #[serde(default)]
+    pub errors: Vec<String>,
+    /// What runs differs from its release record (a unit edited, an instance stopped, …).
+    #[serde(default)]
+    pub drift: Vec<String>,
+}
+
+/// Why a pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Its interval came round, or a webhook of its repository arrived.
+    Refresh,
+    /// Someone asked for a sync (`slipway app sync`): it syncs even when not automated, and
+    /// even a commit whose sync failed.
+    Manual,
+    /// Someone asked what differs (`slipway app diff`): fetched and compared, nothing changed.
+    Look,
+}
+
+/// The reconciler's memory between passes: applications to look at now, and self-heal's
+/// back-off per application.
+#[derive(Default)]
+pub struct Reconciler {
+    nudged: Mutex<HashSet<String>>,
+    /// Failed repairs in a row and when the next one may run.
+    backoff: Mutex<HashMap<String, (u32, i64)>>,
+    /// One pass per application at a time.
+    running: tokio::sync::Mutex<()>,
+    interval: Duration,
+}
+
+impl Reconciler {
+    pub fn new(interval: Duration) -> Reconciler {
+        Reconciler { interval, ..Reconciler::default() }
+    }
+
+    /// Looks at the applications syncing from `repo` now (a push to it was announced).
+    pub fn nudge_repo(&self, apps: &[AppRow], repo: &str) {
+        let mut n = self.nudged.lock().expect("nudge lock");
+        for a in apps.iter().filter(|a| same_repo(&a.repo, repo)) {
+            n.insert(a.name.clone());
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        if self.interval.is_zero() { DEFAULT_INTERVAL } else { self.interval }
+    }
+}
+
+fn same_repo(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.trim_end_matches('/').trim_end_matches(".git").to_string();
+    norm(a) == norm(b)
+}
+
+fn mirror_of(s: &State, app: &AppRow) -> PathBuf {
+    s.data_dir.join("gitops").join(format!("{}.git", crate::pipelines::slug(&app.repo)))
+}
+
+/// The file that holds the application's environment: `PATH/ENV.yml` (or `.yaml`), or PATH
+/// itself when it names a YAML file.
+fn file_of(app: &AppRow) -> Vec<String> {
+    let p = app.path.trim_matches('/');
+    if p.ends_with(".yml") || p.ends_with(".yaml") {
+        return vec![p.to_string()];
+    }
+    let dir = if p.is_empty() || p == "." { String::new() } else { format!("{p}/") };
+    vec![format!("{dir}{}.yml", app.environment), format!("{dir}{}.yaml", app.environment)]
+}
+
+/// The desired state at the revision's commit: (commit, file, its text), or why not.
+async fn read_desired(s: &State, app: &AppRow) -> Result<(String, String, String), String> {
+    let (repo, dir, app) = (app.repo.clone(), mirror_of(s, app), app.clone());
+    tokio::task::spawn_blocking(move || {
+        slipway_git::remote::mirror(&repo, &dir).map_err(|e| format!("the config repository {repo}: {e}"))?;
+        let commit = slipway_git::remote::resolve(&dir, &app.revision).map_err(|e| e.to_string())?;
+        for f in file_of(&app) {
+            if let Some(text) = slipway_git::remote::show(&dir, &commit, &f).map_err(|e| e.to_string())? {
+                return Ok((commit, f, text));
+            }
+        }
+        Err(format!("commit {} of {} has no {}", &commit[..commit.len().min(12)], app.repo, file_of(&app)[0]))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+fn health_of(h: Health) -> &'static str {
+    match h {
+        Health::Healthy => "Healthy",
+        Health::Deploying | Health::Waiting => "Progressing",
+        Health::NotDeployed => "Missing",
+        Health::Degraded | Health::Failed | Health::RolledBack | Health::Interrupted | Health::Drift => "Degraded",
+        Health::Unmanaged | Health::Unknown => "Unknown",
+    }
+}
+
+/// The lines that differ between the current release's settings and the desired ones.
+fn settings_diff(current: &ReleaseConfig, desired: &ReleaseConfig) -> Vec<String> {
+    let (a, b) = (
+        serde_json::to_string_pretty(current).unwrap_or_default(),
+        serde_json::to_string_pretty(desired).unwrap_or_default(),
+    );
+    similar::TextDiff::from_lines(&a, &b)
+        .iter_all_changes()
+        .filter_map(|c| match c.tag() {
+            similar::ChangeTag::Delete => Some(format!("- {}", c.value().trim_end())),
+            similar::ChangeTag::Insert => Some(format!("+ {}", c.value().trim_end())),
+            similar::ChangeTag::Equal => None,
+        })
+        .collect()
+}
+
+fn actor_of(app: &AppRow) -> Actor {
+    Actor { name: format!("gitops:{}", app.name), kind: ActorKind::System, pipeline: None }
+}
+
+/// One pass over an application: read, compare, observe, and sync or heal when it should.
+/// Returns what it found (also stored with the application).
+pub async fn reconcile(s: &Arc<State>, name: &str, trigger: Trigger) -> Result<AppStatus, crate::ServerError> {
+    let _one = s.reconciler.running.lock().await;
+    let app = s.store.app(name).await?.ok_or_else(|| crate::ServerError::NotFound(format!("application `{name}`")))?;
+    let mut st = AppStatus { sync: "Unknown".into(), health: "Unknown".into(), ..AppStatus::default() };
+    let current = s.store.current(&app.environment).await?;
+    st.running_version = current.as_ref().map(|c| c.version.clone());
+    let (commit, file, text) = match read_desired(s, &app).await {
+        Ok(x) => x,
+        Err(why) => {
+            // Nothing is changed on the targets: the last good state keeps running.
+            st.reason = Some(why);
+            save(s, &app, &st, app.failed_commit.as_deref()).await?;
+            return Ok(st);
+        }
+    };
+    st.commit = Some(commit.clone());
+    let mut sources = slipway_pipeline::SourceMap::default();
+    let shown = format!("{}@{}", file, &commit[..commit.len().min(12)]);
+    let desired = match slipway_pipeline::load_desired(std::path::Path::new(&shown), &text, &mut sources) {
+        Ok(d) => d,
+        Err(diags) => {
+            st.errors = diags
+                .iter()
+                .filter(|d| d.severity == slipway_pipeline::Severity::Error)
+                .map(|d| format!("{}: {}", sources.location(d.span), d.message))
+                .collect();
+            st.reason = Some(format!("{} has {} error(s); nothing was applied", shown, st.errors.len()));
+            save(s, &app, &st, app.failed_commit.as_deref()).await?;
+            return Ok(st);
+        }
+    };
+    st.desired_version = Some(desired.release.version.clone());
+    let env: Environment = desired.environment.clone();
+    if env.name != app.environment {
+        st.errors.push(format!(
+            "{shown}: declares environment `{}`, but application `{}` syncs `{}`",
+            env.name, app.name, app.environment
+        ));
+        st.reason = Some("the file is for another environment; nothing was applied".into());
+        save(s, &app, &st, app.failed_commit.as_deref()).await?;
+        return Ok(st);
+    }
+    // The artifacts the file names must be the version's.
+    if !desired.release.artifacts.is_empty() {
+        match s.store.find_version(&desired.release.version).await? {
+            Some(r) => {
+                for (platform, sha) in &desired.release.artifacts {
+                    match r.artifacts.iter().find(|a| &a.platform == platform) {
+                        Some(a) if &a.sha256 == sha => {}
+                        Some(a) => st.errors.push(format!(
+                            "{shown}: names sha256:{sha} for {platform}, but {} was built as sha256:{}",
+                            desired.release.version, a.sha256
+                        )),
+                        None => st.errors.push(format!(
+                            "{shown}: names an artifact for {platform}, but {} has none",
+                            desired.release.version
+                        )),
+                    }
+                }
+            }
+            None => st.errors.push(format!("{shown}: version {} was never built here", desired.release.version)),
+        }
+        if !st.errors.is_empty() {
+            st.reason = Some("the desired artifacts are not the version's: nothing was applied".into());
+            save(s, &app, &st, app.failed_commit.as_deref()).await?;
+            return Ok(st);
+        }
+    }
+    let config = ReleaseConfig::of(&env);
+    match &current {
+        Some(c) => {
+            if c.version != desired.release.version {
+                st.diff.push(format!("version: {} → {}", c.version, desired.release.version));
+            }
+            if c.config_hash != config.hash() {
+                st.diff.extend(settings_diff(&c.config, &config));
+            }
+        }
+        None => st.diff.push(format!("version: (nothing) → {}", desired.release.version)),
+    }
+    st.sync = if st.diff.is_empty() { "Synced" } else { "OutOfSync" }.into();
+    // A rollback's pin holds until the desired state moves past the commit it was made at.
+    let mut pinned = app.pinned.is_some();
+    if pinned && app.pinned_commit.as_deref() != Some(commit.as_str()) {
+        s.store.pin_app(&app.name, None).await?;
+        pinned = false;
+    }
+    st.pinned = pinned;
+    let observed = crate::deploys::observe(s, &env).await;
+    if let Some(o) = &observed {
+        st.health = health_of(o.status).into();
+        st.drift = o.drift.clone();
+        if o.status == Health::Drift && st.reason.is_none() {
+            st.reason = o.detail.clone();
+        }
+    }
+    let mut failed = app.failed_commit.clone();
+    let wants_sync = st.sync == "OutOfSync"
+        && !pinned
+        && match trigger {
+            Trigger::Manual => true,
+            Trigger::Refresh => app.automated && failed.as_deref() != Some(commit.as_str()),
+            Trigger::Look => false,
+        };
+    if pinned && st.sync == "OutOfSync" {
+        st.reason = Some(format!(
+            "pinned by a rollback to release #{}: auto-sync resumes when {} moves past commit {}",
+            app.pinned.unwrap_or_default(),
+            app.repo,
+            &commit[..commit.len().min(12)]
+        ));
+    }
+    let heal = !wants_sync
+        && st.sync == "Synced"
+        && app.self_heal
+        && trigger == Trigger::Refresh
+        && observed.as_ref().is_some_and(|o| matches!(o.status, Health::Drift | Health::Degraded | Health::Failed))
+        && backoff_allows(s, &app.name);
+    if wants_sync || heal {
+        let started = now_ms();
+        let why = if heal {
+            "self-heal"
+        } else if trigger == Trigger::Manual {
+            "manual"
+        } else {
+            "auto"
+        };
+        let r =
+            crate::deploys::gitops_deploy(s, &app.project, &env, &desired.release.version, heal, &actor_of(&app)).await;
+        let (outcome, detail, release) = match &r {
+            Ok(o) if o.unchanged => ("unchanged", None, Some(o.release.id)),
+            Ok(o) => ("synced", None, Some(o.release.id)),
+            Err(e) => ("failed", Some(e.message.clone()), None),
+        };
+        s.store
+            .add_app_sync(&AppSync {
+                id: 0,
+                app: app.name.clone(),
+                commit: commit.clone(),
+                version: desired.release.version.clone(),
+                release,
+                trigger: why.into(),
+                outcome: outcome.into(),
+                detail: detail.clone(),
+                actor: actor_of(&app).name,
+                started_at_ms: started,
+                finished_at_ms: now_ms(),
+            })
+            .await?;
+        match r {
+            Ok(o) => {
+                failed = None;
+                st.sync = "Synced".into();
+                st.diff.clear();
+                st.running_version = Some(o.release.version.clone());
+                st.reason = None;
+                if heal {
+                    s.reconciler.backoff.lock().expect("backoff lock").remove(&app.name);
+                }
+                if let Some(o) = crate::deploys::observe(s, &env).await {
+                    st.health = health_of(o.status).into();
+                    st.drift = o.drift;
+                }
+            }
+            Err(e) => {
+                if heal {
+                    let mut b = s.reconciler.backoff.lock().expect("backoff lock");
+                    let entry = b.entry(app.name.clone()).or_insert((0, 0));
+                    entry.0 += 1;
+                    entry.1 = now_ms() + (1000i64 << entry.0.min(8)).min(300_000);
+                } else {
+                    // Not tried again for this commit: a new commit or a manual sync.
+                    failed = Some(commit.clone());
+                }
+                st.reason = Some(format!("the {why} sync of {} failed: {}", desired.release.version, e.message));
+                let running = s.store.current(&app.environment).await?;
+                st.running_version = running.map(|r| r.version);
+            }
+        }
+    } else if st.sync == "OutOfSync" && st.reason.is_none() {
+        st.reason = Some(if failed.as_deref() == Some(commit.as_str()) {
+            format!(
+                "the sync of commit {} failed; it waits for a new commit or `slipway app sync {}`",
+                &commit[..12.min(commit.len())],
+                app.name
+            )
+        } else if !app.automated {
+            format!("manual sync: `slipway app sync {}`", app.name)
+        } else {
+            "out of sync".into()
+        });
+    }
+    save(s, &app, &st, failed.as_deref()).await?;
+    Ok(st)
+}
+
+fn backoff_allows(s: &State, app: &str) -> bool {
+    s.reconciler.backoff.lock().expect("backoff lock").get(app).is_none_or(|(_, next)| now_ms() >= *next)
+}
+
+async fn save(s: &State, app: &AppRow, st: &AppStatus, failed: Option<&str>) -> Result<(), crate::ServerError> {
+    let json = serde_json::to_string(st).expect("a status serializes");
+    s.store.set_app_status(&app.name, &json, failed).await?;
+    Ok(())
+}
+
+/// The status an application last recorded.
+pub fn status_of(app: &AppRow) -> AppStatus {
+    serde_json::from_str(&app.status).unwrap_or_else(|_| AppStatus {
+        sync: "Unknown".into(),
+        health: "Unknown".into(),
+        reason: Some("not looked at yet".into()),
+        ..AppStatus::default()
+    })
+}
+
+/// One round of the reconciler (every 0.5 s): each application whose interval came round or
+/// that a webhook of its repository nudged.
+pub async fn tick(s: &Arc<State>) {
+    let interval = s.reconciler.interval();
+    let Ok(apps) = s.store.apps().await else { return };
+    let nudged: HashSet<String> = std::mem::take(&mut *s.reconciler.nudged.lock().expect("nudge lock"));
+    let now = now_ms();
+    for app in &apps {
+        let due =
+            nudged.contains(&app.name) || app.checked_at_ms.is_none_or(|t| now - t >= interval.as_millis() as i64);
+        if due && let Err(e) = reconcile(s, &app.name, Trigger::Refresh).await {
+            tracing::warn!(app = %app.name, error = %e, "the reconciler's pass failed");
+        }
+    }
+}
+
+// ----- the API (docs/gitops.md) ------------------------------------------------------------
+
+type S = axum::extract::State<Arc<State>>;
+use axum::extract::Path as UrlPath;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use slipway_api::server::ApiErrorBody;
+
+use crate::ServerError;
+use crate::access::Caller;
+
+/// An application and what the reconciler last found.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct AppView {
+    pub name: String,
+    pub project: String,
+    pub repo: String,
+    pub path: String,
+    pub revision: String,
+    pub environment: String,
+    pub automated: bool,
+    pub self_heal: bool,
+    pub prune: bool,
+    pub status: AppStatus,
+    /// When the reconciler last looked (RFC 3339).
+    pub checked_at: Option<String>,
+    /// A rollback pinned the environment to this release.
+    pub pinned_release: Option<i64>,
+}
+
+/// One sync of an application.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct SyncView {
+    pub commit: String,
+    pub version: String,
+    pub release: Option<i64>,
+    pub trigger: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub actor: String,
+    pub started_at: String,
+    pub seconds: f64,
+}
+
+fn view(a: &AppRow) -> AppView {
+    AppView {
+        name: a.name.clone(),
+        project: a.project.clone(),
+        repo: a.repo.clone(),
+        path: a.path.clone(),
+        revision: a.revision.clone(),
+        environment: a.environment.clone(),
+        automated: a.automated,
+        self_heal: a.self_heal,
+        prune: a.prune,
+        status: status_of(a),
+        checked_at: a.checked_at_ms.map(slipway_model::time::rfc3339),
+        pinned_release: a.pinned,
+    }
+}
+
+fn may(s: &State, who: &Caller, verb: &str, app: &AppRow) -> Result<(), ServerError> {
+    let need = slipway_model::access::Permission::need(verb, &format!("environments/{}", app.environment));
+    if who.may(&s.access(), &need, Some(&app.project)) {
+        return Ok(());
+    }
+    // Those who hold nothing on the project do not learn the application exists.
+    let read = slipway_model::access::Permission::need("read", &format!("environments/{}", app.environment));
+    if !who.may(&s.access(), &read, Some(&app.project)) {
+        return Err(ServerError::NotFound(format!("application `{}`", app.name)));
+    }
+    Err(ServerError::Forbidden(format!("`{}` lacks `{need}` on project {}", who.actor(), app.project)))
+}
+
+async fn find(s: &State, who: &Caller, name: &str, verb: &str) -> Result<AppRow, ServerError> {
+    let app = s.store.app(name).await?.ok_or_else(|| ServerError::NotFound(format!("application `{name}`")))?;
+    may(s, who, verb, &app)?;
+    Ok(app)
+}
+
+#[utoipa::path(get, path = "/api/v1/apps", tag = "gitops", summary = "GitOps applications and their status", responses((status = 200, body = [AppView]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn list(axum::extract::State(s): S, who: Caller) -> Result<Response, ServerError> {
+    let apps: Vec<AppView> =
+        s.store.apps().await?.iter().filter(|a| may(&s, &who, "read", a).is_ok()).map(view).collect();
+    Ok(axum::Json(apps).into_response())
+}
+
+/// `POST /api/v1/apps`: an application as YAML or JSON — slipway's shape or the brief's Argo
+/// CD `Application` — added, or its definition replaced; looked at once before the answer.
+#[utoipa::path(post, path = "/api/v1/apps", tag = "gitops", summary = "Add (or redefine) a GitOps application", request_body(content = String, content_type = "application/yaml", description = "The application (slipway's shape or an Argo CD Application manifest)"), responses((status = 201, body = AppView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn add(axum::extract::State(s): S, who: Caller, body: axum::body::Bytes) -> Result<Response, ServerError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ServerError::Input("the application is not UTF-8 text".into(), Some("body".into())))?;
+    let mut sources = slipway_pipeline::SourceMap::default();
+    let app = slipway_pipeline::load_application(std::path::Path::new("application"), text, &mut sources).map_err(
+        |diags| {
+            let lines: Vec<String> = diags
+                .iter()
+                .filter(|d| d.severity == slipway_pipeline::Severity::Error)
+                .map(|d| {
+                    let hint = d.hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default();
+                    format!("{}: {}{hint}", sources.location(d.span), d.message)
+                })
+                .collect();
+            ServerError::Input(
+                format!("the application has {} error(s):\n{}", lines.len(), lines.join("\n")),
+                Some("body".into()),
+            )
+        },
+    )?;
+    s.store.project(&app.project).await?.ok_or_else(|| {
+        ServerError::Input(
+            format!("the application's project `{}` is not on this server", app.project),
+            Some("project".into()),
+        )
+    })?;
+    let row = AppRow {
+        name: app.name.clone(),
+        project: app.project,
+        repo: app.repo,
+        path: app.path,
+        revision: app.revision,
+        environment: app.environment,
+        automated: app.automated,
+        self_heal: app.self_heal,
+        prune: app.prune,
+        created_by: who.actor(),
+        created_at_ms: now_ms(),
+        status: String::new(),
+        pinned: None,
+        pinned_commit: None,
+        failed_commit: None,
+        checked_at_ms: None,
+    };
+    may(&s, &who, "deploy", &row)?;
+    if let Err(other) = s.store.put_app(&row).await? {
+        return Err(ServerError::Conflict(format!(
+            "environment `{}` is already kept by application `{other}`: one application per environment",
+            row.environment
+        )));
+    }
+    reconcile(&s, &row.name, Trigger::Refresh).await?;
+    let app = s.store.app(&row.name).await?.ok_or_else(|| ServerError::NotFound(row.name.clone()))?;
+    Ok((StatusCode::CREATED, axum::Json(view(&app))).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/apps/{name}", tag = "gitops", summary = "An application and its status", params(("name" = String, Path, description = "The application")), responses((status = 200, body = AppView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn show(
+    axum::extract::State(s): S,
+    who: Caller,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ServerError> {
+    Ok(axum::Json(view(&find(&s, &who, &name, "read").await?)).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/apps/{name}", tag = "gitops", summary = "Forget an application (what runs stays)", params(("name" = String, Path, description = "The application")), responses((status = 204, description = "Forgotten"), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn delete(
+    axum::extract::State(s): S,
+    who: Caller,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ServerError> {
+    find(&s, &who, &name, "deploy").await?;
+    s.store.delete_app(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/apps/{name}/sync`: fetches, compares and syncs now (a commit whose sync
+/// failed too); answers with the status after.
+#[utoipa::path(post, path = "/api/v1/apps/{name}/sync", tag = "gitops", summary = "Sync an application now", params(("name" = String, Path, description = "The application")), responses((status = 200, body = AppView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn sync(
+    axum::extract::State(s): S,
+    who: Caller,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ServerError> {
+    find(&s, &who, &name, "deploy").await?;
+    reconcile(&s, &name, Trigger::Manual).await?;
+    Ok(axum::Json(view(&find(&s, &who, &name, "read").await?)).into_response())
+}
+
+/// `POST /api/v1/apps/{name}/refresh`: fetches and compares now; changes nothing.
+#[utoipa::path(post, path = "/api/v1/apps/{name}/refresh", tag = "gitops", summary = "Compare an application with its desired state now (changes nothing)", params(("name" = String, Path, description = "The application")), responses((status = 200, body = AppView), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn refresh(
+    axum::extract::State(s): S,
+    who: Caller,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ServerError> {
+    find(&s, &who, &name, "read").await?;
+    reconcile(&s, &name, Trigger::Look).await?;
+    Ok(axum::Json(view(&find(&s, &who, &name, "read").await?)).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/apps/{name}/history", tag = "gitops", summary = "An application's syncs, newest first", params(("name" = String, Path, description = "The application")), responses((status = 200, body = [SyncView]), (status = "4XX", description = "Refused: the error says what, and `field` where", body = ApiErrorBody), (status = 503, description = "The store does not answer", body = ApiErrorBody)))]
+pub async fn history(
+    axum::extract::State(s): S,
+    who: Caller,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ServerError> {
+    find(&s, &who, &name, "read").await?;
+    let list: Vec<SyncView> = s
+        .store
+        .app_syncs(&name, 200)
+        .await?
+        .into_iter()
+        .map(|x| SyncView {
+            commit: x.commit,
+            version: x.version,
+            release: x.release,
+            trigger: x.trigger,
+            outcome: x.outcome,
+            detail: x.detail,
+            actor: x.actor,
+            started_at: slipway_model::time::rfc3339(x.started_at_ms),
+            seconds: (x.finished_at_ms - x.started_at_ms) as f64 / 1000.0,
+        })
+        .collect();
+    Ok(axum::Json(list).into_response())
+}
