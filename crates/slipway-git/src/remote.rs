@@ -180,7 +180,6 @@ pub fn changed_between(dir: &Path, from: Option<&str>, to: &str) -> Result<Vec<S
     Ok(out.lines().map(str::to_string).collect())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

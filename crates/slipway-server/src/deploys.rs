@@ -476,6 +476,9 @@ pub(crate) async fn alert_rollback(
     let environment = with_protection(s, project, environment);
     let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
     let r = engine.alert_rollback(actor, &environment, why).await;
+    if let Ok(o) = &r {
+        pin_after_rollback(s, env, o.release.id).await;
+    }
     let event = slipway_deploy::finished(env, &r);
     record(s, &Stamped::now(event.clone()));
     crate::notify::deploy_event(s, project, &event).await;
@@ -514,7 +517,25 @@ pub(crate) async fn gitops_deploy(
     r
 }
 
-/// Refuses a push deploy (deploy, promote, rollback) of an environment a GitOps application
+/// An environment that a GitOps application keeps, as its desired state last declared it
+/// (the pipeline file does not declare it: its config repository does).
+async fn kept_by_gitops(s: &State, env: &str) -> Option<Environment> {
+    s.store.app_of(env).await.ok().flatten()?;
+    s.monitor.environment(env)
+}
+
+/// A rollback of an environment a GitOps application keeps pins it there: the application
+/// reports `OutOfSync (pinned)` and does not sync the bad release back, until its desired
+/// state moves past the commit it was at (a revert, or a fix).
+async fn pin_after_rollback(s: &State, env: &str, release: i64) {
+    let Ok(Some(app)) = s.store.app_of(env).await else { return };
+    let commit = crate::gitops::status_of(&app).commit.unwrap_or_default();
+    if let Err(e) = s.store.pin_app(&app.name, Some((release, &commit))).await {
+        tracing::warn!(app = %app.name, error = %e, "the rollback's pin was not recorded");
+    }
+}
+
+/// Refuses a push deploy (deploy, promote) of an environment a GitOps application
 /// keeps, unless forced: its config repository says what runs there.
 async fn not_gitops(s: &State, env: &str, force: bool, what: &str) -> Result<(), ServerError> {
     match s.store.app_of(env).await? {
@@ -544,12 +565,17 @@ pub(crate) async fn rollback_now(
     to: Option<&str>,
 ) -> Result<String, String> {
     let scope = scope(s, who, project).await.map_err(|e| e.to_string())?;
-    let (environment, _) =
-        find(environments_at(s, project, &scope.commit).await.map_err(|e| e.to_string())?, env, project)
-            .map_err(|e| e.to_string())?;
+    let environment =
+        match find(environments_at(s, project, &scope.commit).await.map_err(|e| e.to_string())?, env, project) {
+            Ok((e, _)) => e,
+            Err(e) => kept_by_gitops(s, env).await.ok_or_else(|| e.to_string())?,
+        };
     owned(s, &environment.name, project).await.map_err(|e| e.to_string())?;
     let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
     let r = engine.rollback(&scope.actor, &environment, to).await;
+    if let Ok(o) = &r {
+        pin_after_rollback(s, env, o.release.id).await;
+    }
     let done = slipway_deploy::finished(env, &r);
     record(s, &Stamped::now(done.clone()));
     crate::notify::deploy_event(s, project, &done).await;
@@ -593,7 +619,11 @@ fn streamed(s: &Arc<State>, scope: Scope, env: Environment, req: Request) -> Res
     let data = s.data_dir.clone();
     let state = Arc::clone(s);
     tokio::spawn(async move {
+        let rollback = matches!(req, Request::Rollback { .. });
         let r = execute(&engine, &data, &scope, &env, req).await;
+        if rollback && let Ok(o) = &r {
+            pin_after_rollback(&state, &env.name, o.release.id).await;
+        }
         let done = slipway_deploy::finished(&env.name, &r);
         record(&state, &Stamped::now(done.clone()));
         crate::notify::deploy_event(&state, &scope.project.name, &done).await;
@@ -734,7 +764,10 @@ pub async fn rollback(
     Query(q): Query<RollbackQuery>,
 ) -> Result<Response, ServerError> {
     let scope = scope(&s, &who, &name).await?;
-    let (env, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
+    let env = match find(environments_at(&s, &name, &scope.commit).await?, &env, &name) {
+        Ok((env, _)) => env,
+        Err(e) => kept_by_gitops(&s, &env).await.ok_or(e)?,
+    };
     owned(&s, &env.name, &name).await?;
     Ok(streamed(&s, scope, env, Request::Rollback { to: q.to }))
 }

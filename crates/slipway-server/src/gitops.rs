@@ -244,7 +244,9 @@ pub async fn reconcile(s: &Arc<State>, name: &str, trigger: Trigger) -> Result<A
         None => st.diff.push(format!("version: (nothing) → {}", desired.release.version)),
     }
     st.sync = if st.diff.is_empty() { "Synced" } else { "OutOfSync" }.into();
-    // A rollback's pin holds until the desired state moves past the commit it was made at.
+    // A rollback's pin holds until the desired state moves past the commit it was made at
+    // (read again now: a rollback may have pinned it while this pass fetched).
+    let app = s.store.app(&app.name).await?.unwrap_or(app);
     let mut pinned = app.pinned.is_some();
     if pinned && app.pinned_commit.as_deref() != Some(commit.as_str()) {
         s.store.pin_app(&app.name, None).await?;

@@ -3190,6 +3190,21 @@ fn gitops_keeps_an_environment_as_its_config_repository_says() {
     assert_eq!(served(&prod).as_deref(), Some("v1"));
     let r = cli(&["app", "history", "shop-prod"]);
     assert!(r.stdout.contains("synced") && r.stdout.contains("failed") && r.stdout.contains("v9"), "{}", r.debug());
+    // Rolled back with auto-sync on (what Argo CD refuses): the environment stays on the
+    // release before — pinned, not synced back — until the desired state moves.
+    let r = cli(&["rollback", "prod", "--project", "shop"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(served(&prod).as_deref(), Some("v2"));
+    let v = wait("pinned", &|v| v["status"]["pinned"] == true && v["status"]["sync"] == "OutOfSync");
+    assert!(v["status"]["reason"].as_str().unwrap().contains("pinned by a rollback"), "{v}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(served(&prod).as_deref(), Some("v2"), "the pin did not hold");
+    let r = cli(&["app", "list"]);
+    assert!(r.stdout.contains("OutOfSync (pinned)"), "{}", r.debug());
+    config.write("envs/prod.yml", &desired("v2"));
+    config.commit("prod: v2 (the revert of the bad commit)");
+    let v = wait("unpinned", &|v| v["status"]["pinned"] == false && v["status"]["sync"] == "Synced");
+    assert_eq!((v["pinned_release"].as_i64(), served(&prod).as_deref()), (None, Some("v2")), "{v}");
     let r = cli(&["app", "list"]);
     assert!(
         r.stdout.contains("shop-prod") && r.stdout.contains("Synced") && r.stdout.contains("Healthy"),
