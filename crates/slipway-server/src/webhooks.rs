@@ -108,6 +108,10 @@ async fn receive_verified(
         return Ok((StatusCode::OK, axum::Json(serde_json::json!({"pipeline": run, "why": "delivered before"})))
             .into_response());
     }
+    // A push to a config repository: its GitOps applications look now, not at their interval.
+    if let Ok(apps) = s.store.apps().await {
+        s.reconciler.nudge_repo(&apps, &p.repo);
+    }
     let run = match s.store.find_run(&p.name, &short_ref(&ref_name), &sha, source).await? {
         Some(r) => r,
         None => {
@@ -243,6 +247,9 @@ pub async fn poll_once(s: &Arc<State>) {
                 let watched = r.starts_with("refs/heads/") || r.starts_with("refs/tags/");
                 if !moved || !watched {
                     continue;
+                }
+                if let Ok(apps) = s.store.apps().await {
+                    s.reconciler.nudge_repo(&apps, &p.repo);
                 }
                 let exists = s.store.find_run(&p.name, &short_ref(r), sha, "push").await.ok().flatten().is_some();
                 if exists {

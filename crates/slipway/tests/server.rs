@@ -3175,6 +3175,28 @@ fn gitops_keeps_an_environment_as_its_config_repository_says() {
     assert_eq!(served(&prod).as_deref(), Some("v2"));
     let r = cli(&["app", "show", "shop-prod"]);
     assert!(r.stdout.contains("OutOfSync") && r.stdout.contains("version: v2 → v9"), "{}", r.debug());
+    // The config repository as a project with a webhook secret: a signed push makes its
+    // application look now (the interval is 500 ms here; the timeline shows the webhook's
+    // share).
+    let body = format!(r#"{{"name": "config", "repo": "{}", "webhook_secret": "cfgsecret"}}"#, config.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    config.write("envs/prod.yml", &desired("v1"));
+    config.commit("prod: v1 by webhook");
+    let sha = config.git(&["rev-parse", "HEAD"]);
+    let push = format!(r#"{{"ref": "refs/heads/main", "after": "{sha}", "repository": {{"name": "config"}}}}"#);
+    let t = Instant::now();
+    let headers = vec![
+        ("X-GitHub-Event", "push".to_string()),
+        ("X-GitHub-Delivery", "gitops-1".to_string()),
+        ("X-Hub-Signature-256", format!("sha256={}", hmac_hex("cfgsecret", push.as_bytes()))),
+    ];
+    let (code, text) = server.deliver("/api/v1/webhooks/github/config", &headers, push.as_bytes());
+    assert!(code == 200 || code == 201, "{code} {text}");
+    wait("v1 by webhook", &|v| v["status"]["running_version"] == "v1" && v["status"]["commit"] == sha.as_str());
+    eprintln!("webhook → synced and healthy in {:?}", t.elapsed());
+    config.write("envs/prod.yml", &desired("v9"));
+    config.commit("prod: v9 again");
+    wait("v9 failed again", &|v| v["status"]["desired_version"] == "v9");
     // A push deploy is refused, pointing to the config repository.
     let r = cli(&["deploy", "prod", "--version", "v1", "--project", "shop"]);
     assert_ne!(r.code, 0, "{}", r.debug());
