@@ -291,6 +291,14 @@ impl Engine {
         self.repair_with_lock(env, true).await
     }
 
+    /// Puts the target back on the current release when it drifted from it (a group that
+    /// takes traffic but is not current, fewer instances than released, a stray container):
+    /// what a GitOps application's `selfHeal` asks for. What it did, line by line (nothing when
+    /// the target matches, or another deploy holds the environment).
+    pub async fn heal(&self, env: &Environment) -> Result<Vec<String>, DeployError> {
+        self.repair_with_lock(env, true).await
+    }
+
     /// Repairs an environment that a deploy left mid-way: when the journal holds a release
     /// still `deploying` whose lock lease ran out (its process died), that release is marked
     /// failed and the target is put back on the current release. Acts on that recorded intent

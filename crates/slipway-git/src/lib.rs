@@ -23,7 +23,8 @@ pub enum GitError {
 
 fn command(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("git");
-    c.args(args).current_dir(dir).stdin(Stdio::null());
+    // Never a prompt for credentials: slipway runs git unattended.
+    c.args(args).current_dir(dir).stdin(Stdio::null()).env("GIT_TERMINAL_PROMPT", "0");
     c
 }
 

@@ -36,6 +36,11 @@ pub fn mirror(url: &str, dir: &Path) -> Result<(), GitError> {
                 "maintenance.auto=false",
                 "-c",
                 "gc.auto=0",
+                // A remote that stalls fails in a minute instead of holding its caller.
+                "-c",
+                "http.lowSpeedLimit=1",
+                "-c",
+                "http.lowSpeedTime=60",
                 "fetch",
                 "--prune",
                 "--quiet",
@@ -51,7 +56,21 @@ pub fn mirror(url: &str, dir: &Path) -> Result<(), GitError> {
     let tmp = dir.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);
     let tmp_s = tmp.display().to_string();
-    run(parent, &["clone", "--mirror", "--quiet", "--", url, &tmp_s])?;
+    run(
+        parent,
+        &[
+            "-c",
+            "http.lowSpeedLimit=1",
+            "-c",
+            "http.lowSpeedTime=60",
+            "clone",
+            "--mirror",
+            "--quiet",
+            "--",
+            url,
+            &tmp_s,
+        ],
+    )?;
     std::fs::rename(&tmp, dir).map_err(GitError::Missing)?;
     Ok(())
 }

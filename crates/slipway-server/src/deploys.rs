@@ -372,9 +372,13 @@ async fn owned(s: &State, env: &str, project: &str) -> Result<(), ServerError> {
 }
 
 fn engine(s: &State, sink: slipway_deploy::Sink) -> Engine {
+    // Each engine holds locks as itself: two deploys of one environment in this process
+    // (two users, a sync and a rollback) wait for each other like deploys of two processes.
+    static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let config = EngineConfig {
         data_dir: s.data_dir.clone(),
-        owner: format!("slipway server (pid {})", std::process::id()),
+        owner: format!("slipway server (pid {}, engine {n})", std::process::id()),
         lease: Duration::from_secs(15),
         lock_wait: Duration::from_secs(600),
         approval_wait: Duration::from_secs(3600),
@@ -475,9 +479,10 @@ pub(crate) async fn alert_rollback(
     };
     let environment = with_protection(s, project, environment);
     let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
+    let pinned = pin_for_rollback(s, env).await;
     let r = engine.alert_rollback(actor, &environment, why).await;
-    if let Ok(o) = &r {
-        pin_after_rollback(s, env, o.release.id).await;
+    if let Some(app) = pinned {
+        pinned_after_rollback(s, &app, r.as_ref().ok().map(|o| o.release.id)).await;
     }
     let event = slipway_deploy::finished(env, &r);
     record(s, &Stamped::now(event.clone()));
@@ -526,13 +531,39 @@ async fn kept_by_gitops(s: &State, env: &str) -> Option<Environment> {
 
 /// A rollback of an environment a GitOps application keeps pins it there: the application
 /// reports `OutOfSync (pinned)` and does not sync the bad release back, until its desired
-/// state moves past the commit it was at (a revert, or a fix).
-async fn pin_after_rollback(s: &State, env: &str, release: i64) {
-    let Ok(Some(app)) = s.store.app_of(env).await else { return };
+/// state moves past the commit it was at (a revert, or a fix). The pin is set before the
+/// rollback starts, so no pass of the reconciler syncs in between; the application, to finish
+/// with [`pinned_after_rollback`].
+async fn pin_for_rollback(s: &State, env: &str) -> Option<slipway_store::AppRow> {
+    let app = s.store.app_of(env).await.ok().flatten()?;
     let commit = crate::gitops::status_of(&app).commit.unwrap_or_default();
-    if let Err(e) = s.store.pin_app(&app.name, Some((release, &commit))).await {
+    let holding = s.store.current(env).await.ok().flatten().map_or(0, |c| c.id);
+    match s.store.pin_app(&app.name, Some((holding, &commit))).await {
+        Ok(()) => Some(app),
+        Err(e) => {
+            tracing::warn!(app = %app.name, error = %e, "the rollback's pin was not recorded");
+            None
+        }
+    }
+}
+
+/// The pin names the release rolled back to; a rollback that failed leaves the pin as it was.
+async fn pinned_after_rollback(s: &State, app: &slipway_store::AppRow, release: Option<i64>) {
+    let commit = crate::gitops::status_of(app).commit.unwrap_or_default();
+    let pin = match (release, app.pinned) {
+        (Some(r), _) => Some((r, commit.as_str())),
+        (None, Some(p)) => Some((p, app.pinned_commit.as_deref().unwrap_or(""))),
+        (None, None) => None,
+    };
+    if let Err(e) = s.store.pin_app(&app.name, pin).await {
         tracing::warn!(app = %app.name, error = %e, "the rollback's pin was not recorded");
     }
+}
+
+/// GitOps' self-heal: the target put back on the current release (see `Engine::heal`).
+pub(crate) async fn gitops_heal(s: &Arc<State>, project: &str, env: &Environment) -> Result<Vec<String>, DeployError> {
+    let env = with_protection(s, project, env.clone());
+    engine(s, notifying(s, project, Arc::new(|_| {}))).heal(&env).await
 }
 
 /// Refuses a push deploy (deploy, promote) of an environment a GitOps application
@@ -572,9 +603,10 @@ pub(crate) async fn rollback_now(
         };
     owned(s, &environment.name, project).await.map_err(|e| e.to_string())?;
     let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
+    let pinned = pin_for_rollback(s, env).await;
     let r = engine.rollback(&scope.actor, &environment, to).await;
-    if let Ok(o) = &r {
-        pin_after_rollback(s, env, o.release.id).await;
+    if let Some(app) = pinned {
+        pinned_after_rollback(s, &app, r.as_ref().ok().map(|o| o.release.id)).await;
     }
     let done = slipway_deploy::finished(env, &r);
     record(s, &Stamped::now(done.clone()));
@@ -619,10 +651,13 @@ fn streamed(s: &Arc<State>, scope: Scope, env: Environment, req: Request) -> Res
     let data = s.data_dir.clone();
     let state = Arc::clone(s);
     tokio::spawn(async move {
-        let rollback = matches!(req, Request::Rollback { .. });
+        let pinned = match req {
+            Request::Rollback { .. } => pin_for_rollback(&state, &env.name).await,
+            _ => None,
+        };
         let r = execute(&engine, &data, &scope, &env, req).await;
-        if rollback && let Ok(o) = &r {
-            pin_after_rollback(&state, &env.name, o.release.id).await;
+        if let Some(app) = pinned {
+            pinned_after_rollback(&state, &app, r.as_ref().ok().map(|o| o.release.id)).await;
         }
         let done = slipway_deploy::finished(&env.name, &r);
         record(&state, &Stamped::now(done.clone()));
@@ -733,7 +768,10 @@ pub async fn deploy(
 ) -> Result<Response, ServerError> {
     let scope = scope(&s, &who, &name).await?;
     not_gitops(&s, &env, q.force, "deploy").await?;
-    let (env, _) = find(environments_at(&s, &name, &scope.commit).await?, &env, &name)?;
+    let env = match find(environments_at(&s, &name, &scope.commit).await?, &env, &name) {
+        Ok((env, _)) => env,
+        Err(e) => kept_by_gitops(&s, &env).await.ok_or(e)?,
+    };
     let env = protect(&s, &scope, env)?;
     owned(&s, &env.name, &name).await?;
     if bytes.is_empty() && q.version.is_none() && q.image.is_none() {

@@ -283,17 +283,13 @@ pub async fn reconcile(s: &Arc<State>, name: &str, trigger: Trigger) -> Result<A
         && trigger == Trigger::Refresh
         && observed.as_ref().is_some_and(|o| matches!(o.status, Health::Drift | Health::Degraded | Health::Failed))
         && backoff_allows(s, &app.name);
-    if wants_sync || heal {
+    if heal {
+        heal_now(s, &app, &env, &commit, &desired.release.version, current.as_ref().map(|c| c.id), &mut st).await?;
+    } else if wants_sync {
         let started = now_ms();
-        let why = if heal {
-            "self-heal"
-        } else if trigger == Trigger::Manual {
-            "manual"
-        } else {
-            "auto"
-        };
-        let r =
-            crate::deploys::gitops_deploy(s, &app.project, &env, &desired.release.version, heal, &actor_of(&app)).await;
+        let why = if trigger == Trigger::Manual { "manual" } else { "auto" };
+        let r = crate::deploys::gitops_deploy(s, &app.project, &env, &desired.release.version, false, &actor_of(&app))
+            .await;
         let (outcome, detail, release) = match &r {
             Ok(o) if o.unchanged => ("unchanged", None, Some(o.release.id)),
             Ok(o) => ("synced", None, Some(o.release.id)),
@@ -321,24 +317,14 @@ pub async fn reconcile(s: &Arc<State>, name: &str, trigger: Trigger) -> Result<A
                 st.diff.clear();
                 st.running_version = Some(o.release.version.clone());
                 st.reason = None;
-                if heal {
-                    s.reconciler.backoff.lock().expect("backoff lock").remove(&app.name);
-                }
                 if let Some(o) = crate::deploys::observe(s, &env).await {
                     st.health = health_of(o.status).into();
                     st.drift = o.drift;
                 }
             }
             Err(e) => {
-                if heal {
-                    let mut b = s.reconciler.backoff.lock().expect("backoff lock");
-                    let entry = b.entry(app.name.clone()).or_insert((0, 0));
-                    entry.0 += 1;
-                    entry.1 = now_ms() + (1000i64 << entry.0.min(8)).min(300_000);
-                } else {
-                    // Not tried again for this commit: a new commit or a manual sync.
-                    failed = Some(commit.clone());
-                }
+                // Not tried again for this commit: a new commit or a manual sync.
+                failed = Some(commit.clone());
                 st.reason = Some(format!("the {why} sync of {} failed: {}", desired.release.version, e.message));
                 let running = s.store.current(&app.environment).await?;
                 st.running_version = running.map(|r| r.version);
@@ -359,6 +345,63 @@ pub async fn reconcile(s: &Arc<State>, name: &str, trigger: Trigger) -> Result<A
     }
     save(s, &app, &st, failed.as_deref()).await?;
     Ok(st)
+}
+
+/// Self-heal: the target put back on the current release, recorded as a sync; repairs that
+/// keep failing wait longer each time (1 s, 2 s, … 5 min).
+async fn heal_now(
+    s: &Arc<State>,
+    app: &AppRow,
+    env: &Environment,
+    commit: &str,
+    version: &str,
+    release: Option<i64>,
+    st: &mut AppStatus,
+) -> Result<(), crate::ServerError> {
+    let started = now_ms();
+    let r = crate::deploys::gitops_heal(s, &app.project, env).await;
+    let (outcome, detail) = match &r {
+        Ok(lines) if lines.is_empty() => ("unchanged", None),
+        Ok(lines) => ("healed", Some(lines.join("; "))),
+        Err(e) => ("failed", Some(e.message.clone())),
+    };
+    s.store
+        .add_app_sync(&AppSync {
+            id: 0,
+            app: app.name.clone(),
+            commit: commit.to_string(),
+            version: version.to_string(),
+            release,
+            trigger: "self-heal".into(),
+            outcome: outcome.into(),
+            detail,
+            actor: actor_of(app).name,
+            started_at_ms: started,
+            finished_at_ms: now_ms(),
+        })
+        .await?;
+    {
+        let mut b = s.reconciler.backoff.lock().expect("backoff lock");
+        match &r {
+            Ok(_) => {
+                b.remove(&app.name);
+            }
+            Err(e) => {
+                let entry = b.entry(app.name.clone()).or_insert((0, 0));
+                entry.0 += 1;
+                entry.1 = now_ms() + (1000i64 << entry.0.min(8)).min(300_000);
+                st.reason = Some(format!("self-heal failed ({} in a row): {}", entry.0, e.message));
+            }
+        }
+    }
+    if r.is_ok()
+        && let Some(o) = crate::deploys::observe(s, env).await
+    {
+        st.health = health_of(o.status).into();
+        st.drift = o.drift;
+        st.reason = o.detail;
+    }
+    Ok(())
 }
 
 fn backoff_allows(s: &State, app: &str) -> bool {

@@ -3210,6 +3210,25 @@ fn gitops_keeps_an_environment_as_its_config_repository_says() {
     config.commit("prod: back to v1");
     wait("v1 again", &|v| v["status"]["running_version"] == "v1" && v["status"]["sync"] == "Synced");
     assert_eq!(served(&prod).as_deref(), Some("v1"));
+    // A push deploy forced past the refusal is a conflicting edit: the application syncs the
+    // environment back to what its file says within the interval.
+    let r = cli(&["deploy", "prod", "--version", "v2", "--project", "shop", "--force"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert_eq!(served(&prod).as_deref(), Some("v2"));
+    let t = Instant::now();
+    while served(&prod).as_deref() != Some("v1") {
+        assert!(t.elapsed() < Duration::from_secs(30), "the forced deploy was not synced back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = Instant::now();
+    loop {
+        let h = server.json("/api/v1/projects/shop/environments/prod/releases");
+        if h[0]["actor"] == "gitops:shop-prod" && h[0]["status"] == "healthy" && h[0]["version"] == "v1" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the sync back did not finish: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let r = cli(&["app", "history", "shop-prod"]);
     assert!(r.stdout.contains("synced") && r.stdout.contains("failed") && r.stdout.contains("v9"), "{}", r.debug());
     // Rolled back with auto-sync on (what Argo CD refuses): the environment stays on the
@@ -3227,6 +3246,28 @@ fn gitops_keeps_an_environment_as_its_config_repository_says() {
     config.commit("prod: v2 (the revert of the bad commit)");
     let v = wait("unpinned", &|v| v["status"]["pinned"] == false && v["status"]["sync"] == "Synced");
     assert_eq!((v["pinned_release"].as_i64(), served(&prod).as_deref()), (None, Some("v2")), "{v}");
+    // Drift made for real: the environment removed from the agent by hand. It is back on its
+    // current release within the interval (the server restores an environment whose target
+    // runs nothing; self-heal repairs what runs but differs).
+    let sock = server.data.path().join("agent.sock");
+    let out = Command::new("curl")
+        .args(["-sS", "-X", "DELETE", "--unix-socket", sock.to_str().unwrap(), "http://agent/v1/envs/prod"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = Instant::now();
+    while served(&prod).is_some() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the environment was not removed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    while served(&prod).as_deref() != Some("v2") {
+        assert!(t.elapsed() < Duration::from_secs(30), "the drift was not healed: {}", status("shop-prod"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("removed by hand → healed in {:?} (interval 500 ms)", t.elapsed());
+
+    wait("healthy again", &|v| v["status"]["health"] == "Healthy");
     let r = cli(&["app", "list"]);
     assert!(
         r.stdout.contains("shop-prod") && r.stdout.contains("Synced") && r.stdout.contains("Healthy"),
