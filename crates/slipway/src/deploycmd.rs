@@ -153,6 +153,20 @@ pub struct PromoteArgs {
     pub from: String,
     /// The environment it goes to.
     pub to: String,
+    /// The target is kept by GitOps: write the release running in FROM (its version and
+    /// digests) into TO's file in a checkout of the config repository and commit it, signed
+    /// off (with --server).
+    #[arg(long)]
+    pub gitops: bool,
+    /// The checkout of the config repository (default: the current directory).
+    #[arg(long, value_name = "DIR", requires = "gitops")]
+    pub checkout: Option<PathBuf>,
+    /// Commit on a new branch (for review in a pull request) instead of the current one.
+    #[arg(long, value_name = "NAME", requires = "gitops")]
+    pub branch: Option<String>,
+    /// Push the commit to the checkout's `origin`.
+    #[arg(long, requires = "gitops")]
+    pub push: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

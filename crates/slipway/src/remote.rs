@@ -3,7 +3,7 @@
 //! the server's engine does it; its events come back as the same JSON lines and the same
 //! lines for people as a deploy from this machine, with the same exit codes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
@@ -197,8 +197,126 @@ pub fn rollback(r: &Remote, args: &RollbackArgs, ui: &Ui) -> Result<i32> {
 }
 
 pub fn promote(r: &Remote, args: &PromoteArgs, ui: &Ui) -> Result<i32> {
+    if args.gitops {
+        return promote_gitops(r, args);
+    }
     let q = query(&[("from", Some(args.from.clone()))]);
     stream(r, &args.to, &format!("promote{q}"), None, args.common.json, ui)
+}
+
+/// `promote FROM TO --gitops`: the release running in FROM written into TO's desired-state
+/// file in a checkout of its application's config repository, checked, and committed (signed
+/// off, on a new branch with --branch, pushed with --push); the server syncs it when it sees
+/// the commit.
+fn promote_gitops(r: &Remote, args: &PromoteArgs) -> Result<i32> {
+    use slipway_server::client::Method;
+    let rt = runtime()?;
+    let apps: Vec<serde_json::Value> =
+        rt.block_on(r.client.call(Method::GET, "/api/v1/apps", None::<&()>)).map_err(crate::servercmd::client_error)?;
+    let Some(app) = apps.iter().find(|a| a["environment"] == args.to.as_str()) else {
+        return Err(UserError::new(format!("no GitOps application keeps `{}`", args.to))
+            .hint(format!("promote without --gitops, or add one: `slipway app add -f app.yaml` for `{}`", args.to))
+            .into());
+    };
+    let releases =
+        rt.block_on(r.client.releases(&r.project, &args.from, 20)).map_err(crate::servercmd::client_error)?;
+    let Some(running) = releases.iter().find(|x| x["status"] == "healthy") else {
+        return Err(UserError::new(format!("`{}` runs no healthy release to promote", args.from)).into());
+    };
+    let version = running["version"].as_str().unwrap_or_default().to_string();
+    let dir = args.checkout.clone().unwrap_or_else(|| PathBuf::from("."));
+    let path = app["path"].as_str().unwrap_or(".").trim_matches('/').to_string();
+    let file = if path.ends_with(".yml") || path.ends_with(".yaml") {
+        path.clone()
+    } else if path.is_empty() || path == "." {
+        format!("{}.yml", args.to)
+    } else {
+        format!("{path}/{}.yml", args.to)
+    };
+    let full = dir.join(&file);
+    let text = std::fs::read_to_string(&full).map_err(|e| {
+        UserError::new(format!("{}: {e}", full.display()))
+            .hint(format!("give --checkout a checkout of {} (the application's config repository)", app["repo"]))
+    })?;
+    let mut block = format!("release:\n  version: {version}\n");
+    let artifacts = running["artifacts"].as_array().cloned().unwrap_or_default();
+    if !artifacts.is_empty() {
+        block.push_str("  artifacts:\n");
+        for a in &artifacts {
+            let (platform, sha) = (a["platform"].as_str().unwrap_or(""), a["sha256"].as_str().unwrap_or(""));
+            block.push_str(&format!("    {platform}: sha256:{sha}\n"));
+        }
+    }
+    let new = replace_release_block(&text, &block);
+    // The result must read as a desired state before it is committed.
+    let mut sources = slipway_pipeline::SourceMap::default();
+    if let Err(diags) = slipway_pipeline::load_desired(Path::new(&file), &new, &mut sources) {
+        let lines: Vec<String> = diags.iter().map(|d| format!("{}: {}", sources.location(d.span), d.message)).collect();
+        return Err(UserError::new(format!("{file} would not read after the promotion:\n{}", lines.join("\n"))).into());
+    }
+    let git = |a: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("git").arg("-C").arg(&dir).args(a).output()?;
+        if !out.status.success() {
+            return Err(UserError::new(format!(
+                "git {}: {}",
+                a.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+            .into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    if let Some(b) = &args.branch {
+        git(&["switch", "-c", b])?;
+    }
+    std::fs::write(&full, &new)?;
+    git(&["add", "--", &file])?;
+    let actor = rt
+        .block_on(r.client.call::<serde_json::Value>(Method::GET, "/api/v1/whoami", None::<&()>))
+        .ok()
+        .and_then(|w| w["name"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "someone".into());
+    let message = format!(
+        "{}: promote {version} from {}\n\nThe release running in {} (#{}), written by `slipway promote {} {} --gitops`.\n\nPromoted-by: {actor}",
+        args.to, args.from, args.from, running["release"], args.from, args.to
+    );
+    git(&["commit", "-q", "--signoff", "-m", &message])?;
+    let sha = git(&["rev-parse", "HEAD"])?;
+    if args.push {
+        let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"])?;
+        git(&["push", "-q", "origin", &branch])?;
+    }
+    println!(
+        "committed {} to {file}: {} ← {version} (from {}){}",
+        &sha[..12.min(sha.len())],
+        args.to,
+        args.from,
+        if args.push { ", pushed" } else { "; push it and the server syncs it" }
+    );
+    Ok(exit::OK)
+}
+
+/// The file with its top-level `release:` section replaced by `block` (added first when it
+/// has none); the rest — the environment's settings, comments — kept as written.
+fn replace_release_block(text: &str, block: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| l.starts_with("release:"));
+    let Some(start) = start else { return format!("{block}{text}") };
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| !l.is_empty() && !l.starts_with(' ') && !l.starts_with('#'))
+        .map_or(lines.len(), |i| start + 1 + i);
+    let mut out = String::new();
+    for l in &lines[..start] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str(block);
+    for l in &lines[end..] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 pub fn approve(r: &Remote, env: &str, release: Option<i64>, ui: &Ui) -> Result<i32> {

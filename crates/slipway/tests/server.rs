@@ -3266,6 +3266,36 @@ fn gitops_keeps_an_environment_as_its_config_repository_says() {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("removed by hand → healed in {:?} (interval 500 ms)", t.elapsed());
+    // Promotion is a commit: what runs in `web` (v1 now) written into prod's file with its
+    // digests, signed off; the server syncs it.
+    let r = cli(&["deploy", "web", "--version", "v1", "--project", "shop"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let r = cli(&[
+        "promote",
+        "web",
+        "prod",
+        "--gitops",
+        "--checkout",
+        config.path().to_str().unwrap(),
+        "--project",
+        "shop",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("to envs/prod.yml: prod ← v1 (from web)"), "{}", r.debug());
+    let file = std::fs::read_to_string(config.path().join("envs/prod.yml")).unwrap();
+    assert!(
+        file.contains("version: v1") && file.contains("linux/amd64: sha256:") && file.contains("listen:"),
+        "{file}"
+    );
+    let msg = config.git(&["log", "-1", "--format=%B"]);
+    assert!(
+        msg.contains("prod: promote v1 from web")
+            && msg.contains("Signed-off-by: t <t@example.com>")
+            && msg.contains("Promoted-by: admin"),
+        "{msg}"
+    );
+    wait("the promotion synced", &|v| v["status"]["running_version"] == "v1" && v["status"]["sync"] == "Synced");
+    assert_eq!(served(&prod).as_deref(), Some("v1"));
 
     wait("healthy again", &|v| v["status"]["health"] == "Healthy");
     let r = cli(&["app", "list"]);
