@@ -134,3 +134,29 @@ pub fn change_base(dir: &Path) -> Option<String> {
     let default = std::env::var("CI_DEFAULT_BRANCH").unwrap_or_else(|_| "main".into());
     output(dir, &["merge-base", "HEAD", &default])
 }
+
+/// Commits `file` in the user's checkout at `dir` — on a new branch `branch` when given —
+/// signed off by the committer (`git commit --signoff`), and pushes it to `origin` when
+/// `push`: what `slipway promote --gitops` does to a config repository, the one change slipway
+/// makes in a repository of the user's. The new commit's id.
+pub fn commit_signed_off(
+    dir: &Path,
+    file: &str,
+    text: &str,
+    message: &str,
+    branch: Option<&str>,
+    push: bool,
+) -> Result<String, GitError> {
+    if let Some(b) = branch {
+        run(dir, &["switch", "-q", "-c", b])?;
+    }
+    std::fs::write(dir.join(file), text).map_err(GitError::Missing)?;
+    run(dir, &["add", "--", file])?;
+    run(dir, &["commit", "-q", "--signoff", "-m", message])?;
+    let sha = run(dir, &["rev-parse", "HEAD"])?.trim().to_string();
+    if push {
+        let current = run(dir, &["rev-parse", "--abbrev-ref", "HEAD"])?.trim().to_string();
+        run(dir, &["push", "-q", "origin", &current])?;
+    }
+    Ok(sha)
+}

@@ -254,23 +254,6 @@ fn promote_gitops(r: &Remote, args: &PromoteArgs) -> Result<i32> {
         let lines: Vec<String> = diags.iter().map(|d| format!("{}: {}", sources.location(d.span), d.message)).collect();
         return Err(UserError::new(format!("{file} would not read after the promotion:\n{}", lines.join("\n"))).into());
     }
-    let git = |a: &[&str]| -> Result<String> {
-        let out = std::process::Command::new("git").arg("-C").arg(&dir).args(a).output()?;
-        if !out.status.success() {
-            return Err(UserError::new(format!(
-                "git {}: {}",
-                a.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-            .into());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    if let Some(b) = &args.branch {
-        git(&["switch", "-c", b])?;
-    }
-    std::fs::write(&full, &new)?;
-    git(&["add", "--", &file])?;
     let actor = rt
         .block_on(r.client.call::<serde_json::Value>(Method::GET, "/api/v1/whoami", None::<&()>))
         .ok()
@@ -280,12 +263,8 @@ fn promote_gitops(r: &Remote, args: &PromoteArgs) -> Result<i32> {
         "{}: promote {version} from {}\n\nThe release running in {} (#{}), written by `slipway promote {} {} --gitops`.\n\nPromoted-by: {actor}",
         args.to, args.from, args.from, running["release"], args.from, args.to
     );
-    git(&["commit", "-q", "--signoff", "-m", &message])?;
-    let sha = git(&["rev-parse", "HEAD"])?;
-    if args.push {
-        let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"])?;
-        git(&["push", "-q", "origin", &branch])?;
-    }
+    let sha = slipway_git::commit_signed_off(&dir, &file, &new, &message, args.branch.as_deref(), args.push)
+        .map_err(|e| UserError::new(format!("{}: {e}", dir.display())))?;
     println!(
         "committed {} to {file}: {} ← {version} (from {}){}",
         &sha[..12.min(sha.len())],
