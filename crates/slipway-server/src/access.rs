@@ -108,6 +108,8 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/ui/projects/{name}/tests", Project("read", "pipelines"), ""),
     rule("POST", "/ui/silences", Owned("rollback", "environments"), ""),
     rule("POST", "/ui/silences/{id}/expire", Owned("rollback", "environments"), ""),
+    rule("GET", "/ui/apps", Page, ""),
+    rule("POST", "/ui/apps/{name}/sync", Owned("deploy", "environments"), ""),
     rule("GET", "/ui/admin/projects", Page, ""),
     rule("GET", "/ui/admin/agents", Server("read", "settings"), ""),
     rule("GET", "/ui/admin/users", Server("read", "users"), ""),

@@ -3296,6 +3296,20 @@ fn gitops_keeps_an_environment_as_its_config_repository_says() {
     );
     wait("the promotion synced", &|v| v["status"]["running_version"] == "v1" && v["status"]["sync"] == "Synced");
     assert_eq!(served(&prod).as_deref(), Some("v1"));
+    // The dashboard's GitOps page: the application, its status and last syncs, a Sync button.
+    let ui = |method: &str, path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-X", method, "-H", &format!("Authorization: Bearer {}", server.admin)])
+            .arg(format!("{}{path}", server.url))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let page = ui("GET", "/ui/apps");
+    assert!(page.contains("shop-prod") && page.contains(">Synced") && page.contains(">Healthy"), "{page}");
+    assert!(page.contains("action=\"/ui/apps/shop-prod/sync\"") && page.contains("Last syncs"), "{page}");
+    ui("POST", "/ui/apps/shop-prod/sync");
+    assert!(server.json("/api/v1/apps/shop-prod/history")[0]["trigger"].is_string());
 
     wait("healthy again", &|v| v["status"]["health"] == "Healthy");
     let r = cli(&["app", "list"]);

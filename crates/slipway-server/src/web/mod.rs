@@ -7,6 +7,7 @@
 //! English and Simplified Chinese ([`i18n`]).
 
 pub mod admin;
+pub mod apps;
 pub mod env;
 pub mod i18n;
 pub mod live;
@@ -117,6 +118,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ui/projects/{name}/tests"),
     ("POST", "/ui/silences"),
     ("POST", "/ui/silences/{id}/expire"),
+    ("GET", "/ui/apps"),
+    ("POST", "/ui/apps/{name}/sync"),
     ("GET", "/ui/admin/projects"),
     ("GET", "/ui/admin/agents"),
     ("GET", "/ui/admin/users"),
@@ -155,6 +158,8 @@ pub fn routes() -> axum::Router<Arc<State>> {
         .route("/ui/projects/{name}/tests", get(reports::history))
         .route("/ui/silences", post(silence_add))
         .route("/ui/silences/{id}/expire", post(silence_expire))
+        .route("/ui/apps", get(apps::apps))
+        .route("/ui/apps/{name}/sync", post(apps::sync))
         .route("/ui/admin/projects", get(admin::projects))
         .route("/ui/admin/agents", get(admin::agents))
         .route("/ui/admin/users", get(admin::users))
