@@ -49,6 +49,23 @@ pub struct Application {
     pub prune: bool,
 }
 
+impl Application {
+    /// Nothing given yet: the repository's root at its default branch, synced by hand.
+    fn blank() -> Application {
+        Application {
+            name: String::new(),
+            project: String::new(),
+            repo: String::new(),
+            path: ".".into(),
+            revision: "HEAD".into(),
+            environment: String::new(),
+            automated: false,
+            self_heal: false,
+            prune: false,
+        }
+    }
+}
+
 impl Cx {
     pub(super) fn desired(&mut self, root: &Node) -> Option<Desired> {
         let mut release = None;
@@ -151,17 +168,7 @@ impl Cx {
     }
 
     fn slipway_application(&mut self, root: &Node) -> Option<Application> {
-        let mut app = Application {
-            name: String::new(),
-            project: String::new(),
-            repo: String::new(),
-            path: ".".into(),
-            revision: "HEAD".into(),
-            environment: String::new(),
-            automated: false,
-            self_heal: false,
-            prune: false,
-        };
+        let mut app = Application::blank();
         for (k, v) in self.map(root, "the application") {
             match k.name.as_str() {
                 "name" => app.name = self.string(v, "name").unwrap_or_default(),
@@ -189,17 +196,7 @@ impl Cx {
     /// environment), `spec.syncPolicy.automated` (`prune`, `selfHeal`); the slipway project
     /// from the `slipway.dev/project` label (else the application's name).
     fn argo_application(&mut self, root: &Node) -> Option<Application> {
-        let mut app = Application {
-            name: String::new(),
-            project: String::new(),
-            repo: String::new(),
-            path: ".".into(),
-            revision: "HEAD".into(),
-            environment: String::new(),
-            automated: false,
-            self_heal: false,
-            prune: false,
-        };
+        let mut app = Application::blank();
         let (mut namespace, mut dest_name) = (None, None);
         for (k, v) in self.map(root, "the Application") {
             match k.name.as_str() {
