@@ -32,6 +32,7 @@ def git_repo(path, files):
     for a in (["init", "-q", "-b", "main"], ["config", "user.email", "b@x"], ["config", "user.name", "b"]):
         subprocess.run(["git", "-C", path, *a], check=True)
     for name, text in files.items():
+        os.makedirs(os.path.dirname(os.path.join(path, name)), exist_ok=True)
         with open(os.path.join(path, name), "w") as f:
             f.write(text)
     subprocess.run(["git", "-C", path, "add", "."], check=True)
