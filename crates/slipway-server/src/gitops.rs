@@ -73,6 +73,8 @@ pub struct Reconciler {
     backoff: Mutex<HashMap<String, (u32, i64)>>,
     /// One pass per application at a time.
     running: tokio::sync::Mutex<()>,
+    /// When each config repository was last fetched (Unix ms).
+    fetched: Mutex<HashMap<String, i64>>,
     interval: Duration,
 }
 
@@ -115,10 +117,19 @@ fn file_of(app: &AppRow) -> Vec<String> {
 }
 
 /// The desired state at the revision's commit: (commit, file, its text), or why not.
-async fn read_desired(s: &State, app: &AppRow) -> Result<(String, String, String), String> {
+/// `fresh_since`: a fetch of the repository at or after this time (Unix ms) is used as it
+/// is — one fetch per repository per round of the reconciler, however many applications
+/// it holds.
+async fn read_desired(s: &State, app: &AppRow, fresh_since: Option<i64>) -> Result<(String, String, String), String> {
     let (repo, dir, app) = (app.repo.clone(), mirror_of(s, app), app.clone());
-    tokio::task::spawn_blocking(move || {
-        slipway_git::remote::mirror(&repo, &dir).map_err(|e| format!("the config repository {repo}: {e}"))?;
+    let key = repo.clone();
+    let fresh = fresh_since
+        .is_some_and(|t| s.reconciler.fetched.lock().expect("fetched lock").get(&repo).is_some_and(|at| *at >= t));
+    let started = now_ms();
+    let r = tokio::task::spawn_blocking(move || {
+        if !fresh {
+            slipway_git::remote::mirror(&repo, &dir).map_err(|e| format!("the config repository {repo}: {e}"))?;
+        }
         let commit = slipway_git::remote::resolve(&dir, &app.revision).map_err(|e| e.to_string())?;
         for f in file_of(&app) {
             if let Some(text) = slipway_git::remote::show(&dir, &commit, &f).map_err(|e| e.to_string())? {
@@ -128,7 +139,11 @@ async fn read_desired(s: &State, app: &AppRow) -> Result<(String, String, String
         Err(format!("commit {} of {} has no {}", &commit[..commit.len().min(12)], app.repo, file_of(&app)[0]))
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    if !fresh && !matches!(&r, Err(e) if e.starts_with("the config repository")) {
+        s.reconciler.fetched.lock().expect("fetched lock").insert(key, started);
+    }
+    r
 }
 
 fn health_of(h: Health) -> &'static str {
@@ -164,12 +179,22 @@ fn actor_of(app: &AppRow) -> Actor {
 /// One pass over an application: read, compare, observe, and sync or heal when it should.
 /// Returns what it found (also stored with the application).
 pub async fn reconcile(s: &Arc<State>, name: &str, trigger: Trigger) -> Result<AppStatus, crate::ServerError> {
+    reconcile_fetched(s, name, trigger, None).await
+}
+
+/// [`reconcile`], reading a repository fetched since `fresh_since` as it is.
+async fn reconcile_fetched(
+    s: &Arc<State>,
+    name: &str,
+    trigger: Trigger,
+    fresh_since: Option<i64>,
+) -> Result<AppStatus, crate::ServerError> {
     let _one = s.reconciler.running.lock().await;
     let app = s.store.app(name).await?.ok_or_else(|| crate::ServerError::NotFound(format!("application `{name}`")))?;
     let mut st = AppStatus { sync: "Unknown".into(), health: "Unknown".into(), ..AppStatus::default() };
     let current = s.store.current(&app.environment).await?;
     st.running_version = current.as_ref().map(|c| c.version.clone());
-    let (commit, file, text) = match read_desired(s, &app).await {
+    let (commit, file, text) = match read_desired(s, &app, fresh_since).await {
         Ok(x) => x,
         Err(why) => {
             // Nothing is changed on the targets: the last good state keeps running.
@@ -434,7 +459,7 @@ pub async fn tick(s: &Arc<State>) {
     for app in &apps {
         let due =
             nudged.contains(&app.name) || app.checked_at_ms.is_none_or(|t| now - t >= interval.as_millis() as i64);
-        if due && let Err(e) = reconcile(s, &app.name, Trigger::Refresh).await {
+        if due && let Err(e) = reconcile_fetched(s, &app.name, Trigger::Refresh, Some(now)).await {
             tracing::warn!(app = %app.name, error = %e, "the reconciler's pass failed");
         }
     }
