@@ -160,3 +160,15 @@ pub fn commit_signed_off(
     }
     Ok(sha)
 }
+
+/// Reverts `commit` in the user's checkout at `dir` (`git revert --no-edit --signoff`), and
+/// pushes it to `origin` when `push`: `slipway rollback --revert`. The revert's commit id.
+pub fn revert_signed_off(dir: &Path, commit: &str, push: bool) -> Result<String, GitError> {
+    run(dir, &["revert", "--no-edit", "--signoff", commit])?;
+    let sha = run(dir, &["rev-parse", "HEAD"])?.trim().to_string();
+    if push {
+        let current = run(dir, &["rev-parse", "--abbrev-ref", "HEAD"])?.trim().to_string();
+        run(dir, &["push", "-q", "origin", &current])?;
+    }
+    Ok(sha)
+}

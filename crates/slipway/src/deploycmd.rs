@@ -177,6 +177,17 @@ pub struct RollbackArgs {
     /// Roll back to this version (default: the release before the current one).
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
+    /// The environment is kept by GitOps: after the rollback, commit the revert of the
+    /// desired state's commit in a checkout of its config repository (with --server), so
+    /// the application's file says what now runs and its pin is lifted.
+    #[arg(long)]
+    pub revert: bool,
+    /// The checkout of the config repository (default: the current directory).
+    #[arg(long, value_name = "DIR", requires = "revert")]
+    pub checkout: Option<PathBuf>,
+    /// Push the revert to the checkout's `origin`.
+    #[arg(long, requires = "revert")]
+    pub push: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -193,7 +193,46 @@ pub fn deploy(r: &Remote, root: &Path, args: &DeployArgs, ui: &Ui) -> Result<i32
 }
 
 pub fn rollback(r: &Remote, args: &RollbackArgs, ui: &Ui) -> Result<i32> {
-    stream(r, &args.env, &format!("rollback{}", query(&[("to", args.to.clone())])), None, args.common.json, ui)
+    // The commit to revert is the one the application was at when it was rolled back.
+    let app = match args.revert {
+        true => Some(gitops_app(r, &args.env)?),
+        false => None,
+    };
+    let code =
+        stream(r, &args.env, &format!("rollback{}", query(&[("to", args.to.clone())])), None, args.common.json, ui)?;
+    let Some(app) = app.filter(|_| code == exit::OK) else { return Ok(code) };
+    let commit = app["status"]["commit"].as_str().unwrap_or_default().to_string();
+    if commit.is_empty() {
+        return Err(UserError::new(format!(
+            "application `{}` has not read its desired state yet: nothing to revert",
+            app["name"]
+        ))
+        .into());
+    }
+    let dir = args.checkout.clone().unwrap_or_else(|| PathBuf::from("."));
+    let sha = slipway_git::revert_signed_off(&dir, &commit, args.push)
+        .map_err(|e| UserError::new(format!("{}: {e}", dir.display())).hint("resolve it there, or revert by hand"))?;
+    println!(
+        "reverted {} in {} as {}{}",
+        &commit[..12.min(commit.len())],
+        dir.display(),
+        &sha[..12.min(sha.len())],
+        if args.push { ", pushed" } else { "; push it and the application follows it (its pin is lifted)" }
+    );
+    Ok(exit::OK)
+}
+
+/// The GitOps application that keeps `env`.
+fn gitops_app(r: &Remote, env: &str) -> Result<serde_json::Value> {
+    use slipway_server::client::Method;
+    let apps: Vec<serde_json::Value> = runtime()?
+        .block_on(r.client.call(Method::GET, "/api/v1/apps", None::<&()>))
+        .map_err(crate::servercmd::client_error)?;
+    apps.into_iter().find(|a| a["environment"] == env).ok_or_else(|| {
+        UserError::new(format!("no GitOps application keeps `{env}`"))
+            .hint("roll back without --revert (or add an application for it)")
+            .into()
+    })
 }
 
 pub fn promote(r: &Remote, args: &PromoteArgs, ui: &Ui) -> Result<i32> {
@@ -211,13 +250,7 @@ pub fn promote(r: &Remote, args: &PromoteArgs, ui: &Ui) -> Result<i32> {
 fn promote_gitops(r: &Remote, args: &PromoteArgs) -> Result<i32> {
     use slipway_server::client::Method;
     let rt = runtime()?;
-    let apps: Vec<serde_json::Value> =
-        rt.block_on(r.client.call(Method::GET, "/api/v1/apps", None::<&()>)).map_err(crate::servercmd::client_error)?;
-    let Some(app) = apps.iter().find(|a| a["environment"] == args.to.as_str()) else {
-        return Err(UserError::new(format!("no GitOps application keeps `{}`", args.to))
-            .hint(format!("promote without --gitops, or add one: `slipway app add -f app.yaml` for `{}`", args.to))
-            .into());
-    };
+    let app = gitops_app(r, &args.to)?;
     let releases =
         rt.block_on(r.client.releases(&r.project, &args.from, 20)).map_err(crate::servercmd::client_error)?;
     let Some(running) = releases.iter().find(|x| x["status"] == "healthy") else {

@@ -3310,6 +3310,18 @@ fn gitops_keeps_an_environment_as_its_config_repository_says() {
     assert!(page.contains("action=\"/ui/apps/shop-prod/sync\"") && page.contains("Last syncs"), "{page}");
     ui("POST", "/ui/apps/shop-prod/sync");
     assert!(server.json("/api/v1/apps/shop-prod/history")[0]["trigger"].is_string());
+    // A bad commit, rolled back with its revert committed in one command: back on v1 at once,
+    // the file says v1 again, the pin lifted when the application reads the revert.
+    config.write("envs/prod.yml", &desired("v2"));
+    config.commit("prod: v2 (bad)");
+    wait("the bad commit synced", &|v| v["status"]["running_version"] == "v2" && v["status"]["sync"] == "Synced");
+    let r = cli(&["rollback", "prod", "--project", "shop", "--revert", "--checkout", config.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("reverted"), "{}", r.debug());
+    assert_eq!(served(&prod).as_deref(), Some("v1"));
+    assert!(config.git(&["log", "-1", "--format=%B"]).contains("Revert \"prod: v2 (bad)\""));
+    let v = wait("the revert read", &|v| v["status"]["pinned"] == false && v["status"]["sync"] == "Synced");
+    assert_eq!((v["status"]["desired_version"].as_str(), served(&prod).as_deref()), (Some("v1"), Some("v1")), "{v}");
 
     wait("healthy again", &|v| v["status"]["health"] == "Healthy");
     let r = cli(&["app", "list"]);
