@@ -484,9 +484,7 @@ pub(crate) async fn alert_rollback(
     if let Some(app) = pinned {
         pinned_after_rollback(s, &app, r.as_ref().ok().map(|o| o.release.id)).await;
     }
-    let event = slipway_deploy::finished(env, &r);
-    record(s, &Stamped::now(event.clone()));
-    crate::notify::deploy_event(s, project, &event).await;
+    told(s, project, env, &r).await;
     r.map(drop).map_err(|e| ServerError::Conflict(e.message))
 }
 
@@ -516,17 +514,30 @@ pub(crate) async fn gitops_deploy(
         Ok(set) => engine.deploy(actor, &env, &set, None, force).await,
         Err(e) => Err(e),
     };
-    let done = slipway_deploy::finished(&env.name, &r);
-    record(s, &Stamped::now(done.clone()));
-    crate::notify::deploy_event(s, project, &done).await;
+    told(s, project, &env.name, &r).await;
     r
 }
 
-/// An environment that a GitOps application keeps, as its desired state last declared it
-/// (the pipeline file does not declare it: its config repository does).
-async fn kept_by_gitops(s: &State, env: &str) -> Option<Environment> {
-    s.store.app_of(env).await.ok().flatten()?;
-    s.monitor.environment(env)
+/// An environment of `project` as its pipeline file declares it at `commit`, else — an
+/// environment a GitOps application keeps, which its config repository declares — as its
+/// desired state was last read.
+async fn declared_or_kept(s: &Arc<State>, project: &str, commit: &str, env: &str) -> Result<Environment, ServerError> {
+    match find(environments_at(s, project, commit).await?, env, project) {
+        Ok((e, _)) => Ok(e),
+        Err(e) => match s.store.app_of(env).await.ok().flatten().and_then(|_| s.monitor.environment(env)) {
+            Some(kept) => Ok(kept),
+            None => Err(e),
+        },
+    }
+}
+
+/// What every deploy through the server does when it ends: its `deploy_finished` event kept
+/// with the rollout's lines and handed to the notifications; the event.
+async fn told(s: &Arc<State>, project: &str, env: &str, r: &Result<Outcome, DeployError>) -> DeployEvent {
+    let done = slipway_deploy::finished(env, r);
+    record(s, &Stamped::now(done.clone()));
+    crate::notify::deploy_event(s, project, &done).await;
+    done
 }
 
 /// A rollback of an environment a GitOps application keeps pins it there: the application
@@ -574,11 +585,7 @@ async fn not_gitops(s: &State, env: &str, force: bool, what: &str) -> Result<(),
             "`{env}` is kept by GitOps application `{}`: change {} in {} (revision {}) instead of a {what}, \
              or pass --force (the application syncs it back unless it is pinned)",
             app.name,
-            if app.path.ends_with(".yml") || app.path.ends_with(".yaml") {
-                app.path.clone()
-            } else {
-                format!("{}/{env}.yml", app.path.trim_end_matches('/'))
-            },
+            slipway_pipeline::compile::desired_files(&app.path, env)[0],
             app.repo,
             app.revision
         ))),
@@ -596,11 +603,7 @@ pub(crate) async fn rollback_now(
     to: Option<&str>,
 ) -> Result<String, String> {
     let scope = scope(s, who, project).await.map_err(|e| e.to_string())?;
-    let environment =
-        match find(environments_at(s, project, &scope.commit).await.map_err(|e| e.to_string())?, env, project) {
-            Ok((e, _)) => e,
-            Err(e) => kept_by_gitops(s, env).await.ok_or_else(|| e.to_string())?,
-        };
+    let environment = declared_or_kept(s, project, &scope.commit, env).await.map_err(|e| e.to_string())?;
     owned(s, &environment.name, project).await.map_err(|e| e.to_string())?;
     let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
     let pinned = pin_for_rollback(s, env).await;
@@ -608,9 +611,7 @@ pub(crate) async fn rollback_now(
     if let Some(app) = pinned {
         pinned_after_rollback(s, &app, r.as_ref().ok().map(|o| o.release.id)).await;
     }
-    let done = slipway_deploy::finished(env, &r);
-    record(s, &Stamped::now(done.clone()));
-    crate::notify::deploy_event(s, project, &done).await;
+    told(s, project, env, &r).await;
     match r {
         Ok(o) => Ok(o.release.version),
         Err(e) => Err(match &e.hint {
@@ -659,9 +660,7 @@ fn streamed(s: &Arc<State>, scope: Scope, env: Environment, req: Request) -> Res
         if let Some(app) = pinned {
             pinned_after_rollback(&state, &app, r.as_ref().ok().map(|o| o.release.id)).await;
         }
-        let done = slipway_deploy::finished(&env.name, &r);
-        record(&state, &Stamped::now(done.clone()));
-        crate::notify::deploy_event(&state, &scope.project.name, &done).await;
+        let done = told(&state, &scope.project.name, &env.name, &r).await;
         let _ = tx.send(line(&Stamped::now(done)));
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -768,10 +767,7 @@ pub async fn deploy(
 ) -> Result<Response, ServerError> {
     let scope = scope(&s, &who, &name).await?;
     not_gitops(&s, &env, q.force, "deploy").await?;
-    let env = match find(environments_at(&s, &name, &scope.commit).await?, &env, &name) {
-        Ok((env, _)) => env,
-        Err(e) => kept_by_gitops(&s, &env).await.ok_or(e)?,
-    };
+    let env = declared_or_kept(&s, &name, &scope.commit, &env).await?;
     let env = protect(&s, &scope, env)?;
     owned(&s, &env.name, &name).await?;
     if bytes.is_empty() && q.version.is_none() && q.image.is_none() {
@@ -802,10 +798,7 @@ pub async fn rollback(
     Query(q): Query<RollbackQuery>,
 ) -> Result<Response, ServerError> {
     let scope = scope(&s, &who, &name).await?;
-    let env = match find(environments_at(&s, &name, &scope.commit).await?, &env, &name) {
-        Ok((env, _)) => env,
-        Err(e) => kept_by_gitops(&s, &env).await.ok_or(e)?,
-    };
+    let env = declared_or_kept(&s, &name, &scope.commit, &env).await?;
     owned(&s, &env.name, &name).await?;
     Ok(streamed(&s, scope, env, Request::Rollback { to: q.to }))
 }

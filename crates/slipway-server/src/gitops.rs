@@ -105,15 +105,9 @@ fn mirror_of(s: &State, app: &AppRow) -> PathBuf {
     s.data_dir.join("gitops").join(format!("{}.git", crate::pipelines::slug(&app.repo)))
 }
 
-/// The file that holds the application's environment: `PATH/ENV.yml` (or `.yaml`), or PATH
-/// itself when it names a YAML file.
+/// The files that may hold the application's environment's desired state.
 fn file_of(app: &AppRow) -> Vec<String> {
-    let p = app.path.trim_matches('/');
-    if p.ends_with(".yml") || p.ends_with(".yaml") {
-        return vec![p.to_string()];
-    }
-    let dir = if p.is_empty() || p == "." { String::new() } else { format!("{p}/") };
-    vec![format!("{dir}{}.yml", app.environment), format!("{dir}{}.yaml", app.environment)]
+    slipway_pipeline::compile::desired_files(&app.path, &app.environment)
 }
 
 /// The desired state at the revision's commit: (commit, file, its text), or why not.

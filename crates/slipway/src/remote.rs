@@ -258,14 +258,7 @@ fn promote_gitops(r: &Remote, args: &PromoteArgs) -> Result<i32> {
     };
     let version = running["version"].as_str().unwrap_or_default().to_string();
     let dir = args.checkout.clone().unwrap_or_else(|| PathBuf::from("."));
-    let path = app["path"].as_str().unwrap_or(".").trim_matches('/').to_string();
-    let file = if path.ends_with(".yml") || path.ends_with(".yaml") {
-        path.clone()
-    } else if path.is_empty() || path == "." {
-        format!("{}.yml", args.to)
-    } else {
-        format!("{path}/{}.yml", args.to)
-    };
+    let file = slipway_pipeline::compile::desired_files(app["path"].as_str().unwrap_or("."), &args.to).remove(0);
     let full = dir.join(&file);
     let text = std::fs::read_to_string(&full).map_err(|e| {
         UserError::new(format!("{}: {e}", full.display()))

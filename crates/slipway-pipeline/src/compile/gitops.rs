@@ -49,6 +49,18 @@ pub struct Application {
     pub prune: bool,
 }
 
+/// Where an application's environment's desired state is in its repository: `PATH/ENV.yml`
+/// (then `PATH/ENV.yaml`), or PATH itself when it names a YAML file — the first is the one
+/// to write or name.
+pub fn desired_files(path: &str, environment: &str) -> Vec<String> {
+    let p = path.trim_matches('/');
+    if p.ends_with(".yml") || p.ends_with(".yaml") {
+        return vec![p.to_string()];
+    }
+    let dir = if p.is_empty() || p == "." { String::new() } else { format!("{p}/") };
+    vec![format!("{dir}{environment}.yml"), format!("{dir}{environment}.yaml")]
+}
+
 impl Application {
     /// Nothing given yet: the repository's root at its default branch, synced by hand.
     fn blank() -> Application {
