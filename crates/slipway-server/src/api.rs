@@ -529,6 +529,29 @@ struct LogQuery {
 /// A job's log as Server-Sent Events: `log` events with the output's lines (`id` is the byte
 /// offset after them, so a client resumes with `Last-Event-ID` or `?offset=`), then one `end`
 /// event with the job's status.
+/// What a follower of a job's log at byte `from` gets next: the text written since — whole
+/// lines while the job runs, the rest too once it has ended — with the byte after it; and,
+/// once the job has ended, its status. The status is read before the log, so a job that
+/// ended is followed to its last byte. (The API's follow and the dashboard's live log.)
+pub(crate) async fn next_piece(
+    s: &State,
+    run: RunId,
+    index: usize,
+    from: usize,
+) -> (Option<(String, usize)>, Option<&'static str>) {
+    let status =
+        s.store.jobs(run).await.ok().and_then(|js| js.into_iter().find(|j| j.index == index)).map(|j| j.status);
+    let ended = status.is_none_or(|st| st.is_terminal()).then(|| status.map_or("unknown", |st| st.as_str()));
+    let bytes = read_log(s, run, index).await.unwrap_or_default();
+    let from = from.min(bytes.len());
+    let end = match bytes[from..].iter().rposition(|b| *b == b'\n') {
+        Some(i) => from + i + 1,
+        None if ended.is_some() => bytes.len(),
+        None => from,
+    };
+    ((end > from).then(|| (String::from_utf8_lossy(&bytes[from..end]).into_owned(), end)), ended)
+}
+
 fn follow_log(s: Arc<State>, run: RunId, index: usize, from: u64) -> Response {
     use axum::response::sse::{Event as Sse, KeepAlive};
     struct Cursor {
@@ -541,31 +564,14 @@ fn follow_log(s: Arc<State>, run: RunId, index: usize, from: u64) -> Response {
             return None;
         }
         loop {
-            let bytes = read_log(&c.s, run, index).await.unwrap_or_default();
-            let from = (c.offset as usize).min(bytes.len());
-            // Whole lines only, until the job has ended.
-            let status =
-                c.s.store
-                    .jobs(run)
-                    .await
-                    .ok()
-                    .and_then(|js| js.into_iter().find(|j| j.index == index))
-                    .map(|j| j.status);
-            let ended = status.is_none_or(|st| st.is_terminal());
-            let end = match bytes[from..].iter().rposition(|b| *b == b'\n') {
-                Some(i) => from + i + 1,
-                None if ended => bytes.len(),
-                None => from,
-            };
-            if end > from {
+            let (piece, ended) = next_piece(&c.s, run, index, c.offset as usize).await;
+            if let Some((text, end)) = piece {
                 c.offset = end as u64;
-                let text = String::from_utf8_lossy(&bytes[from..end]).trim_end_matches('\n').to_string();
-                let ev = Sse::default().event("log").id(c.offset.to_string()).data(text);
+                let ev = Sse::default().event("log").id(c.offset.to_string()).data(text.trim_end_matches('\n'));
                 return Some((Ok::<_, std::convert::Infallible>(ev), c));
             }
-            if ended {
+            if let Some(st) = ended {
                 c.done = true;
-                let st = status.map_or("unknown", |s| s.as_str());
                 let ev = Sse::default().event("end").id(c.offset.to_string()).data(format!("{{\"status\":\"{st}\"}}"));
                 return Some((Ok(ev), c));
             }

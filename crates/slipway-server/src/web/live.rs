@@ -105,28 +105,16 @@ pub async fn job(
             return None;
         }
         loop {
-            let status =
-                k.s.store
-                    .jobs(id)
-                    .await
-                    .ok()
-                    .and_then(|js| js.into_iter().find(|j| j.index == index))
-                    .map(|j| j.status);
-            let ended = status.is_none_or(|st| st.is_terminal());
-            let bytes = crate::api::read_log(&k.s, id, index).await.unwrap_or_default();
-            let from = k.offset.min(bytes.len());
-            let end = bytes[from..].iter().rposition(|b| *b == b'\n').map_or(from, |i| from + i + 1);
-            if end > from {
-                let text = String::from_utf8_lossy(&bytes[from..end]);
+            let (piece, ended) = crate::api::next_piece(&k.s, id, index, k.offset).await;
+            if let Some((text, end)) = piece {
                 let n = text.lines().count();
                 let html = log::render_numbered(&text, 0, n, k.line);
                 k.line += n;
                 k.offset = end;
                 return Some((Ok::<_, Infallible>(Event::default().event("lines").data(html)), k));
             }
-            if ended {
+            if let Some(st) = ended {
                 k.done = true;
-                let st = status.map_or("unknown", |s| s.as_str());
                 return Some((Ok(Event::default().event("end").data(format!("{{\"status\":\"{st}\"}}"))), k));
             }
             tokio::time::sleep(TICK).await;
