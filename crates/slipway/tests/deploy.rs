@@ -883,7 +883,22 @@ fn containers_roll_under_load_roll_back_without_a_load_and_report_drift() {
     assert_eq!(r.code, 0, "{}", r.debug());
     assert_eq!(l["failed"], 0, "{l}");
     assert!(l["by_body"]["v1"].as_u64().unwrap() > 0 && l["by_body"]["v2"].as_u64().unwrap() > 0, "{l}");
-    assert_eq!(docker_out(&["ps", "-q", "--filter", &label]).lines().count(), 2, "old containers are gone");
+    // The old containers are gone (running or not) and two new ones serve; a new one that
+    // crashed under the load is restarted by the agent, which its log then says.
+    let web_log = || std::fs::read_to_string(site.data.path().join("agent/logs/web.log")).unwrap_or_default();
+    let v1_left = docker_out(&["ps", "-aq", "--filter", "label=dev.slipway.version=v1", "--filter", &label]);
+    assert_eq!(v1_left.lines().count(), 0, "old containers are gone: {v1_left}\n{}", web_log());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while docker_out(&["ps", "-q", "--filter", &label]).lines().count() != 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        docker_out(&["ps", "-q", "--filter", &label]).lines().count(),
+        2,
+        "{}\n{}",
+        docker_out(&["ps", "-a", "--filter", &label, "--format", "{{.Names}} {{.Status}}"]),
+        web_log()
+    );
 
     let r = deploy("v3-unhealthy");
     assert_eq!(r.code, 1, "{}", r.debug());
