@@ -1,6 +1,6 @@
 //! The Docker Engine side of the `docker` target, as the deploy engine sees it: pulling an
 //! image by reference (recorded by digest), listing the environment's containers for the
-//! drift check, and pruning old releases' images. Loading an image archive is the agent's
+//! drift check and its pruning, and pruning old releases' images. Loading an image archive is the agent's
 //! (`AgentClient::load_image`), for this machine and others alike.
 
 use std::collections::HashMap;
@@ -37,6 +37,8 @@ pub struct ContainerState {
     pub image: String,
     pub release: Option<i64>,
     pub state: String,
+    /// The data directory of the agent that made it (`dev.slipway.agent`), if one did.
+    pub agent: Option<String>,
 }
 
 /// The containers labelled with the environment.
@@ -53,9 +55,19 @@ pub async fn containers(environment: &str) -> Result<Vec<ContainerState>, Deploy
             name: c.names.and_then(|n| n.first().cloned()).unwrap_or_default().trim_start_matches('/').to_string(),
             image: c.image_id.unwrap_or_default(),
             release: c.labels.as_ref().and_then(|l| l.get("dev.slipway.release")).and_then(|r| r.parse().ok()),
+            agent: c.labels.as_ref().and_then(|l| l.get("dev.slipway.agent")).cloned(),
             state: c.state.map(|s| s.to_string()).unwrap_or_default(),
         })
         .collect())
+}
+
+/// Removes a container, running or not (`docker rm -f`).
+pub async fn remove(name: &str) -> Result<(), DeployError> {
+    let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new().force(true).build();
+    match connect()?.remove_container(name, Some(opts)).await {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(e) => Err(down(e)),
+    }
 }
 
 /// Pulls `reference` (a tag or a digest) and returns the image ID (hex) and the reference

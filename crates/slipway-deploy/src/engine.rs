@@ -292,11 +292,37 @@ impl Engine {
     }
 
     /// Puts the target back on the current release when it drifted from it (a group that
-    /// takes traffic but is not current, fewer instances than released, a stray container):
-    /// what a GitOps application's `selfHeal` asks for. What it did, line by line (nothing when
-    /// the target matches, or another deploy holds the environment).
-    pub async fn heal(&self, env: &Environment) -> Result<Vec<String>, DeployError> {
-        self.repair_with_lock(env, true).await
+    /// takes traffic but is not current, fewer instances than released, a unit edited or a
+    /// binary replaced on a host): what a GitOps application's `selfHeal` asks for. With
+    /// `prune`, what runs for the environment but is no part of the release (a stray
+    /// container) is removed first. What it did, line by line (nothing when the target
+    /// matches, or another deploy holds the environment).
+    pub async fn heal(&self, env: &Environment, prune: bool) -> Result<Vec<String>, DeployError> {
+        if !prune {
+            return self.repair_with_lock(env, true).await;
+        }
+        let target = self.target(env).await?;
+        match self.store.lock(&env.name, &self.config.owner, None, self.config.lease).await? {
+            Lock::Held { .. } => Ok(Vec::new()),
+            _ => {
+                let r = async {
+                    let mut lines = Vec::new();
+                    if let Some(c) = self.store.current(&env.name).await? {
+                        let events = self.events(env);
+                        let cx = Cx { env, store: &self.store, events: &events, journal: c.id };
+                        for line in target.prune(&cx, &c).await? {
+                            events.say(format!("pruning `{}`: {line}", env.name));
+                            lines.push(line);
+                        }
+                    }
+                    lines.extend(self.repair_locked(env, target.as_ref(), None, true).await?);
+                    Ok(lines)
+                }
+                .await;
+                let _ = self.store.unlock(&env.name, &self.config.owner).await;
+                r
+            }
+        }
     }
 
     /// Repairs an environment that a deploy left mid-way: when the journal holds a release

@@ -572,9 +572,14 @@ async fn pinned_after_rollback(s: &State, app: &slipway_store::AppRow, release: 
 }
 
 /// GitOps' self-heal: the target put back on the current release (see `Engine::heal`).
-pub(crate) async fn gitops_heal(s: &Arc<State>, project: &str, env: &Environment) -> Result<Vec<String>, DeployError> {
+pub(crate) async fn gitops_heal(
+    s: &Arc<State>,
+    project: &str,
+    env: &Environment,
+    prune: bool,
+) -> Result<Vec<String>, DeployError> {
     let env = with_protection(s, project, env.clone());
-    engine(s, notifying(s, project, Arc::new(|_| {}))).heal(&env).await
+    engine(s, notifying(s, project, Arc::new(|_| {}))).heal(&env, prune).await
 }
 
 /// Refuses a push deploy (deploy, promote) of an environment a GitOps application

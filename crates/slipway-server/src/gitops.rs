@@ -378,10 +378,12 @@ async fn heal_now(
     st: &mut AppStatus,
 ) -> Result<(), crate::ServerError> {
     let started = now_ms();
-    let r = crate::deploys::gitops_heal(s, &app.project, env).await;
+    let r = crate::deploys::gitops_heal(s, &app.project, env, app.prune).await;
+    // What drifted, then what was done about it.
     let (outcome, detail) = match &r {
         Ok(lines) if lines.is_empty() => ("unchanged", None),
-        Ok(lines) => ("healed", Some(lines.join("; "))),
+        Ok(lines) if st.drift.is_empty() => ("healed", Some(lines.join("; "))),
+        Ok(lines) => ("healed", Some(format!("{} → {}", st.drift.join("; "), lines.join("; ")))),
         Err(e) => ("failed", Some(e.message.clone())),
     };
     s.store

@@ -40,6 +40,10 @@ pub enum AppAction {
         /// Repair drift on the targets (with --auto).
         #[arg(long)]
         self_heal: bool,
+        /// Remove what runs for the environment but its desired state does not name (a stray
+        /// container), when healing (with --auto).
+        #[arg(long)]
+        prune: bool,
     },
     /// The applications with their sync and health status.
     List,
@@ -56,7 +60,8 @@ pub enum AppAction {
 }
 
 fn manifest_of(action: &AppAction) -> Result<String> {
-    let AppAction::Add { file, name, project, repo, path, revision, environment, auto, self_heal } = action else {
+    let AppAction::Add { file, name, project, repo, path, revision, environment, auto, self_heal, prune } = action
+    else {
         unreachable!("only add has a manifest")
     };
     if let Some(f) = file {
@@ -74,7 +79,7 @@ fn manifest_of(action: &AppAction) -> Result<String> {
         "project": project.clone().unwrap_or_else(|| name.clone()),
         "source": {"repo": repo, "path": path, "revision": revision},
         "destination": {"environment": environment.clone().unwrap_or_else(|| name.clone())},
-        "sync_policy": if *auto { serde_json::json!({"automated": {"selfHeal": self_heal}}) } else { serde_json::json!({}) },
+        "sync_policy": if *auto { serde_json::json!({"automated": {"selfHeal": self_heal, "prune": prune}}) } else { serde_json::json!({}) },
     });
     Ok(v.to_string())
 }

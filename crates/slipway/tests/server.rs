@@ -1534,20 +1534,22 @@ fn slipway_socket(server_data: &std::path::Path, agent: &str) -> std::path::Path
     server_data.join("agents").join(format!("{agent}.sock"))
 }
 
-/// A real git server: `git http-backend` behind lighttpd (Debian) on loopback. The server
-/// polls it, mirrors from it, and agents check out from it over HTTP.
-#[test]
-fn projects_served_by_git_http_backend_behind_lighttpd_are_polled_and_built() {
-    let web = tempfile::tempdir().unwrap();
-    let work = Repo::new(&[(".gitlab-ci.yml", "job:\n  script: [echo \"built $CI_COMMIT_SHORT_SHA\"]\n")]);
-    std::fs::create_dir_all(web.path().join("repos")).unwrap();
-    let bare = web.path().join("repos/app.git");
-    work.git(&["clone", "-q", "--bare", work.path().to_str().unwrap(), bare.to_str().unwrap()]);
-    work.git(&["remote", "add", "web", bare.to_str().unwrap()]);
-    let backend = String::from_utf8(Command::new("git").arg("--exec-path").output().unwrap().stdout).unwrap();
-    let port = free_addr().rsplit(':').next().unwrap().to_string();
-    let conf = format!(
-        r#"server.document-root = "{root}"
+/// A real git server on loopback: `git http-backend` behind lighttpd (Debian), serving the
+/// bare repositories under its `repos/` folder.
+struct GitWeb {
+    dir: tempfile::TempDir,
+    port: String,
+    _lighttpd: Proc,
+}
+
+impl GitWeb {
+    fn start() -> GitWeb {
+        let web = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(web.path().join("repos")).unwrap();
+        let backend = String::from_utf8(Command::new("git").arg("--exec-path").output().unwrap().stdout).unwrap();
+        let port = free_addr().rsplit(':').next().unwrap().to_string();
+        let conf = format!(
+            r#"server.document-root = "{root}"
 server.bind = "127.0.0.1"
 server.port = {port}
 server.errorlog = "{root}/error.log"
@@ -1559,25 +1561,48 @@ $HTTP["url"] =~ "^/git" {{
   setenv.add-environment = ("GIT_PROJECT_ROOT" => "{root}/repos", "GIT_HTTP_EXPORT_ALL" => "1")
 }}
 "#,
-        root = web.path().display(),
-        backend = backend.trim()
-    );
-    std::fs::write(web.path().join("lighttpd.conf"), conf).unwrap();
-    let _lighttpd = Proc(
-        Command::new("lighttpd")
-            .args(["-D", "-f"])
-            .arg(web.path().join("lighttpd.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}/git/app.git");
-    let t = Instant::now();
-    while !Command::new("git").args(["ls-remote", &url]).output().unwrap().status.success() {
-        assert!(t.elapsed() < Duration::from_secs(10), "lighttpd does not serve {url}");
-        std::thread::sleep(Duration::from_millis(100));
+            root = web.path().display(),
+            backend = backend.trim()
+        );
+        std::fs::write(web.path().join("lighttpd.conf"), conf).unwrap();
+        let lighttpd = Proc(
+            Command::new("lighttpd")
+                .args(["-D", "-f"])
+                .arg(web.path().join("lighttpd.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        GitWeb { dir: web, port, _lighttpd: lighttpd }
     }
+
+    /// Serves a bare copy of `work` as `NAME.git`, added to `work` as its remote `web`; the URL.
+    fn serve(&self, work: &Repo, name: &str) -> String {
+        let bare = self.dir.path().join(format!("repos/{name}.git"));
+        work.git(&["clone", "-q", "--bare", work.path().to_str().unwrap(), bare.to_str().unwrap()]);
+        work.git(&["remote", "add", "web", bare.to_str().unwrap()]);
+        let url = format!("http://127.0.0.1:{}/git/{name}.git", self.port);
+        let t = Instant::now();
+        while !Command::new("git").args(["ls-remote", &url]).output().unwrap().status.success() {
+            assert!(t.elapsed() < Duration::from_secs(10), "lighttpd does not serve {url}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        url
+    }
+
+    fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+}
+
+/// A real git server: `git http-backend` behind lighttpd (Debian) on loopback. The server
+/// polls it, mirrors from it, and agents check out from it over HTTP.
+#[test]
+fn projects_served_by_git_http_backend_behind_lighttpd_are_polled_and_built() {
+    let work = Repo::new(&[(".gitlab-ci.yml", "job:\n  script: [echo \"built $CI_COMMIT_SHORT_SHA\"]\n")]);
+    let web = GitWeb::start();
+    let url = web.serve(&work, "app");
     let server = Server::start("30s");
     let (_agent, _d) = server.agent("a1");
     let body = format!(r#"{{"name": "app", "repo": "{url}", "poll_seconds": 1}}"#);
@@ -1604,7 +1629,7 @@ $HTTP["url"] =~ "^/git" {{
     assert_eq!(p["status"], "success", "{p}");
     let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
     assert!(log.contains(&format!("built {}", &sha[..8])), "{log}");
-    let access = std::fs::read_to_string(web.path().join("access.log")).unwrap();
+    let access = web.access_log();
     assert!(access.contains("git-upload-pack"), "fetched over HTTP: {access}");
 }
 
@@ -3330,6 +3355,166 @@ fn gitops_keeps_an_environment_as_its_config_repository_says() {
         "{}",
         r.debug()
     );
+}
+
+/// GitOps on real targets from a config repository served over HTTP (`git http-backend`
+/// behind lighttpd): containers on the Docker Engine and a systemd host over ssh, each kept
+/// by an automated application with self-heal. Drift made by hand is healed within the
+/// interval and the sync history says what drifted and what was done: a container removed
+/// (the agent starts it again), a stray container with the environment's label (pruned),
+/// the unit file edited on the host (written again), the binary replaced on the host
+/// (uploaded again), the service stopped (started). A pushed commit moves the containers to
+/// a new image.
+#[test]
+fn gitops_heals_drift_made_by_hand_on_containers_and_a_systemd_host() {
+    require("docker", "--version");
+    require("lighttpd", "-v");
+    let hosts = common::hosts::Hosts::start(1, &[]);
+    let (web, box_dev, boxed) = (free_addr(), free_addr(), free_addr());
+    let health = "    health: {http: /healthz, interval: 200ms, deadline: 10s}\n";
+    let pipeline = format!(
+        "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n{health}  box-dev:\n    target: docker\n    listen: {box_dev}\n{health}"
+    );
+    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
+    let server = Server::start_with(&["--with-agent", "--gitops-interval", "500ms"]);
+    server.add_project("shop", &repo);
+    let cli = |args: &[&str]| {
+        Run::from(
+            Command::new(bin())
+                .args(args)
+                .args(["--server", &server.url, "--token", &server.admin])
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap(),
+        )
+    };
+    // Versions built and recorded as a pipeline would: binaries b1, images i1 and i2.
+    let images = tempfile::tempdir().unwrap();
+    let image = |v: &str| {
+        let tar = images.path().join(format!("{v}.tar"));
+        websvc_image(v, &tar);
+        tar
+    };
+    for (env, dist) in [("web", websvc_build("b1")), ("box-dev", image("i1")), ("box-dev", image("i2"))] {
+        let r = cli(&["deploy", env, "--artifacts", dist.to_str().unwrap(), "--project", "shop"]);
+        assert_eq!(r.code, 0, "{}", r.debug());
+    }
+    let box_file = |v: &str| {
+        format!(
+            "release:\n  version: {v}\nenvironments:\n  box:\n    target: docker\n    instances: 2\n    listen: {boxed}\n{health}"
+        )
+    };
+    let edge_file = format!("release:\n  version: b1\nenvironments:\n{}", hosts.environment("edge", ""));
+    let config = Repo::new(&[("envs/box.yml", &box_file("i1")), ("envs/edge.yml", &edge_file)]);
+    let git = GitWeb::start();
+    let url = git.serve(&config, "config");
+    for (name, extra) in [("box", &["--prune"][..]), ("edge", &[][..])] {
+        let mut args = vec!["app", "add", name, "--project", "shop", "--repo", &url, "--path", "envs"];
+        args.extend_from_slice(&["--auto", "--self-heal"]);
+        args.extend_from_slice(extra);
+        let r = cli(&args);
+        assert_eq!(r.code, 0, "{}", r.debug());
+        assert!(r.stdout.contains(&format!("{name}: Synced · Healthy")), "{}", r.debug());
+    }
+    assert_eq!(served(&boxed).as_deref(), Some("i1"));
+    let port = hosts.ports[0];
+    let on_host = || served(&format!("127.0.0.1:{port}"));
+    assert_eq!(on_host().as_deref(), Some("b1"));
+    // The last self-heal of an application after `since` (its history, newest first).
+    let healed = |app: &str, since: usize| -> Option<serde_json::Value> {
+        let h = server.json(&format!("/api/v1/apps/{app}/history"));
+        let h = h.as_array().unwrap();
+        (h.len() > since).then(|| h[0].clone()).filter(|s| s["trigger"] == "self-heal" && s["outcome"] == "healed")
+    };
+    let syncs = |app: &str| server.json(&format!("/api/v1/apps/{app}/history")).as_array().unwrap().len();
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(30), "{what}: {}", server.json("/api/v1/apps"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("{what} in {:?} (interval 500 ms)", t.elapsed());
+    };
+    let label = "label=dev.slipway.environment=box";
+    let running = || {
+        let out = Command::new("docker").args(["ps", "-q", "--filter", label]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(running().len(), 2);
+
+    // A container removed by hand: the agent starts it again.
+    let gone = running()[0].clone();
+    common::hosts::docker(&["rm", "-f", &gone]);
+    until("a removed container started again", &|| {
+        let r = running();
+        r.len() == 2 && !r.contains(&gone) && served(&boxed).as_deref() == Some("i1")
+    });
+    // A stray container with the environment's label: pruned.
+    let before = syncs("box");
+    let stray = format!("slipway-test-stray-{}", std::process::id());
+    let image_id = common::hosts::docker(&["inspect", "-f", "{{.Image}}", &running()[0]]);
+    let stray_port = free_port().to_string();
+    common::hosts::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &stray,
+        "--network",
+        "host",
+        "-e",
+        &format!("PORT={stray_port}"),
+        "--label",
+        "dev.slipway.environment=box",
+        &image_id,
+    ]);
+    until("a stray container pruned", &|| healed("box", before).is_some());
+    let h = healed("box", before).unwrap();
+    let detail = h["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("container {stray}")) && detail.contains("removed container"), "{h}");
+    let left = Command::new("docker").args(["ps", "-aq", "--filter", &format!("name={stray}")]).output().unwrap();
+    assert!(left.stdout.is_empty(), "the stray container is still there");
+    assert_eq!((running().len(), served(&boxed).as_deref()), (2, Some("i1")));
+
+    // On the host: the unit file edited, the binary replaced, the service stopped; each
+    // healed in turn, each repair recorded with what drifted.
+    let unit = "/etc/systemd/system/websvc.service";
+    let drifts = [
+        (format!("echo '# edited by hand' >> {unit} && systemctl daemon-reload"), "was edited"),
+        (
+            "cp /bin/sleep /tmp/other && mv -f /tmp/other /opt/slipway/websvc/current/websvc".to_string(),
+            "replaced on the host",
+        ),
+        ("systemctl stop websvc".to_string(), "its service is inactive"),
+    ];
+    for (cmd, says) in drifts {
+        let before = syncs("edge");
+        hosts.exec(0, &cmd);
+        until(&format!("edge healed ({says})"), &|| healed("edge", before).is_some());
+        let h = healed("edge", before).unwrap();
+        assert!(h["detail"].as_str().unwrap().contains(says), "{h}");
+        assert!(h["detail"].as_str().unwrap().contains("back on b1"), "{h}");
+        assert_eq!(on_host().as_deref(), Some("b1"), "{h}");
+    }
+    assert_eq!(
+        hosts.exec(0, &format!("sha256sum {unit} | cut -d' ' -f1")),
+        hosts.exec(0, "cat /opt/slipway/websvc/.unit.sha256")
+    );
+    assert!(!hosts.exec(0, &format!("cat {unit}")).contains("edited by hand"));
+    until("edge recorded healthy", &|| {
+        let st = server.json("/api/v1/apps/edge");
+        st["status"]["health"] == "Healthy" && st["status"]["drift"] == serde_json::json!([])
+    });
+
+    // A commit pushed to the git server: the containers move to i2 (the server fetched over HTTP).
+    config.write("envs/box.yml", &box_file("i2"));
+    config.commit("box: i2");
+    config.git(&["push", "-q", "web", "main"]);
+    until("box synced to i2", &|| {
+        let v = server.json("/api/v1/apps/box");
+        v["status"]["running_version"] == "i2" && v["status"]["sync"] == "Synced"
+    });
+    assert_eq!(served(&boxed).as_deref(), Some("i2"));
+    assert!(git.access_log().contains("git-upload-pack"), "fetched over HTTP");
 }
 
 /// A browser's requests, with curl and a cookie jar: (status, headers, body).

@@ -499,19 +499,9 @@ impl AgentTarget {
     /// Containers labelled with the environment that the agent does not run as released:
     /// strays, or a group's container on another image (this machine's Docker Engine only).
     async fn stray_containers(&self, live: Option<&EnvStatus>, current: &Release) -> Vec<String> {
-        if !self.containers() || !matches!(self.place, Place::Local) {
-            return Vec::new();
-        }
-        let groups: Vec<i64> = live.map(|l| l.groups.iter().map(|g| g.release).collect()).unwrap_or_default();
-        let Some(image) = current.artifacts.first() else { return Vec::new() };
-        let want = format!("sha256:{}", image.sha256);
-        match crate::docker::containers(&self.env.name).await {
+        match self.strays(live, current).await {
             Ok(cs) => cs
                 .iter()
-                .filter(|k| {
-                    k.release.is_none_or(|r| !groups.contains(&r))
-                        || (k.release == Some(current.group_id()) && k.image != want)
-                })
                 .map(|k| {
                     format!(
                         "container {} ({}, image {}) is not part of the release",
@@ -523,6 +513,29 @@ impl AgentTarget {
                 .collect(),
             Err(e) => vec![e.message],
         }
+    }
+
+    /// Containers labelled with the environment that the agent's groups do not account for
+    /// (or that run another image than the current release's), on this machine's engine.
+    async fn strays(
+        &self,
+        live: Option<&EnvStatus>,
+        current: &Release,
+    ) -> Result<Vec<crate::docker::ContainerState>, DeployError> {
+        if !self.containers() || !matches!(self.place, Place::Local) {
+            return Ok(Vec::new());
+        }
+        let groups: Vec<i64> = live.map(|l| l.groups.iter().map(|g| g.release).collect()).unwrap_or_default();
+        let Some(image) = current.artifacts.first() else { return Ok(Vec::new()) };
+        let want = format!("sha256:{}", image.sha256);
+        Ok(crate::docker::containers(&self.env.name)
+            .await?
+            .into_iter()
+            .filter(|k| {
+                k.release.is_none_or(|r| !groups.contains(&r))
+                    || (k.release == Some(current.group_id()) && k.image != want)
+            })
+            .collect())
     }
 }
 
@@ -842,6 +855,22 @@ impl Target for AgentTarget {
             Err(Step::Failed(why)) => Ok(vec![format!("put {} (#{}) back, but {why}", current.version, current.id)]),
             Err(Step::Error(e)) => Err(e),
         }
+    }
+
+    async fn prune(&self, cx: &Cx<'_>, current: &Release) -> Result<Vec<String>, DeployError> {
+        let live = self.fleet.status(&self.env.name).await.ok().flatten();
+        // Another agent's containers on the same engine are that agent's to keep.
+        let ours = self.agent_data_dir().canonicalize().ok().map(|p| p.display().to_string());
+        let mut out = Vec::new();
+        for k in self.strays(live.as_ref(), current).await? {
+            if k.agent.as_ref().is_some_and(|a| Some(a) != ours.as_ref()) {
+                continue;
+            }
+            cx.record("prune", json!({"container": k.name})).await?;
+            crate::docker::remove(&k.name).await?;
+            out.push(format!("removed container {} (not part of {})", k.name, current.version));
+        }
+        Ok(out)
     }
 
     async fn finished(&self, cx: &Cx<'_>, history: &[Release]) {

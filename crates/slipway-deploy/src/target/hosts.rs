@@ -44,6 +44,8 @@ pub struct HostState {
     pub sha256: Option<String>,
     /// `systemctl is-active`.
     pub active: String,
+    /// The unit file differs from the one slipway last wrote there: (its SHA-256, slipway's).
+    pub unit_edited: Option<(String, String)>,
     pub error: Option<String>,
 }
 
@@ -54,7 +56,48 @@ impl HostState {
             && want.is_some()
             && self.sha256.as_deref() == want
             && self.active == "active"
+            && self.unit_edited.is_none()
     }
+
+    /// Why the host does not run `r` as released (`None` when it does).
+    pub fn drift(&self, r: &Release, unit_file: &str) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(format!("{}: {e}", self.host));
+        }
+        let dir = release_dir_name(r);
+        let want = self.platform.as_deref().and_then(|p| r.artifact_for(p).ok()).map(|a| a.sha256.as_str());
+        let mut why = Vec::new();
+        if self.release_dir.as_deref() != Some(dir.as_str()) {
+            why.push(format!("runs {}, expected {dir}", self.release_dir.as_deref().unwrap_or("nothing")));
+        } else if self.sha256.as_deref() != want {
+            why.push(format!(
+                "its binary {} is sha256:{}, the release's is sha256:{} (replaced on the host)",
+                r.program(),
+                short(self.sha256.as_deref().unwrap_or("(missing)")),
+                short(want.unwrap_or("(none for this platform)"))
+            ));
+        }
+        if let Some((now, wrote)) = &self.unit_edited {
+            why.push(format!(
+                "/etc/systemd/system/{unit_file} was edited (sha256:{}, slipway wrote sha256:{})",
+                short(now),
+                short(wrote)
+            ));
+        }
+        if self.active != "active" {
+            why.push(format!("its service is {}", self.active));
+        }
+        (!why.is_empty()).then(|| format!("{}: {}", self.host, why.join("; ")))
+    }
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(12)]
+}
+
+/// The unit file of the service on a host (a template when it runs several instances).
+fn unit_file_name(t: &SshTarget, service: &str) -> String {
+    if t.instances > 1 { format!("{service}@.service") } else { format!("{service}.service") }
 }
 
 /// `uname -s` and `uname -m` as Go names them.
@@ -124,7 +167,13 @@ async fn stage(c: Arc<Conn>, p: Arc<Plan>) -> Result<bool, HostError> {
     }
     let template = p.target.instances > 1;
     let port = (!template).then_some(c.host.port);
-    let unit_file = if template { format!("{}@.service", p.service) } else { format!("{}.service", p.service) };
+    let unit_file = unit_file_name(&p.target, &p.service);
+    let unit = systemd::unit(&p.env, &p.target, &p.service);
+    // What slipway wrote is remembered next to the releases, so an edit by hand is drift.
+    let unit_sha = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(unit.as_bytes()))
+    };
     let files = format!(
         "set -e\n\
          umask 077\n\
@@ -134,11 +183,13 @@ async fn stage(c: Arc<Conn>, p: Arc<Plan>) -> Result<bool, HostError> {
          chmod 0755 {rel}/run\n\
          printf '%s' {unit} > /etc/systemd/system/.{unit_file}.part\n\
          mv -f /etc/systemd/system/.{unit_file}.part /etc/systemd/system/{unit_file}\n\
+         printf '%s\\n' {unit_sha} > {base}/.unit.sha256\n\
          systemctl daemon-reload",
         env = sq(&systemd::env_file(&p.env, &p.version, port)),
         run = sq(&systemd::run_script(&p.env, &rel, &p.binary, port)),
-        unit = sq(&systemd::unit(&p.env, &p.target, &p.service)),
+        unit = sq(&unit),
         rel = sq(&rel),
+        base = sq(&format!("{}/{}", p.target.root, p.service)),
     );
     c.run("write unit", &files, None).await?;
     Ok(!present)
@@ -272,26 +323,36 @@ async fn prune(c: &Conn, t: &SshTarget, service: &str) {
 async fn inspect_one(c: &Conn, t: &SshTarget, service: &str, binary: &str) -> HostState {
     let base = format!("{}/{service}", t.root);
     let units: Vec<String> = t.units(service, &c.host).into_iter().map(|(u, _)| u).collect();
-    // One line per unit from is-active; the host is "active" only when every unit is.
+    // One value per line: platform, release, binary digest, the unit file's digest and the one
+    // slipway wrote, then one state for all units (the host is "active" only when every unit is).
     let script = format!(
         "uname -sm\n\
          l=$(readlink {base}/current 2>/dev/null || true); echo \"${{l#releases/}}\"\n\
-         sha256sum {base}/current/{binary} 2>/dev/null | cut -d' ' -f1; echo\n\
+         echo $(sha256sum {base}/current/{binary} 2>/dev/null | cut -d' ' -f1)\n\
+         echo $(sha256sum /etc/systemd/system/{unit_file} 2>/dev/null | cut -d' ' -f1)\n\
+         echo $(cat {base}/.unit.sha256 2>/dev/null)\n\
          s=active; for u in {units}; do a=$(systemctl is-active $u 2>/dev/null || true); [ \"$a\" = active ] || s=$a; done; echo $s",
         base = sq(&base),
         binary = sq(binary),
+        unit_file = sq(&unit_file_name(t, service)),
         units = units.join(" "),
     );
     match c.run("inspect", &script, None).await {
         Ok(out) => {
             let lines: Vec<&str> = out.lines().map(str::trim).collect();
-            let non_empty = |s: Option<&&str>| s.filter(|x| !x.is_empty()).map(|x| x.to_string());
+            let non_empty = |i: usize| lines.get(i).filter(|x| !x.is_empty()).map(|x| x.to_string());
+            // A host staged before slipway remembered its unit has nothing to compare with.
+            let unit_edited = match (non_empty(3), non_empty(4)) {
+                (Some(now), Some(wrote)) if now != wrote => Some((now, wrote)),
+                _ => None,
+            };
             HostState {
                 host: c.host.label(),
-                platform: lines.first().and_then(|u| platform_of(u)),
-                release_dir: non_empty(lines.get(1)),
-                sha256: non_empty(lines.get(2)),
-                active: lines.iter().rev().find(|l| !l.is_empty()).map_or("unknown".into(), |s| s.to_string()),
+                platform: non_empty(0).and_then(|u| platform_of(&u)),
+                release_dir: non_empty(1),
+                sha256: non_empty(2),
+                unit_edited,
+                active: non_empty(5).unwrap_or_else(|| "unknown".into()),
                 error: None,
             }
         }
@@ -300,6 +361,7 @@ async fn inspect_one(c: &Conn, t: &SshTarget, service: &str, binary: &str) -> Ho
             platform: None,
             release_dir: None,
             sha256: None,
+            unit_edited: None,
             active: "unknown".into(),
             error: Some(e.to_string()),
         },
@@ -411,6 +473,23 @@ impl Hosts {
         states.into_iter().map(|(_, s)| s).collect()
     }
 
+    /// What every host gets of `release`, its binaries checked in this machine's store.
+    fn plan(&self, release: &Release) -> Result<Plan, Step> {
+        let mut staged = Vec::new();
+        for a in &release.artifacts {
+            staged.push((a.clone(), artifacts::verify(&self.data_dir, a)?));
+        }
+        Ok(Plan {
+            env: self.env.clone(),
+            target: self.target.clone(),
+            service: service_name(&self.target, release),
+            binary: release.program().to_string(),
+            dir: release_dir_name(release),
+            version: release.version.clone(),
+            artifacts: staged,
+        })
+    }
+
     async fn rollout_on(
         &self,
         cx: &Cx<'_>,
@@ -419,19 +498,7 @@ impl Hosts {
         conns: &[Arc<Conn>],
     ) -> Result<(), Step> {
         let (env, t) = (&self.env, &self.target);
-        let mut staged = Vec::new();
-        for a in &new.artifacts {
-            staged.push((a.clone(), artifacts::verify(&self.data_dir, a)?));
-        }
-        let plan = Arc::new(Plan {
-            env: env.clone(),
-            target: t.clone(),
-            service: service_name(t, new),
-            binary: new.program().to_string(),
-            dir: release_dir_name(new),
-            version: new.version.clone(),
-            artifacts: staged,
-        });
+        let plan = Arc::new(self.plan(new)?);
         // 1. Stage everywhere; nothing that runs changes, so a failure here needs no rollback.
         cx.say(format!("staging {} on {} host(s)", new.version, conns.len()));
         cx.record("stage", json!({"hosts": t.hosts.iter().map(SshHost::label).collect::<Vec<_>>()})).await?;
@@ -558,22 +625,14 @@ impl Target for Hosts {
             return Observation { desired: self.target.hosts.len() as u32, ..Observation::default() };
         };
         let states = self.inspect(c).await;
+        let unit_file = unit_file_name(&self.target, &service_name(&self.target, c));
         let mut o = Observation { desired: states.len() as u32, ..Observation::default() };
         for h in &states {
             let matches = h.matches(c);
             if matches {
                 o.healthy += 1;
             } else {
-                o.drift.push(match &h.error {
-                    Some(e) => format!("{}: {e}", h.host),
-                    None => format!(
-                        "{} runs {} ({}), expected {} (active)",
-                        h.host,
-                        h.release_dir.as_deref().unwrap_or("nothing"),
-                        h.active,
-                        release_dir_name(c)
-                    ),
-                });
+                o.drift.extend(h.drift(c, &unit_file));
             }
             o.units.push(Unit {
                 name: h.host.clone(),
@@ -595,18 +654,35 @@ impl Target for Hosts {
     async fn reconcile(&self, cx: &Cx<'_>, current: &Release) -> Result<Vec<String>, DeployError> {
         let t = &self.target;
         let conns = conns(t).map_err(|_| DeployError::failed("cannot create the ssh control directory"))?;
-        let service = service_name(t, current);
+        let plan = Arc::new(self.plan(current).map_err(|e| match e {
+            Step::Error(e) => e,
+            Step::Failed(why) => DeployError::failed(why),
+        })?);
         let mut out = Vec::new();
         for c in &conns {
-            let state = inspect_one(c, t, &service, current.program()).await;
+            let state = inspect_one(c, t, &plan.service, current.program()).await;
             if state.matches(current) {
                 continue;
             }
-            cx.record("repair", json!({"host": c.host.label(), "release": current.id})).await?;
-            let r = switch(c, &self.env, t, &service, &release_dir_name(current))
-                .await
-                .map(|()| format!("{}: back on {}", c.host.label(), current.version));
-            out.push(r.unwrap_or_else(|e| format!("could not restore {e}")));
+            let why = state.drift(current, &unit_file_name(t, &plan.service)).unwrap_or_default();
+            cx.record("repair", json!({"host": c.host.label(), "release": current.id, "drift": why})).await?;
+            // Staged again (a replaced binary uploaded, an edited unit rewritten), then
+            // switched and restarted with its health check.
+            let r = async {
+                let uploaded = stage(Arc::clone(c), Arc::clone(&plan)).await?;
+                switch(c, &self.env, t, &plan.service, &plan.dir).await?;
+                Ok::<_, HostError>(uploaded)
+            }
+            .await;
+            out.push(match r {
+                Ok(uploaded) => format!(
+                    "{}: back on {}{}",
+                    c.host.label(),
+                    current.version,
+                    if uploaded { " (binary uploaded again)" } else { "" }
+                ),
+                Err(e) => format!("could not restore {e}"),
+            });
         }
         close_all(&conns).await;
         Ok(out)

@@ -163,6 +163,12 @@ pub trait Target: Send + Sync {
     /// recorded intent); returns one line per change.
     async fn reconcile(&self, cx: &Cx<'_>, current: &Release) -> Result<Vec<String>, DeployError>;
 
+    /// Removes what runs for the environment but is no part of `current` (a stray container
+    /// carrying its label): a GitOps application's `prune`. One line per removal.
+    async fn prune(&self, _cx: &Cx<'_>, _current: &Release) -> Result<Vec<String>, DeployError> {
+        Ok(Vec::new())
+    }
+
     /// After a release became current: clean up what older releases left (images, release
     /// directories), keeping what a rollback needs.
     async fn finished(&self, _cx: &Cx<'_>, _history: &[Release]) {}

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod hosts;
+
 pub struct Repo {
     pub dir: tempfile::TempDir,
 }
