@@ -190,6 +190,31 @@ pub fn show(dir: &Path, commit: &str, path: &str) -> Result<Option<String>, GitE
     }
 }
 
+/// The blob ids of those of `paths` that `commit` has (`git ls-tree`, one process for them
+/// all): path → blob id. Two commits whose file has the same blob id have the same file.
+pub fn blobs(
+    dir: &Path,
+    commit: &str,
+    paths: &[String],
+) -> Result<std::collections::HashMap<String, String>, GitError> {
+    let mut args = vec!["ls-tree", "-r", "--full-tree", commit, "--"];
+    args.extend(paths.iter().map(|p| p.trim_start_matches("./")));
+    let out = run(dir, &args)?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (meta, path) = l.split_once('\t')?;
+            let [_mode, kind, id] = meta.split_whitespace().collect::<Vec<_>>()[..] else { return None };
+            (kind == "blob").then(|| (path.to_string(), id.to_string()))
+        })
+        .collect())
+}
+
+/// A blob's text by its id.
+pub fn blob_text(dir: &Path, blob: &str) -> Result<String, GitError> {
+    run(dir, &["cat-file", "blob", blob])
+}
+
 /// The files that differ between two commits (`from` `None`: every file of `to`).
 pub fn changed_between(dir: &Path, from: Option<&str>, to: &str) -> Result<Vec<String>, GitError> {
     let out = match from {
@@ -245,5 +270,11 @@ mod tests {
         assert!(has_branch(&m, "main") && !has_branch(&m, "nope") && !has_branch(&m, "../x"));
         git(&m, &["pack-refs", "--all"]);
         assert!(has_branch(&m, "main"), "a packed ref");
+        // Blob ids: one process for several paths; the same file in two commits, one id.
+        let first = blobs(&m, &main, &["a".into(), "b".into(), "envs/none.yml".into()]).unwrap();
+        let second = blobs(&m, &head, &["a".into(), "b".into()]).unwrap();
+        assert_eq!((first.len(), second.len()), (1, 2), "{first:?} {second:?}");
+        assert_eq!(first["a"], second["a"]);
+        assert_eq!(blob_text(&m, &second["b"]).unwrap(), "2");
     }
 }

@@ -37,6 +37,10 @@ pub struct AppStatus {
     pub pinned: bool,
     /// The config repository's commit the desired state was read at.
     pub commit: Option<String>,
+    /// The desired-state file's blob id at that commit: a push that leaves it as it was is
+    /// not read again.
+    #[serde(default)]
+    pub blob: Option<String>,
     pub desired_version: Option<String>,
     pub running_version: Option<String>,
     /// Why it is in this state.
@@ -110,34 +114,58 @@ fn file_of(app: &AppRow) -> Vec<String> {
     slipway_pipeline::compile::desired_files(&app.path, &app.environment)
 }
 
-/// The desired state at the revision's commit: (commit, file, its text), or why not.
-/// `fresh_since`: a fetch of the repository at or after this time (Unix ms) is used as it
-/// is — one fetch per repository per round of the reconciler, however many applications
-/// it holds.
-async fn read_desired(s: &State, app: &AppRow, fresh_since: Option<i64>) -> Result<(String, String, String), String> {
-    let (repo, dir, app) = (app.repo.clone(), mirror_of(s, app), app.clone());
-    let key = repo.clone();
+/// The desired-state file an application reads at a commit of its repository's mirror:
+/// (file, blob id), or `None` when the commit has none of its candidate files.
+fn desired_blob(dir: &std::path::Path, app: &AppRow, commit: &str) -> Result<Option<(String, String)>, String> {
+    let files = file_of(app);
+    let mut found = slipway_git::remote::blobs(dir, commit, &files).map_err(|e| e.to_string())?;
+    Ok(files.into_iter().find_map(|f| found.remove(&f).map(|b| (f, b))))
+}
+
+/// Fetches a config repository into its mirror unless it was fetched at or after
+/// `fresh_since` (Unix ms) — one fetch per repository per round of the reconciler, however
+/// many applications it holds.
+fn fetch(s: &State, app: &AppRow, fresh_since: Option<i64>) -> Result<(), String> {
     let fresh = fresh_since
-        .is_some_and(|t| s.reconciler.fetched.lock().expect("fetched lock").get(&repo).is_some_and(|at| *at >= t));
+        .is_some_and(|t| s.reconciler.fetched.lock().expect("fetched lock").get(&app.repo).is_some_and(|at| *at >= t));
+    if fresh {
+        return Ok(());
+    }
     let started = now_ms();
-    let r = tokio::task::spawn_blocking(move || {
-        if !fresh {
-            slipway_git::remote::mirror(&repo, &dir).map_err(|e| format!("the config repository {repo}: {e}"))?;
-        }
+    slipway_git::remote::mirror(&app.repo, &mirror_of(s, app))
+        .map_err(|e| format!("the config repository {}: {e}", app.repo))?;
+    s.reconciler.fetched.lock().expect("fetched lock").insert(app.repo.clone(), started);
+    Ok(())
+}
+
+/// What an application's file is read as: its commit, path, blob id and text.
+struct Read {
+    commit: String,
+    file: String,
+    blob: String,
+    text: String,
+}
+
+/// The desired state at the revision's commit, or why not (see [`fetch`] for `fresh_since`).
+async fn read_desired(s: &Arc<State>, app: &AppRow, fresh_since: Option<i64>) -> Result<Read, String> {
+    let (s, app) = (Arc::clone(s), app.clone());
+    tokio::task::spawn_blocking(move || {
+        fetch(&s, &app, fresh_since)?;
+        let dir = mirror_of(&s, &app);
         let commit = slipway_git::remote::resolve(&dir, &app.revision).map_err(|e| e.to_string())?;
-        for f in file_of(&app) {
-            if let Some(text) = slipway_git::remote::show(&dir, &commit, &f).map_err(|e| e.to_string())? {
-                return Ok((commit, f, text));
-            }
-        }
-        Err(format!("commit {} of {} has no {}", &commit[..commit.len().min(12)], app.repo, file_of(&app)[0]))
+        let Some((file, blob)) = desired_blob(&dir, &app, &commit)? else {
+            return Err(format!(
+                "commit {} of {} has no {}",
+                &commit[..commit.len().min(12)],
+                app.repo,
+                file_of(&app)[0]
+            ));
+        };
+        let text = slipway_git::remote::blob_text(&dir, &blob).map_err(|e| e.to_string())?;
+        Ok(Read { commit, file, blob, text })
     })
     .await
-    .map_err(|e| e.to_string())?;
-    if !fresh && !matches!(&r, Err(e) if e.starts_with("the config repository")) {
-        s.reconciler.fetched.lock().expect("fetched lock").insert(key, started);
-    }
-    r
+    .map_err(|e| e.to_string())?
 }
 
 fn health_of(h: Health) -> &'static str {
@@ -188,7 +216,7 @@ async fn reconcile_fetched(
     let mut st = AppStatus { sync: "Unknown".into(), health: "Unknown".into(), ..AppStatus::default() };
     let current = s.store.current(&app.environment).await?;
     st.running_version = current.as_ref().map(|c| c.version.clone());
-    let (commit, file, text) = match read_desired(s, &app, fresh_since).await {
+    let Read { commit, file, blob, text } = match read_desired(s, &app, fresh_since).await {
         Ok(x) => x,
         Err(why) => {
             // Nothing is changed on the targets: the last good state keeps running.
@@ -198,6 +226,7 @@ async fn reconcile_fetched(
         }
     };
     st.commit = Some(commit.clone());
+    st.blob = Some(blob.clone());
     let mut sources = slipway_pipeline::SourceMap::default();
     let shown = format!("{}@{}", file, &commit[..commit.len().min(12)]);
     let desired = match slipway_pipeline::load_desired(std::path::Path::new(&shown), &text, &mut sources) {
@@ -263,11 +292,12 @@ async fn reconcile_fetched(
         None => st.diff.push(format!("version: (nothing) → {}", desired.release.version)),
     }
     st.sync = if st.diff.is_empty() { "Synced" } else { "OutOfSync" }.into();
-    // A rollback's pin holds until the desired state moves past the commit it was made at
-    // (read again now: a rollback may have pinned it while this pass fetched).
+    // A rollback's pin holds until the desired state moves past the commit it was made at:
+    // until the file changes, not when a commit changes other files (read again now: a
+    // rollback may have pinned it while this pass fetched).
     let app = s.store.app(&app.name).await?.unwrap_or(app);
     let mut pinned = app.pinned.is_some();
-    if pinned && app.pinned_commit.as_deref() != Some(commit.as_str()) {
+    if pinned && !same_file(s, &app, app.pinned_commit.as_deref(), &commit, &blob).await {
         s.store.pin_app(&app.name, None).await?;
         pinned = false;
     }
@@ -281,11 +311,14 @@ async fn reconcile_fetched(
         }
     }
     let mut failed = app.failed_commit.clone();
+    // The file whose sync failed, at whatever commit it is read now (a commit that changes
+    // other files is no reason to try it again).
+    let failed_here = same_file(s, &app, failed.as_deref(), &commit, &blob).await;
     let wants_sync = st.sync == "OutOfSync"
         && !pinned
         && match trigger {
             Trigger::Manual => true,
-            Trigger::Refresh => app.automated && failed.as_deref() != Some(commit.as_str()),
+            Trigger::Refresh => app.automated && !failed_here,
             Trigger::Look => false,
         };
     if pinned && st.sync == "OutOfSync" {
@@ -350,7 +383,7 @@ async fn reconcile_fetched(
             }
         }
     } else if st.sync == "OutOfSync" && st.reason.is_none() {
-        st.reason = Some(if failed.as_deref() == Some(commit.as_str()) {
+        st.reason = Some(if failed_here {
             format!(
                 "the sync of commit {} failed; it waits for a new commit or `slipway app sync {}`",
                 &commit[..12.min(commit.len())],
@@ -364,6 +397,19 @@ async fn reconcile_fetched(
     }
     save(s, &app, &st, failed.as_deref()).await?;
     Ok(st)
+}
+
+/// Whether the application's file at commit `at` is the one read now (`blob` at `commit`).
+async fn same_file(s: &State, app: &AppRow, at: Option<&str>, commit: &str, blob: &str) -> bool {
+    match at {
+        None => false,
+        Some(at) if at == commit => true,
+        Some(at) => {
+            let (dir, a, at) = (mirror_of(s, app), app.clone(), at.to_string());
+            let then = tokio::task::spawn_blocking(move || desired_blob(&dir, &a, &at)).await.ok().and_then(Result::ok);
+            then.flatten().is_some_and(|(_, b)| b == blob)
+        }
+    }
 }
 
 /// Self-heal: the target put back on the current release, recorded as a sync; repairs that
@@ -448,17 +494,60 @@ pub fn status_of(app: &AppRow) -> AppStatus {
 /// One round of the reconciler (every 0.5 s): each application whose interval came round or
 /// that a webhook of its repository nudged.
 pub async fn tick(s: &Arc<State>) {
-    let interval = s.reconciler.interval();
+    let interval = s.reconciler.interval().as_millis() as i64;
     let Ok(apps) = s.store.apps().await else { return };
     let nudged: HashSet<String> = std::mem::take(&mut *s.reconciler.nudged.lock().expect("nudge lock"));
     let now = now_ms();
+    let by_interval = |a: &AppRow| a.checked_at_ms.is_none_or(|t| now - t >= interval);
+    // A push makes only the applications whose file it changed look now.
+    let pushed: Vec<AppRow> = apps.iter().filter(|a| nudged.contains(&a.name) && !by_interval(a)).cloned().collect();
+    let changed = changed_by_push(s, pushed, now).await;
     for app in &apps {
-        let due =
-            nudged.contains(&app.name) || app.checked_at_ms.is_none_or(|t| now - t >= interval.as_millis() as i64);
+        let due = by_interval(app) || changed.contains(&app.name);
         if due && let Err(e) = reconcile_fetched(s, &app.name, Trigger::Refresh, Some(now)).await {
             tracing::warn!(app = %app.name, error = %e, "the reconciler's pass failed");
         }
     }
+}
+
+/// Of the applications a push nudged, those whose desired-state file differs from the one
+/// they last read (or that have not read one): one fetch per repository, one `git ls-tree`
+/// per repository and revision — Argo CD refreshes every application of the repository
+/// (argo-cd #4272).
+async fn changed_by_push(s: &Arc<State>, apps: Vec<AppRow>, now: i64) -> HashSet<String> {
+    if apps.is_empty() {
+        return HashSet::new();
+    }
+    let s = Arc::clone(s);
+    let r = tokio::task::spawn_blocking(move || {
+        let mut groups: HashMap<(String, String), Vec<AppRow>> = HashMap::new();
+        for a in apps {
+            groups.entry((a.repo.clone(), a.revision.clone())).or_default().push(a);
+        }
+        let mut out = HashSet::new();
+        for ((_, revision), group) in groups {
+            let dir = mirror_of(&s, &group[0]);
+            let mut files: Vec<String> = group.iter().flat_map(file_of).collect();
+            files.sort();
+            files.dedup();
+            let found = fetch(&s, &group[0], Some(now))
+                .and_then(|()| slipway_git::remote::resolve(&dir, &revision).map_err(|e| e.to_string()))
+                .and_then(|commit| slipway_git::remote::blobs(&dir, &commit, &files).map_err(|e| e.to_string()));
+            for a in group {
+                // When the repository cannot be read, the application's own pass says why.
+                let unchanged = found.as_ref().is_ok_and(|found| {
+                    let now = file_of(&a).iter().find_map(|f| found.get(f)).cloned();
+                    now.is_some() && now == status_of(&a).blob
+                });
+                if !unchanged {
+                    out.insert(a.name);
+                }
+            }
+        }
+        out
+    })
+    .await;
+    r.unwrap_or_default()
 }
 
 // ----- the API (docs/gitops.md) ------------------------------------------------------------

@@ -3517,6 +3517,78 @@ fn gitops_heals_drift_made_by_hand_on_containers_and_a_systemd_host() {
     assert!(git.access_log().contains("git-upload-pack"), "fetched over HTTP");
 }
 
+/// A push refreshes only the applications whose file it changed (Argo CD refreshes every
+/// application of the repository, argo-cd #4272): three applications in one config
+/// repository, a webhook per push, and the interval far away; the applications whose file did
+/// not change are not read again (their status keeps the commit they last read).
+#[test]
+fn a_push_refreshes_only_the_applications_whose_file_changed() {
+    let server = Server::start_with(&["--gitops-interval", "1h"]);
+    let shop = Repo::new(&[(".slipway.yml", "build:\n  script: [echo hi]\n")]);
+    server.add_project("shop", &shop);
+    let desired = |env: &str, v: &str| {
+        format!("release:\n  version: {v}\nenvironments:\n  {env}:\n    listen: {}\n", free_addr())
+    };
+    let config = Repo::new(&[
+        ("envs/a.yml", &desired("a", "v1")),
+        ("envs/b.yml", &desired("b", "v1")),
+        ("envs/c.yml", &desired("c", "v1")),
+    ]);
+    let body = format!(r#"{{"name": "config", "repo": "{}", "webhook_secret": "cfg"}}"#, config.path().display());
+    assert_eq!(server.call("POST", "/api/v1/projects", Some(&body)).0, 201);
+    for app in ["a", "b", "c"] {
+        let body = format!(
+            r#"{{"name": "{app}", "project": "shop", "source": {{"repo": "{}", "path": "envs"}}, "destination": {{"environment": "{app}"}}}}"#,
+            config.path().display()
+        );
+        let (code, text) = server.call("POST", "/api/v1/apps", Some(&body));
+        assert_eq!(code, 201, "{text}");
+    }
+    let first = config.git(&["rev-parse", "HEAD"]);
+    let commit_of = |app: &str| server.json(&format!("/api/v1/apps/{app}"))["status"]["commit"].clone();
+    let push = |n: usize, file: &str| {
+        config.write(file, &desired(&file[5..6], &format!("v{n}")));
+        config.commit(&format!("{file}: v{n}"));
+        let sha = config.git(&["rev-parse", "HEAD"]);
+        let body = format!(r#"{{"ref": "refs/heads/main", "after": "{sha}", "repository": {{"name": "config"}}}}"#);
+        let headers = vec![
+            ("X-GitHub-Event", "push".to_string()),
+            ("X-GitHub-Delivery", format!("filter-{n}")),
+            ("X-Hub-Signature-256", format!("sha256={}", hmac_hex("cfg", body.as_bytes()))),
+        ];
+        let (code, text) = server.deliver("/api/v1/webhooks/github/config", &headers, body.as_bytes());
+        assert!(code == 200 || code == 201, "{code} {text}");
+        sha
+    };
+    let wait_commit = |app: &str, sha: &str| {
+        let t = Instant::now();
+        while commit_of(app) != sha {
+            assert!(t.elapsed() < Duration::from_secs(10), "{app} did not read {sha}: {}", commit_of(app));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let second = push(2, "envs/a.yml");
+    wait_commit("a", &second);
+    let third = push(3, "envs/b.yml");
+    wait_commit("b", &third);
+    // Two more rounds of the reconciler: nothing else is read.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        (commit_of("a"), commit_of("b"), commit_of("c")),
+        (second.as_str().into(), third.as_str().into(), first.as_str().into())
+    );
+    let a = server.json("/api/v1/apps/a");
+    assert_eq!(
+        (a["status"]["desired_version"].as_str(), a["status"]["sync"].as_str()),
+        (Some("v2"), Some("OutOfSync")),
+        "{a}"
+    );
+    // `slipway app diff` (a refresh) reads the file whatever changed.
+    let (code, _) = server.call("POST", "/api/v1/apps/c/refresh", None);
+    assert_eq!(code, 200);
+    assert_eq!(commit_of("c"), third.as_str());
+}
+
 /// A browser's requests, with curl and a cookie jar: (status, headers, body).
 fn browse(jar: &std::path::Path, method: &str, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
     let mut c = Command::new("curl");
