@@ -80,11 +80,13 @@ pub struct Reconciler {
     /// When each config repository was last fetched (Unix ms).
     fetched: Mutex<HashMap<String, i64>>,
     interval: Duration,
+    /// A push makes every application of the repository look (`--gitops-refresh-all`).
+    refresh_all: bool,
 }
 
 impl Reconciler {
-    pub fn new(interval: Duration) -> Reconciler {
-        Reconciler { interval, ..Reconciler::default() }
+    pub fn new(interval: Duration, refresh_all: bool) -> Reconciler {
+        Reconciler { interval, refresh_all, ..Reconciler::default() }
     }
 
     /// Looks at the applications syncing from `repo` now (a push to it was announced).
@@ -501,7 +503,10 @@ pub async fn tick(s: &Arc<State>) {
     let by_interval = |a: &AppRow| a.checked_at_ms.is_none_or(|t| now - t >= interval);
     // A push makes only the applications whose file it changed look now.
     let pushed: Vec<AppRow> = apps.iter().filter(|a| nudged.contains(&a.name) && !by_interval(a)).cloned().collect();
-    let changed = changed_by_push(s, pushed, now).await;
+    let changed = match s.reconciler.refresh_all {
+        true => pushed.into_iter().map(|a| a.name).collect(),
+        false => changed_by_push(s, pushed, now).await,
+    };
     for app in &apps {
         let due = by_interval(app) || changed.contains(&app.name);
         if due && let Err(e) = reconcile_fetched(s, &app.name, Trigger::Refresh, Some(now)).await {

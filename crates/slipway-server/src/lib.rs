@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub monitor_interval: Duration,
     /// How often a GitOps application is looked at without a webhook.
     pub gitops_interval: Duration,
+    /// A push makes every application of the repository look, not only those whose file changed.
+    pub gitops_refresh_all: bool,
     /// How long collected series are kept.
     pub metrics_retention: Duration,
     /// Receivers, routes and Alertmanagers (docs/monitoring.md); nothing is sent when empty.
@@ -215,7 +217,7 @@ impl Server {
             plans: Mutex::default(),
             agents_seen: Mutex::default(),
             rollouts: Mutex::default(),
-            reconciler: gitops::Reconciler::new(config.gitops_interval),
+            reconciler: gitops::Reconciler::new(config.gitops_interval, config.gitops_refresh_all),
             driving: tokio::sync::Mutex::new(()),
             planning: tokio::sync::Mutex::new(()),
             starting: tokio::sync::Mutex::new(()),

@@ -45,6 +45,10 @@ pub struct ServerArgs {
     /// How often each GitOps application's config repository is looked at without a webhook.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub gitops_interval: Duration,
+    /// A push makes every GitOps application of the repository look (as Argo CD does), not
+    /// only those whose desired-state file it changed.
+    #[arg(long)]
+    pub gitops_refresh_all: bool,
     /// How long collected series are kept (in memory).
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
     pub metrics_retention: Duration,
@@ -211,6 +215,7 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
         rules,
         monitor_interval: args.monitor_interval,
         gitops_interval: args.gitops_interval,
+        gitops_refresh_all: args.gitops_refresh_all,
         metrics_retention: args.metrics_retention,
         external_url: args.external_url.clone().or_else(|| notify.external_url.clone()),
         notify,

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""scripts/bench/gitops_apps.py — 100 GitOps applications in one config repository, each keeping
+its own environment on the local agent (one instance each, automated, self-heal). A push that
+changes one application's file is announced by the repository's signed webhook; the server
+reads only that application's file again (one fetch, one `git ls-tree` for the repository) and
+syncs it. The other side, in the same run: refreshing every application of the repository — what
+Argo CD does on a webhook (argo-cd #4272) — through `POST /api/v1/apps/NAME/refresh` one after
+the other (fetch, read, compare, observe). Printed: per push the time until the changed
+application is synced and healthy and how many applications were read; the time to refresh all;
+medians and the ratio. Release build: `cargo build --release -p slipway`; Go from scripts/setup.
+
+    scripts/bench/gitops_apps.py --apps 100 --runs 5
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DEFAULT_SLIPWAY, ROOT, free_port, git_repo, start_server, tool_env  # noqa: E402
+from gitops import call  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--apps", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--slipway", default=DEFAULT_SLIPWAY)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="slipway-bench-gitops-apps-")
+    server = None
+    env = dict(tool_env(), NO_COLOR="1")
+    try:
+        src = os.path.join(work, "websvc")
+        shutil.copytree(os.path.join(ROOT, "fixtures/go/websvc"), src)
+        web = free_port()
+        with open(os.path.join(src, ".slipway.yml"), "w") as f:
+            f.write(f"build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: 127.0.0.1:{web}\n"
+                    "    health: {http: /healthz, interval: 200ms, deadline: 20s}\n")
+        for a in (["init", "-q", "-b", "main"], ["config", "user.email", "b@x"], ["config", "user.name", "b"],
+                  ["add", "."], ["commit", "-qm", "one"]):
+            subprocess.run(["git", "-C", src, *a], check=True)
+        port = free_port()
+        server, admin = start_server(args.slipway, os.path.join(work, "data"), port, "--with-agent")
+        url = f"http://127.0.0.1:{port}"
+        status, body = call(port, "POST", "/api/v1/projects", admin, json.dumps({"name": "shop", "repo": src}))
+        assert status == 201, body
+        for v in ("v1", "v2"):
+            subprocess.run([args.slipway, "go", "build", "--version", v], cwd=src, env=env, check=True,
+                           capture_output=True)
+            out = os.path.join(work, "builds", v)
+            shutil.copytree(os.path.join(src, "dist"), out)
+            subprocess.run([args.slipway, "deploy", "web", "--artifacts", out, "--project", "shop", "--server", url,
+                            "--token", admin], env=env, check=True, capture_output=True)
+        ports = {f"e{i:03}": free_port() for i in range(args.apps)}
+
+        def desired(name, v):
+            return (f"release:\n  version: {v}\nenvironments:\n  {name}:\n    listen: 127.0.0.1:{ports[name]}\n"
+                    "    health: {http: /healthz, interval: 200ms, deadline: 20s}\n")
+
+        config = git_repo(os.path.join(work, "config"), {f"envs/{n}.yml": desired(n, "v1") for n in ports})
+        secret = "bench-secret"
+        status, body = call(port, "POST", "/api/v1/projects", admin,
+                            json.dumps({"name": "config", "repo": config, "webhook_secret": secret}))
+        assert status == 201, body
+        t0 = time.time()
+        for n in ports:
+            manifest = (f"name: {n}\nproject: shop\nsource: {{repo: {config}, path: envs}}\n"
+                        f"destination: {{environment: {n}}}\nsync_policy: {{automated: {{selfHeal: true}}}}\n")
+            status, body = call(port, "POST", "/api/v1/apps", admin, manifest)
+            assert status == 201, body
+        print(f"{args.apps} applications added and synced in {time.time() - t0:.1f} s")
+
+        def apps():
+            return {a["name"]: a for a in json.loads(call(port, "GET", "/api/v1/apps", admin)[1])}
+
+        print(f"{'push':>4} {'synced+healthy':>15} {'apps read':>10}   (s after the webhook was sent)")
+        pushed, read = [], []
+        version = {n: "v1" for n in ports}
+        names = sorted(ports)
+        for i in range(args.runs):
+            n = names[(i * 37) % len(names)]
+            version[n] = "v2" if version[n] == "v1" else "v1"
+            with open(os.path.join(config, "envs", f"{n}.yml"), "w") as f:
+                f.write(desired(n, version[n]))
+            subprocess.run(["git", "-C", config, "commit", "-qam", f"{n}: {version[n]}"], check=True)
+            sha = subprocess.run(["git", "-C", config, "rev-parse", "HEAD"], check=True, capture_output=True,
+                                 text=True).stdout.strip()
+            before = apps()
+            body = json.dumps({"ref": "refs/heads/main", "after": sha, "repository": {"name": "config"}})
+            sig = hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+            t0 = time.time()
+            status, _ = call(port, "POST", "/api/v1/webhooks/github/config", admin, body, {
+                "X-GitHub-Event": "push", "X-GitHub-Delivery": f"bench-{i}", "X-Hub-Signature-256": f"sha256={sig}"})
+            assert status in (200, 201), status
+            while True:
+                a = apps()[n]["status"]
+                if a.get("commit") == sha and a.get("running_version") == version[n] and a["sync"] == "Synced" \
+                        and a["health"] == "Healthy":
+                    break
+                if time.time() - t0 > 60:
+                    raise SystemExit(f"{n} not synced in 60 s: {a}")
+                time.sleep(0.02)
+            done = time.time() - t0
+            time.sleep(1.0)  # two more rounds of the reconciler
+            after = apps()
+            looked = sum(1 for m in names if after[m]["checked_at"] != before[m]["checked_at"]
+                         or after[m]["status"].get("commit") != before[m]["status"].get("commit"))
+            print(f"{i + 1:>4} {done:15.3f} {looked:>10}")
+            pushed.append(done)
+            read.append(looked)
+        everything = []
+        for i in range(args.runs):
+            t0 = time.time()
+            for m in names:
+                status, body = call(port, "POST", f"/api/v1/apps/{m}/refresh", admin)
+                assert status == 200, body
+            everything.append(time.time() - t0)
+            print(f"refresh of all {len(names)} applications {i + 1}: {everything[-1]:.2f} s")
+        p, e = statistics.median(pushed), statistics.median(everything)
+        print(f"one push, {args.apps} applications: the changed one synced and healthy in {p:.2f} s (median), "
+              f"{statistics.median(read):.0f} application(s) read; refreshing all of them {e:.2f} s (median); "
+              f"ratio {e / p:.1f}x")
+    finally:
+        if server:
+            server.terminate()
+            server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
