@@ -144,7 +144,7 @@ pub fn compile_notify(root: Node) -> Result<slipway_monitor::channels::NotifyCon
     }
 }
 
-pub use gitops::{Application, Desired, DesiredRelease, desired_files};
+pub use gitops::{Application, Desired, DesiredRelease, SyncWindow, desired_files};
 
 /// Compiles an environment's desired-state file (docs/gitops.md): the desired state, or every
 /// error.

@@ -316,13 +316,17 @@ async fn reconcile_fetched(
     // The file whose sync failed, at whatever commit it is read now (a commit that changes
     // other files is no reason to try it again).
     let failed_here = same_file(s, &app, failed.as_deref(), &commit, &blob).await;
+    let (auto_waits, manual_waits) = window_gate(&app, now_ms());
     let wants_sync = st.sync == "OutOfSync"
         && !pinned
         && match trigger {
-            Trigger::Manual => true,
-            Trigger::Refresh => app.automated && !failed_here,
+            Trigger::Manual => manual_waits.is_none(),
+            Trigger::Refresh => app.automated && !failed_here && auto_waits.is_none(),
             Trigger::Look => false,
         };
+    if st.sync == "OutOfSync" && !pinned && app.automated && !failed_here {
+        st.reason = auto_waits.clone();
+    }
     if pinned && st.sync == "OutOfSync" {
         st.reason = Some(format!(
             "pinned by a rollback to release #{}: auto-sync resumes when {} moves past commit {}",
@@ -334,6 +338,7 @@ async fn reconcile_fetched(
     let heal = !wants_sync
         && st.sync == "Synced"
         && app.self_heal
+        && auto_waits.is_none()
         && trigger == Trigger::Refresh
         && observed.as_ref().is_some_and(|o| matches!(o.status, Health::Drift | Health::Degraded | Health::Failed))
         && backoff_allows(s, &app.name);
@@ -399,6 +404,66 @@ async fn reconcile_fetched(
     }
     save(s, &app, &st, failed.as_deref()).await?;
     Ok(st)
+}
+
+/// A sync window of an application, as shown: Argo CD's fields, and whether it is open now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct WindowView {
+    /// `allow` or `deny`.
+    pub kind: String,
+    /// When it opens (cron, in `time_zone`).
+    pub schedule: String,
+    /// How long it stays open, in seconds.
+    pub seconds: u64,
+    /// A manual sync may go through it while it denies.
+    pub manual: bool,
+    pub time_zone: String,
+    /// Open now.
+    pub active: bool,
+}
+
+fn windows_of(app: &AppRow) -> Vec<slipway_pipeline::compile::SyncWindow> {
+    serde_json::from_str(&app.windows).unwrap_or_default()
+}
+
+/// Whether `w` is open at `now` (Unix ms): it fired within its duration before.
+fn window_open(w: &slipway_pipeline::compile::SyncWindow, now: i64) -> bool {
+    crate::schedules::When::parse(&w.schedule, &w.time_zone)
+        .ok()
+        .and_then(|when| when.next_after(now - w.duration_ms as i64 - 1))
+        .is_some_and(|fired| fired <= now)
+}
+
+fn describe(w: &slipway_pipeline::compile::SyncWindow) -> String {
+    let d = slipway_pipeline::duration::human(Duration::from_millis(w.duration_ms));
+    format!("`{} {}` for {d} ({})", w.kind, w.schedule, w.time_zone)
+}
+
+/// What the application's sync windows say at `now`: why automated syncs (and self-heal)
+/// wait, and why a manual sync waits — `None` when it may go. With any `allow` window,
+/// automated syncs happen only inside one; an open `deny` window wins, and lets manual syncs
+/// through only with `manual`.
+fn window_gate(app: &AppRow, now: i64) -> (Option<String>, Option<String>) {
+    let windows = windows_of(app);
+    let deny: Vec<_> = windows.iter().filter(|w| w.kind == "deny" && window_open(w, now)).collect();
+    let allows: Vec<_> = windows.iter().filter(|w| w.kind == "allow").collect();
+    let auto = if let Some(w) = deny.first() {
+        Some(format!("the sync window {} is open: automated syncs wait until it closes", describe(w)))
+    } else if !allows.is_empty() && !allows.iter().any(|w| window_open(w, now)) {
+        Some(format!(
+            "outside its allow window(s) {}: automated syncs wait for the next one",
+            allows.iter().map(|w| describe(w)).collect::<Vec<_>>().join(", ")
+        ))
+    } else {
+        None
+    };
+    let manual = deny.iter().find(|w| !w.manual).map(|w| {
+        format!(
+            "the sync window {} is open and does not let manual syncs through (`manualSync: true` would)",
+            describe(w)
+        )
+    });
+    (auto, manual)
 }
 
 /// Whether the application's file at commit `at` is the one read now (`blob` at `commit`).
@@ -578,6 +643,9 @@ pub struct AppView {
     pub automated: bool,
     pub self_heal: bool,
     pub prune: bool,
+    /// When it may sync by itself (none: at any time).
+    #[serde(default)]
+    pub windows: Vec<WindowView>,
     pub status: AppStatus,
     /// When the reconciler last looked (RFC 3339).
     pub checked_at: Option<String>,
@@ -610,6 +678,17 @@ fn view(a: &AppRow) -> AppView {
         automated: a.automated,
         self_heal: a.self_heal,
         prune: a.prune,
+        windows: windows_of(a)
+            .iter()
+            .map(|w| WindowView {
+                kind: w.kind.clone(),
+                schedule: w.schedule.clone(),
+                seconds: w.duration_ms / 1000,
+                manual: w.manual,
+                time_zone: w.time_zone.clone(),
+                active: window_open(w, now_ms()),
+            })
+            .collect(),
         status: status_of(a),
         checked_at: a.checked_at_ms.map(slipway_model::time::rfc3339),
         pinned_release: a.pinned,
@@ -665,6 +744,12 @@ pub async fn add(axum::extract::State(s): S, who: Caller, body: axum::body::Byte
             )
         },
     )?;
+    for (i, w) in app.windows.iter().enumerate() {
+        crate::schedules::When::parse(&w.schedule, &w.time_zone).map_err(|e| match e {
+            ServerError::Input(m, _) => ServerError::Input(m, Some(format!("sync_policy.windows[{i}].timeZone"))),
+            e => e,
+        })?;
+    }
     s.store.project(&app.project).await?.ok_or_else(|| {
         ServerError::Input(
             format!("the application's project `{}` is not on this server", app.project),
@@ -681,6 +766,7 @@ pub async fn add(axum::extract::State(s): S, who: Caller, body: axum::body::Byte
         automated: app.automated,
         self_heal: app.self_heal,
         prune: app.prune,
+        windows: serde_json::to_string(&app.windows).expect("windows serialize"),
         created_by: who.actor(),
         created_at_ms: now_ms(),
         status: String::new(),
@@ -729,7 +815,10 @@ pub async fn sync(
     who: Caller,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Response, ServerError> {
-    find(&s, &who, &name, "deploy").await?;
+    let app = find(&s, &who, &name, "deploy").await?;
+    if let (_, Some(why)) = window_gate(&app, now_ms()) {
+        return Err(ServerError::Conflict(format!("`{name}` is not synced now: {why}")));
+    }
     reconcile(&s, &name, Trigger::Manual).await?;
     Ok(axum::Json(view(&find(&s, &who, &name, "read").await?)).into_response())
 }

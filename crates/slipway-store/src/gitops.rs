@@ -16,6 +16,8 @@ pub struct AppRow {
     pub automated: bool,
     pub self_heal: bool,
     pub prune: bool,
+    /// Sync windows (JSON, the server's `SyncWindow`s; `[]`: always).
+    pub windows: String,
     pub created_by: String,
     pub created_at_ms: i64,
     /// The reconciler's last finding (JSON).
@@ -42,8 +44,8 @@ pub struct AppSync {
     pub finished_at_ms: i64,
 }
 
-const APP_COLUMNS: &str = "name, project, repo, path, revision, environment, automated, self_heal, prune, created_by,
-     created_at, status, pinned, pinned_commit, failed_commit, checked_at";
+const APP_COLUMNS: &str = "name, project, repo, path, revision, environment, automated, self_heal, prune, windows,
+     created_by, created_at, status, pinned, pinned_commit, failed_commit, checked_at";
 
 fn app_from(r: &impl Columns) -> AppRow {
     AppRow {
@@ -56,6 +58,7 @@ fn app_from(r: &impl Columns) -> AppRow {
         automated: r.i64("automated") != 0,
         self_heal: r.i64("self_heal") != 0,
         prune: r.i64("prune") != 0,
+        windows: r.text("windows"),
         created_by: r.text("created_by"),
         created_at_ms: r.i64("created_at"),
         status: r.text("status"),
@@ -99,10 +102,11 @@ impl Store {
             }
             sqlx::query(
                 "INSERT INTO apps (name, project, repo, path, revision, environment, automated, self_heal, prune,
-                 created_by, created_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{}')
+                 created_by, created_at, status, windows) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{}', $12)
                  ON CONFLICT (name) DO UPDATE SET project = excluded.project, repo = excluded.repo,
                  path = excluded.path, revision = excluded.revision, environment = excluded.environment,
-                 automated = excluded.automated, self_heal = excluded.self_heal, prune = excluded.prune",
+                 automated = excluded.automated, self_heal = excluded.self_heal, prune = excluded.prune,
+                 windows = excluded.windows",
             )
             .bind(&a.name)
             .bind(&a.project)
@@ -115,6 +119,7 @@ impl Store {
             .bind(a.prune as i64)
             .bind(&a.created_by)
             .bind(now_ms())
+            .bind(&a.windows)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

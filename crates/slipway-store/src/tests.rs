@@ -67,6 +67,7 @@ async fn applications_their_status_pins_and_syncs(db: Db) {
         automated: true,
         self_heal: false,
         prune: false,
+        windows: "[]".into(),
         created_by: "admin".into(),
         created_at_ms: 0,
         status: String::new(),

@@ -3589,6 +3589,58 @@ fn a_push_refreshes_only_the_applications_whose_file_changed() {
     assert_eq!(commit_of("c"), third.as_str());
 }
 
+/// Sync windows (Argo CD's): an open `deny` window holds automated syncs and, without
+/// `manualSync`, manual ones (409 with the window); with `manualSync: true` a manual sync goes
+/// through; outside every `allow` window automated syncs wait. A time zone that does not
+/// exist is refused at its field.
+#[test]
+fn sync_windows_hold_automated_syncs_and_let_manual_ones_through_when_told() {
+    let server = Server::start_with(&["--gitops-interval", "300ms"]);
+    let shop = Repo::new(&[(".slipway.yml", "build:\n  script: [echo hi]\n")]);
+    server.add_project("shop", &shop);
+    let desired =
+        |env: &str| format!("release:\n  version: v9\nenvironments:\n  {env}:\n    listen: {}\n", free_addr());
+    let config =
+        Repo::new(&[("envs/a.yml", &desired("a")), ("envs/b.yml", &desired("b")), ("envs/c.yml", &desired("c"))]);
+    let add = |name: &str, windows: &str| {
+        let body = format!(
+            "name: {name}\nproject: shop\nsource: {{repo: {}, path: envs}}\ndestination: {{environment: {name}}}\nsync_policy:\n  automated: {{selfHeal: true}}\n  windows: [{windows}]\n",
+            config.path().display()
+        );
+        server.call("POST", "/api/v1/apps", Some(&body))
+    };
+    // Open at every minute for an hour: always open.
+    let (code, text) = add("a", "{kind: deny, schedule: '* * * * *', duration: 1h}");
+    assert_eq!(code, 201, "{text}");
+    let (code, text) = add("b", "{kind: deny, schedule: '* * * * *', duration: 1h, manualSync: true}");
+    assert_eq!(code, 201, "{text}");
+    let (code, text) = add("c", "{kind: allow, schedule: '0 0 1 1 *', duration: 1m}");
+    assert_eq!(code, 201, "{text}");
+    std::thread::sleep(Duration::from_millis(1000));
+    for app in ["a", "b", "c"] {
+        let h = server.json(&format!("/api/v1/apps/{app}/history"));
+        assert_eq!(h, serde_json::json!([]), "{app} synced inside its window: {h}");
+    }
+    let a = server.json("/api/v1/apps/a");
+    assert!(
+        a["status"]["reason"].as_str().unwrap().contains("sync window `deny * * * * *` for 1h 0m (UTC) is open"),
+        "{a}"
+    );
+    assert_eq!(a["windows"][0]["active"], true, "{a}");
+    let c = server.json("/api/v1/apps/c");
+    assert!(c["status"]["reason"].as_str().unwrap().contains("outside its allow window(s)"), "{c}");
+    let (code, text) = server.call("POST", "/api/v1/apps/a/sync", None);
+    assert_eq!(code, 409, "{text}");
+    assert!(text.contains("does not let manual syncs through"), "{text}");
+    let (code, text) = server.call("POST", "/api/v1/apps/b/sync", None);
+    assert_eq!(code, 200, "{text}");
+    let h = server.json("/api/v1/apps/b/history");
+    assert_eq!((h[0]["trigger"].as_str(), h[0]["outcome"].as_str()), (Some("manual"), Some("failed")), "{h}");
+    let (code, text) = add("d", "{kind: deny, schedule: '0 22 * * *', duration: 8h, timeZone: Mars/Olympus}");
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("`Mars/Olympus` is not a time zone") && text.contains("windows[0].timeZone"), "{text}");
+}
+
 /// A browser's requests, with curl and a cookie jar: (status, headers, body).
 fn browse(jar: &std::path::Path, method: &str, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
     let mut c = Command::new("curl");

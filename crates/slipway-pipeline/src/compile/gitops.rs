@@ -47,6 +47,21 @@ pub struct Application {
     pub automated: bool,
     pub self_heal: bool,
     pub prune: bool,
+    /// When it may sync by itself (Argo CD's sync windows); none: at any time.
+    pub windows: Vec<SyncWindow>,
+}
+
+/// A sync window, as Argo CD's: from each time `schedule` (cron, in `time_zone`) fires, for
+/// `duration`, automated syncs and self-heal are allowed (`allow`) or not (`deny`). With any
+/// `allow` window they happen only inside one; a `deny` window wins; `manual` lets
+/// `slipway app sync` through a `deny` window.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncWindow {
+    pub kind: String,
+    pub schedule: String,
+    pub duration_ms: u64,
+    pub manual: bool,
+    pub time_zone: String,
 }
 
 /// Where an application's environment's desired state is in its repository: `PATH/ENV.yml`
@@ -74,6 +89,7 @@ impl Application {
             automated: false,
             self_heal: false,
             prune: false,
+            windows: Vec::new(),
         }
     }
 }
@@ -303,10 +319,74 @@ impl Cx {
                         }
                     }
                 }
+                "syncWindows" | "windows" => {
+                    let at = format!("{what}:{}", k.name);
+                    match &v.value {
+                        Value::Seq(items) => {
+                            for (i, w) in items.iter().enumerate() {
+                                if let Some(w) = self.window(w, &format!("{at}[{i}]")) {
+                                    app.windows.push(w);
+                                }
+                            }
+                        }
+                        _ => self.type_err(v, &at, "a list of windows"),
+                    }
+                }
                 "syncOptions" | "retry" | "managedNamespaceMetadata" => {}
-                _ => self.unknown_key(k, what, &["automated"]),
+                _ => self.unknown_key(k, what, &["automated", "windows"]),
             }
         }
+    }
+
+    /// One sync window: `{kind: allow|deny, schedule: CRON, duration: 1h, manualSync: true,
+    /// timeZone: Europe/Berlin}` (Argo CD's keys, or `manual`/`time_zone`).
+    fn window(&mut self, n: &Node, what: &str) -> Option<SyncWindow> {
+        let before = self.error_count();
+        let mut w = SyncWindow {
+            kind: String::new(),
+            schedule: String::new(),
+            duration_ms: 0,
+            manual: false,
+            time_zone: "UTC".into(),
+        };
+        for (k, v) in self.map(n, what) {
+            let at = format!("{what}:{}", k.name);
+            match k.name.as_str() {
+                "kind" => {
+                    w.kind = self.string(v, &at).unwrap_or_default();
+                    if !matches!(w.kind.as_str(), "allow" | "deny") {
+                        self.err(v.span, format!("`{at}` is `{}`: a window is `allow` or `deny`", w.kind));
+                    }
+                }
+                "schedule" => {
+                    w.schedule = self.string(v, &at).unwrap_or_default();
+                    if let Err(e) = croner::parser::CronParser::builder().build().parse(&w.schedule) {
+                        self.err(v.span, format!("`{at}`: `{}` is not a cron expression: {e}", w.schedule)).hint =
+                            Some("five fields: minute hour day-of-month month day-of-week, e.g. `0 22 * * 1-5`".into());
+                    }
+                }
+                "duration" => {
+                    w.duration_ms = self.duration(v, &at).map_or(0, |d| d.as_millis() as u64);
+                    if w.duration_ms == 0 && self.error_count() == before {
+                        self.err(v.span, format!("`{at}` must be longer than 0"));
+                    }
+                }
+                "manualSync" | "manual_sync" | "manual" => w.manual = self.boolean(v, &at).unwrap_or(false),
+                "timeZone" | "time_zone" => w.time_zone = self.string(v, &at).unwrap_or_default(),
+                // Argo CD scopes a project's windows; an application's own need none.
+                "applications" | "namespaces" | "clusters" => {}
+                _ => self.unknown_key(k, what, &["kind", "schedule", "duration", "manualSync", "timeZone"]),
+            }
+        }
+        for (field, empty) in [("kind", w.kind.is_empty()), ("schedule", w.schedule.is_empty())] {
+            if empty && self.error_count() == before {
+                self.err(n.span, format!("`{what}` has no `{field}`"));
+            }
+        }
+        if w.duration_ms == 0 && self.error_count() == before {
+            self.err(n.span, format!("`{what}` has no `duration`")).hint = Some("e.g. `duration: 8h`".into());
+        }
+        (self.error_count() == before).then_some(w)
     }
 
     fn check_app(&mut self, span: Span, app: Application) -> Option<Application> {
@@ -414,5 +494,37 @@ mod tests {
         assert!(e.contains("bad.yaml:1:13 `apiVersion: v1` is not an Argo CD application"), "{e}");
         assert!(e.contains("bad.yaml:2:7 `kind: ApplicationSet`"), "{e}");
         assert!(e.contains("no destination environment") && e.contains("leaves the repository"), "{e}");
+    }
+
+    #[test]
+    fn sync_windows_in_argo_cds_keys_or_ours_and_their_errors_at_their_place() {
+        let mut s = SourceMap::default();
+        let app = |windows: &str| {
+            format!(
+                "name: web\nproject: shop\nsource: {{repo: /srv/c.git, path: envs}}\ndestination: {{environment: web}}\nsync_policy:\n  automated: {{selfHeal: true}}\n  windows:\n{windows}"
+            )
+        };
+        let good = app(
+            "    - {kind: deny, schedule: '0 22 * * *', duration: 10h, manualSync: true, timeZone: Europe/Berlin}\n    - {kind: allow, schedule: '0 9 * * 1-5', duration: 8h}\n",
+        );
+        let a = load_application(Path::new("web.yml"), &good, &mut s).expect("reads");
+        assert_eq!(a.windows.len(), 2);
+        assert_eq!(
+            (
+                a.windows[0].kind.as_str(),
+                a.windows[0].duration_ms,
+                a.windows[0].manual,
+                a.windows[0].time_zone.as_str()
+            ),
+            ("deny", 36_000_000, true, "Europe/Berlin")
+        );
+        assert_eq!((a.windows[1].manual, a.windows[1].time_zone.as_str()), (false, "UTC"));
+        let bad = app(
+            "    - {kind: maybe, schedule: '0 22 * * *', duration: 1h}\n    - {kind: deny, schedule: 'at night', duration: 1h}\n    - {kind: deny, schedule: '0 1 * * *'}\n",
+        );
+        let e = errors(load_application(Path::new("web.yml"), &bad, &mut s), &s).join("\n");
+        assert!(e.contains("web.yml:8:14 `sync_policy:windows[0]:kind` is `maybe`"), "{e}");
+        assert!(e.contains("web.yml:9:30") && e.contains("`at night` is not a cron expression"), "{e}");
+        assert!(e.contains("web.yml:10:7 `sync_policy:windows[2]` has no `duration`"), "{e}");
     }
 }
