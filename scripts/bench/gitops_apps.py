@@ -17,6 +17,7 @@ import hmac
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import DEFAULT_SLIPWAY, ROOT, free_port, git_repo, start_server, tool_env  # noqa: E402
 from gitops import call  # noqa: E402
+
+
+def bindable(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def side(args, work, env, refresh_all):
@@ -55,7 +65,12 @@ def side(args, work, env, refresh_all):
             shutil.copytree(os.path.join(src, "dist"), out)
             subprocess.run([args.slipway, "deploy", "web", "--artifacts", out, "--project", "shop", "--server", url,
                             "--token", admin], env=env, check=True, capture_output=True)
-        ports = {f"e{i:03}": free_port() for i in range(args.apps)}
+        # Listen ports below the kernel's ephemeral range, so no instance's own port takes one.
+        ports, p = {}, 20000 + (os.getpid() % 200) * 40
+        for i in range(args.apps):
+            while not bindable(p):
+                p += 1
+            ports[f"e{i:03}"], p = p, p + 1
 
         def desired(name, v):
             return (f"release:\n  version: {v}\nenvironments:\n  {name}:\n    listen: 127.0.0.1:{ports[name]}\n"
@@ -78,8 +93,8 @@ def side(args, work, env, refresh_all):
         def apps():
             return {a["name"]: a for a in json.loads(call(port, "GET", "/api/v1/apps", admin)[1])}
 
-        print(f"{'push':>4} {'synced+healthy':>15} {'apps read':>10}   (s after the webhook was sent)")
-        pushed, read = [], []
+        print(f"{'push':>4} {'synced+healthy':>15} {'apps read':>10} {'round done':>12}   (s after the webhook was sent)")
+        pushed, read, rounds = [], [], []
         version = {n: "v1" for n in ports}
         names = sorted(ports)
         for i in range(args.runs):
@@ -107,16 +122,20 @@ def side(args, work, env, refresh_all):
                 time.sleep(0.02)
             done = time.time() - t0
             # Until the round that read it has ended (every application read, when all are).
-            while True:
+            if not refresh_all:
                 time.sleep(1.0)
+            while True:
                 after = apps()
                 looked = sum(1 for m in names if after[m]["status"].get("commit") != before[m]["status"].get("commit"))
                 if not refresh_all or looked == len(names):
                     break
-            print(f"{i + 1:>4} {done:15.3f} {looked:>10}")
+                time.sleep(0.05)
+            whole = time.time() - t0
+            print(f"{i + 1:>4} {done:15.3f} {looked:>10} {whole if refresh_all else done:12.3f}")
             pushed.append(done)
             read.append(looked)
-        return statistics.median(pushed), statistics.median(read)
+            rounds.append(whole if refresh_all else done)
+        return statistics.median(pushed), statistics.median(read), statistics.median(rounds)
     finally:
         if server:
             server.terminate()
@@ -137,10 +156,11 @@ def main():
             results[refresh_all] = side(args, work, env, refresh_all)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    (ours, ours_read), (all_, all_read) = results[False], results[True]
-    print(f"\none push to one of {args.apps} applications' files, median: synced and healthy in {ours:.2f} s "
-          f"reading {ours_read:.0f} application(s); refreshing every application (Argo CD's way, "
-          f"--gitops-refresh-all) {all_:.2f} s reading {all_read:.0f}; ratio {all_ / ours:.1f}x")
+    (ours, ours_read, ours_round), (all_, all_read, all_round) = results[False], results[True]
+    print(f"\none push to one of {args.apps} applications' files, median: the changed one synced and healthy in "
+          f"{ours:.2f} s, {ours_read:.0f} application(s) read; refreshing every application (Argo CD's way, "
+          f"--gitops-refresh-all): synced in {all_:.2f} s ({all_ / ours:.1f}x), {all_read:.0f} read, "
+          f"the round done in {all_round:.2f} s ({all_round / ours_round:.1f}x)")
 
 
 if __name__ == "__main__":
