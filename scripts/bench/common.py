@@ -40,6 +40,22 @@ def git_repo(path, files):
     return path
 
 
+def websvc_repo(path, web_port):
+    """The websvc fixture as a git repository at `path` (one commit on `main`), its pipeline
+    file declaring the environment `web` on 127.0.0.1:web_port."""
+    import shutil
+    import subprocess
+
+    shutil.copytree(os.path.join(ROOT, "fixtures/go/websvc"), path)
+    with open(os.path.join(path, ".slipway.yml"), "w") as f:
+        f.write(f"build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: 127.0.0.1:{web_port}\n"
+                "    health: {http: /healthz, interval: 200ms, deadline: 20s}\n")
+    for a in (["init", "-q", "-b", "main"], ["config", "user.email", "b@x"], ["config", "user.name", "b"],
+              ["add", "."], ["commit", "-qm", "one"]):
+        subprocess.run(["git", "-C", path, *a], check=True)
+    return path
+
+
 def start_server(slipway, data_dir, port, *args):
     """`slipway server` on 127.0.0.1:port: (the process, the admin token it printed once)."""
     import subprocess

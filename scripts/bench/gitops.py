@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEFAULT_SLIPWAY, ROOT, free_port, git_repo, start_server, tool_env  # noqa: E402
+from common import DEFAULT_SLIPWAY, free_port, git_repo, start_server, tool_env, websvc_repo  # noqa: E402
 
 
 def call(port, method, path, token, body=None, headers=None):
@@ -47,6 +47,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--polled-runs", type=int, default=3)
+    ap.add_argument("--drift-runs", type=int, default=3)
     ap.add_argument("--slipway", default=DEFAULT_SLIPWAY)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="slipway-bench-gitops-")
@@ -54,14 +55,7 @@ def main():
     env = dict(tool_env(), NO_COLOR="1")
     try:
         web, prod = free_port(), free_port()
-        src = os.path.join(work, "websvc")
-        shutil.copytree(os.path.join(ROOT, "fixtures/go/websvc"), src)
-        with open(os.path.join(src, ".slipway.yml"), "w") as f:
-            f.write(f"build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: 127.0.0.1:{web}\n"
-                    "    health: {http: /healthz, interval: 200ms, deadline: 20s}\n")
-        for a in (["init", "-q", "-b", "main"], ["config", "user.email", "b@x"], ["config", "user.name", "b"],
-                  ["add", "."], ["commit", "-qm", "one"]):
-            subprocess.run(["git", "-C", src, *a], check=True)
+        src = websvc_repo(os.path.join(work, "websvc"), web)
         builds = {}
         for v in ("v1", "v2"):
             subprocess.run([args.slipway, "go", "build", "--version", v], cwd=src, env=env, check=True,
@@ -133,6 +127,37 @@ def main():
             sha = commit(version)
             polled.append(until_synced(version, sha, t0, 90) - t0)
             print(f"polled run {i + 1}: synced and healthy {polled[-1]:.2f} s after the commit (no webhook)")
+        # Drift at the defaults: prod removed from the agent by hand (its socket's API), until
+        # it serves again — found and put back by the server within its interval.
+        sock = os.path.join(work, "data", "agent.sock")
+
+        def serves():
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", prod, timeout=1)
+                c.request("GET", "/")
+                ok = c.getresponse().status == 200
+                c.close()
+                return ok
+            except OSError:
+                return False
+
+        healed = []
+        for i in range(args.drift_runs):
+            subprocess.run(["curl", "-sS", "-X", "DELETE", "--unix-socket", sock, "http://agent/v1/envs/prod"],
+                           check=True, capture_output=True)
+            t0 = time.time()
+            while serves() and time.time() - t0 < 10:
+                time.sleep(0.01)
+            while not serves():
+                if time.time() - t0 > 120:
+                    raise SystemExit("the removed environment was not put back in 120 s")
+                time.sleep(0.05)
+            healed.append(time.time() - t0)
+            print(f"drift run {i + 1}: prod removed from the agent by hand, serving again {healed[-1]:.2f} s later")
+            time.sleep(1.0)
+        if healed:
+            print(f"drift → healed at the defaults, median {statistics.median(healed):.2f} s "
+                  "(GitOps interval 30 s; Argo CD's self-heal waits for its next refresh, up to 180 s)")
         h, p = statistics.median(hooked), statistics.median(polled) if polled else float("nan")
         print(f"commit → synced and healthy, median: webhook {h:.2f} s (goal ≤ 2 s), "
               f"polling at the default 30 s interval {p:.2f} s; ratio {p / h:.1f}x. "

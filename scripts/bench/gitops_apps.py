@@ -25,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import DEFAULT_SLIPWAY, ROOT, free_port, git_repo, start_server, tool_env  # noqa: E402
+from common import DEFAULT_SLIPWAY, free_port, git_repo, start_server, tool_env, websvc_repo  # noqa: E402
 from gitops import call  # noqa: E402
 
 
@@ -42,15 +42,7 @@ def side(args, work, env, refresh_all):
     """One server with `--apps` applications; the pushes' (seconds to synced, applications read)."""
     server = None
     try:
-        src = os.path.join(work, "websvc")
-        shutil.copytree(os.path.join(ROOT, "fixtures/go/websvc"), src)
-        web = free_port()
-        with open(os.path.join(src, ".slipway.yml"), "w") as f:
-            f.write(f"build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: 127.0.0.1:{web}\n"
-                    "    health: {http: /healthz, interval: 200ms, deadline: 20s}\n")
-        for a in (["init", "-q", "-b", "main"], ["config", "user.email", "b@x"], ["config", "user.name", "b"],
-                  ["add", "."], ["commit", "-qm", "one"]):
-            subprocess.run(["git", "-C", src, *a], check=True)
+        src = websvc_repo(os.path.join(work, "websvc"), free_port())
         port = free_port()
         # The interval far away: what is read after a push is what the push made look.
         extra = ["--gitops-interval", "1h"] + (["--gitops-refresh-all"] if refresh_all else [])

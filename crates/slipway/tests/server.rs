@@ -103,6 +103,18 @@ impl Server {
         std::mem::forget(old);
     }
 
+    /// The `slipway` CLI against this server as the admin.
+    fn cli(&self, args: &[&str]) -> Run {
+        Run::from(
+            Command::new(bin())
+                .args(args)
+                .args(["--server", &self.url, "--token", &self.admin])
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap(),
+        )
+    }
+
     /// `curl` with the admin token: (status, body).
     fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         self.call_as(Some(&self.admin), method, path, body)
@@ -3119,16 +3131,7 @@ fn gitops_keeps_an_environment_as_its_config_repository_says() {
     let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
     let server = Server::start_with(&["--with-agent", "--gitops-interval", "500ms"]);
     server.add_project("shop", &repo);
-    let cli = |args: &[&str]| {
-        Run::from(
-            Command::new(bin())
-                .args(args)
-                .args(["--server", &server.url, "--token", &server.admin])
-                .env("NO_COLOR", "1")
-                .output()
-                .unwrap(),
-        )
-    };
+    let cli = |args: &[&str]| server.cli(args);
     // v1 and v2 are built and recorded by deploying them to `web`.
     for dist in [&v1, &v2] {
         let r = cli(&["deploy", "web", "--artifacts", dist.to_str().unwrap(), "--project", "shop"]);
@@ -3378,16 +3381,7 @@ fn gitops_heals_drift_made_by_hand_on_containers_and_a_systemd_host() {
     let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
     let server = Server::start_with(&["--with-agent", "--gitops-interval", "500ms"]);
     server.add_project("shop", &repo);
-    let cli = |args: &[&str]| {
-        Run::from(
-            Command::new(bin())
-                .args(args)
-                .args(["--server", &server.url, "--token", &server.admin])
-                .env("NO_COLOR", "1")
-                .output()
-                .unwrap(),
-        )
-    };
+    let cli = |args: &[&str]| server.cli(args);
     // Versions built and recorded as a pipeline would: binaries b1, images i1 and i2.
     let images = tempfile::tempdir().unwrap();
     let image = |v: &str| {
@@ -3515,6 +3509,16 @@ fn gitops_heals_drift_made_by_hand_on_containers_and_a_systemd_host() {
     });
     assert_eq!(served(&boxed).as_deref(), Some("i2"));
     assert!(git.access_log().contains("git-upload-pack"), "fetched over HTTP");
+
+    // The git server gone: the status says so, and nothing changes on the targets.
+    drop(git);
+    until("the unreachable repository reported", &|| {
+        let v = server.json("/api/v1/apps/box");
+        v["status"]["sync"] == "Unknown"
+            && v["status"]["reason"].as_str().is_some_and(|r| r.contains(&format!("the config repository {url}")))
+    });
+    assert_eq!((served(&boxed).as_deref(), on_host().as_deref()), (Some("i2"), Some("b1")));
+    assert_eq!(running().len(), 2);
 }
 
 /// A push refreshes only the applications whose file it changed (Argo CD refreshes every
