@@ -2129,8 +2129,18 @@ fn protected_environments_need_an_approval_from_someone_else() {
         assert!(t.elapsed() < Duration::from_secs(10), "no up series: {q}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let q = server.json("/api/v1/query?query=slipway_proxy_requests_total%7Benvironment%3D%22prod%22%7D");
-    assert!(q["data"]["result"][0]["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 1.0, "{q}");
+    // The request `served` made is counted by a collection after it (the one that first saw
+    // `up` may have come before it).
+    let t = Instant::now();
+    loop {
+        let q = server.json("/api/v1/query?query=slipway_proxy_requests_total%7Benvironment%3D%22prod%22%7D");
+        let n = q["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        if n >= 1.0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no request counted: {q}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let h = server.json("/api/v1/projects/shop/environments/prod/releases");
     assert_eq!(h[0]["actor"], "alice", "{h}");
     // The audit log names who asked, who was refused and who approved.
