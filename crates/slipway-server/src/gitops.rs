@@ -354,21 +354,8 @@ async fn reconcile_fetched(
             Ok(o) => ("synced", None, Some(o.release.id)),
             Err(e) => ("failed", Some(e.message.clone()), None),
         };
-        s.store
-            .add_app_sync(&AppSync {
-                id: 0,
-                app: app.name.clone(),
-                commit: commit.clone(),
-                version: desired.release.version.clone(),
-                release,
-                trigger: why.into(),
-                outcome: outcome.into(),
-                detail: detail.clone(),
-                actor: actor_of(&app).name,
-                started_at_ms: started,
-                finished_at_ms: now_ms(),
-            })
-            .await?;
+        let what = Synced { commit: &commit, version: &desired.release.version, release, started };
+        record_sync(s, &app, &what, why, outcome, detail.clone()).await?;
         match r {
             Ok(o) => {
                 failed = None;
@@ -466,6 +453,41 @@ fn window_gate(app: &AppRow, now: i64) -> (Option<String>, Option<String>) {
     (auto, manual)
 }
 
+/// What a sync (or a repair) worked on: the commit and version, the release, when it began.
+struct Synced<'a> {
+    commit: &'a str,
+    version: &'a str,
+    release: Option<i64>,
+    started: i64,
+}
+
+/// Records one sync of the application in its history, ending now.
+async fn record_sync(
+    s: &State,
+    app: &AppRow,
+    what: &Synced<'_>,
+    trigger: &str,
+    outcome: &str,
+    detail: Option<String>,
+) -> Result<(), crate::ServerError> {
+    s.store
+        .add_app_sync(&AppSync {
+            id: 0,
+            app: app.name.clone(),
+            commit: what.commit.to_string(),
+            version: what.version.to_string(),
+            release: what.release,
+            trigger: trigger.into(),
+            outcome: outcome.into(),
+            detail,
+            actor: actor_of(app).name,
+            started_at_ms: what.started,
+            finished_at_ms: now_ms(),
+        })
+        .await?;
+    Ok(())
+}
+
 /// Whether the application's file at commit `at` is the one read now (`blob` at `commit`).
 async fn same_file(s: &State, app: &AppRow, at: Option<&str>, commit: &str, blob: &str) -> bool {
     match at {
@@ -499,21 +521,7 @@ async fn heal_now(
         Ok(lines) => ("healed", Some(format!("{} → {}", st.drift.join("; "), lines.join("; ")))),
         Err(e) => ("failed", Some(e.message.clone())),
     };
-    s.store
-        .add_app_sync(&AppSync {
-            id: 0,
-            app: app.name.clone(),
-            commit: commit.to_string(),
-            version: version.to_string(),
-            release,
-            trigger: "self-heal".into(),
-            outcome: outcome.into(),
-            detail,
-            actor: actor_of(app).name,
-            started_at_ms: started,
-            finished_at_ms: now_ms(),
-        })
-        .await?;
+    record_sync(s, app, &Synced { commit, version, release, started }, "self-heal", outcome, detail).await?;
     {
         let mut b = s.reconciler.backoff.lock().expect("backoff lock");
         match &r {
