@@ -201,10 +201,7 @@ pub async fn deploy(
         Bytes::new(),
     )
     .await;
-    match started(r).await {
-        Ok(()) => after(&back(&project, &env), &format!("{} {version} → {env}", c.t.s("env.deploy_started")), false),
-        Err(e) => after(&back(&project, &env), &format!("{}: {e}", c.t.s("env.deploy_failed")), true),
-    }
+    started_or_failed(r, &c, &project, &env, &format!("{} {version} → {env}", c.t.s("env.deploy_started"))).await
 }
 
 /// `POST …/promote` (form: `from`): what runs in another environment, here.
@@ -223,9 +220,20 @@ pub async fn promote(
         axum::extract::Query(crate::deploys::PromoteQuery { from: from.clone(), force: false }),
     )
     .await;
+    started_or_failed(r, &c, &project, &env, &format!("{} {from} → {env}", c.t.s("env.promote_started"))).await
+}
+
+/// Back to the environment's page saying the deploy (or promotion) started, or why not.
+async fn started_or_failed(
+    r: Result<Response, crate::ServerError>,
+    c: &Chrome,
+    project: &str,
+    env: &str,
+    said: &str,
+) -> Response {
     match started(r).await {
-        Ok(()) => after(&back(&project, &env), &format!("{} {from} → {env}", c.t.s("env.promote_started")), false),
-        Err(e) => after(&back(&project, &env), &format!("{}: {e}", c.t.s("env.deploy_failed")), true),
+        Ok(()) => after(&back(project, env), said, false),
+        Err(e) => after(&back(project, env), &format!("{}: {e}", c.t.s("env.deploy_failed")), true),
     }
 }
 
