@@ -479,11 +479,7 @@ pub(crate) async fn alert_rollback(
     };
     let environment = with_protection(s, project, environment);
     let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
-    let pinned = pin_for_rollback(s, env).await;
-    let r = engine.alert_rollback(actor, &environment, why).await;
-    if let Some(app) = pinned {
-        pinned_after_rollback(s, &app, r.as_ref().ok().map(|o| o.release.id)).await;
-    }
+    let r = pinned_while(s, env, engine.alert_rollback(actor, &environment, why)).await;
     told(s, project, env, &r).await;
     r.map(drop).map_err(|e| ServerError::Conflict(e.message))
 }
@@ -538,6 +534,21 @@ async fn told(s: &Arc<State>, project: &str, env: &str, r: &Result<Outcome, Depl
     record(s, &Stamped::now(done.clone()));
     crate::notify::deploy_event(s, project, &done).await;
     done
+}
+
+/// Runs `rollback` (not started until awaited here) with the environment's GitOps pin set
+/// before it and named after it ([`pin_for_rollback`], [`pinned_after_rollback`]).
+async fn pinned_while(
+    s: &State,
+    env: &str,
+    rollback: impl std::future::Future<Output = Result<Outcome, DeployError>>,
+) -> Result<Outcome, DeployError> {
+    let pinned = pin_for_rollback(s, env).await;
+    let r = rollback.await;
+    if let Some(app) = pinned {
+        pinned_after_rollback(s, &app, r.as_ref().ok().map(|o| o.release.id)).await;
+    }
+    r
 }
 
 /// A rollback of an environment a GitOps application keeps pins it there: the application
@@ -611,11 +622,7 @@ pub(crate) async fn rollback_now(
     let environment = declared_or_kept(s, project, &scope.commit, env).await.map_err(|e| e.to_string())?;
     owned(s, &environment.name, project).await.map_err(|e| e.to_string())?;
     let engine = engine(s, notifying(s, project, Arc::new(|_| {})));
-    let pinned = pin_for_rollback(s, env).await;
-    let r = engine.rollback(&scope.actor, &environment, to).await;
-    if let Some(app) = pinned {
-        pinned_after_rollback(s, &app, r.as_ref().ok().map(|o| o.release.id)).await;
-    }
+    let r = pinned_while(s, env, engine.rollback(&scope.actor, &environment, to)).await;
     told(s, project, env, &r).await;
     match r {
         Ok(o) => Ok(o.release.version),
@@ -657,14 +664,9 @@ fn streamed(s: &Arc<State>, scope: Scope, env: Environment, req: Request) -> Res
     let data = s.data_dir.clone();
     let state = Arc::clone(s);
     tokio::spawn(async move {
-        let pinned = match req {
-            Request::Rollback { .. } => pin_for_rollback(&state, &env.name).await,
-            _ => None,
-        };
-        let r = execute(&engine, &data, &scope, &env, req).await;
-        if let Some(app) = pinned {
-            pinned_after_rollback(&state, &app, r.as_ref().ok().map(|o| o.release.id)).await;
-        }
+        let rollback = matches!(req, Request::Rollback { .. });
+        let run = execute(&engine, &data, &scope, &env, req);
+        let r = if rollback { pinned_while(&state, &env.name, run).await } else { run.await };
         let done = told(&state, &scope.project.name, &env.name, &r).await;
         let _ = tx.send(line(&Stamped::now(done)));
     });
