@@ -102,7 +102,7 @@ impl Reconciler {
     }
 }
 
-fn same_repo(a: &str, b: &str) -> bool {
+pub(crate) fn same_repo(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.trim_end_matches('/').trim_end_matches(".git").to_string();
     norm(a) == norm(b)
 }

@@ -196,7 +196,15 @@ pub async fn start(state: &Arc<State>, run: RunId) -> Result<(), ServerError> {
                 state.plans.lock().expect("plans lock").insert(run, Arc::new(plan));
                 true
             }
-            Err(why) => {
+            Err(Unplanned { why, no_pipeline }) if no_pipeline && config_repository(state, &project).await => {
+                // A GitOps config repository without a pipeline: as GitLab does for a project
+                // without one, no pipeline (the one recorded for the push is dropped).
+                tracing::info!(project = %project.name, commit = %sha, "no pipeline to run in a config repository: {why}");
+                state.store.end_run(run, PipelineStatus::Canceled, &why).await?;
+                state.store.delete_run(run).await?;
+                false
+            }
+            Err(Unplanned { why, .. }) => {
                 state.store.end_run(run, PipelineStatus::Failed, &why).await?;
                 let s = Arc::clone(state);
                 tokio::spawn(async move { crate::notify::pipeline_finished(&s, run).await });
@@ -246,15 +254,33 @@ async fn plan_run(
     branch: Option<&str>,
     source: &str,
     variables: &[(String, String)],
-) -> Result<(Plan, Option<String>), String> {
+) -> Result<(Plan, Option<String>), Unplanned> {
     let _one = state.planning.lock().await;
     let repo = plan_source(&state.data_dir, project);
     let dir = state.data_dir.join("plans").join(slug(&project.name));
     let (sha, branch, source, vars) =
         (sha.to_string(), branch.map(str::to_string), source.to_string(), variables.to_vec());
-    tokio::task::spawn_blocking(move || plan_at(&repo, &sha, branch.as_deref(), &dir, run, &source, &vars))
-        .await
-        .map_err(|e| e.to_string())?
+    tokio::task::spawn_blocking(move || {
+        plan_at(&repo, &sha, branch.as_deref(), &dir, run, &source, &vars).map_err(|why| Unplanned {
+            // Checked out, but neither a pipeline file nor a Go module is there.
+            no_pipeline: dir.is_dir() && slipway_runner::project::find_source(&dir, None).is_err(),
+            why,
+        })
+    })
+    .await
+    .map_err(|e| Unplanned { why: e.to_string(), no_pipeline: false })?
+}
+
+/// Whether a GitOps application syncs from the project's repository.
+async fn config_repository(state: &State, project: &Project) -> bool {
+    state.store.apps().await.is_ok_and(|apps| apps.iter().any(|a| crate::gitops::same_repo(&a.repo, &project.repo)))
+}
+
+/// Why a run was not planned.
+pub(crate) struct Unplanned {
+    pub why: String,
+    /// The commit has no pipeline to run (no pipeline file, no `go.mod`).
+    pub no_pipeline: bool,
 }
 
 /// Checks `commit` out into `dir` from `source` and plans its pipeline: what the server does
@@ -307,7 +333,7 @@ pub(crate) async fn plan_of(state: &Arc<State>, run: &slipway_store::RunRow) -> 
     let branch = branch_of(&state.data_dir, &project, run.ref_name.as_deref());
     let (plan, _) = plan_run(state, &project, run.id, &sha, branch.as_deref(), &run.source, &run.variables)
         .await
-        .map_err(ServerError::Plan)?;
+        .map_err(|u| ServerError::Plan(u.why))?;
     let plan = Arc::new(plan);
     state.plans.lock().expect("plans lock").insert(run.id, Arc::clone(&plan));
     Ok(plan)
