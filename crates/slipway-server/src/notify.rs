@@ -20,6 +20,8 @@ use crate::State;
 
 /// How long a delivery is retried before it is recorded as failed.
 pub const GIVE_UP_AFTER_MS: i64 = 24 * 3_600_000;
+/// How long an attempt holds its delivery: longer than any send may take.
+const CLAIM_LEASE_MS: i64 = 5 * 60 * 1_000;
 /// The longest wait between two attempts.
 const MAX_BACKOFF_MS: i64 = 300_000;
 /// How often alerts still firing are sent to Alertmanagers again (Prometheus' resend delay).
@@ -258,6 +260,16 @@ pub(crate) async fn deliver_loop(s: Arc<State>) {
 }
 
 async fn deliver(s: &State, d: Delivery) {
+    match s.store.claim_delivery(d.id, d.attempts, CLAIM_LEASE_MS).await {
+        Ok(true) => {}
+        // Taken by an attempt that ended after `d` was read, or the store is down (the
+        // loop reads it again).
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, delivery = d.id, "cannot take a delivery");
+            return;
+        }
+    }
     let r = send(s, &d).await;
     let now = now_ms();
     let (error, retry) = match &r {

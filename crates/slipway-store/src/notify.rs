@@ -150,6 +150,28 @@ impl Store {
         })
     }
 
+    /// Takes a due delivery for one attempt: true when it is still queued, due and at the
+    /// attempt `attempts` read with it, and then it is not due again for `lease_ms` (a crash
+    /// mid-send retries it after that). A list of due deliveries read just before another
+    /// attempt ended is stale; this keeps it from sending the same notification twice.
+    pub async fn claim_delivery(&self, id: i64, attempts: i64, lease_ms: i64) -> Result<bool, StoreError> {
+        let now = now_ms();
+        with_pool!(self, |pool| {
+            Ok(sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = $1
+                 WHERE id = $2 AND status = 'queued' AND attempts = $3 AND next_attempt_at <= $4",
+            )
+            .bind(now + lease_ms)
+            .bind(id)
+            .bind(attempts)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                == 1)
+        })
+    }
+
     /// Records an attempt: delivered (`error` none), to be tried again at `retry_at`, or
     /// failed for good (`retry_at` none).
     pub async fn delivery_attempted(
