@@ -44,6 +44,26 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// [`sha256_file`], read again only when the file's size, modification time or inode
+/// changed since the last call (observing hashes the binaries of every environment each
+/// interval).
+pub fn sha256_cached(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    type Seen = std::collections::HashMap<PathBuf, ((u64, i64, i64, u64), String)>;
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<Seen>> = std::sync::OnceLock::new();
+    let m = std::fs::metadata(path)?;
+    let key = (m.len(), m.mtime(), m.mtime_nsec(), m.ino());
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some((k, sha)) = seen.lock().expect("digest cache lock").get(path)
+        && *k == key
+    {
+        return Ok(sha.clone());
+    }
+    let sha = sha256_file(path)?;
+    seen.lock().expect("digest cache lock").insert(path.to_path_buf(), (key, sha.clone()));
+    Ok(sha)
+}
+
 /// Reads artifacts from `path`: a `dist/` directory with `manifest.json` (every platform's
 /// binary of the program named `binary`, or of the only one), or a binary file (then
 /// `version` must be given; it is for this machine's platform). `need` is a platform that

@@ -325,6 +325,37 @@ impl Engine {
         }
     }
 
+    /// Retires an environment whose desired state no longer exists (a GitOps application's
+    /// file deleted, with prune): everything that runs for it is stopped and removed, its
+    /// current release becomes `retired`, and it has no current release (so nothing brings it
+    /// back). `None` when there is nothing to retire or another deploy holds the environment;
+    /// else what was removed, line by line. A target that fails leaves the store as it was.
+    pub async fn retire(&self, env: &Environment) -> Result<Option<Vec<String>>, DeployError> {
+        let Some(current) = self.store.current(&env.name).await? else { return Ok(None) };
+        let target = self.target(env).await?;
+        match self.store.lock(&env.name, &self.config.owner, None, self.config.lease).await? {
+            Lock::Held { .. } => Ok(None),
+            _ => {
+                let r = async {
+                    let events = self.events(env);
+                    let cx = Cx { env, store: &self.store, events: &events, journal: current.id };
+                    let lines = target.retire(&cx, &current).await?;
+                    for line in &lines {
+                        events.say(format!("retiring `{}`: {line}", env.name));
+                    }
+                    if !self.store.retire(&env.name, current.id).await? {
+                        return Ok(None);
+                    }
+                    events.say(format!("`{}` retired: {} (#{}) no longer runs", env.name, current.version, current.id));
+                    Ok(Some(lines))
+                }
+                .await;
+                let _ = self.store.unlock(&env.name, &self.config.owner).await;
+                r
+            }
+        }
+    }
+
     /// Repairs an environment that a deploy left mid-way: when the journal holds a release
     /// still `deploying` whose lock lease ran out (its process died), that release is marked
     /// failed and the target is put back on the current release. Acts on that recorded intent

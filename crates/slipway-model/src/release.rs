@@ -84,10 +84,13 @@ pub enum ReleaseStatus {
     Superseded,
     /// Was healthy, then replaced by a newer release.
     Replaced,
+    /// Was the current release when the environment was retired (its GitOps desired state
+    /// was deleted, with prune): nothing runs for the environment any more.
+    Retired,
 }
 
 impl ReleaseStatus {
-    pub const ALL: [ReleaseStatus; 7] = [
+    pub const ALL: [ReleaseStatus; 8] = [
         ReleaseStatus::Queued,
         ReleaseStatus::Deploying,
         ReleaseStatus::Healthy,
@@ -95,6 +98,7 @@ impl ReleaseStatus {
         ReleaseStatus::RolledBack,
         ReleaseStatus::Superseded,
         ReleaseStatus::Replaced,
+        ReleaseStatus::Retired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +110,7 @@ impl ReleaseStatus {
             ReleaseStatus::RolledBack => "rolled_back",
             ReleaseStatus::Superseded => "superseded",
             ReleaseStatus::Replaced => "replaced",
+            ReleaseStatus::Retired => "retired",
         }
     }
 
@@ -121,7 +126,10 @@ impl ReleaseStatus {
 
     /// Was healthy at some point: its artifacts are known good.
     pub fn was_good(self) -> bool {
-        matches!(self, ReleaseStatus::Healthy | ReleaseStatus::Replaced | ReleaseStatus::RolledBack)
+        matches!(
+            self,
+            ReleaseStatus::Healthy | ReleaseStatus::Replaced | ReleaseStatus::RolledBack | ReleaseStatus::Retired
+        )
     }
 }
 

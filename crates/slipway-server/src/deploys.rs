@@ -593,6 +593,17 @@ pub(crate) async fn gitops_heal(
     engine(s, notifying(s, project, Arc::new(|_| {}))).heal(&env, prune).await
 }
 
+/// GitOps' prune of an environment whose desired file was deleted: everything that runs for
+/// it stopped and removed, and the store holding no current release (see `Engine::retire`).
+pub(crate) async fn gitops_retire(
+    s: &Arc<State>,
+    project: &str,
+    env: &Environment,
+) -> Result<Option<Vec<String>>, DeployError> {
+    let env = with_protection(s, project, env.clone());
+    engine(s, notifying(s, project, Arc::new(|_| {}))).retire(&env).await
+}
+
 /// Refuses a push deploy (deploy, promote) of an environment a GitOps application
 /// keeps, unless forced: its config repository says what runs there.
 async fn not_gitops(s: &State, env: &str, force: bool, what: &str) -> Result<(), ServerError> {

@@ -148,26 +148,31 @@ struct Read {
     text: String,
 }
 
+/// Why the desired state was not read.
+enum Unread {
+    /// The repository or its revision cannot be read.
+    Unreachable(String),
+    /// The revision's commit has none of the application's files: it declares nothing.
+    Gone { commit: String, why: String },
+}
+
 /// The desired state at the revision's commit, or why not (see [`fetch`] for `fresh_since`).
-async fn read_desired(s: &Arc<State>, app: &AppRow, fresh_since: Option<i64>) -> Result<Read, String> {
+async fn read_desired(s: &Arc<State>, app: &AppRow, fresh_since: Option<i64>) -> Result<Read, Unread> {
     let (s, app) = (Arc::clone(s), app.clone());
     tokio::task::spawn_blocking(move || {
-        fetch(&s, &app, fresh_since)?;
+        let unreachable = |e: String| Unread::Unreachable(e);
+        fetch(&s, &app, fresh_since).map_err(unreachable)?;
         let dir = mirror_of(&s, &app);
-        let commit = slipway_git::remote::resolve(&dir, &app.revision).map_err(|e| e.to_string())?;
-        let Some((file, blob)) = desired_blob(&dir, &app, &commit)? else {
-            return Err(format!(
-                "commit {} of {} has no {}",
-                &commit[..commit.len().min(12)],
-                app.repo,
-                file_of(&app)[0]
-            ));
+        let commit = slipway_git::remote::resolve(&dir, &app.revision).map_err(|e| unreachable(e.to_string()))?;
+        let Some((file, blob)) = desired_blob(&dir, &app, &commit).map_err(unreachable)? else {
+            let why = format!("commit {} of {} has no {}", &commit[..commit.len().min(12)], app.repo, file_of(&app)[0]);
+            return Err(Unread::Gone { commit, why });
         };
-        let text = slipway_git::remote::blob_text(&dir, &blob).map_err(|e| e.to_string())?;
+        let text = slipway_git::remote::blob_text(&dir, &blob).map_err(|e| unreachable(e.to_string()))?;
         Ok(Read { commit, file, blob, text })
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| Unread::Unreachable(e.to_string()))?
 }
 
 fn health_of(h: Health) -> &'static str {
@@ -220,11 +225,15 @@ async fn reconcile_fetched(
     st.running_version = current.as_ref().map(|c| c.version.clone());
     let Read { commit, file, blob, text } = match read_desired(s, &app, fresh_since).await {
         Ok(x) => x,
-        Err(why) => {
+        Err(Unread::Unreachable(why)) => {
             // Nothing is changed on the targets: the last good state keeps running.
             st.reason = Some(why);
             save(s, &app, &st, app.failed_commit.as_deref()).await?;
             return Ok(st);
+        }
+        Err(Unread::Gone { commit, why }) => {
+            st.commit = Some(commit.clone());
+            return declared_nothing(s, &app, st, current, trigger, &commit, why).await;
         }
     };
     st.commit = Some(commit.clone());
@@ -246,6 +255,8 @@ async fn reconcile_fetched(
     };
     st.desired_version = Some(desired.release.version.clone());
     let env: Environment = desired.environment.clone();
+    // Its settings, for what acts on it when the file is gone (a prune that retires it).
+    s.monitor.knows(&app.project, &env);
     if env.name != app.environment {
         st.errors.push(format!(
             "{shown}: declares environment `{}`, but application `{}` syncs `{}`",
@@ -393,6 +404,133 @@ async fn reconcile_fetched(
     Ok(st)
 }
 
+/// The environment as the file declared it at the newest commit the application synced
+/// that still has it (what the monitor learns on each read, found again after a restart).
+async fn last_declared(s: &Arc<State>, app: &AppRow) -> Option<Environment> {
+    let commits: Vec<String> = s.store.app_syncs(&app.name, 20).await.ok()?.into_iter().map(|x| x.commit).collect();
+    let (dir, app) = (mirror_of(s, app), app.clone());
+    tokio::task::spawn_blocking(move || {
+        commits.iter().find_map(|c| {
+            let (file, blob) = desired_blob(&dir, &app, c).ok()??;
+            let text = slipway_git::remote::blob_text(&dir, &blob).ok()?;
+            let mut sources = slipway_pipeline::SourceMap::default();
+            let shown = format!("{file}@{}", &c[..c.len().min(12)]);
+            let d = slipway_pipeline::load_desired(std::path::Path::new(&shown), &text, &mut sources).ok()?;
+            (d.environment.name == app.environment).then_some(d.environment)
+        })
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// A pass over an application whose file is gone at `commit` (deleted, or never there): the
+/// desired state is that nothing runs. With `prune`, a manual sync — or an automated one that
+/// `allow_empty` lets through (Argo CD's safety against a typo emptying an environment) —
+/// retires the environment: everything that runs for it is removed and the store holds no
+/// current release, so nothing brings it back. Otherwise it keeps running, `OutOfSync`, and
+/// the reason says what would retire it.
+async fn declared_nothing(
+    s: &Arc<State>,
+    app: &AppRow,
+    mut st: AppStatus,
+    current: Option<slipway_model::release::Release>,
+    trigger: Trigger,
+    commit: &str,
+    why: String,
+) -> Result<AppStatus, crate::ServerError> {
+    let short = &commit[..commit.len().min(12)];
+    let file = file_of(app)[0].clone();
+    // A deleted file is the desired state moving past a rollback's pin.
+    if app.pinned.is_some() {
+        s.store.pin_app(&app.name, None).await?;
+    }
+    let Some(current) = current else {
+        st.sync = "Synced".into();
+        st.health = "Missing".into();
+        st.reason = Some(format!("{why}: nothing runs for `{}`, as it declares", app.environment));
+        save(s, app, &st, None).await?;
+        return Ok(st);
+    };
+    st.sync = "OutOfSync".into();
+    st.diff.push(format!("version: {} → (nothing: {file} is gone)", current.version));
+    let known = match s.monitor.environment(&app.environment) {
+        Some(e) => Some(e),
+        None => last_declared(s, app).await,
+    };
+    if let Some(env) = &known
+        && let Some(o) = crate::deploys::observe(s, env).await
+    {
+        st.health = health_of(o.status).into();
+        st.drift = o.drift.clone();
+    }
+    let failed_here = app.failed_commit.as_deref() == Some(commit);
+    let (auto_waits, manual_waits) = window_gate(app, now_ms());
+    let retire = app.prune
+        && match trigger {
+            Trigger::Manual => manual_waits.is_none(),
+            Trigger::Refresh => app.automated && app.allow_empty && !failed_here && auto_waits.is_none(),
+            Trigger::Look => false,
+        };
+    let mut failed = app.failed_commit.clone();
+    if !retire {
+        st.reason = Some(if !app.prune {
+            format!(
+                "{why}: `{}` keeps running {} (prune is off; remove it by hand, or turn on prune and run `slipway app sync {}`)",
+                app.environment, current.version, app.name
+            )
+        } else if failed_here {
+            format!(
+                "{why}: retiring `{}` failed; it waits for a new commit or `slipway app sync {}`",
+                app.environment, app.name
+            )
+        } else if let (true, Some(w)) = (app.automated && app.allow_empty, auto_waits.or(manual_waits)) {
+            format!("{why}: {w}")
+        } else {
+            format!(
+                "{why}: `{}` keeps running {} — an automated sync retires an environment only with allowEmpty; `slipway app sync {}` retires it",
+                app.environment, current.version, app.name
+            )
+        });
+        save(s, app, &st, failed.as_deref()).await?;
+        return Ok(st);
+    }
+    let Some(env) = known else {
+        st.reason = Some(format!(
+            "{why}: `{}` cannot be retired, its settings were never read by this server; remove it by hand",
+            app.environment
+        ));
+        save(s, app, &st, failed.as_deref()).await?;
+        return Ok(st);
+    };
+    let started = now_ms();
+    let how = if trigger == Trigger::Manual { "manual" } else { "auto" };
+    let r = crate::deploys::gitops_retire(s, &app.project, &env).await;
+    let what = Synced { commit, version: &current.version, release: Some(current.id), started };
+    match r {
+        Ok(Some(lines)) => {
+            record_sync(s, app, &what, how, "retired", Some(lines.join("; "))).await?;
+            failed = None;
+            st.sync = "Synced".into();
+            st.health = "Missing".into();
+            st.diff.clear();
+            st.drift.clear();
+            st.running_version = None;
+            st.reason = Some(format!("{why}: `{}` retired ({} removed) by prune", app.environment, current.version));
+        }
+        Ok(None) => {
+            st.reason = Some(format!("{why}: another deploy holds `{}`; retired at the next pass", app.environment));
+        }
+        Err(e) => {
+            record_sync(s, app, &what, how, "failed", Some(e.message.clone())).await?;
+            failed = Some(commit.to_string());
+            st.reason = Some(format!("{why}: retiring `{}` failed at commit {short}: {}", app.environment, e.message));
+        }
+    }
+    save(s, app, &st, failed.as_deref()).await?;
+    Ok(st)
+}
+
 /// A sync window of an application, as shown: Argo CD's fields, and whether it is open now.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct WindowView {
@@ -502,7 +640,7 @@ async fn same_file(s: &State, app: &AppRow, at: Option<&str>, commit: &str, blob
 }
 
 /// Self-heal: the target put back on the current release, recorded as a sync; repairs that
-/// keep failing wait longer each time (1 s, 2 s, … 5 min).
+/// keep failing wait longer each time (2 s, 4 s, … at most 256 s).
 async fn heal_now(
     s: &Arc<State>,
     app: &AppRow,
@@ -651,6 +789,9 @@ pub struct AppView {
     pub automated: bool,
     pub self_heal: bool,
     pub prune: bool,
+    /// An automated sync (with `prune`) may retire the environment when its file is deleted.
+    #[serde(default)]
+    pub allow_empty: bool,
     /// When it may sync by itself (none: at any time).
     #[serde(default)]
     pub windows: Vec<WindowView>,
@@ -686,6 +827,7 @@ fn view(a: &AppRow) -> AppView {
         automated: a.automated,
         self_heal: a.self_heal,
         prune: a.prune,
+        allow_empty: a.allow_empty,
         windows: windows_of(a)
             .iter()
             .map(|w| WindowView {
@@ -774,6 +916,7 @@ pub async fn add(axum::extract::State(s): S, who: Caller, body: axum::body::Byte
         automated: app.automated,
         self_heal: app.self_heal,
         prune: app.prune,
+        allow_empty: app.allow_empty,
         windows: serde_json::to_string(&app.windows).expect("windows serialize"),
         created_by: who.actor(),
         created_at_ms: now_ms(),

@@ -16,6 +16,8 @@ pub struct AppRow {
     pub automated: bool,
     pub self_heal: bool,
     pub prune: bool,
+    /// An automated sync with `prune` may retire the environment when its file is deleted.
+    pub allow_empty: bool,
     /// Sync windows (JSON, the server's `SyncWindow`s; `[]`: always).
     pub windows: String,
     pub created_by: String,
@@ -44,7 +46,8 @@ pub struct AppSync {
     pub finished_at_ms: i64,
 }
 
-const APP_COLUMNS: &str = "name, project, repo, path, revision, environment, automated, self_heal, prune, windows,
+const APP_COLUMNS: &str =
+    "name, project, repo, path, revision, environment, automated, self_heal, prune, allow_empty, windows,
      created_by, created_at, status, pinned, pinned_commit, failed_commit, checked_at";
 
 fn app_from(r: &impl Columns) -> AppRow {
@@ -58,6 +61,7 @@ fn app_from(r: &impl Columns) -> AppRow {
         automated: r.i64("automated") != 0,
         self_heal: r.i64("self_heal") != 0,
         prune: r.i64("prune") != 0,
+        allow_empty: r.i64("allow_empty") != 0,
         windows: r.text("windows"),
         created_by: r.text("created_by"),
         created_at_ms: r.i64("created_at"),
@@ -102,11 +106,12 @@ impl Store {
             }
             sqlx::query(
                 "INSERT INTO apps (name, project, repo, path, revision, environment, automated, self_heal, prune,
-                 created_by, created_at, status, windows) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{}', $12)
+                 created_by, created_at, status, windows, allow_empty)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{}', $12, $13)
                  ON CONFLICT (name) DO UPDATE SET project = excluded.project, repo = excluded.repo,
                  path = excluded.path, revision = excluded.revision, environment = excluded.environment,
                  automated = excluded.automated, self_heal = excluded.self_heal, prune = excluded.prune,
-                 windows = excluded.windows",
+                 windows = excluded.windows, allow_empty = excluded.allow_empty",
             )
             .bind(&a.name)
             .bind(&a.project)
@@ -120,6 +125,7 @@ impl Store {
             .bind(&a.created_by)
             .bind(now_ms())
             .bind(&a.windows)
+            .bind(a.allow_empty as i64)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

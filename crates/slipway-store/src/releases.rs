@@ -238,6 +238,35 @@ impl Store {
         Ok(())
     }
 
+    /// Retires an environment: `release`, its current one, becomes `retired` and the
+    /// environment has no current release (nothing is brought back on a restart). False when
+    /// `release` is no longer current (a deploy got there first). One transaction.
+    pub async fn retire(&self, environment: &str, release: i64) -> Result<bool, StoreError> {
+        let now = now_ms();
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE environments SET current_release = NULL, updated_at = $1
+                 WHERE name = $2 AND current_release = $3",
+            )
+            .bind(now)
+            .bind(environment)
+            .bind(release)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if done {
+                sqlx::query("UPDATE releases SET status = 'retired' WHERE id = $1")
+                    .bind(release)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+
     /// Environments that have a current release, by name, with the time it changed.
     pub async fn environments(&self) -> Result<Vec<(String, i64)>, StoreError> {
         with_pool!(self, |pool| {
@@ -251,7 +280,7 @@ impl Store {
     /// known good), newest first.
     pub async fn good_releases(&self, environment: &str) -> Result<Vec<Release>, StoreError> {
         let sql = format!(
-            "{SELECT} WHERE environment = $1 AND status IN ('healthy', 'replaced', 'rolled_back') ORDER BY id DESC"
+            "{SELECT} WHERE environment = $1 AND status IN ('healthy', 'replaced', 'rolled_back', 'retired') ORDER BY id DESC"
         );
         with_pool!(self, |pool| {
             let rows = sqlx::query(&sql).bind(environment).fetch_all(pool).await?;

@@ -67,6 +67,7 @@ async fn applications_their_status_pins_and_syncs(db: Db) {
         automated: true,
         self_heal: false,
         prune: false,
+        allow_empty: false,
         windows: "[]".into(),
         created_by: "admin".into(),
         created_at_ms: 0,
@@ -188,12 +189,17 @@ async fn notifications_are_queued_with_their_state_and_retried(db: Db) {
     assert_eq!(store.notify_state("dispatcher").await.expect("state").as_deref(), Some("{}"));
     let now = now_ms();
     assert_eq!(store.due_deliveries(now + 1, 10).await.expect("due").len(), 2);
+    // One attempt takes a delivery; a second one reading it at the same time gets nothing.
+    assert!(store.claim_delivery(ids[1], 0, 60_000).await.expect("claim"));
+    assert!(!store.claim_delivery(ids[1], 0, 60_000).await.expect("claimed twice"));
     // A failure is tried again later, a success is delivered, a give-up is failed.
     store.delivery_attempted(ids[0], Some("HTTP 500"), Some(now + 60_000)).await.expect("retry");
     store.delivery_attempted(ids[1], None, None).await.expect("delivered");
     let due = store.due_deliveries(now + 1_000, 10).await.expect("due");
     assert!(due.is_empty(), "{due:?}");
     assert_eq!(store.next_delivery_at().await.expect("next"), Some(now + 60_000));
+    // A list read before that attempt ended is stale: its attempt count no longer matches.
+    assert!(!store.claim_delivery(ids[0], 0, 60_000).await.expect("stale claim"));
     let all = store.deliveries(10).await.expect("log");
     assert_eq!(
         all.iter().map(|x| (x.status.as_str(), x.attempts, x.last_error.as_deref())).collect::<Vec<_>>(),

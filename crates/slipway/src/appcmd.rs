@@ -44,6 +44,10 @@ pub enum AppAction {
         /// container), when healing (with --auto).
         #[arg(long)]
         prune: bool,
+        /// Let an automated sync with --prune retire the environment when its desired file is
+        /// deleted (Argo CD's allowEmpty; without it only `slipway app sync` does).
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// The applications with their sync and health status.
     List,
@@ -60,7 +64,8 @@ pub enum AppAction {
 }
 
 fn manifest_of(action: &AppAction) -> Result<String> {
-    let AppAction::Add { file, name, project, repo, path, revision, environment, auto, self_heal, prune } = action
+    let AppAction::Add { file, name, project, repo, path, revision, environment, auto, self_heal, prune, allow_empty } =
+        action
     else {
         unreachable!("only add has a manifest")
     };
@@ -79,7 +84,7 @@ fn manifest_of(action: &AppAction) -> Result<String> {
         "project": project.clone().unwrap_or_else(|| name.clone()),
         "source": {"repo": repo, "path": path, "revision": revision},
         "destination": {"environment": environment.clone().unwrap_or_else(|| name.clone())},
-        "sync_policy": if *auto { serde_json::json!({"automated": {"selfHeal": self_heal, "prune": prune}}) } else { serde_json::json!({}) },
+        "sync_policy": if *auto { serde_json::json!({"automated": {"selfHeal": self_heal, "prune": prune, "allowEmpty": allow_empty}}) } else { serde_json::json!({}) },
     });
     Ok(v.to_string())
 }

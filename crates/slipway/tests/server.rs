@@ -3412,7 +3412,7 @@ fn gitops_heals_drift_made_by_hand_on_containers_and_a_systemd_host() {
     let config = Repo::new(&[("envs/box.yml", &box_file("i1")), ("envs/edge.yml", &edge_file)]);
     let git = GitWeb::start();
     let url = git.serve(&config, "config");
-    for (name, extra) in [("box", &["--prune"][..]), ("edge", &[][..])] {
+    for (name, extra) in [("box", &["--prune"][..]), ("edge", &["--prune", "--allow-empty"][..])] {
         let mut args = vec!["app", "add", name, "--project", "shop", "--repo", &url, "--path", "envs"];
         args.extend_from_slice(&["--auto", "--self-heal"]);
         args.extend_from_slice(extra);
@@ -3520,6 +3520,18 @@ fn gitops_heals_drift_made_by_hand_on_containers_and_a_systemd_host() {
     assert_eq!(served(&boxed).as_deref(), Some("i2"));
     assert!(git.access_log().contains("git-upload-pack"), "fetched over HTTP");
 
+    // edge.yml deleted (edge prunes, allowEmpty): the host's service is stopped and removed.
+    config.git(&["rm", "-q", "envs/edge.yml"]);
+    config.commit("edge retired");
+    config.git(&["push", "-q", "web", "main"]);
+    until("edge retired", &|| server.json("/api/v1/apps/edge")["status"]["health"] == "Missing");
+    assert_eq!(on_host(), None, "the host still serves");
+    assert_eq!(
+        hosts.exec(0, &format!("test -e {unit} || echo gone; test -e /opt/slipway/websvc || echo gone")),
+        "gone\ngone"
+    );
+    assert_eq!(hosts.exec(0, "systemctl is-active websvc || true"), "inactive");
+
     // The git server gone: the status says so, and nothing changes on the targets.
     drop(git);
     until("the unreachable repository reported", &|| {
@@ -3527,8 +3539,142 @@ fn gitops_heals_drift_made_by_hand_on_containers_and_a_systemd_host() {
         v["status"]["sync"] == "Unknown"
             && v["status"]["reason"].as_str().is_some_and(|r| r.contains(&format!("the config repository {url}")))
     });
-    assert_eq!((served(&boxed).as_deref(), on_host().as_deref()), (Some("i2"), Some("b1")));
+    assert_eq!((served(&boxed).as_deref(), on_host()), (Some("i2"), None));
     assert_eq!(running().len(), 2);
+}
+
+/// A binary replaced in the agent's store is drift that self-heal cannot repair (the store is
+/// the only copy): reported with both digests, its repairs backing off (2 s, 4 s, … not
+/// every interval), and healthy again once the bytes are back. Then prune of an environment
+/// whose file is deleted from its config repository: with `allowEmpty` the automated sync
+/// retires it (every instance stopped and removed, its release `retired`, nothing current);
+/// without it the application stays `OutOfSync` saying how to retire it, and `slipway app
+/// sync` does. A crash and restart of the server and its agent brings neither back; the file
+/// coming back deploys it again.
+#[test]
+fn gitops_reports_a_replaced_binary_backs_off_and_retires_environments_whose_file_is_deleted() {
+    let v1 = websvc_build("v1");
+    let web = free_addr();
+    let pipeline = format!(
+        "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
+    );
+    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
+    let args = ["--with-agent", "--gitops-interval", "300ms"];
+    let mut server = Server::start_with(&args);
+    server.add_project("shop", &repo);
+    let r = server.cli(&["deploy", "web", "--artifacts", v1.to_str().unwrap(), "--project", "shop"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let (a, b) = (free_addr(), free_addr());
+    let desired = |env: &str, addr: &str| {
+        format!(
+            "release:\n  version: v1\nenvironments:\n  {env}:\n    listen: {addr}\n    instances: 2\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
+        )
+    };
+    let config = Repo::new(&[("envs/a.yml", &desired("a", &a)), ("envs/b.yml", &desired("b", &b))]);
+    let url = config.path().display().to_string();
+    for (name, extra) in [("a", &["--allow-empty"][..]), ("b", &[][..])] {
+        let mut cmd = vec!["app", "add", name, "--project", "shop", "--repo", &url, "--path", "envs"];
+        cmd.extend_from_slice(&["--auto", "--self-heal", "--prune"]);
+        cmd.extend_from_slice(extra);
+        let r = server.cli(&cmd);
+        assert_eq!(r.code, 0, "{}", r.debug());
+        assert!(r.stdout.contains(&format!("{name}: Synced · Healthy")), "{}", r.debug());
+    }
+    assert_eq!((served(&a).as_deref(), served(&b).as_deref()), (Some("v1"), Some("v1")));
+    let until = |server: &Server, what: &str, f: &dyn Fn(&serde_json::Value) -> bool, app: &str| {
+        let t = Instant::now();
+        loop {
+            let v = server.json(&format!("/api/v1/apps/{app}"));
+            if f(&v) {
+                return v;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "{what}: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The binary replaced in the agent's store (a new file renamed over it).
+    let releases = server.json("/api/v1/projects/shop/environments/a/releases");
+    let sha = releases[0]["artifacts"][0]["sha256"].as_str().unwrap().to_string();
+    let stored = server.data.path().join("artifacts/sha256").join(&sha);
+    let good = std::fs::read(&stored).unwrap();
+    let put = |bytes: &[u8]| {
+        let tmp = stored.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &stored).unwrap();
+    };
+    put(&std::fs::read("/bin/sleep").unwrap());
+    let t = Instant::now();
+    let v = until(
+        &server,
+        "the replaced binary's repairs failing",
+        &|v| v["status"]["reason"].as_str().is_some_and(|r| r.contains("self-heal failed (3 in a row)")),
+        "a",
+    );
+    let backed_off = t.elapsed();
+    assert!(backed_off > Duration::from_secs(5), "three repairs in {backed_off:?}: no back-off (interval 300 ms)");
+    let drift = v["status"]["drift"].to_string();
+    assert!(drift.contains("replaced in the agent's store") && drift.contains(&sha[..12]), "{v}");
+    assert!(v["status"]["reason"].as_str().unwrap().contains("is corrupt"), "{v}");
+    let failed = server.json("/api/v1/apps/a/history");
+    let failed = failed.as_array().unwrap().iter().filter(|x| x["trigger"] == "self-heal" && x["outcome"] == "failed");
+    assert!((3..=4).contains(&failed.count()), "repairs tried every pass");
+    assert_eq!(served(&a).as_deref(), Some("v1"), "the instances keep the bytes they started with");
+    put(&good);
+    until(
+        &server,
+        "the binary back",
+        &|v| v["status"]["health"] == "Healthy" && v["status"]["drift"] == serde_json::json!([]),
+        "a",
+    );
+
+    config.git(&["rm", "-q", "envs/a.yml", "envs/b.yml"]);
+    config.commit("retire a and b");
+    let v = until(&server, "a retired", &|v| v["status"]["health"] == "Missing", "a");
+    assert_eq!(v["status"]["sync"], "Synced", "{v}");
+    assert!(v["status"]["reason"].as_str().unwrap().contains("`a` retired (v1 removed) by prune"), "{v}");
+    assert_eq!(served(&a), None, "a still answers");
+    let h = server.json("/api/v1/apps/a/history");
+    assert_eq!((h[0]["trigger"].as_str(), h[0]["outcome"].as_str()), (Some("auto"), Some("retired")), "{h}");
+    assert!(h[0]["detail"].as_str().unwrap().contains("stopped and removed instance"), "{h}");
+    let releases = server.json("/api/v1/projects/shop/environments/a/releases");
+    assert_eq!(releases[0]["status"], "retired", "{releases}");
+    // Without allowEmpty: kept running, and the reason says what retires it.
+    let v = until(&server, "b told", &|v| v["status"]["sync"] == "OutOfSync", "b");
+    let reason = v["status"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("has no envs/b.yml")
+            && reason.contains("only with allowEmpty; `slipway app sync b` retires it"),
+        "{v}"
+    );
+    assert_eq!(served(&b).as_deref(), Some("v1"));
+    let r = server.cli(&["app", "sync", "b"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    assert!(r.stdout.contains("b: Synced · Missing"), "{}", r.debug());
+    assert_eq!(served(&b), None, "b still answers");
+    // A crash and a restart: nothing comes back; what the store keeps says so.
+    server.kill9();
+    server.launch_with(&args);
+    // `web` comes back (its instances restarted); `a` and `b` do not.
+    let t = Instant::now();
+    while served(&web).as_deref() != Some("v1") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "web did not come back: {:?}\n{}",
+            served(&web),
+            std::fs::read_to_string(server.data.path().join("agent/logs/web.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!((served(&a), served(&b)), (None, None));
+    let v = until(&server, "a read after the restart", &|v| v["status"]["health"] == "Missing", "a");
+    assert_eq!(v["status"]["sync"], "Synced", "{v}");
+    // The file back: deployed again.
+    config.write("envs/a.yml", &desired("a", &a));
+    config.commit("a is back");
+    until(&server, "a back", &|v| v["status"]["sync"] == "Synced" && v["status"]["health"] == "Healthy", "a");
+    assert_eq!(served(&a).as_deref(), Some("v1"));
 }
 
 /// A push refreshes only the applications whose file it changed (Argo CD refreshes every

@@ -291,6 +291,33 @@ impl AgentTarget {
 
     /// Waits until the agent has drained and stopped every instance of a group that left the
     /// spec (bounded by the drain timeout and the stop grace period).
+    /// The binary a process instance of `r` starts from, when this machine's agent store no
+    /// longer holds the release's bytes there: (its SHA-256, or `missing`; the drift line).
+    /// Instances that run keep the bytes they started with; the next start would not.
+    async fn replaced_binary(&self, r: &Release) -> Option<(String, String)> {
+        if !matches!(self.place, Place::Local) || self.containers() {
+            return None;
+        }
+        let a = self.artifact(r).await.ok()?;
+        let path = artifacts::stored_path(&self.agent_data_dir(), &a.sha256);
+        let actual = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || artifacts::sha256_cached(&path)).await.ok()?
+        };
+        let actual = actual.unwrap_or_else(|_| "missing".to_string());
+        (actual != a.sha256).then(|| {
+            let why = format!(
+                "the binary {} of {} is {}, the release's is sha256:{} (replaced in the agent's store; \
+                 deploy from the build again)",
+                path.display(),
+                r.version,
+                if actual == "missing" { "missing".to_string() } else { format!("sha256:{}", short(&actual)) },
+                short(&a.sha256)
+            );
+            (actual, why)
+        })
+    }
+
     async fn wait_gone(&self, cx: &Cx<'_>, group: i64) -> Result<(), Step> {
         let env = &self.env;
         let deadline = Instant::now() + env.drain_timeout + env.stop_grace + Duration::from_secs(5);
@@ -835,6 +862,12 @@ impl Target for AgentTarget {
                 Some(_) => {}
             }
             o.drift.extend(self.stray_containers(live.as_ref(), c).await);
+            if let Some((actual, why)) = self.replaced_binary(c).await {
+                o.drift.push(why);
+                for u in o.units.iter_mut().filter(|u| u.matches) {
+                    u.digest = Some(actual.clone());
+                }
+            }
         }
         o
     }
@@ -843,6 +876,11 @@ impl Target for AgentTarget {
         let o = self.observe(Some(current), std::slice::from_ref(current)).await;
         if let Some(why) = o.unreachable {
             return Err(DeployError::new(ErrorKind::NoAgent, why));
+        }
+        if self.replaced_binary(current).await.is_some() {
+            // The agent's store is this machine's only copy: nothing to put back from.
+            let a = self.artifact(current).await?;
+            artifacts::verify(&self.data_dir, a)?;
         }
         if o.drift.is_empty() && o.unknown.is_empty() && o.healthy >= current.config.instances {
             return Ok(Vec::new());
@@ -871,6 +909,32 @@ impl Target for AgentTarget {
             out.push(format!("removed container {} (not part of {})", k.name, current.version));
         }
         Ok(out)
+    }
+
+    async fn retire(&self, cx: &Cx<'_>, current: &Release) -> Result<Vec<String>, DeployError> {
+        let live = self.fleet.status(&self.env.name).await?;
+        let units: Vec<String> = live
+            .iter()
+            .flat_map(|l| &l.groups)
+            .flat_map(|g| g.instances.iter().map(move |i| (g, i)))
+            .map(|(g, i)| {
+                format!("{} ({})", i.container.clone().unwrap_or_else(|| format!("instance {}", i.id)), g.version)
+            })
+            .collect();
+        cx.record("retire", json!({"release": current.id, "units": units})).await?;
+        self.fleet.remove(&self.env.name).await?;
+        // Stopped means gone, not stopping: wait as a rollback does.
+        let deadline = Instant::now() + self.env.drain_timeout + self.env.stop_grace + Duration::from_secs(5);
+        while self.fleet.status(&self.env.name).await?.is_some_and(|s| s.groups.iter().any(|g| !g.instances.is_empty()))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(if units.is_empty() {
+            vec!["nothing ran".to_string()]
+        } else {
+            units.into_iter().map(|u| format!("stopped and removed {u}")).collect()
+        })
     }
 
     async fn finished(&self, cx: &Cx<'_>, history: &[Release]) {

@@ -231,6 +231,22 @@ async fn stop(c: &Conn, t: &SshTarget, service: &str) -> Result<(), HostError> {
     c.run("stop", &script, None).await.map(|_| ())
 }
 
+/// Stops and disables the units, removes their unit file and the service's directory (its
+/// releases): nothing of it is left on the host.
+async fn retire_one(c: &Conn, t: &SshTarget, service: &str) -> Result<(), HostError> {
+    let units: Vec<String> = t.units(service, &c.host).into_iter().map(|(u, _)| u).collect();
+    let script = format!(
+        "systemctl disable --now {units} 2>/dev/null || true\n\
+         rm -f {unit_file}\n\
+         systemctl daemon-reload 2>/dev/null || true\n\
+         rm -rf -- {base}",
+        units = units.join(" "),
+        unit_file = sq(&format!("/etc/systemd/system/{}", unit_file_name(t, service))),
+        base = sq(&format!("{}/{service}", t.root)),
+    );
+    c.run("retire", &script, None).await.map(|_| ())
+}
+
 /// Probes one instance on the host until `successes` passes in a row, or fails at the
 /// deadline (sooner when systemd keeps restarting it) with the unit's last log lines.
 async fn healthy(c: &Conn, env: &Environment, unit: &str, port: u16) -> Result<(), HostError> {
@@ -685,6 +701,27 @@ impl Target for Hosts {
             });
         }
         close_all(&conns).await;
+        Ok(out)
+    }
+
+    async fn retire(&self, cx: &Cx<'_>, current: &Release) -> Result<Vec<String>, DeployError> {
+        let t = &self.target;
+        let service = service_name(t, current);
+        let conns = conns(t).map_err(|_| DeployError::failed("cannot create the ssh control directory"))?;
+        cx.record("retire", json!({"release": current.id, "service": service})).await?;
+        let mut out = Vec::new();
+        let mut failed = Vec::new();
+        for c in &conns {
+            match retire_one(c, t, &service).await {
+                Ok(()) => out.push(format!("{}: stopped {service} and removed it", c.host.label())),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        close_all(&conns).await;
+        if !failed.is_empty() {
+            // The store keeps the environment as it was: the next pass tries again.
+            return Err(DeployError::failed(format!("could not retire {}", failed.join("; "))));
+        }
         Ok(out)
     }
 

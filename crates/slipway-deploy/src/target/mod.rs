@@ -169,6 +169,11 @@ pub trait Target: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Stops and removes everything that runs for the environment (`current` and any other
+    /// release's units), leaving nothing that a restart brings back: its GitOps desired state
+    /// was deleted, with prune. One line per thing removed.
+    async fn retire(&self, cx: &Cx<'_>, current: &Release) -> Result<Vec<String>, DeployError>;
+
     /// After a release became current: clean up what older releases left (images, release
     /// directories), keeping what a rollback needs.
     async fn finished(&self, _cx: &Cx<'_>, _history: &[Release]) {}

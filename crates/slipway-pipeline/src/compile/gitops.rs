@@ -47,6 +47,9 @@ pub struct Application {
     pub automated: bool,
     pub self_heal: bool,
     pub prune: bool,
+    /// An automated sync with `prune` may retire the environment when its desired file is
+    /// deleted (Argo CD's `allowEmpty`); without it only a manual sync does.
+    pub allow_empty: bool,
     /// When it may sync by itself (Argo CD's sync windows); none: at any time.
     pub windows: Vec<SyncWindow>,
 }
@@ -89,6 +92,7 @@ impl Application {
             automated: false,
             self_heal: false,
             prune: false,
+            allow_empty: false,
             windows: Vec::new(),
         }
     }
@@ -313,8 +317,10 @@ impl Cx {
                             match a.name.as_str() {
                                 "prune" => app.prune = self.boolean(av, &at).unwrap_or(false),
                                 "selfHeal" | "self_heal" => app.self_heal = self.boolean(av, &at).unwrap_or(false),
-                                "allowEmpty" => {}
-                                _ => self.unknown_key(a, "automated", &["prune", "selfHeal"]),
+                                "allowEmpty" | "allow_empty" => {
+                                    app.allow_empty = self.boolean(av, &at).unwrap_or(false)
+                                }
+                                _ => self.unknown_key(a, "automated", &["prune", "selfHeal", "allowEmpty"]),
                             }
                         }
                     }
@@ -484,7 +490,9 @@ mod tests {
             ),
             ("shop-prod", "shop", "https://git.example.com/config.git", "envs", "HEAD", "prod")
         );
-        assert!(a.automated && a.prune && a.self_heal);
+        assert!(a.automated && a.prune && a.self_heal && !a.allow_empty);
+        let empty = argo.replace("      selfHeal: true\n", "      selfHeal: true\n      allowEmpty: true\n");
+        assert!(load_application(Path::new("app.yaml"), &empty, &mut s).expect("reads").allow_empty);
         let ours = "name: web\nproject: shop\nsource: {repo: /srv/config.git, path: envs, revision: main}\ndestination: {environment: web}\nsync_policy: {automated: {selfHeal: true}}\n";
         let a = load_application(Path::new("web.yml"), ours, &mut s).expect("reads");
         assert!(a.automated && a.self_heal && !a.prune && a.revision == "main");

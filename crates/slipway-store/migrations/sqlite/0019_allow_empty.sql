@@ -1,0 +1,3 @@
+-- GitOps: Argo CD's syncPolicy.automated.allowEmpty (docs/gitops.md#prune) — whether an
+-- automated sync with prune may retire the environment when its desired file is deleted.
+ALTER TABLE apps ADD COLUMN allow_empty INTEGER NOT NULL DEFAULT 0;
