@@ -3288,18 +3288,30 @@ fn gitops_keeps_an_environment_as_its_config_repository_says() {
     // current release within the interval (the server restores an environment whose target
     // runs nothing; self-heal repairs what runs but differs).
     let sock = server.data.path().join("agent.sock");
-    let out = Command::new("curl")
-        .args(["-sS", "-X", "DELETE", "--unix-socket", sock.to_str().unwrap(), "http://agent/v1/envs/prod"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let agent = |method: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-X", method, "--unix-socket", sock.to_str().unwrap(), "http://agent/v1/envs/prod"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // The instances' processes: the ones that come back are new (the removal may be healed
+    // before a request ever sees the environment gone).
+    let pids = || -> Vec<u64> {
+        let v: serde_json::Value = serde_json::from_str(&agent("GET")).unwrap_or_default();
+        let groups = v["groups"].as_array().cloned().unwrap_or_default();
+        groups
+            .iter()
+            .flat_map(|g| g["instances"].as_array().cloned().unwrap_or_default())
+            .filter_map(|i| i["pid"].as_u64())
+            .collect()
+    };
+    let before = pids();
+    assert_eq!(before.len(), 2, "{}", agent("GET"));
+    agent("DELETE");
     let t = Instant::now();
-    while served(&prod).is_some() {
-        assert!(t.elapsed() < Duration::from_secs(10), "the environment was not removed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let t = Instant::now();
-    while served(&prod).as_deref() != Some("v2") {
+    while served(&prod).as_deref() != Some("v2") || pids().len() != 2 || pids().iter().any(|p| before.contains(p)) {
         assert!(t.elapsed() < Duration::from_secs(30), "the drift was not healed: {}", status("shop-prod"));
         std::thread::sleep(Duration::from_millis(100));
     }
