@@ -359,7 +359,10 @@ impl Cx {
                     for (vk, vv) in m {
                         match vk.name.as_str() {
                             "value" => {
-                                var.value = self.string(vv, &format!("{what}.{}.value", k.name)).unwrap_or_default()
+                                var.value = match &vv.value {
+                                    Value::Bool(_) => vv.scalar_string().unwrap_or_default(),
+                                    _ => self.string(vv, &format!("{what}.{}.value", k.name)).unwrap_or_default(),
+                                }
                             }
                             "description" => var.description = self.string(vv, "description"),
                             "expand" => {
@@ -650,6 +653,30 @@ impl Cx {
                 "expose_as" | "public" | "access" => {}
                 "reports" => {
                     for (rk, rv) in self.map(v, "artifacts:reports") {
+                        if rk.name == "coverage_report" {
+                            // GitLab's mapping form: `{coverage_format: cobertura|jacoco, path: FILE}`.
+                            let mut path = Vec::new();
+                            for (ck, cv) in self.map(rv, "artifacts:reports:coverage_report") {
+                                match ck.name.as_str() {
+                                    "path" => {
+                                        path = self
+                                            .string(cv, "artifacts:reports:coverage_report:path")
+                                            .into_iter()
+                                            .collect()
+                                    }
+                                    "coverage_format" => {
+                                        let f = self.string(cv, "artifacts:reports:coverage_report:coverage_format");
+                                        if let Some(f) = f.filter(|f| f != "cobertura" && f != "jacoco") {
+                                            self.err(cv.span, format!("`coverage_format` cannot be `{f}`")).hint =
+                                                Some("GitLab reads `cobertura` or `jacoco`".into());
+                                        }
+                                    }
+                                    _ => self.unknown_key(ck, "`coverage_report`", &["coverage_format", "path"]),
+                                }
+                            }
+                            a.other_reports.insert(rk.name.clone(), path);
+                            continue;
+                        }
                         let files = self.strings(rv, &format!("artifacts:reports:{}", rk.name));
                         match rk.name.as_str() {
                             "dotenv" => a.dotenv = files,
@@ -1347,6 +1374,11 @@ impl Cx {
         let mut start_in_node = None;
         for (k, v) in &all {
             let k_in_job = entries.iter().any(|(e, _)| e.name == k.name);
+            // `key: null` unsets what the job would inherit (from `extends` or `default:`),
+            // as GitLab's merge does.
+            if matches!(v.value, Value::Null) && NULL_UNSETS.contains(&k.name.as_str()) {
+                continue;
+            }
             match k.name.as_str() {
                 "script" => {
                     job.script = self.script(v, "script");
@@ -1591,6 +1623,13 @@ impl Cx {
             self.err(key.span, format!("job `{}` uses `rules` together with `only`/`except`", job.name)).hint =
                 Some("GitLab does not allow mixing them: move the conditions into `rules`".into());
         }
+        if !all.iter().any(|(k, _)| k.name == "stage") && !stages.iter().any(|s| s == "test") {
+            let d = self.err(
+                key.span,
+                format!("job `{}` has no `stage`, so it is in `test`, which `stages` does not list", job.name),
+            );
+            d.hint = Some(format!("give it a `stage:` ({}) or add `test` to `stages`", stages.join(", ")));
+        }
         if job.when == When::Manual && !job.allow_failure.explicit {
             // GitLab: manual jobs outside rules default to allow_failure: true.
             job.allow_failure.allowed = true;
@@ -1719,6 +1758,32 @@ impl Cx {
     }
 }
 
+/// Job keywords that `null` unsets (the job then has none, whatever it would inherit).
+const NULL_UNSETS: &[&str] = &[
+    "image",
+    "services",
+    "parallel",
+    "before_script",
+    "after_script",
+    "cache",
+    "retry",
+    "timeout",
+    "tags",
+    "interruptible",
+    "coverage",
+    "artifacts",
+    "allow_failure",
+    "resource_group",
+    "environment",
+    "needs",
+    "dependencies",
+    "rules",
+    "only",
+    "except",
+    "when",
+    "start_in",
+];
+
 pub const RETRY_WHEN: &[&str] = &[
     "always",
     "unknown_failure",
@@ -1733,6 +1798,8 @@ pub const RETRY_WHEN: &[&str] = &[
     "unmet_prerequisites",
     "scheduler_failure",
     "data_integrity_failure",
+    "runner_interrupted",
+    "runner_external_dependency_failure",
 ];
 
 fn strip_key(n: Node, key: &str) -> Node {

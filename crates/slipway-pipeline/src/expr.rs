@@ -339,7 +339,8 @@ fn value<'a>(o: &'a Operand, vars: &dyn Fn(&str) -> Option<String>) -> Val<'a> {
 }
 
 /// Evaluates with GitLab's semantics: an undefined variable is `null`; a lone operand is true
-/// when it is a non-empty string; `=~` with a variable on the right reads it as `/pattern/flags`.
+/// when it is a non-empty string; `=~` with a variable on the right reads it as `/pattern/flags`,
+/// and a string that is not one (quoted, or a variable's value) matches as a substring.
 pub fn eval(e: &Expr, vars: &dyn Fn(&str) -> Option<String>) -> bool {
     match e {
         Expr::Or(a, b) => eval(a, vars) || eval(b, vars),
@@ -362,7 +363,12 @@ pub fn eval(e: &Expr, vars: &dyn Fn(&str) -> Option<String>) -> bool {
                 CmpOp::Match | CmpOp::NoMatch => {
                     let matched = match (lv, rv) {
                         (Val::S(Some(s)), Val::R(re)) => re.is_match(&s),
-                        (Val::S(Some(s)), Val::S(Some(p))) => regex_from_string(&p).is_some_and(|re| re.is_match(&s)),
+                        // A string that is no `/pattern/flags` is matched as itself, escaped:
+                        // a substring test (GitLab's `Lexeme::Pattern.build_and_evaluate`).
+                        (Val::S(Some(s)), Val::S(Some(p))) => match regex_from_string(&p) {
+                            Some(re) => re.is_match(&s),
+                            None => s.contains(p.as_str()),
+                        },
                         _ => false,
                     };
                     matched == (*op == CmpOp::Match)
@@ -404,6 +410,10 @@ mod tests {
         assert!(check("$CI_COMMIT_TAG !~ /^release/", &v));
         assert!(!check("$UNDEFINED =~ /.*/", &v));
         assert!(check("$CI_COMMIT_TAG =~ $PAT", &v));
+        // A quoted string on the right is GitLab's substring match, not a refusal.
+        assert!(check("$CI_COMMIT_TAG =~ \"1.2\"", &v));
+        assert!(check("$CI_COMMIT_BRANCH !~ \"release\"", &v));
+        assert!(!check("$CI_COMMIT_BRANCH =~ \"ma.n\"", &v), "the string is escaped, not a pattern");
         // && binds tighter than ||
         assert!(check("$UNDEFINED || $CI_COMMIT_BRANCH == 'main' && $CI_COMMIT_TAG", &v));
         assert!(!check("($UNDEFINED || $CI_COMMIT_BRANCH == 'main') && $EMPTY", &v));

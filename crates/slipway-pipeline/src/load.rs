@@ -93,8 +93,10 @@ impl Loader<'_> {
                 };
                 let id = self.sources.add(&path, text);
                 match yaml::parse(self.sources.text(id), id) {
+                    // An empty file (or only comments) adds nothing, and takes nothing away.
+                    Ok(n) if matches!(n.value, Value::Null) => {}
                     Ok(n) => {
-                        if !matches!(n.value, Value::Map(_) | Value::Null) {
+                        if !matches!(n.value, Value::Map(_)) {
                             self.errors.push(Diagnostic::error(
                                 n.span,
                                 "an included file must hold a mapping of jobs and keywords",

@@ -175,7 +175,13 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                             start_in = r.start_in;
                         }
                         allow_failure = AllowFailure {
-                            allowed: r.allow_failure.unwrap_or(job.allow_failure.explicit && job.allow_failure.allowed),
+                            // GitLab: `when: manual` in a rule defaults to false, a job-level
+                            // `when: manual` that the rule keeps to true.
+                            allowed: r.allow_failure.unwrap_or(if job.allow_failure.explicit {
+                                job.allow_failure.allowed
+                            } else {
+                                r.when.is_none() && job.when == When::Manual
+                            }),
                             exit_codes: job.allow_failure.exit_codes.clone(),
                             explicit: r.allow_failure.is_some() || job.allow_failure.explicit,
                         };
@@ -451,22 +457,38 @@ fn filters_pass(job: &Job, vars: &dyn Fn(&str) -> Option<String>, cx: &Context) 
     true
 }
 
+/// An `only:`/`except:` ref as GitLab's `Build::Policy::Refs` reads it: `branches` (not in a
+/// merge-request pipeline), `tags`, a pipeline source (`CI_PIPELINE_SOURCE` without `_event`,
+/// or its plural: `pushes`, `merge_requests`, `schedules`…), else — on a branch or a tag only —
+/// a `/regex/` or a ref name; any of them may end in `@group/project` (split at the first
+/// `@`), then it matches only in that project (`CI_PROJECT_PATH`: a fork does not run it).
 fn ref_matches(pattern: &str, vars: &dyn Fn(&str) -> Option<String>, cx: &Context) -> bool {
     let ref_name = vars("CI_COMMIT_REF_NAME").unwrap_or_default();
     let is_tag = vars("CI_COMMIT_TAG").is_some_and(|t| !t.is_empty());
+    let (pattern, project) = match pattern.split_once('@') {
+        Some((p, path)) => (p, Some(path)),
+        None => (pattern, None),
+    };
+    if let Some(path) = project
+        && vars("CI_PROJECT_PATH").as_deref() != Some(path)
+    {
+        return false;
+    }
+    let mr = cx.source == "merge_request_event";
+    let source = cx.source.trim_end_matches("_event");
+    let plural = if source.ends_with("sh") { format!("{source}es") } else { format!("{source}s") };
+    if (pattern == "tags" && is_tag)
+        || (pattern == "branches" && !is_tag && !mr)
+        || pattern == source
+        || pattern == plural
+    {
+        return true;
+    }
+    if mr {
+        return false;
+    }
     match pattern {
-        "branches" => !is_tag,
-        "tags" => is_tag,
-        "pushes" => cx.source == "push",
-        "web"
-        | "api"
-        | "schedules"
-        | "triggers"
-        | "pipelines"
-        | "external"
-        | "chat"
-        | "merge_requests"
-        | "external_pull_requests" => cx.source == pattern.trim_end_matches('s') || cx.source == pattern,
+        "branches" | "tags" => false,
         p if p.starts_with('/') && p.len() > 1 => match expr::parse(&format!("$R =~ {p}")) {
             Ok(e) => expr::eval(&e, &|_| Some(ref_name.clone())),
             Err(_) => false,

@@ -116,6 +116,9 @@ pub struct Invalid {
     pub source: Source,
     pub sources: SourceMap,
     pub diagnostics: Vec<Diagnostic>,
+    /// The file is valid, but nothing runs for this commit (`workflow:rules`, or every job
+    /// excluded): `slipway validate` says so as a warning.
+    pub nothing_to_run: bool,
 }
 
 /// Why loading failed.
@@ -142,7 +145,7 @@ pub fn load(root: &Path, file: Option<&Path>) -> Result<Loaded, LoadError> {
     };
     match result {
         Ok((pipeline, warnings)) => Ok(Loaded { source, pipeline, sources, warnings }),
-        Err(diagnostics) => Err(LoadError::Invalid(Invalid { source, sources, diagnostics })),
+        Err(diagnostics) => Err(LoadError::Invalid(Invalid { source, sources, diagnostics, nothing_to_run: false })),
     }
 }
 
@@ -245,14 +248,23 @@ pub fn make_plan(loaded: &Loaded, input: &PlanInput) -> Result<Plan, Invalid> {
         source: input.source.to_string(),
         first_job_id: input.pipeline_id * 1000 + 1,
     };
-    let invalid = |diagnostics| Invalid { source: loaded.source.clone(), sources: loaded.sources.clone(), diagnostics };
+    let invalid = |diagnostics, nothing_to_run| Invalid {
+        source: loaded.source.clone(),
+        sources: loaded.sources.clone(),
+        diagnostics,
+        nothing_to_run,
+    };
     match plan::plan(&loaded.pipeline, &cx) {
         Ok(p) => Ok(p),
-        Err(PlanError::Workflow(span)) => Err(invalid(vec![
-            Diagnostic::error(span, "`workflow:rules` decided not to run a pipeline for this commit")
-                .with_hint("check the rule's condition, or pass the variables it tests with `--var NAME=VALUE`"),
-        ])),
-        Err(PlanError::Empty(span)) => Err(invalid(vec![
+        Err(PlanError::Workflow(span)) => Err(invalid(
+            vec![
+                Diagnostic::error(span, "`workflow:rules` decided not to run a pipeline for this commit")
+                    .with_hint("check the rule's condition, or pass the variables it tests with `--var NAME=VALUE`"),
+            ],
+            true,
+        )),
+        Err(PlanError::Empty(span)) => Err(invalid(
+            vec![
             Diagnostic::error(
                 span,
                 "every job was excluded by `rules`, `only`/`except` or `when: never`: the pipeline is empty",
@@ -260,7 +272,9 @@ pub fn make_plan(loaded: &Loaded, input: &PlanInput) -> Result<Plan, Invalid> {
             .with_hint(
                 "check the jobs' rules against this commit (`slipway list`), or pass variables with `--var NAME=VALUE`",
             ),
-        ])),
-        Err(PlanError::Invalid(diags)) => Err(invalid(diags)),
+        ],
+            true,
+        )),
+        Err(PlanError::Invalid(diags)) => Err(invalid(diags, false)),
     }
 }

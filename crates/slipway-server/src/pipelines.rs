@@ -380,8 +380,11 @@ pub async fn lost_jobs(state: &Arc<State>) {
             Ok(Some(row)) => match plan_of(state, &row).await {
                 Ok(plan) => plan.jobs.get(index).map_or(LOST_AGENT_RETRIES, |j| {
                     let r = &j.retry;
-                    // `retry: N` alone means every kind of failure, as in GitLab.
-                    match r.when.is_empty() || r.when.iter().any(|w| w == "always" || w == "runner_system_failure") {
+                    // `retry: N` alone means every kind of failure, as in GitLab; a lost agent
+                    // is a runner that failed or was interrupted.
+                    let lost =
+                        |w: &String| matches!(w.as_str(), "always" | "runner_system_failure" | "runner_interrupted");
+                    match r.when.is_empty() || r.when.iter().any(lost) {
                         true => r.max.max(LOST_AGENT_RETRIES),
                         false => LOST_AGENT_RETRIES,
                     }

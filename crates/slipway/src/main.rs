@@ -477,8 +477,19 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         }
         Command::Validate { file, json } => {
             let root = project_dir(cli.project_dir)?;
-            let (loaded, plan) = run::load_and_plan(&root, &file, 0, ui)?;
+            let (loaded, plan) = run::load_and_plan_to_validate(&root, &file, ui)?;
             let what = loaded.source.describe(&root);
+            let Some(plan) = plan else {
+                if json {
+                    println!("{}", serde_json::json!({"valid": true, "file": what, "jobs": 0, "stages": []}));
+                } else {
+                    println!(
+                        "{} {what} is valid; no job runs for this commit (see the warning)",
+                        ui.paint("32;1", "ok:")
+                    );
+                }
+                return Ok(exit::OK);
+            };
             if json {
                 println!(
                     "{}",

@@ -81,6 +81,34 @@ pub fn load_and_plan(root: &Path, file: &FileArgs, pipeline_id: u64, ui: &Ui) ->
     Ok((loaded, plan))
 }
 
+/// [`load_and_plan`] for `slipway validate`: a valid file that runs nothing for this commit
+/// (every job excluded, or `workflow:rules`) is no error — the reason is printed as a
+/// warning and there is no plan.
+pub fn load_and_plan_to_validate(root: &Path, file: &FileArgs, ui: &Ui) -> Result<(Loaded, Option<Plan>)> {
+    let loaded = project::load(root, file.file.as_deref(), ui)?;
+    let checkout = Checkout::read(root);
+    let input = PlanInput {
+        root,
+        checkout: &checkout,
+        pipeline_id: 0,
+        source: &file.source,
+        overrides: overrides(file)?,
+        snapshot: None,
+    };
+    match slipway_runner::project::make_plan(&loaded, &input) {
+        Ok(plan) => Ok((loaded, Some(plan))),
+        Err(i) if i.nothing_to_run => {
+            for d in &i.diagnostics {
+                let mut w = d.clone();
+                w.severity = slipway_pipeline::Severity::Warning;
+                ui.diagnostic(&i.sources, &w);
+            }
+            Ok((loaded, None))
+        }
+        Err(_) => project::make_plan(&loaded, &input, ui).map(|plan| (loaded, Some(plan))),
+    }
+}
+
 /// Ctrl-C/SIGTERM: the first asks jobs to stop (SIGTERM, grace, SIGKILL), the second kills
 /// them at once.
 fn handle_signals(cancel: Cancel, ui: Ui) {

@@ -98,7 +98,16 @@ fn empty_and_jobless_files() {
 
 #[test]
 fn rules_that_exclude_every_job() {
-    insta::assert_snapshot!(check("job:\n  rules:\n    - if: $NEVER_SET\n  script: x\n", &[]));
+    // The file is valid (`validate` warns), but `run` refuses to run an empty pipeline.
+    let r = Repo::new(&[(".gitlab-ci.yml", "job:\n  rules:\n    - if: $NEVER_SET\n  script: x\n")]);
+    let v = r.slipway(&["validate"]);
+    assert_eq!(v.code, 0, "{}", v.debug());
+    assert!(v.stderr.contains("warning: every job was excluded"), "{}", v.debug());
+    let run = r.slipway(&["run"]);
+    assert_eq!(run.code, 2, "{}", run.debug());
+    assert!(!r.path().join(".slipway/runs/1").exists(), "nothing may run");
+    let root = r.path().canonicalize().unwrap();
+    insta::assert_snapshot!(run.stderr.replace(&root.display().to_string(), "[ROOT]"));
 }
 
 #[test]

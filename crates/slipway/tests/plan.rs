@@ -119,3 +119,148 @@ fn completions_are_generated() {
     assert_eq!(out.code, 0);
     assert!(out.stdout.contains("_slipway"));
 }
+
+/// `only:`/`except:` as GitLab reads them in real files: a ref `@group/project` runs only in
+/// that project (not in a fork), `merge_requests` matches merge-request pipelines, which jobs
+/// with the default `only` (branches, tags) stay out of; `=~ "string"` is a substring match;
+/// every documented `retry:when` (here `runner_interrupted`) is taken.
+#[test]
+fn only_refs_with_a_project_merge_requests_substring_matches_and_retry_reasons() {
+    let r = Repo::new(&[(
+        ".gitlab-ci.yml",
+        r#"upstream:
+  only: [main@group/proj]
+  script: [echo up]
+upstream_regex:
+  only: ['/^ma/@group/proj']
+  script: [echo up]
+in_a_fork:
+  only: [main@other/proj]
+  script: [echo fork]
+not_here:
+  except: [main@group/proj]
+  script: [echo no]
+mr_only:
+  only: [merge_requests]
+  script: [echo mr]
+default_only:
+  script: [echo default]
+contains:
+  rules:
+    - if: '$CI_PIPELINE_SOURCE == "push" && $CI_COMMIT_BRANCH =~ "ai"'
+  script: [echo contains]
+escaped:
+  rules:
+    - if: '$CI_COMMIT_BRANCH =~ "m.in"'
+  script: [echo never]
+interrupted:
+  retry: {max: 2, when: [runner_interrupted, script_failure]}
+  script: [echo ok]
+manual_kept:
+  when: manual
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "push"
+  script: [echo manual]
+manual_by_rule:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "push"
+      when: manual
+  script: [echo manual]
+"#,
+    )]);
+    r.git(&["remote", "add", "origin", "https://gitlab.example.com/group/proj.git"]);
+    let names = |source: &str| {
+        let out = r.slipway(&["plan", "--format", "json", "--source", source]);
+        assert_eq!(out.code, 0, "{}", out.debug());
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names("push"),
+        ["upstream", "upstream_regex", "default_only", "contains", "interrupted", "manual_kept", "manual_by_rule"]
+    );
+    // A job-level `when: manual` kept by its rule may fail (GitLab's default for manual jobs);
+    // `when: manual` set by the rule may not.
+    let out = r.slipway(&["plan", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let job = |n: &str| v["jobs"].as_array().unwrap().iter().find(|j| j["name"] == n).unwrap().clone();
+    assert_eq!(job("manual_kept")["allow_failure"], true, "{v}");
+    assert!(job("manual_by_rule")["allow_failure"].is_null(), "{v}");
+    assert_eq!(names("merge_request_event"), ["mr_only"]);
+}
+
+/// Valid in GitLab and found in real files: `key: null` unsetting what `extends` brings,
+/// a variable's `value: true`, and `artifacts:reports:coverage_report` in its mapping form.
+#[test]
+fn nulls_unset_inherited_keywords_and_gitlabs_other_valid_forms_are_taken() {
+    let r = Repo::new(&[(
+        ".gitlab-ci.yml",
+        r#".base:
+  parallel: 2
+  after_script: [echo bye]
+  retry: 2
+job:
+  extends: .base
+  parallel: null
+  after_script: null
+  retry: null
+  variables:
+    FLAG: {value: true, description: a flag}
+    COUNT: 3
+  script: [echo "$FLAG $COUNT"]
+  artifacts:
+    reports:
+      coverage_report: {coverage_format: cobertura, path: coverage.xml}
+"#,
+    )]);
+    let out = r.slipway(&["plan", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.debug());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let jobs = v["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "parallel: null leaves one job: {v}");
+    assert_eq!(jobs[0]["name"], "job", "{v}");
+    assert!(jobs[0]["after_script"].is_null() && jobs[0]["retry"].is_null(), "{v}");
+    let run = r.slipway(&["run", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    assert_eq!(run.log("job")[1], "true 3");
+    let bad = r#"job:
+  script: [echo]
+  artifacts:
+    reports:
+      coverage_report: {coverage_format: lcov, path: c.info}
+"#;
+    r.write(".gitlab-ci.yml", bad);
+    let out = r.slipway(&["validate"]);
+    assert_eq!(out.code, 2, "{}", out.debug());
+    assert!(
+        out.stderr.contains(".gitlab-ci.yml:5:42") && out.stderr.contains("`coverage_format` cannot be `lcov`"),
+        "{}",
+        out.debug()
+    );
+}
+
+/// GitLab's validation where slipway was laxer: a job without `stage` is in `test`, which
+/// must then be among the `stages`.
+#[test]
+fn a_job_in_the_default_stage_needs_test_among_the_stages() {
+    let r = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "stages: [build]\ncompile:\n  stage: build\n  script: [make]\nlint:\n  script: [echo lint]\n",
+    )]);
+    let out = r.slipway(&["validate"]);
+    assert_eq!(out.code, 2, "{}", out.debug());
+    assert!(
+        out.stderr.contains(".gitlab-ci.yml:5:1")
+            && out.stderr.contains("job `lint` has no `stage`, so it is in `test`, which `stages` does not list"),
+        "{}",
+        out.debug()
+    );
+    // A valid file whose jobs are all excluded on this branch: valid, with a warning; `run`
+    // still refuses to run an empty pipeline.
+    r.write(".gitlab-ci.yml", "release:\n  only: [tags]\n  script: [echo release]\n");
+    let out = r.slipway(&["validate"]);
+    assert_eq!(out.code, 0, "{}", out.debug());
+    assert!(out.stderr.contains("warning") && out.stderr.contains("every job was excluded"), "{}", out.debug());
+    assert!(out.stdout.contains("is valid; no job runs for this commit"), "{}", out.debug());
+    assert_eq!(r.slipway(&["run"]).code, 2);
+}

@@ -509,6 +509,8 @@ fn include_extends_and_reference_compose() {
             ".base:\n  variables:\n    A: from-base\n    B: from-base\n  before_script:\n    - echo setup\n",
         ),
         ("ci/templates/more.yml", ".more:\n  extends: .base\n  variables:\n    B: from-more\n"),
+        // Included last: an empty file (only a comment) keeps what came before it.
+        ("ci/templates/zz-empty.yml", "# nothing here yet\n"),
         (
             ".slipway.yml",
             r#"
