@@ -1383,6 +1383,18 @@ impl Cx {
                 "script" => {
                     job.script = self.script(v, "script");
                     has_script = true;
+                    let literal = match &v.value {
+                        Value::Str(_) => true,
+                        Value::Seq(items) => items.iter().all(|i| matches!(i.value, Value::Str(_))),
+                        _ => false,
+                    };
+                    // (A `!reference` that found nothing has its own error.)
+                    if literal && job.script.iter().all(|l| l.trim().is_empty()) {
+                        self.err(v.span, format!("job `{}` has a blank `script`", job.name)).hint = Some(
+                            "GitLab refuses a job without a command: give it one (`script: [\"true\"]` does nothing)"
+                                .into(),
+                        );
+                    }
                 }
                 "before_script" => job.before_script = self.script(v, "before_script"),
                 "after_script" => job.after_script = self.script(v, "after_script"),

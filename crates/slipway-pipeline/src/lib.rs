@@ -9,6 +9,7 @@ pub mod diag;
 pub mod duration;
 pub use slipway_model::environment;
 pub mod expr;
+pub mod inputs;
 pub mod load;
 pub mod model;
 pub mod plan;
@@ -27,8 +28,8 @@ pub fn load_pipeline(
     file: &Path,
     sources: &mut SourceMap,
 ) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let root = load::load(project_dir, file, sources)?;
-    finish(root)
+    let loaded = load::load(project_dir, file, sources)?;
+    finish(loaded)
 }
 
 /// Like [`load_pipeline`] for text in memory (`name` is what diagnostics call the file).
@@ -38,8 +39,8 @@ pub fn load_pipeline_text(
     text: &str,
     sources: &mut SourceMap,
 ) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let root = load::load_text(project_dir, name, text.to_string(), sources)?;
-    finish(root)
+    let loaded = load::load_text(project_dir, name, text.to_string(), sources)?;
+    finish(loaded)
 }
 
 /// Reads a Prometheus rule file from text (`slipway alerts check|test`): the rules, or every error.
@@ -94,10 +95,12 @@ pub fn load_application(
     compile::compile_application(root)
 }
 
-fn finish(root: yaml::Node) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let c = compile::compile(root);
+fn finish(loaded: load::Loaded) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let c = compile::compile(loaded.root);
+    let mut diagnostics = loaded.warnings;
+    diagnostics.extend(c.diagnostics);
     match c.pipeline {
-        Some(p) => Ok((p, c.diagnostics)),
-        None => Err(c.diagnostics),
+        Some(p) => Ok((p, diagnostics)),
+        None => Err(diagnostics),
     }
 }

@@ -10,12 +10,18 @@ const MAX_INCLUDES: usize = 150;
 
 /// Reads `main` (relative paths in `include:local` resolve against `project_dir`) and merges
 /// every included file into one tree, the including file winning on conflicts.
-pub fn load(project_dir: &Path, main: &Path, sources: &mut SourceMap) -> Result<Node, Vec<Diagnostic>> {
+pub fn load(project_dir: &Path, main: &Path, sources: &mut SourceMap) -> Result<Loaded, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(main).map_err(|e| {
         let id = sources.add(main, String::new());
         vec![Diagnostic::error(Span::new(id, 1, 1, 1, 1), format!("cannot read pipeline file: {e}"))]
     })?;
     load_text(project_dir, main, text, sources)
+}
+
+/// The merged tree, and what GitLab tolerates that the files did (duplicate keys).
+pub struct Loaded {
+    pub root: Node,
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Like [`load`], for text already in memory (the built-in template, tests).
@@ -24,23 +30,46 @@ pub fn load_text(
     name: &Path,
     text: String,
     sources: &mut SourceMap,
-) -> Result<Node, Vec<Diagnostic>> {
-    let mut l = Loader { project_dir: project_dir.to_path_buf(), sources, errors: Vec::new(), count: 0 };
+) -> Result<Loaded, Vec<Diagnostic>> {
+    let mut l =
+        Loader { project_dir: project_dir.to_path_buf(), sources, errors: Vec::new(), warnings: Vec::new(), count: 0 };
     let id = l.sources.add(name, text);
-    let node = yaml::parse(l.sources.text(id), id)?;
+    let doc = yaml::parse_pipeline(l.sources.text(id), id)?;
+    let node = l.with_inputs(doc, None, Span::new(id, 1, 1, 1, 1));
     let mut stack = vec![name.to_path_buf()];
     let merged = l.expand(node, &mut stack);
-    if l.errors.is_empty() { Ok(merged) } else { Err(l.errors) }
+    if l.errors.is_empty() { Ok(Loaded { root: merged, warnings: l.warnings }) } else { Err(l.errors) }
 }
 
 struct Loader<'a> {
     project_dir: PathBuf,
     sources: &'a mut SourceMap,
     errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
     count: usize,
 }
 
 impl Loader<'_> {
+    /// A parsed file's configuration with its inputs interpolated: the values `given` (an
+    /// include's `inputs:`; `at` is that include) or the spec's defaults.
+    fn with_inputs(&mut self, doc: yaml::PipelineDoc, given: Option<&Node>, at: Span) -> Node {
+        self.warnings.extend(doc.warnings);
+        let spec =
+            match &doc.header {
+                Some(h) => crate::inputs::Spec::read(h, &mut self.errors),
+                None => {
+                    if let Some(g) = given {
+                        self.errors.push(Diagnostic::error(g.span, "the included file declares no inputs").with_hint(
+                            "give `inputs:` only to a file that starts with a `spec:inputs` header and `---`",
+                        ));
+                    }
+                    crate::inputs::Spec::default()
+                }
+            };
+        let values = spec.resolve(given, at, &mut self.errors);
+        crate::inputs::interpolate(doc.root, &values, &mut self.errors)
+    }
+
     /// Replaces the `include` key of `node` by the merged contents of the included files.
     fn expand(&mut self, node: Node, stack: &mut Vec<PathBuf>) -> Node {
         let Value::Map(entries) = node.value else {
@@ -61,6 +90,7 @@ impl Loader<'_> {
             _ => vec![inc],
         };
         for item in items {
+            let given = item.get("inputs").cloned();
             for (path, span) in self.include_paths(&item, &key) {
                 if stack.contains(&path) {
                     let chain: Vec<String> = stack.iter().chain([&path]).map(|p| p.display().to_string()).collect();
@@ -92,10 +122,13 @@ impl Loader<'_> {
                     }
                 };
                 let id = self.sources.add(&path, text);
-                match yaml::parse(self.sources.text(id), id) {
-                    // An empty file (or only comments) adds nothing, and takes nothing away.
-                    Ok(n) if matches!(n.value, Value::Null) => {}
-                    Ok(n) => {
+                match yaml::parse_pipeline(self.sources.text(id), id) {
+                    Ok(doc) => {
+                        let n = self.with_inputs(doc, given.as_ref(), span);
+                        // An empty file (or only comments) adds nothing, and takes nothing away.
+                        if matches!(n.value, Value::Null) {
+                            continue;
+                        }
                         if !matches!(n.value, Value::Map(_)) {
                             self.errors.push(Diagnostic::error(
                                 n.span,
@@ -145,8 +178,8 @@ impl Loader<'_> {
                                 )),
                         ),
                         "remote" | "project" | "component" => self.offline(k.span, &format!("include:{}", k.name)),
-                        "file" | "ref" => {}
-                        "rules" | "inputs" => self.errors.push(
+                        "file" | "ref" | "inputs" => {}
+                        "rules" => self.errors.push(
                             Diagnostic::error(k.span, format!("`include:{}` is not supported yet", k.name))
                                 .with_hint("include the file unconditionally, and put `rules` on the jobs it defines"),
                         ),

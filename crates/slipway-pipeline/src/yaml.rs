@@ -117,12 +117,19 @@ pub fn to_json(n: &Node) -> serde_json::Value {
 }
 
 pub fn parse(text: &str, file: FileId) -> Result<Node, Vec<Diagnostic>> {
-    let mut b =
-        Builder { file, parser: Parser::new_from_str(text), anchors: HashMap::new(), errors: Vec::new(), nodes: 0 };
-    let root = b.document();
-    match root {
-        Ok(root) if b.errors.is_empty() => Ok(root),
-        Ok(_) => Err(b.errors),
+    let mut b = Builder::new(text, file, false);
+    let docs = b.documents();
+    match docs {
+        Ok(mut docs) if b.errors.is_empty() && docs.len() <= 1 => Ok(docs.pop().unwrap_or_else(|| b.empty())),
+        Ok(docs) => {
+            if let Some(second) = docs.get(1) {
+                b.errors.push(
+                    Diagnostic::error(second.span, "this file holds one YAML document; found another after `---`")
+                        .with_hint("remove the `---` line, or move the second document into its own file"),
+                );
+            }
+            Err(b.errors)
+        }
         Err(e) => {
             b.errors.push(e);
             Err(b.errors)
@@ -130,15 +137,90 @@ pub fn parse(text: &str, file: FileId) -> Result<Node, Vec<Diagnostic>> {
     }
 }
 
+/// A pipeline file as GitLab reads it: an optional header document before `---` holding
+/// `spec:` (its CI/CD inputs), the configuration, and what GitLab's YAML tolerates as
+/// warnings (a duplicate key: the last value wins).
+pub struct PipelineDoc {
+    pub header: Option<Node>,
+    pub root: Node,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses a pipeline file (the main one or an included one); see [`PipelineDoc`].
+pub fn parse_pipeline(text: &str, file: FileId) -> Result<PipelineDoc, Vec<Diagnostic>> {
+    let mut b = Builder::new(text, file, true);
+    let mut docs = match b.documents() {
+        Ok(d) => d,
+        Err(e) => {
+            b.errors.push(e);
+            return Err(b.errors);
+        }
+    };
+    let is_header = |n: &Node| matches!(&n.value, Value::Map(m) if m.iter().any(|(k, _)| k.name == "spec"));
+    let header = match docs.len() {
+        0 | 1 => None,
+        2 if is_header(&docs[0]) => {
+            if let Value::Map(m) = &docs[0].value
+                && let Some((k, _)) = m.iter().find(|(k, _)| k.name != "spec")
+            {
+                b.errors.push(
+                    Diagnostic::error(k.span, format!("the header before `---` holds only `spec:`, not `{}`", k.name))
+                        .with_hint("move it into the configuration after the `---` line"),
+                );
+            }
+            Some(docs.remove(0))
+        }
+        _ => {
+            let d = Diagnostic::error(
+                docs[1].span,
+                "a pipeline file holds one YAML document, or a `spec:` header, `---` and the configuration",
+            );
+            b.errors.push(if is_header(&docs[0]) {
+                d.with_hint("only one document may follow the `spec:` header")
+            } else {
+                d.with_hint(
+                    "a document before `---` must be a `spec:` header (CI/CD inputs); else remove the `---` line, \
+                     or move the second document into its own file and `include` it",
+                )
+            });
+            None
+        }
+    };
+    if !b.errors.is_empty() {
+        return Err(b.errors);
+    }
+    let root = docs.pop().unwrap_or_else(|| b.empty());
+    Ok(PipelineDoc { header, root, warnings: b.warnings })
+}
+
 struct Builder<'a> {
     file: FileId,
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     anchors: HashMap<usize, Node>,
     errors: Vec<Diagnostic>,
+    /// A duplicate key is a warning and the last value wins (GitLab's YAML), not an error.
+    lenient: bool,
+    warnings: Vec<Diagnostic>,
     nodes: usize,
 }
 
 impl<'a> Builder<'a> {
+    fn new(text: &'a str, file: FileId, lenient: bool) -> Builder<'a> {
+        Builder {
+            file,
+            parser: Parser::new_from_str(text),
+            anchors: HashMap::new(),
+            errors: Vec::new(),
+            lenient,
+            warnings: Vec::new(),
+            nodes: 0,
+        }
+    }
+
+    fn empty(&self) -> Node {
+        Node::new(Value::Null, Span::new(self.file, 1, 1, 1, 1))
+    }
+
     fn span(&self, s: YSpan) -> Span {
         Span::new(
             self.file,
@@ -163,8 +245,9 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn document(&mut self) -> Result<Node, Diagnostic> {
-        let mut root: Option<Node> = None;
+    /// Every document of the stream, in order (empty ones left out).
+    fn documents(&mut self) -> Result<Vec<Node>, Diagnostic> {
+        let mut docs = Vec::new();
         loop {
             let (ev, sp) = self.next()?;
             match ev {
@@ -175,28 +258,16 @@ impl<'a> Builder<'a> {
                         continue;
                     }
                     let node = self.node(ev, sp2, 0)?;
-                    if root.is_some() {
-                        self.errors.push(
-                            Diagnostic::error(
-                                node.span,
-                                "a pipeline file holds one YAML document; found another after `---`",
-                            )
-                            .with_hint(
-                                "remove the `---` line, or move the second document into its own file and `include` it",
-                            ),
-                        );
-                    } else {
-                        root = Some(node);
-                    }
+                    docs.push(node);
                 }
                 Event::StreamEnd => break,
                 other => {
                     let node = self.node(other, sp, 0)?;
-                    root.get_or_insert(node);
+                    docs.push(node);
                 }
             }
         }
-        Ok(root.unwrap_or_else(|| Node::new(Value::Null, Span::new(self.file, 1, 1, 1, 1))))
+        Ok(docs)
     }
 
     fn count(&mut self, span: Span) -> Result<(), Diagnostic> {
@@ -329,10 +400,24 @@ impl<'a> Builder<'a> {
                 }
                 continue;
             }
-            if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == key.name) {
-                self.errors.push(Diagnostic::error(key.span, format!("duplicate key `{}`", key.name)).with_hint(
-                    format!("`{}` is already defined at line {}; remove one of them", key.name, first.span.start_line),
-                ));
+            if let Some(i) = entries.iter().position(|(k, _)| k.name == key.name) {
+                let line = entries[i].0.span.start_line;
+                if self.lenient {
+                    // GitLab's YAML keeps the last value, where the first key stood.
+                    self.warnings.push(
+                        Diagnostic::warning(
+                            key.span,
+                            format!("duplicate key `{}`: this value replaces the one at line {line}", key.name),
+                        )
+                        .with_hint("remove one of them (GitLab keeps the last; `--strict` makes this an error)"),
+                    );
+                    entries[i].1 = value;
+                    continue;
+                }
+                self.errors.push(
+                    Diagnostic::error(key.span, format!("duplicate key `{}`", key.name))
+                        .with_hint(format!("`{}` is already defined at line {line}; remove one of them", key.name)),
+                );
                 continue;
             }
             entries.push((key, value));

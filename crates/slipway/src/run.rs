@@ -135,6 +135,15 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         std::thread::spawn(move || slipway_runner::workspace::Snapshot::take(&root))
     });
     let loaded = project::load(&root, args.file.file.as_deref(), ui)?;
+    let duplicates = loaded.warnings.iter().filter(|w| w.message.starts_with("duplicate key")).count();
+    if args.strict && duplicates > 0 {
+        return Err(UserError::new(format!(
+            "--strict: {} in the pipeline (warned above)",
+            project::plural(duplicates, "duplicate key")
+        ))
+        .hint("remove the duplicates, or drop --strict (GitLab keeps the last value)")
+        .into());
+    }
     let mut over = overrides(&args.file)?;
     let mut secrets: Vec<String> = Vec::new();
     for (k, v) in request::secrets(&args.secret, &args.secret_file).map_err(refused)? {

@@ -80,7 +80,20 @@ fn includes_and_offline_keywords() {
 
 #[test]
 fn duplicate_keys_and_yaml_syntax() {
-    insta::assert_snapshot!(check("job:\n  script: a\n  stage: test\n  script: b\n", &[]));
+    // GitLab keeps a duplicate key's last value: a warning at its place; an error with --strict.
+    let r = Repo::new(&[(".gitlab-ci.yml", "job:\n  script: echo a\n  stage: test\n  script: echo b\n")]);
+    let run = r.slipway(&["run", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    assert!(
+        run.stderr.contains("warning: duplicate key `script`: this value replaces the one at line 2")
+            && run.stderr.contains(".gitlab-ci.yml:4:3"),
+        "{}",
+        run.debug()
+    );
+    assert_eq!(run.log("job")[1], "b");
+    let strict = r.slipway(&["run", "--strict"]);
+    assert_eq!(strict.code, 2, "{}", strict.debug());
+    assert!(strict.stderr.contains("--strict: 1 duplicate key in the pipeline"), "{}", strict.debug());
     insta::assert_snapshot!("syntax", check("job:\n  script: echo: a: b\n  stage: test\n", &[]));
 }
 

@@ -264,3 +264,19 @@ fn a_job_in_the_default_stage_needs_test_among_the_stages() {
     assert!(out.stdout.contains("is valid; no job runs for this commit"), "{}", out.debug());
     assert_eq!(r.slipway(&["run"]).code, 2);
 }
+
+/// GitLab refuses a blank `script` (`[]`, `""`, only blank lines); so does slipway.
+#[test]
+fn a_blank_script_is_an_error_at_its_place() {
+    let r = Repo::new(&[(".gitlab-ci.yml", "empty:\n  script: []\nblank:\n  script: ['  ']\n")]);
+    let out = r.slipway(&["validate"]);
+    assert_eq!(out.code, 2, "{}", out.debug());
+    for want in [
+        ".gitlab-ci.yml:2:11",
+        "job `empty` has a blank `script`",
+        ".gitlab-ci.yml:4:11",
+        "job `blank` has a blank `script`",
+    ] {
+        assert!(out.stderr.contains(want), "{want}: {}", out.debug());
+    }
+}

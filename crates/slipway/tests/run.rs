@@ -733,3 +733,68 @@ fn jobs_with_gitlabs_longest_names_run_and_keep_their_logs() {
     // (Their timings may match to the tenth of a millisecond; their last lines do not.)
     assert_eq!((a.stdout.lines().last(), b.stdout.lines().last()), (Some("a"), Some("b")), "{}{}", a.stdout, b.stdout);
 }
+
+/// CI/CD inputs (GitLab's `spec:inputs`): an included file's header declares inputs with
+/// types, defaults, options and a regex; `include: inputs:` gives them; `$[[ inputs.x ]]` is
+/// interpolated in job names and values (a whole value keeps its type: `parallel` gets a
+/// number) with `truncate`; the main file's own header is read with its defaults; bad values
+/// are errors at their place.
+#[test]
+fn inputs_are_declared_given_checked_and_interpolated() {
+    let deploy = r#"spec:
+  inputs:
+    env:
+      options: [dev, prod]
+    stage:
+      default: test
+    replicas:
+      type: number
+      default: 2
+    tag:
+      regex: ^v\d+
+      default: v12
+---
+deploy-$[[ inputs.env ]]:
+  stage: $[[ inputs.stage ]]
+  parallel: $[[ inputs.replicas ]]
+  script:
+    - echo "to $[[ inputs.env ]] $[[ inputs.tag | truncate(0,2) ]]"
+"#;
+    let main = "spec:\n  inputs:\n    greeting:\n      default: hello\n---\ninclude:\n  - local: ci/deploy.yml\n    inputs: {env: prod}\nhi:\n  script:\n    - echo \"$[[ inputs.greeting ]]\"\n";
+    let r = Repo::new(&[("ci/deploy.yml", deploy), (".gitlab-ci.yml", main)]);
+    let run = r.slipway(&["run", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let names: Vec<String> = run.statuses().into_iter().map(|(n, s)| format!("{n}={s}")).collect();
+    assert_eq!(names, ["deploy-prod 1/2=success", "deploy-prod 2/2=success", "hi=success"], "{}", run.debug());
+    assert_eq!(run.log("hi")[1], "hello");
+    assert_eq!(run.log("deploy-prod 1/2")[1], "to prod v1");
+    // An option not allowed, a wrong type, an unknown input; then a required one left out.
+    r.write(
+        ".gitlab-ci.yml",
+        "include:\n  - local: ci/deploy.yml\n    inputs: {env: qa, replicas: many, colour: red}\n",
+    );
+    let v = r.slipway(&["validate"]);
+    assert_eq!(v.code, 2, "{}", v.debug());
+    for want in [
+        ".gitlab-ci.yml:3:19",
+        "input `env` cannot be `qa`",
+        "its options: dev, prod",
+        "input `replicas` is a number, not a string",
+        "unknown input `colour`",
+    ] {
+        assert!(v.stderr.contains(want), "{want}: {}", v.debug());
+    }
+    r.write(".gitlab-ci.yml", "include:\n  - local: ci/deploy.yml\n");
+    let v = r.slipway(&["validate"]);
+    assert_eq!(v.code, 2, "{}", v.debug());
+    assert!(v.stderr.contains("input `env` is required (it has no default)"), "{}", v.debug());
+    // An input nobody declares, in a file without a header.
+    r.write(".gitlab-ci.yml", "job:\n  script:\n    - echo $[[ inputs.nope ]]\n");
+    let v = r.slipway(&["validate"]);
+    assert_eq!(v.code, 2, "{}", v.debug());
+    assert!(
+        v.stderr.contains("unknown input `nope`") && v.stderr.contains("add a `spec:inputs` header"),
+        "{}",
+        v.debug()
+    );
+}
