@@ -23,6 +23,9 @@ pub struct Checkout {
     pub before_sha: Option<String>,
     pub project_name: String,
     pub project_path: String,
+    /// Where the project lives, from the `origin` remote (`https://gitlab.example.com`):
+    /// GitLab's `CI_SERVER_URL`.
+    pub server_url: Option<String>,
 }
 
 impl Checkout {
@@ -72,6 +75,7 @@ impl Checkout {
                 before_sha: None,
                 project_name: name.clone(),
                 project_path: origin.as_deref().and_then(path_from_remote).unwrap_or(name),
+                server_url: origin.as_deref().and_then(server_from_remote),
             };
         };
         let mut lines = head.splitn(5, '\n');
@@ -118,6 +122,7 @@ impl Checkout {
             before_sha,
             project_name: name,
             project_path,
+            server_url: origin.as_deref().and_then(server_from_remote),
         }
     }
 
@@ -189,6 +194,29 @@ fn read_ref_files(git_dir: &Path) -> Option<RefFiles> {
     Some(RefFiles { symbolic, refs, origin })
 }
 
+/// The forge's address from a remote URL: `https://host[:port]` for HTTP(S) remotes, and
+/// `https://host` for ssh ones (`git@host:group/p.git`, `ssh://git@host:2222/group/p`); none
+/// for a local path.
+fn server_from_remote(url: &str) -> Option<String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, rest)) => (s, rest),
+        None => {
+            // scp-like: `[user@]host:path` (not a Windows drive or a plain path).
+            let (host, _) = url.split_once(':')?;
+            let host = host.rsplit('@').next()?;
+            return (!host.is_empty() && !host.contains('/')).then(|| format!("https://{host}"));
+        }
+    };
+    let authority = rest.split('/').next()?.rsplit('@').next()?;
+    match scheme {
+        "http" | "https" if !authority.is_empty() => Some(format!("{scheme}://{authority}")),
+        "ssh" | "git+ssh" if !authority.is_empty() => {
+            Some(format!("https://{}", authority.split(':').next().unwrap_or(authority)))
+        }
+        _ => None,
+    }
+}
+
 fn path_from_remote(url: &str) -> Option<String> {
     let u = url.trim_end_matches('/').trim_end_matches(".git");
     let path = if let Some((_, rest)) = u.split_once("://") {
@@ -244,6 +272,21 @@ mod tests {
         assert_eq!((c.default_branch.as_str(), c.project_path.as_str()), ("trunk", "group/sub/proj"));
         sh(p, &["checkout", "-q", "--detach"]);
         assert_eq!(read_ref_files(&p.join(".git")).unwrap().symbolic, None);
+    }
+
+    #[test]
+    fn server_urls_from_remotes() {
+        for (url, want) in [
+            ("https://gitlab.example.com/group/proj.git", Some("https://gitlab.example.com")),
+            ("http://127.0.0.1:8929/group/proj", Some("http://127.0.0.1:8929")),
+            ("https://token@gitlab.example.com/g/p.git", Some("https://gitlab.example.com")),
+            ("git@gitlab.example.com:group/proj.git", Some("https://gitlab.example.com")),
+            ("ssh://git@gitlab.example.com:2222/group/proj.git", Some("https://gitlab.example.com")),
+            ("/srv/git/proj.git", None),
+            ("file:///srv/git/proj.git", None),
+        ] {
+            assert_eq!(server_from_remote(url).as_deref(), want, "{url}");
+        }
     }
 
     #[test]

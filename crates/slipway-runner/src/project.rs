@@ -160,8 +160,30 @@ pub fn predefined(c: &Checkout, dir: &Path, pipeline_id: u64, source: &str) -> V
     set("CI_COMMIT_SHA", c.sha.clone());
     set("CI_COMMIT_SHORT_SHA", c.sha.chars().take(8).collect());
     let ref_name = c.tag.clone().or_else(|| c.branch.clone()).unwrap_or_else(|| "HEAD".into());
-    if let Some(b) = &c.branch {
-        set("CI_COMMIT_BRANCH", b.clone());
+    let merge_request = source == "merge_request_event";
+    match &c.branch {
+        // A merge-request pipeline has no branch (GitLab): its source branch is the MR's.
+        Some(b) if merge_request => {
+            let title = c.message.lines().next().unwrap_or("").to_string();
+            set("CI_MERGE_REQUEST_ID", "1".into());
+            set("CI_MERGE_REQUEST_IID", "1".into());
+            set("CI_MERGE_REQUEST_EVENT_TYPE", "detached".into());
+            set("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", b.clone());
+            set("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", c.sha.clone());
+            set("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", c.default_branch.clone());
+            set("CI_MERGE_REQUEST_TITLE", title);
+            set("CI_MERGE_REQUEST_PROJECT_PATH", c.project_path.clone());
+            set("CI_MERGE_REQUEST_SOURCE_PROJECT_PATH", c.project_path.clone());
+            if let Some(base) = &c.before_sha {
+                set("CI_MERGE_REQUEST_DIFF_BASE_SHA", base.clone());
+            }
+            if let Some(url) = &c.server_url {
+                set("CI_MERGE_REQUEST_PROJECT_URL", format!("{url}/{}", c.project_path));
+                set("CI_MERGE_REQUEST_SOURCE_PROJECT_URL", format!("{url}/{}", c.project_path));
+            }
+        }
+        Some(b) => set("CI_COMMIT_BRANCH", b.clone()),
+        None => {}
     }
     if let Some(t) = &c.tag {
         set("CI_COMMIT_TAG", t.clone());
@@ -183,6 +205,21 @@ pub fn predefined(c: &Checkout, dir: &Path, pipeline_id: u64, source: &str) -> V
     set("CI_PROJECT_PATH", c.project_path.clone());
     set("CI_PROJECT_PATH_SLUG", slug(&c.project_path));
     set("CI_PROJECT_NAMESPACE", c.project_path.rsplit_once('/').map(|(ns, _)| ns.to_string()).unwrap_or_default());
+    // Unknown outside a forge: a project is private unless told (`--var CI_PROJECT_VISIBILITY=public`).
+    set("CI_PROJECT_VISIBILITY", "private".into());
+    if let Some(url) = &c.server_url {
+        let (protocol, authority) = url.split_once("://").unwrap_or(("https", url));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.to_string()),
+            None => (authority.to_string(), if protocol == "http" { "80" } else { "443" }.to_string()),
+        };
+        set("CI_SERVER_URL", url.clone());
+        set("CI_SERVER_HOST", host.clone());
+        set("CI_SERVER_FQDN", authority.to_string());
+        set("CI_SERVER_PORT", port);
+        set("CI_SERVER_PROTOCOL", protocol.to_string());
+        set("CI_PROJECT_URL", format!("{url}/{}", c.project_path));
+    }
     v
 }
 

@@ -142,7 +142,9 @@ not_here:
   script: [echo no]
 mr_only:
   only: [merge_requests]
-  script: [echo mr]
+  script:
+    - echo "${CI_COMMIT_BRANCH:-no-branch} $CI_MERGE_REQUEST_SOURCE_BRANCH_NAME→$CI_MERGE_REQUEST_TARGET_BRANCH_NAME !$CI_MERGE_REQUEST_IID"
+    - echo "$CI_SERVER_HOST $CI_SERVER_URL $CI_PROJECT_URL $CI_PROJECT_VISIBILITY"
 default_only:
   script: [echo default]
 contains:
@@ -187,6 +189,17 @@ manual_by_rule:
     assert_eq!(job("manual_kept")["allow_failure"], true, "{v}");
     assert!(job("manual_by_rule")["allow_failure"].is_null(), "{v}");
     assert_eq!(names("merge_request_event"), ["mr_only"]);
+    // A merge-request pipeline's variables: no branch, the MR's source and target, the forge
+    // read from `origin`.
+    r.git(&["checkout", "-q", "-b", "feature"]);
+    let run = r.slipway(&["run", "--json", "--source", "merge_request_event"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let log = run.log("mr_only");
+    assert_eq!(log[1], "no-branch feature→main !1", "{log:?}");
+    assert_eq!(
+        log[3], "gitlab.example.com https://gitlab.example.com https://gitlab.example.com/group/proj private",
+        "{log:?}"
+    );
 }
 
 /// Valid in GitLab and found in real files: `key: null` unsetting what `extends` brings,
