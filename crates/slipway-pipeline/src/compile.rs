@@ -1661,7 +1661,11 @@ impl Cx {
                 all_needs.extend(r.needs.iter().flatten());
             }
             for need in all_needs {
-                match by_name.get(need.job.as_str()) {
+                // One instance of a `parallel` job by its generated name (`test: [1.22, linux]`).
+                let named = by_name.get(need.job.as_str()).or_else(|| {
+                    crate::plan::instance_base(&need.job).and_then(|b| by_name.get(b)).filter(|j| j.parallel.is_some())
+                });
+                match named {
                     None if need.optional => {}
                     None => {
                         let d = self
@@ -1683,7 +1687,10 @@ impl Cx {
             }
             if let Some(deps) = &job.dependencies {
                 for (dep, span) in deps {
-                    match by_name.get(dep.as_str()) {
+                    let named = by_name.get(dep.as_str()).or_else(|| {
+                        crate::plan::instance_base(dep).and_then(|b| by_name.get(b)).filter(|j| j.parallel.is_some())
+                    });
+                    match named {
                         None => {
                             let d =
                                 self.err(*span, format!("job `{}` depends on `{dep}`, which is not defined", job.name));

@@ -282,7 +282,33 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
         if let Some(needs) = needs {
             let mut out = Vec::new();
             for need in &needs {
-                let Some(insts) = instances.get(need.job.as_str()) else {
+                // A need of one instance by its generated name: that instance alone.
+                let one: Vec<Instance> = match instances.get(need.job.as_str()) {
+                    Some(_) => Vec::new(),
+                    None => instance_base(&need.job)
+                        .and_then(|b| instances.get(b))
+                        .into_iter()
+                        .flatten()
+                        .filter(|(n, _)| *n == need.job)
+                        .cloned()
+                        .collect(),
+                };
+                let found = instances.get(need.job.as_str()).or((!one.is_empty()).then_some(&one));
+                let Some(insts) = found else {
+                    let siblings = instance_base(&need.job).and_then(|b| instances.get(b).map(|i| (b, i)));
+                    if let (Some((base, insts)), false) = (siblings, need.optional) {
+                        let names: Vec<&str> = insts.iter().map(|(n, _)| n.as_str()).collect();
+                        errors.push(Diagnostic::error(
+                            need.span,
+                            format!(
+                                "job `{}` needs `{}`, but `{base}` has no such instance (it has {})",
+                                pj.name,
+                                need.job,
+                                names.join(", ")
+                            ),
+                        ));
+                        continue;
+                    }
                     if !need.optional {
                         errors.push(
                             Diagnostic::error(
@@ -322,7 +348,17 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
         pj.artifacts_from = match (&job.dependencies, &pj.needs) {
             (Some(deps), _) => deps
                 .iter()
-                .flat_map(|(d, _)| instances.get(d.as_str()).into_iter().flatten().map(|(n, _)| n.clone()))
+                .flat_map(|(d, _)| match instances.get(d.as_str()) {
+                    Some(insts) => insts.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+                    // One instance of a `parallel` job, by its generated name.
+                    None => instance_base(d)
+                        .and_then(|b| instances.get(b))
+                        .into_iter()
+                        .flatten()
+                        .filter(|(n, _)| n == d)
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                })
                 .collect(),
             (None, Some(needs)) => needs.iter().filter(|n| n.artifacts).map(|n| n.job.clone()).collect(),
             (None, None) => included.iter().filter(|(_, s)| *s < pj.stage_index).map(|(n, _)| n.clone()).collect(),
@@ -539,6 +575,19 @@ fn expand_parallel(job: &Job) -> Vec<(String, Vec<(String, String)>)> {
                 .collect()
         }
     }
+}
+
+/// The job a `parallel` instance's generated name belongs to: `test` of `test: [1.22, linux]`
+/// (matrix) or of `test 2/3` (count).
+pub fn instance_base(name: &str) -> Option<&str> {
+    if name.ends_with(']')
+        && let Some((base, _)) = name.split_once(": [")
+    {
+        return Some(base);
+    }
+    let (base, last) = name.rsplit_once(' ')?;
+    let (i, n) = last.split_once('/')?;
+    (i.parse::<u32>().is_ok() && n.parse::<u32>().is_ok()).then_some(base)
 }
 
 fn matrix_selects(mx: &[Vec<(String, Vec<String>)>], inst: &[(String, String)]) -> bool {

@@ -293,3 +293,54 @@ fn a_blank_script_is_an_error_at_its_place() {
         assert!(out.stderr.contains(want), "{want}: {}", out.debug());
     }
 }
+
+/// `needs` and `dependencies` may name one instance of a `parallel` job by its generated
+/// name, as GitLab allows; `needs:parallel:matrix` selects instances by their variables.
+#[test]
+fn needs_name_one_parallel_instance_by_its_generated_name() {
+    let r = Repo::new(&[(
+        ".gitlab-ci.yml",
+        r#"stages: [test, deploy]
+test:
+  stage: test
+  parallel:
+    matrix:
+      - GO: ["1.22", "1.23"]
+        OS: [linux]
+  script: [echo "$GO"]
+shard:
+  stage: test
+  parallel: 3
+  script: [echo shard]
+deploy:
+  stage: deploy
+  needs:
+    - job: test
+      parallel:
+        matrix:
+          - GO: "1.23"
+            OS: linux
+  script: [echo deploy]
+by_name:
+  stage: deploy
+  needs: ["test: [1.22, linux]", "shard 2/3"]
+  dependencies: ["test: [1.22, linux]"]
+  script: [echo by name]
+"#,
+    )]);
+    let out = r.slipway(&["plan", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.debug());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let job = |n: &str| v["jobs"].as_array().unwrap().iter().find(|j| j["name"] == n).unwrap().clone();
+    assert_eq!(job("deploy")["needs"], serde_json::json!(["test: [1.23, linux]"]), "{v}");
+    assert_eq!(job("by_name")["needs"], serde_json::json!(["test: [1.22, linux]", "shard 2/3"]), "{v}");
+    assert_eq!(job("by_name")["dependencies"], serde_json::json!(["test: [1.22, linux]"]), "{v}");
+    r.write(".gitlab-ci.yml", "test:\n  parallel: 2\n  script: [x]\nnext:\n  needs: [\"test 3/2\"]\n  script: [y]\n");
+    let out = r.slipway(&["validate"]);
+    assert_eq!(out.code, 2, "{}", out.debug());
+    assert!(
+        out.stderr.contains("needs `test 3/2`, but `test` has no such instance (it has test 1/2, test 2/2)"),
+        "{}",
+        out.debug()
+    );
+}
