@@ -252,10 +252,71 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
 
     let mut lines = job.before_script.clone();
     lines.extend(job.script.iter().cloned());
-    let script = match Script::new(build_script(&lines), &cfg.run_dir.join("scripts"), &format!("{slug}.sh")) {
+    // With `image:`, the Docker executor: the same script in a container of the image.
+    let container = match (&job.image, cfg.containers) {
+        (Some(image), true) => {
+            let project_path = job.variables.iter().find(|(k, _)| k == "CI_PROJECT_PATH").map_or("project", |(_, v)| v);
+            let builds = crate::docker::builds_dir(project_path);
+            for (k, v) in env.iter_mut() {
+                match k.as_str() {
+                    "CI_PROJECT_DIR" => *v = builds.clone(),
+                    "CI_BUILDS_DIR" => *v = "/builds".into(),
+                    _ => {}
+                }
+            }
+            // This machine's PATH means nothing in the image.
+            if !cfg.path_prepend.is_empty() && !job.variables.iter().any(|(k, _)| k == "PATH") {
+                env.retain(|(k, _)| k != "PATH");
+            }
+            out.notice(&format!("Using the Docker executor with image {image}"));
+            if !job.services.is_empty() {
+                out.notice(&format!(
+                    "WARNING: services ({}) are not started yet by slipway's Docker executor",
+                    job.services.join(", ")
+                ));
+            }
+            Some((image.clone(), builds))
+        }
+        _ => None,
+    };
+    let scripts_dir = cfg.run_dir.join("scripts");
+    let text = build_script(&lines);
+    let script = match &container {
+        Some(_) => std::fs::create_dir_all(&scripts_dir)
+            .and_then(|()| std::fs::write(scripts_dir.join(format!("{slug}.sh")), crate::docker::portable(&text)))
+            .map(|()| Script::File(scripts_dir.join(format!("{slug}.sh")))),
+        None => Script::new(text, &scripts_dir, &format!("{slug}.sh")),
+    };
+    let script = match script {
         Ok(s) => s,
         Err(e) => return system_failure(format!("writing the job script: {e}")),
     };
+    let run_script =
+        |script: &Script, env: &[(String, String)], timeout: Duration, cancel: &Cancel, out: &mut Out| match (
+            &container, script,
+        ) {
+            (Some((image, builds)), Script::File(path)) => {
+                let labels = std::collections::HashMap::from([
+                    ("dev.slipway.job".to_string(), job.name.clone()),
+                    ("dev.slipway.pid".to_string(), std::process::id().to_string()),
+                ]);
+                let r = crate::docker::ContainerRun {
+                    image,
+                    script: &path.file_name().unwrap_or_default().to_string_lossy(),
+                    scripts_dir: &scripts_dir,
+                    workspace: &ws,
+                    builds_dir: builds,
+                    env,
+                    labels,
+                    timeout,
+                    grace: cfg.grace,
+                };
+                let exit = crate::docker::run(&r, cancel, &mut |b| out.bytes(b)).map_err(std::io::Error::other);
+                out.flush();
+                exit
+            }
+            _ => run_shell(&cfg.shell, script, &ws, env, timeout, cancel, cfg.grace, out),
+        };
     let timeout = job.timeout.unwrap_or(cfg.default_timeout);
     let mut attempt = 0;
     let end = loop {
@@ -264,7 +325,7 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
             out.notice(&format!("Retrying: attempt {attempt} of {}", job.retry.max + 1));
             job_out.attempt(attempt);
         }
-        let exit = run_shell(&cfg.shell, &script, &ws, &env, timeout, cancel, cfg.grace, &mut out);
+        let exit = run_script(&script, &env, timeout, cancel, &mut out);
         let (success, exit_code, reason) = match &exit {
             Ok(Exit::Code(0)) => (true, Some(0), None),
             Ok(Exit::Code(c)) => (false, Some(*c), Some(format!("exit code {c}"))),
@@ -291,13 +352,17 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
             };
             let mut aenv = env.clone();
             aenv.push(("CI_JOB_STATUS".into(), status.into()));
-            if let Ok(apath) =
-                Script::new(build_script(&job.after_script), &cfg.run_dir.join("scripts"), &format!("{slug}.after.sh"))
-            {
+            let atext = build_script(&job.after_script);
+            let aname = format!("{slug}.after.sh");
+            let apath = match &container {
+                Some(_) => std::fs::write(scripts_dir.join(&aname), crate::docker::portable(&atext))
+                    .map(|()| Script::File(scripts_dir.join(&aname))),
+                None => Script::new(atext, &scripts_dir, &aname),
+            };
+            if let Ok(apath) = apath {
                 // A cancel must not stop after_script from running; a second Ctrl-C does.
                 let acancel = if canceled { cancel.only_kill() } else { cancel.clone() };
-                match run_shell(&cfg.shell, &apath, &ws, &aenv, cfg.after_script_timeout, &acancel, cfg.grace, &mut out)
-                {
+                match run_script(&apath, &aenv, cfg.after_script_timeout, &acancel, &mut out) {
                     Ok(Exit::Code(0)) => {}
                     Ok(Exit::TimedOut) => {
                         out.notice("WARNING: after_script timed out (its failure does not change the job's status)")

@@ -4,6 +4,7 @@
 //! runs are recorded ([`record`]). [`run`] drives a planned pipeline to its end and sends every
 //! step, as an owned [`RunEvent`], to a [`Sink`] it owns. It knows nothing about HTTP or SQL.
 
+pub mod docker;
 pub mod exec;
 pub mod files;
 pub mod mask;
@@ -66,6 +67,9 @@ pub struct RunConfig {
     /// Where caches are shared beyond this machine (a server's agents share them through the
     /// server); `None`: the local cache directory only.
     pub cache_sync: Option<Arc<dyn CacheSync>>,
+    /// Jobs with `image:` run in a container of it (GitLab's Docker executor); false: every
+    /// job on the shell executor (`--executor shell`).
+    pub containers: bool,
 }
 
 /// Caches kept somewhere besides the local cache directory. The runner asks for a key it
@@ -102,6 +106,7 @@ impl RunConfig {
             extra_env: Vec::new(),
             snapshot: None,
             cache_sync: None,
+            containers: true,
         }
     }
 }

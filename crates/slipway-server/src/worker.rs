@@ -1,7 +1,8 @@
 //! The agent's side of the job protocol (`slipway agent --server URL --token T`): ask the
 //! server for a job (long-poll), check its commit out, plan the same pipeline the server did,
-//! run that one job on the runner's shell executor, stream its masked output back in chunks,
-//! renew the lease every second (which is also how a cancel reaches it), and report the end.
+//! run that one job on the runner (the shell executor, or the Docker executor for `image:`
+//! jobs), stream its masked output back in chunks, renew the lease every second (which is
+//! also how a cancel reaches it), and report the end.
 
 use std::path::PathBuf;
 use std::sync::Arc;

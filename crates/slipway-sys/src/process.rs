@@ -133,8 +133,8 @@ impl Guardian {
         std::fs::create_dir_all(&records).ok()?;
         // Waits for end of input (this process exited), then kills the registered groups and
         // removes its directory. In a group of its own: a Ctrl-C at the terminal is for us.
-        let script =
-            r#"read -r _; for f in "$1"/*; do [ -e "$f" ] && kill -KILL -"${f##*/}" 2>/dev/null; done; rm -rf "$1""#;
+        // Containers (`docker-ID`) are removed through the engine's CLI.
+        let script = r#"read -r _; for f in "$1"/*; do [ -e "$f" ] || continue; n=${f##*/}; case $n in docker-*) docker rm -f "${n#docker-}" >/dev/null 2>&1 ;; *) kill -KILL -"$n" 2>/dev/null ;; esac; done; rm -rf "$1""#;
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", script, "slipway-guardian"])
             .arg(&records)
@@ -156,6 +156,18 @@ impl Guardian {
 
     pub fn release(&self, pgid: u32) {
         let _ = std::fs::remove_file(self.records.join(pgid.to_string()));
+    }
+
+    /// Removes the container `id` (with `docker rm -f`) if this process dies before
+    /// [`Guardian::release_container`].
+    pub fn guard_container(&self, id: &str) {
+        if id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            let _ = std::fs::write(self.records.join(format!("docker-{id}")), "");
+        }
+    }
+
+    pub fn release_container(&self, id: &str) {
+        let _ = std::fs::remove_file(self.records.join(format!("docker-{id}")));
     }
 }
 

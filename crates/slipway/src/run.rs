@@ -45,9 +45,14 @@ pub struct RunArgs {
     /// Run jobs in the working tree itself instead of private workspaces.
     #[arg(long)]
     pub in_place: bool,
-    /// Refuse jobs that need what slipway cannot give yet (e.g. `image:` without the Docker executor).
+    /// Refuse what slipway would run differently from GitLab: duplicate keys, and `image:`
+    /// jobs with `--executor shell`.
     #[arg(long)]
     pub strict: bool,
+    /// How jobs with `image:` run: `docker` (in a container of the image, GitLab's Docker
+    /// executor) or `shell` (on this machine, ignoring the image).
+    #[arg(long, value_name = "EXECUTOR", default_value = "docker", value_parser = ["docker", "shell"])]
+    pub executor: String,
     /// Print one JSON event per line instead of the human view.
     #[arg(long)]
     pub json: bool,
@@ -184,21 +189,24 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         taken.discard();
         return Err(refused(e));
     }
-    // Jobs that ask for a container image run on the shell executor until the Docker executor lands.
+    // With `--executor shell`, jobs that ask for an image run on this machine instead.
     let with_image = request::container_jobs(&plan);
-    if !with_image.is_empty() {
+    let shell_only = args.executor == "shell";
+    if !with_image.is_empty() && shell_only {
         if args.strict {
             let _ = std::fs::remove_dir_all(&taken.dir);
             return Err(UserError::new(format!(
-                "--strict: {} ask for `image:`/`services:`, which need the Docker executor",
+                "--strict: {} ask for `image:`/`services:`, which `--executor shell` runs on this machine",
                 with_image.join(", ")
             ))
-            .hint("drop --strict to run them on the shell executor")
+            .hint("drop `--executor shell` to run them in their containers")
             .into());
         }
         if !ui.json {
             for j in &with_image {
-                ui.notice(&format!("note: job `{j}` asks for an image; running it on the shell executor (the Docker executor is not there yet)"));
+                ui.notice(&format!(
+                    "note: job `{j}` asks for an image; running it on the shell executor (--executor shell)"
+                ));
             }
         }
     }
@@ -209,6 +217,7 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
     }
     std::fs::write(run_dir.join("plan.json"), serde_json::to_vec_pretty(&slipway_pipeline::plan::to_json(&plan))?)?;
     let mut config = RunConfig::new(root.clone(), run_dir.clone(), &state);
+    config.containers = !shell_only;
     if let Some(n) = args.concurrency {
         if n == 0 {
             return Err(UserError::new("--concurrency must be at least 1").into());

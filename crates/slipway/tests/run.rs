@@ -569,14 +569,14 @@ fn delayed_jobs_wait_for_start_in() {
 }
 
 #[test]
-fn image_jobs_run_on_the_shell_executor_or_are_refused_with_strict() {
+fn image_jobs_run_on_the_shell_executor_when_told_or_are_refused_with_strict() {
     let r = Repo::new(&[(".gitlab-ci.yml", "test:\n  image: golang:1.25\n  script: echo ran\n")]);
-    let run = r.slipway(&["run"]);
+    let run = r.slipway(&["run", "--executor", "shell"]);
     assert_eq!(run.code, 0, "{}", run.debug());
-    assert!(run.stderr.contains("running it on the shell executor"));
-    let strict = r.slipway(&["run", "--strict"]);
+    assert!(run.stderr.contains("running it on the shell executor (--executor shell)"), "{}", run.debug());
+    let strict = r.slipway(&["run", "--strict", "--executor", "shell"]);
     assert_eq!(strict.code, 2);
-    assert!(strict.stderr.contains("Docker executor"));
+    assert!(strict.stderr.contains("`--executor shell` runs on this machine"), "{}", strict.debug());
 }
 
 #[test]

@@ -1,0 +1,194 @@
+//! The Docker executor: a job with `image:` runs its script in a container of that image on
+//! the local Docker Engine (its API over the socket, through bollard), as GitLab Runner's
+//! Docker executor does — the workspace mounted at `/builds/<project path>` (the job's
+//! `CI_PROJECT_DIR`), bash when the image has it and `sh` otherwise, the job's variables as
+//! its environment, host networking. The container is removed when the script ends, times out
+//! or is canceled (Docker stops it: SIGTERM, the grace period, SIGKILL); while it runs the
+//! process's guardian holds its id, so a `kill -9` of slipway removes it too.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use slipway_sys::process::Guardian;
+
+use crate::process::{Cancel, Exit};
+
+/// Where the job's scripts are mounted in its container.
+const SCRIPTS: &str = "/slipway/scripts";
+
+/// Runs bash when the image has it, else sh (GitLab Runner's shell detection, shortened).
+const DETECT: &str =
+    "if command -v bash >/dev/null 2>&1; then exec bash --noprofile --norc \"$0\"; else exec sh \"$0\"; fi";
+
+/// One script to run in a container.
+pub struct ContainerRun<'a> {
+    pub image: &'a str,
+    /// The script, a file in `scripts_dir`.
+    pub script: &'a str,
+    pub scripts_dir: &'a Path,
+    /// The job's workspace on this machine, mounted at `builds_dir`.
+    pub workspace: &'a Path,
+    pub builds_dir: &'a str,
+    pub env: &'a [(String, String)],
+    pub labels: HashMap<String, String>,
+    pub timeout: Duration,
+    pub grace: Duration,
+}
+
+/// Why a container could not run (the job fails as a system failure, with this message).
+pub type Failure = String;
+
+/// The GitLab-style path of the workspace in the container: `/builds/<project path>`.
+pub fn builds_dir(project_path: &str) -> String {
+    format!("/builds/{}", project_path.trim_matches('/'))
+}
+
+/// Makes the script a container runs: the job's bash script, which `sh` also reads (its
+/// `pipefail` is set only by a shell that has it).
+pub fn portable(script: &str) -> String {
+    script.replacen("set -eo pipefail\n", "set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n", 1)
+}
+
+/// Runs `r` to its end; output goes to `out` as it comes.
+pub fn run(r: &ContainerRun, cancel: &Cancel, out: &mut dyn FnMut(&[u8])) -> Result<Exit, Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the Docker client: {e}"))?;
+    rt.block_on(run_async(r, cancel, out))
+}
+
+async fn run_async(r: &ContainerRun<'_>, cancel: &Cancel, out: &mut dyn FnMut(&[u8])) -> Result<Exit, Failure> {
+    let docker = Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach the Docker Engine: {e}"))?;
+    docker.ping().await.map_err(|e| {
+        format!("the Docker Engine does not answer ({e}); start dockerd, or run with `--executor shell`")
+    })?;
+    ensure_image(&docker, r.image, out).await?;
+    let script_in = format!("{SCRIPTS}/{}", r.script);
+    let body = ContainerCreateBody {
+        image: Some(r.image.to_string()),
+        cmd: Some(vec!["sh".into(), "-c".into(), DETECT.into(), script_in]),
+        env: Some(r.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: Some(r.builds_dir.to_string()),
+        labels: Some(r.labels.clone()),
+        stop_timeout: Some(r.grace.as_secs().max(1) as i64),
+        host_config: Some(HostConfig {
+            network_mode: Some("host".into()),
+            binds: Some(vec![
+                format!("{}:{}", r.workspace.display(), r.builds_dir),
+                format!("{}:{SCRIPTS}:ro", r.scripts_dir.display()),
+            ]),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(Some(CreateContainerOptionsBuilder::new().build()), body)
+        .await
+        .map_err(|e| format!("creating the job's container from `{}`: {e}", r.image))?;
+    let id = created.id;
+    let guardian = Guardian::get();
+    if let Some(g) = guardian {
+        g.guard_container(&id);
+    }
+    let exit = supervise(&docker, &id, r, cancel, out).await;
+    let _ = docker.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    if let Some(g) = guardian {
+        g.release_container(&id);
+    }
+    exit
+}
+
+/// Starts the container and follows it to its end, stopping it on a cancel or at the deadline.
+async fn supervise(
+    docker: &Docker,
+    id: &str,
+    r: &ContainerRun<'_>,
+    cancel: &Cancel,
+    out: &mut dyn FnMut(&[u8]),
+) -> Result<Exit, Failure> {
+    docker.start_container(id, None).await.map_err(|e| format!("starting the job's container: {e}"))?;
+    let mut logs = docker.logs(id, Some(LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build()));
+    let mut wait = docker.wait_container(id, None::<WaitContainerOptions>);
+    let deadline = Instant::now() + r.timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut stopped: Option<Exit> = None;
+    let mut code = None;
+    let mut logs_done = false;
+    loop {
+        if code.is_some() && logs_done {
+            break;
+        }
+        tokio::select! {
+            chunk = logs.next(), if !logs_done => match chunk {
+                Some(Ok(c)) => out(&c.into_bytes()),
+                _ => logs_done = true,
+            },
+            ended = wait.next(), if code.is_none() => {
+                code = Some(match ended {
+                    Some(Ok(w)) => w.status_code,
+                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                    Some(Err(e)) => return Err(format!("waiting for the job's container: {e}")),
+                    None => -1,
+                });
+            },
+            _ = tick.tick(), if code.is_none() => {
+                let why = if cancel.level() >= 2 {
+                    let _ = docker.kill_container(id, Some(KillContainerOptionsBuilder::new().signal("KILL").build())).await;
+                    Some(Exit::Canceled)
+                } else if stopped.is_none() && cancel.stopping() {
+                    Some(Exit::Canceled)
+                } else if stopped.is_none() && Instant::now() >= deadline {
+                    Some(Exit::TimedOut)
+                } else {
+                    None
+                };
+                if let Some(w) = why && stopped.is_none() {
+                    stopped = Some(w);
+                    let grace = r.grace.as_secs().max(1) as i32;
+                    let docker = docker.clone();
+                    let id = id.to_string();
+                    // Docker sends SIGTERM, waits the grace period, then SIGKILL.
+                    tokio::spawn(async move {
+                        let _ = docker.stop_container(&id, Some(StopContainerOptionsBuilder::new().t(grace).build())).await;
+                    });
+                }
+            },
+        }
+    }
+    Ok(match (stopped, code) {
+        (Some(s), _) => s,
+        (None, Some(c)) if c > 128 && c < 160 => Exit::Signal((c - 128) as i32),
+        (None, Some(c)) => Exit::Code(c as i32),
+        (None, None) => Exit::Code(-1),
+    })
+}
+
+/// The image on the engine: there already, or pulled (GitLab's default `if-not-present`).
+async fn ensure_image(docker: &Docker, image: &str, out: &mut dyn FnMut(&[u8])) -> Result<(), Failure> {
+    match docker.inspect_image(image).await {
+        Ok(_) => return Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(e) => return Err(format!("the Docker Engine: {e}")),
+    }
+    out(format!("Pulling docker image {image} ...\n").as_bytes());
+    let mut pull = docker.create_image(Some(CreateImageOptionsBuilder::new().from_image(image).build()), None, None);
+    while let Some(item) = pull.next().await {
+        item.map_err(|e| {
+            format!(
+                "image `{image}` is not on this Docker Engine and pulling it failed ({e}); load or build it \
+                 (`docker load`, `slipway image build`), or run the job with `--executor shell`"
+            )
+        })?;
+    }
+    Ok(())
+}
