@@ -830,6 +830,38 @@ impl Cx {
         (default, variables)
     }
 
+    /// `image:`'s mapping form besides `name`, each key checked at its place.
+    fn image_options(&mut self, n: &Node) -> crate::model::ImageOptions {
+        let mut o = crate::model::ImageOptions::default();
+        let Value::Map(m) = &n.value else { return o };
+        for (k, v) in m {
+            match k.name.as_str() {
+                "name" => {}
+                "entrypoint" => o.entrypoint = Some(self.string_list(v, "image:entrypoint")),
+                "pull_policy" => {
+                    o.pull_policy = self.strings(v, "image:pull_policy");
+                    for p in &o.pull_policy {
+                        if !matches!(p.as_str(), "always" | "if-not-present" | "never") {
+                            self.err(v.span, format!("`image:pull_policy` cannot be `{p}`")).hint =
+                                Some("GitLab's policies: always, if-not-present, never".into());
+                        }
+                    }
+                }
+                "docker" => {
+                    for (dk, dv) in self.map(v, "image:docker") {
+                        match dk.name.as_str() {
+                            "user" => o.user = self.string(dv, "image:docker:user"),
+                            "platform" => o.platform = self.string(dv, "image:docker:platform"),
+                            _ => self.unknown_key(dk, "`image:docker`", &["user", "platform"]),
+                        }
+                    }
+                }
+                _ => self.unknown_key(k, "`image`", &["name", "entrypoint", "pull_policy", "docker"]),
+            }
+        }
+        o
+    }
+
     fn image_name(&mut self, n: &Node, what: &str) -> Option<String> {
         match &n.value {
             Value::Map(m) => {
@@ -1353,6 +1385,7 @@ impl Cx {
             coverage: None,
             tags: Vec::new(),
             image: None,
+            image_options: Default::default(),
             services: Vec::new(),
         };
         if job.name.is_empty() || job.name.len() > 255 {
@@ -1584,7 +1617,10 @@ impl Cx {
                     }
                 }
                 "tags" => job.tags = self.strings(v, "tags"),
-                "image" => job.image = self.image_name(v, "image"),
+                "image" => {
+                    job.image = self.image_name(v, "image");
+                    job.image_options = self.image_options(v);
+                }
                 "services" => {
                     job.services = match &v.value {
                         Value::Seq(items) => items.iter().filter_map(|i| self.image_name(i, "services[]")).collect(),

@@ -230,7 +230,31 @@ pub struct Job {
     pub coverage: Option<Regex>,
     pub tags: Vec<String>,
     pub image: Option<String>,
+    /// `image:` in its mapping form: what besides the name the container is made with.
+    pub image_options: ImageOptions,
     pub services: Vec<String>,
+}
+
+/// GitLab's `image:` mapping besides `name`: `entrypoint`, `pull_policy` and `docker:`
+/// (`user`, `platform`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageOptions {
+    /// Replaces the image's entrypoint (`[""]`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// `always`, `if-not-present`, `never`, tried in order; empty: `if-not-present`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_policy: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+impl ImageOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == ImageOptions::default()
+    }
 }
 
 /// `inherit:variables` / `inherit:default`: all, none, or a named list.

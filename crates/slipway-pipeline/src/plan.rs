@@ -72,6 +72,7 @@ pub struct PlannedJob {
     pub coverage: Option<String>,
     pub tags: Vec<String>,
     pub image: Option<String>,
+    pub image_options: crate::model::ImageOptions,
     pub services: Vec<String>,
 }
 
@@ -264,6 +265,7 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 coverage: job.coverage.as_ref().map(|r| r.as_str().to_string()),
                 tags: job.tags.iter().map(|t| x(t)).collect(),
                 image: job.image.as_deref().map(x),
+                image_options: job.image_options.clone(),
                 services: job.services.iter().map(|s| x(s)).collect(),
             });
             next_id += 1;
@@ -745,6 +747,9 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
             if let Some(v) = v {
                 m.insert(k.into(), v.clone().into());
             }
+        }
+        if !j.image_options.is_empty() {
+            m.insert("image_options".into(), serde_json::to_value(&j.image_options).unwrap_or_default());
         }
         if let Some(e) = &j.environment {
             m.insert("environment".into(), serde_json::json!({"name": e.name, "url": e.url}));

@@ -31,6 +31,7 @@ const DETECT: &str =
 /// One script to run in a container.
 pub struct ContainerRun<'a> {
     pub image: &'a str,
+    pub options: &'a slipway_pipeline::model::ImageOptions,
     /// The script, a file in `scripts_dir`.
     pub script: &'a str,
     pub scripts_dir: &'a Path,
@@ -71,10 +72,12 @@ async fn run_async(r: &ContainerRun<'_>, cancel: &Cancel, out: &mut dyn FnMut(&[
     docker.ping().await.map_err(|e| {
         format!("the Docker Engine does not answer ({e}); start dockerd, or run with `--executor shell`")
     })?;
-    ensure_image(&docker, r.image, out).await?;
+    ensure_image(&docker, r.image, &r.options.pull_policy, r.options.platform.as_deref(), out).await?;
     let script_in = format!("{SCRIPTS}/{}", r.script);
     let body = ContainerCreateBody {
         image: Some(r.image.to_string()),
+        entrypoint: r.options.entrypoint.clone(),
+        user: r.options.user.clone(),
         cmd: Some(vec!["sh".into(), "-c".into(), DETECT.into(), script_in]),
         env: Some(r.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         working_dir: Some(r.builds_dir.to_string()),
@@ -92,7 +95,13 @@ async fn run_async(r: &ContainerRun<'_>, cancel: &Cancel, out: &mut dyn FnMut(&[
         ..Default::default()
     };
     let created = docker
-        .create_container(Some(CreateContainerOptionsBuilder::new().build()), body)
+        .create_container(
+            Some(match &r.options.platform {
+                Some(p) => CreateContainerOptionsBuilder::new().platform(p).build(),
+                None => CreateContainerOptionsBuilder::new().build(),
+            }),
+            body,
+        )
         .await
         .map_err(|e| format!("creating the job's container from `{}`: {e}", r.image))?;
     let id = created.id;
@@ -173,22 +182,50 @@ async fn supervise(
     })
 }
 
-/// The image on the engine: there already, or pulled (GitLab's default `if-not-present`).
-async fn ensure_image(docker: &Docker, image: &str, out: &mut dyn FnMut(&[u8])) -> Result<(), Failure> {
-    match docker.inspect_image(image).await {
-        Ok(_) => return Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+/// The image on the engine by the job's pull policies, tried in order as GitLab Runner does
+/// (none given: `if-not-present`): `always` pulls, `if-not-present` pulls only what the engine
+/// lacks, `never` takes only what it has.
+async fn ensure_image(
+    docker: &Docker,
+    image: &str,
+    policies: &[String],
+    platform: Option<&str>,
+    out: &mut dyn FnMut(&[u8]),
+) -> Result<(), Failure> {
+    let present = match docker.inspect_image(image).await {
+        Ok(_) => true,
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => false,
         Err(e) => return Err(format!("the Docker Engine: {e}")),
+    };
+    let default = ["if-not-present".to_string()];
+    let policies = if policies.is_empty() { &default[..] } else { policies };
+    let mut why = Vec::new();
+    for policy in policies {
+        match policy.as_str() {
+            "never" | "if-not-present" if present => return Ok(()),
+            "never" => why.push("it is not on this Docker Engine and pull_policy `never` does not pull it".to_string()),
+            _ => match pull(docker, image, platform, out).await {
+                Ok(()) => return Ok(()),
+                // `always` falls back to what the engine has only when told to (`[always, if-not-present]`).
+                Err(e) => why.push(format!("pulling it failed ({e})")),
+            },
+        }
     }
+    Err(format!(
+        "image `{image}`: {}; load or build it (`docker load`, `slipway image build`), or run the job with `--executor shell`",
+        why.join("; then ")
+    ))
+}
+
+async fn pull(docker: &Docker, image: &str, platform: Option<&str>, out: &mut dyn FnMut(&[u8])) -> Result<(), String> {
     out(format!("Pulling docker image {image} ...\n").as_bytes());
-    let mut pull = docker.create_image(Some(CreateImageOptionsBuilder::new().from_image(image).build()), None, None);
-    while let Some(item) = pull.next().await {
-        item.map_err(|e| {
-            format!(
-                "image `{image}` is not on this Docker Engine and pulling it failed ({e}); load or build it \
-                 (`docker load`, `slipway image build`), or run the job with `--executor shell`"
-            )
-        })?;
+    let mut opts = CreateImageOptionsBuilder::new().from_image(image);
+    if let Some(p) = platform {
+        opts = opts.platform(p);
+    }
+    let mut stream = docker.create_image(Some(opts.build()), None, None);
+    while let Some(item) = stream.next().await {
+        item.map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -302,6 +302,7 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
                 ]);
                 let r = crate::docker::ContainerRun {
                     image,
+                    options: &job.image_options,
                     script: &path.file_name().unwrap_or_default().to_string_lossy(),
                     scripts_dir: &scripts_dir,
                     workspace: &ws,

@@ -140,3 +140,49 @@ fn a_timeout_a_ctrl_c_and_a_kill_9_leave_no_container() {
         until(&format!("a container outlived slipway's signal {signal}"), 20, || containers(&job).is_empty());
     }
 }
+
+/// `image:` in GitLab's mapping form: `entrypoint`, `docker:user` and `pull_policy` are what
+/// the container is made with; `never` with an image the engine lacks fails the job saying
+/// so (nothing is pulled); a policy GitLab does not know is an error at its place.
+#[test]
+fn the_image_mapping_sets_entrypoint_user_and_pull_policy() {
+    let image = busybox();
+    let job = format!("as-user-{}", std::process::id());
+    let missing = format!("missing-{}", std::process::id());
+    let yaml = format!(
+        r#"{job}:
+  image:
+    name: {image}
+    entrypoint: [""]
+    pull_policy: [never]
+    docker: {{user: "1234"}}
+  script:
+    - id -u
+{missing}:
+  image: {{name: "slipway-test/not-here:{}", pull_policy: never}}
+  script: [echo never runs]
+"#,
+        std::process::id()
+    );
+    let r = Repo::new(&[(".gitlab-ci.yml", &yaml)]);
+    let plan = r.slipway(&["plan", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(v["jobs"][0]["image_options"]["user"], "1234", "{v}");
+    let run = r.slipway(&["run", "--json"]);
+    assert_eq!(run.code, 1, "{}", run.debug());
+    assert!(run.log(&job).iter().any(|l| l == "1234"), "{:?}", run.log(&job));
+    let statuses = run.statuses();
+    assert!(statuses.contains(&(job.clone(), "success".to_string())), "{statuses:?}");
+    assert!(statuses.contains(&(missing.clone(), "failed".to_string())), "{statuses:?}");
+    assert!(
+        run.stdout.contains("is not on this Docker Engine and pull_policy `never` does not pull it"),
+        "{}",
+        run.debug()
+    );
+    assert!(containers(&job).is_empty() && containers(&missing).is_empty());
+    r.write(".gitlab-ci.yml", "job:\n  image: {name: x, pull_policy: sometimes, shell: bash}\n  script: [true]\n");
+    let v = r.slipway(&["validate"]);
+    assert_eq!(v.code, 2, "{}", v.debug());
+    assert!(v.stderr.contains("`image:pull_policy` cannot be `sometimes`"), "{}", v.debug());
+    assert!(v.stderr.contains("unknown keyword `shell` in `image`"), "{}", v.debug());
+}
