@@ -280,14 +280,12 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
         _ => None,
     };
     let scripts_dir = cfg.run_dir.join("scripts");
-    let text = build_script(&lines);
-    let script = match &container {
-        Some(_) => std::fs::create_dir_all(&scripts_dir)
-            .and_then(|()| std::fs::write(scripts_dir.join(format!("{slug}.sh")), crate::docker::portable(&text)))
-            .map(|()| Script::File(scripts_dir.join(format!("{slug}.sh")))),
-        None => Script::new(text, &scripts_dir, &format!("{slug}.sh")),
+    // A container reads its script from a mount, in a form `sh` also runs.
+    let make_script = |lines: &[String], name: &str| match &container {
+        Some(_) => Script::file(crate::docker::portable(&build_script(lines)), &scripts_dir, name),
+        None => Script::new(build_script(lines), &scripts_dir, name),
     };
-    let script = match script {
+    let script = match make_script(&lines, &format!("{slug}.sh")) {
         Ok(s) => s,
         Err(e) => return system_failure(format!("writing the job script: {e}")),
     };
@@ -353,14 +351,7 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
             };
             let mut aenv = env.clone();
             aenv.push(("CI_JOB_STATUS".into(), status.into()));
-            let atext = build_script(&job.after_script);
-            let aname = format!("{slug}.after.sh");
-            let apath = match &container {
-                Some(_) => std::fs::write(scripts_dir.join(&aname), crate::docker::portable(&atext))
-                    .map(|()| Script::File(scripts_dir.join(&aname))),
-                None => Script::new(atext, &scripts_dir, &aname),
-            };
-            if let Ok(apath) = apath {
+            if let Ok(apath) = make_script(&job.after_script, &format!("{slug}.after.sh")) {
                 // A cancel must not stop after_script from running; a second Ctrl-C does.
                 let acancel = if canceled { cancel.only_kill() } else { cancel.clone() };
                 match run_script(&apath, &aenv, cfg.after_script_timeout, &acancel, &mut out) {
@@ -479,6 +470,11 @@ impl Script {
         if text.len() <= Self::INLINE_MAX && !text.contains('\0') {
             return Ok(Script::Inline(text));
         }
+        Script::file(text, dir, name)
+    }
+
+    /// Always a file in `dir`, whatever its size.
+    fn file(text: String, dir: &Path, name: &str) -> std::io::Result<Script> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(name);
         std::fs::write(&path, text)?;
