@@ -862,6 +862,68 @@ impl Cx {
         o
     }
 
+    /// One of `services:`: an image's name, or GitLab's mapping (`name`, `alias`, `entrypoint`,
+    /// `command`, `variables`, `pull_policy`).
+    fn job_service(&mut self, n: &Node) -> Option<crate::model::Service> {
+        let Value::Map(m) = &n.value else {
+            return self.string(n, "services[]").map(|name| crate::model::Service { name, ..Default::default() });
+        };
+        let mut s = crate::model::Service::default();
+        let mut named = false;
+        for (k, v) in m {
+            match k.name.as_str() {
+                "name" => {
+                    if let Some(name) = self.string(v, "services[]:name") {
+                        s.name = name;
+                        named = true;
+                    }
+                }
+                // GitLab splits the alias at commas and spaces.
+                "alias" => {
+                    s.alias = self
+                        .string(v, "services[]:alias")
+                        .unwrap_or_default()
+                        .split([',', ' '])
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    for a in &s.alias {
+                        if !a.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+                            self.err(v.span, format!("`services[]:alias` `{a}` is not a host name")).hint =
+                                Some("an alias is a host name: letters, digits, `-`, `_` and `.`".into());
+                        }
+                    }
+                }
+                "entrypoint" => s.entrypoint = Some(self.string_list(v, "services[]:entrypoint")),
+                "command" => s.command = Some(self.string_list(v, "services[]:command")),
+                "variables" => {
+                    s.variables =
+                        self.variables(v, "services[]:variables").into_iter().map(|var| (var.name, var.value)).collect()
+                }
+                "pull_policy" => {
+                    s.pull_policy = self.strings(v, "services[]:pull_policy");
+                    for p in &s.pull_policy {
+                        if !matches!(p.as_str(), "always" | "if-not-present" | "never") {
+                            self.err(v.span, format!("`services[]:pull_policy` cannot be `{p}`")).hint =
+                                Some("GitLab's policies: always, if-not-present, never".into());
+                        }
+                    }
+                }
+                _ => self.unknown_key(
+                    k,
+                    "a service",
+                    &["name", "alias", "entrypoint", "command", "variables", "pull_policy"],
+                ),
+            }
+        }
+        if !named {
+            self.err(n.span, "a service in its mapping form needs `name:`").hint =
+                Some("name the image: `- name: postgres:15`".into());
+            return None;
+        }
+        Some(s)
+    }
+
     fn image_name(&mut self, n: &Node, what: &str) -> Option<String> {
         match &n.value {
             Value::Map(m) => {
@@ -1623,7 +1685,7 @@ impl Cx {
                 }
                 "services" => {
                     job.services = match &v.value {
-                        Value::Seq(items) => items.iter().filter_map(|i| self.image_name(i, "services[]")).collect(),
+                        Value::Seq(items) => items.iter().filter_map(|i| self.job_service(i)).collect(),
                         _ => {
                             self.type_err(v, "services", "a list of images");
                             Vec::new()

@@ -232,7 +232,69 @@ pub struct Job {
     pub image: Option<String>,
     /// `image:` in its mapping form: what besides the name the container is made with.
     pub image_options: ImageOptions,
-    pub services: Vec<String>,
+    pub services: Vec<Service>,
+}
+
+/// One of `services:`: a sidecar container the job reaches by its aliases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Service {
+    pub name: String,
+    /// The job's names for it besides the ones GitLab derives from the image's name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alias: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Its own variables, above the job's (which it gets too, as in GitLab).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_policy: Vec<String>,
+}
+
+impl Service {
+    /// GitLab Runner's default aliases: the image's name without its tag or digest and without
+    /// a registry port, with `/` made `__` and then `-` (`registry:5000/group/db:15` is
+    /// `registry__group__db` and `registry-group-db`); then the `alias:` names.
+    pub fn aliases(&self) -> Vec<String> {
+        let name = self.name.split('@').next().unwrap_or_default();
+        // A tag is a `:` after the last `/`.
+        let last = name.rfind('/').map_or(0, |i| i + 1);
+        let name = match name[last..].find(':') {
+            Some(i) => &name[..last + i],
+            None => name,
+        };
+        // A registry port: `host:port/` in the first component.
+        let name = match name.split_once('/') {
+            Some((host, rest)) => match host.split_once(':') {
+                Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                    format!("{h}/{rest}")
+                }
+                _ => name.to_string(),
+            },
+            None => name.to_string(),
+        };
+        let mut out = vec![name.replace('/', "__"), name.replace('/', "-")];
+        for a in &self.alias {
+            out.push(a.clone());
+        }
+        out.dedup();
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|a| !a.is_empty() && seen.insert(a.clone()));
+        out
+    }
+
+    /// A `docker:*dind*` image: Docker-in-Docker, which slipway provides by the engine's socket.
+    pub fn is_dind(&self) -> bool {
+        let name = self.name.split('@').next().unwrap_or_default();
+        let (repo, tag) = match name.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, t),
+            _ => (name, ""),
+        };
+        let repo = repo.rsplit('/').next().unwrap_or(repo);
+        repo == "docker" && tag.contains("dind")
+    }
 }
 
 /// GitLab's `image:` mapping besides `name`: `entrypoint`, `pull_policy` and `docker:`
@@ -271,6 +333,40 @@ impl Inherit {
             Inherit::All => true,
             Inherit::None => false,
             Inherit::Only(list) => list.iter().any(|n| n == name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Service;
+
+    fn svc(name: &str, alias: &[&str]) -> Service {
+        Service { name: name.into(), alias: alias.iter().map(|a| a.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn default_aliases_follow_gitlab_runner() {
+        assert_eq!(svc("postgres", &[]).aliases(), ["postgres"]);
+        assert_eq!(svc("postgres:15-alpine", &[]).aliases(), ["postgres"]);
+        assert_eq!(svc("tutum/wordpress:latest", &[]).aliases(), ["tutum__wordpress", "tutum-wordpress"]);
+        assert_eq!(
+            svc("registry.example.com:5000/group/db:15", &["db", "pg"]).aliases(),
+            ["registry.example.com__group__db", "registry.example.com-group-db", "db", "pg"]
+        );
+        assert_eq!(svc("redis@sha256:0123abcd", &[]).aliases(), ["redis"]);
+        assert_eq!(svc("localhost:5000/redis", &[]).aliases(), ["localhost__redis", "localhost-redis"]);
+        assert_eq!(svc("mysql:8", &["mysql"]).aliases(), ["mysql"]);
+    }
+
+    #[test]
+    fn dind_is_a_docker_image_with_dind_in_its_tag() {
+        for yes in ["docker:dind", "docker:24.0.5-dind", "docker:dind-rootless", "registry:5000/library/docker:27-dind"]
+        {
+            assert!(svc(yes, &[]).is_dind(), "{yes}");
+        }
+        for no in ["docker:latest", "docker", "postgres:dind", "mydind:1", "docker/dind"] {
+            assert!(!svc(no, &[]).is_dind(), "{no}");
         }
     }
 }

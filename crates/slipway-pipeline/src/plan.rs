@@ -73,7 +73,7 @@ pub struct PlannedJob {
     pub tags: Vec<String>,
     pub image: Option<String>,
     pub image_options: crate::model::ImageOptions,
-    pub services: Vec<String>,
+    pub services: Vec<crate::model::Service>,
 }
 
 #[derive(Debug, Clone)]
@@ -266,7 +266,16 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 tags: job.tags.iter().map(|t| x(t)).collect(),
                 image: job.image.as_deref().map(x),
                 image_options: job.image_options.clone(),
-                services: job.services.iter().map(|s| x(s)).collect(),
+                services: job
+                    .services
+                    .iter()
+                    .map(|s| crate::model::Service {
+                        name: x(&s.name),
+                        alias: s.alias.iter().map(|a| x(a)).collect(),
+                        variables: s.variables.iter().map(|(k, v)| (k.clone(), x(v))).collect(),
+                        ..s.clone()
+                    })
+                    .collect(),
             });
             next_id += 1;
         }
@@ -750,6 +759,18 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
         }
         if !j.image_options.is_empty() {
             m.insert("image_options".into(), serde_json::to_value(&j.image_options).unwrap_or_default());
+        }
+        if !j.services.is_empty() {
+            let services: Vec<_> = j
+                .services
+                .iter()
+                .map(|s| {
+                    let mut v = serde_json::to_value(s).unwrap_or_default();
+                    v["aliases"] = s.aliases().into();
+                    v
+                })
+                .collect();
+            m.insert("services".into(), services.into());
         }
         if let Some(e) = &j.environment {
             m.insert("environment".into(), serde_json::json!({"name": e.name, "url": e.url}));

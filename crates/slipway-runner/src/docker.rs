@@ -2,7 +2,8 @@
 //! the local Docker Engine (its API over the socket, through bollard), as GitLab Runner's
 //! Docker executor does — the workspace mounted at `/builds/<project path>` (the job's
 //! `CI_PROJECT_DIR`), bash when the image has it and `sh` otherwise, the job's variables as
-//! its environment, host networking. The container is removed when the script ends, times out
+//! its environment, host networking (or, with `services:`, the network the job shares with
+//! them: [`crate::services`]). The container is removed when the script ends, times out
 //! or is canceled (Docker stops it: SIGTERM, the grace period, SIGKILL); while it runs the
 //! process's guardian holds its id, so a `kill -9` of slipway removes it too.
 
@@ -42,6 +43,8 @@ pub struct ContainerRun<'a> {
     pub labels: HashMap<String, String>,
     pub timeout: Duration,
     pub grace: Duration,
+    /// The job's services: their network, and what the job's container needs to reach them.
+    pub sidecars: Option<&'a crate::services::Sidecars>,
 }
 
 /// Why a container could not run (the job fails as a system failure, with this message).
@@ -58,22 +61,60 @@ pub fn portable(script: &str) -> String {
     script.replacen("set -eo pipefail\n", "set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n", 1)
 }
 
-/// Runs `r` to its end; output goes to `out` as it comes.
-pub fn run(r: &ContainerRun, cancel: &Cancel, out: &mut dyn FnMut(&[u8])) -> Result<Exit, Failure> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the Docker client: {e}"))?;
-    rt.block_on(run_async(r, cancel, out))
+/// A connection to the Docker Engine for one job: its container runs and its services.
+pub struct Engine {
+    rt: tokio::runtime::Runtime,
+    docker: Docker,
 }
 
-async fn run_async(r: &ContainerRun<'_>, cancel: &Cancel, out: &mut dyn FnMut(&[u8])) -> Result<Exit, Failure> {
-    let docker = Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach the Docker Engine: {e}"))?;
-    docker.ping().await.map_err(|e| {
-        format!("the Docker Engine does not answer ({e}); start dockerd, or run with `--executor shell`")
-    })?;
-    ensure_image(&docker, r.image, &r.options.pull_policy, r.options.platform.as_deref(), out).await?;
+impl Engine {
+    pub fn connect() -> Result<Engine, Failure> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the Docker client: {e}"))?;
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach the Docker Engine: {e}"))?;
+        rt.block_on(docker.ping()).map_err(|e| {
+            format!("the Docker Engine does not answer ({e}); start dockerd, or run with `--executor shell`")
+        })?;
+        Ok(Engine { rt, docker })
+    }
+
+    /// Runs `r` to its end; output goes to `out` as it comes.
+    pub fn run(&self, r: &ContainerRun, cancel: &Cancel, out: &mut dyn FnMut(&[u8])) -> Result<Exit, Failure> {
+        self.rt.block_on(run_async(&self.docker, r, cancel, out))
+    }
+
+    /// Starts the job's services on a network of its own and waits for them (see
+    /// [`crate::services`]); what it made is removed by [`Engine::stop_services`].
+    pub fn start_services(
+        &self,
+        s: &crate::services::ServicesRun,
+        cancel: &Cancel,
+        out: &mut dyn FnMut(&[u8]),
+    ) -> Result<crate::services::Sidecars, Failure> {
+        self.rt.block_on(crate::services::start(&self.docker, s, cancel, out))
+    }
+
+    pub fn stop_services(&self, s: crate::services::Sidecars, out: &mut dyn FnMut(&[u8])) {
+        self.rt.block_on(crate::services::stop(&self.docker, s, out))
+    }
+}
+
+async fn run_async(
+    docker: &Docker,
+    r: &ContainerRun<'_>,
+    cancel: &Cancel,
+    out: &mut dyn FnMut(&[u8]),
+) -> Result<Exit, Failure> {
+    ensure_image(docker, r.image, &r.options.pull_policy, r.options.platform.as_deref(), out).await?;
     let script_in = format!("{SCRIPTS}/{}", r.script);
+    let mut binds = vec![
+        format!("{}:{}", r.workspace.display(), r.builds_dir),
+        format!("{}:{SCRIPTS}:ro", r.scripts_dir.display()),
+    ];
+    binds.extend(r.sidecars.map(|s| s.binds.clone()).unwrap_or_default());
     let body = ContainerCreateBody {
         image: Some(r.image.to_string()),
         entrypoint: r.options.entrypoint.clone(),
@@ -84,37 +125,47 @@ async fn run_async(r: &ContainerRun<'_>, cancel: &Cancel, out: &mut dyn FnMut(&[
         labels: Some(r.labels.clone()),
         stop_timeout: Some(r.grace.as_secs().max(1) as i64),
         host_config: Some(HostConfig {
-            network_mode: Some("host".into()),
-            binds: Some(vec![
-                format!("{}:{}", r.workspace.display(), r.builds_dir),
-                format!("{}:{SCRIPTS}:ro", r.scripts_dir.display()),
-            ]),
+            // Without services the job has the host's network, as the shell executor does;
+            // with them, the network they share and nothing else.
+            network_mode: Some(r.sidecars.and_then(|s| s.network_name()).unwrap_or("host").to_string()),
+            extra_hosts: r.sidecars.map(|s| s.extra_hosts.clone()).filter(|h| !h.is_empty()),
+            binds: Some(binds),
             init: Some(true),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let created = docker
-        .create_container(
-            Some(match &r.options.platform {
-                Some(p) => CreateContainerOptionsBuilder::new().platform(p).build(),
-                None => CreateContainerOptionsBuilder::new().build(),
-            }),
-            body,
-        )
-        .await
-        .map_err(|e| format!("creating the job's container from `{}`: {e}", r.image))?;
-    let id = created.id;
+    // Guarded by its name before it exists: a kill at any moment leaves nothing behind.
+    let name = container_name(r.labels.get("dev.slipway.job").map_or("job", String::as_str));
     let guardian = Guardian::get();
     if let Some(g) = guardian {
-        g.guard_container(&id);
+        g.guard_container(&name);
     }
-    let exit = supervise(&docker, &id, r, cancel, out).await;
-    let _ = docker.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+    let mut opts = CreateContainerOptionsBuilder::new().name(&name);
+    if let Some(p) = &r.options.platform {
+        opts = opts.platform(p);
+    }
+    let exit = match docker.create_container(Some(opts.build()), body).await {
+        Ok(created) => supervise(docker, &created.id, r, cancel, out).await,
+        Err(e) => Err(format!("creating the job's container from `{}`: {e}", r.image)),
+    };
+    let _ = docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
     if let Some(g) = guardian {
-        g.release_container(&id);
+        g.release_container(&name);
     }
     exit
+}
+
+/// A name for a container or network of this process, unique in it: `slipway-<pid>-<n>-<what>`.
+pub(crate) fn container_name(what: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let what: String = what
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .take(40)
+        .collect();
+    format!("slipway-{}-{n}-{what}", std::process::id())
 }
 
 /// Starts the container and follows it to its end, stopping it on a cancel or at the deadline.
@@ -185,7 +236,7 @@ async fn supervise(
 /// The image on the engine by the job's pull policies, tried in order as GitLab Runner does
 /// (none given: `if-not-present`): `always` pulls, `if-not-present` pulls only what the engine
 /// lacks, `never` takes only what it has.
-async fn ensure_image(
+pub(crate) async fn ensure_image(
     docker: &Docker,
     image: &str,
     policies: &[String],

@@ -269,13 +269,49 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
                 env.retain(|(k, _)| k != "PATH");
             }
             out.notice(&format!("Using the Docker executor with image {image}"));
-            if !job.services.is_empty() {
-                out.notice(&format!(
-                    "WARNING: services ({}) are not started yet by slipway's Docker executor",
-                    job.services.join(", ")
-                ));
-            }
             Some((image.clone(), builds))
+        }
+        _ => None,
+    };
+    if container.is_none() && !job.services.is_empty() {
+        let names: Vec<&str> = job.services.iter().map(|s| s.name.as_str()).collect();
+        out.notice(&format!(
+            "WARNING: services ({}) run only with the Docker executor (a job with `image:`); this job runs on this machine's shell without them",
+            names.join(", ")
+        ));
+    }
+    // One connection to the engine for the job, and its services before its scripts.
+    let engine = match &container {
+        Some(_) => match crate::docker::Engine::connect() {
+            Ok(e) => Some(e),
+            Err(e) => return system_failure(e),
+        },
+        None => None,
+    };
+    let sidecars = match &engine {
+        Some(engine) if !job.services.is_empty() => {
+            let run = crate::services::ServicesRun {
+                services: &job.services,
+                env: &env,
+                labels: std::collections::HashMap::from([
+                    ("dev.slipway.job".to_string(), job.name.clone()),
+                    ("dev.slipway.pid".to_string(), std::process::id().to_string()),
+                ]),
+                job_slug: &slug,
+                logs_dir: &cfg.run_dir.join("services").join(&slug),
+                wait: SERVICES_WAIT,
+                debug: env.iter().any(|(k, v)| k == "CI_DEBUG_SERVICES" && v == "true"),
+            };
+            let started = engine.start_services(&run, cancel, &mut |b| out.bytes(b));
+            out.flush();
+            match started {
+                Ok(s) => {
+                    env.retain(|(k, _)| !s.unset.contains(k) && !s.set.iter().any(|(sk, _)| sk == k));
+                    env.extend(s.set.iter().cloned());
+                    Some(s)
+                }
+                Err(e) => return system_failure(e),
+            }
         }
         _ => None,
     };
@@ -309,8 +345,10 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
                     labels,
                     timeout,
                     grace: cfg.grace,
+                    sidecars: sidecars.as_ref(),
                 };
-                let exit = crate::docker::run(&r, cancel, &mut |b| out.bytes(b)).map_err(std::io::Error::other);
+                let engine = engine.as_ref().expect("connected for a container job");
+                let exit = engine.run(&r, cancel, &mut |b| out.bytes(b)).map_err(std::io::Error::other);
                 out.flush();
                 exit
             }
@@ -371,6 +409,11 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
             break end;
         }
     };
+
+    if let (Some(engine), Some(s)) = (&engine, sidecars) {
+        engine.stop_services(s, &mut |b| out.bytes(b));
+        out.flush();
+    }
 
     // 5. Outputs: artifacts (with dotenv), caches.
     let artifacts_wanted = |when: ArtifactsWhen| match when {
@@ -509,6 +552,10 @@ fn run_shell(
     out.flush();
     Ok(exit)
 }
+
+/// How long a job waits for its services to accept connections (GitLab Runner's default
+/// `wait_for_services_timeout`).
+const SERVICES_WAIT: Duration = Duration::from_secs(30);
 
 fn system_failure(reason: String) -> JobEnd {
     JobEnd { success: false, canceled: false, exit_code: None, reason: Some(reason), coverage: None, attempts: 1 }

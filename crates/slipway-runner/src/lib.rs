@@ -13,6 +13,7 @@ pub mod project;
 pub mod record;
 pub mod request;
 pub mod scheduler;
+pub mod services;
 pub mod workspace;
 
 use std::collections::{HashMap, HashSet};

@@ -134,7 +134,8 @@ impl Guardian {
         // Waits for end of input (this process exited), then kills the registered groups and
         // removes its directory. In a group of its own: a Ctrl-C at the terminal is for us.
         // Containers (`docker-ID`) are removed through the engine's CLI.
-        let script = r#"read -r _; for f in "$1"/*; do [ -e "$f" ] || continue; n=${f##*/}; case $n in docker-*) docker rm -f "${n#docker-}" >/dev/null 2>&1 ;; *) kill -KILL -"$n" 2>/dev/null ;; esac; done; rm -rf "$1""#;
+        // Networks (`network-ID`) after them: a network goes only when no container uses it.
+        let script = r#"read -r _; for f in "$1"/*; do [ -e "$f" ] || continue; n=${f##*/}; case $n in docker-*) docker rm -f -v "${n#docker-}" >/dev/null 2>&1 ;; network-*) ;; *) kill -KILL -"$n" 2>/dev/null ;; esac; done; for f in "$1"/network-*; do [ -e "$f" ] && docker network rm "${f##*/network-}" >/dev/null 2>&1; done; rm -rf "$1""#;
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", script, "slipway-guardian"])
             .arg(&records)
@@ -158,10 +159,11 @@ impl Guardian {
         let _ = std::fs::remove_file(self.records.join(pgid.to_string()));
     }
 
-    /// Removes the container `id` (with `docker rm -f`) if this process dies before
+    /// Removes the container `id` (an id or a name: guarding the name before the container is
+    /// made leaves no moment unguarded) with `docker rm -f` if this process dies before
     /// [`Guardian::release_container`].
     pub fn guard_container(&self, id: &str) {
-        if id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if is_docker_name(id) {
             let _ = std::fs::write(self.records.join(format!("docker-{id}")), "");
         }
     }
@@ -169,6 +171,24 @@ impl Guardian {
     pub fn release_container(&self, id: &str) {
         let _ = std::fs::remove_file(self.records.join(format!("docker-{id}")));
     }
+
+    /// Removes the Docker network `id` (after the containers) if this process dies before
+    /// [`Guardian::release_network`].
+    pub fn guard_network(&self, id: &str) {
+        if is_docker_name(id) {
+            let _ = std::fs::write(self.records.join(format!("network-{id}")), "");
+        }
+    }
+
+    pub fn release_network(&self, id: &str) {
+        let _ = std::fs::remove_file(self.records.join(format!("network-{id}")));
+    }
+}
+
+/// A Docker id or name (`[A-Za-z0-9][A-Za-z0-9_.-]*`): safe as a file name and a word of `sh`.
+fn is_docker_name(s: &str) -> bool {
+    s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]

@@ -186,3 +186,168 @@ fn the_image_mapping_sets_entrypoint_user_and_pull_policy() {
     assert!(v.stderr.contains("`image:pull_policy` cannot be `sometimes`"), "{}", v.debug());
     assert!(v.stderr.contains("unknown keyword `shell` in `image`"), "{}", v.debug());
 }
+
+/// Docker networks the executor made for job `job`.
+fn networks(job: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", &format!("label=dev.slipway.job={job}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// `services:` are sidecars on a network of the job's own: reached by GitLab's default
+/// aliases and by `alias:`, given their variables, waited for on their port; one that dies is
+/// a warning with its log, not a failure; their logs are kept; nothing outlives the job, nor a
+/// `kill -9` of slipway.
+#[test]
+fn services_are_reached_by_their_aliases_and_removed_with_their_network() {
+    let image = busybox();
+    let job = format!("svc-{}", std::process::id());
+    let httpd = r#"mkdir -p /srv && echo "hello from $GREETING" > /srv/index.html && echo serving && exec busybox httpd -f -p 8080 -h /srv"#;
+    let yaml = format!(
+        r#"{job}:
+  image: {image}
+  services:
+    - name: {image}
+      alias: web,www
+      entrypoint: ["/bin/busybox"]
+      command: ["sh", "-c", '{httpd}']
+      variables:
+        GREETING: the service
+        HEALTHCHECK_TCP_PORT: "8080"
+    - name: {image}
+      alias: broken
+      entrypoint: ["/bin/busybox"]
+      command: ["sh", "-c", "echo broken-service-says-bye; exit 3"]
+      variables: {{HEALTHCHECK_TCP_PORT: "9"}}
+  variables:
+    CI_DEBUG_SERVICES: "true"
+  script:
+    - busybox wget -qO- http://web:8080/
+    - busybox wget -qO- http://www:8080/
+    - busybox wget -qO- http://slipway-test-busybox:8080/
+    - busybox wget -qO- http://slipway-test__busybox:8080/ >/dev/null && echo default alias
+"#
+    );
+    let r = Repo::new(&[(".gitlab-ci.yml", &yaml)]);
+    let plan = r.slipway(&["plan", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(
+        v["jobs"][0]["services"][0]["aliases"],
+        serde_json::json!(["slipway-test__busybox", "slipway-test-busybox", "web", "www"]),
+        "{v}"
+    );
+    let run = r.slipway(&["run", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let log = run.log(&job);
+    assert_eq!(log.iter().filter(|l| *l == "hello from the service").count(), 3, "{log:#?}");
+    assert!(log.iter().any(|l| l == "default alias"), "{log:#?}");
+    // The second service exited: a warning with its log, as GitLab's runner gives.
+    assert!(log.iter().any(|l| l.contains("(broken) probably didn't start properly")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("exited with code 3")), "{log:#?}");
+    assert!(log.iter().any(|l| l == "[service:web] serving"), "{log:#?}");
+    let slug = std::fs::read_dir(r.path().join(".slipway/runs/1/services")).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(std::fs::read_to_string(slug.join("broken.log")).unwrap(), "broken-service-says-bye\n");
+    assert!(containers(&job).is_empty() && networks(&job).is_empty(), "a service or its network outlived the job");
+
+    // kill -9 of slipway while the job runs with its services: the guardian removes them.
+    r.write(
+        ".gitlab-ci.yml",
+        &format!("{job}:\n  image: {image}\n  services: [{{name: {image}, entrypoint: [/bin/busybox], command: [sleep, \"60\"]}}]\n  script:\n    - echo started\n    - sleep 60\n"),
+    );
+    let child = Command::new(bin())
+        .args(["run", "--json"])
+        .current_dir(r.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the job's container never started", 30, || containers(&job).len() == 2);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait_with_output().unwrap();
+    until("a service or network outlived slipway's kill -9", 30, || {
+        containers(&job).is_empty() && networks(&job).is_empty()
+    });
+}
+
+/// The brief's Docker-in-Docker job, unmodified but for the test's names: `image:
+/// docker:latest` with a `docker:dind` service builds an image and runs it, on this machine's
+/// engine through its socket (a local `docker:latest` made of this machine's docker CLI when
+/// the engine has none: nothing is pulled).
+#[test]
+fn the_briefs_docker_in_docker_job_builds_and_runs_an_image() {
+    let base = busybox();
+    docker_cli_image();
+    let id = std::process::id();
+    let port = free_port();
+    let yaml = format!(
+        r#"build:
+  image: docker:latest
+  services:
+    - docker:dind
+  variables:
+    DOCKER_HOST: tcp://docker:2376
+    DOCKER_TLS_CERTDIR: "/certs"
+  script:
+    - echo "DOCKER_HOST=$DOCKER_HOST certs=${{DOCKER_TLS_CERTDIR:-none}}"
+    - docker build -t slipway-test/myapp:{id} .
+    - docker run --rm --network host slipway-test/myapp:{id}
+    - docker run -d --rm --network host --name slipway-test-myapp-{id} slipway-test/myapp:{id} busybox httpd -f -p {port} -h /srv
+    - for i in 1 2 3 4 5 6 7 8 9 10; do busybox wget -qO- http://docker:{port}/ && break; sleep 0.5; done
+  after_script:
+    - docker rm -f slipway-test-myapp-{id}
+"#
+    );
+    let dockerfile = format!("FROM {base}\nCOPY greeting /srv/index.html\nCMD [\"cat\", \"/srv/index.html\"]\n");
+    let r = Repo::new(&[(".gitlab-ci.yml", &yaml), ("Dockerfile", &dockerfile), ("greeting", "built in the job\n")]);
+    let run = r.slipway(&["run", "--json"]);
+    let _ = Command::new("docker").args(["rmi", "-f", &format!("slipway-test/myapp:{id}")]).output();
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let log = run.log("build");
+    assert!(log.iter().any(|l| l == "DOCKER_HOST=unix:///var/run/docker.sock certs=none"), "{log:#?}");
+    assert_eq!(log.iter().filter(|l| *l == "built in the job").count(), 2, "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("GitLab's \"socket binding\"")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("`slipway image build`")), "{log:#?}");
+}
+
+/// `docker:latest` on the engine: a real one if it is there, else busybox and this machine's
+/// docker CLI with the libraries it links.
+fn docker_cli_image() {
+    if Command::new("docker").args(["image", "inspect", "docker:latest"]).output().unwrap().status.success() {
+        return;
+    }
+    let cli = String::from_utf8(Command::new("sh").args(["-c", "command -v docker"]).output().unwrap().stdout).unwrap();
+    let cli = std::fs::canonicalize(cli.trim()).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let put = |from: &std::path::Path, to: &str| {
+        let dest = root.path().join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from, &dest).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    };
+    put(&cli, "/usr/local/bin/docker");
+    put(std::path::Path::new("/bin/busybox"), "/bin/busybox");
+    for applet in ["sh", "echo", "cat", "sleep", "true"] {
+        std::os::unix::fs::symlink("busybox", root.path().join("bin").join(applet)).unwrap();
+    }
+    std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+    let ldd = Command::new("ldd").arg(&cli).output().unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
+        put(&std::fs::canonicalize(lib).unwrap(), lib);
+    }
+    let tar = Command::new("tar").args(["-C", root.path().to_str().unwrap(), "-c", "."]).output().unwrap();
+    let mut import = Command::new("docker")
+        .args(["import", "-c", "ENV PATH=/usr/local/bin:/bin", "-", "docker:latest"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    assert!(import.wait().unwrap().success(), "docker import docker:latest");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
