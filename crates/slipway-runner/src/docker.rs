@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
@@ -43,6 +44,8 @@ pub struct ContainerRun<'a> {
     pub labels: HashMap<String, String>,
     pub timeout: Duration,
     pub grace: Duration,
+    /// Credentials for pulling the image.
+    pub auth: &'a Auth<'a>,
     /// The job's services: their network, and what the job's container needs to reach them.
     pub sidecars: Option<&'a crate::services::Sidecars>,
 }
@@ -108,7 +111,7 @@ async fn run_async(
     cancel: &Cancel,
     out: &mut dyn FnMut(&[u8]),
 ) -> Result<Exit, Failure> {
-    ensure_image(docker, r.image, &r.options.pull_policy, r.options.platform.as_deref(), out).await?;
+    ensure_image(docker, r.image, &r.options.pull_policy, r.options.platform.as_deref(), r.auth, out).await?;
     let script_in = format!("{SCRIPTS}/{}", r.script);
     let mut binds = vec![
         format!("{}:{}", r.workspace.display(), r.builds_dir),
@@ -241,6 +244,7 @@ pub(crate) async fn ensure_image(
     image: &str,
     policies: &[String],
     platform: Option<&str>,
+    auth: &Auth<'_>,
     out: &mut dyn FnMut(&[u8]),
 ) -> Result<(), Failure> {
     let present = match docker.inspect_image(image).await {
@@ -255,7 +259,7 @@ pub(crate) async fn ensure_image(
         match policy.as_str() {
             "never" | "if-not-present" if present => return Ok(()),
             "never" => why.push("it is not on this Docker Engine and pull_policy `never` does not pull it".to_string()),
-            _ => match pull(docker, image, platform, out).await {
+            _ => match pull(docker, image, platform, auth, out).await {
                 Ok(()) => return Ok(()),
                 // `always` falls back to what the engine has only when told to (`[always, if-not-present]`).
                 Err(e) => why.push(format!("pulling it failed ({e})")),
@@ -268,15 +272,110 @@ pub(crate) async fn ensure_image(
     ))
 }
 
-async fn pull(docker: &Docker, image: &str, platform: Option<&str>, out: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+async fn pull(
+    docker: &Docker,
+    image: &str,
+    platform: Option<&str>,
+    auth: &Auth<'_>,
+    out: &mut dyn FnMut(&[u8]),
+) -> Result<(), String> {
     out(format!("Pulling docker image {image} ...\n").as_bytes());
     let mut opts = CreateImageOptionsBuilder::new().from_image(image);
     if let Some(p) = platform {
         opts = opts.platform(p);
     }
-    let mut stream = docker.create_image(Some(opts.build()), None, None);
+    let host = registry_host(image);
+    let credentials = auth.lookup(host)?.map(|(username, password)| DockerCredentials {
+        username: Some(username),
+        password: Some(password),
+        serveraddress: Some(host.to_string()),
+        ..Default::default()
+    });
+    let mut stream = docker.create_image(Some(opts.build()), None, credentials);
     while let Some(item) = stream.next().await {
         item.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Where a job's pulls find credentials: its `DOCKER_AUTH_CONFIG` variable (GitLab's way: a
+/// docker `config.json`'s `auths`), then the run's [`crate::RegistryAuth`].
+pub struct Auth<'a> {
+    pub docker_auth_config: Option<&'a str>,
+    pub fallback: Option<&'a dyn crate::RegistryAuth>,
+}
+
+impl Auth<'_> {
+    fn lookup(&self, host: &str) -> Result<Option<(String, String)>, String> {
+        if let Some(config) = self.docker_auth_config {
+            let v: serde_json::Value = serde_json::from_str(config)
+                .map_err(|e| format!("DOCKER_AUTH_CONFIG is not a docker config.json ({e})"))?;
+            let auths = v["auths"].as_object().into_iter().flatten();
+            for (key, entry) in auths {
+                if auth_host(key) != host {
+                    continue;
+                }
+                if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
+                    return Ok(Some((u.to_string(), p.to_string())));
+                }
+                use base64::Engine as _;
+                let raw = entry["auth"]
+                    .as_str()
+                    .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a.trim()).ok())
+                    .ok_or_else(|| {
+                        format!("DOCKER_AUTH_CONFIG: `auths.{key}.auth` is not base64 of `user:password`")
+                    })?;
+                let text = String::from_utf8_lossy(&raw);
+                let (u, p) = text.split_once(':').ok_or_else(|| {
+                    format!("DOCKER_AUTH_CONFIG: `auths.{key}.auth` is not base64 of `user:password`")
+                })?;
+                return Ok(Some((u.to_string(), p.to_string())));
+            }
+        }
+        match self.fallback {
+            Some(f) => f.credentials(host),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The registry of an image reference, as docker reads it: the first component when it has a
+/// `.` or a `:` or is `localhost`, else Docker Hub (`docker.io`).
+pub fn registry_host(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// A `config.json` `auths` key as a host: `https://index.docker.io/v1/` is `docker.io`.
+fn auth_host(key: &str) -> &str {
+    let key = key.trim_start_matches("https://").trim_start_matches("http://");
+    let key = key.split('/').next().unwrap_or(key);
+    match key {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        k => k,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_hosts_and_docker_auth_config() {
+        assert_eq!(registry_host("golang:1.23"), "docker.io");
+        assert_eq!(registry_host("library/golang"), "docker.io");
+        assert_eq!(registry_host("127.0.0.1:5000/team/app:1"), "127.0.0.1:5000");
+        assert_eq!(registry_host("registry.gitlab.com/g/p"), "registry.gitlab.com");
+        assert_eq!(registry_host("localhost/x"), "localhost");
+        // `ci:s3cret` in base64, and Docker Hub under its legacy key.
+        let config = r#"{"auths": {"127.0.0.1:5000": {"auth": "Y2k6czNjcmV0"}, "https://index.docker.io/v1/": {"username": "u", "password": "p"}}}"#;
+        let auth = Auth { docker_auth_config: Some(config), fallback: None };
+        assert_eq!(auth.lookup("127.0.0.1:5000").unwrap(), Some(("ci".into(), "s3cret".into())));
+        assert_eq!(auth.lookup("docker.io").unwrap(), Some(("u".into(), "p".into())));
+        assert_eq!(auth.lookup("other:1").unwrap(), None);
+        let bad = Auth { docker_auth_config: Some("{nope"), fallback: None };
+        assert!(bad.lookup("x").unwrap_err().contains("DOCKER_AUTH_CONFIG is not a docker config.json"));
+    }
 }

@@ -280,6 +280,11 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
             names.join(", ")
         ));
     }
+    let docker_auth_config = env.iter().rev().find(|(k, _)| k == "DOCKER_AUTH_CONFIG").map(|(_, v)| v.clone());
+    let auth = crate::docker::Auth {
+        docker_auth_config: docker_auth_config.as_deref(),
+        fallback: cfg.registry_auth.as_deref(),
+    };
     // One connection to the engine for the job, and its services before its scripts.
     let engine = match &container {
         Some(_) => match crate::docker::Engine::connect() {
@@ -301,6 +306,7 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
                 logs_dir: &cfg.run_dir.join("services").join(&slug),
                 wait: SERVICES_WAIT,
                 debug: env.iter().any(|(k, v)| k == "CI_DEBUG_SERVICES" && v == "true"),
+                auth: &auth,
             };
             let started = engine.start_services(&run, cancel, &mut |b| out.bytes(b));
             out.flush();
@@ -346,6 +352,7 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
                     timeout,
                     grace: cfg.grace,
                     sidecars: sidecars.as_ref(),
+                    auth: &auth,
                 };
                 let engine = engine.as_ref().expect("connected for a container job");
                 let exit = engine.run(&r, cancel, &mut |b| out.bytes(b)).map_err(std::io::Error::other);

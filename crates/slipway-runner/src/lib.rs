@@ -71,6 +71,15 @@ pub struct RunConfig {
     /// Jobs with `image:` run in a container of it (GitLab's Docker executor); false: every
     /// job on the shell executor (`--executor shell`).
     pub containers: bool,
+    /// Registry credentials for the images the Docker executor pulls, after a job's
+    /// `DOCKER_AUTH_CONFIG` (slipway's binary gives those of `slipway image push`).
+    pub registry_auth: Option<Arc<dyn RegistryAuth>>,
+}
+
+/// Where the Docker executor finds a registry's credentials when the job has none.
+pub trait RegistryAuth: Send + Sync + std::fmt::Debug {
+    /// `(username, password)` for `host` (`docker.io` for Docker Hub), or none: anonymous.
+    fn credentials(&self, host: &str) -> Result<Option<(String, String)>, String>;
 }
 
 /// Caches kept somewhere besides the local cache directory. The runner asks for a key it
@@ -108,6 +117,7 @@ impl RunConfig {
             snapshot: None,
             cache_sync: None,
             containers: true,
+            registry_auth: None,
         }
     }
 }

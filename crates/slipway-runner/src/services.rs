@@ -43,6 +43,7 @@ pub struct ServicesRun<'a> {
     pub wait: Duration,
     /// `CI_DEBUG_SERVICES`: print their logs in the job's log.
     pub debug: bool,
+    pub auth: &'a crate::docker::Auth<'a>,
 }
 
 struct Sidecar {
@@ -136,7 +137,7 @@ async fn start_all(
             // Named by the user's alias when it has one.
             let alias = svc.alias.first().or(aliases.first()).cloned().unwrap_or_else(|| format!("service-{i}"));
             notice(out, &format!("Starting service {} ...", svc.name));
-            crate::docker::ensure_image(docker, &svc.name, &svc.pull_policy, None, out)
+            crate::docker::ensure_image(docker, &svc.name, &svc.pull_policy, None, s.auth, out)
                 .await
                 .map_err(|e| format!("service `{}`: {e}", svc.name))?;
             let mut env: Vec<(String, String)> = s.env.to_vec();

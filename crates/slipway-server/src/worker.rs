@@ -29,6 +29,8 @@ pub struct WorkerConfig {
     /// The API socket of the host agent beside this worker: offered to the server through a
     /// tunnel ([`crate::tunnel`]), so the server can deploy environments to this machine.
     pub host: Option<PathBuf>,
+    /// Registry credentials for the Docker executor's pulls (after a job's `DOCKER_AUTH_CONFIG`).
+    pub registry_auth: Option<Arc<dyn slipway_runner::RegistryAuth>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -363,6 +365,7 @@ fn execute(
     let mut config = slipway_runner::RunConfig::new(dir.clone(), run_dir.clone(), &state);
     config.cache_sync =
         Some(Arc::new(ServerCaches { client: Arc::clone(client), rt: rt.clone(), project: job.project.clone() }));
+    config.registry_auth = client.cfg.registry_auth.clone();
     config.extra_env.push(("CI_JOB_TOKEN".into(), job.job_token.clone()));
     config.extra_env.push(("SLIPWAY_SERVER".into(), client.cfg.server.clone()));
     config.extra_env.push(("CI_SERVER_URL".into(), client.cfg.server.clone()));

@@ -218,6 +218,7 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
     std::fs::write(run_dir.join("plan.json"), serde_json::to_vec_pretty(&slipway_pipeline::plan::to_json(&plan))?)?;
     let mut config = RunConfig::new(root.clone(), run_dir.clone(), &state);
     config.containers = !shell_only;
+    config.registry_auth = Some(registry_auth());
     if let Some(n) = args.concurrency {
         if n == 0 {
             return Err(UserError::new("--concurrency must be at least 1").into());
@@ -296,4 +297,19 @@ pub fn print_log(root: &Path, run: Option<&str>, job: &str) -> Result<i32> {
             Err(e.into())
         }
     }
+}
+
+/// The Docker executor's registry credentials: those of `slipway image push`
+/// (`SLIPWAY_REGISTRY_USER`/`_PASSWORD`, then docker's `config.json` and its helpers).
+pub fn registry_auth() -> std::sync::Arc<dyn slipway_runner::RegistryAuth> {
+    #[derive(Debug)]
+    struct PushCredentials;
+    impl slipway_runner::RegistryAuth for PushCredentials {
+        fn credentials(&self, host: &str) -> Result<Option<(String, String)>, String> {
+            slipway_oci::credentials::lookup(host, None, None)
+                .map(|c| c.map(|c| (c.username, c.password)))
+                .map_err(|e| e.to_string())
+        }
+    }
+    std::sync::Arc::new(PushCredentials)
 }

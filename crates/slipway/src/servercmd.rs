@@ -291,6 +291,7 @@ pub fn server(data: &Path, args: ServerArgs, ui: &Ui) -> Result<i32> {
                     concurrency: args.concurrency.max(1),
                     tags: Vec::new(),
                     host: Some(slipway_api::socket_path(data)),
+                    registry_auth: Some(crate::run::registry_auth()),
                 };
                 let host = slipway_agent::AgentConfig { data_dir: data.to_path_buf(), metrics_listen: None };
                 let (a, b) = (stopped(stop_rx.clone()), stopped(stop_rx.clone()));
@@ -363,6 +364,7 @@ pub fn agent_with_server(data: &Path, join: Join, host: slipway_agent::AgentConf
             concurrency: join.concurrency,
             tags: join.tags,
             host: Some(slipway_api::socket_path(data)),
+            registry_auth: Some(crate::run::registry_auth()),
         };
         let stop = stop_tx_for_worker(&stop_rx);
         let worker = async {

@@ -11,6 +11,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::registry::Registry;
 use common::*;
 
 const IMAGE: &str = "slipway-test/busybox:exec";
@@ -350,4 +351,57 @@ fn docker_cli_image() {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Pulls from a registry that needs a password take it as GitLab's runner does, from the
+/// job's `DOCKER_AUTH_CONFIG`, or from where `slipway image push` finds it
+/// (`SLIPWAY_REGISTRY_USER`/`_PASSWORD`, docker's `config.json`); without it the job fails
+/// saying the pull was refused.
+#[test]
+fn pulls_take_docker_auth_config_or_the_push_credentials() {
+    let image = busybox();
+    let reg = Registry::start(Some(("ci", "s3cret-pass")));
+    let tagged = format!("{}/team/busybox:{}", reg.addr, std::process::id());
+    let config = tempfile::tempdir().unwrap();
+    let docker = |args: &[&str], input: Option<&str>| {
+        let mut c = Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", config.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(input.unwrap_or("").as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    docker(&["tag", image, &tagged], None);
+    docker(&["login", &reg.addr, "-u", "ci", "--password-stdin"], Some("s3cret-pass"));
+    docker(&["push", &tagged], None);
+    docker(&["rmi", &tagged], None);
+    let empty = tempfile::tempdir().unwrap();
+    let no_config = [("DOCKER_CONFIG", empty.path().to_str().unwrap())];
+    let job = format!("pull-{}", std::process::id());
+    let yaml = format!("{job}:\n  image: {{name: \"{tagged}\", pull_policy: always}}\n  script: [echo pulled]\n");
+    let r = Repo::new(&[(".gitlab-ci.yml", &yaml)]);
+
+    let denied = r.slipway_env(&["run", "--json"], &no_config);
+    assert_eq!(denied.code, 1, "{}", denied.debug());
+    assert!(denied.stdout.contains("pulling it failed"), "{}", denied.debug());
+
+    let auth = r#"{"auths": {"ADDR": {"auth": "Y2k6czNjcmV0LXBhc3M="}}}"#.replace("ADDR", &reg.addr);
+    let with_var = r.slipway_env(&["run", "--json", "--secret", &format!("DOCKER_AUTH_CONFIG={auth}")], &no_config);
+    assert_eq!(with_var.code, 0, "{}", with_var.debug());
+    assert!(with_var.log(&job).iter().any(|l| l == "pulled"), "{}", with_var.debug());
+    docker(&["rmi", &tagged], None);
+
+    let mut env = no_config.to_vec();
+    env.extend([("SLIPWAY_REGISTRY_USER", "ci"), ("SLIPWAY_REGISTRY_PASSWORD", "s3cret-pass")]);
+    let with_env = r.slipway_env(&["run", "--json"], &env);
+    assert_eq!(with_env.code, 0, "{}", with_env.debug());
+    assert!(!with_env.stdout.contains("s3cret-pass"), "the password reached the output");
+    docker(&["rmi", &tagged], None);
+    assert!(containers(&job).is_empty());
 }

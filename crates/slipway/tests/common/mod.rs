@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod hosts;
+pub mod registry;
 
 pub struct Repo {
     pub dir: tempfile::TempDir,
