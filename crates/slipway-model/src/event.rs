@@ -69,6 +69,9 @@ pub enum RunEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         coverage: Option<f64>,
         attempts: u32,
+        /// A trigger job's child pipeline, nested.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child: Option<Box<RunRecord>>,
     },
     PipelineFinished(RunRecord),
 }
@@ -84,6 +87,7 @@ impl RunEvent {
             reason: r.reason.clone(),
             coverage: r.coverage,
             attempts: r.attempts,
+            child: r.child.clone(),
         }
     }
 

@@ -127,6 +127,9 @@ pub struct JobRecord {
     pub coverage: Option<f64>,
     #[serde(default)]
     pub attempts: u32,
+    /// A trigger job's child pipeline: a run of its own, nested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<Box<RunRecord>>,
 }
 
 /// A finished run: what `summary.json` holds.

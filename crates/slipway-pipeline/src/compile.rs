@@ -862,6 +862,140 @@ impl Cx {
         o
     }
 
+    /// `trigger:` for a child pipeline: `include` (a path, or a list of `local:` and
+    /// `artifact:` + `job:`), `strategy: depend`, `forward`. Multi-project pipelines
+    /// (`trigger: group/project`, `project:`) need a server that has the other project.
+    fn trigger(&mut self, n: &Node) -> Option<crate::model::Trigger> {
+        use crate::model::TriggerInclude;
+        let multi_project = |cx: &mut Self, span| {
+            cx.err(span, "`trigger:project` starts another project's pipeline, which a local run has no access to")
+                .hint = Some(
+                "run that project's pipeline with `slipway run` in its checkout, or start a child pipeline of this project with `trigger:include`"
+                    .into(),
+            );
+        };
+        let Value::Map(m) = &n.value else {
+            if matches!(n.value, Value::Str(_)) {
+                multi_project(self, n.span);
+            } else {
+                self.type_err(n, "trigger", "a mapping with `include:`");
+            }
+            return None;
+        };
+        let mut t = crate::model::Trigger {
+            include: Vec::new(),
+            depend: false,
+            forward_yaml_variables: true,
+            forward_pipeline_variables: false,
+        };
+        let mut included = false;
+        for (k, v) in m {
+            match k.name.as_str() {
+                "include" => {
+                    included = true;
+                    let items: Vec<&Node> = match &v.value {
+                        Value::Seq(items) => items.iter().collect(),
+                        _ => vec![v],
+                    };
+                    for item in items {
+                        match &item.value {
+                            Value::Str(path) => t.include.push(TriggerInclude::Local { local: path.clone() }),
+                            Value::Map(im) => {
+                                let get = |name: &str| im.iter().find(|(k, _)| k.name == name).map(|(_, v)| v);
+                                if let Some(local) = get("local") {
+                                    if let Some(local) = self.string(local, "trigger:include:local") {
+                                        t.include.push(TriggerInclude::Local { local });
+                                    }
+                                } else if let Some(artifact) = get("artifact") {
+                                    let artifact = self.string(artifact, "trigger:include:artifact");
+                                    let job = match get("job") {
+                                        Some(j) => self.string(j, "trigger:include:job"),
+                                        None => {
+                                            self.err(item.span, "`trigger:include:artifact` needs `job:`").hint =
+                                                Some("name the job whose artifacts hold the file".into());
+                                            None
+                                        }
+                                    };
+                                    if let (Some(artifact), Some(job)) = (artifact, job) {
+                                        t.include.push(TriggerInclude::Artifact { artifact, job });
+                                    }
+                                } else if let Some((ik, _)) = im.iter().find(|(k, _)| {
+                                    matches!(k.name.as_str(), "project" | "template" | "remote" | "component")
+                                }) {
+                                    self.err(
+                                        ik.span,
+                                        format!(
+                                            "`trigger:include:{}` is not supported for child pipelines yet",
+                                            ik.name
+                                        ),
+                                    )
+                                    .hint = Some("vendor the file into the project and use `local:`".into());
+                                } else {
+                                    self.err(
+                                        item.span,
+                                        "`trigger:include` entries are `local:` or `artifact:` + `job:`",
+                                    );
+                                }
+                                for (ik, _) in im {
+                                    if !matches!(
+                                        ik.name.as_str(),
+                                        "local"
+                                            | "artifact"
+                                            | "job"
+                                            | "project"
+                                            | "template"
+                                            | "remote"
+                                            | "component"
+                                            | "ref"
+                                            | "file"
+                                            | "inputs"
+                                    ) {
+                                        self.unknown_key(ik, "`trigger:include`", &["local", "artifact", "job"]);
+                                    }
+                                }
+                            }
+                            _ => self.type_err(item, "trigger:include[]", "a path or a mapping"),
+                        }
+                    }
+                }
+                "strategy" => match self.string(v, "trigger:strategy").as_deref() {
+                    Some("depend") => t.depend = true,
+                    Some(other) => {
+                        self.err(v.span, format!("`trigger:strategy` cannot be `{other}`")).hint = Some(
+                            "GitLab's strategy is `depend`: the job waits for the child and takes its status".into(),
+                        );
+                    }
+                    None => {}
+                },
+                "forward" => {
+                    for (fk, fv) in self.map(v, "trigger:forward") {
+                        match fk.name.as_str() {
+                            "yaml_variables" => {
+                                t.forward_yaml_variables =
+                                    self.boolean(fv, "trigger:forward:yaml_variables").unwrap_or(true)
+                            }
+                            "pipeline_variables" => {
+                                t.forward_pipeline_variables =
+                                    self.boolean(fv, "trigger:forward:pipeline_variables").unwrap_or(false)
+                            }
+                            _ => self.unknown_key(fk, "`trigger:forward`", &["yaml_variables", "pipeline_variables"]),
+                        }
+                    }
+                }
+                "project" | "branch" => multi_project(self, k.span),
+                _ => self.unknown_key(k, "`trigger`", &["include", "strategy", "forward", "project", "branch"]),
+            }
+        }
+        if !included {
+            if !m.iter().any(|(k, _)| k.name == "project") {
+                self.err(n.span, "`trigger` needs `include:` (a child pipeline's file)").hint =
+                    Some("e.g. `trigger: {include: ci/child.yml, strategy: depend}`".into());
+            }
+            return None;
+        }
+        Some(t)
+    }
+
     /// One of `services:`: an image's name, or GitLab's mapping (`name`, `alias`, `entrypoint`,
     /// `command`, `variables`, `pull_policy`).
     fn job_service(&mut self, n: &Node) -> Option<crate::model::Service> {
@@ -1449,6 +1583,7 @@ impl Cx {
             image: None,
             image_options: Default::default(),
             services: Vec::new(),
+            trigger: None,
         };
         if job.name.is_empty() || job.name.len() > 255 {
             self.err(key.span, "job names must be 1 to 255 characters long");
@@ -1466,6 +1601,7 @@ impl Cx {
             }
         }
         let mut has_script = false;
+        let mut trigger_span = None;
         let mut start_in_node = None;
         for (k, v) in &all {
             let k_in_job = entries.iter().any(|(e, _)| e.name == k.name);
@@ -1693,8 +1829,8 @@ impl Cx {
                     }
                 }
                 "trigger" => {
-                    self.err(k.span, "`trigger` (downstream pipelines) is not supported offline yet").hint =
-                        Some("run the downstream project's pipeline with `slipway run` in its own directory".into());
+                    job.trigger = self.trigger(v);
+                    trigger_span = Some(k.span);
                     has_script = true;
                 }
                 "run" => {
@@ -1712,6 +1848,12 @@ impl Cx {
                 }
                 _ => self.unknown_key(k, &format!("job `{}`", job.name), JOB_KEYWORDS),
             }
+        }
+        if let Some(span) = trigger_span
+            && !job.script.is_empty()
+        {
+            self.err(span, format!("job `{}` has both `trigger` and `script`", job.name)).hint =
+                Some("a trigger job starts a pipeline and runs no script: move the script to a job of its own".into());
         }
         if !has_script {
             self.err(key.span, format!("job `{}` has no `script`", job.name)).hint = Some(

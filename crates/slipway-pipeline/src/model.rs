@@ -233,6 +233,30 @@ pub struct Job {
     /// `image:` in its mapping form: what besides the name the container is made with.
     pub image_options: ImageOptions,
     pub services: Vec<Service>,
+    /// `trigger:`: the job starts a child pipeline instead of running a script.
+    pub trigger: Option<Trigger>,
+}
+
+/// `trigger:` for a child pipeline (`include`), as GitLab runs it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Trigger {
+    pub include: Vec<TriggerInclude>,
+    /// `strategy: depend`: the job's status is the child pipeline's.
+    pub depend: bool,
+    /// `forward:yaml_variables` (default true): the job's variables go to the child.
+    pub forward_yaml_variables: bool,
+    /// `forward:pipeline_variables` (default false): so do the run's `--var`s.
+    pub forward_pipeline_variables: bool,
+}
+
+/// Where a child pipeline's configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum TriggerInclude {
+    /// A file of the project.
+    Local { local: String },
+    /// A file an earlier job left in its artifacts (a dynamic child pipeline).
+    Artifact { artifact: String, job: String },
 }
 
 /// One of `services:`: a sidecar container the job reaches by its aliases.

@@ -74,6 +74,7 @@ pub struct PlannedJob {
     pub image: Option<String>,
     pub image_options: crate::model::ImageOptions,
     pub services: Vec<crate::model::Service>,
+    pub trigger: Option<crate::model::Trigger>,
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +277,21 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                         ..s.clone()
                     })
                     .collect(),
+                trigger: job.trigger.as_ref().map(|t| crate::model::Trigger {
+                    include: t
+                        .include
+                        .iter()
+                        .map(|i| match i {
+                            crate::model::TriggerInclude::Local { local } => {
+                                crate::model::TriggerInclude::Local { local: x(local) }
+                            }
+                            crate::model::TriggerInclude::Artifact { artifact, job } => {
+                                crate::model::TriggerInclude::Artifact { artifact: x(artifact), job: job.clone() }
+                            }
+                        })
+                        .collect(),
+                    ..t.clone()
+                }),
             });
             next_id += 1;
         }
@@ -759,6 +775,9 @@ pub fn to_json(plan: &Plan) -> serde_json::Value {
         }
         if !j.image_options.is_empty() {
             m.insert("image_options".into(), serde_json::to_value(&j.image_options).unwrap_or_default());
+        }
+        if let Some(t) = &j.trigger {
+            m.insert("trigger".into(), serde_json::to_value(t).unwrap_or_default());
         }
         if !j.services.is_empty() {
             let services: Vec<_> = j

@@ -27,6 +27,8 @@ pub struct JobEnd {
     pub reason: Option<String>,
     pub coverage: Option<f64>,
     pub attempts: u32,
+    /// A trigger job's child pipeline, as it ended.
+    pub child: Option<Box<slipway_model::run::RunRecord>>,
 }
 
 /// The longest slug; longer names are cut and get a digest of the whole name, so that every
@@ -141,6 +143,9 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
     let mut out =
         Out { out: job_out, masker: Masker::new(&cfg.secrets.iter().chain(&job.masked).collect::<Vec<_>>()), log };
     let cancel = &shared.cancel;
+    if let Some(trigger) = &job.trigger {
+        return crate::child::run(job, trigger, shared, &mut |line| out.notice(line));
+    }
 
     // 1. Workspace: the job's own, kept between runs and synced; a temporary one when
     // another run is using it.
@@ -411,7 +416,7 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
                 }
             }
         }
-        let end = JobEnd { success, canceled, exit_code, reason, coverage: None, attempts: attempt };
+        let end = JobEnd { success, canceled, exit_code, reason, coverage: None, attempts: attempt, child: None };
         if success || canceled || attempt > job.retry.max || !should_retry(job, &exit) {
             break end;
         }
@@ -564,8 +569,16 @@ fn run_shell(
 /// `wait_for_services_timeout`).
 const SERVICES_WAIT: Duration = Duration::from_secs(30);
 
-fn system_failure(reason: String) -> JobEnd {
-    JobEnd { success: false, canceled: false, exit_code: None, reason: Some(reason), coverage: None, attempts: 1 }
+pub(crate) fn system_failure(reason: String) -> JobEnd {
+    JobEnd {
+        success: false,
+        canceled: false,
+        exit_code: None,
+        reason: Some(reason),
+        coverage: None,
+        attempts: 1,
+        child: None,
+    }
 }
 
 /// GitLab's `coverage`: the last match of the regex in the log; its first number is the value.

@@ -4,6 +4,7 @@
 //! runs are recorded ([`record`]). [`run`] drives a planned pipeline to its end and sends every
 //! step, as an owned [`RunEvent`], to a [`Sink`] it owns. It knows nothing about HTTP or SQL.
 
+pub mod child;
 pub mod docker;
 pub mod exec;
 pub mod files;
@@ -74,6 +75,8 @@ pub struct RunConfig {
     /// Registry credentials for the images the Docker executor pulls, after a job's
     /// `DOCKER_AUTH_CONFIG` (slipway's binary gives those of `slipway image push`).
     pub registry_auth: Option<Arc<dyn RegistryAuth>>,
+    /// How deep in child pipelines this run is (0: a pipeline of its own).
+    pub depth: u32,
 }
 
 /// Where the Docker executor finds a registry's credentials when the job has none.
@@ -118,6 +121,7 @@ impl RunConfig {
             cache_sync: None,
             containers: true,
             registry_auth: None,
+            depth: 0,
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct JobResult {
     pub coverage: Option<f64>,
     pub attempts: u32,
     pub log: Option<PathBuf>,
+    /// A trigger job's child pipeline.
+    pub child: Option<Box<slipway_model::run::RunRecord>>,
 }
 
 impl JobResult {
@@ -147,6 +153,7 @@ impl JobResult {
             reason: self.reason.clone(),
             coverage: self.coverage,
             attempts: self.attempts,
+            child: self.child.clone(),
         }
     }
 }
@@ -362,6 +369,7 @@ pub fn run_on<S: Sink>(
                         coverage: None,
                         attempts: 0,
                         log: None,
+                        child: None,
                     };
                     emit(&mut sink, RunEvent::job_finished(&r.record()));
                     results[i] = Some(r);
@@ -424,6 +432,7 @@ pub fn run_on<S: Sink>(
                             coverage: end.coverage,
                             attempts: end.attempts,
                             log: Some(drive.logs.join(format!("{slug}.log"))),
+                            child: end.child,
                         };
                         emit(&mut sink, RunEvent::job_finished(&r.record()));
                         results[i] = Some(r);

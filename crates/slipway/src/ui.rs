@@ -262,21 +262,23 @@ impl Sink for HumanReporter {
 }
 
 /// Prints the end-of-run table: job, stage, status, duration, exit code, log.
+/// A trigger job's child pipeline is nested under it (`└ job`), with its jobs' logs.
 pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id: u64) {
-    let rows: Vec<[String; 6]> = result
-        .jobs
-        .iter()
-        .map(|j| {
-            [
-                j.name.clone(),
-                j.stage.clone(),
-                status_word(j.status).to_string(),
-                if j.attempts > 0 { human(j.duration) } else { "-".into() },
-                j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                j.log.as_ref().map(|l| l.strip_prefix(root).unwrap_or(l).display().to_string()).unwrap_or_default(),
-            ]
-        })
-        .collect();
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    for j in &result.jobs {
+        let log = j.log.as_ref().map(|l| l.strip_prefix(root).unwrap_or(l).to_path_buf());
+        rows.push([
+            j.name.clone(),
+            j.stage.clone(),
+            status_word(j.status).to_string(),
+            if j.attempts > 0 { human(j.duration) } else { "-".into() },
+            j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            log.as_ref().map(|l| l.display().to_string()).unwrap_or_default(),
+        ]);
+        if let (Some(child), Some(log)) = (&j.child, &log) {
+            child_rows(&mut rows, child, &j.name, log, 1);
+        }
+    }
     println!();
     print_table(ui, &["JOB", "STAGE", "STATUS", "DURATION", "EXIT", "LOG"], &rows, |col, status| {
         (col == 2).then_some(match status {
@@ -295,6 +297,32 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
         PipelineStatus::Running => ui.paint("36;1", "Pipeline running"),
     };
     let _ = writeln!(out, "\n{word} in {} (run #{run_id}; logs: slipway logs {run_id} JOB)", human(result.duration));
+}
+
+fn child_rows(
+    rows: &mut Vec<[String; 6]>,
+    child: &slipway_model::run::RunRecord,
+    trigger: &str,
+    trigger_log: &std::path::Path,
+    depth: usize,
+) {
+    // `<run>/logs/<job>.log` → `<run>/children/<job>/logs/`.
+    let run_dir = trigger_log.parent().and_then(|l| l.parent()).unwrap_or(std::path::Path::new(""));
+    let dir = run_dir.join("children").join(slipway_runner::exec::slug(trigger));
+    for j in &child.jobs {
+        let log = dir.join("logs").join(format!("{}.log", slipway_runner::exec::slug(&j.name)));
+        rows.push([
+            format!("{}└ {}", "  ".repeat(depth - 1), j.name),
+            j.stage.clone(),
+            status_word(j.status).to_string(),
+            if j.attempts > 0 { human(std::time::Duration::from_millis(j.duration_ms)) } else { "-".into() },
+            j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            log.display().to_string(),
+        ]);
+        if let Some(grandchild) = &j.child {
+            child_rows(rows, grandchild, &j.name, &log, depth + 1);
+        }
+    }
 }
 
 /// `--json`: one event per line, as docs/events.md describes them.

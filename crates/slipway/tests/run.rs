@@ -798,3 +798,116 @@ deploy-$[[ inputs.env ]]:
         v.debug()
     );
 }
+
+/// The lines slipway wrote about `job` (a trigger job's child pipeline appears there).
+fn notices(run: &Run, job: &str) -> Vec<String> {
+    run.events()
+        .iter()
+        .filter(|e| e["event"] == "job_notice" && e["job"] == job)
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `trigger:include` runs a child pipeline: from a file of the project or from an artifact
+/// an earlier job generated; GitLab's variables go down (`forward`), `strategy: depend` takes
+/// the child's status, the child's record is nested in the JSON and the table, a child may
+/// have a child of its own and no deeper.
+#[test]
+fn trigger_jobs_run_child_pipelines_nested_in_the_run() {
+    let parent = r#"stages: [gen, trigger]
+variables:
+  GLOBAL: from-parent
+generate:
+  stage: gen
+  script:
+    - |
+      printf 'dyn-job:\n  script: [echo "dynamic sees $GLOBAL"]\n' > dynamic.yml
+  artifacts:
+    paths: [dynamic.yml]
+static-child:
+  stage: trigger
+  variables:
+    TO_CHILD: hello
+  trigger:
+    include: ci/child.yml
+    strategy: depend
+    forward:
+      pipeline_variables: true
+dynamic-child:
+  stage: trigger
+  needs: [generate]
+  trigger:
+    include:
+      - artifact: dynamic.yml
+        job: generate
+"#;
+    let child = r#"child-a:
+  script:
+    - echo "a got $TO_CHILD, $GLOBAL, $FROM_CLI from $CI_PIPELINE_SOURCE"
+grandchild:
+  trigger:
+    include: ci/grandchild.yml
+    forward: {yaml_variables: false}
+"#;
+    let grandchild = "deep:\n  script: ['echo \"deep: ${TO_CHILD:-not forwarded} $CI_PIPELINE_SOURCE\"']\ntoo-deep:\n  trigger: {include: ci/grandchild.yml}\n";
+    let r = Repo::new(&[(".gitlab-ci.yml", parent), ("ci/child.yml", child), ("ci/grandchild.yml", grandchild)]);
+    let run = r.slipway(&["run", "--json", "--var", "FROM_CLI=cli"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    let lines = notices(&run, "static-child");
+    for want in [
+        "[child-a] a got hello, from-parent, cli from parent_pipeline",
+        "[grandchild] [deep] deep: not forwarded parent_pipeline",
+        "[grandchild] [too-deep] ERROR: child pipelines nest at most 2 levels deep (GitLab's limit)",
+    ] {
+        assert!(lines.iter().any(|l| l == want), "{want}: {lines:#?}");
+    }
+    assert!(
+        notices(&run, "dynamic-child").iter().any(|l| l == "[dyn-job] dynamic sees from-parent"),
+        "{}",
+        run.debug()
+    );
+    // The child's record, nested in the trigger job's (and in summary.json).
+    let done = run.finished();
+    let static_child = done["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "static-child").unwrap().clone();
+    let jobs = &static_child["child"]["jobs"];
+    assert_eq!(jobs[0]["name"], "child-a", "{static_child}");
+    assert_eq!(jobs[1]["child"]["jobs"][0]["name"], "deep", "{static_child}");
+    // The grandchild's failing trigger does not fail it without `strategy: depend`.
+    assert_eq!(jobs[1]["status"], "success", "{static_child}");
+    assert_eq!(jobs[1]["child"]["status"], "failed", "{static_child}");
+    assert!(r.path().join(".slipway/runs/1/children/static-child/summary.json").is_file());
+    assert!(r.path().join(".slipway/runs/1/children/static-child/logs/child-a.log").is_file());
+
+    // strategy: depend takes a failing child's status; the table shows the child's jobs.
+    r.write("ci/child.yml", "child-a:\n  script: [exit 3]\n");
+    let run = r.slipway(&["run"]);
+    assert_eq!(run.code, 1, "{}", run.debug());
+    assert!(run.stdout.contains("└ child-a"), "{}", run.debug());
+    assert!(run.stdout.contains(".slipway/runs/2/children/static-child/logs/child-a.log"), "{}", run.debug());
+    assert!(run.stdout.contains("the child pipeline failed (strategy: depend)"), "{}", run.debug());
+}
+
+/// What a trigger job cannot be is an error at its place.
+#[test]
+fn trigger_mistakes_are_errors_at_their_place() {
+    let r = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "a:\n  trigger: group/other-project\nb:\n  trigger: {include: c.yml, strategy: mirror}\n  script: [echo]\nc:\n  trigger:\n    include: [{template: Jobs/Build.gitlab-ci.yml}]\n",
+    )]);
+    let v = r.slipway(&["validate"]);
+    assert_eq!(v.code, 2, "{}", v.debug());
+    for want in [
+        ".gitlab-ci.yml:2:12",
+        "`trigger:project` starts another project's pipeline",
+        "`trigger:strategy` cannot be `mirror`",
+        "job `b` has both `trigger` and `script`",
+        "`trigger:include:template` is not supported for child pipelines yet",
+    ] {
+        assert!(v.stderr.contains(want), "{want}: {}", v.debug());
+    }
+    // A missing artifact says what is needed.
+    r.write(".gitlab-ci.yml", "t:\n  trigger:\n    include: [{artifact: gen.yml, job: nothing}]\n");
+    let run = r.slipway(&["run", "--json"]);
+    assert_eq!(run.code, 1, "{}", run.debug());
+    assert!(run.stdout.contains("job `nothing` left no artifact `gen.yml`"), "{}", run.debug());
+}
