@@ -1,7 +1,8 @@
 //! slipway's pipeline dialect: GitLab CI YAML read with spans ([`yaml`], [`load`]),
 //! validated into a typed model with every error at once ([`compile`]), and planned into a
-//! job DAG for one run ([`plan`]). Synchronous, no IO beyond reading the files it is given,
-//! and no input makes it panic.
+//! job DAG for one run ([`plan`]). Synchronous, no IO beyond reading the files it is given
+//! (remote and other projects' includes come through the caller's [`load::Fetch`]), and no
+//! input makes it panic.
 
 pub mod builtin;
 pub mod compile;
@@ -39,7 +40,20 @@ pub fn load_pipeline_text(
     text: &str,
     sources: &mut SourceMap,
 ) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let loaded = load::load_text(project_dir, name, text.to_string(), sources)?;
+    let loaded = load::load_text(project_dir, name, text.to_string(), sources, None)?;
+    finish(loaded)
+}
+
+/// Like [`load_pipeline_text`], with `include:remote` and `include:project` read through
+/// `fetch` (the caller's network and git; without one they are errors).
+pub fn load_pipeline_fetching(
+    project_dir: &Path,
+    name: &Path,
+    text: &str,
+    sources: &mut SourceMap,
+    fetch: &dyn load::Fetch,
+) -> Result<(Pipeline, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let loaded = load::load_text(project_dir, name, text.to_string(), sources, Some(fetch))?;
     finish(loaded)
 }
 

@@ -15,7 +15,29 @@ pub fn load(project_dir: &Path, main: &Path, sources: &mut SourceMap) -> Result<
         let id = sources.add(main, String::new());
         vec![Diagnostic::error(Span::new(id, 1, 1, 1, 1), format!("cannot read pipeline file: {e}"))]
     })?;
-    load_text(project_dir, main, text, sources)
+    load_text(project_dir, main, text, sources, None)
+}
+
+/// What the loader cannot read itself: `include:remote` (HTTPS) and `include:project` (another
+/// git repository), given by the caller with its network, git and caches.
+pub trait Fetch {
+    /// The text at `url`.
+    fn remote(&self, url: &str) -> Result<Fetched, String>;
+    /// File `file` of project `project` at `git_ref` (`None`: its default branch).
+    fn project(&self, project: &str, git_ref: Option<&str>, file: &str) -> Result<Fetched, String>;
+}
+
+/// A fetched file, and a warning when it came from the cache because the source failed.
+pub struct Fetched {
+    pub text: String,
+    pub warning: Option<String>,
+}
+
+/// Where an included file comes from.
+enum Origin {
+    Local,
+    Remote(String),
+    Project { project: String, git_ref: Option<String>, file: String },
 }
 
 /// The merged tree, and what GitLab tolerates that the files did (duplicate keys).
@@ -30,9 +52,16 @@ pub fn load_text(
     name: &Path,
     text: String,
     sources: &mut SourceMap,
+    fetch: Option<&dyn Fetch>,
 ) -> Result<Loaded, Vec<Diagnostic>> {
-    let mut l =
-        Loader { project_dir: project_dir.to_path_buf(), sources, errors: Vec::new(), warnings: Vec::new(), count: 0 };
+    let mut l = Loader {
+        project_dir: project_dir.to_path_buf(),
+        sources,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        count: 0,
+        fetch,
+    };
     let id = l.sources.add(name, text);
     let doc = yaml::parse_pipeline(l.sources.text(id), id)?;
     let node = l.with_inputs(doc, None, Span::new(id, 1, 1, 1, 1));
@@ -47,6 +76,7 @@ struct Loader<'a> {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     count: usize,
+    fetch: Option<&'a dyn Fetch>,
 }
 
 impl Loader<'_> {
@@ -91,7 +121,7 @@ impl Loader<'_> {
         };
         for item in items {
             let given = item.get("inputs").cloned();
-            for (path, span) in self.include_paths(&item, &key) {
+            for (path, span, origin) in self.include_paths(&item, &key) {
                 if stack.contains(&path) {
                     let chain: Vec<String> = stack.iter().chain([&path]).map(|p| p.display().to_string()).collect();
                     self.errors.push(
@@ -106,10 +136,15 @@ impl Loader<'_> {
                     return own;
                 }
                 let full = self.project_dir.join(&path);
-                let read = if path == Path::new(crate::builtin::NAME) {
-                    Ok(crate::builtin::GO_PIPELINE.to_string())
-                } else {
-                    std::fs::read_to_string(&full)
+                let read = match &origin {
+                    Origin::Local if path == Path::new(crate::builtin::NAME) => {
+                        Ok(crate::builtin::GO_PIPELINE.to_string())
+                    }
+                    Origin::Local => std::fs::read_to_string(&full).map_err(|e| e.to_string()),
+                    Origin::Remote(url) => self.fetched(self.fetch.expect("checked").remote(url), span),
+                    Origin::Project { project, git_ref, file } => {
+                        self.fetched(self.fetch.expect("checked").project(project, git_ref.as_deref(), file), span)
+                    }
                 };
                 let text = match read {
                     Ok(t) => t,
@@ -148,20 +183,39 @@ impl Loader<'_> {
         deep_merge(acc, own)
     }
 
-    fn include_paths(&mut self, item: &Node, key: &Key) -> Vec<(PathBuf, Span)> {
+    /// A fetched file's text (its warning kept), or why it could not be had.
+    fn fetched(&mut self, r: Result<Fetched, String>, span: Span) -> Result<String, String> {
+        let f = r?;
+        if let Some(w) = f.warning {
+            self.warnings.push(Diagnostic::warning(span, w));
+        }
+        Ok(f.text)
+    }
+
+    fn include_paths(&mut self, item: &Node, key: &Key) -> Vec<(PathBuf, Span, Origin)> {
         let (local, span) = match &item.value {
             Value::Str(s) if s.starts_with("https://") || s.starts_with("http://") => {
-                self.offline(item.span, "include:remote");
-                return Vec::new();
+                return self.remote(s, item.span).into_iter().collect();
             }
             Value::Str(s) => (s.clone(), item.span),
             Value::Map(m) => {
                 let mut local = None;
+                let get = |name: &str| m.iter().find(|(k, _)| k.name == name).map(|(_, v)| v);
+                if let Some(p) = get("project") {
+                    return self.project(p, get("ref"), get("file"), item.span);
+                }
                 for (k, v) in m {
                     match k.name.as_str() {
                         "template" if v.as_str() == Some(crate::builtin::TEMPLATE) => {
-                            return vec![(PathBuf::from(crate::builtin::NAME), v.span)];
+                            return vec![(PathBuf::from(crate::builtin::NAME), v.span, Origin::Local)];
                         }
+                        "remote" => match v.as_str() {
+                            Some(url) => return self.remote(url, v.span).into_iter().collect(),
+                            None => self.errors.push(Diagnostic::error(
+                                v.span,
+                                format!("`include:remote` must be a URL, found {}", v.kind()),
+                            )),
+                        },
                         "local" => match v.as_str() {
                             Some(s) => local = Some((s.to_string(), v.span)),
                             None => self.errors.push(Diagnostic::error(
@@ -177,7 +231,7 @@ impl Loader<'_> {
                                     crate::builtin::TEMPLATE
                                 )),
                         ),
-                        "remote" | "project" | "component" => self.offline(k.span, &format!("include:{}", k.name)),
+                        "component" => self.offline(k.span, "include:component"),
                         "file" | "ref" | "inputs" => {}
                         "rules" => self.errors.push(
                             Diagnostic::error(k.span, format!("`include:{}` is not supported yet", k.name))
@@ -253,7 +307,7 @@ impl Loader<'_> {
                     ),
                 );
             }
-            return found.into_iter().map(|p| (p, span)).collect();
+            return found.into_iter().map(|p| (p, span, Origin::Local)).collect();
         }
         let path = PathBuf::from(&rel);
         if !self.project_dir.join(&path).is_file() {
@@ -262,13 +316,93 @@ impl Loader<'_> {
             ));
             return Vec::new();
         }
-        vec![(path, span)]
+        vec![(path, span, Origin::Local)]
+    }
+
+    /// `include:remote`: an `https://` URL of a `.yml` file, read through the caller.
+    fn remote(&mut self, url: &str, span: Span) -> Option<(PathBuf, Span, Origin)> {
+        let Some(_) = self.fetch else {
+            self.offline(span, "include:remote");
+            return None;
+        };
+        let bare = url.split(['?', '#']).next().unwrap_or(url);
+        if !(bare.ends_with(".yml") || bare.ends_with(".yaml")) {
+            self.errors
+                .push(Diagnostic::error(span, format!("`include:remote` `{url}` must end in `.yml` or `.yaml`")));
+            return None;
+        }
+        if !url.starts_with("https://") && !url.starts_with("http://") {
+            self.errors.push(
+                Diagnostic::error(span, format!("`include:remote` `{url}` is not an http(s) URL"))
+                    .with_hint("a remote include is a full URL: `https://host/path/ci.yml`"),
+            );
+            return None;
+        }
+        Some((PathBuf::from(url), span, Origin::Remote(url.to_string())))
+    }
+
+    /// `include:project` with `file` (one or a list) and `ref`, read through the caller.
+    fn project(
+        &mut self,
+        project: &Node,
+        git_ref: Option<&Node>,
+        file: Option<&Node>,
+        span: Span,
+    ) -> Vec<(PathBuf, Span, Origin)> {
+        let Some(name) = project.as_str() else {
+            self.errors
+                .push(Diagnostic::error(project.span, "`include:project` must be a project path like `group/project`"));
+            return Vec::new();
+        };
+        let Some(_) = self.fetch else {
+            self.offline(project.span, "include:project");
+            return Vec::new();
+        };
+        let git_ref = match git_ref {
+            Some(r) => match r.scalar_string() {
+                Some(r) => Some(r),
+                None => {
+                    self.errors.push(Diagnostic::error(r.span, "`include:ref` must be a branch, tag or commit"));
+                    return Vec::new();
+                }
+            },
+            None => None,
+        };
+        let files: Vec<(String, Span)> = match file.map(|f| &f.value) {
+            Some(Value::Str(f)) => vec![(f.clone(), file.map_or(span, |f| f.span))],
+            Some(Value::Seq(items)) => {
+                items.iter().filter_map(|i| i.as_str().map(|s| (s.to_string(), i.span))).collect()
+            }
+            _ => {
+                self.errors.push(
+                    Diagnostic::error(span, "`include:project` needs `file:` (a path or a list of paths)")
+                        .with_hint("e.g. `file: templates/go.yml`"),
+                );
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for (f, fspan) in files {
+            let rel = f.trim_start_matches('/').to_string();
+            if !(rel.ends_with(".yml") || rel.ends_with(".yaml")) {
+                self.errors
+                    .push(Diagnostic::error(fspan, format!("included file `{f}` must end in `.yml` or `.yaml`")));
+                continue;
+            }
+            let shown = format!("{name}@{}:{rel}", git_ref.as_deref().unwrap_or("HEAD"));
+            out.push((
+                PathBuf::from(shown),
+                fspan,
+                Origin::Project { project: name.to_string(), git_ref: git_ref.clone(), file: rel },
+            ));
+        }
+        out
     }
 
     fn offline(&mut self, span: Span, what: &str) {
         self.errors.push(
             Diagnostic::error(span, format!("`{what}` is not supported offline yet"))
-                .with_hint("copy the file into the repository and use `include: { local: path/to/file.yml }`"),
+                .with_hint("this reader has no network: copy the file into the repository and use `include: { local: path/to/file.yml }`"),
         );
     }
 }

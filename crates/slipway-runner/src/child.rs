@@ -41,7 +41,10 @@ pub(crate) fn run(job: &PlannedJob, trigger: &Trigger, shared: &Arc<Shared>, say
     };
     say(&format!("Starting a child pipeline from {name}"));
     let mut sources = slipway_pipeline::diag::SourceMap::default();
-    let pipeline = match slipway_pipeline::load_pipeline_text(&cfg.project_dir, Path::new(&name), &text, &mut sources) {
+    let fetch = crate::fetch::Fetcher::for_project(&cfg.project_dir);
+    let loaded =
+        slipway_pipeline::load_pipeline_fetching(&cfg.project_dir, Path::new(&name), &text, &mut sources, &fetch);
+    let pipeline = match loaded {
         Ok((p, warnings)) => {
             for w in &warnings {
                 for line in sources.render(w, false).lines() {

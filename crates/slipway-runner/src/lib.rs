@@ -7,6 +7,7 @@
 pub mod child;
 pub mod docker;
 pub mod exec;
+pub mod fetch;
 pub mod files;
 pub mod mask;
 pub mod process;

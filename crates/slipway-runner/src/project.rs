@@ -137,7 +137,8 @@ pub fn load(root: &Path, file: Option<&Path>) -> Result<Loaded, LoadError> {
             let shown = p.strip_prefix(root).unwrap_or(p).to_path_buf();
             let text = std::fs::read_to_string(p)
                 .map_err(|e| LoadError::Unreadable { message: format!("cannot read {}: {e}", shown.display()) })?;
-            slipway_pipeline::load_pipeline_text(root, &shown, &text, &mut sources)
+            let fetch = crate::fetch::Fetcher::for_project(root);
+            slipway_pipeline::load_pipeline_fetching(root, &shown, &text, &mut sources, &fetch)
         }
         Source::BuiltinGo => {
             slipway_pipeline::load_pipeline_text(root, Path::new(builtin::NAME), builtin::GO_PIPELINE, &mut sources)

@@ -73,7 +73,7 @@ fn durations_and_when_delayed() {
 #[test]
 fn includes_and_offline_keywords() {
     insta::assert_snapshot!(check(
-        "include:\n  - local: ci/missing.yml\n  - remote: https://example.com/ci.yml\n  - template: Go.gitlab-ci.yml\n  - local: ci/broken.yml\ndownstream:\n  trigger: group/project\n",
+        "include:\n  - local: ci/missing.yml\n  - remote: https://127.0.0.1:9/ci.yml\n  - template: Go.gitlab-ci.yml\n  - local: ci/broken.yml\ndownstream:\n  trigger: group/project\n",
         &[("ci/broken.yml", "job:\n  script: [a\n")]
     ));
 }

@@ -344,3 +344,151 @@ by_name:
         out.debug()
     );
 }
+
+fn git_in(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn job_names(run: &Run) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.debug()));
+    v["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// `include:project` reads another project's file at `ref` from beside this repository's
+/// `origin` (here rewritten to a local directory with git's own `insteadOf`), cached so that a
+/// project that is gone still plans, with a warning; a missing file names project, file and ref.
+#[test]
+fn include_project_reads_the_other_repository_at_its_ref_and_caches_it() {
+    let base = tempfile::tempdir().unwrap();
+    let tools = base.path().join("ci/templates.git");
+    std::fs::create_dir_all(tools.join("go")).unwrap();
+    git_in(&tools, &["init", "-q", "-b", "main"]);
+    std::fs::write(tools.join("go/lint.yml"), "lint-v1:\n  script: [echo v1]\n").unwrap();
+    git_in(&tools, &["add", "-A"]);
+    git_in(&tools, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "v1"]);
+    git_in(&tools, &["tag", "v1"]);
+    std::fs::write(tools.join("go/lint.yml"), "lint-main:\n  script: [echo main]\n").unwrap();
+    git_in(&tools, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "main"]);
+    let gitconfig = base.path().join("gitconfig");
+    std::fs::write(
+        &gitconfig,
+        format!("[url \"file://{}/\"]\n\tinsteadOf = https://gitlab.example.com/\n", base.path().display()),
+    )
+    .unwrap();
+    let env = [("GIT_CONFIG_GLOBAL", gitconfig.to_str().unwrap())];
+    let yaml = "include:\n  - project: ci/templates\n    ref: v1\n    file: go/lint.yml\n  - project: ci/templates\n    file: [/go/lint.yml]\nbuild:\n  script: [echo]\n";
+    let r = Repo::new(&[(".gitlab-ci.yml", yaml)]);
+    r.git(&["remote", "add", "origin", "https://gitlab.example.com/group/app.git"]);
+    let plan = r.slipway_env(&["plan", "--format", "json"], &env);
+    assert_eq!(plan.code, 0, "{}", plan.debug());
+    let names = job_names(&plan);
+    for want in ["lint-v1", "lint-main", "build"] {
+        assert!(names.iter().any(|n| n == want), "{want}: {names:?}");
+    }
+    // The project is gone: the cached copy, with a warning.
+    std::fs::remove_dir_all(&tools).unwrap();
+    let plan = r.slipway_env(&["plan", "--format", "json"], &env);
+    assert_eq!(plan.code, 0, "{}", plan.debug());
+    assert!(
+        plan.stderr.contains("could not be fetched") && plan.stderr.contains("using the copy cached"),
+        "{}",
+        plan.debug()
+    );
+    assert_eq!(job_names(&plan).len(), 3, "{}", plan.debug());
+    // A file the project does not have.
+    r.write(
+        ".gitlab-ci.yml",
+        "include:\n  - project: ci/templates\n    ref: v1\n    file: nope.yml\nbuild:\n  script: [echo]\n",
+    );
+    let v = r.slipway_env(&["validate"], &env);
+    assert_eq!(v.code, 2, "{}", v.debug());
+    assert!(v.stderr.contains("`ci/templates` has no file `nope.yml` at `v1`"), "{}", v.debug());
+    assert!(v.stderr.contains(".gitlab-ci.yml:4:11"), "{}", v.debug());
+}
+
+/// A loopback HTTPS server with its own CA, serving `dir`; `/slow.yml` answers after 5 s.
+struct Https {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for Https {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn https(dir: &std::path::Path, certs: &std::path::Path) -> Https {
+    let addr = free_addr();
+    let (host, port) = addr.split_once(':').unwrap();
+    let script = format!(
+        r#"
+import http.server, ssl, time, os
+os.chdir({dir:?})
+class H(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/slow.yml":
+            time.sleep(5)
+        return super().do_GET()
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(({host:?}, {port}), H)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+c.load_cert_chain({cert:?}, {key:?})
+s.socket = c.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#,
+        dir = dir.display().to_string(),
+        cert = certs.join("cert.pem").display().to_string(),
+        key = certs.join("key.pem").display().to_string(),
+    );
+    let child = std::process::Command::new("python3").args(["-c", &script]).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "the HTTPS server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Https { child, addr }
+}
+
+/// `include:remote` over HTTPS: trusted through `SSL_CERT_FILE` (refused without, saying
+/// why), cached for when the server is down, and bounded by a timeout.
+#[test]
+fn include_remote_fetches_over_https_with_a_cache_and_a_timeout() {
+    let certs = tempfile::tempdir().unwrap();
+    common::registry::test_ca(certs.path());
+    let served = tempfile::tempdir().unwrap();
+    std::fs::write(served.path().join("ci.yml"), "remote-job:\n  script: [echo remote]\n").unwrap();
+    std::fs::write(served.path().join("slow.yml"), "slow-job:\n  script: [echo]\n").unwrap();
+    let server = https(served.path(), certs.path());
+    let yaml = format!("include:\n  - remote: https://{}/ci.yml\nbuild:\n  script: [echo]\n", server.addr);
+    let r = Repo::new(&[(".gitlab-ci.yml", &yaml)]);
+    let ca = certs.path().join("ca.pem");
+    let trusted = [("SSL_CERT_FILE", ca.to_str().unwrap())];
+
+    let untrusted = r.slipway(&["validate"]);
+    assert_eq!(untrusted.code, 2, "{}", untrusted.debug());
+    assert!(
+        untrusted.stderr.contains("cannot read included file") && untrusted.stderr.contains("certificate"),
+        "{}",
+        untrusted.debug()
+    );
+    let plan = r.slipway_env(&["plan", "--format", "json"], &trusted);
+    assert_eq!(plan.code, 0, "{}", plan.debug());
+    assert_eq!(job_names(&plan), ["remote-job", "build"], "{}", plan.debug());
+    // The server goes: the cached copy, with a warning.
+    drop(server);
+    let plan = r.slipway_env(&["plan", "--format", "json"], &trusted);
+    assert_eq!(plan.code, 0, "{}", plan.debug());
+    assert!(plan.stderr.contains("using the copy cached"), "{}", plan.debug());
+    // A server that does not answer in time.
+    let server = https(served.path(), certs.path());
+    r.write(".gitlab-ci.yml", &format!("include: https://{}/slow.yml\nbuild:\n  script: [echo]\n", server.addr));
+    let t = std::time::Instant::now();
+    let v = r.slipway_env(&["validate"], &[trusted[0], ("SLIPWAY_INCLUDE_TIMEOUT", "1")]);
+    assert_eq!(v.code, 2, "{}", v.debug());
+    assert!(t.elapsed() < std::time::Duration::from_secs(4), "the timeout did not apply: {:?}", t.elapsed());
+    assert!(v.stderr.contains("no answer within 1 s"), "{}", v.debug());
+    assert!(v.stderr.contains(".gitlab-ci.yml:1:10"), "{}", v.debug());
+}
