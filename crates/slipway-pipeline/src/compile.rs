@@ -114,6 +114,14 @@ pub fn compile(root: Node) -> Compiled {
     Compiled { pipeline: if has_errors { None } else { pipeline }, diagnostics: cx.diags }
 }
 
+/// `include:rules`: GitLab's `if`, `exists`, `changes` and `when` (`never`, `always`), checked
+/// as a job's rules are.
+pub(crate) fn include_rules(n: &Node) -> (Vec<Rule>, Vec<Diagnostic>) {
+    let mut cx = Cx::default();
+    let rules = cx.rules(n, "include:rules", &["never", "always"]);
+    (rules, cx.diags)
+}
+
 /// Compiles a Prometheus rule file: the rules, or every error.
 pub fn compile_rules(root: Node) -> Result<slipway_monitor::rules::RuleFile, Vec<Diagnostic>> {
     let mut cx = Cx::default();
@@ -571,12 +579,23 @@ impl Cx {
         let mut out = Vec::new();
         for item in items {
             match &item.value {
-                Value::Str(s) => {
-                    out.push(Need { job: s.clone(), span: item.span, artifacts: true, optional: false, matrix: None })
-                }
+                Value::Str(s) => out.push(Need {
+                    job: s.clone(),
+                    span: item.span,
+                    artifacts: true,
+                    optional: false,
+                    matrix: None,
+                    pipeline: None,
+                }),
                 Value::Map(m) => {
-                    let mut need =
-                        Need { job: String::new(), span: item.span, artifacts: true, optional: false, matrix: None };
+                    let mut need = Need {
+                        job: String::new(),
+                        span: item.span,
+                        artifacts: true,
+                        optional: false,
+                        matrix: None,
+                        pipeline: None,
+                    };
                     for (k, v) in m {
                         match k.name.as_str() {
                             "job" => {
@@ -594,10 +613,17 @@ impl Cx {
                                     }
                                 }
                             }
-                            "pipeline" | "project" | "ref" => {
+                            "pipeline" => need.pipeline = self.string(v, "needs:pipeline"),
+                            "project" | "ref" => {
                                 self.err(
                                     k.span,
-                                    format!("`needs:{}` (cross-pipeline needs) is not supported offline yet", k.name),
+                                    format!(
+                                        "`needs:{}` (another project's artifacts) is not supported offline yet",
+                                        k.name
+                                    ),
+                                )
+                                .hint = Some(
+                                    "have this project's pipeline make the artifact, or fetch it in the script".into(),
                                 );
                             }
                             _ => self.unknown_key(
@@ -606,6 +632,14 @@ impl Cx {
                                 &["job", "artifacts", "optional", "parallel", "pipeline", "project", "ref"],
                             ),
                         }
+                    }
+                    if need.job.is_empty() && need.pipeline.is_some() {
+                        self.err(
+                            item.span,
+                            "`needs:pipeline` needs `job:` (the job of that pipeline whose artifacts to take)",
+                        )
+                        .hint = Some("e.g. `- pipeline: $PARENT_PIPELINE_ID` with `job: generate`".into());
+                        continue;
                     }
                     if need.job.is_empty() && !m.iter().any(|(k, _)| matches!(k.name.as_str(), "pipeline" | "project"))
                     {
@@ -1900,6 +1934,8 @@ impl Cx {
             for r in job.rules.iter().flatten() {
                 all_needs.extend(r.needs.iter().flatten());
             }
+            // Another pipeline's jobs are checked where that pipeline is.
+            all_needs.retain(|n| n.pipeline.is_none());
             for need in all_needs {
                 // One instance of a `parallel` job by its generated name (`test: [1.22, linux]`).
                 let named = by_name.get(need.job.as_str()).or_else(|| {
@@ -2007,7 +2043,7 @@ impl Cx {
         let Some(job) = by_name.get(name) else { return };
         state.insert(name, 1);
         path.push(name);
-        for need in job.needs.iter().flatten() {
+        for need in job.needs.iter().flatten().filter(|n| n.pipeline.is_none()) {
             if let Some((k, _)) = by_name.get_key_value(need.job.as_str()) {
                 self.cycle_dfs(k, by_name, state, path, reported);
             }

@@ -25,6 +25,37 @@ pub trait Fetch {
     fn remote(&self, url: &str) -> Result<Fetched, String>;
     /// File `file` of project `project` at `git_ref` (`None`: its default branch).
     fn project(&self, project: &str, git_ref: Option<&str>, file: &str) -> Result<Fetched, String>;
+    /// The variables `include:rules` test: the pipeline's predefined ones and the run's
+    /// (`--var`), which win (the including file's global `variables:` come between).
+    fn variables(&self) -> (crate::vars::VarMap, crate::vars::VarMap) {
+        Default::default()
+    }
+    /// The files this pipeline changed, for `include:rules:changes` (`None`: unknown, true).
+    fn changed_files(&self, _compare_to: Option<&str>) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// `include:rules`' questions about files: the project's directory, and the caller's diff.
+struct IncludeFacts<'a> {
+    project_dir: &'a Path,
+    fetch: &'a dyn Fetch,
+}
+
+impl crate::plan::Facts for IncludeFacts<'_> {
+    fn changed_files(&self, compare_to: Option<&str>) -> Option<Vec<String>> {
+        self.fetch.changed_files(compare_to)
+    }
+
+    fn exists(&self, glob: &str) -> bool {
+        let Ok(g) = globset::GlobBuilder::new(glob.trim_start_matches("./")).literal_separator(true).build() else {
+            return false;
+        };
+        let m = g.compile_matcher();
+        let mut found = false;
+        walk(self.project_dir, Path::new(""), &mut |p| found = found || m.is_match(p));
+        found
+    }
 }
 
 /// A fetched file, and a warning when it came from the cache because the source failed.
@@ -119,9 +150,28 @@ impl Loader<'_> {
             Value::Seq(items) => items,
             _ => vec![inc],
         };
+        // The including file's global variables, for its includes' rules.
+        let globals: Vec<(String, String)> = match own.get("variables").map(|v| &v.value) {
+            Some(Value::Map(vars)) => vars
+                .iter()
+                .filter_map(|(k, v)| {
+                    let value = match &v.value {
+                        Value::Map(_) => v.get("value").and_then(|v| v.scalar_string()),
+                        _ => v.scalar_string(),
+                    };
+                    value.map(|val| (k.name.clone(), val))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         for item in items {
+            if let Some(rules) = item.get("rules")
+                && !self.rules_include(rules, &globals)
+            {
+                continue;
+            }
             let given = item.get("inputs").cloned();
-            for (path, span, origin) in self.include_paths(&item, &key) {
+            for (path, span, origin) in self.include_paths(&item, &key, &globals) {
                 if stack.contains(&path) {
                     let chain: Vec<String> = stack.iter().chain([&path]).map(|p| p.display().to_string()).collect();
                     self.errors.push(
@@ -183,6 +233,52 @@ impl Loader<'_> {
         deep_merge(acc, own)
     }
 
+    /// The variables an include sees: the run's, then the including file's globals, then the
+    /// predefined ones.
+    fn lookup<'g>(fetch: &dyn Fetch, globals: &'g [(String, String)]) -> impl Fn(&str) -> Option<String> + 'g {
+        let (predefined, overrides) = fetch.variables();
+        move |name: &str| {
+            overrides
+                .get(name)
+                .cloned()
+                .or_else(|| globals.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+                .or_else(|| predefined.get(name).cloned())
+        }
+    }
+
+    fn expand_vars(&self, s: &str, globals: &[(String, String)]) -> String {
+        match self.fetch {
+            Some(fetch) => crate::vars::expand(s, &Self::lookup(fetch, globals)),
+            None => s.to_string(),
+        }
+    }
+
+    /// Whether an include's `rules:` let it in: the first rule that matches decides
+    /// (`when: never` keeps it out); none matching keeps it out, as in GitLab.
+    fn rules_include(&mut self, rules: &Node, globals: &[(String, String)]) -> bool {
+        let (rules, diags) = crate::compile::include_rules(rules);
+        let failed = diags.iter().any(|d| d.severity == crate::diag::Severity::Error);
+        self.errors.extend(diags);
+        if failed {
+            return false;
+        }
+        let Some(fetch) = self.fetch else {
+            if let Some(r) = rules.first() {
+                self.errors.push(
+                    Diagnostic::error(r.span, "`include:rules` cannot be evaluated here")
+                        .with_hint("include the file unconditionally, and put `rules` on the jobs it defines"),
+                );
+            }
+            return false;
+        };
+        let lookup = Self::lookup(fetch, globals);
+        let facts = IncludeFacts { project_dir: &self.project_dir, fetch };
+        match crate::plan::first_matching_rule(&rules, &lookup, &facts) {
+            Some(r) => r.when != Some(crate::model::When::Never),
+            None => false,
+        }
+    }
+
     /// A fetched file's text (its warning kept), or why it could not be had.
     fn fetched(&mut self, r: Result<Fetched, String>, span: Span) -> Result<String, String> {
         let f = r?;
@@ -192,17 +288,18 @@ impl Loader<'_> {
         Ok(f.text)
     }
 
-    fn include_paths(&mut self, item: &Node, key: &Key) -> Vec<(PathBuf, Span, Origin)> {
+    fn include_paths(&mut self, item: &Node, key: &Key, globals: &[(String, String)]) -> Vec<(PathBuf, Span, Origin)> {
         let (local, span) = match &item.value {
             Value::Str(s) if s.starts_with("https://") || s.starts_with("http://") => {
-                return self.remote(s, item.span).into_iter().collect();
+                let url = self.expand_vars(s, globals);
+                return self.remote(&url, item.span).into_iter().collect();
             }
             Value::Str(s) => (s.clone(), item.span),
             Value::Map(m) => {
                 let mut local = None;
                 let get = |name: &str| m.iter().find(|(k, _)| k.name == name).map(|(_, v)| v);
                 if let Some(p) = get("project") {
-                    return self.project(p, get("ref"), get("file"), item.span);
+                    return self.project(p, get("ref"), get("file"), item.span, globals);
                 }
                 for (k, v) in m {
                     match k.name.as_str() {
@@ -210,7 +307,10 @@ impl Loader<'_> {
                             return vec![(PathBuf::from(crate::builtin::NAME), v.span, Origin::Local)];
                         }
                         "remote" => match v.as_str() {
-                            Some(url) => return self.remote(url, v.span).into_iter().collect(),
+                            Some(url) => {
+                                let url = self.expand_vars(url, globals);
+                                return self.remote(&url, v.span).into_iter().collect();
+                            }
                             None => self.errors.push(Diagnostic::error(
                                 v.span,
                                 format!("`include:remote` must be a URL, found {}", v.kind()),
@@ -233,10 +333,7 @@ impl Loader<'_> {
                         ),
                         "component" => self.offline(k.span, "include:component"),
                         "file" | "ref" | "inputs" => {}
-                        "rules" => self.errors.push(
-                            Diagnostic::error(k.span, format!("`include:{}` is not supported yet", k.name))
-                                .with_hint("include the file unconditionally, and put `rules` on the jobs it defines"),
-                        ),
+                        "rules" => {}
                         other => {
                             let mut d = Diagnostic::error(k.span, format!("unknown keyword `{other}` in `include`"));
                             if let Some(s) = did_you_mean(
@@ -276,6 +373,8 @@ impl Loader<'_> {
                 return Vec::new();
             }
         };
+        // Variables in the path, as GitLab expands them (predefined, global, the run's).
+        let local = if local.contains('$') { self.expand_vars(&local, globals) } else { local };
         let rel = local.trim_start_matches('/').to_string();
         if !(rel.ends_with(".yml") || rel.ends_with(".yaml")) {
             self.errors.push(Diagnostic::error(span, format!("included file `{local}` must end in `.yml` or `.yaml`")));
@@ -348,8 +447,9 @@ impl Loader<'_> {
         git_ref: Option<&Node>,
         file: Option<&Node>,
         span: Span,
+        globals: &[(String, String)],
     ) -> Vec<(PathBuf, Span, Origin)> {
-        let Some(name) = project.as_str() else {
+        let Some(name) = project.as_str().map(|p| self.expand_vars(p, globals)) else {
             self.errors
                 .push(Diagnostic::error(project.span, "`include:project` must be a project path like `group/project`"));
             return Vec::new();
@@ -360,7 +460,7 @@ impl Loader<'_> {
         };
         let git_ref = match git_ref {
             Some(r) => match r.scalar_string() {
-                Some(r) => Some(r),
+                Some(r) => Some(self.expand_vars(&r, globals)),
                 None => {
                     self.errors.push(Diagnostic::error(r.span, "`include:ref` must be a branch, tag or commit"));
                     return Vec::new();
@@ -383,7 +483,7 @@ impl Loader<'_> {
         };
         let mut out = Vec::new();
         for (f, fspan) in files {
-            let rel = f.trim_start_matches('/').to_string();
+            let rel = self.expand_vars(f.trim_start_matches('/'), globals);
             if !(rel.ends_with(".yml") || rel.ends_with(".yaml")) {
                 self.errors
                     .push(Diagnostic::error(fspan, format!("included file `{f}` must end in `.yml` or `.yaml`")));

@@ -131,6 +131,8 @@ pub struct Need {
     pub optional: bool,
     /// `needs:parallel:matrix`: only these matrix instances of `job`.
     pub matrix: Option<Vec<MatrixEntry>>,
+    /// `needs:pipeline`: `job` of another pipeline (the parent's, for a child pipeline).
+    pub pipeline: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -56,6 +56,8 @@ pub struct PlannedJob {
     pub needs: Option<Vec<PlannedNeed>>,
     /// Jobs whose artifacts this job receives.
     pub artifacts_from: Vec<String>,
+    /// `needs:pipeline` + `job`: jobs of the parent pipeline whose artifacts this one takes.
+    pub parent_artifacts: Vec<String>,
     pub variables: Vec<(String, String)>,
     /// Values of the job's variables marked `masked: true`, for the output masker.
     pub masked: Vec<String>,
@@ -227,6 +229,7 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 allow_failure,
                 needs: None,
                 artifacts_from: Vec::new(),
+                parent_artifacts: Vec::new(),
                 variables: final_vars.clone(),
                 masked,
                 script: job.script.clone(),
@@ -306,6 +309,13 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
     for pj in &mut jobs {
         let job = p.job(&pj.base).expect("planned from this pipeline");
         let needs = job_rule_needs.remove(&pj.name).flatten();
+        // Another pipeline's jobs are not this one's: their artifacts come from there (a job
+        // that needs only those starts at once, as any job with `needs`).
+        let had_needs = needs.is_some();
+        let (other, needs): (Vec<_>, Vec<_>) =
+            needs.unwrap_or_default().into_iter().partition(|n| n.pipeline.is_some());
+        let needs = had_needs.then_some(needs);
+        pj.parent_artifacts = other.iter().filter(|n| n.artifacts).map(|n| n.job.clone()).collect();
         if let Some(needs) = needs {
             let mut out = Vec::new();
             for need in &needs {
@@ -451,7 +461,7 @@ fn finalize_vars(vars: &[(String, String, bool)], overrides: &VarMap) -> Vec<(St
         .collect()
 }
 
-fn first_matching_rule<'r>(
+pub(crate) fn first_matching_rule<'r>(
     rules: &'r [Rule],
     vars: &dyn Fn(&str) -> Option<String>,
     facts: &dyn Facts,

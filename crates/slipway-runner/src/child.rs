@@ -124,6 +124,7 @@ pub(crate) fn run(job: &PlannedJob, trigger: &Trigger, shared: &Arc<Shared>, say
     child_cfg.snapshot = Some(shared.snapshot.clone());
     child_cfg.manual = Vec::new();
     child_cfg.depth = cfg.depth + 1;
+    child_cfg.parent_run_dir = Some(cfg.run_dir.clone());
     child_cfg.overrides = overrides.keys().cloned().collect();
     let _ = std::fs::remove_dir_all(&child_cfg.run_dir);
     let run_dir = child_cfg.run_dir.clone();

@@ -201,6 +201,27 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
         }
     }
 
+    // The parent pipeline's artifacts (`needs:pipeline` + `job` in a child pipeline).
+    for dep in &job.parent_artifacts {
+        let Some(parent) = &cfg.parent_run_dir else {
+            out.notice(&format!(
+                "WARNING: `needs:pipeline` asks for the artifacts of `{dep}` of another pipeline, and this pipeline has no parent; a child pipeline (`trigger:include`) has its parent's"
+            ));
+            continue;
+        };
+        let dslug = self::slug(dep);
+        match files::restore_artifacts(&parent.join("artifacts").join(&dslug), &ws) {
+            Ok(0) => out.notice(&format!("WARNING: the parent pipeline's `{dep}` left no artifacts")),
+            Ok(n) => out.notice(&format!("Downloading artifacts of {dep} (parent pipeline): {n} files")),
+            Err(e) => out.notice(&format!("WARNING: restoring artifacts of {dep} of the parent pipeline failed: {e}")),
+        }
+        if let Ok(text) = std::fs::read_to_string(parent.join("dotenv").join(format!("{dslug}.env")))
+            && let Ok(vars) = files::parse_dotenv(&text)
+        {
+            dotenv.extend(vars);
+        }
+    }
+
     // 3. Caches.
     let mut cache_keys = Vec::new();
     for c in &job.cache {

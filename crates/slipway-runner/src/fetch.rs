@@ -16,12 +16,17 @@ use std::time::Duration;
 
 use sha2::Digest;
 use slipway_pipeline::load::{Fetch, Fetched};
+use slipway_pipeline::vars::VarMap;
 
 /// Reads remote and other projects' includes for a project at `root`.
 pub struct Fetcher {
     root: PathBuf,
     cache: PathBuf,
     timeout: Duration,
+    /// The run's `--var`s and pipeline source, for `include:rules`.
+    overrides: VarMap,
+    source: String,
+    checkout: std::cell::OnceCell<slipway_git::Checkout>,
 }
 
 impl Fetcher {
@@ -30,7 +35,25 @@ impl Fetcher {
             .ok()
             .and_then(|t| t.parse::<f64>().ok())
             .map_or(Duration::from_secs(10), Duration::from_secs_f64);
-        Fetcher { root: root.to_path_buf(), cache: root.join(".slipway").join("include-cache"), timeout }
+        Fetcher {
+            root: root.to_path_buf(),
+            cache: root.join(".slipway").join("include-cache"),
+            timeout,
+            overrides: VarMap::new(),
+            source: "push".into(),
+            checkout: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// For a run with these `--var`s and pipeline source (`include:rules` sees them).
+    pub fn with_run(mut self, overrides: VarMap, source: &str) -> Fetcher {
+        self.overrides = overrides;
+        self.source = source.to_string();
+        self
+    }
+
+    fn checkout(&self) -> &slipway_git::Checkout {
+        self.checkout.get_or_init(|| slipway_git::Checkout::read(&self.root))
     }
 
     /// Where project `project` lives.
@@ -42,7 +65,7 @@ impl Fetcher {
         let origin = slipway_git::output(&self.root, &["config", "--get", "remote.origin.url"])
             .map(|o| o.trim().to_string())
             .filter(|o| !o.is_empty());
-        let project_path = slipway_git::Checkout::read(&self.root).project_path;
+        let project_path = self.checkout().project_path.clone();
         let Some(origin) = &origin else {
             return Err(format!(
                 "this repository has no `origin` remote to find `{project}` beside; give the project as a git URL or path"
@@ -72,6 +95,14 @@ fn digest(s: &str) -> String {
 }
 
 impl Fetch for Fetcher {
+    fn variables(&self) -> (VarMap, VarMap) {
+        (crate::project::predefined(self.checkout(), &self.root, 0, &self.source), self.overrides.clone())
+    }
+
+    fn changed_files(&self, compare_to: Option<&str>) -> Option<Vec<String>> {
+        self.checkout().changed_files(&self.root, compare_to)
+    }
+
     fn remote(&self, url: &str) -> Result<Fetched, String> {
         let cached = self.cache.join("remote").join(format!("{}.yml", digest(url)));
         match get(url, self.timeout) {

@@ -78,6 +78,8 @@ pub struct RunConfig {
     pub registry_auth: Option<Arc<dyn RegistryAuth>>,
     /// How deep in child pipelines this run is (0: a pipeline of its own).
     pub depth: u32,
+    /// A child pipeline's parent run (`runs/<id>`), whose artifacts `needs:pipeline` takes.
+    pub parent_run_dir: Option<PathBuf>,
 }
 
 /// Where the Docker executor finds a registry's credentials when the job has none.
@@ -123,6 +125,7 @@ impl RunConfig {
             containers: true,
             registry_auth: None,
             depth: 0,
+            parent_run_dir: None,
         }
     }
 }

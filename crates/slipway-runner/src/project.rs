@@ -130,6 +130,16 @@ pub enum LoadError {
 
 /// Loads and compiles the project's pipeline, with every error at once.
 pub fn load(root: &Path, file: Option<&Path>) -> Result<Loaded, LoadError> {
+    load_for_run(root, file, VarMap::new(), "push")
+}
+
+/// [`load`] for a run with these `--var`s and pipeline source, which `include:rules` tests.
+pub fn load_for_run(
+    root: &Path,
+    file: Option<&Path>,
+    overrides: VarMap,
+    pipeline_source: &str,
+) -> Result<Loaded, LoadError> {
     let source = find_source(root, file).map_err(LoadError::NoPipeline)?;
     let mut sources = SourceMap::default();
     let result = match &source {
@@ -137,7 +147,7 @@ pub fn load(root: &Path, file: Option<&Path>) -> Result<Loaded, LoadError> {
             let shown = p.strip_prefix(root).unwrap_or(p).to_path_buf();
             let text = std::fs::read_to_string(p)
                 .map_err(|e| LoadError::Unreadable { message: format!("cannot read {}: {e}", shown.display()) })?;
-            let fetch = crate::fetch::Fetcher::for_project(root);
+            let fetch = crate::fetch::Fetcher::for_project(root).with_run(overrides, pipeline_source);
             slipway_pipeline::load_pipeline_fetching(root, &shown, &text, &mut sources, &fetch)
         }
         Source::BuiltinGo => {

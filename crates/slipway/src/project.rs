@@ -13,7 +13,18 @@ use crate::ui::{Ui, UserError};
 
 /// Loads and compiles; prints warnings; on errors prints them all and fails with exit code 2.
 pub fn load(root: &Path, file: Option<&Path>, ui: &Ui) -> Result<Loaded> {
-    match slipway_runner::project::load(root, file) {
+    load_for_run(root, file, Default::default(), "push", ui)
+}
+
+/// [`load`] for a run with these `--var`s and pipeline source (`include:rules` sees them).
+pub fn load_for_run(
+    root: &Path,
+    file: Option<&Path>,
+    overrides: slipway_pipeline::vars::VarMap,
+    source: &str,
+    ui: &Ui,
+) -> Result<Loaded> {
+    match slipway_runner::project::load_for_run(root, file, overrides, source) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 ui.diagnostic(&loaded.sources, w);

@@ -72,7 +72,7 @@ fn overrides(file: &FileArgs) -> Result<VarMap> {
 
 /// Loads the pipeline and plans it for the current checkout.
 pub fn load_and_plan(root: &Path, file: &FileArgs, pipeline_id: u64, ui: &Ui) -> Result<(Loaded, Plan)> {
-    let loaded = project::load(root, file.file.as_deref(), ui)?;
+    let loaded = project::load_for_run(root, file.file.as_deref(), overrides(file)?, &file.source, ui)?;
     let checkout = Checkout::read(root);
     let input = PlanInput {
         root,
@@ -90,7 +90,7 @@ pub fn load_and_plan(root: &Path, file: &FileArgs, pipeline_id: u64, ui: &Ui) ->
 /// (every job excluded, or `workflow:rules`) is no error — the reason is printed as a
 /// warning and there is no plan.
 pub fn load_and_plan_to_validate(root: &Path, file: &FileArgs, ui: &Ui) -> Result<(Loaded, Option<Plan>)> {
-    let loaded = project::load(root, file.file.as_deref(), ui)?;
+    let loaded = project::load_for_run(root, file.file.as_deref(), overrides(file)?, &file.source, ui)?;
     let checkout = Checkout::read(root);
     let input = PlanInput {
         root,
@@ -139,7 +139,8 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         let root = root.clone();
         std::thread::spawn(move || slipway_runner::workspace::Snapshot::take(&root))
     });
-    let loaded = project::load(&root, args.file.file.as_deref(), ui)?;
+    let loaded =
+        project::load_for_run(&root, args.file.file.as_deref(), overrides(&args.file)?, &args.file.source, ui)?;
     let duplicates = loaded.warnings.iter().filter(|w| w.message.starts_with("duplicate key")).count();
     if args.strict && duplicates > 0 {
         return Err(UserError::new(format!(

@@ -492,3 +492,56 @@ fn include_remote_fetches_over_https_with_a_cache_and_a_timeout() {
     assert!(v.stderr.contains("no answer within 1 s"), "{}", v.debug());
     assert!(v.stderr.contains(".gitlab-ci.yml:1:10"), "{}", v.debug());
 }
+
+/// `include:rules` decide at load time with GitLab's rule semantics: the predefined
+/// variables, the file's global ones and the run's `--var`s, `exists` on the project's files,
+/// `when: never`; no rule matching leaves the file out; a job-only `when` is an error. The same
+/// variables expand in `include:local` paths.
+#[test]
+fn include_rules_decide_with_the_runs_variables_and_files() {
+    let yaml = r#"variables:
+  DEPLOY_KIND: docker
+include:
+  - local: ci/docker.yml
+    rules:
+      - if: $DEPLOY_KIND == "docker"
+  - local: ci/never.yml
+    rules:
+      - if: $CI_COMMIT_BRANCH == "main"
+        when: never
+      - when: always
+  - local: ci/go.yml
+    rules:
+      - exists: [go.mod]
+  - local: ci/extra.yml
+    rules:
+      - if: $EXTRA
+  - local: ci/${DEPLOY_KIND}-extra.yml
+build:
+  script: [echo]
+"#;
+    let job = |name: &str| format!("{name}:\n  script: [echo]\n");
+    let r = Repo::new(&[
+        (".gitlab-ci.yml", yaml),
+        ("go.mod", "module x\n"),
+        ("ci/docker.yml", &job("docker-job")),
+        ("ci/never.yml", &job("never-job")),
+        ("ci/go.yml", &job("go-job")),
+        ("ci/extra.yml", &job("extra-job")),
+        ("ci/docker-extra.yml", &job("docker-extra-job")),
+        ("ci/ssh-extra.yml", &job("ssh-extra-job")),
+    ]);
+    let plan = r.slipway(&["plan", "--format", "json"]);
+    assert_eq!(plan.code, 0, "{}", plan.debug());
+    assert_eq!(job_names(&plan), ["docker-job", "go-job", "docker-extra-job", "build"], "{}", plan.debug());
+    let plan = r.slipway(&["plan", "--format", "json", "--var", "EXTRA=yes", "--var", "DEPLOY_KIND=ssh"]);
+    assert_eq!(plan.code, 0, "{}", plan.debug());
+    assert_eq!(job_names(&plan), ["go-job", "extra-job", "ssh-extra-job", "build"], "{}", plan.debug());
+    r.write(
+        ".gitlab-ci.yml",
+        "include:\n  - local: ci/go.yml\n    rules:\n      - when: manual\nbuild:\n  script: [echo]\n",
+    );
+    let v = r.slipway(&["validate"]);
+    assert_eq!(v.code, 2, "{}", v.debug());
+    assert!(v.stderr.contains("manual") && v.stderr.contains(".gitlab-ci.yml:4:"), "{}", v.debug());
+}

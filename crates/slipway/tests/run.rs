@@ -809,7 +809,7 @@ fn notices(run: &Run, job: &str) -> Vec<String> {
 }
 
 /// `trigger:include` runs a child pipeline: from a file of the project or from an artifact
-/// an earlier job generated; GitLab's variables go down (`forward`), `strategy: depend` takes
+/// an earlier job generated (and `needs:pipeline` takes the parent's artifacts); GitLab's variables go down (`forward`), `strategy: depend` takes
 /// the child's status, the child's record is nested in the JSON and the table, a child may
 /// have a child of its own and no deeper.
 #[test]
@@ -828,6 +828,7 @@ static-child:
   stage: trigger
   variables:
     TO_CHILD: hello
+    PARENT_PIPELINE_ID: $CI_PIPELINE_ID
   trigger:
     include: ci/child.yml
     strategy: depend
@@ -842,8 +843,12 @@ dynamic-child:
         job: generate
 "#;
     let child = r#"child-a:
+  needs:
+    - pipeline: $PARENT_PIPELINE_ID
+      job: generate
   script:
     - echo "a got $TO_CHILD, $GLOBAL, $FROM_CLI from $CI_PIPELINE_SOURCE"
+    - test -f dynamic.yml && echo "the parent's artifact is here"
 grandchild:
   trigger:
     include: ci/grandchild.yml
@@ -856,6 +861,7 @@ grandchild:
     let lines = notices(&run, "static-child");
     for want in [
         "[child-a] a got hello, from-parent, cli from parent_pipeline",
+        "[child-a] the parent's artifact is here",
         "[grandchild] [deep] deep: not forwarded parent_pipeline",
         "[grandchild] [too-deep] ERROR: child pipelines nest at most 2 levels deep (GitLab's limit)",
     ] {
