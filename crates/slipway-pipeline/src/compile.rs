@@ -758,6 +758,7 @@ impl Cx {
                 paths: Vec::new(),
                 untracked: false,
                 policy: CachePolicy::PullPush,
+                policy_var: None,
                 when: ArtifactsWhen::OnSuccess,
                 fallback_keys: Vec::new(),
             };
@@ -794,6 +795,10 @@ impl Cx {
                             Some("pull") => CachePolicy::Pull,
                             Some("push") => CachePolicy::Push,
                             Some("pull-push") | None => CachePolicy::PullPush,
+                            Some(var) if var.contains('$') => {
+                                c.policy_var = Some((var.to_string(), v.span));
+                                CachePolicy::PullPush
+                            }
                             Some(other) => {
                                 self.err(v.span, format!("`cache:policy` cannot be `{other}`")).hint =
                                     Some("allowed: pull, push, pull-push".into());

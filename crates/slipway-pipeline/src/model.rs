@@ -190,6 +190,9 @@ pub struct Cache {
     pub paths: Vec<String>,
     pub untracked: bool,
     pub policy: CachePolicy,
+    /// `policy: $VARIABLE` (GitLab allows it): the policy once the plan expands it, with the
+    /// place it was written.
+    pub policy_var: Option<(String, crate::diag::Span)>,
     pub when: ArtifactsWhen,
     pub fallback_keys: Vec<String>,
 }

@@ -134,6 +134,7 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
     // (base job name) → instance names, with their matrix variables.
     let mut instances: HashMap<&str, Vec<Instance>> = HashMap::new();
     let mut job_rule_needs: HashMap<String, Option<Vec<Need>>> = HashMap::new();
+    let mut policy_errors = Vec::new();
     for job in &p.jobs {
         for (inst_name, inst_vars) in expand_parallel(job) {
             let mut vars: Vec<(String, String, bool)> = Vec::new();
@@ -216,8 +217,20 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 .filter(|v| !v.is_empty())
                 .collect();
             let x = |s: &str| vars::expand_map(s, &fmap);
+            // Artifact and cache paths are the project's: `$CI_PROJECT_DIR/out/` is `out/`
+            // wherever the job's workspace is.
+            let project_dir = fmap.get("CI_PROJECT_DIR").cloned().unwrap_or_default();
+            let xp = |s: &str| {
+                let p = x(s);
+                match p.strip_prefix(project_dir.as_str()).filter(|_| !project_dir.is_empty()) {
+                    Some("") => ".".to_string(),
+                    Some(rest) if rest.starts_with('/') => rest.trim_start_matches('/').to_string(),
+                    _ => p,
+                }
+            };
             job_rule_needs.insert(inst_name.clone(), needs);
             instances.entry(job.name.as_str()).or_default().push((inst_name.clone(), inst_vars.clone()));
+            let job_name = inst_name.clone();
             jobs.push(PlannedJob {
                 name: inst_name,
                 base: job.name.clone(),
@@ -238,8 +251,8 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                 retry: job.retry.clone(),
                 timeout: job.timeout,
                 artifacts: job.artifacts.clone().map(|mut a| {
-                    a.paths = a.paths.iter().map(|s| x(s)).collect();
-                    a.exclude = a.exclude.iter().map(|s| x(s)).collect();
+                    a.paths = a.paths.iter().map(|s| xp(s)).collect();
+                    a.exclude = a.exclude.iter().map(|s| xp(s)).collect();
                     a.name = a.name.map(|s| x(&s));
                     a
                 }),
@@ -254,8 +267,26 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
                                 CacheKey::Files { files, prefix: prefix.map(|p| x(&p)) }
                             }
                         };
-                        c.paths = c.paths.iter().map(|s| x(s)).collect();
+                        c.paths = c.paths.iter().map(|s| xp(s)).collect();
                         c.fallback_keys = c.fallback_keys.iter().map(|s| x(s)).collect();
+                        if let Some((var, span)) = c.policy_var.take() {
+                            c.policy = match x(&var).as_str() {
+                                "pull" => CachePolicy::Pull,
+                                "push" => CachePolicy::Push,
+                                // Unset expands to nothing: the default, as in GitLab.
+                                "pull-push" | "" => CachePolicy::PullPush,
+                                other => {
+                                    policy_errors.push(
+                                        Diagnostic::error(
+                                            span,
+                                            format!("`cache:policy` `{var}` is `{other}` in job `{job_name}`"),
+                                        )
+                                        .with_hint("the variable must hold pull, push or pull-push"),
+                                    );
+                                    CachePolicy::PullPush
+                                }
+                            };
+                        }
                         c
                     })
                     .collect(),
@@ -304,7 +335,7 @@ pub fn plan(p: &Pipeline, cx: &Context) -> Result<Plan, PlanError> {
     }
 
     // Resolve needs and dependencies against the included instances.
-    let mut errors = Vec::new();
+    let mut errors = policy_errors;
     let included: Vec<(String, usize)> = jobs.iter().map(|j| (j.name.clone(), j.stage_index)).collect();
     for pj in &mut jobs {
         let job = p.job(&pj.base).expect("planned from this pipeline");

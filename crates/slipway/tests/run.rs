@@ -917,3 +917,37 @@ fn trigger_mistakes_are_errors_at_their_place() {
     assert_eq!(run.code, 1, "{}", run.debug());
     assert!(run.stdout.contains("job `nothing` left no artifact `gen.yml`"), "{}", run.debug());
 }
+
+/// Variables expand where GitLab expands them: `$CI_PROJECT_DIR/out/` in `artifacts:paths`
+/// and `exclude` and `cache:paths` is the workspace's `out/`; `cache:policy: $VAR` takes the
+/// variable's value, and a value that is no policy is an error at the keyword.
+#[test]
+fn artifact_and_cache_paths_and_the_cache_policy_take_variables() {
+    let yaml = r#"variables:
+  OUT: out
+build:
+  script:
+    - mkdir -p out && echo hi > out/a.txt && echo x > out/b.log
+  artifacts:
+    paths: [$CI_PROJECT_DIR/out/]
+    exclude: ["$CI_PROJECT_DIR/$OUT/*.log"]
+  cache:
+    key: k-$CI_COMMIT_REF_SLUG
+    paths: [$CI_PROJECT_DIR/$OUT/]
+    policy: $POLICY
+use:
+  needs: [build]
+  script: [ls out]
+"#;
+    let r = Repo::new(&[(".gitlab-ci.yml", yaml)]);
+    let run = r.slipway(&["run", "--json", "--var", "POLICY=push"]);
+    assert_eq!(run.code, 0, "{}", run.debug());
+    assert_eq!(run.log("use"), ["$ ls out", "a.txt"], "{}", run.debug());
+    let build = notices(&run, "build");
+    assert!(build.iter().any(|l| l == "Saving cache `k-main`: 2 files"), "{build:#?}");
+    assert!(!build.iter().any(|l| l.contains("Restoring cache") || l.contains("No cache")), "push only: {build:#?}");
+    let bad = r.slipway(&["run", "--var", "POLICY=sometimes"]);
+    assert_eq!(bad.code, 2, "{}", bad.debug());
+    assert!(bad.stderr.contains("`cache:policy` `$POLICY` is `sometimes` in job `build`"), "{}", bad.debug());
+    assert!(bad.stderr.contains(".gitlab-ci.yml:12:13"), "{}", bad.debug());
+}
