@@ -68,7 +68,17 @@ pub struct Fetched {
 enum Origin {
     Local,
     Remote(String),
-    Project { project: String, git_ref: Option<String>, file: String },
+    Project {
+        project: String,
+        git_ref: Option<String>,
+        file: String,
+    },
+    /// A CI/CD component: the first of `files` that its project has at `version`.
+    Component {
+        project: String,
+        version: String,
+        files: [String; 2],
+    },
 }
 
 /// The merged tree, and what GitLab tolerates that the files did (duplicate keys).
@@ -194,6 +204,15 @@ impl Loader<'_> {
                     Origin::Remote(url) => self.fetched(self.fetch.expect("checked").remote(url), span),
                     Origin::Project { project, git_ref, file } => {
                         self.fetched(self.fetch.expect("checked").project(project, git_ref.as_deref(), file), span)
+                    }
+                    Origin::Component { project, version, files } => {
+                        let fetch = self.fetch.expect("checked");
+                        let found = match fetch.project(project, Some(version), &files[0]) {
+                            Ok(f) => Ok(f),
+                            Err(first) => fetch.project(project, Some(version), &files[1]).map_err(|_| first),
+                        };
+                        self.fetched(found, span)
+                            .map_err(|e| format!("the component has neither `{}` nor `{}` ({e})", files[0], files[1]))
                     }
                 };
                 let text = match read {
@@ -331,7 +350,9 @@ impl Loader<'_> {
                                     crate::builtin::TEMPLATE
                                 )),
                         ),
-                        "component" => self.offline(k.span, "include:component"),
+                        "component" => {
+                            return self.component(v, globals).into_iter().collect();
+                        }
                         "file" | "ref" | "inputs" => {}
                         "rules" => {}
                         other => {
@@ -438,6 +459,46 @@ impl Loader<'_> {
             return None;
         }
         Some((PathBuf::from(url), span, Origin::Remote(url.to_string())))
+    }
+
+    /// `include:component`: `host/group/project/name@version` is `templates/name.yml` (or
+    /// `templates/name/template.yml`) of `https://host/group/project.git` at `version` (a tag,
+    /// branch or commit; `~latest`: its highest release tag).
+    fn component(&mut self, n: &Node, globals: &[(String, String)]) -> Option<(PathBuf, Span, Origin)> {
+        let Some(raw) = n.as_str() else {
+            self.errors.push(Diagnostic::error(
+                n.span,
+                "`include:component` must be a path like `host/group/project/name@1.0.0`",
+            ));
+            return None;
+        };
+        if self.fetch.is_none() {
+            self.offline(n.span, "include:component");
+            return None;
+        }
+        let full = self.expand_vars(raw, globals);
+        let Some((path, version)) = full.rsplit_once('@').filter(|(_, v)| !v.is_empty()) else {
+            self.errors.push(
+                Diagnostic::error(n.span, format!("`include:component` `{full}` has no version"))
+                    .with_hint("end it with `@` and a version: `@1.0.0`, a branch, a commit or `@~latest`"),
+            );
+            return None;
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() < 3 || parts.iter().any(|p| p.is_empty()) {
+            self.errors.push(
+                Diagnostic::error(
+                    n.span,
+                    format!("`include:component` `{full}` is not `host/project path/name@version`"),
+                )
+                .with_hint("e.g. `$CI_SERVER_FQDN/my-group/components/go-lint@1.0.0`"),
+            );
+            return None;
+        }
+        let (name, project) = (parts[parts.len() - 1], parts[1..parts.len() - 1].join("/"));
+        let url = format!("https://{}/{project}.git", parts[0]);
+        let files = [format!("templates/{name}.yml"), format!("templates/{name}/template.yml")];
+        Some((PathBuf::from(&full), n.span, Origin::Component { project: url, version: version.to_string(), files }))
     }
 
     /// `include:project` with `file` (one or a list) and `ref`, read through the caller.

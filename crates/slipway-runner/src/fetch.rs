@@ -135,13 +135,25 @@ impl Fetch for Fetcher {
                 .map_err(|e| format!("cannot make the include cache {}: {e}", repo.display()))?;
             slipway_git::run(&repo, &["init", "--bare", "-q"]).map_err(|e| e.to_string())?;
         }
-        let rev = git_ref.unwrap_or("HEAD");
-        let local = format!("refs/slipway/{}", digest(rev));
+        let asked = git_ref.unwrap_or("HEAD");
+        let local = format!("refs/slipway/{}", digest(asked));
+        // A component's `~latest`: the highest release tag (`1.2.0`, `v1.2.0`), kept under the
+        // name `~latest` for when the project cannot be reached.
+        let latest = (asked == "~latest").then(|| latest_release(&url));
+        let rev = match &latest {
+            Some(Ok(tag)) => tag.as_str(),
+            _ => asked,
+        };
         let commit = rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit());
         let have =
             |r: &str| slipway_git::run(&repo, &["rev-parse", "--verify", "-q", &format!("{r}^{{commit}}")]).is_ok();
         let mut warning = None;
-        if !(commit && have(rev)) {
+        if let Some(Err(e)) = &latest {
+            if !have(&local) {
+                return Err(e.clone());
+            }
+            warning = Some(format!("{e}; using the `~latest` cached in {}", repo.display()));
+        } else if !(commit && have(rev)) {
             let fetched = slipway_git::run(
                 &repo,
                 &[
@@ -172,6 +184,21 @@ impl Fetch for Fetcher {
             None => Err(format!("`{project}` has no file `{file}` at `{rev}`")),
         }
     }
+}
+
+/// The highest semantic-version tag of `url` (pre-releases aside), as GitLab's `~latest`.
+fn latest_release(url: &str) -> Result<String, String> {
+    let refs = slipway_git::remote::ls_remote(url).map_err(|e| format!("listing the tags of {url}: {e}"))?;
+    let version = |tag: &str| -> Option<(u64, u64, u64)> {
+        let mut it = tag.trim_start_matches('v').split('.').map(|p| p.parse::<u64>().ok());
+        Some((it.next()??, it.next()??, it.next()??)).filter(|_| it.next().is_none())
+    };
+    refs.iter()
+        .filter_map(|(name, _)| name.strip_prefix("refs/tags/"))
+        .filter_map(|t| version(t).map(|v| (v, t)))
+        .max()
+        .map(|(_, t)| t.to_string())
+        .ok_or_else(|| format!("{url} has no release tag (like `1.0.0`) for `~latest`"))
 }
 
 /// GET `url` with a timeout; the body when the answer is 200.

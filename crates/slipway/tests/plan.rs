@@ -356,8 +356,10 @@ fn job_names(run: &Run) -> Vec<String> {
 }
 
 /// `include:project` reads another project's file at `ref` from beside this repository's
-/// `origin` (here rewritten to a local directory with git's own `insteadOf`), cached so that a
-/// project that is gone still plans, with a warning; a missing file names project, file and ref.
+/// `origin` (here rewritten to a local directory with git's own `insteadOf`), and
+/// `include:component` a component's template at its version (`~latest`: the highest release
+/// tag) with its inputs; both cached so that a project that is gone still plans, with a
+/// warning; a missing file names project, file and ref.
 #[test]
 fn include_project_reads_the_other_repository_at_its_ref_and_caches_it() {
     let base = tempfile::tempdir().unwrap();
@@ -365,11 +367,24 @@ fn include_project_reads_the_other_repository_at_its_ref_and_caches_it() {
     std::fs::create_dir_all(tools.join("go")).unwrap();
     git_in(&tools, &["init", "-q", "-b", "main"]);
     std::fs::write(tools.join("go/lint.yml"), "lint-v1:\n  script: [echo v1]\n").unwrap();
+    std::fs::create_dir_all(tools.join("templates")).unwrap();
+    std::fs::write(
+        tools.join("templates/lint.yml"),
+        "spec:\n  inputs:\n    stage:\n      default: test\n---\ncomponent-old:\n  stage: $[[ inputs.stage ]]\n  script: [echo old]\n",
+    )
+    .unwrap();
     git_in(&tools, &["add", "-A"]);
     git_in(&tools, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "v1"]);
     git_in(&tools, &["tag", "v1"]);
+    git_in(&tools, &["tag", "1.0.0"]);
     std::fs::write(tools.join("go/lint.yml"), "lint-main:\n  script: [echo main]\n").unwrap();
-    git_in(&tools, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "main"]);
+    // A component in its directory form, in the latest release.
+    std::fs::remove_file(tools.join("templates/lint.yml")).unwrap();
+    std::fs::create_dir_all(tools.join("templates/lint")).unwrap();
+    std::fs::write(tools.join("templates/lint/template.yml"), "component-new:\n  script: [echo new]\n").unwrap();
+    git_in(&tools, &["add", "-A"]);
+    git_in(&tools, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "main"]);
+    git_in(&tools, &["tag", "1.2.0"]);
     let gitconfig = base.path().join("gitconfig");
     std::fs::write(
         &gitconfig,
@@ -377,15 +392,18 @@ fn include_project_reads_the_other_repository_at_its_ref_and_caches_it() {
     )
     .unwrap();
     let env = [("GIT_CONFIG_GLOBAL", gitconfig.to_str().unwrap())];
-    let yaml = "include:\n  - project: ci/templates\n    ref: v1\n    file: go/lint.yml\n  - project: ci/templates\n    file: [/go/lint.yml]\nbuild:\n  script: [echo]\n";
+    let yaml = "stages: [build, test]\ninclude:\n  - project: ci/templates\n    ref: v1\n    file: go/lint.yml\n  - project: ci/templates\n    file: [/go/lint.yml]\n  - component: gitlab.example.com/ci/templates/lint@1.0.0\n    inputs: {stage: build}\n  - component: $CI_SERVER_FQDN/ci/templates/lint@~latest\nbuild:\n  script: [echo]\n";
     let r = Repo::new(&[(".gitlab-ci.yml", yaml)]);
     r.git(&["remote", "add", "origin", "https://gitlab.example.com/group/app.git"]);
     let plan = r.slipway_env(&["plan", "--format", "json"], &env);
     assert_eq!(plan.code, 0, "{}", plan.debug());
     let names = job_names(&plan);
-    for want in ["lint-v1", "lint-main", "build"] {
+    for want in ["lint-v1", "lint-main", "component-old", "component-new", "build"] {
         assert!(names.iter().any(|n| n == want), "{want}: {names:?}");
     }
+    let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let old = v["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "component-old").unwrap().clone();
+    assert_eq!(old["stage"], "build", "the component's input: {old}");
     // The project is gone: the cached copy, with a warning.
     std::fs::remove_dir_all(&tools).unwrap();
     let plan = r.slipway_env(&["plan", "--format", "json"], &env);
@@ -395,7 +413,7 @@ fn include_project_reads_the_other_repository_at_its_ref_and_caches_it() {
         "{}",
         plan.debug()
     );
-    assert_eq!(job_names(&plan).len(), 3, "{}", plan.debug());
+    assert_eq!(job_names(&plan).len(), 5, "{}", plan.debug());
     // A file the project does not have.
     r.write(
         ".gitlab-ci.yml",
@@ -405,6 +423,13 @@ fn include_project_reads_the_other_repository_at_its_ref_and_caches_it() {
     assert_eq!(v.code, 2, "{}", v.debug());
     assert!(v.stderr.contains("`ci/templates` has no file `nope.yml` at `v1`"), "{}", v.debug());
     assert!(v.stderr.contains(".gitlab-ci.yml:4:11"), "{}", v.debug());
+    r.write(
+        ".gitlab-ci.yml",
+        "include:\n  - component: gitlab.example.com/ci/templates/lint\nbuild:\n  script: [echo]\n",
+    );
+    let v = r.slipway_env(&["validate"], &env);
+    assert_eq!(v.code, 2, "{}", v.debug());
+    assert!(v.stderr.contains("has no version"), "{}", v.debug());
 }
 
 /// A loopback HTTPS server with its own CA, serving `dir`; `/slow.yml` answers after 5 s.
