@@ -172,6 +172,10 @@ pub struct JobAssignment {
     pub lease_ms: u64,
     /// The job's own token (`CI_JOB_TOKEN`), valid while it runs.
     pub job_token: String,
+    /// The server's external URL: `CI_SERVER_URL` and the values made from it, as the server
+    /// planned with.
+    #[serde(default)]
+    pub server_url: Option<String>,
 }
 
 /// `POST /api/v1/jobs/{run}/{index}/lease`: the answer to a renewal.

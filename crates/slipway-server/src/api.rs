@@ -720,6 +720,7 @@ async fn assignment(
         secrets,
         lease_ms: s.lease.as_millis() as u64,
         job_token: token,
+        server_url: Some(s.notifier.external_url.clone()),
     })
 }
 

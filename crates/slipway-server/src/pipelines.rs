@@ -260,11 +260,14 @@ async fn plan_run(
     let dir = state.data_dir.join("plans").join(slug(&project.name));
     let (sha, branch, source, vars) =
         (sha.to_string(), branch.map(str::to_string), source.to_string(), variables.to_vec());
+    let (url, name) = (state.notifier.external_url.clone(), project.name.clone());
     tokio::task::spawn_blocking(move || {
-        plan_at(&repo, &sha, branch.as_deref(), &dir, run, &source, &vars).map_err(|why| Unplanned {
-            // Checked out, but neither a pipeline file nor a Go module is there.
-            no_pipeline: dir.is_dir() && slipway_runner::project::find_source(&dir, None).is_err(),
-            why,
+        plan_at(&repo, &sha, branch.as_deref(), &dir, run, &source, &vars, Some((&url, &name))).map_err(|why| {
+            Unplanned {
+                // Checked out, but neither a pipeline file nor a Go module is there.
+                no_pipeline: dir.is_dir() && slipway_runner::project::find_source(&dir, None).is_err(),
+                why,
+            }
         })
     })
     .await
@@ -293,6 +296,7 @@ pub fn plan_at(
     run: RunId,
     pipeline_source: &str,
     variables: &[(String, String)],
+    server: Option<(&str, &str)>,
 ) -> Result<(Plan, Option<String>), String> {
     slipway_git::remote::checkout_at(&source.display().to_string(), commit, branch, dir).map_err(|e| e.to_string())?;
     let loaded = match slipway_runner::project::load(dir, None) {
@@ -301,7 +305,13 @@ pub fn plan_at(
         Err(slipway_runner::project::LoadError::Unreadable { message }) => return Err(message),
         Err(slipway_runner::project::LoadError::Invalid(i)) => return Err(render(&i)),
     };
-    let checkout = slipway_git::Checkout::read(dir);
+    let mut checkout = slipway_git::Checkout::read(dir);
+    // The server's URL and project name, not those of the repository it mirrors: what
+    // `CI_SERVER_*`, `CI_PROJECT_URL` and `CI_PROJECT_PATH` say in GitLab.
+    if let Some((url, project)) = server {
+        checkout.server_url = Some(url.trim_end_matches('/').to_string());
+        checkout.project_path = project.to_string();
+    }
     let input = slipway_runner::project::PlanInput {
         root: dir,
         checkout: &checkout,

@@ -337,6 +337,7 @@ fn execute(
         job.run,
         &job.source,
         &job.variables,
+        job.server_url.as_deref().map(|u| (u, job.project.as_str())),
     );
     let plan = match plan {
         Ok((p, _)) => p,
@@ -368,7 +369,11 @@ fn execute(
     config.registry_auth = client.cfg.registry_auth.clone();
     config.extra_env.push(("CI_JOB_TOKEN".into(), job.job_token.clone()));
     config.extra_env.push(("SLIPWAY_SERVER".into(), client.cfg.server.clone()));
-    config.extra_env.push(("CI_SERVER_URL".into(), client.cfg.server.clone()));
+    // The plan has the server's external URL in `CI_SERVER_URL`; an older server's job has
+    // none, and gets the one this agent reaches it by.
+    if job.server_url.is_none() {
+        config.extra_env.push(("CI_SERVER_URL".into(), client.cfg.server.clone()));
+    }
     config.extra_env.push(("SLIPWAY_PROJECT".into(), job.project.clone()));
     config.secrets.push(job.job_token.clone());
     // The project's secrets: in the job's environment (a file's path for file secrets),

@@ -193,6 +193,7 @@ build:
   stage: build
   script:
     - echo "building $CI_COMMIT_SHORT_SHA on $CI_COMMIT_BRANCH for $DEPLOY_TO ($CI_PIPELINE_SOURCE)"
+    - echo "server $CI_SERVER_URL host $CI_SERVER_HOST project $CI_PROJECT_PATH at $CI_PROJECT_URL"
 test:
   stage: test
   script:
@@ -230,6 +231,10 @@ fn a_triggered_pipeline_runs_on_an_agent_and_its_logs_come_back() {
     let (code, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None);
     assert_eq!(code, 200, "{log}");
     assert!(log.contains(&format!("building {sha} on main for dev (api)")), "{log}");
+    // GitLab's server variables have the server's values, not the mirrored repository's.
+    let host = server.url.trim_start_matches("http://").split(':').next().unwrap().to_string();
+    let want = format!("server {0} host {host} project team/app at {0}/team/app", server.url);
+    assert!(log.contains(&want), "{want}: {log}");
     // The job token is masked in the log, and it reads its own pipeline only.
     let (_, log) = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/1/log"), None);
     assert!(log.contains("token is [MASKED]"), "{log}");
