@@ -262,7 +262,8 @@ async fn plan_run(
         (sha.to_string(), branch.map(str::to_string), source.to_string(), variables.to_vec());
     let (url, name) = (state.notifier.external_url.clone(), project.name.clone());
     tokio::task::spawn_blocking(move || {
-        plan_at(&repo, &sha, branch.as_deref(), &dir, run, &source, &vars, Some((&url, &name))).map_err(|why| {
+        let what = PlanFor { run, source: &source, variables: &vars, server: Some((&url, &name)) };
+        plan_at(&repo, &sha, branch.as_deref(), &dir, what).map_err(|why| {
             Unplanned {
                 // Checked out, but neither a pipeline file nor a Go module is there.
                 no_pipeline: dir.is_dir() && slipway_runner::project::find_source(&dir, None).is_err(),
@@ -286,6 +287,15 @@ pub(crate) struct Unplanned {
     pub no_pipeline: bool,
 }
 
+/// What a run is planned for: its id, pipeline source and variables, and the server's URL
+/// and project name (`CI_SERVER_*`, `CI_PROJECT_PATH`).
+pub struct PlanFor<'a> {
+    pub run: RunId,
+    pub source: &'a str,
+    pub variables: &'a [(String, String)],
+    pub server: Option<(&'a str, &'a str)>,
+}
+
 /// Checks `commit` out into `dir` from `source` and plans its pipeline: what the server does
 /// before a run and what an agent does before a job.
 pub fn plan_at(
@@ -293,11 +303,9 @@ pub fn plan_at(
     commit: &str,
     branch: Option<&str>,
     dir: &Path,
-    run: RunId,
-    pipeline_source: &str,
-    variables: &[(String, String)],
-    server: Option<(&str, &str)>,
+    what: PlanFor<'_>,
 ) -> Result<(Plan, Option<String>), String> {
+    let PlanFor { run, source: pipeline_source, variables, server } = what;
     slipway_git::remote::checkout_at(&source.display().to_string(), commit, branch, dir).map_err(|e| e.to_string())?;
     let loaded = match slipway_runner::project::load(dir, None) {
         Ok(l) => l,

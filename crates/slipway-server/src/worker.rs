@@ -334,10 +334,12 @@ fn execute(
         &job.commit,
         job.branch.as_deref(),
         &dir,
-        job.run,
-        &job.source,
-        &job.variables,
-        job.server_url.as_deref().map(|u| (u, job.project.as_str())),
+        crate::pipelines::PlanFor {
+            run: job.run,
+            source: &job.source,
+            variables: &job.variables,
+            server: job.server_url.as_deref().map(|u| (u, job.project.as_str())),
+        },
     );
     let plan = match plan {
         Ok((p, _)) => p,
