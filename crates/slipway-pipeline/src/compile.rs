@@ -869,6 +869,18 @@ impl Cx {
         (default, variables)
     }
 
+    /// GitLab's pull policies, one or a list, each checked.
+    fn pull_policies(&mut self, v: &Node, what: &str) -> Vec<String> {
+        let policies = self.strings(v, what);
+        for p in &policies {
+            if !matches!(p.as_str(), "always" | "if-not-present" | "never") {
+                self.err(v.span, format!("`{what}` cannot be `{p}`")).hint =
+                    Some("GitLab's policies: always, if-not-present, never".into());
+            }
+        }
+        policies
+    }
+
     /// `image:`'s mapping form besides `name`, each key checked at its place.
     fn image_options(&mut self, n: &Node) -> crate::model::ImageOptions {
         let mut o = crate::model::ImageOptions::default();
@@ -877,15 +889,7 @@ impl Cx {
             match k.name.as_str() {
                 "name" => {}
                 "entrypoint" => o.entrypoint = Some(self.string_list(v, "image:entrypoint")),
-                "pull_policy" => {
-                    o.pull_policy = self.strings(v, "image:pull_policy");
-                    for p in &o.pull_policy {
-                        if !matches!(p.as_str(), "always" | "if-not-present" | "never") {
-                            self.err(v.span, format!("`image:pull_policy` cannot be `{p}`")).hint =
-                                Some("GitLab's policies: always, if-not-present, never".into());
-                        }
-                    }
-                }
+                "pull_policy" => o.pull_policy = self.pull_policies(v, "image:pull_policy"),
                 "docker" => {
                     for (dk, dv) in self.map(v, "image:docker") {
                         match dk.name.as_str() {
@@ -1073,15 +1077,7 @@ impl Cx {
                     s.variables =
                         self.variables(v, "services[]:variables").into_iter().map(|var| (var.name, var.value)).collect()
                 }
-                "pull_policy" => {
-                    s.pull_policy = self.strings(v, "services[]:pull_policy");
-                    for p in &s.pull_policy {
-                        if !matches!(p.as_str(), "always" | "if-not-present" | "never") {
-                            self.err(v.span, format!("`services[]:pull_policy` cannot be `{p}`")).hint =
-                                Some("GitLab's policies: always, if-not-present, never".into());
-                        }
-                    }
-                }
+                "pull_policy" => s.pull_policy = self.pull_policies(v, "services[]:pull_policy"),
                 _ => self.unknown_key(
                     k,
                     "a service",

@@ -54,6 +54,17 @@ fn containers(job: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
 
+/// `slipway run --json` in `r`, left running.
+fn in_background(r: &Repo) -> std::process::Child {
+    Command::new(bin())
+        .args(["run", "--json"])
+        .current_dir(r.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn until(what: &str, secs: u64, f: impl Fn() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -126,13 +137,7 @@ fn a_timeout_a_ctrl_c_and_a_kill_9_leave_no_container() {
     // Ctrl-C and kill -9 while the container runs.
     r.write(".gitlab-ci.yml", &format!("{job}:\n  image: {image}\n  script:\n    - sleep 60\n"));
     for signal in [libc::SIGINT, libc::SIGKILL] {
-        let child = Command::new(bin())
-            .args(["run", "--json"])
-            .current_dir(r.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = in_background(&r);
         until("the job's container never started", 20, || !containers(&job).is_empty());
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, signal) };
@@ -257,13 +262,7 @@ fn services_are_reached_by_their_aliases_and_removed_with_their_network() {
         ".gitlab-ci.yml",
         &format!("{job}:\n  image: {image}\n  services: [{{name: {image}, entrypoint: [/bin/busybox], command: [sleep, \"60\"]}}]\n  script:\n    - echo started\n    - sleep 60\n"),
     );
-    let child = Command::new(bin())
-        .args(["run", "--json"])
-        .current_dir(r.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = in_background(&r);
     until("the job's container never started", 30, || containers(&job).len() == 2);
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
