@@ -211,11 +211,7 @@ impl Facts for SnapshotFacts {
     }
 
     fn exists(&self, glob: &str) -> bool {
-        let Ok(g) = globset::GlobBuilder::new(glob.trim_start_matches("./")).literal_separator(true).build() else {
-            return false;
-        };
-        let m = g.compile_matcher();
-        self.files.iter().any(|f| m.is_match(f))
+        crate::project::any_matches(&self.files, glob)
     }
 }
 

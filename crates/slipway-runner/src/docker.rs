@@ -163,12 +163,13 @@ async fn run_async(
 pub(crate) fn container_name(what: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let what: String = what
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
-        .take(40)
-        .collect();
+    let what: String = docker_safe(what).chars().take(40).collect();
     format!("slipway-{}-{n}-{what}", std::process::id())
+}
+
+/// `[A-Za-z0-9_.-]` only, as Docker's names allow (the rest made `-`).
+pub(crate) fn docker_safe(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect()
 }
 
 /// Starts the container and follows it to its end, stopping it on a cancel or at the deadline.

@@ -266,12 +266,17 @@ impl Facts for GitFacts<'_> {
     }
 
     fn exists(&self, glob: &str) -> bool {
-        let Ok(g) = globset::GlobBuilder::new(glob.trim_start_matches("./")).literal_separator(true).build() else {
-            return false;
-        };
-        let m = g.compile_matcher();
-        self.files().iter().any(|f| m.is_match(f))
+        any_matches(self.files(), glob)
     }
+}
+
+/// `rules:exists`: whether any of the project's files (relative paths) matches `glob`.
+pub(crate) fn any_matches(files: &[String], glob: &str) -> bool {
+    let Ok(g) = globset::GlobBuilder::new(glob.trim_start_matches("./")).literal_separator(true).build() else {
+        return false;
+    };
+    let m = g.compile_matcher();
+    files.iter().any(|f| m.is_match(f))
 }
 
 /// What a plan is made for.

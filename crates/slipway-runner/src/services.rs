@@ -159,7 +159,7 @@ async fn start_all(
                 }),
                 ..Default::default()
             };
-            let container = format!("{name}-{i}-{}", container_safe(&alias));
+            let container = format!("{name}-{i}-{}", crate::docker::docker_safe(&alias));
             if let Some(g) = guardian {
                 g.guard_container(&container);
             }
@@ -299,7 +299,7 @@ pub(crate) async fn stop(docker: &Docker, made: Sidecars, out: &mut dyn FnMut(&[
                 }
             }
         }
-        let _ = std::fs::write(made.logs_dir.join(format!("{}.log", container_safe(&c.alias))), &log);
+        let _ = std::fs::write(made.logs_dir.join(format!("{}.log", crate::docker::docker_safe(&c.alias))), &log);
         let _ = docker
             .remove_container(&c.id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
             .await;
@@ -353,11 +353,6 @@ fn engine_socket() -> Result<PathBuf, Failure> {
         ));
     }
     Ok(path)
-}
-
-/// `[A-Za-z0-9_.-]` only, as Docker's names allow.
-fn container_safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect()
 }
 
 /// The last value of each variable, in first-seen order.
