@@ -36,9 +36,10 @@ pub trait Fetch {
     }
 }
 
-/// `include:rules`' questions about files: the project's directory, and the caller's diff.
+/// `include:rules`' questions about files: the project's files (listed once per load), and
+/// the caller's diff.
 struct IncludeFacts<'a> {
-    project_dir: &'a Path,
+    files: &'a [PathBuf],
     fetch: &'a dyn Fetch,
 }
 
@@ -52,9 +53,7 @@ impl crate::plan::Facts for IncludeFacts<'_> {
             return false;
         };
         let m = g.compile_matcher();
-        let mut found = false;
-        walk(self.project_dir, Path::new(""), &mut |p| found = found || m.is_match(p));
-        found
+        self.files.iter().any(|f| m.is_match(f))
     }
 }
 
@@ -102,6 +101,7 @@ pub fn load_text(
         warnings: Vec::new(),
         count: 0,
         fetch,
+        files: std::cell::OnceCell::new(),
     };
     let id = l.sources.add(name, text);
     let doc = yaml::parse_pipeline(l.sources.text(id), id)?;
@@ -118,6 +118,8 @@ struct Loader<'a> {
     warnings: Vec<Diagnostic>,
     count: usize,
     fetch: Option<&'a dyn Fetch>,
+    /// The project's files, for `include:rules:exists`; listed on the first question.
+    files: std::cell::OnceCell<Vec<PathBuf>>,
 }
 
 impl Loader<'_> {
@@ -291,7 +293,13 @@ impl Loader<'_> {
             return false;
         };
         let lookup = Self::lookup(fetch, globals);
-        let facts = IncludeFacts { project_dir: &self.project_dir, fetch };
+        let project_dir = &self.project_dir;
+        let files = self.files.get_or_init(|| {
+            let mut files = Vec::new();
+            walk(project_dir, Path::new(""), &mut |p| files.push(p.to_path_buf()));
+            files
+        });
+        let facts = IncludeFacts { files, fetch };
         match crate::plan::first_matching_rule(&rules, &lookup, &facts) {
             Some(r) => r.when != Some(crate::model::When::Never),
             None => false,

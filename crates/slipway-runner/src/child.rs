@@ -46,19 +46,11 @@ pub(crate) fn run(job: &PlannedJob, trigger: &Trigger, shared: &Arc<Shared>, say
         slipway_pipeline::load_pipeline_fetching(&cfg.project_dir, Path::new(&name), &text, &mut sources, &fetch);
     let pipeline = match loaded {
         Ok((p, warnings)) => {
-            for w in &warnings {
-                for line in sources.render(w, false).lines() {
-                    say(line);
-                }
-            }
+            tell(&sources, &warnings, say);
             p
         }
         Err(diagnostics) => {
-            for d in &diagnostics {
-                for line in sources.render(d, false).lines() {
-                    say(line);
-                }
-            }
+            tell(&sources, &diagnostics, say);
             return fail(say, format!("the child pipeline's configuration ({name}) is invalid"));
         }
     };
@@ -110,11 +102,7 @@ pub(crate) fn run(job: &PlannedJob, trigger: &Trigger, shared: &Arc<Shared>, say
             };
         }
         Err(PlanError::Invalid(diagnostics)) => {
-            for d in &diagnostics {
-                for line in sources.render(d, false).lines() {
-                    say(line);
-                }
-            }
+            tell(&sources, &diagnostics, say);
             return fail(say, format!("the child pipeline ({name}) does not plan"));
         }
     };
@@ -161,6 +149,19 @@ pub(crate) fn run(job: &PlannedJob, trigger: &Trigger, shared: &Arc<Shared>, say
         _ => (true, false, None),
     };
     JobEnd { success, canceled, exit_code: None, reason, coverage: None, attempts: 1, child: Some(Box::new(record)) }
+}
+
+/// Writes each diagnostic, rendered, to the trigger job's log.
+fn tell(
+    sources: &slipway_pipeline::diag::SourceMap,
+    diagnostics: &[slipway_pipeline::Diagnostic],
+    say: &mut dyn FnMut(&str),
+) {
+    for d in diagnostics {
+        for line in sources.render(d, false).lines() {
+            say(line);
+        }
+    }
 }
 
 /// The child's configuration: one file as it is, or several as the includes of one.

@@ -188,16 +188,10 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
     // 2. Artifacts and dotenv variables of the jobs this one depends on.
     let mut dotenv: Vec<(String, String)> = Vec::new();
     for dep in &job.artifacts_from {
-        let dslug = self::slug(dep);
-        match files::restore_artifacts(&cfg.run_dir.join("artifacts").join(&dslug), &ws) {
+        match restore_from(&cfg.run_dir, dep, &ws, &mut dotenv) {
             Ok(0) => {}
             Ok(n) => out.notice(&format!("Downloading artifacts of {dep}: {n} files")),
             Err(e) => out.notice(&format!("WARNING: restoring artifacts of {dep} failed: {e}")),
-        }
-        if let Ok(text) = std::fs::read_to_string(cfg.run_dir.join("dotenv").join(format!("{dslug}.env")))
-            && let Ok(vars) = files::parse_dotenv(&text)
-        {
-            dotenv.extend(vars);
         }
     }
 
@@ -209,16 +203,10 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
             ));
             continue;
         };
-        let dslug = self::slug(dep);
-        match files::restore_artifacts(&parent.join("artifacts").join(&dslug), &ws) {
+        match restore_from(parent, dep, &ws, &mut dotenv) {
             Ok(0) => out.notice(&format!("WARNING: the parent pipeline's `{dep}` left no artifacts")),
             Ok(n) => out.notice(&format!("Downloading artifacts of {dep} (parent pipeline): {n} files")),
             Err(e) => out.notice(&format!("WARNING: restoring artifacts of {dep} of the parent pipeline failed: {e}")),
-        }
-        if let Ok(text) = std::fs::read_to_string(parent.join("dotenv").join(format!("{dslug}.env")))
-            && let Ok(vars) = files::parse_dotenv(&text)
-        {
-            dotenv.extend(vars);
         }
     }
 
@@ -311,6 +299,11 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
         docker_auth_config: docker_auth_config.as_deref(),
         fallback: cfg.registry_auth.as_deref(),
     };
+    // What the job's containers are labelled with (tests and `docker ps` find them by it).
+    let labels = std::collections::HashMap::from([
+        ("dev.slipway.job".to_string(), job.name.clone()),
+        ("dev.slipway.pid".to_string(), std::process::id().to_string()),
+    ]);
     // One connection to the engine for the job, and its services before its scripts.
     let engine = match &container {
         Some(_) => match crate::docker::Engine::connect() {
@@ -324,10 +317,7 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
             let run = crate::services::ServicesRun {
                 services: &job.services,
                 env: &env,
-                labels: std::collections::HashMap::from([
-                    ("dev.slipway.job".to_string(), job.name.clone()),
-                    ("dev.slipway.pid".to_string(), std::process::id().to_string()),
-                ]),
+                labels: labels.clone(),
                 job_slug: &slug,
                 logs_dir: &cfg.run_dir.join("services").join(&slug),
                 wait: SERVICES_WAIT,
@@ -362,10 +352,6 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
             &container, script,
         ) {
             (Some((image, builds)), Script::File(path)) => {
-                let labels = std::collections::HashMap::from([
-                    ("dev.slipway.job".to_string(), job.name.clone()),
-                    ("dev.slipway.pid".to_string(), std::process::id().to_string()),
-                ]);
                 let r = crate::docker::ContainerRun {
                     image,
                     options: &job.image_options,
@@ -374,7 +360,7 @@ fn execute(job: &PlannedJob, shared: &Arc<Shared>, job_out: &JobOutput) -> JobEn
                     workspace: &ws,
                     builds_dir: builds,
                     env,
-                    labels,
+                    labels: labels.clone(),
                     timeout,
                     grace: cfg.grace,
                     sidecars: sidecars.as_ref(),
@@ -584,6 +570,18 @@ fn run_shell(
     let exit = child.wait(Some(deadline), cancel, grace, &mut |chunk| out.bytes(chunk));
     out.flush();
     Ok(exit)
+}
+
+/// Restores job `dep`'s artifacts from run `run_dir` into `ws` (how many files) and adds its
+/// dotenv variables to `dotenv`.
+fn restore_from(run_dir: &Path, dep: &str, ws: &Path, dotenv: &mut Vec<(String, String)>) -> std::io::Result<usize> {
+    let dslug = slug(dep);
+    if let Ok(text) = std::fs::read_to_string(run_dir.join("dotenv").join(format!("{dslug}.env")))
+        && let Ok(vars) = files::parse_dotenv(&text)
+    {
+        dotenv.extend(vars);
+    }
+    files::restore_artifacts(&run_dir.join("artifacts").join(&dslug), ws)
 }
 
 /// How long a job waits for its services to accept connections (GitLab Runner's default
