@@ -41,7 +41,8 @@ pub(crate) fn run(job: &PlannedJob, trigger: &Trigger, shared: &Arc<Shared>, say
     };
     say(&format!("Starting a child pipeline from {name}"));
     let mut sources = slipway_pipeline::diag::SourceMap::default();
-    let fetch = crate::fetch::Fetcher::for_project(&cfg.project_dir);
+    // Its includes' rules see the child's pipeline source, as in GitLab.
+    let fetch = crate::fetch::Fetcher::for_project(&cfg.project_dir).with_run(VarMap::new(), "parent_pipeline");
     let loaded =
         slipway_pipeline::load_pipeline_fetching(&cfg.project_dir, Path::new(&name), &text, &mut sources, &fetch);
     let pipeline = match loaded {
