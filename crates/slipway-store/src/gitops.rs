@@ -2,7 +2,7 @@
 //! status), a rollback's pin, the commit whose sync failed (not tried again), and the syncs.
 
 use crate::row::Columns;
-use crate::{Store, StoreError, now_ms, with_pool};
+use crate::{Dialect, Store, StoreError, now_ms, with_pool};
 
 /// An application as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +94,7 @@ impl Store {
     /// Another application already syncing the environment is refused with its name.
     pub async fn put_app(&self, a: &AppRow) -> Result<Result<(), String>, StoreError> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(pool.begin_write()).await?;
             let other: Option<String> =
                 sqlx::query_scalar("SELECT name FROM apps WHERE environment = $1 AND name <> $2")
                     .bind(&a.environment)

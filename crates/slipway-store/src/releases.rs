@@ -6,7 +6,7 @@ use slipway_model::release::{
 use slipway_model::time::now_ms;
 
 use crate::row::Columns;
-use crate::{Store, StoreError, with_pool};
+use crate::{Dialect, Store, StoreError, with_pool};
 
 fn release_from(r: &impl Columns) -> Result<Release, StoreError> {
     let id = r.i64("id");
@@ -91,7 +91,7 @@ impl Store {
         let hash = r.config.hash();
         let postgres = self.kind() == crate::BackendKind::Postgres;
         let inserted: bool = with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(pool.begin_write()).await?;
             let taken: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM releases WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
             if taken.is_some() {
@@ -210,7 +210,7 @@ impl Store {
     pub async fn set_current(&self, environment: &str, release: i64, then: ReleaseStatus) -> Result<(), StoreError> {
         let now = now_ms();
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(pool.begin_write()).await?;
             let previous: Option<i64> = sqlx::query_scalar("SELECT current_release FROM environments WHERE name = $1")
                 .bind(environment)
                 .fetch_optional(&mut *tx)
