@@ -138,6 +138,7 @@ pub fn import(
         set.push(Artifact { name: a.name.clone(), platform: a.platform(), sha256: sha, size });
     }
     set.sort_by(|a, b| a.platform.cmp(&b.platform));
+    crate::signatures::keep(data_dir, path, &set)?;
     if let Some(p) = need
         && !set.iter().any(|a| a.platform == p)
     {

@@ -503,6 +503,13 @@ impl Engine {
     async fn run(&self, env: &Environment, new: NewRelease) -> Result<Outcome, DeployError> {
         let started = Instant::now();
         let events = self.events(env);
+        // Signatures first: an unsigned release touches nothing, and its refusal is recorded.
+        if let Err(e) = crate::signatures::check(&self.config.data_dir, env, &new.artifacts).await {
+            let release = self.store.create_release(&new).await?;
+            let _ = self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await;
+            events.say(format!("release #{}: refused: {}", release.id, e.message));
+            return Err(e);
+        }
         let target = self.target(env).await?;
         // Without a reachable target nothing can happen: say so before recording anything.
         target.check().await?;

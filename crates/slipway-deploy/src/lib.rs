@@ -16,6 +16,7 @@ mod events;
 pub mod observe;
 pub mod plan;
 pub mod prom;
+pub mod signatures;
 mod ssh;
 mod systemd;
 pub mod target;

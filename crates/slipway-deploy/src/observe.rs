@@ -147,6 +147,7 @@ fn from_record(name: &str, c: &ReleaseConfig) -> Option<Environment> {
         drain_timeout: std::time::Duration::from_secs(30),
         proxy: Default::default(),
         watch: Default::default(),
+        require_signature: None,
     })
 }
 

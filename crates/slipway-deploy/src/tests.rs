@@ -33,6 +33,7 @@ pub fn env() -> Environment {
         drain_timeout: Duration::from_millis(10),
         proxy: Default::default(),
         watch: Default::default(),
+        require_signature: None,
     }
 }
 

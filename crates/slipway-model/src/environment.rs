@@ -28,6 +28,16 @@ pub struct Environment {
     pub proxy: ProxyLimits,
     /// What the server does after a rollout (`watch:`).
     pub watch: Watch,
+    /// Releases deploy here only when signed by one of these keys (`require_signature:`).
+    pub require_signature: Option<SignaturePolicy>,
+}
+
+/// `require_signature: {keys: [...]}`: a deploy, promote, rollback or sync of a release
+/// whose artifacts are not signed by one of `keys` is refused before any target is touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignaturePolicy {
+    /// PEM public keys (cosign's `.pub` format).
+    pub keys: Vec<String>,
 }
 
 /// The post-deploy watch (`watch:`): for `window` after a rollout, an alert tied to the

@@ -116,6 +116,9 @@ pub enum DeployErrorKind {
     Refused,
     /// The deploy was stopped (Ctrl-C, SIGTERM, a lost lease) and the environment put back.
     Interrupted,
+    /// The environment requires signatures (`require_signature:`) and the release is unsigned,
+    /// signed by another key, or was changed after signing.
+    Unsigned,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,10 +6,12 @@
 pub mod binary;
 pub mod build;
 pub mod credentials;
+pub mod keys;
 pub mod layout;
 pub mod registry;
 pub mod request;
 pub mod sbom;
+pub mod signature;
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -439,6 +439,65 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A manifest by tag or digest, `None` when the registry has none by that name.
+    pub async fn manifest_if_any(&mut self, r: &Reference, reference: &str) -> Result<Option<Vec<u8>>, OciError> {
+        match self.manifest(r, reference).await {
+            Ok(m) => Ok(Some(m)),
+            Err(OciError::Input(m)) if m.ends_with("does not exist") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts bytes as a blob of `r`'s repository (skipped when the registry has it).
+    pub async fn put_blob(&mut self, r: &Reference, bytes: &[u8]) -> Result<String, OciError> {
+        let digest = crate::build::sha256(bytes);
+        send_blob(&digest, bytes, r, self, &mut PushReport::default()).await?;
+        self.current = None;
+        Ok(digest)
+    }
+
+    /// PUTs a manifest under `reference` (a tag or its digest); says whether the registry
+    /// indexed its `subject` (it has the referrers API).
+    pub async fn put_manifest(
+        &mut self,
+        r: &Reference,
+        reference: &str,
+        media: &str,
+        bytes: &[u8],
+    ) -> Result<bool, OciError> {
+        let url = format!("{}/v2/{}/manifests/{reference}", self.base, r.repository);
+        let reply = self.send("PUT", &url, Some(media), bytes).await?;
+        check_auth(&reply, r)?;
+        if reply.status != 201 {
+            return Err(OciError::Registry(format!(
+                "putting manifest {reference}: {} {}",
+                reply.status,
+                reply.body.trim()
+            )));
+        }
+        let digest = crate::build::sha256(bytes);
+        if let Some(d) = reply.digest.filter(|d| *d != digest) {
+            return Err(OciError::Registry(format!("the registry stored manifest {digest} as {d}: digest mismatch")));
+        }
+        Ok(reply.subject.is_some())
+    }
+
+    /// The referrers of `digest` (an image index), `None` when the registry has no referrers API.
+    pub async fn referrers(&mut self, r: &Reference, digest: &str) -> Result<Option<serde_json::Value>, OciError> {
+        let url = format!("{}/v2/{}/referrers/{digest}", self.base, r.repository);
+        let (status, bytes) = self.get_bytes(&url).await?;
+        if status != 200 {
+            return Ok(None);
+        }
+        let v: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        };
+        Ok(v["manifests"].is_array().then_some(v))
+    }
+}
+
 /// The same summary as `layout::inspect`, for an image in a registry.
 pub async fn inspect(r: &Reference, client: &mut Client) -> Result<serde_json::Value, OciError> {
     let top = client.manifest(r, &r.tag).await?;

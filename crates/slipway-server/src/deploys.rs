@@ -891,7 +891,7 @@ fn deploy_error(env: &str, e: DeployError) -> Response {
     let status = match e.kind {
         ErrorKind::Input => StatusCode::BAD_REQUEST,
         ErrorKind::Busy => StatusCode::CONFLICT,
-        ErrorKind::Refused => StatusCode::FORBIDDEN,
+        ErrorKind::Refused | ErrorKind::Unsigned => StatusCode::FORBIDDEN,
         ErrorKind::NoAgent => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };

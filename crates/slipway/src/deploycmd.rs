@@ -279,6 +279,7 @@ pub fn exit_code(kind: ErrorKind) -> i32 {
         ErrorKind::NoAgent => 3,
         ErrorKind::Busy => 4,
         ErrorKind::Refused => 5,
+        ErrorKind::Unsigned => 7,
         ErrorKind::Interrupted => exit::CANCELED,
     }
 }

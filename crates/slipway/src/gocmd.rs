@@ -81,6 +81,12 @@ pub struct GoBuildArgs {
     /// Builds at once (default: the number of CPUs).
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Sign SHA256SUMS and manifest.json (SHA256SUMS.sig, manifest.json.sig, as `cosign
+    /// sign-blob` writes them) with --key or SLIPWAY_SIGNING_KEY.
+    #[arg(long)]
+    pub sign: bool,
+    #[command(flatten)]
+    pub key: crate::signcmd::KeyArg,
     /// Print the manifest as JSON instead of the human view.
     #[arg(long)]
     pub json: bool,
@@ -288,6 +294,8 @@ fn build(root: &Path, mut args: GoBuildArgs, ui: &Ui) -> Result<i32> {
             args.cgo |= g.cgo.unwrap_or(false);
         }
     }
+    // The key opens first: a wrong passphrase fails before minutes of building.
+    let signer = if args.sign { Some(crate::signcmd::signing_key(&args.key)?) } else { None };
     go_version()?;
     let platforms = build::resolve_platforms(&module, &args.platform).map_err(|u| match u.error {
         Some(e) => go_error(e),
@@ -380,6 +388,21 @@ fn build(root: &Path, mut args: GoBuildArgs, ui: &Ui) -> Result<i32> {
     };
     match build::build(&opts, &on) {
         Ok(m) => {
+            // Stale signatures never stay beside new files: signed again, or removed.
+            for f in ["SHA256SUMS", "manifest.json"] {
+                let file = out_dir.join(f);
+                let sig = crate::signcmd::sig_path(&file);
+                match &signer {
+                    Some(k) => {
+                        let bytes = std::fs::read(&file)?;
+                        let s = slipway_oci::signature::sign_blob(k, &bytes).map_err(crate::imagecmd::oci_error)?;
+                        std::fs::write(&sig, s)?;
+                    }
+                    None => {
+                        let _ = std::fs::remove_file(&sig);
+                    }
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);
             } else {
@@ -388,9 +411,10 @@ fn build(root: &Path, mut args: GoBuildArgs, ui: &Ui) -> Result<i32> {
                     ui.paint(
                         "2",
                         &format!(
-                            "wrote {} binar{}, SHA256SUMS and manifest.json to {}",
+                            "wrote {} binar{}, SHA256SUMS and manifest.json{} to {}",
                             m.artifacts.len(),
                             if m.artifacts.len() == 1 { "y" } else { "ies" },
+                            if signer.is_some() { " (signed)" } else { "" },
                             out_dir.strip_prefix(root).unwrap_or(&out_dir).display()
                         )
                     )

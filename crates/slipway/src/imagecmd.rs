@@ -17,6 +17,12 @@ pub enum ImageCommand {
     Build(Box<ImageBuildArgs>),
     /// Push an image from an OCI layout to a registry (blobs first, the tag last).
     Push(PushArgs),
+    /// Sign images in a registry the way cosign does (`sha256-<digest>.sig`): the manifest or
+    /// index and each platform manifest.
+    Sign(SignArgs),
+    /// Check an image's signatures with trusted public keys (exit 0 valid, 1 invalid or
+    /// missing, with the reason).
+    Verify(VerifyArgs),
     /// Show the images in an OCI layout directory, an archive, or a registry (host/name:tag).
     Inspect {
         /// A layout directory, an archive written by `slipway image build`, or a reference.
@@ -27,6 +33,39 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+pub struct SignArgs {
+    /// The image: host[:port]/name[:tag][@sha256:DIGEST] (repeatable).
+    #[arg(required = true, value_name = "REF")]
+    pub refs: Vec<String>,
+    #[command(flatten)]
+    pub key: crate::signcmd::KeyArg,
+    /// An annotation for the payload, KEY=VALUE (repeatable; commit, pipeline and builder are
+    /// always there).
+    #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The image: host[:port]/name[:tag][@sha256:DIGEST]; with both, the tag must still
+    /// point at the digest.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// A trusted public key (repeatable: any of them may have signed; a file, PEM text or
+    /// env://NAME).
+    #[arg(long, required = true, value_name = "PUB")]
+    pub key: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -136,6 +175,14 @@ pub struct ImageBuildArgs {
     /// Also push to this reference, host[:port]/name[:tag] (repeatable).
     #[arg(long, value_name = "REF")]
     pub push: Vec<String>,
+    /// Sign what was pushed (cosign's format), with --key or SLIPWAY_SIGNING_KEY.
+    #[arg(long, requires = "push")]
+    pub sign: bool,
+    #[command(flatten)]
+    pub key: crate::signcmd::KeyArg,
+    /// An annotation for the signatures, KEY=VALUE (repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE", requires = "sign")]
+    pub annotations: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// Print one JSON object: the digest, each platform's manifest digest, the outputs.
@@ -147,7 +194,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn oci_error(e: OciError) -> anyhow::Error {
+pub(crate) fn oci_error(e: OciError) -> anyhow::Error {
     match e {
         OciError::Input(m) => UserError::new(m).into(),
         OciError::Io(m) => anyhow::anyhow!(m),
@@ -268,6 +315,8 @@ pub fn run(root: &Path, cmd: ImageCommand, ui: &Ui) -> Result<i32> {
         ImageCommand::Build(a) => build(root, *a, ui),
         ImageCommand::Inspect { path, registry, json } => inspect(root, &path, &registry, json, ui),
         ImageCommand::Push(a) => push(root, a, ui),
+        ImageCommand::Sign(a) => sign(root, a, ui),
+        ImageCommand::Verify(a) => verify(a, ui),
     }
 }
 
@@ -329,6 +378,9 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
             }))
             .map_err(oci_error)?,
     };
+    // The key opens before the build: a wrong passphrase fails in a second, not after a push.
+    let signer = if a.sign { Some(crate::signcmd::signing_key(&a.key)?) } else { None };
+    let sign_annotations = crate::signcmd::annotations(root, &a.annotations)?;
     let built = slipway_oci::request::build(&req, base).map_err(oci_error)?;
     if let Some(why) = &built.no_sbom
         && !a.json
@@ -356,7 +408,13 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
         };
         for reference in &req.push {
             let reference = slipway_oci::request::expand_reference(root, reference, &built.tag).map_err(oci_error)?;
-            pushed.push(push_to(&dir, slipway_oci::registry::Pick::Tag(&built.tag), &reference, &a.registry)?);
+            let mut v = push_to(&dir, slipway_oci::registry::Pick::Tag(&built.tag), &reference, &a.registry)?;
+            if let Some(key) = &signer {
+                let target = format!("{reference}@{}", v["digest"].as_str().unwrap_or(""));
+                let signed = sign_one(&target, key, &sign_annotations, &a.registry)?;
+                v["signed"] = serde_json::to_value(signed)?;
+            }
+            pushed.push(v);
         }
     }
     let image = &built.image;
@@ -406,6 +464,79 @@ fn push(root: &Path, a: PushArgs, ui: &Ui) -> Result<i32> {
         print_push(&v, a.json, ui);
     }
     Ok(exit::OK)
+}
+
+fn registry_client(
+    r: &slipway_oci::registry::Reference,
+    args: &RegistryArgs,
+) -> Result<(tokio::runtime::Runtime, slipway_oci::registry::Client)> {
+    let creds = credentials(&r.host, args)?;
+    let rt = runtime()?;
+    let client = rt
+        .block_on(slipway_oci::registry::Client::new(r, args.insecure_registry, creds, args.registry_ca.as_deref()))
+        .map_err(oci_error)?;
+    Ok((rt, client))
+}
+
+fn sign_one(
+    reference: &str,
+    key: &slipway_oci::keys::SigningKey,
+    annotations: &std::collections::BTreeMap<String, String>,
+    args: &RegistryArgs,
+) -> Result<Vec<slipway_oci::signature::Signed>> {
+    let target = slipway_oci::signature::ImageRef::parse(reference).map_err(oci_error)?;
+    let (rt, mut client) = registry_client(&target.reference, args)?;
+    rt.block_on(slipway_oci::signature::sign_image(&mut client, &target, key, annotations)).map_err(oci_error)
+}
+
+fn sign(root: &Path, a: SignArgs, ui: &Ui) -> Result<i32> {
+    let key = crate::signcmd::signing_key(&a.key)?;
+    let annotations = crate::signcmd::annotations(root, &a.annotations)?;
+    for reference in &a.refs {
+        let signed = sign_one(reference, &key, &annotations, &a.registry)?;
+        if a.json {
+            println!("{}", serde_json::json!({"ref": reference, "signed": signed}));
+        } else {
+            for s in &signed {
+                let where_ = if s.referrers { format!("{} and the referrers API", s.tag) } else { s.tag.clone() };
+                println!("{} {}  →  {where_}", ui.paint("32", "signed"), s.digest);
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn verify(a: VerifyArgs, ui: &Ui) -> Result<i32> {
+    use slipway_oci::signature::VerifyError;
+    let keys = crate::signcmd::trusted_keys(&a.key)?;
+    let target = slipway_oci::signature::ImageRef::parse(&a.reference).map_err(oci_error)?;
+    let (rt, mut client) = registry_client(&target.reference, &a.registry)?;
+    match rt.block_on(slipway_oci::signature::verify_image(&mut client, &target, &keys)) {
+        Ok(v) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ref": a.reference, "valid": true, "digest": v.digest, "signatures": v.signatures})
+                );
+            } else {
+                println!("{} {}  {}", ui.paint("32", "valid"), a.reference, v.digest);
+                for g in &v.signatures {
+                    let notes: Vec<String> = g.annotations.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("  {}  signed by {} ({})  {}", g.digest, g.key, g.fingerprint, notes.join(" "));
+                }
+            }
+            Ok(exit::OK)
+        }
+        Err(VerifyError::Invalid(why)) => {
+            if a.json {
+                println!("{}", serde_json::json!({"ref": a.reference, "valid": false, "reason": why}));
+            } else {
+                eprintln!("{} {}: {why}", ui.paint("31;1", "invalid"), a.reference);
+            }
+            Ok(exit::FAILED)
+        }
+        Err(VerifyError::Oci(e)) => Err(oci_error(e)),
+    }
 }
 
 fn print_push(v: &serde_json::Value, json: bool, ui: &Ui) {

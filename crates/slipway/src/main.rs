@@ -12,6 +12,7 @@ mod project;
 mod remote;
 mod run;
 mod servercmd;
+mod signcmd;
 mod ui;
 
 use std::path::PathBuf;
@@ -339,6 +340,11 @@ enum Command {
         #[command(subcommand)]
         command: imagecmd::ImageCommand,
     },
+    /// Signing keys and detached signatures in cosign's format: `generate-key`, `blob`, `verify-blob`.
+    Sign {
+        #[command(subcommand)]
+        command: signcmd::SignCommand,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -445,6 +451,7 @@ fn dispatch(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         }
         Command::Run(args) => run::run(project_dir(cli.project_dir)?, args, ui),
         Command::Gate(args) => gatecmd::run(&project_dir(cli.project_dir)?, args, ui),
+        Command::Sign { command } => signcmd::run(command, ui),
         Command::Image { command } => {
             let dir = match cli.project_dir {
                 Some(d) => {

@@ -26,6 +26,7 @@ const ENV_KEYS: &[&str] = &[
     "drain_timeout",
     "proxy",
     "watch",
+    "require_signature",
 ];
 
 impl Cx {
@@ -129,6 +130,7 @@ impl Cx {
             drain_timeout: Duration::from_secs(30),
             proxy: ProxyLimits::default(),
             watch: Watch::default(),
+            require_signature: None,
         };
         let mut strategy_node = None;
         let mut target_name = ("local".to_string(), n.span);
@@ -180,6 +182,7 @@ impl Cx {
                 "drain_timeout" => env.drain_timeout = self.duration(v, &field).unwrap_or(env.drain_timeout),
                 "proxy" => env.proxy = self.proxy_limits(v, &field),
                 "watch" => env.watch = self.watch(v, &field),
+                "require_signature" => env.require_signature = self.signature_policy(v, &field),
                 _ => self.unknown_key(k, &format!("`{path}`"), ENV_KEYS),
             }
         }
@@ -932,6 +935,54 @@ impl Cx {
             return None;
         }
         Some(d)
+    }
+
+    /// `require_signature: {keys: [PEM, ...]}`: the public keys inline, so the policy travels
+    /// with the file (to the server, a GitOps repository, a stored release).
+    fn signature_policy(&mut self, n: &Node, path: &str) -> Option<SignaturePolicy> {
+        let mut keys = Vec::new();
+        let mut seen = false;
+        let before = self.error_count();
+        for (k, v) in self.map(n, path) {
+            let f = format!("{path}:{}", k.name);
+            match k.name.as_str() {
+                "keys" => {
+                    seen = true;
+                    let items: Vec<&Node> = match &v.value {
+                        Value::Seq(items) => items.iter().collect(),
+                        _ => vec![v],
+                    };
+                    for (i, item) in items.into_iter().enumerate() {
+                        let at = format!("{f}[{i}]");
+                        let Some(text) = self.string(item, &at) else { continue };
+                        let t = text.trim();
+                        if t.contains("PRIVATE KEY-----") {
+                            self.err(
+                                item.span,
+                                format!("`{at}` is a private key: never put it in the pipeline file"),
+                            )
+                            .hint = Some("give the public key (the .pub file); keep the .key a secret".into());
+                        } else if !(t.starts_with("-----BEGIN PUBLIC KEY-----")
+                            && t.ends_with("-----END PUBLIC KEY-----"))
+                        {
+                            self.err(item.span, format!("`{at}` is not a PEM public key")).hint = Some(
+                                "paste the .pub file's text as a block: `keys: [ |` then the -----BEGIN PUBLIC KEY----- lines (a key file's path is not read here)"
+                                    .into(),
+                            );
+                        } else {
+                            keys.push(format!("{t}\n"));
+                        }
+                    }
+                }
+                _ => self.unknown_key(k, &format!("`{path}`"), &["keys"]),
+            }
+        }
+        if !seen && matches!(n.value, Value::Map(_)) {
+            self.err(n.span, format!("`{path}` needs `keys`, the public keys a release must be signed by"));
+        } else if seen && keys.is_empty() && self.error_count() == before {
+            self.err(n.span, format!("`{path}:keys` is empty: a signature could never be valid"));
+        }
+        (!keys.is_empty()).then_some(SignaturePolicy { keys })
     }
 
     fn protection(&mut self, n: &Node, path: &str) -> Protection {
