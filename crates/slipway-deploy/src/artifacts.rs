@@ -326,7 +326,13 @@ async fn resolve_any(
                 .hint("pass --artifacts dist/ (or a binary) instead"));
         }
         let creds = w.credentials.clone().map(|c| (c.username, c.password));
-        let (id, pinned) = crate::docker::pull(reference, creds).await?;
+        // A signed-only environment pulls exactly the digest that verified.
+        let (id, pinned) = if env.require_signature.is_some() {
+            let verified = crate::signatures::check_reference(env, reference, creds.clone()).await?;
+            crate::docker::pull(&verified, creds).await?
+        } else {
+            crate::docker::pull(reference, creds).await?
+        };
         let tag =
             reference.split('@').next().and_then(|r| r.rsplit_once(':')).map(|(_, t)| t).filter(|t| !t.contains('/'));
         let version = match (w.version, tag) {

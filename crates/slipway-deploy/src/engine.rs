@@ -127,6 +127,44 @@ impl Engine {
         self.run(env, new).await
     }
 
+    /// Records a deploy that signatures refused before its artifacts were even fetched (an
+    /// unsigned image is never pulled) as a failed release of `version`, and gives `e` back.
+    /// Other errors pass through unrecorded.
+    pub async fn record_refusal(
+        &self,
+        actor: &Actor,
+        env: &Environment,
+        version: Option<&str>,
+        e: DeployError,
+    ) -> DeployError {
+        if e.kind != ErrorKind::Unsigned {
+            return e;
+        }
+        let new = NewRelease {
+            environment: env.name.clone(),
+            // An image reference gives its tag.
+            version: version
+                .map(|v| v.split('@').next().unwrap_or(v))
+                .map(|v| v.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(v, |(_, t)| t))
+                .unwrap_or("unknown")
+                .to_string(),
+            artifacts: Vec::new(),
+            config: ReleaseConfig::of(env),
+            commit: None,
+            branch: None,
+            actor: actor.name.clone(),
+            reason: ReleaseReason::Deploy,
+            source_release: None,
+            status: ReleaseStatus::Queued,
+            pipeline: actor.pipeline.clone(),
+        };
+        if let Ok(release) = self.store.create_release(&new).await {
+            let _ = self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await;
+            self.events(env).say(format!("release #{}: refused: {}", release.id, e.message));
+        }
+        e
+    }
+
     /// Promotes what runs in `from` to `to`: the same artifacts, never a rebuild.
     pub async fn promote(&self, actor: &Actor, from: &Environment, to: &Environment) -> Result<Outcome, DeployError> {
         let Some(source) = self.store.current(&from.name).await? else {

@@ -36,8 +36,16 @@ pub(crate) fn keep(data_dir: &Path, dist: &Path, binaries: &[Artifact]) -> Resul
             Err(e) => return Err(DeployError::input(format!("{}: {e}", p.display()))),
         }
     }
-    let sums_digest = slipway_oci::build::sha256(&contents[0].1);
-    let name = sums_digest.trim_start_matches("sha256:");
+    // Named by everything kept: one build may be signed by several keys, each kept.
+    let mut all = Vec::new();
+    for (f, b) in &contents {
+        all.extend_from_slice(f.as_bytes());
+        all.push(0);
+        all.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        all.extend_from_slice(b);
+    }
+    let digest = slipway_oci::build::sha256(&all);
+    let name = digest.trim_start_matches("sha256:");
     for a in binaries {
         let dir = signed_dir(data_dir, &a.sha256).join(name);
         if dir.join("SHA256SUMS.sig").is_file() {
@@ -90,7 +98,9 @@ pub async fn check(data_dir: &Path, env: &Environment, artifacts: &[Artifact]) -
     let keys = trusted_keys(env)?;
     for a in artifacts {
         if let Some(reference) = a.pinned_reference() {
-            check_image(env, reference, &keys).await?;
+            let target = slipway_oci::signature::ImageRef::parse(reference)
+                .map_err(|e| refused(env, format!("the image {reference}: {e}")))?;
+            check_image(env, reference, &target, &keys, None).await?;
         } else if matches!(env.target, slipway_model::environment::Target::Docker(_)) {
             return Err(refused(
                 env,
@@ -148,16 +158,38 @@ fn check_build(dir: &Path, a: &Artifact, keys: &[TrustedKey]) -> Result<(), Stri
     Ok(())
 }
 
-async fn check_image(env: &Environment, reference: &str, keys: &[TrustedKey]) -> Result<(), DeployError> {
+/// Verifies the image `reference` names (a tag or a digest) before anything pulls it; the
+/// digest that verified, as `host/name@sha256:…`, is what to pull (a tag moved in between
+/// cannot slip in). `credentials` are the deploy's, else SLIPWAY_REGISTRY_USER or Docker's.
+pub async fn check_reference(
+    env: &Environment,
+    reference: &str,
+    credentials: Option<(String, String)>,
+) -> Result<String, DeployError> {
+    let keys = trusted_keys(env)?;
     let target = slipway_oci::signature::ImageRef::parse(reference)
         .map_err(|e| refused(env, format!("the image {reference}: {e}")))?;
-    let creds = slipway_oci::credentials::lookup(&target.reference.host, None, None)
-        .map_err(|e| DeployError::input(e.to_string()))?;
+    let verified = check_image(env, reference, &target, &keys, credentials).await?;
+    Ok(format!("{}@{verified}", target.repository()))
+}
+
+async fn check_image(
+    env: &Environment,
+    reference: &str,
+    target: &slipway_oci::signature::ImageRef,
+    keys: &[TrustedKey],
+    credentials: Option<(String, String)>,
+) -> Result<String, DeployError> {
+    let creds = match credentials {
+        Some((username, password)) => Some(slipway_oci::registry::Credentials { username, password }),
+        None => slipway_oci::credentials::lookup(&target.reference.host, None, None)
+            .map_err(|e| DeployError::input(e.to_string()))?,
+    };
     let mut client = slipway_oci::registry::Client::new(&target.reference, false, creds, None)
         .await
         .map_err(|e| DeployError::failed(format!("checking the signature of {reference}: {e}")))?;
-    match slipway_oci::signature::verify_image(&mut client, &target, keys).await {
-        Ok(_) => Ok(()),
+    match slipway_oci::signature::verify_image(&mut client, target, keys).await {
+        Ok(v) => Ok(v.digest),
         Err(slipway_oci::signature::VerifyError::Invalid(why)) => Err(refused(env, why)),
         Err(slipway_oci::signature::VerifyError::Oci(e)) => Err(DeployError::new(
             ErrorKind::Unsigned,

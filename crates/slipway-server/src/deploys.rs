@@ -508,7 +508,7 @@ pub(crate) async fn gitops_deploy(
     let wanted = Wanted { project: &root, path: None, version: Some(version), image: None, credentials: None };
     let r = match slipway_deploy::artifacts::resolve(engine.store(), &s.data_dir, &env, &wanted).await {
         Ok(set) => engine.deploy(actor, &env, &set, None, force).await,
-        Err(e) => Err(e),
+        Err(e) => Err(engine.record_refusal(actor, &env, Some(version), e).await),
     };
     told(s, project, &env.name, &r).await;
     r
@@ -712,7 +712,13 @@ async fn execute(
             if let Some(dir) = &upload {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            let mut set = set?;
+            let mut set = match set {
+                Ok(set) => set,
+                Err(e) => {
+                    let version = version.as_deref().or(image.as_deref());
+                    return Err(engine.record_refusal(&scope.actor, env, version, e).await);
+                }
+            };
             if set.commit.is_none() {
                 set.commit = Some(scope.commit.clone());
             }

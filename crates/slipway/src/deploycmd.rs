@@ -482,12 +482,15 @@ pub fn deploy(root: &Path, data: &Path, args: DeployArgs, ui: &Ui) -> Result<i32
                 Err(e) => report(ui, &env.name, e, json),
             });
         }
+        let who = actor();
         let set = match slipway_deploy::artifacts::resolve(engine.store(), data, env, &wanted).await {
             Ok(s) => s,
-            Err(e) => return Ok(report(ui, &env.name, e, json)),
+            Err(e) => {
+                let e = engine.record_refusal(&who, env, wanted.version.or(wanted.image), e).await;
+                return Ok(report(ui, &env.name, e, json));
+            }
         };
         let branch = slipway_git::Checkout::read(root).branch;
-        let who = actor();
         let work = engine.deploy(&who, env, &set, branch, args.force);
         Ok(finish(ui, &env.name, json, interruptible(engine, env, work).await))
     })

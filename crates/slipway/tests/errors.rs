@@ -215,6 +215,25 @@ fn environments_errors_have_field_paths_and_positions() {
 }
 
 #[test]
+fn signature_policies_take_public_keys_only() {
+    let out = check(
+        "job:\n  script: x\nenvironments:\n  a:\n    listen: 127.0.0.1:8080\n    require_signature: {keys: [keys/release.pub]}\n  b:\n    listen: 127.0.0.1:8081\n    require_signature:\n      keys:\n        - |\n          -----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n          eyJ9\n          -----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n  c:\n    listen: 127.0.0.1:8082\n    require_signature: {key: x}\n  d:\n    listen: 127.0.0.1:8083\n    require_signature: {keys: []}\n",
+        &[],
+    );
+    for want in [
+        ".gitlab-ci.yml:6:32",
+        "`environments:a:require_signature:keys[0]` is not a PEM public key",
+        "paste the .pub file's text as a block",
+        "`environments:b:require_signature:keys[0]` is a private key: never put it in the pipeline file",
+        "unknown keyword `key` in `environments:c:require_signature`",
+        "`environments:c:require_signature` needs `keys`",
+        "`environments:d:require_signature:keys` is empty",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+}
+
+#[test]
 fn ssh_target_errors_name_the_host_and_field() {
     insta::assert_snapshot!(check(
         "job:\n  script: x\nenvironments:\n  prod:\n    target: ssh\n    ssh:\n      hosts: [\"root@10.0.0.1\", \"ssh://deploy@10.0.0.2:99999\", {url: \"ssh://deploy@10.0.0.3\"}, \"ssh://deploy@10.0.0.4\", \"ssh://deploy@10.0.0.4\"]\n      port: 8080\n      root: opt/slipway\n      keep: 1\n      idenity: key\n    strategy: {type: canary}\n  staging:\n    target: ssh\n    listen: 127.0.0.1:8080\n  dev:\n    ssh: {hosts: [\"ssh://a@b\"]}\n    listen: 127.0.0.1:8081\n",
