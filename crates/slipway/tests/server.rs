@@ -2291,6 +2291,68 @@ fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
     }
 }
 
+/// A project's signing key is one of its secrets (a file secret and its passphrase): a job
+/// signs with it, and neither the key nor the passphrase shows in the job's log, even when the
+/// job dumps its environment and prints the key file.
+#[test]
+fn jobs_sign_with_the_projects_key_and_never_show_it() {
+    let keys = tempfile::tempdir().unwrap();
+    let pass = "a passphrase of the project";
+    let g = Command::new(bin())
+        .args(["sign", "generate-key", "--output", "release"])
+        .current_dir(keys.path())
+        .env("SLIPWAY_SIGNING_PASSWORD", pass)
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let pipeline = r#"sign:
+  script:
+    - env | sort
+    - cat "$SLIPWAY_SIGNING_KEY"
+    - echo "pass $SLIPWAY_SIGNING_PASSWORD"
+    - echo "release notes" > notes.txt
+    - slipway sign blob notes.txt
+    - echo "sig $(cat notes.txt.sig)"
+"#;
+    let repo = Repo::new(&[(".slipway.yml", pipeline)]);
+    let server = Server::start_with(&["--with-agent"]);
+    server.add_project("shop", &repo);
+    let key_file = keys.path().join("release.key");
+    let set = |args: &[&str], stdin: &str| {
+        let mut c = Command::new(bin());
+        c.args(args).args(["--server", &server.url, "--token", &server.admin, "--project", "shop"]);
+        c.env("NO_COLOR", "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    };
+    let r = set(&["secret", "set", "SLIPWAY_SIGNING_KEY", "--file", "--from-file", key_file.to_str().unwrap()], "");
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let r = set(&["secret", "set", "SLIPWAY_SIGNING_PASSWORD"], &format!("{pass}\n"));
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let id = server.trigger("shop", None);
+    let p = server.wait(id, Duration::from_secs(60));
+    let log = server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/0/log"), None).1;
+    assert_eq!(p["status"], "success", "{p}\n{log}");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    for line in key.lines().filter(|l| l.len() >= 8) {
+        assert!(!log.contains(line), "a line of the key in the log: {line}\n{log}");
+    }
+    assert!(!log.contains(pass), "{log}");
+    assert!(log.contains("pass [MASKED]"), "{log}");
+    // The signature the job made verifies with the project's public key.
+    let sig = log.lines().find_map(|l| l.strip_prefix("sig ")).expect("the job printed its signature").trim();
+    std::fs::write(keys.path().join("notes.txt"), "release notes\n").unwrap();
+    std::fs::write(keys.path().join("notes.txt.sig"), sig).unwrap();
+    let v = Command::new(bin())
+        .args(["sign", "verify-blob", "--key", "release.pub", "notes.txt"])
+        .current_dir(keys.path())
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}\n{log}", String::from_utf8_lossy(&v.stderr));
+}
+
 /// The server collects series and evaluates alert rules — its own rule files and each
 /// project's `alerts:` — and answers in the Prometheus HTTP API's shapes, showing a caller
 /// only the projects it may read.
