@@ -176,6 +176,10 @@ pub struct JobAssignment {
     /// planned with.
     #[serde(default)]
     pub server_url: Option<String>,
+    /// The server's projects by name and the repositories they are fetched from: what the
+    /// job's `include:project` and `include:component` name, as the server planned with.
+    #[serde(default)]
+    pub projects: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST /api/v1/jobs/{run}/{index}/lease`: the answer to a renewal.

@@ -27,6 +27,28 @@ pub struct Fetcher {
     overrides: VarMap,
     source: String,
     checkout: std::cell::OnceCell<slipway_git::Checkout>,
+    /// On a server: its host and its projects' repositories, which `include:project` and
+    /// `include:component` name first.
+    server: Option<ServerProjects>,
+}
+
+/// A server's projects as includes see them: `project: team/lib` (or a component
+/// `HOST/team/lib/name@1.0`, with the server's host) is the server's project `team/lib`.
+#[derive(Debug, Clone, Default)]
+pub struct ServerProjects {
+    /// The server's external URL (`CI_SERVER_URL`).
+    pub url: String,
+    /// The project being planned, as the server names it (`CI_PROJECT_PATH`).
+    pub project: String,
+    /// Project name → the repository it is fetched from.
+    pub repos: std::collections::BTreeMap<String, String>,
+}
+
+impl ServerProjects {
+    /// `host[:port]`: `CI_SERVER_FQDN`, what components on this server start with.
+    pub fn host(&self) -> &str {
+        self.url.split("://").nth(1).unwrap_or(&self.url).split('/').next().unwrap_or("")
+    }
 }
 
 impl Fetcher {
@@ -42,7 +64,14 @@ impl Fetcher {
             overrides: VarMap::new(),
             source: "push".into(),
             checkout: std::cell::OnceCell::new(),
+            server: None,
         }
+    }
+
+    /// Includes name a server's projects first.
+    pub fn with_server(mut self, server: Option<ServerProjects>) -> Fetcher {
+        self.server = server;
+        self
     }
 
     /// For a run with these `--var`s and pipeline source (`include:rules` sees them).
@@ -53,11 +82,39 @@ impl Fetcher {
     }
 
     fn checkout(&self) -> &slipway_git::Checkout {
-        self.checkout.get_or_init(|| slipway_git::Checkout::read(&self.root))
+        self.checkout.get_or_init(|| {
+            let mut c = slipway_git::Checkout::read(&self.root);
+            // On a server, includes see its URL and project name (`$CI_SERVER_FQDN/…`).
+            if let Some(s) = &self.server {
+                c.server_url = Some(s.url.trim_end_matches('/').to_string());
+                c.project_path = s.project.clone();
+            }
+            c
+        })
     }
 
     /// Where project `project` lives.
     fn project_url(&self, project: &str) -> Result<String, String> {
+        if let Some(s) = &self.server {
+            // A name, or the URL a component on this server's host is given as.
+            let name = project
+                .strip_prefix("https://")
+                .or_else(|| project.strip_prefix("http://"))
+                .and_then(|rest| rest.strip_prefix(s.host()))
+                .and_then(|rest| rest.strip_prefix('/'))
+                .map(|rest| rest.trim_end_matches(".git"))
+                .unwrap_or(project);
+            if let Some(url) = s.repos.get(name) {
+                return Ok(url.clone());
+            }
+            if !project.contains("://") && !project.starts_with('/') && !project.starts_with("git@") {
+                let known: Vec<&str> = s.repos.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "no project `{project}` on this server (it has {}); add it with `slipway project add`, or give a git URL",
+                    known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
         if project.contains("://") || project.starts_with('/') || project.starts_with("git@") {
             return Ok(project.to_string());
         }

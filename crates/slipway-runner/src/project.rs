@@ -140,6 +140,17 @@ pub fn load_for_run(
     overrides: VarMap,
     pipeline_source: &str,
 ) -> Result<Loaded, LoadError> {
+    load_with(root, file, overrides, pipeline_source, None)
+}
+
+/// [`load_for_run`] on a server, whose projects `include:project` and `include:component` name.
+pub fn load_with(
+    root: &Path,
+    file: Option<&Path>,
+    overrides: VarMap,
+    pipeline_source: &str,
+    server: Option<crate::fetch::ServerProjects>,
+) -> Result<Loaded, LoadError> {
     let source = find_source(root, file).map_err(LoadError::NoPipeline)?;
     let mut sources = SourceMap::default();
     let result = match &source {
@@ -147,7 +158,8 @@ pub fn load_for_run(
             let shown = p.strip_prefix(root).unwrap_or(p).to_path_buf();
             let text = std::fs::read_to_string(p)
                 .map_err(|e| LoadError::Unreadable { message: format!("cannot read {}: {e}", shown.display()) })?;
-            let fetch = crate::fetch::Fetcher::for_project(root).with_run(overrides, pipeline_source);
+            let fetch =
+                crate::fetch::Fetcher::for_project(root).with_run(overrides, pipeline_source).with_server(server);
             slipway_pipeline::load_pipeline_fetching(root, &shown, &text, &mut sources, &fetch)
         }
         Source::BuiltinGo => {

@@ -721,6 +721,7 @@ async fn assignment(
         lease_ms: s.lease.as_millis() as u64,
         job_token: token,
         server_url: Some(s.notifier.external_url.clone()),
+        projects: crate::pipelines::server_projects(s).await,
     })
 }
 

@@ -33,6 +33,12 @@ pub enum Event {
     Reconcile,
 }
 
+/// The server's projects by name and the repository each is fetched from, for
+/// `include:project` and `include:component` (the same URLs the agents are given).
+pub(crate) async fn server_projects(state: &State) -> std::collections::BTreeMap<String, String> {
+    state.store.projects().await.unwrap_or_default().into_iter().map(|p| (p.name, p.repo)).collect()
+}
+
 /// The mirror of a project on the server.
 pub fn mirror_dir(data: &Path, project: &str) -> PathBuf {
     data.join("repos").join(format!("{}.git", slug(project)))
@@ -256,13 +262,14 @@ async fn plan_run(
     variables: &[(String, String)],
 ) -> Result<(Plan, Option<String>), Unplanned> {
     let _one = state.planning.lock().await;
+    let projects = server_projects(state).await;
     let repo = plan_source(&state.data_dir, project);
     let dir = state.data_dir.join("plans").join(slug(&project.name));
     let (sha, branch, source, vars) =
         (sha.to_string(), branch.map(str::to_string), source.to_string(), variables.to_vec());
     let (url, name) = (state.notifier.external_url.clone(), project.name.clone());
     tokio::task::spawn_blocking(move || {
-        let what = PlanFor { run, source: &source, variables: &vars, server: Some((&url, &name)) };
+        let what = PlanFor { run, source: &source, variables: &vars, server: Some((&url, &name)), projects: &projects };
         plan_at(&repo, &sha, branch.as_deref(), &dir, what).map_err(|why| {
             Unplanned {
                 // Checked out, but neither a pipeline file nor a Go module is there.
@@ -294,6 +301,8 @@ pub struct PlanFor<'a> {
     pub source: &'a str,
     pub variables: &'a [(String, String)],
     pub server: Option<(&'a str, &'a str)>,
+    /// The server's projects (name → repository), for `include:project` and components.
+    pub projects: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// Checks `commit` out into `dir` from `source` and plans its pipeline: what the server does
@@ -305,9 +314,15 @@ pub fn plan_at(
     dir: &Path,
     what: PlanFor<'_>,
 ) -> Result<(Plan, Option<String>), String> {
-    let PlanFor { run, source: pipeline_source, variables, server } = what;
+    let PlanFor { run, source: pipeline_source, variables, server, projects } = what;
     slipway_git::remote::checkout_at(&source.display().to_string(), commit, branch, dir).map_err(|e| e.to_string())?;
-    let loaded = match slipway_runner::project::load(dir, None) {
+    let on_server = server.map(|(url, project)| slipway_runner::fetch::ServerProjects {
+        url: url.to_string(),
+        project: project.to_string(),
+        repos: projects.clone(),
+    });
+    let overrides = variables.iter().cloned().collect();
+    let loaded = match slipway_runner::project::load_with(dir, None, overrides, pipeline_source, on_server) {
         Ok(l) => l,
         Err(slipway_runner::project::LoadError::NoPipeline(n)) => return Err(n.message),
         Err(slipway_runner::project::LoadError::Unreadable { message }) => return Err(message),

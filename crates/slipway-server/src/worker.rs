@@ -339,6 +339,7 @@ fn execute(
             source: &job.source,
             variables: &job.variables,
             server: job.server_url.as_deref().map(|u| (u, job.project.as_str())),
+            projects: &job.projects,
         },
     );
     let plan = match plan {

@@ -41,6 +41,17 @@ struct Server {
 }
 
 impl Server {
+    /// `slipway ARGS --server … --token ADMIN --project P` with `stdin` on standard input.
+    fn cli_as_admin(&self, project: &str, args: &[&str], stdin: &str) -> Run {
+        let mut c = Command::new(bin());
+        c.args(args).args(["--server", &self.url, "--token", &self.admin, "--project", project]);
+        c.env("NO_COLOR", "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    }
+
     fn start(lease: &str) -> Server {
         Server::start_with(&["--lease", lease])
     }
@@ -2193,15 +2204,7 @@ fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
         ("PROT", "protected-value-31337", vec!["--protected"]),
     ];
     let all_values: Vec<&str> = values.iter().map(|v| v.1).chain(["group-wide-secret-555"]).collect();
-    let cli = |args: &[&str], stdin: &str| {
-        let mut c = Command::new(bin());
-        c.args(args).args(["--server", &server.url, "--token", &server.admin, "--project", "shop"]);
-        c.env("NO_COLOR", "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        Run::from(child.wait_with_output().unwrap())
-    };
+    let cli = |args: &[&str], stdin: &str| server.cli_as_admin("shop", args, stdin);
     for (name, value, flags) in &values {
         let r = cli(&[&["secret", "set", name][..], flags].concat(), &format!("{value}\n"));
         assert_eq!(r.code, 0, "{}", r.debug());
@@ -2291,6 +2294,49 @@ fn secrets_reach_their_jobs_masked_and_appear_nowhere_else() {
     }
 }
 
+/// `include:project` and `include:component` name the server's own projects: a shared
+/// template and a component with inputs, read from another project at a ref, by the server
+/// when it plans and by the agent when it runs the job — and a project the server does not
+/// have is an error that lists the ones it has.
+#[test]
+fn includes_name_the_servers_own_projects() {
+    let lib = Repo::new(&[
+        ("ci/common.yml", "common:\n  script: [echo \"common from lib\"]\n"),
+        (
+            "templates/lint.yml",
+            "spec:\n  inputs:\n    word:\n      default: hi\n---\nlint:\n  script:\n    - echo \"lint says $[[ inputs.word ]]\"\n",
+        ),
+    ]);
+    lib.git(&["tag", "1.0.0"]);
+    let shop = Repo::new(&[(
+        ".slipway.yml",
+        "include:\n  - project: team/lib\n    file: /ci/common.yml\n  - component: $CI_SERVER_FQDN/team/lib/lint@1.0.0\n    inputs: {word: hello}\nbuild:\n  script: [echo build]\n",
+    )]);
+    let blog = Repo::new(&[(
+        ".slipway.yml",
+        "include:\n  - project: team/nope\n    file: /ci.yml\nbuild:\n  script: [echo build]\n",
+    )]);
+    let server = Server::start_with(&["--with-agent"]);
+    server.add_project("team/lib", &lib);
+    server.add_project("shop", &shop);
+    server.add_project("blog", &blog);
+    let id = server.trigger("shop", None);
+    let p = server.wait(id, Duration::from_secs(60));
+    assert_eq!(p["status"], "success", "{p}");
+    let names: Vec<&str> = p["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    for want in ["common", "lint", "build"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    let logs: String =
+        (0..names.len()).map(|i| server.call("GET", &format!("/api/v1/pipelines/{id}/jobs/{i}/log"), None).1).collect();
+    assert!(logs.contains("common from lib") && logs.contains("lint says hello"), "{logs}");
+    let id = server.trigger("blog", None);
+    let p = server.wait(id, Duration::from_secs(60));
+    assert_eq!(p["status"], "failed", "{p}");
+    let detail = p["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("no project `team/nope` on this server") && detail.contains("`team/lib`"), "{p}");
+}
+
 /// A project's signing key is one of its secrets (a file secret and its passphrase): a job
 /// signs with it, and neither the key nor the passphrase shows in the job's log, even when the
 /// job dumps its environment and prints the key file.
@@ -2318,15 +2364,7 @@ fn jobs_sign_with_the_projects_key_and_never_show_it() {
     let server = Server::start_with(&["--with-agent"]);
     server.add_project("shop", &repo);
     let key_file = keys.path().join("release.key");
-    let set = |args: &[&str], stdin: &str| {
-        let mut c = Command::new(bin());
-        c.args(args).args(["--server", &server.url, "--token", &server.admin, "--project", "shop"]);
-        c.env("NO_COLOR", "1").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        Run::from(child.wait_with_output().unwrap())
-    };
+    let set = |args: &[&str], stdin: &str| server.cli_as_admin("shop", args, stdin);
     let r = set(&["secret", "set", "SLIPWAY_SIGNING_KEY", "--file", "--from-file", key_file.to_str().unwrap()], "");
     assert_eq!(r.code, 0, "{}", r.debug());
     let r = set(&["secret", "set", "SLIPWAY_SIGNING_PASSWORD"], &format!("{pass}\n"));
