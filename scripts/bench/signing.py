@@ -10,6 +10,8 @@ Side by side in one run, alternating, each pair on the same inputs:
   deploy         a deploy (--force, same signed build) to an environment without and with
                  `require_signature` (the local agent, one instance)
   verify         `slipway image verify` and `slipway sign verify-blob` on their own
+  sign a file    `slipway sign blob` vs `cosign sign-blob` with the same key (cosign from
+                 scripts/setup): both open the key with scrypt N=32768
 
 Prints medians and the difference. Needs: scripts/setup (Go, docker-registry), a release
 build. Usage: scripts/bench/signing.py [--runs N] [--slipway PATH] [--json]
@@ -77,8 +79,10 @@ def main():
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sw("agent", "start")
         try:
+            cosign = shutil.which("cosign", path=env["PATH"])
             times = {k: [] for k in ["go build", "go build --sign", "image push", "image push --sign",
-                                      "deploy", "deploy (require_signature)", "image verify", "sign verify-blob"]}
+                                      "deploy", "deploy (require_signature)", "image verify", "sign verify-blob"]
+                     + (["sign blob", "cosign sign-blob (same key)"] if cosign else [])}
             ref = f"{reg}/bench/websvc:v1"
             sw("go", "build", "--version", "v1", "--sign", "--key", key)  # warm Go's cache
             sw("image", "build", "--push", ref, "--no-sbom", "--sign", "--key", key)
@@ -95,6 +99,14 @@ def main():
                 times["deploy (require_signature)"].append(timed("deploy", "signed", "--artifacts", build, "--force"))
                 times["image verify"].append(timed("image", "verify", "--key", pub, ref))
                 times["sign verify-blob"].append(timed("sign", "verify-blob", "--key", pub, os.path.join(build, "SHA256SUMS")))
+                if cosign:
+                    sums = os.path.join(build, "SHA256SUMS")
+                    times["sign blob"].append(timed("sign", "blob", "--key", key, sums))
+                    t = time.perf_counter()
+                    subprocess.run([cosign, "sign-blob", "--key", key, "--tlog-upload=false", "--output-signature",
+                                    os.path.join(tmp, "cosign.sig"), sums], env=dict(env, COSIGN_PASSWORD=PASS),
+                                   check=True, capture_output=True)
+                    times["cosign sign-blob (same key)"].append(time.perf_counter() - t)
         finally:
             sw("agent", "stop")
             registry.kill()
