@@ -1585,7 +1585,7 @@ fn a_lost_store_is_reported_then_adopted_without_restarting_anything() {
 fn signed_build(version: &str, key: &std::path::Path, dir: &std::path::Path) -> PathBuf {
     let out = dir.join(format!("dist-{version}-{}", key.file_stem().unwrap().to_string_lossy()));
     std::fs::create_dir_all(&out).unwrap();
-    for e in std::fs::read_dir(build(version)).unwrap().flatten() {
+    for e in std::fs::read_dir(build(version)).unwrap().flatten().filter(|e| e.path().is_file()) {
         std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
     }
     let r = Run::from(

@@ -3177,6 +3177,89 @@ environments:
     assert!(detail.contains("above the canary analysis' max_error_rate 5.0%"), "{h}");
 }
 
+/// A GitOps application whose environment requires signatures syncs only signed releases: an
+/// unsigned version fails its sync with the reason and nothing runs; a signed one syncs.
+#[test]
+fn gitops_syncs_only_signed_releases_where_signatures_are_required() {
+    let keys = tempfile::tempdir().unwrap();
+    let with_pass = |args: &[&str], dir: &std::path::Path| {
+        Run::from(
+            Command::new(bin()).args(args).current_dir(dir).env("SLIPWAY_SIGNING_PASSWORD", "pw").output().unwrap(),
+        )
+    };
+    let r = with_pass(&["sign", "generate-key", "--output", "release"], keys.path());
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let signed = keys.path().join("v2");
+    std::fs::create_dir_all(&signed).unwrap();
+    for e in std::fs::read_dir(websvc_build("v2")).unwrap().flatten().filter(|e| e.path().is_file()) {
+        std::fs::copy(e.path(), signed.join(e.file_name())).unwrap();
+    }
+    let key = keys.path().join("release.key");
+    let r = with_pass(&["sign", "blob", "--key", key.to_str().unwrap(), "SHA256SUMS", "manifest.json"], &signed);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let (web, prod) = (free_addr(), free_addr());
+    let pipeline = format!(
+        "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
+    );
+    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
+    let server = Server::start_with(&["--with-agent", "--gitops-interval", "500ms"]);
+    server.add_project("shop", &repo);
+    let v1 = websvc_build("v1");
+    for dist in [&v1, &signed] {
+        let r = server.cli(&["deploy", "web", "--artifacts", dist.to_str().unwrap(), "--project", "shop"]);
+        assert_eq!(r.code, 0, "{}", r.debug());
+    }
+    let pem: String = std::fs::read_to_string(keys.path().join("release.pub"))
+        .unwrap()
+        .lines()
+        .map(|l| format!("          {l}\n"))
+        .collect();
+    let desired = |version: &str| {
+        format!(
+            "release:\n  version: {version}\nenvironments:\n  prod:\n    listen: {prod}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n    require_signature:\n      keys:\n        - |\n{pem}"
+        )
+    };
+    let config = Repo::new(&[("envs/prod.yml", &desired("v1"))]);
+    let r = server.cli(&[
+        "app",
+        "add",
+        "shop-prod",
+        "--project",
+        "shop",
+        "--repo",
+        config.path().to_str().unwrap(),
+        "--path",
+        "envs",
+        "--env",
+        "prod",
+        "--auto",
+    ]);
+    let t = Instant::now();
+    let v = loop {
+        let v = server.json("/api/v1/apps/shop-prod");
+        if v["status"]["reason"].as_str().is_some_and(|r| r.contains("requires signed releases")) {
+            break v;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{}: {v}", r.debug());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(v["status"]["reason"].as_str().unwrap().contains("is not signed"), "{v}");
+    assert_eq!(served(&prod), None, "nothing runs");
+    config.write("envs/prod.yml", &desired("v2"));
+    config.commit("prod: v2, signed");
+    let t = Instant::now();
+    let h = loop {
+        let h = server.json("/api/v1/projects/shop/environments/prod/releases");
+        if h[0]["version"] == "v2" && h[0]["status"] == "healthy" {
+            break h;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{h}\n{}", server.json("/api/v1/apps/shop-prod"));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(served(&prod).as_deref(), Some("v2"));
+    assert_eq!((h[1]["version"].as_str(), h[1]["status"].as_str()), (Some("v1"), Some("failed")), "{h}");
+}
+
 /// GitOps on the local agent: an application from the brief's Argo CD manifest keeps `prod`
 /// as its file in a config repository says — synced and healthy at once, a new commit synced
 /// by itself within the interval, a file with errors leaves the last good release running
