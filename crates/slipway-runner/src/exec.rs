@@ -555,7 +555,11 @@ fn run_shell(
     grace: Duration,
     out: &mut Out,
 ) -> std::io::Result<Exit> {
-    let mut cmd = Command::new(shell);
+    // By its path: a bare name with the job's own PATH would make the standard library fork
+    // instead of posix_spawn (it must search that PATH in the child).
+    let path_var = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
+    let program = resolve_program(shell, path_var.as_deref()).unwrap_or_else(|| shell.to_path_buf());
+    let mut cmd = Command::new(program);
     cmd.arg("--noprofile").arg("--norc");
     match script {
         Script::Inline(text) => cmd.arg("-c").arg(text).arg("slipway-job"),
@@ -570,6 +574,21 @@ fn run_shell(
     let exit = child.wait(Some(deadline), cancel, grace, &mut |chunk| out.bytes(chunk));
     out.flush();
     Ok(exit)
+}
+
+/// `name` looked up in `path` (else this process's PATH), as `execvp` would: the first
+/// executable file of that name; a name with a `/` is itself.
+fn resolve_program(name: &Path, path: Option<&str>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if name.components().count() != 1 {
+        return Some(name.to_path_buf());
+    }
+    let own = std::env::var("PATH").unwrap_or_default();
+    path.unwrap_or(&own)
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Restores job `dep`'s artifacts from run `run_dir` into `ws` (how many files) and adds its

@@ -78,8 +78,12 @@ const TICK: Duration = Duration::from_millis(50);
 pub fn spawn(mut cmd: Command) -> std::io::Result<Supervised> {
     let (mut reader, writer) = std::io::pipe()?;
     cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer);
-    slipway_sys::process::own_group(&mut cmd, true);
+    // The guardian kills the group if slipway dies; without one, the child gets a parent-death
+    // signal instead. (That needs code between fork and exec, which makes every spawn a full
+    // fork of this process — page tables and all — where posix_spawn needs none: a job's
+    // start costs ~1 ms more.)
     let guardian = Guardian::get();
+    slipway_sys::process::own_group(&mut cmd, guardian.is_none());
     let mut child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipe's write end
     let pgid = child.id() as i32;

@@ -134,6 +134,9 @@ fn handle_signals(cancel: Cancel, ui: Ui) {
 }
 
 pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
+    // The guardian (an `sh` that outlives a killed slipway to stop its jobs) starts while
+    // the pipeline loads, not in front of the first job.
+    std::thread::spawn(slipway_sys::process::Guardian::get);
     // Listing the project's files takes a git process: start it while the pipeline loads.
     let snapshot = (!args.in_place).then(|| {
         let root = root.clone();
