@@ -1580,42 +1580,11 @@ fn a_lost_store_is_reported_then_adopted_without_restarting_anything() {
     assert_eq!(site.history("web")[0]["release"], 3, "ids go on after the adopted one");
 }
 
-/// A copy of the `version` build, signed with `key` (`slipway sign blob`, what `go build
-/// --sign` does) in `dir`.
-fn signed_build(version: &str, key: &std::path::Path, dir: &std::path::Path) -> PathBuf {
-    let out = dir.join(format!("dist-{version}-{}", key.file_stem().unwrap().to_string_lossy()));
-    std::fs::create_dir_all(&out).unwrap();
-    for e in std::fs::read_dir(build(version)).unwrap().flatten().filter(|e| e.path().is_file()) {
-        std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
-    }
-    let r = Run::from(
-        Command::new(bin())
-            .args(["sign", "blob", "--key", key.to_str().unwrap(), "SHA256SUMS", "manifest.json"])
-            .current_dir(&out)
-            .env("SLIPWAY_SIGNING_PASSWORD", "pw")
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(r.code, 0, "{}", r.debug());
-    out
-}
-
 #[test]
 fn an_environment_that_requires_signatures_deploys_only_signed_releases() {
     let keys = tempfile::tempdir().unwrap();
-    for prefix in ["release", "stranger"] {
-        let r = Run::from(
-            Command::new(bin())
-                .args(["sign", "generate-key", "--output", prefix])
-                .current_dir(keys.path())
-                .env("SLIPWAY_SIGNING_PASSWORD", "pw")
-                .output()
-                .unwrap(),
-        );
-        assert_eq!(r.code, 0, "{}", r.debug());
-    }
-    let public = std::fs::read_to_string(keys.path().join("release.pub")).unwrap();
-    let pem: String = public.lines().map(|l| format!("          {l}\n")).collect();
+    let pem = signing_keypair(keys.path(), "release", 10);
+    signing_keypair(keys.path(), "stranger", 10);
     let (dev, prod) = (free_addr(), free_addr());
     let envs = format!(
         "  dev:\n    listen: {dev}\n    health: {{http: /healthz, interval: 200ms}}\n  prod:\n    promote_from: dev\n    listen: {prod}\n    health: {{http: /healthz, interval: 200ms}}\n    require_signature:\n      keys:\n        - |\n{pem}"
@@ -1637,7 +1606,7 @@ fn an_environment_that_requires_signatures_deploys_only_signed_releases() {
     assert!(h[0].to_string().contains("requires signed releases"), "{h:?}");
 
     // Signed by a key the environment does not trust.
-    let other = signed_build("v1", &p.join("stranger.key"), p);
+    let other = signed_websvc_build("v1", &p.join("stranger.key"), p);
     let r = site.sw(&["deploy", "prod", "--artifacts", other.to_str().unwrap()]);
     assert_eq!(r.code, 7, "{}", r.debug());
     assert!(
@@ -1647,7 +1616,7 @@ fn an_environment_that_requires_signatures_deploys_only_signed_releases() {
     );
 
     // Signed, then tampered with: the version in manifest.json changed after signing.
-    let tampered = signed_build("v2", &key, p);
+    let tampered = signed_websvc_build("v2", &key, p);
     let m = tampered.join("manifest.json");
     std::fs::write(&m, std::fs::read_to_string(&m).unwrap().replace("\"v2\"", "\"v9\"")).unwrap();
     let r = site.sw(&["deploy", "prod", "--artifacts", tampered.to_str().unwrap()]);
@@ -1657,11 +1626,11 @@ fn an_environment_that_requires_signatures_deploys_only_signed_releases() {
     assert_eq!(status["status"], "not deployed", "{status}");
 
     // Signed: deployed; so is the next one; a rollback to the first is checked and allowed.
-    let v1 = signed_build("v1", &key, p);
+    let v1 = signed_websvc_build("v1", &key, p);
     let r = site.sw(&["deploy", "prod", "--artifacts", v1.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.debug());
     assert_eq!(body(&prod), "v1");
-    let v2 = signed_build("v2", &key, p);
+    let v2 = signed_websvc_build("v2", &key, p);
     let r = site.sw(&["deploy", "prod", "--artifacts", v2.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.debug());
     let r = site.sw(&["rollback", "prod"]);
@@ -1683,18 +1652,7 @@ fn a_signed_only_container_environment_pulls_nothing_unsigned() {
     require("docker", "--version");
     let reg = common::registry::Registry::start(None);
     let keys = tempfile::tempdir().unwrap();
-    let with_pass = |args: &[&str], dir: &std::path::Path| {
-        Run::from(
-            Command::new(bin()).args(args).current_dir(dir).env("SLIPWAY_SIGNING_PASSWORD", "pw").output().unwrap(),
-        )
-    };
-    let r = with_pass(&["sign", "generate-key", "--output", "release"], keys.path());
-    assert_eq!(r.code, 0, "{}", r.debug());
-    let pem: String = std::fs::read_to_string(keys.path().join("release.pub"))
-        .unwrap()
-        .lines()
-        .map(|l| format!("          {l}\n"))
-        .collect();
+    let pem = signing_keypair(keys.path(), "release", 10);
     let addr = free_addr();
     let env = format!(
         "  web:\n    target: docker\n    listen: {addr}\n    health: {{http: /healthz, interval: 200ms, deadline: 5s}}\n    require_signature:\n      keys:\n        - |\n{pem}"
@@ -1711,7 +1669,7 @@ fn a_signed_only_container_environment_pulls_nothing_unsigned() {
         if sign {
             args.extend(["--sign", "--key", key.to_str().unwrap()]);
         }
-        let r = with_pass(&args, keys.path());
+        let r = slipway_signing(keys.path(), &args);
         assert_eq!(r.code, 0, "{}", r.debug());
         reference
     };

@@ -3182,21 +3182,8 @@ environments:
 #[test]
 fn gitops_syncs_only_signed_releases_where_signatures_are_required() {
     let keys = tempfile::tempdir().unwrap();
-    let with_pass = |args: &[&str], dir: &std::path::Path| {
-        Run::from(
-            Command::new(bin()).args(args).current_dir(dir).env("SLIPWAY_SIGNING_PASSWORD", "pw").output().unwrap(),
-        )
-    };
-    let r = with_pass(&["sign", "generate-key", "--output", "release"], keys.path());
-    assert_eq!(r.code, 0, "{}", r.debug());
-    let signed = keys.path().join("v2");
-    std::fs::create_dir_all(&signed).unwrap();
-    for e in std::fs::read_dir(websvc_build("v2")).unwrap().flatten().filter(|e| e.path().is_file()) {
-        std::fs::copy(e.path(), signed.join(e.file_name())).unwrap();
-    }
-    let key = keys.path().join("release.key");
-    let r = with_pass(&["sign", "blob", "--key", key.to_str().unwrap(), "SHA256SUMS", "manifest.json"], &signed);
-    assert_eq!(r.code, 0, "{}", r.debug());
+    let pem = signing_keypair(keys.path(), "release", 10);
+    let signed = signed_websvc_build("v2", &keys.path().join("release.key"), keys.path());
     let (web, prod) = (free_addr(), free_addr());
     let pipeline = format!(
         "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
@@ -3209,11 +3196,6 @@ fn gitops_syncs_only_signed_releases_where_signatures_are_required() {
         let r = server.cli(&["deploy", "web", "--artifacts", dist.to_str().unwrap(), "--project", "shop"]);
         assert_eq!(r.code, 0, "{}", r.debug());
     }
-    let pem: String = std::fs::read_to_string(keys.path().join("release.pub"))
-        .unwrap()
-        .lines()
-        .map(|l| format!("          {l}\n"))
-        .collect();
     let desired = |version: &str| {
         format!(
             "release:\n  version: {version}\nenvironments:\n  prod:\n    listen: {prod}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n    require_signature:\n      keys:\n        - |\n{pem}"

@@ -329,3 +329,30 @@ pub fn copy_fixture(name: &str, dest: &Path) {
     }
     copy(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/go").join(name), dest);
 }
+
+/// `slipway ARGS` in `dir` with the signing tests' passphrase (`pw`) in SLIPWAY_SIGNING_PASSWORD.
+pub fn slipway_signing(dir: &Path, args: &[&str]) -> Run {
+    Run::from(Command::new(bin()).args(args).current_dir(dir).env("SLIPWAY_SIGNING_PASSWORD", "pw").output().unwrap())
+}
+
+/// A key pair `PREFIX.key`/`PREFIX.pub` in `dir` (passphrase `pw`); the public key's lines
+/// indented for a `require_signature: {keys: [|...]}` block at `indent` spaces.
+pub fn signing_keypair(dir: &Path, prefix: &str, indent: usize) -> String {
+    let r = slipway_signing(dir, &["sign", "generate-key", "--output", prefix]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    let public = std::fs::read_to_string(dir.join(format!("{prefix}.pub"))).unwrap();
+    public.lines().map(|l| format!("{:indent$}{l}\n", "")).collect()
+}
+
+/// A copy of the websvc build `version` in `dir`, its SHA256SUMS and manifest.json signed
+/// with `key` (what `go build --sign` writes).
+pub fn signed_websvc_build(version: &str, key: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("dist-{version}-{}", key.file_stem().unwrap().to_string_lossy()));
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(websvc_build(version)).unwrap().flatten().filter(|e| e.path().is_file()) {
+        std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
+    }
+    let r = slipway_signing(&out, &["sign", "blob", "--key", key.to_str().unwrap(), "SHA256SUMS", "manifest.json"]);
+    assert_eq!(r.code, 0, "{}", r.debug());
+    out
+}
