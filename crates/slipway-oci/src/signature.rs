@@ -121,6 +121,31 @@ async fn digests_of(client: &mut Client, r: &Reference, top: &str) -> Result<(St
     Ok((digest, platforms))
 }
 
+/// The image a reference names: its digest, its platforms' digests, and — when both a tag
+/// and a digest were given — where the tag points now if that is elsewhere.
+struct Resolved {
+    digest: String,
+    platforms: Vec<String>,
+    moved: Option<String>,
+}
+
+async fn resolve(client: &mut Client, target: &ImageRef) -> Result<Resolved, OciError> {
+    let r = &target.reference;
+    let top = target.digest.clone().unwrap_or_else(|| r.tag.clone());
+    let (digest, platforms) = digests_of(client, r, &top).await?;
+    let mut moved = None;
+    if let Some(want) = &target.digest {
+        if *want != digest {
+            return Err(OciError::Registry(format!("the registry returned {digest} for {want}")));
+        }
+        if target.tagged {
+            let (now, _) = digests_of(client, r, &r.tag).await?;
+            moved = (now != digest).then_some(now);
+        }
+    }
+    Ok(Resolved { digest, platforms, moved })
+}
+
 /// What signing did to one manifest.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Signed {
@@ -143,18 +168,8 @@ pub async fn sign_image(
     annotations: &BTreeMap<String, String>,
 ) -> Result<Vec<Signed>, OciError> {
     let r = &target.reference;
-    let top = target.digest.clone().unwrap_or_else(|| r.tag.clone());
-    let (digest, platforms) = digests_of(client, r, &top).await?;
-    if let Some(want) = &target.digest
-        && *want != digest
-    {
-        return Err(OciError::Registry(format!("the registry returned {digest} for {want}")));
-    }
-    if target.tagged
-        && target.digest.is_some()
-        && let (now, _) = digests_of(client, r, &r.tag).await?
-        && now != digest
-    {
+    let Resolved { digest, platforms, moved } = resolve(client, target).await?;
+    if let Some(now) = moved {
         return Err(OciError::Input(format!(
             "the tag `{}` points at {now}, not {digest}: sign by digest alone, or the tag",
             r.tag
@@ -283,21 +298,12 @@ pub async fn verify_image(
     keys: &[TrustedKey],
 ) -> Result<Verified, VerifyError> {
     let r = &target.reference;
-    let top = target.digest.clone().unwrap_or_else(|| r.tag.clone());
-    let (digest, platforms) = digests_of(client, r, &top).await?;
-    if let Some(want) = &target.digest {
-        if *want != digest {
-            return Err(OciError::Registry(format!("the registry returned {digest} for {want}")).into());
-        }
-        if target.tagged {
-            let (now, _) = digests_of(client, r, &r.tag).await?;
-            if now != digest {
-                return Err(VerifyError::Invalid(format!(
-                    "the tag `{}` was moved: it points at {now}, not at the signed {digest}",
-                    r.tag
-                )));
-            }
-        }
+    let Resolved { digest, platforms, moved } = resolve(client, target).await?;
+    if let Some(now) = moved {
+        return Err(VerifyError::Invalid(format!(
+            "the tag `{}` was moved: it points at {now}, not at the signed {digest}",
+            r.tag
+        )));
     }
     let repository = target.repository();
     let mut signatures = Vec::new();

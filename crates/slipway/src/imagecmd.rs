@@ -380,7 +380,8 @@ fn build(root: &Path, a: ImageBuildArgs, ui: &Ui) -> Result<i32> {
     };
     // The key opens before the build: a wrong passphrase fails in a second, not after a push.
     let signer = if a.sign { Some(crate::signcmd::signing_key(&a.key)?) } else { None };
-    let sign_annotations = crate::signcmd::annotations(root, &a.annotations)?;
+    // (Only when signing: the commit costs a git process.)
+    let sign_annotations = if a.sign { crate::signcmd::annotations(root, &a.annotations)? } else { Default::default() };
     let built = slipway_oci::request::build(&req, base).map_err(oci_error)?;
     if let Some(why) = &built.no_sbom
         && !a.json
