@@ -158,11 +158,16 @@ impl Engine {
             status: ReleaseStatus::Queued,
             pipeline: actor.pipeline.clone(),
         };
-        if let Ok(release) = self.store.create_release(&new).await {
-            let _ = self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await;
-            self.events(env).say(format!("release #{}: refused: {}", release.id, e.message));
-        }
+        let _ = self.record_refused(env, &new, &e).await;
         e
+    }
+
+    /// Records `new` as a failed release refused for `e`'s reason, before anything ran.
+    async fn record_refused(&self, env: &Environment, new: &NewRelease, e: &DeployError) -> Result<(), DeployError> {
+        let release = self.store.create_release(new).await?;
+        let _ = self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await;
+        self.events(env).say(format!("release #{}: refused: {}", release.id, e.message));
+        Ok(())
     }
 
     /// Promotes what runs in `from` to `to`: the same artifacts, never a rebuild.
@@ -543,9 +548,7 @@ impl Engine {
         let events = self.events(env);
         // Signatures first: an unsigned release touches nothing, and its refusal is recorded.
         if let Err(e) = crate::signatures::check(&self.config.data_dir, env, &new.artifacts).await {
-            let release = self.store.create_release(&new).await?;
-            let _ = self.store.set_status(release.id, ReleaseStatus::Failed, Some(&e.message)).await;
-            events.say(format!("release #{}: refused: {}", release.id, e.message));
+            self.record_refused(env, &new, &e).await?;
             return Err(e);
         }
         let target = self.target(env).await?;
