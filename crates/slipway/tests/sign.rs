@@ -43,6 +43,12 @@ fn cosign(dir: &Path, args: &[&str]) -> Run {
     Run::from(out)
 }
 
+/// `cosign verify-blob` of `file` against `file.sig` with the public key `key`.
+fn cosign_verify_blob(dir: &Path, key: &str, file: &str) -> Run {
+    let sig = format!("{file}.sig");
+    cosign(dir, &["verify-blob", "--key", key, "--signature", &sig, "--insecure-ignore-tlog=true", file])
+}
+
 /// `slipway sign generate-key` into `dir` (PREFIX.key, PREFIX.pub).
 fn keypair(dir: &Path, prefix: &str) {
     let r = sw(dir, &["sign", "generate-key", "--output", prefix]);
@@ -81,36 +87,14 @@ fn keys_and_blob_signatures_interoperate_with_cosign_both_ways() {
     // slipway signs; cosign verifies.
     let s = sw(p, &["sign", "blob", "--key", "slipway.key", "SHA256SUMS"]);
     assert_eq!(s.code, 0, "{}", s.debug());
-    let c = cosign(
-        p,
-        &[
-            "verify-blob",
-            "--key",
-            "slipway.pub",
-            "--signature",
-            "SHA256SUMS.sig",
-            "--insecure-ignore-tlog=true",
-            "SHA256SUMS",
-        ],
-    );
+    let c = cosign_verify_blob(p, "slipway.pub", "SHA256SUMS");
     assert_eq!(c.code, 0, "{}", c.debug());
     // A key cosign generated signs with slipway.
     let c = cosign(p, &["generate-key-pair", "--output-key-prefix", "cosign"]);
     assert_eq!(c.code, 0, "{}", c.debug());
     let s = sw(p, &["sign", "blob", "--key", "cosign.key", "SHA256SUMS"]);
     assert_eq!(s.code, 0, "{}", s.debug());
-    let c = cosign(
-        p,
-        &[
-            "verify-blob",
-            "--key",
-            "cosign.pub",
-            "--signature",
-            "SHA256SUMS.sig",
-            "--insecure-ignore-tlog=true",
-            "SHA256SUMS",
-        ],
-    );
+    let c = cosign_verify_blob(p, "cosign.pub", "SHA256SUMS");
     assert_eq!(c.code, 0, "{}", c.debug());
     // A changed file, and another key: exit 1, with the reason.
     std::fs::write(p.join("SHA256SUMS"), "4567  app_linux_amd64\n").unwrap();
@@ -349,18 +333,7 @@ fn go_build_signs_its_sums_and_manifest() {
     assert!(b.stdout.contains("(signed)"), "{}", b.stdout);
     let dist = r.path().join("dist");
     for f in ["SHA256SUMS", "manifest.json"] {
-        let c = cosign(
-            &dist,
-            &[
-                "verify-blob",
-                "--key",
-                "../release.pub",
-                "--signature",
-                &format!("{f}.sig"),
-                "--insecure-ignore-tlog=true",
-                f,
-            ],
-        );
+        let c = cosign_verify_blob(&dist, "../release.pub", f);
         assert_eq!(c.code, 0, "{f}: {}", c.debug());
     }
     // An unsigned build leaves no stale signature behind.
