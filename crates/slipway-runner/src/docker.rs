@@ -188,6 +188,16 @@ async fn supervise(
     let mut stopped: Option<Exit> = None;
     let mut code = None;
     let mut logs_done = false;
+    // `CI_DEBUG_SERVICES`: the services' logs, line by line as they come, in the job's log.
+    let followed = r.sidecars.map(|s| s.follow_logs()).unwrap_or_default();
+    let mut services = futures_util::stream::select_all(followed.iter().enumerate().map(|(i, (id, _))| {
+        docker
+            .logs(id, Some(LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build()))
+            .map(move |chunk| (i, chunk))
+            .boxed()
+    }));
+    let mut partial: Vec<Vec<u8>> = vec![Vec::new(); followed.len()];
+    let mut services_done = followed.is_empty();
     loop {
         if code.is_some() && logs_done {
             break;
@@ -196,6 +206,18 @@ async fn supervise(
             chunk = logs.next(), if !logs_done => match chunk {
                 Some(Ok(c)) => out(&c.into_bytes()),
                 _ => logs_done = true,
+            },
+            line = services.next(), if !services_done => match line {
+                Some((i, Ok(c))) => {
+                    partial[i].extend_from_slice(&c.into_bytes());
+                    while let Some(n) = partial[i].iter().position(|b| *b == b'\n') {
+                        let rest = partial[i].split_off(n + 1);
+                        out(&crate::services::prefixed(&followed[i].1, &partial[i]));
+                        partial[i] = rest;
+                    }
+                }
+                Some((_, Err(_))) => {}
+                None => services_done = true,
             },
             ended = wait.next(), if code.is_none() => {
                 code = Some(match ended {
@@ -228,6 +250,9 @@ async fn supervise(
                 }
             },
         }
+    }
+    for (i, rest) in partial.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+        out(&crate::services::prefixed(&followed[i].1, rest));
     }
     Ok(match (stopped, code) {
         (Some(s), _) => s,

@@ -4,7 +4,7 @@
 //! variables and its own, and waited for — a TCP connection to each port the image exposes (or
 //! `HEALTHCHECK_TCP_PORT`) — before the script starts. A service that does not come up is a
 //! warning with the tail of its log, not a failure, as in GitLab. Its whole log is kept with
-//! the run (`services/<job>/<alias>.log`), and printed in the job's log with
+//! the run (`services/<job>/<alias>.log`), and streamed into the job's log as it comes with
 //! `CI_DEBUG_SERVICES=true`.
 //!
 //! A `docker:*dind*` service is not started: privileged Docker-in-Docker cannot run on every
@@ -68,9 +68,21 @@ pub struct Sidecars {
     pub unset: Vec<String>,
     logs_dir: PathBuf,
     debug: bool,
+    /// Whether the job's container streamed their logs (`CI_DEBUG_SERVICES`) already.
+    followed: std::sync::atomic::AtomicBool,
 }
 
 impl Sidecars {
+    /// With `CI_DEBUG_SERVICES`, the containers (id, alias) whose logs the job's log shows
+    /// as they come; their logs are then not printed again when they stop.
+    pub(crate) fn follow_logs(&self) -> Vec<(String, String)> {
+        if !self.debug {
+            return Vec::new();
+        }
+        self.followed.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.containers.iter().map(|c| (c.id.clone(), c.alias.clone())).collect()
+    }
+
     /// The network the job's container joins (none: the host's).
     pub(crate) fn network_name(&self) -> Option<&str> {
         self.network.as_deref()
@@ -97,6 +109,7 @@ pub(crate) async fn start(
         unset: Vec::new(),
         logs_dir: s.logs_dir.to_path_buf(),
         debug: s.debug,
+        followed: Default::default(),
     };
     match start_all(docker, s, &mut made, cancel, out).await {
         Ok(()) => Ok(made),
@@ -290,13 +303,10 @@ pub(crate) async fn stop(docker: &Docker, made: Sidecars, out: &mut dyn FnMut(&[
     }
     for c in &made.containers {
         let log = logs(docker, &c.id, None).await;
-        if made.debug {
+        // Printed here when the job's container never ran to stream them.
+        if made.debug && !made.followed.load(std::sync::atomic::Ordering::Relaxed) {
             for line in log.split_inclusive(|b| *b == b'\n') {
-                out(format!("[service:{}] ", c.alias).as_bytes());
-                out(line);
-                if !line.ends_with(b"\n") {
-                    out(b"\n");
-                }
+                out(&prefixed(&c.alias, line));
             }
         }
         let _ = std::fs::write(made.logs_dir.join(format!("{}.log", crate::docker::docker_safe(&c.alias))), &log);
@@ -313,6 +323,16 @@ pub(crate) async fn stop(docker: &Docker, made: Sidecars, out: &mut dyn FnMut(&[
             g.release_network(id);
         }
     }
+}
+
+/// A line of a service's log as the job's log shows it: `[service:<alias>] …`, one newline.
+pub(crate) fn prefixed(alias: &str, line: &[u8]) -> Vec<u8> {
+    let mut v = format!("[service:{alias}] ").into_bytes();
+    v.extend_from_slice(line);
+    if !line.ends_with(b"\n") {
+        v.push(b'\n');
+    }
+    v
 }
 
 async fn logs(docker: &Docker, id: &str, tail: Option<&str>) -> Vec<u8> {

@@ -234,6 +234,8 @@ fn services_are_reached_by_their_aliases_and_removed_with_their_network() {
     - busybox wget -qO- http://www:8080/
     - busybox wget -qO- http://slipway-test-busybox:8080/
     - busybox wget -qO- http://slipway-test__busybox:8080/ >/dev/null && echo default alias
+    - sleep 1
+    - echo script done
 "#
     );
     let r = Repo::new(&[(".gitlab-ci.yml", &yaml)]);
@@ -252,7 +254,10 @@ fn services_are_reached_by_their_aliases_and_removed_with_their_network() {
     // The second service exited: a warning with its log, as GitLab's runner gives.
     assert!(log.iter().any(|l| l.contains("(broken) probably didn't start properly")), "{log:#?}");
     assert!(log.iter().any(|l| l.contains("exited with code 3")), "{log:#?}");
-    assert!(log.iter().any(|l| l == "[service:web] serving"), "{log:#?}");
+    // CI_DEBUG_SERVICES streams the services' logs as they come, not at the job's end.
+    let at = |want: &str| log.iter().position(|l| l == want);
+    assert!(at("[service:web] serving").is_some_and(|i| Some(i) < at("script done")), "{log:#?}");
+    assert!(at("[service:broken] broken-service-says-bye").is_some(), "{log:#?}");
     let slug = std::fs::read_dir(r.path().join(".slipway/runs/1/services")).unwrap().next().unwrap().unwrap().path();
     assert_eq!(std::fs::read_to_string(slug.join("broken.log")).unwrap(), "broken-service-says-bye\n");
     assert!(containers(&job).is_empty() && networks(&job).is_empty(), "a service or its network outlived the job");
