@@ -37,7 +37,17 @@ impl Checkout {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "project".into());
-        let head = spawn(dir, &["log", "-1", "--format=%H%n%P%n%D%n%an <%ae>%n%B"]);
+        // On a branch of a plain repository, the commit is read from the object store (what
+        // `git log` prints below, decorations aside: they only matter on a detached HEAD).
+        let plain = crate::plain::Plain::open(dir).and_then(|p| {
+            let (_, oid) = p.head_branch()?;
+            let c = p.commit(&oid)?;
+            Some(format!("{oid}\n{}\n\n{}\n{}", c.parents.join(" "), c.author, c.message))
+        });
+        let head = match plain {
+            Some(_) => None,
+            None => spawn(dir, &["log", "-1", "--format=%H%n%P%n%D%n%an <%ae>%n%B"]),
+        };
         // The rest is small files in a plain `.git` directory: read them instead of starting
         // three more git processes; anything unusual (worktrees, subdirectories) asks git.
         let (refs, origin, symbolic) = match read_ref_files(&dir.join(".git")) {
@@ -58,7 +68,7 @@ impl Checkout {
                 (finish(refs), finish(origin), finish(symbolic))
             }
         };
-        let head = finish(head);
+        let head = plain.or_else(|| finish(head));
 
         let Some(head) = head else {
             // Not a repository, or one without commits yet.

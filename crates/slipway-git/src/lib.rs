@@ -6,6 +6,8 @@
 //! mirrors and build checkouts.
 
 mod checkout;
+mod listing;
+mod plain;
 pub mod remote;
 
 use std::path::{Path, PathBuf};
@@ -95,16 +97,39 @@ pub fn commit_and_origin(dir: &Path) -> (Option<(i64, String)>, Option<String>) 
 }
 
 /// The listing a workspace snapshot starts from: tracked and untracked-but-not-ignored files
-/// (NUL-separated), and, when `with_refs`, every ref with its object — asked at once.
+/// (NUL-separated), and, when `with_refs`, every ref with its object. A plain repository is
+/// read in this process ([`listing`], [`plain`]); anything else asks git, both at once.
 pub fn files_and_refs(dir: &Path, with_refs: bool) -> (Option<Vec<u8>>, Option<String>) {
-    let ls = command(dir, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok();
-    let refs = with_refs.then(|| spawn(dir, &["for-each-ref", "--format=%(objectname) %(refname)"])).flatten();
-    let files = ls.and_then(|c| c.wait_with_output().ok()).filter(|o| o.status.success()).map(|o| o.stdout);
-    (files, finish(refs))
+    let plain = with_refs.then(|| plain::Plain::open(dir)).flatten();
+    let listed = plain.as_ref().and_then(|_| listing::files(dir)).map(|files| {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = Vec::new();
+        for f in files {
+            out.extend_from_slice(f.as_os_str().as_bytes());
+            out.push(0);
+        }
+        out
+    });
+    let refs = plain.as_ref().and_then(|p| p.refs());
+    let ls = listed.is_none().then(|| {
+        command(dir, &["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+    });
+    let by_git = (with_refs && refs.is_none())
+        .then(|| spawn(dir, &["for-each-ref", "--format=%(objectname) %(refname)"]))
+        .flatten();
+    let files = match listed {
+        Some(l) => Some(l),
+        None => ls.flatten().and_then(|c| c.wait_with_output().ok()).filter(|o| o.status.success()).map(|o| o.stdout),
+    };
+    let refs = match refs {
+        Some(l) => Some(l.iter().map(|(oid, name)| format!("{oid} {name}")).collect::<Vec<_>>().join("\n")),
+        None => finish(by_git),
+    };
+    (files, refs)
 }
 
 /// Whether this is the default branch: in a pipeline, `CI_COMMIT_BRANCH == CI_DEFAULT_BRANCH`

@@ -4,17 +4,17 @@
 //! `kill -9`), the leader gets SIGKILL as its parent-death signal and the process's
 //! [`Guardian`] kills the rest of every group still running.
 //!
-//! One channel carries everything about a child: output chunks (from a reader thread), the end
-//! of output, and the exit status (from a waiter thread), so the supervising loop wakes the
-//! moment anything happens and never polls.
+//! The supervising thread waits on the output pipe and the child's pidfd at once, so it wakes
+//! the moment output arrives or the shell exits — no helper threads, no polling.
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 
 use slipway_sys::process::Guardian;
+use std::os::fd::AsFd;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 /// Cancellation requested by the user: level 0 none, 1 graceful (SIGTERM, grace, SIGKILL),
@@ -58,16 +58,19 @@ pub enum Exit {
     Canceled,
 }
 
-enum Ev {
-    Output(Vec<u8>),
-    Eof,
-    Exited(std::io::Result<ExitStatus>),
-}
-
-/// A spawned process group whose stdout and stderr arrive merged.
+/// A spawned process group whose stdout and stderr arrive merged. One thread — the caller
+/// of [`Supervised::wait`] — waits for its output and its exit together (poll on the pipe and
+/// a pidfd): no reader or waiter threads per job.
 pub struct Supervised {
     pgid: i32,
-    events: mpsc::Receiver<Ev>,
+    child: std::process::Child,
+    /// The read end of the output pipe; `None` once it reached end of file.
+    output: Option<std::io::PipeReader>,
+    /// Readable once the child exits; `None` where pidfds are unavailable (then the exit is
+    /// noticed on the next tick).
+    exited: Option<std::os::fd::OwnedFd>,
+    reaped: bool,
+    buf: Vec<u8>,
 }
 
 /// How often a running child is checked for cancel requests and its deadline.
@@ -76,7 +79,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// Spawns `cmd` in a new process group with stdin from /dev/null and stdout+stderr merged
 /// into one pipe.
 pub fn spawn(mut cmd: Command) -> std::io::Result<Supervised> {
-    let (mut reader, writer) = std::io::pipe()?;
+    let (reader, writer) = std::io::pipe()?;
     cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer);
     // The guardian kills the group if slipway dies; without one, the child gets a parent-death
     // signal instead. (That needs code between fork and exec, which makes every spawn a full
@@ -84,32 +87,14 @@ pub fn spawn(mut cmd: Command) -> std::io::Result<Supervised> {
     // start costs ~1 ms more.)
     let guardian = Guardian::get();
     slipway_sys::process::own_group(&mut cmd, guardian.is_none());
-    let mut child = cmd.spawn()?;
+    let child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipe's write end
     let pgid = child.id() as i32;
     if let Some(g) = guardian {
         g.guard(child.id());
     }
-    let (tx, rx) = mpsc::channel();
-    let out_tx = tx.clone();
-    std::thread::Builder::new().name("job-output".into()).spawn(move || {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if out_tx.send(Ev::Output(buf[..n].to_vec())).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = out_tx.send(Ev::Eof);
-    })?;
-    std::thread::Builder::new().name("job-wait".into()).spawn(move || {
-        let _ = tx.send(Ev::Exited(child.wait()));
-    })?;
-    Ok(Supervised { pgid, events: rx })
+    let exited = slipway_sys::process::exit_fd(child.id()).ok();
+    Ok(Supervised { pgid, child, output: Some(reader), exited, reaped: false, buf: vec![0u8; 16 * 1024] })
 }
 
 fn signal_group(pgid: i32, sig: i32) -> bool {
@@ -136,7 +121,6 @@ impl Supervised {
     ) -> Exit {
         let mut stop: Option<Exit> = None;
         let mut status: Option<std::io::Result<ExitStatus>> = None;
-        let mut eof = false;
         let mut term_sent: Option<Instant> = None;
         while status.is_none() {
             let now = Instant::now();
@@ -144,13 +128,18 @@ impl Supervised {
             if let Some(d) = deadline {
                 wait = wait.min(d.saturating_duration_since(now).max(Duration::from_millis(1)));
             }
-            match self.events.recv_timeout(wait) {
-                Ok(Ev::Output(chunk)) => on_output(&chunk),
-                Ok(Ev::Eof) => eof = true,
-                Ok(Ev::Exited(s)) => status = Some(s),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    status = Some(Err(std::io::Error::other("lost the child")))
+            let [out, exit] = slipway_sys::process::wait_readable(
+                [self.output.as_ref().map(|r| r.as_fd()), self.exited.as_ref().map(|f| f.as_fd())],
+                wait,
+            );
+            if out {
+                self.read_output(on_output);
+            }
+            if exit || self.exited.is_none() {
+                match self.child.try_wait() {
+                    Ok(Some(s)) => status = Some(Ok(s)),
+                    Ok(None) => {}
+                    Err(e) => status = Some(Err(e)),
                 }
             }
             if status.is_some() {
@@ -177,16 +166,19 @@ impl Supervised {
                 }
             }
         }
+        self.reaped = true;
         // The shell is gone; stop anything it left behind in its group.
         self.reap_group(if cancel.level() >= 2 { Duration::ZERO } else { grace });
         // Collect the rest of the output. A process that escaped the group (setsid) may still
         // hold the pipe, so do not wait for it for long.
         let until = Instant::now() + Duration::from_millis(500);
-        while !eof {
-            match self.events.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(Ev::Output(chunk)) => on_output(&chunk),
-                Ok(Ev::Eof) | Err(_) => eof = true,
-                Ok(Ev::Exited(_)) => {}
+        while let Some(r) = &self.output {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let [true] = slipway_sys::process::wait_readable([Some(r.as_fd())], left) {
+                self.read_output(on_output);
             }
         }
         if let Some(e) = stop {
@@ -199,6 +191,17 @@ impl Supervised {
                 _ => Exit::Code(1),
             },
             _ => Exit::Code(1),
+        }
+    }
+
+    /// Reads what the pipe holds (it is readable); end of file closes it.
+    fn read_output(&mut self, on_output: &mut dyn FnMut(&[u8])) {
+        let Some(r) = self.output.as_mut() else { return };
+        match r.read(&mut self.buf) {
+            Ok(0) => self.output = None,
+            Ok(n) => on_output(&self.buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => self.output = None,
         }
     }
 
@@ -222,6 +225,9 @@ impl Drop for Supervised {
     fn drop(&mut self) {
         if group_alive(self.pgid) {
             signal_group(self.pgid, libc::SIGKILL);
+        }
+        if !self.reaped {
+            let _ = self.child.wait();
         }
         if let Some(g) = Guardian::get() {
             g.release(self.pgid as u32);

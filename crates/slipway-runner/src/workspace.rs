@@ -195,6 +195,11 @@ impl Snapshot {
             let m = std::fs::metadata(&marker)?;
             Ok((m.ctime(), m.ctime_nsec()))
         };
+        // A sync that changed nothing keeps the marker: nothing was copied after it, and what a
+        // job touches later is still newer than it (one file write fewer per job).
+        if synced_at.is_some() && stats.copied == 0 && stats.removed == 0 {
+            return Ok(stats);
+        }
         let copied_by = write_marker()?;
         if stats.copied > 0 {
             let started = std::time::Instant::now();

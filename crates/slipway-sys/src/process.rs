@@ -61,6 +61,38 @@ pub fn own_group(cmd: &mut std::process::Command, die_with_parent: bool) {
     }
 }
 
+/// A descriptor that becomes readable when the process `pid` (our child) exits:
+/// `pidfd_open(2)`, so one thread can wait for a child's exit and its output together.
+pub fn exit_fd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just made for us and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits up to `timeout` until one of `fds` is readable or hung up; which ones are (all false
+/// on a timeout or an interrupted wait).
+pub fn wait_readable<const N: usize>(
+    fds: [Option<std::os::fd::BorrowedFd<'_>>; N],
+    timeout: std::time::Duration,
+) -> [bool; N] {
+    use std::os::fd::AsRawFd;
+    let mut polled =
+        fds.map(|fd| libc::pollfd { fd: fd.map_or(-1, |f| f.as_raw_fd()), events: libc::POLLIN, revents: 0 });
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `polled` is a valid array of N pollfd for the duration of the call; a negative
+    // fd is ignored by poll(2).
+    let n = unsafe { libc::poll(polled.as_mut_ptr(), N as libc::nfds_t, ms) };
+    if n <= 0 {
+        return [false; N];
+    }
+    polled.map(|p| p.fd >= 0 && p.revents != 0)
+}
+
 /// The start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
 pub fn start_time(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -129,8 +161,13 @@ impl Guardian {
     }
 
     fn start() -> Option<Guardian> {
-        let records = std::env::temp_dir().join(format!("slipway-guard-{}", std::process::id()));
-        std::fs::create_dir_all(&records).ok()?;
+        // A record per running job is made and removed: on tmpfs (/dev/shm) that costs next to
+        // nothing, where a disk file system journals every one.
+        let name = format!("slipway-guard-{}", std::process::id());
+        let records = [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()]
+            .into_iter()
+            .map(|d| d.join(&name))
+            .find(|r| std::fs::create_dir_all(r).is_ok())?;
         // Waits for end of input (this process exited), then kills the registered groups and
         // removes its directory. In a group of its own: a Ctrl-C at the terminal is for us.
         // Containers (`docker-ID`) are removed through the engine's CLI.

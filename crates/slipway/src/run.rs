@@ -142,6 +142,11 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
         let root = root.clone();
         std::thread::spawn(move || slipway_runner::workspace::Snapshot::take(&root))
     });
+    // So are the checkout's facts (a git process when HEAD is detached).
+    let checkout = {
+        let root = root.clone();
+        std::thread::spawn(move || Checkout::read(&root))
+    };
     let loaded =
         project::load_for_run(&root, args.file.file.as_deref(), overrides(&args.file)?, &args.file.source, ui)?;
     let duplicates = loaded.warnings.iter().filter(|w| w.message.starts_with("duplicate key")).count();
@@ -162,7 +167,7 @@ pub fn run(root: PathBuf, args: RunArgs, ui: &Ui) -> Result<i32> {
 
     let state_dir = StateDir::of(&root)?;
     let state = state_dir.dir.clone();
-    let checkout = Checkout::read(&root);
+    let checkout = checkout.join().unwrap_or_else(|_| Checkout::read(&root));
     state_dir.repair();
     let taken = state_dir.next_run()?;
     let (run_id, run_dir) = (taken.id, taken.dir.clone());
