@@ -39,7 +39,8 @@ impl Checkout {
             .unwrap_or_else(|| "project".into());
         // On a branch of a plain repository, the commit is read from the object store (what
         // `git log` prints below, decorations aside: they only matter on a detached HEAD).
-        let plain = crate::plain::Plain::open(dir).and_then(|p| {
+        let repo = crate::plain::Plain::open(dir);
+        let plain = repo.as_ref().and_then(|p| {
             let (_, oid) = p.head_branch()?;
             let c = p.commit(&oid)?;
             Some(format!("{oid}\n{}\n\n{}\n{}", c.parents.join(" "), c.author, c.message))
@@ -50,7 +51,7 @@ impl Checkout {
         };
         // The rest is small files in a plain `.git` directory: read them instead of starting
         // three more git processes; anything unusual (worktrees, subdirectories) asks git.
-        let (refs, origin, symbolic) = match read_ref_files(&dir.join(".git")) {
+        let (refs, origin, symbolic) = match read_ref_files(&dir.join(".git"), repo.as_ref()) {
             Some(f) => (Some(f.refs), f.origin, f.symbolic),
             None => {
                 let refs = spawn(
@@ -165,13 +166,18 @@ struct RefFiles {
     origin: Option<String>,
 }
 
-fn read_ref_files(git_dir: &Path) -> Option<RefFiles> {
+/// Reads them from `git_dir`, taking the configuration and packed refs from `repo` when it was
+/// opened already.
+fn read_ref_files(git_dir: &Path, repo: Option<&crate::plain::Plain>) -> Option<RefFiles> {
     if !git_dir.is_dir() {
         return None;
     }
     let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
     let symbolic = head.trim().strip_prefix("ref: refs/heads/").map(str::to_string);
-    let packed = std::fs::read_to_string(git_dir.join("packed-refs")).unwrap_or_default();
+    let packed = match repo {
+        Some(r) => r.packed_refs().to_string(),
+        None => std::fs::read_to_string(git_dir.join("packed-refs")).unwrap_or_default(),
+    };
     let mut refs = String::new();
     if let Ok(t) = std::fs::read_to_string(git_dir.join("refs/remotes/origin/HEAD"))
         && let Some(target) = t.trim().strip_prefix("ref: ")
@@ -184,7 +190,10 @@ fn read_ref_files(git_dir: &Path) -> Option<RefFiles> {
             refs.push_str(&format!("{r} \n"));
         }
     }
-    let config = std::fs::read_to_string(git_dir.join("config")).ok()?;
+    let config = match repo {
+        Some(r) => r.config().to_string(),
+        None => std::fs::read_to_string(git_dir.join("config")).ok()?,
+    };
     if config.lines().any(|l| l.trim_start().starts_with("[include")) {
         return None; // let git resolve included configuration
     }
@@ -259,7 +268,7 @@ mod tests {
         sh(p, &["remote", "add", "origin", "git@example.com:group/sub/proj.git"]);
         sh(p, &["update-ref", "refs/remotes/origin/trunk", "HEAD"]);
         sh(p, &["symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/trunk"]);
-        let files = read_ref_files(&p.join(".git")).unwrap();
+        let files = read_ref_files(&p.join(".git"), None).unwrap();
         assert_eq!(files.symbolic.as_deref(), Some("trunk"));
         assert_eq!(files.origin.as_deref(), Some("git@example.com:group/sub/proj.git"));
         let by_git = finish(spawn(
@@ -281,7 +290,7 @@ mod tests {
         let c = Checkout::read(p);
         assert_eq!((c.default_branch.as_str(), c.project_path.as_str()), ("trunk", "group/sub/proj"));
         sh(p, &["checkout", "-q", "--detach"]);
-        assert_eq!(read_ref_files(&p.join(".git")).unwrap().symbolic, None);
+        assert_eq!(read_ref_files(&p.join(".git"), None).unwrap().symbolic, None);
     }
 
     #[test]

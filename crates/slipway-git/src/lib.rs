@@ -101,7 +101,7 @@ pub fn commit_and_origin(dir: &Path) -> (Option<(i64, String)>, Option<String>) 
 /// read in this process ([`listing`], [`plain`]); anything else asks git, both at once.
 pub fn files_and_refs(dir: &Path, with_refs: bool) -> (Option<Vec<u8>>, Option<String>) {
     let plain = with_refs.then(|| plain::Plain::open(dir)).flatten();
-    let listed = plain.as_ref().and_then(|_| listing::files(dir)).map(|files| {
+    let listed = plain.as_ref().and_then(|p| listing::files(dir, p)).map(|files| {
         use std::os::unix::ffi::OsStrExt;
         let mut out = Vec::new();
         for f in files {

@@ -16,17 +16,17 @@ const CONFIG_VARS: &[&str] = &["GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CO
 
 /// Tracked and untracked-not-ignored files of the work tree at `root` (whose `.git` a
 /// [`crate::plain::Plain`] reads), relative to it, `.slipway` left out.
-pub(crate) fn files(root: &Path) -> Option<Vec<PathBuf>> {
+pub(crate) fn files(root: &Path, repo: &crate::plain::Plain) -> Option<Vec<PathBuf>> {
     if CONFIG_VARS.iter().any(|v| std::env::var_os(v).is_some()) {
         return None;
     }
-    let mentions_excludes = |p: PathBuf| {
-        std::fs::read_to_string(p).is_ok_and(|c| {
-            let c = c.to_ascii_lowercase();
-            c.contains("excludesfile") || c.contains("[include")
-        })
+    let mentions_excludes = |c: &str| {
+        let c = c.to_ascii_lowercase();
+        c.contains("excludesfile") || c.contains("[include")
     };
-    if mentions_excludes(root.join(".git/config")) || mentions_excludes(PathBuf::from("/etc/gitconfig")) {
+    if mentions_excludes(repo.config())
+        || std::fs::read_to_string("/etc/gitconfig").is_ok_and(|c| mentions_excludes(&c))
+    {
         return None;
     }
     // The user's excludes file: git's default place unless the user's configuration names
@@ -193,7 +193,8 @@ mod tests {
     }
 
     fn ours(dir: &Path) -> Vec<PathBuf> {
-        let mut v = files(dir).expect("read without git");
+        let repo = crate::plain::Plain::open(dir).expect("a plain repository");
+        let mut v = files(dir, &repo).expect("read without git");
         v.sort();
         v.dedup();
         v
@@ -264,11 +265,12 @@ mod tests {
         git(p, &["init", "-q"]);
         std::fs::write(p.join("f"), "x").unwrap();
         git(p, &["add", "f"]);
-        assert!(files(p).is_some());
+        let open = |p: &Path| files(p, &crate::plain::Plain::open(p).unwrap());
+        assert!(open(p).is_some());
         git(p, &["update-index", "--split-index"]);
-        assert!(files(p).is_none(), "a split index");
+        assert!(open(p).is_none(), "a split index");
         git(p, &["update-index", "--no-split-index"]);
         git(p, &["config", "core.excludesFile", "/nonexistent"]);
-        assert!(files(p).is_none(), "an excludes file in the repository's configuration");
+        assert!(open(p).is_none(), "an excludes file in the repository's configuration");
     }
 }

@@ -27,6 +27,9 @@ const MOVING_VARS: &[&str] = &[
 /// A `.git` directory in the layout this module reads.
 pub(crate) struct Plain {
     dir: PathBuf,
+    /// `.git/config` and `.git/packed-refs` (empty when there is none), read once.
+    config: String,
+    packed: String,
 }
 
 /// What `git log -1` tells about a commit.
@@ -58,29 +61,38 @@ impl Plain {
         {
             return None;
         }
+        let packed = std::fs::read_to_string(dir.join("packed-refs")).unwrap_or_default();
         if std::fs::read_dir(dir.join("refs/replace")).is_ok_and(|mut d| d.next().is_some())
-            || std::fs::read_to_string(dir.join("packed-refs")).is_ok_and(|p| p.contains(" refs/replace/"))
+            || packed.contains(" refs/replace/")
         {
             return None;
         }
-        Some(Plain { dir })
+        Some(Plain { dir, config, packed })
+    }
+
+    /// The repository's `.git/config`.
+    pub(crate) fn config(&self) -> &str {
+        &self.config
+    }
+
+    /// The repository's `.git/packed-refs` (empty when there is none).
+    pub(crate) fn packed_refs(&self) -> &str {
+        &self.packed
     }
 
     /// Every ref and the object it points at, symbolic refs resolved, sorted by name — what
     /// `git for-each-ref --format='%(objectname) %(refname)'` prints.
     pub(crate) fn refs(&self) -> Option<Vec<(String, String)>> {
         let mut direct: BTreeMap<String, String> = BTreeMap::new();
-        if let Ok(packed) = std::fs::read_to_string(self.dir.join("packed-refs")) {
-            for line in packed.lines() {
-                if line.starts_with('#') || line.starts_with('^') || line.is_empty() {
-                    continue;
-                }
-                let (oid, name) = line.split_once(' ')?;
-                if !is_oid(oid) {
-                    return None;
-                }
-                direct.insert(name.to_string(), oid.to_string());
+        for line in self.packed.lines() {
+            if line.starts_with('#') || line.starts_with('^') || line.is_empty() {
+                continue;
             }
+            let (oid, name) = line.split_once(' ')?;
+            if !is_oid(oid) {
+                return None;
+            }
+            direct.insert(name.to_string(), oid.to_string());
         }
         let mut symbolic = Vec::new();
         let mut stack = vec![self.dir.join("refs")];
@@ -123,8 +135,9 @@ impl Plain {
             let content = content.trim();
             return is_oid(content).then(|| content.to_string());
         }
-        let packed = std::fs::read_to_string(self.dir.join("packed-refs")).ok()?;
-        packed.lines().find_map(|l| l.strip_suffix(name)?.strip_suffix(' ').filter(|o| is_oid(o)).map(str::to_string))
+        self.packed
+            .lines()
+            .find_map(|l| l.strip_suffix(name)?.strip_suffix(' ').filter(|o| is_oid(o)).map(str::to_string))
     }
 
     /// HEAD's branch (`refs/heads/…` stripped) and commit, when HEAD is on a branch that has one.

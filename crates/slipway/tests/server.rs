@@ -3177,13 +3177,10 @@ environments:
     assert!(detail.contains("above the canary analysis' max_error_rate 5.0%"), "{h}");
 }
 
-/// A GitOps application whose environment requires signatures syncs only signed releases: an
-/// unsigned version fails its sync with the reason and nothing runs; a signed one syncs.
-#[test]
-fn gitops_syncs_only_signed_releases_where_signatures_are_required() {
-    let keys = tempfile::tempdir().unwrap();
-    let pem = signing_keypair(keys.path(), "release", 10);
-    let signed = signed_websvc_build("v2", &keys.path().join("release.key"), keys.path());
+/// The GitOps tests' server: an agent, apps synced every 500 ms, and project `shop` with
+/// environment `web` (deployed to record builds); also a free address for the environments
+/// the apps describe. The project's repository is returned to live as long as the server.
+fn gitops_shop() -> (Repo, Server, String) {
     let (web, prod) = (free_addr(), free_addr());
     let pipeline = format!(
         "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
@@ -3191,6 +3188,17 @@ fn gitops_syncs_only_signed_releases_where_signatures_are_required() {
     let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
     let server = Server::start_with(&["--with-agent", "--gitops-interval", "500ms"]);
     server.add_project("shop", &repo);
+    (repo, server, prod)
+}
+
+/// A GitOps application whose environment requires signatures syncs only signed releases: an
+/// unsigned version fails its sync with the reason and nothing runs; a signed one syncs.
+#[test]
+fn gitops_syncs_only_signed_releases_where_signatures_are_required() {
+    let keys = tempfile::tempdir().unwrap();
+    let pem = signing_keypair(keys.path(), "release", 10);
+    let signed = signed_websvc_build("v2", &keys.path().join("release.key"), keys.path());
+    let (_repo, server, prod) = gitops_shop();
     let v1 = websvc_build("v1");
     for dist in [&v1, &signed] {
         let r = server.cli(&["deploy", "web", "--artifacts", dist.to_str().unwrap(), "--project", "shop"]);
@@ -3251,13 +3259,7 @@ fn gitops_syncs_only_signed_releases_where_signatures_are_required() {
 #[test]
 fn gitops_keeps_an_environment_as_its_config_repository_says() {
     let (v1, v2) = (websvc_build("v1"), websvc_build("v2"));
-    let (web, prod) = (free_addr(), free_addr());
-    let pipeline = format!(
-        "build:\n  script: [echo hi]\nenvironments:\n  web:\n    listen: {web}\n    health: {{http: /healthz, interval: 200ms, deadline: 10s}}\n"
-    );
-    let repo = Repo::new(&[(".slipway.yml", &pipeline)]);
-    let server = Server::start_with(&["--with-agent", "--gitops-interval", "500ms"]);
-    server.add_project("shop", &repo);
+    let (_repo, server, prod) = gitops_shop();
     let cli = |args: &[&str]| server.cli(args);
     // v1 and v2 are built and recorded by deploying them to `web`.
     for dist in [&v1, &v2] {

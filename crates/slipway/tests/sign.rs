@@ -17,11 +17,16 @@ use common::*;
 const PASS: &str = "correct horse";
 
 fn sw(dir: &Path, args: &[&str]) -> Run {
+    sw_pass(dir, args, PASS)
+}
+
+/// `sw` with another passphrase in `SLIPWAY_SIGNING_PASSWORD`.
+fn sw_pass(dir: &Path, args: &[&str], pass: &str) -> Run {
     let out = Command::new(bin())
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
-        .env("SLIPWAY_SIGNING_PASSWORD", PASS)
+        .env("SLIPWAY_SIGNING_PASSWORD", pass)
         .env_remove("SLIPWAY_SIGNING_KEY")
         .env_remove("COSIGN_PASSWORD")
         .output()
@@ -103,13 +108,7 @@ fn keys_and_blob_signatures_interoperate_with_cosign_both_ways() {
     assert!(v.stderr.contains("does not verify with any trusted key (cosign.pub)"), "{}", v.stderr);
 
     // Bad input, each named.
-    let wrong = Command::new(bin())
-        .args(["sign", "blob", "--key", "slipway.key", "SHA256SUMS"])
-        .current_dir(p)
-        .env("SLIPWAY_SIGNING_PASSWORD", "wrong")
-        .output()
-        .unwrap();
-    let wrong = Run::from(wrong);
+    let wrong = sw_pass(p, &["sign", "blob", "--key", "slipway.key", "SHA256SUMS"], "wrong");
     assert_eq!(wrong.code, 2, "{}", wrong.debug());
     assert!(wrong.stderr.contains("wrong passphrase for slipway.key"), "{}", wrong.stderr);
     let out = Command::new("openssl")
@@ -341,13 +340,7 @@ fn go_build_signs_its_sums_and_manifest() {
     assert_eq!(b.code, 0, "{}", b.debug());
     assert!(!dist.join("SHA256SUMS.sig").exists() && !dist.join("manifest.json.sig").exists());
     // A wrong passphrase fails before anything is built.
-    let out = Command::new(bin())
-        .args(["go", "build", "--sign", "--key", "release.key"])
-        .current_dir(r.path())
-        .env("SLIPWAY_SIGNING_PASSWORD", "nope")
-        .output()
-        .unwrap();
-    let run = Run::from(out);
+    let run = sw_pass(r.path(), &["go", "build", "--sign", "--key", "release.key"], "nope");
     assert_eq!(run.code, 2, "{}", run.debug());
     assert!(run.stderr.contains("wrong passphrase for release.key"), "{}", run.stderr);
 }
