@@ -131,6 +131,10 @@ pub struct JobView {
     pub finished_at: Option<String>,
     /// From its start to its end (or to now while it runs).
     pub duration_seconds: Option<f64>,
+    /// A trigger job's child pipeline as it ended: its run record (`status`, `duration_ms`,
+    /// `jobs`, each with its own `child` when it triggered one), as `slipway run --json` prints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<serde_json::Value>,
 }
 
 /// `POST /api/v1/jobs/request`: an agent asks for a job, waiting up to `wait_ms` for one.
@@ -201,6 +205,9 @@ pub struct JobFinish {
     /// The percentage the job's `coverage:` regex found in its log.
     #[serde(default)]
     pub coverage: Option<f64>,
+    /// A trigger job's child pipeline, as it ended (its run record).
+    #[serde(default)]
+    pub child: Option<serde_json::Value>,
 }
 
 /// An agent connected to the server, which can host environments (`GET /api/v1/agents`).

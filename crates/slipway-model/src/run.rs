@@ -141,9 +141,62 @@ pub struct RunRecord {
     pub jobs: Vec<JobRecord>,
 }
 
+impl RunRecord {
+    /// Its jobs, each trigger job followed by its child pipeline's jobs (depth-first): each
+    /// with the names of the trigger jobs it is nested under in this record, outermost first.
+    pub fn nested_jobs(&self) -> Vec<(Vec<&str>, &JobRecord)> {
+        let mut out = Vec::new();
+        for j in &self.jobs {
+            out.push((Vec::new(), j));
+            if let Some(child) = &j.child {
+                for (mut above, cj) in child.nested_jobs() {
+                    above.insert(0, j.name.as_str());
+                    out.push((above, cj));
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(name: &str, child: Option<RunRecord>) -> JobRecord {
+        JobRecord {
+            name: name.into(),
+            stage: "test".into(),
+            status: JobState::Success,
+            exit_code: Some(0),
+            duration_ms: 1,
+            reason: None,
+            coverage: None,
+            attempts: 1,
+            child: child.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn nested_jobs_follow_their_trigger_depth_first() {
+        let run = |jobs| RunRecord { run_id: 1, status: PipelineStatus::Success, duration_ms: 1, jobs };
+        let inner = run(vec![job("deep", None)]);
+        let child = run(vec![job("a", None), job("again", Some(inner)), job("b", None)]);
+        let top = run(vec![job("build", None), job("trigger", Some(child)), job("after", None)]);
+        let got: Vec<(Vec<&str>, &str)> = top.nested_jobs().into_iter().map(|(a, j)| (a, j.name.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (vec![], "build"),
+                (vec![], "trigger"),
+                (vec!["trigger"], "a"),
+                (vec!["trigger"], "again"),
+                (vec!["trigger", "again"], "deep"),
+                (vec!["trigger"], "b"),
+                (vec![], "after"),
+            ]
+        );
+    }
 
     #[test]
     fn states_read_back_as_written() {

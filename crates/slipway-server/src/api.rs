@@ -410,6 +410,7 @@ pub(crate) async fn view_of(s: &State, id: RunId) -> Result<PipelineView, Server
                     let end = if j.status.is_terminal() { j.finished_at_ms.unwrap_or(s) } else { now_ms() };
                     (end - s).max(0) as f64 / 1000.0
                 }),
+                child: j.child.as_deref().and_then(|c| serde_json::from_str(c).ok()),
             })
             .collect(),
     })
@@ -839,6 +840,9 @@ async fn finish(
         if !same {
             return Err(ServerError::Conflict(format!("job {index} of pipeline {run} is not held by `{agent}`")));
         }
+    }
+    if let Some(child) = &f.child {
+        s.store.put_job_child(run, index, &child.to_string()).await?;
     }
     compress_log(&s, run, index).await;
     if let Ok(Some(row)) = s.store.run(run).await {

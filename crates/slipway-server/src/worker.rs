@@ -273,9 +273,18 @@ async fn run_one(client: &Arc<Client>, job: JobAssignment) {
             exit_code: end.exit_code,
             reason: end.reason,
             coverage: end.coverage,
+            child: end.child.and_then(|c| serde_json::to_value(c).ok()),
         },
-        Ok(Err(why)) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(why), coverage: None },
-        Err(e) => JobFinish { status: "failed".into(), exit_code: None, reason: Some(e.to_string()), coverage: None },
+        Ok(Err(why)) => {
+            JobFinish { status: "failed".into(), exit_code: None, reason: Some(why), coverage: None, child: None }
+        }
+        Err(e) => JobFinish {
+            status: "failed".into(),
+            exit_code: None,
+            reason: Some(e.to_string()),
+            coverage: None,
+            child: None,
+        },
     };
     // Handed back: the server queues it again; what it did so far is not its end.
     let (path, body) = match *client.handing_back.borrow() {

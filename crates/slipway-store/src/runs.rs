@@ -65,6 +65,8 @@ pub struct JobRow {
     pub finished_at_ms: Option<i64>,
     /// When it last became claimable.
     pub queued_at_ms: Option<i64>,
+    /// A trigger job's child pipeline as it ended (its `RunRecord` as JSON).
+    pub child: Option<String>,
 }
 
 /// A job a runner took: it holds it until the lease runs out unless it renews it.
@@ -127,6 +129,7 @@ fn job_from(r: &impl Columns) -> Result<JobRow, StoreError> {
         started_at_ms: r.opt_i64("started_at"),
         finished_at_ms: r.opt_i64("finished_at"),
         queued_at_ms: r.opt_i64("queued_at"),
+        child: r.opt_text("child"),
     })
 }
 
@@ -134,7 +137,7 @@ const RUN_COLUMNS: &str =
     "id, project, ref_name, commit_sha, source, status, snapshot, created_at, finished_at, variables, detail, author,
      triggered_by";
 const JOB_COLUMNS: &str =
-    "run_id, idx, name, stage, status, exit_code, attempts, reason, runner, started_at, finished_at, queued_at";
+    "run_id, idx, name, stage, status, exit_code, attempts, reason, runner, started_at, finished_at, queued_at, child";
 
 impl Store {
     /// Records a run (running) and its jobs (created), in one transaction.
@@ -313,7 +316,8 @@ impl Store {
                 let ended = state.is_terminal().then_some(now);
                 sqlx::query(
                     "UPDATE jobs SET status = $1, queued_at = COALESCE($2, queued_at),
-                            finished_at = CASE WHEN $1 = 'created' THEN NULL ELSE COALESCE($3, finished_at) END
+                            finished_at = CASE WHEN $1 = 'created' THEN NULL ELSE COALESCE($3, finished_at) END,
+                            child = CASE WHEN $1 IN ('created', 'pending') THEN NULL ELSE child END
                      WHERE run_id = $4 AND idx = $5",
                 )
                 .bind(state.as_str())
@@ -445,6 +449,20 @@ impl Store {
         })
     }
 
+    /// Records a finished trigger job's child pipeline (`child`: its `RunRecord` as JSON); a
+    /// job that goes back to the queue loses it.
+    pub async fn put_job_child(&self, run: RunId, index: usize, child: &str) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE jobs SET child = $1 WHERE run_id = $2 AND idx = $3")
+                .bind(child)
+                .bind(run)
+                .bind(index as i64)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
     /// Puts running jobs whose runner's lease ran out back in the queue; returns them.
     pub async fn requeue_expired_jobs(&self) -> Result<Vec<(RunId, usize)>, StoreError> {
         let now = now_ms();
@@ -457,7 +475,7 @@ impl Store {
             let rows: Vec<(i64, i64)> = sqlx::query_as(&sql).bind(now).fetch_all(&mut *tx).await?;
             for (run, idx) in &rows {
                 sqlx::query(
-                    "UPDATE jobs SET status = 'pending', runner = NULL, lease_until = NULL, queued_at = $1
+                    "UPDATE jobs SET status = 'pending', runner = NULL, lease_until = NULL, child = NULL, queued_at = $1
                      WHERE run_id = $2 AND idx = $3",
                 )
                 .bind(now)
@@ -508,7 +526,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let sql = format!(
-            "UPDATE jobs SET status = 'pending', runner = NULL, lease_until = NULL, {set}
+            "UPDATE jobs SET status = 'pending', runner = NULL, lease_until = NULL, child = NULL, {set}
                     queued_at = COALESCE((SELECT MIN(queued_at) FROM jobs WHERE status = 'pending'), $1) - 1
              WHERE run_id = $2 AND idx = $3 AND runner = $4 AND status = 'running' {only_if}"
         );

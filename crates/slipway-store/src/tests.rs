@@ -517,6 +517,14 @@ async fn projects_and_tokens(db: Db) {
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(store.finish_job(id, 0, "r", JobState::Success, Some(0), None).await.expect("finish"));
     assert!(store.runs_to_reconcile().await.expect("reconcile").1.contains(&id));
+    // A trigger job's child pipeline is kept with it, and dropped when the job is queued again.
+    store.put_job_child(id, 0, r#"{"run_id": 2}"#).await.expect("child");
+    assert_eq!(store.jobs(id).await.expect("jobs")[0].child.as_deref(), Some(r#"{"run_id": 2}"#));
+    store
+        .save_transition(id, PipelineStatus::Running, &serde_json::json!({}), &[(0, JobState::Pending)])
+        .await
+        .expect("retry");
+    assert_eq!(store.jobs(id).await.expect("jobs")[0].child, None, "a retried job's child is gone");
     assert_eq!(
         store.run(id).await.expect("run").expect("there").variables,
         [("DEPLOY".to_string(), "yes".to_string())]

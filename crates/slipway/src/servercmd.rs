@@ -564,20 +564,29 @@ fn show(p: &slipway_api::server::PipelineView, ui: &Ui) {
     if let Some(d) = &p.detail {
         println!("{d}");
     }
-    let rows: Vec<[String; 6]> = p
-        .jobs
-        .iter()
-        .map(|j| {
-            [
-                j.name.clone(),
-                j.stage.clone(),
-                j.status.clone(),
-                j.exit_code.map_or(String::new(), |c| c.to_string()),
-                j.duration_seconds.map_or(String::new(), |d| format!("{d:.1}s")),
-                j.agent.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    for j in &p.jobs {
+        rows.push([
+            j.name.clone(),
+            j.stage.clone(),
+            j.status.clone(),
+            j.exit_code.map_or(String::new(), |c| c.to_string()),
+            j.duration_seconds.map_or(String::new(), |d| format!("{d:.1}s")),
+            j.agent.clone().unwrap_or_default(),
+        ]);
+        // A trigger job's child pipeline, nested under it as `slipway run` shows one.
+        let child = j.child.clone().and_then(|c| serde_json::from_value::<slipway_model::run::RunRecord>(c).ok());
+        for (above, c) in child.iter().flat_map(|c| c.nested_jobs()) {
+            rows.push([
+                format!("{}└ {}", "  ".repeat(above.len()), c.name),
+                c.stage.clone(),
+                c.status.as_str().to_string(),
+                c.exit_code.map_or(String::new(), |e| e.to_string()),
+                format!("{:.1}s", c.duration_ms as f64 / 1000.0),
+                String::new(),
+            ]);
+        }
+    }
     crate::ui::print_table(ui, &["JOB", "STAGE", "STATUS", "EXIT", "DURATION", "AGENT"], &rows, |c, v| {
         status_color(c, 2, v)
     });

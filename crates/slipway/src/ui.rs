@@ -276,7 +276,7 @@ pub fn summary_table(ui: &Ui, root: &std::path::Path, result: &RunResult, run_id
             log.as_ref().map(|l| l.display().to_string()).unwrap_or_default(),
         ]);
         if let (Some(child), Some(log)) = (&j.child, &log) {
-            child_rows(&mut rows, child, &j.name, log, 1);
+            child_rows(&mut rows, child, &j.name, log);
         }
     }
     println!();
@@ -304,24 +304,21 @@ fn child_rows(
     child: &slipway_model::run::RunRecord,
     trigger: &str,
     trigger_log: &std::path::Path,
-    depth: usize,
 ) {
-    // `<run>/logs/<job>.log` → `<run>/children/<job>/logs/`.
+    // `<run>/logs/<job>.log` → `<run>/children/<job>/logs/`, and so on for a child's children.
     let run_dir = trigger_log.parent().and_then(|l| l.parent()).unwrap_or(std::path::Path::new(""));
-    let dir = run_dir.join("children").join(slipway_runner::exec::slug(trigger));
-    for j in &child.jobs {
+    let top = run_dir.join("children").join(slipway_runner::exec::slug(trigger));
+    for (above, j) in child.nested_jobs() {
+        let dir = above.iter().fold(top.clone(), |d, t| d.join("children").join(slipway_runner::exec::slug(t)));
         let log = dir.join("logs").join(format!("{}.log", slipway_runner::exec::slug(&j.name)));
         rows.push([
-            format!("{}└ {}", "  ".repeat(depth - 1), j.name),
+            format!("{}└ {}", "  ".repeat(above.len()), j.name),
             j.stage.clone(),
             status_word(j.status).to_string(),
             if j.attempts > 0 { human(std::time::Duration::from_millis(j.duration_ms)) } else { "-".into() },
             j.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
             log.display().to_string(),
         ]);
-        if let Some(grandchild) = &j.child {
-            child_rows(rows, grandchild, &j.name, &log, depth + 1);
-        }
     }
 }
 

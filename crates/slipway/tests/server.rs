@@ -212,6 +212,43 @@ test:
     - exit ${TEST_EXIT:-0}
 "#;
 
+/// A trigger job's child pipeline runs on the agent that took the trigger job, and the
+/// server's views show it nested under the job: the API (`jobs[].child`), `slipway pipeline
+/// show` and the dashboard's pipeline page.
+#[test]
+fn a_child_pipeline_on_an_agent_is_shown_nested_under_its_trigger_job() {
+    let repo = Repo::new(&[
+        (
+            ".gitlab-ci.yml",
+            "build:\n  stage: build\n  script: [echo built]\nchild:\n  stage: test\n  trigger:\n    include: ci/child.yml\n    strategy: depend\n",
+        ),
+        ("ci/child.yml", "unit:\n  script: [echo unit]\nlint:\n  script: [echo lint]\n"),
+    ]);
+    let server = Server::start_with(&["--with-agent"]);
+    server.add_project("shop", &repo);
+    let id = server.trigger("shop", None);
+    let p = server.wait(id, Duration::from_secs(60));
+    assert_eq!(p["status"], "success", "{p}");
+    let trigger = p["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "child").expect("the trigger job").clone();
+    let child = &trigger["child"];
+    assert_eq!(child["status"], "success", "{p}");
+    let names: Vec<&str> = child["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["unit", "lint"], "{p}");
+    assert!(child["jobs"].as_array().unwrap().iter().all(|j| j["status"] == "success"), "{p}");
+    assert!(p["jobs"].as_array().unwrap().iter().all(|j| j["name"] == "child" || j.get("child").is_none()), "{p}");
+
+    let show = server.cli(&["pipeline", "show", &id.to_string()]);
+    assert_eq!(show.code, 0, "{}", show.debug());
+    let rows: Vec<&str> = show.stdout.lines().collect();
+    let at = |want: &str| rows.iter().position(|l| l.trim_start().starts_with(want));
+    assert!(at("child").is_some_and(|c| at("└ unit") == Some(c + 1) && at("└ lint") == Some(c + 2)), "{}", show.stdout);
+
+    let (code, page) = server.call("GET", &format!("/ui/pipelines/{id}"), None);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<tr class=\"child\"><td class=\"depth-1\">└ unit</td>"), "{page}");
+    assert!(page.contains("└ lint"), "{page}");
+}
+
 #[test]
 fn a_triggered_pipeline_runs_on_an_agent_and_its_logs_come_back() {
     let repo = Repo::new(&[(".gitlab-ci.yml", PIPELINE)]);

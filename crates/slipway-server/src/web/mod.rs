@@ -796,6 +796,18 @@ struct JobRow {
     duration: String,
     agent: String,
     why: String,
+    /// A trigger job's child pipeline, its jobs nested under it.
+    child: Vec<ChildRow>,
+}
+
+/// A job of a child pipeline: `depth` 1 is the trigger's child, 2 a child's child (3 for any deeper).
+struct ChildRow {
+    depth: usize,
+    name: String,
+    stage: String,
+    status: String,
+    duration: String,
+    why: String,
 }
 
 struct PipelinePage {
@@ -832,11 +844,34 @@ fn job_row(j: &slipway_api::server::JobView) -> JobRow {
         status: j.status.clone(),
         duration: j.duration_seconds.map(|d| duration_text((d * 1000.0) as i64)).unwrap_or_default(),
         agent: j.agent.clone().unwrap_or_default(),
-        why: match (&j.reason, j.exit_code) {
-            (Some(r), _) => r.clone(),
-            (None, Some(c)) if c != 0 => format!("exit code {c}"),
-            _ => String::new(),
-        },
+        why: why(&j.reason, j.exit_code),
+        child: j
+            .child
+            .clone()
+            .and_then(|c| serde_json::from_value::<slipway_model::run::RunRecord>(c).ok())
+            .map(|c| {
+                c.nested_jobs()
+                    .into_iter()
+                    .map(|(above, cj)| ChildRow {
+                        depth: (above.len() + 1).min(3),
+                        name: cj.name.clone(),
+                        stage: cj.stage.clone(),
+                        status: cj.status.as_str().to_string(),
+                        duration: duration_text(cj.duration_ms as i64),
+                        why: why(&cj.reason, cj.exit_code),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Why a job failed: its reason, else a non-zero exit code.
+fn why(reason: &Option<String>, exit_code: Option<i32>) -> String {
+    match (reason, exit_code) {
+        (Some(r), _) => r.clone(),
+        (None, Some(c)) if c != 0 => format!("exit code {c}"),
+        _ => String::new(),
     }
 }
 
